@@ -1,0 +1,123 @@
+"""The TRILLsson log-mel frontend: its numbers, its mel matrix, and two implementations.
+
+The numbers live once, in :class:`FrontendConfig`. The mel matrix is built once, in numpy,
+by :func:`mel_matrix`, and shared by the TensorFlow ops (:mod:`trillsson_tf.frontend.tf_ops`,
+used inside the Keras models and converted to TFLite) and by the numpy twin
+(:mod:`trillsson_tf.frontend.numpy_ops`, used by the TensorFlow-free runtime).
+
+This package itself imports numpy only.
+"""
+import dataclasses
+import functools
+
+import numpy as np
+
+__all__ = ["FrontendConfig", "DEFAULT_FRONTEND", "mel_matrix", "hertz_to_mel"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontendConfig:
+    """The numbers of the TRILLsson log-mel frontend (spec section 4).
+
+    Attributes:
+        sample_rate_hz: Sample rate of the input audio, in Hz.
+        window_samples: STFT window length (Hann, periodic), in samples (25 ms).
+        hop_samples: STFT hop, in samples (10 ms).
+        fft_size: FFT length, in samples; frames are zero-padded from ``window_samples``.
+        num_mel_bins: Number of mel bands.
+        lower_edge_hz: Lower edge of the first mel band, in Hz.
+        upper_edge_hz: Upper edge of the last mel band, in Hz.
+        log_floor: Mel energies are clipped below at this value before the log.
+        log_offset: Added after the floor: ``log(max(mel, log_floor) + log_offset)``.
+        min_samples: Clips shorter than this are mirror-padded to it (2 s at 16 kHz).
+        chunk_frames: Frames per non-overlapping log-mel patch fed to the network.
+    """
+
+    sample_rate_hz: int = 16000
+    window_samples: int = 400
+    hop_samples: int = 160
+    fft_size: int = 512
+    num_mel_bins: int = 80
+    lower_edge_hz: float = 125.0
+    upper_edge_hz: float = 7500.0
+    log_floor: float = 1e-12
+    log_offset: float = 0.001
+    min_samples: int = 32000
+    chunk_frames: int = 195
+
+    @property
+    def num_spectrogram_bins(self) -> int:
+        """Number of rFFT bins, ``fft_size // 2 + 1``."""
+        return self.fft_size // 2 + 1
+
+    @property
+    def patch_shape(self) -> tuple:
+        """Shape of one log-mel patch, ``(chunk_frames, num_mel_bins)``."""
+        return (self.chunk_frames, self.num_mel_bins)
+
+    def num_frames(self, num_samples: int) -> int:
+        """STFT frames for a clip of ``num_samples`` samples, after padding (no centring)."""
+        padded = max(int(num_samples), self.min_samples)
+        return 1 + (padded - self.window_samples) // self.hop_samples
+
+    def num_chunks(self, num_samples: int) -> int:
+        """Non-overlapping patches for a clip of ``num_samples`` samples (tail dropped)."""
+        return self.num_frames(num_samples) // self.chunk_frames
+
+    def to_dict(self) -> dict:
+        """The config as a JSON-friendly dict (model cards, SavedModel metadata)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "FrontendConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError``."""
+        return cls(**values)
+
+
+DEFAULT_FRONTEND = FrontendConfig()
+
+
+def hertz_to_mel(frequencies_hz):
+    """HTK mel scale as TensorFlow defines it: ``1127 * log(1 + f / 700)``.
+
+    Args:
+        frequencies_hz: float array of frequencies in Hz, any shape.
+
+    Returns:
+        float64 array of the same shape, in mels.
+    """
+    return 1127.0 * np.log1p(np.asarray(frequencies_hz, dtype=np.float64) / 700.0)
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_matrix_cached(config: FrontendConfig) -> np.ndarray:
+    nyquist_hz = config.sample_rate_hz / 2.0
+    # Like tf.signal.linear_to_mel_weight_matrix: the DC bin gets no weight.
+    linear_hz = np.linspace(0.0, nyquist_hz, config.num_spectrogram_bins)[1:]
+    bins_mel = hertz_to_mel(linear_hz)[:, np.newaxis]
+    edges_mel = np.linspace(
+        hertz_to_mel(config.lower_edge_hz),
+        hertz_to_mel(config.upper_edge_hz),
+        config.num_mel_bins + 2,
+    )
+    lower, center, upper = edges_mel[:-2], edges_mel[1:-1], edges_mel[2:]
+    lower_slopes = (bins_mel - lower) / (center - lower)
+    upper_slopes = (upper - bins_mel) / (upper - center)
+    weights = np.maximum(0.0, np.minimum(lower_slopes, upper_slopes))
+    weights = np.concatenate([np.zeros((1, config.num_mel_bins)), weights], axis=0)
+    weights = weights.astype(np.float32)
+    weights.setflags(write=False)
+    return weights
+
+
+def mel_matrix(config: FrontendConfig = DEFAULT_FRONTEND) -> np.ndarray:
+    """The HTK-style mel weight matrix of TensorFlow's ``linear_to_mel_weight_matrix``.
+
+    Args:
+        config: Frontend numbers.
+
+    Returns:
+        Read-only float32 array ``[fft_size // 2 + 1, num_mel_bins]`` mapping magnitude
+        spectrum bins to mel bands.
+    """
+    return _mel_matrix_cached(config)

@@ -1,0 +1,45 @@
+"""MobileNetV3 students (keras.applications), small enough for phones.
+
+``include_top=False, weights=None, pooling='avg'`` on a ``(195, 80, 1)`` patch with the Keras
+default ``x / 127.5 - 1`` rescaling, then ``Dense(embedding_dim)``.
+"""
+from trillsson_tf._keras import keras
+from trillsson_tf.models._common import StudentPreset, patch_input, projection_head
+
+_BACKBONES = {"small": keras.applications.MobileNetV3Small, "large": keras.applications.MobileNetV3Large}
+
+
+def build_mobilenetv3(*, variant: str = "small", alpha: float = 1.0, minimalistic: bool = False, embedding_dim: int = 1024):
+    """MobileNetV3 per-chunk network.
+
+    Args:
+        variant: ``small`` or ``large``.
+        alpha: Width multiplier of the backbone.
+        minimalistic: Keras' minimalistic variant (no squeeze-excite, no hard-swish, 3x3 kernels).
+        embedding_dim: Output width D.
+
+    Returns:
+        keras.Model ``[n, 195, 80, 1]`` log-mel -> ``[n, embedding_dim]``.
+    """
+    inputs = patch_input()
+    backbone = _BACKBONES[variant](
+        input_tensor=inputs,
+        input_shape=inputs.shape[1:],
+        alpha=alpha,
+        minimalistic=minimalistic,
+        include_top=False,
+        weights=None,
+        pooling="avg",
+    )
+    return keras.Model(inputs, projection_head(backbone.output, embedding_dim))
+
+
+PRESETS = {
+    name: StudentPreset(
+        name=name,
+        build_chunk_network=build_mobilenetv3,
+        config={"variant": variant, "alpha": 1.0, "minimalistic": False, "embedding_dim": 1024},
+        description=f"MobileNetV3-{variant.capitalize()} + Dense(D)",
+    )
+    for name, variant in (("mobilenetv3small", "small"), ("mobilenetv3large", "large"))
+}
