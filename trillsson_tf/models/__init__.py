@@ -75,4 +75,6 @@ def build(name: str, **overrides):
             f"Unknown option(s) {unknown} for student {name!r}. Expected some of: {sorted(preset.config)}."
         )
     config = {**preset.config, **overrides}
-    return wrap_chunk_network(preset.build_chunk_network(**config), name=name, frontend=DEFAULT_FRONTEND)
+    model = wrap_chunk_network(preset.build_chunk_network(**config), name=name, frontend=DEFAULT_FRONTEND)
+    model.build_spec = {"name": name, "config": config}
+    return model

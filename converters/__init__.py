@@ -1,0 +1,1 @@
+"""Conversion tools: hub-weight porting, and (later) .tflite variants and TFLite Micro arrays."""

@@ -1,0 +1,261 @@
+"""Hub-format export of our models, and loading of any TRILLsson-style model as a Keras layer.
+
+An export directory holds a SavedModel whose signature ``serving_default`` maps
+``audio_samples`` float32 ``[batch, None]`` to ``{'embedding': [batch, D]}``, whose ``__call__``
+does the same (with a ``training`` flag, so ``hub.KerasLayer(..., trainable=True)``
+fine-tunes it), plus ``model.keras`` (the Keras model, for later compression) and
+``trillsson_tf.json`` (what it is: name, dimension, frontend numbers).
+"""
+import json
+import logging
+import os
+import shutil
+import socket
+import urllib.parse
+
+from trillsson_tf._keras import keras, tf
+from trillsson_tf.errors import ParameterError, TrillssonError
+from trillsson_tf.models import AUDIO_INPUT_NAME, EMBEDDING_KEY
+
+__all__ = [
+    "HUB_HANDLES",
+    "METADATA_FILE",
+    "KERAS_FILE",
+    "export_savedmodel",
+    "load",
+    "load_savedmodel",
+    "read_metadata",
+    "resolve_handle",
+    "output_keys",
+    "select_output_key",
+]
+
+_log = logging.getLogger(__name__)
+
+HUB_HANDLES = {f"trillsson{n}": f"https://tfhub.dev/google/trillsson{n}/1" for n in range(1, 6)}
+"""Shortcuts for the published TRILLsson models (TF Hub handles, served from Kaggle)."""
+
+METADATA_FILE = "trillsson_tf.json"
+KERAS_FILE = "model.keras"
+_FORMAT = "trillsson_tf.export/1"
+_KAGGLE_PREFIX = "kaggle:"
+_NETWORK_TIMEOUT_S = 5.0
+
+
+def export_savedmodel(model, path, *, overwrite: bool = False, extra_metadata=None) -> str:
+    """Write ``model`` as a hub-format SavedModel directory.
+
+    Args:
+        model: A model from :func:`trillsson_tf.models.build` (or any tf_keras model with
+            input ``[batch, None]`` float32 audio and output ``{'embedding': ...}``).
+        path: Output directory.
+        overwrite: Replace an existing non-empty directory; refused otherwise.
+        extra_metadata: JSON-friendly dict merged into ``trillsson_tf.json`` (teacher, run...).
+
+    Returns:
+        The export directory path.
+
+    Raises:
+        ParameterError: ``path`` exists and is not empty while ``overwrite`` is false, or
+            the model does not output an ``embedding`` key.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path) and os.listdir(path):
+        if not overwrite:
+            raise ParameterError(f"Export directory {path!r} exists and is not empty; pass overwrite=True to replace it.")
+        shutil.rmtree(path)
+    outputs = model.output if isinstance(model.output, dict) else {}
+    if EMBEDDING_KEY not in outputs:
+        raise ParameterError(
+            f"Model {model.name!r} must output a dict with key {EMBEDDING_KEY!r}; it outputs {model.output!r}."
+        )
+
+    spec = tf.TensorSpec([None, None], tf.float32, name=AUDIO_INPUT_NAME)
+
+    @tf.function
+    def call(audio_samples, training=False):
+        return {EMBEDDING_KEY: model(audio_samples, training=training)[EMBEDDING_KEY]}
+
+    call.get_concrete_function(spec, training=False)
+    call.get_concrete_function(spec, training=True)
+    serving = tf.function(lambda audio_samples: call(audio_samples, training=False), input_signature=[spec])
+
+    # The attributes TF Hub's reusable-SavedModel convention asks for (hub.KerasLayer reads them).
+    exported = tf.train.Checkpoint()
+    exported.model = model
+    exported.variables = list(model.variables)
+    exported.trainable_variables = list(model.trainable_variables)
+    exported.regularization_losses = []
+    exported.__call__ = call
+    tf.saved_model.save(exported, path, signatures={"serving_default": serving})
+    model.save(os.path.join(path, KERAS_FILE))
+
+    frontend = getattr(model, "frontend", None)
+    metadata = {
+        "format": _FORMAT,
+        "name": model.name,
+        "input": AUDIO_INPUT_NAME,
+        "output": EMBEDDING_KEY,
+        "embedding_dim": int(outputs[EMBEDDING_KEY].shape[-1]),
+        "parameters": int(model.count_params()),
+        "sample_rate_hz": frontend.sample_rate_hz if frontend else None,
+        "frontend": frontend.to_dict() if frontend else None,
+        "build": getattr(model, "build_spec", None),
+        **(extra_metadata or {}),
+    }
+    with open(os.path.join(path, METADATA_FILE), "w") as handle:
+        json.dump(metadata, handle, indent=2)
+    _log.info("Exported %s (%d parameters) to %s", model.name, metadata["parameters"], path)
+    return path
+
+
+def read_metadata(path) -> dict:
+    """The ``trillsson_tf.json`` of an export directory, or ``{}`` when it has none."""
+    file = os.path.join(os.fspath(path), METADATA_FILE)
+    if not os.path.isfile(file):
+        return {}
+    with open(file) as handle:
+        return json.load(handle)
+
+
+def resolve_handle(spec: str) -> str:
+    """Map a shortcut or ``kaggle:`` handle to what ``hub.load`` takes; other specs pass through.
+
+    ``trillsson1`` ... ``trillsson5`` -> ``https://tfhub.dev/google/trillsson{N}/1``;
+    ``kaggle:OWNER/MODEL/FRAMEWORK/VARIATION[/VERSION]`` -> the Kaggle model URL.
+    """
+    if spec in HUB_HANDLES:
+        return HUB_HANDLES[spec]
+    if spec.startswith(_KAGGLE_PREFIX):
+        handle = spec[len(_KAGGLE_PREFIX) :].strip("/")
+        if handle.count("/") == 3:
+            handle += "/1"
+        return f"https://www.kaggle.com/models/{handle}"
+    return spec
+
+
+def _require_network(url: str) -> None:
+    host = urllib.parse.urlparse(url).hostname
+    try:
+        socket.create_connection((host, 443), timeout=_NETWORK_TIMEOUT_S).close()
+    except OSError as error:
+        raise TrillssonError(
+            f"Loading {url!r} needs the network, and {host} cannot be reached ({error}). "
+            "Download the model where there is a network and pass its local directory instead."
+        ) from None
+
+
+def load_savedmodel(spec: str):
+    """``hub.load`` a local SavedModel directory, a TF Hub / Kaggle handle or a shortcut.
+
+    Args:
+        spec: Directory, URL handle, ``kaggle:...`` handle or ``trillsson1`` ... ``trillsson5``.
+
+    Returns:
+        The restored object (callable, with ``signatures``).
+    """
+    import tensorflow_hub as hub
+
+    handle = resolve_handle(os.fspath(spec))
+    if os.path.isdir(handle):
+        if not tf.saved_model.contains_saved_model(handle):
+            raise ParameterError(f"Directory {handle!r} holds no SavedModel (no saved_model.pb).")
+    elif "://" in handle:
+        if not os.environ.get("TFHUB_CACHE_DIR"):
+            _require_network(handle)
+    else:
+        raise ParameterError(
+            f"Cannot load {spec!r}: expected a SavedModel directory, a Keras file (.keras/.h5), "
+            f"a TF Hub or Kaggle URL, 'kaggle:OWNER/MODEL/FRAMEWORK/VARIATION', or one of {list(HUB_HANDLES)}."
+        )
+    return hub.load(handle)
+
+
+def output_keys(loaded) -> tuple:
+    """Output names of a restored SavedModel: its ``serving_default`` signature, else ``__call__``."""
+    if "serving_default" in getattr(loaded, "signatures", {}):
+        return tuple(loaded.signatures["serving_default"].structured_outputs)
+    functions = getattr(getattr(loaded, "__call__", None), "concrete_functions", [])
+    for function in functions:
+        if isinstance(function.structured_outputs, dict):
+            return tuple(function.structured_outputs)
+    return ()
+
+
+def select_output_key(keys, output_key=None, *, source="model") -> str:
+    """Choose the embedding output among ``keys``.
+
+    ``output_key`` when given (it must exist); else ``'embedding'`` when present; else the
+    only key. Anything else is ambiguous.
+
+    Raises:
+        ParameterError: the key is missing or the choice ambiguous; the message lists ``keys``.
+    """
+    keys = tuple(keys)
+    if output_key is not None:
+        if output_key not in keys:
+            raise ParameterError(f"Output key {output_key!r} not found in {source}; it has outputs {list(keys)}.")
+        return output_key
+    if EMBEDDING_KEY in keys:
+        return EMBEDDING_KEY
+    if len(keys) == 1:
+        return keys[0]
+    raise ParameterError(
+        f"{source} has no {EMBEDDING_KEY!r} output and several outputs {list(keys)}; choose one with output_key=..."
+    )
+
+
+@keras.saving.register_keras_serializable(package="trillsson_tf")
+class HubEmbedding(keras.layers.Layer):
+    """A ``hub.KerasLayer`` that always returns ``{'embedding': [batch, D]}``.
+
+    Published models do not all name their output ``embedding``; this picks the chosen
+    output and renames it, so every loaded model has the same call contract.
+    """
+
+    def __init__(self, hub_layer, output_key: str, **kwargs):
+        super().__init__(trainable=hub_layer.trainable, **kwargs)
+        self.hub_layer = hub_layer
+        self.output_key = output_key
+
+    def call(self, audio_samples, training=None):
+        outputs = self.hub_layer(audio_samples, training=training)
+        return {EMBEDDING_KEY: outputs[self.output_key]}
+
+
+def load(spec, *, trainable: bool = False, output_key=None):
+    """Load a TRILLsson-style model as a Keras layer with the hub call contract.
+
+    Args:
+        spec: A local SavedModel directory (ours or any hub-style one), one of our Keras
+            model files (``.keras``/``.h5``), a TF Hub or Kaggle handle, or a shortcut
+            ``trillsson1`` ... ``trillsson5`` (these need the network).
+        trainable: Make the weights trainable (fine-tuning); needs a ``__call__`` with variables.
+        output_key: Output to expose as ``embedding``; by default ``embedding`` or the only output.
+
+    Returns:
+        A tf_keras layer: float32 audio ``[batch, samples]`` at 16 kHz ->
+        ``{'embedding': [batch, D]}``.
+
+    Raises:
+        ParameterError: unknown spec form, missing output key (the message lists the keys).
+        TrillssonError: a handle that needs the network when there is none.
+    """
+    import tensorflow_hub as hub
+
+    spec = os.fspath(spec)
+    if spec.endswith((".keras", ".h5")):
+        if not os.path.isfile(spec):
+            raise ParameterError(f"Keras model file not found: {spec!r}.")
+        model = keras.models.load_model(spec)
+        model.trainable = trainable
+        return model
+    loaded = load_savedmodel(spec)
+    key = select_output_key(output_keys(loaded), output_key, source=f"SavedModel {spec!r}")
+    if callable(loaded) and hasattr(loaded, "trainable_variables"):
+        hub_layer = hub.KerasLayer(loaded, trainable=trainable)
+    else:
+        if trainable:
+            raise ParameterError(f"SavedModel {spec!r} has only signatures, which cannot be fine-tuned; use trainable=False.")
+        hub_layer = hub.KerasLayer(loaded, signature="serving_default", signature_outputs_as_dict=True)
+    return HubEmbedding(hub_layer, key, name=f"hub_{os.path.basename(spec.rstrip('/')) or 'model'}")
