@@ -1,0 +1,46 @@
+"""Shared fixtures: real speech from the bundled samples, tiny students."""
+import glob
+import os
+
+import numpy as np
+import pytest
+
+from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
+
+# Tiny configurations: real architectures, small enough for a 2-core CI machine.
+TINY_STUDENTS = {
+    "trillsson1": {"alpha": 0.1, "blocks": (1, 1, 1, 1), "embedding_dim": 32},
+    "ast_tiny": {"width": 32, "depth": 1, "heads": 2, "mlp_dim": 64, "embedding_dim": 24},
+}
+
+
+def _files(pattern):
+    files = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, pattern)))
+    assert files, f"no bundled audio matches {pattern}"
+    return files
+
+
+@pytest.fixture(scope="session")
+def librispeech_clips():
+    """Four real LibriSpeech utterances, float32 [samples] at 16 kHz (several seconds each)."""
+    return [load_audio(path) for path in _files("librispeech/*.flac")[:4]]
+
+
+@pytest.fixture(scope="session")
+def fsdd_clips():
+    """Four real FSDD digits (8 kHz files resampled to 16 kHz), float32 [samples], under 1 s each."""
+    return [load_audio(path) for path in _files("fsdd/*_0.wav")[:4]]
+
+
+@pytest.fixture(scope="session")
+def speech_batch(librispeech_clips):
+    """Two real clips cut to one length: float32 [2, 40000] (2.5 s, two chunks each)."""
+    return np.stack([clip[:40000] for clip in librispeech_clips[:2]]).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A tiny ResNet-ish student (trillsson1 layout) with 32-d embeddings."""
+    from trillsson_tf import models
+
+    return models.build("trillsson1", **TINY_STUDENTS["trillsson1"])
