@@ -22,8 +22,9 @@ def _files(pattern):
 
 @pytest.fixture(scope="session")
 def librispeech_clips():
-    """Four real LibriSpeech utterances, float32 [samples] at 16 kHz (several seconds each)."""
-    return [load_audio(path) for path in _files("librispeech/*.flac")[:4]]
+    """The four longest bundled LibriSpeech utterances, float32 [samples] at 16 kHz (> 4 s each)."""
+    clips = sorted((load_audio(path) for path in _files("librispeech/*.flac")), key=len, reverse=True)
+    return clips[:4]
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +35,8 @@ def fsdd_clips():
 
 @pytest.fixture(scope="session")
 def speech_batch(librispeech_clips):
-    """Two real clips cut to one length: float32 [2, 40000] (2.5 s, two chunks each)."""
-    return np.stack([clip[:40000] for clip in librispeech_clips[:2]]).astype(np.float32)
+    """Two real clips cut to one length: float32 [2, 64000] (4 s, two chunks each)."""
+    return np.stack([clip[:64000] for clip in librispeech_clips[:2]]).astype(np.float32)
 
 
 @pytest.fixture(scope="session")

@@ -257,5 +257,6 @@ def load(spec, *, trainable: bool = False, output_key=None):
     else:
         if trainable:
             raise ParameterError(f"SavedModel {spec!r} has only signatures, which cannot be fine-tuned; use trainable=False.")
-        hub_layer = hub.KerasLayer(loaded, signature="serving_default", signature_outputs_as_dict=True)
+        # hub.KerasLayer only accepts a handle string for signature-only models.
+        hub_layer = hub.KerasLayer(resolve_handle(spec), signature="serving_default", signature_outputs_as_dict=True)
     return HubEmbedding(hub_layer, key, name=f"hub_{os.path.basename(spec.rstrip('/')) or 'model'}")

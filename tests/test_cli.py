@@ -1,0 +1,33 @@
+"""The command line: each subcommand on real inputs, errors exit with status 2."""
+import json
+import os
+
+import pytest
+
+from trillsson_tf import cli
+
+
+def test_models_lists_params_size_and_flops(capsys):
+    assert cli.main(["models", "trillsson1", "mobilenetv3small", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["name"] for row in rows] == ["trillsson1", "mobilenetv3small"]
+    assert rows[0]["parameters"] == 5_007_160
+    assert rows[0]["float32_mb"] == pytest.approx(20.03, abs=0.01)
+    assert 0.1 < rows[0]["gflops_per_chunk"] < 10
+    assert cli.main(["models", "trillsson1", "--no-flops"]) == 0
+    table = capsys.readouterr().out
+    assert "trillsson1" in table and "5,007,160" in table
+
+
+def test_export_writes_a_savedmodel_and_refuses_to_overwrite(tmp_path, capsys):
+    out = str(tmp_path / "mnv3")
+    assert cli.main(["export", "mobilenetv3small", out, "--embedding-dim", "16"]) == 0
+    assert os.path.isfile(os.path.join(out, "saved_model.pb"))
+    assert cli.main(["export", "mobilenetv3small", out]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_unknown_model_is_a_clean_error(capsys):
+    assert cli.main(["export", "resnet9000", "somewhere"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown student 'resnet9000'" in err and "Traceback" not in err
