@@ -6,11 +6,16 @@ imported, makes ``tf.keras`` mean ``tf_keras`` in every module of the process, w
 not tfmot is imported later.
 """
 import os
+import warnings
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
+
+# tensorflow-hub 0.16.1 imports pkg_resources (pinned setuptools keeps it); its deprecation
+# warning is not actionable for our users.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 __all__ = ["tf", "keras"]
