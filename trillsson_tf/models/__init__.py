@@ -10,7 +10,7 @@ out) is ``model.chunk_network`` (or :func:`chunk_network`).
 """
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
-from trillsson_tf.models import ast, efficientnet, mobilenet, resnetish
+from trillsson_tf.models import ast, efficientnet, mobilenet, resnetish, tiny_cnn
 from trillsson_tf.models._audio_model import (
     AUDIO_INPUT_NAME,
     EMBEDDING_KEY,
@@ -39,6 +39,7 @@ _REGISTRY = {
     **efficientnet.PRESETS,
     **ast.PRESETS,
     **mobilenet.PRESETS,
+    **tiny_cnn.PRESETS,
 }
 
 

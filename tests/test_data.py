@@ -1,0 +1,118 @@
+"""Audio data: files and labels, manifests, unreadable files, splits, crops and segments."""
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from trillsson_tf.audio import SAMPLE_AUDIO_DIR
+from trillsson_tf.data import (
+    CROP_SAMPLES,
+    AudioItem,
+    find_audio,
+    labels_from_name,
+    load_clips,
+    random_crop,
+    read_manifest,
+    segments,
+    split_items,
+)
+from trillsson_tf.errors import ParameterError
+
+FSDD = os.path.join(SAMPLE_AUDIO_DIR, "fsdd")
+LIBRISPEECH = os.path.join(SAMPLE_AUDIO_DIR, "librispeech")
+
+
+@pytest.fixture
+def audio_folder(tmp_path):
+    """Two real FSDD files (one in a subfolder), one LibriSpeech file and one corrupt .wav."""
+    (tmp_path / "sub").mkdir()
+    shutil.copy(os.path.join(FSDD, "3_theo_0.wav"), tmp_path)
+    shutil.copy(os.path.join(FSDD, "7_lucas_5.wav"), tmp_path / "sub")
+    shutil.copy(os.path.join(LIBRISPEECH, "367-130732-0000.flac"), tmp_path)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF this is not audio")
+    (tmp_path / "notes.txt").write_text("not audio")
+    return tmp_path
+
+
+def test_labels_from_bundled_file_names():
+    assert labels_from_name("x/3_theo_0.wav") == {"digit": "3", "speaker": "theo", "take": "0", "split": "test"}
+    assert labels_from_name("7_lucas_12.wav")["split"] == "train"
+    assert labels_from_name("367-130732-0000.flac") == {"speaker": "367", "chapter": "130732", "sex": "F"}
+    assert labels_from_name("1688-142285-0002.flac")["sex"] == "M"
+    assert labels_from_name("recording.wav") == {}
+
+
+def test_folder_is_searched_recursively_and_unreadable_files_are_skipped_by_name(audio_folder):
+    items = find_audio(audio_folder)
+    assert sorted(os.path.basename(item.path) for item in items) == [
+        "367-130732-0000.flac", "3_theo_0.wav", "7_lucas_5.wav", "broken.wav"
+    ]
+    loaded = load_clips(items)
+    assert len(loaded.clips) == 3
+    assert [os.path.basename(path) for path, _ in loaded.skipped] == ["broken.wav"]
+    for clip in loaded.clips:
+        assert clip.dtype == np.float32 and clip.ndim == 1
+    # 8 kHz FSDD is resampled to 16 kHz: about twice its frames.
+    fsdd_item = next(i for i, item in enumerate(loaded.items) if item.path.endswith("3_theo_0.wav"))
+    import soundfile
+
+    assert abs(len(loaded.clips[fsdd_item]) - 2 * soundfile.info(items[1].path).frames) <= 2
+
+
+def test_no_audio_is_a_clear_error(tmp_path):
+    with pytest.raises(ParameterError, match="No audio found"):
+        find_audio(tmp_path)
+    with pytest.raises(ParameterError, match="neither a folder nor a .csv"):
+        find_audio(tmp_path / "missing")
+    (tmp_path / "bad.wav").write_bytes(b"junk")
+    with pytest.raises(ParameterError, match="None of the 1 audio file"):
+        load_clips(find_audio(tmp_path))
+
+
+def test_manifest_with_and_without_header(audio_folder):
+    (audio_folder / "plain.csv").write_text("3_theo_0.wav,happy,theo\nsub/7_lucas_5.wav,sad,lucas\n")
+    items = read_manifest(audio_folder / "plain.csv")
+    assert [item.labels["label"] for item in items] == ["happy", "sad"]
+    assert items[1].path == os.path.join(str(audio_folder), "sub/7_lucas_5.wav")
+    assert items[0].labels["digit"] == "3"  # labels from the name are kept
+    (audio_folder / "header.csv").write_text("path,emotion\n3_theo_0.wav,calm\n")
+    assert find_audio(audio_folder / "header.csv")[0].labels["emotion"] == "calm"
+    extra = find_audio(audio_folder, labels=audio_folder / "header.csv")
+    assert [item.labels.get("emotion") for item in extra if item.path.endswith("3_theo_0.wav")] == ["calm"]
+    (audio_folder / "empty.csv").write_text("path,label\n")
+    with pytest.raises(ParameterError, match="lists no audio"):
+        read_manifest(audio_folder / "empty.csv")
+
+
+def test_split_is_deterministic_and_stable():
+    items = find_audio(FSDD)
+    train, validation = split_items(items, validation_fraction=0.2, seed=3)
+    assert len(train) + len(validation) == len(items)
+    assert 0.1 < len(validation) / len(items) < 0.3
+    again_train, again_validation = split_items(list(reversed(items)), validation_fraction=0.2, seed=3)
+    assert {i.path for i in again_validation} == {i.path for i in validation}
+    # Removing files never moves the others.
+    _, fewer_validation = split_items(items[:100], validation_fraction=0.2, seed=3)
+    assert {i.path for i in fewer_validation} == {i.path for i in validation if i in items[:100]}
+    assert split_items(items, validation_fraction=0.2, seed=4)[1] != validation
+    with pytest.raises(ParameterError, match="validation_fraction"):
+        split_items(items, validation_fraction=1.0)
+
+
+def test_list_of_paths_is_a_source():
+    items = find_audio([os.path.join(FSDD, "0_george_0.wav")])
+    assert items == [AudioItem(os.path.join(FSDD, "0_george_0.wav"), labels_from_name("0_george_0.wav"))]
+
+
+def test_crops_and_segments(fsdd_clips, librispeech_clips):
+    rng = np.random.default_rng(0)
+    short, long = fsdd_clips[0], librispeech_clips[0]
+    crop = random_crop(short, rng)
+    assert crop.shape == (CROP_SAMPLES,)
+    assert segments(short).shape == (1, CROP_SAMPLES)
+    np.testing.assert_array_equal(segments(short)[0, : len(short)], short)  # mirror padding keeps the clip first
+    pieces = segments(long)
+    assert pieces.shape == (len(long) // CROP_SAMPLES, CROP_SAMPLES)
+    np.testing.assert_array_equal(pieces[1], long[CROP_SAMPLES : 2 * CROP_SAMPLES])
+    assert len({random_crop(long, rng)[:10].tobytes() for _ in range(5)}) > 1  # crops start at random places

@@ -1,0 +1,22 @@
+"""The demo job in its fast mode: real teacher, real distillation, export, evaluation, report."""
+import json
+import os
+
+import pytest
+
+from trillsson_tf.demo import run_demo
+from trillsson_tf.errors import ParameterError
+
+
+def test_fast_demo_writes_the_report(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRILLSSON_FAST", "1")
+    report = run_demo(tmp_path / "demo")
+    with open(tmp_path / "demo" / "report.json") as handle:
+        assert json.load(handle) == report
+    assert report["teacher"]["parameters"] > 4 * report["student"]["parameters"] * 0.99
+    assert set(report["student"]["probe_accuracy"]["fsdd"]) == {"digit", "speaker"}
+    assert set(report["teacher"]["probe_accuracy"]["librispeech"]) == {"speaker", "sex"}
+    assert -1.0 <= report["mean_cosine_fsdd_test"] <= 1.0
+    assert os.path.isfile(os.path.join(report["student"]["export"], "saved_model.pb"))
+    with pytest.raises(ParameterError, match="exists and is not empty"):
+        run_demo(tmp_path / "demo")

@@ -1,0 +1,89 @@
+"""Distillation: loss falls on real audio, resume continues, mismatched resumes and bad input are refused."""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from trillsson_tf import models
+from trillsson_tf.audio import SAMPLE_AUDIO_DIR
+from trillsson_tf.distill import _fold_standardisation, distill
+from trillsson_tf.errors import ParameterError
+from trillsson_tf.teachers import Teacher, load_teacher
+
+SMALL = {"stem_filters": 8, "filters": (16, 24), "strides": (2, 2)}
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return load_teacher("speech_embedding")
+
+
+@pytest.fixture(scope="module")
+def fsdd_files():
+    return sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "fsdd", "*_5.wav")))
+
+
+def test_short_real_distillation_loss_falls_and_exports(tmp_path, teacher, fsdd_files):
+    record = distill(
+        fsdd_files, out_dir=tmp_path / "run", teacher=teacher, steps=80, batch_size=16, lr=3e-3,
+        checkpoint_every=40, cache_dir=tmp_path / "cache", validation_fraction=0.2,
+    )
+    losses = [loss for _, loss in record["loss_history"]]
+    assert len(losses) == 8 and np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2])
+    assert record["student"]["parameters"] <= 82_000 and record["student"]["config"]["embedding_dim"] == 96
+    assert record["validation_history"] and record["step"] == 80
+    export_dir = record["export"]
+    with open(os.path.join(export_dir, "run.json")) as handle:
+        saved = json.load(handle)
+    assert saved["teacher"]["spec"] == "speech_embedding" and saved["versions"]["tensorflow"]
+    assert os.listdir(tmp_path / "run" / "logs")
+    student = load_teacher(export_dir)
+    assert student.embedding_dim == 96
+
+
+def test_resume_continues_from_the_saved_step(tmp_path, teacher, fsdd_files):
+    options = dict(out_dir=tmp_path / "run", teacher=teacher, student_options=SMALL, batch_size=8,
+                   checkpoint_every=10, cache_dir=tmp_path / "cache", validation_fraction=0.0)
+    first = distill(fsdd_files[:20], steps=20, **options)
+    assert first["step"] == 20
+    resumed = distill(fsdd_files[:20], steps=30, resume=True, **options)
+    assert resumed["resumed_from_step"] == 20 and resumed["step"] == 30
+    assert [step for step, _ in resumed["loss_history"]] == [10, 20, 30]
+    with pytest.raises(ParameterError, match="exists and is not empty; pass resume=True"):
+        distill(fsdd_files[:20], steps=30, **options)
+    with pytest.raises(ParameterError, match="Cannot resume.*student 'tiny_cnn'"):
+        distill(fsdd_files[:20], steps=30, resume=True, **{**options, "student_options": {**SMALL, "stem_filters": 4}})
+
+    class OtherTeacher(Teacher):
+        def __init__(self):
+            super().__init__("other")
+            self._finish_init()
+
+        def _embed(self, audio):
+            return np.zeros((len(audio), 96), np.float32)
+
+    with pytest.raises(ParameterError, match="Cannot resume.*distilled from teacher 'speech_embedding'"):
+        distill(fsdd_files[:20], steps=30, resume=True, **{**options, "teacher": OtherTeacher()})
+
+
+def test_bad_input_is_refused(tmp_path, teacher, fsdd_files):
+    with pytest.raises(ParameterError, match="Unknown student 'tiny'.*tiny_cnn"):
+        distill(fsdd_files, out_dir=tmp_path, teacher=teacher, student="tiny")
+    with pytest.raises(ParameterError, match="Unknown loss 'huber'.*mse"):
+        distill(fsdd_files, out_dir=tmp_path, teacher=teacher, loss="huber")
+    with pytest.raises(ParameterError, match="steps must be a positive integer"):
+        distill(fsdd_files, out_dir=tmp_path, teacher=teacher, steps=0)
+    with pytest.raises(ParameterError, match="Nothing to resume"):
+        distill(fsdd_files, out_dir=tmp_path / "new", teacher=teacher, resume=True)
+    with pytest.raises(ParameterError, match="No audio found"):
+        distill(tmp_path, out_dir=tmp_path / "out", teacher=teacher)
+
+
+def test_standardisation_folds_exactly_into_the_head(speech_batch):
+    model = models.build("tiny_cnn", **SMALL, embedding_dim=4)
+    scale, offset = np.array([1.0, 2.0, 3.0, 4.0], np.float32), np.array([5.0, -1.0, 0.0, 2.0], np.float32)
+    before = model(speech_batch)["embedding"].numpy() * scale + offset
+    _fold_standardisation(model, scale, offset)
+    np.testing.assert_allclose(model(speech_batch)["embedding"].numpy(), before, rtol=1e-5, atol=1e-5)

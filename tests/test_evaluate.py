@@ -1,0 +1,84 @@
+"""Evaluation: fidelity and probes on toy cases with known answers, and end to end on real audio."""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from trillsson_tf.audio import SAMPLE_AUDIO_DIR
+from trillsson_tf.cli import main
+from trillsson_tf.errors import ParameterError
+from trillsson_tf.evaluate import evaluate, fidelity, format_table, probe_accuracy
+
+
+def test_fidelity_known_answers():
+    same = fidelity([[1.0, 2.0], [3.0, -1.0]], [[1.0, 2.0], [3.0, -1.0]])
+    assert same == {"mse": 0.0, "mean_cosine": pytest.approx(1.0), "min_cosine": pytest.approx(1.0)}
+    orthogonal = fidelity([[1.0, 0.0]], [[0.0, 1.0]])
+    assert orthogonal["mse"] == pytest.approx(1.0) and orthogonal["mean_cosine"] == pytest.approx(0.0)
+
+
+def test_probe_on_separable_and_on_uninformative_vectors():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["a", "b", "c"], 20)
+    centres = {"a": [5, 0], "b": [0, 5], "c": [-5, -5]}
+    separable = np.array([centres[label] for label in labels]) + rng.normal(0, 0.3, (60, 2))
+    result = probe_accuracy(separable, labels)
+    assert result == {"accuracy": 1.0, "protocol": "5-fold", "classes": 3, "n": 60}
+    noise = rng.normal(size=(60, 2))
+    assert probe_accuracy(noise, labels)["accuracy"] < 0.6
+    split = np.where(np.arange(60) % 4 == 0, "test", "train")
+    assert probe_accuracy(separable, labels, split=split) == {"accuracy": 1.0, "protocol": "split", "classes": 3, "n": 60}
+    assert probe_accuracy(separable, labels, normalization="l2")["accuracy"] == 1.0
+
+
+def test_speaker_normalisation_removes_a_speaker_offset():
+    rng = np.random.default_rng(1)
+    labels = np.tile(["yes", "no"], 40)
+    speakers = np.repeat(["s1", "s2", "s3", "s4"], 20)
+    offsets = {"s1": 0.0, "s2": 40.0, "s3": -40.0, "s4": 80.0}
+    vectors = np.stack([
+        [(1.0 if label == "yes" else -1.0) + offsets[s] + rng.normal(0, 0.3), offsets[s] * 2 + rng.normal(0, 0.3)]
+        for label, s in zip(labels, speakers)
+    ])
+    assert probe_accuracy(vectors, labels, normalization="speaker", speakers=speakers)["accuracy"] == 1.0
+
+
+def test_bad_probe_input():
+    with pytest.raises(ParameterError, match="Unknown normalization 'zscore'.*l2"):
+        probe_accuracy(np.zeros((4, 2)), ["a", "b", "a", "b"], normalization="zscore")
+    with pytest.raises(ParameterError, match="at least 2 classes"):
+        probe_accuracy(np.zeros((4, 2)), ["a"] * 4)
+    with pytest.raises(ParameterError, match="needs 2 files per class"):
+        probe_accuracy(np.zeros((3, 2)), ["a", "a", "b"])
+
+
+def test_teacher_against_itself_on_real_audio(tmp_path):
+    files = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "fsdd", "*_[0-7].wav")))[::2]
+    report = evaluate("speech_embedding", files, teacher="speech_embedding", out_json=tmp_path / "r.json")
+    assert report["fidelity"]["mean_cosine"] == pytest.approx(1.0, abs=1e-6) and report["fidelity"]["mse"] < 1e-9
+    takes = [int(os.path.basename(path)[:-4].split("_")[2]) for path in files]
+    assert report["fidelity"]["files"] == sum(take < 5 for take in takes)  # fidelity on the test takes only
+    assert set(report["probes"]) == {"digit", "speaker"}
+    for results in report["probes"].values():
+        assert results["student"] == results["teacher"] and results["student"]["protocol"] == "split"
+    assert report["probes"]["speaker"]["teacher"]["accuracy"] > 0.5  # real speaker information, 6 classes
+    with open(tmp_path / "r.json") as handle:
+        assert json.load(handle)["probes"] == report["probes"]
+    assert "speaker" in format_table(report) and "mean cosine 1.0000" in format_table(report)
+    with pytest.raises(ParameterError, match="Unknown label column.*digit"):
+        evaluate("speech_embedding", files, tasks=["emotion"])
+
+
+def test_cli_evaluate_prints_a_table_and_reports_errors(tmp_path, capsys):
+    files = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "librispeech", "*.flac")))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,loud\n" + "".join(f"{os.path.basename(f)},{i % 2}\n" for i, f in enumerate(files)))
+    status = main(["evaluate", "--model", "speech_embedding", "--data", os.path.join(SAMPLE_AUDIO_DIR, "librispeech"),
+                   "--labels", str(labels), "--tasks", "sex", "loud"])
+    assert status == 0 and "sex" in capsys.readouterr().out
+    assert main(["evaluate", "--model", "nothing-like-a-model", "--data", str(tmp_path)]) == 2
+    assert "No audio found" in capsys.readouterr().err
+    assert main(["distill", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--teacher", "bert"]) == 2
+    assert "Unknown teacher 'bert'" in capsys.readouterr().err

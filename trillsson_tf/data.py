@@ -1,0 +1,272 @@
+"""Audio data for distillation and evaluation: finding files, labels, loading, splits and crops.
+
+A data source is a folder (searched recursively), a CSV manifest, or a list of paths.
+Manifest rows are ``path[,label][,speaker]`` without a header, or any columns under a header
+row whose first column is ``path``; relative paths are relative to the manifest's folder.
+Labels of the bundled corpora come from the file names (:func:`labels_from_name`), so
+FSDD and LibriSpeech need no manifest.
+
+Imports numpy and the audio helpers only (no TensorFlow).
+"""
+import csv
+import dataclasses
+import hashlib
+import logging
+import os
+import re
+
+import numpy as np
+
+from trillsson_tf.audio import load_audio
+from trillsson_tf.errors import ParameterError
+from trillsson_tf.frontend import DEFAULT_FRONTEND
+from trillsson_tf.frontend.numpy_ops import mirror_pad
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "CROP_SAMPLES",
+    "LIBRISPEECH_SEX",
+    "AudioItem",
+    "LoadedAudio",
+    "find_audio",
+    "labels_from_name",
+    "load_clips",
+    "random_crop",
+    "read_manifest",
+    "segments",
+    "split_items",
+]
+
+_log = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aiff", ".aif")
+CROP_SAMPLES = DEFAULT_FRONTEND.min_samples
+"""Length of a training crop and of a local-mode segment: 2 s at 16 kHz, one 195-frame patch."""
+
+LIBRISPEECH_SEX = {
+    **{speaker: "F" for speaker in ("1998", "3080", "3331", "367", "533")},
+    **{speaker: "M" for speaker in ("1688", "2033", "2414", "2609", "3005")},
+}
+"""Speaker sex of the LibriSpeech test-other speakers in ``../shared/data`` and the bundled samples."""
+
+_FSDD_NAME = re.compile(r"^(?P<digit>\d)_(?P<speaker>[a-z]+)_(?P<take>\d+)\.wav$")
+_LIBRISPEECH_NAME = re.compile(r"^(?P<speaker>\d+)-(?P<chapter>\d+)-(?P<utterance>\d+)\.flac$")
+_FSDD_TEST_TAKES = 5  # the official FSDD split: takes 0-4 are the test set
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioItem:
+    """One audio file and its labels (column name -> string value)."""
+
+    path: str
+    labels: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class LoadedAudio:
+    """Audio read into memory.
+
+    Attributes:
+        items: The files that loaded, in order.
+        clips: float32 ``[samples]`` arrays at 16 kHz, mono, one per item.
+        skipped: ``(path, reason)`` of each file that could not be read.
+    """
+
+    items: list
+    clips: list
+    skipped: list
+
+
+def labels_from_name(path) -> dict:
+    """Labels encoded in the file names of the bundled corpora.
+
+    FSDD ``{digit}_{speaker}_{take}.wav`` -> ``digit``, ``speaker``, ``take`` and ``split``
+    (``test`` for takes 0-4, else ``train``). LibriSpeech ``{speaker}-{chapter}-{utt}.flac``
+    -> ``speaker``, ``chapter`` and ``sex`` (when the speaker is one of :data:`LIBRISPEECH_SEX`).
+    Other names give ``{}``.
+    """
+    name = os.path.basename(os.fspath(path))
+    match = _FSDD_NAME.match(name)
+    if match:
+        take = int(match["take"])
+        return {
+            "digit": match["digit"],
+            "speaker": match["speaker"],
+            "take": str(take),
+            "split": "test" if take < _FSDD_TEST_TAKES else "train",
+        }
+    match = _LIBRISPEECH_NAME.match(name)
+    if match:
+        labels = {"speaker": match["speaker"], "chapter": match["chapter"]}
+        if match["speaker"] in LIBRISPEECH_SEX:
+            labels["sex"] = LIBRISPEECH_SEX[match["speaker"]]
+        return labels
+    return {}
+
+
+def read_manifest(path) -> list:
+    """Read a CSV manifest into :class:`AudioItem` s (labels from the name are merged in).
+
+    Args:
+        path: CSV file: ``path[,label][,speaker]`` rows, or a header row starting with ``path``.
+
+    Returns:
+        list of :class:`AudioItem`, in file order.
+
+    Raises:
+        ParameterError: missing file, or a manifest with no rows.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ParameterError(f"Manifest not found: {path!r}.")
+    with open(path, newline="") as handle:
+        rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+    if rows and rows[0][0].strip().lower() == "path":
+        columns, rows = [cell.strip() for cell in rows[0]], rows[1:]
+    else:
+        columns = ["path", "label", "speaker"]
+    if not rows:
+        raise ParameterError(f"Manifest {path!r} lists no audio files.")
+    folder = os.path.dirname(os.path.abspath(path))
+    items = []
+    for row in rows:
+        values = dict(zip(columns, (cell.strip() for cell in row)))
+        file = os.path.join(folder, values.pop("path"))
+        items.append(AudioItem(file, {**labels_from_name(file), **{k: v for k, v in values.items() if v}}))
+    return items
+
+
+def find_audio(source, *, labels=None) -> list:
+    """List the audio of a data source with its labels.
+
+    Args:
+        source: A folder (searched recursively for :data:`AUDIO_EXTENSIONS`), a CSV manifest,
+            or a list of file paths / :class:`AudioItem` s.
+        labels: Optional CSV manifest whose columns are merged into the items' labels,
+            matched by absolute path, else by file name.
+
+    Returns:
+        list of :class:`AudioItem`, sorted by path for folders.
+
+    Raises:
+        ParameterError: a source that does not exist or holds no audio.
+    """
+    if isinstance(source, (list, tuple)):
+        items = [item if isinstance(item, AudioItem) else AudioItem(os.fspath(item), labels_from_name(item)) for item in source]
+    else:
+        source = os.fspath(source)
+        if os.path.isdir(source):
+            items = [
+                AudioItem(path, labels_from_name(path))
+                for path in sorted(
+                    os.path.join(root, name)
+                    for root, _, names in os.walk(source)
+                    for name in names
+                    if name.lower().endswith(AUDIO_EXTENSIONS)
+                )
+            ]
+        elif source.lower().endswith(".csv"):
+            items = read_manifest(source)
+        else:
+            raise ParameterError(f"Data source {source!r} is neither a folder nor a .csv manifest.")
+    if not items:
+        raise ParameterError(f"No audio found in {source!r} (looked for {', '.join(AUDIO_EXTENSIONS)}).")
+    if labels is not None:
+        extra = read_manifest(labels)
+        by_path = {os.path.abspath(item.path): item.labels for item in extra}
+        by_name = {os.path.basename(item.path): item.labels for item in extra}
+        items = [
+            AudioItem(item.path, {**item.labels, **by_path.get(os.path.abspath(item.path), by_name.get(os.path.basename(item.path), {}))})
+            for item in items
+        ]
+    return items
+
+
+def split_items(items, *, validation_fraction: float = 0.1, seed: int = 0):
+    """Deterministic train/validation split by a hash of each file name.
+
+    The same file always lands on the same side for a given ``seed``, whatever else is in
+    the list, so adding files never moves old ones.
+
+    Args:
+        items: :class:`AudioItem` s.
+        validation_fraction: Share of files for validation, in [0, 1).
+        seed: Changes the split.
+
+    Returns:
+        ``(train_items, validation_items)``.
+    """
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ParameterError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}.")
+    train, validation = [], []
+    for item in items:
+        digest = hashlib.md5(f"{seed}:{os.path.basename(item.path)}".encode()).digest()
+        bucket = int.from_bytes(digest[:8], "big") / 2.0**64
+        (validation if bucket < validation_fraction else train).append(item)
+    return train, validation
+
+
+def load_clips(items, *, progress: bool = False) -> LoadedAudio:
+    """Read files as mono float32 at 16 kHz; unreadable ones are logged by name and skipped.
+
+    Args:
+        items: :class:`AudioItem` s.
+        progress: Show a progress bar.
+
+    Returns:
+        :class:`LoadedAudio`.
+
+    Raises:
+        ParameterError: no file could be read.
+    """
+    from tqdm.auto import tqdm
+
+    loaded = LoadedAudio([], [], [])
+    for item in tqdm(items, desc="loading audio", unit="file", disable=not progress):
+        try:
+            clip = load_audio(item.path)
+        except ParameterError as error:
+            _log.warning("Skipping %s: %s", item.path, error)
+            loaded.skipped.append((item.path, str(error)))
+            continue
+        loaded.items.append(item)
+        loaded.clips.append(clip)
+    if loaded.skipped:
+        _log.warning("Skipped %d unreadable file(s) of %d.", len(loaded.skipped), len(items))
+    if not loaded.clips:
+        raise ParameterError(f"None of the {len(items)} audio file(s) could be read; first error: {loaded.skipped[0][1]}")
+    return loaded
+
+
+def segments(clip: np.ndarray, *, segment_samples: int = CROP_SAMPLES) -> np.ndarray:
+    """Cut a clip into the consecutive segments whose targets local mode stores.
+
+    A clip shorter than one segment is mirror-padded to it (as the student frontend pads);
+    the tail shorter than a segment is dropped otherwise.
+
+    Args:
+        clip: float32 ``[samples]`` at 16 kHz.
+        segment_samples: Segment length in samples (2 s: one 195-frame patch).
+
+    Returns:
+        float32 ``[segments, segment_samples]``, at least one segment.
+    """
+    clip = mirror_pad(clip[np.newaxis], segment_samples)[0]
+    count = len(clip) // segment_samples
+    return clip[: count * segment_samples].reshape(count, segment_samples).astype(np.float32, copy=False)
+
+
+def random_crop(clip: np.ndarray, rng: np.random.Generator, *, crop_samples: int = CROP_SAMPLES) -> np.ndarray:
+    """A random ``crop_samples`` window of a clip (mirror-padded first when shorter).
+
+    Args:
+        clip: float32 ``[samples]`` at 16 kHz.
+        rng: numpy random generator.
+        crop_samples: Crop length in samples (2 s by default).
+
+    Returns:
+        float32 ``[crop_samples]``.
+    """
+    clip = mirror_pad(clip[np.newaxis], crop_samples)[0]
+    start = int(rng.integers(0, len(clip) - crop_samples + 1))
+    return clip[start : start + crop_samples]

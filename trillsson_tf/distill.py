@@ -1,0 +1,361 @@
+"""Distillation: train a registry student to regress a teacher's cached targets (spec section 5).
+
+``distill(data, out_dir=..., teacher=..., student=...)``: load the teacher, read and split
+the audio, fill the target cache, build the student with the teacher's output width as its
+projection head, train on random 2 s crops (MSE by default, Adam lr 1e-3), checkpoint every
+``checkpoint_every`` steps, log to TensorBoard, and export the student in hub format to
+``<out_dir>/export`` with a ``run.json`` recording what was done.
+
+Output folder: ``run.json`` (kept up to date; ``--resume`` reads it), ``checkpoints/``,
+``logs/`` (TensorBoard), ``export/`` (SavedModel + ``model.keras`` + ``run.json``).
+"""
+import json
+import logging
+import os
+import shutil
+import time
+
+import numpy as np
+
+from trillsson_tf import models
+from trillsson_tf._keras import keras, tf
+from trillsson_tf.data import find_audio, load_clips, random_crop, segments, split_items
+from trillsson_tf.errors import ParameterError
+from trillsson_tf.export import export_savedmodel
+from trillsson_tf.targets import cached_targets, check_mode
+from trillsson_tf.teachers import SPEECH_EMBEDDING, load_teacher
+
+__all__ = ["LOSSES", "LR_SCHEDULES", "RUN_FILE", "DEFAULT_STUDENT", "distill", "make_loss"]
+
+_log = logging.getLogger(__name__)
+
+LOSSES = ("mse", "cosine", "l1")
+LR_SCHEDULES = ("cosine", "constant")
+RUN_FILE = "run.json"
+DEFAULT_STUDENT = "tiny_cnn"
+_LOG_EVERY_STEPS = 10
+
+
+def make_loss(name: str):
+    """The loss ``(target [batch, D], prediction [batch, D]) -> scalar`` named ``name``.
+
+    ``mse``: mean squared error; ``cosine``: mean of ``1 - cosine similarity``; ``l1``:
+    mean absolute error.
+    """
+    if name == "mse":
+        return lambda target, prediction: tf.reduce_mean(tf.square(target - prediction))
+    if name == "l1":
+        return lambda target, prediction: tf.reduce_mean(tf.abs(target - prediction))
+    if name == "cosine":
+        def cosine(target, prediction):
+            similarity = tf.reduce_sum(tf.nn.l2_normalize(target, -1) * tf.nn.l2_normalize(prediction, -1), -1)
+            return tf.reduce_mean(1.0 - similarity)
+
+        return cosine
+    raise ParameterError(f"Unknown loss {name!r}. Expected one of: {list(LOSSES)}.")
+
+
+def _learning_rate(lr: float, schedule: str, steps: int):
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps, alpha=0.01)
+    raise ParameterError(f"Unknown learning-rate schedule {schedule!r}. Expected one of: {list(LR_SCHEDULES)}.")
+
+
+def _check_positive(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ParameterError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def _prepare_out_dir(out_dir: str, *, resume: bool, overwrite: bool, teacher, student: str, config: dict):
+    """Create or check ``out_dir``; on resume, return the previous ``run.json`` (refusing a mismatch)."""
+    run_path = os.path.join(out_dir, RUN_FILE)
+    if resume:
+        if not os.path.isfile(run_path):
+            raise ParameterError(f"Nothing to resume in {out_dir!r}: it has no {RUN_FILE}.")
+        with open(run_path) as handle:
+            previous = json.load(handle)
+        if previous["teacher"]["identity"] != teacher.identity:
+            raise ParameterError(
+                f"Cannot resume {out_dir!r}: it was distilled from teacher {previous['teacher']['spec']!r} "
+                f"({previous['teacher']['identity']}), not {teacher.spec!r} ({teacher.identity})."
+            )
+        if previous["student"]["name"] != student or previous["student"]["config"] != json.loads(json.dumps(config)):
+            raise ParameterError(
+                f"Cannot resume {out_dir!r}: it trains student {previous['student']['name']!r} with "
+                f"{previous['student']['config']}, not {student!r} with {config}."
+            )
+        return previous
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        if not overwrite:
+            raise ParameterError(
+                f"Output directory {out_dir!r} exists and is not empty; pass resume=True to continue it "
+                "or overwrite=True to replace it."
+            )
+        shutil.rmtree(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    return None
+
+
+class _Batches:
+    """Training batches drawn from a seed and the step number only, so a resumed run sees the same data."""
+
+    def __init__(self, clips, targets, *, mode: str, batch_size: int, seed: int):
+        self.clips, self.targets, self.mode = clips, targets, mode
+        self.batch_size, self.seed = batch_size, seed
+
+    def __call__(self, step: int):
+        """float32 audio ``[batch, 32000]`` and targets ``[batch, D]`` of training step ``step``."""
+        rng = np.random.default_rng([self.seed, step])
+        audio, targets = [], []
+        for index in rng.integers(0, len(self.clips), self.batch_size):
+            if self.mode == "global":
+                audio.append(random_crop(self.clips[index], rng))
+                targets.append(self.targets[index][0])
+            else:
+                pieces = segments(self.clips[index])
+                choice = int(rng.integers(0, len(pieces)))
+                audio.append(pieces[choice])
+                targets.append(self.targets[index][choice])
+        return np.stack(audio), np.stack(targets).astype(np.float32)
+
+
+def _validation_batch(clips, targets):
+    """The first 2 s segment of each validation clip and its target (deterministic)."""
+    if not clips:
+        return None
+    return np.stack([segments(clip)[0] for clip in clips]), np.stack([target[0] for target in targets])
+
+
+def _final_dense(model):
+    """The student's last layer when it is a Dense with a bias (the projection head), else ``None``."""
+    last = model.chunk_network.layers[-1]
+    return last if isinstance(last, keras.layers.Dense) and last.use_bias else None
+
+
+def _target_standardisation(model, targets):
+    """Per-dimension mean and std of the training targets, float32 ``[D]`` each.
+
+    The student trains to predict standardised targets (its output times ``scale`` plus
+    ``offset`` is compared with the raw target, so the loss keeps its meaning), and the two
+    are folded into its final Dense at the end (:func:`_fold_standardisation`). Teacher
+    vectors can sit far from zero with a large spread (``speech_embedding`` values reach
+    +-20); Adam's fixed step size then learns a standardised head much faster. Students
+    without a final Dense get ``scale=1, offset=0``.
+    """
+    dim = targets[0].shape[-1]
+    if _final_dense(model) is None:
+        return np.ones(dim, np.float32), np.zeros(dim, np.float32)
+    stacked = np.concatenate(targets, axis=0).astype(np.float64)
+    return np.maximum(stacked.std(axis=0), 1e-6).astype(np.float32), stacked.mean(axis=0).astype(np.float32)
+
+
+def _fold_standardisation(model, scale, offset) -> None:
+    """Make the final Dense output ``scale * y + offset`` directly (exact: the layer is affine)."""
+    dense = _final_dense(model)
+    if dense is not None:
+        kernel, bias = dense.get_weights()
+        dense.set_weights([kernel * scale[np.newaxis], bias * scale + offset])
+
+
+def _log_scalar(tag: str, value: float, step: int) -> None:
+    """Write a TensorBoard scalar without needing the ``tensorboard`` package installed.
+
+    ``tf.summary.scalar`` imports tensorboard; ``tf.summary.write`` with the scalars plugin
+    metadata writes the same event record.
+    """
+    metadata = tf.compat.v1.SummaryMetadata()
+    metadata.plugin_data.plugin_name = "scalars"
+    tf.summary.write(tag, tf.constant(value, tf.float32), step=step, metadata=metadata)
+
+
+def _versions() -> dict:
+    import trillsson_tf
+
+    return {
+        "trillsson_tf": trillsson_tf.__version__,
+        "tensorflow": tf.__version__,
+        "tf_keras": keras.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def distill(
+    data,
+    *,
+    out_dir,
+    teacher=SPEECH_EMBEDDING,
+    student: str = DEFAULT_STUDENT,
+    output_key=None,
+    student_options=None,
+    target_mode: str = "global",
+    loss: str = "mse",
+    lr: float = 1e-3,
+    lr_schedule: str = "cosine",
+    batch_size: int = 32,
+    steps: int = 2000,
+    checkpoint_every: int = 500,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
+    cache_dir=None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict:
+    """Distill ``teacher`` into the registry student ``student`` on the audio of ``data``.
+
+    Args:
+        data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.data.AudioItem`.
+        out_dir: Run folder (``run.json``, ``checkpoints/``, ``logs/``, ``export/``).
+        teacher: A spec for :func:`trillsson_tf.teachers.load_teacher`, or a loaded teacher.
+        student: A registry name (:func:`trillsson_tf.models.available`).
+        output_key: Teacher output to regress, when it has several.
+        student_options: Overrides of the student's preset config; ``embedding_dim`` is
+            always the teacher's output width.
+        target_mode: ``global`` (clip vector) or ``local`` (per 2 s segment).
+        loss: One of :data:`LOSSES`.
+        lr: Adam learning rate (peak of the schedule).
+        lr_schedule: One of :data:`LR_SCHEDULES` (cosine decays to 1% of ``lr`` at ``steps``).
+        batch_size: Crops per step.
+        steps: Total optimizer steps (a resumed run continues up to this number).
+        checkpoint_every: Steps between checkpoints (also written at the end).
+        validation_fraction: Share of files held out (deterministic, by file name).
+        seed: Seeds the split and the crops.
+        cache_dir: Target cache root (see :func:`trillsson_tf.targets.cached_targets`).
+        resume: Continue the run in ``out_dir`` from its last checkpoint; refused when the
+            teacher or the student differ.
+        overwrite: Replace a non-empty ``out_dir`` (ignored with ``resume``).
+        progress: Progress bars for target computation and training.
+
+    Returns:
+        The run record (also in ``<out_dir>/run.json`` and ``<out_dir>/export/run.json``).
+
+    Raises:
+        ParameterError: bad choices or numbers, no audio, a non-empty ``out_dir`` without
+            ``resume``/``overwrite``, a resume with another teacher or student.
+    """
+    from tqdm.auto import tqdm
+
+    check_mode(target_mode)
+    loss_fn = make_loss(loss)
+    for name, value in (("batch_size", batch_size), ("steps", steps), ("checkpoint_every", checkpoint_every)):
+        _check_positive(name, value)
+    if not lr > 0:
+        raise ParameterError(f"lr must be a positive learning rate, got {lr!r}.")
+    learning_rate = _learning_rate(lr, lr_schedule, steps)
+    preset = models.get_preset(student)
+    out_dir = os.fspath(out_dir)
+
+    teacher = load_teacher(teacher, output_key=output_key)
+    config = {**preset.config, **(student_options or {}), "embedding_dim": teacher.embedding_dim}
+    previous = _prepare_out_dir(out_dir, resume=resume, overwrite=overwrite, teacher=teacher, student=student, config=config)
+
+    loaded = load_clips(find_audio(data), progress=progress)
+    train_items, validation_items = split_items(loaded.items, validation_fraction=validation_fraction, seed=seed)
+    target_set = cached_targets(teacher, loaded, mode=target_mode, cache_dir=cache_dir, progress=progress)
+    is_validation = {id(item) for item in validation_items}
+    train = [(c, t) for i, c, t in zip(loaded.items, loaded.clips, target_set.targets) if id(i) not in is_validation]
+    held = [(c, t) for i, c, t in zip(loaded.items, loaded.clips, target_set.targets) if id(i) in is_validation]
+    if not train:
+        raise ParameterError(f"No training files left after holding out validation_fraction={validation_fraction}.")
+
+    model = models.build(student, **config)
+    optimizer = keras.optimizers.Adam(learning_rate)
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var)
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=3)
+    if resume and manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).expect_partial()
+        _log.info("Resumed %s at step %d", out_dir, int(step_var.numpy()))
+    scale, offset = _target_standardisation(model, [t for _, t in train])
+
+    @tf.function
+    def train_step(audio, target):
+        with tf.GradientTape() as tape:
+            value = loss_fn(target, model(audio, training=True)["embedding"] * scale + offset)
+        optimizer.apply_gradients(zip(tape.gradient(value, model.trainable_variables), model.trainable_variables))
+        return value
+
+    @tf.function
+    def eval_loss(audio, target):
+        return loss_fn(target, model(audio, training=False)["embedding"] * scale + offset)
+
+    batches = _Batches([c for c, _ in train], [t for _, t in train], mode=target_mode, batch_size=batch_size, seed=seed)
+    validation = _validation_batch([c for c, _ in held], [t for _, t in held])
+    record = previous or {}
+    history = list(record.get("loss_history", []))
+    validation_history = list(record.get("validation_history", []))
+    record.update(
+        {
+            "teacher": teacher.describe(),
+            "student": {"name": student, "config": config, "parameters": int(model.count_params())},
+            "data": {
+                "source": os.fspath(data) if not isinstance(data, (list, tuple)) else f"list of {len(data)} files",
+                "files": len(loaded.items),
+                "train_files": len(train),
+                "validation_files": len(held),
+                "skipped": [path for path, _ in loaded.skipped],
+                "target_mode": target_mode,
+                "target_cache": target_set.directory,
+            },
+            "training": {
+                "loss": loss,
+                "lr": lr,
+                "lr_schedule": lr_schedule,
+                "batch_size": batch_size,
+                "steps": steps,
+                "checkpoint_every": checkpoint_every,
+                "validation_fraction": validation_fraction,
+                "seed": seed,
+            },
+            "versions": _versions(),
+        }
+    )
+
+    def save(step: int) -> None:
+        manager.save(checkpoint_number=step)
+        if validation is not None:
+            validation_history.append([step, float(eval_loss(*validation))])
+        record.update({"step": step, "loss_history": history, "validation_history": validation_history})
+        with open(os.path.join(out_dir, RUN_FILE), "w") as handle:
+            json.dump(record, handle, indent=2)
+
+    start = int(step_var.numpy())
+    writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs"))
+    bar = tqdm(total=steps, initial=start, desc=f"distill {student}", unit="step", disable=not progress)
+    began, value = time.perf_counter(), None
+    with writer.as_default():
+        for step in range(start + 1, steps + 1):
+            value = float(train_step(*batches(step - 1)))
+            step_var.assign(step)
+            bar.update(1)
+            if step % _LOG_EVERY_STEPS == 0 or step == steps:
+                history.append([step, value])
+                _log_scalar("loss", value, step=step)
+                _log_scalar("learning_rate", float(learning_rate(step) if callable(learning_rate) else lr), step=step)
+                bar.set_postfix(loss=f"{value:.4g}")
+            if step % checkpoint_every == 0 and step != steps:
+                save(step)
+                if validation_history:
+                    _log_scalar("validation_loss", validation_history[-1][1], step=step)
+    bar.close()
+    elapsed_s = time.perf_counter() - began
+    save(steps)
+    if validation_history:
+        with writer.as_default():
+            _log_scalar("validation_loss", validation_history[-1][1], step=steps)
+    writer.flush()
+
+    record["steps_per_second"] = (steps - start) / elapsed_s if steps > start and elapsed_s > 0 else None
+    record["resumed_from_step"] = start if resume else None
+    _fold_standardisation(model, scale, offset)
+    export_dir = export_savedmodel(
+        model, os.path.join(out_dir, "export"), overwrite=True, extra_metadata={"teacher": teacher.describe()}
+    )
+    record["export"] = export_dir
+    for path in (os.path.join(out_dir, RUN_FILE), os.path.join(export_dir, RUN_FILE)):
+        with open(path, "w") as handle:
+            json.dump(record, handle, indent=2)
+    _log.info("Distilled %s from %s in %d steps; exported to %s", student, teacher.spec, steps, export_dir)
+    return record

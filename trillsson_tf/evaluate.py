@@ -1,0 +1,231 @@
+"""Evaluation: fidelity to a teacher and NOSS-style linear probes, student and teacher side by side.
+
+- Fidelity (spec section 5): MSE and mean cosine between the model's and the teacher's clip
+  vectors on the evaluated files (only those labelled ``split=test`` when a split exists).
+- Linear probes: scikit-learn logistic regression on clip vectors (standardised), for each
+  label column, optionally after L2 normalisation or per-speaker normalisation (each vector
+  standardised with its speaker's mean and std; not applied to the ``speaker`` task itself).
+  Files with a ``split`` label are probed train -> test; otherwise stratified k-fold cross
+  validation (k = min(5, smallest class size)).
+"""
+import json
+import logging
+import os
+
+import numpy as np
+
+from trillsson_tf.data import find_audio, load_clips
+from trillsson_tf.errors import ParameterError
+from trillsson_tf.metrics import cosine_similarity
+from trillsson_tf.teachers import load_teacher
+
+__all__ = ["NORMALIZATIONS", "evaluate", "embed_clips", "fidelity", "probe_accuracy", "format_table"]
+
+_log = logging.getLogger(__name__)
+
+NORMALIZATIONS = ("none", "l2", "speaker")
+_SPLIT = "split"
+_SPEAKER = "speaker"
+_NOT_TASKS = (_SPLIT, "take", "chapter", "utterance")
+_MAX_FOLDS = 5
+
+
+def embed_clips(embedder, clips, *, progress: bool = False) -> np.ndarray:
+    """Clip vectors of ``clips``, one clip per call (clips differ in length).
+
+    Args:
+        embedder: A :class:`trillsson_tf.teachers.Teacher` (any model loaded by ``load_teacher``).
+        clips: float32 ``[samples]`` arrays at 16 kHz.
+        progress: Show a progress bar.
+
+    Returns:
+        float32 ``[clips, D]``.
+    """
+    from tqdm.auto import tqdm
+
+    vectors = [embedder(clip[np.newaxis])["embedding"][0] for clip in tqdm(clips, desc=f"embedding ({embedder.spec})", unit="clip", disable=not progress)]
+    return np.stack(vectors).astype(np.float32)
+
+
+def fidelity(reference, candidate) -> dict:
+    """How close ``candidate`` vectors are to ``reference`` (teacher) vectors.
+
+    Args:
+        reference: float ``[n, D]`` teacher vectors.
+        candidate: float ``[n, D]`` student vectors.
+
+    Returns:
+        ``{'mse', 'mean_cosine', 'min_cosine'}`` as floats.
+    """
+    reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
+    cosine = cosine_similarity(reference, candidate)
+    return {
+        "mse": float(np.mean((reference - candidate) ** 2)),
+        "mean_cosine": float(cosine.mean()),
+        "min_cosine": float(cosine.min()),
+    }
+
+
+def _normalise(vectors: np.ndarray, normalization: str, speakers) -> np.ndarray:
+    if normalization == "l2":
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    if normalization == "speaker":
+        if speakers is None:
+            raise ParameterError("normalization='speaker' needs a speaker label for every file.")
+        out = np.empty_like(vectors)
+        speakers = np.asarray(speakers)
+        for speaker in np.unique(speakers):
+            rows = speakers == speaker
+            out[rows] = (vectors[rows] - vectors[rows].mean(0)) / (vectors[rows].std(0) + 1e-6)
+        return out
+    return vectors
+
+
+def probe_accuracy(vectors, labels, *, normalization: str = "none", speakers=None, split=None, seed: int = 0) -> dict:
+    """Accuracy of a logistic-regression probe on clip vectors.
+
+    Args:
+        vectors: float ``[n, D]`` clip vectors.
+        labels: ``[n]`` class labels (any hashable values).
+        normalization: One of :data:`NORMALIZATIONS`.
+        speakers: ``[n]`` speaker labels (needed for ``speaker`` normalisation).
+        split: ``[n]`` of ``'train'``/``'test'``; ``None`` for stratified k-fold.
+        seed: Seeds the folds and the solver.
+
+    Returns:
+        ``{'accuracy', 'protocol', 'classes', 'n'}``.
+
+    Raises:
+        ParameterError: unknown normalization, fewer than 2 classes, or a class with a single file
+            (k-fold) / an empty train or test side (split).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if normalization not in NORMALIZATIONS:
+        raise ParameterError(f"Unknown normalization {normalization!r}. Expected one of: {list(NORMALIZATIONS)}.")
+    vectors = _normalise(np.asarray(vectors, np.float64), normalization, speakers)
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) < 2:
+        raise ParameterError(f"A probe needs at least 2 classes; got {list(classes)}.")
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    if split is not None:
+        split = np.asarray(split)
+        train, test = split == "train", split == "test"
+        if not train.any() or not test.any():
+            raise ParameterError(f"The split needs 'train' and 'test' files; got {sorted(set(split.tolist()))}.")
+        accuracy = float(probe.fit(vectors[train], labels[train]).score(vectors[test], labels[test]))
+        protocol = "split"
+    else:
+        folds = min(_MAX_FOLDS, int(counts.min()))
+        if folds < 2:
+            raise ParameterError(f"Cross-validation needs 2 files per class; class {classes[counts.argmin()]!r} has 1.")
+        cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+        accuracy = float(cross_val_score(probe, vectors, labels, cv=cv).mean())
+        protocol = f"{folds}-fold"
+    return {"accuracy": accuracy, "protocol": protocol, "classes": int(len(classes)), "n": int(len(labels))}
+
+
+def _tasks(items, tasks):
+    available = sorted({key for item in items for key in item.labels} - set(_NOT_TASKS))
+    if tasks is None:
+        return [task for task in available if len({item.labels.get(task) for item in items if task in item.labels}) > 1]
+    unknown = [task for task in tasks if task not in available]
+    if unknown:
+        raise ParameterError(f"Unknown label column(s) {unknown}. Expected some of: {available}.")
+    return list(tasks)
+
+
+def evaluate(
+    model,
+    data,
+    *,
+    teacher=None,
+    labels=None,
+    tasks=None,
+    normalization: str = "none",
+    output_key=None,
+    out_json=None,
+    progress: bool = False,
+) -> dict:
+    """Evaluate an embedding model (and its teacher) on labelled audio.
+
+    Args:
+        model: Any spec of :func:`trillsson_tf.teachers.load_teacher` (for example a
+            distillation's ``<out>/export``), or a loaded teacher object.
+        data: A folder, a CSV manifest, or a list of paths.
+        teacher: Optional teacher spec; adds fidelity and the teacher's probe accuracies.
+        labels: Optional CSV manifest of extra label columns (``path`` plus columns).
+        tasks: Label columns to probe (default: every column with 2+ values, except
+            ``split``/``take``/``chapter``).
+        normalization: One of :data:`NORMALIZATIONS`.
+        output_key: The model's output to use, when it has several.
+        out_json: Write the report there as JSON.
+        progress: Progress bars while embedding.
+
+    Returns:
+        ``{'model', 'teacher', 'files', 'skipped', 'normalization', 'fidelity', 'probes'}``;
+        ``probes[task]`` holds ``student`` (and ``teacher``) results of :func:`probe_accuracy`.
+    """
+    if normalization not in NORMALIZATIONS:
+        raise ParameterError(f"Unknown normalization {normalization!r}. Expected one of: {list(NORMALIZATIONS)}.")
+    loaded = load_clips(find_audio(data, labels=labels), progress=progress)
+    items = loaded.items
+    task_names = _tasks(items, tasks)
+    embedders = {"student": load_teacher(model, output_key=output_key)}
+    if teacher is not None:
+        embedders["teacher"] = load_teacher(teacher)
+    vectors = {role: embed_clips(embedder, loaded.clips, progress=progress) for role, embedder in embedders.items()}
+
+    split = [item.labels.get(_SPLIT) for item in items]
+    has_split = all(value in ("train", "test") for value in split)
+    report = {
+        "model": embedders["student"].describe(),
+        "teacher": embedders["teacher"].describe() if teacher is not None else None,
+        "files": len(items),
+        "skipped": [path for path, _ in loaded.skipped],
+        "normalization": normalization,
+        "fidelity": None,
+        "probes": {},
+    }
+    if teacher is not None:
+        if vectors["student"].shape[1] != vectors["teacher"].shape[1]:
+            _log.warning("No fidelity: the model gives %d-d vectors, the teacher %d-d.", vectors["student"].shape[1], vectors["teacher"].shape[1])
+        else:
+            rows = np.array([value == "test" for value in split]) if has_split else np.ones(len(items), bool)
+            report["fidelity"] = {**fidelity(vectors["teacher"][rows], vectors["student"][rows]), "files": int(rows.sum())}
+    for task in task_names:
+        rows = np.array([task in item.labels for item in items])
+        task_labels = [item.labels[task] for item in items if task in item.labels]
+        speakers = [item.labels.get(_SPEAKER) for item in items if task in item.labels]
+        task_norm = "none" if normalization == "speaker" and task == _SPEAKER else normalization
+        if task_norm == "speaker" and any(speaker is None for speaker in speakers):
+            raise ParameterError(f"normalization='speaker' needs a speaker label on every file of task {task!r}.")
+        task_split = [value for value, keep in zip(split, rows) if keep] if has_split else None
+        report["probes"][task] = {
+            role: probe_accuracy(vectors[role][rows], task_labels, normalization=task_norm, speakers=speakers, split=task_split)
+            for role in vectors
+        }
+    if out_json is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
+        with open(out_json, "w") as handle:
+            json.dump(report, handle, indent=2)
+    return report
+
+
+def format_table(report: dict) -> str:
+    """The probes and fidelity of an :func:`evaluate` report as a plain-text table."""
+    roles = ["student"] + (["teacher"] if report.get("teacher") else [])
+    lines = [f"{'task':<12}{'classes':>8}{'protocol':>10}" + "".join(f"{role:>10}" for role in roles)]
+    for task, results in report["probes"].items():
+        first = results["student"]
+        lines.append(
+            f"{task:<12}{first['classes']:>8}{first['protocol']:>10}" + "".join(f"{results[role]['accuracy']:>10.3f}" for role in roles)
+        )
+    if report.get("fidelity"):
+        fid = report["fidelity"]
+        lines.append(f"fidelity to teacher on {fid['files']} files: mean cosine {fid['mean_cosine']:.4f}, MSE {fid['mse']:.4g}")
+    return "\n".join(lines)

