@@ -1,0 +1,448 @@
+"""Keras model or export directory -> ``.tflite`` (float32, float16, dynamic-range, int8) + model card.
+
+Two forms:
+
+* **frontend inside** (``frontend=True``): float32 audio ``audio_samples`` ``[batch, samples]``
+  (or ``[1, fixed_samples]``) at 16 kHz -> ``embedding`` ``[batch, D]``, signature
+  ``serving_default``. The model is rebuilt around the same chunk network with the frontend
+  computed in float32 (TFLite has no float64 FFT); its ops are builtins (RFFT2D, COMPLEX_ABS, ...).
+* **frontend outside** (``frontend=False``): the chunk network alone, log-mel patches
+  ``log_mel_patch`` ``[n, 195, 80, 1]`` -> ``embedding`` ``[n, D]``; the runtime's numpy frontend
+  feeds it. This is the form for int8-only targets and TFLite Micro.
+
+Quantization and the frontend: dynamic-range quantization turns every constant weight with
+at least 1,024 values into int8, the 257 x 80 mel matrix included, which costs the embedding
+0.04-0.10 in cosine (spec section 3). ``quantize='dynamic'`` is therefore only offered with
+``frontend=False``. ``float16`` keeps the mel matrix within 1e-3 relative and is allowed with
+the frontend. ``int8`` with the frontend keeps the whole frontend in float32 (its tensors are
+denylisted in the quantizer; RFFT2D and COMPLEX_ABS have no int8 kernels anyway) and quantizes
+the chunk network from a representative dataset of real audio; the op table of the card lists
+every op left in float so that this is visible.
+
+After each conversion :func:`convert` writes a JSON model card next to the model
+(``<out without .tflite>.json``, where :func:`trillsson_tf.runtime.read_model_card` finds it):
+tensors, quantization parameters, frontend numbers, op table, size, parity on real speech.
+"""
+import glob
+import json
+import logging
+import os
+
+import numpy as np
+
+from trillsson_tf._keras import keras, tf
+from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
+from trillsson_tf.errors import ConversionError, ParameterError
+from trillsson_tf.export import KERAS_FILE, METADATA_FILE, read_metadata
+from trillsson_tf.frontend import DEFAULT_FRONTEND, numpy_ops
+from trillsson_tf.metrics import parity
+from trillsson_tf.models import AUDIO_INPUT_NAME, EMBEDDING_KEY, chunk_network
+from trillsson_tf.models._audio_model import LogMelPatches, MeanOverChunks
+
+__all__ = [
+    "QUANTIZE_MODES",
+    "DEFAULT_MIN_COSINE",
+    "PATCH_INPUT_NAME",
+    "convert",
+    "load_keras_model",
+    "float32_frontend_model",
+    "op_table",
+    "parity_clips",
+    "representative_clips",
+    "tflite_embeddings",
+]
+
+_log = logging.getLogger(__name__)
+
+QUANTIZE_MODES = ("float32", "float16", "dynamic", "int8")
+"""Accepted values of ``quantize`` (and of ``trillsson-tf convert --quantize``)."""
+
+DEFAULT_MIN_COSINE = {"float32": 0.9999, "float16": 0.999, "dynamic": 0.99, "int8": 0.98}
+"""Mean cosine to the Keras model on real speech below which a conversion warns (or fails under ``strict``)."""
+
+PATCH_INPUT_NAME = "log_mel_patch"
+LICENCE_NOTE = (
+    "Model code: Apache-2.0 (trillsson_tf). The weights carry the terms of the data and teacher "
+    "they were trained from; the parity audio is LibriSpeech (CC BY 4.0)."
+)
+_PARITY_CLIPS = 6
+_PARITY_SAMPLES = 64000  # 4 s: two chunks per clip
+_REPRESENTATIVE_CLIPS = 32
+_FLOAT_DTYPES = ("float32", "float16", "float64")
+_QUANT_PLUMBING = ("QUANTIZE", "DEQUANTIZE")
+_FRONTEND_LAYER = "log_mel_patches"
+_RUN_FILE = "run.json"  # written by trillsson_tf.distill next to its export
+_RUN_KEYS = ("student", "teacher", "step", "target_mode", "loss", "data")
+
+
+def load_keras_model(model_or_export_dir):
+    """The Keras model and its export metadata.
+
+    Args:
+        model_or_export_dir: A model built by :func:`trillsson_tf.models.build` (or loaded from
+            ``model.keras``), an export directory written by
+            :func:`trillsson_tf.export.export_savedmodel`, or a ``.keras`` file.
+
+    Returns:
+        ``(model, metadata)``: the tf_keras model with a ``chunk_network`` layer, and the export's
+        ``trillsson_tf.json`` (``{}`` for a model object or a bare file).
+
+    Raises:
+        ParameterError: a path that is not one of our exports (the message says what was expected).
+    """
+    if isinstance(model_or_export_dir, keras.Model):
+        chunk_network(model_or_export_dir)
+        return model_or_export_dir, {}
+    path = os.fspath(model_or_export_dir)
+    if os.path.isdir(path):
+        keras_file = os.path.join(path, KERAS_FILE)
+        if not os.path.isfile(keras_file):
+            raise ParameterError(
+                f"{path!r} is not a trillsson_tf export directory: expected {KERAS_FILE!r} and {METADATA_FILE!r} "
+                "in it (written by `trillsson-tf export` / trillsson_tf.export.export_savedmodel)."
+            )
+        metadata = read_metadata(path)
+    elif path.endswith(".keras") and os.path.isfile(path):
+        keras_file, metadata = path, {}
+    else:
+        raise ParameterError(f"Cannot convert {path!r}: expected a trillsson_tf export directory or a .keras file.")
+    model = keras.models.load_model(keras_file)
+    chunk_network(model)
+    return model, metadata
+
+
+def float32_frontend_model(model):
+    """The same model with its log-mel frontend computed in float32 (TFLite has no float64 FFT).
+
+    Args:
+        model: A model with layers ``log_mel_patches`` and ``chunk_network``.
+
+    Returns:
+        tf_keras model sharing ``model``'s chunk network (same weight variables): float32 audio
+        ``[batch, None]`` -> ``{'embedding': float32 [batch, D]}``.
+    """
+    frontend = model.get_layer(_FRONTEND_LAYER).frontend
+    audio = keras.Input(shape=(None,), dtype="float32", name=AUDIO_INPUT_NAME)
+    patches = LogMelPatches(frontend, compute_dtype="float32", name=_FRONTEND_LAYER)(audio)
+    embedding = MeanOverChunks(name=EMBEDDING_KEY)([chunk_network(model)(patches), audio])
+    return keras.Model(audio, {EMBEDDING_KEY: embedding}, name=f"{model.name}_float32_frontend")
+
+
+def _bundled_librispeech() -> list:
+    return sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "librispeech", "*.flac")))
+
+
+def parity_clips(*, num_clips: int = _PARITY_CLIPS, num_samples: int = _PARITY_SAMPLES) -> np.ndarray:
+    """Real speech for parity checks: the last bundled LibriSpeech files, cut to one length.
+
+    The last files of the sorted list are used, so that representative data drawn from the
+    first ones (as :func:`representative_clips` does by default) stays held out.
+
+    Returns:
+        float32 array ``[num_clips, num_samples]`` at 16 kHz, values in [-1, 1].
+    """
+    clips = [load_audio(path) for path in _bundled_librispeech()[-num_clips:]]
+    return np.stack([np.resize(clip, num_samples) for clip in clips]).astype(np.float32)
+
+
+def representative_clips(source, *, max_clips: int = _REPRESENTATIVE_CLIPS, num_samples: int = 32000) -> np.ndarray:
+    """Audio for int8 calibration (or QAT/recovery training), as equal-length real clips.
+
+    Args:
+        source: An audio folder or CSV manifest (see :func:`trillsson_tf.data.find_audio`), a list
+            of file paths, or a float32 array ``[n, samples]`` at 16 kHz (used as it is).
+        max_clips: At most this many files are read.
+        num_samples: Each file is cut (or repeated) to this length, in samples.
+
+    Returns:
+        float32 array ``[n, num_samples]`` (or the given array).
+
+    Raises:
+        ParameterError: no source, or a source without audio.
+    """
+    if source is None:
+        raise ParameterError(
+            "int8 quantization needs representative audio to calibrate activation ranges: pass "
+            "representative_audio=<folder, CSV or list of files> (CLI: --data DIR)."
+        )
+    if isinstance(source, np.ndarray):
+        if source.ndim != 2 or source.shape[0] == 0:
+            raise ParameterError(f"Representative audio array must be float32 [n, samples], got shape {source.shape}.")
+        return source.astype(np.float32)
+    from trillsson_tf.data import find_audio
+
+    items = find_audio(source)[:max_clips]
+    return np.stack([np.resize(load_audio(item.path), num_samples) for item in items]).astype(np.float32)
+
+
+def _run_info(source):
+    """The training-run summary of an export written by the distiller (its ``run.json``), or ``None``."""
+    if isinstance(source, keras.Model) or not os.path.isdir(os.fspath(source)):
+        return None
+    run_file = os.path.join(os.fspath(source), _RUN_FILE)
+    if not os.path.isfile(run_file):
+        return None
+    with open(run_file) as handle:
+        record = json.load(handle)
+    return {key: record[key] for key in _RUN_KEYS if key in record}
+
+
+def _patches(clips: np.ndarray, frontend) -> np.ndarray:
+    """float32 ``[n, samples]`` -> float32 patches ``[n * chunks, frames, mels, 1]`` (numpy frontend)."""
+    patches = numpy_ops.log_mel_patches(clips, frontend)
+    return patches.reshape(-1, *frontend.patch_shape, 1).astype(np.float32)
+
+
+def _converter(function, trackable, quantize: str, *, with_frontend: bool, calibration):
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], trackable)
+    if quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantize == "int8":
+        name = AUDIO_INPUT_NAME if with_frontend else PATCH_INPUT_NAME
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ({name: row[np.newaxis]} for row in calibration)
+        if with_frontend:
+            # RFFT2D and COMPLEX_ABS have no int8 kernels: allow them to stay float.
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        else:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    return converter
+
+
+def _int8_with_float_frontend(content: bytes, function, trackable, calibration) -> bytes:
+    """Convert again with every tensor of the ``log_mel_patches`` layer denylisted (kept float).
+
+    Quantizing the mel matmul and the log costs about 0.01 in mean cosine on real speech
+    (0.987-0.993 against 0.9999 with them in float, measured on a tiny trillsson1); the float
+    mel matrix adds ``257 * 80 * 4`` bytes.
+    """
+    names = [t["name"] for t in _interpreter(content, delegates=False).get_tensor_details()]
+    frontend_nodes = [name for name in names if f"/{_FRONTEND_LAYER}/" in name]
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=_converter(function, trackable, "int8", with_frontend=True, calibration=calibration),
+        debug_dataset=lambda: ({AUDIO_INPUT_NAME: row[np.newaxis]} for row in calibration[:1]),
+        debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=frontend_nodes),
+    )
+    return debugger.get_nondebug_quantized_model()
+
+
+def _interpreter(model_content: bytes, *, delegates: bool = True):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.AUTO if delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    return Interpreter(model_content=model_content, num_threads=1, experimental_op_resolver_type=resolver)
+
+
+def op_table(model_content: bytes) -> list:
+    """The operators of a ``.tflite`` model with the dtypes of their tensors (no delegate fusing).
+
+    Args:
+        model_content: The flatbuffer bytes.
+
+    Returns:
+        list of ``{'index', 'op', 'inputs': [dtype names], 'outputs': [dtype names], 'float': bool}``;
+        ``float`` marks a compute op (not QUANTIZE/DEQUANTIZE) with a floating-point tensor.
+    """
+    interpreter = _interpreter(model_content, delegates=False)
+    dtypes = {t["index"]: np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
+    rows = []
+    for op in interpreter._get_ops_details():
+        inputs = [dtypes.get(int(i), "none") for i in op["inputs"] if int(i) >= 0]
+        outputs = [dtypes.get(int(i), "none") for i in op["outputs"] if int(i) >= 0]
+        is_float = op["op_name"] not in _QUANT_PLUMBING and any(d in _FLOAT_DTYPES for d in inputs + outputs)
+        rows.append({"index": int(op["index"]), "op": op["op_name"], "inputs": inputs, "outputs": outputs, "float": is_float})
+    return rows
+
+
+def _quantize_input(values: np.ndarray, details: dict) -> np.ndarray:
+    scale, zero_point = details["quantization"]
+    if np.dtype(details["dtype"]).kind != "i" or not scale:
+        return values.astype(details["dtype"])
+    limits = np.iinfo(details["dtype"])
+    return np.clip(np.round(values / scale) + zero_point, limits.min, limits.max).astype(details["dtype"])
+
+
+def _dequantize_output(values: np.ndarray, details: dict) -> np.ndarray:
+    scale, zero_point = details["quantization"]
+    if np.dtype(details["dtype"]).kind != "i" or not scale:
+        return values.astype(np.float32)
+    return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def tflite_embeddings(model_content: bytes, inputs: np.ndarray) -> np.ndarray:
+    """Run a ``.tflite`` model row by row through its ``serving_default`` signature.
+
+    Args:
+        model_content: The flatbuffer bytes.
+        inputs: float32 ``[n, samples]`` audio (frontend inside) or ``[n, 195, 80, 1]`` patches;
+            int8 inputs are quantized with the model's input scale and zero point.
+
+    Returns:
+        float32 ``[n, D]`` (dequantized when the output is int8).
+    """
+    interpreter = _interpreter(model_content)
+    runner = interpreter.get_signature_runner("serving_default")
+    (in_name, in_details), = runner.get_input_details().items()
+    (out_name, out_details), = runner.get_output_details().items()
+    rows = [runner(**{in_name: _quantize_input(row[np.newaxis], in_details)})[out_name] for row in inputs]
+    return np.concatenate([_dequantize_output(row, out_details) for row in rows])
+
+
+def _tensor_card(name: str, details: dict) -> dict:
+    scale, zero_point = details["quantization"]
+    return {
+        "name": name,
+        "shape": [int(s) for s in details["shape_signature"]],
+        "dtype": np.dtype(details["dtype"]).name,
+        "quantization": {"scale": float(scale), "zero_point": int(zero_point)} if scale else None,
+    }
+
+
+def _check_choices(quantize: str, frontend: bool, fixed_samples) -> None:
+    if quantize not in QUANTIZE_MODES:
+        raise ParameterError(f"Unknown quantization mode {quantize!r}. Expected one of: {list(QUANTIZE_MODES)}.")
+    if quantize == "dynamic" and frontend:
+        raise ParameterError(
+            "Dynamic-range quantization would quantize the frontend's mel matrix (cosine 0.90-0.96 against the "
+            "float model). Use quantize='dynamic' with frontend=False (CLI --no-frontend), or 'float16' / 'int8'."
+        )
+    if fixed_samples is not None:
+        if not frontend:
+            raise ParameterError("fixed_samples applies to audio input; it cannot be used with frontend=False.")
+        if isinstance(fixed_samples, bool) or not isinstance(fixed_samples, int) or fixed_samples < DEFAULT_FRONTEND.window_samples:
+            raise ParameterError(
+                f"fixed_samples must be an integer >= {DEFAULT_FRONTEND.window_samples} samples, got {fixed_samples!r}."
+            )
+
+
+def convert(
+    model_or_export_dir,
+    out_path,
+    *,
+    quantize: str = "float32",
+    frontend: bool = True,
+    fixed_samples=None,
+    representative_audio=None,
+    parity_audio=None,
+    min_cosine=None,
+    strict: bool = False,
+    overwrite: bool = False,
+) -> dict:
+    """Convert a model to ``.tflite`` and write its JSON model card beside it.
+
+    Args:
+        model_or_export_dir: Model, export directory or ``.keras`` file (see :func:`load_keras_model`).
+        out_path: Output ``.tflite`` path; the card goes to ``<out_path without .tflite>.json``.
+        quantize: One of :data:`QUANTIZE_MODES`.
+        frontend: Put the log-mel frontend inside (audio in) or leave it out (patches in).
+        fixed_samples: Fix the audio input to ``[1, fixed_samples]`` samples; ``None`` keeps
+            ``[None, None]`` (any batch, any length).
+        representative_audio: Calibration audio for ``int8`` (folder, CSV, file list or float32
+            ``[n, samples]`` array); required for ``int8``.
+        parity_audio: float32 ``[n, samples]`` at 16 kHz to check parity on; default: held-out
+            bundled LibriSpeech speech (6 clips of 4 s).
+        min_cosine: Parity threshold (mean cosine); default :data:`DEFAULT_MIN_COSINE` for the mode.
+        strict: Raise instead of warning when parity is below the threshold.
+        overwrite: Replace an existing ``out_path``.
+
+    Returns:
+        The model card (dict), also written as JSON.
+
+    Raises:
+        ParameterError: unknown mode, ``int8`` without representative audio, dynamic range with the
+            frontend, an existing output without ``overwrite``, or a path that is not our export.
+        ConversionError: the converter failed, or parity is below ``min_cosine`` under ``strict``.
+    """
+    _check_choices(quantize, frontend, fixed_samples)
+    out_path = os.fspath(out_path)
+    card_path = os.path.splitext(out_path)[0] + ".json"
+    if not overwrite and (os.path.exists(out_path) or os.path.exists(card_path)):
+        raise ParameterError(f"Output {out_path!r} (or its card {card_path!r}) exists; pass overwrite=True (CLI --force).")
+    model, metadata = load_keras_model(model_or_export_dir)
+    frontend_config = model.get_layer(_FRONTEND_LAYER).frontend
+    calibration = None
+    if quantize == "int8":
+        calibration = representative_clips(representative_audio)
+        if not frontend:
+            calibration = _patches(calibration, frontend_config)
+    audio = parity_clips() if parity_audio is None else np.asarray(parity_audio, dtype=np.float32)
+
+    if frontend:
+        keras_model = float32_frontend_model(model)
+        shape = [None, None] if fixed_samples is None else [1, fixed_samples]
+        spec = tf.TensorSpec(shape, tf.float32, name=AUDIO_INPUT_NAME)
+        call = tf.function(lambda audio_samples: {EMBEDDING_KEY: keras_model(audio_samples, training=False)[EMBEDDING_KEY]})
+        parity_inputs = audio if fixed_samples is None else np.stack([np.resize(clip, fixed_samples) for clip in audio])
+        reference = model(parity_inputs)[EMBEDDING_KEY].numpy()
+    else:
+        keras_model = chunk_network(model)
+        spec = tf.TensorSpec([None, *frontend_config.patch_shape, 1], tf.float32, name=PATCH_INPUT_NAME)
+        call = tf.function(lambda log_mel_patch: {EMBEDDING_KEY: keras_model(log_mel_patch, training=False)})
+        parity_inputs = _patches(audio, frontend_config)
+        reference = keras_model(parity_inputs, training=False).numpy()
+    function = call.get_concrete_function(spec)
+    try:
+        content = _converter(function, keras_model, quantize, with_frontend=frontend, calibration=calibration).convert()
+        if quantize == "int8" and frontend:
+            content = _int8_with_float_frontend(content, function, keras_model, calibration)
+    except Exception as error:  # the converter raises many unrelated types
+        raise ConversionError(f"Converting {model.name!r} ({quantize}, frontend={frontend}) failed: {error}") from error
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with open(out_path, "wb") as handle:
+        handle.write(content)
+
+    ops = op_table(content)
+    float_ops = sorted({row["op"] for row in ops if row["float"]})
+    if quantize == "int8" and float_ops:
+        _log.warning("int8 model %s keeps these ops in float: %s", out_path, ", ".join(float_ops))
+    candidate = tflite_embeddings(content, parity_inputs)
+    scores = parity(reference, candidate)
+    threshold = DEFAULT_MIN_COSINE[quantize] if min_cosine is None else float(min_cosine)
+    scores.update({"clips": int(len(audio)), "rows": int(len(parity_inputs)), "min_mean_cosine": threshold,
+                   "passed": scores["mean_cosine"] >= threshold,
+                   "reference": "Keras model (float64 frontend)" if frontend else "Keras chunk network"})
+
+    runner = _interpreter(content).get_signature_runner("serving_default")
+    card = {
+        "format": "trillsson_tf.tflite/1",
+        "model_file": os.path.basename(out_path),
+        "name": model.name,
+        "quantize": quantize,
+        "frontend_inside": bool(frontend),
+        "inputs": [_tensor_card(n, d) for n, d in runner.get_input_details().items()],
+        "outputs": [_tensor_card(n, d) for n, d in runner.get_output_details().items()],
+        "output": EMBEDDING_KEY,
+        "signature": "serving_default",
+        "sample_rate_hz": frontend_config.sample_rate_hz,
+        "frontend": frontend_config.to_dict(),
+        "size_bytes": len(content),
+        "ops": ops,
+        "float_ops": float_ops,
+        "parity": scores,
+        "source": {
+            "export": None if isinstance(model_or_export_dir, keras.Model) else os.fspath(model_or_export_dir),
+            "parameters": int(model.count_params()),
+            "build": metadata.get("build", getattr(model, "build_spec", None)),
+            "teacher": metadata.get("teacher"),
+            "run": _run_info(model_or_export_dir),
+        },
+        "converter": {"tensorflow": tf.__version__, "fixed_samples": fixed_samples},
+        "licence": LICENCE_NOTE,
+    }
+    with open(card_path, "w") as handle:
+        json.dump(card, handle, indent=2)
+    _log.info("Wrote %s (%d bytes, %s, mean cosine %.6f) and %s", out_path, len(content), quantize, scores["mean_cosine"], card_path)
+    if not scores["passed"]:
+        message = (
+            f"Parity of {out_path} below threshold: mean cosine {scores['mean_cosine']:.6f} < {threshold} "
+            f"(min {scores['min_cosine']:.6f}, max abs diff {scores['max_abs_diff']:.3g}, reference rms {scores['reference_rms']:.3g})."
+        )
+        if strict:
+            raise ConversionError(message)
+        _log.warning(message)
+    return card
