@@ -1,0 +1,282 @@
+"""Speed, memory, import time and fidelity of the TensorFlow-free runtime (issue 5 targets).
+
+One run, on the same real speech (10 LibriSpeech test-other utterances of 1-8 s):
+
+* parity: the float32 and int8 ``.tflite`` through :class:`trillsson_tf.runtime.TFLiteModel`
+  and the exported SavedModel (``hub.load``) against the Keras model (float64 frontend);
+* speed: median over repeats of the time to embed the 10 clips one call per clip, for
+  ``hub.load`` of the SavedModel, the wrapper on a float32 model (frontend inside, signature
+  runner) and on an int8 model (frontend in numpy, int8 network on log-mel patches);
+* import time of ``trillsson_tf.runtime`` against ``import tensorflow`` (fresh processes);
+* peak RSS of a fresh process that embeds 100 files with the int8 wrapper.
+
+The student has random weights (speed and parity do not depend on training). Writes
+``benchmarks/results/runtime_benchmark[_quick].{json,md}`` and prints the markdown.
+
+    .venv/bin/python benchmarks/runtime_benchmark.py            # efficientnetv2b0, 5 repeats
+    .venv/bin/python benchmarks/runtime_benchmark.py --quick    # trillsson1, 2 repeats, 20 files for RSS
+
+numpy's BLAS runs one thread here (``OPENBLAS_NUM_THREADS=1`` unless set), like the interpreter:
+on a loaded 2-core machine a two-thread BLAS made the numpy frontend 5x slower (8 ms vs 1.6 ms
+for 5 s of audio, measured).
+"""
+import argparse
+import glob
+import json
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import soundfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_LIBRISPEECH = os.path.join(REPO, "..", "shared", "data", "librispeech_test_other_10spk")
+RESULTS_DIR = os.path.join(REPO, "benchmarks", "results")
+NUM_CLIPS = 10
+CLIP_SECONDS = (1.0, 8.0)
+RSS_FILES = 100
+TARGETS = {  # name: (comparison, goal), from issue 5
+    "float32_speedup": (">=", 4.0),
+    "int8_speedup": (">=", 10.0),
+    "float32_cosine": (">=", 0.9999),
+    "int8_cosine": (">=", 0.99),
+    "import_s": ("<", 1.0),
+    "peak_rss_mb": ("<", 300.0),
+}
+
+
+def speech_files():
+    """Real speech files: the shared LibriSpeech copy when present, else the bundled samples."""
+    files = sorted(glob.glob(os.path.join(SHARED_LIBRISPEECH, "**", "*.flac"), recursive=True))
+    if not files:
+        from trillsson_tf.audio import SAMPLE_AUDIO_DIR
+
+        files = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "librispeech", "*.flac")))
+    return files
+
+
+def pick_clips(files):
+    """``NUM_CLIPS`` files of 1-8 s, spread over that range; the others calibrate int8."""
+    durations = {path: soundfile.info(path).duration for path in files}
+    fitting = sorted((path for path in files if CLIP_SECONDS[0] <= durations[path] <= CLIP_SECONDS[1]), key=durations.get)
+    chosen = [fitting[int(i)] for i in np.linspace(0, len(fitting) - 1, NUM_CLIPS)]
+    return chosen, [path for path in files if path not in chosen]
+
+
+def convert(model, tmp_dir, calibration_clips, calibration_patches):
+    """float32 .tflite with the frontend inside, int8 .tflite of the chunk network (int8 I/O)."""
+    from trillsson_tf._keras import keras, tf
+    from trillsson_tf.frontend import numpy_ops
+    from trillsson_tf.models import AUDIO_INPUT_NAME, EMBEDDING_KEY
+    from trillsson_tf.models._audio_model import LogMelPatches, MeanOverChunks
+
+    audio = keras.Input(shape=(None,), dtype="float32", name=AUDIO_INPUT_NAME)
+    patches = LogMelPatches(model.frontend, compute_dtype="float32")(audio)  # TFLite has no float64 FFT
+    float32_model = keras.Model(audio, {EMBEDDING_KEY: MeanOverChunks(name=EMBEDDING_KEY)([model.chunk_network(patches), audio])})
+    spec = tf.TensorSpec([None, None], tf.float32, name=AUDIO_INPUT_NAME)
+    function = tf.function(lambda audio_samples: float32_model(audio_samples), input_signature=[spec])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], float32_model)
+    paths = {"float32": os.path.join(tmp_dir, "float32.tflite"), "int8": os.path.join(tmp_dir, "int8.tflite")}
+    with open(paths["float32"], "wb") as handle:
+        handle.write(converter.convert())
+
+    representative = np.concatenate([numpy_ops.log_mel_patches(clip[np.newaxis])[0] for clip in calibration_clips])
+    representative = representative[:calibration_patches, ..., np.newaxis]
+    converter = tf.lite.TFLiteConverter.from_keras_model(model.chunk_network)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([patch[np.newaxis]] for patch in representative)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    with open(paths["int8"], "wb") as handle:
+        handle.write(converter.convert())
+    return paths
+
+
+def median_seconds(embed, clips, repeats):
+    """Median over ``repeats`` of the seconds to embed every clip once (after one warm-up pass)."""
+    for clip in clips:
+        embed(clip)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for clip in clips:
+            embed(clip)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def fresh_process(code):
+    """stdout of ``code`` run by a fresh interpreter (from the repo root)."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return result.stdout.strip().splitlines()[-1]
+
+
+def import_seconds(module, repeats):
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    return statistics.median(float(fresh_process(code)) for _ in range(repeats))
+
+
+def peak_rss_mb(model_path, files):
+    """Peak resident memory, in MB, of a fresh process that embeds ``files`` with the int8 wrapper.
+
+    Read from ``VmHWM`` in ``/proc/self/status`` where it exists: ``getrusage``'s ``ru_maxrss``
+    of a child keeps the high-water mark of the parent it was forked from (this process holds
+    TensorFlow, > 1 GB), because Linux preserves it across ``execve``.
+    """
+    code = f"""
+import resource, sys
+from trillsson_tf.runtime import TFLiteModel
+model = TFLiteModel({model_path!r}, num_threads=1)
+vectors = model.embed_files({files!r})
+assert vectors.shape[0] == {len(files)} and "tensorflow" not in sys.modules
+try:
+    with open("/proc/self/status") as status:
+        print(next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024)
+except OSError:
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+    return float(fresh_process(code))
+
+
+def to_markdown(report):
+    speed, parity = report["speed"], report["parity"]
+    lines = [
+        f"# Runtime benchmark: {report['student']} ({report['parameters']:,} parameters, {report['embedding_dim']}-d)",
+        "",
+        f"{report['clips']['count']} real clips, {report['clips']['total_s']:.1f} s of speech "
+        f"({report['clips']['min_s']:.1f}-{report['clips']['max_s']:.1f} s each), one call per clip, "
+        f"median of {report['repeats']} runs. {report['machine']}.",
+        "",
+        "| path | file MB | s for all clips | ms per clip | speed-up vs hub.load | mean cosine vs Keras | min cosine | max abs diff |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in ("hub_load", "tflite_float32", "tflite_int8"):
+        row, fidelity = speed[name], parity[name]
+        size = "-" if row["file_mb"] is None else f"{row['file_mb']:.1f}"
+        lines.append(
+            f"| {row['label']} | {size} | {row['seconds']:.3f} | {row['ms_per_clip']:.1f} | {row['speedup']:.1f}x | "
+            f"{fidelity['mean_cosine']:.6f} | {fidelity['min_cosine']:.6f} | {fidelity['max_abs_diff']:.2e} |"
+        )
+    imports, rss = report["import_s"], report["peak_rss_mb"]
+    lines += [
+        "",
+        f"- Import: `trillsson_tf.runtime` {imports['trillsson_tf.runtime']:.3f} s, "
+        f"`tensorflow` {imports['tensorflow']:.3f} s (median of fresh processes).",
+        f"- Peak RSS (VmHWM) of a fresh process embedding {rss['files']} files with the int8 wrapper: {rss['mb']:.0f} MB.",
+        f"- Embedding RMS (Keras): {parity['tflite_float32']['reference_rms']:.3g}.",
+        "",
+        "| target | value | goal | met |",
+        "|---|---:|---:|:---:|",
+    ]
+    for key, check in report["checks"].items():
+        lines.append(f"| {key} | {check['value']:.4g} | {check['op']} {check['goal']:g} | {'yes' if check['met'] else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small student, 2 repeats, 20 files for RSS")
+    parser.add_argument("--student", default=None, help="registry name (default efficientnetv2b0; quick: trillsson1)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed passes over the clips (default 5; quick: 2)")
+    args = parser.parse_args(argv)
+    student = args.student or ("trillsson1" if args.quick else "efficientnetv2b0")
+    repeats = args.repeats or (2 if args.quick else 5)
+
+    import tensorflow_hub as hub
+
+    from trillsson_tf import export_savedmodel, models
+    from trillsson_tf.audio import load_audio
+    from trillsson_tf.metrics import parity
+    from trillsson_tf.runtime import TFLiteModel
+
+    files = speech_files()
+    clip_files, spare_files = pick_clips(files)
+    clips = [load_audio(path) for path in clip_files]
+    model = models.build(student)
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        start = time.perf_counter()
+        tflite = convert(model, tmp_dir, [load_audio(path) for path in spare_files[:8]], 32 if args.quick else 96)
+        conversion_s = time.perf_counter() - start
+        saved_model = export_savedmodel(model, os.path.join(tmp_dir, "savedmodel"))
+        hub_model = hub.load(saved_model)
+        wrappers = {name: TFLiteModel(path, num_threads=1) for name, path in tflite.items()}
+
+        reference = np.concatenate([model(clip[np.newaxis])["embedding"].numpy() for clip in clips])
+        callers = {
+            "hub_load": lambda clip: hub_model(clip[np.newaxis])["embedding"].numpy(),
+            "tflite_float32": lambda clip: wrappers["float32"](clip)["embedding"],
+            "tflite_int8": lambda clip: wrappers["int8"](clip)["embedding"],
+        }
+        report_parity = {name: parity(reference, np.concatenate([call(clip) for clip in clips])) for name, call in callers.items()}
+        seconds = {name: median_seconds(call, clips, repeats) for name, call in callers.items()}
+        labels = {
+            "hub_load": f"hub.load(SavedModel), TF default threads ({os.cpu_count()} CPUs)",
+            "tflite_float32": "TFLiteModel float32, frontend inside, 1 thread",
+            "tflite_int8": "TFLiteModel int8 network + numpy frontend, 1 thread",
+        }
+        if report_parity["hub_load"]["reference_rms"] < 1e-6:
+            print(f"warning: {student} with random weights outputs ~0 (RMS {report_parity['hub_load']['reference_rms']:.2g}); "
+                  "its cosines mean little", file=sys.stderr)
+        sizes = {"hub_load": None, "tflite_float32": os.path.getsize(tflite["float32"]) / 1e6,
+                 "tflite_int8": os.path.getsize(tflite["int8"]) / 1e6}
+        speed = {
+            name: {"label": labels[name], "seconds": seconds[name], "ms_per_clip": 1000 * seconds[name] / len(clips),
+                   "speedup": seconds["hub_load"] / seconds[name], "file_mb": sizes[name]}
+            for name in callers
+        }
+        imports = {module: import_seconds(module, 3) for module in ("trillsson_tf.runtime", "tensorflow")}
+        rss_files = (spare_files + clip_files)[: 20 if args.quick else RSS_FILES]
+        rss = {"files": len(rss_files), "mb": peak_rss_mb(tflite["int8"], rss_files)}
+
+    durations = [len(clip) / 16000 for clip in clips]
+    checks = {
+        "float32_speedup": speed["tflite_float32"]["speedup"],
+        "int8_speedup": speed["tflite_int8"]["speedup"],
+        "float32_cosine": report_parity["tflite_float32"]["mean_cosine"],
+        "int8_cosine": report_parity["tflite_int8"]["mean_cosine"],
+        "import_s": imports["trillsson_tf.runtime"],
+        "peak_rss_mb": rss["mb"],
+    }
+    report = {
+        "student": student,
+        "parameters": int(model.count_params()),
+        "embedding_dim": int(reference.shape[1]),
+        "quick": args.quick,
+        "repeats": repeats,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "clips": {"count": len(clips), "files": [os.path.basename(p) for p in clip_files], "total_s": sum(durations),
+                  "min_s": min(durations), "max_s": max(durations)},
+        "conversion_s": conversion_s,
+        "parity": report_parity,
+        "speed": speed,
+        "import_s": imports,
+        "peak_rss_mb": rss,
+        "checks": {
+            key: {"value": value, "op": TARGETS[key][0], "goal": TARGETS[key][1],
+                  "met": value >= TARGETS[key][1] if TARGETS[key][0] == ">=" else value < TARGETS[key][1]}
+            for key, value in checks.items()
+        },
+    }
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    stem = os.path.join(RESULTS_DIR, "runtime_benchmark" + ("_quick" if args.quick else ""))
+    markdown = to_markdown(report)
+    with open(stem + ".json", "w") as handle:
+        json.dump(report, handle, indent=2)
+    with open(stem + ".md", "w") as handle:
+        handle.write(markdown)
+    print(markdown)
+    print(f"Wrote {stem}.json and {stem}.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,588 @@
+"""TensorFlow-free inference on ``.tflite`` students, with the TF Hub call contract.
+
+>>> from trillsson_tf.runtime import TFLiteModel
+>>> model = TFLiteModel("t1_int8.tflite", num_threads=1)
+>>> model(audio)["embedding"]        # float32 [samples] or [batch, samples] at 16 kHz -> [batch, D]
+>>> model.embed_file("clip.flac")    # -> float32 [D]
+>>> for vector in model.stream(blocks):   # live audio in blocks of any size -> one [D] per chunk
+...     pass
+
+Two kinds of model files are run:
+
+* **frontend inside**: one input ``[batch, samples]`` (audio; ``audio_samples`` in our
+  conversions), called through its ``serving_default`` signature (or, in files without
+  signatures, its main subgraph), resized to each call;
+* **frontend outside**: one input ``[n, 195, 80, 1]`` (log-mel patches); the numpy twin of the
+  frontend (:mod:`trillsson_tf.frontend.numpy_ops`) computes the patches, which run at a
+  constant input shape (one patch per call, or the model's own fixed batch size), and the
+  chunk vectors are averaged per clip.
+
+Both follow the semantics of the Keras models and the hub models: any length, clips shorter
+than 2 s mirror-padded to 2 s, non-overlapping 195-frame chunks (the tail is dropped), one
+vector per clip, the mean over its chunks. Integer (int8/uint8) inputs and outputs are
+quantized and dequantized with the model's own scale and zero point.
+
+This module imports numpy, the frontend numbers and their numpy twin, and the audio helpers
+(soundfile and soxr, lazily); the interpreter is imported when a model is built:
+``ai_edge_litert`` first, ``tflite_runtime`` as the fallback. It never imports TensorFlow.
+"""
+import csv
+import importlib
+import json
+import logging
+import os
+
+import numpy as np
+
+from trillsson_tf.audio import check_sample_rate, load_audio, resample, validate_audio
+from trillsson_tf.errors import ParameterError, TrillssonError
+from trillsson_tf.frontend import DEFAULT_FRONTEND, FrontendConfig, numpy_ops
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "INTERPRETER_MODULES",
+    "OUTPUT_FORMATS",
+    "TFLiteModel",
+    "audio_files",
+    "embed_to_file",
+    "read_model_card",
+]
+
+_log = logging.getLogger(__name__)
+
+INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
+"""Modules tried, in order, for the TFLite ``Interpreter`` class."""
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+"""File endings collected when a folder is given to :func:`audio_files`."""
+
+OUTPUT_FORMATS = (".npy", ".csv")
+"""File endings :func:`embed_to_file` writes."""
+
+# The same names as trillsson_tf.models.EMBEDDING_KEY / AUDIO_INPUT_NAME, which cannot be
+# imported here (that package imports TensorFlow); tests/test_runtime.py checks they agree.
+EMBEDDING_KEY = "embedding"
+SIGNATURE_KEY = "serving_default"
+
+# Patches per interpreter call for models without the frontend whose batch size is free. One,
+# so the input shape never changes: a resize makes the interpreter re-plan its memory and
+# XNNPACK re-prepare the graph, about 8 ms against 1.5 ms for one int8 patch (measured here).
+_CHUNKS_PER_CALL = 1
+_PCM16_SCALE = 32768.0
+
+
+def _interpreter_class():
+    """The ``Interpreter`` class of the first importable module in :data:`INTERPRETER_MODULES`."""
+    failures = []
+    for module_name in INTERPRETER_MODULES:
+        try:
+            return importlib.import_module(module_name).Interpreter
+        except ImportError as error:
+            failures.append(f"{module_name}: {error}")
+    raise TrillssonError(
+        "No TFLite interpreter is installed: `pip install ai-edge-litert` (preferred) or "
+        f"`pip install tflite-runtime` (older platforms, numpy < 2). Tried: {'; '.join(failures)}."
+    )
+
+
+def read_model_card(model_path) -> dict:
+    """The JSON model card written beside a ``.tflite`` file, or ``{}`` when there is none.
+
+    Looked for as ``<name>.json`` and then ``<name>.tflite.json`` next to the model.
+
+    Args:
+        model_path: Path of the ``.tflite`` file.
+
+    Returns:
+        The card as a dict (keys used here: ``sample_rate_hz``, ``output``, ``frontend``).
+
+    Raises:
+        ParameterError: a card exists but is not a JSON object (the message names the file).
+    """
+    model_path = os.fspath(model_path)
+    for card_path in (os.path.splitext(model_path)[0] + ".json", model_path + ".json"):
+        if not os.path.isfile(card_path):
+            continue
+        try:
+            with open(card_path) as handle:
+                card = json.load(handle)
+        except (OSError, ValueError) as error:
+            raise ParameterError(f"Model card {card_path!r} cannot be read as JSON: {error}") from None
+        if not isinstance(card, dict):
+            raise ParameterError(f"Model card {card_path!r} must hold a JSON object, got {type(card).__name__}.")
+        _log.info("Read model card %s", card_path)
+        return card
+    return {}
+
+
+def _describe(details: dict) -> list:
+    return [f"{name} {np.dtype(d['dtype']).name}{[int(size) for size in d['shape_signature']]}" for name, d in details.items()]
+
+
+def _quantize(values: np.ndarray, details: dict) -> np.ndarray:
+    dtype = np.dtype(details["dtype"])
+    scale, zero_point = details["quantization"]
+    if dtype.kind not in "iu" or not scale:
+        return values.astype(dtype, copy=False)
+    limits = np.iinfo(dtype)
+    return np.clip(np.round(values / scale) + zero_point, limits.min, limits.max).astype(dtype)
+
+
+def _dequantize(values: np.ndarray, details: dict) -> np.ndarray:
+    scale, zero_point = details["quantization"]
+    if np.dtype(details["dtype"]).kind not in "iu" or not scale:
+        return values.astype(np.float32, copy=False)
+    return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+class _MainSubgraph:
+    """A model file's main subgraph, called like a signature runner (for files without signatures).
+
+    Inputs and outputs are keyed by tensor name; inputs are resized only when their shape changes.
+    """
+
+    def __init__(self, interpreter):
+        self._interpreter = interpreter
+        self._inputs = {details["name"]: details for details in interpreter.get_input_details()}
+        self._outputs = {details["name"]: details for details in interpreter.get_output_details()}
+        self._shapes = {}
+
+    def get_input_details(self) -> dict:
+        return self._inputs
+
+    def get_output_details(self) -> dict:
+        return self._outputs
+
+    def __call__(self, **inputs) -> dict:
+        if any(self._shapes.get(name) != value.shape for name, value in inputs.items()):
+            for name, value in inputs.items():
+                self._interpreter.resize_tensor_input(self._inputs[name]["index"], value.shape)
+            self._interpreter.allocate_tensors()
+            self._shapes = {name: value.shape for name, value in inputs.items()}
+        for name, value in inputs.items():
+            self._interpreter.set_tensor(self._inputs[name]["index"], value)
+        self._interpreter.invoke()
+        return {name: self._interpreter.get_tensor(details["index"]) for name, details in self._outputs.items()}
+
+
+class TFLiteModel:
+    """A ``.tflite`` embedding model called like a TF Hub TRILLsson model, without TensorFlow.
+
+    Audio contract: mono float32 in [-1, 1] at :attr:`sample_rate_hz` (16 kHz), any length.
+    int16 arrays are taken as 16-bit PCM and scaled by 1/32768; other integer dtypes are
+    refused. Multi-channel *arrays* are refused (``[2, samples]`` is read as a batch of two
+    clips, ``[samples, channels]`` and ``[batch, samples, channels]`` raise with a mix-down
+    hint), while *files* are mixed down to mono by :meth:`embed_file`. All-zero (silent) clips
+    are embedded like any other and logged as a warning; empty clips and NaN/Inf raise.
+
+    Args:
+        model: Path of a ``.tflite`` file, or its contents as ``bytes``.
+        num_threads: Interpreter threads; ``None`` leaves the interpreter's default.
+        output_key: Output to return as ``embedding``; by default the model card's output,
+            else ``embedding``, else the model's only ``[batch, D]`` output.
+
+    Attributes:
+        path: The ``.tflite`` path, or ``None`` when built from bytes.
+        card: The model card beside the file (:func:`read_model_card`), ``{}`` when none.
+        frontend: :class:`FrontendConfig` (the card's, else the default TRILLsson numbers).
+        sample_rate_hz: Rate the model expects, in Hz.
+        frontend_inside: True when the model takes audio, False when it takes log-mel patches.
+        output_key: The model output returned as ``embedding``.
+        embedding_dim: Width D of the embedding.
+
+    Raises:
+        ParameterError: missing or unreadable file, an input that is neither audio
+            ``[batch, samples]`` nor log-mel patches ``[n, 195, 80, 1]``, no embedding-like
+            output (the message lists the outputs), a model card whose sample rate or output
+            disagrees with the model.
+        TrillssonError: neither ``ai_edge_litert`` nor ``tflite_runtime`` is installed.
+    """
+
+    def __init__(self, model, *, num_threads=None, output_key=None):
+        if isinstance(model, (bytes, bytearray, memoryview)):
+            self.path, source, self.card = None, {"model_content": bytes(model)}, {}
+        elif isinstance(model, (str, os.PathLike)):
+            self.path = os.fspath(model)
+            if not os.path.isfile(self.path):
+                raise ParameterError(f"TFLite model file not found: {self.path!r}.")
+            source, self.card = {"model_path": self.path}, read_model_card(self.path)
+        else:
+            raise ParameterError(f"model must be a .tflite path or its bytes, got {type(model).__name__}.")
+        if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1):
+            raise ParameterError(f"num_threads must be a positive integer or None, got {num_threads!r}.")
+        self._name = self.path or "<bytes>"
+        self.frontend = self._card_frontend()
+        self.sample_rate_hz = self._card_sample_rate()
+
+        interpreter_class = _interpreter_class()
+        try:
+            self._interpreter = interpreter_class(**source, num_threads=num_threads)
+        except ValueError as error:
+            raise ParameterError(f"Cannot load {self._name!r} as a TFLite model: {error}") from None
+        signatures = self._interpreter.get_signature_list()
+        if signatures:
+            signature = SIGNATURE_KEY if SIGNATURE_KEY in signatures else next(iter(signatures))
+            self._runner = self._interpreter.get_signature_runner(signature)
+        else:
+            self._runner = _MainSubgraph(self._interpreter)
+
+        inputs = self._runner.get_input_details()
+        if len(inputs) != 1:
+            raise ParameterError(f"TFLite model {self._name!r} must have one input; it has {_describe(inputs)}.")
+        (self._input_name, self._input), = inputs.items()
+        self.frontend_inside = self._input_kind()
+        self._chunks_per_call = _CHUNKS_PER_CALL
+        if not self.frontend_inside and self._input["shape_signature"][0] > 0:
+            self._chunks_per_call = int(self._input["shape_signature"][0])
+        outputs = self._runner.get_output_details()
+        self.output_key = self._select_output(outputs, output_key)
+        self._output = outputs[self.output_key]
+        self.embedding_dim = int(self._output["shape_signature"][-1])
+        self.reset()
+        _log.info(
+            "Loaded %s: %s, input %s, output %r (%d-d)",
+            self._name,
+            "frontend inside" if self.frontend_inside else "frontend in numpy",
+            _describe(inputs)[0],
+            self.output_key,
+            self.embedding_dim,
+        )
+
+    def __repr__(self):
+        return (
+            f"TFLiteModel({self._name!r}, frontend_inside={self.frontend_inside}, "
+            f"input_dtype={np.dtype(self._input['dtype']).name}, embedding_dim={self.embedding_dim})"
+        )
+
+    # -- construction helpers -------------------------------------------------------------
+
+    def _card_frontend(self) -> FrontendConfig:
+        values = self.card.get("frontend")
+        if not isinstance(values, dict):
+            return DEFAULT_FRONTEND
+        try:
+            return FrontendConfig.from_dict(values)
+        except TypeError as error:
+            raise ParameterError(f"Model card of {self._name!r} has an unknown frontend entry: {error}") from None
+
+    def _card_sample_rate(self) -> int:
+        rate = self.card.get("sample_rate_hz")
+        if rate is None:
+            return self.frontend.sample_rate_hz
+        rate = check_sample_rate(rate)
+        if rate != self.frontend.sample_rate_hz:
+            raise ParameterError(
+                f"Model card of {self._name!r} says sample_rate_hz={rate} but its frontend runs at "
+                f"{self.frontend.sample_rate_hz} Hz."
+            )
+        return rate
+
+    def _input_kind(self) -> bool:
+        shape = tuple(int(size) for size in self._input["shape_signature"])
+        patch = self.frontend.patch_shape
+        if len(shape) == 2:
+            return True
+        if shape[1:] in (patch, (*patch, 1)):
+            return False
+        raise ParameterError(
+            f"TFLite model {self._name!r} takes {_describe({self._input_name: self._input})[0]}; expected audio "
+            f"[batch, samples] or log-mel patches [n, {patch[0]}, {patch[1]}, 1]."
+        )
+
+    def _select_output(self, outputs: dict, output_key) -> str:
+        choices = _describe(outputs)
+        wanted = output_key or self.card.get("output")
+        if wanted is not None:
+            if wanted not in outputs:
+                source = "output_key" if output_key else f"the model card of {self._name!r}"
+                raise ParameterError(f"Output {wanted!r} (from {source}) not found; the model has outputs {choices}.")
+            return wanted
+        if EMBEDDING_KEY in outputs:
+            return EMBEDDING_KEY
+        vectors = [name for name, details in outputs.items() if len(details["shape_signature"]) == 2]
+        if len(vectors) == 1:
+            return vectors[0]
+        raise ParameterError(
+            f"TFLite model {self._name!r} has no embedding-like output (named {EMBEDDING_KEY!r}, or the only "
+            f"[batch, D] one); its outputs are {choices}. Choose one with output_key=..."
+        )
+
+    # -- running --------------------------------------------------------------------------
+
+    def _run(self, values: np.ndarray) -> np.ndarray:
+        """One interpreter call: float32 model input -> float32 ``[n, D]``."""
+        outputs = self._runner(**{self._input_name: _quantize(values, self._input)})
+        return _dequantize(outputs[self.output_key], self._output)
+
+    def _run_patches(self, patches: np.ndarray) -> np.ndarray:
+        """float32 ``[n, frames, mels]`` log-mel patches -> float32 ``[n, D]`` chunk vectors."""
+        if len(self._input["shape_signature"]) == 4:
+            patches = patches[..., np.newaxis]
+        step = self._chunks_per_call
+        vectors = []
+        for start in range(0, len(patches), step):
+            group = patches[start : start + step]
+            missing = step - len(group) if self._input["shape_signature"][0] > 0 else 0
+            if missing:  # a model with a fixed batch size: fill the last call with zeros
+                group = np.concatenate([group, np.zeros((missing, *group.shape[1:]), group.dtype)])
+            vectors.append(self._run(group)[: len(group) - missing])
+        return np.concatenate(vectors)
+
+    def _embed_batch(self, audio: np.ndarray) -> np.ndarray:
+        """float32 ``[batch, samples]`` at the model rate -> float32 ``[batch, D]`` clip vectors."""
+        if self.frontend_inside:
+            return self._run(audio)
+        patches = numpy_ops.log_mel_patches(audio, self.frontend)
+        batch, chunks = patches.shape[:2]
+        vectors = self._run_patches(patches.reshape(batch * chunks, *patches.shape[2:]))
+        return vectors.reshape(batch, chunks, -1).mean(axis=1)
+
+    def _prepare(self, audio, sample_rate, *, what="Audio") -> np.ndarray:
+        """Scale int16, validate, resample: -> float32 ``[batch, samples]`` at the model rate."""
+        rate = self.sample_rate_hz if sample_rate is None else check_sample_rate(sample_rate)
+        array = np.asarray(audio)
+        if array.dtype == np.int16:
+            array = array.astype(np.float32) / _PCM16_SCALE
+        array = validate_audio(array, sample_rate_hz=rate, expected_rate_hz=rate, allow_1d=True)
+        peak = np.max(np.abs(array), axis=1)
+        if np.any(peak == 0):
+            _log.warning("%s clip(s) %s are silent (all zeros).", what, np.flatnonzero(peak == 0).tolist())
+        if np.any(peak > 1.0):
+            _log.warning(
+                "%s peaks at %.3g, outside [-1, 1]; unscaled 16-bit PCM as float? Divide by 32768.", what, peak.max()
+            )
+        return resample(array, rate, self.sample_rate_hz)
+
+    def __call__(self, audio, *, sample_rate=None) -> dict:
+        """Embed clips, one vector per clip (the TF Hub call).
+
+        Args:
+            audio: float32 ``[samples]`` or ``[batch, samples]`` in [-1, 1] (int16 PCM is
+                scaled), or a list of ``[samples]`` clips of different lengths (each is
+                padded and chunked on its own, as if called alone).
+            sample_rate: Rate of ``audio`` in Hz (a positive integer); other rates than
+                :attr:`sample_rate_hz` are resampled with soxr. Default: the model's rate.
+
+        Returns:
+            ``{'embedding': float32 [batch, D]}``.
+
+        Raises:
+            ParameterError: empty clips, NaN/Inf, multi-channel arrays, a bad sample rate.
+            AudioTypeError: integer dtypes other than int16, non-numeric audio.
+        """
+        if isinstance(audio, (list, tuple)) and audio and np.ndim(audio[0]) == 1:
+            clips = [self._prepare(clip, sample_rate, what=f"Audio[{i}]") for i, clip in enumerate(audio)]
+            if len({clip.shape[1] for clip in clips}) == 1:
+                return {EMBEDDING_KEY: self._embed_batch(np.concatenate(clips))}
+            return {EMBEDDING_KEY: np.concatenate([self._embed_batch(clip) for clip in clips])}
+        return {EMBEDDING_KEY: self._embed_batch(self._prepare(audio, sample_rate))}
+
+    def embed_file(self, path) -> np.ndarray:
+        """Embed one audio file (wav/flac/ogg and all libsndfile reads), channels mixed down.
+
+        Args:
+            path: Audio file; any sample rate (resampled to :attr:`sample_rate_hz`).
+
+        Returns:
+            float32 ``[D]``.
+
+        Raises:
+            ParameterError: the file is missing or not audio (the message names it).
+        """
+        audio = load_audio(path, sample_rate_hz=self.sample_rate_hz)
+        return self(audio)[EMBEDDING_KEY][0]
+
+    def embed_files(self, paths, *, progress: bool = False) -> np.ndarray:
+        """Embed audio files one by one.
+
+        Args:
+            paths: Sequence of audio file paths.
+            progress: Show a tqdm progress bar when tqdm is installed.
+
+        Returns:
+            float32 ``[len(paths), D]``, rows in the order of ``paths``.
+        """
+        paths = list(paths)
+        if progress:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                _log.info("Install tqdm to see a progress bar.")
+            else:
+                paths = tqdm(paths, desc="embed", unit="file")
+        vectors = [self.embed_file(path) for path in paths]
+        return np.stack(vectors) if vectors else np.zeros((0, self.embedding_dim), np.float32)
+
+    # -- streaming ------------------------------------------------------------------------
+
+    @property
+    def chunk_span_samples(self) -> int:
+        """Samples one chunk covers: ``(chunk_frames - 1) * hop + window`` (31,440 at 16 kHz)."""
+        return (self.frontend.chunk_frames - 1) * self.frontend.hop_samples + self.frontend.window_samples
+
+    @property
+    def chunk_step_samples(self) -> int:
+        """Samples between the starts of two chunks: ``chunk_frames * hop`` (31,200 at 16 kHz)."""
+        return self.frontend.chunk_frames * self.frontend.hop_samples
+
+    def reset(self) -> None:
+        """Forget buffered stream audio: the next :meth:`feed` starts a new stream."""
+        self._buffer = np.zeros(0, np.float32)
+        self._stream_rate = None
+        self._resampler = None
+        self._chunks_emitted = 0
+
+    def feed(self, block, *, sample_rate=None) -> np.ndarray:
+        """Push one block of a live stream; return the vectors of the chunks it completes.
+
+        A chunk is complete once its 195 frames have all their samples; chunk ``k`` covers
+        samples ``[31200 k, 31200 k + 31440)`` at 16 kHz, exactly the chunks the offline call
+        averages. Blocks may have any size, including zero.
+
+        Args:
+            block: Mono float32 ``[samples]`` in [-1, 1] (int16 PCM is scaled).
+            sample_rate: Rate of the block in Hz; the same for every block of a stream
+                (resampled continuously when it is not :attr:`sample_rate_hz`).
+
+        Returns:
+            float32 ``[k, D]``, ``k >= 0`` chunk vectors.
+        """
+        rate = self.sample_rate_hz if sample_rate is None else check_sample_rate(sample_rate)
+        if self._stream_rate not in (None, rate):
+            raise ParameterError(f"Stream started at {self._stream_rate} Hz, got a block at {rate} Hz; call reset() first.")
+        self._stream_rate = rate
+        block = np.asarray(block)
+        if block.ndim != 1:
+            raise ParameterError(f"Stream blocks must be mono [samples], got shape {block.shape}.")
+        if block.size:
+            if block.dtype == np.int16:
+                block = block.astype(np.float32) / _PCM16_SCALE
+            block = validate_audio(block, sample_rate_hz=rate, expected_rate_hz=rate, allow_1d=True)[0]
+            self._append(block, last=False)
+        return self._drain()
+
+    def _append(self, block: np.ndarray, *, last: bool) -> None:
+        if self._stream_rate != self.sample_rate_hz:
+            if self._resampler is None:
+                import soxr
+
+                self._resampler = soxr.ResampleStream(self._stream_rate, self.sample_rate_hz, 1, dtype="float32")
+            block = self._resampler.resample_chunk(block, last=last)
+        self._buffer = np.concatenate([self._buffer, block.astype(np.float32, copy=False)])
+
+    def _drain(self) -> np.ndarray:
+        span, step = self.chunk_span_samples, self.chunk_step_samples
+        count = 0 if len(self._buffer) < span else 1 + (len(self._buffer) - span) // step
+        if not count:
+            return np.zeros((0, self.embedding_dim), np.float32)
+        segments = np.lib.stride_tricks.sliding_window_view(self._buffer, span)[: count * step : step]
+        if self.frontend_inside:
+            vectors = self._run(np.ascontiguousarray(segments))
+        else:
+            vectors = self._run_patches(numpy_ops.log_mel(segments, self.frontend))
+        self._buffer = self._buffer[count * step :]
+        self._chunks_emitted += count
+        return vectors
+
+    def stream(self, blocks, *, sample_rate=None):
+        """Embed a live stream: one vector per 195-frame chunk, as soon as it is complete.
+
+        Starts a new stream (:meth:`reset`). The mean of the yielded vectors equals the
+        offline call on the concatenated blocks: a stream that ends before its first chunk is
+        complete gives one vector for its mirror-padded audio, as the offline call does; the
+        tail after the last whole chunk is dropped.
+
+        Args:
+            blocks: Iterable of mono float32 ``[samples]`` blocks of any size.
+            sample_rate: Rate of the blocks in Hz (default: the model's).
+
+        Yields:
+            float32 ``[D]`` chunk vectors.
+        """
+        self.reset()
+        for block in blocks:
+            yield from self.feed(block, sample_rate=sample_rate)
+        if self._resampler is not None:
+            self._append(np.zeros(0, np.float32), last=True)
+            yield from self._drain()
+        if not self._chunks_emitted and len(self._buffer):
+            yield self._embed_batch(self._buffer[np.newaxis])[0]
+        self.reset()
+
+
+def audio_files(inputs) -> list:
+    """Expand files and folders into a list of audio files.
+
+    Args:
+        inputs: Paths; a folder contributes every file under it (recursively, sorted) whose
+            name ends with one of :data:`AUDIO_EXTENSIONS`; files are kept as given.
+
+    Returns:
+        List of file paths, in input order.
+
+    Raises:
+        ParameterError: a path does not exist, a folder holds no audio, or nothing was given.
+    """
+    files = []
+    for path in map(os.fspath, inputs):
+        if os.path.isdir(path):
+            found = sorted(
+                os.path.join(root, name)
+                for root, _, names in os.walk(path)
+                for name in names
+                if name.lower().endswith(AUDIO_EXTENSIONS)
+            )
+            if not found:
+                raise ParameterError(f"Folder {path!r} holds no audio files (looked for {list(AUDIO_EXTENSIONS)}).")
+            files.extend(found)
+        elif os.path.isfile(path):
+            files.append(path)
+        else:
+            raise ParameterError(f"Input {path!r} is neither an audio file nor a folder.")
+    if not files:
+        raise ParameterError("No input files given.")
+    return files
+
+
+def embed_to_file(model, inputs, out_path, *, num_threads=None, progress: bool = False, overwrite: bool = False) -> dict:
+    """Embed audio files and folders with a ``.tflite`` model and write the vectors.
+
+    ``.npy`` holds float32 ``[n, D]`` and a ``<out>.files.txt`` beside it names the file of
+    each row; ``.csv`` has a header ``path,e0,...`` and one row per file.
+
+    Args:
+        model: ``.tflite`` path (or a :class:`TFLiteModel`).
+        inputs: Audio files and folders (see :func:`audio_files`).
+        out_path: Output file ending with one of :data:`OUTPUT_FORMATS`.
+        num_threads: Interpreter threads (``None``: the interpreter's default).
+        progress: Show a progress bar (tqdm, when installed).
+        overwrite: Replace an existing output file; refused otherwise.
+
+    Returns:
+        ``{'out': str, 'files': int, 'embedding_dim': int}``.
+
+    Raises:
+        ParameterError: unknown output format, existing output, bad inputs or model.
+    """
+    out_path = os.fspath(out_path)
+    extension = os.path.splitext(out_path)[1].lower()
+    if extension not in OUTPUT_FORMATS:
+        raise ParameterError(f"Unknown output format {extension!r} for {out_path!r}. Expected one of: {list(OUTPUT_FORMATS)}.")
+    if os.path.exists(out_path) and not overwrite:
+        raise ParameterError(f"Output {out_path!r} exists; pass overwrite=True (--force) to replace it.")
+    files = audio_files(inputs)
+    if not isinstance(model, TFLiteModel):
+        model = TFLiteModel(model, num_threads=num_threads)
+    vectors = model.embed_files(files, progress=progress)
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    if extension == ".npy":
+        np.save(out_path, vectors)
+        with open(os.path.splitext(out_path)[0] + ".files.txt", "w") as handle:
+            handle.writelines(f"{path}\n" for path in files)
+    else:
+        with open(out_path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", *(f"e{i}" for i in range(vectors.shape[1]))])
+            writer.writerows([path, *(f"{value:.8g}" for value in vector)] for path, vector in zip(files, vectors))
+    _log.info("Wrote %d embeddings (%d-d) to %s", len(files), vectors.shape[1], out_path)
+    return {"out": out_path, "files": len(files), "embedding_dim": int(vectors.shape[1])}
