@@ -84,3 +84,13 @@ def test_config_round_trips_and_is_frozen():
     assert config == DEFAULT_FRONTEND and config.patch_shape == (195, 80)
     with pytest.raises(Exception):
         config.hop_samples = 1
+
+
+@pytest.mark.parametrize("length", [5_000, 31_440, 63_000, 100_000])
+def test_each_chunk_window_alone_gives_its_patch(librispeech_clips, length):
+    clip = np.resize(librispeech_clips[0], length)[np.newaxis]
+    patches = numpy_ops.log_mel_patches(clip)[0]
+    windows = numpy_ops.chunk_windows(clip)[0]
+    assert windows.shape == (len(patches), DEFAULT_FRONTEND.chunk_span_samples)
+    for window, patch in zip(windows, patches):
+        np.testing.assert_array_equal(numpy_ops.log_mel(window[np.newaxis])[0], patch)

@@ -11,7 +11,9 @@ Two kinds of model files are run:
 
 * **frontend inside**: one input ``[batch, samples]`` (audio; ``audio_samples`` in our
   conversions), called through its ``serving_default`` signature (or, in files without
-  signatures, its main subgraph), resized to each call;
+  signatures, its main subgraph) on the audio window of each chunk
+  (:func:`~trillsson_tf.frontend.numpy_ops.chunk_windows`), so the input shape never changes
+  (a model converted with a fixed input length is called on the whole clip instead);
 * **frontend outside**: one input ``[n, 195, 80, 1]`` (log-mel patches); the numpy twin of the
   frontend (:mod:`trillsson_tf.frontend.numpy_ops`) computes the patches, which run at a
   constant input shape (one patch per call, or the model's own fixed batch size), and the
@@ -64,8 +66,8 @@ OUTPUT_FORMATS = (".npy", ".csv")
 EMBEDDING_KEY = "embedding"
 SIGNATURE_KEY = "serving_default"
 
-# Patches per interpreter call for models without the frontend whose batch size is free. One,
-# so the input shape never changes: a resize makes the interpreter re-plan its memory and
+# Chunks (patches or audio windows) per interpreter call for models whose batch size is free.
+# One, so the input shape never changes: a resize makes the interpreter re-plan its memory and
 # XNNPACK re-prepare the graph, about 8 ms against 1.5 ms for one int8 patch (measured here).
 _CHUNKS_PER_CALL = 1
 _PCM16_SCALE = 32768.0
@@ -232,7 +234,7 @@ class TFLiteModel:
         (self._input_name, self._input), = inputs.items()
         self.frontend_inside = self._input_kind()
         self._chunks_per_call = _CHUNKS_PER_CALL
-        if not self.frontend_inside and self._input["shape_signature"][0] > 0:
+        if self._input["shape_signature"][0] > 0:
             self._chunks_per_call = int(self._input["shape_signature"][0])
         outputs = self._runner.get_output_details()
         self.output_key = self._select_output(outputs, output_key)
@@ -318,10 +320,18 @@ class TFLiteModel:
         """float32 ``[n, frames, mels]`` log-mel patches -> float32 ``[n, D]`` chunk vectors."""
         if len(self._input["shape_signature"]) == 4:
             patches = patches[..., np.newaxis]
+        return self._run_fixed(patches)
+
+    def _run_fixed(self, inputs: np.ndarray) -> np.ndarray:
+        """``[n, ...]`` chunk inputs -> float32 ``[n, D]``, in calls of one constant shape.
+
+        A new input shape makes the interpreter re-allocate (and XNNPACK re-pack its weights),
+        which cost more than the model itself on 2-8 s clips; constant shapes avoid it.
+        """
         step = self._chunks_per_call
         vectors = []
-        for start in range(0, len(patches), step):
-            group = patches[start : start + step]
+        for start in range(0, len(inputs), step):
+            group = inputs[start : start + step]
             missing = step - len(group) if self._input["shape_signature"][0] > 0 else 0
             if missing:  # a model with a fixed batch size: fill the last call with zeros
                 group = np.concatenate([group, np.zeros((missing, *group.shape[1:]), group.dtype)])
@@ -331,7 +341,12 @@ class TFLiteModel:
     def _embed_batch(self, audio: np.ndarray) -> np.ndarray:
         """float32 ``[batch, samples]`` at the model rate -> float32 ``[batch, D]`` clip vectors."""
         if self.frontend_inside:
-            return self._run(audio)
+            if self._input["shape_signature"][1] > 0:
+                return self._run(audio)
+            windows = numpy_ops.chunk_windows(audio, self.frontend)
+            batch, chunks = windows.shape[:2]
+            vectors = self._run_fixed(windows.reshape(batch * chunks, -1))
+            return vectors.reshape(batch, chunks, -1).mean(axis=1)
         patches = numpy_ops.log_mel_patches(audio, self.frontend)
         batch, chunks = patches.shape[:2]
         vectors = self._run_patches(patches.reshape(batch * chunks, *patches.shape[2:]))
@@ -418,12 +433,12 @@ class TFLiteModel:
     @property
     def chunk_span_samples(self) -> int:
         """Samples one chunk covers: ``(chunk_frames - 1) * hop + window`` (31,440 at 16 kHz)."""
-        return (self.frontend.chunk_frames - 1) * self.frontend.hop_samples + self.frontend.window_samples
+        return self.frontend.chunk_span_samples
 
     @property
     def chunk_step_samples(self) -> int:
         """Samples between the starts of two chunks: ``chunk_frames * hop`` (31,200 at 16 kHz)."""
-        return self.frontend.chunk_frames * self.frontend.hop_samples
+        return self.frontend.chunk_step_samples
 
     def reset(self) -> None:
         """Forget buffered stream audio: the next :meth:`feed` starts a new stream."""
@@ -477,7 +492,7 @@ class TFLiteModel:
             return np.zeros((0, self.embedding_dim), np.float32)
         segments = np.lib.stride_tricks.sliding_window_view(self._buffer, span)[: count * step : step]
         if self.frontend_inside:
-            vectors = self._run(np.ascontiguousarray(segments))
+            vectors = self._run_fixed(np.ascontiguousarray(segments))
         else:
             vectors = self._run_patches(numpy_ops.log_mel(segments, self.frontend))
         self._buffer = self._buffer[count * step :]

@@ -64,6 +64,16 @@ class FrontendConfig:
         """Non-overlapping patches for a clip of ``num_samples`` samples (tail dropped)."""
         return self.num_frames(num_samples) // self.chunk_frames
 
+    @property
+    def chunk_span_samples(self) -> int:
+        """Samples one chunk's frames cover: ``(chunk_frames - 1) * hop + window`` (31,440 at 16 kHz)."""
+        return (self.chunk_frames - 1) * self.hop_samples + self.window_samples
+
+    @property
+    def chunk_step_samples(self) -> int:
+        """Samples between the starts of two chunks: ``chunk_frames * hop`` (31,200 at 16 kHz)."""
+        return self.chunk_frames * self.hop_samples
+
     def to_dict(self) -> dict:
         """The config as a JSON-friendly dict (model cards, SavedModel metadata)."""
         return dataclasses.asdict(self)

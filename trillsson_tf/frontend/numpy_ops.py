@@ -70,3 +70,23 @@ def log_mel_patches(audio: np.ndarray, config: FrontendConfig = DEFAULT_FRONTEND
     chunks = frames // config.chunk_frames
     features = features[:, : chunks * config.chunk_frames]
     return features.reshape(batch, chunks, config.chunk_frames, bins)
+
+
+def chunk_windows(audio: np.ndarray, config: FrontendConfig = DEFAULT_FRONTEND) -> np.ndarray:
+    """The audio each patch of :func:`log_mel_patches` is computed from.
+
+    Chunk ``k`` of a clip depends only on samples ``[k * chunk_step, k * chunk_step + chunk_span)``
+    of the padded clip, so a model with the frontend inside gives the same chunk vector for that
+    window alone: a runtime can call it at one constant input shape.
+
+    Args:
+        audio: float array ``[batch, samples]`` at ``config.sample_rate_hz``.
+        config: Frontend numbers.
+
+    Returns:
+        float32 array ``[batch, chunks, chunk_span_samples]`` (a copy).
+    """
+    padded = mirror_pad(np.asarray(audio, dtype=np.float32), config.min_samples)
+    chunks = config.num_chunks(padded.shape[1])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, config.chunk_span_samples, axis=1)
+    return np.ascontiguousarray(windows[:, : chunks * config.chunk_step_samples : config.chunk_step_samples])
