@@ -6,7 +6,8 @@ mean cosine to the teacher on FSDD takes 0-4, linear-probe accuracies of student
 and sex on the speakers never trained on, 5-fold), and steps/s with the target cache against
 the teacher run inside the loop. "Teacher in the loop" is timed as the cached step plus the
 teacher computing the same batch's global targets (whole clips), averaged over 20 batches:
-everything else in a step is the same. Writes ``<out>/benchmark.json``.
+everything else in a step is the same. Writes ``<out>/benchmark.json`` and
+``benchmarks/results/distill_benchmark.{json,md}``.
 
     .venv/bin/python benchmarks/distill_benchmark.py --data ../shared/data --out runs/bench --steps 3000
 """
@@ -39,6 +40,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=os.path.join("runs", "distill_benchmark"))
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--loss", default="mse", help="distillation loss (see trillsson_tf.distill.LOSSES)")
+    parser.add_argument("--results", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
+                        help="folder for distill_benchmark.{json,md}")
     args = parser.parse_args(argv)
 
     fsdd = find_audio(os.path.join(args.data, "fsdd"))
@@ -53,7 +57,7 @@ def main(argv=None) -> dict:
     teacher = load_teacher("speech_embedding")
     began = time.perf_counter()
     run = distill(
-        train, out_dir=os.path.join(args.out, "run"), teacher=teacher, steps=args.steps, batch_size=args.batch_size,
+        train, out_dir=os.path.join(args.out, "run"), teacher=teacher, steps=args.steps, batch_size=args.batch_size, loss=args.loss,
         checkpoint_every=max(1, args.steps // 4), validation_fraction=0.0, cache_dir=os.path.join(args.out, "targets"),
         overwrite=True, progress=True,
     )
@@ -75,6 +79,7 @@ def main(argv=None) -> dict:
         "train_files": run["data"]["files"],
         "steps": run["step"],
         "batch_size": args.batch_size,
+        "loss": args.loss,
         "distill_seconds": round(distill_s, 1),
         "mean_cosine_fsdd_takes_0_4": round(on_fsdd["fidelity"]["mean_cosine"], 4),
         "fsdd_probes": {"student": probes(on_fsdd, "student"), "teacher": probes(on_fsdd, "teacher")},
@@ -85,10 +90,43 @@ def main(argv=None) -> dict:
         "cache_speedup": round(cached / in_loop, 2),
     }
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "benchmark.json"), "w") as handle:
-        json.dump(report, handle, indent=2)
+    os.makedirs(args.results, exist_ok=True)
+    for path in (os.path.join(args.out, "benchmark.json"), os.path.join(args.results, "distill_benchmark.json")):
+        with open(path, "w") as handle:
+            json.dump(report, handle, indent=2)
+    markdown = _markdown(report)
+    with open(os.path.join(args.results, "distill_benchmark.md"), "w") as handle:
+        handle.write(markdown)
     print(json.dumps(report, indent=2))
+    print(markdown)
     return report
+
+
+def _markdown(report: dict) -> str:
+    fsdd, libri = report["fsdd_probes"], report["librispeech_probes"]
+    rows = [
+        "# Distillation benchmark: speech_embedding -> tiny_cnn",
+        "",
+        f"{report['student_parameters']:,} student parameters against {report['teacher_parameters']:,} "
+        f"({report['student_parameters'] / report['teacher_parameters']:.0%}); {report['train_files']} training files, "
+        f"{report['steps']} steps of {report['batch_size']}, loss {report['loss']}, {report['distill_seconds']} s.",
+        "",
+        "| measure | teacher | student | target |",
+        "|---|---:|---:|---|",
+        f"| mean cosine to the teacher, FSDD takes 0-4 | - | {report['mean_cosine_fsdd_takes_0_4']} | >= 0.98 |",
+    ]
+    for task in sorted(fsdd["student"]):
+        rows.append(f"| FSDD {task} probe | {fsdd['teacher'][task]} | {fsdd['student'][task]} | >= teacher |")
+    for task in sorted(libri["student"]):
+        rows.append(f"| LibriSpeech {task} probe, unseen speakers | {libri['teacher'][task]} | {libri['student'][task]} "
+                    f"| >= 95% of teacher |")
+    rows += [
+        "",
+        f"Steps/s: {report['steps_per_second_cached']} with the target cache, {report['steps_per_second_teacher_in_loop']} "
+        f"with the teacher in the loop ({report['cache_speedup']}x; target >= 3x).",
+        "",
+    ]
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":
