@@ -26,6 +26,7 @@ __all__ = ["MICRO_OP_RESOLVER", "micro_arena_bytes", "micro_run", "to_micro"]
 _log = logging.getLogger(__name__)
 
 MICRO_OP_RESOLVER = {
+    "ABS": "AddAbs",
     "ADD": "AddAdd",
     "AVERAGE_POOL_2D": "AddAveragePool2D",
     "CONCATENATION": "AddConcatenation",
@@ -57,6 +58,7 @@ MICRO_OP_RESOLVER = {
 """Builtin ops this converter accepts for TFLite Micro -> their ``MicroMutableOpResolver`` method."""
 
 _ARENA_MARGIN_BYTES = 1024  # slack for the board's allocator alignment, added to the measured size
+_MAX_PROBE_ARENA_BYTES = 1 << 26
 _ARENA_PATTERN = re.compile(r"Arena allocation total (\d+) bytes")
 _NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BYTES_PER_LINE = 12
@@ -112,7 +114,17 @@ def micro_arena_bytes(model_content: bytes, example_input: np.ndarray) -> int:
     """
     from tflite_micro.python.tflite_micro import runtime
 
-    interpreter = runtime.Interpreter.from_bytes(model_content)
+    # The interpreter's default arena (10x the model) is too small for a small model with large
+    # activations (Wav2Small: 15 KB of weights, 1 s of frames): grow it until allocation succeeds.
+    arena = max(10 * len(model_content), 1 << 16)
+    while True:
+        try:
+            interpreter = runtime.Interpreter.from_bytes(model_content, arena_size=arena)
+            break
+        except RuntimeError:
+            if arena >= _MAX_PROBE_ARENA_BYTES:
+                raise ConversionError(f"tflite-micro could not allocate the model's tensors in {arena} bytes.") from None
+            arena *= 2
     interpreter.set_input(example_input, 0)
     interpreter.invoke()
     # print_allocations writes to the C stderr; capture file descriptor 2 around it.

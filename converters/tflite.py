@@ -19,6 +19,17 @@ denylisted in the quantizer; RFFT2D and COMPLEX_ABS have no int8 kernels anyway)
 the chunk network from a representative dataset of real audio; the op table of the card lists
 every op left in float so that this is visible.
 
+Whole-clip students (Wav2Small) compute their own spectrogram with builtin ops: per-clip
+normalisation, a DFT written as a strided convolution, magnitude, mel projection, dB. With
+``frontend=True`` all of it is inside (audio in, any length); under ``int8`` the normalisation
+and the spectrogram stay float32 and the network is int8, because int8 audio and an int8
+linear spectrum keep too little dynamic range (measured in ``benchmarks/emotion_benchmark.py``:
+the lowest per-score CCC against the teacher falls from 0.82 to 0.69 when it is int8 too). With ``frontend=False`` the model
+is the network alone, dB mel bands ``log_mel [1, frames, mels]`` of ``fixed_samples`` of audio
+(default 1 s: 499 frames) in, which the board (or the runtime, with
+:func:`trillsson_tf.frontend.dft.features`) computes: the form TFLite Micro runs, all int8.
+Their output is ``scores``; the card holds a ``clip_model`` entry the runtime reads.
+
 After each conversion :func:`convert` writes a JSON model card next to the model
 (``<out without .tflite>.json``, where :func:`trillsson_tf.runtime.read_model_card` finds it):
 tensors, quantization parameters, frontend numbers, op table, size, parity on real speech.
@@ -34,10 +45,11 @@ from trillsson_tf._keras import keras, tf
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
 from trillsson_tf.errors import ConversionError, ParameterError
 from trillsson_tf.export import KERAS_FILE, METADATA_FILE, read_metadata
-from trillsson_tf.frontend import DEFAULT_FRONTEND, numpy_ops
-from trillsson_tf.metrics import parity
-from trillsson_tf.models import AUDIO_INPUT_NAME, EMBEDDING_KEY, chunk_network
+from trillsson_tf.frontend import DEFAULT_FRONTEND, dft, numpy_ops
+from trillsson_tf.metrics import ccc, parity
+from trillsson_tf.models import AUDIO_INPUT_NAME, SCORES_KEY, chunk_network, inner_network, output_key
 from trillsson_tf.models._audio_model import LogMelPatches, MeanOverChunks
+from trillsson_tf.models.wav2small import FEATURES_INPUT_NAME, Wav2SmallModel
 
 __all__ = [
     "QUANTIZE_MODES",
@@ -91,7 +103,7 @@ def load_keras_model(model_or_export_dir):
         ParameterError: a path that is not one of our exports (the message says what was expected).
     """
     if isinstance(model_or_export_dir, keras.Model):
-        chunk_network(model_or_export_dir)
+        inner_network(model_or_export_dir)
         return model_or_export_dir, {}
     path = os.fspath(model_or_export_dir)
     if os.path.isdir(path):
@@ -106,8 +118,14 @@ def load_keras_model(model_or_export_dir):
         keras_file, metadata = path, {}
     else:
         raise ParameterError(f"Cannot convert {path!r}: expected a trillsson_tf export directory or a .keras file.")
-    model = keras.models.load_model(keras_file)
-    chunk_network(model)
+    if (metadata.get("optimization") or {}).get("qat"):  # `trillsson-tf optimize --qat`: tfmot layers inside
+        from trillsson_tf.optimize import quantize_scope
+
+        with quantize_scope():
+            model = keras.models.load_model(keras_file)
+    else:
+        model = keras.models.load_model(keras_file)
+    inner_network(model)
     return model, metadata
 
 
@@ -119,13 +137,14 @@ def float32_frontend_model(model):
 
     Returns:
         tf_keras model sharing ``model``'s chunk network (same weight variables): float32 audio
-        ``[batch, None]`` -> ``{'embedding': float32 [batch, D]}``.
+        ``[batch, None]`` -> ``{'embedding': float32 [batch, D]}`` (``'scores'`` for score students).
     """
     frontend = model.get_layer(_FRONTEND_LAYER).frontend
+    key = output_key(model)
     audio = keras.Input(shape=(None,), dtype="float32", name=AUDIO_INPUT_NAME)
     patches = LogMelPatches(frontend, compute_dtype="float32", name=_FRONTEND_LAYER)(audio)
-    embedding = MeanOverChunks(name=EMBEDDING_KEY)([chunk_network(model)(patches), audio])
-    return keras.Model(audio, {EMBEDDING_KEY: embedding}, name=f"{model.name}_float32_frontend")
+    vectors = MeanOverChunks(name=key)([chunk_network(model)(patches), audio])
+    return keras.Model(audio, {key: vectors}, name=f"{model.name}_float32_frontend")
 
 
 def _bundled_librispeech() -> list:
@@ -193,7 +212,23 @@ def _patches(clips: np.ndarray, frontend) -> np.ndarray:
     return patches.reshape(-1, *frontend.patch_shape, 1).astype(np.float32)
 
 
-def _converter(function, trackable, quantize: str, *, with_frontend: bool, calibration):
+def _compression(model) -> str:
+    return model.dft_frontend.get_layer("compression").compression
+
+
+def _clip_features(model, clips: np.ndarray) -> np.ndarray:
+    """float32 audio ``[n, samples]`` -> the dB mel ``[n, frames, mels]`` a Wav2Small network takes (numpy twin)."""
+    return dft.features(dft.normalize_clips(clips, model.frontend), model.frontend, compression=_compression(model))
+
+
+def _fit(clips: np.ndarray, num_samples) -> np.ndarray:
+    """float32 ``[n, samples]`` -> ``[n, num_samples]``, each clip cut or repeated (``None``: unchanged)."""
+    if num_samples is None:
+        return clips
+    return np.stack([np.resize(clip, num_samples) for clip in clips]).astype(np.float32)
+
+
+def _converter(function, trackable, quantize: str, *, with_frontend: bool, calibration, input_name=None):
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], trackable)
     if quantize == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -201,7 +236,7 @@ def _converter(function, trackable, quantize: str, *, with_frontend: bool, calib
     elif quantize == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif quantize == "int8":
-        name = AUDIO_INPUT_NAME if with_frontend else PATCH_INPUT_NAME
+        name = input_name or (AUDIO_INPUT_NAME if with_frontend else PATCH_INPUT_NAME)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ({name: row[np.newaxis]} for row in calibration)
         if with_frontend:
@@ -214,15 +249,15 @@ def _converter(function, trackable, quantize: str, *, with_frontend: bool, calib
     return converter
 
 
-def _int8_with_float_frontend(content: bytes, function, trackable, calibration) -> bytes:
-    """Convert again with every tensor of the ``log_mel_patches`` layer denylisted (kept float).
+def _int8_with_float_frontend(content: bytes, function, trackable, calibration, *, layers=(_FRONTEND_LAYER,)) -> bytes:
+    """Convert again with every tensor of the frontend ``layers`` denylisted (kept float).
 
     Quantizing the mel matmul and the log costs about 0.01 in mean cosine on real speech
     (0.987-0.993 against 0.9999 with them in float, measured on a tiny trillsson1); the float
     mel matrix adds ``257 * 80 * 4`` bytes.
     """
     names = [t["name"] for t in _interpreter(content, delegates=False).get_tensor_details()]
-    frontend_nodes = [name for name in names if f"/{_FRONTEND_LAYER}/" in name]
+    frontend_nodes = [name for name in names if any(f"/{layer}/" in name for layer in layers)]
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=_converter(function, trackable, "int8", with_frontend=True, calibration=calibration),
         debug_dataset=lambda: ({AUDIO_INPUT_NAME: row[np.newaxis]} for row in calibration[:1]),
@@ -303,7 +338,7 @@ def _tensor_card(name: str, details: dict) -> dict:
     }
 
 
-def _check_choices(quantize: str, frontend: bool, fixed_samples) -> None:
+def _check_choices(quantize: str, frontend: bool, fixed_samples, *, clip_model: bool = False) -> None:
     if quantize not in QUANTIZE_MODES:
         raise ParameterError(f"Unknown quantization mode {quantize!r}. Expected one of: {list(QUANTIZE_MODES)}.")
     if quantize == "dynamic" and frontend:
@@ -312,12 +347,11 @@ def _check_choices(quantize: str, frontend: bool, fixed_samples) -> None:
             "float model). Use quantize='dynamic' with frontend=False (CLI --no-frontend), or 'float16' / 'int8'."
         )
     if fixed_samples is not None:
-        if not frontend:
+        if not frontend and not clip_model:
             raise ParameterError("fixed_samples applies to audio input; it cannot be used with frontend=False.")
-        if isinstance(fixed_samples, bool) or not isinstance(fixed_samples, int) or fixed_samples < DEFAULT_FRONTEND.window_samples:
-            raise ParameterError(
-                f"fixed_samples must be an integer >= {DEFAULT_FRONTEND.window_samples} samples, got {fixed_samples!r}."
-            )
+        least = dft.DEFAULT_DFT_FRONTEND.window_samples if clip_model else DEFAULT_FRONTEND.window_samples
+        if isinstance(fixed_samples, bool) or not isinstance(fixed_samples, int) or fixed_samples < least:
+            raise ParameterError(f"fixed_samples must be an integer >= {least} samples, got {fixed_samples!r}.")
 
 
 def convert(
@@ -339,9 +373,12 @@ def convert(
         model_or_export_dir: Model, export directory or ``.keras`` file (see :func:`load_keras_model`).
         out_path: Output ``.tflite`` path; the card goes to ``<out_path without .tflite>.json``.
         quantize: One of :data:`QUANTIZE_MODES`.
-        frontend: Put the log-mel frontend inside (audio in) or leave it out (patches in).
+        frontend: Put the log-mel frontend inside (audio in) or leave it out (patches in); for
+            whole-clip students, keep the per-clip normalisation inside or leave it out
+            (normalised audio ``[1, fixed_samples]`` in).
         fixed_samples: Fix the audio input to ``[1, fixed_samples]`` samples; ``None`` keeps
-            ``[None, None]`` (any batch, any length).
+            ``[None, None]`` (any batch, any length), or 1 s for a whole-clip student without
+            its normalisation (TFLite Micro needs a fixed shape).
         representative_audio: Calibration audio for ``int8`` (folder, CSV, file list or float32
             ``[n, samples]`` array); required for ``int8``.
         parity_audio: float32 ``[n, samples]`` at 16 kHz to check parity on; default: held-out
@@ -358,38 +395,71 @@ def convert(
             frontend, an existing output without ``overwrite``, or a path that is not our export.
         ConversionError: the converter failed, or parity is below ``min_cosine`` under ``strict``.
     """
-    _check_choices(quantize, frontend, fixed_samples)
+    from converters.waveform import convert_waveform, is_waveform_export
+
+    if is_waveform_export(model_or_export_dir):  # layer-distilled and multi-task students: raw audio, several outputs
+        if not frontend:
+            raise ParameterError("Layer-distilled and multi-task models take raw audio: frontend=False does not apply.")
+        return convert_waveform(model_or_export_dir, out_path, quantize=quantize, fixed_samples=fixed_samples,
+                                representative_audio=representative_audio, parity_audio=parity_audio,
+                                min_cosine=min_cosine, strict=strict, overwrite=overwrite)
     out_path = os.fspath(out_path)
     card_path = os.path.splitext(out_path)[0] + ".json"
     if not overwrite and (os.path.exists(out_path) or os.path.exists(card_path)):
         raise ParameterError(f"Output {out_path!r} (or its card {card_path!r}) exists; pass overwrite=True (CLI --force).")
     model, metadata = load_keras_model(model_or_export_dir)
-    frontend_config = model.get_layer(_FRONTEND_LAYER).frontend
+    clip_model = isinstance(model, Wav2SmallModel)
+    _check_choices(quantize, frontend, fixed_samples, clip_model=clip_model)
+    key = output_key(model)
+    frontend_config = model.frontend if clip_model else model.get_layer(_FRONTEND_LAYER).frontend
+    if clip_model and not frontend and fixed_samples is None:
+        fixed_samples = frontend_config.min_samples
     calibration = None
     if quantize == "int8":
         calibration = representative_clips(representative_audio)
-        if not frontend:
+        if clip_model and not frontend:
+            calibration = _clip_features(model, _fit(calibration, fixed_samples))
+        elif not frontend:
             calibration = _patches(calibration, frontend_config)
     audio = parity_clips() if parity_audio is None else np.asarray(parity_audio, dtype=np.float32)
 
-    if frontend:
+    input_name = None
+    if clip_model and frontend:
+        keras_model = model  # its frontend is float32 convolutions already
+        spec = tf.TensorSpec([None, None] if fixed_samples is None else [1, fixed_samples], tf.float32, name=AUDIO_INPUT_NAME)
+        call = tf.function(lambda audio_samples: {key: keras_model(audio_samples, training=False)[key]})
+        parity_inputs = audio if fixed_samples is None else _fit(audio, fixed_samples)
+        reference = model(parity_inputs)[key].numpy()
+        if quantize == "int8":
+            calibration = _fit(calibration, fixed_samples)
+    elif clip_model:
+        keras_model, input_name = model.clip_network, FEATURES_INPUT_NAME
+        frames = frontend_config.num_frames(fixed_samples)
+        spec = tf.TensorSpec([1, frames, frontend_config.num_mel_bins], tf.float32, name=FEATURES_INPUT_NAME)
+        call = tf.function(lambda log_mel: {key: keras_model(log_mel, training=False)})
+        parity_inputs = _clip_features(model, _fit(audio, fixed_samples))
+        reference = keras_model(parity_inputs, training=False).numpy()
+    elif frontend:
         keras_model = float32_frontend_model(model)
         shape = [None, None] if fixed_samples is None else [1, fixed_samples]
         spec = tf.TensorSpec(shape, tf.float32, name=AUDIO_INPUT_NAME)
-        call = tf.function(lambda audio_samples: {EMBEDDING_KEY: keras_model(audio_samples, training=False)[EMBEDDING_KEY]})
-        parity_inputs = audio if fixed_samples is None else np.stack([np.resize(clip, fixed_samples) for clip in audio])
-        reference = model(parity_inputs)[EMBEDDING_KEY].numpy()
+        call = tf.function(lambda audio_samples: {key: keras_model(audio_samples, training=False)[key]})
+        parity_inputs = audio if fixed_samples is None else _fit(audio, fixed_samples)
+        reference = model(parity_inputs)[key].numpy()
     else:
         keras_model = chunk_network(model)
         spec = tf.TensorSpec([None, *frontend_config.patch_shape, 1], tf.float32, name=PATCH_INPUT_NAME)
-        call = tf.function(lambda log_mel_patch: {EMBEDDING_KEY: keras_model(log_mel_patch, training=False)})
+        call = tf.function(lambda log_mel_patch: {key: keras_model(log_mel_patch, training=False)})
         parity_inputs = _patches(audio, frontend_config)
         reference = keras_model(parity_inputs, training=False).numpy()
     function = call.get_concrete_function(spec)
     try:
-        content = _converter(function, keras_model, quantize, with_frontend=frontend, calibration=calibration).convert()
+        content = _converter(
+            function, keras_model, quantize, with_frontend=frontend, calibration=calibration, input_name=input_name
+        ).convert()
         if quantize == "int8" and frontend:
-            content = _int8_with_float_frontend(content, function, keras_model, calibration)
+            layers = ("clip_normalization", "dft_frontend") if clip_model else (_FRONTEND_LAYER,)
+            content = _int8_with_float_frontend(content, function, keras_model, calibration, layers=layers)
     except Exception as error:  # the converter raises many unrelated types
         raise ConversionError(f"Converting {model.name!r} ({quantize}, frontend={frontend}) failed: {error}") from error
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
@@ -405,7 +475,11 @@ def convert(
     threshold = DEFAULT_MIN_COSINE[quantize] if min_cosine is None else float(min_cosine)
     scores.update({"clips": int(len(audio)), "rows": int(len(parity_inputs)), "min_mean_cosine": threshold,
                    "passed": scores["mean_cosine"] >= threshold,
-                   "reference": "Keras model (float64 frontend)" if frontend else "Keras chunk network"})
+                   "reference": "Keras model" + (" (float64 frontend)" if not clip_model else "") if frontend
+                   else "Keras " + ("clip" if clip_model else "chunk") + " network"})
+    if key == SCORES_KEY:
+        # Cosine is a weak check on a few scores; CCC over the parity rows says whether each score follows.
+        scores["ccc"] = ccc(reference, candidate).tolist()
 
     runner = _interpreter(content).get_signature_runner("serving_default")
     card = {
@@ -416,10 +490,13 @@ def convert(
         "frontend_inside": bool(frontend),
         "inputs": [_tensor_card(n, d) for n, d in runner.get_input_details().items()],
         "outputs": [_tensor_card(n, d) for n, d in runner.get_output_details().items()],
-        "output": EMBEDDING_KEY,
+        "output": key,
         "signature": "serving_default",
         "sample_rate_hz": frontend_config.sample_rate_hz,
-        "frontend": frontend_config.to_dict(),
+        "frontend": None if clip_model else frontend_config.to_dict(),
+        # Read by trillsson_tf.runtime: whole clips (no 2 s chunks), and who normalises them.
+        "clip_model": {"frontend": frontend_config.to_dict(), "input": "audio" if frontend else FEATURES_INPUT_NAME,
+                       "compression": _compression(model)} if clip_model else None,
         "size_bytes": len(content),
         "ops": ops,
         "float_ops": float_ops,
@@ -430,6 +507,7 @@ def convert(
             "build": metadata.get("build", getattr(model, "build_spec", None)),
             "teacher": metadata.get("teacher"),
             "run": _run_info(model_or_export_dir),
+            "optimization": metadata.get("optimization"),
         },
         "converter": {"tensorflow": tf.__version__, "fixed_samples": fixed_samples},
         "licence": LICENCE_NOTE,

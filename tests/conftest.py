@@ -45,3 +45,18 @@ def tiny_model():
     from trillsson_tf import models
 
     return models.build("trillsson1", **TINY_STUDENTS["trillsson1"])
+
+
+@pytest.fixture(scope="session")
+def tiny_layered_teacher(tmp_path_factory):
+    """A Keras teacher with two named frame outputs (``low`` 8-d, ``high`` 6-d; one frame per 320 samples), as a .keras file."""
+    from trillsson_tf._keras import keras
+
+    keras.utils.set_random_seed(0)
+    audio = keras.Input(shape=(None,), name="audio_samples")
+    x = keras.layers.Reshape((-1, 1))(audio)
+    low = keras.layers.Conv1D(8, 400, strides=320, activation="tanh", name="low")(x)
+    high = keras.layers.Conv1D(6, 3, padding="same", activation="tanh", name="high")(low)
+    path = str(tmp_path_factory.mktemp("teacher") / "layered_teacher.keras")
+    keras.Model(audio, {"low": low, "high": high}).save(path)
+    return path

@@ -31,3 +31,17 @@ def test_unknown_model_is_a_clean_error(capsys):
     assert cli.main(["export", "resnet9000", "somewhere"]) == 2
     err = capsys.readouterr().err
     assert "Unknown student 'resnet9000'" in err and "Traceback" not in err
+
+
+def test_emotion_flags_refuse_mismatches_cleanly(tmp_path, capsys):
+    from trillsson_tf.audio import SAMPLE_AUDIO_DIR
+
+    audio = os.path.join(SAMPLE_AUDIO_DIR, "librispeech")
+    args = ["distill", "--teacher", "prosody", "--student", "wav2small", "--data", audio, "--out", str(tmp_path / "w2s"),
+            "--outputs", "4", "--ccc-weight", "0.5", "--cache-dir", str(tmp_path / "cache")]
+    assert cli.main(args) == 2
+    assert "outputs=4, but teacher 'prosody' gives 3 values" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--model", "prosody", "--data", audio, "--metric", "ccc"]) == 2
+    assert "metric='ccc'" in capsys.readouterr().err
+    assert cli.main(["models", "wav2small", "--json", "--no-flops"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["parameters"] == 73_464

@@ -82,3 +82,16 @@ def test_cli_evaluate_prints_a_table_and_reports_errors(tmp_path, capsys):
     assert "No audio found" in capsys.readouterr().err
     assert main(["distill", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--teacher", "bert"]) == 2
     assert "Unknown teacher 'bert'" in capsys.readouterr().err
+
+
+def test_ccc_metric_needs_a_teacher_with_as_many_scores(tmp_path):
+    files = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "librispeech", "*.flac")))[:4]
+    with pytest.raises(ParameterError, match="metric='ccc' compares"):
+        evaluate("prosody", files, metric="ccc")
+    with pytest.raises(ParameterError, match="Unknown metric 'mae'"):
+        evaluate("prosody", files, teacher="prosody", metric="mae")
+    report = evaluate("prosody", files, teacher="prosody", metric="ccc")  # a teacher against itself
+    assert report["ccc"]["per_score"] == {"loudness_range": 1.0, "pitch": 1.0, "tilt": 1.0} and report["probes"] == {}
+    assert "CCC against the teacher on 4 files" in format_table(report)
+    with pytest.raises(ParameterError, match="one model output per teacher score: the model gives 96"):
+        evaluate("speech_embedding", files, teacher="prosody", metric="ccc")

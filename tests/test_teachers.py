@@ -76,6 +76,14 @@ def test_speech_embedding_differs_between_utterances(speech_embedding, librispee
     assert not np.allclose(speech, other)
 
 
+def test_speech_embedding_rows_do_not_depend_on_the_batch(speech_embedding, librispeech_clips):
+    # A loud and a quiet 2 s clip: batched, the mel model used to raise the quiet one's floor.
+    batch = np.stack([librispeech_clips[0][:32000], 0.02 * librispeech_clips[1][:32000]]).astype(np.float32)
+    batched = speech_embedding(batch)["embedding"]
+    alone = np.concatenate([speech_embedding(row[np.newaxis])["embedding"] for row in batch])
+    np.testing.assert_array_equal(batched, alone)
+
+
 def test_short_clip_is_padded_and_counted(speech_embedding, fsdd_clips):
     short = fsdd_clips[0]
     assert len(short) < speech_embedding.min_samples

@@ -12,6 +12,7 @@ _LAZY = {
     "models": ("trillsson_tf.models", None),
     "export_savedmodel": ("trillsson_tf.export", "export_savedmodel"),
     "load": ("trillsson_tf.export", "load"),
+    "keras3_layer": ("trillsson_tf.keras3", "keras3_layer"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -70,6 +70,10 @@ def _cmd_distill(args):
         resume=args.resume,
         overwrite=args.force,
         progress=True,
+        outputs=args.outputs,
+        ccc_weight=args.ccc_weight,
+        targets=args.targets,
+        strategy=args.strategy,
     )
     if record["data"]["skipped"]:
         print(f"Skipped {len(record['data']['skipped'])} unreadable file(s): {', '.join(record['data']['skipped'])}")
@@ -91,13 +95,118 @@ def _cmd_evaluate(args):
         output_key=args.output_key,
         out_json=args.json,
         progress=True,
+        metric=args.metric,
+        kws=args.kws,
+        sv=args.sv,
     )
-    if report["skipped"]:
+    if report.get("skipped"):
         print(f"Skipped {len(report['skipped'])} unreadable file(s): {', '.join(report['skipped'])}")
     print(format_table(report))
 
 
+def _cmd_distill_layers(args):
+    from trillsson_tf.distill_layers import distill_layers
+
+    options = {key: value for key, value in (("width", args.width), ("depth", args.depth)) if value is not None}
+    record = distill_layers(
+        args.data,
+        out_dir=args.out,
+        teacher=args.teacher,
+        layers=args.layers,
+        student=args.student,
+        student_options=options or None,
+        size_fraction=args.size_fraction,
+        segment_samples=args.segment_samples,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        checkpoint_every=args.checkpoint_every,
+        validation_fraction=args.validation_fraction,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        resume=args.resume,
+        overwrite=args.force,
+        progress=True,
+    )
+    student = record["student"]
+    print(f"Distilled layers {','.join(record['teacher']['layers'])} of {record['teacher']['spec']} into {student['name']} "
+          f"({student['parameters']:,} parameters, {student['share_of_teacher'] or float('nan'):.0%} of the teacher) in "
+          f"{record['step']} steps, final loss {record['loss_history'][-1][1]:.4g}; exported to {record['export']}")
+
+
+def _cmd_finetune(args):
+    from trillsson_tf.finetune import finetune
+
+    record = finetune(
+        args.export,
+        args.data,
+        out_dir=args.out,
+        kws_labels=args.kws_labels,
+        sv_labels=args.sv_labels,
+        labels=args.labels,
+        freeze_encoder=args.freeze_encoder,
+        kws_weight=args.kws_weight,
+        sv_weight=args.sv_weight,
+        speaker_dim=args.speaker_dim,
+        margin=args.margin,
+        scale=args.scale,
+        sv_holdout=args.sv_holdout,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        checkpoint_every=args.checkpoint_every,
+        seed=args.seed,
+        resume=args.resume,
+        overwrite=args.force,
+        progress=True,
+    )
+    scores = record["scores"]
+    if "kws" in scores:
+        print(f"keyword accuracy on {scores['kws']['clips']} test files: {scores['kws']['accuracy']:.3f}")
+    if "sv" in scores:
+        print(f"speaker verification on {scores['sv']['speakers']} held-out speakers: EER {100 * scores['sv']['eer']:.2f}%, "
+              f"minDCF(0.01) {scores['sv']['min_dcf']:.3f}")
+    print(f"Exported to {record['export']}")
+
+
+def _cmd_convert_onnx(args):
+    from converters.onnx import convert_onnx
+
+    if args.quantize != "float32" or args.micro or args.fixed_samples is not None or args.data is not None:
+        print("trillsson-tf convert: --format onnx writes float32 with a dynamic shape; --quantize, --micro, "
+              "--fixed-samples and --data apply to .tflite only", file=sys.stderr)
+    out = args.out if args.out.endswith(".onnx") else os.path.join(args.out, "model.onnx")
+    card = convert_onnx(args.model, out, frontend=not args.no_frontend, min_cosine=args.min_cosine, strict=args.strict,
+                        overwrite=args.force)
+    scores = card["parity"]
+    print(f"Wrote {out} ({card['size_bytes']:,} bytes, ONNX opset {card['opset']}); parity in onnxruntime on real speech: "
+          f"mean cosine {scores['mean_cosine']:.6f}, max abs diff {scores['max_abs_diff']:.3g}")
+
+
+def _cmd_targets(args):
+    from trillsson_tf.pipelines import build_targets
+
+    summary = build_targets(
+        args.data,
+        args.out,
+        teacher=args.teacher,
+        output_key=args.teacher_output,
+        mode=args.target_mode,
+        runner=args.runner,
+        workers=args.workers,
+        pipeline_args=args.pipeline_args,
+        num_shards=args.num_shards,
+        batch_size=args.batch_size,
+        overwrite=args.force,
+    )
+    print(f"Wrote targets of {summary['records']} of {summary['files']} files ({summary['mode']}, teacher "
+          f"{summary['teacher']}) to {summary['out_dir']} in {len(summary['shards'])} shard(s) with the {summary['runner']}"
+          + (f"; {summary['unreadable']} unreadable file(s) skipped" if summary["unreadable"] else ""))
+
+
 def _cmd_convert(args):
+    if args.format == "onnx":
+        return _cmd_convert_onnx(args)
     from converters.micro import to_micro
     from converters.tflite import convert
 
@@ -106,7 +215,8 @@ def _cmd_convert(args):
         args.model,
         out,
         quantize=args.quantize,
-        frontend=not args.no_frontend,
+        # A microcontroller runs the frontend itself (and needs a fixed shape): --micro implies --no-frontend.
+        frontend=not (args.no_frontend or args.micro),
         fixed_samples=args.fixed_samples,
         representative_audio=args.data,
         min_cosine=args.min_cosine,
@@ -121,22 +231,80 @@ def _cmd_convert(args):
         print(f"TFLite Micro: {report['files']['source']}, arena {report['arena_bytes']:,} bytes, ops {report['ops']}")
 
 
+def _cmd_android_assets(args):
+    from trillsson_tf.android import build_android_assets
+
+    summary = build_android_assets(
+        args.out,
+        embedding_model=args.embedding_model,
+        wav2small_model=args.wav2small_model,
+        with_wav2small=not args.no_wav2small,
+        steps=args.steps,
+        work_dir=args.work_dir,
+        overwrite=args.force,
+        progress=True,
+    )
+    for name, model in summary["models"].items():
+        print(f"{name}: {model['bytes']:,} bytes, parity with Keras (mean cosine) {model['parity']}")
+    for name, why in summary["skipped"].items():
+        print(f"{name}: left out ({why})")
+    print(f"Wrote {len(summary['files'])} files ({summary['folder_bytes']:,} bytes) to {summary['out_dir']}")
+
+
+
+def _cmd_optimize(args):
+    from trillsson_tf.optimize import optimize_export
+
+    report = optimize_export(
+        args.export,
+        args.out,
+        data=args.data,
+        prune=args.prune,
+        schedule=args.schedule,
+        block_size=args.block,
+        qat=args.qat,
+        cluster=args.cluster,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        num_patches=args.patches,
+        checkpoint_every=args.checkpoint_every,
+        seed=args.seed,
+        resume=args.resume,
+        overwrite=args.force,
+        progress=True,
+    )
+    fidelity = report["fidelity"]
+    print(f"Optimized {report['source']} ({', '.join(report['stages'])}): kernel sparsity {report['sparsity']['overall']:.3f}; "
+          f"held-out mean cosine to the unoptimized model {fidelity['mean_cosine']:.5f} on {fidelity['clips']} clips "
+          f"(min {fidelity['min_cosine']:.5f}); not prunable: {', '.join(report['not_prunable']) or 'none'}; "
+          f"exported to {report['export']}")
+
 # Subcommands whose options need a TensorFlow-importing module (for their choices) register their
 # arguments only when they are the command being parsed, so `embed` and `--help` stay TensorFlow-free.
-_HEAVY_COMMANDS = ("distill", "evaluate", "convert")
+_HEAVY_COMMANDS = ("distill", "evaluate", "convert", "android-assets", "targets")
+_HEAVY_COMMANDS += ("distill-layers", "finetune")
+_HEAVY_COMMANDS += ("optimize",)
+# Subcommands whose unknown options pass through to the library (Beam pipeline options).
+_PASS_THROUGH_COMMANDS = ("targets",)
 
 
 def _add_distill_arguments(distill):
-    from trillsson_tf.distill import DEFAULT_STUDENT, LOSSES, LR_SCHEDULES
+    from trillsson_tf.distill import DEFAULT_STUDENT, LOSSES, LR_SCHEDULES, STRATEGIES
     from trillsson_tf.targets import TARGET_MODES
     from trillsson_tf.teachers import SPEECH_EMBEDDING, TEACHER_FORMS
 
-    distill.add_argument("--data", required=True, help="audio folder (recursive) or CSV manifest path[,label][,speaker]")
+    distill.add_argument("--data", default=None,
+                         help="audio folder (recursive) or CSV manifest path[,label][,speaker] (or give --targets)")
+    distill.add_argument("--targets", default=None, help="targets folder from `trillsson-tf targets` (instead of --data)")
+    distill.add_argument("--strategy", default="none", choices=STRATEGIES,
+                         help="tf.distribute strategy; --batch-size is the global batch (multiworker reads TF_CONFIG)")
     distill.add_argument("--out", required=True, help="run folder (checkpoints, logs, export/, run.json)")
     distill.add_argument("--teacher", default=SPEECH_EMBEDDING, help="one of: " + "; ".join(TEACHER_FORMS))
     distill.add_argument("--teacher-output", default=None, help="teacher output key when it has several")
     distill.add_argument("--student", default=DEFAULT_STUDENT, help="student name (see `trillsson-tf models`)")
-    distill.add_argument("--target-mode", default="global", choices=TARGET_MODES, help="clip vector or per-2 s-chunk targets")
+    distill.add_argument("--target-mode", default=None, choices=TARGET_MODES,
+                         help="clip vector or per-2 s-chunk targets (default: global, or the --targets folder's)")
     distill.add_argument("--loss", default="mse", choices=LOSSES)
     distill.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     distill.add_argument("--lr-schedule", default="cosine", choices=LR_SCHEDULES)
@@ -148,10 +316,63 @@ def _add_distill_arguments(distill):
     distill.add_argument("--cache-dir", default=None, help="teacher-target cache (default ~/.cache/trillsson_tf/targets)")
     distill.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     distill.add_argument("--force", action="store_true", help="replace an existing --out")
+    distill.add_argument("--outputs", type=int, default=None,
+                         help="expected teacher output width (e.g. 3 A/D/V scores); refused when the teacher differs")
+    distill.add_argument("--ccc-weight", type=float, default=0.0,
+                         help="add this weight times (1 - CCC) over each batch to the loss (score students)")
+
+
+def _add_distill_layers_arguments(parser):
+    from trillsson_tf.distill_layers import DEFAULT_SEGMENT_SAMPLES
+    from trillsson_tf.layer_teachers import LAYERED_TEACHER_FORMS
+    from trillsson_tf.models.distil import available
+    from trillsson_tf.teachers import SPEECH_EMBEDDING
+
+    parser.add_argument("--data", required=True, help="audio folder (recursive) or CSV manifest")
+    parser.add_argument("--out", required=True, help="run folder (checkpoints, logs, export/, run.json)")
+    parser.add_argument("--teacher", default=SPEECH_EMBEDDING, help="one of: " + "; ".join(LAYERED_TEACHER_FORMS))
+    parser.add_argument("--layers", default=None, help="teacher layers to distill, e.g. 4,8,12 (default: 1/3, 2/3, top)")
+    parser.add_argument("--student", default="distil-small", choices=available())
+    parser.add_argument("--width", type=int, default=None, help="transformer width (default: sized by --size-fraction)")
+    parser.add_argument("--depth", type=int, default=None, help="transformer layers (default 2)")
+    parser.add_argument("--size-fraction", type=float, default=0.25, help="student budget as a share of the teacher's parameters")
+    parser.add_argument("--segment-samples", type=int, default=DEFAULT_SEGMENT_SAMPLES, help="training segment length")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--checkpoint-every", type=int, default=500)
+    parser.add_argument("--validation-fraction", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-dir", default=None, help="teacher-target cache (default ~/.cache/trillsson_tf/targets)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out")
+
+
+def _add_finetune_arguments(parser):
+    parser.add_argument("export", help="export folder of `distill-layers` (<out>/export)")
+    parser.add_argument("--data", required=True, help="audio folder or CSV manifest")
+    parser.add_argument("--out", required=True, help="run folder (checkpoints, logs, export/, run.json)")
+    parser.add_argument("--kws-labels", default=None, help="keyword label column, e.g. digit (omit for speaker only)")
+    parser.add_argument("--sv-labels", default=None, help="speaker label column, e.g. speaker (omit for keywords only)")
+    parser.add_argument("--labels", default=None, help="CSV with a path column and label columns")
+    parser.add_argument("--freeze-encoder", action="store_true", help="train the heads only (frozen encoder)")
+    parser.add_argument("--kws-weight", type=float, default=1.0, help="weight of the keyword loss")
+    parser.add_argument("--sv-weight", type=float, default=1.0, help="weight of the speaker (AAM-softmax) loss")
+    parser.add_argument("--speaker-dim", type=int, default=128, help="speaker embedding size")
+    parser.add_argument("--margin", type=float, default=0.2, help="AAM angular margin, radians")
+    parser.add_argument("--scale", type=float, default=30.0, help="AAM scale")
+    parser.add_argument("--sv-holdout", type=float, default=0.4, help="share of speakers held out for verification")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--checkpoint-every", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out")
 
 
 def _add_evaluate_arguments(evaluate):
-    from trillsson_tf.evaluate import NORMALIZATIONS
+    from trillsson_tf.evaluate import METRICS, NORMALIZATIONS
 
     evaluate.add_argument("--model", required=True, help="export folder, SavedModel, Keras, .tflite or hub handle")
     evaluate.add_argument("--data", required=True, help="audio folder or CSV manifest")
@@ -161,6 +382,10 @@ def _add_evaluate_arguments(evaluate):
     evaluate.add_argument("--normalization", default="none", choices=NORMALIZATIONS)
     evaluate.add_argument("--output-key", default=None, help="model output key when it has several")
     evaluate.add_argument("--json", default=None, help="also write the report to this JSON file")
+    evaluate.add_argument("--metric", default="probes", choices=METRICS,
+                          help="probes: fidelity + linear probes; ccc: per-score CCC against --teacher")
+    evaluate.add_argument("--kws", default=None, help="keyword label column of a fine-tuned multi-task model (accuracy)")
+    evaluate.add_argument("--sv", default=None, help="speaker label column of a fine-tuned multi-task model (EER, minDCF)")
 
 
 def _add_convert_arguments(convert):
@@ -174,9 +399,67 @@ def _add_convert_arguments(convert):
     convert.add_argument("--data", default=None, help="representative audio (folder or CSV) for --quantize int8")
     convert.add_argument("--min-cosine", type=float, default=None, help="parity threshold (default: per mode)")
     convert.add_argument("--strict", action="store_true", help="fail when parity is below the threshold")
-    convert.add_argument("--micro", action="store_true", help="also write the TFLite Micro C++ array and resolver")
+    convert.add_argument("--micro", action="store_true",
+                         help="also write the TFLite Micro C++ array and resolver (implies --no-frontend)")
     convert.add_argument("--micro-name", default="g_model", help="C identifier of the array")
     convert.add_argument("--force", action="store_true", help="replace existing outputs")
+    convert.add_argument("--format", default="tflite", choices=("tflite", "onnx"),
+                         help="onnx: float32 .onnx checked in onnxruntime (STFT frontends need --no-frontend)")
+
+
+def _add_optimize_arguments(optimize):
+    from trillsson_tf.optimize import SCHEDULES
+
+    optimize.add_argument("export", help="export folder to optimize (from export/distill: runs/x/export)")
+    optimize.add_argument("--data", required=True, help="audio folder or CSV manifest for recovery and held-out fidelity")
+    optimize.add_argument("--out", required=True, help="run folder (optimize.json, checkpoints/, export/)")
+    optimize.add_argument("--prune", type=float, default=None, help="target sparsity in (0, 1), e.g. 0.5")
+    optimize.add_argument("--schedule", default="polynomial", choices=SCHEDULES, help="pruning schedule")
+    optimize.add_argument("--block", default=None, help="block sparsity of Dense kernels, e.g. 1x4")
+    optimize.add_argument("--qat", action="store_true", help="quantization-aware training (int8), sparsity-preserving "
+                          "after --prune, cluster-preserving after --cluster")
+    optimize.add_argument("--cluster", type=int, default=None, help="weight clusters per kernel, e.g. 16")
+    optimize.add_argument("--steps", type=int, default=300, help="recovery steps per stage")
+    optimize.add_argument("--batch-size", type=int, default=16)
+    optimize.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
+    optimize.add_argument("--patches", type=int, default=1024, help="training patches: random 2 s crops of --data")
+    optimize.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    optimize.add_argument("--seed", type=int, default=0)
+    optimize.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    optimize.add_argument("--force", action="store_true", help="replace an existing --out")
+
+def _add_targets_arguments(targets):
+    from trillsson_tf.pipelines.beam_targets import DIRECT_RUNNER
+    from trillsson_tf.targets import TARGET_MODES
+    from trillsson_tf.teachers import SPEECH_EMBEDDING, TEACHER_FORMS
+
+    targets.add_argument("--data", required=True,
+                         help="audio folder or CSV, or a glob/folder on any Beam filesystem ('gs://b/audio/**/*.flac')")
+    targets.add_argument("--out", required=True, help="output folder (local or gs://...): shards + teacher.json")
+    targets.add_argument("--teacher", default=SPEECH_EMBEDDING, help="one of: " + "; ".join(TEACHER_FORMS))
+    targets.add_argument("--teacher-output", default=None, help="teacher output key when it has several")
+    targets.add_argument("--target-mode", default="global", choices=TARGET_MODES, help="clip vector or per-2 s-chunk targets")
+    targets.add_argument("--runner", default=DIRECT_RUNNER, help="Beam runner (DirectRunner, DataflowRunner, FlinkRunner...)")
+    targets.add_argument("--workers", type=int, default=None,
+                         help="DirectRunner: worker threads (add --direct_running_mode=multi_processing for processes); "
+                              "other runners: --num_workers")
+    targets.add_argument("--num-shards", type=int, default=0, help="output shards (default: the runner's choice)")
+    targets.add_argument("--batch-size", type=int, default=64, help="clips or 2 s segments per teacher call")
+    targets.add_argument("--force", action="store_true", help="replace an existing --out")
+
+
+def _add_android_assets_arguments(assets):
+    from trillsson_tf.android import DEFAULT_STEPS
+
+    assets.add_argument("--out", default="android_demo_assets", help="output folder (default: android_demo_assets)")
+    assets.add_argument("--embedding-model", default=None,
+                        help="export dir / .keras (converted to int8) or .tflite; default: distill tiny_cnn from speech_embedding")
+    assets.add_argument("--wav2small-model", default=None,
+                        help="export dir / .keras / .tflite; default: distill wav2small when the registry has it")
+    assets.add_argument("--no-wav2small", action="store_true", help="leave the Wav2Small model out")
+    assets.add_argument("--steps", type=int, default=None, help=f"distillation steps (default {DEFAULT_STEPS})")
+    assets.add_argument("--work-dir", default=None, help="keep the distillation runs here (resumed next time)")
+    assets.add_argument("--force", action="store_true", help="replace an existing --out folder")
 
 
 def build_parser(command=None) -> argparse.ArgumentParser:
@@ -210,7 +493,17 @@ def build_parser(command=None) -> argparse.ArgumentParser:
                      _add_evaluate_arguments, _cmd_evaluate),
         "convert": ("convert an export to .tflite (+ model card, optional TFLite Micro C array)",
                     _add_convert_arguments, _cmd_convert),
+        "android-assets": ("write the Android demo folder: int8 models, metadata, sample WAV, golden outputs",
+                           _add_android_assets_arguments, _cmd_android_assets),
+        "targets": ("compute teacher targets with Apache Beam (other options pass through to the pipeline)",
+                    _add_targets_arguments, _cmd_targets),
     }
+    heavy["distill-layers"] = ("distill a teacher's hidden layers into a DistilHuBERT-style student",
+                               _add_distill_layers_arguments, _cmd_distill_layers)
+    heavy["finetune"] = ("fine-tune a distilled encoder for keyword spotting and/or speaker verification",
+                         _add_finetune_arguments, _cmd_finetune)
+    heavy["optimize"] = ("prune / cluster / quantization-aware train an export, recovered by distillation",
+                         _add_optimize_arguments, _cmd_optimize)
     for name in _HEAVY_COMMANDS:
         help_text, add_arguments, func = heavy[name]
         subparser = sub.add_parser(name, help=help_text)
@@ -243,7 +536,13 @@ def _command_in(argv):
 def main(argv=None) -> int:
     """Entry point of ``trillsson-tf``; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(_command_in(argv)).parse_args(argv)
+    command = _command_in(argv)
+    parser = build_parser(command)
+    if command in _PASS_THROUGH_COMMANDS:
+        args, pipeline_args = parser.parse_known_args(argv)
+        args.pipeline_args = pipeline_args
+    else:
+        args = parser.parse_args(argv)
     try:
         args.func(args)
     except TrillssonError as error:

@@ -6,6 +6,11 @@ projection head, train on random 2 s crops (MSE by default, Adam lr 1e-3), check
 ``checkpoint_every`` steps, log to TensorBoard, and export the student in hub format to
 ``<out_dir>/export`` with a ``run.json`` recording what was done.
 
+Any vector output is a target, not only embeddings: score students (``wav2small``,
+``mobilenetv3small_adv``, ``mobilenetv4convsmall``; output ``scores``) regress a teacher's
+scores (for example the ``prosody`` teacher's three), ``outputs`` checks the teacher's width,
+and ``ccc_weight`` adds ``ccc_weight * (1 - CCC)`` over each batch to the loss (spec section 6).
+
 Output folder: ``run.json`` (kept up to date; ``--resume`` reads it), ``checkpoints/``,
 ``logs/`` (TensorBoard), ``export/`` (SavedModel + ``model.keras`` + ``run.json``).
 """
@@ -19,13 +24,22 @@ import numpy as np
 
 from trillsson_tf import models
 from trillsson_tf._keras import keras, tf
-from trillsson_tf.data import find_audio, load_clips, random_crop, segments, split_items
+from trillsson_tf.data import LoadedAudio, find_audio, load_clips, random_crop, segments, split_items
+from trillsson_tf.distribute import (
+    STRATEGIES,
+    distribute_batch,
+    is_chief,
+    make_strategy,
+    synchronize_batch_norm,
+    wait_for_workers,
+    worker_checkpoint_dir,
+)
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.export import export_savedmodel
-from trillsson_tf.targets import cached_targets, check_mode
+from trillsson_tf.targets import cached_targets, check_mode, load_targets
 from trillsson_tf.teachers import SPEECH_EMBEDDING, load_teacher
 
-__all__ = ["LOSSES", "LR_SCHEDULES", "RUN_FILE", "DEFAULT_STUDENT", "distill", "make_loss"]
+__all__ = ["LOSSES", "LR_SCHEDULES", "RUN_FILE", "DEFAULT_STUDENT", "STRATEGIES", "ccc_loss", "distill", "make_loss"]
 
 _log = logging.getLogger(__name__)
 
@@ -53,6 +67,18 @@ def make_loss(name: str):
 
         return cosine
     raise ParameterError(f"Unknown loss {name!r}. Expected one of: {list(LOSSES)}.")
+
+
+def ccc_loss(target, prediction):
+    """``1 - CCC`` over the batch, averaged over dimensions (``[batch, k]`` each; a batch of 2+).
+
+    The training twin of :func:`trillsson_tf.metrics.ccc` (population moments); the small
+    constant keeps a constant batch from dividing by zero.
+    """
+    mean_t, mean_p = tf.reduce_mean(target, axis=0), tf.reduce_mean(prediction, axis=0)
+    covariance = tf.reduce_mean((target - mean_t) * (prediction - mean_p), axis=0)
+    denominator = tf.math.reduce_variance(target, axis=0) + tf.math.reduce_variance(prediction, axis=0) + tf.square(mean_t - mean_p)
+    return tf.reduce_mean(1.0 - 2.0 * covariance / (denominator + 1e-8))
 
 
 def _learning_rate(lr: float, schedule: str, steps: int):
@@ -130,7 +156,7 @@ def _validation_batch(clips, targets):
 
 def _final_dense(model):
     """The student's last layer when it is a Dense with a bias (the projection head), else ``None``."""
-    last = model.chunk_network.layers[-1]
+    last = models.inner_network(model).layers[-1]
     return last if isinstance(last, keras.layers.Dense) and last.use_bias else None
 
 
@@ -182,14 +208,14 @@ def _versions() -> dict:
 
 
 def distill(
-    data,
+    data=None,
     *,
     out_dir,
     teacher=SPEECH_EMBEDDING,
     student: str = DEFAULT_STUDENT,
     output_key=None,
     student_options=None,
-    target_mode: str = "global",
+    target_mode=None,
     loss: str = "mse",
     lr: float = 1e-3,
     lr_schedule: str = "cosine",
@@ -202,18 +228,24 @@ def distill(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = False,
+    targets=None,
+    strategy="none",
+    outputs=None,
+    ccc_weight: float = 0.0,
 ) -> dict:
     """Distill ``teacher`` into the registry student ``student`` on the audio of ``data``.
 
     Args:
-        data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.data.AudioItem`.
+        data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.data.AudioItem`
+            (targets computed through the local cache); or ``None`` with ``targets``.
         out_dir: Run folder (``run.json``, ``checkpoints/``, ``logs/``, ``export/``).
         teacher: A spec for :func:`trillsson_tf.teachers.load_teacher`, or a loaded teacher.
         student: A registry name (:func:`trillsson_tf.models.available`).
         output_key: Teacher output to regress, when it has several.
         student_options: Overrides of the student's preset config; ``embedding_dim`` is
             always the teacher's output width.
-        target_mode: ``global`` (clip vector) or ``local`` (per 2 s segment).
+        target_mode: ``global`` (clip vector) or ``local`` (per 2 s segment); ``None``: ``global``
+            for ``data``, the folder's mode for ``targets``.
         loss: One of :data:`LOSSES`.
         lr: Adam learning rate (peak of the schedule).
         lr_schedule: One of :data:`LR_SCHEDULES` (cosine decays to 1% of ``lr`` at ``steps``).
@@ -227,59 +259,114 @@ def distill(
             teacher or the student differ.
         overwrite: Replace a non-empty ``out_dir`` (ignored with ``resume``).
         progress: Progress bars for target computation and training.
+        targets: A targets folder (from :func:`trillsson_tf.pipelines.build_targets` or a cache
+            folder) to train on instead of ``data``: audio and targets are read from its
+            shards; targets made by another teacher than ``teacher`` are refused.
+        strategy: One of :data:`STRATEGIES` or a ``tf.distribute.Strategy``
+            (:mod:`trillsson_tf.distribute`); ``batch_size`` is the global batch.
+        outputs: Expected width of the teacher's output (for example 3 A/D/V scores); refused
+            when the teacher gives another number. ``None``: whatever the teacher gives.
+        ccc_weight: Adds ``ccc_weight * (1 - CCC)`` over each batch (:func:`ccc_loss`) to
+            ``loss``, for score students judged by CCC; 0 (default) trains on ``loss`` alone.
 
     Returns:
         The run record (also in ``<out_dir>/run.json`` and ``<out_dir>/export/run.json``).
 
     Raises:
         ParameterError: bad choices or numbers, no audio, a non-empty ``out_dir`` without
-            ``resume``/``overwrite``, a resume with another teacher or student.
+            ``resume``/``overwrite``, a resume with another teacher or student, ``targets`` made
+            by another teacher, a ``batch_size`` that does not divide over the replicas, a bad
+            ``TF_CONFIG`` for ``multiworker``.
     """
     from tqdm.auto import tqdm
 
-    check_mode(target_mode)
-    loss_fn = make_loss(loss)
+    # First: the multiworker strategy must exist before TensorFlow runs anything.
+    strategy_name = strategy if isinstance(strategy, str) else type(strategy).__name__
+    strategy = make_strategy(strategy)
+    if (data is None) == (targets is None):
+        raise ParameterError("Give either data (audio to compute targets from) or targets (a targets folder), not both.")
+    if target_mode is not None:
+        check_mode(target_mode)
+    base_loss = make_loss(loss)
+    if isinstance(ccc_weight, bool) or not isinstance(ccc_weight, (int, float)) or ccc_weight < 0:
+        raise ParameterError(f"ccc_weight must be a number >= 0, got {ccc_weight!r}.")
+    loss_fn = base_loss if not ccc_weight else (lambda t, p: base_loss(t, p) + ccc_weight * ccc_loss(t, p))
+    if outputs is not None:
+        _check_positive("outputs", outputs)
     for name, value in (("batch_size", batch_size), ("steps", steps), ("checkpoint_every", checkpoint_every)):
         _check_positive(name, value)
     if not lr > 0:
         raise ParameterError(f"lr must be a positive learning rate, got {lr!r}.")
+    if batch_size % strategy.num_replicas_in_sync:
+        raise ParameterError(
+            f"batch_size={batch_size} is the global batch and must divide evenly over the "
+            f"{strategy.num_replicas_in_sync} replicas of the strategy."
+        )
     learning_rate = _learning_rate(lr, lr_schedule, steps)
     preset = models.get_preset(student)
     out_dir = os.fspath(out_dir)
 
     teacher = load_teacher(teacher, output_key=output_key)
+    if outputs is not None and outputs != teacher.embedding_dim:
+        raise ParameterError(
+            f"outputs={outputs}, but teacher {teacher.spec!r} gives {teacher.embedding_dim} values per clip; "
+            "pick its matching output (output_key / --teacher-output) or drop outputs."
+        )
     config = {**preset.config, **(student_options or {}), "embedding_dim": teacher.embedding_dim}
-    previous = _prepare_out_dir(out_dir, resume=resume, overwrite=overwrite, teacher=teacher, student=student, config=config)
+    chief = is_chief(strategy)
+    previous = (
+        _prepare_out_dir(out_dir, resume=resume, overwrite=overwrite, teacher=teacher, student=student, config=config)
+        if chief or resume
+        else None
+    )
 
-    loaded = load_clips(find_audio(data), progress=progress)
+    if targets is not None:
+        target_set = load_targets(targets, teacher=teacher, mode=target_mode)
+        loaded = LoadedAudio(target_set.items, target_set.clips, [])
+    else:
+        loaded = load_clips(find_audio(data), progress=progress)
+        target_set = cached_targets(teacher, loaded, mode=target_mode or "global", cache_dir=cache_dir, progress=progress)
+    target_mode = target_set.mode
     train_items, validation_items = split_items(loaded.items, validation_fraction=validation_fraction, seed=seed)
-    target_set = cached_targets(teacher, loaded, mode=target_mode, cache_dir=cache_dir, progress=progress)
     is_validation = {id(item) for item in validation_items}
     train = [(c, t) for i, c, t in zip(loaded.items, loaded.clips, target_set.targets) if id(i) not in is_validation]
     held = [(c, t) for i, c, t in zip(loaded.items, loaded.clips, target_set.targets) if id(i) in is_validation]
     if not train:
         raise ParameterError(f"No training files left after holding out validation_fraction={validation_fraction}.")
 
-    model = models.build(student, **config)
-    optimizer = keras.optimizers.Adam(learning_rate)
-    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    with strategy.scope():
+        model = models.build(student, **config)
+        optimizer = keras.optimizers.Adam(learning_rate)
+        step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    if strategy.num_replicas_in_sync > 1:
+        synchronize_batch_norm(model)  # global-batch statistics, as on one device
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=3)
-    if resume and manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).expect_partial()
+    checkpoint_dir = os.path.join(out_dir, "checkpoints")
+    manager = tf.train.CheckpointManager(checkpoint, worker_checkpoint_dir(strategy, checkpoint_dir), max_to_keep=3)
+    latest = tf.train.latest_checkpoint(checkpoint_dir)  # the chief's, which every worker restores
+    if resume and latest:
+        checkpoint.restore(latest).expect_partial()
         _log.info("Resumed %s at step %d", out_dir, int(step_var.numpy()))
     scale, offset = _target_standardisation(model, [t for _, t in train])
+    key = models.output_key(model)
 
-    @tf.function
-    def train_step(audio, target):
+    replicas = strategy.num_replicas_in_sync
+
+    def replica_step(audio, target):
         with tf.GradientTape() as tape:
-            value = loss_fn(target, model(audio, training=True)["embedding"] * scale + offset)
+            # Each replica's mean over its equal share, divided by the replica count: the summed
+            # gradients are those of the global batch's mean loss.
+            value = loss_fn(target, model(audio, training=True)[key] * scale + offset) / replicas
         optimizer.apply_gradients(zip(tape.gradient(value, model.trainable_variables), model.trainable_variables))
         return value
 
     @tf.function
+    def train_step(audio, target):
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_step, args=(audio, target)), axis=None)
+
+    @tf.function
     def eval_loss(audio, target):
-        return loss_fn(target, model(audio, training=False)["embedding"] * scale + offset)
+        return loss_fn(target, model(audio, training=False)[key] * scale + offset)
 
     batches = _Batches([c for c, _ in train], [t for _, t in train], mode=target_mode, batch_size=batch_size, seed=seed)
     validation = _validation_batch([c for c, _ in held], [t for _, t in held])
@@ -289,9 +376,12 @@ def distill(
     record.update(
         {
             "teacher": teacher.describe(),
-            "student": {"name": student, "config": config, "parameters": int(model.count_params())},
+            "student": {"name": student, "config": config, "parameters": int(model.count_params()), "output": key},
             "data": {
-                "source": os.fspath(data) if not isinstance(data, (list, tuple)) else f"list of {len(data)} files",
+                "source": (
+                    f"targets {os.fspath(targets)}" if data is None
+                    else os.fspath(data) if not isinstance(data, (list, tuple)) else f"list of {len(data)} files"
+                ),
                 "files": len(loaded.items),
                 "train_files": len(train),
                 "validation_files": len(held),
@@ -301,6 +391,7 @@ def distill(
             },
             "training": {
                 "loss": loss,
+                "ccc_weight": ccc_weight,
                 "lr": lr,
                 "lr_schedule": lr_schedule,
                 "batch_size": batch_size,
@@ -308,6 +399,8 @@ def distill(
                 "checkpoint_every": checkpoint_every,
                 "validation_fraction": validation_fraction,
                 "seed": seed,
+                "strategy": strategy_name,
+                "replicas": replicas,
             },
             "versions": _versions(),
         }
@@ -318,16 +411,17 @@ def distill(
         if validation is not None:
             validation_history.append([step, float(eval_loss(*validation))])
         record.update({"step": step, "loss_history": history, "validation_history": validation_history})
-        with open(os.path.join(out_dir, RUN_FILE), "w") as handle:
-            json.dump(record, handle, indent=2)
+        if chief:
+            with open(os.path.join(out_dir, RUN_FILE), "w") as handle:
+                json.dump(record, handle, indent=2)
 
     start = int(step_var.numpy())
-    writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs"))
+    writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs")) if chief else tf.summary.create_noop_writer()
     bar = tqdm(total=steps, initial=start, desc=f"distill {student}", unit="step", disable=not progress)
     began, value = time.perf_counter(), None
     with writer.as_default():
         for step in range(start + 1, steps + 1):
-            value = float(train_step(*batches(step - 1)))
+            value = float(train_step(*distribute_batch(strategy, *batches(step - 1))))
             step_var.assign(step)
             bar.update(1)
             if step % _LOG_EVERY_STEPS == 0 or step == steps:
@@ -349,10 +443,22 @@ def distill(
 
     record["steps_per_second"] = (steps - start) / elapsed_s if steps > start and elapsed_s > 0 else None
     record["resumed_from_step"] = start if resume else None
+    if manager.directory != checkpoint_dir:
+        shutil.rmtree(manager.directory, ignore_errors=True)
+    if replicas > 1 or not chief:
+        # Export a plain copy: reading the distributed variables is a collective step every worker takes.
+        weights = model.get_weights()
+        model = models.build(student, **config)
+        model.set_weights(weights)
+    if not chief:
+        record["export"] = None
+        wait_for_workers(strategy)  # stay in the cluster until the chief has exported
+        return record
     _fold_standardisation(model, scale, offset)
     export_dir = export_savedmodel(
         model, os.path.join(out_dir, "export"), overwrite=True, extra_metadata={"teacher": teacher.describe()}
     )
+    wait_for_workers(strategy)
     record["export"] = export_dir
     for path in (os.path.join(out_dir, RUN_FILE), os.path.join(export_dir, RUN_FILE)):
         with open(path, "w") as handle:

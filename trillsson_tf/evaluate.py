@@ -7,6 +7,10 @@
   standardised with its speaker's mean and std; not applied to the ``speaker`` task itself).
   Files with a ``split`` label are probed train -> test; otherwise stratified k-fold cross
   validation (k = min(5, smallest class size)).
+- CCC (``metric='ccc'``, spec section 6): for score models (A/D/V students against their
+  teacher, e.g. ``prosody``), the concordance correlation coefficient of each output
+  dimension, computed once over the evaluated files (:func:`trillsson_tf.metrics.ccc`);
+  probes are skipped.
 """
 import json
 import logging
@@ -16,14 +20,16 @@ import numpy as np
 
 from trillsson_tf.data import find_audio, load_clips
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.metrics import cosine_similarity
+from trillsson_tf.metrics import ccc, cosine_similarity
 from trillsson_tf.teachers import load_teacher
 
-__all__ = ["NORMALIZATIONS", "evaluate", "embed_clips", "fidelity", "probe_accuracy", "format_table"]
+__all__ = ["METRICS", "NORMALIZATIONS", "evaluate", "score_agreement", "embed_clips", "fidelity", "probe_accuracy", "format_table"]
 
 _log = logging.getLogger(__name__)
 
 NORMALIZATIONS = ("none", "l2", "speaker")
+METRICS = ("probes", "ccc")
+"""``probes``: fidelity and linear probes (embedding models); ``ccc``: fidelity and per-score CCC."""
 _SPLIT = "split"
 _SPEAKER = "speaker"
 _NOT_TASKS = (_SPLIT, "take", "chapter", "utterance")
@@ -64,6 +70,22 @@ def fidelity(reference, candidate) -> dict:
         "mean_cosine": float(cosine.mean()),
         "min_cosine": float(cosine.min()),
     }
+
+
+def score_agreement(reference, candidate, *, names=None) -> dict:
+    """CCC of each score of ``candidate`` (student) against ``reference`` (teacher), over the set.
+
+    Args:
+        reference: float ``[n, k]`` teacher scores.
+        candidate: float ``[n, k]`` model scores.
+        names: k names (default ``score0`` ...).
+
+    Returns:
+        ``{'per_score': {name: ccc}, 'mean': float, 'min': float}``.
+    """
+    values = ccc(candidate, reference)
+    names = list(names) if names is not None else [f"score{index}" for index in range(len(values))]
+    return {"per_score": dict(zip(names, map(float, values))), "mean": float(np.mean(values)), "min": float(np.min(values))}
 
 
 def _normalise(vectors: np.ndarray, normalization: str, speakers) -> np.ndarray:
@@ -150,6 +172,9 @@ def evaluate(
     output_key=None,
     out_json=None,
     progress: bool = False,
+    metric: str = "probes",
+    kws=None,
+    sv=None,
 ) -> dict:
     """Evaluate an embedding model (and its teacher) on labelled audio.
 
@@ -165,16 +190,29 @@ def evaluate(
         output_key: The model's output to use, when it has several.
         out_json: Write the report there as JSON.
         progress: Progress bars while embedding.
+        metric: One of :data:`METRICS`; ``ccc`` needs ``teacher`` with as many outputs as the model.
+        kws: Keyword label column of a fine-tuned multi-task model; with ``sv``, the report is
+            :func:`trillsson_tf.finetune.evaluate_multitask`'s (keyword accuracy, EER, minDCF).
+        sv: Speaker label column of a fine-tuned multi-task model (see ``kws``).
 
     Returns:
         ``{'model', 'teacher', 'files', 'skipped', 'normalization', 'fidelity', 'probes'}``;
-        ``probes[task]`` holds ``student`` (and ``teacher``) results of :func:`probe_accuracy`.
+        ``probes[task]`` holds ``student`` (and ``teacher``) results of :func:`probe_accuracy`;
+        with ``metric='ccc'`` also ``ccc`` (:func:`score_agreement` plus ``files``).
     """
+    if kws is not None or sv is not None:
+        from trillsson_tf.finetune import evaluate_multitask
+
+        return evaluate_multitask(model, data, kws=kws, sv=sv, labels=labels, out_json=out_json, progress=progress)
     if normalization not in NORMALIZATIONS:
         raise ParameterError(f"Unknown normalization {normalization!r}. Expected one of: {list(NORMALIZATIONS)}.")
+    if metric not in METRICS:
+        raise ParameterError(f"Unknown metric {metric!r}. Expected one of: {list(METRICS)}.")
+    if metric == "ccc" and teacher is None:
+        raise ParameterError("metric='ccc' compares the model's scores with a teacher's: pass teacher=... (CLI --teacher).")
     loaded = load_clips(find_audio(data, labels=labels), progress=progress)
     items = loaded.items
-    task_names = _tasks(items, tasks)
+    task_names = _tasks(items, tasks) if metric == "probes" else []
     embedders = {"student": load_teacher(model, output_key=output_key)}
     if teacher is not None:
         embedders["teacher"] = load_teacher(teacher)
@@ -197,6 +235,16 @@ def evaluate(
         else:
             rows = np.array([value == "test" for value in split]) if has_split else np.ones(len(items), bool)
             report["fidelity"] = {**fidelity(vectors["teacher"][rows], vectors["student"][rows]), "files": int(rows.sum())}
+    if metric == "ccc":
+        if vectors["student"].shape[1] != vectors["teacher"].shape[1]:
+            raise ParameterError(
+                f"metric='ccc' needs one model output per teacher score: the model gives {vectors['student'].shape[1]}, "
+                f"the teacher {vectors['teacher'].shape[1]}."
+            )
+        rows = np.array([value == "test" for value in split]) if has_split else np.ones(len(items), bool)
+        names = getattr(embedders["teacher"], "score_names", None)
+        report["ccc"] = {**score_agreement(vectors["teacher"][rows], vectors["student"][rows], names=names),
+                         "files": int(rows.sum())}
     for task in task_names:
         rows = np.array([task in item.labels for item in items])
         task_labels = [item.labels[task] for item in items if task in item.labels]
@@ -218,13 +266,24 @@ def evaluate(
 
 def format_table(report: dict) -> str:
     """The probes and fidelity of an :func:`evaluate` report as a plain-text table."""
+    if "probes" not in report:  # a multi-task report (evaluate with kws / sv)
+        lines = [f"keyword accuracy on {report['kws']['clips']} test files: {report['kws']['accuracy']:.3f}"] if "kws" in report else []
+        if "sv" in report:
+            sv = report["sv"]
+            lines.append(f"speaker verification, {sv['speakers']} unseen speakers, {sv['trials']:,} trials: "
+                         f"EER {100 * sv['eer']:.2f}%, minDCF(0.01) {sv['min_dcf']:.3f}")
+        return "\n".join(lines)
     roles = ["student"] + (["teacher"] if report.get("teacher") else [])
-    lines = [f"{'task':<12}{'classes':>8}{'protocol':>10}" + "".join(f"{role:>10}" for role in roles)]
+    lines = [f"{'task':<12}{'classes':>8}{'protocol':>10}" + "".join(f"{role:>10}" for role in roles)] if report["probes"] else []
     for task, results in report["probes"].items():
         first = results["student"]
         lines.append(
             f"{task:<12}{first['classes']:>8}{first['protocol']:>10}" + "".join(f"{results[role]['accuracy']:>10.3f}" for role in roles)
         )
+    if report.get("ccc"):
+        agreement = report["ccc"]
+        lines.append(f"CCC against the teacher on {agreement['files']} files (mean {agreement['mean']:.3f}):")
+        lines.extend(f"  {name:<20}{value:>8.3f}" for name, value in agreement["per_score"].items())
     if report.get("fidelity"):
         fid = report["fidelity"]
         lines.append(f"fidelity to teacher on {fid['files']} files: mean cosine {fid['mean_cosine']:.4f}, MSE {fid['mse']:.4g}")

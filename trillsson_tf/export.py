@@ -16,6 +16,7 @@ import urllib.parse
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.errors import ParameterError, TrillssonError
 from trillsson_tf.models import AUDIO_INPUT_NAME, EMBEDDING_KEY
+from trillsson_tf.models import output_key as model_output_key
 
 __all__ = [
     "HUB_HANDLES",
@@ -42,39 +43,45 @@ _KAGGLE_PREFIX = "kaggle:"
 _NETWORK_TIMEOUT_S = 5.0
 
 
-def export_savedmodel(model, path, *, overwrite: bool = False, extra_metadata=None) -> str:
+def export_savedmodel(model, path, *, overwrite: bool = False, extra_metadata=None, output_names=None) -> str:
     """Write ``model`` as a hub-format SavedModel directory.
 
     Args:
         model: A model from :func:`trillsson_tf.models.build` (or any tf_keras model with
-            input ``[batch, None]`` float32 audio and output ``{'embedding': ...}``).
+            input ``[batch, None]`` float32 audio and output ``{'embedding': ...}``, or
+            ``{'scores': ...}`` for score regressors such as Wav2Small).
         path: Output directory.
         overwrite: Replace an existing non-empty directory; refused otherwise.
         extra_metadata: JSON-friendly dict merged into ``trillsson_tf.json`` (teacher, run...).
+        output_names: Several dict outputs of ``model`` to export together (for example
+            ``('keyword_logits', 'speaker_embedding')`` of a multi-task model); default: its
+            one ``embedding`` / ``scores`` output.
 
     Returns:
         The export directory path.
 
     Raises:
         ParameterError: ``path`` exists and is not empty while ``overwrite`` is false, or
-            the model does not output an ``embedding`` key.
+            the model does not output exactly one of the keys ``embedding`` / ``scores``.
     """
     path = os.fspath(path)
     if os.path.isdir(path) and os.listdir(path):
         if not overwrite:
             raise ParameterError(f"Export directory {path!r} exists and is not empty; pass overwrite=True to replace it.")
         shutil.rmtree(path)
-    outputs = model.output if isinstance(model.output, dict) else {}
-    if EMBEDDING_KEY not in outputs:
-        raise ParameterError(
-            f"Model {model.name!r} must output a dict with key {EMBEDDING_KEY!r}; it outputs {model.output!r}."
-        )
+    names = tuple(output_names) if output_names else (model_output_key(model),)
+    output = names[0]
+    outputs = model.output
+    missing = [name for name in names if not isinstance(outputs, dict) or name not in outputs]
+    if missing:
+        raise ParameterError(f"Model {model.name!r} has no output(s) {missing}; it outputs {model.output!r}.")
 
     spec = tf.TensorSpec([None, None], tf.float32, name=AUDIO_INPUT_NAME)
 
     @tf.function
     def call(audio_samples, training=False):
-        return {EMBEDDING_KEY: model(audio_samples, training=training)[EMBEDDING_KEY]}
+        results = model(audio_samples, training=training)
+        return {name: results[name] for name in names}
 
     call.get_concrete_function(spec, training=False)
     call.get_concrete_function(spec, training=True)
@@ -95,8 +102,9 @@ def export_savedmodel(model, path, *, overwrite: bool = False, extra_metadata=No
         "format": _FORMAT,
         "name": model.name,
         "input": AUDIO_INPUT_NAME,
-        "output": EMBEDDING_KEY,
-        "embedding_dim": int(outputs[EMBEDDING_KEY].shape[-1]),
+        "output": output,
+        **({"outputs": {name: int(outputs[name].shape[-1]) for name in names}} if len(names) > 1 else {}),
+        "embedding_dim": int(outputs[output].shape[-1]),
         "parameters": int(model.count_params()),
         "sample_rate_hz": frontend.sample_rate_hz if frontend else None,
         "frontend": frontend.to_dict() if frontend else None,

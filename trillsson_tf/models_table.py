@@ -15,7 +15,8 @@ def models_table(names=None, *, flops: bool = True) -> list:
 
     Returns:
         List of dicts with keys ``name, parameters, published_parameters, float32_mb,
-        gflops_per_chunk, description, verified, assumed``.
+        gflops_per_chunk, description, verified, assumed``; for Wav2Small ``gflops_per_chunk``
+        is per second of audio (it has no chunks).
     """
     rows = []
     for name in names or models.available():
@@ -28,10 +29,17 @@ def models_table(names=None, *, flops: bool = True) -> list:
                 "parameters": parameters,
                 "published_parameters": preset.published_params,
                 "float32_mb": parameters * _BYTES_PER_FLOAT32 / 1e6,
-                "gflops_per_chunk": models.chunk_gflops(model.chunk_network) if flops else None,
+                "gflops_per_chunk": _gflops(model) if flops else None,
                 "description": preset.description,
                 "verified": preset.verified,
                 "assumed": preset.assumed,
             }
         )
     return rows
+
+
+def _gflops(model) -> float:
+    """GFLOPs per 195x80 chunk, or per second of audio for a whole-clip student (Wav2Small)."""
+    if isinstance(model, models.wav2small.Wav2SmallModel):
+        return models.clip_gflops(model, model.frontend.sample_rate_hz)
+    return models.chunk_gflops(model.chunk_network)

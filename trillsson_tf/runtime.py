@@ -13,7 +13,8 @@ Two kinds of model files are run:
   conversions), called through its ``serving_default`` signature (or, in files without
   signatures, its main subgraph) on the audio window of each chunk
   (:func:`~trillsson_tf.frontend.numpy_ops.chunk_windows`), so the input shape never changes
-  (a model converted with a fixed input length is called on the whole clip instead);
+  (a model converted with a fixed input length N runs on the clip mirror-padded to N samples,
+  window by consecutive N-sample window, and the window outputs are averaged);
 * **frontend outside**: one input ``[n, 195, 80, 1]`` (log-mel patches); the numpy twin of the
   frontend (:mod:`trillsson_tf.frontend.numpy_ops`) computes the patches, which run at a
   constant input shape (one patch per call, or the model's own fixed batch size), and the
@@ -21,7 +22,16 @@ Two kinds of model files are run:
 
 Both follow the semantics of the Keras models and the hub models: any length, clips shorter
 than 2 s mirror-padded to 2 s, non-overlapping 195-frame chunks (the tail is dropped), one
-vector per clip, the mean over its chunks. Integer (int8/uint8) inputs and outputs are
+vector per clip, the mean over its chunks.
+
+Whole-clip models (Wav2Small; their card has a ``clip_model`` entry) take whole clips, not
+2 s chunks: clips shorter than 1 s are mirror-padded to 1 s. A model that takes dB mel bands
+(``log_mel [1, frames, mels]``, the TFLite Micro form) gets them from the numpy twin of its
+frontend (:func:`trillsson_tf.frontend.dft.features`, after normalising the whole clip); a
+dynamic length runs each clip whole, a fixed length runs the consecutive windows of that
+length (the tail is dropped) and averages their outputs. Their output is ``scores``: the call
+returns it under ``scores`` and, like every model here, under ``embedding`` (the runtime's
+uniform key, so one comparison helper takes any model). They do not stream. Integer (int8/uint8) inputs and outputs are
 quantized and dequantized with the model's own scale and zero point.
 
 This module imports numpy, the frontend numbers and their numpy twin, and the audio helpers
@@ -38,7 +48,7 @@ import numpy as np
 
 from trillsson_tf.audio import check_sample_rate, load_audio, resample, validate_audio
 from trillsson_tf.errors import ParameterError, TrillssonError
-from trillsson_tf.frontend import DEFAULT_FRONTEND, FrontendConfig, numpy_ops
+from trillsson_tf.frontend import DEFAULT_FRONTEND, FrontendConfig, dft, numpy_ops
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -64,6 +74,7 @@ OUTPUT_FORMATS = (".npy", ".csv")
 # The same names as trillsson_tf.models.EMBEDDING_KEY / AUDIO_INPUT_NAME, which cannot be
 # imported here (that package imports TensorFlow); tests/test_runtime.py checks they agree.
 EMBEDDING_KEY = "embedding"
+SCORES_KEY = "scores"
 SIGNATURE_KEY = "serving_default"
 
 # Chunks (patches or audio windows) per interpreter call for models whose batch size is free.
@@ -190,6 +201,10 @@ class TFLiteModel:
         sample_rate_hz: Rate the model expects, in Hz.
         frontend_inside: True when the model takes audio, False when it takes log-mel patches.
         output_key: The model output returned as ``embedding``.
+        output_keys: Every output a call returns: ``(output_key,)``, or the card's
+            ``output_keys`` for a multi-output model (``keyword_logits`` and
+            ``speaker_embedding`` of a fine-tuned multi-task model), which a call returns
+            under their own names (and which do not stream).
         embedding_dim: Width D of the embedding.
 
     Raises:
@@ -232,6 +247,7 @@ class TFLiteModel:
         if len(inputs) != 1:
             raise ParameterError(f"TFLite model {self._name!r} must have one input; it has {_describe(inputs)}.")
         (self._input_name, self._input), = inputs.items()
+        self.clip_model = self._card_clip_model()
         self.frontend_inside = self._input_kind()
         self._chunks_per_call = _CHUNKS_PER_CALL
         if self._input["shape_signature"][0] > 0:
@@ -240,6 +256,8 @@ class TFLiteModel:
         self.output_key = self._select_output(outputs, output_key)
         self._output = outputs[self.output_key]
         self.embedding_dim = int(self._output["shape_signature"][-1])
+        self.output_keys = self._card_output_keys(outputs) if output_key is None else (self.output_key,)
+        self._output_details = {key: outputs[key] for key in self.output_keys}
         self.reset()
         _log.info(
             "Loaded %s: %s, input %s, output %r (%d-d)",
@@ -267,6 +285,28 @@ class TFLiteModel:
         except TypeError as error:
             raise ParameterError(f"Model card of {self._name!r} has an unknown frontend entry: {error}") from None
 
+    def _card_clip_model(self):
+        """The card's ``clip_model`` entry (``frontend`` as a DFTFrontendConfig, ``input``, ``compression``), or ``None``."""
+        values = self.card.get("clip_model")
+        if not values:
+            return None
+        try:
+            entry = {"frontend": dft.DFTFrontendConfig.from_dict(values["frontend"]), "input": values["input"],
+                     "compression": values["compression"]}
+        except (KeyError, TypeError) as error:
+            raise ParameterError(f"Model card of {self._name!r} has a malformed clip_model entry: {error}") from None
+        if entry["input"] not in ("audio", "log_mel") or entry["compression"] not in dft.COMPRESSIONS:
+            raise ParameterError(f"Model card of {self._name!r} has an unknown clip_model input or compression: {values}.")
+        return entry
+
+    def _card_output_keys(self, outputs: dict) -> tuple:
+        """The outputs a call returns: the card's ``output_keys`` (multi-task models), else the one output."""
+        keys = tuple(self.card.get("output_keys") or (self.output_key,))
+        missing = [key for key in keys if key not in outputs]
+        if missing:
+            raise ParameterError(f"Model card of {self._name!r} lists outputs {missing} the model lacks; it has {_describe(outputs)}.")
+        return keys
+
     def _card_sample_rate(self) -> int:
         rate = self.card.get("sample_rate_hz")
         if rate is None:
@@ -280,6 +320,8 @@ class TFLiteModel:
         return rate
 
     def _input_kind(self) -> bool:
+        if self.clip_model:
+            return self.clip_model["input"] == "audio"
         shape = tuple(int(size) for size in self._input["shape_signature"])
         patch = self.frontend.patch_shape
         if len(shape) == 2:
@@ -314,7 +356,8 @@ class TFLiteModel:
     def _run(self, values: np.ndarray) -> np.ndarray:
         """One interpreter call: float32 model input -> float32 ``[n, D]``."""
         outputs = self._runner(**{self._input_name: _quantize(values, self._input)})
-        return _dequantize(outputs[self.output_key], self._output)
+        # Several outputs travel concatenated through the chunk averaging and are split in _outputs.
+        return np.concatenate([_dequantize(outputs[key], self._output_details[key]) for key in self.output_keys], axis=-1)
 
     def _run_patches(self, patches: np.ndarray) -> np.ndarray:
         """float32 ``[n, frames, mels]`` log-mel patches -> float32 ``[n, D]`` chunk vectors."""
@@ -338,11 +381,37 @@ class TFLiteModel:
             vectors.append(self._run(group)[: len(group) - missing])
         return np.concatenate(vectors)
 
+    def _embed_clips(self, audio: np.ndarray) -> np.ndarray:
+        """Whole-clip models: float32 ``[batch, samples]`` -> ``[batch, k]`` (see the module notes)."""
+        config = self.clip_model["frontend"]
+        fixed = int(self._input["shape_signature"][1])
+        if self.clip_model["input"] == "audio":
+            if fixed <= 0:
+                return self._run(numpy_ops.mirror_pad(audio, config.min_samples))
+            return self._run_windows(audio, fixed)
+        if fixed > 0:  # at least one window of frames
+            audio = numpy_ops.mirror_pad(audio, (fixed - 1) * config.hop_samples + config.window_samples)
+        features = dft.features(dft.normalize_clips(audio, config), config, compression=self.clip_model["compression"])
+        if fixed <= 0:
+            return self._run(features)
+        windows = features.shape[1] // fixed
+        framed = np.ascontiguousarray(features[:, : windows * fixed].reshape(-1, fixed, features.shape[2]))
+        return self._run_fixed(framed).reshape(audio.shape[0], windows, -1).mean(axis=1)
+
+    def _run_windows(self, audio: np.ndarray, fixed: int) -> np.ndarray:
+        """Fixed-length models: clips mirror-padded to ``fixed`` samples, consecutive windows averaged."""
+        audio = numpy_ops.mirror_pad(audio, fixed)
+        windows = audio.shape[1] // fixed
+        framed = np.ascontiguousarray(audio[:, : windows * fixed].reshape(-1, fixed))
+        return self._run_fixed(framed).reshape(audio.shape[0], windows, -1).mean(axis=1)
+
     def _embed_batch(self, audio: np.ndarray) -> np.ndarray:
         """float32 ``[batch, samples]`` at the model rate -> float32 ``[batch, D]`` clip vectors."""
+        if self.clip_model:
+            return self._embed_clips(audio)
         if self.frontend_inside:
             if self._input["shape_signature"][1] > 0:
-                return self._run(audio)
+                return self._run_windows(audio, int(self._input["shape_signature"][1]))
             windows = numpy_ops.chunk_windows(audio, self.frontend)
             batch, chunks = windows.shape[:2]
             vectors = self._run_fixed(windows.reshape(batch * chunks, -1))
@@ -379,7 +448,9 @@ class TFLiteModel:
                 :attr:`sample_rate_hz` are resampled with soxr. Default: the model's rate.
 
         Returns:
-            ``{'embedding': float32 [batch, D]}``.
+            ``{'embedding': float32 [batch, D]}``; a score model (output ``scores``) returns
+            the same array under ``scores`` too; a multi-output model returns
+            ``{name: float32 [batch, D_name]}`` for each of :attr:`output_keys`.
 
         Raises:
             ParameterError: empty clips, NaN/Inf, multi-channel arrays, a bad sample rate.
@@ -388,9 +459,17 @@ class TFLiteModel:
         if isinstance(audio, (list, tuple)) and audio and np.ndim(audio[0]) == 1:
             clips = [self._prepare(clip, sample_rate, what=f"Audio[{i}]") for i, clip in enumerate(audio)]
             if len({clip.shape[1] for clip in clips}) == 1:
-                return {EMBEDDING_KEY: self._embed_batch(np.concatenate(clips))}
-            return {EMBEDDING_KEY: np.concatenate([self._embed_batch(clip) for clip in clips])}
-        return {EMBEDDING_KEY: self._embed_batch(self._prepare(audio, sample_rate))}
+                return self._outputs(self._embed_batch(np.concatenate(clips)))
+            return self._outputs(np.concatenate([self._embed_batch(clip) for clip in clips]))
+        return self._outputs(self._embed_batch(self._prepare(audio, sample_rate)))
+
+    def _outputs(self, vectors: np.ndarray) -> dict:
+        if len(self.output_keys) > 1:
+            widths = [int(self._output_details[key]["shape_signature"][-1]) for key in self.output_keys]
+            return dict(zip(self.output_keys, np.split(vectors, np.cumsum(widths)[:-1], axis=-1)))
+        if self.output_key == SCORES_KEY:
+            return {EMBEDDING_KEY: vectors, SCORES_KEY: vectors}
+        return {EMBEDDING_KEY: vectors}
 
     def embed_file(self, path) -> np.ndarray:
         """Embed one audio file (wav/flac/ogg and all libsndfile reads), channels mixed down.
@@ -399,13 +478,16 @@ class TFLiteModel:
             path: Audio file; any sample rate (resampled to :attr:`sample_rate_hz`).
 
         Returns:
-            float32 ``[D]``.
+            float32 ``[D]``; for a multi-output model, ``{output: float32 [D_output]}``.
 
         Raises:
             ParameterError: the file is missing or not audio (the message names it).
         """
         audio = load_audio(path, sample_rate_hz=self.sample_rate_hz)
-        return self(audio)[EMBEDDING_KEY][0]
+        outputs = self(audio)
+        if len(self.output_keys) > 1:
+            return {key: value[0] for key, value in outputs.items()}
+        return outputs[EMBEDDING_KEY][0]
 
     def embed_files(self, paths, *, progress: bool = False) -> np.ndarray:
         """Embed audio files one by one.
@@ -462,6 +544,10 @@ class TFLiteModel:
         Returns:
             float32 ``[k, D]``, ``k >= 0`` chunk vectors.
         """
+        if self.clip_model:
+            raise ParameterError(f"{self._name!r} is a whole-clip model (Wav2Small): call it on clips; it does not stream.")
+        if len(self.output_keys) > 1:
+            raise ParameterError(f"{self._name!r} has several outputs {list(self.output_keys)}: call it on clips; it does not stream.")
         rate = self.sample_rate_hz if sample_rate is None else check_sample_rate(sample_rate)
         if self._stream_rate not in (None, rate):
             raise ParameterError(f"Stream started at {self._stream_rate} Hz, got a block at {rate} Hz; call reset() first.")

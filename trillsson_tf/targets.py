@@ -1,18 +1,31 @@
-"""The teacher-target cache: teacher outputs computed once per (file, teacher, mode), kept on disk.
+"""Teacher targets stored with their audio: one shard format, one reader, two writers.
 
-Spec section 5: targets are precomputed once and the teacher never runs in the training loop.
-Two modes (:data:`TARGET_MODES`):
+Spec section 5: targets are precomputed once, stored with the audio, and the teacher never
+runs in the training loop. Two modes (:data:`TARGET_MODES`):
 
 - ``global``: the teacher runs once on the whole clip; the target is that clip vector
   ``[1, D]`` and every training crop of the clip regresses to it.
 - ``local``: the teacher runs on each 2 s segment alone (:func:`trillsson_tf.data.segments`,
   one 195-frame patch each); targets ``[segments, D]``, a crop is one of those segments.
 
-Layout: ``<cache_dir>/<hash of teacher identity and mode>/`` holds ``teacher.json`` and
-shards ``targets-00000.npz`` ... (file key -> float32 array). A shard is written (atomically)
-every ``shard_size`` new files, so an interrupted run keeps what it finished and the next run
-computes only the rest. A file's key hashes its absolute path, size and modification time:
-an edited file is recomputed.
+**The format** (:data:`TARGETS_FORMAT`). A targets folder holds ``teacher.json`` (format,
+teacher description and identity, mode, sample rate) and shards ``targets-*.tfrecord``:
+TFRecord files of ``tf.train.Example`` records, one per audio file, with the features
+
+- ``key`` (bytes): the file's cache key (:func:`file_key`),
+- ``path`` (bytes): where the audio came from; ``labels`` (bytes): JSON of its labels,
+- ``audio`` (bytes): float32 little-endian samples at ``sample_rate_hz`` (int64), mono,
+- ``targets`` (bytes): float32 little-endian, shape ``target_shape`` (int64 ``[rows, D]``).
+
+Two writers produce it: the local cache builder :func:`cached_targets` (one process,
+resumable) and the Apache Beam pipeline :func:`trillsson_tf.pipelines.build_targets`
+(any runner). One reader, :func:`read_targets`, serves both: the distiller trains from a
+cache folder and from a Beam output folder the same way (:func:`load_targets`).
+
+**The local cache**: ``<cache_dir>/<hash of teacher identity and mode>/`` in the format
+above. A shard is written (atomically) every ``shard_size`` new files, so an interrupted
+run keeps what it finished and the next run computes only the rest. A file's key hashes its
+absolute path, size and modification time: an edited file is recomputed.
 """
 import dataclasses
 import glob
@@ -20,13 +33,33 @@ import hashlib
 import json
 import logging
 import os
+import uuid
 
 import numpy as np
 
-from trillsson_tf.data import segments
+from trillsson_tf.data import AudioItem, segments
 from trillsson_tf.errors import ParameterError
+from trillsson_tf.frontend import DEFAULT_FRONTEND
 
-__all__ = ["TARGET_MODES", "DEFAULT_CACHE_DIR", "TargetSet", "check_mode", "file_key", "teacher_targets", "cached_targets"]
+__all__ = [
+    "TARGET_MODES",
+    "DEFAULT_CACHE_DIR",
+    "TARGETS_FORMAT",
+    "TEACHER_FILE",
+    "SHARD_PATTERN",
+    "TargetRecord",
+    "TargetSet",
+    "check_mode",
+    "file_key",
+    "teacher_targets",
+    "batch_targets",
+    "encode_record",
+    "decode_record",
+    "teacher_info",
+    "read_targets",
+    "load_targets",
+    "cached_targets",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -34,17 +67,44 @@ TARGET_MODES = ("global", "local")
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "trillsson_tf", "targets")
 """Where targets go when no ``cache_dir`` is given (``$TRILLSSON_CACHE_DIR`` overrides it)."""
 
+TARGETS_FORMAT = "trillsson_tf.targets/1"
+TEACHER_FILE = "teacher.json"
+SHARD_PATTERN = "targets-*.tfrecord"
+"""Shard file names inside a targets folder (partial files being written do not match)."""
+
+
+@dataclasses.dataclass
+class TargetRecord:
+    """One audio file with its teacher targets (one record of a shard).
+
+    Attributes:
+        key: Cache key of the file (:func:`file_key`).
+        path: Where the audio was read from.
+        labels: Labels of the file (column name -> string).
+        audio: float32 ``[samples]`` at 16 kHz, mono.
+        targets: float32 ``[1, D]`` (global) or ``[segments, D]`` (local).
+    """
+
+    key: str
+    path: str
+    labels: dict
+    audio: np.ndarray
+    targets: np.ndarray
+
 
 @dataclasses.dataclass
 class TargetSet:
-    """Targets aligned with a :class:`trillsson_tf.data.LoadedAudio`.
+    """Targets aligned with a list of clips.
 
     Attributes:
         targets: float32 arrays ``[1, D]`` (global) or ``[segments, D]`` (local), one per clip.
         mode: ``global`` or ``local``.
         computed: Files whose targets this call computed.
         reused: Files whose targets came from the cache.
-        directory: The cache folder used.
+        directory: The targets folder used.
+        items: The :class:`trillsson_tf.data.AudioItem` of each clip.
+        clips: float32 ``[samples]`` audio at 16 kHz, one per item.
+        teacher: The teacher description stored with the targets.
     """
 
     targets: list
@@ -52,6 +112,9 @@ class TargetSet:
     computed: int
     reused: int
     directory: str
+    items: list = dataclasses.field(default_factory=list)
+    clips: list = dataclasses.field(default_factory=list)
+    teacher: dict = dataclasses.field(default_factory=dict)
 
 
 def check_mode(mode: str) -> str:
@@ -62,7 +125,7 @@ def check_mode(mode: str) -> str:
 
 
 def file_key(path) -> str:
-    """Cache key of an audio file: hash of its absolute path, size and modification time."""
+    """Cache key of a local audio file: hash of its absolute path, size and modification time."""
     path = os.path.abspath(os.fspath(path))
     stat = os.stat(path)
     return hashlib.sha1(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
@@ -83,24 +146,191 @@ def teacher_targets(teacher, clip: np.ndarray, *, mode: str = "global") -> np.nd
     return np.asarray(teacher(batch)["embedding"], dtype=np.float32)
 
 
+def batch_targets(teacher, clips, *, mode: str = "global", batch_size: int = 64) -> list:
+    """The targets of several clips, with as few teacher calls as the batch size allows.
+
+    ``local`` mode stacks the 2 s segments of all clips; ``global`` mode stacks clips of equal
+    length (the call contract needs one length per batch), so the result equals calling
+    :func:`teacher_targets` clip by clip.
+
+    Args:
+        teacher: A :class:`trillsson_tf.teachers.Teacher`.
+        clips: float32 ``[samples]`` arrays at 16 kHz.
+        mode: ``global`` or ``local``.
+        batch_size: Most rows per teacher call.
+
+    Returns:
+        list of float32 ``[1, D]`` (global) or ``[segments, D]`` (local), one per clip.
+    """
+    def run(rows):
+        return np.concatenate(
+            [np.asarray(teacher(rows[start : start + batch_size])["embedding"], dtype=np.float32)
+             for start in range(0, len(rows), batch_size)]
+        )
+
+    if check_mode(mode) == "local":
+        pieces = [segments(clip) for clip in clips]
+        vectors = run(np.concatenate(pieces))
+        return np.split(vectors, np.cumsum([len(piece) for piece in pieces])[:-1])
+    results = [None] * len(clips)
+    by_length = {}
+    for index, clip in enumerate(clips):
+        by_length.setdefault(len(clip), []).append(index)
+    for indices in by_length.values():
+        for index, vector in zip(indices, run(np.stack([clips[index] for index in indices]))):
+            results[index] = vector[np.newaxis]
+    return results
+
+
+def encode_record(record: TargetRecord) -> bytes:
+    """Serialize a :class:`TargetRecord` as a ``tf.train.Example`` (the shard record format)."""
+    from trillsson_tf._keras import tf
+
+    def raw(value):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    def ints(values):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
+
+    targets = np.asarray(record.targets, dtype="<f4")
+    feature = {
+        "key": raw(record.key.encode()),
+        "path": raw(record.path.encode()),
+        "labels": raw(json.dumps(record.labels, sort_keys=True).encode()),
+        "audio": raw(np.asarray(record.audio, dtype="<f4").tobytes()),
+        "sample_rate_hz": ints([DEFAULT_FRONTEND.sample_rate_hz]),
+        "targets": raw(targets.tobytes()),
+        "target_shape": ints(targets.shape),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def decode_record(serialized: bytes) -> TargetRecord:
+    """Parse one shard record written by :func:`encode_record`."""
+    from trillsson_tf._keras import tf
+
+    feature = tf.train.Example.FromString(serialized).features.feature
+
+    def raw(name):
+        return feature[name].bytes_list.value[0]
+
+    rate = feature["sample_rate_hz"].int64_list.value[0]
+    if rate != DEFAULT_FRONTEND.sample_rate_hz:
+        raise ParameterError(f"Target record {raw('path').decode()!r} holds audio at {rate} Hz, not {DEFAULT_FRONTEND.sample_rate_hz}.")
+    shape = tuple(feature["target_shape"].int64_list.value)
+    return TargetRecord(
+        key=raw("key").decode(),
+        path=raw("path").decode(),
+        labels=json.loads(raw("labels").decode()),
+        audio=np.frombuffer(raw("audio"), dtype="<f4").astype(np.float32),
+        targets=np.frombuffer(raw("targets"), dtype="<f4").reshape(shape).astype(np.float32),
+    )
+
+
+def teacher_info(teacher, mode: str, **extra) -> dict:
+    """The ``teacher.json`` content of a targets folder made by ``teacher`` in ``mode``."""
+    return {
+        "format": TARGETS_FORMAT,
+        "teacher": teacher.describe(),
+        "mode": check_mode(mode),
+        "sample_rate_hz": DEFAULT_FRONTEND.sample_rate_hz,
+        **extra,
+    }
+
+
+def read_targets(directory) -> tuple:
+    """Read a targets folder (a local cache folder or a Beam output, local or remote).
+
+    The one reader of the shard format; remote paths (``gs://...``) go through ``tf.io.gfile``.
+
+    Args:
+        directory: Folder holding ``teacher.json`` and ``targets-*.tfrecord`` shards.
+
+    Returns:
+        ``(info, records)``: the ``teacher.json`` dict (``{}`` when absent) and
+        ``{key: TargetRecord}`` over every shard (a key found twice keeps its last record).
+    """
+    from trillsson_tf._keras import tf
+
+    directory = os.fspath(directory)
+    info_path = f"{directory.rstrip('/')}/{TEACHER_FILE}"
+    info = {}
+    if tf.io.gfile.exists(info_path):
+        with tf.io.gfile.GFile(info_path) as handle:
+            info = json.load(handle)
+    shards = sorted(tf.io.gfile.glob(f"{directory.rstrip('/')}/{SHARD_PATTERN}"))
+    records = {}
+    if shards:
+        for serialized in tf.data.TFRecordDataset(shards).as_numpy_iterator():
+            record = decode_record(serialized)
+            records[record.key] = record
+    return info, records
+
+
+def load_targets(directory, *, teacher, mode=None) -> TargetSet:
+    """The audio and targets of a finished targets folder, checked against ``teacher``.
+
+    Args:
+        directory: A folder written by :func:`trillsson_tf.pipelines.build_targets` (or a
+            cache folder of :func:`cached_targets`).
+        teacher: The :class:`trillsson_tf.teachers.Teacher` the caller distills from; targets
+            made by another teacher (another identity) are refused.
+        mode: Expected target mode; ``None`` takes the folder's.
+
+    Returns:
+        :class:`TargetSet` with ``items``, ``clips`` and ``targets`` sorted by path.
+
+    Raises:
+        ParameterError: no ``teacher.json`` or no records (not a finished targets folder), another
+            format, another teacher, another mode.
+    """
+    directory = os.fspath(directory)
+    info, records = read_targets(directory)
+    if not info:
+        raise ParameterError(
+            f"{directory!r} is not a targets folder: it has no {TEACHER_FILE} (written when `trillsson-tf targets` "
+            "finishes). Did the pipeline complete?"
+        )
+    if info.get("format") != TARGETS_FORMAT:
+        raise ParameterError(f"Targets in {directory!r} have format {info.get('format')!r}; expected {TARGETS_FORMAT!r}.")
+    made_by = info["teacher"]
+    if made_by["identity"] != teacher.identity:
+        raise ParameterError(
+            f"Targets in {directory!r} were made by teacher {made_by['spec']!r} ({made_by['identity']}), not by "
+            f"{teacher.spec!r} ({teacher.identity}). Distill with --teacher {made_by['spec']} or recompute the targets."
+        )
+    if mode is not None and check_mode(mode) != info["mode"]:
+        raise ParameterError(f"Targets in {directory!r} are in {info['mode']!r} mode, not {mode!r}.")
+    if not records:
+        raise ParameterError(f"Targets folder {directory!r} holds no records ({SHARD_PATTERN}).")
+    ordered = sorted(records.values(), key=lambda record: (record.path, record.key))
+    return TargetSet(
+        targets=[record.targets for record in ordered],
+        mode=info["mode"],
+        computed=0,
+        reused=len(ordered),
+        directory=directory,
+        items=[AudioItem(record.path, record.labels) for record in ordered],
+        clips=[record.audio for record in ordered],
+        teacher=made_by,
+    )
+
+
 def _cache_folder(cache_dir: str, teacher, mode: str) -> str:
     name = hashlib.sha1(f"{teacher.identity}|{mode}".encode()).hexdigest()[:16]
     return os.path.join(cache_dir, name)
 
 
-def _read_shards(folder: str) -> dict:
-    stored = {}
-    for shard in sorted(glob.glob(os.path.join(folder, "targets-*.npz"))):
-        with np.load(shard) as arrays:
-            stored.update({key: arrays[key] for key in arrays.files})
-    return stored
+def _write_shard(folder: str, records: list) -> None:
+    """Write records to a new shard, atomically; a random suffix keeps concurrent writers apart."""
+    from trillsson_tf._keras import tf
 
-
-def _write_shard(folder: str, entries: dict) -> None:
-    index = len(glob.glob(os.path.join(folder, "targets-*.npz")))
-    final = os.path.join(folder, f"targets-{index:05d}.npz")
-    partial = final + ".partial.npz"
-    np.savez(partial, **entries)
+    index = len(glob.glob(os.path.join(folder, SHARD_PATTERN)))
+    final = os.path.join(folder, f"targets-{index:05d}-{uuid.uuid4().hex[:8]}.tfrecord")
+    partial = final + ".partial"
+    with tf.io.TFRecordWriter(partial) as writer:
+        for record in records:
+            writer.write(encode_record(record))
     os.replace(partial, final)
 
 
@@ -134,23 +364,26 @@ def cached_targets(
     cache_dir = os.fspath(cache_dir or os.environ.get("TRILLSSON_CACHE_DIR") or DEFAULT_CACHE_DIR)
     folder = _cache_folder(cache_dir, teacher, mode)
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "teacher.json"), "w") as handle:
-        json.dump({"teacher": teacher.describe(), "mode": mode}, handle, indent=2)
+    with open(os.path.join(folder, TEACHER_FILE), "w") as handle:
+        json.dump(teacher_info(teacher, mode), handle, indent=2)
 
     keys = [file_key(item.path) for item in audio.items]
-    stored = _read_shards(folder)
+    _, stored = read_targets(folder)
+    stored = {key: record.targets for key, record in stored.items()}
     missing = [index for index, key in enumerate(keys) if key not in stored]
     padded_before = teacher.padded_clips
-    pending = {}
+    pending = []
     for index in tqdm(missing, desc=f"teacher targets ({mode})", unit="file", disable=not progress):
-        pending[keys[index]] = teacher_targets(teacher, audio.clips[index], mode=mode)
+        item, clip = audio.items[index], audio.clips[index]
+        record = TargetRecord(keys[index], item.path, dict(item.labels), clip, teacher_targets(teacher, clip, mode=mode))
+        pending.append(record)
         if len(pending) >= shard_size:
             _write_shard(folder, pending)
-            stored.update(pending)
-            pending = {}
+            stored.update({record.key: record.targets for record in pending})
+            pending = []
     if pending:
         _write_shard(folder, pending)
-        stored.update(pending)
+        stored.update({record.key: record.targets for record in pending})
     padded = teacher.padded_clips - padded_before
     if padded:
         _log.warning(
@@ -159,4 +392,13 @@ def cached_targets(
             teacher.min_samples,
         )
     _log.info("Targets in %s: %d computed, %d reused.", folder, len(missing), len(keys) - len(missing))
-    return TargetSet([stored[key] for key in keys], mode, len(missing), len(keys) - len(missing), folder)
+    return TargetSet(
+        [stored[key] for key in keys],
+        mode,
+        len(missing),
+        len(keys) - len(missing),
+        folder,
+        items=list(audio.items),
+        clips=list(audio.clips),
+        teacher=teacher.describe(),
+    )

@@ -13,10 +13,15 @@ vector per clip. Accepted specs (:data:`TEACHER_FORMS`):
 - a Keras model file (``.keras`` / ``.h5``).
 - a ``.tflite`` file: a fixed input length is run over consecutive windows of that length
   and the window outputs averaged; a dynamic input length is called on the whole clip.
+- ``prosody``: three interpretable per-clip scores computed with librosa (loudness range,
+  pitch, spectral tilt; :mod:`trillsson_tf.prosody`), the offline stand-in for an A/D/V
+  teacher. Needs no model file and no network.
 
 Teachers with windows (``speech_embedding``, fixed-length ``.tflite``) also give per-window
 vectors through :meth:`Teacher.window_embeddings`. Clips shorter than a teacher's window are
-zero-padded to it and counted in :attr:`Teacher.padded_clips`.
+zero-padded to it (centred) and counted in :attr:`Teacher.padded_clips`. Zero padding, not
+the students' mirror padding: with mirrored speech as teacher input the distilled
+``tiny_cnn`` followed the teacher less closely (training loss twice as high at equal steps).
 """
 import hashlib
 import importlib.util
@@ -30,6 +35,7 @@ from trillsson_tf.errors import ParameterError, TrillssonError
 from trillsson_tf.models import EMBEDDING_KEY
 
 __all__ = [
+    "PROSODY",
     "SPEECH_EMBEDDING",
     "TEACHER_FORMS",
     "Teacher",
@@ -37,14 +43,17 @@ __all__ = [
     "KerasTeacher",
     "TFLiteTeacher",
     "SpeechEmbeddingTeacher",
+    "ProsodyTeacher",
     "load_teacher",
 ]
 
 _log = logging.getLogger(__name__)
 
 SPEECH_EMBEDDING = "speech_embedding"
+PROSODY = "prosody"
 TEACHER_FORMS = (
     f"'{SPEECH_EMBEDDING}' (offline, from the pyopen-wakeword wheel)",
+    f"'{PROSODY}' (offline: loudness range, pitch, spectral tilt, computed with librosa)",
     "'trillsson1' ... 'trillsson5'",
     "a TF Hub / Kaggle URL or 'kaggle:OWNER/MODEL/FRAMEWORK/VARIATION'",
     "a SavedModel directory",
@@ -398,7 +407,11 @@ class SpeechEmbeddingTeacher(Teacher):
             frames (80 ms).
         """
         audio = self._pad(validate_audio(audio, allow_1d=True))
-        (mel,) = self._mel(input=np.ascontiguousarray(audio * self.INT16_SCALE)).values()
+        # One clip per call: the mel model's floor follows the loudest clip of its whole input (a
+        # quiet clip batched with a loud one came out up to 4.5 higher), so batching mixed clips.
+        mel = np.concatenate(
+            [next(iter(self._mel(input=np.ascontiguousarray(row[np.newaxis] * self.INT16_SCALE)).values())) for row in audio]
+        )
         mel = mel[:, 0] / 10.0 + 2.0  # [batch, frames, 32]; the scaling the embedding model expects
         starts = range(0, mel.shape[1] - self.WINDOW_FRAMES + 1, self.WINDOW_STEP_FRAMES)
         windows = np.stack([mel[:, start : start + self.WINDOW_FRAMES] for start in starts], axis=1)
@@ -408,6 +421,31 @@ class SpeechEmbeddingTeacher(Teacher):
 
     def _embed(self, audio):
         return self.window_embeddings(audio).mean(axis=1)
+
+
+class ProsodyTeacher(Teacher):
+    """Three standardised prosody scores per clip (:func:`trillsson_tf.prosody.prosody_scores`).
+
+    The offline A/D/V stand-in: ``[loudness_range, pitch, tilt]``, each about zero mean and
+    unit spread over speech; no parameters. ``score_names`` names the three outputs.
+    """
+
+    def __init__(self):
+        from trillsson_tf.prosody import PROSODY_SCORES, PROSODY_VERSION
+
+        super().__init__(PROSODY)
+        self.score_names = PROSODY_SCORES
+        self.identity = f"{PROSODY}:{PROSODY_VERSION}"
+        self._finish_init()
+
+    def _embed(self, audio):
+        from trillsson_tf.prosody import prosody_scores
+
+        return np.stack([prosody_scores(clip) for clip in audio])
+
+    def describe(self) -> dict:
+        """As :meth:`Teacher.describe`, plus ``score_names``."""
+        return {**super().describe(), "score_names": list(self.score_names)}
 
 
 def load_teacher(spec, *, output_key=None) -> Teacher:
@@ -421,7 +459,8 @@ def load_teacher(spec, *, output_key=None) -> Teacher:
             else the only output).
 
     Returns:
-        A :class:`Teacher`: float32 ``[batch, samples]`` at 16 kHz -> ``{'embedding': [batch, D]}``.
+        A :class:`Teacher`: float32 ``[batch, samples]`` at 16 kHz -> ``{'embedding': [batch, D]}``
+        (for a score model such as ``prosody`` or a distilled Wav2Small, ``embedding`` holds its scores).
 
     Raises:
         ParameterError: unknown spec form (the message lists the accepted forms), missing file,
@@ -437,6 +476,10 @@ def load_teacher(spec, *, output_key=None) -> Teacher:
         if output_key not in (None, EMBEDDING_KEY):
             raise ParameterError(f"The {SPEECH_EMBEDDING!r} teacher has one output, {EMBEDDING_KEY!r}; got output_key={output_key!r}.")
         return SpeechEmbeddingTeacher()
+    if spec == PROSODY:
+        if output_key not in (None, EMBEDDING_KEY, "scores"):
+            raise ParameterError(f"The {PROSODY!r} teacher has one output, its scores; got output_key={output_key!r}.")
+        return ProsodyTeacher()
     if spec.endswith(_TFLITE_SUFFIX):
         return TFLiteTeacher(spec, output_key=output_key)
     if spec.endswith(_KERAS_SUFFIXES):

@@ -5,6 +5,9 @@ by :func:`mel_matrix`, and shared by the TensorFlow ops (:mod:`trillsson_tf.fron
 used inside the Keras models and converted to TFLite) and by the numpy twin
 (:mod:`trillsson_tf.frontend.numpy_ops`, used by the TensorFlow-free runtime).
 
+Wav2Small's own frontend (a DFT written as a convolution, mel bands, dB) has its numbers,
+fixed weights and numpy twin in :mod:`trillsson_tf.frontend.dft`.
+
 This package itself imports numpy only.
 """
 import dataclasses

@@ -6,31 +6,41 @@
 
 Every model takes ``audio_samples`` float32 ``[batch, None]`` and returns
 ``{'embedding': float32 [batch, D]}``; its per-chunk network (log-mel patch in, embedding
-out) is ``model.chunk_network`` (or :func:`chunk_network`).
+out) is ``model.chunk_network`` (or :func:`chunk_network`). Score regressors (``wav2small``,
+``mobilenetv3small_adv``, ``mobilenetv4convsmall``) return ``{'scores': float32 [batch, k]}``
+instead (:func:`output_key`); Wav2Small has its own convolutional frontend and no chunk
+network (``model.clip_network``).
 """
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
-from trillsson_tf.models import ast, efficientnet, mobilenet, resnetish, tiny_cnn
+from trillsson_tf.models import ast, efficientnet, mobilenet, mobilenetv4, resnetish, tiny_cnn, wav2small
 from trillsson_tf.models._audio_model import (
     AUDIO_INPUT_NAME,
     EMBEDDING_KEY,
+    OUTPUT_KEYS,
+    SCORES_KEY,
     AudioEmbeddingModel,
     chunk_network,
     wrap_chunk_network,
 )
 from trillsson_tf.models._common import StudentPreset
-from trillsson_tf.models._stats import chunk_gflops
+from trillsson_tf.models._stats import chunk_gflops, clip_gflops
 
 __all__ = [
     "AUDIO_INPUT_NAME",
     "EMBEDDING_KEY",
+    "OUTPUT_KEYS",
+    "SCORES_KEY",
     "AudioEmbeddingModel",
     "StudentPreset",
     "available",
     "build",
     "chunk_gflops",
     "chunk_network",
+    "clip_gflops",
     "get_preset",
+    "inner_network",
+    "output_key",
     "wrap_chunk_network",
 ]
 
@@ -40,6 +50,8 @@ _REGISTRY = {
     **ast.PRESETS,
     **mobilenet.PRESETS,
     **tiny_cnn.PRESETS,
+    **wav2small.PRESETS,
+    **mobilenetv4.PRESETS,
 }
 
 
@@ -64,7 +76,8 @@ def build(name: str, **overrides):
 
     Returns:
         :class:`AudioEmbeddingModel` (a ``tf_keras.Model``): ``audio_samples`` float32
-        ``[batch, None]`` at 16 kHz -> ``{'embedding': float32 [batch, D]}``.
+        ``[batch, None]`` at 16 kHz -> ``{'embedding': float32 [batch, D]}`` (or
+        ``{'scores': ...}`` for the score regressors, see :func:`output_key`).
 
     Raises:
         ParameterError: unknown name or override key (the message lists the accepted ones).
@@ -76,6 +89,38 @@ def build(name: str, **overrides):
             f"Unknown option(s) {unknown} for student {name!r}. Expected some of: {sorted(preset.config)}."
         )
     config = {**preset.config, **overrides}
-    model = wrap_chunk_network(preset.build_chunk_network(**config), name=name, frontend=DEFAULT_FRONTEND)
+    if preset.build_model is not None:
+        model = preset.build_model(name=name, **config)
+    else:
+        model = wrap_chunk_network(
+            preset.build_chunk_network(**config), name=name, frontend=DEFAULT_FRONTEND, output_key=preset.output_key
+        )
     model.build_spec = {"name": name, "config": config}
     return model
+
+
+def output_key(model) -> str:
+    """The name of a student's one output: ``'embedding'`` or ``'scores'`` (see :data:`OUTPUT_KEYS`).
+
+    Raises:
+        ParameterError: the model does not output a dict with exactly one of those keys.
+    """
+    outputs = model.output if isinstance(model.output, dict) else {}
+    keys = [key for key in OUTPUT_KEYS if key in outputs]
+    if len(keys) != 1:
+        raise ParameterError(
+            f"Model {model.name!r} must output a dict with one of {list(OUTPUT_KEYS)}; it outputs {model.output!r}."
+        )
+    return keys[0]
+
+
+def inner_network(model):
+    """The trainable network after a student's fixed frontend.
+
+    Returns:
+        ``model.clip_network`` for students with their own frontend (Wav2Small: normalised
+        audio in), else ``model.chunk_network`` (log-mel patch in).
+    """
+    if isinstance(model, wav2small.Wav2SmallModel):
+        return model.clip_network
+    return chunk_network(model)

@@ -12,6 +12,8 @@ __all__ = [
     "AUDIO_INPUT_NAME",
     "CHUNK_NETWORK_NAME",
     "EMBEDDING_KEY",
+    "SCORES_KEY",
+    "OUTPUT_KEYS",
     "LogMelPatches",
     "MeanOverChunks",
     "AudioEmbeddingModel",
@@ -22,6 +24,9 @@ __all__ = [
 AUDIO_INPUT_NAME = "audio_samples"
 CHUNK_NETWORK_NAME = "chunk_network"
 EMBEDDING_KEY = "embedding"
+SCORES_KEY = "scores"
+OUTPUT_KEYS = (EMBEDDING_KEY, SCORES_KEY)
+"""A student's one output: a clip ``embedding``, or ``scores`` (regressors such as Wav2Small)."""
 _PACKAGE = "trillsson_tf"
 
 
@@ -101,18 +106,21 @@ class AudioEmbeddingModel(keras.Model):
         return self.get_layer(CHUNK_NETWORK_NAME)
 
 
-def wrap_chunk_network(chunk_net, *, name: str, frontend: FrontendConfig = DEFAULT_FRONTEND):
+def wrap_chunk_network(chunk_net, *, name: str, frontend: FrontendConfig = DEFAULT_FRONTEND, output_key: str = EMBEDDING_KEY):
     """Put the frontend before and the mean over chunks after a per-chunk network.
 
     Args:
         chunk_net: Keras model ``[n, chunk_frames, num_mel_bins, 1]`` -> ``[n, D]``.
         name: Model name (usually the registry name).
         frontend: Frontend numbers; its patch shape must match the chunk network input.
+        output_key: Name of the output, one of :data:`OUTPUT_KEYS` (``scores`` for regressors).
 
     Returns:
         :class:`AudioEmbeddingModel` with input ``audio_samples`` float32 ``[batch, None]``
-        and output ``{'embedding': float32 [batch, D]}``.
+        and output ``{output_key: float32 [batch, D]}``.
     """
+    if output_key not in OUTPUT_KEYS:
+        raise ParameterError(f"Unknown output key {output_key!r}. Expected one of: {list(OUTPUT_KEYS)}.")
     expected = (*frontend.patch_shape, 1)
     if tuple(chunk_net.input_shape[1:]) != expected:
         raise ParameterError(
@@ -121,8 +129,8 @@ def wrap_chunk_network(chunk_net, *, name: str, frontend: FrontendConfig = DEFAU
     chunk_net._name = CHUNK_NETWORK_NAME
     audio = keras.Input(shape=(None,), dtype="float32", name=AUDIO_INPUT_NAME)
     patches = LogMelPatches(frontend, name="log_mel_patches")(audio)
-    embedding = MeanOverChunks(name=EMBEDDING_KEY)([chunk_net(patches), audio])
-    return AudioEmbeddingModel(inputs=audio, outputs={EMBEDDING_KEY: embedding}, name=name)
+    vectors = MeanOverChunks(name=output_key)([chunk_net(patches), audio])
+    return AudioEmbeddingModel(inputs=audio, outputs={output_key: vectors}, name=name)
 
 
 def chunk_network(model):

@@ -4,6 +4,7 @@ from typing import Callable, Optional
 
 from trillsson_tf._keras import keras
 from trillsson_tf.frontend import DEFAULT_FRONTEND
+from trillsson_tf.models._audio_model import EMBEDDING_KEY
 
 PATCH_INPUT_NAME = "log_mel_patch"
 
@@ -15,12 +16,15 @@ class StudentPreset:
     Attributes:
         name: Registry name.
         build_chunk_network: ``(**config) -> keras.Model`` mapping a log-mel patch
-            ``[n, 195, 80, 1]`` to ``[n, embedding_dim]``.
+            ``[n, 195, 80, 1]`` to ``[n, embedding_dim]``; ``None`` when ``build_model`` is set.
         config: Default keyword arguments of ``build_chunk_network`` (all overridable).
         description: One line for ``trillsson-tf models`` and the README.
         published_params: Parameter count of the published model, or ``None``.
         verified: What is known from public sources.
         assumed: What this re-implementation chose where nothing is public.
+        build_model: ``(name=..., **config) -> keras.Model`` building the whole audio model,
+            for students with their own frontend (Wav2Small); ``None`` for chunk students.
+        output_key: The name of the model's one output, from :data:`OUTPUT_KEYS`.
     """
 
     name: str
@@ -30,6 +34,8 @@ class StudentPreset:
     published_params: Optional[int] = None
     verified: str = ""
     assumed: str = ""
+    build_model: Optional[Callable] = None
+    output_key: str = EMBEDDING_KEY
 
 
 def patch_input():

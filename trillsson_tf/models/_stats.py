@@ -1,4 +1,4 @@
-"""Cost figures of a per-chunk network."""
+"""Cost figures of a per-chunk (or whole-clip) network."""
 from trillsson_tf._keras import tf
 
 
@@ -13,10 +13,26 @@ def chunk_gflops(chunk_net) -> float:
     Returns:
         GFLOPs for a batch of one patch.
     """
+    return _gflops(chunk_net, [1, *chunk_net.input_shape[1:]])
+
+
+def clip_gflops(model, num_samples: int = 16000) -> float:
+    """Floating-point operations of one normalised clip through a Wav2Small model, in GFLOPs.
+
+    Counts its ``dft_frontend`` and ``clip_network`` (the per-clip normalisation is left out);
+    16,000 samples = 1 s at 16 kHz.
+    """
+    from trillsson_tf._keras import keras
+
+    audio = keras.Input((int(num_samples),))
+    return _gflops(keras.Model(audio, model.clip_network(model.dft_frontend(audio))), [1, int(num_samples)])
+
+
+def _gflops(network, input_shape) -> float:
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    spec = tf.TensorSpec([1, *chunk_net.input_shape[1:]], tf.float32)
-    concrete = tf.function(lambda patch: chunk_net(patch, training=False)).get_concrete_function(spec)
+    spec = tf.TensorSpec(input_shape, tf.float32)
+    concrete = tf.function(lambda inputs: network(inputs, training=False)).get_concrete_function(spec)
     frozen = convert_variables_to_constants_v2(concrete)
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"

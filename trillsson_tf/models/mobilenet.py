@@ -4,6 +4,7 @@
 default ``x / 127.5 - 1`` rescaling, then ``Dense(embedding_dim)``.
 """
 from trillsson_tf._keras import keras
+from trillsson_tf.models._audio_model import SCORES_KEY
 from trillsson_tf.models._common import StudentPreset, patch_input, projection_head
 
 _BACKBONES = {"small": keras.applications.MobileNetV3Small, "large": keras.applications.MobileNetV3Large}
@@ -43,3 +44,10 @@ PRESETS = {
     )
     for name, variant in (("mobilenetv3small", "small"), ("mobilenetv3large", "large"))
 }
+PRESETS["mobilenetv3small_adv"] = StudentPreset(
+    name="mobilenetv3small_adv",
+    build_chunk_network=build_mobilenetv3,
+    output_key=SCORES_KEY,
+    config={"variant": "small", "alpha": 1.0, "minimalistic": False, "embedding_dim": 3},
+    description="MobileNetV3-Small + Dense(k): A/D/V scores (the Wav2Small paper's MobileNet student)",
+)

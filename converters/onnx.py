@@ -1,0 +1,220 @@
+"""Keras model or export directory -> ONNX (float32) + model card, checked in onnxruntime.
+
+Two forms, as for ``.tflite`` (:mod:`converters.tflite`):
+
+* **whole model** (``frontend=True``): float32 audio ``audio_samples`` ``[batch, samples]`` at
+  16 kHz -> the model's output (``embedding`` or ``scores``), any batch and length. Only for
+  models whose frontend ONNX can express: Wav2Small computes its spectrogram with a
+  convolution (a DFT as a strided Conv1D), a magnitude from ABS/MAX/MIN and a mel matmul, all
+  plain ONNX ops.
+* **per-chunk network** (``frontend=False``): log-mel patches ``log_mel_patch``
+  ``[n, 195, 80, 1]`` -> ``[n, D]``, for the TRILLsson-style students; the log-mel is computed
+  outside, as the TensorFlow-free runtime does (:mod:`trillsson_tf.frontend.numpy_ops`).
+
+Refused: a whole model whose frontend is an STFT (``tf.signal.stft``: RFFT, then ComplexAbs
+of the complex spectrum). tf2onnx 1.17 converts the RFFT but cannot express ComplexAbs on its
+complex output and leaves a ``ComplexAbs`` node that onnxruntime rejects ("No Op registered
+for ComplexAbs"; measured with TF 2.21, opsets 13-17). The error says to export the per-chunk
+network instead.
+
+After each conversion :func:`convert_onnx` runs the file in onnxruntime on held-out real
+speech (the parity clips of :mod:`converters.tflite`), compares it with the Keras model and
+writes ``<out without .onnx>.json``: inputs, outputs, opset, op counts, size, parity.
+Needs the ``[onnx]`` extra (tf2onnx, onnx, onnxruntime).
+"""
+import collections
+import json
+import logging
+import os
+
+import numpy as np
+
+from converters.tflite import (
+    DEFAULT_MIN_COSINE,
+    LICENCE_NOTE,
+    PATCH_INPUT_NAME,
+    _patches,
+    _run_info,
+    load_keras_model,
+    parity_clips,
+)
+from trillsson_tf._keras import keras, tf
+from trillsson_tf.errors import ConversionError, ParameterError, TrillssonError
+from trillsson_tf.metrics import parity
+from trillsson_tf.models import AUDIO_INPUT_NAME, chunk_network, output_key
+
+__all__ = ["DEFAULT_OPSET", "ONNX_PACKAGE", "UNSUPPORTED_OPS", "convert_onnx", "onnx_session", "onnx_outputs"]
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+ONNX_PACKAGE = "trillsson-tf[onnx]"
+UNSUPPORTED_OPS = ("RFFT", "RFFT2D", "RFFT3D", "IRFFT", "FFT", "IFFT", "FFT2D", "ComplexAbs", "Complex")
+"""TensorFlow ops of a traced model that tf2onnx cannot turn into a graph onnxruntime runs."""
+_FRONTEND_LAYER = "log_mel_patches"
+
+
+def _onnx_modules():
+    """``(tf2onnx, onnxruntime)``, or a clear error naming the extra to install."""
+    try:
+        import onnxruntime
+        import tf2onnx
+    except ImportError as error:
+        raise TrillssonError(f"ONNX export needs tf2onnx and onnxruntime ({error}): pip install '{ONNX_PACKAGE}'.") from None
+    return tf2onnx, onnxruntime
+
+
+def onnx_session(model_content: bytes, *, num_threads: int = 1):
+    """An onnxruntime CPU session over the model bytes (``num_threads`` intra-op threads)."""
+    _, onnxruntime = _onnx_modules()
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = num_threads
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(model_content, options, providers=["CPUExecutionProvider"])
+
+
+def onnx_outputs(session, inputs: np.ndarray) -> np.ndarray:
+    """Run a one-input, one-output session on float32 ``inputs`` (one batch); returns float32 ``[n, D]``."""
+    (model_input,) = session.get_inputs()
+    return np.asarray(session.run(None, {model_input.name: inputs.astype(np.float32)})[0], dtype=np.float32)
+
+
+def _traced_ops(function) -> set:
+    graph = function.graph.as_graph_def()
+    return {node.op for node in graph.node} | {node.op for fn in graph.library.function for node in fn.node_def}
+
+
+def _refuse_unsupported(function, model) -> None:
+    found = sorted(_traced_ops(function) & set(UNSUPPORTED_OPS))
+    if not found:
+        return
+    has_stft = any(layer.name == _FRONTEND_LAYER for layer in model.layers)
+    where = "Its log-mel frontend computes an STFT (tf.signal.stft)" if has_stft else "The model computes an FFT"
+    raise ConversionError(
+        f"Cannot export {model.name!r} to ONNX with its frontend inside. {where}: ops {found} on complex tensors, "
+        "which tf2onnx cannot express (it leaves a ComplexAbs node onnxruntime rejects). Export the per-chunk "
+        "network instead: frontend=False (CLI --no-frontend) takes log-mel patches [n, 195, 80, 1] and the log-mel "
+        "is computed outside (trillsson_tf.frontend.numpy_ops, as the runtime does); or use a student whose frontend "
+        "is a convolution (wav2small)."
+    )
+
+
+def _tensor_card(value) -> dict:
+    return {"name": value.name, "shape": [d if isinstance(d, int) else None for d in value.shape], "dtype": value.type}
+
+
+def convert_onnx(
+    model_or_export_dir,
+    out_path,
+    *,
+    frontend: bool = True,
+    opset: int = DEFAULT_OPSET,
+    parity_audio=None,
+    min_cosine=None,
+    strict: bool = False,
+    overwrite: bool = False,
+) -> dict:
+    """Convert a model to a float32 ``.onnx`` file and write its JSON model card beside it.
+
+    Args:
+        model_or_export_dir: Model, export directory or ``.keras`` file
+            (see :func:`converters.tflite.load_keras_model`).
+        out_path: Output ``.onnx`` path; the card goes to ``<out_path without .onnx>.json``.
+        frontend: Whole model, audio in (refused for an STFT frontend), or the per-chunk network
+            on log-mel patches (``False``; only students with a chunk network).
+        opset: ONNX opset to target.
+        parity_audio: float32 ``[n, samples]`` at 16 kHz to check parity on; default: held-out
+            bundled LibriSpeech speech (6 clips of 4 s).
+        min_cosine: Parity threshold (mean cosine); default that of float32 ``.tflite`` (0.9999).
+        strict: Raise instead of warning when parity is below the threshold.
+        overwrite: Replace an existing ``out_path``.
+
+    Returns:
+        The model card (dict), also written as JSON.
+
+    Raises:
+        ParameterError: an existing output without ``overwrite``, a bad opset, ``frontend=False``
+            for a model without a chunk network, a path that is not our export.
+        ConversionError: an STFT frontend with ``frontend=True``; tf2onnx failed; parity below
+            ``min_cosine`` under ``strict``.
+        TrillssonError: tf2onnx or onnxruntime is not installed.
+    """
+    tf2onnx, onnxruntime = _onnx_modules()
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 13:
+        raise ParameterError(f"opset must be an integer >= 13, got {opset!r}.")
+    out_path = os.fspath(out_path)
+    card_path = os.path.splitext(out_path)[0] + ".json"
+    if not overwrite and (os.path.exists(out_path) or os.path.exists(card_path)):
+        raise ParameterError(f"Output {out_path!r} (or its card {card_path!r}) exists; pass overwrite=True (CLI --force).")
+    model, metadata = load_keras_model(model_or_export_dir)
+    key = output_key(model)
+    audio = parity_clips() if parity_audio is None else np.asarray(parity_audio, dtype=np.float32)
+
+    if frontend:
+        spec = tf.TensorSpec([None, None], tf.float32, name=AUDIO_INPUT_NAME)
+        call = tf.function(lambda audio_samples: {key: model(audio_samples, training=False)[key]})
+        _refuse_unsupported(call.get_concrete_function(spec), model)
+        parity_inputs = audio
+        reference = model(audio)[key].numpy()
+    else:
+        try:
+            network = chunk_network(model)
+        except ParameterError:
+            raise ParameterError(
+                f"{model.name!r} has no per-chunk network (it works on whole clips); export it with frontend=True."
+            ) from None
+        frontend_config = model.get_layer(_FRONTEND_LAYER).frontend
+        spec = tf.TensorSpec([None, *frontend_config.patch_shape, 1], tf.float32, name=PATCH_INPUT_NAME)
+        call = tf.function(lambda log_mel_patch: {key: network(log_mel_patch, training=False)})
+        parity_inputs = _patches(audio, frontend_config)
+        reference = network(parity_inputs, training=False).numpy()
+    try:
+        proto, _ = tf2onnx.convert.from_function(call, input_signature=[spec], opset=opset)
+        content = proto.SerializeToString()
+        session = onnx_session(content)
+    except Exception as error:  # tf2onnx and onnxruntime raise many unrelated types
+        raise ConversionError(f"Converting {model.name!r} to ONNX (opset {opset}, frontend={frontend}) failed: {error}") from error
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with open(out_path, "wb") as handle:
+        handle.write(content)
+
+    scores = parity(reference, onnx_outputs(session, parity_inputs))
+    threshold = DEFAULT_MIN_COSINE["float32"] if min_cosine is None else float(min_cosine)
+    scores.update({"clips": int(len(audio)), "rows": int(len(parity_inputs)), "min_mean_cosine": threshold,
+                   "passed": scores["mean_cosine"] >= threshold,
+                   "reference": "Keras model" if frontend else "Keras chunk network"})
+    card = {
+        "format": "trillsson_tf.onnx/1",
+        "model_file": os.path.basename(out_path),
+        "name": model.name,
+        "frontend_inside": bool(frontend),
+        "inputs": [_tensor_card(value) for value in session.get_inputs()],
+        "outputs": [_tensor_card(value) for value in session.get_outputs()],
+        "output": key,
+        "opset": opset,
+        "sample_rate_hz": 16000,
+        "size_bytes": len(content),
+        "ops": dict(sorted(collections.Counter(node.op_type for node in proto.graph.node).items())),
+        "parity": scores,
+        "source": {
+            "export": None if isinstance(model_or_export_dir, keras.Model) else os.fspath(model_or_export_dir),
+            "parameters": int(model.count_params()),
+            "build": metadata.get("build", getattr(model, "build_spec", None)),
+            "teacher": metadata.get("teacher"),
+            "run": _run_info(model_or_export_dir),
+        },
+        "converter": {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnxruntime": onnxruntime.__version__},
+        "licence": LICENCE_NOTE,
+    }
+    with open(card_path, "w") as handle:
+        json.dump(card, handle, indent=2)
+    _log.info("Wrote %s (%d bytes, mean cosine %.6f) and %s", out_path, len(content), scores["mean_cosine"], card_path)
+    if not scores["passed"]:
+        message = (
+            f"Parity of {out_path} below threshold: mean cosine {scores['mean_cosine']:.6f} < {threshold} "
+            f"(max abs diff {scores['max_abs_diff']:.3g}, reference rms {scores['reference_rms']:.3g})."
+        )
+        if strict:
+            raise ConversionError(message)
+        _log.warning(message)
+    return card

@@ -1,0 +1,174 @@
+"""The committed Android demo assets: golden outputs regenerate, metadata matches the models.
+
+Everything here runs without TensorFlow on the committed files (fast); regenerating the whole
+folder from a distillation is ``slow``.
+"""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+
+from trillsson_tf import android
+from trillsson_tf.audio import load_audio
+from trillsson_tf.errors import ParameterError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ASSETS = os.path.join(REPO, "android_demo_assets")
+
+
+def _json(name):
+    with open(os.path.join(ASSETS, name)) as handle:
+        return json.load(handle)
+
+
+def _metadata():
+    paths = sorted(glob.glob(os.path.join(ASSETS, "*" + android.METADATA_SUFFIX)))
+    assert paths, "android_demo_assets holds no metadata; run `trillsson-tf android-assets --force`"
+    return [(path, _json(os.path.basename(path))) for path in paths]
+
+
+def test_assets_folder_is_complete_and_under_10_mb():
+    golden = _json(android.GOLDEN_FILE)
+    expected = {android.SAMPLE_FILE, android.GOLDEN_FILE, android.README_FILE}
+    for _, meta in _metadata():
+        expected |= {meta["model_file"], meta["model_file"].replace(".tflite", android.METADATA_SUFFIX)}
+        if meta["labels_file"]:
+            expected.add(meta["labels_file"])
+    assert expected <= set(os.listdir(ASSETS))
+    assert android.EMBEDDING_FILE in golden["models"]
+    assert set(golden["models"]) == {meta["model_file"] for _, meta in _metadata()}
+    size = sum(os.path.getsize(path) for path in glob.glob(os.path.join(ASSETS, "*")))
+    assert 0 < size < android.MAX_FOLDER_BYTES
+
+
+def test_sample_wav_is_16k_mono_pcm16_and_matches_the_golden_record():
+    info = soundfile.info(os.path.join(ASSETS, android.SAMPLE_FILE))
+    sample = _json(android.GOLDEN_FILE)["sample"]
+    assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+    assert info.frames == sample["samples"] == 40000
+    assert sample["sha256"] == android._sha256(os.path.join(ASSETS, android.SAMPLE_FILE))
+
+
+def test_golden_outputs_regenerate_with_the_runtime():
+    golden = _json(android.GOLDEN_FILE)
+    audio = load_audio(os.path.join(ASSETS, android.SAMPLE_FILE))
+    for model_file, expected in golden["models"].items():
+        actual = android.golden_outputs(os.path.join(ASSETS, model_file), audio)
+        assert set(actual) == set(expected)
+        for name in expected:
+            # Same host, same LiteRT: equal to float32 rounding, far inside the on-device tolerance.
+            np.testing.assert_allclose(actual[name], expected[name], rtol=1e-5, atol=1e-6)
+        assert all(row["passed"] for row in android.check_golden(expected, actual).values())
+
+
+def test_kotlin_recipe_reproduces_the_golden_outputs():
+    """The README's Kotlin steps in Python: PCM16 / 32768, resize input 0 to [1, n], run, read output 0."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    pcm, rate = soundfile.read(os.path.join(ASSETS, android.SAMPLE_FILE), dtype="int16")
+    assert rate == 16000
+    golden = _json(android.GOLDEN_FILE)["models"]
+    for _, meta in _metadata():
+        interpreter = Interpreter(model_path=os.path.join(ASSETS, meta["model_file"]), num_threads=1)
+        model_input = interpreter.get_input_details()[0]
+        interpreter.resize_tensor_input(model_input["index"], [1, len(pcm)])
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(model_input["index"], (pcm / 32768.0).astype(np.float32)[np.newaxis])
+        interpreter.invoke()
+        output = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        name = meta["outputs"][0]["name"]
+        report = android.check_golden({name: golden[meta["model_file"]][name]}, {name: output})[name]
+        assert report["cosine"] > 0.99999 and report["relative_error"] < 1e-4, meta["model_file"]
+
+
+def test_metadata_matches_the_model_files():
+    for path, meta in _metadata():
+        model_path = os.path.join(ASSETS, meta["model_file"])
+        regenerated = android.model_metadata(
+            model_path, task=meta["task"], description=meta["description"],
+            output_meaning={out["name"]: out["meaning"] for out in meta["outputs"]}, labels=meta["labels"],
+            source=meta["source"],
+        )
+        assert regenerated == meta, path
+        assert meta["input"]["sample_rate_hz"] == 16000 and meta["input"]["value_range"] == [-1.0, 1.0]
+        assert meta["input"]["dtype"] == "float32" and meta["input"]["shape"][0] in (-1, 1)
+
+
+def test_embedding_metadata_describes_the_distilled_student():
+    meta = _json(android.EMBEDDING_FILE.replace(".tflite", android.METADATA_SUFFIX))
+    (output,) = meta["outputs"]
+    assert meta["input"]["name"] == "audio_samples" and meta["input"]["shape"] == [-1, -1]
+    assert output["name"] == "embedding" and output["shape"] == [-1, 96]
+    assert meta["source"]["teacher"] == "speech_embedding" and meta["source"]["quantize"] == "int8"
+    assert meta["source"]["parity_vs_keras"]["mean_cosine"] > 0.98
+
+
+def test_labels_files_name_every_output_column():
+    for _, meta in _metadata():
+        if not meta["labels_file"]:
+            continue
+        with open(os.path.join(ASSETS, meta["labels_file"])) as handle:
+            lines = handle.read().splitlines()
+        assert lines == meta["labels"]
+        assert len(lines) == meta["outputs"][0]["shape"][-1]
+
+
+def test_readme_kotlin_uses_the_metadata_names():
+    with open(os.path.join(ASSETS, android.README_FILE)) as handle:
+        readme = handle.read()
+    for _, meta in _metadata():
+        width = meta["outputs"][0]["shape"][-1]
+        assert f'AudioModel(context, "{meta["model_file"]}", outputWidth = {width})' in readme
+        assert f'"{meta["input"]["name"]}"' in readme
+    assert "org.tensorflow.lite.Interpreter" in readme and "resizeInput(0, intArrayOf(1, pcm16.size))" in readme
+
+
+def test_rebuilding_from_the_committed_models_gives_the_same_folder(tmp_path):
+    models = {"embedding_model": os.path.join(ASSETS, android.EMBEDDING_FILE)}
+    wav2small = os.path.join(ASSETS, android.WAV2SMALL_FILE)
+    if os.path.isfile(wav2small):
+        models["wav2small_model"] = wav2small
+    else:
+        models["with_wav2small"] = False
+    summary = android.build_android_assets(tmp_path / "assets", **models)
+    for name in (android.GOLDEN_FILE, android.README_FILE, *(os.path.basename(p) for p, _ in _metadata())):
+        with open(os.path.join(ASSETS, name)) as committed, open(tmp_path / "assets" / name) as rebuilt:
+            assert rebuilt.read() == committed.read(), name
+    assert summary["folder_bytes"] < android.MAX_FOLDER_BYTES
+
+
+def test_refuses_to_overwrite_without_force(tmp_path):
+    (tmp_path / "keep.txt").write_text("user file")
+    with pytest.raises(ParameterError, match="exists and is not empty; pass overwrite=True"):
+        android.build_android_assets(tmp_path, embedding_model=os.path.join(ASSETS, android.EMBEDDING_FILE))
+    with pytest.raises(ParameterError, match="TFLite model file not found"):
+        android.build_android_assets(tmp_path / "new", embedding_model=str(tmp_path / "missing.tflite"))
+    with pytest.raises(ParameterError, match="steps must be a positive integer"):
+        android.build_android_assets(tmp_path / "new", steps=0)
+    assert (tmp_path / "keep.txt").read_text() == "user file"
+
+
+def test_cli_android_assets_options_do_not_import_tensorflow():
+    code = (
+        "import sys; from trillsson_tf.cli import build_parser; "
+        "args = build_parser('android-assets').parse_args(['android-assets', '--out', 'x', '--steps', '5', '--no-wav2small']); "
+        "assert (args.out, args.steps, args.no_wav2small) == ('x', 5, True); "
+        "assert 'tensorflow' not in sys.modules; print('ok')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+@pytest.mark.slow
+def test_build_from_a_short_distillation(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRILLSSON_FAST", "1")
+    summary = android.build_android_assets(tmp_path / "assets", with_wav2small=False, work_dir=tmp_path / "work")
+    meta = json.loads((tmp_path / "assets" / "embedding_int8.metadata.json").read_text())
+    assert meta["source"]["training_steps"] == android.FAST_STEPS
+    assert summary["models"][android.EMBEDDING_FILE]["parity"] > 0.98
+    assert summary["skipped"] == {android.WAV2SMALL_FILE: "with_wav2small=False (CLI --no-wav2small)"}

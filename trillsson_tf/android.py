@@ -1,0 +1,591 @@
+"""Android demo assets: small ``.tflite`` models with metadata, labels, a sample WAV and golden outputs.
+
+:func:`build_android_assets` writes one folder that an Android app copies into ``src/main/assets``
+and its instrumented test reads:
+
+- ``embedding_int8.tflite``: an embedding student (``tiny_cnn`` distilled from the offline
+  ``speech_embedding`` teacher unless another model is given), int8 network with the log-mel
+  frontend inside and in float (audio in, any length), and its converter model card
+  ``embedding_int8.json`` (host paths reduced to file names), which
+  :class:`trillsson_tf.runtime.TFLiteModel` reads;
+- ``wav2small_int8.tflite`` (when the registry has ``wav2small`` or a model is given): per-clip
+  scores, with ``wav2small_int8.labels.txt`` naming its outputs;
+- ``<model>.metadata.json`` per model: input name, shape, dtype, sample rate, value range,
+  output names, shapes and meaning (read from the ``.tflite`` file itself, so it cannot drift),
+  and provenance (student, teacher, steps, parity) from the model card;
+- ``sample_16k.wav`` (16-bit PCM, mono, 16 kHz, real LibriSpeech speech) and
+  ``golden_outputs.json``: every model's outputs on it, computed by
+  :class:`trillsson_tf.runtime.TFLiteModel`, with the tolerance an on-device test should use;
+- ``README.md`` with the Kotlin code that loads a model with the LiteRT ``Interpreter``, feeds
+  16 kHz PCM and reads the outputs.
+
+Nothing here imports TensorFlow at module level; distillation and conversion import it when
+they run (the CLI registers ``android-assets`` as a TensorFlow-importing command).
+"""
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
+from trillsson_tf.errors import ParameterError, TrillssonError
+
+__all__ = [
+    "DEFAULT_STEPS",
+    "FAST_STEPS",
+    "EMBEDDING_FILE",
+    "WAV2SMALL_FILE",
+    "SAMPLE_FILE",
+    "GOLDEN_FILE",
+    "README_FILE",
+    "METADATA_SUFFIX",
+    "LABELS_SUFFIX",
+    "MAX_FOLDER_BYTES",
+    "TASKS",
+    "build_android_assets",
+    "model_metadata",
+    "golden_outputs",
+    "check_golden",
+]
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_STEPS = 1500
+"""Distillation steps of each model built here (4-10 minutes for ``tiny_cnn`` on 2 shared cores)."""
+FAST_STEPS = 20
+"""Distillation steps when ``TRILLSSON_FAST=1`` (smoke runs)."""
+EMBEDDING_FILE = "embedding_int8.tflite"
+WAV2SMALL_FILE = "wav2small_int8.tflite"
+SAMPLE_FILE = "sample_16k.wav"
+GOLDEN_FILE = "golden_outputs.json"
+README_FILE = "README.md"
+METADATA_SUFFIX = ".metadata.json"
+LABELS_SUFFIX = ".labels.txt"
+MAX_FOLDER_BYTES = 10 * 1024 * 1024
+"""The folder is committed to git and copied into an APK: it must stay under 10 MB."""
+TASKS = ("embedding", "regression", "classification")
+"""What a model's outputs are, as written in its metadata."""
+
+_FORMAT = "trillsson_tf.android_assets/1"
+_SAMPLE_SECONDS = 2.5  # one whole 195-frame chunk (1.95 s), and short enough for a unit test
+_SAMPLE_SOURCE = "librispeech/1688-142285-0002.flac"  # CC BY 4.0; kept out of the student's training data
+_SAMPLE_RATE_HZ = 16000
+_PCM16_SCALE = 32768.0
+_CALIBRATION_CLIPS = 64
+# On-device tolerance: another CPU (ARM NEON vs x86 AVX) rounds int8 kernels differently; the
+# direction of an embedding is what an app uses, so the test compares cosine and a relative
+# error. 0.99 / 5% leave room for kernel differences and catch a wrong input scaling (which
+# moves the cosine far below 0.9) or a wrong model file.
+_MIN_COSINE = 0.99
+_MAX_RELATIVE_ERROR = 0.05
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _folder_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
+
+
+def _tensor_entry(name: str, details: dict) -> dict:
+    scale, zero_point = details["quantization"]
+    return {
+        "name": name,
+        "shape": [int(size) for size in details["shape_signature"]],
+        "dtype": np.dtype(details["dtype"]).name,
+        "quantization": {"scale": float(scale), "zero_point": int(zero_point)} if scale else None,
+    }
+
+
+def _signature_runner(model_path: str):
+    from trillsson_tf.runtime import SIGNATURE_KEY, _interpreter_class
+
+    interpreter = _interpreter_class()(model_path=model_path, num_threads=1)
+    signatures = interpreter.get_signature_list()
+    if SIGNATURE_KEY not in signatures:
+        raise ParameterError(f"{model_path!r} has no {SIGNATURE_KEY!r} signature (it has {list(signatures)}); "
+                             "convert it with converters.tflite.convert.")
+    return interpreter, interpreter.get_signature_runner(SIGNATURE_KEY)
+
+
+def model_metadata(model_path, *, task: str, description: str, output_meaning: dict, labels=None, source=None) -> dict:
+    """The app-facing description of a ``.tflite`` model, read from the model file itself.
+
+    Args:
+        model_path: The ``.tflite`` file (with a ``serving_default`` signature).
+        task: What the outputs are, one of :data:`TASKS`.
+        description: One sentence for the app developer.
+        output_meaning: Output name -> what its values mean (units, order, how to compare them).
+        labels: Names of the output columns (class names, score names), or ``None``.
+        source: JSON-friendly provenance (student, teacher, training steps, parity).
+
+    Returns:
+        ``{'format', 'model_file', 'model_bytes', 'sha256', 'task', 'description', 'signature',
+        'input', 'outputs', 'labels', 'labels_file', 'source'}``; ``input`` holds the tensor name, shape
+        (``-1`` = any size), dtype, sample rate in Hz, channels, value range and the PCM16 scale.
+
+    Raises:
+        ParameterError: no ``serving_default`` signature, not exactly one input, an output
+            named in ``output_meaning`` that the model lacks (or one it has left undescribed).
+    """
+    from trillsson_tf.runtime import SIGNATURE_KEY
+
+    if task not in TASKS:
+        raise ParameterError(f"Unknown task {task!r}. Expected one of: {list(TASKS)}.")
+    model_path = os.fspath(model_path)
+    if not os.path.isfile(model_path):
+        raise ParameterError(f"TFLite model file not found: {model_path!r}.")
+    _, runner = _signature_runner(model_path)
+    inputs, outputs = runner.get_input_details(), runner.get_output_details()
+    if len(inputs) != 1:
+        raise ParameterError(f"{model_path!r} must take one input (audio); it takes {sorted(inputs)}.")
+    if set(outputs) != set(output_meaning):
+        raise ParameterError(f"{model_path!r} has outputs {sorted(outputs)}; output_meaning describes {sorted(output_meaning)}.")
+    (input_name, input_details), = inputs.items()
+    model_input = _tensor_entry(input_name, input_details)
+    model_input.update({
+        "sample_rate_hz": _SAMPLE_RATE_HZ,
+        "channels": 1,
+        "value_range": [-1.0, 1.0],
+        "pcm16_scale": 1.0 / _PCM16_SCALE,
+        "layout": "[batch, samples]: one row per clip; -1 means any size (resize the input before running)",
+    })
+    stem = os.path.splitext(os.path.basename(model_path))[0]
+    return {
+        "format": _FORMAT,
+        "model_file": os.path.basename(model_path),
+        "model_bytes": os.path.getsize(model_path),
+        "sha256": _sha256(model_path),
+        "task": task,
+        "description": description,
+        "signature": SIGNATURE_KEY,
+        "input": model_input,
+        "outputs": [{**_tensor_entry(name, outputs[name]), "meaning": output_meaning[name]} for name in sorted(outputs)],
+        "labels": list(labels) if labels else None,
+        "labels_file": stem + LABELS_SUFFIX if labels else None,
+        "source": source,
+    }
+
+
+def golden_outputs(model_path, audio) -> dict:
+    """Every output of a model on one clip, computed with :class:`trillsson_tf.runtime.TFLiteModel`.
+
+    Args:
+        model_path: The ``.tflite`` file.
+        audio: float32 ``[samples]`` at 16 kHz in [-1, 1] (the sample WAV as read back).
+
+    Returns:
+        Output name -> float32 values ``[1, D]`` as nested lists (JSON-ready).
+    """
+    from trillsson_tf.runtime import TFLiteModel
+
+    _, runner = _signature_runner(os.fspath(model_path))
+    return {
+        name: TFLiteModel(model_path, num_threads=1, output_key=name)(audio)["embedding"].astype(np.float32).tolist()
+        for name in sorted(runner.get_output_details())
+    }
+
+
+def check_golden(expected, actual) -> dict:
+    """Compare outputs with golden ones using the on-device tolerance.
+
+    Args:
+        expected: Output name -> ``[1, D]`` golden values.
+        actual: Output name -> ``[1, D]`` values computed now.
+
+    Returns:
+        Output name -> ``{'cosine', 'relative_error', 'passed'}``; ``relative_error`` is the
+        largest absolute difference over the largest golden magnitude.
+    """
+    from trillsson_tf.metrics import cosine_similarity
+
+    report = {}
+    for name, golden in expected.items():
+        golden, values = np.asarray(golden, np.float64), np.asarray(actual[name], np.float64)
+        cosine = float(cosine_similarity(golden.reshape(1, -1), values.reshape(1, -1))[0])
+        relative = float(np.max(np.abs(golden - values)) / max(np.max(np.abs(golden)), 1e-12))
+        report[name] = {"cosine": cosine, "relative_error": relative,
+                        "passed": cosine >= _MIN_COSINE and relative <= _MAX_RELATIVE_ERROR}
+    return report
+
+
+def _write_sample(out_dir: str) -> str:
+    """A 2.5 s, 16-bit, 16 kHz mono excerpt of a bundled LibriSpeech utterance."""
+    import soundfile
+
+    audio = load_audio(os.path.join(SAMPLE_AUDIO_DIR, _SAMPLE_SOURCE))[: int(_SAMPLE_SECONDS * _SAMPLE_RATE_HZ)]
+    path = os.path.join(out_dir, SAMPLE_FILE)
+    soundfile.write(path, audio, _SAMPLE_RATE_HZ, subtype="PCM_16")
+    return path
+
+
+def _training_items():
+    """Bundled FSDD training takes and LibriSpeech utterances, without the sample WAV's source."""
+    from trillsson_tf.data import find_audio
+
+    fsdd = [item for item in find_audio(os.path.join(SAMPLE_AUDIO_DIR, "fsdd")) if item.labels["split"] == "train"]
+    sample = os.path.abspath(os.path.join(SAMPLE_AUDIO_DIR, _SAMPLE_SOURCE))
+    librispeech = [item for item in find_audio(os.path.join(SAMPLE_AUDIO_DIR, "librispeech"))
+                   if os.path.abspath(item.path) != sample]
+    return fsdd + librispeech
+
+
+def _distill_embedding_student(work_dir: str, steps: int, progress: bool) -> str:
+    """Distill ``speech_embedding`` into ``tiny_cnn`` in ``work_dir`` (resumed when a run is there)."""
+    from trillsson_tf.distill import RUN_FILE, distill
+    from trillsson_tf.teachers import SPEECH_EMBEDDING
+
+    resume = os.path.isfile(os.path.join(work_dir, "distill", RUN_FILE))
+    run = distill(
+        _training_items(), out_dir=os.path.join(work_dir, "distill"), teacher=SPEECH_EMBEDDING, student="tiny_cnn",
+        steps=steps, checkpoint_every=max(1, steps // 4), validation_fraction=0.0,
+        cache_dir=os.path.join(work_dir, "targets"), resume=resume, progress=progress,
+    )
+    return run["export"]
+
+
+def _without_host_paths(value):
+    """``value`` with every absolute path reduced to its file name (the card is committed and shipped)."""
+    if isinstance(value, dict):
+        return {key: _without_host_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_host_paths(item) for item in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        return os.path.basename(value.rstrip(os.sep))
+    return value
+
+
+def _place_model(model, out_path: str, calibration, scratch: str) -> dict:
+    """Put an int8 model at ``out_path`` with its card beside it; returns the card (``{}`` when none).
+
+    An export is converted (int8, frontend inside) in ``scratch``; a ``.tflite`` is copied.
+    """
+    from trillsson_tf.runtime import read_model_card
+
+    model = os.fspath(model)
+    if model.endswith(".tflite"):
+        if not os.path.isfile(model):
+            raise ParameterError(f"TFLite model file not found: {model!r}.")
+        shutil.copyfile(model, out_path)
+        card = read_model_card(model)
+    else:
+        from converters.tflite import convert
+
+        converted = os.path.join(scratch, os.path.basename(out_path))
+        card = convert(model, converted, quantize="int8", representative_audio=calibration, overwrite=True)
+        shutil.copyfile(converted, out_path)
+    if card:
+        card = _without_host_paths({**card, "model_file": os.path.basename(out_path)})
+        with open(os.path.splitext(out_path)[0] + ".json", "w") as handle:
+            json.dump(card, handle, indent=2)
+    return card
+
+
+def _source(card: dict) -> dict:
+    """Provenance from a converter model card, without host paths: student, teacher, steps, parity."""
+    source = card.get("source") or {}
+    run = source.get("run") or {}
+    teacher = source.get("teacher") or run.get("teacher") or {}
+    parity = card.get("parity") or {}
+    return {
+        "model": card.get("name"),
+        "parameters": source.get("parameters"),
+        "teacher": teacher.get("spec"),
+        "training_steps": run.get("step"),
+        "quantize": card.get("quantize"),
+        "float_ops": card.get("float_ops"),
+        "parity_vs_keras": {key: parity[key] for key in ("mean_cosine", "min_cosine", "max_abs_diff", "ccc", "clips") if key in parity},
+        "licence": card.get("licence"),
+    }
+
+
+def _wav2small_outputs(model_path: str) -> dict:
+    """Output meanings and labels of a Wav2Small model, from its output width and the prosody teacher's names."""
+    from trillsson_tf.prosody import PROSODY_SCORES
+
+    _, runner = _signature_runner(model_path)
+    outputs = runner.get_output_details()
+    meaning, labels = {}, None
+    for name, details in outputs.items():
+        width = int(details["shape_signature"][-1])
+        if width == len(PROSODY_SCORES):
+            labels = list(PROSODY_SCORES)
+            meaning[name] = (f"[batch, {width}] per-clip scores, in the order of the labels file ({', '.join(PROSODY_SCORES)}); "
+                             "standardised targets of the prosody teacher (trillsson_tf.prosody): 0 is the training mean, "
+                             "1 one standard deviation")
+        else:
+            meaning[name] = f"[batch, {width}] per-clip scores (regression outputs of the Wav2Small head)"
+    return {"meaning": meaning, "labels": labels}
+
+
+def _default_wav2small(work_dir: str, steps: int, progress: bool):
+    """Distill Wav2Small from the prosody teacher when the registry has it; ``None`` otherwise."""
+    from trillsson_tf import models
+
+    if "wav2small" not in models.available():
+        return None
+    from trillsson_tf.distill import RUN_FILE, distill
+    from trillsson_tf.teachers import PROSODY
+
+    resume = os.path.isfile(os.path.join(work_dir, "wav2small", RUN_FILE))
+    run = distill(
+        _training_items(), out_dir=os.path.join(work_dir, "wav2small"), teacher=PROSODY, student="wav2small",
+        steps=steps, checkpoint_every=max(1, steps // 4), validation_fraction=0.0,
+        cache_dir=os.path.join(work_dir, "targets"), resume=resume, progress=progress,
+    )
+    return run["export"]
+
+
+def _readme(entries: list, golden: dict) -> str:
+    """The folder's README: what each file is, and Kotlin that loads a model and reads its outputs."""
+    rows = "\n".join(
+        f"| `{entry['model_file']}` | {entry['model_bytes'] / 1024:.0f} KB | {entry['task']} | "
+        f"`{entry['input']['name']}` {entry['input']['shape']} {entry['input']['dtype']} | "
+        + ", ".join(f"`{out['name']}` {out['shape']}" for out in entry["outputs"]) + " |"
+        for entry in entries
+    )
+    usage = "\n".join(
+        f"val {'embedder' if entry['task'] == 'embedding' else 'scorer'} = AudioModel(context, \"{entry['model_file']}\", "
+        f"outputWidth = {entry['outputs'][0]['shape'][-1]})   // output \"{entry['outputs'][0]['name']}\""
+        + (f"; columns: {entry['labels_file']}" if entry["labels_file"] else "")
+        for entry in entries
+    )
+    embedding = entries[0]
+    width = embedding["outputs"][0]["shape"][-1]
+    tolerance = golden["tolerance"]
+    return f"""# Android demo assets (generated)
+
+Generated by `trillsson-tf android-assets --out android_demo_assets` (library:
+`trillsson_tf.android.build_android_assets`); do not edit by hand, regenerate. Every file an
+Android app needs to run these models on the device, and what its instrumented test checks.
+
+| model | size | task | input | outputs |
+|---|---:|---|---|---|
+{rows}
+
+- `<model>.metadata.json`: input name, shape (`-1` = any size), dtype, sample rate (16 kHz),
+  value range ([-1, 1]; PCM16 / 32768), output names, shapes and meaning; provenance (student,
+  teacher, training steps, ops left in float, parity with the Keras model on held-out speech).
+- `<model>.json`: the converter's model card (op table with tensor dtypes, frontend numbers,
+  parity, licence note); the Python runtime reads it, an app does not need it.
+- `<model>.labels.txt`: names of the output columns of a scores / classifier head, one a line.
+- `{SAMPLE_FILE}`: {golden['sample']['seconds']} s of real speech (LibriSpeech test-other
+  `{os.path.basename(_SAMPLE_SOURCE)}`, CC BY 4.0, Panayotov et al.), 16-bit PCM, mono, 16 kHz.
+- `{GOLDEN_FILE}`: every model's outputs on that WAV, computed on the host with
+  `trillsson_tf.runtime.TFLiteModel` (LiteRT, 1 thread). Compare on the device with cosine
+  >= {tolerance['min_cosine']} and max |difference| <= {tolerance['max_relative_error']} x max |golden|
+  (int8 kernels round differently on ARM and x86).
+
+## Kotlin: load a model, feed 16 kHz PCM, read the output
+
+`app/build.gradle.kts` (the LiteRT 1.x AAR, which keeps the `org.tensorflow.lite.Interpreter` API):
+
+```kotlin
+dependencies {{
+    implementation("com.google.ai.edge.litert:litert:1.4.0")
+}}
+android {{
+    androidResources {{ noCompress += "tflite" }}   // memory-map the models from the APK
+}}
+```
+
+```kotlin
+import android.content.Context
+import java.io.FileInputStream
+import java.nio.MappedByteBuffer
+import java.nio.channels.FileChannel
+import org.tensorflow.lite.Interpreter
+
+fun loadModel(context: Context, assetName: String): MappedByteBuffer =
+    context.assets.openFd(assetName).use {{ fd ->
+        FileInputStream(fd.fileDescriptor).channel.use {{ channel ->
+            channel.map(FileChannel.MapMode.READ_ONLY, fd.startOffset, fd.declaredLength)
+        }}
+    }}
+
+/** One model of this folder: 16 kHz mono PCM16 in, one row of `outputWidth` floats per clip out. */
+class AudioModel(context: Context, assetName: String, private val outputWidth: Int) : AutoCloseable {{
+    private val interpreter = Interpreter(loadModel(context, assetName), Interpreter.Options().setNumThreads(1))
+
+    fun run(pcm16: ShortArray): FloatArray {{
+        // Input "{embedding['input']['name']}": float32 [1, samples] in [-1, 1], any length. The embedding
+        // model mirror-pads clips under 2 s and averages 1.95 s chunks inside.
+        val audio = arrayOf(FloatArray(pcm16.size) {{ pcm16[it] / 32768f }})
+        interpreter.resizeInput(0, intArrayOf(1, pcm16.size))
+        interpreter.allocateTensors()
+        val output = arrayOf(FloatArray(outputWidth))
+        interpreter.run(audio, output)
+        return output[0]
+    }}
+
+    override fun close() = interpreter.close()
+}}
+
+{usage}
+```
+
+Compare embeddings by cosine similarity. Record with `AudioRecord(MediaRecorder.AudioSource.MIC,
+16000, AudioFormat.CHANNEL_IN_MONO, AudioFormat.ENCODING_PCM_16BIT, bufferSize)` and pass the
+`ShortArray` it fills. `resizeInput` re-plans memory: keep the clip length fixed in a live
+loop (for example embed 2 s windows and average the vectors).
+
+## Instrumented test (androidTest)
+
+```kotlin
+@Test fun embeddingMatchesGolden() {{
+    val context = InstrumentationRegistry.getInstrumentation().context   // the test APK's assets
+    val wav = context.assets.open("{SAMPLE_FILE}").readBytes()
+    val pcm = ShortArray((wav.size - 44) / 2) {{                              // 44-byte PCM WAV header
+        ((wav[44 + 2 * it + 1].toInt() shl 8) or (wav[44 + 2 * it].toInt() and 0xff)).toShort()
+    }}
+    val golden = JSONObject(context.assets.open("{GOLDEN_FILE}").bufferedReader().readText())
+        .getJSONObject("models").getJSONObject("{embedding['model_file']}")
+        .getJSONArray("{embedding['outputs'][0]['name']}").getJSONArray(0)
+    val actual = AudioModel(context, "{embedding['model_file']}", outputWidth = {width}).use {{ it.run(pcm) }}
+    var dot = 0.0; var na = 0.0; var nb = 0.0
+    for (i in actual.indices) {{
+        val g = golden.getDouble(i); dot += g * actual[i]; na += g * g; nb += actual[i].toDouble() * actual[i]
+    }}
+    assertTrue(dot / Math.sqrt(na * nb) >= {tolerance['min_cosine']})
+}}
+```
+
+The Python twin of this Kotlin (PCM16 / 32768, resize input 0 to `[1, samples]`, run, read
+output 0) is checked against `{GOLDEN_FILE}` for every model in `tests/test_android.py`; no
+Android build runs there.
+"""
+
+
+def build_android_assets(
+    out_dir,
+    *,
+    embedding_model=None,
+    wav2small_model=None,
+    with_wav2small: bool = True,
+    steps=None,
+    work_dir=None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict:
+    """Write the Android demo assets folder (models, metadata, labels, sample WAV, golden outputs, README).
+
+    Args:
+        out_dir: Output folder (refused when it exists and is not empty, unless ``overwrite``).
+        embedding_model: A trillsson_tf export directory or ``.keras`` file (converted to int8
+            with the frontend inside), or a ``.tflite`` file (copied with its model card).
+            ``None``: distill ``speech_embedding`` into ``tiny_cnn`` on the bundled audio.
+        wav2small_model: The same forms, for the Wav2Small scores model. ``None``: distill it
+            from the prosody teacher when the registry has ``wav2small``, else leave it out.
+        with_wav2small: ``False`` leaves the Wav2Small model out.
+        steps: Distillation steps for the models built here (default :data:`DEFAULT_STEPS`,
+            :data:`FAST_STEPS` under ``TRILLSSON_FAST=1``).
+        work_dir: Folder for the distillation runs and target cache (kept, and resumed on the
+            next call); ``None`` uses a temporary folder.
+        overwrite: Replace an existing ``out_dir``.
+        progress: Progress bars while distilling.
+
+    Returns:
+        Summary: ``{'out_dir', 'files', 'folder_bytes', 'models': {file: {'bytes', 'parity'}},
+        'skipped': {what: why}}``.
+
+    Raises:
+        ParameterError: an existing ``out_dir`` without ``overwrite``, a missing model file,
+            a model whose outputs do not match its description.
+        TrillssonError: the folder ends up larger than :data:`MAX_FOLDER_BYTES`.
+    """
+    out_dir = os.fspath(out_dir)
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        if not overwrite:
+            raise ParameterError(f"Output directory {out_dir!r} exists and is not empty; pass overwrite=True (CLI --force).")
+    if steps is None:
+        steps = FAST_STEPS if os.environ.get("TRILLSSON_FAST") == "1" else DEFAULT_STEPS
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ParameterError(f"steps must be a positive integer, got {steps!r}.")
+
+    with tempfile.TemporaryDirectory() as staging, tempfile.TemporaryDirectory() as scratch:
+        work = os.fspath(work_dir) if work_dir is not None else scratch
+        sample_path = _write_sample(staging)
+        sample = load_audio(sample_path)  # the PCM16 values the device reads, not the float original
+        calibration = [item.path for item in _training_items()][:_CALIBRATION_CLIPS]
+        entries, skipped, cards = [], {}, {}
+
+        source = embedding_model if embedding_model is not None else _distill_embedding_student(work, steps, progress)
+        path = os.path.join(staging, EMBEDDING_FILE)
+        cards[EMBEDDING_FILE] = card = _place_model(source, path, calibration, scratch)
+        _, runner = _signature_runner(path)
+        (output_name, details), = runner.get_output_details().items()
+        width = int(details["shape_signature"][-1])
+        teacher = _source(card)["teacher"] or "its teacher"
+        entries.append(model_metadata(
+            path, task="embedding",
+            description=f"Speech embedding student ({card.get('name', 'unknown')}), int8 network with the TRILLsson "
+                        f"log-mel frontend inside (float); distilled from {teacher}.",
+            output_meaning={output_name: f"[batch, {width}] clip embedding: the mean over 1.95 s chunks (clips under "
+                                         "2 s are mirror-padded); compare clips by cosine similarity"},
+            source=_source(card),
+        ))
+
+        source = None
+        if with_wav2small:
+            source = wav2small_model if wav2small_model is not None else _default_wav2small(work, steps, progress)
+        if not with_wav2small:
+            skipped[WAV2SMALL_FILE] = "with_wav2small=False (CLI --no-wav2small)"
+        elif source is None:
+            skipped[WAV2SMALL_FILE] = "the student registry has no 'wav2small' and no wav2small_model was given"
+        else:
+            path = os.path.join(staging, WAV2SMALL_FILE)
+            cards[WAV2SMALL_FILE] = card = _place_model(source, path, calibration, scratch)
+            described = _wav2small_outputs(path)
+            entries.append(model_metadata(
+                path, task="regression",
+                description="Wav2Small: raw 16 kHz audio in, per-clip scores out, int8.",
+                output_meaning=described["meaning"], labels=described["labels"], source=_source(card),
+            ))
+
+        for entry in entries:
+            stem = os.path.splitext(entry["model_file"])[0]
+            with open(os.path.join(staging, stem + METADATA_SUFFIX), "w") as handle:
+                json.dump(entry, handle, indent=2)
+            if entry["labels_file"]:
+                with open(os.path.join(staging, entry["labels_file"]), "w") as handle:
+                    handle.write("\n".join(entry["labels"]) + "\n")
+        golden = {
+            "format": _FORMAT,
+            "sample": {"file": SAMPLE_FILE, "sample_rate_hz": _SAMPLE_RATE_HZ, "samples": int(len(sample)),
+                       "seconds": round(len(sample) / _SAMPLE_RATE_HZ, 3), "sha256": _sha256(sample_path)},
+            "generated_with": "trillsson_tf.runtime.TFLiteModel, 1 thread",
+            "tolerance": {"min_cosine": _MIN_COSINE, "max_relative_error": _MAX_RELATIVE_ERROR},
+            "models": {entry["model_file"]: golden_outputs(os.path.join(staging, entry["model_file"]), sample)
+                       for entry in entries},
+        }
+        with open(os.path.join(staging, GOLDEN_FILE), "w") as handle:
+            json.dump(golden, handle, indent=2)
+        with open(os.path.join(staging, README_FILE), "w") as handle:
+            handle.write(_readme(entries, golden))
+
+        size = _folder_bytes(staging)
+        if size > MAX_FOLDER_BYTES:
+            raise TrillssonError(f"The assets come to {size:,} bytes, over the {MAX_FOLDER_BYTES:,}-byte limit; "
+                                 "use smaller models.")
+        if os.path.isdir(out_dir):
+            shutil.rmtree(out_dir)
+        shutil.copytree(staging, out_dir)
+
+    _log.info("Android assets written to %s (%d bytes)", out_dir, size)
+    return {
+        "out_dir": out_dir,
+        "files": sorted(os.listdir(out_dir)),
+        "folder_bytes": size,
+        "models": {name: {"bytes": os.path.getsize(os.path.join(out_dir, name)),
+                          "parity": (cards[name].get("parity") or {}).get("mean_cosine")} for name in cards},
+        "skipped": skipped,
+    }

@@ -1,0 +1,368 @@
+"""Layer-wise distillation (DistilHuBERT, spec section 7): a small waveform student predicts a teacher's hidden layers.
+
+``distill_layers(data, out_dir=..., teacher=..., layers='4,8,12')``: load a layered teacher
+(:func:`trillsson_tf.layer_teachers.load_layered_teacher`), cut every clip into segments of
+``segment_samples`` (mirror-padding short clips), compute the teacher's selected layers on each
+segment once (cached with :func:`trillsson_tf.targets.cached_targets`), build the student
+encoder (:mod:`trillsson_tf.models.distil`; by default the widest DistilHuBERT-shaped config
+with at most ``size_fraction`` of the teacher's parameters) with one linear prediction head
+per teacher layer on its last layer, and train
+
+    loss = sum over layers of  mean_frames[ mean_d |y - y_hat| - log sigmoid(cos(y, y_hat)) ]
+
+(DistilHuBERT, lambda = 1). The teacher's frames are matched to the student's by time: each
+teacher frame is predicted from the mean of the student frames whose centres fall in its
+sample span (1:1 for a HuBERT teacher, which shares the 320-sample frame step). Targets are
+standardised per dimension with training-set statistics (layer scales differ by orders of
+magnitude in convolutional teachers); the heads are dropped after training, as in DistilHuBERT.
+
+Output folder, like :func:`trillsson_tf.distill.distill`: ``run.json`` (``--resume`` reads
+it), ``checkpoints/``, ``logs/`` (TensorBoard), and ``export/``: a hub-format SavedModel
+(``audio_samples`` -> ``embedding``, the time-mean of the last student layer) whose
+``model.keras`` holds the encoder as the layer ``encoder`` for :mod:`trillsson_tf.finetune`.
+"""
+import json
+import logging
+import os
+import time
+
+import numpy as np
+
+from trillsson_tf._keras import keras, tf
+from trillsson_tf.data import LoadedAudio, find_audio, load_clips, segments, split_items
+from trillsson_tf.distill import RUN_FILE, _check_positive, _learning_rate, _log_scalar, _prepare_out_dir, _versions
+from trillsson_tf.errors import ParameterError
+from trillsson_tf.export import export_savedmodel
+from trillsson_tf.layer_teachers import load_layered_teacher
+from trillsson_tf.models import EMBEDDING_KEY
+from trillsson_tf.models import distil
+from trillsson_tf.targets import cached_targets
+from trillsson_tf.teachers import SPEECH_EMBEDDING, Teacher
+
+__all__ = ["DEFAULT_SEGMENT_SAMPLES", "EXPORT_KIND", "alignment_matrix", "distill_layers", "layer_loss", "student_config"]
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_SEGMENT_SAMPLES = 16000
+EXPORT_KIND = "layer_student"
+"""``kind`` in the ``trillsson_tf.json`` of a layer-distilled export (read by :mod:`trillsson_tf.finetune`)."""
+_LOG_EVERY_STEPS = 10
+
+
+class _SegmentFrames(Teacher):
+    """A layered teacher seen by the target cache: one clip in, its segments' layer frames out.
+
+    ``__call__`` on ``[1, samples]`` returns ``{'embedding': float32 [segments, frames, sum(D)]}``
+    (the selected layers concatenated on the last axis), so that
+    :func:`trillsson_tf.targets.cached_targets` stores them like any target.
+    """
+
+    def __init__(self, layered, segment_samples: int):
+        super().__init__(layered.spec)
+        self.layered, self.segment_samples = layered, segment_samples
+        self.parameters = layered.parameters
+        self.identity = f"{layered.identity}|frames|segment={segment_samples}"
+        self.embedding_dim = layered.embedding_dim
+
+    def _embed(self, audio):
+        pieces = segments(audio[0], segment_samples=self.segment_samples)
+        outputs = self.layered.layer_outputs(pieces)
+        return np.concatenate([outputs[name] for name in self.layered.layers], axis=-1)
+
+    def describe(self) -> dict:
+        return {**self.layered.describe(), "identity": self.identity, "segment_samples": self.segment_samples}
+
+
+def alignment_matrix(teacher_spans, student_frames: int, *, hop_samples: int, field_samples: int) -> np.ndarray:
+    """Average student frames into teacher frames by time.
+
+    Args:
+        teacher_spans: int ``[T_teacher, 2]`` sample ranges ``[start, end)`` of the teacher frames.
+        student_frames: Number of student frames T_student.
+        hop_samples: Student frame step, in samples.
+        field_samples: Student receptive field, in samples.
+
+    Returns:
+        float32 ``[T_teacher, T_student]``: row t averages the student frames whose centres lie
+        in span t (the nearest frame when none does); rows sum to 1.
+    """
+    centres = np.arange(student_frames) * hop_samples + field_samples / 2.0
+    matrix = np.zeros((len(teacher_spans), student_frames), np.float32)
+    for row, (start, end) in enumerate(teacher_spans):
+        inside = (centres >= start) & (centres < end)
+        if not inside.any():
+            inside = np.abs(centres - (start + end) / 2.0) == np.abs(centres - (start + end) / 2.0).min()
+        matrix[row, inside] = 1.0 / inside.sum()
+    return matrix
+
+
+def layer_loss(target, prediction):
+    """DistilHuBERT's loss for one layer: mean over frames of L1 (mean over D) - log sigmoid(cosine).
+
+    Args:
+        target: float32 ``[batch, frames, D]``.
+        prediction: float32 ``[batch, frames, D]``.
+
+    Returns:
+        Scalar float32 tensor.
+    """
+    l1 = tf.reduce_mean(tf.abs(target - prediction), axis=-1)
+    cosine = tf.reduce_sum(tf.nn.l2_normalize(target, -1) * tf.nn.l2_normalize(prediction, -1), axis=-1)
+    return tf.reduce_mean(l1 - tf.math.log_sigmoid(cosine))
+
+
+def student_config(student: str, teacher, *, student_options=None, size_fraction: float = 0.25,
+                   segment_samples: int = DEFAULT_SEGMENT_SAMPLES) -> dict:
+    """The student's config: the preset, sized to ``size_fraction`` of the teacher unless a width is given.
+
+    Args:
+        student: A name from :func:`trillsson_tf.models.distil.available`.
+        teacher: The layered teacher (its ``parameters`` set the budget).
+        student_options: Overrides of the preset (``width``, ``depth``, ...); a ``width`` turns
+            the sizing off, a ``depth`` alone is kept while sizing.
+        size_fraction: Encoder budget as a share of the teacher's parameters.
+        segment_samples: Training segment length (the encoder mirror-pads shorter clips to it).
+    """
+    if student not in distil.PRESETS:
+        raise ParameterError(f"Unknown layer-distillation student {student!r}. Expected one of: {list(distil.PRESETS)}.")
+    options = dict(student_options or {})
+    unknown = sorted(set(options) - set(distil.PRESETS[student].config))
+    if unknown:
+        raise ParameterError(f"Unknown option(s) {unknown} for student {student!r}. Expected some of: {sorted(distil.PRESETS[student].config)}.")
+    config = {**distil.PRESETS[student].config, "min_samples": segment_samples}
+    if "width" not in options and teacher.parameters:
+        if not 0.0 < size_fraction <= 1.0:
+            raise ParameterError(f"size_fraction must be in (0, 1], got {size_fraction!r}.")
+        config.update(distil.sized_config(int(size_fraction * teacher.parameters), depth=options.get("depth", config["depth"])))
+    elif "width" in options:
+        config.update({key: value for key, value in distil.scaled_config(options["width"], depth=options.get("depth", config["depth"])).items()})
+    config.update(options)
+    config["conv_layers"] = [list(layer) for layer in config["conv_layers"]]
+    return config
+
+
+def _segment_arrays(loaded, targets, indices, segment_samples):
+    audio = [segments(loaded.clips[i], segment_samples=segment_samples) for i in indices]
+    frames = [targets[i] for i in indices]
+    if not audio:
+        return None, None
+    return np.concatenate(audio).astype(np.float32), np.concatenate(frames).astype(np.float32)
+
+
+def distill_layers(
+    data,
+    *,
+    out_dir,
+    teacher=SPEECH_EMBEDDING,
+    layers=None,
+    student: str = "distil-small",
+    student_options=None,
+    size_fraction: float = 0.25,
+    segment_samples: int = DEFAULT_SEGMENT_SAMPLES,
+    lr: float = 1e-3,
+    lr_schedule: str = "cosine",
+    batch_size: int = 16,
+    steps: int = 2000,
+    checkpoint_every: int = 500,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
+    cache_dir=None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict:
+    """Distill the hidden layers ``layers`` of ``teacher`` into a DistilHuBERT-style student.
+
+    Args:
+        data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.data.AudioItem`.
+        out_dir: Run folder (``run.json``, ``checkpoints/``, ``logs/``, ``export/``).
+        teacher: A spec for :func:`trillsson_tf.layer_teachers.load_layered_teacher` (``hf:...``,
+            ``speech_embedding``, a SavedModel / Keras file, a ``.tflite``), or a loaded one.
+        layers: Teacher layers to distill (``'4,8,12'``); default: the teacher's usual choice.
+        student: A name from :func:`trillsson_tf.models.distil.available`.
+        student_options: Overrides of the student config (``width``, ``depth``, ...).
+        size_fraction: Without a ``width`` option, the student is the widest one with at most
+            this share of the teacher's parameters.
+        segment_samples: Training segment length in samples (>= the teacher's window).
+        lr: Adam learning rate (peak of the schedule).
+        lr_schedule: ``cosine`` or ``constant`` (see :data:`trillsson_tf.distill.LR_SCHEDULES`).
+        batch_size: Segments per step.
+        steps: Total optimizer steps (a resumed run continues up to this number).
+        checkpoint_every: Steps between checkpoints (also written at the end).
+        validation_fraction: Share of files held out for the validation loss.
+        seed: Seeds the split, the batches and the weights.
+        cache_dir: Target cache root (see :func:`trillsson_tf.targets.cached_targets`).
+        resume: Continue the run in ``out_dir``; refused when the teacher, its layers or the
+            student differ.
+        overwrite: Replace a non-empty ``out_dir`` (ignored with ``resume``).
+        progress: Progress bars for targets and training.
+
+    Returns:
+        The run record (also ``<out_dir>/run.json`` and ``<out_dir>/export/run.json``), with
+        ``loss_history`` ``[[step, total, {layer: loss}], ...]``.
+
+    Raises:
+        ParameterError: bad numbers or choices, layers the teacher lacks (listed), a segment
+            shorter than the teacher's window, a non-empty ``out_dir`` without ``resume``/``overwrite``.
+    """
+    from tqdm.auto import tqdm
+
+    for name, value in (("batch_size", batch_size), ("steps", steps), ("checkpoint_every", checkpoint_every),
+                        ("segment_samples", segment_samples)):
+        _check_positive(name, value)
+    if not lr > 0:
+        raise ParameterError(f"lr must be a positive learning rate, got {lr!r}.")
+    learning_rate = _learning_rate(lr, lr_schedule, steps)
+    out_dir = os.fspath(out_dir)
+
+    layered = load_layered_teacher(teacher, layers=layers)
+    if segment_samples < max(layered.min_samples, distil.frame_geometry()[1]):
+        raise ParameterError(
+            f"segment_samples={segment_samples} is shorter than the teacher's window ({layered.min_samples} samples)."
+        )
+    config = student_config(student, layered, student_options=student_options, size_fraction=size_fraction,
+                            segment_samples=segment_samples)
+    frames_teacher = _SegmentFrames(layered, segment_samples)
+    previous = _prepare_out_dir(out_dir, resume=resume, overwrite=overwrite, teacher=frames_teacher, student=student, config=config)
+
+    loaded = load_clips(find_audio(data), progress=progress)
+    train_items, _ = split_items(loaded.items, validation_fraction=validation_fraction, seed=seed)
+    target_set = cached_targets(frames_teacher, LoadedAudio(loaded.items, loaded.clips, loaded.skipped),
+                                cache_dir=cache_dir, progress=progress)
+    is_train = {id(item) for item in train_items}
+    train_index = [i for i, item in enumerate(loaded.items) if id(item) in is_train]
+    held_index = [i for i, item in enumerate(loaded.items) if id(item) not in is_train]
+    if not train_index:
+        raise ParameterError(f"No training files left after holding out validation_fraction={validation_fraction}.")
+    train_audio, train_targets = _segment_arrays(loaded, target_set.targets, train_index, segment_samples)
+    held_audio, held_targets = _segment_arrays(loaded, target_set.targets, held_index, segment_samples)
+    # Standardise each target dimension (over every training frame); the heads learn that scale.
+    flat = train_targets.reshape(-1, train_targets.shape[-1]).astype(np.float64)
+    mean, std = flat.mean(axis=0).astype(np.float32), np.maximum(flat.std(axis=0), 1e-6).astype(np.float32)
+
+    keras.utils.set_random_seed(seed)
+    encoder = distil.build_encoder(**{**config, "conv_layers": tuple(tuple(layer) for layer in config["conv_layers"])})
+    hop, field = distil.frame_geometry(tuple(tuple(layer) for layer in config["conv_layers"]))
+    student_frames = distil.num_frames(segment_samples, tuple(tuple(layer) for layer in config["conv_layers"]))
+    spans = layered.frame_spans(segment_samples, train_targets.shape[1])
+    align = tf.constant(alignment_matrix(spans, student_frames, hop_samples=hop, field_samples=field))
+    dims = [layered.layer_dims[name] for name in layered.layers]
+    heads = {name: keras.layers.Dense(dim, name=f"head_{name}") for name, dim in zip(layered.layers, dims)}
+
+    def predict(audio, training):
+        frames = encoder(audio, training=training)
+        return {name: tf.einsum("ts,bsd->btd", align, head(frames)) for name, head in heads.items()}
+
+    def losses(audio, target, training):
+        predictions = predict(audio, training)
+        parts = tf.split((target - mean) / std, dims, axis=-1)
+        per_layer = {name: layer_loss(part, predictions[name]) for name, part in zip(layered.layers, parts)}
+        return tf.add_n(list(per_layer.values())), per_layer
+
+    predict(tf.zeros((1, segment_samples)), False)  # builds the heads before the checkpoint is restored
+    trainable = encoder.trainable_variables + [v for head in heads.values() for v in head.trainable_variables]
+    optimizer = keras.optimizers.Adam(learning_rate)
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    checkpoint = tf.train.Checkpoint(encoder=encoder, heads=heads, optimizer=optimizer, step=step_var)
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=3)
+    if resume and manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).expect_partial()
+        _log.info("Resumed %s at step %d", out_dir, int(step_var.numpy()))
+
+    @tf.function
+    def train_step(audio, target):
+        with tf.GradientTape() as tape:
+            total, per_layer = losses(audio, target, True)
+        optimizer.apply_gradients(zip(tape.gradient(total, trainable), trainable))
+        return total, per_layer
+
+    @tf.function
+    def eval_loss(audio, target):
+        return losses(audio, target, False)[0]
+
+    record = previous or {}
+    history = list(record.get("loss_history", []))
+    validation_history = list(record.get("validation_history", []))
+    encoder_parameters = int(encoder.count_params())
+    record.update({
+        "teacher": frames_teacher.describe(),
+        "student": {
+            "name": student,
+            "config": config,
+            "parameters": encoder_parameters,
+            "head_parameters": int(sum(head.count_params() for head in heads.values())),
+            "share_of_teacher": encoder_parameters / layered.parameters if layered.parameters else None,
+        },
+        "data": {
+            "source": os.fspath(data) if not isinstance(data, (list, tuple)) else f"list of {len(data)} files",
+            "files": len(loaded.items),
+            "train_files": len(train_index),
+            "validation_files": len(held_index),
+            "train_segments": int(len(train_audio)),
+            "segment_samples": segment_samples,
+            "skipped": [path for path, _ in loaded.skipped],
+            "target_cache": target_set.directory,
+        },
+        "training": {"loss": "l1 - log sigmoid(cosine), per layer", "lr": lr, "lr_schedule": lr_schedule,
+                     "batch_size": batch_size, "steps": steps, "checkpoint_every": checkpoint_every,
+                     "validation_fraction": validation_fraction, "seed": seed},
+        "versions": _versions(),
+    })
+
+    def save(step: int) -> None:
+        manager.save(checkpoint_number=step)
+        if held_audio is not None:
+            values = [float(eval_loss(held_audio[i : i + batch_size], held_targets[i : i + batch_size]))
+                      for i in range(0, len(held_audio), batch_size)]
+            validation_history.append([step, float(np.mean(values))])
+        record.update({"step": step, "loss_history": history, "validation_history": validation_history})
+        with open(os.path.join(out_dir, RUN_FILE), "w") as handle:
+            json.dump(record, handle, indent=2)
+
+    start = int(step_var.numpy())
+    writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs"))
+    bar = tqdm(total=steps, initial=start, desc=f"distill-layers {student}", unit="step", disable=not progress)
+    began = time.perf_counter()
+    with writer.as_default():
+        for step in range(start + 1, steps + 1):
+            rng = np.random.default_rng([seed, step - 1])  # batches depend on the step only: a resume sees the same data
+            rows = rng.integers(0, len(train_audio), batch_size)
+            total, per_layer = train_step(train_audio[rows], train_targets[rows])
+            step_var.assign(step)
+            bar.update(1)
+            if step % _LOG_EVERY_STEPS == 0 or step == steps:
+                values = {name: float(value) for name, value in per_layer.items()}
+                history.append([step, float(total), values])
+                _log_scalar("loss", float(total), step=step)
+                for name, value in values.items():
+                    _log_scalar(f"loss_layer_{name}", value, step=step)
+                bar.set_postfix(loss=f"{float(total):.4g}")
+            if step % checkpoint_every == 0 and step != steps:
+                save(step)
+    bar.close()
+    elapsed_s = time.perf_counter() - began
+    save(steps)
+    writer.flush()
+
+    record["steps_per_second"] = (steps - start) / elapsed_s if steps > start and elapsed_s > 0 else None
+    record["resumed_from_step"] = start if resume else None
+    audio = keras.Input(shape=(None,), dtype="float32", name="audio_samples")
+    embedding = keras.layers.GlobalAveragePooling1D(name=EMBEDDING_KEY)(encoder(audio))
+    model = keras.Model(audio, {EMBEDDING_KEY: embedding}, name=f"{student}_student")
+    metadata = {
+        "kind": EXPORT_KIND,
+        "encoder": distil.ENCODER_NAME,
+        "sample_rate_hz": 16000,
+        "segment_samples": segment_samples,
+        "frame_hop_samples": hop,
+        "teacher": layered.describe(),
+        "student": record["student"],
+    }
+    export_dir = export_savedmodel(model, os.path.join(out_dir, "export"), overwrite=True, extra_metadata=metadata)
+    record["export"] = export_dir
+    for path in (os.path.join(out_dir, RUN_FILE), os.path.join(export_dir, RUN_FILE)):
+        with open(path, "w") as handle:
+            json.dump(record, handle, indent=2)
+    _log.info("Distilled layers %s of %s into %s (%d parameters); exported to %s",
+              ",".join(layered.layers), layered.spec, student, encoder_parameters, export_dir)
+    return record

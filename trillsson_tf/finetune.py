@@ -1,0 +1,588 @@
+"""Joint keyword spotting + speaker verification on a distilled encoder (spec section 7).
+
+``finetune(export, data, out_dir=..., kws_labels='digit', sv_labels='speaker')`` puts two
+heads on the shared encoder of a :func:`trillsson_tf.distill_layers.distill_layers` export:
+
+- a **keyword head**: statistics pooling (mean and std over frames, batch-normalised) -> Dense(ReLU) ->
+  ``keyword_logits`` (softmax over the keyword classes, cross-entropy);
+- a **speaker head**: the same pooling -> Dense(ReLU) -> ``speaker_embedding``, trained
+  with an additive-angular-margin softmax (ArcFace / AAM-softmax: ``s * cos(theta_y + m)`` for
+  the true speaker) over the training speakers, and scored by cosine similarity.
+
+The loss is ``kws_weight * CE + sv_weight * AAM``; a clip without one of the labels adds only
+the other term. Modes: ``freeze_encoder=True`` trains the heads on the encoder's frames,
+computed once on each clip's segments (frozen); otherwise everything trains on random crops
+(fine-tuned). Leaving ``kws_labels`` or ``sv_labels`` out trains a single task.
+
+Data split (deterministic): files labelled ``split=test`` (FSDD takes 0-4) are only scored;
+for speaker verification, a share of the speakers (``sv_holdout``, or ``holdout_speakers``)
+is held out entirely: their clips are never trained on, and verification trials are built from
+them only (:func:`trillsson_tf.metrics.split_speakers`). Keyword accuracy is scored on the
+test files, speaker EER / minDCF on all pairs of held-out clips.
+
+The export (``<out_dir>/export``) has the two outputs ``keyword_logits`` and
+``speaker_embedding`` in its SavedModel signature and in ``model.keras``;
+``trillsson-tf convert`` makes a ``.tflite`` with both (``converters.waveform``), and
+:class:`trillsson_tf.runtime.TFLiteModel` returns both. A :class:`LayeredTeacher` can stand in
+for the export (frozen only): that is the "teacher features" baseline of the benchmark.
+"""
+import json
+import logging
+import math
+import os
+import time
+import types
+
+import numpy as np
+
+from trillsson_tf._keras import keras, tf
+from trillsson_tf.data import AudioItem, find_audio, load_clips, random_crop, segments
+from trillsson_tf.distill import RUN_FILE, _check_positive, _log_scalar, _prepare_out_dir, _versions
+from trillsson_tf.distill_layers import EXPORT_KIND
+from trillsson_tf.errors import ParameterError
+from trillsson_tf.export import KERAS_FILE, export_savedmodel, read_metadata
+from trillsson_tf.frontend.numpy_ops import mirror_pad
+from trillsson_tf.layer_teachers import LayeredTeacher
+from trillsson_tf.metrics import accuracy, speaker_verification, split_speakers
+from trillsson_tf.teachers import _file_fingerprint
+
+__all__ = [
+    "KWS_OUTPUT",
+    "SV_OUTPUT",
+    "MULTITASK_KIND",
+    "StatsPooling",
+    "aam_softmax_logits",
+    "aam_softmax_loss",
+    "build_heads",
+    "evaluate_multitask",
+    "finetune",
+    "load_encoder",
+]
+
+_log = logging.getLogger(__name__)
+
+KWS_OUTPUT = "keyword_logits"
+SV_OUTPUT = "speaker_embedding"
+MULTITASK_KIND = "multitask"
+"""``kind`` in the ``trillsson_tf.json`` of a fine-tuned export."""
+_SPLIT, _TEST = "split", "test"
+_LOG_EVERY_STEPS = 10
+_FRAME_BATCH = 64  # segments per encoder call when the frames of a frozen encoder are computed
+_PACKAGE = "trillsson_tf"
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class StatsPooling(keras.layers.Layer):
+    """Frames ``[batch, frames, W]`` -> ``[batch, 2W]``: mean and standard deviation over time."""
+
+    def call(self, frames):
+        mean = tf.reduce_mean(frames, axis=1)
+        variance = tf.reduce_mean(tf.square(frames - mean[:, tf.newaxis]), axis=1)
+        return tf.concat([mean, tf.sqrt(variance + 1e-6)], axis=-1)
+
+
+def aam_softmax_logits(embeddings, class_weights, labels, *, margin: float = 0.2, scale: float = 30.0):
+    """Additive-angular-margin logits: ``s * cos(theta_j)``, and ``s * cos(theta_y + m)`` for the true class.
+
+    Args:
+        embeddings: float32 ``[batch, E]`` (normalised here).
+        class_weights: float32 ``[E, classes]`` speaker centres (normalised here).
+        labels: int ``[batch]`` true class of each row.
+        margin: Angular margin m, in radians.
+        scale: Scale s of the cosines.
+
+    Returns:
+        float32 ``[batch, classes]`` logits for softmax cross-entropy.
+    """
+    cosine = tf.matmul(tf.nn.l2_normalize(embeddings, -1), tf.nn.l2_normalize(class_weights, 0))
+    cosine = tf.clip_by_value(cosine, -1.0 + 1e-7, 1.0 - 1e-7)
+    sine = tf.sqrt(1.0 - tf.square(cosine))
+    with_margin = cosine * math.cos(margin) - sine * math.sin(margin)
+    # Past theta = pi - m, cos(theta + m) rises again; ArcFace's fallback keeps the target logit falling.
+    with_margin = tf.where(cosine > math.cos(math.pi - margin), with_margin, cosine - math.sin(math.pi - margin) * margin)
+    is_target = tf.one_hot(labels, tf.shape(class_weights)[1]) > 0
+    return scale * tf.where(is_target, with_margin, cosine)
+
+
+def aam_softmax_loss(embeddings, class_weights, labels, *, margin: float = 0.2, scale: float = 30.0):
+    """Mean cross-entropy of :func:`aam_softmax_logits` (a scalar float32 tensor)."""
+    logits = aam_softmax_logits(embeddings, class_weights, labels, margin=margin, scale=scale)
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+def build_heads(width: int, *, kws_classes: int = 0, speaker_dim: int = 0, hidden: int = 128):
+    """The task heads on encoder frames.
+
+    Args:
+        width: Frame feature size W.
+        kws_classes: Keyword classes (0: no keyword head).
+        speaker_dim: Speaker-embedding size (0: no speaker head).
+        hidden: Width of each head's ReLU layer.
+
+    Returns:
+        tf_keras Model named ``heads``: frames ``[batch, None, W]`` -> a dict with
+        ``keyword_logits [batch, kws_classes]`` and/or ``speaker_embedding [batch, speaker_dim]``.
+    """
+    frames = keras.Input(shape=(None, width), name="frames")
+    pooled = StatsPooling(name="stats_pooling")(frames)
+    # Pooled statistics of a normalised encoder vary little from clip to clip: standardising them
+    # lets the heads learn in tens of steps instead of stalling at chance.
+    pooled = keras.layers.BatchNormalization(name="pooled_norm")(pooled)
+    outputs = {}
+    if kws_classes:
+        x = keras.layers.Dense(hidden, activation="relu", name="kws_hidden")(pooled)
+        outputs[KWS_OUTPUT] = keras.layers.Dense(kws_classes, name=KWS_OUTPUT)(x)
+    if speaker_dim:
+        x = keras.layers.Dense(hidden, activation="relu", name="sv_hidden")(pooled)
+        outputs[SV_OUTPUT] = keras.layers.Dense(speaker_dim, name=SV_OUTPUT)(x)
+    if not outputs:
+        raise ParameterError("Give at least one task: kws_labels and/or sv_labels.")
+    return keras.Model(frames, outputs, name="heads")
+
+
+def load_encoder(export):
+    """The shared encoder of a layer-distilled (or already fine-tuned) export.
+
+    Args:
+        export: An export folder of :func:`trillsson_tf.distill_layers.distill_layers` (or of
+            :func:`finetune`).
+
+    Returns:
+        ``(encoder, metadata)``: the tf_keras encoder (audio ``[batch, None]`` -> frames
+        ``[batch, frames, W]``) and the export's ``trillsson_tf.json``.
+
+    Raises:
+        ParameterError: a path that is not such an export (the message says what is expected).
+    """
+    path = os.fspath(export)
+    metadata = read_metadata(path) if os.path.isdir(path) else {}
+    if metadata.get("kind") not in (EXPORT_KIND, MULTITASK_KIND) or not os.path.isfile(os.path.join(path, KERAS_FILE)):
+        raise ParameterError(
+            f"{path!r} is not a layer-distilled export: expected a folder written by `trillsson-tf distill-layers` "
+            f"(<out>/export, with {KERAS_FILE} and trillsson_tf.json of kind {EXPORT_KIND!r})."
+        )
+    model = keras.models.load_model(os.path.join(path, KERAS_FILE))
+    return model.get_layer(metadata["encoder"]), metadata
+
+
+class _TeacherEncoder:
+    """A frozen layered teacher used as the encoder: clip -> its selected layers' frames, concatenated."""
+
+    def __init__(self, teacher: LayeredTeacher):
+        self.teacher = teacher
+        self.width = int(sum(teacher.layer_dims.values()))
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        outputs = self.teacher.layer_outputs(audio)
+        return np.concatenate([outputs[name] for name in self.teacher.layers], axis=-1)
+
+
+def _label_column(items, column, role):
+    present = sorted({key for item in items for key in item.labels})
+    if column not in present:
+        raise ParameterError(
+            f"Label column {column!r} ({role}) not found in the data; its files have the columns {present}. "
+            "Pass a CSV manifest with that column (labels=... / --labels)."
+        )
+
+
+def _plan(items, *, kws_labels, sv_labels, holdout_speakers, sv_holdout, seed):
+    """Training items, keyword classes, training speakers and scoring speakers (deterministic)."""
+    if kws_labels is None and sv_labels is None:
+        raise ParameterError("Give at least one task: kws_labels and/or sv_labels.")
+    if kws_labels is not None:
+        _label_column(items, kws_labels, "keyword labels")
+    if sv_labels is not None:
+        _label_column(items, sv_labels, "speaker labels")
+    speakers_column = sv_labels or "speaker"
+    if holdout_speakers is None and sv_labels is not None:
+        _, holdout_speakers = split_speakers([i.labels[sv_labels] for i in items if sv_labels in i.labels], holdout=sv_holdout, seed=seed)
+    held = set(map(str, holdout_speakers or ()))
+    train = [i for i in items if i.labels.get(_SPLIT) != _TEST and i.labels.get(speakers_column) not in held]
+    if not train:
+        raise ParameterError("No training files: every file is in the test split or from a held-out speaker.")
+    keywords = sorted({i.labels[kws_labels] for i in train if kws_labels in i.labels}) if kws_labels else []
+    if kws_labels:
+        scored = {i.labels[kws_labels] for i in items if i.labels.get(_SPLIT) == _TEST and kws_labels in i.labels}
+        absent = sorted(scored - set(keywords))
+        if absent:
+            raise ParameterError(
+                f"Keyword class(es) {absent} appear in the test files but never in training (training classes: {keywords})."
+            )
+        if len(keywords) < 2:
+            raise ParameterError(f"Keyword spotting needs at least 2 classes in training; got {keywords}.")
+    speakers = sorted({i.labels[sv_labels] for i in train if sv_labels in i.labels}) if sv_labels else []
+    if sv_labels and len(speakers) < 2:
+        raise ParameterError(f"The speaker head needs at least 2 training speakers; got {speakers}.")
+    return train, keywords, speakers, sorted(held)
+
+
+def _label_indices(items, column, classes):
+    lookup = {name: index for index, name in enumerate(classes)}
+    return np.array([lookup.get(item.labels.get(column), -1) if column else -1 for item in items], np.int32)
+
+
+def _encoder_source(export):
+    if isinstance(export, LayeredTeacher):
+        return types.SimpleNamespace(spec=export.spec, identity=f"teacher:{export.identity}")
+    path = os.fspath(export)
+    return types.SimpleNamespace(spec=path, identity=f"export:{_file_fingerprint(os.path.join(path, KERAS_FILE))}")
+
+
+def finetune(
+    export,
+    data,
+    *,
+    out_dir,
+    kws_labels="digit",
+    sv_labels="speaker",
+    labels=None,
+    freeze_encoder: bool = False,
+    kws_weight: float = 1.0,
+    sv_weight: float = 1.0,
+    speaker_dim: int = 128,
+    hidden: int = 128,
+    margin: float = 0.2,
+    scale: float = 30.0,
+    holdout_speakers=None,
+    sv_holdout=0.4,
+    sv_groups=None,
+    steps: int = 600,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    checkpoint_every: int = 200,
+    seed: int = 0,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict:
+    """Fine-tune (or freeze) an encoder with a keyword head and/or a speaker head.
+
+    Args:
+        export: A :func:`trillsson_tf.distill_layers.distill_layers` export folder, or a
+            :class:`trillsson_tf.layer_teachers.LayeredTeacher` (frozen only; no export is written).
+        data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.data.AudioItem`.
+        out_dir: Run folder (``run.json``, ``checkpoints/``, ``logs/``, ``export/``).
+        kws_labels: Label column of the keywords (``None``: no keyword task).
+        sv_labels: Label column of the speakers (``None``: no speaker task).
+        labels: Optional CSV manifest of extra label columns.
+        freeze_encoder: Train the heads only, on frames computed once.
+        kws_weight: Weight of the keyword loss.
+        sv_weight: Weight of the speaker (AAM-softmax) loss.
+        speaker_dim: Size of ``speaker_embedding``.
+        hidden: Width of each head's hidden layer.
+        margin: AAM angular margin, in radians.
+        scale: AAM scale.
+        holdout_speakers: Speakers to hold out for verification (default: drawn with ``sv_holdout``).
+        sv_holdout: Share (or count) of speakers held out when ``holdout_speakers`` is ``None``.
+        sv_groups: Label column (for example a corpus) within whose values verification is also
+            scored alone (``scores['sv_by_group']``).
+        steps: Optimizer steps.
+        batch_size: Clips per step.
+        lr: Adam learning rate (cosine decay to 1% over ``steps``).
+        checkpoint_every: Steps between checkpoints.
+        seed: Seeds the speaker split, the batches and the heads.
+        resume: Continue the run in ``out_dir`` (refused with another encoder or config).
+        overwrite: Replace a non-empty ``out_dir``.
+        progress: Progress bars.
+
+    Returns:
+        The run record (also in ``<out_dir>/run.json``) with ``scores``: keyword ``accuracy`` on
+        the test files and speaker ``eer`` / ``min_dcf`` on the held-out speakers.
+
+    Raises:
+        ParameterError: a missing label column (the message lists the columns), a keyword class
+            absent from training, fewer than 2 scoring or training speakers, bad numbers.
+    """
+    from tqdm.auto import tqdm
+
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
+        _check_positive(name, value)
+    for name, value in (("kws_weight", kws_weight), ("sv_weight", sv_weight), ("lr", lr), ("scale", scale)):
+        if not value > 0:
+            raise ParameterError(f"{name} must be positive, got {value!r}.")
+    if not 0.0 <= margin < math.pi / 2:
+        raise ParameterError(f"margin must be in [0, pi/2) radians, got {margin!r}.")
+    out_dir = os.fspath(out_dir)
+    teacher_mode = isinstance(export, LayeredTeacher)
+    if teacher_mode and not freeze_encoder:
+        raise ParameterError("A teacher cannot be fine-tuned here: pass freeze_encoder=True to train heads on its features.")
+    if teacher_mode:
+        encoder, metadata = _TeacherEncoder(export), {"segment_samples": max(16000, export.min_samples)}
+        width = encoder.width
+    else:
+        encoder, metadata = load_encoder(export)
+        width = int(encoder.output_shape[-1])
+    segment_samples = int(metadata.get("segment_samples", 16000))
+
+    items = find_audio(data, labels=labels)
+    train_items, keywords, speakers, held = _plan(
+        items, kws_labels=kws_labels, sv_labels=sv_labels, holdout_speakers=holdout_speakers, sv_holdout=sv_holdout, seed=seed
+    )
+    config = {
+        "tasks": [task for task, column in (("kws", kws_labels), ("sv", sv_labels)) if column],
+        "kws_labels": kws_labels, "sv_labels": sv_labels, "freeze_encoder": bool(freeze_encoder),
+        "kws_weight": kws_weight, "sv_weight": sv_weight, "speaker_dim": speaker_dim if sv_labels else 0,
+        "hidden": hidden, "margin": margin, "scale": scale, "keywords": keywords, "train_speakers": speakers,
+        "holdout_speakers": held, "segment_samples": segment_samples,
+    }
+    source = _encoder_source(export)
+    previous = _prepare_out_dir(out_dir, resume=resume, overwrite=overwrite, teacher=source, student="multitask", config=config)
+
+    loaded = load_clips(train_items, progress=progress)
+    keyword_index = _label_indices(loaded.items, kws_labels, keywords)
+    speaker_index = _label_indices(loaded.items, sv_labels, speakers)
+    keras.utils.set_random_seed(seed)
+    heads = build_heads(width, kws_classes=len(keywords), speaker_dim=config["speaker_dim"], hidden=hidden)
+    centres = tf.Variable(tf.random.normal([max(config["speaker_dim"], 1), max(len(speakers), 1)], seed=seed), name="speaker_centres")
+
+    if freeze_encoder:
+        # Frames are computed once per segment; every step trains the heads on stored frames.
+        pieces = [segments(clip, segment_samples=segment_samples) for clip in loaded.clips]
+        row_clip = np.concatenate([np.full(len(piece), index) for index, piece in enumerate(pieces)])
+        pieces = np.concatenate(pieces)
+        frames = np.concatenate([_frames(encoder, pieces[start : start + _FRAME_BATCH])
+                                 for start in tqdm(range(0, len(pieces), _FRAME_BATCH), desc="encoder frames", disable=not progress)])
+        trainable = heads.trainable_variables + ([centres] if speakers else [])
+    else:
+        encoder.trainable = True
+        trainable = encoder.trainable_variables + heads.trainable_variables + ([centres] if speakers else [])
+
+    schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps, alpha=0.01)
+    optimizer = keras.optimizers.Adam(schedule)
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    tracked = {"heads": heads, "centres": centres, "optimizer": optimizer, "step": step_var}
+    if not teacher_mode:
+        tracked["encoder"] = encoder
+    checkpoint = tf.train.Checkpoint(**tracked)
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=2)
+    if resume and manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).expect_partial()
+
+    def task_losses(outputs, keyword, speaker):
+        parts = {}
+        if keywords:
+            mask = keyword >= 0
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.maximum(keyword, 0), logits=outputs[KWS_OUTPUT])
+            parts["kws"] = tf.reduce_sum(tf.where(mask, losses, 0.0)) / tf.maximum(tf.reduce_sum(tf.cast(mask, tf.float32)), 1.0)
+        if speakers:
+            mask = speaker >= 0
+            logits = aam_softmax_logits(outputs[SV_OUTPUT], centres, tf.maximum(speaker, 0), margin=margin, scale=scale)
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.maximum(speaker, 0), logits=logits)
+            parts["sv"] = tf.reduce_sum(tf.where(mask, losses, 0.0)) / tf.maximum(tf.reduce_sum(tf.cast(mask, tf.float32)), 1.0)
+        total = kws_weight * parts.get("kws", 0.0) + sv_weight * parts.get("sv", 0.0)
+        return total, parts
+
+    @tf.function
+    def train_step(inputs, keyword, speaker):
+        with tf.GradientTape() as tape:
+            features = inputs if freeze_encoder else encoder(inputs, training=True)
+            total, parts = task_losses(heads(features, training=True), keyword, speaker)
+        optimizer.apply_gradients(zip(tape.gradient(total, trainable), trainable))
+        return total, parts
+
+    usable = np.flatnonzero((keyword_index >= 0) | (speaker_index >= 0))
+
+    def batch(step):
+        rng = np.random.default_rng([seed, step])
+        if freeze_encoder:
+            pick = rng.choice(np.flatnonzero(np.isin(row_clip, usable)), batch_size)
+            clips = row_clip[pick]
+            return frames[pick], keyword_index[clips], speaker_index[clips]
+        clips = rng.choice(usable, batch_size)
+        audio = np.stack([random_crop(loaded.clips[i], rng, crop_samples=segment_samples) for i in clips])
+        return audio, keyword_index[clips], speaker_index[clips]
+
+    record = previous or {}
+    history = list(record.get("loss_history", []))
+    record.update({
+        "teacher": {"spec": source.spec, "identity": source.identity},  # the encoder's source (checked on resume)
+        "student": {"name": "multitask", "config": config},
+        "data": {"files": len(items), "train_files": len(loaded.items), "skipped": [p for p, _ in loaded.skipped]},
+        "training": {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed},
+        "versions": _versions(),
+    })
+
+    def save(step):
+        manager.save(checkpoint_number=step)
+        record.update({"step": step, "loss_history": history})
+        with open(os.path.join(out_dir, RUN_FILE), "w") as handle:
+            json.dump(record, handle, indent=2)
+
+    start = int(step_var.numpy())
+    writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs"))
+    bar = tqdm(total=steps, initial=start, desc=f"finetune ({'frozen' if freeze_encoder else 'fine-tuned'})", unit="step",
+               disable=not progress)
+    began = time.perf_counter()
+    with writer.as_default():
+        for step in range(start + 1, steps + 1):
+            total, parts = train_step(*batch(step - 1))
+            step_var.assign(step)
+            bar.update(1)
+            if step % _LOG_EVERY_STEPS == 0 or step == steps:
+                values = {name: float(value) for name, value in parts.items()}
+                history.append([step, float(total), values])
+                _log_scalar("loss", float(total), step=step)
+                bar.set_postfix(loss=f"{float(total):.4g}")
+            if step % checkpoint_every == 0 and step != steps:
+                save(step)
+    bar.close()
+    record["train_seconds"] = time.perf_counter() - began
+    save(steps)
+    writer.flush()
+
+    names = tuple(heads.output)
+    if teacher_mode:
+        predict = _feature_predictor(encoder, heads, segment_samples)
+        record["export"] = None
+        record["parameters"] = {"encoder": export.parameters, "heads": int(heads.count_params())}
+    else:
+        audio = keras.Input(shape=(None,), dtype="float32", name="audio_samples")
+        outputs = heads(encoder(audio))
+        model = keras.Model(audio, {name: outputs[name] for name in names}, name="multitask")
+        info = {"kind": MULTITASK_KIND, "encoder": encoder.name, "sample_rate_hz": 16000, "segment_samples": segment_samples,
+                "keywords": keywords, "kws_labels": kws_labels, "sv_labels": sv_labels, "train_speakers": speakers,
+                "holdout_speakers": held, "teacher": metadata.get("teacher"), "distilled_from": source.spec}
+        record["export"] = export_savedmodel(model, os.path.join(out_dir, "export"), overwrite=True, extra_metadata=info,
+                                             output_names=names)
+        predict = _model_predictor(model, segment_samples)
+        record["parameters"] = {"encoder": int(encoder.count_params()), "heads": int(heads.count_params()),
+                                "total": int(model.count_params())}
+    scoring = [i for i in items if i.labels.get(_SPLIT) == _TEST or (sv_labels and i.labels.get(sv_labels) in set(held))]
+    record["scores"] = _score(predict, scoring, kws_labels=kws_labels if keywords else None, keywords=keywords,
+                              sv_labels=sv_labels if speakers else None, speakers=set(held), sv_groups=sv_groups,
+                              progress=progress)
+    for path in [os.path.join(out_dir, RUN_FILE)] + ([os.path.join(record["export"], RUN_FILE)] if record["export"] else []):
+        with open(path, "w") as handle:
+            json.dump(record, handle, indent=2)
+    return record
+
+
+def _frames(encoder, audio: np.ndarray) -> np.ndarray:
+    """Encoder frames of float32 audio ``[batch, samples]`` as numpy ``[batch, frames, W]``."""
+    if isinstance(encoder, _TeacherEncoder):
+        return encoder(audio)
+    return encoder(audio, training=False).numpy()
+
+
+def _feature_predictor(encoder, heads, segment_samples):
+    def predict(clip):
+        frames = _frames(encoder, mirror_pad(clip[np.newaxis], segment_samples))
+        return {name: value.numpy() for name, value in heads(frames, training=False).items()}
+
+    return predict
+
+
+def _model_predictor(model, segment_samples):
+    call = tf.function(lambda audio: model(audio, training=False), input_signature=[tf.TensorSpec([1, None], tf.float32)])
+
+    def predict(clip):
+        return {name: value.numpy() for name, value in call(mirror_pad(clip[np.newaxis], segment_samples)).items()}
+
+    return predict
+
+
+def _score(predict, items, *, kws_labels, keywords, sv_labels, speakers, sv_groups=None, p_target=0.01, progress=False) -> dict:
+    """Keyword accuracy on ``split=test`` items and verification scores on ``speakers``' items.
+
+    With ``sv_groups`` (a label column), trials are also scored within each group alone
+    (``sv_by_group``): pairs across corpora are trivially different speakers and flatter a
+    pooled EER.
+    """
+    from tqdm.auto import tqdm
+
+    loaded = load_clips(items, progress=False)
+    outputs = [predict(clip) for clip in tqdm(loaded.clips, desc="scoring", unit="clip", disable=not progress)]
+    scores = {}
+    if kws_labels:
+        rows = [i for i, item in enumerate(loaded.items) if item.labels.get(_SPLIT) == _TEST and kws_labels in item.labels]
+        if rows:
+            predicted = [keywords[int(np.argmax(outputs[i][KWS_OUTPUT]))] for i in rows]
+            truth = [loaded.items[i].labels[kws_labels] for i in rows]
+            scores["kws"] = {"accuracy": accuracy(np.array(predicted), np.array(truth)), "clips": len(rows)}
+    if sv_labels:
+        rows = [i for i, item in enumerate(loaded.items) if item.labels.get(sv_labels) in speakers]
+        embeddings = np.stack([outputs[i][SV_OUTPUT][0] for i in rows]) if rows else np.zeros((0, 1))
+        speaker_labels = [loaded.items[i].labels[sv_labels] for i in rows]
+        scores["sv"] = speaker_verification(embeddings, speaker_labels, p_target=p_target)
+        if sv_groups:
+            groups = np.array([loaded.items[i].labels.get(sv_groups, "") for i in rows])
+            scores["sv_by_group"] = {
+                str(group): speaker_verification(embeddings[groups == group], np.array(speaker_labels)[groups == group], p_target=p_target)
+                for group in sorted(set(groups.tolist()))
+            }
+    return scores
+
+
+def evaluate_multitask(model, data, *, kws=None, sv=None, labels=None, speakers=None, sv_groups=None,
+                       p_target: float = 0.01, out_json=None, progress: bool = False) -> dict:
+    """Score a fine-tuned model: keyword accuracy and speaker-verification EER / minDCF.
+
+    Args:
+        model: A :func:`finetune` export folder, or a ``.tflite`` converted from one (run with
+            :class:`trillsson_tf.runtime.TFLiteModel`).
+        data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.data.AudioItem`.
+        kws: Keyword label column; scored on the ``split=test`` files when there is a split, else
+            on every file with the label.
+        sv: Speaker label column; trials are all pairs of files whose speakers the model never
+            trained on (the export records its training speakers; they are left out).
+        labels: Optional CSV manifest of extra label columns.
+        speakers: Restrict verification to these speakers.
+        sv_groups: Label column within whose values verification is also scored alone.
+        p_target: Target prior of minDCF.
+        out_json: Also write the report there.
+        progress: Progress bar.
+
+    Returns:
+        ``{'model', 'files', 'kws': {'accuracy', 'clips'}, 'sv': {'eer', 'min_dcf', 'trials', ...}}``.
+
+    Raises:
+        ParameterError: missing label columns, a model without the needed output, keyword labels
+            the model does not know, fewer than 2 unseen speakers.
+    """
+    from trillsson_tf.runtime import TFLiteModel, read_model_card
+
+    if kws is None and sv is None:
+        raise ParameterError("Give kws=<label column> and/or sv=<label column> to evaluate.")
+    path = os.fspath(model)
+    items = find_audio(data, labels=labels)
+    for column, role in ((kws, "keyword labels"), (sv, "speaker labels")):
+        if column is not None:
+            _label_column(items, column, role)
+    if path.endswith(".tflite"):
+        card = read_model_card(path)
+        info = card.get("source", {}).get("metadata") or {}
+        runtime = TFLiteModel(path)
+        segment = int(info.get("segment_samples", 16000))
+
+        def predict(clip):
+            return {name: value for name, value in runtime(mirror_pad(clip[np.newaxis], segment)).items()}
+    else:
+        info = read_metadata(path)
+        if info.get("kind") != MULTITASK_KIND:
+            raise ParameterError(f"{path!r} is not a fine-tuned export (kind {MULTITASK_KIND!r} in trillsson_tf.json).")
+        keras_model = keras.models.load_model(os.path.join(path, KERAS_FILE))
+        predict = _model_predictor(keras_model, int(info.get("segment_samples", 16000)))
+    keywords = info.get("keywords") or []
+    if kws is not None:
+        if not keywords:
+            raise ParameterError(f"Model {path!r} has no keyword head ({KWS_OUTPUT}).")
+        unknown = sorted({i.labels[kws] for i in items if kws in i.labels} - set(keywords))
+        if unknown:
+            raise ParameterError(f"Keyword label(s) {unknown} are not among the model's classes {keywords}.")
+        has_split = any(i.labels.get(_SPLIT) == _TEST for i in items)
+        items = [i if has_split else AudioItem(i.path, {**i.labels, _SPLIT: _TEST}) for i in items]
+    if sv is not None:
+        trained = set(info.get("train_speakers") or [])
+        unseen = {i.labels[sv] for i in items if sv in i.labels} - trained
+        if speakers is not None:
+            unseen &= set(map(str, speakers))
+    scoring = [i for i in items if (kws is not None and i.labels.get(_SPLIT) == _TEST) or (sv is not None and i.labels.get(sv) in unseen)]
+    report = {"model": path, "files": len(scoring),
+              **_score(predict, scoring, kws_labels=kws, keywords=keywords, sv_labels=sv, speakers=unseen if sv else set(),
+                       sv_groups=sv_groups, p_target=p_target, progress=progress)}
+    if out_json is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
+        with open(out_json, "w") as handle:
+            json.dump(report, handle, indent=2)
+    return report
