@@ -114,3 +114,12 @@ def test_chunk_gflops_counts_real_work(tiny_model):
     small = models.chunk_gflops(tiny_model.chunk_network)
     wider = models.chunk_gflops(models.build("trillsson1", alpha=0.2, blocks=(1, 1, 1, 1)).chunk_network)
     assert 0 < small < wider
+
+
+def test_tiny_cnn_presets_fit_the_82k_budget_of_the_speech_embedding_student():
+    # tiny_cnn_k5 differs from tiny_cnn only in its depthwise kernels (5x5 instead of 3x3).
+    for name, parameters, kernel in (("tiny_cnn", 74_156, (3, 3)), ("tiny_cnn_k5", 80_044, (5, 5))):
+        model = models.build(name)
+        assert model.count_params() == parameters <= 82_000
+        assert model.chunk_network.get_layer("block1_dw").kernel_size == kernel
+        assert model.chunk_network.output_shape == (None, 96)
