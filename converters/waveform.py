@@ -16,6 +16,7 @@ CONCATENATION (:class:`trillsson_tf.models.distil.GroupedConv1D`).
 import json
 import logging
 import os
+import re
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from converters.tflite import (
     LICENCE_NOTE,
     QUANTIZE_MODES,
     _converter,
+    _int8_with_float_frontend,
     _interpreter,
     _tensor_card,
     op_table,
@@ -36,8 +38,9 @@ from trillsson_tf.errors import ConversionError, ParameterError
 from trillsson_tf.export import KERAS_FILE, read_metadata
 from trillsson_tf.metrics import parity
 from trillsson_tf.models import AUDIO_INPUT_NAME
+from trillsson_tf.models.distil import ENCODER_NAME
 
-__all__ = ["WAVEFORM_KINDS", "convert_waveform", "is_waveform_export"]
+__all__ = ["WAVEFORM_KINDS", "convert_waveform", "frontend_layers", "is_waveform_export"]
 
 _log = logging.getLogger(__name__)
 
@@ -58,6 +61,13 @@ def _fit(audio: np.ndarray, length: int) -> np.ndarray:
     return np.stack([np.resize(row, length) for row in audio]).astype(np.float32)
 
 
+def frontend_layers(model) -> list:
+    """Names of the waveform-frontend layers of an export's encoder: ``clip_norm`` and every ``conv<i>[_norm|_gelu]``."""
+    encoder = model.get_layer(ENCODER_NAME)
+    return [layer.name for layer in encoder.layers
+            if layer.name == "clip_norm" or re.fullmatch(r"conv\d+(_norm|_gelu)?", layer.name)]
+
+
 def convert_waveform(
     export_dir,
     out_path,
@@ -65,6 +75,7 @@ def convert_waveform(
     quantize: str = "float32",
     fixed_samples=None,
     representative_audio=None,
+    float_frontend: bool = True,
     parity_audio=None,
     min_cosine=None,
     strict: bool = False,
@@ -79,6 +90,8 @@ def convert_waveform(
             int8 kernels and keeps the rest float; inputs and outputs stay float32).
         fixed_samples: Input length in samples (default: the export's training segment).
         representative_audio: Calibration audio for ``int8`` (folder, CSV, list, or array).
+        float_frontend: With ``int8``, keep the waveform frontend (:func:`frontend_layers`) float32
+            (the mixed mode of the module docstring); ``False``: quantize it too.
         parity_audio: float32 ``[n, samples]`` at 16 kHz for the parity check (default: held-out
             bundled LibriSpeech speech), cut to ``fixed_samples``.
         min_cosine: Parity threshold (mean cosine of every output); default per mode.
@@ -113,6 +126,9 @@ def convert_waveform(
     calibration = _fit(representative_clips(representative_audio, num_samples=length), length) if quantize == "int8" else None
     try:
         content = _converter(function, model, quantize, with_frontend=True, calibration=calibration).convert()
+        float_layers = frontend_layers(model) if quantize == "int8" and float_frontend else []
+        if float_layers:
+            content = _int8_with_float_frontend(content, function, model, calibration, layers=float_layers)
     except Exception as error:  # the converter raises many unrelated types
         raise ConversionError(f"Converting {export_dir!r} ({quantize}) failed: {error}") from error
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
@@ -144,6 +160,7 @@ def convert_waveform(
         "size_bytes": len(content),
         "ops": ops,
         "float_ops": sorted({row["op"] for row in ops if row["float"]}),
+        "float_layers": float_layers,
         "parity": {"outputs": scores, "clips": int(len(audio)), "min_mean_cosine": threshold, "passed": passed,
                    "reference": "Keras model"},
         "source": {"export": export_dir, "parameters": int(model.count_params()), "metadata": metadata},

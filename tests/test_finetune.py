@@ -104,6 +104,32 @@ def test_two_output_export_tflite_and_runtime(finetuned, fsdd, tmp_path):
     assert abs(report["kws"]["accuracy"] - keras_report["kws"]["accuracy"]) <= 2 / 60
 
 
+def test_balanced_batches_mix_keywords_and_speakers():
+    from trillsson_tf.finetune import _BatchSampler
+
+    # 90 keyword clips of speakers 0-2 and one long clip each of speakers 3-5 (no keyword label).
+    keyword = np.array([i % 10 for i in range(90)] + [-1, -1, -1], np.int32)
+    speaker = np.array([i % 3 for i in range(90)] + [3, 4, 5], np.int32)
+    sampler = _BatchSampler(keyword, speaker, 16, balance=True)
+    clips = np.concatenate([sampler(np.random.default_rng(seed)) for seed in range(200)])
+    # Half of every batch is keyword clips; the other half sees each speaker equally often.
+    assert np.mean(keyword[clips] >= 0) == pytest.approx(0.5 + 0.5 * 3 / 6, abs=0.03)
+    assert np.bincount(speaker[clips], minlength=6)[3:] / len(clips) == pytest.approx([0.5 / 6] * 3, abs=0.015)
+    uniform = np.concatenate([_BatchSampler(keyword, speaker, 16, balance=False)(np.random.default_rng(s)) for s in range(200)])
+    assert np.mean(speaker[uniform] >= 3) < 0.06
+    keyword_only = _BatchSampler(keyword, np.full_like(speaker, -1), 16, balance=True)(np.random.default_rng(0))
+    assert np.all(keyword[keyword_only] >= 0)
+
+
+@pytest.mark.slow
+def test_int8_keeps_the_waveform_frontend_float(finetuned, fsdd, tmp_path):
+    from converters.waveform import convert_waveform
+
+    card = convert_waveform(finetuned["export"], tmp_path / "int8.tflite", quantize="int8", representative_audio=fsdd[::12])
+    assert {"clip_norm", "conv0", "conv0_norm", "conv0_gelu"} <= set(card["float_layers"])
+    assert min(value["mean_cosine"] for value in card["parity"]["outputs"].values()) > 0.99
+
+
 @pytest.mark.slow
 def test_fine_tuned_mode_trains_the_encoder_and_resumes(distilled, fsdd, tmp_path):
     options = dict(out_dir=tmp_path / "run", sv_holdout=2, batch_size=8, hidden=16, speaker_dim=16, checkpoint_every=10)
@@ -132,6 +158,8 @@ def test_bad_inputs(distilled, fsdd, tmp_path):
         finetune(load_layered_teacher("speech_embedding"), fsdd, out_dir=tmp_path / "e")
     with pytest.raises(ParameterError, match="Give at least one task"):
         finetune(distilled, fsdd, out_dir=tmp_path / "f", kws_labels=None, sv_labels=None)
+    with pytest.raises(ParameterError, match="head_steps"):
+        finetune(distilled, fsdd, out_dir=tmp_path / "g", steps=10, head_steps=11)
 
 
 def test_cli_reports_errors_with_status_2(tmp_path, fsdd, capsys):

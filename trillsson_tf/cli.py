@@ -152,6 +152,9 @@ def _cmd_finetune(args):
         scale=args.scale,
         sv_holdout=args.sv_holdout,
         steps=args.steps,
+        head_steps=args.head_steps,
+        encoder_lr_scale=args.encoder_lr_scale,
+        balance_batches=not args.uniform_batches,
         batch_size=args.batch_size,
         lr=args.lr,
         checkpoint_every=args.checkpoint_every,
@@ -363,6 +366,11 @@ def _add_finetune_arguments(parser):
     parser.add_argument("--scale", type=float, default=30.0, help="AAM scale")
     parser.add_argument("--sv-holdout", type=float, default=0.4, help="share of speakers held out for verification")
     parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--head-steps", type=int, default=None,
+                        help="heads-only steps before the encoder is unfrozen (default: a third of --steps)")
+    parser.add_argument("--encoder-lr-scale", type=float, default=1.0, help="encoder learning rate as a share of --lr")
+    parser.add_argument("--uniform-batches", action="store_true",
+                        help="draw clips uniformly instead of half per keyword, half per speaker")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--checkpoint-every", type=int, default=200)
