@@ -93,4 +93,5 @@ def test_each_chunk_window_alone_gives_its_patch(librispeech_clips, length):
     windows = numpy_ops.chunk_windows(clip)[0]
     assert windows.shape == (len(patches), DEFAULT_FRONTEND.chunk_span_samples)
     for window, patch in zip(windows, patches):
-        np.testing.assert_array_equal(numpy_ops.log_mel(window[np.newaxis])[0], patch)
+        # float32 mel projection: BLAS may round a different batch shape differently in the last bit.
+        np.testing.assert_allclose(numpy_ops.log_mel(window[np.newaxis])[0], patch, rtol=0, atol=1e-5)
