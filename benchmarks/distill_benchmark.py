@@ -1,4 +1,4 @@
-"""Distillation benchmark: speech_embedding -> tiny_cnn on the full FSDD and LibriSpeech sets.
+"""Distillation benchmark: speech_embedding -> a tiny student on the full FSDD and LibriSpeech sets.
 
 Trains on FSDD takes 5-49 plus the LibriSpeech utterances of half the speakers; reports the
 mean cosine to the teacher on FSDD takes 0-4, linear-probe accuracies of student and teacher
@@ -7,9 +7,10 @@ and sex on the speakers never trained on, 5-fold), and steps/s with the target c
 the teacher run inside the loop. "Teacher in the loop" is timed as the cached step plus the
 teacher computing the same batch's global targets (whole clips), averaged over 20 batches:
 everything else in a step is the same. Writes ``<out>/benchmark.json`` and
-``benchmarks/results/distill_benchmark.{json,md}``.
+``benchmarks/results/distill_benchmark.{json,md}``. The defaults are the recipe of the
+recorded figures: ``tiny_cnn_k5``, cosine loss, Adam lr 1e-2 (cosine schedule), 3000 steps of 32.
 
-    .venv/bin/python benchmarks/distill_benchmark.py --data ../shared/data --out runs/bench --steps 3000
+    .venv/bin/python benchmarks/distill_benchmark.py --data ../shared/data --out runs/bench
 """
 import argparse
 import glob
@@ -40,7 +41,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=os.path.join("runs", "distill_benchmark"))
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--loss", default="mse", help="distillation loss (see trillsson_tf.distill.LOSSES)")
+    parser.add_argument("--student", default="tiny_cnn_k5", help="registry student name")
+    parser.add_argument("--loss", default="cosine", help="distillation loss (see trillsson_tf.distill.LOSSES)")
+    # 1e-2, not the spec's 1e-3: the tiny students underfit this teacher at 1e-3 (training cosine
+    # barely above held-out), and the larger step reaches a closer fit in the same 3000 steps.
+    parser.add_argument("--lr", type=float, default=1e-2, help="peak Adam learning rate")
     parser.add_argument("--results", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
                         help="folder for distill_benchmark.{json,md}")
     args = parser.parse_args(argv)
@@ -57,7 +62,8 @@ def main(argv=None) -> dict:
     teacher = load_teacher("speech_embedding")
     began = time.perf_counter()
     run = distill(
-        train, out_dir=os.path.join(args.out, "run"), teacher=teacher, steps=args.steps, batch_size=args.batch_size, loss=args.loss,
+        train, out_dir=os.path.join(args.out, "run"), teacher=teacher, student=args.student, steps=args.steps,
+        batch_size=args.batch_size, loss=args.loss, lr=args.lr,
         checkpoint_every=max(1, args.steps // 4), validation_fraction=0.0, cache_dir=os.path.join(args.out, "targets"),
         overwrite=True, progress=True,
     )
@@ -75,11 +81,13 @@ def main(argv=None) -> dict:
 
     report = {
         "teacher_parameters": teacher.parameters,
+        "student": args.student,
         "student_parameters": run["student"]["parameters"],
         "train_files": run["data"]["files"],
         "steps": run["step"],
         "batch_size": args.batch_size,
         "loss": args.loss,
+        "lr": args.lr,
         "distill_seconds": round(distill_s, 1),
         "mean_cosine_fsdd_takes_0_4": round(on_fsdd["fidelity"]["mean_cosine"], 4),
         "fsdd_probes": {"student": probes(on_fsdd, "student"), "teacher": probes(on_fsdd, "teacher")},
@@ -105,11 +113,12 @@ def main(argv=None) -> dict:
 def _markdown(report: dict) -> str:
     fsdd, libri = report["fsdd_probes"], report["librispeech_probes"]
     rows = [
-        "# Distillation benchmark: speech_embedding -> tiny_cnn",
+        f"# Distillation benchmark: speech_embedding -> {report['student']}",
         "",
         f"{report['student_parameters']:,} student parameters against {report['teacher_parameters']:,} "
         f"({report['student_parameters'] / report['teacher_parameters']:.0%}); {report['train_files']} training files, "
-        f"{report['steps']} steps of {report['batch_size']}, loss {report['loss']}, {report['distill_seconds']} s.",
+        f"{report['steps']} steps of {report['batch_size']}, loss {report['loss']}, lr {report['lr']:g}, "
+        f"{report['distill_seconds']} s.",
         "",
         "| measure | teacher | student | target |",
         "|---|---:|---:|---|",
