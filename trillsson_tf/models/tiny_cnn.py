@@ -61,25 +61,22 @@ def build_tiny_cnn(
     return keras.Model(inputs, projection_head(pooled, embedding_dim))
 
 
+_LAYERS = {"stem_filters": 24, "filters": (48, 72, 96, 128, 192), "strides": (2, 2, 2, 1, 1), "embedding_dim": 96}
+_ASSUMED = "whole layer table designed here for a <= 82 K budget; no published reference"
+
 PRESETS = {
     "tiny_cnn": StudentPreset(
         name="tiny_cnn",
         build_chunk_network=build_tiny_cnn,
-        config={
-            "stem_filters": 24, "filters": (48, 72, 96, 128, 192), "strides": (2, 2, 2, 1, 1), "kernel_size": 3,
-            "embedding_dim": 96,
-        },
+        config={**_LAYERS, "kernel_size": 3},
         description="tiny depthwise-separable CNN (74 K params at D=96), for the speech_embedding teacher",
-        assumed="whole layer table designed here for a <= 82 K budget; no published reference",
+        assumed=_ASSUMED,
     ),
     "tiny_cnn_k5": StudentPreset(
         name="tiny_cnn_k5",
         build_chunk_network=build_tiny_cnn,
-        config={
-            "stem_filters": 24, "filters": (48, 72, 96, 128, 192), "strides": (2, 2, 2, 1, 1), "kernel_size": 5,
-            "embedding_dim": 96,
-        },
+        config={**_LAYERS, "kernel_size": 5},
         description="tiny_cnn with 5x5 depthwise kernels (80 K params at D=96): closer to speech_embedding",
-        assumed="whole layer table designed here for a <= 82 K budget; no published reference",
+        assumed=_ASSUMED,
     ),
 }
