@@ -15,7 +15,7 @@ import functools
 
 import numpy as np
 
-__all__ = ["FrontendConfig", "DEFAULT_FRONTEND", "mel_matrix", "hertz_to_mel"]
+__all__ = ["FrontendConfig", "DEFAULT_FRONTEND", "hann_window", "mel_matrix", "hertz_to_mel"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +121,18 @@ def _mel_matrix_cached(config: FrontendConfig) -> np.ndarray:
     weights = weights.astype(np.float32)
     weights.setflags(write=False)
     return weights
+
+
+def hann_window(config: FrontendConfig = DEFAULT_FRONTEND) -> np.ndarray:
+    """The periodic Hann analysis window of ``tf.signal.hann_window(periodic=True)``.
+
+    Args:
+        config: Frontend numbers.
+
+    Returns:
+        float64 array ``[window_samples]``.
+    """
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(config.window_samples) / config.window_samples)
 
 
 def mel_matrix(config: FrontendConfig = DEFAULT_FRONTEND) -> np.ndarray:

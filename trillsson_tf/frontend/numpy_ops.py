@@ -9,7 +9,7 @@ mel projection and the log, which halves their cost and moves the log-mel by < 1
 """
 import numpy as np
 
-from trillsson_tf.frontend import DEFAULT_FRONTEND, FrontendConfig, mel_matrix
+from trillsson_tf.frontend import DEFAULT_FRONTEND, FrontendConfig, hann_window, mel_matrix
 
 __all__ = ["mirror_pad", "log_mel", "log_mel_patches"]
 
@@ -32,11 +32,6 @@ def mirror_pad(audio: np.ndarray, min_samples: int) -> np.ndarray:
     return audio[:, index]
 
 
-def _hann_window(length: int) -> np.ndarray:
-    # Periodic Hann, as tf.signal.hann_window(periodic=True).
-    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(length) / length)
-
-
 def log_mel(audio: np.ndarray, config: FrontendConfig = DEFAULT_FRONTEND, *, max_frames=None) -> np.ndarray:
     """Log-mel spectrogram without padding: ``log(max(mel, floor) + offset)``.
 
@@ -55,7 +50,7 @@ def log_mel(audio: np.ndarray, config: FrontendConfig = DEFAULT_FRONTEND, *, max
         num_frames = min(num_frames, int(max_frames))
     frames = np.lib.stride_tricks.sliding_window_view(audio, config.window_samples, axis=1)
     frames = frames[:, : num_frames * config.hop_samples : config.hop_samples]
-    spectrum = np.abs(np.fft.rfft(frames * _hann_window(config.window_samples), n=config.fft_size)).astype(np.float32)
+    spectrum = np.abs(np.fft.rfft(frames * hann_window(config), n=config.fft_size)).astype(np.float32)
     mel = spectrum @ mel_matrix(config).astype(np.float32)
     return np.log(np.maximum(mel, np.float32(config.log_floor)) + np.float32(config.log_offset))
 

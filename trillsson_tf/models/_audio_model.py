@@ -32,9 +32,12 @@ _PACKAGE = "trillsson_tf"
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class LogMelPatches(keras.layers.Layer):
-    """Audio ``[batch, samples]`` -> log-mel patches ``[batch * chunks, frames, mels, 1]``."""
+    """Audio ``[batch, samples]`` -> log-mel patches ``[batch * chunks, frames, mels, 1]``.
 
-    def __init__(self, frontend=None, compute_dtype="float64", **kwargs):
+    ``compute_dtype`` and ``float16_safe`` are those of :func:`trillsson_tf.frontend.tf_ops.log_mel`.
+    """
+
+    def __init__(self, frontend=None, compute_dtype="float64", float16_safe=False, **kwargs):
         super().__init__(**kwargs)
         if isinstance(frontend, dict):
             frontend = FrontendConfig.from_dict(frontend)
@@ -44,15 +47,18 @@ class LogMelPatches(keras.layers.Layer):
                 f"Unknown frontend compute_dtype {compute_dtype!r}. Expected one of: {list(tf_ops.COMPUTE_DTYPES)}."
             )
         self.frontend_compute_dtype = compute_dtype
+        self.float16_safe = bool(float16_safe)
 
     def call(self, audio):
-        return tf_ops.log_mel_patches(audio, self.frontend, compute_dtype=self.frontend_compute_dtype)
+        return tf_ops.log_mel_patches(audio, self.frontend, compute_dtype=self.frontend_compute_dtype,
+                                      float16_safe=self.float16_safe)
 
     def get_config(self):
         return {
             **super().get_config(),
             "frontend": self.frontend.to_dict(),
             "compute_dtype": self.frontend_compute_dtype,
+            "float16_safe": self.float16_safe,
         }
 
 
