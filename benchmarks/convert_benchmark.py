@@ -22,7 +22,8 @@ On a distilled student (by default ``tiny_cnn`` distilled here from the offline
   judged on this row and the tiny student's ratios are reported beside them;
 * latency: LiteRT, one thread, median of ``--runs`` calls (after 3 warm-up calls) on 1 s of
   real speech, end to end through ``TFLiteModel`` (patch-in variants include the numpy log-mel),
-  and the network alone for the patch-in variants.
+  and the network alone for the patch-in variants; for the scale student too, whose int8 /
+  float32 ratio is the latency target (the tiny student's is set by its float frontend).
 
 Writes ``benchmarks/results/convert_benchmark.{json,md}`` and prints the markdown.
 
@@ -65,7 +66,7 @@ TARGETS = {  # name: (comparison, goal), from issue 4
     "pruned50_int8_cosine": (">=", 0.98),
     "gzip_ratio_50": ("<=", 0.70),
     "gzip_ratio_80": ("<=", 0.45),
-    "int8_latency_ratio": ("<=", 0.5),
+    "scale_int8_latency_ratio": ("<=", 0.5),
 }
 
 
@@ -158,20 +159,27 @@ def convert_variants(export: str, out_dir: str, calibration, prefix: str, names)
     return paths
 
 
-def scale_sizes(student: str, out_dir: str, calibration) -> dict:
-    """Bytes of each variant of the untrained registry ``student`` (sizes do not depend on training)."""
+def scale_sizes(student: str, out_dir: str, calibration, second, runs: int) -> dict:
+    """Bytes and 1 s latency of each variant of the untrained registry ``student``.
+
+    Neither depends on training, and at TRILLsson scale the network, not the float frontend
+    and the file's fixed part, is what the size and latency ratios measure.
+    """
     from converters.tflite import convert
     from trillsson_tf import models
+    from trillsson_tf.runtime import TFLiteModel
 
     model = models.build(student)
-    sizes = {}
+    sizes, latency = {}, {}
     for name in ("float32", "float16", "int8", "float32_patch", "int8_patch"):
         quantize, frontend = VARIANTS[name]
         path = os.path.join(out_dir, f"{student}_{name}.tflite")
         convert(model, path, quantize=quantize, frontend=frontend, overwrite=True,
                 representative_audio=calibration if quantize == "int8" else None)
         sizes[name] = os.path.getsize(path)
-    return {"name": student, "parameters": int(model.count_params()), "bytes": sizes}
+        wrapper = TFLiteModel(path, num_threads=1)
+        latency[name] = round(median_ms(lambda wrapper=wrapper: wrapper(second), runs), 3)
+    return {"name": student, "parameters": int(model.count_params()), "bytes": sizes, "latency_ms": latency}
 
 
 def main(argv=None) -> dict:
@@ -222,7 +230,7 @@ def main(argv=None) -> dict:
             "seconds": report["seconds"],
         })
         curve.append(point)
-    scale = scale_sizes(args.scale_student, tflite_dir, calibration)
+    scale = scale_sizes(args.scale_student, tflite_dir, calibration, second, args.runs)
     for point in curve:
         for name in ("int8", "int8_patch"):
             point[name]["gzip_ratio_to_unpruned"] = round(point[name]["gzip_bytes"] / rows[name]["gzip_bytes"], 4)
@@ -242,6 +250,8 @@ def main(argv=None) -> dict:
         "pruned50_int8_patch_cosine": curve[1]["int8_patch"]["fidelity"]["mean_cosine"],
         "gzip_ratio_50": curve[1]["int8_patch"]["gzip_ratio_to_unpruned"],
         "gzip_ratio_80": curve[2]["int8_patch"]["gzip_ratio_to_unpruned"],
+        "scale_int8_latency_ratio": scale["latency_ms"]["int8"] / scale["latency_ms"]["float32"],
+        "scale_int8_patch_latency_ratio": scale["latency_ms"]["int8_patch"] / scale["latency_ms"]["float32_patch"],
         "int8_latency_ratio": rows["int8"]["latency_ms"] / rows["float32"]["latency_ms"],
         "int8_patch_latency_ratio": rows["int8_patch"]["latency_ms"] / rows["float32_patch"]["latency_ms"],
         "int8_network_latency_ratio": rows["int8_patch"]["network_latency_ms"] / rows["float32_patch"]["network_latency_ms"],
@@ -321,6 +331,12 @@ def to_markdown(result: dict) -> str:
         f"(patch in); float16/float32 {values['scale_float16_size_ratio']:.3f}. Same ratios of the distilled "
         f"{student['name']}: int8 {values['int8_size_ratio']:.3f} (audio in), {values['int8_patch_size_ratio']:.3f} "
         f"(patch in), float16 {values['float16_size_ratio']:.3f}.",
+        "",
+        f"Latency at that scale (1 s, 1 thread): "
+        + ", ".join(f"{name} {ms:.2f} ms" for name, ms in scale["latency_ms"].items())
+        + f"; int8/float32 {values['scale_int8_latency_ratio']:.3f} (audio in), "
+        f"{values['scale_int8_patch_latency_ratio']:.3f} (patch in); the distilled {student['name']}'s "
+        f"{values['int8_latency_ratio']:.3f} (audio in) is its float frontend's.",
         "",
         f"Other ratios: int8/float32 size of the network alone {values['int8_patch_size_ratio']:.3f}; int8/float32 "
         f"latency of the patch-in path {values['int8_patch_latency_ratio']:.3f}, of the network alone "

@@ -96,17 +96,24 @@ def convert(model, tmp_dir, calibration_files):
     return paths
 
 
-def median_seconds(embed, clips, repeats):
-    """Median over ``repeats`` of the seconds to embed every clip once (after one warm-up pass)."""
-    for clip in clips:
-        embed(clip)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def median_seconds(callers, clips, repeats):
+    """Median over ``repeats`` of the seconds each caller takes to embed every clip once.
+
+    The passes are interleaved (every caller once per round, after one warm-up round), so a
+    change in the machine's speed during the run (other jobs, clock changes) moves every
+    caller alike and the ratios stay comparable.
+    """
+    for embed in callers.values():
         for clip in clips:
             embed(clip)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times = {name: [] for name in callers}
+    for _ in range(repeats):
+        for name, embed in callers.items():
+            start = time.perf_counter()
+            for clip in clips:
+                embed(clip)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def fresh_process(code):
@@ -150,7 +157,7 @@ def to_markdown(report):
         "",
         f"{report['clips']['count']} real clips, {report['clips']['total_s']:.1f} s of speech "
         f"({report['clips']['min_s']:.1f}-{report['clips']['max_s']:.1f} s each), one call per clip, "
-        f"median of {report['repeats']} runs. {report['machine']}.",
+        f"median of {report['repeats']} interleaved runs. {report['machine']}.",
         "",
         "| path | file MB | s for all clips | ms per clip | speed-up vs hub.load | mean cosine vs Keras | min cosine | max abs diff |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -220,7 +227,7 @@ def main(argv=None):
                 labels[name] = f"TFLiteModel {VARIANT_LABELS[variant]}, {count} thread{'s' if count > 1 else ''}"
                 sizes[name] = os.path.getsize(path) / 1e6
         report_parity = {name: parity(reference, np.concatenate([call(clip) for clip in clips])) for name, call in callers.items()}
-        seconds = {name: median_seconds(call, clips, repeats) for name, call in callers.items()}
+        seconds = median_seconds(callers, clips, repeats)
         if report_parity["hub_load"]["reference_rms"] < 1e-6:
             print(f"warning: {student} with random weights outputs ~0 (RMS {report_parity['hub_load']['reference_rms']:.2g}); "
                   "its cosines mean little", file=sys.stderr)

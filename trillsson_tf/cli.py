@@ -72,6 +72,7 @@ def _cmd_distill(args):
         progress=True,
         outputs=args.outputs,
         ccc_weight=args.ccc_weight,
+        augment=args.augment,
         targets=args.targets,
         strategy=args.strategy,
     )
@@ -323,6 +324,8 @@ def _add_distill_arguments(distill):
                          help="expected teacher output width (e.g. 3 A/D/V scores); refused when the teacher differs")
     distill.add_argument("--ccc-weight", type=float, default=0.0,
                          help="add this weight times (1 - CCC) over each batch to the loss (score students)")
+    distill.add_argument("--augment", type=int, default=0,
+                         help="augmented views per training file (speed, trim, gain, noise), each with its own cached teacher target")
 
 
 def _add_distill_layers_arguments(parser):

@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from trillsson_tf import models
+from trillsson_tf.augment import augmented_views
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.data import LoadedAudio, find_audio, load_clips, random_crop, segments, split_items
 from trillsson_tf.distribute import (
@@ -36,7 +37,7 @@ from trillsson_tf.distribute import (
 )
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.export import export_savedmodel
-from trillsson_tf.targets import cached_targets, check_mode, load_targets
+from trillsson_tf.targets import cached_targets, check_mode, file_key, load_targets
 from trillsson_tf.teachers import SPEECH_EMBEDDING, load_teacher
 
 __all__ = ["LOSSES", "LR_SCHEDULES", "RUN_FILE", "DEFAULT_STUDENT", "STRATEGIES", "ccc_loss", "distill", "make_loss"]
@@ -147,6 +148,15 @@ class _Batches:
         return np.stack(audio), np.stack(targets).astype(np.float32)
 
 
+def _augmented_training_pairs(teacher, loaded, is_validation, views: int, *, mode: str, seed: int, cache_dir, progress):
+    """``(clip, target)`` pairs of ``views`` augmented views of each training file, targets cached."""
+    training = [index for index, item in enumerate(loaded.items) if id(item) not in is_validation]
+    originals = LoadedAudio([loaded.items[i] for i in training], [loaded.clips[i] for i in training], [])
+    views_audio, keys = augmented_views(originals, [file_key(item.path) for item in originals.items], views, seed=seed)
+    view_targets = cached_targets(teacher, views_audio, mode=mode, cache_dir=cache_dir, progress=progress, keys=keys)
+    return list(zip(views_audio.clips, view_targets.targets))
+
+
 def _validation_batch(clips, targets):
     """The first 2 s segment of each validation clip and its target (deterministic)."""
     if not clips:
@@ -232,6 +242,7 @@ def distill(
     strategy="none",
     outputs=None,
     ccc_weight: float = 0.0,
+    augment: int = 0,
 ) -> dict:
     """Distill ``teacher`` into the registry student ``student`` on the audio of ``data``.
 
@@ -268,6 +279,9 @@ def distill(
             when the teacher gives another number. ``None``: whatever the teacher gives.
         ccc_weight: Adds ``ccc_weight * (1 - CCC)`` over each batch (:func:`ccc_loss`) to
             ``loss``, for score students judged by CCC; 0 (default) trains on ``loss`` alone.
+        augment: Augmented views per training file (:mod:`trillsson_tf.augment`), each with its
+            own teacher target, cached like the files' (needs ``data``); 0 (default): none.
+            Validation files are never augmented.
 
     Returns:
         The run record (also in ``<out_dir>/run.json`` and ``<out_dir>/export/run.json``).
@@ -293,6 +307,10 @@ def distill(
     loss_fn = base_loss if not ccc_weight else (lambda t, p: base_loss(t, p) + ccc_weight * ccc_loss(t, p))
     if outputs is not None:
         _check_positive("outputs", outputs)
+    if isinstance(augment, bool) or not isinstance(augment, (int, np.integer)) or augment < 0:
+        raise ParameterError(f"augment must be a number of views >= 0, got {augment!r}.")
+    if augment and data is None:
+        raise ParameterError("augment needs data (audio files): the teacher runs on each augmented view.")
     for name, value in (("batch_size", batch_size), ("steps", steps), ("checkpoint_every", checkpoint_every)):
         _check_positive(name, value)
     if not lr > 0:
@@ -333,6 +351,10 @@ def distill(
     held = [(c, t) for i, c, t in zip(loaded.items, loaded.clips, target_set.targets) if id(i) in is_validation]
     if not train:
         raise ParameterError(f"No training files left after holding out validation_fraction={validation_fraction}.")
+    train_files = len(train)
+    if augment:
+        train += _augmented_training_pairs(teacher, loaded, is_validation, augment, mode=target_mode, seed=seed,
+                                           cache_dir=cache_dir, progress=progress)
 
     with strategy.scope():
         model = models.build(student, **config)
@@ -383,8 +405,9 @@ def distill(
                     else os.fspath(data) if not isinstance(data, (list, tuple)) else f"list of {len(data)} files"
                 ),
                 "files": len(loaded.items),
-                "train_files": len(train),
+                "train_files": train_files,
                 "validation_files": len(held),
+                "augmented_views_per_file": augment,
                 "skipped": [path for path, _ in loaded.skipped],
                 "target_mode": target_mode,
                 "target_cache": target_set.directory,

@@ -342,6 +342,7 @@ def cached_targets(
     cache_dir=None,
     shard_size: int = 64,
     progress: bool = False,
+    keys=None,
 ) -> TargetSet:
     """Targets for every clip of ``audio``, computing only those not cached yet.
 
@@ -352,6 +353,9 @@ def cached_targets(
         cache_dir: Cache root; default ``$TRILLSSON_CACHE_DIR`` or :data:`DEFAULT_CACHE_DIR`.
         shard_size: New files per shard written to disk (what an interrupt can lose).
         progress: Show a progress bar over the files still to compute.
+        keys: Cache key of each clip, for clips that are not the files themselves (the
+            augmented views of :func:`trillsson_tf.augment.augmented_views`); default the
+            :func:`file_key` of each item.
 
     Returns:
         :class:`TargetSet` aligned with ``audio.clips``.
@@ -367,7 +371,9 @@ def cached_targets(
     with open(os.path.join(folder, TEACHER_FILE), "w") as handle:
         json.dump(teacher_info(teacher, mode), handle, indent=2)
 
-    keys = [file_key(item.path) for item in audio.items]
+    keys = [file_key(item.path) for item in audio.items] if keys is None else list(keys)
+    if len(keys) != len(audio.clips):
+        raise ParameterError(f"Got {len(keys)} cache keys for {len(audio.clips)} clips.")
     _, stored = read_targets(folder)
     stored = {key: record.targets for key, record in stored.items()}
     missing = [index for index, key in enumerate(keys) if key not in stored]
