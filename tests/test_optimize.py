@@ -105,6 +105,28 @@ def test_qat_network_converts_and_agrees_with_its_keras_form(patches, held_out_p
     assert parity(network(held_out_patches).numpy(), int8)["mean_cosine"] >= 0.999  # and it still follows the float net
 
 
+def test_depthwise_batch_norms_fold_exactly_and_leave_no_int8_mul(patches, tmp_path):
+    model = models.build("tiny_cnn", embedding_dim=16)
+    network = model.chunk_network
+    rng = np.random.default_rng(0)
+    for layer in network.layers:  # inference statistics far from the identity, so the fold shows
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([rng.uniform(0.5, 2.0, w.shape) if i in (0, 3) else rng.normal(0.0, 0.5, w.shape)
+                               for i, w in enumerate(layer.get_weights())])
+    folded = optimize.fold_depthwise_batch_norms(network)
+    names = {layer.name for layer in folded.layers}
+    assert "block1_dw_bn" not in names and {"block1_pw_bn", "input_norm"} <= names
+    assert folded.get_layer("block1_dw").use_bias
+    reference = network(patches).numpy()
+    assert np.abs(folded(patches).numpy() - reference).max() <= 1e-5 * np.abs(reference).max()
+    qat = optimize.apply_qat(network, calibration_patches=patches)
+    card = tflite.convert(optimize.rewrap(model, qat), tmp_path / "qat.tflite", quantize="int8", frontend=False,
+                          representative_audio=tflite.parity_clips(num_clips=4))
+    ops = [row["op"] for row in card["ops"]]
+    assert ops.count("DEPTHWISE_CONV_2D") == 5 and ops.count("MUL") == 1  # only the input norm's is left
+    assert card["float_ops"] == []
+
+
 def test_qat_covers_efficientnetv2_squeeze_excite_and_rescaling(patches, held_out_patches):
     network = _tiny_efficientnetv2()
     qat = optimize.apply_qat(network, calibration_patches=patches)
