@@ -49,8 +49,14 @@ from trillsson_tf.errors import ConversionError, ParameterError
 from trillsson_tf.export import KERAS_FILE, METADATA_FILE, read_metadata
 from trillsson_tf.frontend import DEFAULT_FRONTEND, dft, numpy_ops
 from trillsson_tf.metrics import ccc, parity
-from trillsson_tf.models import AUDIO_INPUT_NAME, SCORES_KEY, chunk_network, inner_network, output_key
-from trillsson_tf.models._audio_model import LogMelPatches, MeanOverChunks
+from trillsson_tf.models import (
+    AUDIO_INPUT_NAME,
+    SCORES_KEY,
+    chunk_network,
+    float32_frontend_model,
+    inner_network,
+    output_key,
+)
 from trillsson_tf.models.wav2small import FEATURES_INPUT_NAME, Wav2SmallModel
 
 __all__ = [
@@ -129,26 +135,6 @@ def load_keras_model(model_or_export_dir):
         model = keras.models.load_model(keras_file)
     inner_network(model)
     return model, metadata
-
-
-def float32_frontend_model(model, *, float16_safe: bool = False):
-    """The same model with its log-mel frontend computed in float32 (TFLite has no float64 FFT).
-
-    Args:
-        model: A model with layers ``log_mel_patches`` and ``chunk_network``.
-        float16_safe: Build the frontend's constants for a float16 conversion
-            (:func:`trillsson_tf.frontend.tf_ops.log_mel`).
-
-    Returns:
-        tf_keras model sharing ``model``'s chunk network (same weight variables): float32 audio
-        ``[batch, None]`` -> ``{'embedding': float32 [batch, D]}`` (``'scores'`` for score students).
-    """
-    frontend = model.get_layer(_FRONTEND_LAYER).frontend
-    key = output_key(model)
-    audio = keras.Input(shape=(None,), dtype="float32", name=AUDIO_INPUT_NAME)
-    patches = LogMelPatches(frontend, compute_dtype="float32", float16_safe=float16_safe, name=_FRONTEND_LAYER)(audio)
-    vectors = MeanOverChunks(name=key)([chunk_network(model)(patches), audio])
-    return keras.Model(audio, {key: vectors}, name=f"{model.name}_float32_frontend")
 
 
 def _bundled_librispeech() -> list:

@@ -164,6 +164,10 @@ def _validation_batch(clips, targets):
     return np.stack([segments(clip)[0] for clip in clips]), np.stack([target[0] for target in targets])
 
 
+def _has_log_mel(model) -> bool:
+    return any(layer.name == "log_mel_patches" for layer in model.layers)
+
+
 def _final_dense(model):
     """The student's last layer when it is a Dense with a bias (the projection head), else ``None``."""
     last = models.inner_network(model).layers[-1]
@@ -371,6 +375,8 @@ def distill(
         _log.info("Resumed %s at step %d", out_dir, int(step_var.numpy()))
     scale, offset = _target_standardisation(model, [t for _, t in train])
     key = models.output_key(model)
+    # Same variables; the float32 log-mel halves the frontend's share of a step (the export keeps float64).
+    trained = models.float32_frontend_model(model) if _has_log_mel(model) else model
 
     replicas = strategy.num_replicas_in_sync
 
@@ -378,7 +384,7 @@ def distill(
         with tf.GradientTape() as tape:
             # Each replica's mean over its equal share, divided by the replica count: the summed
             # gradients are those of the global batch's mean loss.
-            value = loss_fn(target, model(audio, training=True)[key] * scale + offset) / replicas
+            value = loss_fn(target, trained(audio, training=True)[key] * scale + offset) / replicas
         optimizer.apply_gradients(zip(tape.gradient(value, model.trainable_variables), model.trainable_variables))
         return value
 

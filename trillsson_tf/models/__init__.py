@@ -11,6 +11,7 @@ out) is ``model.chunk_network`` (or :func:`chunk_network`). Score regressors (``
 instead (:func:`output_key`); Wav2Small has its own convolutional frontend and no chunk
 network (``model.clip_network``).
 """
+from trillsson_tf._keras import keras
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
 from trillsson_tf.models import ast, efficientnet, mobilenet, mobilenetv4, resnetish, tiny_cnn, wav2small
@@ -20,6 +21,8 @@ from trillsson_tf.models._audio_model import (
     OUTPUT_KEYS,
     SCORES_KEY,
     AudioEmbeddingModel,
+    LogMelPatches,
+    MeanOverChunks,
     chunk_network,
     wrap_chunk_network,
 )
@@ -38,6 +41,7 @@ __all__ = [
     "chunk_gflops",
     "chunk_network",
     "clip_gflops",
+    "float32_frontend_model",
     "get_preset",
     "inner_network",
     "output_key",
@@ -124,3 +128,26 @@ def inner_network(model):
     if isinstance(model, wav2small.Wav2SmallModel):
         return model.clip_network
     return chunk_network(model)
+
+
+def float32_frontend_model(model, *, float16_safe: bool = False):
+    """The same model with its log-mel frontend computed in float32.
+
+    TFLite has no float64 FFT, so converters build this form; the distiller trains through it
+    too (half the frontend's cost per step; the float32 log-mel is within 5e-4 of float64).
+
+    Args:
+        model: A model with layers ``log_mel_patches`` and ``chunk_network``.
+        float16_safe: Build the frontend's constants for a float16 conversion
+            (:func:`trillsson_tf.frontend.tf_ops.log_mel`).
+
+    Returns:
+        tf_keras model sharing ``model``'s chunk network (same weight variables): float32 audio
+        ``[batch, None]`` -> ``{key: float32 [batch, D]}`` with ``model``'s output key.
+    """
+    frontend = model.get_layer("log_mel_patches").frontend
+    key = output_key(model)
+    audio = keras.Input(shape=(None,), dtype="float32", name=AUDIO_INPUT_NAME)
+    patches = LogMelPatches(frontend, compute_dtype="float32", float16_safe=float16_safe, name="log_mel_patches")(audio)
+    vectors = MeanOverChunks(name=key)([chunk_network(model)(patches), audio])
+    return keras.Model(audio, {key: vectors}, name=f"{model.name}_float32_frontend")
