@@ -15,8 +15,8 @@ at least 1,024 values into int8, the 257 x 80 mel matrix included, which costs t
 0.04-0.10 in cosine (spec section 3). ``quantize='dynamic'`` is therefore only offered with
 ``frontend=False``. ``float16`` is allowed with the frontend: its analysis window is
 applied as a float16-exact part plus the remainder (``float16_safe`` in
-:mod:`trillsson_tf.frontend.tf_ops`), without which the rounded window alone costs 0.01 in
-cosine on 8 kHz recordings. ``int8`` with the frontend keeps the whole frontend in float32 (its tensors are
+:mod:`trillsson_tf.frontend.tf_ops`), without which the rounded window alone cost up to 0.01 in
+cosine on 8 kHz recordings (FSDD; 0.0009 on average). ``int8`` with the frontend keeps the whole frontend in float32 (its tensors are
 denylisted in the quantizer; RFFT2D and COMPLEX_ABS have no int8 kernels anyway) and quantizes
 the chunk network from a representative dataset of real audio; the op table of the card lists
 every op left in float so that this is visible.

@@ -134,7 +134,7 @@ def float32_frontend_model(model, *, float16_safe: bool = False):
     """The same model with its log-mel frontend computed in float32.
 
     TFLite has no float64 FFT, so converters build this form; the distiller trains through it
-    too (half the frontend's cost per step; the float32 log-mel is within 5e-4 of float64).
+    too (10% more steps/s for ``tiny_cnn_k5``, measured; the float32 log-mel is within 5e-4 of float64).
 
     Args:
         model: A model with layers ``log_mel_patches`` and ``chunk_network``.
