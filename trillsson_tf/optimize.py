@@ -14,6 +14,7 @@ QuantizeConfig (:data:`OUTPUT_ONLY_QUANTIZE`), which matches what the TFLite int
 MUL and of the folded scaling do. A Python ``lambda`` (``TFOpLambda``, e.g. the hard-swish of
 MobileNetV3) cannot be annotated and is refused by name.
 """
+import collections
 import contextlib
 import functools
 import json
@@ -334,13 +335,8 @@ def fold_depthwise_batch_norms(network):
     """
     config = network.get_config()
     by_name = {layer["name"]: layer for layer in config["layers"]}
-    uses = {}
-    for layer in config["layers"]:
-        for node in layer["inbound_nodes"]:
-            for ref in node:
-                uses[ref[0]] = uses.get(ref[0], 0) + 1
-    for ref in config["output_layers"]:
-        uses[ref[0]] = uses.get(ref[0], 0) + 1
+    uses = collections.Counter(ref[0] for layer in config["layers"] for node in layer["inbound_nodes"] for ref in node)
+    uses.update(ref[0] for ref in config["output_layers"])
     folds = {}  # BatchNormalization name -> DepthwiseConv2D name
     for layer in config["layers"]:
         nodes = layer["inbound_nodes"]
