@@ -104,3 +104,23 @@ def test_bad_input_is_refused(tmp_path, teacher, files):
         distill_layers(files, out_dir=tmp_path, teacher=teacher, student="big")
     with pytest.raises(ParameterError, match="shorter than the teacher's window"):
         distill_layers(files, out_dir=tmp_path, teacher="speech_embedding", segment_samples=8000)
+
+
+def test_augmented_views_add_segments_with_their_own_targets(tmp_path, teacher, files):
+    options = dict(teacher=teacher, student_options=TINY, batch_size=4, steps=2, checkpoint_every=2,
+                   cache_dir=tmp_path / "cache", validation_fraction=0.0)
+    plain = distill_layers(files, out_dir=tmp_path / "plain", **options)
+    views = distill_layers(files, out_dir=tmp_path / "views", augment=2, **options)
+    assert views["data"]["train_segments"] > 2 * plain["data"]["train_segments"] - len(files)
+    assert views["data"]["augmented_views_per_file"] == 2
+    with pytest.raises(ParameterError, match="augment must be a number of views"):
+        distill_layers(files, out_dir=tmp_path / "bad", augment=-1, **options)
+
+
+def test_hidden_states_concatenate_every_layer():
+    encoder = distil.build_encoder(**{**distil.scaled_config(16, depth=2), "conv_channels": 16})
+    states = distil.with_hidden_states(encoder)
+    assert states.output_shape[-1] == 3 * 16 and states.count_params() == encoder.count_params()
+    assert distil.with_hidden_states(states) is states
+    audio = np.random.default_rng(0).normal(0, 0.1, (1, 16000)).astype(np.float32)
+    np.testing.assert_allclose(states(audio).numpy()[..., -16:], encoder(audio).numpy(), atol=1e-6)

@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 from trillsson_tf._keras import keras, tf
+from trillsson_tf.augment import augmented_views
 from trillsson_tf.data import LoadedAudio, find_audio, load_clips, segments, split_items
 from trillsson_tf.distill import RUN_FILE, _check_positive, _learning_rate, _log_scalar, _prepare_out_dir, _versions
 from trillsson_tf.errors import ParameterError
@@ -36,7 +37,7 @@ from trillsson_tf.export import export_savedmodel
 from trillsson_tf.layer_teachers import load_layered_teacher
 from trillsson_tf.models import EMBEDDING_KEY
 from trillsson_tf.models import distil
-from trillsson_tf.targets import cached_targets
+from trillsson_tf.targets import cached_targets, file_key
 from trillsson_tf.teachers import SPEECH_EMBEDDING, Teacher
 
 __all__ = ["DEFAULT_SEGMENT_SAMPLES", "EXPORT_KIND", "alignment_matrix", "distill_layers", "layer_loss", "student_config"]
@@ -167,6 +168,7 @@ def distill_layers(
     validation_fraction: float = 0.1,
     seed: int = 0,
     cache_dir=None,
+    augment: int = 0,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = False,
@@ -192,6 +194,9 @@ def distill_layers(
         validation_fraction: Share of files held out for the validation loss.
         seed: Seeds the split, the batches and the weights.
         cache_dir: Target cache root (see :func:`trillsson_tf.targets.cached_targets`).
+        augment: Augmented views per training file (:mod:`trillsson_tf.augment`), each with its
+            own cached teacher layers, trained on beside the originals. Validation files are
+            never augmented.
         resume: Continue the run in ``out_dir``; refused when the teacher, its layers or the
             student differ.
         overwrite: Replace a non-empty ``out_dir`` (ignored with ``resume``).
@@ -212,6 +217,8 @@ def distill_layers(
         _check_positive(name, value)
     if not lr > 0:
         raise ParameterError(f"lr must be a positive learning rate, got {lr!r}.")
+    if isinstance(augment, bool) or not isinstance(augment, (int, np.integer)) or augment < 0:
+        raise ParameterError(f"augment must be a number of views >= 0, got {augment!r}.")
     learning_rate = _learning_rate(lr, lr_schedule, steps)
     out_dir = os.fspath(out_dir)
 
@@ -235,6 +242,12 @@ def distill_layers(
     if not train_index:
         raise ParameterError(f"No training files left after holding out validation_fraction={validation_fraction}.")
     train_audio, train_targets = _segment_arrays(loaded, target_set.targets, train_index, segment_samples)
+    if augment:
+        originals = LoadedAudio([loaded.items[i] for i in train_index], [loaded.clips[i] for i in train_index], [])
+        views, keys = augmented_views(originals, [file_key(item.path) for item in originals.items], augment, seed=seed)
+        view_targets = cached_targets(frames_teacher, views, cache_dir=cache_dir, progress=progress, keys=keys)
+        view_audio, view_frames = _segment_arrays(views, view_targets.targets, range(len(views.clips)), segment_samples)
+        train_audio, train_targets = np.concatenate([train_audio, view_audio]), np.concatenate([train_targets, view_frames])
     held_audio, held_targets = _segment_arrays(loaded, target_set.targets, held_index, segment_samples)
     # Standardise each target dimension (over every training frame); the heads learn that scale.
     flat = train_targets.reshape(-1, train_targets.shape[-1]).astype(np.float64)
@@ -299,6 +312,7 @@ def distill_layers(
             "train_files": len(train_index),
             "validation_files": len(held_index),
             "train_segments": int(len(train_audio)),
+            "augmented_views_per_file": augment,
             "segment_samples": segment_samples,
             "skipped": [path for path, _ in loaded.skipped],
             "target_cache": target_set.directory,

@@ -27,6 +27,7 @@ The encoder maps audio ``[batch, samples]`` (float32, 16 kHz, [-1, 1]) to frames
 ``[batch, frames, width]``; clips shorter than ``min_samples`` are mirror-padded first.
 """
 import dataclasses
+import re
 
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.errors import ParameterError
@@ -39,8 +40,10 @@ __all__ = [
     "LayerStudentPreset",
     "WaveformStandardization",
     "GroupedConv1D",
+    "HIDDEN_STATES_NAME",
     "MirrorPadTo",
     "available",
+    "with_hidden_states",
     "build_encoder",
     "build_student",
     "encoder_parameters",
@@ -52,6 +55,7 @@ __all__ = [
 
 _PACKAGE = "trillsson_tf"
 ENCODER_NAME = "encoder"
+HIDDEN_STATES_NAME = "hidden_states"
 CONV_LAYERS = ((10, 5), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2))
 """(kernel, stride) of the convolutional feature encoder, as in wav2vec 2.0 / HuBERT."""
 _WIDTH_STEP = 16  # widths are multiples of the positional convolution's 16 groups
@@ -221,6 +225,21 @@ def build_encoder(
             layers.Add(name=f"{name}_ffn_add")([x, layers.Dropout(dropout, name=f"{name}_ffn_dropout")(inner)])
         )
     return keras.Model(audio, x, name=ENCODER_NAME)
+
+
+def with_hidden_states(encoder):
+    """The encoder with every hidden state as its output: ``[batch, frames, (depth + 1) * width]``.
+
+    The states are the input of the first transformer layer (``encoder_norm``) and the output
+    of each layer, concatenated on the feature axis; the layers (and weights) are the
+    encoder's own. An encoder that already ends so is returned as it is.
+    """
+    if encoder.layers[-1].name == HIDDEN_STATES_NAME:
+        return encoder
+    depth = sum(1 for layer in encoder.layers if re.fullmatch(r"layer\d+_ffn_norm", layer.name))
+    states = [encoder.get_layer("encoder_norm").output] + [encoder.get_layer(f"layer{i}_ffn_norm").output for i in range(1, depth + 1)]
+    output = keras.layers.Concatenate(name=HIDDEN_STATES_NAME)(states) if depth else states[0]
+    return keras.Model(encoder.input, output, name=encoder.name)
 
 
 def encoder_parameters(*, width, depth, heads, ffn_dim, conv_channels, conv_layers=CONV_LAYERS, pos_conv_kernel,
