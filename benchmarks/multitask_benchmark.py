@@ -102,6 +102,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--data", default=os.path.join("..", "shared", "data"), help="folder with fsdd/ and librispeech_test_other_10spk/")
     parser.add_argument("--out", default=os.path.join("runs", "multitask_benchmark"))
     parser.add_argument("--distill-steps", type=int, default=600)
+    parser.add_argument("--augment", type=int, default=0, help="augmented views per training file in the distillation")
     parser.add_argument("--finetune-steps", type=int, default=1200, help="steps of the fine-tuned runs, heads-only steps included")
     parser.add_argument("--head-steps", type=int, default=300, help="heads-only steps before the encoder is unfrozen")
     parser.add_argument("--frozen-steps", type=int, default=600, help="steps of the heads-only runs (cheap: stored frames)")
@@ -119,7 +120,7 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     run = distill_layers(train, out_dir=os.path.join(args.out, "distill"), teacher=teacher, steps=args.distill_steps,
                          batch_size=args.batch_size, checkpoint_every=max(1, args.distill_steps // 3), validation_fraction=0.05,
-                         cache_dir=os.path.join(args.out, "targets"), overwrite=True, progress=True)
+                         cache_dir=os.path.join(args.out, "targets"), augment=args.augment, overwrite=True, progress=True)
     timings["distill_s"] = time.perf_counter() - start
 
     common = dict(holdout_speakers=held, sv_groups=CORPUS, batch_size=args.batch_size, overwrite=True, progress=True,

@@ -125,6 +125,7 @@ def _cmd_distill_layers(args):
         validation_fraction=args.validation_fraction,
         seed=args.seed,
         cache_dir=args.cache_dir,
+        augment=args.augment,
         resume=args.resume,
         overwrite=args.force,
         progress=True,
@@ -146,6 +147,7 @@ def _cmd_finetune(args):
         sv_labels=args.sv_labels,
         labels=args.labels,
         freeze_encoder=args.freeze_encoder,
+        encoder_layers=args.encoder_layers,
         kws_weight=args.kws_weight,
         sv_weight=args.sv_weight,
         speaker_dim=args.speaker_dim,
@@ -350,6 +352,8 @@ def _add_distill_layers_arguments(parser):
     parser.add_argument("--validation-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=None, help="teacher-target cache (default ~/.cache/trillsson_tf/targets)")
+    parser.add_argument("--augment", type=int, default=0,
+                        help="augmented views per training file (speed, trim, gain, noise), each with its own cached teacher layers")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
 
@@ -362,6 +366,8 @@ def _add_finetune_arguments(parser):
     parser.add_argument("--sv-labels", default=None, help="speaker label column, e.g. speaker (omit for keywords only)")
     parser.add_argument("--labels", default=None, help="CSV with a path column and label columns")
     parser.add_argument("--freeze-encoder", action="store_true", help="train the heads only (frozen encoder)")
+    parser.add_argument("--encoder-layers", default="all", choices=("all", "last"),
+                        help="hidden states the heads read: every layer's, concatenated (default), or the last one")
     parser.add_argument("--kws-weight", type=float, default=1.0, help="weight of the keyword loss")
     parser.add_argument("--sv-weight", type=float, default=1.0, help="weight of the speaker (AAM-softmax) loss")
     parser.add_argument("--speaker-dim", type=int, default=128, help="speaker embedding size")
