@@ -148,6 +148,11 @@ class _Batches:
         return np.stack(audio), np.stack(targets).astype(np.float32)
 
 
+def _check_views(augment) -> None:
+    if isinstance(augment, bool) or not isinstance(augment, (int, np.integer)) or augment < 0:
+        raise ParameterError(f"augment must be a number of views >= 0, got {augment!r}.")
+
+
 def _augmented_training_pairs(teacher, loaded, is_validation, views: int, *, mode: str, seed: int, cache_dir, progress):
     """``(clip, target)`` pairs of ``views`` augmented views of each training file, targets cached."""
     training = [index for index, item in enumerate(loaded.items) if id(item) not in is_validation]
@@ -311,8 +316,7 @@ def distill(
     loss_fn = base_loss if not ccc_weight else (lambda t, p: base_loss(t, p) + ccc_weight * ccc_loss(t, p))
     if outputs is not None:
         _check_positive("outputs", outputs)
-    if isinstance(augment, bool) or not isinstance(augment, (int, np.integer)) or augment < 0:
-        raise ParameterError(f"augment must be a number of views >= 0, got {augment!r}.")
+    _check_views(augment)
     if augment and data is None:
         raise ParameterError("augment needs data (audio files): the teacher runs on each augmented view.")
     for name, value in (("batch_size", batch_size), ("steps", steps), ("checkpoint_every", checkpoint_every)):

@@ -29,15 +29,15 @@ import time
 import numpy as np
 
 from trillsson_tf._keras import keras, tf
-from trillsson_tf.augment import augmented_views
 from trillsson_tf.data import LoadedAudio, find_audio, load_clips, segments, split_items
-from trillsson_tf.distill import RUN_FILE, _check_positive, _learning_rate, _log_scalar, _prepare_out_dir, _versions
+from trillsson_tf.distill import (RUN_FILE, _augmented_training_pairs, _check_positive, _check_views, _learning_rate,
+                                  _log_scalar, _prepare_out_dir, _versions)
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.export import export_savedmodel
 from trillsson_tf.layer_teachers import load_layered_teacher
 from trillsson_tf.models import EMBEDDING_KEY
 from trillsson_tf.models import distil
-from trillsson_tf.targets import cached_targets, file_key
+from trillsson_tf.targets import cached_targets
 from trillsson_tf.teachers import SPEECH_EMBEDDING, Teacher
 
 __all__ = ["DEFAULT_SEGMENT_SAMPLES", "EXPORT_KIND", "alignment_matrix", "distill_layers", "layer_loss", "student_config"]
@@ -142,8 +142,8 @@ def student_config(student: str, teacher, *, student_options=None, size_fraction
     return config
 
 
-def _segment_arrays(loaded, targets, indices, segment_samples):
-    audio = [segments(loaded.clips[i], segment_samples=segment_samples) for i in indices]
+def _segment_arrays(clips, targets, indices, segment_samples):
+    audio = [segments(clips[i], segment_samples=segment_samples) for i in indices]
     frames = [targets[i] for i in indices]
     if not audio:
         return None, None
@@ -217,8 +217,7 @@ def distill_layers(
         _check_positive(name, value)
     if not lr > 0:
         raise ParameterError(f"lr must be a positive learning rate, got {lr!r}.")
-    if isinstance(augment, bool) or not isinstance(augment, (int, np.integer)) or augment < 0:
-        raise ParameterError(f"augment must be a number of views >= 0, got {augment!r}.")
+    _check_views(augment)
     learning_rate = _learning_rate(lr, lr_schedule, steps)
     out_dir = os.fspath(out_dir)
 
@@ -241,14 +240,14 @@ def distill_layers(
     held_index = [i for i, item in enumerate(loaded.items) if id(item) not in is_train]
     if not train_index:
         raise ParameterError(f"No training files left after holding out validation_fraction={validation_fraction}.")
-    train_audio, train_targets = _segment_arrays(loaded, target_set.targets, train_index, segment_samples)
+    train_audio, train_targets = _segment_arrays(loaded.clips, target_set.targets, train_index, segment_samples)
     if augment:
-        originals = LoadedAudio([loaded.items[i] for i in train_index], [loaded.clips[i] for i in train_index], [])
-        views, keys = augmented_views(originals, [file_key(item.path) for item in originals.items], augment, seed=seed)
-        view_targets = cached_targets(frames_teacher, views, cache_dir=cache_dir, progress=progress, keys=keys)
-        view_audio, view_frames = _segment_arrays(views, view_targets.targets, range(len(views.clips)), segment_samples)
+        held = {id(loaded.items[i]) for i in held_index}
+        pairs = _augmented_training_pairs(frames_teacher, loaded, held, augment, mode="global", seed=seed,
+                                          cache_dir=cache_dir, progress=progress)
+        view_audio, view_frames = _segment_arrays(*zip(*pairs), range(len(pairs)), segment_samples)
         train_audio, train_targets = np.concatenate([train_audio, view_audio]), np.concatenate([train_targets, view_frames])
-    held_audio, held_targets = _segment_arrays(loaded, target_set.targets, held_index, segment_samples)
+    held_audio, held_targets = _segment_arrays(loaded.clips, target_set.targets, held_index, segment_samples)
     # Standardise each target dimension (over every training frame); the heads learn that scale.
     flat = train_targets.reshape(-1, train_targets.shape[-1]).astype(np.float64)
     mean, std = flat.mean(axis=0).astype(np.float32), np.maximum(flat.std(axis=0), 1e-6).astype(np.float32)

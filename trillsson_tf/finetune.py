@@ -382,8 +382,8 @@ def finetune(
         "tasks": [task for task, column in (("kws", kws_labels), ("sv", sv_labels)) if column],
         "kws_labels": kws_labels, "sv_labels": sv_labels, "freeze_encoder": bool(freeze_encoder),
         "kws_weight": kws_weight, "sv_weight": sv_weight, "speaker_dim": speaker_dim if sv_labels else 0,
-        "encoder_layers": encoder_layers, "hidden": hidden, "margin": margin, "scale": scale, "keywords": keywords, "train_speakers": speakers,
-        "holdout_speakers": held, "segment_samples": segment_samples,
+        "encoder_layers": encoder_layers, "hidden": hidden, "margin": margin, "scale": scale, "keywords": keywords,
+        "train_speakers": speakers, "holdout_speakers": held, "segment_samples": segment_samples,
     }
     source = _encoder_source(export)
     previous = _prepare_out_dir(out_dir, resume=resume, overwrite=overwrite, teacher=source, student="multitask", config=config)
