@@ -111,6 +111,7 @@ def test_balanced_batches_mix_keywords_and_speakers():
     keyword = np.array([i % 10 for i in range(90)] + [-1, -1, -1], np.int32)
     speaker = np.array([i % 3 for i in range(90)] + [3, 4, 5], np.int32)
     sampler = _BatchSampler(keyword, speaker, 16, balance=True)
+    assert len(sampler(np.random.default_rng(0))) == 32  # 16 per task, as each task gets alone
     clips = np.concatenate([sampler(np.random.default_rng(seed)) for seed in range(200)])
     # Half of every batch is keyword clips; the other half sees each speaker equally often.
     assert np.mean(keyword[clips] >= 0) == pytest.approx(0.5 + 0.5 * 3 / 6, abs=0.03)
@@ -118,7 +119,15 @@ def test_balanced_batches_mix_keywords_and_speakers():
     uniform = np.concatenate([_BatchSampler(keyword, speaker, 16, balance=False)(np.random.default_rng(s)) for s in range(200)])
     assert np.mean(speaker[uniform] >= 3) < 0.06
     keyword_only = _BatchSampler(keyword, np.full_like(speaker, -1), 16, balance=True)(np.random.default_rng(0))
-    assert np.all(keyword[keyword_only] >= 0)
+    assert np.all(keyword[keyword_only] >= 0) and len(keyword_only) == 16
+
+
+def test_cli_convert_prints_parity_of_both_outputs(finetuned, tmp_path, capsys):
+    from trillsson_tf.cli import main
+
+    assert main(["convert", finetuned["export"], "--quantize", "float32", "--out", str(tmp_path / "mt.tflite")]) == 0
+    printed = capsys.readouterr().out
+    assert f"{KWS_OUTPUT} mean cosine" in printed and f"{SV_OUTPUT} mean cosine" in printed
 
 
 @pytest.mark.slow

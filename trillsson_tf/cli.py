@@ -229,9 +229,12 @@ def _cmd_convert(args):
         strict=args.strict,
         overwrite=args.force,
     )
-    scores = card["parity"]
-    print(f"Wrote {out} ({card['size_bytes']:,} bytes, {card['quantize']}); parity on real speech: mean cosine "
-          f"{scores['mean_cosine']:.6f}, max abs diff {scores['max_abs_diff']:.3g}; float ops: {card['float_ops'] or 'none'}")
+    # A multi-output (waveform) card has parity per output; a single-output card has it at the top.
+    per_output = card["parity"].get("outputs", {card.get("output", "output"): card["parity"]})
+    parity_text = "; ".join(f"{name} mean cosine {scores['mean_cosine']:.6f}, max abs diff {scores['max_abs_diff']:.3g}"
+                            for name, scores in per_output.items())
+    print(f"Wrote {out} ({card['size_bytes']:,} bytes, {card['quantize']}); parity on real speech: {parity_text}; "
+          f"float ops: {card['float_ops'] or 'none'}")
     if args.micro:
         report = to_micro(out, os.path.dirname(os.path.abspath(out)), name=args.micro_name, overwrite=args.force)
         print(f"TFLite Micro: {report['files']['source']}, arena {report['arena_bytes']:,} bytes, ops {report['ops']}")
