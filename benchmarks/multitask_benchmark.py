@@ -11,8 +11,9 @@ test-other speakers.
 3. Five heads-and-encoder runs with the same split: the teacher's features (frozen), the student
    frozen, the student fine-tuned on one task (keyword; speaker), and the student fine-tuned on
    both. Fine-tuned runs start with ``--head-steps`` heads-only steps (the frozen recipe), then
-   unfreeze the encoder with a linear learning-rate warm-up; batches are half keyword clips, half
-   speaker-balanced (``finetune``'s defaults).
+   unfreeze the encoder with a linear learning-rate warm-up; each step has ``--batch-size`` keyword
+   clips and as many speaker-balanced ones, and the heads read every encoder hidden state
+   (``finetune``'s defaults; the recorded results predate both, see the closing note of issue 7).
 4. Keyword accuracy on the FSDD test takes (0-4, all 6 speakers); speaker EER and minDCF
    (p_target 0.01) on all pairs of held-out clips, within FSDD and within LibriSpeech.
 5. The multi-task export converted to float32 and int8 ``.tflite`` (int8 mixed: the waveform
