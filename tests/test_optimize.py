@@ -71,10 +71,40 @@ def test_pruning_reaches_target_sparsity_and_recovery_follows_the_teacher(tiny_m
     assert parity(teacher, stripped(patches).numpy())["mean_cosine"] > 0.9
 
 
-def test_sparsity_report_names_depthwise_layers_as_not_prunable():
-    network = models.build("tiny_cnn", embedding_dim=16).chunk_network
-    report = optimize.sparsity_report(network)
-    assert "block1_dw" in report["not_prunable"]
+def _depthwise_zeros(tflite_path) -> dict:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tflite_path))
+    filters = [op["inputs"][1] for op in interpreter._get_ops_details() if op["op_name"] == "DEPTHWISE_CONV_2D"]
+    return {index: float(np.mean(interpreter.get_tensor(index) == 0)) for index in filters}
+
+
+def test_depthwise_kernels_are_pruned_and_keep_their_zeros_through_qat(patches, tmp_path):
+    model = models.build("tiny_cnn", embedding_dim=16)
+    network = model.chunk_network
+    pruned = optimize.apply_pruning(network, sparsity=0.5, end_step=4, frequency=2)
+    optimize.recover(pruned, network, patches, steps=6)
+    stripped = optimize.strip_pruning(pruned)
+    assert type(stripped.get_layer("block1_dw")) is keras.layers.DepthwiseConv2D  # exports need no custom objects
+    report = optimize.sparsity_report(stripped)
+    assert report["not_prunable"] == []
+    assert all(report["layers"][f"block{i}_dw"]["sparsity"] == pytest.approx(0.5, abs=0.02) for i in range(1, 6))
+    dense = optimize.sparsity_report(optimize.strip_pruning(optimize.apply_pruning(network, sparsity=0.5, depthwise=False)))
+    assert dense["layers"]["block1_dw"]["sparsity"] == 0 and dense["layers"]["block1_pw"]["sparsity"] == 0
+
+    def qat_sparsity(keep_zeros):
+        qat = optimize.apply_qat(stripped, preserve_sparsity=True, calibration_patches=patches)
+        optimize.recover(qat, network, patches, steps=20, keep_zeros=keep_zeros)
+        return qat, optimize.sparsity_report(qat)["layers"]["block1_dw"]["sparsity"]
+
+    # tfmot does not fake-quantize depthwise weights, so its sparsity-preserving QAT leaves them free to move.
+    assert qat_sparsity(keep_zeros=False)[1] < 0.3
+    qat, kept = qat_sparsity(keep_zeros=True)
+    assert kept == pytest.approx(0.5, abs=0.02)
+    tflite.convert(optimize.rewrap(model, qat), tmp_path / "pruned.tflite", quantize="int8", frontend=False,
+                   representative_audio=tflite.parity_clips(num_clips=4))
+    zeros = _depthwise_zeros(tmp_path / "pruned.tflite")
+    assert len(zeros) == 5 and min(zeros.values()) >= 0.48
 
 
 def test_block_sparsity_zeroes_whole_blocks_of_dense_kernels(tiny_model, patches):
@@ -230,7 +260,7 @@ def test_optimize_prunes_then_quantizes_and_reports(optimized):
         assert [step for step, _ in stage["loss_curve"]] == [10, 20, 30] and stage["step"] == 30
     layers = report["sparsity"]["layers"]
     assert all(layer["sparsity"] == pytest.approx(0.5, abs=0.02) for layer in layers.values())  # kept through QAT
-    assert report["not_prunable"] == []  # trillsson1 has no depthwise convolutions
+    assert report["not_prunable"] == []
     data = report["data"]
     assert data["held_out_files"] >= 1 and data["patches"] == 48 and data["train_files"] + data["held_out_files"] == 8
     assert report["fidelity"]["clips"] == data["held_out_files"] and report["fidelity"]["mean_cosine"] > 0.98

@@ -90,8 +90,27 @@ def _kernels(layer, names=_KERNEL_NAMES) -> list:
     return [w for w in layer.weights if _weight_name(w) in names]
 
 
+class _PrunableDepthwiseConv2D(keras.layers.DepthwiseConv2D):
+    """A DepthwiseConv2D that tfmot's pruning wrapper accepts.
+
+    tfmot's prune registry lists no prunable weight for DepthwiseConv2D; its wrapper prunes any
+    layer with ``get_prunable_weights``. Used only while pruning: :func:`strip_pruning` puts plain
+    DepthwiseConv2D layers back, so exports load without custom objects.
+    """
+
+    def get_prunable_weights(self):
+        return [self.depthwise_kernel]
+
+
+def _prunable_depthwise(layer):
+    prunable = _PrunableDepthwiseConv2D.from_config(layer.get_config())
+    prunable.build(layer.input_shape)
+    prunable.set_weights(layer.get_weights())
+    return prunable
+
+
 def apply_pruning(network, *, sparsity: float, schedule: str = "polynomial", begin_step: int = 0, end_step: int = 100,
-                  frequency: int = 10, block_size=None):
+                  frequency: int = 10, block_size=None, depthwise: bool = True):
     """Wrap the prunable layers of a chunk network for magnitude pruning.
 
     Args:
@@ -105,10 +124,12 @@ def apply_pruning(network, *, sparsity: float, schedule: str = "polynomial", beg
         block_size: Optional ``(rows, cols)`` block sparsity, e.g. ``(1, 4)`` or ``'1x4'``, for the
             2-D (Dense) kernels; tfmot prunes blocks of 2-D kernels only, so convolution kernels are
             pruned weight by weight. ``None`` prunes single weights everywhere.
+        depthwise: Prune DepthwiseConv2D kernels too (tfmot's registry leaves them dense; they are
+            made prunable here). ``False`` leaves them dense.
 
     Returns:
         A new model with ``PruneLowMagnitude`` wrappers; train it (with :func:`recover`) to prune.
-        Layers tfmot cannot prune (DepthwiseConv2D, ...) are left unwrapped and logged.
+        Layers that are not pruned although they have kernels are logged.
     """
     import tensorflow_model_optimization as tfmot
 
@@ -127,6 +148,8 @@ def apply_pruning(network, *, sparsity: float, schedule: str = "polynomial", beg
     skipped = []
 
     def wrap(layer):
+        if depthwise and type(layer) is keras.layers.DepthwiseConv2D:
+            return tfmot.sparsity.keras.prune_low_magnitude(_prunable_depthwise(layer), pruning_schedule=pruning_schedule)
         kernels = _kernels(layer, ("kernel",))
         if registry.supports(layer) and kernels:
             blocks = block if block and kernels[0].shape.rank == 2 else (1, 1)
@@ -137,7 +160,7 @@ def apply_pruning(network, *, sparsity: float, schedule: str = "polynomial", beg
 
     pruned = keras.models.clone_model(_clone(network), clone_function=wrap)
     if skipped:
-        _log.info("Not prunable with tfmot, left dense: %s", ", ".join(skipped))
+        _log.info("Not pruned, left dense: %s", ", ".join(skipped))
     return pruned
 
 
@@ -145,7 +168,17 @@ def strip_pruning(network):
     """Remove the pruning wrappers (keeping the zeros); the inverse of :func:`apply_pruning`."""
     import tensorflow_model_optimization as tfmot
 
-    return tfmot.sparsity.keras.strip_pruning(network)
+    stripped = tfmot.sparsity.keras.strip_pruning(network)
+    if not any(isinstance(layer, _PrunableDepthwiseConv2D) for layer in stripped.layers):
+        return stripped
+
+    def plain(layer):
+        cls = keras.layers.DepthwiseConv2D if isinstance(layer, _PrunableDepthwiseConv2D) else type(layer)
+        return cls.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(stripped, clone_function=plain)
+    copy.set_weights(stripped.get_weights())
+    return copy
 
 
 def sparsity_report(network) -> dict:
@@ -154,7 +187,8 @@ def sparsity_report(network) -> dict:
     Returns:
         ``{'layers': {name: {'type', 'sparsity', 'weights', 'unique_values'}}, 'overall': float,
         'not_prunable': [names]}``; ``overall`` is the zero fraction over all listed kernels;
-        ``not_prunable`` names layers with kernels that tfmot never prunes (DepthwiseConv2D, ...).
+        ``not_prunable`` names layers with kernels that :func:`apply_pruning` cannot prune (layers
+        tfmot's registry does not know, other than DepthwiseConv2D).
         ``unique_values`` shows weight clustering (at most the cluster count per kernel).
     """
     from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry as registry
@@ -175,7 +209,7 @@ def sparsity_report(network) -> dict:
             "unique_values": int(np.unique(values).size),
         }
         zeros, total = zeros + int(np.sum(values == 0)), total + int(values.size)
-        if not registry.supports(layer) or isinstance(layer, keras.layers.DepthwiseConv2D):
+        if not (registry.supports(layer) or isinstance(layer, keras.layers.DepthwiseConv2D)):
             not_prunable.append(layer.name)
     return {"layers": layers, "overall": zeros / max(total, 1), "not_prunable": not_prunable}
 
@@ -470,7 +504,7 @@ def _dedupe_wrapper_weights(network) -> None:
 
 def recover(network, teacher, patches, *, steps: int = 100, batch_size: int = 16, learning_rate: float = 1e-4,
             seed: int = 0, start_step: int = 0, optimizer=None, checkpoint_every=None, on_checkpoint=None,
-            progress: bool = False, description: str = "recover") -> list:
+            keep_zeros: bool = False, progress: bool = False, description: str = "recover") -> list:
     """Train an optimized network to reproduce the unoptimized one (distillation, MSE; no labels).
 
     Args:
@@ -487,6 +521,10 @@ def recover(network, teacher, patches, *, steps: int = 100, batch_size: int = 16
         optimizer: A Keras optimizer to use (and checkpoint); default a new Adam.
         checkpoint_every: Call ``on_checkpoint`` every this many steps (and after the last one).
         on_checkpoint: ``callable(step, losses)`` with the steps done and the losses so far.
+        keep_zeros: Keep every kernel weight that is zero at the start at zero (the recovery of a
+            pruned network's later stages): tfmot's sparsity-preserving schemes mask only the
+            kernels they wrap, so depthwise kernels (which it neither clusters nor fake-quantizes
+            at their weights) would otherwise train their zeros away.
         progress: Show a progress bar.
         description: Label of the progress bar.
 
@@ -509,12 +547,16 @@ def recover(network, teacher, patches, *, steps: int = 100, batch_size: int = 16
     pruning_step = tfmot.sparsity.keras.UpdatePruningStep()
     pruning_step.set_model(network)
     pruning_step.on_train_begin()
+    masks = [(variable, tf.constant(variable.numpy() != 0, variable.dtype)) for variable in network.trainable_variables
+             if keep_zeros and _weight_name(variable) in _KERNEL_NAMES and not np.all(variable.numpy())]
 
     @tf.function
     def train_step(inputs, wanted):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.square(network(inputs, training=True) - wanted))
         optimizer.apply_gradients(zip(tape.gradient(loss, network.trainable_variables), network.trainable_variables))
+        for variable, mask in masks:
+            variable.assign(variable * mask)
         return loss
 
     losses = []
@@ -746,7 +788,9 @@ def optimize_export(
     Stages run in the order prune -> cluster -> qat (each optional, ``steps`` recovery steps each),
     the frontend staying float. Recovery regresses the unoptimized network's outputs on log-mel
     patches of ``data`` (no labels). With pruning, clustering preserves the zeros and QAT uses
-    tfmot's sparsity-preserving scheme; with clustering, QAT preserves the clusters.
+    tfmot's sparsity-preserving scheme; with clustering, QAT preserves the clusters. Pruning
+    includes the depthwise kernels (:func:`apply_pruning`), and the stages after it keep every
+    pruned zero (:func:`recover`'s ``keep_zeros``).
 
     Args:
         export_dir: An export folder (``trillsson-tf export`` / ``distill``: ``runs/x/export``).
@@ -828,7 +872,8 @@ def optimize_export(
 
         if start < steps:
             recover(wrapped, targets, patches, steps=steps, batch_size=batch_size, seed=seed, start_step=start,
-                    optimizer=optimizer, checkpoint_every=checkpoint_every, on_checkpoint=save, progress=progress,
+                    optimizer=optimizer, checkpoint_every=checkpoint_every, on_checkpoint=save,
+                    keep_zeros=stage != "prune" and options["prune"] is not None, progress=progress,
                     description=f"optimize: {stage}")
         network = _strip(stage, wrapped, options)
 
