@@ -412,7 +412,8 @@ for op in sorted({row["op"] for row in int8_card["ops"]}):
 `optimize_export` runs the stages asked for (prune -> cluster -> QAT) on the chunk network,
 the frontend staying float. After each stage, *recovery training* regresses the unoptimized
 network's outputs on log-mel patches of the audio: no labels needed. It reports per-layer
-sparsity (tfmot never prunes depthwise convolutions: they are listed), the recovery loss
+sparsity (depthwise kernels included: tfmot's registry skips them, `apply_pruning` wraps them; any
+layer it still cannot prune is listed), the recovery loss
 curve, and fidelity on held-out files; checkpoints make it resumable. The export converts like
 any other. QAT cannot quantize every layer; when tfmot refuses, the error names the layer.
 """),
