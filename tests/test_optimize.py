@@ -261,6 +261,7 @@ def test_optimize_prunes_then_quantizes_and_reports(optimized):
     layers = report["sparsity"]["layers"]
     assert all(layer["sparsity"] == pytest.approx(0.5, abs=0.02) for layer in layers.values())  # kept through QAT
     assert report["not_prunable"] == []
+    assert report["options"]["learning_rate"] == optimize.RECOVERY_LEARNING_RATE  # the default when pruning
     data = report["data"]
     assert data["held_out_files"] >= 1 and data["patches"] == 48 and data["train_files"] + data["held_out_files"] == 8
     assert report["fidelity"]["clips"] == data["held_out_files"] and report["fidelity"]["mean_cosine"] > 0.98
@@ -316,12 +317,22 @@ def test_cli_refuses_an_existing_output_without_force(source_export, tmp_path, c
         (["--cluster", "1"], r"cluster must be an integer number of clusters in \[2, 256\], got 1"),
         (["--qat", "--steps", "0"], "steps must be a positive integer, got 0"),
         (["--qat", "--resume"], "Nothing to resume in"),
+        (["--qat", "--lr", "0"], "learning_rate must be positive, got 0.0"),
     ],
 )
 def test_cli_bad_options_are_clean_errors(source_export, tmp_path, capsys, argv, match):
     assert cli.main(["optimize", source_export, "--data", LIBRISPEECH, "--out", str(tmp_path / "o"), *argv]) == 2
     err = capsys.readouterr().err
     assert re.search(match, err) and "Traceback" not in err
+
+
+def test_default_learning_rate_depends_on_the_stages():
+    def rate(**stages):
+        return optimize._options(stages.get("prune"), "polynomial", None, stages.get("qat", False), stages.get("cluster"),
+                                 10, 4, None, 8, 0.1, 5, 0)["learning_rate"]
+
+    assert rate(qat=True) == optimize.QAT_LEARNING_RATE == 1e-4
+    assert rate(prune=0.5) == rate(prune=0.5, qat=True) == rate(cluster=16, qat=True) == optimize.RECOVERY_LEARNING_RATE
 
 
 def test_a_folder_that_is_not_an_export_is_refused(tmp_path):

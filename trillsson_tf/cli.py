@@ -441,7 +441,8 @@ def _add_optimize_arguments(optimize):
     optimize.add_argument("--cluster", type=int, default=None, help="weight clusters per kernel, e.g. 16")
     optimize.add_argument("--steps", type=int, default=300, help="recovery steps per stage")
     optimize.add_argument("--batch-size", type=int, default=16)
-    optimize.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
+    optimize.add_argument("--lr", type=float, default=None,
+                          help="Adam learning rate (default 1e-3 when pruning or clustering, 1e-4 for QAT alone)")
     optimize.add_argument("--patches", type=int, default=1024, help="training patches: random 2 s crops of --data")
     optimize.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     optimize.add_argument("--seed", type=int, default=0)

@@ -56,6 +56,17 @@ STAGES = ("prune", "cluster", "qat")
 """The stages of :func:`optimize_export`, in the order they run (each one optional)."""
 
 OUTPUT_ONLY_QUANTIZE = ("Multiply", "Rescaling")
+
+RECOVERY_LEARNING_RATE = 1e-3
+"""Default recovery learning rate of :func:`optimize_export` when it prunes or clusters.
+
+The network has far to go back: the distilled ``tiny_cnn`` of ``benchmarks/convert_benchmark.py``
+pruned to 50% + QAT, 300 steps per stage, reached held-out cosine 0.970 to the unpruned model at
+1e-3 against 0.947 at 1e-4 (80%: 0.915 against 0.908)."""
+
+QAT_LEARNING_RATE = 1e-4
+"""Default recovery learning rate of :func:`optimize_export` for QAT alone (same model: held-out
+cosine 0.99961 at 1e-4 against 0.99907 at 1e-3): it starts next to the float network."""
 """Layer types outside tfmot's 8-bit registry that :func:`apply_qat` quantizes at their output only
 (as it does a BatchNormalization that follows no convolution)."""
 
@@ -629,6 +640,8 @@ def _options(prune, schedule, block_size, qat, cluster, steps, batch_size, learn
     for name, value in (("steps", steps), ("batch_size", batch_size), ("num_patches", num_patches),
                         ("checkpoint_every", checkpoint_every)):
         _check_positive(name, value)
+    if learning_rate is None:
+        learning_rate = QAT_LEARNING_RATE if prune is None and cluster is None else RECOVERY_LEARNING_RATE
     if not learning_rate > 0:
         raise ParameterError(f"learning_rate must be positive, got {learning_rate!r}.")
     if not 0 < validation_fraction < 1:
@@ -774,7 +787,7 @@ def optimize_export(
     cluster=None,
     steps: int = 300,
     batch_size: int = 16,
-    learning_rate: float = 1e-4,
+    learning_rate=None,
     num_patches: int = 1024,
     validation_fraction: float = 0.1,
     checkpoint_every: int = 100,
@@ -805,7 +818,8 @@ def optimize_export(
         cluster: Number of weight clusters per kernel (2-256), or ``None``.
         steps: Recovery steps per stage.
         batch_size: Patches per step.
-        learning_rate: Adam learning rate.
+        learning_rate: Adam learning rate; ``None``: :data:`RECOVERY_LEARNING_RATE` when pruning
+            or clustering, else :data:`QAT_LEARNING_RATE`.
         num_patches: Training patches: random 2 s crops of the training files (drawn with ``seed``).
         validation_fraction: Share of files held out for the fidelity measure.
         checkpoint_every: Steps between checkpoints.
@@ -849,7 +863,7 @@ def optimize_export(
     network = teacher
     for stage in planned:
         wrapped = _stage_network(stage, network, options, patches)
-        optimizer = keras.optimizers.Adam(learning_rate)
+        optimizer = keras.optimizers.Adam(options["learning_rate"])
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         checkpoint = tf.train.Checkpoint(network=wrapped, optimizer=optimizer, step=step_var)
         manager = tf.train.CheckpointManager(checkpoint, os.path.join(out_dir, "checkpoints", stage), max_to_keep=1)
