@@ -33,6 +33,8 @@ __all__ = [
     "SCHEDULES",
     "STAGES",
     "OUTPUT_ONLY_QUANTIZE",
+    "RECOVERY_LEARNING_RATE",
+    "QAT_LEARNING_RATE",
     "REPORT_FILE",
     "apply_pruning",
     "strip_pruning",
@@ -56,6 +58,8 @@ STAGES = ("prune", "cluster", "qat")
 """The stages of :func:`optimize_export`, in the order they run (each one optional)."""
 
 OUTPUT_ONLY_QUANTIZE = ("Multiply", "Rescaling")
+"""Layer types outside tfmot's 8-bit registry that :func:`apply_qat` quantizes at their output only
+(as it does a BatchNormalization that follows no convolution)."""
 
 RECOVERY_LEARNING_RATE = 1e-3
 """Default recovery learning rate of :func:`optimize_export` when it prunes or clusters.
@@ -67,8 +71,6 @@ pruned to 50% + QAT, 300 steps per stage, reached held-out cosine 0.970 to the u
 QAT_LEARNING_RATE = 1e-4
 """Default recovery learning rate of :func:`optimize_export` for QAT alone (same model: held-out
 cosine 0.99961 at 1e-4 against 0.99907 at 1e-3): it starts next to the float network."""
-"""Layer types outside tfmot's 8-bit registry that :func:`apply_qat` quantizes at their output only
-(as it does a BatchNormalization that follows no convolution)."""
 
 REPORT_FILE = "optimize.json"
 """The report (and resume state) that :func:`optimize_export` keeps in its output folder."""
@@ -534,8 +536,8 @@ def recover(network, teacher, patches, *, steps: int = 100, batch_size: int = 16
         on_checkpoint: ``callable(step, losses)`` with the steps done and the losses so far.
         keep_zeros: Keep every kernel weight that is zero at the start at zero (the recovery of a
             pruned network's later stages): tfmot's sparsity-preserving schemes mask only the
-            kernels they wrap, so depthwise kernels (which it neither clusters nor fake-quantizes
-            at their weights) would otherwise train their zeros away.
+            kernels they quantize or cluster, and it does neither to depthwise kernels, whose
+            zeros would otherwise train away.
         progress: Show a progress bar.
         description: Label of the progress bar.
 
