@@ -23,7 +23,7 @@ On a distilled student (by default ``tiny_cnn`` distilled here from the offline
 * latency: LiteRT, one thread, median of ``--runs`` calls (after 3 warm-up calls) on 1 s of
   real speech, end to end through ``TFLiteModel`` (patch-in variants include the numpy log-mel),
   and the network alone for the patch-in variants; for the scale student too, its variants timed
-  in alternating turns of 10 calls (:func:`interleaved_median_ms`), whose int8 / float32 ratio on
+  in alternating turns of 10 calls (``runtime_benchmark.median_seconds``), whose int8 / float32 ratio on
   the patch-in path is the latency target (the tiny student's is set by its
   float frontend, and so is the audio-in int8 file's, whose TFLite RFFT stays float).
 
@@ -46,6 +46,8 @@ import time
 
 import numpy as np
 
+from runtime_benchmark import median_seconds  # interleaved timing, as the runtime benchmark times its paths
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(REPO, "benchmarks", "results")
 SHARED_DATA = os.path.join(REPO, "..", "shared", "data")
@@ -60,6 +62,7 @@ VARIANTS = {  # name: (quantize, frontend inside)
 SPARSITIES = (0.5, 0.8)
 MAX_CLIP_SAMPLES = 8 * 16000
 WARMUP_CALLS = 3
+SCALE_TURN_CALLS = 10
 TARGETS = {  # name: (comparison, goal), from issue 4
     "scale_int8_size_ratio": ("<=", 0.27),
     "scale_float16_size_ratio": ("<=", 0.52),
@@ -135,26 +138,6 @@ def int8_weights_gzip_bytes(path: str) -> int:
     return len(gzip.compress(b"".join(kernel.tobytes() for kernel in kernels), 9))
 
 
-def interleaved_median_ms(calls: dict, runs: int, block: int = 10) -> dict:
-    """Median ms per call of each of ``calls``, timed in turns of ``block`` calls each.
-
-    The turns alternate between the calls, so a change in the machine's speed during the run
-    (other jobs, clock changes: this shared 2-core machine moved a ratio from 0.42 to 0.51 between
-    two sequential runs) moves every call alike and their ratios stay comparable.
-    """
-    for call in calls.values():
-        for _ in range(WARMUP_CALLS):
-            call()
-    times = {name: [] for name in calls}
-    for _ in range(max(1, runs // block)):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            for _ in range(block):
-                call()
-            times[name].append((time.perf_counter() - start) / block)
-    return {name: 1000 * statistics.median(values) for name, values in times.items()}
-
-
 def measure(path: str, reference, clips, second, runs: int) -> dict:
     """Size, gzip size, fidelity to ``reference`` on ``clips``, latency on ``second`` (1 s) of one ``.tflite``."""
     from trillsson_tf.metrics import parity
@@ -215,8 +198,11 @@ def scale_sizes(student: str, out_dir: str, calibration, second, runs: int) -> d
         convert(model, path, quantize=quantize, frontend=frontend, overwrite=True,
                 representative_audio=calibration if quantize == "int8" else None)
         sizes[name] = os.path.getsize(path)
-        calls[name] = lambda wrapper=TFLiteModel(path, num_threads=1): wrapper(second)
-    latency = {name: round(ms, 3) for name, ms in interleaved_median_ms(calls, runs).items()}
+        calls[name] = lambda clip, wrapper=TFLiteModel(path, num_threads=1): wrapper(clip)
+    # Turns of SCALE_TURN_CALLS calls alternate between the variants, so a change in the machine's speed
+    # moves every variant alike (two sequential runs here had moved a ratio from 0.42 to 0.51).
+    seconds = median_seconds(calls, [second] * SCALE_TURN_CALLS, max(1, runs // SCALE_TURN_CALLS))
+    latency = {name: round(1000 * value / SCALE_TURN_CALLS, 3) for name, value in seconds.items()}
     return {"name": student, "parameters": int(model.count_params()), "bytes": sizes, "latency_ms": latency}
 
 
