@@ -12,8 +12,11 @@ On a distilled student (by default ``tiny_cnn`` distilled here from the offline
   the LibriSpeech utterances of the speakers never trained on, cut to at most 8 s);
 * pruning curve: :func:`trillsson_tf.optimize.optimize_export` at 50% and 80% sparsity with
   sparsity-preserving QAT and recovery by distillation against the unoptimized model, then
-  int8; gzip size of each int8 file against the unpruned int8 file's, with the fidelity of
-  each point (to the unoptimized float model);
+  int8, once pruning single weights and once in ``--block`` blocks (default 4x1: four
+  consecutive inputs of the Dense and 1x1-convolution kernels, contiguous in the file); gzip
+  size of each int8 file against the unpruned int8 file's, with the fidelity of each point (to
+  the unoptimized float model). The pruning targets are judged on the block curve, the form to
+  ship compressed;
 * sizes at TRILLsson scale: the same variants of an untrained ``--scale-student`` (default
   ``trillsson1``, 5 M parameters; file sizes do not depend on the weights' values). On the
   74 K-parameter student a fixed part of every file (the float mel matrix of the audio-in
@@ -60,6 +63,7 @@ VARIANTS = {  # name: (quantize, frontend inside)
     "int8_patch": ("int8", False),
 }
 SPARSITIES = (0.5, 0.8)
+BLOCK = "4x1"
 MAX_CLIP_SAMPLES = 8 * 16000
 WARMUP_CALLS = 3
 SCALE_TURN_CALLS = 10
@@ -68,6 +72,7 @@ TARGETS = {  # name: (comparison, goal), from issue 4
     "scale_float16_size_ratio": ("<=", 0.52),
     "float16_cosine": (">=", 0.9999),
     "int8_cosine": (">=", 0.99),
+    # The pruning targets on the block-pruned curve (--block); single-weight pruning is reported beside.
     "pruned50_int8_cosine": (">=", 0.98),
     "gzip_ratio_50": ("<=", 0.70),
     "gzip_ratio_80": ("<=", 0.45),
@@ -213,6 +218,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--work", default=os.path.join(REPO, "runs", "convert_benchmark"), help="work folder (replaced)")
     parser.add_argument("--distill-steps", type=int, default=800)
     parser.add_argument("--fsdd-every", type=int, default=4, help="use every n-th FSDD training file")
+    parser.add_argument("--block", default=BLOCK, help="block shape of the second pruning curve (rows run along the input axis)")
     parser.add_argument("--optimize-steps", type=int, default=300, help="recovery steps per optimize stage")
     parser.add_argument("--runs", type=int, default=100, help="timed calls per latency (median)")
     parser.add_argument("--scale-student", default="trillsson1", help="registry student whose file sizes show the ratios at scale")
@@ -238,15 +244,14 @@ def main(argv=None) -> dict:
     paths = convert_variants(export, tflite_dir, calibration, "student", VARIANTS)
     rows = {name: measure(path, reference, clips, second, args.runs) for name, path in paths.items()}
 
-    curve = [{"sparsity": 0.0, "int8_patch": rows["int8_patch"], "int8": rows["int8"], "optimize": None}]
-    for sparsity in SPARSITIES:
-        out = os.path.join(args.work, f"pruned{int(sparsity * 100)}")
-        report = optimize_export(export, out, data=train, prune=sparsity, qat=True, steps=args.optimize_steps,
-                                 overwrite=True, progress=True)
-        pruned = convert_variants(report["export"], tflite_dir, calibration, f"pruned{int(sparsity * 100)}",
-                                  ("int8", "int8_patch"))
+    curve = [{"sparsity": 0.0, "block": None, "int8_patch": rows["int8_patch"], "int8": rows["int8"], "optimize": None}]
+    for block, sparsity in [(block, sparsity) for block in (None, args.block) for sparsity in SPARSITIES]:
+        tag = f"pruned{int(sparsity * 100)}" + (f"_block{block}" if block else "")
+        report = optimize_export(export, os.path.join(args.work, tag), data=train, prune=sparsity, block_size=block,
+                                 qat=True, steps=args.optimize_steps, overwrite=True, progress=True)
+        pruned = convert_variants(report["export"], tflite_dir, calibration, tag, ("int8", "int8_patch"))
         point = {name: measure(path, reference, clips, second, args.runs) for name, path in pruned.items()}
-        point.update(sparsity=sparsity, optimize={
+        point.update(sparsity=sparsity, block=block, optimize={
             "kernel_sparsity": round(report["sparsity"]["overall"], 4),
             "not_prunable": report["not_prunable"],
             "keras_fidelity_held_out": round(report["fidelity"]["mean_cosine"], 6),
@@ -261,6 +266,9 @@ def main(argv=None) -> dict:
             point[name]["weights_gzip_ratio_to_unpruned"] = round(
                 point[name]["int8_weights_gzip_bytes"] / rows[name]["int8_weights_gzip_bytes"], 4)
 
+    def at(sparsity, block):
+        return next(point for point in curve if point["sparsity"] == sparsity and point["block"] == block)
+
     values = {
         "scale_int8_size_ratio": scale["bytes"]["int8"] / scale["bytes"]["float32"],
         "scale_float16_size_ratio": scale["bytes"]["float16"] / scale["bytes"]["float32"],
@@ -272,12 +280,15 @@ def main(argv=None) -> dict:
         "dynamic_patch_cosine": rows["dynamic_patch"]["fidelity"]["mean_cosine"],
         "int8_cosine": rows["int8"]["fidelity"]["mean_cosine"],
         "int8_patch_cosine": rows["int8_patch"]["fidelity"]["mean_cosine"],
-        "pruned50_int8_cosine": curve[1]["int8"]["fidelity"]["mean_cosine"],
-        "pruned50_int8_patch_cosine": curve[1]["int8_patch"]["fidelity"]["mean_cosine"],
-        "gzip_ratio_50": curve[1]["int8_patch"]["gzip_ratio_to_unpruned"],
-        "gzip_ratio_80": curve[2]["int8_patch"]["gzip_ratio_to_unpruned"],
-        "weights_gzip_ratio_50": curve[1]["int8_patch"]["weights_gzip_ratio_to_unpruned"],
-        "weights_gzip_ratio_80": curve[2]["int8_patch"]["weights_gzip_ratio_to_unpruned"],
+        "pruned50_int8_cosine": at(0.5, args.block)["int8"]["fidelity"]["mean_cosine"],
+        "pruned50_int8_patch_cosine": at(0.5, args.block)["int8_patch"]["fidelity"]["mean_cosine"],
+        "gzip_ratio_50": at(0.5, args.block)["int8_patch"]["gzip_ratio_to_unpruned"],
+        "gzip_ratio_80": at(0.8, args.block)["int8_patch"]["gzip_ratio_to_unpruned"],
+        "weights_gzip_ratio_50": at(0.5, args.block)["int8_patch"]["weights_gzip_ratio_to_unpruned"],
+        "weights_gzip_ratio_80": at(0.8, args.block)["int8_patch"]["weights_gzip_ratio_to_unpruned"],
+        "single_weights_pruned50_int8_cosine": at(0.5, None)["int8"]["fidelity"]["mean_cosine"],
+        "single_weights_gzip_ratio_50": at(0.5, None)["int8_patch"]["gzip_ratio_to_unpruned"],
+        "single_weights_gzip_ratio_80": at(0.8, None)["int8_patch"]["gzip_ratio_to_unpruned"],
         "scale_int8_latency_ratio": scale["latency_ms"]["int8"] / scale["latency_ms"]["float32"],
         "scale_int8_patch_latency_ratio": scale["latency_ms"]["int8_patch"] / scale["latency_ms"]["float32_patch"],
         "int8_latency_ratio": rows["int8"]["latency_ms"] / rows["float32"]["latency_ms"],
@@ -290,6 +301,7 @@ def main(argv=None) -> dict:
                  "LibriSpeech speakers never trained on, clips cut to 8 s"},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "runs": args.runs,
+        "block": args.block,
         "variants": rows,
         "pruning_curve": curve,
         "scale_sizes": scale,
@@ -337,15 +349,15 @@ def to_markdown(result: dict) -> str:
         "",
         "Pruning curve (prune + sparsity-preserving QAT, recovered by distillation from the unoptimized model, then int8):",
         "",
-        "| sparsity | kernel sparsity | int8 patch gzip bytes | gzip ratio | int8 kernels alone: gzip ratio "
+        "| sparsity | blocks | kernel sparsity | int8 patch gzip bytes | gzip ratio | int8 kernels alone: gzip ratio "
         "| mean cosine | centered cosine | int8 (audio in) gzip ratio | mean cosine | latency ms (audio in) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for point in result["pruning_curve"]:
         patch, audio = point["int8_patch"], point["int8"]
         kernel = point["optimize"]["kernel_sparsity"] if point["optimize"] else 0.0
         lines.append(
-            f"| {point['sparsity']:.0%} | {kernel:.3f} | {patch['gzip_bytes']:,} | {patch['gzip_ratio_to_unpruned']:.3f} | "
+            f"| {point['sparsity']:.0%} | {point['block'] or '-'} | {kernel:.3f} | {patch['gzip_bytes']:,} | {patch['gzip_ratio_to_unpruned']:.3f} | "
             f"{patch['weights_gzip_ratio_to_unpruned']:.3f} | {patch['fidelity']['mean_cosine']:.6f} | {patch['fidelity']['centered_mean_cosine']:.4f} | "
             f"{audio['gzip_ratio_to_unpruned']:.3f} | "
             f"{audio['fidelity']['mean_cosine']:.6f} | {audio['latency_ms']:.3f} |"
@@ -356,7 +368,10 @@ def to_markdown(result: dict) -> str:
         "",
         f"The int8 kernels alone gzip to {unpruned['int8_weights_gzip_bytes']:,} of the unpruned patch-in file's "
         f"{unpruned['gzip_bytes']:,} bytes; the rest (int32 biases, per-channel scales, tensor table) stays whole "
-        "when pruning and bounds the file's gzip ratio.",
+        f"when pruning and bounds the file's gzip ratio. Pruned weight by weight, the int8 file gzips to "
+        f"{values['single_weights_gzip_ratio_50']:.3f} of the unpruned one at 50% and "
+        f"{values['single_weights_gzip_ratio_80']:.3f} at 80% (mean cosine {values['single_weights_pruned50_int8_cosine']:.4f} "
+        f"at 50%); in {result['block']} blocks the zeros lie in runs that gzip codes far more cheaply (the targets' rows).",
         "",
         f"Sizes at TRILLsson scale (untrained {scale['name']}, {scale['parameters']:,} parameters): "
         + ", ".join(f"{name} {size:,} B" for name, size in scale["bytes"].items())

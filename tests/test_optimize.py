@@ -120,6 +120,26 @@ def test_block_sparsity_zeroes_whole_blocks_of_dense_kernels(tiny_model, patches
     assert optimize.sparsity_report(stripped)["layers"]["stem_conv"]["sparsity"] == pytest.approx(0.5, abs=0.02)
 
 
+def test_block_sparsity_reaches_pointwise_convolutions_and_strips_back_to_conv2d(patches):
+    network = models.build("tiny_cnn", embedding_dim=16).chunk_network
+    pruned = optimize.apply_pruning(network, sparsity=0.5, schedule="constant", frequency=1, block_size="4x1")
+    optimize.recover(pruned, network, patches, steps=2)
+    stripped = optimize.strip_pruning(pruned)
+    np.testing.assert_allclose(stripped(patches).numpy(), pruned(patches, training=False).numpy(), atol=1e-5)
+    for name in ("block1_pw", "block5_pw", "projection"):
+        layer = stripped.get_layer(name)
+        kernel = layer.kernel.numpy().reshape(-1, layer.kernel.shape[-1])  # [inputs, outputs]
+        blocks = kernel.reshape(-1, 4, kernel.shape[1])  # four consecutive inputs of one output
+        zero_blocks = np.all(blocks == 0, axis=1)
+        assert zero_blocks.mean() == pytest.approx(0.5, abs=0.02), name
+        assert np.all(np.any(blocks != 0, axis=1) | zero_blocks), name  # no partly zeroed block
+    assert type(stripped.get_layer("block1_pw")) is keras.layers.Conv2D  # exports need no custom objects
+    assert stripped.get_layer("block1_pw").kernel.shape == network.get_layer("block1_pw").kernel.shape
+    report = optimize.sparsity_report(stripped)
+    assert report["layers"]["stem_conv"]["sparsity"] == pytest.approx(0.5, abs=0.05)  # 3x3: weight by weight
+    assert report["overall"] == pytest.approx(0.5, abs=0.02)
+
+
 def test_qat_network_converts_and_agrees_with_its_keras_form(patches, held_out_patches, tmp_path):
     # Its own seeded model, and activation ranges calibrated before recovery: with tfmot's [-6, 6]
     # start and 5 steps this agreed at cosine 0.97-0.98, depending on what other tests did to a shared model.

@@ -435,7 +435,7 @@ def _add_optimize_arguments(optimize):
     optimize.add_argument("--out", required=True, help="run folder (optimize.json, checkpoints/, export/)")
     optimize.add_argument("--prune", type=float, default=None, help="target sparsity in (0, 1), e.g. 0.5")
     optimize.add_argument("--schedule", default="polynomial", choices=SCHEDULES, help="pruning schedule")
-    optimize.add_argument("--block", default=None, help="block sparsity of Dense kernels, e.g. 1x4")
+    optimize.add_argument("--block", default=None, help="block sparsity of Dense and 1x1-convolution kernels, rows along the input axis, e.g. 4x1")
     optimize.add_argument("--qat", action="store_true", help="quantization-aware training (int8), sparsity-preserving "
                           "after --prune, cluster-preserving after --cluster")
     optimize.add_argument("--cluster", type=int, default=None, help="weight clusters per kernel, e.g. 16")

@@ -122,6 +122,40 @@ def _prunable_depthwise(layer):
     return prunable
 
 
+class _PointwiseDense(keras.layers.Dense):
+    """A 1x1 Conv2D (stride 1, one group) as the Dense layer it computes on the channel axis.
+
+    tfmot prunes blocks of 2-D kernels only; as a Dense, a pointwise convolution's kernel
+    ``[in, out]`` can be pruned in blocks like a Dense kernel. Used only while pruning:
+    :func:`strip_pruning` puts the Conv2D back with the same (reshaped) weights.
+    """
+
+    def __init__(self, conv_config: dict, **kwargs):
+        keys = ("activation", "use_bias", "kernel_regularizer", "bias_regularizer", "activity_regularizer",
+                "kernel_constraint", "bias_constraint", "name", "trainable", "dtype")
+        super().__init__(conv_config["filters"], **{key: conv_config[key] for key in keys if key in conv_config}, **kwargs)
+        self.conv_config = conv_config
+
+    def get_config(self):
+        return {"conv_config": self.conv_config}
+
+    def get_prunable_weights(self):
+        return [self.kernel]
+
+
+def _is_pointwise(layer) -> bool:
+    return (type(layer) is keras.layers.Conv2D and tuple(layer.kernel_size) == (1, 1) and tuple(layer.strides) == (1, 1)
+            and layer.groups == 1 and layer.data_format == "channels_last")
+
+
+def _pointwise_dense(layer):
+    dense = _PointwiseDense(layer.get_config())
+    dense.build(layer.input_shape)
+    kernel, *bias = layer.get_weights()
+    dense.set_weights([kernel.reshape(kernel.shape[2:]), *bias])
+    return dense
+
+
 def apply_pruning(network, *, sparsity: float, schedule: str = "polynomial", begin_step: int = 0, end_step: int = 100,
                   frequency: int = 10, block_size=None, depthwise: bool = True):
     """Wrap the prunable layers of a chunk network for magnitude pruning.
@@ -134,9 +168,12 @@ def apply_pruning(network, *, sparsity: float, schedule: str = "polynomial", beg
         begin_step: Training step at which pruning starts.
         end_step: Training step at which the polynomial schedule reaches ``sparsity``.
         frequency: Steps between mask updates.
-        block_size: Optional ``(rows, cols)`` block sparsity, e.g. ``(1, 4)`` or ``'1x4'``, for the
-            2-D (Dense) kernels; tfmot prunes blocks of 2-D kernels only, so convolution kernels are
-            pruned weight by weight. ``None`` prunes single weights everywhere.
+        block_size: Optional ``(rows, cols)`` block sparsity, e.g. ``(4, 1)`` or ``'4x1'``, of the
+            Dense kernels ``[in, out]`` and of the 1x1 convolutions (pruned as the Dense layers they
+            are); other convolution kernels are pruned weight by weight (tfmot prunes blocks of 2-D
+            kernels only). Rows run along the input axis, which ``.tflite`` files store contiguously:
+            ``4x1`` blocks put the zeros in runs, which compress (the pruned 50% ``tiny_cnn`` of
+            ``benchmarks/convert_benchmark.py``: see its README figures). ``None`` prunes single weights.
         depthwise: Prune DepthwiseConv2D kernels too (tfmot's registry leaves them dense; they are
             made prunable here). ``False`` leaves them dense.
 
@@ -163,6 +200,9 @@ def apply_pruning(network, *, sparsity: float, schedule: str = "polynomial", beg
     def wrap(layer):
         if depthwise and type(layer) is keras.layers.DepthwiseConv2D:
             return tfmot.sparsity.keras.prune_low_magnitude(_prunable_depthwise(layer), pruning_schedule=pruning_schedule)
+        if block and _is_pointwise(layer):
+            return tfmot.sparsity.keras.prune_low_magnitude(_pointwise_dense(layer), pruning_schedule=pruning_schedule,
+                                                            block_size=block)
         kernels = _kernels(layer, ("kernel",))
         if registry.supports(layer) and kernels:
             blocks = block if block and kernels[0].shape.rank == 2 else (1, 1)
@@ -182,15 +222,17 @@ def strip_pruning(network):
     import tensorflow_model_optimization as tfmot
 
     stripped = tfmot.sparsity.keras.strip_pruning(network)
-    if not any(isinstance(layer, _PrunableDepthwiseConv2D) for layer in stripped.layers):
+    if not any(isinstance(layer, (_PrunableDepthwiseConv2D, _PointwiseDense)) for layer in stripped.layers):
         return stripped
 
     def plain(layer):
+        if isinstance(layer, _PointwiseDense):
+            return keras.layers.Conv2D.from_config(layer.conv_config)
         cls = keras.layers.DepthwiseConv2D if isinstance(layer, _PrunableDepthwiseConv2D) else type(layer)
         return cls.from_config(layer.get_config())
 
     copy = keras.models.clone_model(stripped, clone_function=plain)
-    copy.set_weights(stripped.get_weights())
+    copy.set_weights([value.reshape(variable.shape) for value, variable in zip(stripped.get_weights(), copy.weights)])
     return copy
 
 
