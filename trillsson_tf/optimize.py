@@ -653,7 +653,7 @@ def _block_size(block_size) -> tuple:
     text = block_size if isinstance(block_size, str) else "x".join(str(v) for v in np.atleast_1d(block_size))
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not match or int(match[1]) < 1 or int(match[2]) < 1:
-        raise ParameterError(f"block_size must be two positive integers such as (1, 4) or '1x4', got {block_size!r}.")
+        raise ParameterError(f"block_size must be two positive integers such as (4, 1) or '4x1', got {block_size!r}.")
     return int(match[1]), int(match[2])
 
 
@@ -857,7 +857,8 @@ def optimize_export(
             patches and held-out clips (fidelity).
         prune: Target sparsity in (0, 1), or ``None``.
         schedule: Pruning schedule, one of :data:`SCHEDULES`.
-        block_size: Block sparsity ``(rows, cols)`` or ``'1x4'``; ``None`` prunes single weights.
+        block_size: Block sparsity ``(rows, cols)`` or ``'4x1'`` (rows along the input axis);
+            ``None`` prunes single weights.
         qat: Quantization-aware training (int8) as the last stage.
         cluster: Number of weight clusters per kernel (2-256), or ``None``.
         steps: Recovery steps per stage.
