@@ -95,3 +95,14 @@ def test_each_chunk_window_alone_gives_its_patch(librispeech_clips, length):
     for window, patch in zip(windows, patches):
         # float32 mel projection: BLAS may round a different batch shape differently in the last bit.
         np.testing.assert_allclose(numpy_ops.log_mel(window[np.newaxis])[0], patch, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 100])
+def test_log_mel_in_blocks_equals_one_piece(librispeech_clips, batch, monkeypatch):
+    """The frame blocks (fewer frames per block for larger batches) change values by float32
+    rounding of the mel projection only."""
+    clip = librispeech_clips[0]
+    audio = np.stack([np.roll(clip, 800 * i)[:20_000] for i in range(batch)])
+    blocked = numpy_ops.log_mel(audio)
+    monkeypatch.setattr(numpy_ops, "_BLOCK_FRAMES", 10**6)
+    np.testing.assert_allclose(blocked, numpy_ops.log_mel(audio), rtol=0, atol=1e-5)

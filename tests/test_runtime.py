@@ -253,6 +253,24 @@ def test_fixed_batch_model_is_filled(tflite_dir, tiny_model, patch_float32, long
     np.testing.assert_allclose(TFLiteModel(path)(clip)["embedding"], TFLiteModel(patch_float32)(clip)["embedding"], atol=1e-6)
 
 
+
+@pytest.mark.parametrize("fixture", ["frontend_float32", "patch_int8"])
+def test_chunks_run_in_calls_of_several_sizes(request, fixture, long_clip):
+    """Seven chunks go in calls of 4 + 2 + 1, each size on its own interpreter, and give the
+    vectors of seven one-chunk calls; no interpreter's input shape changes afterwards."""
+    model = TFLiteModel(request.getfixturevalue(fixture))
+    clips = np.stack([long_clip[i * 10_000 : i * 10_000 + 32_000] for i in range(7)])  # one chunk each
+    batched = model(clips)["embedding"]
+    assert sorted(model._runners) == [2, 4]
+    shapes = {size: tuple(runner.get_input_details()[model._input_name]["shape"]) for size, runner in model._runners.items()}
+    assert {size: shape[0] for size, shape in shapes.items()} == {2: 2, 4: 4}
+    one_call_each = TFLiteModel(request.getfixturevalue(fixture))
+    one_call_each._call_sizes = (1,)
+    np.testing.assert_allclose(batched, one_call_each(clips)["embedding"], atol=1e-6)
+    assert not one_call_each._runners
+    model(clips)
+    assert {size: tuple(runner.get_input_details()[model._input_name]["shape"]) for size, runner in model._runners.items()} == shapes
+
 # -- streaming -------------------------------------------------------------------------------
 
 
@@ -493,7 +511,7 @@ def test_real_tflite_runtime(patch_float32, speech_batch):
         pytest.skip("tflite-runtime 2.14 (its last release) cannot create an Interpreter under numpy 2")
     pytest.importorskip("tflite_runtime.interpreter", reason="tflite-runtime is not installed")
     model = TFLiteModel(patch_float32)
-    assert type(model._interpreter).__module__.startswith("tflite_runtime")
+    assert type(model._runner).__module__.startswith("tflite_runtime")
     assert model(speech_batch)["embedding"].shape == (2, model.embedding_dim)
 
 

@@ -13,6 +13,8 @@ from trillsson_tf.frontend import DEFAULT_FRONTEND, FrontendConfig, hann_window,
 
 __all__ = ["mirror_pad", "log_mel", "log_mel_patches"]
 
+_BLOCK_FRAMES = 64  # frames per FFT block, over the whole batch (see log_mel)
+
 
 def mirror_pad(audio: np.ndarray, min_samples: int) -> np.ndarray:
     """Pad clips shorter than ``min_samples`` by repeated mirroring (``x, reversed(x), x, ...``).
@@ -50,13 +52,21 @@ def log_mel(audio: np.ndarray, config: FrontendConfig = DEFAULT_FRONTEND, *, max
         num_frames = min(num_frames, int(max_frames))
     frames = np.lib.stride_tricks.sliding_window_view(audio, config.window_samples, axis=1)
     frames = frames[:, : num_frames * config.hop_samples : config.hop_samples]
-    # Windowed straight into a zero-padded FFT-length buffer: rfft(n=fft_size) pads a copy of
-    # its own, which made the FFT 1.6x slower (0.55 against 0.33 ms for 4.6 s, measured).
-    padded = np.zeros((*frames.shape[:2], config.fft_size))
-    np.multiply(frames, hann_window(config), out=padded[..., : config.window_samples])
-    spectrum = np.abs(np.fft.rfft(padded)).astype(np.float32)
-    mel = spectrum @ mel_matrix(config).astype(np.float32)
-    return np.log(np.maximum(mel, np.float32(config.log_floor)) + np.float32(config.log_offset))
+    window, projection = hann_window(config), mel_matrix(config).astype(np.float32)
+    features = np.empty((*frames.shape[:2], config.num_mel_bins), np.float32)
+    # In blocks of frames, so that the float64 spectra stay in cache: in one piece, 46 s of audio
+    # took 22.9 ms against 13.9 ms for the same speech as ten clips; in blocks of 64 frames,
+    # 12.8 ms and 12.6 ms (blocks of 128 / 192 frames: 12.4 / 11.9 ms and 14.4 / 18.1 ms; measured).
+    block = max(1, _BLOCK_FRAMES // max(1, frames.shape[0]))
+    for start in range(0, frames.shape[1], block):
+        part = frames[:, start : start + block]
+        # Windowed straight into a zero-padded FFT-length buffer: rfft(n=fft_size) pads a copy of
+        # its own, which made the FFT 1.6x slower (0.55 against 0.33 ms for 4.6 s, measured).
+        padded = np.zeros((*part.shape[:2], config.fft_size))
+        np.multiply(part, window, out=padded[..., : config.window_samples])
+        mel = np.abs(np.fft.rfft(padded)).astype(np.float32) @ projection
+        np.log(np.maximum(mel, np.float32(config.log_floor)) + np.float32(config.log_offset), out=features[:, start : start + block])
+    return features
 
 
 def log_mel_patches(audio: np.ndarray, config: FrontendConfig = DEFAULT_FRONTEND) -> np.ndarray:
