@@ -13,7 +13,9 @@ test-other speakers.
    both. Fine-tuned runs start with ``--head-steps`` heads-only steps (the frozen recipe), then
    unfreeze the encoder with a linear learning-rate warm-up; each step has ``--batch-size`` keyword
    clips and as many speaker-balanced ones, and the heads read every encoder hidden state
-   (``finetune``'s defaults).
+   (``finetune``'s defaults). The student frozen and the multi-task run are repeated with
+   ``--seeds`` - 1 more seeds (heads' initialisation and batch order; the encoder is the same), so
+   that a difference between rows can be read against the spread between seeds.
 4. Keyword accuracy on the FSDD test takes (0-4, all 6 speakers); speaker EER and minDCF
    (p_target 0.01) on all pairs of held-out clips, within FSDD and within LibriSpeech.
 5. The multi-task export converted to float32 and int8 ``.tflite`` (int8 mixed: the waveform
@@ -108,6 +110,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--head-steps", type=int, default=300, help="heads-only steps before the encoder is unfrozen")
     parser.add_argument("--frozen-steps", type=int, default=600, help="steps of the heads-only runs (cheap: stored frames)")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seeds", type=int, default=2, help="seeds of the student frozen and multi-task runs (the first is 0)")
     parser.add_argument("--results", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args(argv)
     began = time.perf_counter()
@@ -134,6 +137,9 @@ def main(argv=None) -> dict:
         "student fine-tuned, speaker only": dict(export=run["export"], kws_labels=None, **tuned),
         "student fine-tuned, multi-task": dict(export=run["export"], **tuned),
     }
+    for seed in range(1, args.seeds):
+        configs[f"student frozen, seed {seed}"] = dict(configs["student frozen"], seed=seed)
+        configs[f"student fine-tuned, multi-task, seed {seed}"] = dict(configs["student fine-tuned, multi-task"], seed=seed)
     rows = {}
     for index, (name, options) in enumerate(configs.items()):
         start = time.perf_counter()
@@ -183,6 +189,11 @@ def main(argv=None) -> dict:
         "FSDD EER within 2 points of the teacher pipeline": multi["fsdd_eer"] <= teacher_row["fsdd_eer"] + 0.02,
         "EER and minDCF agree with scikit-learn to 1e-3": max(runtime["sklearn"].values()) <= 1e-3,
     }
+    seed_spread = {}
+    for base in ("student frozen", "student fine-tuned, multi-task"):
+        runs = [rows[base]] + [rows[f"{base}, seed {seed}"] for seed in range(1, args.seeds)]
+        seed_spread[base] = {metric: max(r[metric] for r in runs) - min(r[metric] for r in runs)
+                             for metric in ("kws_accuracy", "fsdd_eer", "librispeech_eer")}
     report = {
         "teacher": {"spec": "speech_embedding", "layers": LAYERS, "parameters": teacher.parameters},
         "student": {"config": run["student"]["config"], "parameters": run["student"]["parameters"],
@@ -195,6 +206,8 @@ def main(argv=None) -> dict:
         "frozen_steps": args.frozen_steps,
         "batch_size": args.batch_size,
         "rows": rows,
+        "seeds": args.seeds,
+        "seed_spread": seed_spread,
         "tflite": sizes,
         "runtime_float32_fsdd_heldout": runtime,
         "targets": targets,
@@ -241,6 +254,10 @@ def _markdown(report: dict) -> str:
     sizes = report["tflite"]
     runtime = report["runtime_float32_fsdd_heldout"]
     lines += [
+        "",
+        f"Spread (max - min, points) over {report['seeds']} seeds of the heads' initialisation and batch order: "
+        + "; ".join(f"{name} KWS {_pct(s['kws_accuracy'])}, EER FSDD {_pct(s['fsdd_eer'])}, EER LibriSpeech {_pct(s['librispeech_eer'])}"
+                    for name, s in report["seed_spread"].items()) + ". The targets read the seed-0 rows.",
         "",
         f".tflite sizes: teacher (mel + embedding models) {sizes['teacher_tflite']['bytes']:,} bytes; student encoder float32 "
         f"{sizes['student_encoder_float32']['bytes']:,}; multi-task float32 {sizes['multitask_float32']['bytes']:,} "
