@@ -32,7 +32,7 @@ from converters.tflite import (
     parity_clips,
     representative_clips,
 )
-import trillsson_tf.finetune  # noqa: F401  (registers the custom layers that model.keras refers to)
+import trillsson_tf.models.heads  # noqa: F401  (registers the custom layers that model.keras refers to)
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.errors import ConversionError, ParameterError
 from trillsson_tf.export import KERAS_FILE, read_metadata

@@ -53,16 +53,15 @@ from trillsson_tf.frontend.numpy_ops import mirror_pad
 from trillsson_tf.layer_teachers import LayeredTeacher
 from trillsson_tf.metrics import accuracy, speaker_verification, split_speakers
 from trillsson_tf.models import distil
-from trillsson_tf.teachers import _file_fingerprint
+from trillsson_tf.models.heads import KWS_OUTPUT, SV_OUTPUT, build_heads
+from trillsson_tf.teachers import file_fingerprint
 
 __all__ = [
     "KWS_OUTPUT",
     "SV_OUTPUT",
     "MULTITASK_KIND",
-    "StatsPooling",
     "aam_softmax_logits",
     "aam_softmax_loss",
-    "build_heads",
     "evaluate_multitask",
     "finetune",
     "load_encoder",
@@ -70,25 +69,12 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-KWS_OUTPUT = "keyword_logits"
-SV_OUTPUT = "speaker_embedding"
 MULTITASK_KIND = "multitask"
 """``kind`` in the ``trillsson_tf.json`` of a fine-tuned export."""
 _SPLIT, _TEST = "split", "test"
 _LOG_EVERY_STEPS = 10
 _FRAME_BATCH = 64  # segments per encoder call when the frames of a frozen encoder are computed
-_PACKAGE = "trillsson_tf"
 ENCODER_LAYERS = ("all", "last")
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class StatsPooling(keras.layers.Layer):
-    """Frames ``[batch, frames, W]`` -> ``[batch, 2W]``: mean and standard deviation over time."""
-
-    def call(self, frames):
-        mean = tf.reduce_mean(frames, axis=1)
-        variance = tf.reduce_mean(tf.square(frames - mean[:, tf.newaxis]), axis=1)
-        return tf.concat([mean, tf.sqrt(variance + 1e-6)], axis=-1)
 
 
 def aam_softmax_logits(embeddings, class_weights, labels, *, margin: float = 0.2, scale: float = 30.0):
@@ -118,36 +104,6 @@ def aam_softmax_loss(embeddings, class_weights, labels, *, margin: float = 0.2, 
     """Mean cross-entropy of :func:`aam_softmax_logits` (a scalar float32 tensor)."""
     logits = aam_softmax_logits(embeddings, class_weights, labels, margin=margin, scale=scale)
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
-
-
-def build_heads(width: int, *, kws_classes: int = 0, speaker_dim: int = 0, hidden: int = 128):
-    """The task heads on encoder frames.
-
-    Args:
-        width: Frame feature size W.
-        kws_classes: Keyword classes (0: no keyword head).
-        speaker_dim: Speaker-embedding size (0: no speaker head).
-        hidden: Width of each head's ReLU layer.
-
-    Returns:
-        tf_keras Model named ``heads``: frames ``[batch, None, W]`` -> a dict with
-        ``keyword_logits [batch, kws_classes]`` and/or ``speaker_embedding [batch, speaker_dim]``.
-    """
-    frames = keras.Input(shape=(None, width), name="frames")
-    pooled = StatsPooling(name="stats_pooling")(frames)
-    # Pooled statistics of a normalised encoder vary little from clip to clip: standardising them
-    # lets the heads learn in tens of steps instead of stalling at chance.
-    pooled = keras.layers.BatchNormalization(name="pooled_norm")(pooled)
-    outputs = {}
-    if kws_classes:
-        x = keras.layers.Dense(hidden, activation="relu", name="kws_hidden")(pooled)
-        outputs[KWS_OUTPUT] = keras.layers.Dense(kws_classes, name=KWS_OUTPUT)(x)
-    if speaker_dim:
-        x = keras.layers.Dense(hidden, activation="relu", name="sv_hidden")(pooled)
-        outputs[SV_OUTPUT] = keras.layers.Dense(speaker_dim, name=SV_OUTPUT)(x)
-    if not outputs:
-        raise ParameterError("Give at least one task: kws_labels and/or sv_labels.")
-    return keras.Model(frames, outputs, name="heads")
 
 
 def load_encoder(export):
@@ -254,7 +210,7 @@ def _encoder_source(export):
     if isinstance(export, LayeredTeacher):
         return types.SimpleNamespace(spec=export.spec, identity=f"teacher:{export.identity}")
     path = os.fspath(export)
-    return types.SimpleNamespace(spec=path, identity=f"export:{_file_fingerprint(os.path.join(path, KERAS_FILE))}")
+    return types.SimpleNamespace(spec=path, identity=f"export:{file_fingerprint(os.path.join(path, KERAS_FILE))}")
 
 
 def finetune(

@@ -42,7 +42,7 @@ from trillsson_tf.teachers import (
     SPEECH_EMBEDDING,
     SpeechEmbeddingTeacher,
     Teacher,
-    _file_fingerprint,
+    file_fingerprint,
     _interpreter_class,
     _tflite_parameters,
 )
@@ -297,7 +297,7 @@ class OutputsTeacher(LayeredTeacher):
                 raise ParameterError(f"Keras model {spec!r} must output a dict of named layers; it outputs {model.output!r}.")
             names = tuple(model.output)
             self._call = lambda audio: {key: value.numpy() for key, value in model(audio, training=False).items()}
-            parameters, location = int(model.count_params()), _file_fingerprint(spec)
+            parameters, location = int(model.count_params()), file_fingerprint(spec)
         else:
             from trillsson_tf.export import load_savedmodel, output_keys, resolve_handle
 
@@ -312,7 +312,7 @@ class OutputsTeacher(LayeredTeacher):
             from trillsson_tf.teachers import _savedmodel_parameters
 
             parameters = _savedmodel_parameters(loaded, handle)
-            location = _file_fingerprint(handle) if os.path.isdir(handle) else handle
+            location = file_fingerprint(handle) if os.path.isdir(handle) else handle
         super().__init__(spec, available_layers=names, layers=layers)
         self.parameters = parameters
         self.hop_samples = hop_samples
@@ -398,7 +398,7 @@ class TFLiteLayersTeacher(LayeredTeacher):
             self.hop_samples = self.field_samples = self.window_samples
         self._runner = _OutputRunner(_tflite_with_outputs(path, self.layers), num_threads=num_threads)
         self.parameters = _tflite_parameters(path)
-        self.identity = f"tflite-layers:{_file_fingerprint(path)}"
+        self.identity = f"tflite-layers:{file_fingerprint(path)}"
         self._finish_init()
 
     def _invoke(self, batch: np.ndarray) -> dict:

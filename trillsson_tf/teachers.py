@@ -42,6 +42,7 @@ __all__ = [
     "SavedModelTeacher",
     "KerasTeacher",
     "TFLiteTeacher",
+    "file_fingerprint",
     "SpeechEmbeddingTeacher",
     "ProsodyTeacher",
     "load_teacher",
@@ -79,7 +80,7 @@ def _interpreter_class():
     return Interpreter
 
 
-def _file_fingerprint(path: str) -> str:
+def file_fingerprint(path: str) -> str:
     """``sha1`` of a file's bytes, or of every file under a directory (names and bytes)."""
     digest = hashlib.sha1()
     files = [path] if os.path.isfile(path) else sorted(
@@ -206,7 +207,7 @@ class SavedModelTeacher(Teacher):
             self._call = lambda audio: self._loaded(audio)
         handle = resolve_handle(spec)
         self.parameters = _savedmodel_parameters(self._loaded, handle)
-        location = _file_fingerprint(handle) if os.path.isdir(handle) else handle
+        location = file_fingerprint(handle) if os.path.isdir(handle) else handle
         self.identity = f"savedmodel:{location}:{self.output_key}"
         self._finish_init()
 
@@ -235,7 +236,7 @@ class KerasTeacher(Teacher):
         else:
             self.output_key = None
         self.parameters = int(self._model.count_params())
-        self.identity = f"keras:{_file_fingerprint(path)}:{self.output_key}"
+        self.identity = f"keras:{file_fingerprint(path)}:{self.output_key}"
         self._finish_init()
 
     def _embed(self, audio):
@@ -302,7 +303,7 @@ class TFLiteTeacher(Teacher):
             keys = tuple(detail["name"] for detail in self._interpreter.get_output_details())
         self.output_key = select_output_key(keys, output_key, source=f".tflite model {path!r}")
         self.parameters = _tflite_parameters(path)
-        self.identity = f"tflite:{_file_fingerprint(path)}:{self.output_key}"
+        self.identity = f"tflite:{file_fingerprint(path)}:{self.output_key}"
         self._finish_init()
 
     def _invoke(self, batch: np.ndarray) -> np.ndarray:
@@ -378,7 +379,7 @@ class SpeechEmbeddingTeacher(Teacher):
         self._mel = interpreter(model_path=mel_path, num_threads=num_threads).get_signature_runner()
         self._embedding = interpreter(model_path=embedding_path, num_threads=num_threads).get_signature_runner()
         self.parameters = _tflite_parameters(embedding_path)
-        self.identity = f"{SPEECH_EMBEDDING}:{_file_fingerprint(mel_path)}:{_file_fingerprint(embedding_path)}"
+        self.identity = f"{SPEECH_EMBEDDING}:{file_fingerprint(mel_path)}:{file_fingerprint(embedding_path)}"
         self._finish_init()
 
     @classmethod
