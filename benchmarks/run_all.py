@@ -371,7 +371,7 @@ def write_plots(report: dict, out_dir: str, prefix: str) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from trillsson_tf import plots
+    from trillsson_tf.apps import plots
 
     os.makedirs(os.path.join(out_dir, "plots"), exist_ok=True)
     stamp = f"{report['machine']['cpu']}, {report['machine']['cores']} cores, 1 thread; {report['machine']['date_utc']} UTC"

@@ -69,7 +69,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import trillsson_tf
-from trillsson_tf import models, plots
+from trillsson_tf import models
+from trillsson_tf.apps import plots
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
 from trillsson_tf.errors import TrillssonError
 
@@ -211,7 +212,7 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
-from trillsson_tf import plots
+from trillsson_tf.apps import plots
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
 from trillsson_tf.data import find_audio, load_clips
 from trillsson_tf.errors import TrillssonError
@@ -337,7 +338,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from converters.tflite import convert, load_keras_model, parity_clips, representative_clips
-from trillsson_tf import plots
+from trillsson_tf.apps import plots
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
 from trillsson_tf.data import find_audio
 from trillsson_tf.metrics import parity
@@ -486,7 +487,7 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
-from trillsson_tf import plots
+from trillsson_tf.apps import plots
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
 from trillsson_tf.data import find_audio, load_clips
 from trillsson_tf.teachers import PROSODY, load_teacher
@@ -632,7 +633,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import trillsson_tf
-from trillsson_tf import plots
+from trillsson_tf.apps import plots
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
 from trillsson_tf.data import find_audio, load_clips
 from trillsson_tf.errors import TrillssonError

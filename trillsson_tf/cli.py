@@ -10,7 +10,7 @@ import sys
 from trillsson_tf.errors import TrillssonError
 
 def _cmd_models(args):
-    from trillsson_tf.models_table import models_table
+    from trillsson_tf.apps.models_table import models_table
 
     rows = models_table(args.names or None, flops=not args.no_flops)
     if args.json:
@@ -32,10 +32,11 @@ def _cmd_export(args):
 
 
 def _cmd_demo(args):
-    from trillsson_tf.demo import run_demo
+    from trillsson_tf.apps import smoke_steps
+    from trillsson_tf.apps.demo import DEMO_STEPS, FAST_STEPS, run_demo
 
     options = {"student": args.student} if args.student else {}
-    report = run_demo(args.out, overwrite=args.force, progress=True, **options)
+    report = run_demo(args.out, steps=smoke_steps(DEMO_STEPS, FAST_STEPS), overwrite=args.force, progress=True, **options)
     print(json.dumps(report, indent=2))
 
 
@@ -241,14 +242,15 @@ def _cmd_convert(args):
 
 
 def _cmd_android_assets(args):
-    from trillsson_tf.android import build_android_assets
+    from trillsson_tf.apps import smoke_steps
+    from trillsson_tf.apps.android import DEFAULT_STEPS, FAST_STEPS, build_android_assets
 
     summary = build_android_assets(
         args.out,
         embedding_model=args.embedding_model,
         wav2small_model=args.wav2small_model,
         with_wav2small=not args.no_wav2small,
-        steps=args.steps,
+        steps=args.steps if args.steps is not None else smoke_steps(DEFAULT_STEPS, FAST_STEPS),
         work_dir=args.work_dir,
         overwrite=args.force,
         progress=True,
@@ -470,7 +472,7 @@ def _add_targets_arguments(targets):
 
 
 def _add_android_assets_arguments(assets):
-    from trillsson_tf.android import DEFAULT_STEPS
+    from trillsson_tf.apps.android import DEFAULT_STEPS
 
     assets.add_argument("--out", default="android_demo_assets", help="output folder (default: android_demo_assets)")
     assets.add_argument("--embedding-model", default=None,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from trillsson_tf import android
+from trillsson_tf.apps import android
 from trillsson_tf.audio import load_audio
 from trillsson_tf.errors import ParameterError
 
@@ -165,9 +165,9 @@ def test_cli_android_assets_options_do_not_import_tensorflow():
 
 
 @pytest.mark.slow
-def test_build_from_a_short_distillation(tmp_path, monkeypatch):
-    monkeypatch.setenv("TRILLSSON_FAST", "1")
-    summary = android.build_android_assets(tmp_path / "assets", with_wav2small=False, work_dir=tmp_path / "work")
+def test_build_from_a_short_distillation(tmp_path):
+    summary = android.build_android_assets(tmp_path / "assets", with_wav2small=False, steps=android.FAST_STEPS,
+                                           work_dir=tmp_path / "work")
     meta = json.loads((tmp_path / "assets" / "embedding_int8.metadata.json").read_text())
     assert meta["source"]["training_steps"] == android.FAST_STEPS
     assert summary["models"][android.EMBEDDING_FILE]["parity"] > 0.98

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from trillsson_tf import plots  # noqa: E402
+from trillsson_tf.apps import plots  # noqa: E402
 from trillsson_tf.errors import ParameterError  # noqa: E402
 
 

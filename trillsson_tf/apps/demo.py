@@ -9,8 +9,8 @@ LibriSpeech files (speaker and sex, cross-validated; half the speakers never see
 training). The export is then converted to float16 and int8 ``.tflite`` files (frontend
 inside, audio in) and to an int8 patch-in model with its TFLite Micro C array, and the int8
 file is run on the held-out FSDD takes by :class:`trillsson_tf.runtime.TFLiteModel`, which is
-compared with the Keras export on the same clips. ``TRILLSSON_FAST=1`` shortens training to a
-smoke run (for the tests).
+compared with the Keras export on the same clips. ``steps=FAST_STEPS`` shortens training to a
+smoke run (the tests; the CLI under ``TRILLSSON_FAST=1``).
 """
 import glob
 import json
@@ -32,7 +32,7 @@ _log = logging.getLogger(__name__)
 DEMO_STEPS = 1500
 """Training steps of the full demo (about 4 minutes of training on 2 cores)."""
 FAST_STEPS = 20
-"""Training steps when ``TRILLSSON_FAST=1``."""
+"""Training steps of a smoke run."""
 _BATCH_SIZE = 32
 
 
@@ -76,7 +76,8 @@ def _convert_and_run(export_dir: str, train_items, out_dir: str, test_files) -> 
     }
 
 
-def run_demo(out_dir, *, student: str = "tiny_cnn", overwrite: bool = False, progress: bool = False) -> dict:
+def run_demo(out_dir, *, student: str = "tiny_cnn", steps: int = DEMO_STEPS, overwrite: bool = False,
+             progress: bool = False) -> dict:
     """Distill ``speech_embedding`` into ``student`` on the bundled audio, export, evaluate.
 
     Args:
@@ -84,6 +85,7 @@ def run_demo(out_dir, *, student: str = "tiny_cnn", overwrite: bool = False, pro
             Gets ``distill/`` (the run, with ``distill/export``), ``targets/`` (the cache),
             ``evaluation_fsdd.json``, ``evaluation_librispeech.json`` and ``report.json``.
         student: Registry name of the student.
+        steps: Distillation steps (:data:`FAST_STEPS` for a smoke run).
         overwrite: Replace an existing ``out_dir``.
         progress: Progress bars.
 
@@ -96,14 +98,14 @@ def run_demo(out_dir, *, student: str = "tiny_cnn", overwrite: bool = False, pro
     from trillsson_tf.evaluate import evaluate
     from trillsson_tf.teachers import SPEECH_EMBEDDING, load_teacher
 
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ParameterError(f"steps must be a positive integer, got {steps!r}.")
     out_dir = os.fspath(out_dir)
     if os.path.isdir(out_dir) and os.listdir(out_dir):
         if not overwrite:
             raise ParameterError(f"Output directory {out_dir!r} exists and is not empty; pass overwrite=True.")
         shutil.rmtree(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    fast = os.environ.get("TRILLSSON_FAST") == "1"
-    steps = FAST_STEPS if fast else DEMO_STEPS
 
     fsdd = os.path.join(SAMPLE_AUDIO_DIR, "fsdd")
     librispeech = os.path.join(SAMPLE_AUDIO_DIR, "librispeech")
@@ -170,7 +172,6 @@ def run_demo(out_dir, *, student: str = "tiny_cnn", overwrite: bool = False, pro
             "batch_size": _BATCH_SIZE,
             "final_loss": run["loss_history"][-1][1],
             "librispeech_speakers_seen": sorted(seen_speakers),
-            "fast_mode": fast,
         },
         "tflite": deployed,
         "seconds": {"distill": round(distill_s, 1), "evaluate": round(evaluate_s, 1), "convert_and_run": round(convert_s, 1)},
