@@ -24,7 +24,7 @@ from trillsson_tf.data import LoadedAudio
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
 
-__all__ = ["AugmentConfig", "DEFAULT_AUGMENT", "augment_clip", "augmented_views"]
+__all__ = ["AugmentConfig", "DEFAULT_AUGMENT", "augment_clip", "augmented_views", "check_views"]
 
 _RATE = DEFAULT_FRONTEND.sample_rate_hz
 _MIN_TRIMMED_SAMPLES = DEFAULT_FRONTEND.window_samples * 10  # trimming never leaves less than 0.25 s
@@ -56,6 +56,12 @@ class AugmentConfig:
 
 
 DEFAULT_AUGMENT = AugmentConfig()
+
+
+def check_views(views) -> None:
+    """Raise :class:`ParameterError` unless ``views`` (augmented views per file) is an int >= 0."""
+    if isinstance(views, bool) or not isinstance(views, (int, np.integer)) or views < 0:
+        raise ParameterError(f"augment must be a number of views >= 0, got {views!r}.")
 
 
 def augment_clip(clip: np.ndarray, rng: np.random.Generator, config: AugmentConfig = DEFAULT_AUGMENT) -> np.ndarray:

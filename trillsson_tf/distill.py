@@ -14,17 +14,15 @@ and ``ccc_weight`` adds ``ccc_weight * (1 - CCC)`` over each batch to the loss (
 Output folder: ``run.json`` (kept up to date; ``--resume`` reads it), ``checkpoints/``,
 ``logs/`` (TensorBoard), ``export/`` (SavedModel + ``model.keras`` + ``run.json``).
 """
-import json
 import logging
 import os
 import shutil
-import time
 
 import numpy as np
 
 from trillsson_tf import models
-from trillsson_tf.augment import augmented_views
 from trillsson_tf._keras import keras, tf
+from trillsson_tf.augment import check_views
 from trillsson_tf.data import LoadedAudio, find_audio, load_clips, random_crop, segments, split_items
 from trillsson_tf.distribute import (
     STRATEGIES,
@@ -37,18 +35,17 @@ from trillsson_tf.distribute import (
 )
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.export import export_savedmodel
-from trillsson_tf.targets import cached_targets, check_mode, file_key, load_targets
+from trillsson_tf.targets import augmented_targets, cached_targets, check_mode, load_targets
 from trillsson_tf.teachers import SPEECH_EMBEDDING, load_teacher
+from trillsson_tf.training import (LR_SCHEDULES, RunFolder, check_positive, learning_rate_schedule, log_scalar,
+                                   run_steps, versions)
 
-__all__ = ["LOSSES", "LR_SCHEDULES", "RUN_FILE", "DEFAULT_STUDENT", "STRATEGIES", "ccc_loss", "distill", "make_loss"]
+__all__ = ["LOSSES", "LR_SCHEDULES", "DEFAULT_STUDENT", "STRATEGIES", "ccc_loss", "distill", "make_loss"]
 
 _log = logging.getLogger(__name__)
 
 LOSSES = ("mse", "cosine", "l1")
-LR_SCHEDULES = ("cosine", "constant")
-RUN_FILE = "run.json"
 DEFAULT_STUDENT = "tiny_cnn"
-_LOG_EVERY_STEPS = 10
 
 
 def make_loss(name: str):
@@ -82,49 +79,6 @@ def ccc_loss(target, prediction):
     return tf.reduce_mean(1.0 - 2.0 * covariance / (denominator + 1e-8))
 
 
-def _learning_rate(lr: float, schedule: str, steps: int):
-    if schedule == "constant":
-        return lr
-    if schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps, alpha=0.01)
-    raise ParameterError(f"Unknown learning-rate schedule {schedule!r}. Expected one of: {list(LR_SCHEDULES)}.")
-
-
-def _check_positive(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ParameterError(f"{name} must be a positive integer, got {value!r}.")
-
-
-def _prepare_out_dir(out_dir: str, *, resume: bool, overwrite: bool, teacher, student: str, config: dict):
-    """Create or check ``out_dir``; on resume, return the previous ``run.json`` (refusing a mismatch)."""
-    run_path = os.path.join(out_dir, RUN_FILE)
-    if resume:
-        if not os.path.isfile(run_path):
-            raise ParameterError(f"Nothing to resume in {out_dir!r}: it has no {RUN_FILE}.")
-        with open(run_path) as handle:
-            previous = json.load(handle)
-        if previous["teacher"]["identity"] != teacher.identity:
-            raise ParameterError(
-                f"Cannot resume {out_dir!r}: it was distilled from teacher {previous['teacher']['spec']!r} "
-                f"({previous['teacher']['identity']}), not {teacher.spec!r} ({teacher.identity})."
-            )
-        if previous["student"]["name"] != student or previous["student"]["config"] != json.loads(json.dumps(config)):
-            raise ParameterError(
-                f"Cannot resume {out_dir!r}: it trains student {previous['student']['name']!r} with "
-                f"{previous['student']['config']}, not {student!r} with {config}."
-            )
-        return previous
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
-        if not overwrite:
-            raise ParameterError(
-                f"Output directory {out_dir!r} exists and is not empty; pass resume=True to continue it "
-                "or overwrite=True to replace it."
-            )
-        shutil.rmtree(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    return None
-
-
 class _Batches:
     """Training batches drawn from a seed and the step number only, so a resumed run sees the same data."""
 
@@ -146,20 +100,6 @@ class _Batches:
                 audio.append(pieces[choice])
                 targets.append(self.targets[index][choice])
         return np.stack(audio), np.stack(targets).astype(np.float32)
-
-
-def _check_views(augment) -> None:
-    if isinstance(augment, bool) or not isinstance(augment, (int, np.integer)) or augment < 0:
-        raise ParameterError(f"augment must be a number of views >= 0, got {augment!r}.")
-
-
-def _augmented_training_pairs(teacher, loaded, is_validation, views: int, *, mode: str, seed: int, cache_dir, progress):
-    """``(clip, target)`` pairs of ``views`` augmented views of each training file, targets cached."""
-    training = [index for index, item in enumerate(loaded.items) if id(item) not in is_validation]
-    originals = LoadedAudio([loaded.items[i] for i in training], [loaded.clips[i] for i in training], [])
-    views_audio, keys = augmented_views(originals, [file_key(item.path) for item in originals.items], views, seed=seed)
-    view_targets = cached_targets(teacher, views_audio, mode=mode, cache_dir=cache_dir, progress=progress, keys=keys)
-    return list(zip(views_audio.clips, view_targets.targets))
 
 
 def _validation_batch(clips, targets):
@@ -202,28 +142,6 @@ def _fold_standardisation(model, scale, offset) -> None:
     if dense is not None:
         kernel, bias = dense.get_weights()
         dense.set_weights([kernel * scale[np.newaxis], bias * scale + offset])
-
-
-def _log_scalar(tag: str, value: float, step: int) -> None:
-    """Write a TensorBoard scalar without needing the ``tensorboard`` package installed.
-
-    ``tf.summary.scalar`` imports tensorboard; ``tf.summary.write`` with the scalars plugin
-    metadata writes the same event record.
-    """
-    metadata = tf.compat.v1.SummaryMetadata()
-    metadata.plugin_data.plugin_name = "scalars"
-    tf.summary.write(tag, tf.constant(value, tf.float32), step=step, metadata=metadata)
-
-
-def _versions() -> dict:
-    import trillsson_tf
-
-    return {
-        "trillsson_tf": trillsson_tf.__version__,
-        "tensorflow": tf.__version__,
-        "tf_keras": keras.__version__,
-        "numpy": np.__version__,
-    }
 
 
 def distill(
@@ -301,8 +219,6 @@ def distill(
             by another teacher, a ``batch_size`` that does not divide over the replicas, a bad
             ``TF_CONFIG`` for ``multiworker``.
     """
-    from tqdm.auto import tqdm
-
     # First: the multiworker strategy must exist before TensorFlow runs anything.
     strategy_name = strategy if isinstance(strategy, str) else type(strategy).__name__
     strategy = make_strategy(strategy)
@@ -315,22 +231,19 @@ def distill(
         raise ParameterError(f"ccc_weight must be a number >= 0, got {ccc_weight!r}.")
     loss_fn = base_loss if not ccc_weight else (lambda t, p: base_loss(t, p) + ccc_weight * ccc_loss(t, p))
     if outputs is not None:
-        _check_positive("outputs", outputs)
-    _check_views(augment)
+        check_positive("outputs", outputs)
+    check_views(augment)
     if augment and data is None:
         raise ParameterError("augment needs data (audio files): the teacher runs on each augmented view.")
     for name, value in (("batch_size", batch_size), ("steps", steps), ("checkpoint_every", checkpoint_every)):
-        _check_positive(name, value)
-    if not lr > 0:
-        raise ParameterError(f"lr must be a positive learning rate, got {lr!r}.")
+        check_positive(name, value)
     if batch_size % strategy.num_replicas_in_sync:
         raise ParameterError(
             f"batch_size={batch_size} is the global batch and must divide evenly over the "
             f"{strategy.num_replicas_in_sync} replicas of the strategy."
         )
-    learning_rate = _learning_rate(lr, lr_schedule, steps)
+    learning_rate = learning_rate_schedule(lr, lr_schedule, steps)
     preset = models.get_preset(student)
-    out_dir = os.fspath(out_dir)
 
     teacher = load_teacher(teacher, output_key=output_key)
     if outputs is not None and outputs != teacher.embedding_dim:
@@ -340,10 +253,12 @@ def distill(
         )
     config = {**preset.config, **(student_options or {}), "embedding_dim": teacher.embedding_dim}
     chief = is_chief(strategy)
-    previous = (
-        _prepare_out_dir(out_dir, resume=resume, overwrite=overwrite, teacher=teacher, student=student, config=config)
-        if chief or resume
-        else None
+    run = RunFolder(out_dir, resume=resume, overwrite=overwrite, chief=chief)
+    record = run.open(
+        {"teacher": teacher.spec, "teacher_identity": teacher.identity, "student": student, "config": config},
+        lambda i: f"was distilled from teacher {i['teacher']!r} ({i['teacher_identity']}) into student "
+                  f"{i['student']!r} with {i['config']}",
+        compared=("teacher_identity", "student", "config"),
     )
 
     if targets is not None:
@@ -353,7 +268,7 @@ def distill(
         loaded = load_clips(find_audio(data), progress=progress)
         target_set = cached_targets(teacher, loaded, mode=target_mode or "global", cache_dir=cache_dir, progress=progress)
     target_mode = target_set.mode
-    train_items, validation_items = split_items(loaded.items, validation_fraction=validation_fraction, seed=seed)
+    _, validation_items = split_items(loaded.items, validation_fraction=validation_fraction, seed=seed)
     is_validation = {id(item) for item in validation_items}
     train = [(c, t) for i, c, t in zip(loaded.items, loaded.clips, target_set.targets) if id(i) not in is_validation]
     held = [(c, t) for i, c, t in zip(loaded.items, loaded.clips, target_set.targets) if id(i) in is_validation]
@@ -361,22 +276,21 @@ def distill(
         raise ParameterError(f"No training files left after holding out validation_fraction={validation_fraction}.")
     train_files = len(train)
     if augment:
-        train += _augmented_training_pairs(teacher, loaded, is_validation, augment, mode=target_mode, seed=seed,
-                                           cache_dir=cache_dir, progress=progress)
+        training = LoadedAudio([i for i in loaded.items if id(i) not in is_validation], [c for c, _ in train], [])
+        train += augmented_targets(teacher, training, augment, mode=target_mode, seed=seed, cache_dir=cache_dir,
+                                   progress=progress)
 
+    checkpoint_dir = os.path.join(run.path, "checkpoints")
     with strategy.scope():
         model = models.build(student, **config)
         optimizer = keras.optimizers.Adam(learning_rate)
-        step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        checkpoints = run.checkpoints({"model": model, "optimizer": optimizer},
+                                      directory=worker_checkpoint_dir(strategy, checkpoint_dir))
     if strategy.num_replicas_in_sync > 1:
         synchronize_batch_norm(model)  # global-batch statistics, as on one device
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var)
-    checkpoint_dir = os.path.join(out_dir, "checkpoints")
-    manager = tf.train.CheckpointManager(checkpoint, worker_checkpoint_dir(strategy, checkpoint_dir), max_to_keep=3)
-    latest = tf.train.latest_checkpoint(checkpoint_dir)  # the chief's, which every worker restores
-    if resume and latest:
-        checkpoint.restore(latest).expect_partial()
-        _log.info("Resumed %s at step %d", out_dir, int(step_var.numpy()))
+    start = checkpoints.restore() if resume else 0
+    if start:
+        _log.info("Resumed %s at step %d", run.path, start)
     scale, offset = _target_standardisation(model, [t for _, t in train])
     key = models.output_key(model)
     # Same variables, float32 log-mel: 10% more steps/s for tiny_cnn_k5, same fidelity (measured); the export keeps float64.
@@ -402,9 +316,7 @@ def distill(
 
     batches = _Batches([c for c, _ in train], [t for _, t in train], mode=target_mode, batch_size=batch_size, seed=seed)
     validation = _validation_batch([c for c, _ in held], [t for _, t in held])
-    record = previous or {}
-    history = list(record.get("loss_history", []))
-    validation_history = list(record.get("validation_history", []))
+    validation_history = record.setdefault("validation_history", [])
     record.update(
         {
             "teacher": teacher.describe(),
@@ -435,49 +347,26 @@ def distill(
                 "strategy": strategy_name,
                 "replicas": replicas,
             },
-            "versions": _versions(),
+            "versions": versions(),
         }
     )
 
-    def save(step: int) -> None:
-        manager.save(checkpoint_number=step)
+    def validate(step: int) -> None:
         if validation is not None:
             validation_history.append([step, float(eval_loss(*validation))])
-        record.update({"step": step, "loss_history": history, "validation_history": validation_history})
-        if chief:
-            with open(os.path.join(out_dir, RUN_FILE), "w") as handle:
-                json.dump(record, handle, indent=2)
+            log_scalar("validation_loss", validation_history[-1][1], step=step)
 
-    start = int(step_var.numpy())
-    writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs")) if chief else tf.summary.create_noop_writer()
-    bar = tqdm(total=steps, initial=start, desc=f"distill {student}", unit="step", disable=not progress)
-    began, value = time.perf_counter(), None
-    with writer.as_default():
-        for step in range(start + 1, steps + 1):
-            value = float(train_step(*distribute_batch(strategy, *batches(step - 1))))
-            step_var.assign(step)
-            bar.update(1)
-            if step % _LOG_EVERY_STEPS == 0 or step == steps:
-                history.append([step, value])
-                _log_scalar("loss", value, step=step)
-                _log_scalar("learning_rate", float(learning_rate(step) if callable(learning_rate) else lr), step=step)
-                bar.set_postfix(loss=f"{value:.4g}")
-            if step % checkpoint_every == 0 and step != steps:
-                save(step)
-                if validation_history:
-                    _log_scalar("validation_loss", validation_history[-1][1], step=step)
-    bar.close()
-    elapsed_s = time.perf_counter() - began
-    save(steps)
-    if validation_history:
-        with writer.as_default():
-            _log_scalar("validation_loss", validation_history[-1][1], step=steps)
-    writer.flush()
+    elapsed_s = run_steps(
+        lambda index: train_step(*distribute_batch(strategy, *batches(index))),
+        start=start, steps=steps, checkpoint_every=checkpoint_every, on_checkpoint=run.saver(checkpoints, validate),
+        history=record["loss_history"], writer=run.writer(), progress=progress, description=f"distill {student}",
+        scalars=lambda step: {"learning_rate": float(learning_rate(step) if callable(learning_rate) else lr)},
+    )
 
     record["steps_per_second"] = (steps - start) / elapsed_s if steps > start and elapsed_s > 0 else None
     record["resumed_from_step"] = start if resume else None
-    if manager.directory != checkpoint_dir:
-        shutil.rmtree(manager.directory, ignore_errors=True)
+    if checkpoints.manager.directory != checkpoint_dir:
+        shutil.rmtree(checkpoints.manager.directory, ignore_errors=True)
     if replicas > 1 or not chief:
         # Export a plain copy: reading the distributed variables is a collective step every worker takes.
         weights = model.get_weights()
@@ -489,12 +378,10 @@ def distill(
         return record
     _fold_standardisation(model, scale, offset)
     export_dir = export_savedmodel(
-        model, os.path.join(out_dir, "export"), overwrite=True, extra_metadata={"teacher": teacher.describe()}
+        model, os.path.join(run.path, "export"), overwrite=True, extra_metadata={"teacher": teacher.describe()}
     )
     wait_for_workers(strategy)
     record["export"] = export_dir
-    for path in (os.path.join(out_dir, RUN_FILE), os.path.join(export_dir, RUN_FILE)):
-        with open(path, "w") as handle:
-            json.dump(record, handle, indent=2)
+    run.write(export_dir)
     _log.info("Distilled %s from %s in %d steps; exported to %s", student, teacher.spec, steps, export_dir)
     return record

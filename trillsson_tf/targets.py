@@ -37,11 +37,13 @@ import uuid
 
 import numpy as np
 
+from trillsson_tf.augment import augmented_views
 from trillsson_tf.data import AudioItem, segments
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
 
 __all__ = [
+    "augmented_targets",
     "TARGET_MODES",
     "DEFAULT_CACHE_DIR",
     "TARGETS_FORMAT",
@@ -408,3 +410,24 @@ def cached_targets(
         clips=list(audio.clips),
         teacher=teacher.describe(),
     )
+
+
+def augmented_targets(teacher, training, views: int, *, mode: str = "global", seed: int = 0, cache_dir=None,
+                      progress: bool = False) -> list:
+    """``(clip, target)`` pairs of ``views`` augmented views of each clip (:mod:`trillsson_tf.augment`).
+
+    Args:
+        teacher: A loaded teacher (runs once per view; the cache keeps the result).
+        training: :class:`trillsson_tf.data.LoadedAudio` of the training files only.
+        views: Views per file.
+        mode: Target mode (see :func:`check_mode`).
+        seed: Seeds the views (with each file's cache key).
+        cache_dir: Target cache root (see :func:`cached_targets`).
+        progress: Progress bar.
+
+    Returns:
+        List of ``(float32 [samples], float32 [segments, D])`` (one segment in ``global`` mode).
+    """
+    clips, keys = augmented_views(training, [file_key(item.path) for item in training.items], views, seed=seed)
+    view_targets = cached_targets(teacher, clips, mode=mode, cache_dir=cache_dir, progress=progress, keys=keys)
+    return list(zip(clips.clips, view_targets.targets))

@@ -1,0 +1,267 @@
+"""The one training engine: a run folder and a step loop, shared by every training command.
+
+``distill``, ``distill-layers``, ``finetune`` and the optimizer's recovery all train the same way:
+
+>>> run = RunFolder(out_dir, resume=resume, overwrite=overwrite)
+>>> run.open(identity={"teacher": ..., "student": ...}, describe=lambda i: f"distills {i['student']}")
+>>> checkpoints = run.checkpoints({"model": model, "optimizer": optimizer})
+>>> start = checkpoints.restore() if resume else 0
+>>> run_steps(step_fn, start=start, steps=steps, checkpoint_every=500, history=run.record["loss_history"],
+...           on_checkpoint=run.saver(checkpoints), writer=run.writer(), progress=True)
+
+A run folder holds ``run.json`` (the record, rewritten at every checkpoint; ``resume`` reads it
+back), ``checkpoints/`` and ``logs/`` (TensorBoard). A folder is overwritten only with
+``overwrite`` (CLI ``--force``), and a resume is refused when the run's identity (teacher,
+student, options) differs from the one that made it. Batches are a pure function of the seed
+and the step (each command's ``step_fn(step)``), so a resumed run sees the data the
+uninterrupted one would have.
+"""
+import contextlib
+import json
+import logging
+import os
+import time
+
+import numpy as np
+
+from trillsson_tf._keras import keras, tf
+from trillsson_tf.errors import ParameterError
+from trillsson_tf.folders import prepare_output_dir
+
+__all__ = [
+    "LOG_EVERY_STEPS",
+    "LR_SCHEDULES",
+    "RUN_FILE",
+    "Checkpoints",
+    "RunFolder",
+    "check_positive",
+    "learning_rate_schedule",
+    "log_scalar",
+    "run_steps",
+    "versions",
+]
+
+_log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+LR_SCHEDULES = ("cosine", "constant")
+LOG_EVERY_STEPS = 10
+"""Steps between loss records (``loss_history``, TensorBoard, the progress bar)."""
+_IDENTITY = "identity"
+
+
+def check_positive(name: str, value) -> None:
+    """Raise :class:`ParameterError` unless ``value`` is an int >= 1 (``bool`` refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ParameterError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def learning_rate_schedule(lr: float, schedule: str, steps: int):
+    """Adam's learning rate: ``lr`` (``constant``) or a cosine decay to 1% of ``lr`` at ``steps`` (``cosine``)."""
+    if not lr > 0:
+        raise ParameterError(f"lr must be a positive learning rate, got {lr!r}.")
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps, alpha=0.01)
+    raise ParameterError(f"Unknown learning-rate schedule {schedule!r}. Expected one of: {list(LR_SCHEDULES)}.")
+
+
+def log_scalar(tag: str, value: float, step: int) -> None:
+    """Write a TensorBoard scalar to the default writer without needing ``tensorboard`` installed.
+
+    ``tf.summary.scalar`` imports tensorboard; ``tf.summary.write`` with the scalars plugin
+    metadata writes the same event record.
+    """
+    metadata = tf.compat.v1.SummaryMetadata()
+    metadata.plugin_data.plugin_name = "scalars"
+    tf.summary.write(tag, tf.constant(value, tf.float32), step=step, metadata=metadata)
+
+
+def versions() -> dict:
+    """Versions of the packages a run depends on, for its record."""
+    import trillsson_tf
+
+    return {"trillsson_tf": trillsson_tf.__version__, "tensorflow": tf.__version__, "tf_keras": keras.__version__,
+            "numpy": np.__version__}
+
+
+def _as_json(value):
+    return json.loads(json.dumps(value))
+
+
+class Checkpoints:
+    """``tf.train.Checkpoint`` of a run's objects plus its step counter, kept by a CheckpointManager.
+
+    Args:
+        tracked: Name -> trackable (model, optimizer, variables) to save and restore.
+        directory: Where the checkpoints go.
+        max_to_keep: Checkpoints kept.
+        restore_from: Folder whose latest checkpoint :meth:`restore` reads (default ``directory``;
+            multi-worker runs save per worker but restore the chief's).
+    """
+
+    def __init__(self, tracked: dict, directory: str, *, max_to_keep: int = 3, restore_from=None):
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.checkpoint = tf.train.Checkpoint(**tracked, step=self.step)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep)
+        self.restore_from = restore_from or directory
+
+    def restore(self) -> int:
+        """Restore the latest checkpoint, if any; returns its step (0 when there is none)."""
+        latest = tf.train.latest_checkpoint(self.restore_from)
+        if latest:
+            self.checkpoint.restore(latest).expect_partial()
+        return int(self.step.numpy())
+
+    def save(self, step: int) -> None:
+        """Save everything tracked, as checkpoint number ``step``."""
+        self.step.assign(step)
+        self.manager.save(checkpoint_number=step)
+
+
+class RunFolder:
+    """A training run's folder: ``run.json`` record, checkpoints and TensorBoard logs.
+
+    Args:
+        path: The folder.
+        resume: Continue the run in ``path`` (its record must exist and match, see :meth:`open`).
+        overwrite: Replace a non-empty ``path`` (ignored with ``resume``).
+        record_file: Name of the record (``run.json``; the optimizer keeps ``optimize.json``).
+        chief: Whether this process writes the folder (``False`` on non-chief workers).
+    """
+
+    def __init__(self, path, *, resume: bool = False, overwrite: bool = False, record_file: str = RUN_FILE,
+                 chief: bool = True):
+        self.path, self.resume, self.overwrite = os.fspath(path), bool(resume), bool(overwrite)
+        self.record_file, self.chief = record_file, chief
+        self.record: dict = {}
+
+    @property
+    def record_path(self) -> str:
+        return os.path.join(self.path, self.record_file)
+
+    def open(self, identity: dict, describe, *, compared=None) -> dict:
+        """Create the folder, or check it on resume; returns the record (the previous one on resume).
+
+        Args:
+            identity: JSON-able values that must be equal for a resume (teacher, student, options).
+            describe: ``identity -> str`` completing "it ..." in the refusal, e.g.
+                ``"was distilled from teacher 'x' into student 'y' with {...}"``.
+            compared: The keys of ``identity`` that must match (default: all); the others only
+                describe the run (a teacher's spec, where its fingerprint is compared).
+
+        Raises:
+            ParameterError: nothing to resume, another identity, or a non-empty folder without
+                ``resume`` / ``overwrite``.
+        """
+        identity = _as_json(identity)
+        if self.resume:
+            if not os.path.isfile(self.record_path):
+                raise ParameterError(f"Nothing to resume in {self.path!r}: it has no {self.record_file}.")
+            with open(self.record_path) as handle:
+                previous = json.load(handle)
+            before = previous.get(_IDENTITY)
+            keys = identity if compared is None else compared
+            if not before or any(before.get(key) != identity[key] for key in keys):
+                made = describe(before) if before else "was made by an older trillsson_tf"
+                raise ParameterError(f"Cannot resume {self.path!r}: it {made}, not {describe(identity)}.")
+            self.record = previous
+        else:
+            if self.chief:
+                prepare_output_dir(self.path, overwrite=self.overwrite, resumable=True)
+            self.record = {_IDENTITY: identity}
+        self.record.setdefault("loss_history", [])
+        return self.record
+
+    def checkpoints(self, tracked: dict, *, subdir: str = "checkpoints", max_to_keep: int = 3,
+                    directory=None) -> Checkpoints:
+        """A :class:`Checkpoints` under ``<path>/<subdir>`` (saved to ``directory`` when given)."""
+        home = os.path.join(self.path, subdir)
+        return Checkpoints(tracked, directory or home, max_to_keep=max_to_keep, restore_from=home)
+
+    def writer(self):
+        """A TensorBoard writer on ``<path>/logs`` (a no-op writer on non-chief workers)."""
+        if not self.chief:
+            return tf.summary.create_noop_writer()
+        return tf.summary.create_file_writer(os.path.join(self.path, "logs"))
+
+    def write(self, *also) -> None:
+        """Write the record to ``run.json`` (and to each folder of ``also``), on the chief only."""
+        if not self.chief:
+            return
+        for folder in (self.path, *also):
+            with open(os.path.join(folder, self.record_file), "w") as handle:
+                json.dump(self.record, handle, indent=2)
+
+    def saver(self, checkpoints: Checkpoints, before=None):
+        """The ``on_checkpoint`` of :func:`run_steps`: ``before(step)``, then checkpoint, step and record."""
+
+        def save(step: int) -> None:
+            if before is not None:
+                before(step)
+            checkpoints.save(step)
+            self.record["step"] = step
+            self.write()
+
+        return save
+
+
+def run_steps(step_fn, *, start: int, steps: int, checkpoint_every=None, on_checkpoint=None, history=None,
+              writer=None, scalars=None, log_every: int = LOG_EVERY_STEPS, progress: bool = False,
+              description: str = "train") -> float:
+    """Run training steps ``start + 1 .. steps``: the one step loop of every training command.
+
+    Args:
+        step_fn: ``step_fn(index) -> loss`` or ``(loss, {part: loss})`` for the step with 0-based
+            ``index`` (its batch should depend on the seed and ``index`` only).
+        start: Steps already done (a resumed run's checkpoint step).
+        steps: Total steps.
+        checkpoint_every: Call ``on_checkpoint(step)`` every this many steps; it is also called
+            after the last step (always, even when no step was left to run).
+        on_checkpoint: ``callable(step)``, e.g. :meth:`RunFolder.saver`.
+        history: A list that gets ``[step, loss]`` (or ``[step, loss, {part: loss}]``) every
+            ``log_every`` steps and at the last one.
+        writer: TensorBoard writer for ``loss``, ``loss_<part>`` and ``scalars``.
+        scalars: ``callable(step) -> {tag: value}`` of extra scalars logged with the loss.
+        log_every: Steps between records.
+        progress: Show a tqdm progress bar.
+        description: The bar's label.
+
+    Returns:
+        Seconds spent in the loop.
+    """
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, initial=start, desc=description, unit="step", disable=not progress)
+    began = time.perf_counter()
+
+    def logging_to_writer():
+        return writer.as_default() if writer is not None else contextlib.nullcontext()
+
+    with logging_to_writer():
+        for step in range(start + 1, steps + 1):
+            result = step_fn(step - 1)
+            loss, parts = result if isinstance(result, tuple) else (result, None)
+            bar.update(1)
+            if step % log_every == 0 or step == steps:
+                loss = float(loss)
+                values = {name: float(value) for name, value in (parts or {}).items()}
+                if history is not None:
+                    history.append([step, loss, values] if parts is not None else [step, loss])
+                if writer is not None:
+                    log_scalar("loss", loss, step=step)
+                    for name, value in {**{f"loss_{k}": v for k, v in values.items()}, **(scalars(step) if scalars else {})}.items():
+                        log_scalar(name, value, step=step)
+                bar.set_postfix(loss=f"{loss:.4g}")
+            if on_checkpoint is not None and checkpoint_every and step % checkpoint_every == 0 and step != steps:
+                on_checkpoint(step)
+    bar.close()
+    elapsed = time.perf_counter() - began
+    if on_checkpoint is not None:
+        with logging_to_writer():  # a checkpoint may log its own scalars (validation loss)
+            on_checkpoint(steps)
+    if writer is not None:
+        writer.flush()
+    return elapsed
+
