@@ -162,7 +162,8 @@ def evaluation_data(quick: bool) -> dict:
 def distilled_export(args) -> str:
     """The export of the distilled student: ``--student-export``, else a (resumable) run in ``--work-dir``."""
     from trillsson_tf.data import find_audio
-    from trillsson_tf.distill import RUN_FILE, distill
+    from trillsson_tf.distill import distill
+    from trillsson_tf.training import RUN_FILE
 
     if args.student_export:
         return args.student_export
