@@ -21,24 +21,22 @@ it), ``checkpoints/``, ``logs/`` (TensorBoard), and ``export/``: a hub-format Sa
 (``audio_samples`` -> ``embedding``, the time-mean of the last student layer) whose
 ``model.keras`` holds the encoder as the layer ``encoder`` for :mod:`trillsson_tf.finetune`.
 """
-import json
 import logging
 import os
-import time
 
 import numpy as np
 
 from trillsson_tf._keras import keras, tf
+from trillsson_tf.augment import check_views
 from trillsson_tf.data import LoadedAudio, find_audio, load_clips, segments, split_items
-from trillsson_tf.distill import (RUN_FILE, _augmented_training_pairs, _check_positive, _check_views, _learning_rate,
-                                  _log_scalar, _prepare_out_dir, _versions)
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.export import export_savedmodel
 from trillsson_tf.layer_teachers import load_layered_teacher
 from trillsson_tf.models import EMBEDDING_KEY
 from trillsson_tf.models import distil
-from trillsson_tf.targets import cached_targets
+from trillsson_tf.targets import augmented_targets, cached_targets
 from trillsson_tf.teachers import SPEECH_EMBEDDING, Teacher
+from trillsson_tf.training import RunFolder, check_positive, learning_rate_schedule, run_steps, versions
 
 __all__ = ["DEFAULT_SEGMENT_SAMPLES", "EXPORT_KIND", "alignment_matrix", "distill_layers", "layer_loss", "student_config"]
 
@@ -47,7 +45,6 @@ _log = logging.getLogger(__name__)
 DEFAULT_SEGMENT_SAMPLES = 16000
 EXPORT_KIND = "layer_student"
 """``kind`` in the ``trillsson_tf.json`` of a layer-distilled export (read by :mod:`trillsson_tf.finetune`)."""
-_LOG_EVERY_STEPS = 10
 
 
 class _SegmentFrames(Teacher):
@@ -210,16 +207,11 @@ def distill_layers(
         ParameterError: bad numbers or choices, layers the teacher lacks (listed), a segment
             shorter than the teacher's window, a non-empty ``out_dir`` without ``resume``/``overwrite``.
     """
-    from tqdm.auto import tqdm
-
     for name, value in (("batch_size", batch_size), ("steps", steps), ("checkpoint_every", checkpoint_every),
                         ("segment_samples", segment_samples)):
-        _check_positive(name, value)
-    if not lr > 0:
-        raise ParameterError(f"lr must be a positive learning rate, got {lr!r}.")
-    _check_views(augment)
-    learning_rate = _learning_rate(lr, lr_schedule, steps)
-    out_dir = os.fspath(out_dir)
+        check_positive(name, value)
+    check_views(augment)
+    learning_rate = learning_rate_schedule(lr, lr_schedule, steps)
 
     layered = load_layered_teacher(teacher, layers=layers)
     if segment_samples < max(layered.min_samples, distil.frame_geometry()[1]):
@@ -229,7 +221,13 @@ def distill_layers(
     config = student_config(student, layered, student_options=student_options, size_fraction=size_fraction,
                             segment_samples=segment_samples)
     frames_teacher = _SegmentFrames(layered, segment_samples)
-    previous = _prepare_out_dir(out_dir, resume=resume, overwrite=overwrite, teacher=frames_teacher, student=student, config=config)
+    run = RunFolder(out_dir, resume=resume, overwrite=overwrite)
+    record = run.open(
+        {"teacher": frames_teacher.spec, "teacher_identity": frames_teacher.identity, "student": student, "config": config},
+        lambda i: f"distills the layers of teacher {i['teacher']!r} ({i['teacher_identity']}) into student "
+                  f"{i['student']!r} with {i['config']}",
+        compared=("teacher_identity", "student", "config"),
+    )
 
     loaded = load_clips(find_audio(data), progress=progress)
     train_items, _ = split_items(loaded.items, validation_fraction=validation_fraction, seed=seed)
@@ -242,9 +240,8 @@ def distill_layers(
         raise ParameterError(f"No training files left after holding out validation_fraction={validation_fraction}.")
     train_audio, train_targets = _segment_arrays(loaded.clips, target_set.targets, train_index, segment_samples)
     if augment:
-        held = {id(loaded.items[i]) for i in held_index}
-        pairs = _augmented_training_pairs(frames_teacher, loaded, held, augment, mode="global", seed=seed,
-                                          cache_dir=cache_dir, progress=progress)
+        training = LoadedAudio([loaded.items[i] for i in train_index], [loaded.clips[i] for i in train_index], [])
+        pairs = augmented_targets(frames_teacher, training, augment, seed=seed, cache_dir=cache_dir, progress=progress)
         view_audio, view_frames = _segment_arrays(*zip(*pairs), range(len(pairs)), segment_samples)
         train_audio, train_targets = np.concatenate([train_audio, view_audio]), np.concatenate([train_targets, view_frames])
     held_audio, held_targets = _segment_arrays(loaded.clips, target_set.targets, held_index, segment_samples)
@@ -274,12 +271,10 @@ def distill_layers(
     predict(tf.zeros((1, segment_samples)), False)  # builds the heads before the checkpoint is restored
     trainable = encoder.trainable_variables + [v for head in heads.values() for v in head.trainable_variables]
     optimizer = keras.optimizers.Adam(learning_rate)
-    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    checkpoint = tf.train.Checkpoint(encoder=encoder, heads=heads, optimizer=optimizer, step=step_var)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=3)
-    if resume and manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).expect_partial()
-        _log.info("Resumed %s at step %d", out_dir, int(step_var.numpy()))
+    checkpoints = run.checkpoints({"encoder": encoder, "heads": heads, "optimizer": optimizer})
+    start = checkpoints.restore() if resume else 0
+    if start:
+        _log.info("Resumed %s at step %d", run.path, start)
 
     @tf.function
     def train_step(audio, target):
@@ -292,9 +287,11 @@ def distill_layers(
     def eval_loss(audio, target):
         return losses(audio, target, False)[0]
 
-    record = previous or {}
-    history = list(record.get("loss_history", []))
-    validation_history = list(record.get("validation_history", []))
+    def step_fn(index):
+        rows = np.random.default_rng([seed, index]).integers(0, len(train_audio), batch_size)
+        return train_step(train_audio[rows], train_targets[rows])
+
+    validation_history = record.setdefault("validation_history", [])
     encoder_parameters = int(encoder.count_params())
     record.update({
         "teacher": frames_teacher.describe(),
@@ -319,43 +316,18 @@ def distill_layers(
         "training": {"loss": "l1 - log sigmoid(cosine), per layer", "lr": lr, "lr_schedule": lr_schedule,
                      "batch_size": batch_size, "steps": steps, "checkpoint_every": checkpoint_every,
                      "validation_fraction": validation_fraction, "seed": seed},
-        "versions": _versions(),
+        "versions": versions(),
     })
 
-    def save(step: int) -> None:
-        manager.save(checkpoint_number=step)
+    def validate(step: int) -> None:
         if held_audio is not None:
             values = [float(eval_loss(held_audio[i : i + batch_size], held_targets[i : i + batch_size]))
                       for i in range(0, len(held_audio), batch_size)]
             validation_history.append([step, float(np.mean(values))])
-        record.update({"step": step, "loss_history": history, "validation_history": validation_history})
-        with open(os.path.join(out_dir, RUN_FILE), "w") as handle:
-            json.dump(record, handle, indent=2)
 
-    start = int(step_var.numpy())
-    writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs"))
-    bar = tqdm(total=steps, initial=start, desc=f"distill-layers {student}", unit="step", disable=not progress)
-    began = time.perf_counter()
-    with writer.as_default():
-        for step in range(start + 1, steps + 1):
-            rng = np.random.default_rng([seed, step - 1])  # batches depend on the step only: a resume sees the same data
-            rows = rng.integers(0, len(train_audio), batch_size)
-            total, per_layer = train_step(train_audio[rows], train_targets[rows])
-            step_var.assign(step)
-            bar.update(1)
-            if step % _LOG_EVERY_STEPS == 0 or step == steps:
-                values = {name: float(value) for name, value in per_layer.items()}
-                history.append([step, float(total), values])
-                _log_scalar("loss", float(total), step=step)
-                for name, value in values.items():
-                    _log_scalar(f"loss_layer_{name}", value, step=step)
-                bar.set_postfix(loss=f"{float(total):.4g}")
-            if step % checkpoint_every == 0 and step != steps:
-                save(step)
-    bar.close()
-    elapsed_s = time.perf_counter() - began
-    save(steps)
-    writer.flush()
+    elapsed_s = run_steps(step_fn, start=start, steps=steps, checkpoint_every=checkpoint_every,
+                          on_checkpoint=run.saver(checkpoints, validate), history=record["loss_history"],
+                          writer=run.writer(), progress=progress, description=f"distill-layers {student}")
 
     record["steps_per_second"] = (steps - start) / elapsed_s if steps > start and elapsed_s > 0 else None
     record["resumed_from_step"] = start if resume else None
@@ -371,11 +343,9 @@ def distill_layers(
         "teacher": layered.describe(),
         "student": record["student"],
     }
-    export_dir = export_savedmodel(model, os.path.join(out_dir, "export"), overwrite=True, extra_metadata=metadata)
+    export_dir = export_savedmodel(model, os.path.join(run.path, "export"), overwrite=True, extra_metadata=metadata)
     record["export"] = export_dir
-    for path in (os.path.join(out_dir, RUN_FILE), os.path.join(export_dir, RUN_FILE)):
-        with open(path, "w") as handle:
-            json.dump(record, handle, indent=2)
+    run.write(export_dir)
     _log.info("Distilled layers %s of %s into %s (%d parameters); exported to %s",
               ",".join(layered.layers), layered.spec, student, encoder_parameters, export_dir)
     return record
