@@ -38,14 +38,11 @@ import json
 import logging
 import math
 import os
-import time
-import types
 
 import numpy as np
 
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.data import AudioItem, find_audio, load_clips, random_crop, segments
-from trillsson_tf.distill import RUN_FILE, _check_positive, _log_scalar, _prepare_out_dir, _versions
 from trillsson_tf.distill_layers import EXPORT_KIND
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.export import KERAS_FILE, export_savedmodel, read_metadata
@@ -55,6 +52,7 @@ from trillsson_tf.metrics import accuracy, speaker_verification, split_speakers
 from trillsson_tf.models import distil
 from trillsson_tf.models.heads import KWS_OUTPUT, SV_OUTPUT, build_heads
 from trillsson_tf.teachers import file_fingerprint
+from trillsson_tf.training import RunFolder, check_positive, run_steps, versions
 
 __all__ = [
     "KWS_OUTPUT",
@@ -72,7 +70,6 @@ _log = logging.getLogger(__name__)
 MULTITASK_KIND = "multitask"
 """``kind`` in the ``trillsson_tf.json`` of a fine-tuned export."""
 _SPLIT, _TEST = "split", "test"
-_LOG_EVERY_STEPS = 10
 _FRAME_BATCH = 64  # segments per encoder call when the frames of a frozen encoder are computed
 ENCODER_LAYERS = ("all", "last")
 
@@ -206,11 +203,12 @@ def _label_indices(items, column, classes):
     return np.array([lookup.get(item.labels.get(column), -1) if column else -1 for item in items], np.int32)
 
 
-def _encoder_source(export):
+def _encoder_source(export) -> dict:
+    """``{'spec', 'identity'}`` of the encoder's source: a layered teacher or an export's ``model.keras``."""
     if isinstance(export, LayeredTeacher):
-        return types.SimpleNamespace(spec=export.spec, identity=f"teacher:{export.identity}")
+        return {"spec": export.spec, "identity": f"teacher:{export.identity}"}
     path = os.fspath(export)
-    return types.SimpleNamespace(spec=path, identity=f"export:{file_fingerprint(os.path.join(path, KERAS_FILE))}")
+    return {"spec": path, "identity": f"export:{file_fingerprint(os.path.join(path, KERAS_FILE))}"}
 
 
 def finetune(
@@ -303,7 +301,7 @@ def finetune(
     from tqdm.auto import tqdm
 
     for name, value in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
-        _check_positive(name, value)
+        check_positive(name, value)
     if freeze_encoder:
         head_steps = steps
     elif head_steps is None:
@@ -316,7 +314,6 @@ def finetune(
             raise ParameterError(f"{name} must be positive, got {value!r}.")
     if not 0.0 <= margin < math.pi / 2:
         raise ParameterError(f"margin must be in [0, pi/2) radians, got {margin!r}.")
-    out_dir = os.fspath(out_dir)
     teacher_mode = isinstance(export, LayeredTeacher)
     if teacher_mode and not freeze_encoder:
         raise ParameterError("A teacher cannot be fine-tuned here: pass freeze_encoder=True to train heads on its features.")
@@ -344,7 +341,10 @@ def finetune(
         "train_speakers": speakers, "holdout_speakers": held, "segment_samples": segment_samples,
     }
     source = _encoder_source(export)
-    previous = _prepare_out_dir(out_dir, resume=resume, overwrite=overwrite, teacher=source, student="multitask", config=config)
+    run = RunFolder(out_dir, resume=resume, overwrite=overwrite)
+    record = run.open({"encoder": source["spec"], "encoder_identity": source["identity"], "config": config},
+                      lambda i: f"fine-tunes the encoder of {i['encoder']!r} ({i['encoder_identity']}) with {i['config']}",
+                      compared=("encoder_identity", "config"))
 
     loaded = load_clips(train_items, progress=progress)
     keyword_index = _label_indices(loaded.items, kws_labels, keywords)
@@ -365,15 +365,11 @@ def finetune(
     encoder_optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=max(1, encoder_steps - encoder_warmup), alpha=0.01, warmup_target=lr * encoder_lr_scale,
         warmup_steps=encoder_warmup))
-    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    tracked = {"heads": heads, "centres": centres, "optimizer": head_optimizer, "step": step_var}
+    tracked = {"heads": heads, "centres": centres, "optimizer": head_optimizer}
     if not teacher_mode:
         tracked.update(encoder=encoder, encoder_optimizer=encoder_optimizer)
-    checkpoint = tf.train.Checkpoint(**tracked)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=2)
-    if resume and manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).expect_partial()
-    start = int(step_var.numpy())
+    checkpoints = run.checkpoints(tracked, max_to_keep=2)
+    start = checkpoints.restore() if resume else 0
 
     if start < head_steps:
         # Heads-only steps run on stored frames: each segment goes through the encoder once.
@@ -424,44 +420,22 @@ def finetune(
         audio = np.stack([random_crop(loaded.clips[i], rng, crop_samples=segment_samples) for i in clips])
         return full_step, audio, keyword_index[clips], speaker_index[clips]
 
-    record = previous or {}
-    history = list(record.get("loss_history", []))
+    def step_fn(index):
+        train_step, *inputs = batch(index)
+        return train_step(*inputs)
+
     record.update({
-        "teacher": {"spec": source.spec, "identity": source.identity},  # the encoder's source (checked on resume)
+        "teacher": source,  # the encoder's source (checked on resume)
         "student": {"name": "multitask", "config": config},
         "data": {"files": len(items), "train_files": len(loaded.items), "skipped": [p for p, _ in loaded.skipped]},
         "training": {"steps": steps, "head_steps": head_steps, "batch_size": batch_size, "lr": lr,
                      "encoder_lr_scale": encoder_lr_scale, "balance_batches": balance_batches, "seed": seed},
-        "versions": _versions(),
+        "versions": versions(),
     })
-
-    def save(step):
-        manager.save(checkpoint_number=step)
-        record.update({"step": step, "loss_history": history})
-        with open(os.path.join(out_dir, RUN_FILE), "w") as handle:
-            json.dump(record, handle, indent=2)
-
-    writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs"))
-    bar = tqdm(total=steps, initial=start, desc=f"finetune ({'frozen' if freeze_encoder else 'fine-tuned'})", unit="step",
-               disable=not progress)
-    began = time.perf_counter()
-    with writer.as_default():
-        for step in range(start + 1, steps + 1):
-            train_step, *inputs = batch(step - 1)
-            total, parts = train_step(*inputs)
-            step_var.assign(step)
-            bar.update(1)
-            if step % _LOG_EVERY_STEPS == 0 or step == steps:
-                values = {name: float(value) for name, value in parts.items()}
-                history.append([step, float(total), values])
-                _log_scalar("loss", float(total), step=step)
-                bar.set_postfix(loss=f"{float(total):.4g}")
-            if step % checkpoint_every == 0 and step != steps:
-                save(step)
-    bar.close()
-    record["train_seconds"] = time.perf_counter() - began
-    save(steps)
-    writer.flush()
+    record["train_seconds"] = run_steps(
+        step_fn, start=start, steps=steps, checkpoint_every=checkpoint_every, on_checkpoint=run.saver(checkpoints),
+        history=record["loss_history"], writer=run.writer(), progress=progress,
+        description=f"finetune ({'frozen' if freeze_encoder else 'fine-tuned'})")
 
     names = tuple(heads.output)
     if teacher_mode:
@@ -474,8 +448,8 @@ def finetune(
         model = keras.Model(audio, {name: outputs[name] for name in names}, name="multitask")
         info = {"kind": MULTITASK_KIND, "encoder": encoder.name, "sample_rate_hz": 16000, "segment_samples": segment_samples,
                 "keywords": keywords, "kws_labels": kws_labels, "sv_labels": sv_labels, "train_speakers": speakers,
-                "holdout_speakers": held, "teacher": metadata.get("teacher"), "distilled_from": source.spec}
-        record["export"] = export_savedmodel(model, os.path.join(out_dir, "export"), overwrite=True, extra_metadata=info,
+                "holdout_speakers": held, "teacher": metadata.get("teacher"), "distilled_from": source["spec"]}
+        record["export"] = export_savedmodel(model, os.path.join(run.path, "export"), overwrite=True, extra_metadata=info,
                                              output_names=names)
         predict = _model_predictor(model, segment_samples)
         record["parameters"] = {"encoder": int(encoder.count_params()), "heads": int(heads.count_params()),
@@ -484,9 +458,7 @@ def finetune(
     record["scores"] = _score(predict, scoring, kws_labels=kws_labels if keywords else None, keywords=keywords,
                               sv_labels=sv_labels if speakers else None, speakers=set(held), sv_groups=sv_groups,
                               progress=progress)
-    for path in [os.path.join(out_dir, RUN_FILE)] + ([os.path.join(record["export"], RUN_FILE)] if record["export"] else []):
-        with open(path, "w") as handle:
-            json.dump(record, handle, indent=2)
+    run.write(*([record["export"]] if record["export"] else []))
     return record
 
 
