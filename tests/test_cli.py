@@ -45,3 +45,44 @@ def test_emotion_flags_refuse_mismatches_cleanly(tmp_path, capsys):
     assert "metric='ccc'" in capsys.readouterr().err
     assert cli.main(["models", "wav2small", "--json", "--no-flops"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["parameters"] == 73_464
+
+
+def _embed_with_flags(tmp_path, capsys, *flags, after=()):
+    """Run ``embed`` on the committed Android model, one speech clip and one silent clip; stderr."""
+    import numpy as np
+    import soundfile
+
+    assets = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "android_demo_assets")
+    silent = str(tmp_path / "silent.wav")
+    soundfile.write(silent, np.zeros(16000, np.float32), 16000)
+    argv = [*flags, "embed", os.path.join(assets, "embedding_int8.tflite"), os.path.join(assets, "sample_16k.wav"),
+            silent, "--out", str(tmp_path / "e.npy"), "--force", "--no-progress", *after]
+    assert cli.main(argv) == 0
+    return capsys.readouterr().err
+
+
+def test_verbosity_flags_set_what_the_toolkit_logs(tmp_path, capsys):
+    import logging
+
+    silent_warning = "WARNING trillsson_tf.runtime: Audio clip(s) [0] are silent (all zeros)."  # one clip a call
+    err = _embed_with_flags(tmp_path, capsys)
+    assert silent_warning in err and "INFO trillsson_tf" not in err
+    err = _embed_with_flags(tmp_path, capsys, "-v")
+    # One handler however often main() runs: no line twice, and the loggers are left as they were.
+    assert err.count(silent_warning) == 1 and "INFO trillsson_tf.runtime: Wrote 2 embeddings (96-d)" in err
+    assert logging.getLogger("trillsson_tf").handlers == [] and logging.getLogger("trillsson_tf").level == logging.NOTSET
+    err = _embed_with_flags(tmp_path, capsys, after=["--verbose"])  # after the subcommand too
+    assert "INFO trillsson_tf.runtime: Wrote 2 embeddings" in err
+    err = _embed_with_flags(tmp_path, capsys, "-q")
+    assert "trillsson_tf" not in err
+    levels = {flags: cli._log_level(cli.build_parser("embed").parse_args([*flags, "embed", "m.tflite", "a.wav"]))
+              for flags in [(), ("-q",), ("-v",), ("-vv",), ("-v", "-v", "-v")]}
+    assert levels == {(): logging.WARNING, ("-q",): logging.ERROR, ("-v",): logging.INFO, ("-vv",): logging.DEBUG,
+                      ("-v", "-v", "-v"): logging.DEBUG}
+
+
+def test_verbose_and_quiet_together_are_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["-v", "-q", "models"])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -1,9 +1,12 @@
 """The ``trillsson-tf`` command line. Each subcommand calls one library function.
 
-A toolkit error prints its message and exits with status 2, without a traceback.
+A toolkit error prints its message and exits with status 2, without a traceback. ``-v`` / ``-q``
+(before or after the subcommand) set how much the library logs to stderr.
 """
 import argparse
+import contextlib
 import json
+import logging
 import os
 import sys
 
@@ -485,6 +488,49 @@ def _add_android_assets_arguments(assets):
     assets.add_argument("--force", action="store_true", help="replace an existing --out folder")
 
 
+_LOGGERS = ("trillsson_tf", "converters")
+"""The packages whose log records ``-v`` / ``-q`` govern (other libraries keep their own levels)."""
+_LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+def _add_logging_arguments(parser, *, suppress: bool = False):
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS if suppress else 0,
+                       help="log progress (INFO); -vv logs DEBUG too")
+    group.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                       help="log errors only")
+
+
+def _log_level(args) -> int:
+    """ERROR with ``-q`` (which wins over a ``-v`` on the other side of the subcommand), WARNING by
+    default, INFO with ``-v``, DEBUG with ``-vv``."""
+    if args.quiet:
+        return logging.ERROR
+    return {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+
+
+@contextlib.contextmanager
+def _logging_to_stderr(level: int):
+    """Send the toolkit's log records at ``level`` and above to stderr, one line each, while a command runs.
+
+    The loggers get their previous state back afterwards, so :func:`main` can be called again (tests,
+    notebooks) without stacking handlers or leaving a level behind.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    loggers = [logging.getLogger(name) for name in _LOGGERS]
+    previous_levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, previous in zip(loggers, previous_levels):
+            logger.removeHandler(handler)
+            logger.setLevel(previous)
+
+
 def build_parser(command=None) -> argparse.ArgumentParser:
     """The argument parser of ``trillsson-tf``.
 
@@ -495,6 +541,7 @@ def build_parser(command=None) -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="trillsson-tf", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_logging_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     models = sub.add_parser("models", help="list the student zoo: parameters, size, per-chunk GFLOPs")
@@ -548,6 +595,10 @@ def build_parser(command=None) -> argparse.ArgumentParser:
     embed.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     embed.add_argument("--force", action="store_true", help="replace an existing output file")
     embed.set_defaults(func=_cmd_embed)
+    # The flags also work after the subcommand; SUPPRESS keeps a subcommand from resetting the main
+    # parser's value when they are given before it.
+    for subparser in sub.choices.values():
+        _add_logging_arguments(subparser, suppress=True)
     return parser
 
 
@@ -566,11 +617,12 @@ def main(argv=None) -> int:
         args.pipeline_args = pipeline_args
     else:
         args = parser.parse_args(argv)
-    try:
-        args.func(args)
-    except TrillssonError as error:
-        print(f"trillsson-tf {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    with _logging_to_stderr(_log_level(args)):
+        try:
+            args.func(args)
+        except TrillssonError as error:
+            print(f"trillsson-tf {args.command}: error: {error}", file=sys.stderr)
+            return 2
     return 0
 
 
