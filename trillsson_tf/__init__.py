@@ -1,18 +1,38 @@
 """trillsson_tf: small paralinguistic speech models for phones and microcontrollers.
 
-``import trillsson_tf`` is light: the TensorFlow parts (``models``, ``export_savedmodel``,
-``load``) are imported on first use, so the TensorFlow-free runtime
-(:mod:`trillsson_tf.runtime`) stays TensorFlow-free.
+The main entry points, imported on first use so that ``import trillsson_tf`` stays light and the
+TensorFlow-free runtime stays TensorFlow-free:
+
+- ``TFLiteModel``: embed audio with a ``.tflite`` model (:mod:`trillsson_tf.runtime`, no TensorFlow);
+- ``build``: a registry student by name (:func:`trillsson_tf.models.build`);
+- ``export_savedmodel`` / ``load``: write a hub-format export / load one as a Keras layer
+  (:mod:`trillsson_tf.export`);
+- ``load_teacher``: a teacher by spec (:func:`trillsson_tf.teachers.load_teacher`);
+- ``convert``: an export to ``.tflite`` with its model card (:func:`converters.tflite.convert`);
+- ``keras3_layer``: an export as a Keras 3 layer (:mod:`trillsson_tf.keras3`);
+- the modules ``models``, ``export`` and ``distill``.
+
+``trillsson_tf.export`` and ``trillsson_tf.distill`` are the submodules, not functions: Python binds
+a package attribute to a submodule when that submodule is imported, so a function of the same name
+would turn into the module depending on what was imported first. Call
+``trillsson_tf.export_savedmodel(...)`` and ``trillsson_tf.distill.distill(...)``.
 """
 import importlib
 
 __version__ = "0.1.0"
 
+# Public name -> (module, attribute in it; None: the module itself).
 _LAZY = {
-    "models": ("trillsson_tf.models", None),
+    "TFLiteModel": ("trillsson_tf.runtime", "TFLiteModel"),
+    "build": ("trillsson_tf.models", "build"),
     "export_savedmodel": ("trillsson_tf.export", "export_savedmodel"),
     "load": ("trillsson_tf.export", "load"),
+    "load_teacher": ("trillsson_tf.teachers", "load_teacher"),
+    "convert": ("converters.tflite", "convert"),
     "keras3_layer": ("trillsson_tf.keras3", "keras3_layer"),
+    "models": ("trillsson_tf.models", None),
+    "export": ("trillsson_tf.export", None),
+    "distill": ("trillsson_tf.distill", None),
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -26,3 +46,7 @@ def __getattr__(name):
     value = module if attribute is None else getattr(module, attribute)
     globals()[name] = value
     return value
+
+
+def __dir__():
+    return sorted({*globals(), *_LAZY})

@@ -1,0 +1,68 @@
+"""``import trillsson_tf``: the entry points are there lazily, tab-complete, and leave TensorFlow out."""
+import importlib
+import pkgutil
+import subprocess
+import sys
+
+import pytest
+
+import trillsson_tf
+
+ENTRY_POINTS = {"TFLiteModel", "build", "export_savedmodel", "load", "load_teacher", "convert", "keras3_layer",
+                "models", "export", "distill"}
+
+
+def _run(code: str) -> str:
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_entry_points_tab_complete():
+    assert ENTRY_POINTS <= set(dir(trillsson_tf))
+    assert ENTRY_POINTS <= set(trillsson_tf.__all__)
+    assert "__version__" in dir(trillsson_tf)
+
+
+def test_import_and_the_runtime_entry_point_load_no_tensorflow():
+    code = ("import sys; import trillsson_tf; assert 'tensorflow' not in sys.modules, 'import'; "
+            "model_class = trillsson_tf.TFLiteModel; assert 'tensorflow' not in sys.modules, 'TFLiteModel'; "
+            "print(model_class.__module__)")
+    assert _run(code) == "trillsson_tf.runtime"
+
+
+def test_entry_points_are_the_library_functions():
+    from converters import tflite
+    from trillsson_tf import export, keras3, models, runtime, teachers
+
+    assert trillsson_tf.TFLiteModel is runtime.TFLiteModel
+    assert trillsson_tf.build is models.build
+    assert trillsson_tf.export_savedmodel is export.export_savedmodel
+    assert trillsson_tf.load is export.load
+    assert trillsson_tf.load_teacher is teachers.load_teacher
+    assert trillsson_tf.convert is tflite.convert
+    assert trillsson_tf.keras3_layer is keras3.keras3_layer
+
+
+def test_names_shared_with_a_submodule_are_that_submodule_whatever_was_imported_first():
+    """Importing ``trillsson_tf.export`` rebinds ``trillsson_tf.export`` to the module, so the lazy
+    attribute must already be the module, before and after."""
+    submodules = {info.name for info in pkgutil.iter_modules(trillsson_tf.__path__)}
+    shared = sorted(ENTRY_POINTS & submodules)
+    assert {"export", "distill", "models"} <= set(shared)
+    code = ("import importlib, sys, types; import trillsson_tf; "
+            f"names = {shared!r}; "
+            "before = {name: getattr(trillsson_tf, name) for name in names}; "
+            "[importlib.import_module('trillsson_tf.' + name) for name in names]; "
+            "assert all(isinstance(before[name], types.ModuleType) for name in names), before; "
+            "assert all(getattr(trillsson_tf, name) is sys.modules['trillsson_tf.' + name] is before[name] "
+            "for name in names); print('ok')")
+    assert _run(code) == "ok"
+    for name in shared:
+        assert getattr(trillsson_tf, name) is importlib.import_module(f"trillsson_tf.{name}")
+    assert callable(trillsson_tf.export.export_savedmodel) and callable(trillsson_tf.distill.distill)
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_thing'"):
+        trillsson_tf.no_such_thing
