@@ -225,7 +225,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--results", default=RESULTS_DIR, help="folder for convert_benchmark.{json,md}")
     args = parser.parse_args(argv)
 
-    from converters.tflite import load_keras_model
+    from converters.common import load_keras_model
     from trillsson_tf.audio import load_audio
     from trillsson_tf.optimize import optimize_export
 

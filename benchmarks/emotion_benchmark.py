@@ -45,6 +45,7 @@ from trillsson_tf.distill import distill
 from trillsson_tf.evaluate import score_agreement
 from trillsson_tf.export import read_metadata
 from trillsson_tf.frontend import dft
+from trillsson_tf.litert import make_interpreter
 from trillsson_tf.metrics import ccc, parity
 from trillsson_tf.prosody import PROSODY_SCORES
 from trillsson_tf.runtime import TFLiteModel
@@ -200,8 +201,7 @@ def main(argv=None) -> dict:
     all_int8 = _all_int8_with_dft(w2s, read_metadata(exports["wav2small"])["build"]["config"], [load_audio(path) for path in train[:: max(1, len(train) // 64)]], held_clips)
 
     # Latency of 1 s on this host, one thread.
-    interpreter = tflite._interpreter(content)
-    runner = interpreter.get_signature_runner("serving_default")
+    runner = make_interpreter(model_content=content, num_threads=1).get_signature_runner("serving_default")
     (name, _), = runner.get_input_details().items()
     one = quantized[:1]
     litert_ms = _median_ms(lambda: runner(**{name: one}), args.runs)

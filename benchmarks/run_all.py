@@ -59,7 +59,8 @@ import runtime_benchmark  # noqa: E402  (fresh_process, speech_files)
 
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio  # noqa: E402
 from trillsson_tf.errors import TrillssonError  # noqa: E402
-from trillsson_tf.runtime import TFLiteModel, _dequantize, _quantize  # noqa: E402
+from trillsson_tf.litert import dequantize, quantize  # noqa: E402
+from trillsson_tf.runtime import TFLiteModel  # noqa: E402
 
 FORMATS = ("keras", "savedmodel", "float32", "float16", "dynamic", "int8", "int8_patch", "tflm_int8")
 TFLITE_FORMATS = {  # format: (quantize, frontend inside)
@@ -95,11 +96,11 @@ class MicroModel(TFLiteModel):
 
     def _run(self, values):
         rows = []
-        for row in _quantize(values, self._input):
+        for row in quantize(values, self._input):
             self._micro.set_input(row[np.newaxis], 0)
             self._micro.invoke()
             rows.append(np.array(self._micro.get_output(0)))
-        return _dequantize(np.concatenate(rows), self._output)
+        return dequantize(np.concatenate(rows), self._output)
 
 
 def machine() -> dict:
@@ -208,7 +209,8 @@ def _tf_one_thread() -> str:
 
 def build_formats(name: str, export_dir: str, work: str, calibration, tflm_max_params: int) -> dict:
     """Every format of one model: ``{format: {'embed', 'file_bytes', 'memory_setup', 'note'}}`` or ``{'error'}``."""
-    from converters.tflite import convert, load_keras_model
+    from converters.common import load_keras_model
+    from converters.tflite import convert
     from trillsson_tf._keras import tf
     from trillsson_tf.models import output_key
 
@@ -220,7 +222,7 @@ def build_formats(name: str, export_dir: str, work: str, calibration, tflm_max_p
         "keras": {
             "embed": lambda clip: function(tf.constant(clip[np.newaxis])).numpy(),
             "file_bytes": os.path.getsize(os.path.join(export_dir, "model.keras")),
-            "memory_setup": _tf_one_thread() + "from converters.tflite import load_keras_model\n"
+            "memory_setup": _tf_one_thread() + "from converters.common import load_keras_model\n"
                             f"model, _ = load_keras_model({export_dir!r})\n"
                             f"embed = lambda clip: model(clip[np.newaxis])[{key!r}].numpy()",
             "note": "model.keras file",

@@ -185,14 +185,15 @@ def _tflite_call(path: str, value: np.ndarray):
 def onnx_part(work: str, clip: np.ndarray, *, runs: int) -> list:
     """Sizes and one-thread latencies of ONNX and .tflite files of the same models."""
     from converters.onnx import convert_onnx, onnx_outputs, onnx_session
-    from converters.tflite import _patches, convert
+    from converters.common import log_mel_patch_rows
+    from converters.tflite import convert
 
     keras.utils.set_random_seed(0)
     cases = []
     if "wav2small" in models.available():
         cases.append(("wav2small (audio in, 2 s)", models.build("wav2small"), True, clip[np.newaxis]))
     tiny = models.build("tiny_cnn")
-    cases.append(("tiny_cnn chunk network (patch in)", tiny, False, _patches(clip[np.newaxis], tiny.frontend)[:1]))
+    cases.append(("tiny_cnn chunk network (patch in)", tiny, False, log_mel_patch_rows(clip[np.newaxis], tiny.frontend)[:1]))
     rows = []
     for label, model, frontend, value in cases:
         stem = os.path.join(work, model.name + ("" if frontend else "_patch"))

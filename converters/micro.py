@@ -18,7 +18,7 @@ import tempfile
 
 import numpy as np
 
-from converters.tflite import op_table
+from trillsson_tf import litert
 from trillsson_tf.errors import ConversionError, ParameterError
 
 __all__ = ["MICRO_OP_RESOLVER", "micro_arena_bytes", "micro_run", "to_micro"]
@@ -179,14 +179,13 @@ def to_micro(model_path, out_dir, *, name: str = "g_model", overwrite: bool = Fa
         raise ParameterError(f"TFLite model not found: {model_path!r}.")
     with open(model_path, "rb") as handle:
         content = handle.read()
-    ops = op_table(content)
+    ops = litert.op_table(content)
     _check_micro_ops(ops)
     op_names = sorted({row["op"] for row in ops})
 
-    from ai_edge_litert.interpreter import Interpreter
-
-    input_details = Interpreter(model_content=content).get_input_details()[0]
-    output_details = Interpreter(model_content=content).get_output_details()[0]
+    interpreter = litert.make_interpreter(model_content=content)
+    input_details = interpreter.get_input_details()[0]
+    output_details = interpreter.get_output_details()[0]
     if -1 in list(input_details["shape_signature"])[1:]:
         raise ConversionError(
             f"TFLite Micro needs static shapes; the input is {list(input_details['shape_signature'])}. "

@@ -18,7 +18,7 @@ for ComplexAbs"; measured with TF 2.21, opsets 13-17). The error says to export 
 network instead.
 
 After each conversion :func:`convert_onnx` runs the file in onnxruntime on held-out real
-speech (the parity clips of :mod:`converters.tflite`), compares it with the Keras model and
+speech (:func:`converters.common.parity_clips`), compares it with the Keras model and
 writes ``<out without .onnx>.json``: inputs, outputs, opset, op counts, size, parity.
 Needs the ``[onnx]`` extra (tf2onnx, onnx, onnxruntime).
 """
@@ -29,19 +29,23 @@ import os
 
 import numpy as np
 
-from converters.tflite import (
+from converters.common import (
     DEFAULT_MIN_COSINE,
     LICENCE_NOTE,
-    PATCH_INPUT_NAME,
-    _patches,
-    _run_info,
+    check_parity,
     load_keras_model,
+    log_mel_patch_rows,
+    output_paths,
     parity_clips,
+    run_info,
+    write_model,
 )
+from trillsson_tf import kinds
 from trillsson_tf._keras import keras, tf
+from trillsson_tf.contract import AUDIO_INPUT_NAME, PATCH_INPUT_NAME, SAMPLE_RATE_HZ
 from trillsson_tf.errors import ConversionError, ParameterError, TrillssonError
 from trillsson_tf.metrics import parity
-from trillsson_tf.models import AUDIO_INPUT_NAME, chunk_network, output_key
+from trillsson_tf.models import chunk_network, output_key
 
 __all__ = ["DEFAULT_OPSET", "ONNX_PACKAGE", "UNSUPPORTED_OPS", "convert_onnx", "onnx_session", "onnx_outputs"]
 
@@ -118,7 +122,7 @@ def convert_onnx(
 
     Args:
         model_or_export_dir: Model, export directory or ``.keras`` file
-            (see :func:`converters.tflite.load_keras_model`).
+            (see :func:`converters.common.load_keras_model`).
         out_path: Output ``.onnx`` path; the card goes to ``<out_path without .onnx>.json``.
         frontend: Whole model, audio in (refused for an STFT frontend), or the per-chunk network
             on log-mel patches (``False``; only students with a chunk network).
@@ -142,31 +146,31 @@ def convert_onnx(
     tf2onnx, onnxruntime = _onnx_modules()
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 13:
         raise ParameterError(f"opset must be an integer >= 13, got {opset!r}.")
-    out_path = os.fspath(out_path)
-    card_path = os.path.splitext(out_path)[0] + ".json"
-    if not overwrite and (os.path.exists(out_path) or os.path.exists(card_path)):
-        raise ParameterError(f"Output {out_path!r} (or its card {card_path!r}) exists; pass overwrite=True (CLI --force).")
+    out_path, card_path = output_paths(out_path, overwrite)
     model, metadata = load_keras_model(model_or_export_dir)
+    kind = kinds.of_model(model, metadata, frontend=frontend)
+    if kind.family == kinds.WAVEFORM:
+        raise ParameterError(f"{model.name!r} is a layer-distilled or fine-tuned model ({kind.summary}); ONNX export takes "
+                             "the students of trillsson_tf.models: convert it to .tflite instead.")
     key = output_key(model)
     audio = parity_clips() if parity_audio is None else np.asarray(parity_audio, dtype=np.float32)
 
-    if frontend:
+    if kind.frontend_inside:
         spec = tf.TensorSpec([None, None], tf.float32, name=AUDIO_INPUT_NAME)
         call = tf.function(lambda audio_samples: {key: model(audio_samples, training=False)[key]})
         _refuse_unsupported(call.get_concrete_function(spec), model)
         parity_inputs = audio
         reference = model(audio)[key].numpy()
     else:
-        try:
-            network = chunk_network(model)
-        except ParameterError:
+        if kind.input_name != PATCH_INPUT_NAME:
             raise ParameterError(
                 f"{model.name!r} has no per-chunk network (it works on whole clips); export it with frontend=True."
-            ) from None
+            )
+        network = chunk_network(model)
         frontend_config = model.get_layer(_FRONTEND_LAYER).frontend
         spec = tf.TensorSpec([None, *frontend_config.patch_shape, 1], tf.float32, name=PATCH_INPUT_NAME)
         call = tf.function(lambda log_mel_patch: {key: network(log_mel_patch, training=False)})
-        parity_inputs = _patches(audio, frontend_config)
+        parity_inputs = log_mel_patch_rows(audio, frontend_config)
         reference = network(parity_inputs, training=False).numpy()
     try:
         proto, _ = tf2onnx.convert.from_function(call, input_signature=[spec], opset=opset)
@@ -174,25 +178,23 @@ def convert_onnx(
         session = onnx_session(content)
     except Exception as error:  # tf2onnx and onnxruntime raise many unrelated types
         raise ConversionError(f"Converting {model.name!r} to ONNX (opset {opset}, frontend={frontend}) failed: {error}") from error
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with open(out_path, "wb") as handle:
-        handle.write(content)
+    write_model(out_path, content)
 
     scores = parity(reference, onnx_outputs(session, parity_inputs))
     threshold = DEFAULT_MIN_COSINE["float32"] if min_cosine is None else float(min_cosine)
     scores.update({"clips": int(len(audio)), "rows": int(len(parity_inputs)), "min_mean_cosine": threshold,
                    "passed": scores["mean_cosine"] >= threshold,
-                   "reference": "Keras model" if frontend else "Keras chunk network"})
+                   "reference": "Keras model" if kind.frontend_inside else "Keras chunk network"})
     card = {
         "format": "trillsson_tf.onnx/1",
         "model_file": os.path.basename(out_path),
         "name": model.name,
-        "frontend_inside": bool(frontend),
+        "frontend_inside": kind.frontend_inside,
         "inputs": [_tensor_card(value) for value in session.get_inputs()],
         "outputs": [_tensor_card(value) for value in session.get_outputs()],
         "output": key,
         "opset": opset,
-        "sample_rate_hz": 16000,
+        "sample_rate_hz": SAMPLE_RATE_HZ,
         "size_bytes": len(content),
         "ops": dict(sorted(collections.Counter(node.op_type for node in proto.graph.node).items())),
         "parity": scores,
@@ -201,7 +203,7 @@ def convert_onnx(
             "parameters": int(model.count_params()),
             "build": metadata.get("build", getattr(model, "build_spec", None)),
             "teacher": metadata.get("teacher"),
-            "run": _run_info(model_or_export_dir),
+            "run": run_info(model_or_export_dir),
         },
         "converter": {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnxruntime": onnxruntime.__version__},
         "licence": LICENCE_NOTE,
@@ -209,12 +211,8 @@ def convert_onnx(
     with open(card_path, "w") as handle:
         json.dump(card, handle, indent=2)
     _log.info("Wrote %s (%d bytes, mean cosine %.6f) and %s", out_path, len(content), scores["mean_cosine"], card_path)
-    if not scores["passed"]:
-        message = (
-            f"Parity of {out_path} below threshold: mean cosine {scores['mean_cosine']:.6f} < {threshold} "
-            f"(max abs diff {scores['max_abs_diff']:.3g}, reference rms {scores['reference_rms']:.3g})."
-        )
-        if strict:
-            raise ConversionError(message)
-        _log.warning(message)
+    check_parity(scores["passed"], (
+        f"Parity of {out_path} below threshold: mean cosine {scores['mean_cosine']:.6f} < {threshold} "
+        f"(max abs diff {scores['max_abs_diff']:.3g}, reference rms {scores['reference_rms']:.3g})."
+    ), strict=strict)
     return card

@@ -10,8 +10,9 @@ import logging
 
 import numpy as np
 
+from trillsson_tf.contract import SIGNATURE_KEY, select_output_key
 from trillsson_tf.errors import ParameterError, WeightPortingError
-from trillsson_tf.export import load_savedmodel, output_keys, select_output_key
+from trillsson_tf.export import load_savedmodel, output_keys
 from trillsson_tf.metrics import parity
 
 __all__ = ["PortReport", "port_weights", "verify_port"]
@@ -140,5 +141,5 @@ def verify_port(source, target_model, audio: np.ndarray, *, output_key=None) -> 
     """
     loaded = load_savedmodel(source) if isinstance(source, str) else source
     key = select_output_key(output_keys(loaded), output_key, source="source SavedModel")
-    expected = np.asarray(loaded.signatures["serving_default"](audio_samples=audio)[key])
+    expected = np.asarray(loaded.signatures[SIGNATURE_KEY](audio_samples=audio)[key])
     return parity(expected, np.asarray(target_model(audio)["embedding"]))

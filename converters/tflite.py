@@ -32,271 +32,53 @@ is the network alone, dB mel bands ``log_mel [1, frames, mels]`` of ``fixed_samp
 :func:`trillsson_tf.frontend.dft.features`) computes: the form TFLite Micro runs, all int8.
 Their output is ``scores``; the card holds a ``clip_model`` entry the runtime reads.
 
+Layer-distilled and fine-tuned exports (the ``waveform`` kind) go to
+:func:`converters.waveform.convert_waveform_model`. Which of these a model is, is asked of
+:func:`trillsson_tf.kinds.of_model` once; each other kind has its plan in :data:`_PLANS`.
+
 After each conversion :func:`convert` writes a JSON model card next to the model
 (``<out without .tflite>.json``, where :func:`trillsson_tf.runtime.read_model_card` finds it):
 tensors, quantization parameters, frontend numbers, op table, size, parity on real speech.
 """
-import glob
+
+import dataclasses
 import json
 import logging
 import os
 
 import numpy as np
 
-from trillsson_tf._keras import keras, tf
-from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
-from trillsson_tf.errors import ConversionError, ParameterError
-from trillsson_tf.export import KERAS_FILE, METADATA_FILE, read_metadata
-from trillsson_tf.frontend import DEFAULT_FRONTEND, dft, numpy_ops
-from trillsson_tf.metrics import ccc, parity
-from trillsson_tf.models import (
-    AUDIO_INPUT_NAME,
-    SCORES_KEY,
-    chunk_network,
-    float32_frontend_model,
-    inner_network,
-    output_key,
+from converters.common import (
+    DEFAULT_MIN_COSINE,
+    LICENCE_NOTE,
+    check_parity,
+    check_quantize,
+    fit_clips,
+    int8_with_float_layers,
+    load_keras_model,
+    log_mel_patch_rows,
+    output_paths,
+    parity_clips,
+    representative_clips,
+    run_info,
+    tflite_converter,
+    write_model,
 )
-from trillsson_tf.models.wav2small import FEATURES_INPUT_NAME, Wav2SmallModel
+from converters.waveform import convert_waveform_model
+from trillsson_tf import kinds, litert
+from trillsson_tf._keras import keras, tf
+from trillsson_tf.contract import AUDIO_INPUT_NAME, LOG_MEL_INPUT_NAME, PATCH_INPUT_NAME, SCORES_KEY, SIGNATURE_KEY
+from trillsson_tf.errors import ConversionError, ParameterError
+from trillsson_tf.frontend import dft
+from trillsson_tf.metrics import ccc, parity
+from trillsson_tf.models import chunk_network, float32_frontend_model, output_key
 
-__all__ = [
-    "QUANTIZE_MODES",
-    "DEFAULT_MIN_COSINE",
-    "PATCH_INPUT_NAME",
-    "convert",
-    "load_keras_model",
-    "float32_frontend_model",
-    "op_table",
-    "parity_clips",
-    "representative_clips",
-    "tflite_embeddings",
-]
+__all__ = ["convert", "tflite_embeddings"]
 
 _log = logging.getLogger(__name__)
 
-QUANTIZE_MODES = ("float32", "float16", "dynamic", "int8")
-"""Accepted values of ``quantize`` (and of ``trillsson-tf convert --quantize``)."""
-
-DEFAULT_MIN_COSINE = {"float32": 0.9999, "float16": 0.999, "dynamic": 0.99, "int8": 0.98}
-"""Mean cosine to the Keras model on real speech below which a conversion warns (or fails under ``strict``)."""
-
-PATCH_INPUT_NAME = "log_mel_patch"
-LICENCE_NOTE = (
-    "Model code: Apache-2.0 (trillsson_tf). The weights carry the terms of the data and teacher "
-    "they were trained from; the parity audio is LibriSpeech (CC BY 4.0)."
-)
-_PARITY_CLIPS = 6
-_PARITY_SAMPLES = 64000  # 4 s: two chunks per clip
-_REPRESENTATIVE_CLIPS = 32
-_FLOAT_DTYPES = ("float32", "float16", "float64")
-_QUANT_PLUMBING = ("QUANTIZE", "DEQUANTIZE")
 _FRONTEND_LAYER = "log_mel_patches"
-_RUN_FILE = "run.json"  # written by trillsson_tf.distill next to its export
-_RUN_KEYS = ("student", "teacher", "step", "target_mode", "loss", "data")
-
-
-def load_keras_model(model_or_export_dir):
-    """The Keras model and its export metadata.
-
-    Args:
-        model_or_export_dir: A model built by :func:`trillsson_tf.models.build` (or loaded from
-            ``model.keras``), an export directory written by
-            :func:`trillsson_tf.export.export_savedmodel`, or a ``.keras`` file.
-
-    Returns:
-        ``(model, metadata)``: the tf_keras model with a ``chunk_network`` layer, and the export's
-        ``trillsson_tf.json`` (``{}`` for a model object or a bare file).
-
-    Raises:
-        ParameterError: a path that is not one of our exports (the message says what was expected).
-    """
-    if isinstance(model_or_export_dir, keras.Model):
-        inner_network(model_or_export_dir)
-        return model_or_export_dir, {}
-    path = os.fspath(model_or_export_dir)
-    if os.path.isdir(path):
-        keras_file = os.path.join(path, KERAS_FILE)
-        if not os.path.isfile(keras_file):
-            raise ParameterError(
-                f"{path!r} is not a trillsson_tf export directory: expected {KERAS_FILE!r} and {METADATA_FILE!r} "
-                "in it (written by `trillsson-tf export` / trillsson_tf.export.export_savedmodel)."
-            )
-        metadata = read_metadata(path)
-    elif path.endswith(".keras") and os.path.isfile(path):
-        keras_file, metadata = path, {}
-    else:
-        raise ParameterError(f"Cannot convert {path!r}: expected a trillsson_tf export directory or a .keras file.")
-    if (metadata.get("optimization") or {}).get("qat"):  # `trillsson-tf optimize --qat`: tfmot layers inside
-        from trillsson_tf.optimize import quantize_scope
-
-        with quantize_scope():
-            model = keras.models.load_model(keras_file)
-    else:
-        model = keras.models.load_model(keras_file)
-    inner_network(model)
-    return model, metadata
-
-
-def _bundled_librispeech() -> list:
-    return sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "librispeech", "*.flac")))
-
-
-def parity_clips(*, num_clips: int = _PARITY_CLIPS, num_samples: int = _PARITY_SAMPLES) -> np.ndarray:
-    """Real speech for parity checks: the last bundled LibriSpeech files, cut to one length.
-
-    The last files of the sorted list are used, so that representative data drawn from the
-    first ones (as :func:`representative_clips` does by default) stays held out.
-
-    Returns:
-        float32 array ``[num_clips, num_samples]`` at 16 kHz, values in [-1, 1].
-    """
-    clips = [load_audio(path) for path in _bundled_librispeech()[-num_clips:]]
-    return np.stack([np.resize(clip, num_samples) for clip in clips]).astype(np.float32)
-
-
-def representative_clips(source, *, max_clips: int = _REPRESENTATIVE_CLIPS, num_samples: int = 32000) -> np.ndarray:
-    """Audio for int8 calibration (or QAT/recovery training), as equal-length real clips.
-
-    Args:
-        source: An audio folder or CSV manifest (see :func:`trillsson_tf.data.find_audio`), a list
-            of file paths, or a float32 array ``[n, samples]`` at 16 kHz (used as it is).
-        max_clips: At most this many files are read.
-        num_samples: Each file is cut (or repeated) to this length, in samples.
-
-    Returns:
-        float32 array ``[n, num_samples]`` (or the given array).
-
-    Raises:
-        ParameterError: no source, or a source without audio.
-    """
-    if source is None:
-        raise ParameterError(
-            "int8 quantization needs representative audio to calibrate activation ranges: pass "
-            "representative_audio=<folder, CSV or list of files> (CLI: --data DIR)."
-        )
-    if isinstance(source, np.ndarray):
-        if source.ndim != 2 or source.shape[0] == 0:
-            raise ParameterError(f"Representative audio array must be float32 [n, samples], got shape {source.shape}.")
-        return source.astype(np.float32)
-    from trillsson_tf.data import find_audio
-
-    items = find_audio(source)[:max_clips]
-    return np.stack([np.resize(load_audio(item.path), num_samples) for item in items]).astype(np.float32)
-
-
-def _run_info(source):
-    """The training-run summary of an export written by the distiller (its ``run.json``), or ``None``."""
-    if isinstance(source, keras.Model) or not os.path.isdir(os.fspath(source)):
-        return None
-    run_file = os.path.join(os.fspath(source), _RUN_FILE)
-    if not os.path.isfile(run_file):
-        return None
-    with open(run_file) as handle:
-        record = json.load(handle)
-    return {key: record[key] for key in _RUN_KEYS if key in record}
-
-
-def _patches(clips: np.ndarray, frontend) -> np.ndarray:
-    """float32 ``[n, samples]`` -> float32 patches ``[n * chunks, frames, mels, 1]`` (numpy frontend)."""
-    patches = numpy_ops.log_mel_patches(clips, frontend)
-    return patches.reshape(-1, *frontend.patch_shape, 1).astype(np.float32)
-
-
-def _compression(model) -> str:
-    return model.dft_frontend.get_layer("compression").compression
-
-
-def _clip_features(model, clips: np.ndarray) -> np.ndarray:
-    """float32 audio ``[n, samples]`` -> the dB mel ``[n, frames, mels]`` a Wav2Small network takes (numpy twin)."""
-    return dft.features(dft.normalize_clips(clips, model.frontend), model.frontend, compression=_compression(model))
-
-
-def _fit(clips: np.ndarray, num_samples) -> np.ndarray:
-    """float32 ``[n, samples]`` -> ``[n, num_samples]``, each clip cut or repeated (``None``: unchanged)."""
-    if num_samples is None:
-        return clips
-    return np.stack([np.resize(clip, num_samples) for clip in clips]).astype(np.float32)
-
-
-def _converter(function, trackable, quantize: str, *, with_frontend: bool, calibration, input_name=None):
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], trackable)
-    if quantize == "float16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif quantize == "dynamic":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif quantize == "int8":
-        name = input_name or (AUDIO_INPUT_NAME if with_frontend else PATCH_INPUT_NAME)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ({name: row[np.newaxis]} for row in calibration)
-        if with_frontend:
-            # RFFT2D and COMPLEX_ABS have no int8 kernels: allow them to stay float.
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-        else:
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-    return converter
-
-
-def _int8_with_float_frontend(content: bytes, function, trackable, calibration, *, layers=(_FRONTEND_LAYER,)) -> bytes:
-    """Convert again with every tensor of the frontend ``layers`` denylisted (kept float).
-
-    Quantizing the mel matmul and the log costs about 0.01 in mean cosine on real speech
-    (0.987-0.993 against 0.9999 with them in float, measured on a tiny trillsson1); the float
-    mel matrix adds ``257 * 80 * 4`` bytes.
-    """
-    names = [t["name"] for t in _interpreter(content, delegates=False).get_tensor_details()]
-    frontend_nodes = [name for name in names if any(f"/{layer}/" in name for layer in layers)]
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=_converter(function, trackable, "int8", with_frontend=True, calibration=calibration),
-        debug_dataset=lambda: ({AUDIO_INPUT_NAME: row[np.newaxis]} for row in calibration[:1]),
-        debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=frontend_nodes),
-    )
-    return debugger.get_nondebug_quantized_model()
-
-
-def _interpreter(model_content: bytes, *, delegates: bool = True):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    resolver = OpResolverType.AUTO if delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    return Interpreter(model_content=model_content, num_threads=1, experimental_op_resolver_type=resolver)
-
-
-def op_table(model_content: bytes) -> list:
-    """The operators of a ``.tflite`` model with the dtypes of their tensors (no delegate fusing).
-
-    Args:
-        model_content: The flatbuffer bytes.
-
-    Returns:
-        list of ``{'index', 'op', 'inputs': [dtype names], 'outputs': [dtype names], 'float': bool}``;
-        ``float`` marks a compute op (not QUANTIZE/DEQUANTIZE) with a floating-point tensor.
-    """
-    interpreter = _interpreter(model_content, delegates=False)
-    dtypes = {t["index"]: np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
-    rows = []
-    for op in interpreter._get_ops_details():
-        inputs = [dtypes.get(int(i), "none") for i in op["inputs"] if int(i) >= 0]
-        outputs = [dtypes.get(int(i), "none") for i in op["outputs"] if int(i) >= 0]
-        is_float = op["op_name"] not in _QUANT_PLUMBING and any(d in _FLOAT_DTYPES for d in inputs + outputs)
-        rows.append({"index": int(op["index"]), "op": op["op_name"], "inputs": inputs, "outputs": outputs, "float": is_float})
-    return rows
-
-
-def _quantize_input(values: np.ndarray, details: dict) -> np.ndarray:
-    scale, zero_point = details["quantization"]
-    if np.dtype(details["dtype"]).kind != "i" or not scale:
-        return values.astype(details["dtype"])
-    limits = np.iinfo(details["dtype"])
-    return np.clip(np.round(values / scale) + zero_point, limits.min, limits.max).astype(details["dtype"])
-
-
-def _dequantize_output(values: np.ndarray, details: dict) -> np.ndarray:
-    scale, zero_point = details["quantization"]
-    if np.dtype(details["dtype"]).kind != "i" or not scale:
-        return values.astype(np.float32)
-    return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
+_CLIP_FRONTEND_LAYERS = ("clip_normalization", "dft_frontend")
 
 
 def tflite_embeddings(model_content: bytes, inputs: np.ndarray) -> np.ndarray:
@@ -305,41 +87,116 @@ def tflite_embeddings(model_content: bytes, inputs: np.ndarray) -> np.ndarray:
     Args:
         model_content: The flatbuffer bytes.
         inputs: float32 ``[n, samples]`` audio (frontend inside) or ``[n, 195, 80, 1]`` patches;
-            int8 inputs are quantized with the model's input scale and zero point.
+            int8/uint8 inputs are quantized with the model's input scale and zero point.
 
     Returns:
-        float32 ``[n, D]`` (dequantized when the output is int8).
+        float32 ``[n, D]`` (dequantized when the output is an integer tensor).
     """
-    interpreter = _interpreter(model_content)
-    runner = interpreter.get_signature_runner("serving_default")
+    runner = litert.make_interpreter(model_content=model_content, num_threads=1).get_signature_runner(SIGNATURE_KEY)
     (in_name, in_details), = runner.get_input_details().items()
     (out_name, out_details), = runner.get_output_details().items()
-    rows = [runner(**{in_name: _quantize_input(row[np.newaxis], in_details)})[out_name] for row in inputs]
-    return np.concatenate([_dequantize_output(row, out_details) for row in rows])
+    rows = [runner(**{in_name: litert.quantize(row[np.newaxis], in_details)})[out_name] for row in inputs]
+    return np.concatenate([litert.dequantize(row, out_details) for row in rows])
 
 
-def _tensor_card(name: str, details: dict) -> dict:
-    scale, zero_point = details["quantization"]
-    return {
-        "name": name,
-        "shape": [int(s) for s in details["shape_signature"]],
-        "dtype": np.dtype(details["dtype"]).name,
-        "quantization": {"scale": float(scale), "zero_point": int(zero_point)} if scale else None,
-    }
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """How one kind is converted: what is traced, and the rows its parity and calibration run on."""
+
+    network: object  # the Keras model whose variables the function reads
+    function: object  # the concrete function converted, one input named kind.input_name
+    parity_inputs: np.ndarray  # rows of that input made from the parity audio
+    reference: np.ndarray  # float32 [rows, D]: the Keras output on them
+    calibration: object  # rows of that input for int8, else None
+    float_layers: tuple  # Keras layers kept float under int8
+    reference_name: str  # what the parity compares with
+    fixed_samples: object  # the audio length the input is fixed to, or None
+    card: dict  # the card's frontend entries, which the runtime reads
 
 
-def _check_choices(quantize: str, frontend: bool, fixed_samples, *, clip_model: bool = False) -> None:
-    if quantize not in QUANTIZE_MODES:
-        raise ParameterError(f"Unknown quantization mode {quantize!r}. Expected one of: {list(QUANTIZE_MODES)}.")
-    if quantize == "dynamic" and frontend:
+def _chunk_card(config) -> dict:
+    return {"frontend": config.to_dict(), "clip_model": None}
+
+
+def _clip_card(model, config, takes: str) -> dict:
+    # Read by trillsson_tf.runtime: whole clips (no 2 s chunks), what the file takes, and who normalises them.
+    compression = model.dft_frontend.get_layer("compression").compression
+    return {"frontend": None, "clip_model": {"frontend": config.to_dict(), "input": takes, "compression": compression}}
+
+
+def _clip_features(model, clips: np.ndarray) -> np.ndarray:
+    """float32 audio ``[n, samples]`` -> the dB mel ``[n, frames, mels]`` a Wav2Small network takes (numpy twin)."""
+    compression = model.dft_frontend.get_layer("compression").compression
+    return dft.features(dft.normalize_clips(clips, model.frontend), model.frontend, compression=compression)
+
+
+def _audio_spec(fixed_samples):
+    return tf.TensorSpec([None, None] if fixed_samples is None else [1, fixed_samples], tf.float32, name=AUDIO_INPUT_NAME)
+
+
+def _chunk_plan(model, key, config, audio, calibration, fixed_samples, quantize) -> _Plan:
+    """Audio in, the frontend rebuilt in float32 (TFLite has no float64 FFT) around the same chunk network."""
+    network = float32_frontend_model(model, float16_safe=quantize == "float16")
+    call = tf.function(lambda audio_samples: {key: network(audio_samples, training=False)[key]})
+    parity_inputs = fit_clips(audio, fixed_samples)
+    return _Plan(network, call.get_concrete_function(_audio_spec(fixed_samples)), parity_inputs,
+                 model(parity_inputs)[key].numpy(), calibration, (_FRONTEND_LAYER,), "Keras model (float64 frontend)",
+                 fixed_samples, _chunk_card(config))
+
+
+def _patch_plan(model, key, config, audio, calibration, fixed_samples, quantize) -> _Plan:
+    """The chunk network alone on log-mel patches (computed here, as the runtime does, in numpy)."""
+    network = chunk_network(model)
+    spec = tf.TensorSpec([None, *config.patch_shape, 1], tf.float32, name=PATCH_INPUT_NAME)
+    call = tf.function(lambda log_mel_patch: {key: network(log_mel_patch, training=False)})
+    parity_inputs = log_mel_patch_rows(audio, config)
+    calibration = None if calibration is None else log_mel_patch_rows(calibration, config)
+    return _Plan(network, call.get_concrete_function(spec), parity_inputs, network(parity_inputs, training=False).numpy(),
+                 calibration, (), "Keras chunk network", fixed_samples, _chunk_card(config))
+
+
+def _clip_plan(model, key, config, audio, calibration, fixed_samples, quantize) -> _Plan:
+    """A whole-clip model as it is: its frontend is float32 convolutions already."""
+    call = tf.function(lambda audio_samples: {key: model(audio_samples, training=False)[key]})
+    parity_inputs = fit_clips(audio, fixed_samples)
+    calibration = None if calibration is None else fit_clips(calibration, fixed_samples)
+    return _Plan(model, call.get_concrete_function(_audio_spec(fixed_samples)), parity_inputs,
+                 model(parity_inputs)[key].numpy(), calibration, _CLIP_FRONTEND_LAYERS, "Keras model", fixed_samples,
+                 _clip_card(model, config, "audio"))
+
+
+def _clip_log_mel_plan(model, key, config, audio, calibration, fixed_samples, quantize) -> _Plan:
+    """A whole-clip network alone on the dB mel of ``fixed_samples`` of audio (default: the 1 s minimum clip)."""
+    fixed_samples = config.min_samples if fixed_samples is None else fixed_samples
+    network = model.clip_network
+    spec = tf.TensorSpec([1, config.num_frames(fixed_samples), config.num_mel_bins], tf.float32, name=LOG_MEL_INPUT_NAME)
+    call = tf.function(lambda log_mel: {key: network(log_mel, training=False)})
+    parity_inputs = _clip_features(model, fit_clips(audio, fixed_samples))
+    calibration = None if calibration is None else _clip_features(model, fit_clips(calibration, fixed_samples))
+    return _Plan(network, call.get_concrete_function(spec), parity_inputs, network(parity_inputs, training=False).numpy(),
+                 calibration, (), "Keras clip network", fixed_samples, _clip_card(model, config, LOG_MEL_INPUT_NAME))
+
+
+_PLANS = {"chunk": _chunk_plan, "patch": _patch_plan, "clip": _clip_plan, "clip_log_mel": _clip_log_mel_plan}
+"""Kind name -> how a model of that kind is traced (the waveform kind has a module of its own)."""
+
+_FRONTENDS = {
+    kinds.CHUNK: lambda model: model.get_layer(_FRONTEND_LAYER).frontend,
+    kinds.CLIP: lambda model: model.frontend,
+}
+"""Model family -> its frontend numbers (a FrontendConfig or a DFTFrontendConfig)."""
+
+
+def _check_choices(quantize: str, kind: kinds.Kind, fixed_samples, *, least: int) -> None:
+    check_quantize(quantize)
+    if quantize == "dynamic" and kind.frontend_inside:
         raise ParameterError(
             "Dynamic-range quantization would quantize the frontend's mel matrix (cosine 0.90-0.96 against the "
             "float model). Use quantize='dynamic' with frontend=False (CLI --no-frontend), or 'float16' / 'int8'."
         )
     if fixed_samples is not None:
-        if not frontend and not clip_model:
+        if kind.input_name == PATCH_INPUT_NAME:
             raise ParameterError("fixed_samples applies to audio input; it cannot be used with frontend=False.")
-        least = dft.DEFAULT_DFT_FRONTEND.window_samples if clip_model else DEFAULT_FRONTEND.window_samples
         if isinstance(fixed_samples, bool) or not isinstance(fixed_samples, int) or fixed_samples < least:
             raise ParameterError(f"fixed_samples must be an integer >= {least} samples, got {fixed_samples!r}.")
 
@@ -360,9 +217,11 @@ def convert(
     """Convert a model to ``.tflite`` and write its JSON model card beside it.
 
     Args:
-        model_or_export_dir: Model, export directory or ``.keras`` file (see :func:`load_keras_model`).
+        model_or_export_dir: Model, export directory or ``.keras`` file (see
+            :func:`converters.common.load_keras_model`); layer-distilled and fine-tuned exports
+            go to :func:`converters.waveform.convert_waveform_model`.
         out_path: Output ``.tflite`` path; the card goes to ``<out_path without .tflite>.json``.
-        quantize: One of :data:`QUANTIZE_MODES`.
+        quantize: One of :data:`converters.common.QUANTIZE_MODES`.
         frontend: Put the log-mel frontend inside (audio in) or leave it out (patches in); for
             whole-clip students, keep the per-clip normalisation inside or leave it out
             (normalised audio ``[1, fixed_samples]`` in).
@@ -373,7 +232,7 @@ def convert(
             ``[n, samples]`` array); required for ``int8``.
         parity_audio: float32 ``[n, samples]`` at 16 kHz to check parity on; default: held-out
             bundled LibriSpeech speech (6 clips of 4 s).
-        min_cosine: Parity threshold (mean cosine); default :data:`DEFAULT_MIN_COSINE` for the mode.
+        min_cosine: Parity threshold (mean cosine); default :data:`converters.common.DEFAULT_MIN_COSINE` for the mode.
         strict: Raise instead of warning when parity is below the threshold.
         overwrite: Replace an existing ``out_path``.
 
@@ -382,111 +241,57 @@ def convert(
 
     Raises:
         ParameterError: unknown mode, ``int8`` without representative audio, dynamic range with the
-            frontend, an existing output without ``overwrite``, or a path that is not our export.
+            frontend, ``frontend=False`` for a waveform export, an existing output without
+            ``overwrite``, or a path that is not our export.
         ConversionError: the converter failed, or parity is below ``min_cosine`` under ``strict``.
     """
-    from converters.waveform import convert_waveform, is_waveform_export
-
-    if is_waveform_export(model_or_export_dir):  # layer-distilled and multi-task students: raw audio, several outputs
-        if not frontend:
-            raise ParameterError("Layer-distilled and multi-task models take raw audio: frontend=False does not apply.")
-        return convert_waveform(model_or_export_dir, out_path, quantize=quantize, fixed_samples=fixed_samples,
-                                representative_audio=representative_audio, parity_audio=parity_audio,
-                                min_cosine=min_cosine, strict=strict, overwrite=overwrite)
-    out_path = os.fspath(out_path)
-    card_path = os.path.splitext(out_path)[0] + ".json"
-    if not overwrite and (os.path.exists(out_path) or os.path.exists(card_path)):
-        raise ParameterError(f"Output {out_path!r} (or its card {card_path!r}) exists; pass overwrite=True (CLI --force).")
     model, metadata = load_keras_model(model_or_export_dir)
-    clip_model = isinstance(model, Wav2SmallModel)
-    _check_choices(quantize, frontend, fixed_samples, clip_model=clip_model)
+    kind = kinds.of_model(model, metadata, frontend=frontend)
+    if kind.family == kinds.WAVEFORM:  # raw audio at a fixed length, every output of the export
+        return convert_waveform_model(model, metadata, out_path, source=model_or_export_dir, quantize=quantize,
+                                      fixed_samples=fixed_samples, representative_audio=representative_audio,
+                                      parity_audio=parity_audio, min_cosine=min_cosine, strict=strict, overwrite=overwrite)
+    out_path, card_path = output_paths(out_path, overwrite)
+    frontend_config = _FRONTENDS[kind.family](model)
+    _check_choices(quantize, kind, fixed_samples, least=frontend_config.window_samples)
     key = output_key(model)
-    frontend_config = model.frontend if clip_model else model.get_layer(_FRONTEND_LAYER).frontend
-    if clip_model and not frontend and fixed_samples is None:
-        fixed_samples = frontend_config.min_samples
-    calibration = None
-    if quantize == "int8":
-        calibration = representative_clips(representative_audio)
-        if clip_model and not frontend:
-            calibration = _clip_features(model, _fit(calibration, fixed_samples))
-        elif not frontend:
-            calibration = _patches(calibration, frontend_config)
+    calibration = representative_clips(representative_audio) if quantize == "int8" else None
     audio = parity_clips() if parity_audio is None else np.asarray(parity_audio, dtype=np.float32)
-
-    input_name = None
-    if clip_model and frontend:
-        keras_model = model  # its frontend is float32 convolutions already
-        spec = tf.TensorSpec([None, None] if fixed_samples is None else [1, fixed_samples], tf.float32, name=AUDIO_INPUT_NAME)
-        call = tf.function(lambda audio_samples: {key: keras_model(audio_samples, training=False)[key]})
-        parity_inputs = audio if fixed_samples is None else _fit(audio, fixed_samples)
-        reference = model(parity_inputs)[key].numpy()
-        if quantize == "int8":
-            calibration = _fit(calibration, fixed_samples)
-    elif clip_model:
-        keras_model, input_name = model.clip_network, FEATURES_INPUT_NAME
-        frames = frontend_config.num_frames(fixed_samples)
-        spec = tf.TensorSpec([1, frames, frontend_config.num_mel_bins], tf.float32, name=FEATURES_INPUT_NAME)
-        call = tf.function(lambda log_mel: {key: keras_model(log_mel, training=False)})
-        parity_inputs = _clip_features(model, _fit(audio, fixed_samples))
-        reference = keras_model(parity_inputs, training=False).numpy()
-    elif frontend:
-        keras_model = float32_frontend_model(model, float16_safe=quantize == "float16")
-        shape = [None, None] if fixed_samples is None else [1, fixed_samples]
-        spec = tf.TensorSpec(shape, tf.float32, name=AUDIO_INPUT_NAME)
-        call = tf.function(lambda audio_samples: {key: keras_model(audio_samples, training=False)[key]})
-        parity_inputs = audio if fixed_samples is None else _fit(audio, fixed_samples)
-        reference = model(parity_inputs)[key].numpy()
-    else:
-        keras_model = chunk_network(model)
-        spec = tf.TensorSpec([None, *frontend_config.patch_shape, 1], tf.float32, name=PATCH_INPUT_NAME)
-        call = tf.function(lambda log_mel_patch: {key: keras_model(log_mel_patch, training=False)})
-        parity_inputs = _patches(audio, frontend_config)
-        reference = keras_model(parity_inputs, training=False).numpy()
-    function = call.get_concrete_function(spec)
+    plan = _PLANS[kind.name](model, key, frontend_config, audio, calibration, fixed_samples, quantize)
     try:
-        content = _converter(
-            function, keras_model, quantize, with_frontend=frontend, calibration=calibration, input_name=input_name
-        ).convert()
-        if quantize == "int8" and frontend:
-            layers = ("clip_normalization", "dft_frontend") if clip_model else (_FRONTEND_LAYER,)
-            content = _int8_with_float_frontend(content, function, keras_model, calibration, layers=layers)
+        content = tflite_converter(plan.function, plan.network, quantize, kind, calibration=plan.calibration).convert()
+        if quantize == "int8" and plan.float_layers:
+            content = int8_with_float_layers(content, plan.function, plan.network, kind, plan.calibration, plan.float_layers)
     except Exception as error:  # the converter raises many unrelated types
         raise ConversionError(f"Converting {model.name!r} ({quantize}, frontend={frontend}) failed: {error}") from error
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with open(out_path, "wb") as handle:
-        handle.write(content)
+    write_model(out_path, content)
 
-    ops = op_table(content)
+    ops = litert.op_table(content)
     float_ops = sorted({row["op"] for row in ops if row["float"]})
     if quantize == "int8" and float_ops:
         _log.warning("int8 model %s keeps these ops in float: %s", out_path, ", ".join(float_ops))
-    candidate = tflite_embeddings(content, parity_inputs)
-    scores = parity(reference, candidate)
+    candidate = tflite_embeddings(content, plan.parity_inputs)
+    scores = parity(plan.reference, candidate)
     threshold = DEFAULT_MIN_COSINE[quantize] if min_cosine is None else float(min_cosine)
-    scores.update({"clips": int(len(audio)), "rows": int(len(parity_inputs)), "min_mean_cosine": threshold,
-                   "passed": scores["mean_cosine"] >= threshold,
-                   "reference": "Keras model" + (" (float64 frontend)" if not clip_model else "") if frontend
-                   else "Keras " + ("clip" if clip_model else "chunk") + " network"})
+    scores.update({"clips": int(len(audio)), "rows": int(len(plan.parity_inputs)), "min_mean_cosine": threshold,
+                   "passed": scores["mean_cosine"] >= threshold, "reference": plan.reference_name})
     if key == SCORES_KEY:
         # Cosine is a weak check on a few scores; CCC over the parity rows says whether each score follows.
-        scores["ccc"] = ccc(reference, candidate).tolist()
+        scores["ccc"] = ccc(plan.reference, candidate).tolist()
 
-    runner = _interpreter(content).get_signature_runner("serving_default")
+    runner = litert.make_interpreter(model_content=content, num_threads=1).get_signature_runner(SIGNATURE_KEY)
     card = {
         "format": "trillsson_tf.tflite/1",
         "model_file": os.path.basename(out_path),
         "name": model.name,
         "quantize": quantize,
-        "frontend_inside": bool(frontend),
-        "inputs": [_tensor_card(n, d) for n, d in runner.get_input_details().items()],
-        "outputs": [_tensor_card(n, d) for n, d in runner.get_output_details().items()],
+        "frontend_inside": kind.frontend_inside,
+        "inputs": [litert.tensor_card(n, d) for n, d in runner.get_input_details().items()],
+        "outputs": [litert.tensor_card(n, d) for n, d in runner.get_output_details().items()],
         "output": key,
-        "signature": "serving_default",
+        "signature": SIGNATURE_KEY,
         "sample_rate_hz": frontend_config.sample_rate_hz,
-        "frontend": None if clip_model else frontend_config.to_dict(),
-        # Read by trillsson_tf.runtime: whole clips (no 2 s chunks), and who normalises them.
-        "clip_model": {"frontend": frontend_config.to_dict(), "input": "audio" if frontend else FEATURES_INPUT_NAME,
-                       "compression": _compression(model)} if clip_model else None,
+        **plan.card,
         "size_bytes": len(content),
         "ops": ops,
         "float_ops": float_ops,
@@ -496,21 +301,17 @@ def convert(
             "parameters": int(model.count_params()),
             "build": metadata.get("build", getattr(model, "build_spec", None)),
             "teacher": metadata.get("teacher"),
-            "run": _run_info(model_or_export_dir),
+            "run": run_info(model_or_export_dir),
             "optimization": metadata.get("optimization"),
         },
-        "converter": {"tensorflow": tf.__version__, "fixed_samples": fixed_samples},
+        "converter": {"tensorflow": tf.__version__, "fixed_samples": plan.fixed_samples},
         "licence": LICENCE_NOTE,
     }
     with open(card_path, "w") as handle:
         json.dump(card, handle, indent=2)
     _log.info("Wrote %s (%d bytes, %s, mean cosine %.6f) and %s", out_path, len(content), quantize, scores["mean_cosine"], card_path)
-    if not scores["passed"]:
-        message = (
-            f"Parity of {out_path} below threshold: mean cosine {scores['mean_cosine']:.6f} < {threshold} "
-            f"(min {scores['min_cosine']:.6f}, max abs diff {scores['max_abs_diff']:.3g}, reference rms {scores['reference_rms']:.3g})."
-        )
-        if strict:
-            raise ConversionError(message)
-        _log.warning(message)
+    check_parity(scores["passed"], (
+        f"Parity of {out_path} below threshold: mean cosine {scores['mean_cosine']:.6f} < {threshold} "
+        f"(min {scores['min_cosine']:.6f}, max abs diff {scores['max_abs_diff']:.3g}, reference rms {scores['reference_rms']:.3g})."
+    ), strict=strict)
     return card

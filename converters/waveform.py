@@ -2,16 +2,17 @@
 
 The students of :mod:`trillsson_tf.models.distil` take raw audio and have no log-mel layer
 or chunk network, and a fine-tuned model (:mod:`trillsson_tf.finetune`) has two outputs,
-``keyword_logits`` and ``speaker_embedding``. :func:`convert_waveform` converts them with a
-fixed input ``audio_samples [1, fixed_samples]`` (default: the training segment, 1 s; dynamic
-shapes are a TFLite trap for the attention layers), keeps every output of the export in the
-``serving_default`` signature, and writes the same kind of model card as
-:func:`converters.tflite.convert` (op table, size, parity per output on real speech), plus
-``output_keys``, which :class:`trillsson_tf.runtime.TFLiteModel` reads to return all outputs.
-Every op is a TFLite builtin: the grouped positional convolution is SPLIT + CONV_2D +
-CONCATENATION (:class:`trillsson_tf.models.distil.GroupedConv1D`).
+``keyword_logits`` and ``speaker_embedding``: the ``waveform`` kind of :mod:`trillsson_tf.kinds`.
+:func:`convert_waveform` converts them with a fixed input ``audio_samples [1, fixed_samples]``
+(default: the training segment, 1 s; dynamic shapes are a TFLite trap for the attention
+layers), keeps every output of the export in the ``serving_default`` signature, and writes the
+same kind of model card as :func:`converters.tflite.convert` (op table, size, parity per output
+on real speech), plus ``output_keys``, which :class:`trillsson_tf.runtime.TFLiteModel` reads to
+return all outputs. Every op is a TFLite builtin: the grouped positional convolution is SPLIT +
+CONV_2D + CONCATENATION (:class:`trillsson_tf.models.distil.GroupedConv1D`).
 
-:func:`converters.tflite.convert` (``trillsson-tf convert``) hands these exports over here.
+:func:`converters.tflite.convert` (``trillsson-tf convert``) hands these models over to
+:func:`convert_waveform_model`.
 """
 import json
 import logging
@@ -20,45 +21,32 @@ import re
 
 import numpy as np
 
-from converters.tflite import (
+from converters.common import (
     DEFAULT_MIN_COSINE,
     LICENCE_NOTE,
-    QUANTIZE_MODES,
-    _converter,
-    _int8_with_float_frontend,
-    _interpreter,
-    _tensor_card,
-    op_table,
+    check_parity,
+    check_quantize,
+    fit_clips,
+    int8_with_float_layers,
+    load_keras_model,
+    output_paths,
     parity_clips,
     representative_clips,
+    tflite_converter,
+    write_model,
 )
-import trillsson_tf.models.heads  # noqa: F401  (registers the custom layers that model.keras refers to)
-from trillsson_tf._keras import keras, tf
+from trillsson_tf import kinds, litert
+from trillsson_tf._keras import tf
+from trillsson_tf.contract import AUDIO_INPUT_NAME, SAMPLE_RATE_HZ, SIGNATURE_KEY
 from trillsson_tf.errors import ConversionError, ParameterError
-from trillsson_tf.export import KERAS_FILE, read_metadata
 from trillsson_tf.metrics import parity
-from trillsson_tf.models import AUDIO_INPUT_NAME
 from trillsson_tf.models.distil import ENCODER_NAME
 
-__all__ = ["WAVEFORM_KINDS", "convert_waveform", "frontend_layers", "is_waveform_export"]
+__all__ = ["convert_waveform", "convert_waveform_model", "frontend_layers"]
 
 _log = logging.getLogger(__name__)
 
-WAVEFORM_KINDS = ("layer_student", "multitask")
-"""``kind`` values (in ``trillsson_tf.json``) of the exports converted here."""
-
-
-def is_waveform_export(source) -> bool:
-    """True for an export folder written by ``distill-layers`` or ``finetune``."""
-    if isinstance(source, keras.Model):
-        return False
-    path = os.fspath(source)
-    return os.path.isdir(path) and read_metadata(path).get("kind") in WAVEFORM_KINDS
-
-
-def _fit(audio: np.ndarray, length: int) -> np.ndarray:
-    """Cut (or repeat) each row of float32 ``[n, samples]`` to ``length`` samples."""
-    return np.stack([np.resize(row, length) for row in audio]).astype(np.float32)
+_MIN_SAMPLES = 400  # one frame of the waveform frontend
 
 
 def frontend_layers(model) -> list:
@@ -85,8 +73,50 @@ def convert_waveform(
 
     Args:
         export_dir: Export folder of ``distill-layers`` or ``finetune``.
+        out_path, quantize, fixed_samples, representative_audio, float_frontend, parity_audio,
+        min_cosine, strict, overwrite: As for :func:`convert_waveform_model`.
+
+    Returns:
+        The model card (dict), also written as JSON.
+
+    Raises:
+        ParameterError: not such an export (or not an export at all), and as for
+            :func:`convert_waveform_model`.
+        ConversionError: as for :func:`convert_waveform_model`.
+    """
+    model, metadata = load_keras_model(export_dir)
+    if kinds.family_of(model, metadata) != kinds.WAVEFORM:
+        raise ParameterError(f"{os.fspath(export_dir)!r} is not an export of `distill-layers` or `finetune` "
+                             f"(kind {list(kinds.EXPORT_FAMILIES)}).")
+    return convert_waveform_model(model, metadata, out_path, source=export_dir, quantize=quantize,
+                                  fixed_samples=fixed_samples, representative_audio=representative_audio,
+                                  float_frontend=float_frontend, parity_audio=parity_audio, min_cosine=min_cosine,
+                                  strict=strict, overwrite=overwrite)
+
+
+def convert_waveform_model(
+    model,
+    metadata: dict,
+    out_path,
+    *,
+    source,
+    quantize: str = "float32",
+    fixed_samples=None,
+    representative_audio=None,
+    float_frontend: bool = True,
+    parity_audio=None,
+    min_cosine=None,
+    strict: bool = False,
+    overwrite: bool = False,
+) -> dict:
+    """Convert a loaded layer-distilled or multi-task model to ``.tflite`` and write its model card.
+
+    Args:
+        model: The export's Keras model (:func:`converters.common.load_keras_model`).
+        metadata: Its ``trillsson_tf.json`` (``outputs`` or ``output``, ``segment_samples``).
         out_path: Output ``.tflite`` path; the card goes to ``<out_path without .tflite>.json``.
-        quantize: One of :data:`converters.tflite.QUANTIZE_MODES` (``int8`` quantizes what has
+        source: The export folder, recorded in the card.
+        quantize: One of :data:`converters.common.QUANTIZE_MODES` (``int8`` quantizes what has
             int8 kernels and keeps the rest float; inputs and outputs stay float32).
         fixed_samples: Input length in samples (default: the export's training segment).
         representative_audio: Calibration audio for ``int8`` (folder, CSV, list, or array).
@@ -102,60 +132,51 @@ def convert_waveform(
         The model card (dict), also written as JSON.
 
     Raises:
-        ParameterError: unknown mode, bad length, an existing output, not such an export.
+        ParameterError: unknown mode, bad length, an existing output.
         ConversionError: the converter failed, or parity is below ``min_cosine`` under ``strict``.
     """
-    if quantize not in QUANTIZE_MODES:
-        raise ParameterError(f"Unknown quantization mode {quantize!r}. Expected one of: {list(QUANTIZE_MODES)}.")
-    export_dir, out_path = os.fspath(export_dir), os.fspath(out_path)
-    if not is_waveform_export(export_dir):
-        raise ParameterError(f"{export_dir!r} is not an export of `distill-layers` or `finetune` (kind {list(WAVEFORM_KINDS)}).")
-    card_path = os.path.splitext(out_path)[0] + ".json"
-    if not overwrite and (os.path.exists(out_path) or os.path.exists(card_path)):
-        raise ParameterError(f"Output {out_path!r} (or its card {card_path!r}) exists; pass overwrite=True (CLI --force).")
-    metadata = read_metadata(export_dir)
+    check_quantize(quantize)
+    out_path, card_path = output_paths(out_path, overwrite)
     length = int(fixed_samples if fixed_samples is not None else metadata.get("segment_samples", 16000))
-    if isinstance(fixed_samples, bool) or length < 400:
-        raise ParameterError(f"fixed_samples must be an integer >= 400 samples (one frame), got {fixed_samples!r}.")
-    model = keras.models.load_model(os.path.join(export_dir, KERAS_FILE))
+    if isinstance(fixed_samples, bool) or length < _MIN_SAMPLES:
+        raise ParameterError(f"fixed_samples must be an integer >= {_MIN_SAMPLES} samples (one frame), got {fixed_samples!r}.")
+    kind = kinds.form(kinds.WAVEFORM, True)
     names = list(metadata.get("outputs") or [metadata["output"]])
 
     spec = tf.TensorSpec([1, length], tf.float32, name=AUDIO_INPUT_NAME)
     call = tf.function(lambda audio_samples: {name: value for name, value in model(audio_samples, training=False).items() if name in names})
     function = call.get_concrete_function(spec)
-    calibration = _fit(representative_clips(representative_audio, num_samples=length), length) if quantize == "int8" else None
+    calibration = fit_clips(representative_clips(representative_audio, num_samples=length), length) if quantize == "int8" else None
     try:
-        content = _converter(function, model, quantize, with_frontend=True, calibration=calibration).convert()
+        content = tflite_converter(function, model, quantize, kind, calibration=calibration).convert()
         float_layers = frontend_layers(model) if quantize == "int8" and float_frontend else []
         if float_layers:
-            content = _int8_with_float_frontend(content, function, model, calibration, layers=float_layers)
+            content = int8_with_float_layers(content, function, model, kind, calibration, float_layers)
     except Exception as error:  # the converter raises many unrelated types
-        raise ConversionError(f"Converting {export_dir!r} ({quantize}) failed: {error}") from error
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with open(out_path, "wb") as handle:
-        handle.write(content)
+        raise ConversionError(f"Converting {os.fspath(source)!r} ({quantize}) failed: {error}") from error
+    write_model(out_path, content)
 
-    audio = _fit(parity_clips() if parity_audio is None else np.asarray(parity_audio, np.float32), length)
+    audio = fit_clips(parity_clips() if parity_audio is None else np.asarray(parity_audio, np.float32), length)
     reference = {name: np.concatenate([model(row[np.newaxis], training=False)[name].numpy() for row in audio]) for name in names}
-    runner = _interpreter(content).get_signature_runner("serving_default")
+    runner = litert.make_interpreter(model_content=content, num_threads=1).get_signature_runner(SIGNATURE_KEY)
     results = [runner(**{AUDIO_INPUT_NAME: row[np.newaxis]}) for row in audio]
     candidate = {name: np.concatenate([result[name] for result in results]).astype(np.float32) for name in names}
     threshold = DEFAULT_MIN_COSINE[quantize] if min_cosine is None else float(min_cosine)
     scores = {name: parity(reference[name], candidate[name]) for name in names}
     passed = all(value["mean_cosine"] >= threshold for value in scores.values())
-    ops = op_table(content)
+    ops = litert.op_table(content)
     card = {
         "format": "trillsson_tf.tflite/1",
         "model_file": os.path.basename(out_path),
         "name": model.name,
         "quantize": quantize,
-        "frontend_inside": True,
-        "inputs": [_tensor_card(n, d) for n, d in runner.get_input_details().items()],
-        "outputs": [_tensor_card(n, d) for n, d in runner.get_output_details().items()],
+        "frontend_inside": kind.frontend_inside,
+        "inputs": [litert.tensor_card(n, d) for n, d in runner.get_input_details().items()],
+        "outputs": [litert.tensor_card(n, d) for n, d in runner.get_output_details().items()],
         "output": names[0],
         "output_keys": names,
-        "signature": "serving_default",
-        "sample_rate_hz": 16000,
+        "signature": SIGNATURE_KEY,
+        "sample_rate_hz": SAMPLE_RATE_HZ,
         "fixed_samples": length,
         "size_bytes": len(content),
         "ops": ops,
@@ -163,17 +184,13 @@ def convert_waveform(
         "float_layers": float_layers,
         "parity": {"outputs": scores, "clips": int(len(audio)), "min_mean_cosine": threshold, "passed": passed,
                    "reference": "Keras model"},
-        "source": {"export": export_dir, "parameters": int(model.count_params()), "metadata": metadata},
+        "source": {"export": os.fspath(source), "parameters": int(model.count_params()), "metadata": metadata},
         "converter": {"tensorflow": tf.__version__, "fixed_samples": length},
         "licence": LICENCE_NOTE,
     }
     with open(card_path, "w") as handle:
         json.dump(card, handle, indent=2)
     _log.info("Wrote %s (%d bytes, %s, outputs %s)", out_path, len(content), quantize, names)
-    if not passed:
-        message = f"Parity of {out_path} below {threshold}: " + ", ".join(
-            f"{name} mean cosine {value['mean_cosine']:.6f}" for name, value in scores.items())
-        if strict:
-            raise ConversionError(message)
-        _log.warning(message)
+    check_parity(passed, f"Parity of {out_path} below {threshold}: " + ", ".join(
+        f"{name} mean cosine {value['mean_cosine']:.6f}" for name, value in scores.items()), strict=strict)
     return card

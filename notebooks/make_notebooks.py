@@ -337,7 +337,8 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
-from converters.tflite import convert, load_keras_model, parity_clips, representative_clips
+from converters.common import load_keras_model, parity_clips, representative_clips
+from converters.tflite import convert
 from trillsson_tf.apps import plots
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
 from trillsson_tf.data import find_audio

@@ -5,8 +5,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from converters import micro, tflite
+from converters import common, micro, tflite
 from trillsson_tf.errors import ConversionError, ParameterError
+from trillsson_tf.frontend import DEFAULT_FRONTEND
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
 def int8_patch_model(tiny_model, tmp_path_factory):
     """The tiny trillsson1 chunk network as a full-int8 .tflite (log-mel patch in)."""
     path = tmp_path_factory.mktemp("micro") / "tiny_int8.tflite"
-    tflite.convert(tiny_model, path, quantize="int8", frontend=False, representative_audio=tflite.parity_clips(num_clips=4))
+    tflite.convert(tiny_model, path, quantize="int8", frontend=False, representative_audio=common.parity_clips(num_clips=4))
     return path
 
 
@@ -32,7 +33,7 @@ def test_micro_files_compile_and_the_model_runs_in_tflm(int8_patch_model, tmp_pa
 
     content = open(int8_patch_model, "rb").read()
     details = report["input"]
-    patches = tflite._patches(tflite.parity_clips(num_clips=2), tflite.DEFAULT_FRONTEND)
+    patches = common.log_mel_patch_rows(common.parity_clips(num_clips=2), DEFAULT_FRONTEND)
     quantized = np.clip(np.round(patches / details["scale"]) + details["zero_point"], -128, 127).astype(np.int8)
     on_micro = micro.micro_run(content, quantized, arena_bytes=report["arena_bytes"])
     out = report["output"]

@@ -10,7 +10,7 @@ pytest.importorskip("tf2onnx")
 pytest.importorskip("onnxruntime")
 
 from converters import onnx as onnx_converter  # noqa: E402
-from converters.tflite import _patches  # noqa: E402
+from converters.common import log_mel_patch_rows  # noqa: E402
 from trillsson_tf import cli, models  # noqa: E402
 from trillsson_tf.errors import ConversionError, ParameterError, TrillssonError  # noqa: E402
 
@@ -29,7 +29,7 @@ def test_chunk_network_matches_keras_in_onnxruntime(tmp_path, tiny_model, speech
     with open(tmp_path / "tiny.json") as handle:
         assert json.load(handle)["ops"]["Conv"] >= 5
     # On other input (a batch it never saw) the file still follows the chunk network.
-    patches = _patches(speech_batch[:, ::-1].copy(), tiny_model.frontend)
+    patches = log_mel_patch_rows(speech_batch[:, ::-1].copy(), tiny_model.frontend)
     session = onnx_converter.onnx_session(out.read_bytes())
     expected = tiny_model.chunk_network(patches).numpy()
     np.testing.assert_allclose(onnx_converter.onnx_outputs(session, patches), expected, rtol=1e-4, atol=1e-5)

@@ -43,7 +43,7 @@ def test_distil_small_is_distilhubert_sized():
 @pytest.mark.slow
 def test_student_converts_with_builtin_ops():
     from trillsson_tf._keras import tf
-    from converters.tflite import op_table
+    from trillsson_tf.litert import op_table
 
     encoder = distil.build_encoder(**distil.scaled_config(32))
     audio = np.random.default_rng(0).uniform(-0.3, 0.3, (1, 16000)).astype(np.float32)

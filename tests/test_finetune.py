@@ -88,7 +88,7 @@ def test_two_output_export_tflite_and_runtime(finetuned, fsdd, tmp_path):
     assert min(value["mean_cosine"] for value in card["parity"]["outputs"].values()) > 0.99999
     assert "SPLIT" in {row["op"] for row in card["ops"]}  # the grouped positional conv, as builtins
     runtime = TFLiteModel(tmp_path / "kws_sv.tflite", num_threads=1)
-    assert runtime.output_keys == (KWS_OUTPUT, SV_OUTPUT)
+    assert runtime.output_keys == (KWS_OUTPUT, SV_OUTPUT) and runtime.kind.name == "waveform"
     from trillsson_tf._keras import keras
 
     model = keras.models.load_model(os.path.join(export, "model.keras"))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_STUDENTS
-from converters import tflite
+from converters import common, tflite
 from trillsson_tf import cli, models, optimize
 from trillsson_tf._keras import keras
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
@@ -47,13 +47,13 @@ def _tiny_efficientnetv2():
 @pytest.fixture(scope="module")
 def patches(tiny_model):
     """24 real log-mel patches [24, 195, 80, 1] from bundled LibriSpeech speech."""
-    return tflite._patches(tflite.parity_clips(num_clips=8, num_samples=96000), tiny_model.frontend)
+    return common.log_mel_patch_rows(common.parity_clips(num_clips=8, num_samples=96000), tiny_model.frontend)
 
 
 @pytest.fixture(scope="module")
 def held_out_patches(tiny_model):
     """12 patches of the 6 held-out parity clips (the calibration above uses the first files)."""
-    return tflite._patches(tflite.parity_clips(), tiny_model.frontend)
+    return common.log_mel_patch_rows(common.parity_clips(), tiny_model.frontend)
 
 
 def test_pruning_reaches_target_sparsity_and_recovery_follows_the_teacher(tiny_model, patches):
@@ -102,7 +102,7 @@ def test_depthwise_kernels_are_pruned_and_keep_their_zeros_through_qat(patches, 
     qat, kept = qat_sparsity(keep_zeros=True)
     assert kept == pytest.approx(0.5, abs=0.02)
     tflite.convert(optimize.rewrap(model, qat), tmp_path / "pruned.tflite", quantize="int8", frontend=False,
-                   representative_audio=tflite.parity_clips(num_clips=4))
+                   representative_audio=common.parity_clips(num_clips=4))
     zeros = _depthwise_zeros(tmp_path / "pruned.tflite")
     assert len(zeros) == 5 and min(zeros.values()) >= 0.48
 
@@ -148,7 +148,7 @@ def test_qat_network_converts_and_agrees_with_its_keras_form(patches, held_out_p
     qat = optimize.apply_qat(network, calibration_patches=patches)
     optimize.recover(qat, network, patches, steps=10)
     card = tflite.convert(optimize.rewrap(model, qat), tmp_path / "qat.tflite", quantize="int8", frontend=False,
-                          representative_audio=tflite.parity_clips(num_clips=4))
+                          representative_audio=common.parity_clips(num_clips=4))
     assert card["float_ops"] == []
     assert card["parity"]["mean_cosine"] >= 0.999 and card["parity"]["reference_rms"] > 0.05
     int8 = tflite.tflite_embeddings((tmp_path / "qat.tflite").read_bytes(), held_out_patches)
@@ -171,7 +171,7 @@ def test_depthwise_batch_norms_fold_exactly_and_leave_no_int8_mul(patches, tmp_p
     assert np.abs(folded(patches).numpy() - reference).max() <= 1e-5 * np.abs(reference).max()
     qat = optimize.apply_qat(network, calibration_patches=patches)
     card = tflite.convert(optimize.rewrap(model, qat), tmp_path / "qat.tflite", quantize="int8", frontend=False,
-                          representative_audio=tflite.parity_clips(num_clips=4))
+                          representative_audio=common.parity_clips(num_clips=4))
     ops = [row["op"] for row in card["ops"]]
     assert ops.count("DEPTHWISE_CONV_2D") == 5 and ops.count("MUL") == 1  # only the input norm's is left
     assert card["float_ops"] == []
@@ -191,7 +191,7 @@ def test_qat_efficientnetv2_converts_to_int8_and_agrees(patches, tmp_path):
     qat = optimize.apply_qat(network, calibration_patches=patches)
     optimize.recover(qat, network, patches, steps=10)
     card = tflite.convert(models.wrap_chunk_network(qat, name="tiny_efficientnetv2"), tmp_path / "e.tflite",
-                          quantize="int8", frontend=False, representative_audio=tflite.parity_clips(num_clips=4))
+                          quantize="int8", frontend=False, representative_audio=common.parity_clips(num_clips=4))
     assert card["float_ops"] == [] and {"MUL", "LOGISTIC"} <= {row["op"] for row in card["ops"]}
     assert card["parity"]["mean_cosine"] >= 0.999
 
@@ -308,7 +308,7 @@ def test_optimized_export_converts_to_int8_and_agrees(optimized, source_export, 
                           representative_audio=files)
     assert card["float_ops"] == []
     assert card["parity"]["mean_cosine"] >= 0.999 and card["parity"]["reference_rms"] > 0.05  # vs its Keras (QAT) form
-    source, _ = tflite.load_keras_model(source_export)
+    source, _ = common.load_keras_model(source_export)
     int8 = tflite.tflite_embeddings((tmp_path / "opt.tflite").read_bytes(), held_out_patches)
     assert parity(source.chunk_network(held_out_patches).numpy(), int8)["mean_cosine"] >= 0.98  # vs the unoptimized float
     # The model card says what was done, and keeps the teacher and the training run of the source.

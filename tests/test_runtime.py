@@ -17,7 +17,7 @@ import pytest
 import soundfile
 
 from conftest import TINY_STUDENTS
-from trillsson_tf import runtime
+from trillsson_tf import litert, runtime
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio, resample
 from trillsson_tf.errors import AudioTypeError, ParameterError, TrillssonError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
@@ -160,12 +160,6 @@ def test_cli_embed_never_imports_tensorflow(patch_int8, tmp_path):
 from trillsson_tf.cli import main
 assert main(["embed", {patch_int8!r}, {wav!r}, "--out", {str(tmp_path / "e.npy")!r}]) == 0
 """)
-
-
-def test_names_match_the_keras_models():
-    from trillsson_tf import models
-
-    assert runtime.EMBEDDING_KEY == models.EMBEDDING_KEY
 
 
 # -- parity with the Keras model on real speech ----------------------------------------------
@@ -434,6 +428,10 @@ def test_no_embedding_like_output_lists_the_outputs(two_output_model):
         TFLiteModel(two_output_model, output_key="nope")
 
 
+def test_kind_of_each_file(frontend_float32, patch_int8):
+    assert (TFLiteModel(frontend_float32).kind.name, TFLiteModel(patch_int8).kind.name) == ("chunk", "patch")
+
+
 def test_wrong_input_kind_is_refused(tflite_dir):
     from trillsson_tf._keras import tf
 
@@ -500,7 +498,7 @@ def test_falls_back_to_tflite_runtime(patch_float32, speech_batch, monkeypatch):
 
 
 def test_no_interpreter_names_both_packages(patch_float32, monkeypatch):
-    for module_name in runtime.INTERPRETER_MODULES:
+    for module_name in litert.INTERPRETER_MODULES:
         monkeypatch.setitem(sys.modules, module_name, None)
     with pytest.raises(TrillssonError, match="ai-edge-litert.*tflite-runtime"):
         TFLiteModel(patch_float32)

@@ -136,6 +136,7 @@ def test_runtime_runs_the_micro_model_on_any_length(micro_files, librispeech_cli
     path, _, _ = micro_files
     runtime_model = TFLiteModel(path, num_threads=1)
     assert runtime_model.clip_model["input"] == "log_mel" and runtime_model.embedding_dim == 3
+    assert runtime_model.kind.name == "clip_log_mel" and not runtime_model.frontend_inside
     long_clip = librispeech_clips[0][:48000]
     out = runtime_model(long_clip)
     assert set(out) == {"embedding", "scores"} and out["scores"].shape == (1, 3)

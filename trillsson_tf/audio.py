@@ -9,10 +9,13 @@ import numpy as np
 from trillsson_tf.errors import AudioTypeError, ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
 
-__all__ = ["check_sample_rate", "validate_audio", "resample", "load_audio", "SAMPLE_AUDIO_DIR"]
+__all__ = ["AUDIO_EXTENSIONS", "check_sample_rate", "validate_audio", "resample", "load_audio", "SAMPLE_AUDIO_DIR"]
 
 SAMPLE_AUDIO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_audio")
 """Folder of the bundled real speech (FSDD and LibriSpeech samples; see its README)."""
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aiff", ".aif")
+"""File endings taken as audio when a folder is searched (lower case; compared case-insensitively)."""
 
 
 def check_sample_rate(sample_rate_hz) -> int:

@@ -414,7 +414,7 @@ def _add_evaluate_arguments(evaluate):
 
 
 def _add_convert_arguments(convert):
-    from converters.tflite import QUANTIZE_MODES
+    from converters.common import QUANTIZE_MODES
 
     convert.add_argument("model", help="export directory (from export/distill/optimize) or .keras file")
     convert.add_argument("--out", required=True, help="output .tflite file, or a folder for model.tflite")

@@ -17,13 +17,12 @@ import re
 
 import numpy as np
 
-from trillsson_tf.audio import load_audio
+from trillsson_tf.audio import AUDIO_EXTENSIONS, load_audio
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
 from trillsson_tf.frontend.numpy_ops import mirror_pad
 
 __all__ = [
-    "AUDIO_EXTENSIONS",
     "CROP_SAMPLES",
     "LIBRISPEECH_SEX",
     "AudioItem",
@@ -39,7 +38,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aiff", ".aif")
 CROP_SAMPLES = DEFAULT_FRONTEND.min_samples
 """Length of a training crop and of a local-mode segment: 2 s at 16 kHz, one 195-frame patch."""
 

@@ -31,6 +31,7 @@ from trillsson_tf.augment import check_views
 from trillsson_tf.data import LoadedAudio, find_audio, load_clips, segments, split_items
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.export import export_savedmodel
+from trillsson_tf.kinds import LAYER_STUDENT_KIND
 from trillsson_tf.layer_teachers import load_layered_teacher
 from trillsson_tf.models import EMBEDDING_KEY
 from trillsson_tf.models import distil
@@ -38,13 +39,11 @@ from trillsson_tf.targets import augmented_targets, cached_targets
 from trillsson_tf.teachers import SPEECH_EMBEDDING, Teacher
 from trillsson_tf.training import RunFolder, check_positive, learning_rate_schedule, run_steps, versions
 
-__all__ = ["DEFAULT_SEGMENT_SAMPLES", "EXPORT_KIND", "alignment_matrix", "distill_layers", "layer_loss", "student_config"]
+__all__ = ["DEFAULT_SEGMENT_SAMPLES", "alignment_matrix", "distill_layers", "layer_loss", "student_config"]
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_SEGMENT_SAMPLES = 16000
-EXPORT_KIND = "layer_student"
-"""``kind`` in the ``trillsson_tf.json`` of a layer-distilled export (read by :mod:`trillsson_tf.finetune`)."""
 
 
 class _SegmentFrames(Teacher):
@@ -335,7 +334,7 @@ def distill_layers(
     embedding = keras.layers.GlobalAveragePooling1D(name=EMBEDDING_KEY)(encoder(audio))
     model = keras.Model(audio, {EMBEDDING_KEY: embedding}, name=f"{student}_student")
     metadata = {
-        "kind": EXPORT_KIND,
+        "kind": LAYER_STUDENT_KIND,
         "encoder": distil.ENCODER_NAME,
         "sample_rate_hz": 16000,
         "segment_samples": segment_samples,

@@ -13,9 +13,11 @@ import shutil
 import socket
 import urllib.parse
 
+import numpy as np
+
 from trillsson_tf._keras import keras, tf
+from trillsson_tf.contract import AUDIO_INPUT_NAME, EMBEDDING_KEY, SIGNATURE_KEY, select_output_key
 from trillsson_tf.errors import ParameterError, TrillssonError
-from trillsson_tf.models import AUDIO_INPUT_NAME, EMBEDDING_KEY
 from trillsson_tf.models import output_key as model_output_key
 
 __all__ = [
@@ -26,9 +28,10 @@ __all__ = [
     "load",
     "load_savedmodel",
     "read_metadata",
+    "require_network",
     "resolve_handle",
     "output_keys",
-    "select_output_key",
+    "savedmodel_parameters",
 ]
 
 _log = logging.getLogger(__name__)
@@ -94,7 +97,7 @@ def export_savedmodel(model, path, *, overwrite: bool = False, extra_metadata=No
     exported.trainable_variables = list(model.trainable_variables)
     exported.regularization_losses = []
     exported.__call__ = call
-    tf.saved_model.save(exported, path, signatures={"serving_default": serving})
+    tf.saved_model.save(exported, path, signatures={SIGNATURE_KEY: serving})
     model.save(os.path.join(path, KERAS_FILE))
 
     frontend = getattr(model, "frontend", None)
@@ -142,7 +145,12 @@ def resolve_handle(spec: str) -> str:
     return spec
 
 
-def _require_network(url: str) -> None:
+def require_network(url: str) -> None:
+    """Return when ``url``'s host answers on port 443 within 5 s.
+
+    Raises:
+        TrillssonError: the host cannot be reached (the message says to pass a local copy instead).
+    """
     host = urllib.parse.urlparse(url).hostname
     try:
         socket.create_connection((host, 443), timeout=_NETWORK_TIMEOUT_S).close()
@@ -170,7 +178,7 @@ def load_savedmodel(spec: str):
             raise ParameterError(f"Directory {handle!r} holds no SavedModel (no saved_model.pb).")
     elif "://" in handle:
         if not os.environ.get("TFHUB_CACHE_DIR"):
-            _require_network(handle)
+            require_network(handle)
     else:
         raise ParameterError(
             f"Cannot load {spec!r}: expected a SavedModel directory, a Keras file (.keras/.h5), "
@@ -181,8 +189,8 @@ def load_savedmodel(spec: str):
 
 def output_keys(loaded) -> tuple:
     """Output names of a restored SavedModel: its ``serving_default`` signature, else ``__call__``."""
-    if "serving_default" in getattr(loaded, "signatures", {}):
-        return tuple(loaded.signatures["serving_default"].structured_outputs)
+    if SIGNATURE_KEY in getattr(loaded, "signatures", {}):
+        return tuple(loaded.signatures[SIGNATURE_KEY].structured_outputs)
     functions = getattr(getattr(loaded, "__call__", None), "concrete_functions", [])
     for function in functions:
         if isinstance(function.structured_outputs, dict):
@@ -190,27 +198,29 @@ def output_keys(loaded) -> tuple:
     return ()
 
 
-def select_output_key(keys, output_key=None, *, source="model") -> str:
-    """Choose the embedding output among ``keys``.
+def savedmodel_parameters(loaded, handle: str):
+    """Weights of a restored SavedModel: its hub ``variables``, else its checkpoint's values.
 
-    ``output_key`` when given (it must exist); else ``'embedding'`` when present; else the
-    only key. Anything else is ambiguous.
+    Args:
+        loaded: The restored object (:func:`load_savedmodel`).
+        handle: Its directory or hub handle (:func:`resolve_handle`).
 
-    Raises:
-        ParameterError: the key is missing or the choice ambiguous; the message lists ``keys``.
+    Returns:
+        The number of weight values, or ``None`` when unknown.
     """
-    keys = tuple(keys)
-    if output_key is not None:
-        if output_key not in keys:
-            raise ParameterError(f"Output key {output_key!r} not found in {source}; it has outputs {list(keys)}.")
-        return output_key
-    if EMBEDDING_KEY in keys:
-        return EMBEDDING_KEY
-    if len(keys) == 1:
-        return keys[0]
-    raise ParameterError(
-        f"{source} has no {EMBEDDING_KEY!r} output and several outputs {list(keys)}; choose one with output_key=..."
-    )
+    variables = getattr(loaded, "variables", None)
+    if variables:
+        return int(sum(int(np.prod(variable.shape)) for variable in variables))
+    checkpoint = os.path.join(handle, "variables", "variables")
+    if not os.path.isdir(handle) or not tf.io.gfile.glob(checkpoint + ".index"):
+        return None
+    return int(
+        sum(
+            int(np.prod(shape))
+            for name, shape in tf.train.list_variables(checkpoint)
+            if name.endswith(".ATTRIBUTES/VARIABLE_VALUE") and "OPTIMIZER_SLOT" not in name and "save_counter" not in name
+        )
+    ) or None
 
 
 @keras.saving.register_keras_serializable(package="trillsson_tf")
@@ -266,5 +276,5 @@ def load(spec, *, trainable: bool = False, output_key=None):
         if trainable:
             raise ParameterError(f"SavedModel {spec!r} has only signatures, which cannot be fine-tuned; use trainable=False.")
         # hub.KerasLayer only accepts a handle string for signature-only models.
-        hub_layer = hub.KerasLayer(resolve_handle(spec), signature="serving_default", signature_outputs_as_dict=True)
+        hub_layer = hub.KerasLayer(resolve_handle(spec), signature=SIGNATURE_KEY, signature_outputs_as_dict=True)
     return HubEmbedding(hub_layer, key, name=f"hub_{os.path.basename(spec.rstrip('/')) or 'model'}")

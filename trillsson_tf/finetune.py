@@ -43,10 +43,10 @@ import numpy as np
 
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.data import AudioItem, find_audio, load_clips, random_crop, segments
-from trillsson_tf.distill_layers import EXPORT_KIND
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.export import KERAS_FILE, export_savedmodel, read_metadata
 from trillsson_tf.frontend.numpy_ops import mirror_pad
+from trillsson_tf.kinds import LAYER_STUDENT_KIND, MULTITASK_KIND
 from trillsson_tf.layer_teachers import LayeredTeacher
 from trillsson_tf.metrics import accuracy, speaker_verification, split_speakers
 from trillsson_tf.models import distil
@@ -57,7 +57,6 @@ from trillsson_tf.training import RunFolder, check_positive, run_steps, versions
 __all__ = [
     "KWS_OUTPUT",
     "SV_OUTPUT",
-    "MULTITASK_KIND",
     "aam_softmax_logits",
     "aam_softmax_loss",
     "evaluate_multitask",
@@ -67,8 +66,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-MULTITASK_KIND = "multitask"
-"""``kind`` in the ``trillsson_tf.json`` of a fine-tuned export."""
 _SPLIT, _TEST = "split", "test"
 _FRAME_BATCH = 64  # segments per encoder call when the frames of a frozen encoder are computed
 ENCODER_LAYERS = ("all", "last")
@@ -119,10 +116,10 @@ def load_encoder(export):
     """
     path = os.fspath(export)
     metadata = read_metadata(path) if os.path.isdir(path) else {}
-    if metadata.get("kind") not in (EXPORT_KIND, MULTITASK_KIND) or not os.path.isfile(os.path.join(path, KERAS_FILE)):
+    if metadata.get("kind") not in (LAYER_STUDENT_KIND, MULTITASK_KIND) or not os.path.isfile(os.path.join(path, KERAS_FILE)):
         raise ParameterError(
             f"{path!r} is not a layer-distilled export: expected a folder written by `trillsson-tf distill-layers` "
-            f"(<out>/export, with {KERAS_FILE} and trillsson_tf.json of kind {EXPORT_KIND!r})."
+            f"(<out>/export, with {KERAS_FILE} and trillsson_tf.json of kind {LAYER_STUDENT_KIND!r})."
         )
     model = keras.models.load_model(os.path.join(path, KERAS_FILE))
     return model.get_layer(metadata["encoder"]), metadata

@@ -32,20 +32,14 @@ import hashlib
 import json
 import logging
 import os
-import re
 
 import numpy as np
 
+from trillsson_tf import litert
 from trillsson_tf.audio import validate_audio
+from trillsson_tf.contract import EMBEDDING_KEY, SIGNATURE_KEY
 from trillsson_tf.errors import ParameterError, TrillssonError
-from trillsson_tf.teachers import (
-    SPEECH_EMBEDDING,
-    SpeechEmbeddingTeacher,
-    Teacher,
-    file_fingerprint,
-    _interpreter_class,
-    _tflite_parameters,
-)
+from trillsson_tf.teachers import SPEECH_EMBEDDING, SpeechEmbeddingTeacher, Teacher, file_fingerprint
 
 __all__ = [
     "HF_PREFIX",
@@ -246,7 +240,7 @@ class HFTeacher(LayeredTeacher):
     def _load(spec: str, do_normalize):
         from transformers import AutoFeatureExtractor, TFAutoModel
 
-        from trillsson_tf.export import _require_network
+        from trillsson_tf.export import require_network
 
         name = spec[len(HF_PREFIX):] if spec.startswith(HF_PREFIX) else spec
         try:
@@ -255,7 +249,7 @@ class HFTeacher(LayeredTeacher):
         except OSError:
             if os.path.isdir(name):
                 raise ParameterError(f"Folder {name!r} holds no Hugging Face TF model (config.json and tf_model.h5).") from None
-            _require_network(_HF_HOST_URL)
+            require_network(_HF_HOST_URL)
             try:
                 model = TFAutoModel.from_pretrained(name)
                 extractor = AutoFeatureExtractor.from_pretrained(name)
@@ -299,19 +293,17 @@ class OutputsTeacher(LayeredTeacher):
             self._call = lambda audio: {key: value.numpy() for key, value in model(audio, training=False).items()}
             parameters, location = int(model.count_params()), file_fingerprint(spec)
         else:
-            from trillsson_tf.export import load_savedmodel, output_keys, resolve_handle
+            from trillsson_tf.export import load_savedmodel, output_keys, resolve_handle, savedmodel_parameters
 
             loaded = load_savedmodel(spec)
             names = output_keys(loaded)
-            if "serving_default" not in getattr(loaded, "signatures", {}):
-                raise ParameterError(f"SavedModel {spec!r} has no 'serving_default' signature to read layers from.")
-            function = loaded.signatures["serving_default"]
+            if SIGNATURE_KEY not in getattr(loaded, "signatures", {}):
+                raise ParameterError(f"SavedModel {spec!r} has no {SIGNATURE_KEY!r} signature to read layers from.")
+            function = loaded.signatures[SIGNATURE_KEY]
             (input_name,) = function.structured_input_signature[1]
             self._call = lambda audio: {key: value.numpy() for key, value in function(**{input_name: tf.constant(audio)}).items()}
             handle = resolve_handle(spec)
-            from trillsson_tf.teachers import _savedmodel_parameters
-
-            parameters = _savedmodel_parameters(loaded, handle)
+            parameters = savedmodel_parameters(loaded, handle)
             location = file_fingerprint(handle) if os.path.isdir(handle) else handle
         super().__init__(spec, available_layers=names, layers=layers)
         self.parameters = parameters
@@ -347,7 +339,7 @@ def _activation_tensors(interpreter) -> list:
     """Names of the tensors that ops compute (not weights or constants), in op order."""
     names = {detail["index"]: detail["name"] for detail in interpreter.get_tensor_details()}
     seen = []
-    for op in interpreter._get_ops_details():
+    for op in litert.ops(interpreter):
         for index in op["outputs"]:
             if int(index) >= 0 and names.get(int(index)) not in seen:
                 seen.append(names[int(index)])
@@ -355,22 +347,14 @@ def _activation_tensors(interpreter) -> list:
 
 
 class _OutputRunner:
-    """A rewritten ``.tflite`` model called on one input: returns ``{tensor name: array}`` of every output."""
+    """A rewritten ``.tflite`` model called on one float32 input: returns ``{tensor name: array}`` of every output."""
 
     def __init__(self, content: bytes, *, num_threads: int = 1):
-        self._interpreter = _interpreter_class()(model_content=content, num_threads=num_threads)
-        self._input = self._interpreter.get_input_details()[0]
-        self._outputs = self._interpreter.get_output_details()
-        self._shape = None
+        self._subgraph = litert.MainSubgraph(litert.make_interpreter(model_content=content, num_threads=num_threads))
+        (self._input_name,) = self._subgraph.get_input_details()
 
     def __call__(self, values: np.ndarray) -> dict:
-        if values.shape != self._shape:
-            self._interpreter.resize_tensor_input(self._input["index"], values.shape)
-            self._interpreter.allocate_tensors()
-            self._shape = values.shape
-        self._interpreter.set_tensor(self._input["index"], np.ascontiguousarray(values, dtype=np.float32))
-        self._interpreter.invoke()
-        return {detail["name"]: self._interpreter.get_tensor(detail["index"]) for detail in self._outputs}
+        return self._subgraph(**{self._input_name: np.ascontiguousarray(values, dtype=np.float32)})
 
 
 class TFLiteLayersTeacher(LayeredTeacher):
@@ -384,7 +368,7 @@ class TFLiteLayersTeacher(LayeredTeacher):
     def __init__(self, path: str, *, layers=None, num_threads: int = 1):
         if not os.path.isfile(path):
             raise ParameterError(f".tflite file not found: {path!r}.")
-        probe = _interpreter_class()(model_path=path)
+        probe = litert.make_interpreter(model_path=path)
         inputs = probe.get_input_details()
         signature = inputs[0]["shape_signature"] if len(inputs) == 1 else []
         if len(signature) not in (1, 2):
@@ -397,7 +381,7 @@ class TFLiteLayersTeacher(LayeredTeacher):
         if self.window_samples:
             self.hop_samples = self.field_samples = self.window_samples
         self._runner = _OutputRunner(_tflite_with_outputs(path, self.layers), num_threads=num_threads)
-        self.parameters = _tflite_parameters(path)
+        self.parameters = litert.parameter_count(path)
         self.identity = f"tflite-layers:{file_fingerprint(path)}"
         self._finish_init()
 
@@ -428,7 +412,7 @@ class _LayerCapture:
         outputs = self._runner(input_1)
         # Each block's [windows, time, frequency, channels] map -> one vector per window.
         self.blocks = {name: outputs[name].mean(axis=(1, 2)) for name in self._block_names}
-        return {"embedding": outputs[self._embedding_name]}
+        return {EMBEDDING_KEY: outputs[self._embedding_name]}
 
 
 class SpeechEmbeddingLayersTeacher(LayeredTeacher):
@@ -445,9 +429,9 @@ class SpeechEmbeddingLayersTeacher(LayeredTeacher):
     def __init__(self, *, layers=None, num_threads: int = 1):
         base = SpeechEmbeddingTeacher(num_threads=num_threads)
         path = os.path.join(base.models_dir(), base.EMBEDDING_MODEL)
-        probe = _interpreter_class()(model_path=path)
+        probe = litert.make_interpreter(model_path=path)
         names = {detail["index"]: detail["name"] for detail in probe.get_tensor_details()}
-        blocks = [names[int(op["outputs"][0])] for op in probe._get_ops_details() if op["op_name"] == self._BLOCK_OP]
+        blocks = [names[int(op["outputs"][0])] for op in litert.ops(probe) if op["op_name"] == self._BLOCK_OP]
         (embedding_name,) = [detail["name"] for detail in probe.get_output_details()]
         super().__init__(SPEECH_EMBEDDING, available_layers=[str(i + 1) for i in range(len(blocks) + 1)], layers=layers)
         self._tensor_of = {str(i + 1): name for i, name in enumerate(blocks)}

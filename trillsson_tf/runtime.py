@@ -34,25 +34,28 @@ returns it under ``scores`` and, like every model here, under ``embedding`` (the
 uniform key, so one comparison helper takes any model). They do not stream. Integer (int8/uint8) inputs and outputs are
 quantized and dequantized with the model's own scale and zero point.
 
+Which of these a file is, is asked of :func:`trillsson_tf.kinds.of_tflite` once, when it is
+loaded (:attr:`TFLiteModel.kind`); the interpreter and the (de)quantization are those of
+:mod:`trillsson_tf.litert`.
+
 This module imports numpy, the frontend numbers and their numpy twin, and the audio helpers
 (soundfile and soxr, lazily); the interpreter is imported when a model is built:
 ``ai_edge_litert`` first, ``tflite_runtime`` as the fallback. It never imports TensorFlow.
 """
 import csv
-import importlib
 import json
 import logging
 import os
 
 import numpy as np
 
-from trillsson_tf.audio import check_sample_rate, load_audio, resample, validate_audio
-from trillsson_tf.errors import ParameterError, TrillssonError
+from trillsson_tf import kinds, litert
+from trillsson_tf.audio import AUDIO_EXTENSIONS, check_sample_rate, load_audio, resample, validate_audio
+from trillsson_tf.contract import AUDIO_INPUT_NAME, EMBEDDING_KEY, LOG_MEL_INPUT_NAME, PATCH_INPUT_NAME, SCORES_KEY
+from trillsson_tf.errors import ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND, FrontendConfig, dft, numpy_ops
 
 __all__ = [
-    "AUDIO_EXTENSIONS",
-    "INTERPRETER_MODULES",
     "OUTPUT_FORMATS",
     "TFLiteModel",
     "audio_files",
@@ -62,20 +65,8 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
-"""Modules tried, in order, for the TFLite ``Interpreter`` class."""
-
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
-"""File endings collected when a folder is given to :func:`audio_files`."""
-
 OUTPUT_FORMATS = (".npy", ".csv")
 """File endings :func:`embed_to_file` writes."""
-
-# The same names as trillsson_tf.models.EMBEDDING_KEY / AUDIO_INPUT_NAME, which cannot be
-# imported here (that package imports TensorFlow); tests/test_runtime.py checks they agree.
-EMBEDDING_KEY = "embedding"
-SCORES_KEY = "scores"
-SIGNATURE_KEY = "serving_default"
 
 # Chunks (patches or audio windows) per interpreter call for models whose batch size is free,
 # largest first: n chunks go in calls of these sizes (7 = 4 + 2 + 1). Each size has its own
@@ -87,20 +78,6 @@ SIGNATURE_KEY = "serving_default"
 # 72 MB to the process's peak memory (126 -> 198 MB) for 9% less time per int8 patch.
 _CALL_SIZES = (4, 2, 1)
 _PCM16_SCALE = 32768.0
-
-
-def _interpreter_class():
-    """The ``Interpreter`` class of the first importable module in :data:`INTERPRETER_MODULES`."""
-    failures = []
-    for module_name in INTERPRETER_MODULES:
-        try:
-            return importlib.import_module(module_name).Interpreter
-        except ImportError as error:
-            failures.append(f"{module_name}: {error}")
-    raise TrillssonError(
-        "No TFLite interpreter is installed: `pip install ai-edge-litert` (preferred) or "
-        f"`pip install tflite-runtime` (older platforms, numpy < 2). Tried: {'; '.join(failures)}."
-    )
 
 
 def read_model_card(model_path) -> dict:
@@ -137,52 +114,6 @@ def _describe(details: dict) -> list:
     return [f"{name} {np.dtype(d['dtype']).name}{[int(size) for size in d['shape_signature']]}" for name, d in details.items()]
 
 
-def _quantize(values: np.ndarray, details: dict) -> np.ndarray:
-    dtype = np.dtype(details["dtype"])
-    scale, zero_point = details["quantization"]
-    if dtype.kind not in "iu" or not scale:
-        return values.astype(dtype, copy=False)
-    limits = np.iinfo(dtype)
-    return np.clip(np.round(values / scale) + zero_point, limits.min, limits.max).astype(dtype)
-
-
-def _dequantize(values: np.ndarray, details: dict) -> np.ndarray:
-    scale, zero_point = details["quantization"]
-    if np.dtype(details["dtype"]).kind not in "iu" or not scale:
-        return values.astype(np.float32, copy=False)
-    return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
-
-
-class _MainSubgraph:
-    """A model file's main subgraph, called like a signature runner (for files without signatures).
-
-    Inputs and outputs are keyed by tensor name; inputs are resized only when their shape changes.
-    """
-
-    def __init__(self, interpreter):
-        self._interpreter = interpreter
-        self._inputs = {details["name"]: details for details in interpreter.get_input_details()}
-        self._outputs = {details["name"]: details for details in interpreter.get_output_details()}
-        self._shapes = {}
-
-    def get_input_details(self) -> dict:
-        return self._inputs
-
-    def get_output_details(self) -> dict:
-        return self._outputs
-
-    def __call__(self, **inputs) -> dict:
-        if any(self._shapes.get(name) != value.shape for name, value in inputs.items()):
-            for name, value in inputs.items():
-                self._interpreter.resize_tensor_input(self._inputs[name]["index"], value.shape)
-            self._interpreter.allocate_tensors()
-            self._shapes = {name: value.shape for name, value in inputs.items()}
-        for name, value in inputs.items():
-            self._interpreter.set_tensor(self._inputs[name]["index"], value)
-        self._interpreter.invoke()
-        return {name: self._interpreter.get_tensor(details["index"]) for name, details in self._outputs.items()}
-
-
 class TFLiteModel:
     """A ``.tflite`` embedding model called like a TF Hub TRILLsson model, without TensorFlow.
 
@@ -208,7 +139,12 @@ class TFLiteModel:
         card: The model card beside the file (:func:`read_model_card`), ``{}`` when none.
         frontend: :class:`FrontendConfig` (the card's, else the default TRILLsson numbers).
         sample_rate_hz: Rate the model expects, in Hz.
-        frontend_inside: True when the model takes audio, False when it takes log-mel patches.
+        kind: The :class:`trillsson_tf.kinds.Kind` of the file (chunk, patch, clip,
+            clip_log_mel or waveform), which decides how clips are fed to it.
+        frontend_inside: True when the model takes audio, False when it takes log-mel
+            patches or mel bands.
+        clip_model: The card's ``clip_model`` entry of a whole-clip model (``frontend`` as a
+            :class:`~trillsson_tf.frontend.dft.DFTFrontendConfig`, ``input``, ``compression``), else ``None``.
         output_key: The model output returned as ``embedding``.
         output_keys: Every output a call returns: ``(output_key,)``, or the card's
             ``output_keys`` for a multi-output model (``keyword_logits`` and
@@ -240,7 +176,7 @@ class TFLiteModel:
         self.frontend = self._card_frontend()
         self.sample_rate_hz = self._card_sample_rate()
 
-        interpreter_class = _interpreter_class()
+        interpreter_class = litert.interpreter_class()
         self._new_interpreter = lambda: interpreter_class(**source, num_threads=num_threads)
         try:
             self._runner = self._new_runner()
@@ -253,7 +189,8 @@ class TFLiteModel:
             raise ParameterError(f"TFLite model {self._name!r} must have one input; it has {_describe(inputs)}.")
         (self._input_name, self._input), = inputs.items()
         self.clip_model = self._card_clip_model()
-        self.frontend_inside = self._input_kind()
+        self.kind = self._file_kind()
+        self.frontend_inside = self.kind.frontend_inside
         fixed_batch = int(self._input["shape_signature"][0])
         self._call_sizes = (fixed_batch,) if fixed_batch > 0 else _CALL_SIZES
         outputs = self._runner.get_output_details()
@@ -264,9 +201,9 @@ class TFLiteModel:
         self._output_details = {key: outputs[key] for key in self.output_keys}
         self.reset()
         _log.info(
-            "Loaded %s: %s, input %s, output %r (%d-d)",
+            "Loaded %s: %s model, input %s, output %r (%d-d)",
             self._name,
-            "frontend inside" if self.frontend_inside else "frontend in numpy",
+            self.kind.name,
             _describe(inputs)[0],
             self.output_key,
             self.embedding_dim,
@@ -299,7 +236,7 @@ class TFLiteModel:
                      "compression": values["compression"]}
         except (KeyError, TypeError) as error:
             raise ParameterError(f"Model card of {self._name!r} has a malformed clip_model entry: {error}") from None
-        if entry["input"] not in ("audio", "log_mel") or entry["compression"] not in dft.COMPRESSIONS:
+        if entry["input"] not in ("audio", LOG_MEL_INPUT_NAME) or entry["compression"] not in dft.COMPRESSIONS:
             raise ParameterError(f"Model card of {self._name!r} has an unknown clip_model input or compression: {values}.")
         return entry
 
@@ -323,15 +260,11 @@ class TFLiteModel:
             )
         return rate
 
-    def _input_kind(self) -> bool:
-        if self.clip_model:
-            return self.clip_model["input"] == "audio"
-        shape = tuple(int(size) for size in self._input["shape_signature"])
+    def _file_kind(self) -> kinds.Kind:
+        kind = kinds.of_tflite(self.card, self._input["shape_signature"], self.frontend.patch_shape)
+        if kind is not None:
+            return kind
         patch = self.frontend.patch_shape
-        if len(shape) == 2:
-            return True
-        if shape[1:] in (patch, (*patch, 1)):
-            return False
         raise ParameterError(
             f"TFLite model {self._name!r} takes {_describe({self._input_name: self._input})[0]}; expected audio "
             f"[batch, samples] or log-mel patches [n, {patch[0]}, {patch[1]}, 1]."
@@ -359,17 +292,13 @@ class TFLiteModel:
 
     def _new_runner(self):
         """A fresh interpreter's ``serving_default`` (or first) signature runner, else its main subgraph."""
-        interpreter = self._new_interpreter()
-        signatures = interpreter.get_signature_list()
-        if signatures:
-            return interpreter.get_signature_runner(SIGNATURE_KEY if SIGNATURE_KEY in signatures else next(iter(signatures)))
-        return _MainSubgraph(interpreter)
+        return litert.runner(self._new_interpreter())
 
     def _run(self, values: np.ndarray, runner=None) -> np.ndarray:
         """One interpreter call (``runner``, default the first one): float32 model input -> float32 ``[n, D]``."""
-        outputs = (runner or self._runner)(**{self._input_name: _quantize(values, self._input)})
+        outputs = (runner or self._runner)(**{self._input_name: litert.quantize(values, self._input)})
         # Several outputs travel concatenated through the chunk averaging and are split in _outputs.
-        return np.concatenate([_dequantize(outputs[key], self._output_details[key]) for key in self.output_keys], axis=-1)
+        return np.concatenate([litert.dequantize(outputs[key], self._output_details[key]) for key in self.output_keys], axis=-1)
 
     def _run_patches(self, patches: np.ndarray) -> np.ndarray:
         """float32 ``[n, frames, mels]`` log-mel patches -> float32 ``[n, D]`` chunk vectors."""
@@ -402,14 +331,31 @@ class TFLiteModel:
             self._runners[size] = self._new_runner()
         return self._runners[size]
 
-    def _embed_clips(self, audio: np.ndarray) -> np.ndarray:
-        """Whole-clip models: float32 ``[batch, samples]`` -> ``[batch, k]`` (see the module notes)."""
+    def _embed_audio(self, audio: np.ndarray) -> np.ndarray:
+        """Audio-in files: a fixed input length runs consecutive windows of that length; a dynamic
+        one runs each clip whole (whole-clip kinds, mirror-padded to their minimum) or its 195-frame chunks."""
+        fixed = int(self._input["shape_signature"][1])
+        if fixed > 0:
+            return self._run_windows(audio, fixed)
+        if self.kind.whole_clips:
+            return self._run(numpy_ops.mirror_pad(audio, self.clip_model["frontend"].min_samples))
+        windows = numpy_ops.chunk_windows(audio, self.frontend)
+        batch, chunks = windows.shape[:2]
+        vectors = self._run_fixed(windows.reshape(batch * chunks, -1))
+        return vectors.reshape(batch, chunks, -1).mean(axis=1)
+
+    def _embed_patches(self, audio: np.ndarray) -> np.ndarray:
+        """Patch-in files: the numpy log-mel of each 195-frame chunk, chunk vectors averaged per clip."""
+        patches = numpy_ops.log_mel_patches(audio, self.frontend)
+        batch, chunks = patches.shape[:2]
+        vectors = self._run_patches(patches.reshape(batch * chunks, *patches.shape[2:]))
+        return vectors.reshape(batch, chunks, -1).mean(axis=1)
+
+    def _embed_log_mel(self, audio: np.ndarray) -> np.ndarray:
+        """Mel-band-in files (a whole-clip network alone): the numpy twin of its frontend, whole clips
+        for a dynamic length, else consecutive windows of that many frames averaged."""
         config = self.clip_model["frontend"]
         fixed = int(self._input["shape_signature"][1])
-        if self.clip_model["input"] == "audio":
-            if fixed <= 0:
-                return self._run(numpy_ops.mirror_pad(audio, config.min_samples))
-            return self._run_windows(audio, fixed)
         if fixed > 0:  # at least one window of frames
             audio = numpy_ops.mirror_pad(audio, (fixed - 1) * config.hop_samples + config.window_samples)
         features = dft.features(dft.normalize_clips(audio, config), config, compression=self.clip_model["compression"])
@@ -428,19 +374,7 @@ class TFLiteModel:
 
     def _embed_batch(self, audio: np.ndarray) -> np.ndarray:
         """float32 ``[batch, samples]`` at the model rate -> float32 ``[batch, D]`` clip vectors."""
-        if self.clip_model:
-            return self._embed_clips(audio)
-        if self.frontend_inside:
-            if self._input["shape_signature"][1] > 0:
-                return self._run_windows(audio, int(self._input["shape_signature"][1]))
-            windows = numpy_ops.chunk_windows(audio, self.frontend)
-            batch, chunks = windows.shape[:2]
-            vectors = self._run_fixed(windows.reshape(batch * chunks, -1))
-            return vectors.reshape(batch, chunks, -1).mean(axis=1)
-        patches = numpy_ops.log_mel_patches(audio, self.frontend)
-        batch, chunks = patches.shape[:2]
-        vectors = self._run_patches(patches.reshape(batch * chunks, *patches.shape[2:]))
-        return vectors.reshape(batch, chunks, -1).mean(axis=1)
+        return _EMBEDDERS[self.kind.input_name](self, audio)
 
     def _prepare(self, audio, sample_rate, *, what="Audio") -> np.ndarray:
         """Scale int16, validate, resample: -> float32 ``[batch, samples]`` at the model rate."""
@@ -565,7 +499,7 @@ class TFLiteModel:
         Returns:
             float32 ``[k, D]``, ``k >= 0`` chunk vectors.
         """
-        if self.clip_model:
+        if self.kind.whole_clips:
             raise ParameterError(f"{self._name!r} is a whole-clip model (Wav2Small): call it on clips; it does not stream.")
         if len(self.output_keys) > 1:
             raise ParameterError(f"{self._name!r} has several outputs {list(self.output_keys)}: call it on clips; it does not stream.")
@@ -630,6 +564,14 @@ class TFLiteModel:
         if not self._chunks_emitted and len(self._buffer):
             yield self._embed_batch(self._buffer[np.newaxis])[0]
         self.reset()
+
+
+_EMBEDDERS = {
+    AUDIO_INPUT_NAME: TFLiteModel._embed_audio,
+    PATCH_INPUT_NAME: TFLiteModel._embed_patches,
+    LOG_MEL_INPUT_NAME: TFLiteModel._embed_log_mel,
+}
+"""How a batch of clips is fed to a file, for each input a kind takes (:attr:`trillsson_tf.kinds.Kind.input_name`)."""
 
 
 def audio_files(inputs) -> list:

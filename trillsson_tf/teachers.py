@@ -30,9 +30,10 @@ import os
 
 import numpy as np
 
+from trillsson_tf import litert
 from trillsson_tf.audio import validate_audio
+from trillsson_tf.contract import EMBEDDING_KEY, SCORES_KEY, SIGNATURE_KEY, select_output_key
 from trillsson_tf.errors import ParameterError, TrillssonError
-from trillsson_tf.models import EMBEDDING_KEY
 
 __all__ = [
     "PROSODY",
@@ -64,20 +65,6 @@ TEACHER_FORMS = (
 _KERAS_SUFFIXES = (".keras", ".h5")
 _TFLITE_SUFFIX = ".tflite"
 _PROBE_SAMPLES = 32000
-
-
-def _interpreter_class():
-    """LiteRT's Interpreter, else tflite_runtime's; a clear error names the package otherwise."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter
-        except ImportError:
-            raise TrillssonError(
-                "Running a .tflite teacher needs a TFLite interpreter: pip install ai-edge-litert"
-            ) from None
-    return Interpreter
 
 
 def file_fingerprint(path: str) -> str:
@@ -162,36 +149,17 @@ class Teacher:
         }
 
 
-def _savedmodel_parameters(loaded, handle: str):
-    """Weights of a restored SavedModel: its hub ``variables``, else its checkpoint's values; ``None`` if unknown."""
-    from trillsson_tf._keras import tf
-
-    variables = getattr(loaded, "variables", None)
-    if variables:
-        return int(sum(int(np.prod(variable.shape)) for variable in variables))
-    checkpoint = os.path.join(handle, "variables", "variables")
-    if not os.path.isdir(handle) or not tf.io.gfile.glob(checkpoint + ".index"):
-        return None
-    return int(
-        sum(
-            int(np.prod(shape))
-            for name, shape in tf.train.list_variables(checkpoint)
-            if name.endswith(".ATTRIBUTES/VARIABLE_VALUE") and "OPTIMIZER_SLOT" not in name and "save_counter" not in name
-        )
-    ) or None
-
-
 class SavedModelTeacher(Teacher):
     """A SavedModel directory, TF Hub / Kaggle handle or ``trillsson{N}`` shortcut.
 
     Calls the ``serving_default`` signature when there is one, else ``__call__``; the output
-    is chosen with :func:`trillsson_tf.export.select_output_key` (``output_key``, else
+    is chosen with :func:`trillsson_tf.contract.select_output_key` (``output_key``, else
     ``embedding``, else the only output). Outputs with a time axis are averaged over it.
     """
 
     def __init__(self, spec: str, *, output_key=None):
         from trillsson_tf._keras import tf
-        from trillsson_tf.export import load_savedmodel, output_keys, resolve_handle, select_output_key
+        from trillsson_tf.export import load_savedmodel, output_keys, resolve_handle, savedmodel_parameters
 
         super().__init__(spec)
         self._tf = tf
@@ -199,14 +167,14 @@ class SavedModelTeacher(Teacher):
         keys = output_keys(self._loaded)
         self.output_key = select_output_key(keys, output_key, source=f"SavedModel {spec!r}")
         signatures = getattr(self._loaded, "signatures", {})
-        if "serving_default" in signatures:
-            function = signatures["serving_default"]
+        if SIGNATURE_KEY in signatures:
+            function = signatures[SIGNATURE_KEY]
             (input_name,) = function.structured_input_signature[1]
             self._call = lambda audio: function(**{input_name: audio})
         else:
             self._call = lambda audio: self._loaded(audio)
         handle = resolve_handle(spec)
-        self.parameters = _savedmodel_parameters(self._loaded, handle)
+        self.parameters = savedmodel_parameters(self._loaded, handle)
         location = file_fingerprint(handle) if os.path.isdir(handle) else handle
         self.identity = f"savedmodel:{location}:{self.output_key}"
         self._finish_init()
@@ -220,7 +188,6 @@ class KerasTeacher(Teacher):
 
     def __init__(self, path: str, *, output_key=None):
         from trillsson_tf._keras import keras
-        from trillsson_tf.export import select_output_key
 
         super().__init__(path)
         if not os.path.isfile(path):
@@ -246,23 +213,6 @@ class KerasTeacher(Teacher):
         return _clip_vectors(outputs.numpy())
 
 
-def _tflite_parameters(model_path: str) -> int:
-    """Elements of the float and 8/16-bit integer constant (weight) tensors of a ``.tflite`` model.
-
-    Scalars and int32 tensors (shapes, indices) are left out.
-    """
-    interpreter = _interpreter_class()(model_path=model_path)
-    total = 0
-    for detail in interpreter.get_tensor_details():
-        try:
-            value = interpreter.get_tensor(detail["index"])
-        except ValueError:  # not a constant: no data before allocate_tensors()
-            continue
-        if value.size > 1 and (value.dtype.kind == "f" or value.dtype.itemsize <= 2):
-            total += int(value.size)
-    return total
-
-
 class TFLiteTeacher(Teacher):
     """A ``.tflite`` model taking float32 audio ``[batch, samples]`` (or ``[samples]``).
 
@@ -273,14 +223,11 @@ class TFLiteTeacher(Teacher):
     """
 
     def __init__(self, path: str, *, output_key=None, num_threads: int = 1):
-        from trillsson_tf.export import select_output_key
-
         super().__init__(path)
         if not os.path.isfile(path):
             raise ParameterError(f".tflite file not found: {path!r}.")
-        self._interpreter = _interpreter_class()(model_path=path, num_threads=num_threads)
-        signatures = self._interpreter.get_signature_list()
-        inputs = self._interpreter.get_input_details()
+        interpreter = litert.make_interpreter(model_path=path, num_threads=num_threads)
+        inputs = interpreter.get_input_details()
         if len(inputs) != 1:
             raise ParameterError(f".tflite teacher {path!r} must take one audio input; it takes {len(inputs)}.")
         signature = inputs[0]["shape_signature"]
@@ -292,33 +239,17 @@ class TFLiteTeacher(Teacher):
         self.window_samples = None if signature[-1] == -1 else int(signature[-1])
         self._batched = self._rank == 2 and signature[0] == -1
         self.min_samples = self.window_samples or 0
-        if signatures:
-            name = next(iter(signatures))
-            self._runner = self._interpreter.get_signature_runner(name)
-            self._input_name = signatures[name]["inputs"][0]
-            keys = tuple(signatures[name]["outputs"])
-        else:
-            self._runner = None
-            self._interpreter.allocate_tensors()
-            keys = tuple(detail["name"] for detail in self._interpreter.get_output_details())
+        self._runner = litert.runner(interpreter)
+        (self._input_name,) = self._runner.get_input_details()
+        keys = tuple(self._runner.get_output_details())
         self.output_key = select_output_key(keys, output_key, source=f".tflite model {path!r}")
-        self.parameters = _tflite_parameters(path)
+        self.parameters = litert.parameter_count(path)
         self.identity = f"tflite:{file_fingerprint(path)}:{self.output_key}"
         self._finish_init()
 
     def _invoke(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch if self._rank == 2 else batch[0], dtype=np.float32)
-        if self._runner is not None:
-            return self._runner(**{self._input_name: batch})[self.output_key]
-        interpreter = self._interpreter
-        index = interpreter.get_input_details()[0]["index"]
-        if tuple(interpreter.get_input_details()[0]["shape"]) != batch.shape:
-            interpreter.resize_tensor_input(index, batch.shape)
-            interpreter.allocate_tensors()
-        interpreter.set_tensor(index, batch)
-        interpreter.invoke()
-        output = next(d for d in interpreter.get_output_details() if d["name"] == self.output_key)
-        return interpreter.get_tensor(output["index"])
+        return self._runner(**{self._input_name: batch})[self.output_key]
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """float32 ``[n, samples]`` -> ``[n, D]``, one invoke per row unless the batch is dynamic."""
@@ -373,12 +304,11 @@ class SpeechEmbeddingTeacher(Teacher):
     def __init__(self, *, num_threads: int = 1):
         super().__init__(SPEECH_EMBEDDING)
         models_dir = self.models_dir()
-        interpreter = _interpreter_class()
         mel_path = os.path.join(models_dir, self.MEL_MODEL)
         embedding_path = os.path.join(models_dir, self.EMBEDDING_MODEL)
-        self._mel = interpreter(model_path=mel_path, num_threads=num_threads).get_signature_runner()
-        self._embedding = interpreter(model_path=embedding_path, num_threads=num_threads).get_signature_runner()
-        self.parameters = _tflite_parameters(embedding_path)
+        self._mel = litert.make_interpreter(model_path=mel_path, num_threads=num_threads).get_signature_runner()
+        self._embedding = litert.make_interpreter(model_path=embedding_path, num_threads=num_threads).get_signature_runner()
+        self.parameters = litert.parameter_count(embedding_path)
         self.identity = f"{SPEECH_EMBEDDING}:{file_fingerprint(mel_path)}:{file_fingerprint(embedding_path)}"
         self._finish_init()
 
@@ -468,8 +398,6 @@ def load_teacher(spec, *, output_key=None) -> Teacher:
             missing or ambiguous output key (the message lists the keys).
         TrillssonError: a handle that needs the network when there is none; a missing wheel.
     """
-    from trillsson_tf.export import HUB_HANDLES
-
     if isinstance(spec, Teacher):
         return spec
     spec = os.fspath(spec)
@@ -478,13 +406,15 @@ def load_teacher(spec, *, output_key=None) -> Teacher:
             raise ParameterError(f"The {SPEECH_EMBEDDING!r} teacher has one output, {EMBEDDING_KEY!r}; got output_key={output_key!r}.")
         return SpeechEmbeddingTeacher()
     if spec == PROSODY:
-        if output_key not in (None, EMBEDDING_KEY, "scores"):
+        if output_key not in (None, EMBEDDING_KEY, SCORES_KEY):
             raise ParameterError(f"The {PROSODY!r} teacher has one output, its scores; got output_key={output_key!r}.")
         return ProsodyTeacher()
     if spec.endswith(_TFLITE_SUFFIX):
         return TFLiteTeacher(spec, output_key=output_key)
     if spec.endswith(_KERAS_SUFFIXES):
         return KerasTeacher(spec, output_key=output_key)
+    from trillsson_tf.export import HUB_HANDLES  # a SavedModel or hub spec: TensorFlow from here on
+
     if spec in HUB_HANDLES or spec.startswith("kaggle:") or "://" in spec or os.path.isdir(spec):
         return SavedModelTeacher(spec, output_key=output_key)
     raise ParameterError(f"Unknown teacher {spec!r}. Expected one of: {', '.join(TEACHER_FORMS)}.")

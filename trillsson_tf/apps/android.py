@@ -33,7 +33,9 @@ from importlib import resources
 
 import numpy as np
 
+from trillsson_tf import litert
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
+from trillsson_tf.contract import SAMPLE_RATE_HZ, SIGNATURE_KEY
 from trillsson_tf.errors import ParameterError, TrillssonError
 
 __all__ = [
@@ -76,7 +78,6 @@ _FORMAT = "trillsson_tf.android_assets/1"
 _README_TEMPLATE = "android_assets_README.md"  # in templates/, filled with string.Template
 _SAMPLE_SECONDS = 2.5  # one whole 195-frame chunk (1.95 s), and short enough for a unit test
 _SAMPLE_SOURCE = "librispeech/1688-142285-0002.flac"  # CC BY 4.0; kept out of the student's training data
-_SAMPLE_RATE_HZ = 16000
 _PCM16_SCALE = 32768.0
 _CALIBRATION_CLIPS = 64
 # On-device tolerance: another CPU (ARM NEON vs x86 AVX) rounds int8 kernels differently; the
@@ -99,20 +100,8 @@ def _folder_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
 
 
-def _tensor_entry(name: str, details: dict) -> dict:
-    scale, zero_point = details["quantization"]
-    return {
-        "name": name,
-        "shape": [int(size) for size in details["shape_signature"]],
-        "dtype": np.dtype(details["dtype"]).name,
-        "quantization": {"scale": float(scale), "zero_point": int(zero_point)} if scale else None,
-    }
-
-
 def _signature_runner(model_path: str):
-    from trillsson_tf.runtime import SIGNATURE_KEY, _interpreter_class
-
-    interpreter = _interpreter_class()(model_path=model_path, num_threads=1)
+    interpreter = litert.make_interpreter(model_path=model_path, num_threads=1)
     signatures = interpreter.get_signature_list()
     if SIGNATURE_KEY not in signatures:
         raise ParameterError(f"{model_path!r} has no {SIGNATURE_KEY!r} signature (it has {list(signatures)}); "
@@ -140,8 +129,6 @@ def model_metadata(model_path, *, task: str, description: str, output_meaning: d
         ParameterError: no ``serving_default`` signature, not exactly one input, an output
             named in ``output_meaning`` that the model lacks (or one it has left undescribed).
     """
-    from trillsson_tf.runtime import SIGNATURE_KEY
-
     if task not in TASKS:
         raise ParameterError(f"Unknown task {task!r}. Expected one of: {list(TASKS)}.")
     model_path = os.fspath(model_path)
@@ -154,9 +141,9 @@ def model_metadata(model_path, *, task: str, description: str, output_meaning: d
     if set(outputs) != set(output_meaning):
         raise ParameterError(f"{model_path!r} has outputs {sorted(outputs)}; output_meaning describes {sorted(output_meaning)}.")
     (input_name, input_details), = inputs.items()
-    model_input = _tensor_entry(input_name, input_details)
+    model_input = litert.tensor_card(input_name, input_details)
     model_input.update({
-        "sample_rate_hz": _SAMPLE_RATE_HZ,
+        "sample_rate_hz": SAMPLE_RATE_HZ,
         "channels": 1,
         "value_range": [-1.0, 1.0],
         "pcm16_scale": 1.0 / _PCM16_SCALE,
@@ -172,7 +159,7 @@ def model_metadata(model_path, *, task: str, description: str, output_meaning: d
         "description": description,
         "signature": SIGNATURE_KEY,
         "input": model_input,
-        "outputs": [{**_tensor_entry(name, outputs[name]), "meaning": output_meaning[name]} for name in sorted(outputs)],
+        "outputs": [{**litert.tensor_card(name, outputs[name]), "meaning": output_meaning[name]} for name in sorted(outputs)],
         "labels": list(labels) if labels else None,
         "labels_file": stem + LABELS_SUFFIX if labels else None,
         "source": source,
@@ -225,9 +212,9 @@ def _write_sample(out_dir: str) -> str:
     """A 2.5 s, 16-bit, 16 kHz mono excerpt of a bundled LibriSpeech utterance."""
     import soundfile
 
-    audio = load_audio(os.path.join(SAMPLE_AUDIO_DIR, _SAMPLE_SOURCE))[: int(_SAMPLE_SECONDS * _SAMPLE_RATE_HZ)]
+    audio = load_audio(os.path.join(SAMPLE_AUDIO_DIR, _SAMPLE_SOURCE))[: int(_SAMPLE_SECONDS * SAMPLE_RATE_HZ)]
     path = os.path.join(out_dir, SAMPLE_FILE)
-    soundfile.write(path, audio, _SAMPLE_RATE_HZ, subtype="PCM_16")
+    soundfile.write(path, audio, SAMPLE_RATE_HZ, subtype="PCM_16")
     return path
 
 
@@ -478,8 +465,8 @@ def build_android_assets(
                     handle.write("\n".join(entry["labels"]) + "\n")
         golden = {
             "format": _FORMAT,
-            "sample": {"file": SAMPLE_FILE, "sample_rate_hz": _SAMPLE_RATE_HZ, "samples": int(len(sample)),
-                       "seconds": round(len(sample) / _SAMPLE_RATE_HZ, 3), "sha256": _sha256(sample_path)},
+            "sample": {"file": SAMPLE_FILE, "sample_rate_hz": SAMPLE_RATE_HZ, "samples": int(len(sample)),
+                       "seconds": round(len(sample) / SAMPLE_RATE_HZ, 3), "sha256": _sha256(sample_path)},
             "generated_with": "trillsson_tf.runtime.TFLiteModel, 1 thread",
             "tolerance": {"min_cosine": _MIN_COSINE, "max_relative_error": _MAX_RELATIVE_ERROR},
             "models": {entry["model_file"]: golden_outputs(os.path.join(staging, entry["model_file"]), sample)

@@ -44,7 +44,8 @@ def _folder_mb(path: str) -> float:
 def _convert_and_run(export_dir: str, train_items, out_dir: str, test_files) -> dict:
     """float16 and int8 ``.tflite`` (audio in), int8 patch-in + TFLite Micro, and the runtime on ``test_files``."""
     from converters.micro import to_micro
-    from converters.tflite import convert, load_keras_model
+    from converters.common import load_keras_model
+    from converters.tflite import convert
     from trillsson_tf.metrics import parity
     from trillsson_tf.models import EMBEDDING_KEY
     from trillsson_tf.runtime import TFLiteModel

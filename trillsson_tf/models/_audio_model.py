@@ -5,6 +5,7 @@ audio ``[batch, samples]`` -> :class:`LogMelPatches` -> chunk network -> :class:
 """
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.audio import validate_audio
+from trillsson_tf.contract import AUDIO_INPUT_NAME, EMBEDDING_KEY, OUTPUT_KEYS, SCORES_KEY
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND, FrontendConfig, tf_ops
 
@@ -21,12 +22,7 @@ __all__ = [
     "chunk_network",
 ]
 
-AUDIO_INPUT_NAME = "audio_samples"
 CHUNK_NETWORK_NAME = "chunk_network"
-EMBEDDING_KEY = "embedding"
-SCORES_KEY = "scores"
-OUTPUT_KEYS = (EMBEDDING_KEY, SCORES_KEY)
-"""A student's one output: a clip ``embedding``, or ``scores`` (regressors such as Wav2Small)."""
 _PACKAGE = "trillsson_tf"
 
 

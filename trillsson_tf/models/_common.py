@@ -3,10 +3,8 @@ import dataclasses
 from typing import Callable, Optional
 
 from trillsson_tf._keras import keras
+from trillsson_tf.contract import EMBEDDING_KEY, PATCH_INPUT_NAME
 from trillsson_tf.frontend import DEFAULT_FRONTEND
-from trillsson_tf.models._audio_model import EMBEDDING_KEY
-
-PATCH_INPUT_NAME = "log_mel_patch"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,12 +4,11 @@ They live with the models, not with the training code, so that loading a fine-tu
 (whose ``model.keras`` names :class:`StatsPooling`) needs no training module.
 """
 from trillsson_tf._keras import keras, tf
+from trillsson_tf.contract import KWS_OUTPUT, SV_OUTPUT
 from trillsson_tf.errors import ParameterError
 
 __all__ = ["KWS_OUTPUT", "SV_OUTPUT", "StatsPooling", "build_heads"]
 
-KWS_OUTPUT = "keyword_logits"
-SV_OUTPUT = "speaker_embedding"
 _PACKAGE = "trillsson_tf"
 
 

@@ -48,6 +48,7 @@ Output: ``{'scores': float32 [batch, embedding_dim]}``, no ``embedding`` key: th
 features are not trained to match any embedding, so they are not offered as one.
 """
 from trillsson_tf._keras import keras, tf
+from trillsson_tf.contract import LOG_MEL_INPUT_NAME
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.frontend import dft
 from trillsson_tf.frontend.tf_ops import mirror_pad
@@ -57,7 +58,6 @@ from trillsson_tf.models._common import StudentPreset
 __all__ = [
     "CLIP_NETWORK_NAME",
     "DFT_FRONTEND_NAME",
-    "FEATURES_INPUT_NAME",
     "NORMALIZED_INPUT_NAME",
     "ClipNormalization",
     "DFTMagnitude",
@@ -74,7 +74,6 @@ __all__ = [
 CLIP_NETWORK_NAME = "clip_network"
 DFT_FRONTEND_NAME = "dft_frontend"
 NORMALIZED_INPUT_NAME = "normalized_audio"
-FEATURES_INPUT_NAME = "log_mel"
 _PACKAGE = "trillsson_tf"
 layers = keras.layers
 
@@ -268,7 +267,7 @@ def build_clip_network(*, filters=(16, 32, 48, 48, 48), pools=((1, 2), (1, 2), (
     pools = _check_pools(filters, pools)
     if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 1:
         raise ParameterError(f"embedding_dim (the number of scores) must be a positive integer, got {embedding_dim!r}.")
-    decibels = keras.Input(shape=(None, num_mel_bins), name=FEATURES_INPUT_NAME)
+    decibels = keras.Input(shape=(None, num_mel_bins), name=LOG_MEL_INPUT_NAME)
     x = layers.Reshape((-1, num_mel_bins, 1), name="to_image")(decibels)
     x = layers.BatchNormalization(axis=2, name="input_norm")(x)
     for index, (width, pool) in enumerate(zip(filters, pools), start=1):

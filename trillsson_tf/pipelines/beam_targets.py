@@ -25,7 +25,8 @@ import json
 import logging
 import os
 
-from trillsson_tf.data import AUDIO_EXTENSIONS, AudioItem, find_audio, labels_from_name
+from trillsson_tf.audio import AUDIO_EXTENSIONS
+from trillsson_tf.data import AudioItem, find_audio, labels_from_name
 from trillsson_tf.errors import ParameterError, TrillssonError
 from trillsson_tf.targets import SHARD_PATTERN, TEACHER_FILE, check_mode, teacher_info
 

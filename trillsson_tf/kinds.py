@@ -1,0 +1,164 @@
+"""The kinds of model this library makes and runs, known in one place.
+
+A kind is one form of one model family. The converters ask :func:`of_model` which kind a
+Keras model becomes, the runtime asks :func:`of_tflite` which kind a ``.tflite`` file is, and
+both act on the entry's fields (:class:`Kind`) instead of testing types.
+
+================  ========  ===============  ================================================
+kind              family    takes            what it is
+================  ========  ===============  ================================================
+``chunk``         chunk     audio            a log-mel patch network wrapped with the hub
+                                             contract (the students of ``models.build``)
+``patch``         chunk     log-mel patches  that chunk network alone; the runtime computes
+                                             the log-mel in numpy
+``clip``          clip      audio            Wav2Small: whole clips through its own DFT frontend
+``clip_log_mel``  clip      dB mel bands     Wav2Small's network alone (the TFLite Micro form)
+``waveform``      waveform  audio            layer-distilled and fine-tuned encoders: raw audio
+                                             of a fixed length, every output of the export
+================  ========  ===============  ================================================
+
+A new kind is one more entry in :data:`KINDS`. The converter then needs a plan under its
+name (``converters.tflite``) and, if it takes a new input, the runtime a way to feed it;
+``tests/test_kinds.py`` fails until both exist.
+
+TensorFlow-free (the runtime uses it): it reads model cards and export metadata, and looks
+at a Keras model only through its attributes.
+"""
+import dataclasses
+
+from trillsson_tf.contract import AUDIO_INPUT_NAME, LOG_MEL_INPUT_NAME, PATCH_INPUT_NAME
+from trillsson_tf.errors import ParameterError
+
+__all__ = [
+    "CHUNK",
+    "CLIP",
+    "EXPORT_FAMILIES",
+    "KINDS",
+    "Kind",
+    "LAYER_STUDENT_KIND",
+    "MULTITASK_KIND",
+    "WAVEFORM",
+    "family_of",
+    "form",
+    "get",
+    "of_model",
+    "of_tflite",
+]
+
+CHUNK, CLIP, WAVEFORM = "chunk", "clip", "waveform"
+"""The model families: what the Keras model is, before it is converted."""
+
+LAYER_STUDENT_KIND = "layer_student"
+"""``kind`` in the ``trillsson_tf.json`` of a layer-distilled export (``distill-layers``)."""
+MULTITASK_KIND = "multitask"
+"""``kind`` in the ``trillsson_tf.json`` of a fine-tuned multi-task export (``finetune``)."""
+
+EXPORT_FAMILIES = {LAYER_STUDENT_KIND: WAVEFORM, MULTITASK_KIND: WAVEFORM}
+"""Export ``kind`` values -> the family of their model (exports without one are chunk or clip models)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """One kind of model file.
+
+    Attributes:
+        name: The kind's name (the key converters and tests use).
+        family: The Keras model it is converted from: :data:`CHUNK`, :data:`CLIP` or :data:`WAVEFORM`.
+        frontend_inside: True when the file takes audio and computes its own features.
+        input_name: What the file takes, named as in our conversions (:mod:`trillsson_tf.contract`).
+        whole_clips: True when clips are run whole instead of in 195-frame chunks (no streaming).
+        summary: One line on what it is.
+    """
+
+    name: str
+    family: str
+    frontend_inside: bool
+    input_name: str
+    whole_clips: bool
+    summary: str
+
+
+KINDS = (
+    Kind("chunk", CHUNK, True, AUDIO_INPUT_NAME, False, "log-mel patch network with the hub contract, frontend inside"),
+    Kind("patch", CHUNK, False, PATCH_INPUT_NAME, False, "the chunk network alone: log-mel patches in, computed outside"),
+    Kind("clip", CLIP, True, AUDIO_INPUT_NAME, True, "Wav2Small: whole clips through its own DFT frontend"),
+    Kind("clip_log_mel", CLIP, False, LOG_MEL_INPUT_NAME, True, "Wav2Small's network alone: dB mel bands in"),
+    Kind("waveform", WAVEFORM, True, AUDIO_INPUT_NAME, False,
+         "layer-distilled or fine-tuned encoder: raw audio of a fixed length, every output"),
+)
+"""Every kind, in the order of the table above."""
+
+_BY_NAME = {kind.name: kind for kind in KINDS}
+
+
+def get(name: str) -> Kind:
+    """The :class:`Kind` called ``name``.
+
+    Raises:
+        ParameterError: no such kind (the message lists them).
+    """
+    if name not in _BY_NAME:
+        raise ParameterError(f"Unknown model kind {name!r}. Expected one of: {list(_BY_NAME)}.")
+    return _BY_NAME[name]
+
+
+def form(family: str, frontend_inside: bool) -> Kind:
+    """The kind a model of ``family`` becomes with its frontend inside (audio in) or outside.
+
+    Raises:
+        ParameterError: the family has no such form (the message names the forms it has).
+    """
+    for kind in KINDS:
+        if kind.family == family and kind.frontend_inside == bool(frontend_inside):
+            return kind
+    forms = [f"{kind.name} (frontend={kind.frontend_inside})" for kind in KINDS if kind.family == family]
+    raise ParameterError(f"A {family} model comes only as {forms}: frontend={bool(frontend_inside)} does not apply.")
+
+
+def family_of(model, metadata=None) -> str:
+    """The family of a Keras model and its export metadata (``trillsson_tf.json``; ``None``: none).
+
+    Returns:
+        :data:`WAVEFORM` for an export whose ``kind`` is in :data:`EXPORT_FAMILIES`,
+        :data:`CLIP` for a model with its own clip network (Wav2Small), :data:`CHUNK` otherwise.
+    """
+    export_kind = (metadata or {}).get("kind")
+    if export_kind in EXPORT_FAMILIES:
+        return EXPORT_FAMILIES[export_kind]
+    return CLIP if hasattr(model, "clip_network") else CHUNK
+
+
+def of_model(model, metadata=None, *, frontend: bool = True) -> Kind:
+    """The kind a Keras model is converted to (see :func:`family_of` and :func:`form`).
+
+    Raises:
+        ParameterError: ``frontend=False`` for a family that only takes audio.
+    """
+    return form(family_of(model, metadata), frontend)
+
+
+def of_tflite(card: dict, input_shape, patch_shape):
+    """The kind of a ``.tflite`` file, from its model card and its one input's shape signature.
+
+    Args:
+        card: The model card beside the file (``{}`` when none): a ``clip_model`` entry marks a
+            whole-clip model (its ``input`` is ``audio`` or ``log_mel``), ``output_keys`` a
+            waveform model.
+        input_shape: The input's shape signature (``-1`` = any size).
+        patch_shape: ``(frames, mels)`` of one log-mel patch of the file's frontend.
+
+    Returns:
+        The :class:`Kind`, or ``None`` for an input that is neither audio ``[batch, samples]``
+        nor log-mel patches ``[n, frames, mels(, 1)]``.
+    """
+    clip = card.get("clip_model")
+    if clip:
+        return form(CLIP, clip["input"] == "audio")
+    if card.get("output_keys"):
+        return form(WAVEFORM, True)
+    shape = tuple(int(size) for size in input_shape)
+    if len(shape) == 2:
+        return form(CHUNK, True)
+    if shape[1:] in (tuple(patch_shape), (*patch_shape, 1)):
+        return form(CHUNK, False)
+    return None
