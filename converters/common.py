@@ -222,7 +222,12 @@ def tflite_converter(function, trackable, quantize: str, kind: kinds.Kind, *, ca
             without it, the model is integer only, input and output included.
         calibration: float32 ``[n, ...]`` rows of the model input, for ``int8``.
     """
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], trackable)
+    # The converter first saves its trackable as a SavedModel, which traces a Keras model layer by
+    # layer; a module holding only the variables gives the same bytes 3-7x faster (measured: 13.7 s
+    # against 1.9 s for a tiny MobileNetV3-Small).
+    variables = tf.Module()
+    variables.held = list(trackable.variables)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], variables)
     if quantize == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]

@@ -7,10 +7,32 @@ import pytest
 
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
 
-# Tiny configurations: real architectures, small enough for a 2-core CI machine.
+# Tiny configurations of every registered student (overrides of its preset): the same layers and
+# ops, small enough for a 2-core CI machine. tests/test_students.py runs each through the shared
+# checks and fails for a registered student that has none here.
+_TINY_AST = {"width": 32, "depth": 1, "heads": 2, "mlp_dim": 64, "embedding_dim": 24}
+# EfficientNetV2 has no width or depth option in keras.applications: B0 is its smallest network.
+_TINY_EFFICIENTNET = {"variant": "b0", "embedding_dim": 16}
+_TINY_MOBILENETV3 = {"alpha": 0.1, "embedding_dim": 16}
+_TINY_CNN = {"stem_filters": 8, "filters": (16, 24), "strides": (2, 2), "embedding_dim": 8}
 TINY_STUDENTS = {
     "trillsson1": {"alpha": 0.1, "blocks": (1, 1, 1, 1), "embedding_dim": 32},
-    "ast_tiny": {"width": 32, "depth": 1, "heads": 2, "mlp_dim": 64, "embedding_dim": 24},
+    "trillsson2": _TINY_EFFICIENTNET,
+    "trillsson3": _TINY_EFFICIENTNET,
+    "trillsson4": _TINY_EFFICIENTNET,
+    "efficientnetv2b0": _TINY_EFFICIENTNET,
+    "efficientnetv2b1": _TINY_EFFICIENTNET,
+    "efficientnetv2s": _TINY_EFFICIENTNET,
+    "trillsson5": _TINY_AST,
+    "ast_tiny": _TINY_AST,
+    "mobilenetv3small": _TINY_MOBILENETV3,
+    "mobilenetv3large": _TINY_MOBILENETV3,
+    "mobilenetv3small_adv": {"alpha": 0.1},
+    "tiny_cnn": _TINY_CNN,
+    "tiny_cnn_k5": _TINY_CNN,
+    "wav2small": {"filters": (8, 8), "pools": ((1, 2), (2, 2))},
+    "mobilenetv4convsmall": {"width_multiplier": 0.25},
+    "distil-small": {"width": 16, "depth": 1, "heads": 2, "ffn_dim": 64, "conv_channels": 16, "pos_conv_kernel": 16},
 }
 
 

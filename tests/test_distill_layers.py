@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+from trillsson_tf import models
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
 from trillsson_tf.distill_layers import alignment_matrix, distill_layers, layer_loss
 from trillsson_tf.errors import ParameterError
@@ -26,7 +27,7 @@ def teacher(tiny_layered_teacher):
 
 
 def test_distil_small_is_distilhubert_sized():
-    config = distil.PRESETS["distil-small"].config
+    config = models.get_preset("distil-small").config
     assert distil.encoder_parameters(**config) == 23_498_240  # DistilHuBERT: 23.5 M without the heads
     assert distil.sized_config(94_700_000 // 4)["width"] == 768  # 25% of HuBERT Base gives its layout back
     small = distil.sized_config(82_056)  # 25% of speech_embedding
@@ -37,7 +38,7 @@ def test_distil_small_is_distilhubert_sized():
     with pytest.raises(ParameterError, match="width=40 must be a multiple of heads=3"):
         distil.build_encoder(width=40, heads=3)
     with pytest.raises(ParameterError, match="Unknown option.*'wdth'.*Expected some of"):
-        distil.build_student(wdth=8)
+        models.build("distil-small", wdth=8)
 
 
 @pytest.mark.slow

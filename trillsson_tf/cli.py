@@ -341,14 +341,14 @@ def _add_distill_arguments(distill):
 def _add_distill_layers_arguments(parser):
     from trillsson_tf.distill_layers import DEFAULT_SEGMENT_SAMPLES
     from trillsson_tf.layer_teachers import LAYERED_TEACHER_FORMS
-    from trillsson_tf.models.distil import available
+    from trillsson_tf.models import available
     from trillsson_tf.teachers import SPEECH_EMBEDDING
 
     parser.add_argument("--data", required=True, help="audio folder (recursive) or CSV manifest")
     parser.add_argument("--out", required=True, help="run folder (checkpoints, logs, export/, run.json)")
     parser.add_argument("--teacher", default=SPEECH_EMBEDDING, help="one of: " + "; ".join(LAYERED_TEACHER_FORMS))
     parser.add_argument("--layers", default=None, help="teacher layers to distill, e.g. 4,8,12 (default: 1/3, 2/3, top)")
-    parser.add_argument("--student", default="distil-small", choices=available())
+    parser.add_argument("--student", default="distil-small", choices=available(family="waveform"))
     parser.add_argument("--width", type=int, default=None, help="transformer width (default: sized by --size-fraction)")
     parser.add_argument("--depth", type=int, default=None, help="transformer layers (default 2)")
     parser.add_argument("--size-fraction", type=float, default=0.25, help="student budget as a share of the teacher's parameters")

@@ -1,5 +1,6 @@
 """The zoo at a glance: parameters, float32 size and per-chunk cost of each student."""
 from trillsson_tf import models
+from trillsson_tf.kinds import CHUNK
 
 __all__ = ["models_table"]
 
@@ -15,8 +16,8 @@ def models_table(names=None, *, flops: bool = True) -> list:
 
     Returns:
         List of dicts with keys ``name, parameters, published_parameters, float32_mb,
-        gflops_per_chunk, description, verified, assumed``; for Wav2Small ``gflops_per_chunk``
-        is per second of audio (it has no chunks).
+        gflops_per_chunk, description, verified, assumed``; for whole-clip students (Wav2Small,
+        the layer students) ``gflops_per_chunk`` is per second of audio (they have no chunks).
     """
     rows = []
     for name in names or models.available():
@@ -39,7 +40,7 @@ def models_table(names=None, *, flops: bool = True) -> list:
 
 
 def _gflops(model) -> float:
-    """GFLOPs per 195x80 chunk, or per second of audio for a whole-clip student (Wav2Small)."""
-    if isinstance(model, models.wav2small.Wav2SmallModel):
-        return models.clip_gflops(model, model.frontend.sample_rate_hz)
-    return models.chunk_gflops(model.chunk_network)
+    """GFLOPs per 195x80 chunk, or per second of audio for a whole-clip student (Wav2Small, layer students)."""
+    if model.family == CHUNK:
+        return models.chunk_gflops(model.chunk_network)
+    return models.clip_gflops(model, model.sample_rate_hz)

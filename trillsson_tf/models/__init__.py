@@ -5,16 +5,25 @@
 (batch, 1024)
 
 Every model takes ``audio_samples`` float32 ``[batch, None]`` and returns
-``{'embedding': float32 [batch, D]}``; its per-chunk network (log-mel patch in, embedding
-out) is ``model.chunk_network`` (or :func:`chunk_network`). Score regressors (``wav2small``,
+``{'embedding': float32 [batch, D]}``. Score regressors (``wav2small``,
 ``mobilenetv3small_adv``, ``mobilenetv4convsmall``) return ``{'scores': float32 [batch, k]}``
-instead (:func:`output_key`); Wav2Small has its own convolutional frontend and no chunk
-network (``model.clip_network``).
+instead (:func:`output_key`). Each preset says its family (:data:`FAMILIES`,
+``get_preset(name).family``; ``available(family=...)`` lists one family):
+
+- ``chunk``: a per-chunk network (log-mel patch in, embedding out: ``model.chunk_network``)
+  behind the fixed log-mel frontend, averaged over 2 s chunks;
+- ``clip``: Wav2Small, whole clips through its own convolutional frontend
+  (``model.clip_network``);
+- ``waveform``: the layer-distillation students (``distil-small``), a raw-audio encoder
+  (``model.encoder``) averaged over its frames; ``trillsson-tf distill-layers`` trains them.
+
+``model.inner_network`` (or :func:`inner_network`) is the trainable part of any of them.
 """
 from trillsson_tf._keras import keras
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
-from trillsson_tf.models import ast, efficientnet, mobilenet, mobilenetv4, resnetish, tiny_cnn, wav2small
+from trillsson_tf.kinds import CHUNK
+from trillsson_tf.models import ast, distil, efficientnet, mobilenet, mobilenetv4, resnetish, tiny_cnn, wav2small
 from trillsson_tf.models._audio_model import (
     AUDIO_INPUT_NAME,
     EMBEDDING_KEY,
@@ -26,12 +35,13 @@ from trillsson_tf.models._audio_model import (
     chunk_network,
     wrap_chunk_network,
 )
-from trillsson_tf.models._common import StudentPreset
+from trillsson_tf.models._common import FAMILIES, StudentPreset
 from trillsson_tf.models._stats import chunk_gflops, clip_gflops
 
 __all__ = [
     "AUDIO_INPUT_NAME",
     "EMBEDDING_KEY",
+    "FAMILIES",
     "OUTPUT_KEYS",
     "SCORES_KEY",
     "AudioEmbeddingModel",
@@ -56,12 +66,25 @@ _REGISTRY = {
     **tiny_cnn.PRESETS,
     **wav2small.PRESETS,
     **mobilenetv4.PRESETS,
+    **distil.PRESETS,
 }
 
 
-def available() -> tuple:
-    """Names of the registered students, in registry order."""
-    return tuple(_REGISTRY)
+def available(*, family=None) -> tuple:
+    """Names of the registered students, in registry order.
+
+    Args:
+        family: Only the students of this family (one of :data:`FAMILIES`; ``'waveform'``: the
+            layer-distillation students); ``None``: all.
+
+    Raises:
+        ParameterError: an unknown family.
+    """
+    if family is None:
+        return tuple(_REGISTRY)
+    if family not in FAMILIES:
+        raise ParameterError(f"Unknown student family {family!r}. Expected one of: {list(FAMILIES)}.")
+    return tuple(name for name, preset in _REGISTRY.items() if preset.family == family)
 
 
 def get_preset(name: str) -> StudentPreset:
@@ -79,9 +102,11 @@ def build(name: str, **overrides):
         **overrides: Replace entries of the preset's config, e.g. ``embedding_dim=96``.
 
     Returns:
-        :class:`AudioEmbeddingModel` (a ``tf_keras.Model``): ``audio_samples`` float32
-        ``[batch, None]`` at 16 kHz -> ``{'embedding': float32 [batch, D]}`` (or
-        ``{'scores': ...}`` for the score regressors, see :func:`output_key`).
+        :class:`AudioEmbeddingModel` (a ``tf_keras.Model``; for ``clip`` and ``waveform``
+        students its subclass): ``audio_samples`` float32 ``[batch, None]`` at 16 kHz ->
+        ``{'embedding': float32 [batch, D]}`` (or ``{'scores': ...}`` for the score regressors,
+        see :func:`output_key`). ``model.build_spec`` is ``{'name': name, 'config': config}``:
+        ``build(spec['name'], **spec['config'])`` builds the same architecture again.
 
     Raises:
         ParameterError: unknown name or override key (the message lists the accepted ones).
@@ -93,13 +118,12 @@ def build(name: str, **overrides):
             f"Unknown option(s) {unknown} for student {name!r}. Expected some of: {sorted(preset.config)}."
         )
     config = {**preset.config, **overrides}
-    if preset.build_model is not None:
-        model = preset.build_model(name=name, **config)
+    if preset.family == CHUNK:
+        model = wrap_chunk_network(preset.build(**config), name=name, frontend=DEFAULT_FRONTEND, output_key=preset.output_key)
     else:
-        model = wrap_chunk_network(
-            preset.build_chunk_network(**config), name=name, frontend=DEFAULT_FRONTEND, output_key=preset.output_key
-        )
-    model.build_spec = {"name": name, "config": config}
+        model = preset.build(name=name, **config)
+    # Set past Keras' attribute tracking, which would wrap the dict in a DictWrapper that json cannot encode.
+    object.__setattr__(model, "build_spec", {"name": name, "config": config})
     return model
 
 
@@ -122,11 +146,15 @@ def inner_network(model):
     """The trainable network after a student's fixed frontend.
 
     Returns:
-        ``model.clip_network`` for students with their own frontend (Wav2Small: normalised
-        audio in), else ``model.chunk_network`` (log-mel patch in).
+        ``model.inner_network`` for a student of this package: the chunk network (log-mel patch
+        in), Wav2Small's clip network (dB mel bands in) or a layer student's encoder (audio in);
+        for another model with a ``chunk_network`` layer (:func:`float32_frontend_model`), that layer.
+
+    Raises:
+        ParameterError: none of these.
     """
-    if isinstance(model, wav2small.Wav2SmallModel):
-        return model.clip_network
+    if isinstance(model, AudioEmbeddingModel):
+        return model.inner_network
     return chunk_network(model)
 
 

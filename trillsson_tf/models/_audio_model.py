@@ -8,6 +8,7 @@ from trillsson_tf.audio import validate_audio
 from trillsson_tf.contract import AUDIO_INPUT_NAME, EMBEDDING_KEY, OUTPUT_KEYS, SCORES_KEY
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND, FrontendConfig, tf_ops
+from trillsson_tf.kinds import CHUNK
 
 __all__ = [
     "AUDIO_INPUT_NAME",
@@ -85,17 +86,27 @@ class AudioEmbeddingModel(keras.Model):
     Called on numpy arrays or eager tensors, it validates the audio (dtype, rank, emptiness,
     NaN/Inf, and ``sample_rate`` when given) and raises a clear error instead of failing
     deep inside TensorFlow. Symbolic calls (tracing, export) pass straight through.
+
+    Subclasses are the other student families (:data:`trillsson_tf.models.FAMILIES`); ``family``
+    says which one a model is.
     """
+
+    family = CHUNK
 
     def __call__(self, inputs, *args, sample_rate=None, **kwargs):
         if _is_concrete(inputs):
-            rate = self.frontend.sample_rate_hz if sample_rate is None else sample_rate
+            rate = self.sample_rate_hz if sample_rate is None else sample_rate
             inputs = validate_audio(
                 inputs.numpy() if hasattr(inputs, "numpy") else inputs,
                 sample_rate_hz=rate,
-                expected_rate_hz=self.frontend.sample_rate_hz,
+                expected_rate_hz=self.sample_rate_hz,
             )
         return super().__call__(inputs, *args, **kwargs)
+
+    @property
+    def sample_rate_hz(self) -> int:
+        """The rate this model takes, in Hz (its frontend's)."""
+        return self.frontend.sample_rate_hz
 
     @property
     def frontend(self) -> FrontendConfig:
@@ -106,6 +117,11 @@ class AudioEmbeddingModel(keras.Model):
     def chunk_network(self):
         """The per-chunk network: log-mel patch ``[n, frames, mels, 1]`` -> ``[n, D]``."""
         return self.get_layer(CHUNK_NETWORK_NAME)
+
+    @property
+    def inner_network(self):
+        """The trainable network after the fixed frontend: here :attr:`chunk_network`."""
+        return self.chunk_network
 
 
 def wrap_chunk_network(chunk_net, *, name: str, frontend: FrontendConfig = DEFAULT_FRONTEND, output_key: str = EMBEDDING_KEY):

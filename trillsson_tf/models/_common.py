@@ -1,10 +1,23 @@
-"""Pieces shared by the student families: the preset record, the patch input, the head."""
+"""Pieces shared by the student families: the families, the preset record, the patch input, the head."""
 import dataclasses
 from typing import Callable, Optional
 
 from trillsson_tf._keras import keras
-from trillsson_tf.contract import EMBEDDING_KEY, PATCH_INPUT_NAME
+from trillsson_tf.contract import EMBEDDING_KEY, OUTPUT_KEYS, PATCH_INPUT_NAME
+from trillsson_tf.errors import ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
+from trillsson_tf.kinds import CHUNK, CLIP, WAVEFORM
+
+
+FAMILIES = (CHUNK, CLIP, WAVEFORM)
+"""What a preset builds (:mod:`trillsson_tf.kinds` names the families):
+
+- ``chunk``: a per-chunk network (log-mel patch ``[n, 195, 80, 1]`` -> ``[n, D]``) that
+  :func:`trillsson_tf.models.build` puts behind the fixed log-mel frontend, averaging 2 s chunks;
+- ``clip``: a whole-clip model with its own fixed frontend (Wav2Small);
+- ``waveform``: a raw-audio encoder trained by layer distillation (``distill-layers``), its
+  frames averaged over time.
+"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -13,27 +26,36 @@ class StudentPreset:
 
     Attributes:
         name: Registry name.
-        build_chunk_network: ``(**config) -> keras.Model`` mapping a log-mel patch
-            ``[n, 195, 80, 1]`` to ``[n, embedding_dim]``; ``None`` when ``build_model`` is set.
-        config: Default keyword arguments of ``build_chunk_network`` (all overridable).
+        family: One of :data:`FAMILIES`: what ``build`` returns.
+        build: For ``chunk`` students ``(**config) -> keras.Model``, the per-chunk network
+            (log-mel patch ``[n, 195, 80, 1]`` -> ``[n, embedding_dim]``); for ``clip`` and
+            ``waveform`` students ``(name=..., **config) -> keras.Model``, the whole audio model.
+        config: Default keyword arguments of ``build`` (all overridable).
         description: One line for ``trillsson-tf models`` and the README.
         published_params: Parameter count of the published model, or ``None``.
         verified: What is known from public sources.
         assumed: What this re-implementation chose where nothing is public.
-        build_model: ``(name=..., **config) -> keras.Model`` building the whole audio model,
-            for students with their own frontend (Wav2Small); ``None`` for chunk students.
         output_key: The name of the model's one output, from :data:`OUTPUT_KEYS`.
+
+    Raises:
+        ParameterError: an unknown family or output key.
     """
 
     name: str
-    build_chunk_network: Callable
+    family: str
+    build: Callable
     config: dict
     description: str
     published_params: Optional[int] = None
     verified: str = ""
     assumed: str = ""
-    build_model: Optional[Callable] = None
     output_key: str = EMBEDDING_KEY
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ParameterError(f"Unknown student family {self.family!r} for {self.name!r}. Expected one of: {list(FAMILIES)}.")
+        if self.output_key not in OUTPUT_KEYS:
+            raise ParameterError(f"Unknown output key {self.output_key!r} for {self.name!r}. Expected one of: {list(OUTPUT_KEYS)}.")
 
 
 def patch_input():

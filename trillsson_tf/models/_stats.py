@@ -1,5 +1,6 @@
 """Cost figures of a per-chunk (or whole-clip) network."""
 from trillsson_tf._keras import tf
+from trillsson_tf.kinds import WAVEFORM
 
 
 def chunk_gflops(chunk_net) -> float:
@@ -17,13 +18,16 @@ def chunk_gflops(chunk_net) -> float:
 
 
 def clip_gflops(model, num_samples: int = 16000) -> float:
-    """Floating-point operations of one normalised clip through a Wav2Small model, in GFLOPs.
+    """Floating-point operations of one clip of ``num_samples`` samples through a whole-clip student, in GFLOPs.
 
-    Counts its ``dft_frontend`` and ``clip_network`` (the per-clip normalisation is left out);
-    16,000 samples = 1 s at 16 kHz.
+    For Wav2Small (family ``clip``) it counts the ``dft_frontend`` and ``clip_network`` (the
+    per-clip normalisation is left out); for a layer-distillation student (family ``waveform``)
+    its encoder. 16,000 samples = 1 s at 16 kHz.
     """
     from trillsson_tf._keras import keras
 
+    if model.family == WAVEFORM:
+        return _gflops(model.encoder, [1, int(num_samples)])
     audio = keras.Input((int(num_samples),))
     return _gflops(keras.Model(audio, model.clip_network(model.dft_frontend(audio))), [1, int(num_samples)])
 

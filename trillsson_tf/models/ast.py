@@ -5,6 +5,7 @@ learned position embeddings, pre-norm transformer blocks, output the mean of the
 The input is normalised as AST does, ``(x + 4.27) / (2 * 4.57)`` (AudioSet statistics).
 """
 from trillsson_tf._keras import keras, tf
+from trillsson_tf.kinds import CHUNK
 from trillsson_tf.models._common import StudentPreset, patch_input, projection_head
 
 layers = keras.layers
@@ -79,7 +80,8 @@ def build_ast(
 PRESETS = {
     "trillsson5": StudentPreset(
         name="trillsson5",
-        build_chunk_network=build_ast,
+        family=CHUNK,
+        build=build_ast,
         config={
             "width": 768,
             "depth": 12,
@@ -96,7 +98,8 @@ PRESETS = {
     ),
     "ast_tiny": StudentPreset(
         name="ast_tiny",
-        build_chunk_network=build_ast,
+        family=CHUNK,
+        build=build_ast,
         config={
             "width": 192,
             "depth": 4,

@@ -25,27 +25,31 @@ has no builtin grouped convolution that every delegate and TFLite Micro runs.
 
 The encoder maps audio ``[batch, samples]`` (float32, 16 kHz, [-1, 1]) to frames
 ``[batch, frames, width]``; clips shorter than ``min_samples`` are mirror-padded first.
+``trillsson_tf.models.build("distil-small")`` gives the deployable student
+(:func:`build_layer_student`): that encoder, then the mean over frames as ``{'embedding': ...}``.
 """
-import dataclasses
 import re
 
 from trillsson_tf._keras import keras, tf
+from trillsson_tf.contract import AUDIO_INPUT_NAME, EMBEDDING_KEY, SAMPLE_RATE_HZ
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.frontend import tf_ops
+from trillsson_tf.kinds import WAVEFORM
+from trillsson_tf.models._audio_model import AudioEmbeddingModel
+from trillsson_tf.models._common import StudentPreset
 
 __all__ = [
     "CONV_LAYERS",
     "ENCODER_NAME",
     "PRESETS",
-    "LayerStudentPreset",
+    "LayerStudentModel",
     "WaveformStandardization",
     "GroupedConv1D",
     "HIDDEN_STATES_NAME",
     "MirrorPadTo",
-    "available",
     "with_hidden_states",
     "build_encoder",
-    "build_student",
+    "build_layer_student",
     "encoder_parameters",
     "frame_geometry",
     "num_frames",
@@ -199,7 +203,7 @@ def build_encoder(
     conv_layers = tuple(tuple(int(v) for v in layer) for layer in conv_layers)
     _check_config(width, depth, heads, ffn_dim, conv_channels, conv_layers, pos_conv_kernel, pos_conv_groups, dropout)
     layers = keras.layers
-    audio = keras.Input(shape=(None,), dtype="float32", name="audio_samples")
+    audio = keras.Input(shape=(None,), dtype="float32", name=AUDIO_INPUT_NAME)
     x = MirrorPadTo(min_samples, name="mirror_pad")(audio)
     x = WaveformStandardization(name="clip_norm")(x)
     x = layers.Reshape((-1, 1), name="add_channel")(x)
@@ -300,21 +304,70 @@ def sized_config(max_parameters: int, *, depth: int = 2) -> dict:
     return scaled_config(fitting[-1], depth=depth)
 
 
-@dataclasses.dataclass(frozen=True)
-class LayerStudentPreset:
-    """A named layer-distillation student: config (all overridable), description, provenance."""
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class LayerStudentModel(AudioEmbeddingModel):
+    """A layer-distillation student with the hub call: audio ``[batch, samples]`` -> ``{'embedding': [batch, width]}``.
 
-    name: str
-    config: dict
-    description: str
-    published_params: int = None
-    verified: str = ""
-    assumed: str = ""
+    The embedding is the time mean of the encoder's last layer (:attr:`encoder`); the input is
+    checked like every student's. It has no fixed frontend: the convolutions are learned.
+    """
+
+    family = WAVEFORM
+
+    @property
+    def sample_rate_hz(self) -> int:
+        """The rate this model takes, in Hz."""
+        return SAMPLE_RATE_HZ
+
+    @property
+    def frontend(self):
+        """``None``: the waveform convolutions are trained, there are no fixed frontend numbers."""
+        return None
+
+    @property
+    def encoder(self):
+        """The encoder (:func:`build_encoder`): audio ``[batch, None]`` -> frames ``[batch, frames, width]``."""
+        return self.get_layer(ENCODER_NAME)
+
+    @property
+    def min_samples(self) -> int:
+        """The training segment in samples: shorter clips are mirror-padded to it."""
+        return self.encoder.get_layer("mirror_pad").min_samples
+
+    @property
+    def chunk_network(self):
+        """Layer-distillation students take raw audio and have no chunk network; see :attr:`encoder`."""
+        raise ParameterError(f"Model {self.name!r} is a waveform encoder and has no chunk network; use .encoder.")
+
+    @property
+    def inner_network(self):
+        """The trainable network: here the whole :attr:`encoder`."""
+        return self.encoder
+
+
+def build_layer_student(*, name: str = "distil-small", **config):
+    """A layer-distillation student as a deployable model: the encoder, then the mean over frames.
+
+    Args:
+        name: Registry name; the model is called ``<name>_student`` (as ``distill-layers`` exports it).
+        **config: Keyword arguments of :func:`build_encoder`.
+
+    Returns:
+        :class:`LayerStudentModel`: ``audio_samples`` float32 ``[batch, None]`` at 16 kHz ->
+        ``{'embedding': float32 [batch, width]}``, the time mean of the encoder's frames;
+        the encoder is the layer named :data:`ENCODER_NAME`.
+    """
+    encoder = build_encoder(**config)
+    audio = keras.Input(shape=(None,), dtype="float32", name=AUDIO_INPUT_NAME)
+    embedding = keras.layers.GlobalAveragePooling1D(name=EMBEDDING_KEY)(encoder(audio))
+    return LayerStudentModel(inputs=audio, outputs={EMBEDDING_KEY: embedding}, name=f"{name}_student")
 
 
 PRESETS = {
-    "distil-small": LayerStudentPreset(
+    "distil-small": StudentPreset(
         name="distil-small",
+        family=WAVEFORM,
+        build=build_layer_student,
         config={**scaled_config(768), "conv_layers": CONV_LAYERS, "dropout": 0.1, "min_samples": 16000},
         description="DistilHuBERT layout: 7 waveform convs + 2 transformer layers, 768 wide (23.5 M without the heads)",
         published_params=23_490_000,
@@ -322,23 +375,3 @@ PRESETS = {
         assumed="LayerNorm after every conv (not GroupNorm over time), no weight norm on the positional conv",
     ),
 }
-
-
-def available() -> tuple:
-    """Names of the layer-distillation students."""
-    return tuple(PRESETS)
-
-
-def build_student(name: str = "distil-small", **overrides):
-    """Build the encoder of a named student with config overrides.
-
-    Raises:
-        ParameterError: unknown name or option (the message lists the accepted ones).
-    """
-    if name not in PRESETS:
-        raise ParameterError(f"Unknown layer-distillation student {name!r}. Expected one of: {list(PRESETS)}.")
-    config = PRESETS[name].config
-    unknown = sorted(set(overrides) - set(config))
-    if unknown:
-        raise ParameterError(f"Unknown option(s) {unknown} for student {name!r}. Expected some of: {sorted(config)}.")
-    return build_encoder(**{**config, **overrides})

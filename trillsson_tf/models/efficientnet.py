@@ -5,6 +5,7 @@ Keras defaults: the ``x / 128 - 1`` rescaling layer (a one-channel input takes t
 and 0.2 stochastic depth; then ``Dense(embedding_dim)`` when the pooled width differs.
 """
 from trillsson_tf._keras import keras
+from trillsson_tf.kinds import CHUNK
 from trillsson_tf.models._common import StudentPreset, patch_input, projection_head
 
 _BACKBONES = {
@@ -41,7 +42,8 @@ _VARIANTS = tuple(_BACKBONES)
 def _preset(name, variant, description, **extra):
     return StudentPreset(
         name=name,
-        build_chunk_network=build_efficientnetv2,
+        family=CHUNK,
+        build=build_efficientnetv2,
         config={"variant": variant, "embedding_dim": 1024},
         description=description,
         **extra,

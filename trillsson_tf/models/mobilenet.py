@@ -4,6 +4,7 @@
 default ``x / 127.5 - 1`` rescaling, then ``Dense(embedding_dim)``.
 """
 from trillsson_tf._keras import keras
+from trillsson_tf.kinds import CHUNK
 from trillsson_tf.models._audio_model import SCORES_KEY
 from trillsson_tf.models._common import StudentPreset, patch_input, projection_head
 
@@ -38,7 +39,8 @@ def build_mobilenetv3(*, variant: str = "small", alpha: float = 1.0, minimalisti
 PRESETS = {
     name: StudentPreset(
         name=name,
-        build_chunk_network=build_mobilenetv3,
+        family=CHUNK,
+        build=build_mobilenetv3,
         config={"variant": variant, "alpha": 1.0, "minimalistic": False, "embedding_dim": 1024},
         description=f"MobileNetV3-{variant.capitalize()} + Dense(D)",
     )
@@ -46,7 +48,8 @@ PRESETS = {
 }
 PRESETS["mobilenetv3small_adv"] = StudentPreset(
     name="mobilenetv3small_adv",
-    build_chunk_network=build_mobilenetv3,
+    family=CHUNK,
+    build=build_mobilenetv3,
     output_key=SCORES_KEY,
     config={"variant": "small", "alpha": 1.0, "minimalistic": False, "embedding_dim": 3},
     description="MobileNetV3-Small + Dense(k): A/D/V scores (the Wav2Small paper's MobileNet student)",

@@ -27,6 +27,7 @@ TRILLsson log-mel patch ``[195, 80, 1]`` per chunk, with ``Dense(embedding_dim)`
 classifier).
 """
 from trillsson_tf._keras import keras
+from trillsson_tf.kinds import CHUNK
 from trillsson_tf.models._audio_model import SCORES_KEY
 from trillsson_tf.models._common import StudentPreset, patch_input, projection_head
 
@@ -113,7 +114,8 @@ def build_mobilenetv4_conv_small(*, width_multiplier: float = 1.0, embedding_dim
 PRESETS = {
     "mobilenetv4convsmall": StudentPreset(
         name="mobilenetv4convsmall",
-        build_chunk_network=build_mobilenetv4_conv_small,
+        family=CHUNK,
+        build=build_mobilenetv4_conv_small,
         output_key=SCORES_KEY,
         config={"width_multiplier": 1.0, "embedding_dim": 3},
         description="MobileNetV4-Conv-S (tf_keras) + Dense(k): A/D/V scores, the Wav2Small paper's larger student",

@@ -5,6 +5,7 @@ public. This is the standard ResNet-50 bottleneck stack (3, 4, 6, 3 blocks; widt
 256, 512 times ``alpha``; expansion 4) on the log-mel patch, then ``Dense(embedding_dim)``.
 """
 from trillsson_tf._keras import keras
+from trillsson_tf.kinds import CHUNK
 from trillsson_tf.models._common import StudentPreset, patch_input, projection_head
 
 layers = keras.layers
@@ -56,7 +57,8 @@ def build_resnetish(*, alpha: float = 0.42, blocks=(3, 4, 6, 3), embedding_dim: 
 PRESETS = {
     "trillsson1": StudentPreset(
         name="trillsson1",
-        build_chunk_network=build_resnetish,
+        family=CHUNK,
+        build=build_resnetish,
         config={"alpha": 0.42, "blocks": (3, 4, 6, 3), "embedding_dim": 1024},
         description="TRILLsson 1: ResNet-ish (ResNet-50 layout, width x0.42) + Dense(1024)",
         published_params=5_000_000,

@@ -14,6 +14,7 @@ teacher more closely at equal steps (``benchmarks/distill_benchmark.py``).
 """
 from trillsson_tf._keras import keras
 from trillsson_tf.errors import ParameterError
+from trillsson_tf.kinds import CHUNK
 from trillsson_tf.models._common import StudentPreset, patch_input, projection_head
 
 layers = keras.layers
@@ -67,14 +68,16 @@ _ASSUMED = "whole layer table designed here for a <= 82 K budget; no published r
 PRESETS = {
     "tiny_cnn": StudentPreset(
         name="tiny_cnn",
-        build_chunk_network=build_tiny_cnn,
+        family=CHUNK,
+        build=build_tiny_cnn,
         config={**_LAYERS, "kernel_size": 3},
         description="tiny depthwise-separable CNN (74 K params at D=96), for the speech_embedding teacher",
         assumed=_ASSUMED,
     ),
     "tiny_cnn_k5": StudentPreset(
         name="tiny_cnn_k5",
-        build_chunk_network=build_tiny_cnn,
+        family=CHUNK,
+        build=build_tiny_cnn,
         config={**_LAYERS, "kernel_size": 5},
         description="tiny_cnn with 5x5 depthwise kernels (80 K params at D=96): closer to speech_embedding",
         assumed=_ASSUMED,

@@ -52,6 +52,7 @@ from trillsson_tf.contract import LOG_MEL_INPUT_NAME
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.frontend import dft
 from trillsson_tf.frontend.tf_ops import mirror_pad
+from trillsson_tf.kinds import CLIP
 from trillsson_tf.models._audio_model import AUDIO_INPUT_NAME, SCORES_KEY, AudioEmbeddingModel
 from trillsson_tf.models._common import StudentPreset
 
@@ -170,6 +171,8 @@ class GramFeatures(keras.layers.Layer):
 class Wav2SmallModel(AudioEmbeddingModel):
     """Wav2Small: audio ``[batch, samples]`` -> ``{'scores': [batch, k]}``, input checked like every student."""
 
+    family = CLIP
+
     @property
     def frontend(self) -> dft.DFTFrontendConfig:
         """The :class:`~trillsson_tf.frontend.dft.DFTFrontendConfig` of this model."""
@@ -189,6 +192,11 @@ class Wav2SmallModel(AudioEmbeddingModel):
     def clip_network(self):
         """The trainable network: dB mel ``[batch, frames, mels]`` of whole clips -> scores ``[batch, k]``."""
         return self.get_layer(CLIP_NETWORK_NAME)
+
+    @property
+    def inner_network(self):
+        """The trainable network after the fixed frontend: here :attr:`clip_network`."""
+        return self.clip_network
 
 
 def _block(x, filters: int, index: int, pool):
@@ -304,8 +312,8 @@ def build_wav2small(*, name: str = "wav2small", filters=(16, 32, 48, 48, 48), po
 PRESETS = {
     "wav2small": StudentPreset(
         name="wav2small",
-        build_chunk_network=None,
-        build_model=build_wav2small,
+        family=CLIP,
+        build=build_wav2small,
         output_key=SCORES_KEY,
         config={"filters": (16, 32, 48, 48, 48), "pools": ((1, 2), (1, 2), (2, 1), (2, 1), None), "compression": "log",
                 "embedding_dim": 3},
