@@ -246,9 +246,10 @@ def convert(
         ConversionError: the converter failed, or parity is below ``min_cosine`` under ``strict``.
     """
     model, metadata = load_keras_model(model_or_export_dir)
+    source = None if isinstance(model_or_export_dir, keras.Model) else os.fspath(model_or_export_dir)
     kind = kinds.of_model(model, metadata, frontend=frontend)
     if kind.family == kinds.WAVEFORM:  # raw audio at a fixed length, every output of the export
-        return convert_waveform_model(model, metadata, out_path, source=model_or_export_dir, quantize=quantize,
+        return convert_waveform_model(model, metadata, out_path, source=source, quantize=quantize,
                                       fixed_samples=fixed_samples, representative_audio=representative_audio,
                                       parity_audio=parity_audio, min_cosine=min_cosine, strict=strict, overwrite=overwrite)
     out_path, card_path = output_paths(out_path, overwrite)
@@ -297,7 +298,7 @@ def convert(
         "float_ops": float_ops,
         "parity": scores,
         "source": {
-            "export": None if isinstance(model_or_export_dir, keras.Model) else os.fspath(model_or_export_dir),
+            "export": source,
             "parameters": int(model.count_params()),
             "build": metadata.get("build", getattr(model, "build_spec", None)),
             "teacher": metadata.get("teacher"),

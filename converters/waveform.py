@@ -40,6 +40,7 @@ from trillsson_tf._keras import tf
 from trillsson_tf.contract import AUDIO_INPUT_NAME, SAMPLE_RATE_HZ, SIGNATURE_KEY
 from trillsson_tf.errors import ConversionError, ParameterError
 from trillsson_tf.metrics import parity
+from trillsson_tf.models import output_key
 from trillsson_tf.models.distil import ENCODER_NAME
 
 __all__ = ["convert_waveform", "convert_waveform_model", "frontend_layers"]
@@ -115,7 +116,7 @@ def convert_waveform_model(
         model: The export's Keras model (:func:`converters.common.load_keras_model`).
         metadata: Its ``trillsson_tf.json`` (``outputs`` or ``output``, ``segment_samples``).
         out_path: Output ``.tflite`` path; the card goes to ``<out_path without .tflite>.json``.
-        source: The export folder, recorded in the card.
+        source: The export folder, recorded in the card (``None`` for a model built in memory).
         quantize: One of :data:`converters.common.QUANTIZE_MODES` (``int8`` quantizes what has
             int8 kernels and keeps the rest float; inputs and outputs stay float32).
         fixed_samples: Input length in samples (default: the export's training segment).
@@ -137,7 +138,11 @@ def convert_waveform_model(
     """
     check_quantize(quantize)
     out_path, card_path = output_paths(out_path, overwrite)
-    length = int(fixed_samples if fixed_samples is not None else metadata.get("segment_samples", 16000))
+    # A model built by models.build (not loaded from an export) carries its segment and output itself.
+    metadata = {"segment_samples": getattr(model, "min_samples", 16000), **(metadata or {})}
+    if not metadata.get("outputs") and not metadata.get("output"):
+        metadata["output"] = output_key(model)
+    length = int(fixed_samples if fixed_samples is not None else metadata["segment_samples"])
     if isinstance(fixed_samples, bool) or length < _MIN_SAMPLES:
         raise ParameterError(f"fixed_samples must be an integer >= {_MIN_SAMPLES} samples (one frame), got {fixed_samples!r}.")
     kind = kinds.form(kinds.WAVEFORM, True)
@@ -153,7 +158,7 @@ def convert_waveform_model(
         if float_layers:
             content = int8_with_float_layers(content, function, model, kind, calibration, float_layers)
     except Exception as error:  # the converter raises many unrelated types
-        raise ConversionError(f"Converting {os.fspath(source)!r} ({quantize}) failed: {error}") from error
+        raise ConversionError(f"Converting {source or model.name!r} ({quantize}) failed: {error}") from error
     write_model(out_path, content)
 
     audio = fit_clips(parity_clips() if parity_audio is None else np.asarray(parity_audio, np.float32), length)
@@ -184,7 +189,7 @@ def convert_waveform_model(
         "float_layers": float_layers,
         "parity": {"outputs": scores, "clips": int(len(audio)), "min_mean_cosine": threshold, "passed": passed,
                    "reference": "Keras model"},
-        "source": {"export": os.fspath(source), "parameters": int(model.count_params()), "metadata": metadata},
+        "source": {"export": None if source is None else os.fspath(source), "parameters": int(model.count_params()), "metadata": metadata},
         "converter": {"tensorflow": tf.__version__, "fixed_samples": length},
         "licence": LICENCE_NOTE,
     }

@@ -133,3 +133,8 @@ def test_ccc_loss_is_one_minus_the_metric_over_the_batch():
     value = float(ccc_loss(tf.constant(target), tf.constant(prediction)))
     assert value == pytest.approx(1.0 - ccc(prediction, target).mean(), abs=1e-5)
     assert float(ccc_loss(tf.constant(target), tf.zeros_like(target))) == pytest.approx(1.0)  # constant: no concordance
+
+
+def test_a_layer_distillation_student_is_sent_to_distill_layers(tmp_path, fsdd_files):
+    with pytest.raises(ParameterError, match="distill-layers"):
+        distill(fsdd_files[:4], out_dir=tmp_path / "run", student="distil-small", steps=1)

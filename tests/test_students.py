@@ -25,7 +25,6 @@ from converters import tflite
 from trillsson_tf import kinds, models
 from trillsson_tf._keras import keras
 from trillsson_tf.errors import AudioTypeError, ParameterError
-from trillsson_tf.export import export_savedmodel
 from trillsson_tf.metrics import parity
 from trillsson_tf.runtime import TFLiteModel
 
@@ -157,15 +156,12 @@ def test_tflite_parity(names, cases, librispeech_clips):
     case = cases(names)
     path = case.folder / "model.tflite"
     if case.model.family == kinds.WAVEFORM:
-        # Layer students convert from an export of their kind, at the fixed length they were trained on,
-        # and are compared on clips of that length.
-        source = export_savedmodel(case.model, case.folder / "export", extra_metadata={
-            "kind": kinds.LAYER_STUDENT_KIND, "segment_samples": case.model.min_samples})
+        # Layer students convert at the fixed length they were trained on, and are compared on clips of that length.
         audio = np.stack([clip[: case.model.min_samples] for clip in librispeech_clips[:2]])
         reference = case.model(audio)[case.key].numpy()
     else:
-        source, audio, reference = case.model, case.audio, case.output
-    tflite.convert(source, path, quantize="float32", parity_audio=audio, strict=True)
+        audio, reference = case.audio, case.output
+    tflite.convert(case.model, path, quantize="float32", parity_audio=audio, strict=True)
     candidate = TFLiteModel(str(path))(audio)[models.EMBEDDING_KEY]
     assert candidate.shape == reference.shape
     scores = parity(reference, candidate)

@@ -35,6 +35,7 @@ from trillsson_tf.distribute import (
 )
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.export import export_savedmodel
+from trillsson_tf.kinds import WAVEFORM
 from trillsson_tf.targets import augmented_targets, cached_targets, check_mode, load_targets
 from trillsson_tf.teachers import SPEECH_EMBEDDING, load_teacher
 from trillsson_tf.training import (LR_SCHEDULES, RunFolder, check_positive, learning_rate_schedule, log_scalar,
@@ -244,6 +245,9 @@ def distill(
         )
     learning_rate = learning_rate_schedule(lr, lr_schedule, steps)
     preset = models.get_preset(student)
+    if preset.family == WAVEFORM:
+        raise ParameterError(f"Student {student!r} is a layer-distillation encoder: distill it with distill_layers "
+                             "(CLI `trillsson-tf distill-layers`), which regresses a teacher's hidden layers.")
 
     teacher = load_teacher(teacher, output_key=output_key)
     if outputs is not None and outputs != teacher.embedding_dim:

@@ -31,9 +31,10 @@ from trillsson_tf.augment import check_views
 from trillsson_tf.data import LoadedAudio, find_audio, load_clips, segments, split_items
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.export import export_savedmodel
-from trillsson_tf.kinds import LAYER_STUDENT_KIND
+from trillsson_tf import models
+from trillsson_tf.contract import SAMPLE_RATE_HZ
+from trillsson_tf.kinds import LAYER_STUDENT_KIND, WAVEFORM
 from trillsson_tf.layer_teachers import load_layered_teacher
-from trillsson_tf.models import EMBEDDING_KEY
 from trillsson_tf.models import distil
 from trillsson_tf.targets import augmented_targets, cached_targets
 from trillsson_tf.teachers import SPEECH_EMBEDDING, Teacher
@@ -113,20 +114,22 @@ def student_config(student: str, teacher, *, student_options=None, size_fraction
     """The student's config: the preset, sized to ``size_fraction`` of the teacher unless a width is given.
 
     Args:
-        student: A name from :func:`trillsson_tf.models.distil.available`.
+        student: A layer-distillation student: ``trillsson_tf.models.available(family='waveform')``.
         teacher: The layered teacher (its ``parameters`` set the budget).
         student_options: Overrides of the preset (``width``, ``depth``, ...); a ``width`` turns
             the sizing off, a ``depth`` alone is kept while sizing.
         size_fraction: Encoder budget as a share of the teacher's parameters.
         segment_samples: Training segment length (the encoder mirror-pads shorter clips to it).
     """
-    if student not in distil.PRESETS:
-        raise ParameterError(f"Unknown layer-distillation student {student!r}. Expected one of: {list(distil.PRESETS)}.")
+    if student not in models.available(family=WAVEFORM):
+        raise ParameterError(f"Unknown layer-distillation student {student!r}. "
+                             f"Expected one of: {list(models.available(family=WAVEFORM))}.")
+    preset = models.get_preset(student)
     options = dict(student_options or {})
-    unknown = sorted(set(options) - set(distil.PRESETS[student].config))
+    unknown = sorted(set(options) - set(preset.config))
     if unknown:
-        raise ParameterError(f"Unknown option(s) {unknown} for student {student!r}. Expected some of: {sorted(distil.PRESETS[student].config)}.")
-    config = {**distil.PRESETS[student].config, "min_samples": segment_samples}
+        raise ParameterError(f"Unknown option(s) {unknown} for student {student!r}. Expected some of: {sorted(preset.config)}.")
+    config = {**preset.config, "min_samples": segment_samples}
     if "width" not in options and teacher.parameters:
         if not 0.0 < size_fraction <= 1.0:
             raise ParameterError(f"size_fraction must be in (0, 1], got {size_fraction!r}.")
@@ -177,7 +180,7 @@ def distill_layers(
         teacher: A spec for :func:`trillsson_tf.layer_teachers.load_layered_teacher` (``hf:...``,
             ``speech_embedding``, a SavedModel / Keras file, a ``.tflite``), or a loaded one.
         layers: Teacher layers to distill (``'4,8,12'``); default: the teacher's usual choice.
-        student: A name from :func:`trillsson_tf.models.distil.available`.
+        student: A layer-distillation student: ``trillsson_tf.models.available(family='waveform')``.
         student_options: Overrides of the student config (``width``, ``depth``, ...).
         size_fraction: Without a ``width`` option, the student is the widest one with at most
             this share of the teacher's parameters.
@@ -249,7 +252,8 @@ def distill_layers(
     mean, std = flat.mean(axis=0).astype(np.float32), np.maximum(flat.std(axis=0), 1e-6).astype(np.float32)
 
     keras.utils.set_random_seed(seed)
-    encoder = distil.build_encoder(**{**config, "conv_layers": tuple(tuple(layer) for layer in config["conv_layers"])})
+    model = models.build(student, **config)
+    encoder = model.encoder
     hop, field = distil.frame_geometry(tuple(tuple(layer) for layer in config["conv_layers"]))
     student_frames = distil.num_frames(segment_samples, tuple(tuple(layer) for layer in config["conv_layers"]))
     spans = layered.frame_spans(segment_samples, train_targets.shape[1])
@@ -330,13 +334,10 @@ def distill_layers(
 
     record["steps_per_second"] = (steps - start) / elapsed_s if steps > start and elapsed_s > 0 else None
     record["resumed_from_step"] = start if resume else None
-    audio = keras.Input(shape=(None,), dtype="float32", name="audio_samples")
-    embedding = keras.layers.GlobalAveragePooling1D(name=EMBEDDING_KEY)(encoder(audio))
-    model = keras.Model(audio, {EMBEDDING_KEY: embedding}, name=f"{student}_student")
     metadata = {
         "kind": LAYER_STUDENT_KIND,
         "encoder": distil.ENCODER_NAME,
-        "sample_rate_hz": 16000,
+        "sample_rate_hz": SAMPLE_RATE_HZ,
         "segment_samples": segment_samples,
         "frame_hop_samples": hop,
         "teacher": layered.describe(),

@@ -119,13 +119,14 @@ def family_of(model, metadata=None) -> str:
     """The family of a Keras model and its export metadata (``trillsson_tf.json``; ``None``: none).
 
     Returns:
-        :data:`WAVEFORM` for an export whose ``kind`` is in :data:`EXPORT_FAMILIES`,
-        :data:`CLIP` for a model with its own clip network (Wav2Small), :data:`CHUNK` otherwise.
+        :data:`WAVEFORM` for an export whose ``kind`` is in :data:`EXPORT_FAMILIES`, else the
+        model's own ``family`` (every model of ``models.build`` has one), else :data:`CHUNK`
+        (a plain functional model around a chunk network).
     """
     export_kind = (metadata or {}).get("kind")
     if export_kind in EXPORT_FAMILIES:
         return EXPORT_FAMILIES[export_kind]
-    return CLIP if hasattr(model, "clip_network") else CHUNK
+    return getattr(model, "family", CHUNK)
 
 
 def of_model(model, metadata=None, *, frontend: bool = True) -> Kind:
