@@ -128,3 +128,16 @@ def test_published_handle_without_network_fails_fast(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", unreachable)
     with pytest.raises(TrillssonError, match="needs the network.*local directory"):
         trillsson_tf.load("trillsson1")
+
+
+def test_a_layer_student_exports_with_the_metadata_its_kind_needs(tmp_path, speech_batch):
+    """``trillsson-tf export distil-small`` must give an export that ``convert`` and ``finetune`` accept."""
+    from trillsson_tf import kinds
+    from trillsson_tf.finetune import load_encoder
+
+    model = models.build("distil-small", **TINY_STUDENTS["distil-small"], min_samples=8000)
+    path = export.export_savedmodel(model, str(tmp_path / "layer"))
+    metadata = export.read_metadata(path)
+    assert metadata["kind"] == kinds.LAYER_STUDENT_KIND and metadata["segment_samples"] == 8000
+    encoder, _ = load_encoder(path)
+    np.testing.assert_allclose(encoder(speech_batch).numpy(), model.encoder(speech_batch).numpy(), atol=1e-5)

@@ -18,6 +18,7 @@ import numpy as np
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.contract import AUDIO_INPUT_NAME, EMBEDDING_KEY, SIGNATURE_KEY, select_output_key
 from trillsson_tf.errors import ParameterError, TrillssonError
+from trillsson_tf.kinds import LAYER_STUDENT_KIND, WAVEFORM
 from trillsson_tf.models import output_key as model_output_key
 
 __all__ = [
@@ -112,6 +113,9 @@ def export_savedmodel(model, path, *, overwrite: bool = False, extra_metadata=No
         "sample_rate_hz": frontend.sample_rate_hz if frontend else None,
         "frontend": frontend.to_dict() if frontend else None,
         "build": getattr(model, "build_spec", None),
+        # A layer student straight from models.build: the metadata its export kind needs.
+        **({"kind": LAYER_STUDENT_KIND, "encoder": model.encoder.name, "segment_samples": model.min_samples,
+            "sample_rate_hz": model.sample_rate_hz} if getattr(model, "family", None) == WAVEFORM else {}),
         **(extra_metadata or {}),
     }
     with open(os.path.join(path, METADATA_FILE), "w") as handle:
