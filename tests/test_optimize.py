@@ -1,8 +1,12 @@
 """trillsson_tf.optimize: pruning reaches its sparsity, QAT (squeeze-excite included) converts and agrees
-with Keras, clustering, the optimize pipeline and its CLI (resume, refusals), bad layers and options named."""
+with Keras and strips back to the float network, clustering, the scopes load wrapped models, the optimize
+pipeline and its CLI (resume, refusals), bad layers and options named, tfmot internals kept in one module."""
 import json
 import os
+import pathlib
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ from trillsson_tf._keras import keras
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
 from trillsson_tf.errors import ParameterError, UnsupportedLayerError
 from trillsson_tf.metrics import parity
+from trillsson_tf.optimize import _tfmot, pipeline
 
 LIBRISPEECH = os.path.join(SAMPLE_AUDIO_DIR, "librispeech")
 
@@ -177,6 +182,58 @@ def test_depthwise_batch_norms_fold_exactly_and_leave_no_int8_mul(patches, tmp_p
     assert card["float_ops"] == []
 
 
+def _tfmot_layers(network) -> list:
+    return [layer.name for layer in network.layers if type(layer).__module__.startswith("tensorflow_model_optimization")]
+
+
+def _weights_by_name(variables, prefix: str = "") -> dict:
+    """``{'kernel': array, ...}`` of the variables named ``<prefix><layer>/<name>:0``."""
+    return {v.name.split("/")[-1].split(":")[0]: v.numpy() for v in variables if v.name.startswith(prefix)}
+
+
+def test_strip_qat_gives_back_the_float_network(patches):
+    network = models.build("tiny_cnn", embedding_dim=16).chunk_network
+    qat = optimize.apply_qat(network, calibration_patches=patches)
+    stripped = optimize.strip_qat(qat)
+    assert _tfmot_layers(stripped) == [] and _tfmot_layers(qat) != []
+    folded = optimize.fold_depthwise_batch_norms(network)  # what apply_qat quantized
+    assert [type(layer) for layer in stripped.layers] == [type(layer) for layer in folded.layers]
+    assert [layer.name for layer in stripped.layers] == [layer.name for layer in folded.layers]
+    reference = network(patches).numpy()
+    assert np.abs(stripped(patches).numpy() - reference).max() <= 1e-5 * np.abs(reference).max()  # the fold is exact
+
+
+def test_strip_qat_keeps_the_weights_qat_trained(patches, tmp_path):
+    network = _tiny_trillsson1(seed=4).chunk_network  # residual Adds, pooling: the rewiring of a real graph
+    qat = optimize.apply_qat(network, calibration_patches=patches)
+    optimize.recover(qat, network, patches, steps=5)
+    stripped = optimize.strip_qat(qat)
+    assert _tfmot_layers(stripped) == []
+    for wrapper in [layer for layer in qat.layers if hasattr(layer, "layer")]:  # own weights, not the quantizers'
+        got = _weights_by_name(stripped.get_layer(wrapper.layer.name).weights)
+        want = _weights_by_name(wrapper.weights, prefix=f"{wrapper.layer.name}/")
+        assert got.keys() == want.keys() and all(np.array_equal(got[key], want[key]) for key in got), wrapper.name
+    kernel = stripped.get_layer("projection").kernel.numpy()
+    assert not np.array_equal(kernel, network.get_layer("projection").kernel.numpy())  # trained, not the float input's
+    # The QAT network less its int8 rounding: close, not the same.
+    with_int8, without = qat(patches).numpy(), stripped(patches).numpy()
+    assert parity(with_int8, without)["mean_cosine"] > 0.999
+    assert np.abs(with_int8 - without).max() > 1e-3 * np.abs(without).max()
+    stripped.save(tmp_path / "float.keras")
+    np.testing.assert_array_equal(keras.models.load_model(tmp_path / "float.keras")(patches).numpy(), without)  # no scope
+
+
+@pytest.mark.slow
+def test_strip_qat_of_cluster_preserving_qat_keeps_the_clusters(tiny_model, patches):
+    clustered = optimize.strip_clustering(optimize.apply_clustering(tiny_model.chunk_network, clusters=8))
+    cqat = optimize.apply_qat(clustered, preserve_clusters=True, calibration_patches=patches)
+    optimize.recover(cqat, clustered, patches, steps=3)
+    stripped = optimize.strip_qat(cqat)
+    assert _tfmot_layers(stripped) == []
+    assert max(layer["unique_values"] for layer in optimize.sparsity_report(stripped)["layers"].values()) <= 8
+    assert parity(cqat(patches).numpy(), stripped(patches).numpy())["mean_cosine"] > 0.999
+
+
 def test_qat_covers_efficientnetv2_squeeze_excite_and_rescaling(patches, held_out_patches):
     network = _tiny_efficientnetv2()
     qat = optimize.apply_qat(network, calibration_patches=patches)
@@ -204,6 +261,20 @@ def test_clustering_leaves_at_most_that_many_values_per_kernel(tiny_model, patch
     assert losses[-1] < losses[0]
 
 
+def test_wrapped_models_save_and_load_inside_their_scopes(patches, tmp_path):
+    network = models.build("tiny_cnn", embedding_dim=16).chunk_network
+    pruned = optimize.apply_pruning(network, sparsity=0.5, block_size="4x1")  # depthwise and pointwise-as-Dense layers
+    for wrapped, scope in ((pruned, optimize.pruning_scope), (optimize.apply_clustering(network, clusters=8),
+                                                            optimize.cluster_scope)):
+        path = tmp_path / f"{scope.__name__}.keras"
+        wrapped.save(path)
+        with pytest.raises((ValueError, TypeError)):  # the scope is what makes it load
+            keras.models.load_model(path)
+        with scope():
+            loaded = keras.models.load_model(path)
+        np.testing.assert_allclose(loaded(patches).numpy(), wrapped(patches).numpy(), rtol=1e-5, atol=1e-7)
+
+
 def test_qat_names_the_layer_it_cannot_quantize():
     network = models.build("mobilenetv3small", alpha=0.35).chunk_network
     with pytest.raises(UnsupportedLayerError, match=r"Layer '.*' \(TFOpLambda\) cannot be quantization-aware trained"):
@@ -215,6 +286,32 @@ def test_bad_pruning_options(tiny_model):
         optimize.apply_pruning(tiny_model.chunk_network, sparsity=1.5)
     with pytest.raises(ParameterError, match=r"Unknown pruning schedule 'cubic'. Expected one of: \['polynomial'"):
         optimize.apply_pruning(tiny_model.chunk_network, sparsity=0.5, schedule="cubic")
+
+
+def test_tfmot_internals_are_reached_from_one_module_only():
+    package = pathlib.Path(optimize.__file__).parents[1]
+    sources = [*package.rglob("*.py"), *(package.parent / "converters").rglob("*.py")]
+    touching = sorted(str(path.relative_to(package.parent)) for path in sources
+                      if re.search(r"tensorflow_model_optimization\.python|quant_ops", path.read_text()))
+    assert touching == ["trillsson_tf/optimize/_tfmot.py"]
+
+
+def test_another_tfmot_version_is_warned_about(monkeypatch):
+    import tensorflow_model_optimization as tfmot
+
+    _tfmot.import_tfmot.cache_clear()
+    monkeypatch.setattr(tfmot, "__version__", "9.9.9")
+    try:
+        with pytest.warns(RuntimeWarning, match=r"checked against tensorflow-model-optimization 0\.8\.1, found 9\.9\.9"):
+            _tfmot.import_tfmot()
+    finally:
+        _tfmot.import_tfmot.cache_clear()
+
+
+def test_importing_the_package_does_not_import_tfmot():
+    code = ("import sys, trillsson_tf.optimize; "
+            "sys.exit(any(name.startswith('tensorflow_model_optimization') for name in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
 # The pipeline and its command line, on a tiny trillsson1 export and the bundled LibriSpeech speech.
@@ -247,7 +344,7 @@ def optimized(source_export, speech_manifest, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("optimized") / "run")
     argv = ["optimize", source_export, "--prune", "0.5", "--qat", "--data", speech_manifest, "--out", out,
             "--steps", "30", "--checkpoint-every", "10", "--patches", "48"]
-    real_recover = optimize.recover
+    real_recover = pipeline.recover
     at_interruption, at_resume = {}, {}
 
     def interrupted(network, *args, on_checkpoint, **kwargs):
@@ -264,10 +361,10 @@ def optimized(source_export, speech_manifest, tmp_path_factory):
         return real_recover(network, *args, start_step=start_step, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(optimize, "recover", interrupted)
+        patch.setattr(pipeline, "recover", interrupted)
         with pytest.raises(KeyboardInterrupt):
             cli.main(argv)
-        patch.setattr(optimize, "recover", resumed)
+        patch.setattr(pipeline, "recover", resumed)
         assert cli.main([*argv, "--resume"]) == 0
     with open(os.path.join(out, optimize.REPORT_FILE)) as handle:
         return {"report": json.load(handle), "out": out, "argv": argv, "interrupted": at_interruption, "resumed": at_resume}
@@ -348,7 +445,7 @@ def test_cli_bad_options_are_clean_errors(source_export, tmp_path, capsys, argv,
 
 def test_default_learning_rate_depends_on_the_stages():
     def rate(**stages):
-        return optimize._options(stages.get("prune"), "polynomial", None, stages.get("qat", False), stages.get("cluster"),
+        return pipeline._options(stages.get("prune"), "polynomial", None, stages.get("qat", False), stages.get("cluster"),
                                  10, 4, None, 8, 0.1, 5, 0)["learning_rate"]
 
     assert rate(qat=True) == optimize.QAT_LEARNING_RATE == 1e-4
