@@ -348,8 +348,8 @@ def optimized(source_export, speech_manifest, tmp_path_factory):
     at_interruption, at_resume = {}, {}
 
     def interrupted(network, *args, on_checkpoint, **kwargs):
-        def save_then_stop(done, losses):
-            on_checkpoint(done, losses)
+        def save_then_stop(done):
+            on_checkpoint(done)
             at_interruption.update(step=done, weights=[w.numpy() for w in network.weights])
             raise KeyboardInterrupt
 

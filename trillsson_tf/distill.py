@@ -363,7 +363,7 @@ def distill(
     elapsed_s = run_steps(
         lambda index: train_step(*distribute_batch(strategy, *batches(index))),
         start=start, steps=steps, checkpoint_every=checkpoint_every, on_checkpoint=run.saver(checkpoints, validate),
-        history=record["loss_history"], writer=run.writer(), progress=progress, description=f"distill {student}",
+        history=record.setdefault("loss_history", []), writer=run.writer(), progress=progress, description=f"distill {student}",
         scalars=lambda step: {"learning_rate": float(learning_rate(step) if callable(learning_rate) else lr)},
     )
 

@@ -329,7 +329,7 @@ def distill_layers(
             validation_history.append([step, float(np.mean(values))])
 
     elapsed_s = run_steps(step_fn, start=start, steps=steps, checkpoint_every=checkpoint_every,
-                          on_checkpoint=run.saver(checkpoints, validate), history=record["loss_history"],
+                          on_checkpoint=run.saver(checkpoints, validate), history=record.setdefault("loss_history", []),
                           writer=run.writer(), progress=progress, description=f"distill-layers {student}")
 
     record["steps_per_second"] = (steps - start) / elapsed_s if steps > start and elapsed_s > 0 else None

@@ -431,7 +431,7 @@ def finetune(
     })
     record["train_seconds"] = run_steps(
         step_fn, start=start, steps=steps, checkpoint_every=checkpoint_every, on_checkpoint=run.saver(checkpoints),
-        history=record["loss_history"], writer=run.writer(), progress=progress,
+        history=record.setdefault("loss_history", []), writer=run.writer(), progress=progress,
         description=f"finetune ({'frozen' if freeze_encoder else 'fine-tuned'})")
 
     names = tuple(heads.output)

@@ -171,7 +171,6 @@ class RunFolder:
             if self.chief:
                 prepare_output_dir(self.path, overwrite=self.overwrite, resumable=True)
             self.record = {_IDENTITY: identity}
-        self.record.setdefault("loss_history", [])
         return self.record
 
     def checkpoints(self, tracked: dict, *, subdir: str = "checkpoints", max_to_keep: int = 3,

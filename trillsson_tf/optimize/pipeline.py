@@ -7,7 +7,6 @@ frontend stays float and outside. The techniques are :mod:`~trillsson_tf.optimiz
 :func:`~trillsson_tf.optimize.recovery.recover`. This module holds the options, the data (training
 patches and held-out clips), the stage order, checkpoints and resume, the report and the export.
 """
-import json
 import logging
 import os
 import shutil
@@ -15,12 +14,13 @@ import time
 
 import numpy as np
 
-from trillsson_tf._keras import keras, tf
+from trillsson_tf._keras import keras
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.optimize.cluster import apply_clustering, check_clusters, strip_clustering
 from trillsson_tf.optimize.prune import SCHEDULES, apply_pruning, parse_block_size, sparsity_report, strip_pruning
 from trillsson_tf.optimize.quantize import apply_qat, strip_clustering_cqat
-from trillsson_tf.optimize.recovery import LOG_EVERY_STEPS, recover, rewrap
+from trillsson_tf.optimize.recovery import recover, rewrap
+from trillsson_tf.training import RUN_FILE, RunFolder, check_positive
 
 __all__ = ["STAGES", "RECOVERY_LEARNING_RATE", "QAT_LEARNING_RATE", "REPORT_FILE", "optimize_export"]
 
@@ -47,13 +47,7 @@ _PRUNE_RAMP = 0.5  # the polynomial schedule reaches its sparsity halfway; the r
 _MASK_UPDATES = 20  # mask updates while the polynomial schedule ramps up
 _FIDELITY_CLIPS = 64
 _FRONTEND_SLICE = 128
-_RUN_FILE = "run.json"  # the distiller's record next to its export (read by the model card)
 _FORMAT = "trillsson_tf.optimize/1"
-
-
-def _check_positive(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ParameterError(f"{name} must be a positive integer, got {value!r}.")
 
 
 def _options(prune, schedule, block_size, qat, cluster, steps, batch_size, learning_rate, num_patches,
@@ -72,7 +66,7 @@ def _options(prune, schedule, block_size, qat, cluster, steps, batch_size, learn
         check_clusters(cluster)
     for name, value in (("steps", steps), ("batch_size", batch_size), ("num_patches", num_patches),
                         ("checkpoint_every", checkpoint_every)):
-        _check_positive(name, value)
+        check_positive(name, value)
     if learning_rate is None:
         learning_rate = QAT_LEARNING_RATE if prune is None and cluster is None else RECOVERY_LEARNING_RATE
     if not learning_rate > 0:
@@ -114,29 +108,6 @@ def _load_source(export_dir):
     model = keras.models.load_model(os.path.join(path, KERAS_FILE))
     chunk_network(model)  # only chunk-network students (log-mel patch in) are optimized here
     return model, metadata
-
-
-def _prepare_out_dir(out_dir: str, *, resume: bool, overwrite: bool, source: str, options: dict):
-    """Create or check ``out_dir``; on resume return the previous report (refusing other options)."""
-    report_path = os.path.join(out_dir, REPORT_FILE)
-    if resume:
-        if not os.path.isfile(report_path):
-            raise ParameterError(f"Nothing to resume in {out_dir!r}: it has no {REPORT_FILE}.")
-        with open(report_path) as handle:
-            previous = json.load(handle)
-        if previous["options"] != options or previous["source"] != source:
-            raise ParameterError(
-                f"Cannot resume {out_dir!r}: it optimizes {previous['source']!r} with {previous['options']}, "
-                f"not {source!r} with {options}."
-            )
-        return previous
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
-        if not overwrite:
-            raise ParameterError(f"Output directory {out_dir!r} exists and is not empty; pass resume=True to continue it "
-                                 "or overwrite=True (CLI --force) to replace it.")
-        shutil.rmtree(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    return None
 
 
 def _training_data(data, *, frontend, num_patches: int, validation_fraction: float, seed: int, progress: bool):
@@ -206,45 +177,33 @@ def _strip(stage: str, network, options: dict):
     return network  # the fake-quantization stays: the converter reads its ranges
 
 
-def _write_report(report: dict, out_dir: str) -> None:
-    with open(os.path.join(out_dir, REPORT_FILE), "w") as handle:
-        json.dump(report, handle, indent=2)
-
-
-def _run_stage(stage: str, wrapped, targets, patches, options: dict, report: dict, *, out_dir: str, progress: bool):
-    """Recover the wrapped network of ``stage`` for ``options['steps']`` steps, checkpointed in ``out_dir``.
+def _run_stage(stage: str, wrapped, targets, patches, options: dict, run: RunFolder, *, progress: bool):
+    """Recover the wrapped network of ``stage`` for ``options['steps']`` steps, checkpointed in the run folder.
 
     Resumes from the stage's latest checkpoint; every checkpoint also writes the report, its loss
-    curve cut back to the restored step (a point every :data:`LOG_EVERY_STEPS` steps).
+    curve cut back to the restored step (a point every :data:`trillsson_tf.training.LOG_EVERY_STEPS` steps).
     """
     steps = options["steps"]
     optimizer = keras.optimizers.Adam(options["learning_rate"])
-    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    checkpoint = tf.train.Checkpoint(network=wrapped, optimizer=optimizer, step=step_var)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(out_dir, "checkpoints", stage), max_to_keep=1)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).expect_partial()
-    start = int(step_var.numpy())
-    record = report["stages"].setdefault(stage, {"steps": steps, "loss_curve": []})
+    checkpoints = run.checkpoints({"network": wrapped, "optimizer": optimizer}, subdir=os.path.join("checkpoints", stage),
+                                  max_to_keep=1)
+    start = checkpoints.restore()
+    record = run.record["stages"].setdefault(stage, {"steps": steps, "loss_curve": []})
     record["loss_curve"] = [point for point in record["loss_curve"] if point[0] <= start]
     if start:
-        _log.info("Resuming stage %s of %s at step %d", stage, out_dir, start)
+        _log.info("Resuming stage %s of %s at step %d", stage, run.path, start)
     if start >= steps:
         return
 
-    def save(done, losses):
-        step_var.assign(done)
-        manager.save(checkpoint_number=done)
-        last = record["loss_curve"][-1][0] if record["loss_curve"] else 0
-        record["loss_curve"] += [[step, loss] for step, loss in enumerate(losses, start + 1)
-                                 if step > last and (step % LOG_EVERY_STEPS == 0 or step == steps)]
-        record["step"] = done
-        _write_report(report, out_dir)
+    def save(step):
+        checkpoints.save(step)
+        record["step"] = step
+        run.write()
 
     recover(wrapped, targets, patches, steps=steps, batch_size=options["batch_size"], seed=options["seed"],
             start_step=start, optimizer=optimizer, checkpoint_every=options["checkpoint_every"], on_checkpoint=save,
-            keep_zeros=stage != "prune" and options["prune"] is not None, progress=progress,
-            description=f"optimize: {stage}")
+            history=record["loss_curve"], keep_zeros=stage != "prune" and options["prune"] is not None,
+            progress=progress, description=f"optimize: {stage}")
 
 
 def optimize_export(
@@ -316,9 +275,10 @@ def optimize_export(
     options = _options(prune, schedule, block_size, qat, cluster, steps, batch_size, learning_rate, num_patches,
                        validation_fraction, checkpoint_every, seed)
     source = os.path.abspath(os.fspath(export_dir))
-    out_dir = os.fspath(out_dir)
     model, metadata = _load_source(source)
-    previous = _prepare_out_dir(out_dir, resume=resume, overwrite=overwrite, source=source, options=options)
+    run = RunFolder(out_dir, resume=resume, overwrite=overwrite, record_file=REPORT_FILE)
+    report = run.open({"source": source, "options": options},
+                      lambda i: f"optimizes {i['source']!r} with {i['options']}")
     began = time.perf_counter()
     patches, held_clips, data_summary = _training_data(
         data, frontend=model.frontend, num_patches=options["num_patches"], validation_fraction=validation_fraction,
@@ -326,13 +286,13 @@ def optimize_export(
     teacher = model.chunk_network
     targets = teacher.predict(patches, batch_size=batch_size, verbose=0)
     planned = [stage for stage in STAGES if options[stage] not in (None, False)]
-    report = previous or {"format": _FORMAT, "source": source, "options": options, "stages": {}}
-    report["data"] = data_summary
+    report.setdefault("stages", {})
+    report.update({"format": _FORMAT, "source": source, "options": options, "data": data_summary})
 
     network = teacher
     for stage in planned:
         wrapped = _stage_network(stage, network, options, patches)
-        _run_stage(stage, wrapped, targets, patches, options, report, out_dir=out_dir, progress=progress)
+        _run_stage(stage, wrapped, targets, patches, options, run, progress=progress)
         network = _strip(stage, wrapped, options)
 
     optimized = rewrap(model, network)
@@ -347,13 +307,13 @@ def optimize_export(
         "overall_sparsity": report["sparsity"]["overall"],
         "fidelity_mean_cosine": report["fidelity"]["mean_cosine"],
     }
-    export = export_savedmodel(optimized, os.path.join(out_dir, "export"), overwrite=True,
+    export = export_savedmodel(optimized, os.path.join(run.path, "export"), overwrite=True,
                                extra_metadata={"teacher": metadata.get("teacher"), "optimization": summary})
-    if os.path.isfile(os.path.join(source, _RUN_FILE)):  # the training run the card reports stays the distillation
-        shutil.copy(os.path.join(source, _RUN_FILE), os.path.join(export, _RUN_FILE))
+    if os.path.isfile(os.path.join(source, RUN_FILE)):  # the training run the card reports stays the distillation
+        shutil.copy(os.path.join(source, RUN_FILE), os.path.join(export, RUN_FILE))
     report["export"] = export
     report["seconds"] = round(time.perf_counter() - began, 1)
-    _write_report(report, out_dir)
+    run.write()
     _log.info("Optimized %s (%s): sparsity %.3f, held-out mean cosine %.5f; exported to %s", source, ", ".join(planned),
               report["sparsity"]["overall"], report["fidelity"]["mean_cosine"], export)
     return report

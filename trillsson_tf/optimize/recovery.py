@@ -8,11 +8,9 @@ import numpy as np
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.optimize._common import KERNEL_NAMES, weight_name
 from trillsson_tf.optimize._tfmot import import_tfmot
+from trillsson_tf.training import run_steps
 
-__all__ = ["LOG_EVERY_STEPS", "recover", "rewrap", "freeze_batch_norm"]
-
-LOG_EVERY_STEPS = 10
-"""Steps between progress-bar loss updates of :func:`recover` (and points of the pipeline's loss curves)."""
+__all__ = ["recover", "rewrap", "freeze_batch_norm"]
 
 
 def freeze_batch_norm(network) -> None:
@@ -24,7 +22,7 @@ def freeze_batch_norm(network) -> None:
 
 def recover(network, teacher, patches, *, steps: int = 100, batch_size: int = 16, learning_rate: float = 1e-4,
             seed: int = 0, start_step: int = 0, optimizer=None, checkpoint_every=None, on_checkpoint=None,
-            keep_zeros: bool = False, progress: bool = False, description: str = "recover") -> list:
+            history=None, keep_zeros: bool = False, progress: bool = False, description: str = "recover") -> list:
     """Train an optimized network to reproduce the unoptimized one (distillation, MSE; no labels).
 
     Args:
@@ -40,7 +38,9 @@ def recover(network, teacher, patches, *, steps: int = 100, batch_size: int = 16
         start_step: Steps already done (resume).
         optimizer: A Keras optimizer to use (and checkpoint); default a new Adam.
         checkpoint_every: Call ``on_checkpoint`` every this many steps (and after the last one).
-        on_checkpoint: ``callable(step, losses)`` with the steps done and the losses so far.
+        on_checkpoint: ``callable(step)`` with the steps done, the pruning masks applied.
+        history: A list that gets ``[step, loss]`` every :data:`trillsson_tf.training.LOG_EVERY_STEPS`
+            steps and at the last one (the loop is :func:`trillsson_tf.training.run_steps`).
         keep_zeros: Keep every kernel weight that is zero at the start at zero (the recovery of a
             pruned network's later stages): tfmot's sparsity-preserving schemes mask only the
             kernels they quantize or cluster, and it does neither to depthwise kernels, whose
@@ -54,8 +54,6 @@ def recover(network, teacher, patches, *, steps: int = 100, batch_size: int = 16
     BatchNormalization layers are frozen (inference statistics), so that the small recovery
     batches do not move the statistics the unoptimized network was trained with.
     """
-    from tqdm.auto import tqdm
-
     tfmot = import_tfmot()
     patches = np.asarray(patches, dtype=np.float32)
     targets = teacher if isinstance(teacher, np.ndarray) else teacher.predict(patches, batch_size=batch_size, verbose=0)
@@ -80,19 +78,19 @@ def recover(network, teacher, patches, *, steps: int = 100, batch_size: int = 16
         return loss
 
     losses = []
-    bar = tqdm(total=steps, initial=start_step, desc=description, unit="step", disable=not progress)
-    for step in range(int(start_step), int(steps)):
-        index = np.random.default_rng([seed, step]).choice(len(patches), size=batch_size, replace=False)
-        losses.append(float(train_step(patches[index], targets[index])))
-        bar.update(1)
-        if (step + 1) % LOG_EVERY_STEPS == 0:
-            bar.set_postfix(loss=f"{losses[-1]:.4g}")
-        done = step + 1
-        if on_checkpoint is not None and (done == steps or (checkpoint_every and done % checkpoint_every == 0)):
-            pruning_step.on_epoch_end(batch=None)
-            on_checkpoint(done, losses)
-    bar.close()
-    pruning_step.on_epoch_end(batch=None)  # apply the last masks to the weights
+
+    def step_fn(index):
+        rows = np.random.default_rng([seed, index]).choice(len(patches), size=batch_size, replace=False)
+        losses.append(float(train_step(patches[rows], targets[rows])))
+        return losses[-1]
+
+    def checkpoint(step):
+        pruning_step.on_epoch_end(batch=None)  # apply the masks to the weights before they are saved
+        if on_checkpoint is not None:
+            on_checkpoint(step)
+
+    run_steps(step_fn, start=int(start_step), steps=int(steps), checkpoint_every=checkpoint_every,
+              on_checkpoint=checkpoint, history=history, progress=progress, description=description)
     return losses
 
 
