@@ -16,6 +16,7 @@ def test_fast_demo_writes_the_report(tmp_path):
     assert set(report["student"]["probe_accuracy"]["fsdd"]) == {"digit", "speaker"}
     assert set(report["teacher"]["probe_accuracy"]["librispeech"]) == {"speaker", "sex"}
     assert -1.0 <= report["mean_cosine_fsdd_test"] <= 1.0
+    assert set(report["fidelity"]["fsdd_test"]) == {"mean_cosine", "centered_cosine", "r2", "training_mean_mean_cosine"}
     assert os.path.isfile(os.path.join(report["student"]["export"], "saved_model.pb"))
     deployed = report["tflite"]
     assert deployed["parity_mean_cosine"]["float32"] >= 0.9999

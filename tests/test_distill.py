@@ -41,6 +41,13 @@ def test_short_real_distillation_loss_falls_and_exports(tmp_path, teacher, fsdd_
     assert os.listdir(tmp_path / "run" / "logs")
     student = load_teacher(export_dir)
     assert student.embedding_dim == 96
+    # Fidelity on the held-out files beside the trivial answers, centered on the stored training mean.
+    fid = saved["fidelity"]
+    assert fid["centered_on"] == "training targets" and fid["files"] == record["data"]["validation_files"]
+    assert fid["baselines"]["training_mean"]["centered_cosine"] == 0.0 and -1.0 <= fid["centered_cosine"] <= 1.0
+    assert 0.0 < fid["baselines"]["nearest_training_target"]["mean_cosine"] <= 1.0
+    with open(os.path.join(export_dir, "trillsson_tf.json")) as handle:
+        assert len(json.load(handle)["target_mean"]) == 96
 
 
 def test_resume_continues_from_the_saved_step(tmp_path, teacher, fsdd_files):

@@ -9,14 +9,35 @@ import pytest
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
 from trillsson_tf.cli import main
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.evaluate import evaluate, fidelity, format_table, probe_accuracy
+from trillsson_tf.evaluate import evaluate, format_table, probe_accuracy
+from trillsson_tf.metrics import fidelity
 
 
 def test_fidelity_known_answers():
     same = fidelity([[1.0, 2.0], [3.0, -1.0]], [[1.0, 2.0], [3.0, -1.0]])
-    assert same == {"mse": 0.0, "mean_cosine": pytest.approx(1.0), "min_cosine": pytest.approx(1.0)}
+    assert same["mse"] == 0.0 and same["mean_cosine"] == pytest.approx(1.0) and same["min_cosine"] == pytest.approx(1.0)
+    assert same["centered_cosine"] == pytest.approx(1.0) and same["r2"] == pytest.approx(1.0)
     orthogonal = fidelity([[1.0, 0.0]], [[0.0, 1.0]])
     assert orthogonal["mse"] == pytest.approx(1.0) and orthogonal["mean_cosine"] == pytest.approx(0.0)
+
+
+def test_a_constant_answer_scores_high_raw_cosine_but_zero_centered_cosine():
+    """The trap of raw cosine: teacher vectors far from zero, a student that outputs their mean."""
+    rng = np.random.default_rng(0)
+    teacher = 10.0 + rng.normal(size=(200, 8))
+    train = 10.0 + rng.normal(size=(500, 8))
+    constant = np.broadcast_to(train.mean(axis=0), teacher.shape)
+    report = fidelity(teacher, constant, center=train.mean(axis=0), training_targets=train)
+    assert report["mean_cosine"] > 0.98 and report["centered_on"] == "training targets"
+    assert report["centered_cosine"] == pytest.approx(0.0, abs=1e-9) and report["r2"] < 0.05
+    assert report["baselines"]["training_mean"]["mean_cosine"] == pytest.approx(report["mean_cosine"])
+    # A student that follows the deviations scores high centered cosine and R² where the constant cannot.
+    close = fidelity(teacher, teacher + 0.1 * rng.normal(size=teacher.shape), center=train.mean(axis=0))
+    assert close["centered_cosine"] > 0.99 and close["r2"] > 0.98
+    nearest = report["baselines"]["nearest_training_target"]
+    assert 0.0 < nearest["centered_cosine"] < 1.0 and nearest["mean_cosine"] > report["mean_cosine"]
+    with pytest.raises(ParameterError, match="center must be one"):
+        fidelity(teacher, constant, center=np.zeros(3))
 
 
 def test_probe_on_separable_and_on_uninformative_vectors():

@@ -36,6 +36,7 @@ from trillsson_tf.distribute import (
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.export import export_savedmodel
 from trillsson_tf.kinds import WAVEFORM
+from trillsson_tf.metrics import fidelity
 from trillsson_tf.targets import augmented_targets, cached_targets, check_mode, load_targets
 from trillsson_tf.teachers import SPEECH_EMBEDDING, load_teacher
 from trillsson_tf.training import (LR_SCHEDULES, RunFolder, check_positive, learning_rate_schedule, log_scalar,
@@ -212,7 +213,11 @@ def distill(
             Validation files are never augmented.
 
     Returns:
-        The run record (also in ``<out_dir>/run.json`` and ``<out_dir>/export/run.json``).
+        The run record (also in ``<out_dir>/run.json`` and ``<out_dir>/export/run.json``), with
+        ``fidelity`` on the held-out files (:func:`trillsson_tf.metrics.fidelity`: raw and centered
+        cosine, R², and the training-mean and nearest-training-target baselines). The export's
+        ``trillsson_tf.json`` keeps ``target_mean``, the training-set mean teacher vector that
+        ``evaluate`` centers on.
 
     Raises:
         ParameterError: bad choices or numbers, no audio, a non-empty ``out_dir`` without
@@ -381,8 +386,16 @@ def distill(
         wait_for_workers(strategy)  # stay in the cluster until the chief has exported
         return record
     _fold_standardisation(model, scale, offset)
+    training_targets = np.concatenate([t for _, t in train]).astype(np.float64)
+    target_mean = training_targets.mean(axis=0)
+    if validation is not None:
+        # On the held-out files, beside what the training mean and the best training target score.
+        record["fidelity"] = {**fidelity(validation[1], model(validation[0], training=False)[key].numpy(),
+                                         center=target_mean, training_targets=training_targets),
+                              "files": len(held), "segment": "the first 2 s of each held-out file"}
     export_dir = export_savedmodel(
-        model, os.path.join(run.path, "export"), overwrite=True, extra_metadata={"teacher": teacher.describe()}
+        model, os.path.join(run.path, "export"), overwrite=True,
+        extra_metadata={"teacher": teacher.describe(), "target_mean": [float(v) for v in target_mean]},
     )
     wait_for_workers(strategy)
     record["export"] = export_dir

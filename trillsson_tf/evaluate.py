@@ -20,10 +20,10 @@ import numpy as np
 
 from trillsson_tf.data import find_audio, load_clips
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.metrics import ccc, cosine_similarity
+from trillsson_tf.metrics import ccc, cosine_similarity, fidelity
 from trillsson_tf.teachers import load_teacher
 
-__all__ = ["METRICS", "NORMALIZATIONS", "evaluate", "score_agreement", "embed_clips", "fidelity", "probe_accuracy", "format_table"]
+__all__ = ["METRICS", "NORMALIZATIONS", "evaluate", "score_agreement", "embed_clips", "probe_accuracy", "format_table"]
 
 _log = logging.getLogger(__name__)
 
@@ -51,25 +51,6 @@ def embed_clips(embedder, clips, *, progress: bool = False) -> np.ndarray:
 
     vectors = [embedder(clip[np.newaxis])["embedding"][0] for clip in tqdm(clips, desc=f"embedding ({embedder.spec})", unit="clip", disable=not progress)]
     return np.stack(vectors).astype(np.float32)
-
-
-def fidelity(reference, candidate) -> dict:
-    """How close ``candidate`` vectors are to ``reference`` (teacher) vectors.
-
-    Args:
-        reference: float ``[n, D]`` teacher vectors.
-        candidate: float ``[n, D]`` student vectors.
-
-    Returns:
-        ``{'mse', 'mean_cosine', 'min_cosine'}`` as floats.
-    """
-    reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
-    cosine = cosine_similarity(reference, candidate)
-    return {
-        "mse": float(np.mean((reference - candidate) ** 2)),
-        "mean_cosine": float(cosine.mean()),
-        "min_cosine": float(cosine.min()),
-    }
 
 
 def score_agreement(reference, candidate, *, names=None) -> dict:
@@ -149,6 +130,16 @@ def probe_accuracy(vectors, labels, *, normalization: str = "none", speakers=Non
         accuracy = float(cross_val_score(probe, vectors, labels, cv=cv).mean())
         protocol = f"{folds}-fold"
     return {"accuracy": accuracy, "protocol": protocol, "classes": int(len(classes)), "n": int(len(labels))}
+
+
+def _training_mean(model):
+    """The training-set mean teacher vector a distilled export records (``target_mean``), or ``None``."""
+    if not isinstance(model, (str, os.PathLike)) or not os.path.isdir(model):
+        return None
+    from trillsson_tf.export import read_metadata
+
+    mean = read_metadata(model).get("target_mean")
+    return None if mean is None else np.asarray(mean, np.float64)
 
 
 def _tasks(items, tasks):
@@ -234,7 +225,8 @@ def evaluate(
             _log.warning("No fidelity: the model gives %d-d vectors, the teacher %d-d.", vectors["student"].shape[1], vectors["teacher"].shape[1])
         else:
             rows = np.array([value == "test" for value in split]) if has_split else np.ones(len(items), bool)
-            report["fidelity"] = {**fidelity(vectors["teacher"][rows], vectors["student"][rows]), "files": int(rows.sum())}
+            report["fidelity"] = {**fidelity(vectors["teacher"][rows], vectors["student"][rows], center=_training_mean(model)),
+                                  "files": int(rows.sum())}
     if metric == "ccc":
         if vectors["student"].shape[1] != vectors["teacher"].shape[1]:
             raise ParameterError(
@@ -286,5 +278,8 @@ def format_table(report: dict) -> str:
         lines.extend(f"  {name:<20}{value:>8.3f}" for name, value in agreement["per_score"].items())
     if report.get("fidelity"):
         fid = report["fidelity"]
-        lines.append(f"fidelity to teacher on {fid['files']} files: mean cosine {fid['mean_cosine']:.4f}, MSE {fid['mse']:.4g}")
+        mean = fid["baselines"]["training_mean"]
+        lines.append(f"fidelity to teacher on {fid['files']} files: mean cosine {fid['mean_cosine']:.4f} (the training mean "
+                     f"alone: {mean['mean_cosine']:.4f}), centered cosine {fid['centered_cosine']:.4f} (on the "
+                     f"{fid['centered_on']} mean), R2 {fid['r2']:.4f}, MSE {fid['mse']:.4g}")
     return "\n".join(lines)

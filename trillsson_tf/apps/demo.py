@@ -167,6 +167,10 @@ def run_demo(out_dir, *, student: str = "tiny_cnn", steps: int = DEMO_STEPS, ove
         },
         "mean_cosine_fsdd_test": round(on_fsdd["fidelity"]["mean_cosine"], 4),
         "mean_cosine_librispeech": round(on_librispeech["fidelity"]["mean_cosine"], 4),
+        # Raw cosine flatters (the training mean alone scores high): what differs between clips, and the baseline.
+        "fidelity": {corpus: {key: round(fid[key], 4) for key in ("mean_cosine", "centered_cosine", "r2")}
+                     | {"training_mean_mean_cosine": round(fid["baselines"]["training_mean"]["mean_cosine"], 4)}
+                     for corpus, fid in (("fsdd_test", on_fsdd["fidelity"]), ("librispeech", on_librispeech["fidelity"]))},
         "training": {
             "files": run["data"]["files"],
             "steps": run["step"],
