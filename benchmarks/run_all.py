@@ -283,8 +283,8 @@ def build_formats(name: str, export_dir: str, work: str, calibration, tflm_max_p
 
 def measure_model(name: str, built: dict, data: dict, clips: dict, clip_path: str, runs: int, teacher_vectors) -> list:
     """One row per format: size, latency, memory, fidelity (to the Keras model and the teacher), probes."""
-    from trillsson_tf.evaluate import fidelity, probe_accuracy
-    from trillsson_tf.metrics import parity
+    from trillsson_tf.evaluate import probe_accuracy
+    from trillsson_tf.metrics import fidelity, parity
 
     vectors = {}
     rows = []
