@@ -65,3 +65,44 @@ def test_global_and_local_shapes_and_separate_caches(tmp_path, loaded):
 def test_unknown_mode_lists_the_modes(tmp_path, loaded):
     with pytest.raises(ParameterError, match="Unknown target mode 'chunk'.*global.*local"):
         cached_targets(CountingTeacher(), loaded, mode="chunk", cache_dir=tmp_path)
+
+
+def test_shards_hold_audio_as_16_bit_pcm_and_format_1_is_still_read(tmp_path, loaded):
+    """Audio read from 16-bit files survives the shard exactly, in half the bytes of float32."""
+    import json
+
+    from trillsson_tf._keras import tf
+    from trillsson_tf.targets import READABLE_FORMATS, TARGETS_FORMAT, TEACHER_FILE, decode_record, load_targets
+
+    teacher = CountingTeacher()
+    cached = cached_targets(teacher, loaded, cache_dir=tmp_path)
+    shard_bytes = sum(os.path.getsize(os.path.join(cached.directory, name)) for name in os.listdir(cached.directory)
+                      if name.endswith(".tfrecord"))
+    samples = sum(len(clip) for clip in loaded.clips)
+    assert 2 * samples <= shard_bytes < 2.1 * samples + 4096  # int16 audio plus a little for keys and targets
+    targets = load_targets(cached.directory, teacher=teacher)
+    by_path = {item.path: clip for item, clip in zip(targets.items, targets.clips)}
+    for item, clip in zip(loaded.items, loaded.clips):
+        np.testing.assert_array_equal(by_path[item.path], clip)
+
+    # A format-1 record (float32 audio) decodes to the same samples.
+    old = tf.train.Example(features=tf.train.Features(feature={
+        "key": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"k"])),
+        "path": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"a.wav"])),
+        "labels": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"{}"])),
+        "audio": tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.float32([0.25, -0.5]).tobytes()])),
+        "sample_rate_hz": tf.train.Feature(int64_list=tf.train.Int64List(value=[16000])),
+        "targets": tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.float32([[1, 2]]).tobytes()])),
+        "target_shape": tf.train.Feature(int64_list=tf.train.Int64List(value=[1, 2])),
+    })).SerializeToString()
+    np.testing.assert_array_equal(decode_record(old).audio, [0.25, -0.5])
+    assert READABLE_FORMATS[0] == "trillsson_tf.targets/1" and TARGETS_FORMAT in READABLE_FORMATS
+
+    # A format this version cannot read is refused with the command that rebuilds it.
+    info_path = os.path.join(cached.directory, TEACHER_FILE)
+    with open(info_path) as handle:
+        info = json.load(handle)
+    with open(info_path, "w") as handle:
+        json.dump({**info, "format": "trillsson_tf.targets/99"}, handle)
+    with pytest.raises(ParameterError, match="cannot read.*Rebuild them: `trillsson-tf targets --teacher counting"):
+        load_targets(cached.directory, teacher=teacher)

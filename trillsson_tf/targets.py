@@ -14,7 +14,11 @@ TFRecord files of ``tf.train.Example`` records, one per audio file, with the fea
 
 - ``key`` (bytes): the file's cache key (:func:`file_key`),
 - ``path`` (bytes): where the audio came from; ``labels`` (bytes): JSON of its labels,
-- ``audio`` (bytes): float32 little-endian samples at ``sample_rate_hz`` (int64), mono,
+- ``audio_pcm16`` (bytes): 16-bit little-endian PCM samples (``round(x * 32768)``, clipped) at
+  ``sample_rate_hz`` (int64), mono: half the bytes of float32, about 115 MB per hour, and exact
+  for audio read from 16-bit files. Format 1 stored ``audio`` as float32; its folders are still
+  read (:data:`READABLE_FORMATS`), and a local cache in it is simply rebuilt once (the cache
+  folder's name includes the format),
 - ``targets`` (bytes): float32 little-endian, shape ``target_shape`` (int64 ``[rows, D]``).
 
 Two writers produce it: the local cache builder :func:`cached_targets` (one process,
@@ -47,6 +51,7 @@ __all__ = [
     "TARGET_MODES",
     "DEFAULT_CACHE_DIR",
     "TARGETS_FORMAT",
+    "READABLE_FORMATS",
     "TEACHER_FILE",
     "SHARD_PATTERN",
     "TargetRecord",
@@ -56,6 +61,7 @@ __all__ = [
     "teacher_targets",
     "batch_targets",
     "encode_record",
+    "pcm16",
     "decode_record",
     "teacher_info",
     "read_targets",
@@ -69,7 +75,11 @@ TARGET_MODES = ("global", "local")
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "trillsson_tf", "targets")
 """Where targets go when no ``cache_dir`` is given (``$TRILLSSON_CACHE_DIR`` overrides it)."""
 
-TARGETS_FORMAT = "trillsson_tf.targets/1"
+TARGETS_FORMAT = "trillsson_tf.targets/2"
+"""The format written: audio as 16-bit PCM (format 1 held it as float32)."""
+READABLE_FORMATS = ("trillsson_tf.targets/1", TARGETS_FORMAT)
+"""Formats :func:`load_targets` reads."""
+_PCM_SCALE = 32768.0
 TEACHER_FILE = "teacher.json"
 SHARD_PATTERN = "targets-*.tfrecord"
 """Shard file names inside a targets folder (partial files being written do not match)."""
@@ -184,6 +194,12 @@ def batch_targets(teacher, clips, *, mode: str = "global", batch_size: int = 64)
     return results
 
 
+def pcm16(audio) -> np.ndarray:
+    """float audio in [-1, 1] -> little-endian int16 samples (``round(x * 32768)``, clipped to int16)."""
+    scaled = np.round(np.asarray(audio, np.float64) * _PCM_SCALE)
+    return np.clip(scaled, -_PCM_SCALE, _PCM_SCALE - 1).astype("<i2")
+
+
 def encode_record(record: TargetRecord) -> bytes:
     """Serialize a :class:`TargetRecord` as a ``tf.train.Example`` (the shard record format)."""
     from trillsson_tf._keras import tf
@@ -199,7 +215,7 @@ def encode_record(record: TargetRecord) -> bytes:
         "key": raw(record.key.encode()),
         "path": raw(record.path.encode()),
         "labels": raw(json.dumps(record.labels, sort_keys=True).encode()),
-        "audio": raw(np.asarray(record.audio, dtype="<f4").tobytes()),
+        "audio_pcm16": raw(pcm16(record.audio).tobytes()),
         "sample_rate_hz": ints([DEFAULT_FRONTEND.sample_rate_hz]),
         "targets": raw(targets.tobytes()),
         "target_shape": ints(targets.shape),
@@ -224,7 +240,8 @@ def decode_record(serialized: bytes) -> TargetRecord:
         key=raw("key").decode(),
         path=raw("path").decode(),
         labels=json.loads(raw("labels").decode()),
-        audio=np.frombuffer(raw("audio"), dtype="<f4").astype(np.float32),
+        audio=(np.frombuffer(raw("audio_pcm16"), dtype="<i2").astype(np.float32) / _PCM_SCALE if "audio_pcm16" in feature
+               else np.frombuffer(raw("audio"), dtype="<f4").astype(np.float32)),  # format 1
         targets=np.frombuffer(raw("targets"), dtype="<f4").reshape(shape).astype(np.float32),
     )
 
@@ -293,8 +310,13 @@ def load_targets(directory, *, teacher, mode=None) -> TargetSet:
             f"{directory!r} is not a targets folder: it has no {TEACHER_FILE} (written when `trillsson-tf targets` "
             "finishes). Did the pipeline complete?"
         )
-    if info.get("format") != TARGETS_FORMAT:
-        raise ParameterError(f"Targets in {directory!r} have format {info.get('format')!r}; expected {TARGETS_FORMAT!r}.")
+    if info.get("format") not in READABLE_FORMATS:
+        spec = (info.get("teacher") or {}).get("spec", "TEACHER")
+        raise ParameterError(
+            f"Targets in {directory!r} have format {info.get('format')!r}, which this version cannot read "
+            f"(it reads {list(READABLE_FORMATS)}). Rebuild them: "
+            f"`trillsson-tf targets --teacher {spec} --data AUDIO --out {directory} --force`."
+        )
     made_by = info["teacher"]
     if made_by["identity"] != teacher.identity:
         raise ParameterError(
@@ -319,7 +341,8 @@ def load_targets(directory, *, teacher, mode=None) -> TargetSet:
 
 
 def _cache_folder(cache_dir: str, teacher, mode: str) -> str:
-    name = hashlib.sha1(f"{teacher.identity}|{mode}".encode()).hexdigest()[:16]
+    # The format is part of the name: a cache written in an older format is rebuilt beside it, never mixed in.
+    name = hashlib.sha1(f"{teacher.identity}|{mode}|{TARGETS_FORMAT}".encode()).hexdigest()[:16]
     return os.path.join(cache_dir, name)
 
 
