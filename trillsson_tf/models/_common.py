@@ -20,6 +20,15 @@ FAMILIES = (CHUNK, CLIP, WAVEFORM)
 """
 
 
+BATCH_NORM_MOMENTUM = 0.9
+"""BatchNormalization momentum of the MobileNet students (Keras: 0.99 by default, 0.999 in MobileNetV3).
+
+Their depthwise normalisations see activation variances of 0.002-0.015 in a fresh network while
+the moving variances start at 1: with 0.99 or 0.999 the start still dominates after a few hundred
+steps and inference divides every layer by far more than its real spread (near-constant scores:
+``benchmarks/mobilenet_students.py``); at 0.9 it is forgotten in about 60 steps."""
+
+
 @dataclasses.dataclass(frozen=True)
 class StudentPreset:
     """One named student configuration of the registry.

@@ -6,7 +6,7 @@ give near-constant scores at inference (CCC 0.006 / 0.005 / 0.016 on the emotion
 
 - no input preprocessing: its ``x / 127.5 - 1`` rescaling is for 0-255 pixels; on log-mel values
   (-7 to 4) it left the first BatchNormalization inputs a variance of 0.0016;
-- BatchNormalization momentum 0.9 (:data:`BATCH_NORM_MOMENTUM`, as keras.applications' EfficientNetV2
+- BatchNormalization momentum 0.9 (:data:`trillsson_tf.models._common.BATCH_NORM_MOMENTUM`, as keras.applications' EfficientNetV2
   uses) instead of Keras' 0.999 for MobileNetV3: the depthwise normalisations of a fresh network see
   variances of 0.002-0.015 while their moving variances start at 1. At 0.999, 67% of that start is
   left after 400 steps; at 0.99 the 1.8% left is still several times the real spread, and eleven
@@ -16,10 +16,7 @@ give near-constant scores at inference (CCC 0.006 / 0.005 / 0.016 on the emotion
 from trillsson_tf._keras import keras
 from trillsson_tf.kinds import CHUNK
 from trillsson_tf.models._audio_model import SCORES_KEY
-from trillsson_tf.models._common import StudentPreset, patch_input, projection_head
-
-BATCH_NORM_MOMENTUM = 0.9
-"""Momentum of the backbone's BatchNormalization moving statistics (Keras' MobileNetV3 uses 0.999)."""
+from trillsson_tf.models._common import BATCH_NORM_MOMENTUM, StudentPreset, patch_input, projection_head
 
 _BACKBONES = {"small": keras.applications.MobileNetV3Small, "large": keras.applications.MobileNetV3Large}
 

@@ -21,7 +21,9 @@ activation), 1x1 expansion (BatchNorm, ReLU), optional "middle" depthwise conv (
 ReLU; it takes the stride when present), 1x1 projection (BatchNorm); a residual when the
 stride is 1 and the width is unchanged. IB = middle depthwise only, ConvNext = start only,
 ExtraDW = both. FusedIB = a full kxk expansion conv then a 1x1 projection. ReLU throughout,
-BatchNorm epsilon 1e-3 (Keras default; the Model Garden uses 1e-3 too). Here it runs on one
+BatchNorm epsilon 1e-3 (Keras default; the Model Garden uses 1e-3 too), momentum 0.9
+(:data:`trillsson_tf.models._common.BATCH_NORM_MOMENTUM`: at Keras' 0.99 a 400-step distillation gave
+near-constant scores at inference). Here it runs on one
 TRILLsson log-mel patch ``[195, 80, 1]`` per chunk, with ``Dense(embedding_dim)`` after the
 1280-wide features: 2.5 M parameters with 3 outputs (the paper's 3.8 M includes a 1000-class
 classifier).
@@ -29,7 +31,7 @@ classifier).
 from trillsson_tf._keras import keras
 from trillsson_tf.kinds import CHUNK
 from trillsson_tf.models._audio_model import SCORES_KEY
-from trillsson_tf.models._common import StudentPreset, patch_input, projection_head
+from trillsson_tf.models._common import BATCH_NORM_MOMENTUM, StudentPreset, patch_input, projection_head
 
 __all__ = ["CONV_SMALL_BLOCKS", "build_mobilenetv4_conv_small", "PRESETS"]
 
@@ -63,13 +65,13 @@ def _make_divisible(value: float, divisor: int = 8) -> int:
 
 def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, *, activation: bool = True):
     x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x) if activation else x
 
 
 def _depthwise_bn(x, kernel: int, stride: int, name: str, *, activation: bool):
     x = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
-    x = layers.BatchNormalization(name=f"{name}_dw_bn")(x)
+    x = layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=f"{name}_dw_bn")(x)
     return layers.ReLU(name=f"{name}_dw_relu")(x) if activation else x
 
 
