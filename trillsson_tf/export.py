@@ -9,7 +9,6 @@ fine-tunes it), plus ``model.keras`` (the Keras model, for later compression) an
 import json
 import logging
 import os
-import shutil
 import socket
 import urllib.parse
 
@@ -18,6 +17,7 @@ import numpy as np
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.contract import AUDIO_INPUT_NAME, EMBEDDING_KEY, SIGNATURE_KEY, select_output_key
 from trillsson_tf.errors import ParameterError, TrillssonError
+from trillsson_tf.folders import prepare_output_dir
 from trillsson_tf.kinds import LAYER_STUDENT_KIND, WAVEFORM
 from trillsson_tf.models import output_key as model_output_key
 
@@ -68,11 +68,7 @@ def export_savedmodel(model, path, *, overwrite: bool = False, extra_metadata=No
         ParameterError: ``path`` exists and is not empty while ``overwrite`` is false, or
             the model does not output exactly one of the keys ``embedding`` / ``scores``.
     """
-    path = os.fspath(path)
-    if os.path.isdir(path) and os.listdir(path):
-        if not overwrite:
-            raise ParameterError(f"Export directory {path!r} exists and is not empty; pass overwrite=True to replace it.")
-        shutil.rmtree(path)
+    path = prepare_output_dir(path, overwrite=overwrite, what="Export directory")
     names = tuple(output_names) if output_names else (model_output_key(model),)
     output = names[0]
     outputs = model.output

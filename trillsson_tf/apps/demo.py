@@ -16,7 +16,6 @@ import glob
 import json
 import logging
 import os
-import shutil
 import time
 
 import numpy as np
@@ -24,6 +23,7 @@ import numpy as np
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
 from trillsson_tf.data import find_audio
 from trillsson_tf.errors import ParameterError
+from trillsson_tf.folders import prepare_output_dir
 
 __all__ = ["DEMO_STEPS", "FAST_STEPS", "run_demo"]
 
@@ -101,12 +101,7 @@ def run_demo(out_dir, *, student: str = "tiny_cnn", steps: int = DEMO_STEPS, ove
 
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ParameterError(f"steps must be a positive integer, got {steps!r}.")
-    out_dir = os.fspath(out_dir)
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
-        if not overwrite:
-            raise ParameterError(f"Output directory {out_dir!r} exists and is not empty; pass overwrite=True.")
-        shutil.rmtree(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = prepare_output_dir(out_dir, overwrite=overwrite)
 
     fsdd = os.path.join(SAMPLE_AUDIO_DIR, "fsdd")
     librispeech = os.path.join(SAMPLE_AUDIO_DIR, "librispeech")
