@@ -57,25 +57,14 @@ def frontend_layers(model) -> list:
             if layer.name == "clip_norm" or re.fullmatch(r"conv\d+(_norm|_gelu)?", layer.name)]
 
 
-def convert_waveform(
-    export_dir,
-    out_path,
-    *,
-    quantize: str = "float32",
-    fixed_samples=None,
-    representative_audio=None,
-    float_frontend: bool = True,
-    parity_audio=None,
-    min_cosine=None,
-    strict: bool = False,
-    overwrite: bool = False,
-) -> dict:
+def convert_waveform(export_dir, out_path, **options) -> dict:
     """Convert a layer-distilled or multi-task export to ``.tflite`` and write its model card.
 
     Args:
         export_dir: Export folder of ``distill-layers`` or ``finetune``.
-        out_path, quantize, fixed_samples, representative_audio, float_frontend, parity_audio,
-        min_cosine, strict, overwrite: As for :func:`convert_waveform_model`.
+        out_path: Output ``.tflite`` path.
+        **options: The keyword options of :func:`convert_waveform_model` (``quantize``,
+            ``fixed_samples``, ``float_frontend``, ...).
 
     Returns:
         The model card (dict), also written as JSON.
@@ -89,10 +78,7 @@ def convert_waveform(
     if kinds.family_of(model, metadata) != kinds.WAVEFORM:
         raise ParameterError(f"{os.fspath(export_dir)!r} is not an export of `distill-layers` or `finetune` "
                              f"(kind {list(kinds.EXPORT_FAMILIES)}).")
-    return convert_waveform_model(model, metadata, out_path, source=export_dir, quantize=quantize,
-                                  fixed_samples=fixed_samples, representative_audio=representative_audio,
-                                  float_frontend=float_frontend, parity_audio=parity_audio, min_cosine=min_cosine,
-                                  strict=strict, overwrite=overwrite)
+    return convert_waveform_model(model, metadata, out_path, source=export_dir, **options)
 
 
 def convert_waveform_model(
