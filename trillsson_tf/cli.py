@@ -519,16 +519,19 @@ def _logging_to_stderr(level: int):
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(_LOG_FORMAT))
     loggers = [logging.getLogger(name) for name in _LOGGERS]
-    previous_levels = [logger.level for logger in loggers]
+    previous = [(logger.level, logger.propagate) for logger in loggers]
     for logger in loggers:
         logger.addHandler(handler)
         logger.setLevel(level)
+        # Not also to the root logger: TensorFlow's absl gives it a handler, and every line came out twice.
+        logger.propagate = False
     try:
         yield
     finally:
-        for logger, previous in zip(loggers, previous_levels):
+        for logger, (previous_level, propagate) in zip(loggers, previous):
             logger.removeHandler(handler)
-            logger.setLevel(previous)
+            logger.setLevel(previous_level)
+            logger.propagate = propagate
 
 
 def build_parser(command=None) -> argparse.ArgumentParser:
