@@ -24,7 +24,7 @@ from trillsson_tf.data import LoadedAudio
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
 
-__all__ = ["AugmentConfig", "DEFAULT_AUGMENT", "augment_clip", "augmented_views", "check_views"]
+__all__ = ["AugmentConfig", "DEFAULT_AUGMENT", "augment_clip", "augmented_views", "check_views", "clip_view", "view_key"]
 
 _RATE = DEFAULT_FRONTEND.sample_rate_hz
 _MIN_TRIMMED_SAMPLES = DEFAULT_FRONTEND.window_samples * 10  # trimming never leaves less than 0.25 s
@@ -91,6 +91,16 @@ def augment_clip(clip: np.ndarray, rng: np.random.Generator, config: AugmentConf
     return np.clip(view, -1.0, 1.0).astype(np.float32)
 
 
+def view_key(key: str, view: int, *, seed: int = 0, config: AugmentConfig = DEFAULT_AUGMENT) -> str:
+    """The cache key of view number ``view`` of the clip whose cache key is ``key`` (it also seeds the view)."""
+    return hashlib.sha1(f"{key}|view {view}|seed {seed}|{config.identity()}".encode()).hexdigest()
+
+
+def clip_view(clip: np.ndarray, key: str, *, config: AugmentConfig = DEFAULT_AUGMENT) -> np.ndarray:
+    """The view whose cache key is ``key`` (:func:`view_key`) of ``clip``: float32 ``[samples']`` at 16 kHz."""
+    return augment_clip(clip, np.random.default_rng(int.from_bytes(bytes.fromhex(key)[:8], "big")), config)
+
+
 def augmented_views(loaded: LoadedAudio, keys, views: int, *, seed: int = 0, config: AugmentConfig = DEFAULT_AUGMENT):
     """``views`` augmented views of every clip, with their cache keys.
 
@@ -110,9 +120,7 @@ def augmented_views(loaded: LoadedAudio, keys, views: int, *, seed: int = 0, con
     out, out_keys = LoadedAudio([], [], []), []
     for item, clip, key in zip(loaded.items, loaded.clips, keys):
         for view in range(views):
-            view_key = hashlib.sha1(f"{key}|view {view}|seed {seed}|{config.identity()}".encode()).hexdigest()
-            rng = np.random.default_rng(int.from_bytes(bytes.fromhex(view_key)[:8], "big"))
+            out_keys.append(view_key(key, view, seed=seed, config=config))
             out.items.append(item)
-            out.clips.append(augment_clip(clip, rng, config))
-            out_keys.append(view_key)
+            out.clips.append(clip_view(clip, out_keys[-1], config=config))
     return out, out_keys

@@ -27,7 +27,9 @@ __all__ = [
     "LIBRISPEECH_SEX",
     "AudioItem",
     "LoadedAudio",
+    "check_validation_fraction",
     "find_audio",
+    "is_validation",
     "labels_from_name",
     "load_clips",
     "random_crop",
@@ -194,14 +196,29 @@ def split_items(items, *, validation_fraction: float = 0.1, seed: int = 0):
     Returns:
         ``(train_items, validation_items)``.
     """
-    if not 0.0 <= validation_fraction < 1.0:
-        raise ParameterError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}.")
+    check_validation_fraction(validation_fraction)
     train, validation = [], []
     for item in items:
-        digest = hashlib.md5(f"{seed}:{os.path.basename(item.path)}".encode()).digest()
-        bucket = int.from_bytes(digest[:8], "big") / 2.0**64
-        (validation if bucket < validation_fraction else train).append(item)
+        (validation if is_validation(item.path, validation_fraction, seed=seed) else train).append(item)
     return train, validation
+
+
+def check_validation_fraction(validation_fraction) -> float:
+    """Return ``validation_fraction`` or raise a :class:`ParameterError` unless it is in [0, 1)."""
+    if isinstance(validation_fraction, bool) or not isinstance(validation_fraction, (int, float)) \
+            or not 0.0 <= validation_fraction < 1.0:
+        raise ParameterError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}.")
+    return float(validation_fraction)
+
+
+def is_validation(path, validation_fraction: float, *, seed: int = 0) -> bool:
+    """Whether the file ``path`` is held out: a hash of its name and ``seed`` below ``validation_fraction``.
+
+    The split of :func:`split_items`, for one file: it depends on nothing else, so a streamed
+    corpus is split the same way without listing it.
+    """
+    digest = hashlib.md5(f"{seed}:{os.path.basename(os.fspath(path))}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64 < validation_fraction
 
 
 def load_clips(items, *, progress: bool = False) -> LoadedAudio:

@@ -67,6 +67,10 @@ __all__ = [
     "read_targets",
     "load_targets",
     "cached_targets",
+    "CacheIndex",
+    "build_cache",
+    "check_folder",
+    "shard_paths",
 ]
 
 _log = logging.getLogger(__name__)
@@ -277,7 +281,7 @@ def read_targets(directory) -> tuple:
     if tf.io.gfile.exists(info_path):
         with tf.io.gfile.GFile(info_path) as handle:
             info = json.load(handle)
-    shards = sorted(tf.io.gfile.glob(f"{directory.rstrip('/')}/{SHARD_PATTERN}"))
+    shards = shard_paths(directory)
     records = {}
     if shards:
         for serialized in tf.data.TFRecordDataset(shards).as_numpy_iterator():
@@ -304,7 +308,38 @@ def load_targets(directory, *, teacher, mode=None) -> TargetSet:
             format, another teacher, another mode.
     """
     directory = os.fspath(directory)
-    info, records = read_targets(directory)
+    info = check_folder(directory, teacher=teacher, mode=mode)
+    _, records = read_targets(directory)
+    if not records:
+        raise ParameterError(f"Targets folder {directory!r} holds no records ({SHARD_PATTERN}).")
+    ordered = sorted(records.values(), key=lambda record: (record.path, record.key))
+    return TargetSet(
+        targets=[record.targets for record in ordered],
+        mode=info["mode"],
+        computed=0,
+        reused=len(ordered),
+        directory=directory,
+        items=[AudioItem(record.path, record.labels) for record in ordered],
+        clips=[record.audio for record in ordered],
+        teacher=info["teacher"],
+    )
+
+
+def check_folder(directory, *, teacher, mode=None) -> dict:
+    """The ``teacher.json`` of a finished targets folder, checked against ``teacher`` and ``mode``.
+
+    Raises:
+        ParameterError: no ``teacher.json`` (not a finished targets folder), a format this
+            version cannot read (with the command that rebuilds it), another teacher, another mode.
+    """
+    from trillsson_tf._keras import tf
+
+    directory = os.fspath(directory)
+    info_path = f"{directory.rstrip('/')}/{TEACHER_FILE}"
+    info = {}
+    if tf.io.gfile.exists(info_path):
+        with tf.io.gfile.GFile(info_path) as handle:
+            info = json.load(handle)
     if not info:
         raise ParameterError(
             f"{directory!r} is not a targets folder: it has no {TEACHER_FILE} (written when `trillsson-tf targets` "
@@ -325,19 +360,32 @@ def load_targets(directory, *, teacher, mode=None) -> TargetSet:
         )
     if mode is not None and check_mode(mode) != info["mode"]:
         raise ParameterError(f"Targets in {directory!r} are in {info['mode']!r} mode, not {mode!r}.")
-    if not records:
-        raise ParameterError(f"Targets folder {directory!r} holds no records ({SHARD_PATTERN}).")
-    ordered = sorted(records.values(), key=lambda record: (record.path, record.key))
-    return TargetSet(
-        targets=[record.targets for record in ordered],
-        mode=info["mode"],
-        computed=0,
-        reused=len(ordered),
-        directory=directory,
-        items=[AudioItem(record.path, record.labels) for record in ordered],
-        clips=[record.audio for record in ordered],
-        teacher=made_by,
-    )
+    return info
+
+
+def shard_paths(directory) -> list:
+    """The shard files of a targets folder (local or remote), sorted."""
+    from trillsson_tf._keras import tf
+
+    return sorted(tf.io.gfile.glob(f"{os.fspath(directory).rstrip('/')}/{SHARD_PATTERN}"))
+
+
+def _stored_targets(folder: str, *, keys_only: bool = False) -> dict:
+    """``{key: targets}`` (``{key: None}`` with ``keys_only``) of the records in ``folder``; no audio is kept."""
+    from trillsson_tf._keras import tf
+
+    stored = {}
+    shards = shard_paths(folder)
+    if shards:
+        for serialized in tf.data.TFRecordDataset(shards).as_numpy_iterator():
+            feature = tf.train.Example.FromString(serialized).features.feature
+            key = feature["key"].bytes_list.value[0].decode()
+            if keys_only:
+                stored[key] = None
+                continue
+            shape = tuple(feature["target_shape"].int64_list.value)
+            stored[key] = np.frombuffer(feature["targets"].bytes_list.value[0], dtype="<f4").reshape(shape).astype(np.float32)
+    return stored
 
 
 def _cache_folder(cache_dir: str, teacher, mode: str) -> str:
@@ -357,6 +405,39 @@ def _write_shard(folder: str, records: list) -> None:
         for record in records:
             writer.write(encode_record(record))
     os.replace(partial, final)
+
+
+def _write_records(folder: str, records, *, shard_size: int):
+    """Write ``records`` (an iterable of :class:`TargetRecord`) to new shards of ``shard_size``; yields each once written."""
+    pending = []
+    for record in records:
+        pending.append(record)
+        if len(pending) >= shard_size:
+            _write_shard(folder, pending)
+            yield from pending
+            pending = []
+    if pending:
+        _write_shard(folder, pending)
+        yield from pending
+
+
+def _prepare_cache(teacher, mode: str, cache_dir, shard_size: int) -> str:
+    """Create (or reuse) the cache folder of ``teacher`` in ``mode`` and return its path."""
+    check_mode(mode)
+    if shard_size < 1:
+        raise ParameterError(f"shard_size must be a positive number of files, got {shard_size!r}.")
+    cache_dir = os.fspath(cache_dir or os.environ.get("TRILLSSON_CACHE_DIR") or DEFAULT_CACHE_DIR)
+    folder = _cache_folder(cache_dir, teacher, mode)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, TEACHER_FILE), "w") as handle:
+        json.dump(teacher_info(teacher, mode), handle, indent=2)
+    return folder
+
+
+def _warn_padded(teacher, padded: int) -> None:
+    if padded:
+        _log.warning("%d clip(s) were shorter than the teacher's window of %d samples and were zero-padded.",
+                     padded, teacher.min_samples)
 
 
 def cached_targets(
@@ -387,41 +468,22 @@ def cached_targets(
     """
     from tqdm.auto import tqdm
 
-    check_mode(mode)
-    if shard_size < 1:
-        raise ParameterError(f"shard_size must be a positive number of files, got {shard_size!r}.")
-    cache_dir = os.fspath(cache_dir or os.environ.get("TRILLSSON_CACHE_DIR") or DEFAULT_CACHE_DIR)
-    folder = _cache_folder(cache_dir, teacher, mode)
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, TEACHER_FILE), "w") as handle:
-        json.dump(teacher_info(teacher, mode), handle, indent=2)
-
+    folder = _prepare_cache(teacher, mode, cache_dir, shard_size)
     keys = [file_key(item.path) for item in audio.items] if keys is None else list(keys)
     if len(keys) != len(audio.clips):
         raise ParameterError(f"Got {len(keys)} cache keys for {len(audio.clips)} clips.")
-    _, stored = read_targets(folder)
-    stored = {key: record.targets for key, record in stored.items()}
+    stored = _stored_targets(folder)
     missing = [index for index, key in enumerate(keys) if key not in stored]
     padded_before = teacher.padded_clips
-    pending = []
-    for index in tqdm(missing, desc=f"teacher targets ({mode})", unit="file", disable=not progress):
-        item, clip = audio.items[index], audio.clips[index]
-        record = TargetRecord(keys[index], item.path, dict(item.labels), clip, teacher_targets(teacher, clip, mode=mode))
-        pending.append(record)
-        if len(pending) >= shard_size:
-            _write_shard(folder, pending)
-            stored.update({record.key: record.targets for record in pending})
-            pending = []
-    if pending:
-        _write_shard(folder, pending)
-        stored.update({record.key: record.targets for record in pending})
-    padded = teacher.padded_clips - padded_before
-    if padded:
-        _log.warning(
-            "%d clip(s) were shorter than the teacher's window of %d samples and were zero-padded.",
-            padded,
-            teacher.min_samples,
-        )
+
+    def computed():
+        for index in tqdm(missing, desc=f"teacher targets ({mode})", unit="file", disable=not progress):
+            item, clip = audio.items[index], audio.clips[index]
+            yield TargetRecord(keys[index], item.path, dict(item.labels), clip, teacher_targets(teacher, clip, mode=mode))
+
+    for record in _write_records(folder, computed(), shard_size=shard_size):
+        stored[record.key] = record.targets
+    _warn_padded(teacher, teacher.padded_clips - padded_before)
     _log.info("Targets in %s: %d computed, %d reused.", folder, len(missing), len(keys) - len(missing))
     return TargetSet(
         [stored[key] for key in keys],
@@ -433,6 +495,107 @@ def cached_targets(
         clips=list(audio.clips),
         teacher=teacher.describe(),
     )
+
+
+@dataclasses.dataclass
+class CacheIndex:
+    """What :func:`build_cache` left in a cache folder for a list of files (no audio).
+
+    Attributes:
+        directory: The cache folder (a targets folder).
+        items: The files that could be read (:class:`trillsson_tf.data.AudioItem`).
+        keys: The cache key of each of ``items``.
+        view_keys: The cache keys of the augmented views made (of the items asked for).
+        computed: Records the teacher computed in this call (files and views).
+        reused: Records found in the cache.
+        skipped: ``(path, error)`` of the files that could not be read.
+    """
+
+    directory: str
+    items: list
+    keys: list
+    view_keys: list
+    computed: int
+    reused: int
+    skipped: list
+
+
+def build_cache(teacher, items, *, mode: str = "global", cache_dir=None, views: int = 0, augmented=None,
+                seed: int = 0, shard_size: int = 64, progress: bool = False) -> CacheIndex:
+    """Fill the local cache for ``items``, streaming: one file in memory at a time, whatever their number.
+
+    Files are read, run through the teacher and written to shards of ``shard_size`` records as
+    they come; an interrupted call keeps every finished shard and the next call computes only
+    the rest (a file's key hashes its path, size and modification time). Unreadable files are
+    logged, counted and skipped.
+
+    Args:
+        teacher: A :class:`trillsson_tf.teachers.Teacher`.
+        items: :class:`trillsson_tf.data.AudioItem` s (paths and labels only).
+        mode: ``global`` or ``local``.
+        cache_dir: Cache root; default ``$TRILLSSON_CACHE_DIR`` or :data:`DEFAULT_CACHE_DIR`.
+        views: Augmented views per file (:mod:`trillsson_tf.augment`), each with its own target.
+        augmented: The items that get views (training files only, say); default every item.
+        seed: Seeds the views.
+        shard_size: Records per shard written (what an interrupt can lose).
+        progress: A progress bar over the files.
+
+    Returns:
+        :class:`CacheIndex`.
+
+    Raises:
+        ParameterError: bad mode, views or shard size; none of the files could be read.
+    """
+    from tqdm.auto import tqdm
+
+    from trillsson_tf.audio import load_audio
+    from trillsson_tf.augment import check_views, clip_view, view_key
+
+    check_views(views)
+    folder = _prepare_cache(teacher, mode, cache_dir, shard_size)
+    stored = _stored_targets(folder, keys_only=True)
+    augmented = None if augmented is None else {item.path for item in augmented}
+    index = CacheIndex(folder, [], [], [], 0, 0, [])
+    padded_before = teacher.padded_clips
+
+    def computed():
+        bar = tqdm(items, desc=f"teacher targets ({mode})", unit="file", disable=not progress)
+        for item in bar:
+            try:
+                key = file_key(item.path)
+            except OSError as error:
+                index.skipped.append((item.path, str(error)))
+                continue
+            wanted = [key] + ([view_key(key, view, seed=seed) for view in range(views)]
+                              if views and (augmented is None or item.path in augmented) else [])
+            missing = [name for name in wanted if name not in stored]
+            if missing:
+                try:
+                    clip = load_audio(item.path)
+                except ParameterError as error:
+                    _log.warning("Skipping %s: %s", item.path, error)
+                    index.skipped.append((item.path, str(error)))
+                    continue
+                for name in missing:
+                    audio = clip if name == key else clip_view(clip, name)
+                    yield TargetRecord(name, item.path, dict(item.labels), audio, teacher_targets(teacher, audio, mode=mode))
+            index.items.append(item)
+            index.keys.append(key)
+            index.view_keys.extend(wanted[1:])
+            index.computed += len(missing)
+            index.reused += len(wanted) - len(missing)
+            bar.set_postfix(computed=index.computed, reused=index.reused, refresh=False)
+
+    for record in _write_records(folder, computed(), shard_size=shard_size):
+        stored[record.key] = None
+    _warn_padded(teacher, teacher.padded_clips - padded_before)
+    if index.skipped:
+        _log.warning("Skipped %d unreadable file(s) of %d.", len(index.skipped), len(items))
+    if not index.items:
+        first = index.skipped[0][1] if index.skipped else "no files given"
+        raise ParameterError(f"None of the {len(items)} audio file(s) could be read; first error: {first}")
+    _log.info("Targets in %s: %d computed, %d reused.", folder, index.computed, index.reused)
+    return index
 
 
 def augmented_targets(teacher, training, views: int, *, mode: str = "global", seed: int = 0, cache_dir=None,

@@ -1,0 +1,317 @@
+"""Training examples streamed from target shards with ``tf.data``: memory flat in the corpus size.
+
+The distiller never holds its corpus. It reads a targets folder (the local cache of
+:func:`trillsson_tf.targets.build_cache` or a Beam output, local or remote) in two steps:
+
+1. :func:`scan_shards`, one pass over the shards in Python that keeps only small things: the
+   keys of the training records, running moments of their targets (the standardisation and
+   the centre of the fidelity figures), a bounded sample of target rows (the
+   nearest-training-target baseline) and the first 2 s of at most ``max_validation`` held-out
+   files. A corrupt or truncated shard is named, counted and left out.
+2. :func:`training_dataset`, the ``tf.data`` pipeline: shard files shuffled and interleaved,
+   records parsed, filtered to the training keys, cut to one random 2 s crop each (``global``
+   mode: anywhere in the clip, target row 0; ``local`` mode: one of its stored segments and that
+   segment's target), shuffled in a buffer of 16-bit crops, batched and prefetched, in parallel.
+
+Memory is the shuffle buffer (``shuffle_buffer`` crops of 64 KB) plus a few batches, whatever
+the number of files. The crops are drawn with stateless random ops from ``seed`` and the
+record's position in the stream, and the iterator can be checkpointed
+(``tf.train.Checkpoint(data=iterator)``), so a resumed run continues the same stream.
+"""
+import dataclasses
+import logging
+
+import numpy as np
+
+from trillsson_tf.data import CROP_SAMPLES, check_validation_fraction, is_validation, segments
+from trillsson_tf.errors import ParameterError
+from trillsson_tf.targets import check_folder, shard_paths
+
+__all__ = ["SHUFFLE_BUFFER", "MAX_VALIDATION_FILES", "MAX_SAMPLE_TARGETS", "ShardScan", "scan_shards",
+           "training_dataset"]
+
+_log = logging.getLogger(__name__)
+
+SHUFFLE_BUFFER = 1024
+"""Crops in the shuffle buffer by default: 64 MB of 16-bit audio."""
+MAX_VALIDATION_FILES = 256
+"""Held-out files whose first 2 s are kept for the validation loss and the fidelity figures."""
+MAX_SAMPLE_TARGETS = 4096
+"""Training target rows kept (a uniform sample) for the nearest-training-target baseline."""
+_CYCLE_LENGTH = 8  # shards read at once
+_PCM_SCALE = 32768.0
+
+
+@dataclasses.dataclass
+class ShardScan:
+    """What one pass over a targets folder keeps (no training audio).
+
+    Attributes:
+        directory: The targets folder.
+        info: Its ``teacher.json``.
+        mode: ``global`` or ``local``.
+        shards: The readable shard paths (the pipeline reads these).
+        skipped_shards: ``(path, error)`` of corrupt or truncated shards, left out.
+        train_keys: Keys of the training records.
+        train_files: Distinct training files (augmented views share their file's path).
+        validation_files: Held-out files (records whose file the split holds out).
+        other_records: Records of files not asked for (another corpus in a shared cache).
+        target_mean: float64 ``[D]``, mean of the training target rows.
+        target_std: float64 ``[D]``, their standard deviation.
+        target_rows: Training target rows counted.
+        sample_targets: float64 ``[<= MAX_SAMPLE_TARGETS, D]``, a uniform sample of them.
+        validation_audio: float32 ``[V, 32000]``, the first 2 s of up to ``max_validation`` held-out files.
+        validation_targets: float32 ``[V, D]``, their target rows.
+        train_hours: Hours of training audio (views included).
+    """
+
+    directory: str
+    info: dict
+    mode: str
+    shards: list
+    skipped_shards: list
+    train_keys: list
+    train_files: int
+    validation_files: int
+    other_records: int
+    target_mean: np.ndarray
+    target_std: np.ndarray
+    target_rows: int
+    sample_targets: np.ndarray
+    validation_audio: np.ndarray
+    validation_targets: np.ndarray
+    train_hours: float
+
+    @property
+    def train_records(self) -> int:
+        """Training records (files and their augmented views): crops per pass over the corpus."""
+        return len(self.train_keys)
+
+
+class _Moments:
+    """Running sum and sum of squares of target rows (float64), and a reservoir sample of rows."""
+
+    def __init__(self, limit: int, seed: int):
+        self.count, self.total, self.squares = 0, None, None
+        self.sample, self.limit, self.rng = [], limit, np.random.default_rng(seed)
+
+    def add(self, rows: np.ndarray) -> None:
+        rows = rows.astype(np.float64)
+        if self.total is None:
+            self.total, self.squares = np.zeros(rows.shape[1]), np.zeros(rows.shape[1])
+        self.total += rows.sum(0)
+        self.squares += np.square(rows).sum(0)
+        for row in rows:
+            self.count += 1
+            if len(self.sample) < self.limit:
+                self.sample.append(row)
+            else:
+                slot = int(self.rng.integers(0, self.count))
+                if slot < self.limit:
+                    self.sample[slot] = row
+
+
+def _decode(feature) -> tuple:
+    """``(key, path, audio float32 [samples] | None, targets float32 [rows, D])`` of a parsed record."""
+    def raw(name):
+        return feature[name].bytes_list.value[0]
+
+    shape = tuple(feature["target_shape"].int64_list.value)
+    targets = np.frombuffer(raw("targets"), dtype="<f4").reshape(shape)
+    return raw("key").decode(), raw("path").decode(), targets
+
+
+def _audio(feature) -> np.ndarray:
+    if "audio_pcm16" in feature:
+        return np.frombuffer(feature["audio_pcm16"].bytes_list.value[0], dtype="<i2").astype(np.float32) / _PCM_SCALE
+    return np.frombuffer(feature["audio"].bytes_list.value[0], dtype="<f4").astype(np.float32)  # format 1
+
+
+def _samples(feature) -> int:
+    if "audio_pcm16" in feature:
+        return len(feature["audio_pcm16"].bytes_list.value[0]) // 2
+    return len(feature["audio"].bytes_list.value[0]) // 4
+
+
+def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction: float = 0.1, seed: int = 0,
+                max_validation: int = MAX_VALIDATION_FILES, progress: bool = False) -> ShardScan:
+    """One pass over a targets folder: the training keys, target moments and a few held-out clips.
+
+    Args:
+        directory: A targets folder (``teacher.json`` + ``targets-*.tfrecord``), local or remote.
+        teacher: The teacher distilled from; a folder made by another one is refused.
+        mode: Expected target mode; ``None`` takes the folder's.
+        keys: Record keys to use (the files asked for and their views, when the folder is a
+            shared cache); ``None``: every record.
+        validation_fraction: Share of files held out (:func:`trillsson_tf.data.is_validation`, by file name).
+        seed: Seeds the split and the target sample.
+        max_validation: Most held-out files kept in memory.
+        progress: A progress bar over the shards.
+
+    Returns:
+        :class:`ShardScan`.
+
+    Raises:
+        ParameterError: not a targets folder, another teacher, format or mode (see
+            :func:`trillsson_tf.targets.check_folder`); no shards; no readable training record.
+    """
+    from tqdm.auto import tqdm
+
+    from trillsson_tf._keras import tf
+
+    check_validation_fraction(validation_fraction)
+    directory = str(directory)
+    info = check_folder(directory, teacher=teacher, mode=mode)
+    shards = shard_paths(directory)
+    if not shards:
+        raise ParameterError(f"Targets folder {directory!r} holds no shards (targets-*.tfrecord).")
+    wanted = None if keys is None else set(keys)
+    moments = _Moments(MAX_SAMPLE_TARGETS, seed)
+    readable, skipped, train_keys, train_paths, held_paths = [], [], [], set(), set()
+    held_audio, held_targets, other, seconds = [], [], 0, 0.0
+    for shard in tqdm(shards, desc="scanning target shards", unit="shard", disable=not progress):
+        rows, shard_keys, shard_paths_seen, shard_held, shard_seconds, shard_other = [], [], [], [], 0.0, 0
+        try:
+            for serialized in tf.data.TFRecordDataset(shard).as_numpy_iterator():
+                feature = tf.train.Example.FromString(serialized).features.feature
+                key, path, targets = _decode(feature)
+                if wanted is not None and key not in wanted:
+                    shard_other += 1
+                elif is_validation(path, validation_fraction, seed=seed):
+                    if path not in held_paths and len(held_paths) + len(shard_held) < max_validation:
+                        shard_held.append((path, segments(_audio(feature))[0], targets[0]))
+                    held_paths.add(path)
+                else:
+                    shard_keys.append(key)
+                    shard_paths_seen.append(path)
+                    rows.append(targets if info["mode"] == "local" else targets[:1])
+                    shard_seconds += _samples(feature) / 16000.0
+        except (tf.errors.DataLossError, tf.errors.OutOfRangeError, KeyError, IndexError, ValueError) as error:
+            # A shard cut short by a crash or damaged on disk: leave it all out, never half of it.
+            message = str(error).splitlines()[0][:200] or type(error).__name__
+            _log.warning("Skipping corrupt target shard %s: %s", shard, message)
+            skipped.append((shard, message))
+            continue
+        readable.append(shard)
+        for row in rows:
+            moments.add(row)
+        train_keys += shard_keys
+        train_paths.update(shard_paths_seen)
+        held_audio += [clip for path, clip, _ in shard_held if path not in {p for p, _, _ in held_audio}]
+        held_targets += [target for _, _, target in shard_held]
+        held_audio = held_audio[: len(held_targets)]
+        other += shard_other
+        seconds += shard_seconds
+    if skipped:
+        _log.warning("Left out %d corrupt target shard(s) of %d in %s.", len(skipped), len(shards), directory)
+    if not train_keys:
+        raise ParameterError(
+            f"Targets folder {directory!r} has no readable training record ({len(readable)} readable shard(s), "
+            f"{len(skipped)} corrupt, {len(held_paths)} held-out file(s), {other} record(s) of other files)."
+        )
+    mean = moments.total / moments.count
+    std = np.sqrt(np.maximum(moments.squares / moments.count - np.square(mean), 0.0))
+    dim = len(mean)
+    return ShardScan(
+        directory=directory, info=info, mode=info["mode"], shards=readable, skipped_shards=skipped,
+        train_keys=train_keys, train_files=len(train_paths), validation_files=len(held_paths), other_records=other,
+        target_mean=mean, target_std=std, target_rows=moments.count, sample_targets=np.array(moments.sample),
+        validation_audio=(np.stack(held_audio) if held_audio else np.zeros((0, CROP_SAMPLES), np.float32)),
+        validation_targets=(np.stack(held_targets).astype(np.float32) if held_targets else np.zeros((0, dim), np.float32)),
+        train_hours=seconds / 3600.0,
+    )
+
+
+def _parse(serialized):
+    """A shard record -> ``{"key", "audio" (int16 [samples]), "targets" (float32 [rows, D])}``."""
+    from trillsson_tf._keras import tf
+
+    parsed = tf.io.parse_single_example(serialized, {
+        "key": tf.io.FixedLenFeature([], tf.string),
+        "audio_pcm16": tf.io.FixedLenFeature([], tf.string, default_value=""),
+        "audio": tf.io.FixedLenFeature([], tf.string, default_value=""),  # format 1: float32
+        "targets": tf.io.FixedLenFeature([], tf.string),
+        "target_shape": tf.io.FixedLenFeature([2], tf.int64),
+    })
+    audio = tf.cond(
+        tf.strings.length(parsed["audio_pcm16"]) > 0,
+        lambda: tf.io.decode_raw(parsed["audio_pcm16"], tf.int16, little_endian=True),
+        lambda: tf.cast(tf.clip_by_value(tf.round(tf.io.decode_raw(parsed["audio"], tf.float32, little_endian=True)
+                                                  * _PCM_SCALE), -_PCM_SCALE, _PCM_SCALE - 1), tf.int16),
+    )
+    targets = tf.reshape(tf.io.decode_raw(parsed["targets"], tf.float32, little_endian=True), parsed["target_shape"])
+    return {"key": parsed["key"], "audio": audio, "targets": targets}
+
+
+def _crop(mode: str, seed: int, crop_samples: int):
+    """``(position, record) -> (int16 [crop_samples], float32 [D])``: one random crop and its target row."""
+    from trillsson_tf._keras import tf
+    from trillsson_tf.frontend.tf_ops import mirror_pad
+
+    def crop(position, record):
+        # The same crop of the same record for the same seed and stream position: a resumed run repeats nothing.
+        draw = tf.random.stateless_uniform([], seed=tf.stack([tf.constant(seed, tf.int64), position]))
+        audio = mirror_pad(record["audio"][tf.newaxis], crop_samples)[0]
+        length = tf.shape(audio, out_type=tf.int64)[0]
+        if mode == "local":
+            count = tf.minimum(length // crop_samples, tf.shape(record["targets"], out_type=tf.int64)[0])
+            choice = tf.minimum(tf.cast(draw * tf.cast(count, tf.float32), tf.int64), count - 1)
+            start, row = choice * crop_samples, choice
+        else:
+            span = length - crop_samples + 1
+            start, row = tf.minimum(tf.cast(draw * tf.cast(span, tf.float32), tf.int64), span - 1), 0
+        return audio[start : start + crop_samples], record["targets"][row]
+
+    return crop
+
+
+def training_dataset(scan: ShardScan, *, batch_size: int, seed: int = 0, shuffle_buffer: int = SHUFFLE_BUFFER,
+                     crop_samples: int = CROP_SAMPLES, workers: int = 1):
+    """The endless stream of training batches of a scanned targets folder.
+
+    Args:
+        scan: :func:`scan_shards` of the folder.
+        batch_size: Crops per batch (the global batch; a distribution strategy splits it).
+        seed: Seeds the shard order, the crops and the shuffle.
+        shuffle_buffer: Crops in the shuffle buffer; more than the corpus holds is clipped to it, with a warning.
+        crop_samples: Crop length in samples (2 s: one 195-frame patch).
+        workers: Workers of a multiworker strategy; with at least as many shards each reads its
+            own shards (auto-sharding by file), otherwise each keeps its share of the records.
+
+    Returns:
+        ``tf.data.Dataset`` of ``(audio float32 [batch, crop_samples], targets float32 [batch, D])``.
+
+    Raises:
+        ParameterError: a batch size or shuffle buffer that is not a positive integer.
+    """
+    from trillsson_tf._keras import tf
+
+    for name, value in (("batch_size", batch_size), ("shuffle_buffer", shuffle_buffer)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ParameterError(f"{name} must be a positive integer, got {value!r}.")
+    if shuffle_buffer > scan.train_records:
+        _log.warning("shuffle_buffer=%d is larger than the %d training records; using %d.",
+                     shuffle_buffer, scan.train_records, scan.train_records)
+        shuffle_buffer = scan.train_records
+    keys = tf.constant(scan.train_keys)
+    training = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, tf.ones_like(keys, tf.int32)), 0)
+    autotune = tf.data.AUTOTUNE
+    files = tf.data.Dataset.from_tensor_slices(scan.shards)
+    files = files.shuffle(len(scan.shards), seed=seed, reshuffle_each_iteration=True).repeat()
+    records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(_CYCLE_LENGTH, len(scan.shards)),
+                               num_parallel_calls=autotune, deterministic=True)
+    records = records.map(_parse, num_parallel_calls=autotune, deterministic=True)
+    records = records.filter(lambda record: training.lookup(record["key"]) > 0)
+    crops = records.enumerate().map(_crop(scan.mode, seed, crop_samples), num_parallel_calls=autotune,
+                                    deterministic=True)
+    batches = crops.shuffle(shuffle_buffer, seed=seed).batch(batch_size, drop_remainder=True)
+    batches = batches.map(lambda audio, targets: (tf.cast(audio, tf.float32) / _PCM_SCALE, targets),
+                          num_parallel_calls=autotune, deterministic=True).prefetch(autotune)
+    options = tf.data.Options()
+    options.deterministic = True
+    policy = tf.data.experimental.AutoShardPolicy
+    if workers > 1 and len(scan.shards) < workers:
+        _log.warning("%d shard(s) for %d workers: every worker reads all of them and keeps its share of the records.",
+                     len(scan.shards), workers)
+    options.experimental_distribute.auto_shard_policy = policy.FILE if len(scan.shards) >= workers else policy.DATA
+    return batches.with_options(options)
