@@ -782,11 +782,15 @@ def audio_files(inputs) -> list:
     return files
 
 
-def embed_to_file(model, inputs, out_path, *, num_threads=None, progress: bool = False, overwrite: bool = False) -> dict:
+def embed_to_file(model, inputs, out_path, *, num_threads=None, progress: bool = False, overwrite: bool = False,
+                  frames: bool = False, hop_s=None) -> dict:
     """Embed audio files and folders with a ``.tflite`` model and write the vectors.
 
-    ``.npy`` holds float32 ``[n, D]`` and a ``<out>.files.txt`` beside it names the file of
-    each row; ``.csv`` has a header ``path,e0,...`` and one row per file.
+    One vector per file: ``.npy`` holds float32 ``[n, D]`` and a ``<out>.files.txt`` beside it
+    names the file of each row; ``.csv`` has a header ``path,e0,...`` and one row per file.
+    With ``frames``, one vector per window (:meth:`TFLiteModel.frames`): ``.npy`` holds float32
+    ``[windows of all files, D]`` and a ``<out>.windows.csv`` beside it the ``file,start_s,end_s``
+    of each row; ``.csv`` has rows ``file,start_s,end_s,v0,...``.
 
     Args:
         model: ``.tflite`` path (or a :class:`TFLiteModel`).
@@ -795,22 +799,29 @@ def embed_to_file(model, inputs, out_path, *, num_threads=None, progress: bool =
         num_threads: Interpreter threads (``None``: the interpreter's default).
         progress: Show a progress bar (tqdm, when installed).
         overwrite: Replace an existing output file; refused otherwise.
+        frames: Write frame-level vectors instead of one per file.
+        hop_s: Seconds between window starts with ``frames`` (default 0.5).
 
     Returns:
-        ``{'out': str, 'files': int, 'embedding_dim': int}``.
+        ``{'out': str, 'files': int, 'embedding_dim': int}`` (and ``'windows': int`` with ``frames``).
 
     Raises:
-        ParameterError: unknown output format, existing output, bad inputs or model.
+        ParameterError: unknown output format, existing output, bad inputs or model, a hop
+            without ``frames``, a bad hop, a model that gives no frames (the message names the fix).
     """
     out_path = os.fspath(out_path)
     extension = os.path.splitext(out_path)[1].lower()
     if extension not in OUTPUT_FORMATS:
         raise ParameterError(f"Unknown output format {extension!r} for {out_path!r}. Expected one of: {list(OUTPUT_FORMATS)}.")
+    if hop_s is not None and not frames:
+        raise ParameterError("A hop applies to frame-level outputs only: pass frames=True (CLI --frames) with it.")
     if os.path.exists(out_path) and not overwrite:
         raise ParameterError(f"Output {out_path!r} exists; pass overwrite=True (--force) to replace it.")
     files = audio_files(inputs)
     if not isinstance(model, TFLiteModel):
         model = TFLiteModel(model, num_threads=num_threads)
+    if frames:
+        return _frames_to_file(model, files, out_path, extension, DEFAULT_HOP_S if hop_s is None else hop_s)
     vectors = model.embed_files(files, progress=progress)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     if extension == ".npy":
@@ -824,3 +835,28 @@ def embed_to_file(model, inputs, out_path, *, num_threads=None, progress: bool =
             writer.writerows([path, *(f"{value:.8g}" for value in vector)] for path, vector in zip(files, vectors))
     _log.info("Wrote %d embeddings (%d-d) to %s", len(files), vectors.shape[1], out_path)
     return {"out": out_path, "files": len(files), "embedding_dim": int(vectors.shape[1])}
+
+
+def _frames_to_file(model: TFLiteModel, files: list, out_path: str, extension: str, hop_s) -> dict:
+    """The ``frames`` branch of :func:`embed_to_file`: every file's windows, one row each."""
+    model._frame_windows(hop_s)  # a bad hop or a file without frames fails before any audio is read
+    rows, vectors = [], []
+    for path in files:
+        result = model.frames(load_audio(path, sample_rate_hz=model.sample_rate_hz), hop_s=hop_s)
+        rows += [(path, float(start), float(start) + model.window_s) for start in result[START_S_KEY]]
+        vectors.append(result[EMBEDDING_KEY][0])
+    vectors = np.concatenate(vectors)
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    header = ["file", "start_s", "end_s"]
+    times = [[path, f"{start:.3f}", f"{end:.3f}"] for path, start, end in rows]
+    if extension == ".npy":
+        np.save(out_path, vectors)
+        with open(os.path.splitext(out_path)[0] + ".windows.csv", "w", newline="") as handle:
+            csv.writer(handle).writerows([header, *times])
+    else:
+        with open(out_path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow([*header, *(f"v{i}" for i in range(vectors.shape[1]))])
+            writer.writerows([*row, *(f"{value:.8g}" for value in vector)] for row, vector in zip(times, vectors))
+    _log.info("Wrote %d windows of %d files (%d-d, hop %g s) to %s", len(rows), len(files), vectors.shape[1], hop_s, out_path)
+    return {"out": out_path, "files": len(files), "windows": len(rows), "embedding_dim": int(vectors.shape[1])}
