@@ -4,7 +4,8 @@
 >>> model = TFLiteModel("t1_int8.tflite", num_threads=1)
 >>> model(audio)["embedding"]        # float32 [samples] or [batch, samples] at 16 kHz -> [batch, D]
 >>> model.embed_file("clip.flac")    # -> float32 [D]
->>> for vector in model.stream(blocks):   # live audio in blocks of any size -> one [D] per chunk
+>>> model.frames(audio, hop_s=0.5)   # {'embedding': [batch, windows, D], 'start_s': [windows]}
+>>> for start_s, vector in model.stream(blocks, hop_s=0.5):   # live audio, one [D] every hop
 ...     pass
 
 Two kinds of model files are run:
@@ -22,7 +23,10 @@ Two kinds of model files are run:
 
 Both follow the semantics of the Keras models and the hub models: any length, clips shorter
 than 2 s mirror-padded to 2 s, non-overlapping 195-frame chunks (the tail is dropped), one
-vector per clip, the mean over its chunks.
+vector per clip, the mean over its chunks. Frame-level outputs (:meth:`TFLiteModel.frames`,
+:meth:`TFLiteModel.stream` with ``hop_s``, :class:`FrameStream`) run the same per-window calls
+on windows of one 195-frame patch every hop (:class:`trillsson_tf.frontend.FrameWindows`); the
+clip call is the mean of its non-overlapping windows, on the same code path.
 
 Whole-clip models (Wav2Small; their card has a ``clip_model`` entry) take whole clips, not
 2 s chunks: clips shorter than 1 s are mirror-padded to 1 s. A model that takes dB mel bands
@@ -31,8 +35,10 @@ frontend (:func:`trillsson_tf.frontend.dft.features`, after normalising the whol
 dynamic length runs each clip whole, a fixed length runs the consecutive windows of that
 length (the tail is dropped) and averages their outputs. Their output is ``scores``: the call
 returns it under ``scores`` and, like every model here, under ``embedding`` (the runtime's
-uniform key, so one comparison helper takes any model). They do not stream. Integer (int8/uint8) inputs and outputs are
-quantized and dequantized with the model's own scale and zero point.
+uniform key, so one comparison helper takes any model). Those that take audio give frames and
+stream windows (``hop_s``), the whole model on each window; those that take mel bands do not.
+Integer (int8/uint8) inputs and outputs are quantized and dequantized with the model's own scale
+and zero point.
 
 Which of these a file is, is asked of :func:`trillsson_tf.kinds.of_tflite` once, when it is
 loaded (:attr:`TFLiteModel.kind`); the interpreter and the (de)quantization are those of
