@@ -69,7 +69,7 @@ from trillsson_tf import kinds, litert
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.contract import AUDIO_INPUT_NAME, LOG_MEL_INPUT_NAME, PATCH_INPUT_NAME, SCORES_KEY, SIGNATURE_KEY
 from trillsson_tf.errors import ConversionError, ParameterError
-from trillsson_tf.frontend import dft
+from trillsson_tf.frontend import DEFAULT_FRONTEND, dft
 from trillsson_tf.metrics import ccc, parity
 from trillsson_tf.models import chunk_network, float32_frontend_model, output_key
 
@@ -201,6 +201,17 @@ def _check_choices(quantize: str, kind: kinds.Kind, fixed_samples, *, least: int
             raise ParameterError(f"fixed_samples must be an integer >= {least} samples, got {fixed_samples!r}.")
 
 
+def _frames_samples(kind: kinds.Kind, fixed_samples) -> int:
+    """The input length of a ``frames=True`` conversion: one window of the TRILLsson frontend (31,440 samples)."""
+    span = DEFAULT_FRONTEND.chunk_span_samples
+    if kind.input_name != AUDIO_INPUT_NAME:
+        raise ParameterError("frames=True fixes the audio input to one window; a file without its frontend (frontend=False) "
+                             "takes one patch per row and gives frames already.")
+    if fixed_samples not in (None, span):
+        raise ParameterError(f"frames=True fixes the input to one window of {span} samples; got fixed_samples={fixed_samples}.")
+    return span
+
+
 def convert(
     model_or_export_dir,
     out_path,
@@ -208,6 +219,7 @@ def convert(
     quantize: str = "float32",
     frontend: bool = True,
     fixed_samples=None,
+    frames: bool = False,
     representative_audio=None,
     parity_audio=None,
     min_cosine=None,
@@ -228,6 +240,10 @@ def convert(
         fixed_samples: Fix the audio input to ``[1, fixed_samples]`` samples; ``None`` keeps
             ``[None, None]`` (any batch, any length), or 1 s for a whole-clip student without
             its normalisation (TFLite Micro needs a fixed shape).
+        frames: Fix the audio input to one frame-level window, ``[1, 31440]`` (one 195-frame
+            patch): the fixed-shape file that gives frames (:meth:`trillsson_tf.runtime.TFLiteModel.frames`;
+            on a device, one call per hop on the last 31,440 samples). Dynamic-length and
+            patch-in files give frames without it.
         representative_audio: Calibration audio for ``int8`` (folder, CSV, file list or float32
             ``[n, samples]`` array); required for ``int8``.
         parity_audio: float32 ``[n, samples]`` at 16 kHz to check parity on; default: held-out
@@ -248,12 +264,16 @@ def convert(
     model, metadata = load_keras_model(model_or_export_dir)
     source = None if isinstance(model_or_export_dir, keras.Model) else os.fspath(model_or_export_dir)
     kind = kinds.of_model(model, metadata, frontend=frontend)
+    if frames and kind.family == kinds.WAVEFORM:
+        raise ParameterError("frames=True applies to chunk and whole-clip students; a waveform export gives one vector per clip.")
     if kind.family == kinds.WAVEFORM:  # raw audio at a fixed length, every output of the export
         return convert_waveform_model(model, metadata, out_path, source=source, quantize=quantize,
                                       fixed_samples=fixed_samples, representative_audio=representative_audio,
                                       parity_audio=parity_audio, min_cosine=min_cosine, strict=strict, overwrite=overwrite)
     out_path, card_path = output_paths(out_path, overwrite)
     frontend_config = _FRONTENDS[kind.family](model)
+    if frames:
+        fixed_samples = _frames_samples(kind, fixed_samples)
     _check_choices(quantize, kind, fixed_samples, least=frontend_config.window_samples)
     key = output_key(model)
     calibration = representative_clips(representative_audio) if quantize == "int8" else None
@@ -305,7 +325,7 @@ def convert(
             "run": run_info(model_or_export_dir),
             "optimization": metadata.get("optimization"),
         },
-        "converter": {"tensorflow": tf.__version__, "fixed_samples": plan.fixed_samples},
+        "converter": {"tensorflow": tf.__version__, "fixed_samples": plan.fixed_samples, "frames": bool(frames)},
         "licence": LICENCE_NOTE,
     }
     with open(card_path, "w") as handle:

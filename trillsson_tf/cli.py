@@ -47,9 +47,11 @@ def _cmd_embed(args):
     from trillsson_tf.runtime import embed_to_file
 
     summary = embed_to_file(
-        args.model, args.inputs, args.out, num_threads=args.num_threads, progress=not args.no_progress, overwrite=args.force
+        args.model, args.inputs, args.out, num_threads=args.num_threads, progress=not args.no_progress, overwrite=args.force,
+        frames=args.frames, hop_s=args.hop,
     )
-    print(f"Embedded {summary['files']} files ({summary['embedding_dim']}-d) to {summary['out']}")
+    windows = f", {summary['windows']} windows" if args.frames else ""
+    print(f"Embedded {summary['files']} files{windows} ({summary['embedding_dim']}-d) to {summary['out']}")
 
 
 def _cmd_distill(args):
@@ -228,6 +230,7 @@ def _cmd_convert(args):
         # A microcontroller runs the frontend itself (and needs a fixed shape): --micro implies --no-frontend.
         frontend=not (args.no_frontend or args.micro),
         fixed_samples=args.fixed_samples,
+        frames=args.frames,
         representative_audio=args.data,
         min_cosine=args.min_cosine,
         strict=args.strict,
@@ -421,6 +424,8 @@ def _add_convert_arguments(convert):
     convert.add_argument("--quantize", default="float32", choices=QUANTIZE_MODES)
     convert.add_argument("--no-frontend", action="store_true", help="leave the log-mel frontend out (patch input)")
     convert.add_argument("--fixed-samples", type=int, default=None, help="fix the audio input length, in samples")
+    convert.add_argument("--frames", action="store_true",
+                         help="fix the audio input to one frame window (31440 samples): a fixed-shape file that gives frames")
     convert.add_argument("--data", default=None, help="representative audio (folder or CSV) for --quantize int8")
     convert.add_argument("--min-cosine", type=float, default=None, help="parity threshold (default: per mode)")
     convert.add_argument("--strict", action="store_true", help="fail when parity is below the threshold")
@@ -597,6 +602,9 @@ def build_parser(command=None) -> argparse.ArgumentParser:
     embed.add_argument("--num-threads", type=int, default=None, help="interpreter threads (default: the interpreter's)")
     embed.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     embed.add_argument("--force", action="store_true", help="replace an existing output file")
+    embed.add_argument("--frames", action="store_true",
+                       help="one vector per window (start_s, end_s) instead of one per file")
+    embed.add_argument("--hop", type=float, default=None, help="seconds between window starts with --frames (default 0.5)")
     embed.set_defaults(func=_cmd_embed)
     # The flags also work after the subcommand; SUPPRESS keeps a subcommand from resetting the main
     # parser's value when they are given before it.

@@ -14,6 +14,7 @@ from trillsson_tf.frontend import DEFAULT_FRONTEND
 __all__ = [
     "AUDIO_INPUT_NAME",
     "EMBEDDING_KEY",
+    "FRAMES_SIGNATURE_KEY",
     "KWS_OUTPUT",
     "LOG_MEL_INPUT_NAME",
     "OUTPUT_KEYS",
@@ -21,6 +22,7 @@ __all__ = [
     "SAMPLE_RATE_HZ",
     "SCORES_KEY",
     "SIGNATURE_KEY",
+    "START_S_KEY",
     "SV_OUTPUT",
     "select_output_key",
 ]
@@ -48,6 +50,12 @@ SV_OUTPUT = "speaker_embedding"
 
 SIGNATURE_KEY = "serving_default"
 """The signature exports and ``.tflite`` conversions are called through."""
+
+FRAMES_SIGNATURE_KEY = "frames"
+"""The second signature of an export: audio -> one vector per window (frame-level outputs)."""
+
+START_S_KEY = "start_s"
+"""Frame-level outputs: the start of each window in seconds, float32 ``[windows]``."""
 
 
 def select_output_key(keys, output_key=None, *, source="model") -> str:

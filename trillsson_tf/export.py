@@ -1,7 +1,9 @@
 """Hub-format export of our models, and loading of any TRILLsson-style model as a Keras layer.
 
 An export directory holds a SavedModel whose signature ``serving_default`` maps
-``audio_samples`` float32 ``[batch, None]`` to ``{'embedding': [batch, D]}``, whose ``__call__``
+``audio_samples`` float32 ``[batch, None]`` to ``{'embedding': [batch, D]}``, a second signature
+``frames`` that maps it to one vector per window ``{'embedding': [batch, windows, D], 'start_s':
+[windows]}`` (windows of one 195-frame patch every ``frames_hop_s``, fixed at export), whose ``__call__``
 does the same (with a ``training`` flag, so ``hub.KerasLayer(..., trainable=True)``
 fine-tunes it), plus ``model.keras`` (the Keras model, for later compression) and
 ``trillsson_tf.json`` (what it is: name, dimension, frontend numbers).
@@ -15,10 +17,19 @@ import urllib.parse
 import numpy as np
 
 from trillsson_tf._keras import keras, tf
-from trillsson_tf.contract import AUDIO_INPUT_NAME, EMBEDDING_KEY, SIGNATURE_KEY, select_output_key
+from trillsson_tf.contract import (
+    AUDIO_INPUT_NAME,
+    EMBEDDING_KEY,
+    FRAMES_SIGNATURE_KEY,
+    SIGNATURE_KEY,
+    START_S_KEY,
+    select_output_key,
+)
 from trillsson_tf.errors import ParameterError, TrillssonError
 from trillsson_tf.folders import prepare_output_dir
 from trillsson_tf.kinds import LAYER_STUDENT_KIND, WAVEFORM
+from trillsson_tf.frontend import DEFAULT_FRONTEND, DEFAULT_HOP_S
+from trillsson_tf.models import frames_model
 from trillsson_tf.models import output_key as model_output_key
 
 __all__ = [
@@ -47,7 +58,8 @@ _KAGGLE_PREFIX = "kaggle:"
 _NETWORK_TIMEOUT_S = 5.0
 
 
-def export_savedmodel(model, path, *, overwrite: bool = False, extra_metadata=None, output_names=None) -> str:
+def export_savedmodel(model, path, *, overwrite: bool = False, extra_metadata=None, output_names=None,
+                      frames_hop_s=DEFAULT_HOP_S) -> str:
     """Write ``model`` as a hub-format SavedModel directory.
 
     Args:
@@ -60,14 +72,18 @@ def export_savedmodel(model, path, *, overwrite: bool = False, extra_metadata=No
         output_names: Several dict outputs of ``model`` to export together (for example
             ``('keyword_logits', 'speaker_embedding')`` of a multi-task model); default: its
             one ``embedding`` / ``scores`` output.
+        frames_hop_s: Hop of the ``frames`` signature in seconds (a multiple of 0.01 in (0, 1.95]:
+            :meth:`trillsson_tf.frontend.FrontendConfig.windows`); ``None``: no ``frames``
+            signature. Exports of several outputs have none.
 
     Returns:
         The export directory path.
 
     Raises:
         ParameterError: ``path`` exists and is not empty while ``overwrite`` is false, or
-            the model does not output exactly one of the keys ``embedding`` / ``scores``.
+            the model does not output exactly one of the keys ``embedding`` / ``scores``, or a bad hop.
     """
+    windows = None if frames_hop_s is None else DEFAULT_FRONTEND.windows(frames_hop_s)  # checked before the folder is made
     path = prepare_output_dir(path, overwrite=overwrite, what="Export directory")
     names = tuple(output_names) if output_names else (model_output_key(model),)
     output = names[0]
@@ -86,6 +102,17 @@ def export_savedmodel(model, path, *, overwrite: bool = False, extra_metadata=No
     call.get_concrete_function(spec, training=False)
     call.get_concrete_function(spec, training=True)
     serving = tf.function(lambda audio_samples: call(audio_samples, training=False), input_signature=[spec])
+    signatures = {SIGNATURE_KEY: serving}
+    if windows is not None and len(names) == 1:
+        framed = frames_model(model, windows.hop_s)
+
+        @tf.function(input_signature=[spec])
+        def frames(audio_samples):
+            vectors = framed(audio_samples, training=False)[output]
+            starts = tf.cast(tf.range(tf.shape(vectors)[1]), tf.float32) * windows.hop_s
+            return {output: vectors, START_S_KEY: starts}
+
+        signatures[FRAMES_SIGNATURE_KEY] = frames
 
     # The attributes TF Hub's reusable-SavedModel convention asks for (hub.KerasLayer reads them).
     exported = tf.train.Checkpoint()
@@ -94,7 +121,7 @@ def export_savedmodel(model, path, *, overwrite: bool = False, extra_metadata=No
     exported.trainable_variables = list(model.trainable_variables)
     exported.regularization_losses = []
     exported.__call__ = call
-    tf.saved_model.save(exported, path, signatures={SIGNATURE_KEY: serving})
+    tf.saved_model.save(exported, path, signatures=signatures)
     model.save(os.path.join(path, KERAS_FILE))
 
     frontend = getattr(model, "frontend", None)
@@ -109,6 +136,8 @@ def export_savedmodel(model, path, *, overwrite: bool = False, extra_metadata=No
         "sample_rate_hz": frontend.sample_rate_hz if frontend else None,
         "frontend": frontend.to_dict() if frontend else None,
         "build": getattr(model, "build_spec", None),
+        "frames": ({"signature": FRAMES_SIGNATURE_KEY, "hop_s": windows.hop_s, "window_s": windows.window_s,
+                    "outputs": [output, START_S_KEY]} if FRAMES_SIGNATURE_KEY in signatures else None),
         # A layer student straight from models.build: the metadata its export kind needs.
         **({"kind": LAYER_STUDENT_KIND, "encoder": model.encoder.name, "segment_samples": model.min_samples,
             "sample_rate_hz": model.sample_rate_hz} if getattr(model, "family", None) == WAVEFORM else {}),

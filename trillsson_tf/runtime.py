@@ -4,7 +4,8 @@
 >>> model = TFLiteModel("t1_int8.tflite", num_threads=1)
 >>> model(audio)["embedding"]        # float32 [samples] or [batch, samples] at 16 kHz -> [batch, D]
 >>> model.embed_file("clip.flac")    # -> float32 [D]
->>> for vector in model.stream(blocks):   # live audio in blocks of any size -> one [D] per chunk
+>>> model.frames(audio, hop_s=0.5)   # {'embedding': [batch, windows, D], 'start_s': [windows]}
+>>> for start_s, vector in model.stream(blocks, hop_s=0.5):   # live audio, one [D] every hop
 ...     pass
 
 Two kinds of model files are run:
@@ -22,7 +23,10 @@ Two kinds of model files are run:
 
 Both follow the semantics of the Keras models and the hub models: any length, clips shorter
 than 2 s mirror-padded to 2 s, non-overlapping 195-frame chunks (the tail is dropped), one
-vector per clip, the mean over its chunks.
+vector per clip, the mean over its chunks. Frame-level outputs (:meth:`TFLiteModel.frames`,
+:meth:`TFLiteModel.stream` with ``hop_s``, :class:`FrameStream`) run the same per-window calls
+on windows of one 195-frame patch every hop (:class:`trillsson_tf.frontend.FrameWindows`); the
+clip call is the mean of its non-overlapping windows, on the same code path.
 
 Whole-clip models (Wav2Small; their card has a ``clip_model`` entry) take whole clips, not
 2 s chunks: clips shorter than 1 s are mirror-padded to 1 s. A model that takes dB mel bands
@@ -31,8 +35,10 @@ frontend (:func:`trillsson_tf.frontend.dft.features`, after normalising the whol
 dynamic length runs each clip whole, a fixed length runs the consecutive windows of that
 length (the tail is dropped) and averages their outputs. Their output is ``scores``: the call
 returns it under ``scores`` and, like every model here, under ``embedding`` (the runtime's
-uniform key, so one comparison helper takes any model). They do not stream. Integer (int8/uint8) inputs and outputs are
-quantized and dequantized with the model's own scale and zero point.
+uniform key, so one comparison helper takes any model). Those that take audio give frames and
+stream windows (``hop_s``), the whole model on each window; those that take mel bands do not.
+Integer (int8/uint8) inputs and outputs are quantized and dequantized with the model's own scale
+and zero point.
 
 Which of these a file is, is asked of :func:`trillsson_tf.kinds.of_tflite` once, when it is
 loaded (:attr:`TFLiteModel.kind`); the interpreter and the (de)quantization are those of
@@ -51,12 +57,20 @@ import numpy as np
 
 from trillsson_tf import kinds, litert
 from trillsson_tf.audio import AUDIO_EXTENSIONS, check_sample_rate, load_audio, resample, validate_audio
-from trillsson_tf.contract import AUDIO_INPUT_NAME, EMBEDDING_KEY, LOG_MEL_INPUT_NAME, PATCH_INPUT_NAME, SCORES_KEY
+from trillsson_tf.contract import (
+    AUDIO_INPUT_NAME,
+    EMBEDDING_KEY,
+    LOG_MEL_INPUT_NAME,
+    PATCH_INPUT_NAME,
+    SCORES_KEY,
+    START_S_KEY,
+)
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.frontend import DEFAULT_FRONTEND, FrontendConfig, dft, numpy_ops
+from trillsson_tf.frontend import DEFAULT_FRONTEND, DEFAULT_HOP_S, FrontendConfig, dft, numpy_ops
 
 __all__ = [
     "OUTPUT_FORMATS",
+    "FrameStream",
     "TFLiteModel",
     "audio_files",
     "embed_to_file",
@@ -332,24 +346,41 @@ class TFLiteModel:
         return self._runners[size]
 
     def _embed_audio(self, audio: np.ndarray) -> np.ndarray:
-        """Audio-in files: a fixed input length runs consecutive windows of that length; a dynamic
-        one runs each clip whole (whole-clip kinds, mirror-padded to their minimum) or its 195-frame chunks."""
+        """Audio-in files: a fixed input length runs consecutive windows of that length (unless it is
+        one window, :meth:`_window_vectors`); a dynamic one runs each clip whole (whole-clip kinds,
+        mirror-padded to their minimum) or its 195-frame chunks, averaged."""
         fixed = int(self._input["shape_signature"][1])
-        if fixed > 0:
+        if fixed > 0 and (self.kind.whole_clips or fixed != self.frontend.chunk_span_samples):
             return self._run_windows(audio, fixed)
         if self.kind.whole_clips:
             return self._run(numpy_ops.mirror_pad(audio, self.clip_model["frontend"].min_samples))
-        windows = numpy_ops.chunk_windows(audio, self.frontend)
-        batch, chunks = windows.shape[:2]
-        vectors = self._run_fixed(windows.reshape(batch * chunks, -1))
-        return vectors.reshape(batch, chunks, -1).mean(axis=1)
+        return self._window_vectors(audio, self.frontend.windows()).mean(axis=1)
 
     def _embed_patches(self, audio: np.ndarray) -> np.ndarray:
         """Patch-in files: the numpy log-mel of each 195-frame chunk, chunk vectors averaged per clip."""
-        patches = numpy_ops.log_mel_patches(audio, self.frontend)
-        batch, chunks = patches.shape[:2]
-        vectors = self._run_patches(patches.reshape(batch * chunks, *patches.shape[2:]))
-        return vectors.reshape(batch, chunks, -1).mean(axis=1)
+        return self._window_vectors(audio, self.frontend.windows()).mean(axis=1)
+
+    def _window_vectors(self, audio: np.ndarray, windows) -> np.ndarray:
+        """float32 ``[batch, samples]`` -> ``[batch, windows, D]``, one vector per frame-level window.
+
+        Patch-in files get the patches of one log-mel of the whole clip; audio-in files the audio
+        of each window (:func:`~trillsson_tf.frontend.numpy_ops.chunk_windows`), one call shape.
+        """
+        if self.kind.input_name == PATCH_INPUT_NAME:
+            patches = numpy_ops.log_mel_patches(audio, self.frontend, windows=windows)
+            batch, count = patches.shape[:2]
+            vectors = self._run_patches(patches.reshape(batch * count, *patches.shape[2:]))
+        else:
+            segments = numpy_ops.chunk_windows(audio, self.frontend, windows=windows)
+            batch, count = segments.shape[:2]
+            vectors = self._run_fixed(segments.reshape(batch * count, -1))
+        return vectors.reshape(batch, count, -1)
+
+    def _run_segments(self, segments: np.ndarray) -> np.ndarray:
+        """float32 ``[n, 31440]`` window audio -> float32 ``[n, D]`` window vectors (the stream's call)."""
+        if self.kind.input_name == PATCH_INPUT_NAME:
+            return self._run_patches(numpy_ops.log_mel(segments, self.frontend))
+        return self._run_fixed(np.ascontiguousarray(segments))
 
     def _embed_log_mel(self, audio: np.ndarray) -> np.ndarray:
         """Mel-band-in files (a whole-clip network alone): the numpy twin of its frontend, whole clips
@@ -465,6 +496,65 @@ class TFLiteModel:
         vectors = [self.embed_file(path) for path in paths]
         return np.stack(vectors) if vectors else np.zeros((0, self.embedding_dim), np.float32)
 
+    # -- frame-level outputs --------------------------------------------------------------
+
+    def frames_refusal(self):
+        """Why this file cannot give frame-level outputs (a message naming the fix), or ``None`` when it can.
+
+        Dynamic-length audio-in files and patch-in files give frames at any hop; a fixed-length
+        audio-in file only when its input is one window (``convert(..., frames=True)``).
+        """
+        if len(self.output_keys) > 1 or self.kind.family == kinds.WAVEFORM:
+            return (f"{self._name!r} is a {self.kind.name} model with outputs {list(self.output_keys)}: it gives one "
+                    "vector per clip, no frames.")
+        if self.kind.input_name == LOG_MEL_INPUT_NAME:
+            return (f"{self._name!r} takes fixed windows of dB mel bands (the TFLite Micro form): convert with "
+                    "frontend=True (no --no-frontend) for a file that gives frames.")
+        fixed = int(self._input["shape_signature"][1]) if self.kind.input_name == AUDIO_INPUT_NAME else -1
+        span = self.frontend.chunk_span_samples
+        if fixed > 0 and fixed != span:
+            return (f"{self._name!r} takes a fixed [1, {fixed}] input, which is not one frame window of {span} samples: "
+                    f"convert it with frames=True (CLI `trillsson-tf convert --frames`), or without fixed_samples, for "
+                    "a file that gives frames.")
+        return None
+
+    def frames(self, audio, *, hop_s=DEFAULT_HOP_S, sample_rate=None) -> dict:
+        """Frame-level outputs: one vector per window of one 195-frame patch, every ``hop_s`` seconds.
+
+        Window ``k`` reads samples ``[k hop, k hop + 31440)`` of the clip (mirror-padded to 2 s
+        when shorter), the window ``end_s - start_s`` is :attr:`window_s`; at
+        ``hop_s=1.95`` (hop = window) the windows are the clip call's chunks and their mean is its
+        clip vector. Whole-clip (Wav2Small) files run whole on each window's audio.
+
+        Args:
+            audio: float32 ``[samples]`` or ``[batch, samples]`` (one length), as for a call.
+            hop_s: Seconds between window starts, a multiple of 0.01 s in (0, 1.95].
+            sample_rate: Rate of ``audio`` in Hz (resampled when not :attr:`sample_rate_hz`).
+
+        Returns:
+            ``{'embedding': float32 [batch, windows, D], 'start_s': float32 [windows]}`` (and
+            ``scores``, the same array, for score models).
+
+        Raises:
+            ParameterError: a bad hop (zero, negative, larger than the window, not whole frames),
+                a file that gives no frames (:meth:`frames_refusal`), bad audio.
+        """
+        windows = self._frame_windows(hop_s)
+        vectors = self._window_vectors(self._prepare(audio, sample_rate), windows)
+        return {**self._outputs(vectors), START_S_KEY: windows.starts_s(vectors.shape[1])}
+
+    def _frame_windows(self, hop_s):
+        windows = self.frontend.windows(hop_s)
+        refusal = self.frames_refusal()
+        if refusal:
+            raise ParameterError(refusal)
+        return windows
+
+    @property
+    def window_s(self) -> float:
+        """Seconds of audio one frame-level window reads (1.965 s: 31,440 samples at 16 kHz)."""
+        return self.frontend.chunk_span_samples / self.sample_rate_hz
+
     # -- streaming ------------------------------------------------------------------------
 
     @property
@@ -479,17 +569,15 @@ class TFLiteModel:
 
     def reset(self) -> None:
         """Forget buffered stream audio: the next :meth:`feed` starts a new stream."""
-        self._buffer = np.zeros(0, np.float32)
-        self._stream_rate = None
-        self._resampler = None
-        self._chunks_emitted = 0
+        self._stream = None
 
     def feed(self, block, *, sample_rate=None) -> np.ndarray:
         """Push one block of a live stream; return the vectors of the chunks it completes.
 
         A chunk is complete once its 195 frames have all their samples; chunk ``k`` covers
         samples ``[31200 k, 31200 k + 31440)`` at 16 kHz, exactly the chunks the offline call
-        averages. Blocks may have any size, including zero.
+        averages. Blocks may have any size, including zero. (:meth:`open_stream` gives windows
+        every hop instead.)
 
         Args:
             block: Mono float32 ``[samples]`` in [-1, 1] (int16 PCM is scaled).
@@ -499,14 +587,107 @@ class TFLiteModel:
         Returns:
             float32 ``[k, D]``, ``k >= 0`` chunk vectors.
         """
+        self._refuse_chunk_stream()
+        if self._stream is None:
+            self._stream = self.open_stream(None)
+        return self._stream.feed(block, sample_rate=sample_rate)[1]
+
+    def _refuse_chunk_stream(self) -> None:
+        """Raise for a file without 195-frame chunks (whole-clip models) or without frames."""
+        refusal = self.frames_refusal()
+        if refusal:
+            raise ParameterError(f"{self._name!r} does not stream: {refusal}")
         if self.kind.whole_clips:
-            raise ParameterError(f"{self._name!r} is a whole-clip model (Wav2Small): call it on clips; it does not stream.")
-        if len(self.output_keys) > 1:
-            raise ParameterError(f"{self._name!r} has several outputs {list(self.output_keys)}: call it on clips; it does not stream.")
-        rate = self.sample_rate_hz if sample_rate is None else check_sample_rate(sample_rate)
-        if self._stream_rate not in (None, rate):
-            raise ParameterError(f"Stream started at {self._stream_rate} Hz, got a block at {rate} Hz; call reset() first.")
-        self._stream_rate = rate
+            raise ParameterError(f"{self._name!r} is a whole-clip model (Wav2Small): its clip vector is no mean of "
+                                 "chunks, so it does not stream chunk vectors; stream its windows with hop_s=....")
+
+    def open_stream(self, hop_s=DEFAULT_HOP_S, *, sample_rate=None) -> "FrameStream":
+        """A live stream that gives one window vector every ``hop_s`` seconds (:class:`FrameStream`).
+
+        Args:
+            hop_s: As for :meth:`frames`; ``None``: the non-overlapping 195-frame chunks.
+            sample_rate: Rate of the blocks in Hz (default: set by the first block, else the model's).
+
+        Raises:
+            ParameterError: a bad hop, or a file that gives no frames (:meth:`frames_refusal`).
+        """
+        return FrameStream(self, self._frame_windows(hop_s), sample_rate=sample_rate)
+
+    def stream(self, blocks, *, hop_s=None, sample_rate=None):
+        """Embed a live stream, window by window, each vector as soon as its audio has arrived.
+
+        With ``hop_s`` it yields ``(start_s, vector)`` every hop once the first window is full:
+        the numbers of :meth:`frames` on the concatenated blocks (the latency after a window's
+        last sample is one model call). With ``hop_s=None`` it yields one vector per
+        non-overlapping 195-frame chunk, whose mean equals the offline call. Either way a stream
+        that ends before its first window is full gives the windows of its mirror-padded audio,
+        as the offline call does; the tail after the last whole window is dropped.
+
+        Args:
+            blocks: Iterable of mono float32 ``[samples]`` blocks of any size.
+            hop_s: Seconds between window starts (as for :meth:`frames`), or ``None``.
+            sample_rate: Rate of the blocks in Hz (default: the model's); resampled continuously.
+
+        Yields:
+            ``(start_s, float32 [D])`` with ``hop_s``, else float32 ``[D]`` chunk vectors.
+
+        Raises:
+            ParameterError: a bad hop, a file that does not stream, a bad block (NaN, stereo):
+                the generator ends there; :meth:`open_stream` keeps a stream going past a refused block.
+        """
+        if hop_s is None:
+            self._refuse_chunk_stream()
+        stream = self.open_stream(hop_s, sample_rate=sample_rate)
+        for block in blocks:
+            yield from _pairs(*stream.feed(block), with_times=hop_s is not None)
+        yield from _pairs(*stream.close(), with_times=hop_s is not None)
+
+
+def _pairs(starts, vectors, *, with_times):
+    return zip(starts.tolist(), vectors) if with_times else iter(vectors)
+
+
+class FrameStream:
+    """A live stream through a :class:`TFLiteModel`: blocks in, the windows they complete out.
+
+    Window ``k`` reads samples ``[k hop, k hop + 31440)`` of the stream at the model rate, the
+    windows of :meth:`TFLiteModel.frames`; it is run as soon as its last sample arrives. Made by
+    :meth:`TFLiteModel.open_stream`. A refused block (NaN/Inf, stereo, another rate) raises and
+    leaves the stream as it was.
+
+    Attributes:
+        windows: The :class:`~trillsson_tf.frontend.FrameWindows` of the stream.
+        sample_rate_hz: Rate of the blocks (``None`` until the first block sets it).
+        emitted: Windows given so far.
+    """
+
+    def __init__(self, model: TFLiteModel, windows, *, sample_rate=None):
+        self._model, self.windows = model, windows
+        self.sample_rate_hz = None if sample_rate is None else check_sample_rate(sample_rate)
+        self._resampler = None
+        self._buffer = np.zeros(0, np.float32)  # stream samples from window `emitted`'s start on
+        self._head = np.zeros(0, np.float32)  # the first 2 s, for a stream shorter than that (close)
+        self.emitted = 0
+        self._received = 0
+
+    def _empty(self):
+        return np.zeros(0, np.float32), np.zeros((0, self._model.embedding_dim), np.float32)
+
+    def feed(self, block, *, sample_rate=None) -> tuple:
+        """Push one block; return ``(start_s float32 [k], vectors float32 [k, D])`` of the windows it completes.
+
+        Args:
+            block: Mono float32 ``[samples]`` in [-1, 1] (int16 PCM is scaled), any size.
+            sample_rate: Rate of the block in Hz; default the stream's (set by its first block or
+                :meth:`TFLiteModel.open_stream`), else the model's.
+
+        Raises:
+            ParameterError: NaN/Inf, a block that is not mono ``[samples]``, a rate other than
+                the stream's; nothing of the block is kept.
+        """
+        rate = check_sample_rate(sample_rate) if sample_rate is not None else (self.sample_rate_hz or self._model.sample_rate_hz)
+        if self.sample_rate_hz not in (None, rate):
+            raise ParameterError(f"Stream started at {self.sample_rate_hz} Hz, got a block at {rate} Hz; call reset() first.")
         block = np.asarray(block)
         if block.ndim != 1:
             raise ParameterError(f"Stream blocks must be mono [samples], got shape {block.shape}.")
@@ -514,56 +695,55 @@ class TFLiteModel:
             if block.dtype == np.int16:
                 block = block.astype(np.float32) / _PCM16_SCALE
             block = validate_audio(block, sample_rate_hz=rate, expected_rate_hz=rate, allow_1d=True)[0]
-            self._append(block, last=False)
+        self.sample_rate_hz = rate  # only once the block is accepted
+        if not block.size:
+            return self._empty()
+        self._append(block, last=False)
         return self._drain()
 
+    def close(self) -> tuple:
+        """End the stream: the windows still due, as ``(start_s, vectors)`` (see :meth:`feed`).
+
+        The resampler's last samples are flushed; a stream shorter than 2 s gives the windows of
+        its mirror-padded audio that the offline call has and the stream has not given.
+        """
+        if self._resampler is not None:
+            self._append(np.zeros(0, np.float32), last=True)
+        starts, vectors = self._drain()
+        min_samples = self._model.frontend.min_samples
+        if 0 < self._received < min_samples:
+            padded = self._model._window_vectors(self._head[np.newaxis], self.windows)[0]
+            late = padded[self.emitted :]
+            starts = np.concatenate([starts, self.windows.starts_s(len(padded))[self.emitted :]])
+            vectors = np.concatenate([vectors, late])
+            self.emitted = len(padded)
+        return starts, vectors
+
     def _append(self, block: np.ndarray, *, last: bool) -> None:
-        if self._stream_rate != self.sample_rate_hz:
+        if self.sample_rate_hz not in (None, self._model.sample_rate_hz):
             if self._resampler is None:
                 import soxr
 
-                self._resampler = soxr.ResampleStream(self._stream_rate, self.sample_rate_hz, 1, dtype="float32")
+                self._resampler = soxr.ResampleStream(self.sample_rate_hz, self._model.sample_rate_hz, 1, dtype="float32")
             block = self._resampler.resample_chunk(block, last=last)
-        self._buffer = np.concatenate([self._buffer, block.astype(np.float32, copy=False)])
+        block = block.astype(np.float32, copy=False)
+        min_samples = self._model.frontend.min_samples
+        if self._received < min_samples:
+            self._head = np.concatenate([self._head, block[: min_samples - self._received]])
+        self._received += len(block)
+        self._buffer = np.concatenate([self._buffer, block])
 
-    def _drain(self) -> np.ndarray:
-        span, step = self.chunk_span_samples, self.chunk_step_samples
-        count = 0 if len(self._buffer) < span else 1 + (len(self._buffer) - span) // step
+    def _drain(self) -> tuple:
+        span, hop = self.windows.span_samples, self.windows.hop_samples
+        count = 0 if len(self._buffer) < span else 1 + (len(self._buffer) - span) // hop
         if not count:
-            return np.zeros((0, self.embedding_dim), np.float32)
-        segments = np.lib.stride_tricks.sliding_window_view(self._buffer, span)[: count * step : step]
-        if self.frontend_inside:
-            vectors = self._run_fixed(np.ascontiguousarray(segments))
-        else:
-            vectors = self._run_patches(numpy_ops.log_mel(segments, self.frontend))
-        self._buffer = self._buffer[count * step :]
-        self._chunks_emitted += count
-        return vectors
-
-    def stream(self, blocks, *, sample_rate=None):
-        """Embed a live stream: one vector per 195-frame chunk, as soon as it is complete.
-
-        Starts a new stream (:meth:`reset`). The mean of the yielded vectors equals the
-        offline call on the concatenated blocks: a stream that ends before its first chunk is
-        complete gives one vector for its mirror-padded audio, as the offline call does; the
-        tail after the last whole chunk is dropped.
-
-        Args:
-            blocks: Iterable of mono float32 ``[samples]`` blocks of any size.
-            sample_rate: Rate of the blocks in Hz (default: the model's).
-
-        Yields:
-            float32 ``[D]`` chunk vectors.
-        """
-        self.reset()
-        for block in blocks:
-            yield from self.feed(block, sample_rate=sample_rate)
-        if self._resampler is not None:
-            self._append(np.zeros(0, np.float32), last=True)
-            yield from self._drain()
-        if not self._chunks_emitted and len(self._buffer):
-            yield self._embed_batch(self._buffer[np.newaxis])[0]
-        self.reset()
+            return self._empty()
+        segments = np.lib.stride_tricks.sliding_window_view(self._buffer, span)[: count * hop : hop]
+        vectors = self._model._run_segments(segments)
+        starts = self.windows.starts_s(self.emitted + count)[self.emitted :]
+        self._buffer = self._buffer[count * hop :]
+        self.emitted += count
+        return starts, vectors
 
 
 _EMBEDDERS = {
@@ -608,11 +788,15 @@ def audio_files(inputs) -> list:
     return files
 
 
-def embed_to_file(model, inputs, out_path, *, num_threads=None, progress: bool = False, overwrite: bool = False) -> dict:
+def embed_to_file(model, inputs, out_path, *, num_threads=None, progress: bool = False, overwrite: bool = False,
+                  frames: bool = False, hop_s=None) -> dict:
     """Embed audio files and folders with a ``.tflite`` model and write the vectors.
 
-    ``.npy`` holds float32 ``[n, D]`` and a ``<out>.files.txt`` beside it names the file of
-    each row; ``.csv`` has a header ``path,e0,...`` and one row per file.
+    One vector per file: ``.npy`` holds float32 ``[n, D]`` and a ``<out>.files.txt`` beside it
+    names the file of each row; ``.csv`` has a header ``path,e0,...`` and one row per file.
+    With ``frames``, one vector per window (:meth:`TFLiteModel.frames`): ``.npy`` holds float32
+    ``[windows of all files, D]`` and a ``<out>.windows.csv`` beside it the ``file,start_s,end_s``
+    of each row; ``.csv`` has rows ``file,start_s,end_s,v0,...``.
 
     Args:
         model: ``.tflite`` path (or a :class:`TFLiteModel`).
@@ -621,22 +805,29 @@ def embed_to_file(model, inputs, out_path, *, num_threads=None, progress: bool =
         num_threads: Interpreter threads (``None``: the interpreter's default).
         progress: Show a progress bar (tqdm, when installed).
         overwrite: Replace an existing output file; refused otherwise.
+        frames: Write frame-level vectors instead of one per file.
+        hop_s: Seconds between window starts with ``frames`` (default 0.5).
 
     Returns:
-        ``{'out': str, 'files': int, 'embedding_dim': int}``.
+        ``{'out': str, 'files': int, 'embedding_dim': int}`` (and ``'windows': int`` with ``frames``).
 
     Raises:
-        ParameterError: unknown output format, existing output, bad inputs or model.
+        ParameterError: unknown output format, existing output, bad inputs or model, a hop
+            without ``frames``, a bad hop, a model that gives no frames (the message names the fix).
     """
     out_path = os.fspath(out_path)
     extension = os.path.splitext(out_path)[1].lower()
     if extension not in OUTPUT_FORMATS:
         raise ParameterError(f"Unknown output format {extension!r} for {out_path!r}. Expected one of: {list(OUTPUT_FORMATS)}.")
+    if hop_s is not None and not frames:
+        raise ParameterError("A hop applies to frame-level outputs only: pass frames=True (CLI --frames) with it.")
     if os.path.exists(out_path) and not overwrite:
         raise ParameterError(f"Output {out_path!r} exists; pass overwrite=True (--force) to replace it.")
     files = audio_files(inputs)
     if not isinstance(model, TFLiteModel):
         model = TFLiteModel(model, num_threads=num_threads)
+    if frames:
+        return _frames_to_file(model, files, out_path, extension, DEFAULT_HOP_S if hop_s is None else hop_s)
     vectors = model.embed_files(files, progress=progress)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     if extension == ".npy":
@@ -650,3 +841,28 @@ def embed_to_file(model, inputs, out_path, *, num_threads=None, progress: bool =
             writer.writerows([path, *(f"{value:.8g}" for value in vector)] for path, vector in zip(files, vectors))
     _log.info("Wrote %d embeddings (%d-d) to %s", len(files), vectors.shape[1], out_path)
     return {"out": out_path, "files": len(files), "embedding_dim": int(vectors.shape[1])}
+
+
+def _frames_to_file(model: TFLiteModel, files: list, out_path: str, extension: str, hop_s) -> dict:
+    """The ``frames`` branch of :func:`embed_to_file`: every file's windows, one row each."""
+    model._frame_windows(hop_s)  # a bad hop or a file without frames fails before any audio is read
+    rows, vectors = [], []
+    for path in files:
+        result = model.frames(load_audio(path, sample_rate_hz=model.sample_rate_hz), hop_s=hop_s)
+        rows += [(path, float(start), float(start) + model.window_s) for start in result[START_S_KEY]]
+        vectors.append(result[EMBEDDING_KEY][0])
+    vectors = np.concatenate(vectors)
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    header = ["file", "start_s", "end_s"]
+    times = [[path, f"{start:.3f}", f"{end:.3f}"] for path, start, end in rows]
+    if extension == ".npy":
+        np.save(out_path, vectors)
+        with open(os.path.splitext(out_path)[0] + ".windows.csv", "w", newline="") as handle:
+            csv.writer(handle).writerows([header, *times])
+    else:
+        with open(out_path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow([*header, *(f"v{i}" for i in range(vectors.shape[1]))])
+            writer.writerows([*row, *(f"{value:.8g}" for value in vector)] for row, vector in zip(times, vectors))
+    _log.info("Wrote %d windows of %d files (%d-d, hop %g s) to %s", len(rows), len(files), vectors.shape[1], hop_s, out_path)
+    return {"out": out_path, "files": len(files), "windows": len(rows), "embedding_dim": int(vectors.shape[1])}

@@ -15,7 +15,12 @@ import functools
 
 import numpy as np
 
-__all__ = ["FrontendConfig", "DEFAULT_FRONTEND", "hann_window", "mel_matrix", "hertz_to_mel"]
+from trillsson_tf.errors import ParameterError
+
+__all__ = ["DEFAULT_HOP_S", "FrameWindows", "FrontendConfig", "DEFAULT_FRONTEND", "hann_window", "mel_matrix", "hertz_to_mel"]
+
+DEFAULT_HOP_S = 0.5
+"""Default hop between the starts of two frame-level windows, in seconds."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +70,32 @@ class FrontendConfig:
 
     def num_chunks(self, num_samples: int) -> int:
         """Non-overlapping patches for a clip of ``num_samples`` samples (tail dropped)."""
-        return self.num_frames(num_samples) // self.chunk_frames
+        return self.windows().count(num_samples)
+
+    def windows(self, hop_s=None) -> "FrameWindows":
+        """The frame-level windows of this frontend: one 195-frame patch every ``hop_s`` seconds.
+
+        Args:
+            hop_s: Seconds between window starts, a multiple of the frame hop (0.01 s) in
+                ``(0, window_s]`` (``window_s`` = 195 frames = 1.95 s); ``None``: the
+                non-overlapping patches of the clip call (hop = window).
+
+        Raises:
+            ParameterError: a hop that is not a number, zero, negative, larger than the window or
+                not a whole number of frames.
+        """
+        if hop_s is None:
+            return FrameWindows(self, self.chunk_frames)
+        window_s = self.chunk_step_samples / self.sample_rate_hz
+        frame_s = self.hop_samples / self.sample_rate_hz
+        if isinstance(hop_s, bool) or not isinstance(hop_s, (int, float, np.integer, np.floating)) or not np.isfinite(hop_s):
+            raise ParameterError(f"hop_s must be a number of seconds, got {hop_s!r}.")
+        if not 0 < hop_s <= window_s + 1e-9:
+            raise ParameterError(f"hop_s must be in (0, {window_s:g}] seconds (the window of {self.chunk_frames} frames), got {hop_s!r}.")
+        frames = int(round(hop_s / frame_s))
+        if frames < 1 or abs(frames * frame_s - hop_s) > 1e-6:
+            raise ParameterError(f"hop_s must be a whole number of {frame_s:g} s frames, got {hop_s!r}.")
+        return FrameWindows(self, frames)
 
     @property
     def chunk_span_samples(self) -> int:
@@ -85,6 +115,53 @@ class FrontendConfig:
     def from_dict(cls, values: dict) -> "FrontendConfig":
         """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError``."""
         return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameWindows:
+    """Where the frame-level windows of a clip lie: one 195-frame patch every ``hop_frames`` frames.
+
+    Window ``k`` reads samples ``[k * hop_samples, k * hop_samples + span_samples)`` of the clip
+    mirror-padded to ``min_samples`` (2 s), the same samples its patch's frames come from; with
+    ``hop_frames == chunk_frames`` the windows are the non-overlapping chunks the clip vector
+    averages. Made by :meth:`FrontendConfig.windows`.
+
+    Attributes:
+        frontend: The :class:`FrontendConfig` whose frames are windowed.
+        hop_frames: Frames between window starts (195: non-overlapping).
+    """
+
+    frontend: FrontendConfig
+    hop_frames: int
+
+    @property
+    def hop_samples(self) -> int:
+        """Samples between window starts (8,000 for 0.5 s at 16 kHz)."""
+        return self.hop_frames * self.frontend.hop_samples
+
+    @property
+    def hop_s(self) -> float:
+        """Seconds between window starts."""
+        return self.hop_samples / self.frontend.sample_rate_hz
+
+    @property
+    def span_samples(self) -> int:
+        """Samples one window reads: ``(chunk_frames - 1) * hop + window`` (31,440 at 16 kHz)."""
+        return self.frontend.chunk_span_samples
+
+    @property
+    def window_s(self) -> float:
+        """Seconds of audio one window reads (1.965 s at 16 kHz): ``end_s - start_s`` of each window."""
+        return self.span_samples / self.frontend.sample_rate_hz
+
+    def count(self, num_samples: int) -> int:
+        """Windows of a clip of ``num_samples`` samples (at least one: short clips are mirror-padded)."""
+        padded = max(int(num_samples), self.frontend.min_samples)
+        return 1 + (padded - self.span_samples) // self.hop_samples
+
+    def starts_s(self, count: int) -> np.ndarray:
+        """float32 ``[count]`` window start times in seconds: ``k * hop_s``."""
+        return (np.arange(int(count)) * self.hop_samples / self.frontend.sample_rate_hz).astype(np.float32)
 
 
 DEFAULT_FRONTEND = FrontendConfig()

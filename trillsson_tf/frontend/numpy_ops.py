@@ -69,38 +69,49 @@ def log_mel(audio: np.ndarray, config: FrontendConfig = DEFAULT_FRONTEND, *, max
     return features
 
 
-def log_mel_patches(audio: np.ndarray, config: FrontendConfig = DEFAULT_FRONTEND) -> np.ndarray:
-    """Pad, log-mel and cut into the non-overlapping patches the network sees.
+def log_mel_patches(audio: np.ndarray, config: FrontendConfig = DEFAULT_FRONTEND, *, windows=None) -> np.ndarray:
+    """Pad, log-mel and cut into the 195-frame patches the network sees.
 
     Args:
         audio: float array ``[batch, samples]`` at ``config.sample_rate_hz``, values in [-1, 1].
         config: Frontend numbers.
+        windows: :class:`~trillsson_tf.frontend.FrameWindows` of ``config`` (patches every hop,
+            overlapping when the hop is shorter than 195 frames); ``None``: the non-overlapping
+            patches of the clip call.
 
     Returns:
-        float32 array ``[batch, chunks, chunk_frames, num_mel_bins]``; the frames after the
-        last whole chunk are dropped.
+        float32 array ``[batch, patches, chunk_frames, num_mel_bins]``; the frames after the
+        last whole patch are dropped.
     """
+    windows = windows or config.windows()
     padded = mirror_pad(audio, config.min_samples)
-    chunks = config.num_chunks(padded.shape[1])
-    features = log_mel(padded, config, max_frames=chunks * config.chunk_frames)  # frames past the last chunk are dropped
-    return features.reshape(features.shape[0], chunks, config.chunk_frames, features.shape[2])
+    count = windows.count(padded.shape[1])
+    # Each frame is computed once, however many windows it falls in; frames past the last window are dropped.
+    features = log_mel(padded, config, max_frames=(count - 1) * windows.hop_frames + config.chunk_frames)
+    if windows.hop_frames == config.chunk_frames:
+        return features.reshape(features.shape[0], count, config.chunk_frames, features.shape[2])
+    patches = np.lib.stride_tricks.sliding_window_view(features, config.chunk_frames, axis=1)[:, :: windows.hop_frames]
+    return np.ascontiguousarray(patches.transpose(0, 1, 3, 2))
 
 
-def chunk_windows(audio: np.ndarray, config: FrontendConfig = DEFAULT_FRONTEND) -> np.ndarray:
+def chunk_windows(audio: np.ndarray, config: FrontendConfig = DEFAULT_FRONTEND, *, windows=None) -> np.ndarray:
     """The audio each patch of :func:`log_mel_patches` is computed from.
 
-    Chunk ``k`` of a clip depends only on samples ``[k * chunk_step, k * chunk_step + chunk_span)``
-    of the padded clip, so a model with the frontend inside gives the same chunk vector for that
+    Patch ``k`` of a clip depends only on samples ``[k * hop, k * hop + chunk_span)`` of the
+    padded clip, so a model with the frontend inside gives the same patch vector for that
     window alone: a runtime can call it at one constant input shape.
 
     Args:
         audio: float array ``[batch, samples]`` at ``config.sample_rate_hz``.
         config: Frontend numbers.
+        windows: :class:`~trillsson_tf.frontend.FrameWindows` (see :func:`log_mel_patches`);
+            ``None``: the non-overlapping chunks.
 
     Returns:
-        float32 array ``[batch, chunks, chunk_span_samples]`` (a copy).
+        float32 array ``[batch, patches, chunk_span_samples]`` (a copy).
     """
+    windows = windows or config.windows()
     padded = mirror_pad(np.asarray(audio, dtype=np.float32), config.min_samples)
-    chunks = config.num_chunks(padded.shape[1])
-    windows = np.lib.stride_tricks.sliding_window_view(padded, config.chunk_span_samples, axis=1)
-    return np.ascontiguousarray(windows[:, : chunks * config.chunk_step_samples : config.chunk_step_samples])
+    count = windows.count(padded.shape[1])
+    framed = np.lib.stride_tricks.sliding_window_view(padded, windows.span_samples, axis=1)
+    return np.ascontiguousarray(framed[:, : count * windows.hop_samples : windows.hop_samples])

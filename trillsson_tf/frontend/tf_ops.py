@@ -80,22 +80,29 @@ def log_mel(audio, config: FrontendConfig = DEFAULT_FRONTEND, *, compute_dtype: 
 
 
 def log_mel_patches(
-    audio, config: FrontendConfig = DEFAULT_FRONTEND, *, compute_dtype: str = "float64", float16_safe: bool = False
+    audio, config: FrontendConfig = DEFAULT_FRONTEND, *, compute_dtype: str = "float64", float16_safe: bool = False,
+    hop_frames=None,
 ):
-    """Pad, log-mel and cut into the non-overlapping patches the network sees.
+    """Pad, log-mel and cut into the 195-frame patches the network sees.
 
     Args:
         audio: float32 tensor ``[batch, samples]`` at ``config.sample_rate_hz``.
         config: Frontend numbers.
         compute_dtype: ``'float64'`` (reference precision) or ``'float32'`` (TFLite).
         float16_safe: See :func:`log_mel`.
+        hop_frames: Frames between patch starts (frame-level windows, see
+            :meth:`trillsson_tf.frontend.FrontendConfig.windows`); ``None``: the non-overlapping
+            patches of the clip call.
 
     Returns:
-        float32 tensor ``[batch * chunks, chunk_frames, num_mel_bins, 1]``, clip-major (the
-        chunks of clip 0 first); the frames after the last whole chunk are dropped.
+        float32 tensor ``[batch * patches, chunk_frames, num_mel_bins, 1]``, clip-major (the
+        patches of clip 0 first); the frames after the last whole patch are dropped.
     """
     features = log_mel(mirror_pad(audio, config.min_samples), config, compute_dtype=compute_dtype,
                        float16_safe=float16_safe)
-    chunks = tf.shape(features)[1] // config.chunk_frames
-    features = features[:, : chunks * config.chunk_frames]
+    if hop_frames is None or hop_frames == config.chunk_frames:
+        chunks = tf.shape(features)[1] // config.chunk_frames
+        features = features[:, : chunks * config.chunk_frames]
+    else:  # overlapping patches: each frame computed once above, gathered into every patch it is in
+        features = tf.signal.frame(features, config.chunk_frames, int(hop_frames), axis=1)
     return tf.reshape(features, [-1, config.chunk_frames, config.num_mel_bins, 1])

@@ -33,6 +33,7 @@ from trillsson_tf.models._audio_model import (
     LogMelPatches,
     MeanOverChunks,
     chunk_network,
+    frames_model,
     wrap_chunk_network,
 )
 from trillsson_tf.models._common import FAMILIES, StudentPreset
@@ -52,6 +53,7 @@ __all__ = [
     "chunk_network",
     "clip_gflops",
     "float32_frontend_model",
+    "frames_model",
     "get_preset",
     "inner_network",
     "output_key",

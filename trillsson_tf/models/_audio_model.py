@@ -1,13 +1,18 @@
-"""Wraps a per-chunk network into a model with the TF Hub call contract.
+"""Wraps a per-chunk network into a model with the TF Hub call contract, and gives any student frames.
 
 audio ``[batch, samples]`` -> :class:`LogMelPatches` -> chunk network -> :class:`MeanOverChunks`
 -> ``{'embedding': [batch, D]}``.
+
+Frame-level outputs (:func:`frames_model`, :meth:`AudioEmbeddingModel.frames`) take the same
+path with patches every hop instead of every 195 frames, and stop before the mean
+(:class:`ChunksPerClip`): at hop = window their mean is the clip vector. Students without a
+chunk network (Wav2Small, layer students) run whole on each window's audio (:class:`AudioWindows`).
 """
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.audio import validate_audio
-from trillsson_tf.contract import AUDIO_INPUT_NAME, EMBEDDING_KEY, OUTPUT_KEYS, SCORES_KEY
+from trillsson_tf.contract import AUDIO_INPUT_NAME, EMBEDDING_KEY, OUTPUT_KEYS, SCORES_KEY, START_S_KEY
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.frontend import DEFAULT_FRONTEND, FrontendConfig, tf_ops
+from trillsson_tf.frontend import DEFAULT_FRONTEND, DEFAULT_HOP_S, FrameWindows, FrontendConfig, tf_ops
 from trillsson_tf.kinds import CHUNK
 
 __all__ = [
@@ -16,11 +21,14 @@ __all__ = [
     "EMBEDDING_KEY",
     "SCORES_KEY",
     "OUTPUT_KEYS",
+    "AudioWindows",
+    "ChunksPerClip",
     "LogMelPatches",
     "MeanOverChunks",
     "AudioEmbeddingModel",
     "wrap_chunk_network",
     "chunk_network",
+    "frames_model",
 ]
 
 CHUNK_NETWORK_NAME = "chunk_network"
@@ -31,10 +39,11 @@ _PACKAGE = "trillsson_tf"
 class LogMelPatches(keras.layers.Layer):
     """Audio ``[batch, samples]`` -> log-mel patches ``[batch * chunks, frames, mels, 1]``.
 
-    ``compute_dtype`` and ``float16_safe`` are those of :func:`trillsson_tf.frontend.tf_ops.log_mel`.
+    ``compute_dtype`` and ``float16_safe`` are those of :func:`trillsson_tf.frontend.tf_ops.log_mel`;
+    ``hop_frames`` (frame-level windows) that of :func:`trillsson_tf.frontend.tf_ops.log_mel_patches`.
     """
 
-    def __init__(self, frontend=None, compute_dtype="float64", float16_safe=False, **kwargs):
+    def __init__(self, frontend=None, compute_dtype="float64", float16_safe=False, hop_frames=None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(frontend, dict):
             frontend = FrontendConfig.from_dict(frontend)
@@ -45,10 +54,11 @@ class LogMelPatches(keras.layers.Layer):
             )
         self.frontend_compute_dtype = compute_dtype
         self.float16_safe = bool(float16_safe)
+        self.hop_frames = None if hop_frames is None else int(hop_frames)
 
     def call(self, audio):
         return tf_ops.log_mel_patches(audio, self.frontend, compute_dtype=self.frontend_compute_dtype,
-                                      float16_safe=self.float16_safe)
+                                      float16_safe=self.float16_safe, hop_frames=self.hop_frames)
 
     def get_config(self):
         return {
@@ -56,7 +66,33 @@ class LogMelPatches(keras.layers.Layer):
             "frontend": self.frontend.to_dict(),
             "compute_dtype": self.frontend_compute_dtype,
             "float16_safe": self.float16_safe,
+            "hop_frames": self.hop_frames,
         }
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class AudioWindows(keras.layers.Layer):
+    """Audio ``[batch, samples]`` -> the audio of each frame-level window ``[batch * windows, 31440]``.
+
+    The clip is mirror-padded to 2 s first, as the log-mel frontend pads it; window ``k`` is
+    samples ``[k * hop, k * hop + span)`` (:class:`trillsson_tf.frontend.FrameWindows`).
+    """
+
+    def __init__(self, frontend=None, hop_frames=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(frontend, dict):
+            frontend = FrontendConfig.from_dict(frontend)
+        self.frontend = frontend or DEFAULT_FRONTEND
+        self.hop_frames = None if hop_frames is None else int(hop_frames)
+
+    def call(self, audio):
+        windows = FrameWindows(self.frontend, self.hop_frames or self.frontend.chunk_frames)
+        padded = tf_ops.mirror_pad(audio, self.frontend.min_samples)
+        framed = tf.signal.frame(padded, windows.span_samples, windows.hop_samples, axis=1)
+        return tf.reshape(framed, [-1, windows.span_samples])
+
+    def get_config(self):
+        return {**super().get_config(), "frontend": self.frontend.to_dict(), "hop_frames": self.hop_frames}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -67,10 +103,20 @@ class MeanOverChunks(keras.layers.Layer):
     """
 
     def call(self, inputs):
-        chunk_vectors, audio = inputs
-        batch = tf.shape(audio)[0]
-        per_clip = tf.reshape(chunk_vectors, [batch, -1, chunk_vectors.shape[-1]])
-        return tf.reduce_mean(per_clip, axis=1)
+        return tf.reduce_mean(_per_clip(*inputs), axis=1)
+
+
+def _per_clip(chunk_vectors, audio):
+    """``[batch * chunks, D]`` -> ``[batch, chunks, D]``, the batch size read from the audio."""
+    return tf.reshape(chunk_vectors, [tf.shape(audio)[0], -1, chunk_vectors.shape[-1]])
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ChunksPerClip(keras.layers.Layer):
+    """Window vectors ``[batch * windows, D]`` -> ``[batch, windows, D]``: :class:`MeanOverChunks` before the mean."""
+
+    def call(self, inputs):
+        return _per_clip(*inputs)
 
 
 def _is_concrete(inputs) -> bool:
@@ -102,6 +148,34 @@ class AudioEmbeddingModel(keras.Model):
                 expected_rate_hz=self.sample_rate_hz,
             )
         return super().__call__(inputs, *args, **kwargs)
+
+    def frames(self, audio, *, hop_s=DEFAULT_HOP_S, sample_rate=None) -> dict:
+        """Frame-level outputs: one vector per window of one 195-frame patch, every ``hop_s`` seconds.
+
+        Args:
+            audio: float32 ``[batch, samples]`` at 16 kHz (checked like a call).
+            hop_s: Seconds between window starts, a multiple of 0.01 s in (0, 1.95]; at 1.95
+                (hop = window) the windows are the non-overlapping chunks and their mean is the
+                clip vector of ``model(audio)``.
+            sample_rate: As for a call: must be the model's rate.
+
+        Returns:
+            ``{key: float32 [batch, windows, D], 'start_s': float32 [windows]}`` with the model's
+            output key(s); each window reads 1.965 s (31,440 samples) from its start.
+
+        Raises:
+            ParameterError: a bad hop (zero, negative, larger than the window) or bad audio.
+        """
+        windows = DEFAULT_FRONTEND.windows(hop_s)  # checked before any model is built
+        audio = validate_audio(audio.numpy() if hasattr(audio, "numpy") else audio,
+                               sample_rate_hz=self.sample_rate_hz if sample_rate is None else sample_rate,
+                               expected_rate_hz=self.sample_rate_hz)
+        cache = self.__dict__.setdefault("_frames_models", {})
+        if windows.hop_frames not in cache:
+            cache[windows.hop_frames] = frames_model(self, windows.hop_s)
+        outputs = {key: value.numpy() for key, value in cache[windows.hop_frames](audio).items()}
+        count = next(iter(outputs.values())).shape[1]
+        return {**outputs, START_S_KEY: windows.starts_s(count)}
 
     @property
     def sample_rate_hz(self) -> int:
@@ -149,6 +223,45 @@ def wrap_chunk_network(chunk_net, *, name: str, frontend: FrontendConfig = DEFAU
     patches = LogMelPatches(frontend, name="log_mel_patches")(audio)
     vectors = MeanOverChunks(name=output_key)([chunk_net(patches), audio])
     return AudioEmbeddingModel(inputs=audio, outputs={output_key: vectors}, name=name)
+
+
+def frames_model(model, hop_s=DEFAULT_HOP_S, *, compute_dtype=None, float16_safe=None):
+    """The frame-level form of a student: audio -> one vector per window, every ``hop_s`` seconds.
+
+    A model with a log-mel frontend and a chunk network runs its patches every hop through the
+    same chunk network (each frame computed once); any other audio-in model (Wav2Small, a layer
+    student) runs whole on the audio of each window (:class:`AudioWindows`).
+
+    Args:
+        model: A student of :func:`trillsson_tf.models.build` (or a model with layers
+            ``log_mel_patches`` and ``chunk_network``, or any audio-in model with dict outputs).
+        hop_s: Seconds between window starts (:meth:`trillsson_tf.frontend.FrontendConfig.windows`).
+        compute_dtype, float16_safe: The log-mel settings (default: those of ``model``'s frontend
+            layer; converters ask for ``'float32'``).
+
+    Returns:
+        tf_keras model sharing ``model``'s weights: float32 audio ``[batch, None]`` ->
+        ``{key: float32 [batch, windows, D]}`` for each of ``model``'s outputs.
+
+    Raises:
+        ParameterError: a bad hop.
+    """
+    audio = keras.Input(shape=(None,), dtype="float32", name=AUDIO_INPUT_NAME)
+    keys = list(model.output) if isinstance(model.output, dict) else []
+    names = {layer.name for layer in model.layers}
+    if "log_mel_patches" in names and CHUNK_NETWORK_NAME in names:
+        layer = model.get_layer("log_mel_patches")
+        windows = layer.frontend.windows(hop_s)
+        patches = LogMelPatches(layer.frontend, compute_dtype=compute_dtype or layer.frontend_compute_dtype,
+                                float16_safe=layer.float16_safe if float16_safe is None else float16_safe,
+                                hop_frames=windows.hop_frames, name="log_mel_patches")(audio)
+        vectors = model.get_layer(CHUNK_NETWORK_NAME)(patches)
+        outputs = {key: ChunksPerClip(name=key)([vectors, audio]) for key in keys[:1]}
+    else:
+        windows = DEFAULT_FRONTEND.windows(hop_s)
+        results = model(AudioWindows(DEFAULT_FRONTEND, windows.hop_frames, name="audio_windows")(audio))
+        outputs = {key: ChunksPerClip(name=key)([results[key], audio]) for key in keys}
+    return keras.Model(audio, outputs, name=f"{model.name}_frames")
 
 
 def chunk_network(model):

@@ -1,0 +1,267 @@
+"""Frame-level outputs: one vector per window of one 195-frame patch every hop, with start times.
+
+The same numbers from the Keras students (``model.frames``), the export's ``frames`` signature,
+every ``.tflite`` form through ``TFLiteModel.frames`` and ``trillsson-tf embed --frames``, all
+on real LibriSpeech speech; at hop = window their mean is the clip vector of today's call.
+"""
+import csv
+
+import numpy as np
+import pytest
+
+from conftest import TINY_STUDENTS
+from trillsson_tf.errors import ParameterError
+from trillsson_tf.frontend import DEFAULT_FRONTEND, numpy_ops
+from trillsson_tf.runtime import TFLiteModel, embed_to_file
+
+NON_OVERLAPPING_S = DEFAULT_FRONTEND.chunk_step_samples / DEFAULT_FRONTEND.sample_rate_hz  # 1.95 s: hop = window
+BAD_HOPS = [0, 0.0, -0.5, 1.96, 2.0, 0.505, float("nan"), "0.5", True]
+
+
+@pytest.fixture(scope="module")
+def speech(librispeech_clips):
+    """4.5 s of real speech, float32 [72000]: six windows at a 0.5 s hop, two chunks."""
+    return librispeech_clips[0][:72000]
+
+
+@pytest.fixture(scope="module")
+def tiny_cnn():
+    from trillsson_tf import models
+    from trillsson_tf._keras import keras
+
+    keras.utils.set_random_seed(3)
+    return models.build("tiny_cnn", **TINY_STUDENTS["tiny_cnn"])
+
+
+@pytest.fixture(scope="module")
+def wav2small():
+    from trillsson_tf import models
+    from trillsson_tf._keras import keras
+
+    keras.utils.set_random_seed(4)
+    return models.build("wav2small", **TINY_STUDENTS["wav2small"])
+
+
+@pytest.fixture(scope="module")
+def tflite_files(tmp_path_factory, tiny_cnn, wav2small):
+    """tiny_cnn as audio-in (any length), patch-in, frames=True ([1, 31440]) and fixed 32000; wav2small audio-in."""
+    from converters.tflite import convert
+
+    folder = tmp_path_factory.mktemp("frames_tflite")
+    forms = {
+        "chunk": (tiny_cnn, {}),
+        "patch": (tiny_cnn, {"frontend": False}),
+        "frames": (tiny_cnn, {"frames": True}),
+        "fixed": (tiny_cnn, {"fixed_samples": 32000}),
+        "clip": (wav2small, {}),
+    }
+    paths = {}
+    for name, (model, options) in forms.items():
+        paths[name] = folder / f"{name}.tflite"
+        convert(model, paths[name], **options)
+    return paths
+
+
+# -- the geometry ----------------------------------------------------------------------------
+
+
+def test_windows_are_one_patch_every_hop():
+    windows = DEFAULT_FRONTEND.windows(0.5)
+    assert (windows.hop_frames, windows.hop_samples, windows.span_samples) == (50, 8000, 31440)
+    assert windows.window_s == pytest.approx(1.965)
+    # Short clips are mirror-padded to 2 s: one window; then one more per whole hop of audio.
+    assert [windows.count(n) for n in (100, 32000, 39439, 39440, 72000)] == [1, 1, 1, 2, 6]
+    np.testing.assert_allclose(windows.starts_s(4), [0, 0.5, 1.0, 1.5])
+    non_overlapping = DEFAULT_FRONTEND.windows(NON_OVERLAPPING_S)
+    assert non_overlapping == DEFAULT_FRONTEND.windows() and non_overlapping.hop_samples == DEFAULT_FRONTEND.chunk_step_samples
+    assert all(non_overlapping.count(n) == DEFAULT_FRONTEND.num_chunks(n) for n in (5000, 62639, 62640, 100000))
+
+
+@pytest.mark.parametrize("hop", BAD_HOPS)
+def test_bad_hops_are_refused(hop):
+    with pytest.raises(ParameterError, match="hop_s must be"):
+        DEFAULT_FRONTEND.windows(hop)
+
+
+def test_numpy_patches_every_hop_are_the_log_mel_of_each_window(speech):
+    windows = DEFAULT_FRONTEND.windows(0.5)
+    patches = numpy_ops.log_mel_patches(speech[np.newaxis], windows=windows)[0]
+    audio = numpy_ops.chunk_windows(speech[np.newaxis], windows=windows)[0]
+    assert patches.shape == (6, 195, 80) and audio.shape == (6, 31440)
+    np.testing.assert_array_equal(audio[3], speech[24000:55440])
+    np.testing.assert_allclose(patches[3], numpy_ops.log_mel(audio[3:4])[0], atol=1e-5)
+    np.testing.assert_array_equal(numpy_ops.log_mel_patches(speech[np.newaxis], windows=DEFAULT_FRONTEND.windows()),
+                                  numpy_ops.log_mel_patches(speech[np.newaxis]))
+
+
+# -- Keras students and their export -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["tiny_cnn", "trillsson1", "ast_tiny", "mobilenetv4convsmall"])
+def test_chunk_students_frames_average_to_the_clip_vector(name, speech):
+    from trillsson_tf import models
+
+    model = models.build(name, **TINY_STUDENTS[name])
+    key = models.output_key(model)
+    audio = np.stack([speech, speech[::-1]])
+    frames = model.frames(audio, hop_s=0.5)
+    assert frames[key].shape == (2, 6, model.output[key].shape[-1]) and set(frames) == {key, "start_s"}
+    np.testing.assert_allclose(frames["start_s"], [0, 0.5, 1, 1.5, 2, 2.5])
+    # Window 2 alone (samples 16000-47440) gives the same vector: the call on that audio is its one chunk.
+    np.testing.assert_allclose(frames[key][:, 2], model(audio[:, 16000:47440])[key].numpy(), atol=2e-5)
+    non_overlapping = model.frames(audio, hop_s=NON_OVERLAPPING_S)[key]
+    assert non_overlapping.shape[1] == 2
+    np.testing.assert_allclose(non_overlapping.mean(axis=1), model(audio)[key].numpy(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["wav2small", "distil-small"])
+def test_whole_clip_students_run_whole_on_each_window(name, speech):
+    from trillsson_tf import models
+
+    model = models.build(name, **TINY_STUDENTS[name])
+    key = models.output_key(model)
+    frames = model.frames(speech[np.newaxis], hop_s=1.0)
+    assert frames[key].shape[:2] == (1, 3)
+    for k in range(3):
+        window = speech[np.newaxis, 16000 * k : 16000 * k + 31440]
+        np.testing.assert_allclose(frames[key][0, k], model(window)[key].numpy()[0], rtol=1e-4, atol=1e-5)
+    short = model.frames(speech[np.newaxis, :8000])[key]  # mirror-padded to 2 s: one window
+    assert short.shape[1] == 1
+
+
+@pytest.mark.parametrize("hop", [0, -1.0, 2.5])
+def test_keras_frames_refuse_bad_hops(tiny_cnn, speech, hop):
+    with pytest.raises(ParameterError, match="hop_s must be"):
+        tiny_cnn.frames(speech[np.newaxis], hop_s=hop)
+
+
+def test_export_has_a_frames_signature_beside_serving_default(tiny_cnn, speech, tmp_path):
+    from trillsson_tf._keras import tf
+    from trillsson_tf.export import export_savedmodel, read_metadata
+
+    path = export_savedmodel(tiny_cnn, tmp_path / "export")
+    loaded = tf.saved_model.load(path)
+    assert set(loaded.signatures) == {"serving_default", "frames"}
+    assert set(loaded.signatures["serving_default"].structured_outputs) == {"embedding"}
+    audio = tf.constant(speech[np.newaxis])
+    got = loaded.signatures["frames"](audio_samples=audio)
+    expected = tiny_cnn.frames(speech[np.newaxis], hop_s=0.5)
+    np.testing.assert_allclose(got["embedding"].numpy(), expected["embedding"], atol=1e-6)
+    np.testing.assert_allclose(got["start_s"].numpy(), expected["start_s"])
+    np.testing.assert_allclose(loaded.signatures["serving_default"](audio_samples=audio)["embedding"].numpy(),
+                               tiny_cnn(speech[np.newaxis])["embedding"].numpy(), atol=1e-6)
+    assert read_metadata(path)["frames"] == {"signature": "frames", "hop_s": 0.5, "window_s": 1.965,
+                                             "outputs": ["embedding", "start_s"]}
+    assert "frames" not in tf.saved_model.load(export_savedmodel(tiny_cnn, tmp_path / "plain", frames_hop_s=None)).signatures
+    with pytest.raises(ParameterError, match="hop_s must be"):
+        export_savedmodel(tiny_cnn, tmp_path / "bad", frames_hop_s=0)
+    assert not (tmp_path / "bad").exists()
+
+
+# -- .tflite files through the runtime ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["chunk", "patch", "frames"])
+def test_tflite_frames_match_keras_and_average_to_the_clip_call(tflite_files, form, tiny_cnn, speech):
+    model = TFLiteModel(tflite_files[form], num_threads=1)
+    assert model.frames_refusal() is None
+    frames = model.frames(speech, hop_s=0.5)
+    expected = tiny_cnn.frames(speech[np.newaxis], hop_s=0.5)
+    assert frames["embedding"].shape == (1, 6, 8)
+    np.testing.assert_allclose(frames["start_s"], expected["start_s"])
+    np.testing.assert_allclose(frames["embedding"], expected["embedding"], atol=1e-4)
+    non_overlapping = model.frames(speech, hop_s=NON_OVERLAPPING_S)["embedding"]
+    np.testing.assert_allclose(non_overlapping.mean(axis=1), model(speech)["embedding"], rtol=1e-6, atol=1e-7)
+
+
+def test_frames_conversion_takes_one_window(tflite_files):
+    import json
+
+    card = json.loads(tflite_files["frames"].with_suffix(".json").read_text())
+    assert card["inputs"][0]["shape"] == [1, 31440] and card["converter"]["frames"] is True
+
+
+def test_whole_clip_tflite_gives_frames_of_each_window(tflite_files, wav2small, speech):
+    model = TFLiteModel(tflite_files["clip"], num_threads=1)
+    frames = model.frames(speech, hop_s=0.5)
+    assert set(frames) == {"embedding", "scores", "start_s"} and frames["scores"].shape == (1, 6, 3)
+    np.testing.assert_allclose(frames["scores"], wav2small.frames(speech[np.newaxis], hop_s=0.5)["scores"], atol=1e-4)
+
+
+def test_fixed_length_file_without_frames_is_refused_naming_the_option(tflite_files, speech):
+    model = TFLiteModel(tflite_files["fixed"], num_threads=1)
+    message = model.frames_refusal()
+    assert "fixed [1, 32000] input" in message and "--frames" in message and "frames=True" in message
+    with pytest.raises(ParameterError, match=r"convert --frames"):
+        model.frames(speech)
+    with pytest.raises(ParameterError, match=r"convert --frames"):
+        list(model.stream([speech], hop_s=0.5))
+
+
+def test_tflite_frames_refuse_bad_hops(tflite_files, speech):
+    model = TFLiteModel(tflite_files["chunk"])
+    for hop in (0, -0.5, 1.96):
+        with pytest.raises(ParameterError, match="hop_s must be"):
+            model.frames(speech, hop_s=hop)
+
+
+def test_frames_resample_other_rates(tflite_files, speech):
+    from trillsson_tf.audio import resample
+    from trillsson_tf.metrics import parity
+
+    model = TFLiteModel(tflite_files["chunk"])
+    at_16k = model.frames(speech)["embedding"][0]
+    at_44k = model.frames(resample(speech, 16000, 44100), sample_rate=44100)["embedding"][0]
+    assert at_44k.shape == at_16k.shape and parity(at_16k, at_44k)["min_cosine"] > 0.999
+
+
+def test_converter_refuses_frames_where_they_do_not_apply(tiny_cnn, tmp_path):
+    from converters.tflite import convert
+
+    with pytest.raises(ParameterError, match="gives frames already"):
+        convert(tiny_cnn, tmp_path / "a.tflite", frontend=False, frames=True)
+    with pytest.raises(ParameterError, match="one window of 31440 samples"):
+        convert(tiny_cnn, tmp_path / "b.tflite", frames=True, fixed_samples=32000)
+
+
+# -- trillsson-tf embed --frames ---------------------------------------------------------------
+
+
+def test_embed_frames_writes_npy_with_times_and_csv_rows(tflite_files, speech, tmp_path, capsys):
+    import soundfile
+
+    from trillsson_tf.cli import main
+
+    soundfile.write(tmp_path / "a.wav", speech, 16000, subtype="FLOAT")
+    soundfile.write(tmp_path / "b.wav", speech[:40000], 16000, subtype="FLOAT")
+    model = TFLiteModel(tflite_files["chunk"])
+    main(["embed", str(tflite_files["chunk"]), str(tmp_path / "a.wav"), str(tmp_path / "b.wav"), "--frames", "--hop", "0.5",
+          "--out", str(tmp_path / "f.npy"), "--no-progress"])
+    assert "2 files, 8 windows (8-d)" in capsys.readouterr().out
+    vectors = np.load(tmp_path / "f.npy")
+    with open(tmp_path / "f.windows.csv") as handle:
+        rows = list(csv.reader(handle))
+    assert vectors.shape == (8, 8) and rows[0] == ["file", "start_s", "end_s"] and len(rows) == 9
+    assert rows[2][1:] == ["0.500", "2.465"] and rows[6][0].endswith("a.wav") and rows[7][0].endswith("b.wav")
+    np.testing.assert_allclose(vectors[:6], model.frames(speech)["embedding"][0], atol=1e-6)
+
+    summary = embed_to_file(model, [tmp_path / "b.wav"], tmp_path / "f.csv", frames=True, hop_s=1.0)
+    with open(tmp_path / "f.csv") as handle:
+        rows = list(csv.reader(handle))
+    assert summary["windows"] == 1 and rows[0][:4] == ["file", "start_s", "end_s", "v0"] and len(rows[0]) == 11
+    np.testing.assert_allclose(np.float32(rows[1][3:]), model.frames(speech[:40000], hop_s=1.0)["embedding"][0, 0], atol=1e-6)
+
+
+def test_embed_frames_bad_input_is_a_clear_error(tflite_files, speech, tmp_path, capsys):
+    import soundfile
+
+    from trillsson_tf.cli import main
+
+    soundfile.write(tmp_path / "a.wav", speech, 16000, subtype="FLOAT")
+    status = main(["embed", str(tflite_files["fixed"]), str(tmp_path / "a.wav"), "--frames", "--out", str(tmp_path / "x.csv")])
+    assert status == 2 and "trillsson-tf convert --frames" in capsys.readouterr().err
+    with pytest.raises(ParameterError, match="pass frames=True"):
+        embed_to_file(tflite_files["chunk"], [tmp_path / "a.wav"], tmp_path / "y.csv", hop_s=0.5)
+    with pytest.raises(ParameterError, match="hop_s must be"):
+        embed_to_file(tflite_files["chunk"], [tmp_path / "a.wav"], tmp_path / "z.csv", frames=True, hop_s=0)
+    assert not list(tmp_path.glob("[xyz].*"))
