@@ -48,7 +48,8 @@ PLATFORM_TAGS = ["manylinux_2_17_aarch64", "manylinux2014_aarch64", "manylinux_2
 DEBIAN_TOOLS = {"debootstrap": "debootstrap", "qemu-aarch64-static": "qemu-user-static", "update-binfmts": "binfmt-support"}
 BINFMT = "/proc/sys/fs/binfmt_misc"
 MIN_COSINE = 0.9999
-FLOAT_STUDENTS = {"embedding_float32.tflite": "tiny_cnn"}  # converted on the host, frontend inside
+# float32 files (frontend inside, random weights) converted on the host from the students of the int8 assets.
+FLOAT_STUDENTS = {"embedding_float32.tflite": "tiny_cnn", "wav2small_float32.tflite": "wav2small"}
 
 # Runs inside the chroot (and on the host, for the reference): every model's golden outputs.
 PROBE = r"""
@@ -148,7 +149,9 @@ class Chroot:
 
     def run(self, *command, capture=False) -> subprocess.CompletedProcess:
         env = {"PATH": "/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
-        return subprocess.run(["chroot", self.root, *command], check=True, env=env, text=True,
+        # The environment is the board's; chroot itself is found on the host's PATH (it is in /usr/sbin).
+        chroot = shutil.which("chroot", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+        return subprocess.run([chroot, self.root, *command], check=True, env=env, text=True,
                               capture_output=capture)
 
 
@@ -172,7 +175,7 @@ def float_models(work: str) -> list:
         path = os.path.join(work, file_name)
         export = os.path.join(work, f"{student}_export")
         _run([sys.executable, "-m", "trillsson_tf.cli", "-q", "export", student, export])
-        _run([sys.executable, "-m", "trillsson_tf.cli", "-q", "convert", export, path, "--quantize", "float32"],
+        _run([sys.executable, "-m", "trillsson_tf.cli", "-q", "convert", export, "--out", path, "--quantize", "float32"],
              stdout=subprocess.DEVNULL)
         paths.append(path)
     return paths

@@ -72,10 +72,10 @@ def run_micro(tflm=None, out_json=None) -> dict:
                 "model_bytes": record["micro"]["model_bytes"], "ops": record["micro"]["ops"],
                 "text": sizes["text"], "rodata": sizes["rodata"], "data": sizes["data"], "bss": sizes["bss"],
                 "flash_bytes": sizes["flash_bytes"], "ram_static_bytes": sizes["ram_bytes"],
-                "arena_reserved_bytes": built["arena_bytes"], "arena_used_board_bytes": built["board"]["arena_used_bytes"],
+                "arena_reserved_bytes": built["arena_bytes"], "arena_used_board_bytes": built["on_board"]["arena_used_bytes"],
                 "arena_used_host_bytes": built["host"]["arena_used_bytes"], "ram_used_bytes": built["ram_used_bytes"],
                 "bit_exact": built["bit_exact"], "max_abs_diff": built["max_abs_diff"],
-                "outputs_board": built["board"]["outputs"][0], "build_s": built["build_s"], "run_s": built["board"]["run_s"],
+                "outputs_board": built["on_board"]["outputs"][0], "build_s": built["build_s"], "run_s": built["on_board"]["run_s"],
             }
         # Bad input on the board: an arena far too small; the runner must say what it needs.
         label = "tiny_cnn (int8, patch in)"

@@ -331,8 +331,8 @@ def micro_build(project_dir, *, tflm=None, cache_dir=None, run: bool = True, tim
         progress: Show the library build's output.
 
     Returns:
-        ``{'elf', 'sizes', 'build_s', 'library_built_s'}`` and, when run, ``'board'``
-        (``{'outputs', 'arena_used_bytes', 'run_s'}``), ``'host'`` (the host interpreter's
+        ``{'elf', 'board', 'sizes', 'arena_bytes', 'build_s', 'library_built_s'}`` and, when run,
+        ``'on_board'`` (``{'outputs', 'arena_used_bytes', 'run_s'}``), ``'host'`` (the host interpreter's
         outputs) and ``'bit_exact'``; ``ram_used_bytes`` = ``.data + .bss`` less the unused arena.
         Written to ``micro_build.json`` in the project.
 
@@ -367,7 +367,7 @@ def micro_build(project_dir, *, tflm=None, cache_dir=None, run: bool = True, tim
     _board_fit(sizes["flash_bytes"], sizes["ram_bytes"] + _STACK_BYTES, "The firmware")
     if run:
         report.update(_run_on_board(elf, project, project_dir, tools["qemu-system-arm"], timeout_s))
-        report["ram_used_bytes"] = sizes["ram_bytes"] - project["arena_bytes"] + report["board"]["arena_used_bytes"]
+        report["ram_used_bytes"] = sizes["ram_bytes"] - project["arena_bytes"] + report["on_board"]["arena_used_bytes"]
     with open(os.path.join(project_dir, "micro_build.json"), "w") as handle:
         json.dump(report, handle, indent=2)
     return report
@@ -396,8 +396,8 @@ def _run_on_board(elf: str, project: dict, project_dir: str, qemu: str, timeout_
     inputs = np.load(os.path.join(project_dir, project["files"]["input_npy"]))
     host = np.asarray(micro_run(content, inputs)).ravel()
     board = parsed["outputs"][0]
-    return {"board": {"outputs": [o.tolist() for o in parsed["outputs"]], "arena_used_bytes": parsed["arena_used_bytes"],
-                      "run_s": seconds},
+    return {"on_board": {"outputs": [o.tolist() for o in parsed["outputs"]], "arena_used_bytes": parsed["arena_used_bytes"],
+                         "run_s": seconds},
             "host": {"outputs": [host.tolist()], "arena_used_bytes": micro["arena_used_bytes"]},
             "bit_exact": bool(board.shape == host.shape and np.array_equal(board.view(np.uint8), host.view(np.uint8))),
             "max_abs_diff": float(np.max(np.abs(board.astype(np.float64) - host.astype(np.float64)))) if board.shape == host.shape else None}
