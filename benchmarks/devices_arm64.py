@@ -12,8 +12,9 @@ under qemu-user:
   float32 files converted here on the host from the same students (random weights; parity does
   not depend on training).
 
-Every output is compared with the same run on this x86-64 host: cosine >= 0.9999 and, for int8
-networks, every value within one output quantization step. Records the set-up time (rootfs,
+Every output is compared with the same run on this x86-64 host: cosine >= 0.9999 for float32
+networks; for int8 networks every value within one output quantization step (the cosine is
+recorded: one step on a 3-score output is already 1e-4 of cosine). Records the set-up time (rootfs,
 wheels, install) and the emulated wall time of each run. Needs root and the Debian packages
 ``qemu-user-static binfmt-support debootstrap``. Writes ``benchmarks/results/devices_arm64.json``.
 
@@ -197,7 +198,9 @@ def compare(reference: np.ndarray, emulated: np.ndarray, step) -> dict:
     a, b = reference.astype(np.float64).ravel(), emulated.astype(np.float64).ravel()
     cosine = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
     max_diff = float(np.max(np.abs(a - b)))
-    passed = cosine >= MIN_COSINE and (step is None or max_diff <= step * (1 + 1e-4))
+    # An int8 network is held to one output step: on a 3-score output one step already costs more
+    # than 1e-4 of cosine (wav2small: 0.99989), so the cosine bound is for float networks.
+    passed = cosine >= MIN_COSINE if step is None else max_diff <= step * (1 + 1e-4)
     return {"cosine": cosine, "max_abs_diff": max_diff, "output_step": step,
             "max_diff_in_steps": None if step is None else max_diff / step, "passed": passed}
 
