@@ -7,7 +7,7 @@ reported as skipped, not failed. Writes ``benchmarks/results/devices.json`` (eve
 status, time and report) and ``devices.md`` (the figures).
 
     .venv/bin/python benchmarks/devices.py                   # all of them
-    .venv/bin/python benchmarks/devices.py --only arm64 cortex_m4
+    .venv/bin/python benchmarks/devices.py --only arm64 cortex_m4   # the others keep their last results
 
 Needs root, the Debian packages named by each script when missing, and the TFLite Micro
 sources in ``../shared/third_party`` (or ``--tflm``).
@@ -58,7 +58,7 @@ def _markdown(checks: dict) -> str:
         setup = arm["setup_s"]
         lines += ["", f"## ARM64: {arm['board']}", "",
                   f"Set-up {setup['total_s']:.0f} s (root filesystem {setup['rootfs_s']:.0f} s, 0 when cached; wheels "
-                  f"{setup['wheels_s']:.0f} s; install {setup['install_s']:.0f} s). Python on the board: {arm['arm64_python']}.",
+                  f"{setup['wheels_s']:.0f} s; install {setup['install_s']:.0f} s). On the board: {arm['arm64_python']}.",
                   "", "| model | network | `embed` cosine vs x86 | max diff (steps) | golden cosine | `embed` emulated s "
                   "| golden run emulated s |", "|---|---|---:|---:|---:|---:|---:|"]
         for name, row in arm["models"].items():
@@ -93,13 +93,17 @@ def main() -> int:
     parser.add_argument("--tflm", default=None, help="tflite-micro tarball or tree for the Cortex-M4 check")
     args = parser.parse_args()
     checks = {}
+    summary = os.path.join(RESULTS_DIR, "devices.json")
+    if args.only and os.path.exists(summary):  # a partial run keeps the other checks' last results
+        with open(summary) as handle:
+            checks = json.load(handle)["checks"]
     for name, script in CHECKS.items():
         if args.only and name not in args.only:
             continue
         extra = ["--tflm", args.tflm] if name == "cortex_m4" and args.tflm else []
         checks[name] = run_check(name, script, extra)
     os.makedirs(RESULTS_DIR, exist_ok=True)
-    with open(os.path.join(RESULTS_DIR, "devices.json"), "w") as handle:
+    with open(summary, "w") as handle:
         json.dump({"checks": checks}, handle, indent=2)
     text = _markdown(checks)
     with open(os.path.join(RESULTS_DIR, "devices.md"), "w") as handle:

@@ -262,8 +262,9 @@ def run_arm64(out_json=None) -> dict:
             report["models"][name] = row
         report["golden_emulated_wall_s"] = golden_wall
         report["arm64_python"] = chroot.run("/opt/trillsson/bin/python", "-c",
-                                            "import platform, ai_edge_litert, numpy; print(platform.machine(), "
-                                            "platform.python_version(), numpy.__version__)", capture=True).stdout.strip()
+                                            "import platform; from importlib.metadata import version; "
+                                            "print(f'{platform.machine()}, Python {platform.python_version()}, numpy "
+                                            "{version(\"numpy\")}, ai-edge-litert {version(\"ai-edge-litert\")}')", capture=True).stdout.strip()
     report["setup_s"]["total_s"] = sum(setup.values())
     report["passed"] = all(
         row["embed"]["passed"] and all(o["passed"] for o in row["outputs"].values())
