@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-slow demo install clean
+.PHONY: test test-slow test-arm64 test-micro test-devices demo install clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,16 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# Device checks (not part of `make test`; root, Debian packages, ../shared/third_party): benchmarks/devices*.py.
+test-arm64: $(STAMP)
+	$(PY) benchmarks/devices_arm64.py
+
+test-micro: $(STAMP)
+	$(PY) benchmarks/devices_micro.py
+
+test-devices: $(STAMP)
+	$(PY) benchmarks/devices.py
 
 demo: $(STAMP)
 	$(PY) -m trillsson_tf.cli demo --out runs/demo

@@ -54,6 +54,28 @@ def _cmd_embed(args):
     print(f"Embedded {summary['files']} files{windows} ({summary['embedding_dim']}-d) to {summary['out']}")
 
 
+def _cmd_micro_build(args):
+    import numpy as np
+
+    from converters.micro_project import BOARD, check_toolchain, micro_build, write_micro_project
+
+    check_toolchain()  # before any file is written
+    out = args.out or os.path.splitext(args.model)[0] + "_" + BOARD["name"].replace("-", "_")
+    values = np.load(args.input) if args.input else None
+    write_micro_project(args.model, out, name=args.name, input_values=values, arena_bytes=args.arena_bytes,
+                        overwrite=args.force)
+    report = micro_build(out, tflm=args.tflm, run=not args.no_run, progress=True)
+    sizes = report["sizes"]
+    print(f"Built {report['elf']}: flash {sizes['flash_bytes']:,} bytes (text {sizes['text']:,} + rodata "
+          f"{sizes['rodata']:,}), RAM {sizes['ram_bytes']:,} bytes (data {sizes['data']:,} + bss {sizes['bss']:,}, "
+          f"with a {report['arena_bytes']:,}-byte arena)")
+    if not args.no_run:
+        run = report["on_board"]
+        print(f"Ran on the emulated {report['board']} in {run['run_s']:.1f} s: arena used {run['arena_used_bytes']:,} bytes; "
+              f"output {'equal to' if report['bit_exact'] else 'differs from'} the host TFLite Micro interpreter's "
+              f"(max abs diff {report['max_abs_diff']:g}): {run['outputs'][0][:8]}{' ...' if len(run['outputs'][0]) > 8 else ''}")
+
+
 def _cmd_distill(args):
     from trillsson_tf.distill import distill
 
@@ -606,6 +628,20 @@ def build_parser(command=None) -> argparse.ArgumentParser:
                        help="one vector per window (start_s, end_s) instead of one per file")
     embed.add_argument("--hop", type=float, default=None, help="seconds between window starts with --frames (default 0.5)")
     embed.set_defaults(func=_cmd_embed)
+
+    micro = sub.add_parser("micro-build", help="build TFLite Micro firmware for the mps2-an386 Cortex-M4 board and run "
+                                               "it in QEMU (no TensorFlow needed)")
+    micro.add_argument("model", help="int8 .tflite for TFLite Micro (convert --quantize int8 --micro)")
+    micro.add_argument("--out", default=None, help="project folder (default: <model>_mps2_an386)")
+    micro.add_argument("--name", default="g_model", help="C identifier of the model array (default: g_model)")
+    micro.add_argument("--input", default=None, help=".npy input tensor the runner feeds (float is quantized; "
+                                                     "default: zeros)")
+    micro.add_argument("--arena-bytes", type=int, default=None, help="static tensor arena (default: the measured one)")
+    micro.add_argument("--tflm", default=None, help="tflite-micro tarball or source tree (default: $TRILLSSON_TFLM or "
+                                                    "../shared/third_party)")
+    micro.add_argument("--no-run", action="store_true", help="build only, do not run in qemu-system-arm")
+    micro.add_argument("--force", action="store_true", help="replace existing project files")
+    micro.set_defaults(func=_cmd_micro_build)
     # The flags also work after the subcommand; SUPPRESS keeps a subcommand from resetting the main
     # parser's value when they are given before it.
     for subparser in sub.choices.values():
