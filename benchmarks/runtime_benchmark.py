@@ -61,9 +61,9 @@ TARGETS = {  # name: (comparison, goal), from issue 5
 }
 
 
-def speech_files():
-    """Real speech files: the shared LibriSpeech copy when present, else the bundled samples."""
-    files = sorted(glob.glob(os.path.join(SHARED_LIBRISPEECH, "**", "*.flac"), recursive=True))
+def speech_files(folder=None):
+    """Real speech files: ``folder``, else the shared LibriSpeech copy when present, else the bundled samples."""
+    files = sorted(glob.glob(os.path.join(folder or SHARED_LIBRISPEECH, "**", "*.flac"), recursive=True))
     if not files:
         from trillsson_tf.audio import SAMPLE_AUDIO_DIR
 
@@ -71,11 +71,11 @@ def speech_files():
     return files
 
 
-def pick_clips(files):
-    """``NUM_CLIPS`` files of 1-8 s, spread over that range; the others calibrate int8."""
+def pick_clips(files, count=NUM_CLIPS):
+    """``count`` files of 1-8 s, spread over that range; the others calibrate int8."""
     durations = {path: soundfile.info(path).duration for path in files}
     fitting = sorted((path for path in files if CLIP_SECONDS[0] <= durations[path] <= CLIP_SECONDS[1]), key=durations.get)
-    chosen = [fitting[int(i)] for i in np.linspace(0, len(fitting) - 1, NUM_CLIPS)]
+    chosen = [fitting[int(i)] for i in np.linspace(0, len(fitting) - 1, count)]
     return chosen, [path for path in files if path not in chosen]
 
 
