@@ -10,7 +10,15 @@ One run, on the same real speech (10 LibriSpeech test-other utterances of 1-8 s)
   float32 and int8 networks on log-mel patches (frontend in numpy), each at one thread and at
   as many threads as TensorFlow uses (every CPU);
 * import time of ``trillsson_tf.runtime`` against ``import tensorflow`` (fresh processes);
-* peak RSS of a fresh process that embeds 100 files with the int8 wrapper.
+* peak RSS of a fresh process that embeds 100 files with the int8 wrapper;
+* MediaPipe Tasks (``mediapipe==0.10.21`` ``AudioEmbedder``, in its own virtualenv, made when
+  missing by ``mediapipe_tasks.py``) on the same clips and the same network in its MediaPipe form
+  (fixed ``[1, 32000]``, frontend inside, metadata), float32 and int8, against the wrapper at one
+  thread (MediaPipe's CPU time equals its wall time: one thread): ms per second of audio end to
+  end (each API as an app calls it: MediaPipe one result per zero-padded 2 s window, the wrapper
+  one clip vector from the numpy frontend + patch-in network), the wrapper on MediaPipe's own
+  windows, LiteRT on the MediaPipe file itself window by window (what is left is MediaPipe's
+  overhead per window), and cosine per window of MediaPipe against the wrapper (goal 1.5x, 0.999).
 
 The student has random weights (speed and parity do not depend on training). Writes
 ``benchmarks/results/runtime_benchmark_<student>[_quick].{json,md}`` and prints the markdown.
@@ -18,6 +26,7 @@ The student has random weights (speed and parity do not depend on training). Wri
     .venv/bin/python benchmarks/runtime_benchmark.py                       # efficientnetv2b0, 5 repeats
     .venv/bin/python benchmarks/runtime_benchmark.py --student trillsson1
     .venv/bin/python benchmarks/runtime_benchmark.py --quick               # trillsson1, 2 repeats, 20 files for RSS
+    .venv/bin/python benchmarks/runtime_benchmark.py --no-mediapipe        # without the MediaPipe comparison
 
 numpy's BLAS runs one thread here (``OPENBLAS_NUM_THREADS=1`` unless set), like the interpreter:
 on a loaded 2-core machine a two-thread BLAS made the numpy frontend 5x slower (8 ms vs 1.6 ms
@@ -58,12 +67,17 @@ TARGETS = {  # name: (comparison, goal), from issue 5
     "int8_cosine": (">=", 0.99),
     "import_s": ("<", 1.0),
     "peak_rss_mb": ("<", 300.0),
+    "mediapipe_float32_speedup": (">=", 1.5),  # issue 27: end to end, frontend included
+    "mediapipe_int8_speedup": (">=", 1.5),
+    "mediapipe_float32_cosine": (">=", 0.999),  # lowest per window
+    "mediapipe_int8_cosine": (">=", 0.999),
 }
+MEDIAPIPE_SAMPLES = 32000  # converters.tflite.MEDIAPIPE_SAMPLES, the window MediaPipe runs
 
 
-def speech_files():
-    """Real speech files: the shared LibriSpeech copy when present, else the bundled samples."""
-    files = sorted(glob.glob(os.path.join(SHARED_LIBRISPEECH, "**", "*.flac"), recursive=True))
+def speech_files(folder=None):
+    """Real speech files: ``folder``, else the shared LibriSpeech copy when present, else the bundled samples."""
+    files = sorted(glob.glob(os.path.join(folder or SHARED_LIBRISPEECH, "**", "*.flac"), recursive=True))
     if not files:
         from trillsson_tf.audio import SAMPLE_AUDIO_DIR
 
@@ -71,11 +85,11 @@ def speech_files():
     return files
 
 
-def pick_clips(files):
-    """``NUM_CLIPS`` files of 1-8 s, spread over that range; the others calibrate int8."""
+def pick_clips(files, count=NUM_CLIPS):
+    """``count`` files of 1-8 s, spread over that range; the others calibrate int8."""
     durations = {path: soundfile.info(path).duration for path in files}
     fitting = sorted((path for path in files if CLIP_SECONDS[0] <= durations[path] <= CLIP_SECONDS[1]), key=durations.get)
-    chosen = [fitting[int(i)] for i in np.linspace(0, len(fitting) - 1, NUM_CLIPS)]
+    chosen = [fitting[int(i)] for i in np.linspace(0, len(fitting) - 1, count)]
     return chosen, [path for path in files if path not in chosen]
 
 
@@ -114,6 +128,67 @@ def median_seconds(callers, clips, repeats):
                 embed(clip)
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def mediapipe_comparison(model, clips, patch_paths, calibration_files, tmp_dir, *, venv, repeats):
+    """MediaPipe Tasks against the wrapper on the same clips and network (see the module docstring).
+
+    Args:
+        model: The Keras student.
+        clips: float32 ``[samples]`` arrays at 16 kHz.
+        patch_paths: ``{'float32': path, 'int8': path}`` of the patch-in files the wrapper runs.
+        calibration_files: Real speech for the int8 MediaPipe form.
+        tmp_dir: Where the MediaPipe forms are written.
+        venv: The MediaPipe virtualenv (made when missing).
+        repeats: Timed passes (median).
+
+    Returns:
+        ``{'setup', 'window_samples', 'windows', 'rows': {quantize: {...}}}``; times in ms per
+        second of audio, overhead in ms per window.
+    """
+    import mediapipe_tasks
+
+    from converters.tflite import convert as convert_tflite
+    from trillsson_tf.apps.android import mediapipe_windows
+    from trillsson_tf.metrics import parity
+    from trillsson_tf.runtime import TFLiteModel
+
+    setup = mediapipe_tasks.ensure_venv(venv)
+    audio_s = sum(len(clip) for clip in clips) / 16000
+    windows = [mediapipe_windows(clip, MEDIAPIPE_SAMPLES) for clip in clips]
+    rows = {}
+    for quantize, patch_path in patch_paths.items():
+        form_path = os.path.join(tmp_dir, f"mediapipe_{quantize}.tflite")
+        convert_tflite(model, form_path, quantize=quantize, mediapipe=True, fixed_samples=MEDIAPIPE_SAMPLES,
+                       representative_audio=calibration_files if quantize == "int8" else None)
+        mediapipe = mediapipe_tasks.run_tasks(setup["python"], form_path, "embedder", clips, repeats=repeats)
+        wrapper, form = TFLiteModel(patch_path, num_threads=1), TFLiteModel(form_path, num_threads=1)
+        callers = {
+            "runtime_clips": lambda i: wrapper(clips[i]),
+            "runtime_windows": lambda i: [wrapper(row) for row in windows[i]],
+            "litert_form_windows": lambda i: [form(row) for row in windows[i]],
+        }
+        seconds = median_seconds(callers, range(len(clips)), repeats)
+        count = sum(len(w) for w in windows)
+        got = np.concatenate(mediapipe["outputs"])
+        runtime = np.concatenate([wrapper(row)["embedding"] for w in windows for row in w])
+        same_file = np.concatenate([form(row)["embedding"] for w in windows for row in w])
+        ms = {name: 1000 * value / audio_s for name, value in seconds.items()}
+        ms["mediapipe"] = 1000 * mediapipe["seconds"] / audio_s
+        rows[quantize] = {
+            "ms_per_audio_s": ms,
+            "mediapipe_cpu_ms_per_audio_s": 1000 * mediapipe["cpu_seconds"] / audio_s,
+            "speedup_end_to_end": ms["mediapipe"] / ms["runtime_clips"],
+            "speedup_same_windows": ms["mediapipe"] / ms["runtime_windows"],
+            "mediapipe_overhead_ms_per_window": 1000 * (mediapipe["seconds"] - seconds["litert_form_windows"]) / count,
+            "litert_ms_per_window": 1000 * seconds["litert_form_windows"] / count,
+            "create_s": mediapipe["create_s"],
+            "form_bytes": os.path.getsize(form_path),
+            "vs_runtime": parity(runtime, got),
+            "vs_litert_same_file": parity(same_file, got),
+        }
+    return {"setup": {key: setup[key] for key in ("mediapipe", "numpy", "created", "setup_s")},
+            "window_samples": MEDIAPIPE_SAMPLES, "windows": int(sum(len(w) for w in windows)), "rows": rows}
 
 
 def fresh_process(code):
@@ -184,7 +259,33 @@ def to_markdown(report):
     ]
     for key, check in report["checks"].items():
         lines.append(f"| {key} | {check['value']:.4g} | {check['op']} {check['goal']:g} | {'yes' if check['met'] else 'NO'} |")
+    if report.get("mediapipe"):
+        lines += mediapipe_markdown(report["mediapipe"])
     return "\n".join(lines) + "\n"
+
+
+def mediapipe_markdown(section):
+    """The MediaPipe table of the report (see :func:`mediapipe_comparison`)."""
+    lines = [
+        "",
+        f"## Against MediaPipe Tasks {section['setup']['mediapipe']} (`AudioEmbedder`), the same network",
+        "",
+        f"ms per second of audio, 1 thread; MediaPipe runs the MediaPipe form (fixed [1, {section['window_samples']}], "
+        f"frontend inside, {section['windows']} windows); the wrapper runs the numpy frontend + patch-in network.",
+        "",
+        "| quantize | MediaPipe | wrapper, clips (end to end) | speed-up | wrapper, MediaPipe's windows | speed-up | "
+        "LiteRT on the MediaPipe file, its windows | MediaPipe overhead ms/window | min cosine vs wrapper | min cosine vs LiteRT, same file |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for quantize, row in section["rows"].items():
+        ms = row["ms_per_audio_s"]
+        lines.append(
+            f"| {quantize} | {ms['mediapipe']:.2f} | {ms['runtime_clips']:.2f} | {row['speedup_end_to_end']:.2f}x | "
+            f"{ms['runtime_windows']:.2f} | {row['speedup_same_windows']:.2f}x | {ms['litert_form_windows']:.2f} | "
+            f"{row['mediapipe_overhead_ms_per_window']:.2f} | {row['vs_runtime']['min_cosine']:.6f} | "
+            f"{row['vs_litert_same_file']['min_cosine']:.6f} |"
+        )
+    return lines
 
 
 def main(argv=None):
@@ -192,6 +293,9 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="small student, 2 repeats, 20 files for RSS")
     parser.add_argument("--student", default=None, help="registry name (default efficientnetv2b0; quick: trillsson1)")
     parser.add_argument("--repeats", type=int, default=None, help="timed passes over the clips (default 5; quick: 2)")
+    parser.add_argument("--data", default=None, help="folder of real speech (.flac); default ../shared/data LibriSpeech")
+    parser.add_argument("--no-mediapipe", action="store_true", help="skip the MediaPipe Tasks comparison")
+    parser.add_argument("--mediapipe-venv", default=None, help="MediaPipe virtualenv (default /work/venvs/mediapipe; made if missing)")
     args = parser.parse_args(argv)
     student = args.student or ("trillsson1" if args.quick else "efficientnetv2b0")
     repeats = args.repeats or (2 if args.quick else 5)
@@ -203,7 +307,7 @@ def main(argv=None):
     from trillsson_tf.metrics import parity
     from trillsson_tf.runtime import TFLiteModel
 
-    files = speech_files()
+    files = speech_files(args.data)
     clip_files, spare_files = pick_clips(files)
     clips = [load_audio(path) for path in clip_files]
     model = models.build(student)
@@ -239,6 +343,13 @@ def main(argv=None):
         imports = {module: import_seconds(module, 3) for module in ("trillsson_tf.runtime", "tensorflow")}
         rss_files = (spare_files + clip_files)[: 20 if args.quick else RSS_FILES]
         rss = {"files": len(rss_files), "mb": peak_rss_mb(tflite["int8"], rss_files)}
+        mediapipe = None
+        if not args.no_mediapipe:
+            import mediapipe_tasks
+
+            mediapipe = mediapipe_comparison(model, clips, {"float32": tflite["float32_patch"], "int8": tflite["int8"]},
+                                             spare_files[: 8 if args.quick else 32], tmp_dir, repeats=repeats,
+                                             venv=args.mediapipe_venv or mediapipe_tasks.DEFAULT_VENV)
 
     durations = [len(clip) / 16000 for clip in clips]
     fastest = {kind: max((name for name in speed if name.startswith(f"tflite_{kind}")), key=lambda n: speed[n]["speedup"])
@@ -251,6 +362,9 @@ def main(argv=None):
         "import_s": imports["trillsson_tf.runtime"],
         "peak_rss_mb": rss["mb"],
     }
+    for quantize, row in (mediapipe or {}).get("rows", {}).items():
+        checks[f"mediapipe_{quantize}_speedup"] = row["speedup_end_to_end"]
+        checks[f"mediapipe_{quantize}_cosine"] = row["vs_runtime"]["min_cosine"]
     report = {
         "student": student,
         "parameters": int(model.count_params()),
@@ -266,6 +380,7 @@ def main(argv=None):
         "import_s": imports,
         "peak_rss_mb": rss,
         "fastest": fastest,
+        "mediapipe": mediapipe,
         "checks": {
             key: {"value": value, "op": TARGETS[key][0], "goal": TARGETS[key][1],
                   "met": value >= TARGETS[key][1] if TARGETS[key][0] == ">=" else value < TARGETS[key][1]}

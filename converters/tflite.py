@@ -39,6 +39,11 @@ Layer-distilled and fine-tuned exports (the ``waveform`` kind) go to
 After each conversion :func:`convert` writes a JSON model card next to the model
 (``<out without .tflite>.json``, where :func:`trillsson_tf.runtime.read_model_card` finds it):
 tensors, quantization parameters, frontend numbers, op table, size, parity on real speech.
+Inside the file it writes TFLite Model Metadata (:mod:`converters.metadata`): the audio input's
+sample rate and channels, tensor descriptions, name, version, author, licence, and a labels
+file for ``scores`` outputs. ``mediapipe=True`` makes the form MediaPipe Tasks runs: audio in,
+fixed ``[1, N]`` (:data:`MEDIAPIPE_SAMPLES` unless ``fixed_samples`` is given), because
+MediaPipe takes its window length from the stored input shape.
 """
 
 import dataclasses
@@ -64,8 +69,9 @@ from converters.common import (
     tflite_converter,
     write_model,
 )
+from converters.metadata import check_request, converter_metadata, score_labels
 from converters.waveform import convert_waveform_model
-from trillsson_tf import kinds, litert
+from trillsson_tf import __version__, kinds, litert
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.contract import AUDIO_INPUT_NAME, LOG_MEL_INPUT_NAME, PATCH_INPUT_NAME, SCORES_KEY, SIGNATURE_KEY
 from trillsson_tf.errors import ConversionError, ParameterError
@@ -73,9 +79,13 @@ from trillsson_tf.frontend import DEFAULT_FRONTEND, dft
 from trillsson_tf.metrics import ccc, parity
 from trillsson_tf.models import chunk_network, float32_frontend_model, output_key
 
-__all__ = ["convert", "tflite_embeddings"]
+__all__ = ["MEDIAPIPE_SAMPLES", "convert", "tflite_embeddings"]
 
 _log = logging.getLogger(__name__)
+
+MEDIAPIPE_SAMPLES = 32000
+"""Default window of the MediaPipe form, in samples: the 2 s a clip is mirror-padded to, so each
+of MediaPipe's zero-padded, non-overlapping windows is one whole 195-frame chunk."""
 
 _FRONTEND_LAYER = "log_mel_patches"
 _CLIP_FRONTEND_LAYERS = ("clip_normalization", "dft_frontend")
@@ -225,8 +235,10 @@ def convert(
     min_cosine=None,
     strict: bool = False,
     overwrite: bool = False,
+    mediapipe: bool = False,
+    tflite_metadata=None,
 ) -> dict:
-    """Convert a model to ``.tflite`` and write its JSON model card beside it.
+    """Convert a model to ``.tflite`` with metadata inside and write its JSON model card beside it.
 
     Args:
         model_or_export_dir: Model, export directory or ``.keras`` file (see
@@ -251,14 +263,20 @@ def convert(
         min_cosine: Parity threshold (mean cosine); default :data:`converters.common.DEFAULT_MIN_COSINE` for the mode.
         strict: Raise instead of warning when parity is below the threshold.
         overwrite: Replace an existing ``out_path``.
+        mediapipe: Write the MediaPipe Tasks form: audio in at a fixed ``[1, fixed_samples]``
+            (default :data:`MEDIAPIPE_SAMPLES`, said in a log line); needs the frontend inside.
+        tflite_metadata: Fields of the TFLite Model Metadata to set (keys of
+            :data:`converters.metadata.REQUEST_FIELDS`: name, description, version, author,
+            licence, sample_rate_hz); ``None``: the defaults.
 
     Returns:
-        The model card (dict), also written as JSON.
+        The model card (dict), also written as JSON; ``tflite_metadata`` holds the metadata written.
 
     Raises:
         ParameterError: unknown mode, ``int8`` without representative audio, dynamic range with the
-            frontend, ``frontend=False`` for a waveform export, an existing output without
-            ``overwrite``, or a path that is not our export.
+            frontend, ``frontend=False`` for a waveform export or with ``mediapipe``, an existing
+            output without ``overwrite``, a path that is not our export, or a metadata sample
+            rate other than the model's.
         ConversionError: the converter failed, or parity is below ``min_cosine`` under ``strict``.
     """
     model, metadata = load_keras_model(model_or_export_dir)
@@ -266,15 +284,27 @@ def convert(
     kind = kinds.of_model(model, metadata, frontend=frontend)
     if frames and kind.family == kinds.WAVEFORM:
         raise ParameterError("frames=True applies to chunk and whole-clip students; a waveform export gives one vector per clip.")
+    if mediapipe and not kind.frontend_inside:
+        raise ParameterError("The MediaPipe form takes audio: mediapipe=True (CLI --mediapipe) needs the frontend "
+                             "inside; drop frontend=False (--no-frontend, --micro).")
+    if frames and mediapipe:
+        raise ParameterError("frames=True and mediapipe=True fix the input to different windows (31,440 and the "
+                             "MediaPipe window); make one file of each.")
     if kind.family == kinds.WAVEFORM:  # raw audio at a fixed length, every output of the export
         return convert_waveform_model(model, metadata, out_path, source=source, quantize=quantize,
                                       fixed_samples=fixed_samples, representative_audio=representative_audio,
-                                      parity_audio=parity_audio, min_cosine=min_cosine, strict=strict, overwrite=overwrite)
+                                      parity_audio=parity_audio, min_cosine=min_cosine, strict=strict, overwrite=overwrite,
+                                      tflite_metadata=tflite_metadata)
+    if mediapipe and fixed_samples is None:
+        fixed_samples = MEDIAPIPE_SAMPLES
+        _log.info("MediaPipe form: the model's input is dynamic; fixing it to [1, %d] samples (pass fixed_samples / "
+                  "--fixed-samples for another window)", fixed_samples)
     out_path, card_path = output_paths(out_path, overwrite)
     frontend_config = _FRONTENDS[kind.family](model)
     if frames:
         fixed_samples = _frames_samples(kind, fixed_samples)
     _check_choices(quantize, kind, fixed_samples, least=frontend_config.window_samples)
+    check_request(tflite_metadata, model_sample_rate_hz=frontend_config.sample_rate_hz)
     key = output_key(model)
     calibration = representative_clips(representative_audio) if quantize == "int8" else None
     audio = parity_clips() if parity_audio is None else np.asarray(parity_audio, dtype=np.float32)
@@ -285,6 +315,10 @@ def convert(
             content = int8_with_float_layers(content, plan.function, plan.network, kind, plan.calibration, plan.float_layers)
     except Exception as error:  # the converter raises many unrelated types
         raise ConversionError(f"Converting {model.name!r} ({quantize}, frontend={frontend}) failed: {error}") from error
+    content, written = converter_metadata(
+        content, name=model.name, version=__version__, model_sample_rate_hz=frontend_config.sample_rate_hz,
+        audio_input=kind.input_name == AUDIO_INPUT_NAME, score_names=score_labels(metadata.get("teacher"), plan.reference.shape[1])
+        if key == SCORES_KEY else None, request=tflite_metadata)
     write_model(out_path, content)
 
     ops = litert.op_table(content)
@@ -314,6 +348,7 @@ def convert(
         "sample_rate_hz": frontend_config.sample_rate_hz,
         **plan.card,
         "size_bytes": len(content),
+        "tflite_metadata": written,
         "ops": ops,
         "float_ops": float_ops,
         "parity": scores,

@@ -8,7 +8,7 @@ or chunk network, and a fine-tuned model (:mod:`trillsson_tf.finetune`) has two 
 layers), keeps every output of the export in the ``serving_default`` signature, and writes the
 same kind of model card as :func:`converters.tflite.convert` (op table, size, parity per output
 on real speech), plus ``output_keys``, which :class:`trillsson_tf.runtime.TFLiteModel` reads to
-return all outputs. Every op is a TFLite builtin: the grouped positional convolution is SPLIT +
+return all outputs, and the same TFLite Model Metadata inside the file (:mod:`converters.metadata`). Every op is a TFLite builtin: the grouped positional convolution is SPLIT +
 CONV_2D + CONCATENATION (:class:`trillsson_tf.models.distil.GroupedConv1D`).
 
 :func:`converters.tflite.convert` (``trillsson-tf convert``) hands these models over to
@@ -35,7 +35,8 @@ from converters.common import (
     tflite_converter,
     write_model,
 )
-from trillsson_tf import kinds, litert
+from converters.metadata import check_request, converter_metadata
+from trillsson_tf import __version__, kinds, litert
 from trillsson_tf._keras import tf
 from trillsson_tf.contract import AUDIO_INPUT_NAME, SAMPLE_RATE_HZ, SIGNATURE_KEY
 from trillsson_tf.errors import ConversionError, ParameterError
@@ -95,6 +96,7 @@ def convert_waveform_model(
     min_cosine=None,
     strict: bool = False,
     overwrite: bool = False,
+    tflite_metadata=None,
 ) -> dict:
     """Convert a loaded layer-distilled or multi-task model to ``.tflite`` and write its model card.
 
@@ -114,15 +116,18 @@ def convert_waveform_model(
         min_cosine: Parity threshold (mean cosine of every output); default per mode.
         strict: Raise instead of warning when parity is below the threshold.
         overwrite: Replace existing outputs.
+        tflite_metadata: Fields of the TFLite Model Metadata to set (see :func:`converters.tflite.convert`).
 
     Returns:
         The model card (dict), also written as JSON.
 
     Raises:
-        ParameterError: unknown mode, bad length, an existing output.
+        ParameterError: unknown mode, bad length, an existing output, a metadata sample rate
+            other than the model's.
         ConversionError: the converter failed, or parity is below ``min_cosine`` under ``strict``.
     """
     check_quantize(quantize)
+    check_request(tflite_metadata, model_sample_rate_hz=SAMPLE_RATE_HZ)
     out_path, card_path = output_paths(out_path, overwrite)
     # A model built by models.build (not loaded from an export) carries its segment and output itself.
     metadata = {"segment_samples": getattr(model, "min_samples", 16000), **(metadata or {})}
@@ -145,6 +150,8 @@ def convert_waveform_model(
             content = int8_with_float_layers(content, function, model, kind, calibration, float_layers)
     except Exception as error:  # the converter raises many unrelated types
         raise ConversionError(f"Converting {source or model.name!r} ({quantize}) failed: {error}") from error
+    content, written = converter_metadata(content, name=model.name, version=__version__, model_sample_rate_hz=SAMPLE_RATE_HZ,
+                                          audio_input=True, request=tflite_metadata)
     write_model(out_path, content)
 
     audio = fit_clips(parity_clips() if parity_audio is None else np.asarray(parity_audio, np.float32), length)
@@ -170,6 +177,7 @@ def convert_waveform_model(
         "sample_rate_hz": SAMPLE_RATE_HZ,
         "fixed_samples": length,
         "size_bytes": len(content),
+        "tflite_metadata": written,
         "ops": ops,
         "float_ops": sorted({row["op"] for row in ops if row["float"]}),
         "float_layers": float_layers,

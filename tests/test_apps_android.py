@@ -172,3 +172,38 @@ def test_build_from_a_short_distillation(tmp_path):
     assert meta["source"]["training_steps"] == android.FAST_STEPS
     assert summary["models"][android.EMBEDDING_FILE]["parity"] > 0.98
     assert summary["skipped"] == {android.WAV2SMALL_FILE: "with_wav2small=False (CLI --no-wav2small)"}
+
+
+def test_mediapipe_windows_are_non_overlapping_with_a_zero_padded_tail():
+    audio = np.arange(1, 40001, dtype=np.float32)
+    windows = android.mediapipe_windows(audio, 32000)
+    assert windows.shape == (2, 32000)
+    np.testing.assert_array_equal(windows[0], audio[:32000])
+    np.testing.assert_array_equal(windows[1, :8000], audio[32000:])
+    assert not windows[1, 8000:].any()
+    assert android.mediapipe_windows(audio[:100], 32000).shape == (1, 32000)
+
+
+def test_readme_links_the_mediapipe_form():
+    with open(os.path.join(ASSETS, android.README_FILE)) as handle:
+        readme = handle.read()
+    assert "## MediaPipe Tasks: `AudioEmbedder` / `AudioClassifier`" in readme
+    assert "non-overlapping N-sample" in readme and "zero-pads the last one" in readme
+    assert "--mediapipe" in readme
+
+
+@pytest.mark.slow
+def test_an_export_gets_its_mediapipe_form(tiny_model, tmp_path):
+    from converters.metadata import read_metadata
+    from trillsson_tf.export import export_savedmodel
+
+    export = export_savedmodel(tiny_model, str(tmp_path / "export"))
+    summary = android.build_android_assets(tmp_path / "assets", embedding_model=export, with_wav2small=False,
+                                           fixed_samples=16000)
+    form = android.EMBEDDING_FILE.replace(".tflite", android.MEDIAPIPE_SUFFIX)
+    assert form in summary["files"] and form.replace(".tflite", ".json") in summary["files"]
+    with open(tmp_path / "assets" / form, "rb") as handle:
+        assert read_metadata(handle.read())["inputs"][0]["sample_rate_hz"] == 16000
+    golden = json.loads((tmp_path / "assets" / android.GOLDEN_FILE).read_text())["mediapipe"][form]
+    assert (golden["window_samples"], golden["windows"]) == (16000, 3)  # 2.5 s in 1 s windows, the last padded
+    assert f"`{form}`: fixed input `[1, 16000]`" in (tmp_path / "assets" / android.README_FILE).read_text()

@@ -257,6 +257,7 @@ def _cmd_convert(args):
         min_cosine=args.min_cosine,
         strict=args.strict,
         overwrite=args.force,
+        mediapipe=args.mediapipe,
     )
     # A multi-output (waveform) card has parity per output; a single-output card has it at the top.
     per_output = card["parity"].get("outputs", {card.get("output", "output"): card["parity"]})
@@ -282,6 +283,8 @@ def _cmd_android_assets(args):
         work_dir=args.work_dir,
         overwrite=args.force,
         progress=True,
+        mediapipe=not args.no_mediapipe,
+        fixed_samples=args.fixed_samples,
     )
     for name, model in summary["models"].items():
         print(f"{name}: {model['bytes']:,} bytes, parity with Keras (mean cosine) {model['parity']}")
@@ -454,6 +457,8 @@ def _add_convert_arguments(convert):
     convert.add_argument("--micro", action="store_true",
                          help="also write the TFLite Micro C++ array and resolver (implies --no-frontend)")
     convert.add_argument("--micro-name", default="g_model", help="C identifier of the array")
+    convert.add_argument("--mediapipe", action="store_true",
+                         help="the MediaPipe Tasks form: audio in, fixed [1, N] (N = --fixed-samples, default 32000)")
     convert.add_argument("--force", action="store_true", help="replace existing outputs")
     convert.add_argument("--format", default="tflite", choices=("tflite", "onnx"),
                          help="onnx: float32 .onnx checked in onnxruntime (STFT frontends need --no-frontend)")
@@ -512,6 +517,8 @@ def _add_android_assets_arguments(assets):
     assets.add_argument("--no-wav2small", action="store_true", help="leave the Wav2Small model out")
     assets.add_argument("--steps", type=int, default=None, help=f"distillation steps (default {DEFAULT_STEPS})")
     assets.add_argument("--work-dir", default=None, help="keep the distillation runs here (resumed next time)")
+    assets.add_argument("--no-mediapipe", action="store_true", help="leave out the fixed-length MediaPipe Tasks forms")
+    assets.add_argument("--fixed-samples", type=int, default=None, help="window of the MediaPipe forms, in samples (default 32000)")
     assets.add_argument("--force", action="store_true", help="replace an existing --out folder")
 
 

@@ -17,7 +17,11 @@ and its instrumented test reads:
   ``golden_outputs.json``: every model's outputs on it, computed by
   :class:`trillsson_tf.runtime.TFLiteModel`, with the tolerance an on-device test should use;
 - ``README.md`` with the Kotlin code that loads a model with the LiteRT ``Interpreter``, feeds
-  16 kHz PCM and reads the outputs (``templates/android_assets_README.md`` filled in).
+  16 kHz PCM and reads the outputs (``templates/android_assets_README.md`` filled in);
+- ``<model>_mediapipe.tflite`` per model made from an export (not from a given ``.tflite``): the
+  MediaPipe Tasks form (:func:`converters.tflite.convert` with ``mediapipe=True``: fixed
+  ``[1, N]`` input, TFLite Model Metadata inside), with its card, and its golden outputs per
+  MediaPipe window in ``golden_outputs.json`` (``mediapipe``).
 
 Nothing here imports TensorFlow at module level; distillation and conversion import it when
 they run (the CLI registers ``android-assets`` as a TensorFlow-importing command).
@@ -48,9 +52,11 @@ __all__ = [
     "README_FILE",
     "METADATA_SUFFIX",
     "LABELS_SUFFIX",
+    "MEDIAPIPE_SUFFIX",
     "MAX_FOLDER_BYTES",
     "TASKS",
     "build_android_assets",
+    "mediapipe_windows",
     "model_metadata",
     "golden_outputs",
     "check_golden",
@@ -69,6 +75,7 @@ GOLDEN_FILE = "golden_outputs.json"
 README_FILE = "README.md"
 METADATA_SUFFIX = ".metadata.json"
 LABELS_SUFFIX = ".labels.txt"
+MEDIAPIPE_SUFFIX = "_mediapipe.tflite"
 MAX_FOLDER_BYTES = 10 * 1024 * 1024
 """The folder is committed to git and copied into an APK: it must stay under 10 MB."""
 TASKS = ("embedding", "regression", "classification")
@@ -281,6 +288,53 @@ def _place_model(model, out_path: str, calibration, scratch: str) -> dict:
     return card
 
 
+def _mediapipe_form(model, out_path: str, calibration, scratch: str, fixed_samples):
+    """The MediaPipe form of an export at ``out_path`` (int8, fixed ``[1, N]``) with its card, or why there is none."""
+    model = os.fspath(model)
+    if model.endswith(".tflite"):
+        return "made from an export only: a given .tflite keeps its input shape, and MediaPipe needs a fixed [1, N]"
+    from converters.tflite import convert
+
+    converted = os.path.join(scratch, os.path.basename(out_path))
+    card = convert(model, converted, quantize="int8", representative_audio=calibration, mediapipe=True,
+                   fixed_samples=fixed_samples, overwrite=True)
+    shutil.copyfile(converted, out_path)
+    with open(os.path.splitext(out_path)[0] + ".json", "w") as handle:
+        json.dump(_without_host_paths({**card, "model_file": os.path.basename(out_path)}), handle, indent=2)
+    return None
+
+
+def mediapipe_windows(audio: np.ndarray, window_samples: int) -> np.ndarray:
+    """How MediaPipe Tasks cuts a clip: non-overlapping windows, the last one zero-padded.
+
+    Args:
+        audio: float32 ``[samples]``.
+        window_samples: The model's fixed input length N.
+
+    Returns:
+        float32 ``[ceil(samples / N), N]``: one row per result MediaPipe returns.
+    """
+    count = max(1, -(-len(audio) // window_samples))
+    windows = np.zeros((count, window_samples), np.float32)
+    windows.reshape(-1)[: len(audio)] = audio
+    return windows
+
+
+def _mediapipe_golden(model_path: str, audio: np.ndarray) -> dict:
+    """Outputs of a MediaPipe form per MediaPipe window (the runtime on each window), and their mean."""
+    from trillsson_tf.runtime import TFLiteModel
+
+    _, runner = _signature_runner(model_path)
+    (_, details), = runner.get_input_details().items()
+    window = int(details["shape_signature"][-1])
+    windows = mediapipe_windows(audio, window)
+    outputs = {}
+    for name in sorted(runner.get_output_details()):
+        model = TFLiteModel(model_path, num_threads=1, output_key=name)
+        outputs[name] = np.concatenate([model(row)["embedding"] for row in windows]).astype(np.float32).tolist()
+    return {"window_samples": window, "windows": len(windows), "outputs": outputs}
+
+
 def _source(card: dict) -> dict:
     """Provenance from a converter model card, without host paths: student, teacher, steps, parity."""
     source = card.get("source") or {}
@@ -337,11 +391,24 @@ def _default_wav2small(work_dir: str, steps: int, progress: bool):
     return run["export"]
 
 
-def _readme(entries: list, golden: dict) -> str:
+def _mediapipe_files(golden: dict, skipped: dict) -> str:
+    """The README's list of MediaPipe forms: the files here with their window, or why there are none."""
+    forms = golden.get("mediapipe") or {}
+    if forms:
+        return "\n".join(f"- `{name}`: fixed input `[1, {form['window_samples']}]` "
+                          f"({form['window_samples'] / SAMPLE_RATE_HZ:g} s windows); on `{SAMPLE_FILE}` MediaPipe gives "
+                          f"{form['windows']} results, golden per window in `{GOLDEN_FILE}` (`mediapipe`)"
+                          for name, form in sorted(forms.items()))
+    reasons = sorted({why for name, why in skipped.items() if name.endswith(MEDIAPIPE_SUFFIX)})
+    return ("No MediaPipe form in this folder (" + "; ".join(reasons) + "). Make one from an export with "
+            "`trillsson-tf convert EXPORT --mediapipe --quantize int8 --data AUDIO --out model_mediapipe.tflite`.")
+
+
+def _readme(entries: list, golden: dict, skipped: dict) -> str:
     """The folder's README: what each file is, and Kotlin that loads a model and reads its outputs.
 
     The text is ``templates/android_assets_README.md``; this fills in the model table, the Kotlin
-    usage lines and the names and tolerances of these assets.
+    usage lines, the MediaPipe forms and the names and tolerances of these assets.
     """
     rows = "\n".join(
         f"| `{entry['model_file']}` | {entry['model_bytes'] / 1024:.0f} KB | {entry['task']} | "
@@ -370,6 +437,7 @@ def _readme(entries: list, golden: dict) -> str:
         embedding_file=embedding["model_file"],
         output_name=embedding["outputs"][0]["name"],
         width=embedding["outputs"][0]["shape"][-1],
+        mediapipe_files=_mediapipe_files(golden, skipped),
     )
 
 
@@ -383,6 +451,8 @@ def build_android_assets(
     work_dir=None,
     overwrite: bool = False,
     progress: bool = False,
+    mediapipe: bool = True,
+    fixed_samples=None,
 ) -> dict:
     """Write the Android demo assets folder (models, metadata, labels, sample WAV, golden outputs, README).
 
@@ -399,6 +469,9 @@ def build_android_assets(
             next call); ``None`` uses a temporary folder.
         overwrite: Replace an existing ``out_dir``.
         progress: Progress bars while distilling.
+        mediapipe: Also write the MediaPipe Tasks form of each model made from an export
+            (``<model>_mediapipe.tflite``).
+        fixed_samples: Window of the MediaPipe forms in samples (``None``: 32,000, 2 s).
 
     Returns:
         Summary: ``{'out_dir', 'files', 'folder_bytes', 'models': {file: {'bytes', 'parity'}},
@@ -423,7 +496,9 @@ def build_android_assets(
         calibration = [item.path for item in _training_items()][:_CALIBRATION_CLIPS]
         entries, skipped, cards = [], {}, {}
 
+        sources = {}
         source = embedding_model if embedding_model is not None else _distill_embedding_student(work, steps, progress)
+        sources[EMBEDDING_FILE] = source
         path = os.path.join(staging, EMBEDDING_FILE)
         cards[EMBEDDING_FILE] = card = _place_model(source, path, calibration, scratch)
         _, runner = _signature_runner(path)
@@ -447,6 +522,7 @@ def build_android_assets(
         elif source is None:
             skipped[WAV2SMALL_FILE] = "the student registry has no 'wav2small' and no wav2small_model was given"
         else:
+            sources[WAV2SMALL_FILE] = source
             path = os.path.join(staging, WAV2SMALL_FILE)
             cards[WAV2SMALL_FILE] = card = _place_model(source, path, calibration, scratch)
             described = _wav2small_outputs(path)
@@ -463,6 +539,15 @@ def build_android_assets(
             if entry["labels_file"]:
                 with open(os.path.join(staging, entry["labels_file"]), "w") as handle:
                     handle.write("\n".join(entry["labels"]) + "\n")
+        forms = {}
+        for name, model in sources.items():
+            form = name.replace(".tflite", MEDIAPIPE_SUFFIX)
+            why = _mediapipe_form(model, os.path.join(staging, form), calibration, scratch, fixed_samples) if mediapipe \
+                else "mediapipe=False (CLI --no-mediapipe)"
+            if why is None:
+                forms[form] = _mediapipe_golden(os.path.join(staging, form), sample)
+            else:
+                skipped[form] = why
         golden = {
             "format": _FORMAT,
             "sample": {"file": SAMPLE_FILE, "sample_rate_hz": SAMPLE_RATE_HZ, "samples": int(len(sample)),
@@ -472,10 +557,12 @@ def build_android_assets(
             "models": {entry["model_file"]: golden_outputs(os.path.join(staging, entry["model_file"]), sample)
                        for entry in entries},
         }
+        if forms:
+            golden["mediapipe"] = forms
         with open(os.path.join(staging, GOLDEN_FILE), "w") as handle:
             json.dump(golden, handle, indent=2)
         with open(os.path.join(staging, README_FILE), "w") as handle:
-            handle.write(_readme(entries, golden))
+            handle.write(_readme(entries, golden, skipped))
 
         size = _folder_bytes(staging)
         if size > MAX_FOLDER_BYTES:
