@@ -103,7 +103,11 @@ def _cmd_distill(args):
         augment=args.augment,
         targets=args.targets,
         strategy=args.strategy,
+        shuffle_buffer=args.shuffle_buffer,
     )
+    if record["data"]["skipped_shards"]:
+        print(f"Left out {len(record['data']['skipped_shards'])} corrupt target shard(s): "
+              f"{', '.join(record['data']['skipped_shards'])}")
     if record["data"]["skipped"]:
         print(f"Skipped {len(record['data']['skipped'])} unreadable file(s): {', '.join(record['data']['skipped'])}")
     last = record["loss_history"][-1][1] if record["loss_history"] else float("nan")
@@ -333,6 +337,7 @@ _PASS_THROUGH_COMMANDS = ("targets",)
 
 def _add_distill_arguments(distill):
     from trillsson_tf.distill import DEFAULT_STUDENT, LOSSES, LR_SCHEDULES, STRATEGIES
+    from trillsson_tf.input_pipeline import SHUFFLE_BUFFER
     from trillsson_tf.targets import TARGET_MODES
     from trillsson_tf.teachers import SPEECH_EMBEDDING, TEACHER_FORMS
 
@@ -364,6 +369,8 @@ def _add_distill_arguments(distill):
                          help="add this weight times (1 - CCC) over each batch to the loss (score students)")
     distill.add_argument("--augment", type=int, default=0,
                          help="augmented views per training file (speed, trim, gain, noise), each with its own cached teacher target")
+    distill.add_argument("--shuffle-buffer", type=int, default=None,
+                         help=f"training crops shuffled together (64 KB each, kept in checkpoints; default {SHUFFLE_BUFFER})")
 
 
 def _add_distill_layers_arguments(parser):

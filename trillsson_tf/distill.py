@@ -1,10 +1,14 @@
 """Distillation: train a registry student to regress a teacher's cached targets (spec section 5).
 
-``distill(data, out_dir=..., teacher=..., student=...)``: load the teacher, read and split
-the audio, fill the target cache, build the student with the teacher's output width as its
-projection head, train on random 2 s crops (MSE by default, Adam lr 1e-3), checkpoint every
-``checkpoint_every`` steps, log to TensorBoard, and export the student in hub format to
-``<out_dir>/export`` with a ``run.json`` recording what was done.
+``distill(data, out_dir=..., teacher=..., student=...)``: load the teacher, fill the target
+cache one file at a time (:func:`trillsson_tf.targets.build_cache`; or take a targets folder
+made by Beam), scan its shards once (:func:`trillsson_tf.input_pipeline.scan_shards`), build
+the student with the teacher's output width as its projection head, train on random 2 s
+crops streamed from the shards by ``tf.data`` (MSE by default, Adam lr 1e-3), checkpoint the
+weights, optimizer and data iterator every ``checkpoint_every`` steps, log to TensorBoard, and
+export the student in hub format to ``<out_dir>/export`` with a ``run.json`` recording what
+was done. Memory does not grow with the corpus: no clip is held beyond the shuffle buffer and
+at most 256 held-out 2 s clips.
 
 Any vector output is a target, not only embeddings: score students (``wav2small``,
 ``mobilenetv3small_adv``, ``mobilenetv4convsmall``; output ``scores``) regress a teacher's
@@ -23,7 +27,7 @@ import numpy as np
 from trillsson_tf import models
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.augment import check_views
-from trillsson_tf.data import LoadedAudio, find_audio, load_clips, random_crop, segments, split_items
+from trillsson_tf.data import check_validation_fraction, find_audio, split_items
 from trillsson_tf.distribute import (
     STRATEGIES,
     distribute_batch,
@@ -35,9 +39,10 @@ from trillsson_tf.distribute import (
 )
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.export import export_savedmodel
+from trillsson_tf.input_pipeline import SHUFFLE_BUFFER, scan_shards, training_dataset
 from trillsson_tf.kinds import WAVEFORM
 from trillsson_tf.metrics import fidelity
-from trillsson_tf.targets import augmented_targets, cached_targets, check_mode, load_targets
+from trillsson_tf.targets import build_cache, check_mode
 from trillsson_tf.teachers import SPEECH_EMBEDDING, load_teacher
 from trillsson_tf.training import (LR_SCHEDULES, RunFolder, check_positive, learning_rate_schedule, log_scalar,
                                    run_steps, versions)
@@ -81,36 +86,6 @@ def ccc_loss(target, prediction):
     return tf.reduce_mean(1.0 - 2.0 * covariance / (denominator + 1e-8))
 
 
-class _Batches:
-    """Training batches drawn from a seed and the step number only, so a resumed run sees the same data."""
-
-    def __init__(self, clips, targets, *, mode: str, batch_size: int, seed: int):
-        self.clips, self.targets, self.mode = clips, targets, mode
-        self.batch_size, self.seed = batch_size, seed
-
-    def __call__(self, step: int):
-        """float32 audio ``[batch, 32000]`` and targets ``[batch, D]`` of training step ``step``."""
-        rng = np.random.default_rng([self.seed, step])
-        audio, targets = [], []
-        for index in rng.integers(0, len(self.clips), self.batch_size):
-            if self.mode == "global":
-                audio.append(random_crop(self.clips[index], rng))
-                targets.append(self.targets[index][0])
-            else:
-                pieces = segments(self.clips[index])
-                choice = int(rng.integers(0, len(pieces)))
-                audio.append(pieces[choice])
-                targets.append(self.targets[index][choice])
-        return np.stack(audio), np.stack(targets).astype(np.float32)
-
-
-def _validation_batch(clips, targets):
-    """The first 2 s segment of each validation clip and its target (deterministic)."""
-    if not clips:
-        return None
-    return np.stack([segments(clip)[0] for clip in clips]), np.stack([target[0] for target in targets])
-
-
 def _has_log_mel(model) -> bool:
     return any(layer.name == "log_mel_patches" for layer in model.layers)
 
@@ -121,8 +96,8 @@ def _final_dense(model):
     return last if isinstance(last, keras.layers.Dense) and last.use_bias else None
 
 
-def _target_standardisation(model, targets):
-    """Per-dimension mean and std of the training targets, float32 ``[D]`` each.
+def _target_standardisation(model, scan):
+    """Per-dimension std and mean of the training targets (from the shard scan), float32 ``[D]`` each.
 
     The student trains to predict standardised targets (its output times ``scale`` plus
     ``offset`` is compared with the raw target, so the loss keeps its meaning), and the two
@@ -131,11 +106,10 @@ def _target_standardisation(model, targets):
     +-20); Adam's fixed step size then learns a standardised head much faster. Students
     without a final Dense get ``scale=1, offset=0``.
     """
-    dim = targets[0].shape[-1]
+    dim = len(scan.target_mean)
     if _final_dense(model) is None:
         return np.ones(dim, np.float32), np.zeros(dim, np.float32)
-    stacked = np.concatenate(targets, axis=0).astype(np.float64)
-    return np.maximum(stacked.std(axis=0), 1e-6).astype(np.float32), stacked.mean(axis=0).astype(np.float32)
+    return np.maximum(scan.target_std, 1e-6).astype(np.float32), scan.target_mean.astype(np.float32)
 
 
 def _fold_standardisation(model, scale, offset) -> None:
@@ -172,6 +146,7 @@ def distill(
     outputs=None,
     ccc_weight: float = 0.0,
     augment: int = 0,
+    shuffle_buffer=None,
 ) -> dict:
     """Distill ``teacher`` into the registry student ``student`` on the audio of ``data``.
 
@@ -211,6 +186,9 @@ def distill(
         augment: Augmented views per training file (:mod:`trillsson_tf.augment`), each with its
             own teacher target, cached like the files' (needs ``data``); 0 (default): none.
             Validation files are never augmented.
+        shuffle_buffer: Training crops shuffled together (:func:`trillsson_tf.input_pipeline.training_dataset`;
+            64 KB each, and saved in every checkpoint); ``None``:
+            :data:`trillsson_tf.input_pipeline.SHUFFLE_BUFFER`, or the training records when fewer.
 
     Returns:
         The run record (also in ``<out_dir>/run.json`` and ``<out_dir>/export/run.json``), with
@@ -241,8 +219,10 @@ def distill(
     check_views(augment)
     if augment and data is None:
         raise ParameterError("augment needs data (audio files): the teacher runs on each augmented view.")
-    for name, value in (("batch_size", batch_size), ("steps", steps), ("checkpoint_every", checkpoint_every)):
+    for name, value in (("batch_size", batch_size), ("steps", steps), ("checkpoint_every", checkpoint_every),
+                        *((("shuffle_buffer", shuffle_buffer),) if shuffle_buffer is not None else ())):
         check_positive(name, value)
+    check_validation_fraction(validation_fraction)
     if batch_size % strategy.num_replicas_in_sync:
         raise ParameterError(
             f"batch_size={batch_size} is the global batch and must divide evenly over the "
@@ -271,36 +251,35 @@ def distill(
     )
 
     if targets is not None:
-        target_set = load_targets(targets, teacher=teacher, mode=target_mode)
-        loaded = LoadedAudio(target_set.items, target_set.clips, [])
+        folder, keys, skipped_files = targets, None, []
     else:
-        loaded = load_clips(find_audio(data), progress=progress)
-        target_set = cached_targets(teacher, loaded, mode=target_mode or "global", cache_dir=cache_dir, progress=progress)
-    target_mode = target_set.mode
-    _, validation_items = split_items(loaded.items, validation_fraction=validation_fraction, seed=seed)
-    is_validation = {id(item) for item in validation_items}
-    train = [(c, t) for i, c, t in zip(loaded.items, loaded.clips, target_set.targets) if id(i) not in is_validation]
-    held = [(c, t) for i, c, t in zip(loaded.items, loaded.clips, target_set.targets) if id(i) in is_validation]
-    if not train:
-        raise ParameterError(f"No training files left after holding out validation_fraction={validation_fraction}.")
-    train_files = len(train)
-    if augment:
-        training = LoadedAudio([i for i in loaded.items if id(i) not in is_validation], [c for c, _ in train], [])
-        train += augmented_targets(teacher, training, augment, mode=target_mode, seed=seed, cache_dir=cache_dir,
-                                   progress=progress)
+        # Streams: one file in memory at a time; views only for the files the split trains on.
+        items = find_audio(data)
+        train_items, _ = split_items(items, validation_fraction=validation_fraction, seed=seed)
+        cache = build_cache(teacher, items, mode=target_mode or "global", cache_dir=cache_dir, views=augment,
+                            augmented=train_items, seed=seed, progress=progress)
+        folder, keys, skipped_files = cache.directory, cache.keys + cache.view_keys, cache.skipped
+        target_mode = target_mode or "global"
+    scan = scan_shards(folder, teacher=teacher, mode=target_mode, keys=keys, validation_fraction=validation_fraction,
+                       seed=seed, progress=progress)
+    target_mode = scan.mode
+    keras.utils.set_random_seed(seed)  # the same weights and data order for the same seed, whatever the strategy
+    dataset = training_dataset(scan, batch_size=batch_size, seed=seed, shuffle_buffer=shuffle_buffer)
+    batches = iter(dataset)
 
     checkpoint_dir = os.path.join(run.path, "checkpoints")
     with strategy.scope():
         model = models.build(student, **config)
         optimizer = keras.optimizers.Adam(learning_rate)
-        checkpoints = run.checkpoints({"model": model, "optimizer": optimizer},
+        # The data iterator is saved with the weights: a resumed run continues the same stream of crops.
+        checkpoints = run.checkpoints({"model": model, "optimizer": optimizer, "data": batches},
                                       directory=worker_checkpoint_dir(strategy, checkpoint_dir))
     if strategy.num_replicas_in_sync > 1:
         synchronize_batch_norm(model)  # global-batch statistics, as on one device
     start = checkpoints.restore() if resume else 0
     if start:
         _log.info("Resumed %s at step %d", run.path, start)
-    scale, offset = _target_standardisation(model, [t for _, t in train])
+    scale, offset = _target_standardisation(model, scan)
     key = models.output_key(model)
     # Same variables, float32 log-mel: 10% more steps/s for tiny_cnn_k5, same fidelity (measured); the export keeps float64.
     trained = models.float32_frontend_model(model) if _has_log_mel(model) else model
@@ -323,8 +302,7 @@ def distill(
     def eval_loss(audio, target):
         return loss_fn(target, model(audio, training=False)[key] * scale + offset)
 
-    batches = _Batches([c for c, _ in train], [t for _, t in train], mode=target_mode, batch_size=batch_size, seed=seed)
-    validation = _validation_batch([c for c, _ in held], [t for _, t in held])
+    validation = (scan.validation_audio, scan.validation_targets) if len(scan.validation_audio) else None
     validation_history = record.setdefault("validation_history", [])
     record.update(
         {
@@ -335,13 +313,18 @@ def distill(
                     f"targets {os.fspath(targets)}" if data is None
                     else os.fspath(data) if not isinstance(data, (list, tuple)) else f"list of {len(data)} files"
                 ),
-                "files": len(loaded.items),
-                "train_files": train_files,
-                "validation_files": len(held),
+                "files": scan.train_files + scan.validation_files,
+                "train_files": scan.train_files,
+                "validation_files": scan.validation_files,
+                "validation_clips": len(scan.validation_audio),
+                "train_records": scan.train_records,
+                "train_hours": scan.train_hours,
                 "augmented_views_per_file": augment,
-                "skipped": [path for path, _ in loaded.skipped],
+                "skipped": [path for path, _ in skipped_files],
                 "target_mode": target_mode,
-                "target_cache": target_set.directory,
+                "target_cache": scan.directory,
+                "shards": len(scan.shards),
+                "skipped_shards": [path for path, _ in scan.skipped_shards],
             },
             "training": {
                 "loss": loss,
@@ -353,6 +336,7 @@ def distill(
                 "checkpoint_every": checkpoint_every,
                 "validation_fraction": validation_fraction,
                 "seed": seed,
+                "shuffle_buffer": min(shuffle_buffer or SHUFFLE_BUFFER, scan.train_records),
                 "strategy": strategy_name,
                 "replicas": replicas,
             },
@@ -365,8 +349,10 @@ def distill(
             validation_history.append([step, float(eval_loss(*validation))])
             log_scalar("validation_loss", validation_history[-1][1], step=step)
 
+    # Every process reads the same stream and takes its replicas' rows of each global batch, so
+    # a multiworker run restores the chief's iterator state on every worker.
     elapsed_s = run_steps(
-        lambda index: train_step(*distribute_batch(strategy, *batches(index))),
+        lambda index: train_step(*distribute_batch(strategy, *next(batches))),
         start=start, steps=steps, checkpoint_every=checkpoint_every, on_checkpoint=run.saver(checkpoints, validate),
         history=record.setdefault("loss_history", []), writer=run.writer(), progress=progress, description=f"distill {student}",
         scalars=lambda step: {"learning_rate": float(learning_rate(step) if callable(learning_rate) else lr)},
@@ -386,16 +372,14 @@ def distill(
         wait_for_workers(strategy)  # stay in the cluster until the chief has exported
         return record
     _fold_standardisation(model, scale, offset)
-    training_targets = np.concatenate([t for _, t in train]).astype(np.float64)
-    target_mean = training_targets.mean(axis=0)
     if validation is not None:
         # On the held-out files, beside what the training mean and the best training target score.
         record["fidelity"] = {**fidelity(validation[1], model(validation[0], training=False)[key].numpy(),
-                                         center=target_mean, training_targets=training_targets),
-                              "files": len(held), "segment": "the first 2 s of each held-out file"}
+                                         center=scan.target_mean, training_targets=scan.sample_targets),
+                              "files": len(validation[0]), "segment": "the first 2 s of each held-out file"}
     export_dir = export_savedmodel(
         model, os.path.join(run.path, "export"), overwrite=True,
-        extra_metadata={"teacher": teacher.describe(), "target_mean": [float(v) for v in target_mean]},
+        extra_metadata={"teacher": teacher.describe(), "target_mean": [float(v) for v in scan.target_mean]},
     )
     wait_for_workers(strategy)
     record["export"] = export_dir

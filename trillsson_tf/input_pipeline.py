@@ -112,7 +112,7 @@ class _Moments:
 
 
 def _decode(feature) -> tuple:
-    """``(key, path, audio float32 [samples] | None, targets float32 [rows, D])`` of a parsed record."""
+    """``(key, path, targets float32 [rows, D])`` of a parsed record (the audio stays undecoded)."""
     def raw(name):
         return feature[name].bytes_list.value[0]
 
@@ -170,7 +170,8 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
     readable, skipped, train_keys, train_paths, held_paths = [], [], [], set(), set()
     held_audio, held_targets, other, seconds = [], [], 0, 0.0
     for shard in tqdm(shards, desc="scanning target shards", unit="shard", disable=not progress):
-        rows, shard_keys, shard_paths_seen, shard_held, shard_seconds, shard_other = [], [], [], [], 0.0, 0
+        rows, shard_keys, shard_train_paths, shard_held, shard_held_paths = [], [], set(), [], set()
+        shard_seconds, shard_other = 0.0, 0
         try:
             for serialized in tf.data.TFRecordDataset(shard).as_numpy_iterator():
                 feature = tf.train.Example.FromString(serialized).features.feature
@@ -178,17 +179,18 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
                 if wanted is not None and key not in wanted:
                     shard_other += 1
                 elif is_validation(path, validation_fraction, seed=seed):
-                    if path not in held_paths and len(held_paths) + len(shard_held) < max_validation:
-                        shard_held.append((path, segments(_audio(feature))[0], targets[0]))
-                    held_paths.add(path)
+                    if path not in held_paths and path not in shard_held_paths:
+                        shard_held_paths.add(path)
+                        if len(held_audio) + len(shard_held) < max_validation:
+                            shard_held.append((segments(_audio(feature))[0], targets[0]))
                 else:
                     shard_keys.append(key)
-                    shard_paths_seen.append(path)
+                    shard_train_paths.add(path)
                     rows.append(targets if info["mode"] == "local" else targets[:1])
                     shard_seconds += _samples(feature) / 16000.0
         except (tf.errors.DataLossError, tf.errors.OutOfRangeError, KeyError, IndexError, ValueError) as error:
             # A shard cut short by a crash or damaged on disk: leave it all out, never half of it.
-            message = str(error).splitlines()[0][:200] or type(error).__name__
+            message = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
             _log.warning("Skipping corrupt target shard %s: %s", shard, message)
             skipped.append((shard, message))
             continue
@@ -196,10 +198,10 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
         for row in rows:
             moments.add(row)
         train_keys += shard_keys
-        train_paths.update(shard_paths_seen)
-        held_audio += [clip for path, clip, _ in shard_held if path not in {p for p, _, _ in held_audio}]
-        held_targets += [target for _, _, target in shard_held]
-        held_audio = held_audio[: len(held_targets)]
+        train_paths |= shard_train_paths
+        held_paths |= shard_held_paths
+        held_audio += [clip for clip, _ in shard_held]
+        held_targets += [target for _, target in shard_held]
         other += shard_other
         seconds += shard_seconds
     if skipped:
@@ -265,18 +267,17 @@ def _crop(mode: str, seed: int, crop_samples: int):
     return crop
 
 
-def training_dataset(scan: ShardScan, *, batch_size: int, seed: int = 0, shuffle_buffer: int = SHUFFLE_BUFFER,
-                     crop_samples: int = CROP_SAMPLES, workers: int = 1):
+def training_dataset(scan: ShardScan, *, batch_size: int, seed: int = 0, shuffle_buffer=None,
+                     crop_samples: int = CROP_SAMPLES):
     """The endless stream of training batches of a scanned targets folder.
 
     Args:
         scan: :func:`scan_shards` of the folder.
         batch_size: Crops per batch (the global batch; a distribution strategy splits it).
         seed: Seeds the shard order, the crops and the shuffle.
-        shuffle_buffer: Crops in the shuffle buffer; more than the corpus holds is clipped to it, with a warning.
+        shuffle_buffer: Crops in the shuffle buffer (``None``: :data:`SHUFFLE_BUFFER`); more than
+            the training records is clipped to them (with a warning when asked for).
         crop_samples: Crop length in samples (2 s: one 195-frame patch).
-        workers: Workers of a multiworker strategy; with at least as many shards each reads its
-            own shards (auto-sharding by file), otherwise each keeps its share of the records.
 
     Returns:
         ``tf.data.Dataset`` of ``(audio float32 [batch, crop_samples], targets float32 [batch, D])``.
@@ -287,9 +288,11 @@ def training_dataset(scan: ShardScan, *, batch_size: int, seed: int = 0, shuffle
     from trillsson_tf._keras import tf
 
     for name, value in (("batch_size", batch_size), ("shuffle_buffer", shuffle_buffer)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
             raise ParameterError(f"{name} must be a positive integer, got {value!r}.")
-    if shuffle_buffer > scan.train_records:
+    if shuffle_buffer is None:
+        shuffle_buffer = min(SHUFFLE_BUFFER, scan.train_records)
+    elif shuffle_buffer > scan.train_records:
         _log.warning("shuffle_buffer=%d is larger than the %d training records; using %d.",
                      shuffle_buffer, scan.train_records, scan.train_records)
         shuffle_buffer = scan.train_records
@@ -308,10 +311,5 @@ def training_dataset(scan: ShardScan, *, batch_size: int, seed: int = 0, shuffle
     batches = batches.map(lambda audio, targets: (tf.cast(audio, tf.float32) / _PCM_SCALE, targets),
                           num_parallel_calls=autotune, deterministic=True).prefetch(autotune)
     options = tf.data.Options()
-    options.deterministic = True
-    policy = tf.data.experimental.AutoShardPolicy
-    if workers > 1 and len(scan.shards) < workers:
-        _log.warning("%d shard(s) for %d workers: every worker reads all of them and keeps its share of the records.",
-                     len(scan.shards), workers)
-    options.experimental_distribute.auto_shard_policy = policy.FILE if len(scan.shards) >= workers else policy.DATA
+    options.deterministic = True  # the same stream for the same seed: resumes and multiworker replicas rely on it
     return batches.with_options(options)
