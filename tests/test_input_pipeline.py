@@ -9,7 +9,7 @@ import pytest
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
 from trillsson_tf.data import CROP_SAMPLES, AudioItem, find_audio, split_items
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.input_pipeline import scan_shards, training_dataset
+from trillsson_tf.input_pipeline import reader_shards, scan_shards, training_dataset
 from trillsson_tf.targets import build_cache, file_key, read_targets
 from trillsson_tf.teachers import Teacher
 
@@ -141,3 +141,16 @@ def test_a_distillation_resumed_mid_run_repeats_the_uninterrupted_one(tmp_path):
     np.testing.assert_allclose(resumed["loss_history"][-1][1], whole["loss_history"][-1][1], rtol=1e-5)
     assert whole["data"]["shards"] == 1 and whole["training"]["shuffle_buffer"] == 6
     assert whole["data"]["train_records"] == whole["data"]["train_files"] > 0
+
+
+def test_readers_split_the_shards_between_them(tmp_path, items, caplog):
+    teacher = StatsTeacher()
+    index = build_cache(teacher, items, cache_dir=tmp_path / "cache", shard_size=3)
+    scan = scan_shards(index.directory, teacher=teacher, validation_fraction=0.0)
+    first, second = reader_shards(scan, (2, 0)), reader_shards(scan, (2, 1))
+    assert len(first) == len(second) == 2 and sorted(first + second) == scan.shards
+    assert reader_shards(scan, (5, 3)) == scan.shards  # fewer shards than readers: each reads all
+    with caplog.at_level(logging.WARNING, logger="trillsson_tf.input_pipeline"):
+        halves = [next(iter(training_dataset(scan, batch_size=2, shuffle_buffer=1, pipelines=(5, i))))[0].numpy()
+                  for i in range(2)]
+    assert "4 shard(s) for 5 readers" in caplog.text and not np.array_equal(*halves)

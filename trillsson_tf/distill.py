@@ -20,7 +20,6 @@ Output folder: ``run.json`` (kept up to date; ``--resume`` reads it), ``checkpoi
 """
 import logging
 import os
-import shutil
 
 import numpy as np
 
@@ -31,6 +30,7 @@ from trillsson_tf.data import check_validation_fraction, find_audio, split_items
 from trillsson_tf.distribute import (
     STRATEGIES,
     distribute_batch,
+    input_pipelines,
     is_chief,
     make_strategy,
     synchronize_batch_norm,
@@ -39,7 +39,7 @@ from trillsson_tf.distribute import (
 )
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.export import export_savedmodel
-from trillsson_tf.input_pipeline import SHUFFLE_BUFFER, scan_shards, training_dataset
+from trillsson_tf.input_pipeline import SHUFFLE_BUFFER, reader_shards, scan_shards, training_dataset
 from trillsson_tf.kinds import WAVEFORM
 from trillsson_tf.metrics import fidelity
 from trillsson_tf.targets import build_cache, check_mode
@@ -264,7 +264,9 @@ def distill(
                        seed=seed, progress=progress)
     target_mode = scan.mode
     keras.utils.set_random_seed(seed)  # the same weights and data order for the same seed, whatever the strategy
-    dataset = training_dataset(scan, batch_size=batch_size, seed=seed, shuffle_buffer=shuffle_buffer)
+    pipelines = input_pipelines(strategy)
+    dataset = training_dataset(scan, batch_size=batch_size // pipelines[0], seed=seed, shuffle_buffer=shuffle_buffer,
+                               pipelines=pipelines)
     batches = iter(dataset)
 
     checkpoint_dir = os.path.join(run.path, "checkpoints")
@@ -324,6 +326,7 @@ def distill(
                 "target_mode": target_mode,
                 "target_cache": scan.directory,
                 "shards": len(scan.shards),
+                "shards_read": len(reader_shards(scan, pipelines)),  # by this process
                 "skipped_shards": [path for path, _ in scan.skipped_shards],
             },
             "training": {
@@ -339,6 +342,7 @@ def distill(
                 "shuffle_buffer": min(shuffle_buffer or SHUFFLE_BUFFER, scan.train_records),
                 "strategy": strategy_name,
                 "replicas": replicas,
+                "input_pipelines": pipelines[0],
             },
             "versions": versions(),
         }
@@ -349,8 +353,7 @@ def distill(
             validation_history.append([step, float(eval_loss(*validation))])
             log_scalar("validation_loss", validation_history[-1][1], step=step)
 
-    # Every process reads the same stream and takes its replicas' rows of each global batch, so
-    # a multiworker run restores the chief's iterator state on every worker.
+    # Each process feeds its share of the global batch to its own replicas (every worker its own shards).
     elapsed_s = run_steps(
         lambda index: train_step(*distribute_batch(strategy, *next(batches))),
         start=start, steps=steps, checkpoint_every=checkpoint_every, on_checkpoint=run.saver(checkpoints, validate),
@@ -360,8 +363,6 @@ def distill(
 
     record["steps_per_second"] = (steps - start) / elapsed_s if steps > start and elapsed_s > 0 else None
     record["resumed_from_step"] = start if resume else None
-    if checkpoints.manager.directory != checkpoint_dir:
-        shutil.rmtree(checkpoints.manager.directory, ignore_errors=True)
     if replicas > 1 or not chief:
         # Export a plain copy: reading the distributed variables is a collective step every worker takes.
         weights = model.get_weights()

@@ -14,13 +14,15 @@ Strategies (:data:`STRATEGIES`):
 gradient is the gradient of the global batch's mean loss (the loss curve does not depend on
 the number of replicas). BatchNormalization layers normalise with the global batch's
 statistics (:func:`synchronize_batch_norm`), as on one device. The chief writes checkpoints,
-logs, ``run.json`` and the export; other workers take part in every collective step and write
-their checkpoints to a private temporary folder that they delete.
+logs, ``run.json`` and the export; other workers take part in every collective step.
+
+Each process is one input pipeline (:func:`input_pipelines`): under ``multiworker`` every
+worker reads its own shards and makes its share of the global batch, so every worker keeps
+its own checkpoint (its data position differs; :func:`worker_checkpoint_dir`).
 """
 import json
 import logging
 import os
-import tempfile
 
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.errors import ParameterError
@@ -33,6 +35,7 @@ __all__ = [
     "is_chief",
     "distribute_batch",
     "worker_checkpoint_dir",
+    "input_pipelines",
     "wait_for_workers",
     "synchronize_batch_norm",
 ]
@@ -137,30 +140,47 @@ def is_chief(strategy) -> bool:
     return task_type == "chief" or (not has_chief and task_type == "worker" and task_id == 0) or task_type is None
 
 
-def worker_checkpoint_dir(strategy, checkpoint_dir: str) -> str:
-    """Where this worker saves checkpoints: ``checkpoint_dir`` on the chief, a temporary folder elsewhere.
+def input_pipelines(strategy) -> tuple:
+    """``(count, index)``: how many processes read training data and which one this is.
 
-    Every multiworker task must save (saving reads variables through collective ops); only
-    the chief's copy is kept.
+    ``(1, 0)`` except under ``multiworker``, where each worker (the chief first) is one.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return 1, 0
+    cluster = resolver.cluster_spec().as_dict()
+    chiefs = len(cluster.get("chief", []))
+    count = chiefs + len(cluster.get("worker", []))
+    index = 0 if resolver.task_type == "chief" else chiefs + (resolver.task_id or 0)
+    return count, index
+
+
+def worker_checkpoint_dir(strategy, checkpoint_dir: str) -> str:
+    """Where this worker saves and restores checkpoints: ``checkpoint_dir`` on the chief, ``worker-<i>`` in it elsewhere.
+
+    Every multiworker task must save (saving reads variables through collective ops), and each
+    keeps its own copy: the weights are the same everywhere, the data iterator is not.
     """
     if is_chief(strategy):
         return checkpoint_dir
-    return tempfile.mkdtemp(prefix="trillsson_worker_checkpoints_")
+    return os.path.join(checkpoint_dir, f"worker-{input_pipelines(strategy)[1]}")
 
 
 def distribute_batch(strategy, *arrays):
-    """Split global-batch numpy arrays ``[batch, ...]`` across the replicas (``batch`` divisible by their count).
+    """Split this process's share of the global batch ``[batch / pipelines, ...]`` over its local replicas.
 
-    Every worker holds the same global batch (drawn from the seed and the step); the replica
-    with global id ``r`` takes rows ``[r * per_replica, (r + 1) * per_replica)``.
+    A process (one input pipeline, :func:`input_pipelines`) runs ``replicas / pipelines``
+    replicas, numbered consecutively; the one with global id ``r`` takes rows
+    ``[(r mod local) * per_replica, ...)`` of the process's batch.
     """
     replicas = strategy.num_replicas_in_sync
     if replicas == 1:
         return arrays
-    per_replica = len(arrays[0]) // replicas
+    local = replicas // input_pipelines(strategy)[0]
+    per_replica = len(arrays[0]) // local
 
     def piece(array):
-        return lambda context: array[context.replica_id_in_sync_group * per_replica :][:per_replica]
+        return lambda context: array[(context.replica_id_in_sync_group % local) * per_replica :][:per_replica]
 
     return tuple(strategy.experimental_distribute_values_from_function(piece(array)) for array in arrays)
 

@@ -28,7 +28,7 @@ from trillsson_tf.errors import ParameterError
 from trillsson_tf.targets import check_folder, shard_paths
 
 __all__ = ["SHUFFLE_BUFFER", "MAX_VALIDATION_FILES", "MAX_SAMPLE_TARGETS", "ShardScan", "scan_shards",
-           "training_dataset"]
+           "reader_shards", "training_dataset"]
 
 _log = logging.getLogger(__name__)
 
@@ -267,8 +267,14 @@ def _crop(mode: str, seed: int, crop_samples: int):
     return crop
 
 
+def reader_shards(scan: ShardScan, pipelines: tuple = (1, 0)) -> list:
+    """The shards input pipeline ``index`` of ``count`` reads: every ``count``-th one, or all when fewer than ``count``."""
+    count, index = pipelines
+    return scan.shards[index::count] if len(scan.shards) >= count else list(scan.shards)
+
+
 def training_dataset(scan: ShardScan, *, batch_size: int, seed: int = 0, shuffle_buffer=None,
-                     crop_samples: int = CROP_SAMPLES):
+                     crop_samples: int = CROP_SAMPLES, pipelines: tuple = (1, 0)):
     """The endless stream of training batches of a scanned targets folder.
 
     Args:
@@ -278,6 +284,10 @@ def training_dataset(scan: ShardScan, *, batch_size: int, seed: int = 0, shuffle
         shuffle_buffer: Crops in the shuffle buffer (``None``: :data:`SHUFFLE_BUFFER`); more than
             the training records is clipped to them (with a warning when asked for).
         crop_samples: Crop length in samples (2 s: one 195-frame patch).
+        pipelines: ``(count, index)`` of this process among the processes reading data
+            (:func:`trillsson_tf.distribute.input_pipelines`): with at least ``count`` shards it
+            reads its own (:func:`reader_shards`), otherwise it reads all and keeps every
+            ``count``-th record. ``batch_size`` is then this process's share.
 
     Returns:
         ``tf.data.Dataset`` of ``(audio float32 [batch, crop_samples], targets float32 [batch, D])``.
@@ -299,17 +309,23 @@ def training_dataset(scan: ShardScan, *, batch_size: int, seed: int = 0, shuffle
     keys = tf.constant(scan.train_keys)
     training = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, tf.ones_like(keys, tf.int32)), 0)
     autotune = tf.data.AUTOTUNE
-    files = tf.data.Dataset.from_tensor_slices(scan.shards)
-    files = files.shuffle(len(scan.shards), seed=seed, reshuffle_each_iteration=True).repeat()
-    records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(_CYCLE_LENGTH, len(scan.shards)),
+    count, index = pipelines
+    shards = reader_shards(scan, pipelines)
+    files = tf.data.Dataset.from_tensor_slices(shards)
+    files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True).repeat()
+    records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(_CYCLE_LENGTH, len(shards)),
                                num_parallel_calls=autotune, deterministic=True)
     records = records.map(_parse, num_parallel_calls=autotune, deterministic=True)
     records = records.filter(lambda record: training.lookup(record["key"]) > 0)
+    if count > 1 and len(shards) == len(scan.shards):
+        _log.warning("%d shard(s) for %d readers: each reads all of them and keeps every %d-th record.",
+                     len(scan.shards), count, count)
+        records = records.shard(count, index)
     crops = records.enumerate().map(_crop(scan.mode, seed, crop_samples), num_parallel_calls=autotune,
                                     deterministic=True)
     batches = crops.shuffle(shuffle_buffer, seed=seed).batch(batch_size, drop_remainder=True)
     batches = batches.map(lambda audio, targets: (tf.cast(audio, tf.float32) / _PCM_SCALE, targets),
                           num_parallel_calls=autotune, deterministic=True).prefetch(autotune)
     options = tf.data.Options()
-    options.deterministic = True  # the same stream for the same seed: resumes and multiworker replicas rely on it
+    options.deterministic = True  # the same stream for the same seed, which a restored iterator continues
     return batches.with_options(options)

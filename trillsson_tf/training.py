@@ -97,19 +97,16 @@ class Checkpoints:
         tracked: Name -> trackable (model, optimizer, variables) to save and restore.
         directory: Where the checkpoints go.
         max_to_keep: Checkpoints kept.
-        restore_from: Folder whose latest checkpoint :meth:`restore` reads (default ``directory``;
-            multi-worker runs save per worker but restore the chief's).
     """
 
-    def __init__(self, tracked: dict, directory: str, *, max_to_keep: int = 3, restore_from=None):
+    def __init__(self, tracked: dict, directory: str, *, max_to_keep: int = 3):
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.checkpoint = tf.train.Checkpoint(**tracked, step=self.step)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep)
-        self.restore_from = restore_from or directory
 
     def restore(self) -> int:
         """Restore the latest checkpoint, if any; returns its step (0 when there is none)."""
-        latest = tf.train.latest_checkpoint(self.restore_from)
+        latest = tf.train.latest_checkpoint(self.manager.directory)
         if latest:
             self.checkpoint.restore(latest).expect_partial()
         return int(self.step.numpy())
@@ -175,9 +172,8 @@ class RunFolder:
 
     def checkpoints(self, tracked: dict, *, subdir: str = "checkpoints", max_to_keep: int = 3,
                     directory=None) -> Checkpoints:
-        """A :class:`Checkpoints` under ``<path>/<subdir>`` (saved to ``directory`` when given)."""
-        home = os.path.join(self.path, subdir)
-        return Checkpoints(tracked, directory or home, max_to_keep=max_to_keep, restore_from=home)
+        """A :class:`Checkpoints` under ``<path>/<subdir>`` (or in ``directory``, a worker's own, when given)."""
+        return Checkpoints(tracked, directory or os.path.join(self.path, subdir), max_to_keep=max_to_keep)
 
     def writer(self):
         """A TensorBoard writer on ``<path>/logs`` (a no-op writer on non-chief workers)."""

@@ -32,4 +32,6 @@ for run in job["runs"]:
         "strategy": record["training"]["strategy"],
         "export": record["export"],
         "resumed_from_step": record["resumed_from_step"],
+        "shards_read": record["data"]["shards_read"],
+        "input_pipelines": record["training"]["input_pipelines"],
     }), flush=True)
