@@ -145,3 +145,43 @@ def test_ccc_loss_is_one_minus_the_metric_over_the_batch():
 def test_a_layer_distillation_student_is_sent_to_distill_layers(tmp_path, fsdd_files):
     with pytest.raises(ParameterError, match="distill-layers"):
         distill(fsdd_files[:4], out_dir=tmp_path / "run", student="distil-small", steps=1)
+
+
+def test_mixed_precision_trains_in_float16_and_exports_float32(tmp_path, teacher, fsdd_files):
+    options = dict(teacher=teacher, student_options=SMALL, steps=10, batch_size=4, checkpoint_every=10,
+                   cache_dir=tmp_path / "cache", validation_fraction=0.2)
+    record = distill(fsdd_files, out_dir=tmp_path / "mixed", mixed_precision=True, **options)
+    assert record["training"]["mixed_precision"] is True and 0 < record["training"]["float16_error"] < 0.05
+    assert np.isfinite(record["loss_history"][-1][1])
+    exported = load_teacher(record["export"])
+    clip = load_audio(fsdd_files[0])
+    assert exported(clip[np.newaxis])["embedding"].dtype == np.float32
+    # The export is the float32 student: no layer of the saved Keras model keeps the float16 policy.
+    import zipfile
+
+    with zipfile.ZipFile(os.path.join(record["export"], "model.keras")) as archive:
+        config = archive.read("config.json").decode()
+    assert "mixed_float16" not in config and '"float32"' in config
+    # Automatic: off without a GPU, and the run says so.
+    assert distill(fsdd_files, out_dir=tmp_path / "auto", **options)["training"]["mixed_precision"] is False
+    with pytest.raises(ParameterError, match="Cannot resume.*mixed_precision=True"):
+        distill(fsdd_files, out_dir=tmp_path / "auto", resume=True, mixed_precision=True, **options)
+    with pytest.raises(ParameterError, match="first at layer 'expanded_conv_9/depthwise'.*--no-mixed-precision"):
+        distill(fsdd_files, out_dir=tmp_path / "mobilenet", student="mobilenetv3small", mixed_precision=True,
+                **{**options, "student_options": {"alpha": 0.1}})
+
+
+def test_a_layer_that_cannot_build_in_float16_is_named():
+    from trillsson_tf._keras import keras, tf
+    from trillsson_tf.training import check_float16
+
+    class AddOne(keras.layers.Layer):
+        def call(self, x):
+            return x + tf.constant(1.0, tf.float32)  # a float32 constant: a float16 input cannot be added
+
+    def build():
+        audio = keras.Input((None,), name="audio_samples")
+        return keras.Model(audio, {"embedding": AddOne(name="add_one")(audio)})
+
+    with pytest.raises(ParameterError, match="Mixed precision: layer 'add_one' cannot run in float16"):
+        check_float16(build, np.zeros((1, 32000), np.float32))

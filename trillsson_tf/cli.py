@@ -104,6 +104,7 @@ def _cmd_distill(args):
         targets=args.targets,
         strategy=args.strategy,
         shuffle_buffer=args.shuffle_buffer,
+        mixed_precision=args.mixed_precision,
     )
     if record["data"]["skipped_shards"]:
         print(f"Left out {len(record['data']['skipped_shards'])} corrupt target shard(s): "
@@ -371,6 +372,8 @@ def _add_distill_arguments(distill):
                          help="augmented views per training file (speed, trim, gain, noise), each with its own cached teacher target")
     distill.add_argument("--shuffle-buffer", type=int, default=None,
                          help=f"training crops shuffled together (64 KB each, kept in checkpoints; default {SHUFFLE_BUFFER})")
+    distill.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
+                         help="mixed_float16 compute with loss scaling, float32 export (default: on with a GPU)")
 
 
 def _add_distill_layers_arguments(parser):

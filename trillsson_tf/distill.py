@@ -44,8 +44,8 @@ from trillsson_tf.kinds import WAVEFORM
 from trillsson_tf.metrics import fidelity
 from trillsson_tf.targets import build_cache, check_mode
 from trillsson_tf.teachers import SPEECH_EMBEDDING, load_teacher
-from trillsson_tf.training import (LR_SCHEDULES, RunFolder, check_positive, learning_rate_schedule, log_scalar,
-                                   run_steps, versions)
+from trillsson_tf.training import (LR_SCHEDULES, RunFolder, check_float16, check_positive, learning_rate_schedule,
+                                   log_scalar, mixed_precision_policy, run_steps, use_mixed_precision, versions)
 
 __all__ = ["LOSSES", "LR_SCHEDULES", "DEFAULT_STUDENT", "STRATEGIES", "ccc_loss", "distill", "make_loss"]
 
@@ -147,6 +147,7 @@ def distill(
     ccc_weight: float = 0.0,
     augment: int = 0,
     shuffle_buffer=None,
+    mixed_precision=None,
 ) -> dict:
     """Distill ``teacher`` into the registry student ``student`` on the audio of ``data``.
 
@@ -189,6 +190,10 @@ def distill(
         shuffle_buffer: Training crops shuffled together (:func:`trillsson_tf.input_pipeline.training_dataset`;
             64 KB each, and saved in every checkpoint); ``None``:
             :data:`trillsson_tf.input_pipeline.SHUFFLE_BUFFER`, or the training records when fewer.
+        mixed_precision: Train in mixed_float16 (float16 compute, float32 variables, loss
+            scaling; the frontend stays float32; the export is float32); ``None``: when a GPU
+            is visible. A network that float16 breaks (probed on real crops) is refused before
+            training when asked for, and trained in float32 with a warning under ``None``.
 
     Returns:
         The run record (also in ``<out_dir>/run.json`` and ``<out_dir>/export/run.json``), with
@@ -223,6 +228,7 @@ def distill(
                         *((("shuffle_buffer", shuffle_buffer),) if shuffle_buffer is not None else ())):
         check_positive(name, value)
     check_validation_fraction(validation_fraction)
+    mixed = use_mixed_precision(mixed_precision)
     if batch_size % strategy.num_replicas_in_sync:
         raise ParameterError(
             f"batch_size={batch_size} is the global batch and must divide evenly over the "
@@ -244,10 +250,11 @@ def distill(
     chief = is_chief(strategy)
     run = RunFolder(out_dir, resume=resume, overwrite=overwrite, chief=chief)
     record = run.open(
-        {"teacher": teacher.spec, "teacher_identity": teacher.identity, "student": student, "config": config},
+        {"teacher": teacher.spec, "teacher_identity": teacher.identity, "student": student, "config": config,
+         "mixed_precision": mixed},
         lambda i: f"was distilled from teacher {i['teacher']!r} ({i['teacher_identity']}) into student "
-                  f"{i['student']!r} with {i['config']}",
-        compared=("teacher_identity", "student", "config"),
+                  f"{i['student']!r} with {i['config']}, mixed_precision={i.get('mixed_precision', False)}",
+        compared=("teacher_identity", "student", "config", "mixed_precision"),
     )
 
     if targets is not None:
@@ -268,11 +275,24 @@ def distill(
     dataset = training_dataset(scan, batch_size=batch_size // pipelines[0], seed=seed, shuffle_buffer=shuffle_buffer,
                                pipelines=pipelines)
     batches = iter(dataset)
+    float16_error = None
+    if mixed:  # probed on a first batch of real crops before any step
+        try:
+            float16_error = check_float16(lambda: models.build(student, **config), next(iter(dataset))[0])
+        except ParameterError as error:
+            if mixed_precision:
+                raise
+            _log.warning("%s Training in float32.", error)
+            mixed = False
+        keras.utils.set_random_seed(seed)  # the probe drew random weights: the student's are those of the seed
 
     checkpoint_dir = os.path.join(run.path, "checkpoints")
     with strategy.scope():
-        model = models.build(student, **config)
+        with mixed_precision_policy(mixed):
+            model = models.build(student, **config)
         optimizer = keras.optimizers.Adam(learning_rate)
+        if mixed:
+            optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
         # The data iterator is saved with the weights: a resumed run continues the same stream of crops.
         checkpoints = run.checkpoints({"model": model, "optimizer": optimizer, "data": batches},
                                       directory=worker_checkpoint_dir(strategy, checkpoint_dir))
@@ -292,8 +312,13 @@ def distill(
         with tf.GradientTape() as tape:
             # Each replica's mean over its equal share, divided by the replica count: the summed
             # gradients are those of the global batch's mean loss.
-            value = loss_fn(target, trained(audio, training=True)[key] * scale + offset) / replicas
-        optimizer.apply_gradients(zip(tape.gradient(value, model.trainable_variables), model.trainable_variables))
+            prediction = tf.cast(trained(audio, training=True)[key], tf.float32)
+            value = loss_fn(target, prediction * scale + offset) / replicas
+            scaled = optimizer.get_scaled_loss(value) if mixed else value
+        gradients = tape.gradient(scaled, model.trainable_variables)
+        if mixed:
+            gradients = optimizer.get_unscaled_gradients(gradients)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return value
 
     @tf.function
@@ -302,7 +327,7 @@ def distill(
 
     @tf.function
     def eval_loss(audio, target):
-        return loss_fn(target, model(audio, training=False)[key] * scale + offset)
+        return loss_fn(target, tf.cast(model(audio, training=False)[key], tf.float32) * scale + offset)
 
     validation = (scan.validation_audio, scan.validation_targets) if len(scan.validation_audio) else None
     validation_history = record.setdefault("validation_history", [])
@@ -343,6 +368,8 @@ def distill(
                 "strategy": strategy_name,
                 "replicas": replicas,
                 "input_pipelines": pipelines[0],
+                "mixed_precision": mixed,
+                "float16_error": float16_error,
             },
             "versions": versions(),
         }
@@ -363,8 +390,8 @@ def distill(
 
     record["steps_per_second"] = (steps - start) / elapsed_s if steps > start and elapsed_s > 0 else None
     record["resumed_from_step"] = start if resume else None
-    if replicas > 1 or not chief:
-        # Export a plain copy: reading the distributed variables is a collective step every worker takes.
+    if replicas > 1 or not chief or mixed:
+        # Export a plain float32 copy: reading the distributed variables is a collective step every worker takes.
         weights = model.get_weights()
         model = models.build(student, **config)
         model.set_weights(weights)

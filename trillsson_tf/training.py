@@ -13,8 +13,13 @@ A run folder holds ``run.json`` (the record, rewritten at every checkpoint; ``re
 back), ``checkpoints/`` and ``logs/`` (TensorBoard). A folder is overwritten only with
 ``overwrite`` (CLI ``--force``), and a resume is refused when the run's identity (teacher,
 student, options) differs from the one that made it. Batches are a pure function of the seed
-and the step (each command's ``step_fn(step)``), so a resumed run sees the data the
-uninterrupted one would have.
+and the step (each command's ``step_fn(step)``) or come from a data iterator saved in the
+checkpoint, so a resumed run sees the data the uninterrupted one would have.
+
+Mixed precision (:func:`use_mixed_precision`, :func:`mixed_precision_policy`,
+:func:`check_float16`): networks built under Keras' ``mixed_float16`` policy compute in float16
+with float32 variables; the frontends stay float32; a probe on real audio refuses a network
+that float16 breaks, naming its first layer that goes wrong.
 """
 import contextlib
 import json
@@ -34,7 +39,11 @@ __all__ = [
     "RUN_FILE",
     "Checkpoints",
     "RunFolder",
+    "FLOAT16_TOLERANCE",
+    "check_float16",
     "check_positive",
+    "mixed_precision_policy",
+    "use_mixed_precision",
     "learning_rate_schedule",
     "log_scalar",
     "run_steps",
@@ -48,6 +57,8 @@ LR_SCHEDULES = ("cosine", "constant")
 LOG_EVERY_STEPS = 10
 """Steps between loss records (``loss_history``, TensorBoard, the progress bar)."""
 _IDENTITY = "identity"
+FLOAT16_TOLERANCE = 0.05
+"""Largest relative error (max abs difference over max abs value) of a float16 network against float32."""
 
 
 def check_positive(name: str, value) -> None:
@@ -260,3 +271,100 @@ def run_steps(step_fn, *, start: int, steps: int, checkpoint_every=None, on_chec
         writer.flush()
     return elapsed
 
+
+
+def use_mixed_precision(requested) -> bool:
+    """Whether to train in mixed_float16: ``requested`` (a bool), or with ``None`` whether a GPU is visible."""
+    if requested is None:
+        return bool(tf.config.list_physical_devices("GPU"))
+    if not isinstance(requested, bool):
+        raise ParameterError(f"mixed_precision must be True, False or None (automatic), got {requested!r}.")
+    if requested and not tf.config.list_physical_devices("GPU"):
+        _log.warning("Mixed precision without a GPU: float16 runs slower than float32 on a CPU.")
+    return requested
+
+
+@contextlib.contextmanager
+def mixed_precision_policy(enabled: bool):
+    """Build layers inside under Keras' ``mixed_float16`` policy when ``enabled`` (a no-op otherwise).
+
+    Raises:
+        ParameterError: a layer refuses to build in float16 (named).
+    """
+    if not enabled:
+        yield
+        return
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    except (TypeError, ValueError) as error:
+        raise ParameterError(f"Mixed precision: {_failing_layer(error)} cannot run in float16 ({_first_line(error)}); "
+                             "train it with mixed_precision=False (CLI --no-mixed-precision).") from error
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _first_line(error) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1][:200] if lines else type(error).__name__
+
+
+def _failing_layer(error) -> str:
+    import re
+
+    # Keras nests "Exception encountered when calling layer X": the last one is the innermost layer.
+    names = re.findall(r'calling layer [\'"]([^\'"]+)[\'"]', str(error))
+    return f"layer {names[-1]!r}" if names else "the network"
+
+
+def _relative_error(reference, candidate) -> float:
+    reference = np.asarray(reference, np.float64)
+    candidate = np.asarray(candidate, np.float64)
+    if not np.all(np.isfinite(candidate)):
+        return float("inf")
+    return float(np.abs(candidate - reference).max() / max(np.abs(reference).max(), 1e-12))
+
+
+def check_float16(build, audio, *, tolerance: float = FLOAT16_TOLERANCE) -> float:
+    """The relative error of a student built in mixed precision against its float32 twin on ``audio``.
+
+    Args:
+        build: ``build() -> student`` (a fresh model each call); called once under
+            :func:`mixed_precision_policy` and once in float32, and the weights copied across.
+        audio: float32 ``[batch, samples]`` at 16 kHz (real speech).
+        tolerance: Largest relative error accepted.
+
+    Returns:
+        Max abs difference of the outputs over their max abs value.
+
+    Raises:
+        ParameterError: a layer that does not build in float16, or an error above
+            ``tolerance`` (or not finite), naming the first layer of the trainable network
+            whose output is off by more than ``tolerance``.
+    """
+    from trillsson_tf import models
+
+    with mixed_precision_policy(True):
+        model = build()
+    reference = build()
+    reference.set_weights(model.get_weights())
+    key = models.output_key(model)
+    error = _relative_error(reference(audio, training=False)[key], model(audio, training=False)[key])
+    if error <= tolerance:
+        return error
+    inner, twin = models.inner_network(model), models.inner_network(reference)
+    # The layer before the trainable network (the frontend) gives its input, in float32 in both.
+    feeder = reference.layers[[layer.name for layer in reference.layers].index(twin.name) - 1]
+    features = keras.Model(reference.input, feeder.output)(audio, training=False)
+    # Layer by layer in build order (the two builds share the architecture, not the generated names).
+    positions = [i for i, layer in enumerate(inner.layers) if not isinstance(layer, keras.layers.InputLayer)]
+    probes = [keras.Model(network.input, [network.layers[i].output for i in positions]) for network in (inner, twin)]
+    mixed_values, float_values = (probe(features, training=False) for probe in probes)
+    culprit = next((inner.layers[i].name for i, got, want in zip(positions, mixed_values, float_values)
+                    if _relative_error(want, got) > tolerance), inner.layers[positions[-1]].name)
+    raise ParameterError(
+        f"Mixed precision: {model.name} in float16 is off by {error:.3g} (relative; at most {tolerance:g} accepted) "
+        f"from float32 on real audio, first at layer {culprit!r}; train it with mixed_precision=False "
+        "(CLI --no-mixed-precision)."
+    )

@@ -241,14 +241,15 @@ def build_dft_frontend(*, compression: str = "log", frontend=None):
     """
     frontend = _config_from(frontend)
     audio = keras.Input(shape=(None,), name=NORMALIZED_INPUT_NAME)
-    frames = layers.Reshape((-1, 1), name="to_signal")(audio)
+    # Every layer float32, also under a mixed_float16 policy: the spectrogram and its dB need the range.
+    frames = layers.Reshape((-1, 1), name="to_signal", dtype="float32")(audio)
     dft_layer = dict(filters=frontend.num_dft_bins, kernel_size=frontend.window_samples, strides=frontend.hop_samples,
-                     use_bias=False, trainable=False)
+                     use_bias=False, trainable=False, dtype="float32")
     real = layers.Conv1D(name="dft_real", **dft_layer)(frames)
     imag = layers.Conv1D(name="dft_imag", **dft_layer)(frames)
-    magnitude = DFTMagnitude(name="magnitude")([real, imag])
-    mel = layers.Dense(frontend.num_mel_bins, use_bias=False, trainable=False, name="mel")(magnitude)
-    decibels = DecibelCompression(compression, frontend, name="compression")(mel)
+    magnitude = DFTMagnitude(name="magnitude", dtype="float32")([real, imag])
+    mel = layers.Dense(frontend.num_mel_bins, use_bias=False, trainable=False, name="mel", dtype="float32")(magnitude)
+    decibels = DecibelCompression(compression, frontend, name="compression", dtype="float32")(mel)
     network = keras.Model(audio, decibels, name=DFT_FRONTEND_NAME)
     _fixed_dense_weights(network, frontend)
     return network
@@ -304,7 +305,7 @@ def build_wav2small(*, name: str = "wav2small", filters=(16, 32, 48, 48, 48), po
     frontend = _config_from(frontend)
     network = build_clip_network(filters=filters, pools=pools, embedding_dim=embedding_dim, num_mel_bins=frontend.num_mel_bins)
     audio = keras.Input(shape=(None,), dtype="float32", name=AUDIO_INPUT_NAME)
-    normalized = ClipNormalization(frontend, name="clip_normalization")(audio)
+    normalized = ClipNormalization(frontend, name="clip_normalization", dtype="float32")(audio)
     decibels = build_dft_frontend(compression=compression, frontend=frontend)(normalized)
     return Wav2SmallModel(inputs=audio, outputs={SCORES_KEY: network(decibels)}, name=name)
 
