@@ -22,19 +22,19 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS = os.path.join(REPO, "benchmarks")
 RESULTS_DIR = os.path.join(BENCHMARKS, "results")
-CHECKS = {  # name -> script in benchmarks/ (its results file is results/<script>.json)
-    "mediapipe": "mediapipe_parity",
-    "arm64": "devices_arm64",
-    "cortex_m4": "devices_micro",
+CHECKS = {  # name -> (script in benchmarks/, its results file in results/ without .json)
+    "mediapipe": ("mediapipe_parity", "mediapipe"),
+    "arm64": ("devices_arm64", "devices_arm64"),
+    "cortex_m4": ("devices_micro", "devices_micro"),
 }
 
 
-def run_check(name: str, script: str, extra_args=()) -> dict:
+def run_check(name: str, script: str, results_name: str, extra_args=()) -> dict:
     """Run one check script; ``{'status': 'passed' | 'failed' | 'skipped', 'seconds', 'report', ...}``."""
     path = os.path.join(BENCHMARKS, script + ".py")
     if not os.path.isfile(path):
         return {"status": "skipped", "why": f"benchmarks/{script}.py is not in this checkout"}
-    results = os.path.join(RESULTS_DIR, script + ".json")
+    results = os.path.join(RESULTS_DIR, results_name + ".json")
     before = os.path.getmtime(results) if os.path.exists(results) else None
     start = time.perf_counter()
     result = subprocess.run([sys.executable, path, *extra_args], cwd=REPO, capture_output=True, text=True)
@@ -53,6 +53,9 @@ def _markdown(checks: dict) -> str:
     lines = ["# Device checks", "", "`make test-devices` (`benchmarks/devices.py`).", "",
              "| check | status | seconds |", "|---|---|---:|"]
     lines += [f"| {name} | {row['status']} | {row.get('seconds', 0):.0f} |" for name, row in checks.items()]
+    if checks.get("mediapipe", {}).get("report"):  # its script writes the table beside its JSON
+        with open(os.path.join(RESULTS_DIR, CHECKS["mediapipe"][1] + ".md")) as handle:
+            lines += ["", "#" + handle.read().strip()]
     arm = checks.get("arm64", {}).get("report")
     if arm:
         setup = arm["setup_s"]
@@ -97,11 +100,11 @@ def main() -> int:
     if args.only and os.path.exists(summary):  # a partial run keeps the other checks' last results
         with open(summary) as handle:
             checks = json.load(handle)["checks"]
-    for name, script in CHECKS.items():
+    for name, (script, results_name) in CHECKS.items():
         if args.only and name not in args.only:
             continue
         extra = ["--tflm", args.tflm] if name == "cortex_m4" and args.tflm else []
-        checks[name] = run_check(name, script, extra)
+        checks[name] = run_check(name, script, results_name, extra)
     os.makedirs(RESULTS_DIR, exist_ok=True)
     with open(summary, "w") as handle:
         json.dump({"checks": checks}, handle, indent=2)

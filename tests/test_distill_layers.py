@@ -125,3 +125,35 @@ def test_hidden_states_concatenate_every_layer():
     assert distil.with_hidden_states(states) is states
     audio = np.random.default_rng(0).normal(0, 0.1, (1, 16000)).astype(np.float32)
     np.testing.assert_allclose(states(audio).numpy()[..., -16:], encoder(audio).numpy(), atol=1e-6)
+
+
+def test_a_resumed_run_continues_the_uninterrupted_stream(tmp_path, teacher, files):
+    """The data iterator is checkpointed: stopping at step 10 and resuming gives the same step-20 loss.
+
+    A constant learning rate (a cosine schedule depends on the total steps) and no dropout (its
+    masks come from the process's random state, which no checkpoint holds).
+    """
+    options = dict(teacher=teacher, student_options={**TINY, "dropout": 0.0}, batch_size=4, lr=3e-3,
+                   lr_schedule="constant", checkpoint_every=10,
+                   cache_dir=tmp_path / "cache", validation_fraction=0.2)
+    whole = distill_layers(files, out_dir=tmp_path / "whole", steps=20, **options)
+    distill_layers(files, out_dir=tmp_path / "split", steps=10, **options)
+    resumed = distill_layers(files, out_dir=tmp_path / "split", steps=20, resume=True, **options)
+    assert resumed["loss_history"][-1][0] == 20
+    assert resumed["loss_history"][-1][1] == pytest.approx(whole["loss_history"][-1][1], rel=1e-5)
+    data = whole["data"]
+    assert data["train_records"] == data["train_files"] and data["train_files"] + data["validation_files"] == 40
+    assert data["validation_segments"] == data["validation_files"] > 0 and data["shards_read"] >= 1
+
+
+def test_frame_statistics_pool_every_frame_of_every_segment():
+    from types import SimpleNamespace
+
+    from trillsson_tf.distill_layers import _frame_moments
+
+    rows = np.random.default_rng(0).normal(size=(50, 3 * 4)) * np.arange(1, 13) + np.arange(12)  # 3 frames x 4 dims
+    scan = SimpleNamespace(target_mean=rows.mean(0), target_std=rows.std(0))
+    mean, std = _frame_moments(scan, 4)
+    frames = rows.reshape(-1, 4)
+    np.testing.assert_allclose(mean, frames.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(std, frames.std(0), rtol=1e-5)

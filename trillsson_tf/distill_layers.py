@@ -3,7 +3,9 @@
 ``distill_layers(data, out_dir=..., teacher=..., layers='4,8,12')``: load a layered teacher
 (:func:`trillsson_tf.layer_teachers.load_layered_teacher`), cut every clip into segments of
 ``segment_samples`` (mirror-padding short clips), compute the teacher's selected layers on each
-segment once (cached with :func:`trillsson_tf.targets.cached_targets`), build the student
+segment once (streamed file by file into target shards by :func:`trillsson_tf.targets.build_cache`;
+training reads segments and their frames back through :mod:`trillsson_tf.input_pipeline`, so the
+corpus is never held in memory and a resumed run continues the same stream), build the student
 encoder (:mod:`trillsson_tf.models.distil`; by default the widest DistilHuBERT-shaped config
 with at most ``size_fraction`` of the teacher's parameters) with one linear prediction head
 per teacher layer on its last layer, and train
@@ -28,7 +30,7 @@ import numpy as np
 
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.augment import check_views
-from trillsson_tf.data import LoadedAudio, find_audio, load_clips, segments, split_items
+from trillsson_tf.data import check_validation_fraction, find_audio, segments, split_items
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.export import export_savedmodel
 from trillsson_tf import models
@@ -36,7 +38,8 @@ from trillsson_tf.contract import SAMPLE_RATE_HZ
 from trillsson_tf.kinds import LAYER_STUDENT_KIND, WAVEFORM
 from trillsson_tf.layer_teachers import load_layered_teacher
 from trillsson_tf.models import distil
-from trillsson_tf.targets import augmented_targets, cached_targets
+from trillsson_tf.input_pipeline import scan_shards, training_dataset
+from trillsson_tf.targets import build_cache
 from trillsson_tf.teachers import SPEECH_EMBEDDING, Teacher
 from trillsson_tf.training import RunFolder, check_positive, learning_rate_schedule, run_steps, versions
 
@@ -50,22 +53,23 @@ DEFAULT_SEGMENT_SAMPLES = 16000
 class _SegmentFrames(Teacher):
     """A layered teacher seen by the target cache: one clip in, its segments' layer frames out.
 
-    ``__call__`` on ``[1, samples]`` returns ``{'embedding': float32 [segments, frames, sum(D)]}``
-    (the selected layers concatenated on the last axis), so that
-    :func:`trillsson_tf.targets.cached_targets` stores them like any target.
+    ``__call__`` on ``[1, samples]`` returns ``{'embedding': float32 [segments, frames * sum(D)]}``
+    (the selected layers concatenated on the last axis, each segment's frames flattened into
+    one row), so that the target shards store them like any per-segment target.
     """
 
     def __init__(self, layered, segment_samples: int):
         super().__init__(layered.spec)
         self.layered, self.segment_samples = layered, segment_samples
         self.parameters = layered.parameters
-        self.identity = f"{layered.identity}|frames|segment={segment_samples}"
+        self.identity = f"{layered.identity}|frame-rows|segment={segment_samples}"
         self.embedding_dim = layered.embedding_dim
 
     def _embed(self, audio):
         pieces = segments(audio[0], segment_samples=self.segment_samples)
         outputs = self.layered.layer_outputs(pieces)
-        return np.concatenate([outputs[name] for name in self.layered.layers], axis=-1)
+        frames = np.concatenate([outputs[name] for name in self.layered.layers], axis=-1)
+        return frames.reshape(len(pieces), -1)
 
     def describe(self) -> dict:
         return {**self.layered.describe(), "identity": self.identity, "segment_samples": self.segment_samples}
@@ -141,12 +145,13 @@ def student_config(student: str, teacher, *, student_options=None, size_fraction
     return config
 
 
-def _segment_arrays(clips, targets, indices, segment_samples):
-    audio = [segments(clips[i], segment_samples=segment_samples) for i in indices]
-    frames = [targets[i] for i in indices]
-    if not audio:
-        return None, None
-    return np.concatenate(audio).astype(np.float32), np.concatenate(frames).astype(np.float32)
+def _frame_moments(scan, width: int) -> tuple:
+    """Per-dimension mean and std over every training frame, from the scan's moments of frame rows."""
+    mean = scan.target_mean.reshape(-1, width)
+    square = (np.square(scan.target_std) + np.square(scan.target_mean)).reshape(-1, width)
+    pooled = mean.mean(axis=0)
+    std = np.sqrt(np.maximum(square.mean(axis=0) - np.square(pooled), 0.0))
+    return pooled.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
 
 
 def distill_layers(
@@ -190,9 +195,10 @@ def distill_layers(
         batch_size: Segments per step.
         steps: Total optimizer steps (a resumed run continues up to this number).
         checkpoint_every: Steps between checkpoints (also written at the end).
-        validation_fraction: Share of files held out for the validation loss.
+        validation_fraction: Share of files held out for the validation loss (on the first
+            segment of each of up to :data:`trillsson_tf.input_pipeline.MAX_VALIDATION_FILES`).
         seed: Seeds the split, the batches and the weights.
-        cache_dir: Target cache root (see :func:`trillsson_tf.targets.cached_targets`).
+        cache_dir: Target cache root (see :func:`trillsson_tf.targets.build_cache`).
         augment: Augmented views per training file (:mod:`trillsson_tf.augment`), each with its
             own cached teacher layers, trained on beside the originals. Validation files are
             never augmented.
@@ -213,6 +219,7 @@ def distill_layers(
                         ("segment_samples", segment_samples)):
         check_positive(name, value)
     check_views(augment)
+    check_validation_fraction(validation_fraction)
     learning_rate = learning_rate_schedule(lr, lr_schedule, steps)
 
     layered = load_layered_teacher(teacher, layers=layers)
@@ -231,34 +238,30 @@ def distill_layers(
         compared=("teacher_identity", "student", "config"),
     )
 
-    loaded = load_clips(find_audio(data), progress=progress)
-    train_items, _ = split_items(loaded.items, validation_fraction=validation_fraction, seed=seed)
-    target_set = cached_targets(frames_teacher, LoadedAudio(loaded.items, loaded.clips, loaded.skipped),
-                                cache_dir=cache_dir, progress=progress)
-    is_train = {id(item) for item in train_items}
-    train_index = [i for i, item in enumerate(loaded.items) if id(item) in is_train]
-    held_index = [i for i, item in enumerate(loaded.items) if id(item) not in is_train]
-    if not train_index:
-        raise ParameterError(f"No training files left after holding out validation_fraction={validation_fraction}.")
-    train_audio, train_targets = _segment_arrays(loaded.clips, target_set.targets, train_index, segment_samples)
-    if augment:
-        training = LoadedAudio([loaded.items[i] for i in train_index], [loaded.clips[i] for i in train_index], [])
-        pairs = augmented_targets(frames_teacher, training, augment, seed=seed, cache_dir=cache_dir, progress=progress)
-        view_audio, view_frames = _segment_arrays(*zip(*pairs), range(len(pairs)), segment_samples)
-        train_audio, train_targets = np.concatenate([train_audio, view_audio]), np.concatenate([train_targets, view_frames])
-    held_audio, held_targets = _segment_arrays(loaded.clips, target_set.targets, held_index, segment_samples)
+    # Streams like distill: one file in memory while the shards are written, then segments from them.
+    items = find_audio(data)
+    train_items, _ = split_items(items, validation_fraction=validation_fraction, seed=seed)
+    cache = build_cache(frames_teacher, items, cache_dir=cache_dir, views=augment, augmented=train_items, seed=seed,
+                        progress=progress)
+    scan = scan_shards(cache.directory, teacher=frames_teacher, keys=cache.keys + cache.view_keys,
+                       validation_fraction=validation_fraction, seed=seed, segment_samples=segment_samples,
+                       per_segment=True, sample_targets=0, progress=progress)
+    dims = [layered.layer_dims[name] for name in layered.layers]
+    width = sum(dims)
+    teacher_frames = scan.target_mean.size // width
     # Standardise each target dimension (over every training frame); the heads learn that scale.
-    flat = train_targets.reshape(-1, train_targets.shape[-1]).astype(np.float64)
-    mean, std = flat.mean(axis=0).astype(np.float32), np.maximum(flat.std(axis=0), 1e-6).astype(np.float32)
+    mean, std = _frame_moments(scan, width)
+    held_audio = scan.validation_audio if len(scan.validation_audio) else None
+    held_targets = scan.validation_targets.reshape(-1, teacher_frames, width)
 
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(seed)  # the same weights and data order for the same seed
+    batches = iter(training_dataset(scan, batch_size=batch_size, seed=seed))
     model = models.build(student, **config)
     encoder = model.encoder
     hop, field = distil.frame_geometry(tuple(tuple(layer) for layer in config["conv_layers"]))
     student_frames = distil.num_frames(segment_samples, tuple(tuple(layer) for layer in config["conv_layers"]))
-    spans = layered.frame_spans(segment_samples, train_targets.shape[1])
+    spans = layered.frame_spans(segment_samples, teacher_frames)
     align = tf.constant(alignment_matrix(spans, student_frames, hop_samples=hop, field_samples=field))
-    dims = [layered.layer_dims[name] for name in layered.layers]
     heads = {name: keras.layers.Dense(dim, name=f"head_{name}") for name, dim in zip(layered.layers, dims)}
 
     def predict(audio, training):
@@ -274,13 +277,15 @@ def distill_layers(
     predict(tf.zeros((1, segment_samples)), False)  # builds the heads before the checkpoint is restored
     trainable = encoder.trainable_variables + [v for head in heads.values() for v in head.trainable_variables]
     optimizer = keras.optimizers.Adam(learning_rate)
-    checkpoints = run.checkpoints({"encoder": encoder, "heads": heads, "optimizer": optimizer})
+    # The data iterator is saved with the weights: a resumed run continues the same stream of segments.
+    checkpoints = run.checkpoints({"encoder": encoder, "heads": heads, "optimizer": optimizer, "data": batches})
     start = checkpoints.restore() if resume else 0
     if start:
         _log.info("Resumed %s at step %d", run.path, start)
 
     @tf.function
     def train_step(audio, target):
+        target = tf.reshape(target, [-1, teacher_frames, width])  # the shards store each segment's frames as one row
         with tf.GradientTape() as tape:
             total, per_layer = losses(audio, target, True)
         optimizer.apply_gradients(zip(tape.gradient(total, trainable), trainable))
@@ -291,8 +296,7 @@ def distill_layers(
         return losses(audio, target, False)[0]
 
     def step_fn(index):
-        rows = np.random.default_rng([seed, index]).integers(0, len(train_audio), batch_size)
-        return train_step(train_audio[rows], train_targets[rows])
+        return train_step(*next(batches))
 
     validation_history = record.setdefault("validation_history", [])
     encoder_parameters = int(encoder.count_params())
@@ -307,14 +311,19 @@ def distill_layers(
         },
         "data": {
             "source": os.fspath(data) if not isinstance(data, (list, tuple)) else f"list of {len(data)} files",
-            "files": len(loaded.items),
-            "train_files": len(train_index),
-            "validation_files": len(held_index),
-            "train_segments": int(len(train_audio)),
+            "files": scan.train_files + scan.validation_files,
+            "train_files": scan.train_files,
+            "validation_files": scan.validation_files,
+            "validation_segments": int(len(scan.validation_audio)),
+            "train_records": scan.train_records,
+            "train_segments": int(scan.target_rows),
+            "train_hours": scan.train_hours,
             "augmented_views_per_file": augment,
             "segment_samples": segment_samples,
-            "skipped": [path for path, _ in loaded.skipped],
-            "target_cache": target_set.directory,
+            "skipped": [path for path, _ in cache.skipped],
+            "target_cache": cache.directory,
+            "shards_read": len(scan.shards),
+            "skipped_shards": [path for path, _ in scan.skipped_shards],
         },
         "training": {"loss": "l1 - log sigmoid(cosine), per layer", "lr": lr, "lr_schedule": lr_schedule,
                      "batch_size": batch_size, "steps": steps, "checkpoint_every": checkpoint_every,

@@ -10,8 +10,8 @@ The distiller never holds its corpus. It reads a targets folder (the local cache
    files. A corrupt or truncated shard is named, counted and left out.
 2. :func:`training_dataset`, the ``tf.data`` pipeline: shard files shuffled and interleaved,
    records parsed, filtered to the training keys, cut to one random 2 s crop each (``global``
-   mode: anywhere in the clip, target row 0; ``local`` mode: one of its stored segments and that
-   segment's target), shuffled in a buffer of 16-bit crops, batched and prefetched, in parallel.
+   mode: anywhere in the clip, target row 0; ``local`` mode, or any per-segment targets such as
+   a layer distillation's frames: one of its stored segments and that segment's target), shuffled in a buffer of 16-bit crops, batched and prefetched, in parallel.
 
 Memory is the shuffle buffer (``shuffle_buffer`` crops of 64 KB) plus a few batches, whatever
 the number of files. The crops are drawn with stateless random ops from ``seed`` and the
@@ -60,9 +60,13 @@ class ShardScan:
         target_std: float64 ``[D]``, their standard deviation.
         target_rows: Training target rows counted.
         sample_targets: float64 ``[<= MAX_SAMPLE_TARGETS, D]``, a uniform sample of them.
-        validation_audio: float32 ``[V, 32000]``, the first 2 s of up to ``max_validation`` held-out files.
+        validation_audio: float32 ``[V, segment_samples]``, the first segment of up to
+            ``max_validation`` held-out files.
         validation_targets: float32 ``[V, D]``, their target rows.
         train_hours: Hours of training audio (views included).
+        per_segment: Whether a record's target rows are its consecutive segments' (``local``
+            mode, layer frames) rather than one row for the whole clip.
+        segment_samples: Length of those segments and of the training crops, in samples.
     """
 
     directory: str
@@ -81,6 +85,8 @@ class ShardScan:
     validation_audio: np.ndarray
     validation_targets: np.ndarray
     train_hours: float
+    per_segment: bool = False
+    segment_samples: int = CROP_SAMPLES
 
     @property
     def train_records(self) -> int:
@@ -134,7 +140,8 @@ def _samples(feature) -> int:
 
 
 def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction: float = 0.1, seed: int = 0,
-                max_validation: int = MAX_VALIDATION_FILES, progress: bool = False) -> ShardScan:
+                max_validation: int = MAX_VALIDATION_FILES, segment_samples: int = CROP_SAMPLES, per_segment=None,
+                sample_targets: int = MAX_SAMPLE_TARGETS, progress: bool = False) -> ShardScan:
     """One pass over a targets folder: the training keys, target moments and a few held-out clips.
 
     Args:
@@ -146,6 +153,11 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
         validation_fraction: Share of files held out (:func:`trillsson_tf.data.is_validation`, by file name).
         seed: Seeds the split and the target sample.
         max_validation: Most held-out files kept in memory.
+        segment_samples: Segment (and training crop) length in samples: 2 s for embedding
+            targets; a layer distillation's segment for its frame targets.
+        per_segment: Target rows are the segments' (``None``: in ``local`` mode); each row then
+            counts in the moments, and a held-out file gives its first segment and row.
+        sample_targets: Target rows kept for the nearest-target baseline (0: none, for wide rows).
         progress: A progress bar over the shards.
 
     Returns:
@@ -162,11 +174,12 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
     check_validation_fraction(validation_fraction)
     directory = str(directory)
     info = check_folder(directory, teacher=teacher, mode=mode)
+    per_segment = info["mode"] == "local" if per_segment is None else bool(per_segment)
     shards = shard_paths(directory)
     if not shards:
         raise ParameterError(f"Targets folder {directory!r} holds no shards (targets-*.tfrecord).")
     wanted = None if keys is None else set(keys)
-    moments = _Moments(MAX_SAMPLE_TARGETS, seed)
+    moments = _Moments(sample_targets, seed)
     readable, skipped, train_keys, train_paths, held_paths = [], [], [], set(), set()
     held_audio, held_targets, other, seconds = [], [], 0, 0.0
     for shard in tqdm(shards, desc="scanning target shards", unit="shard", disable=not progress):
@@ -182,11 +195,12 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
                     if path not in held_paths and path not in shard_held_paths:
                         shard_held_paths.add(path)
                         if len(held_audio) + len(shard_held) < max_validation:
-                            shard_held.append((segments(_audio(feature))[0], targets[0]))
+                            shard_held.append((segments(_audio(feature), segment_samples=segment_samples)[0],
+                                               targets[0]))
                 else:
                     shard_keys.append(key)
                     shard_train_paths.add(path)
-                    rows.append(targets if info["mode"] == "local" else targets[:1])
+                    rows.append(targets if per_segment else targets[:1])
                     shard_seconds += _samples(feature) / 16000.0
         except (tf.errors.DataLossError, tf.errors.OutOfRangeError, KeyError, IndexError, ValueError) as error:
             # A shard cut short by a crash or damaged on disk: leave it all out, never half of it.
@@ -218,9 +232,9 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
         directory=directory, info=info, mode=info["mode"], shards=readable, skipped_shards=skipped,
         train_keys=train_keys, train_files=len(train_paths), validation_files=len(held_paths), other_records=other,
         target_mean=mean, target_std=std, target_rows=moments.count, sample_targets=np.array(moments.sample),
-        validation_audio=(np.stack(held_audio) if held_audio else np.zeros((0, CROP_SAMPLES), np.float32)),
+        validation_audio=(np.stack(held_audio) if held_audio else np.zeros((0, segment_samples), np.float32)),
         validation_targets=(np.stack(held_targets).astype(np.float32) if held_targets else np.zeros((0, dim), np.float32)),
-        train_hours=seconds / 3600.0,
+        train_hours=seconds / 3600.0, per_segment=per_segment, segment_samples=segment_samples,
     )
 
 
@@ -245,7 +259,7 @@ def _parse(serialized):
     return {"key": parsed["key"], "audio": audio, "targets": targets}
 
 
-def _crop(mode: str, seed: int, crop_samples: int):
+def _crop(per_segment: bool, seed: int, crop_samples: int):
     """``(position, record) -> (int16 [crop_samples], float32 [D])``: one random crop and its target row."""
     from trillsson_tf._keras import tf
     from trillsson_tf.frontend.tf_ops import mirror_pad
@@ -255,7 +269,7 @@ def _crop(mode: str, seed: int, crop_samples: int):
         draw = tf.random.stateless_uniform([], seed=tf.stack([tf.constant(seed, tf.int64), position]))
         audio = mirror_pad(record["audio"][tf.newaxis], crop_samples)[0]
         length = tf.shape(audio, out_type=tf.int64)[0]
-        if mode == "local":
+        if per_segment:
             count = tf.minimum(length // crop_samples, tf.shape(record["targets"], out_type=tf.int64)[0])
             choice = tf.minimum(tf.cast(draw * tf.cast(count, tf.float32), tf.int64), count - 1)
             start, row = choice * crop_samples, choice
@@ -274,7 +288,7 @@ def reader_shards(scan: ShardScan, pipelines: tuple = (1, 0)) -> list:
 
 
 def training_dataset(scan: ShardScan, *, batch_size: int, seed: int = 0, shuffle_buffer=None,
-                     crop_samples: int = CROP_SAMPLES, pipelines: tuple = (1, 0)):
+                     crop_samples=None, pipelines: tuple = (1, 0)):
     """The endless stream of training batches of a scanned targets folder.
 
     Args:
@@ -283,7 +297,9 @@ def training_dataset(scan: ShardScan, *, batch_size: int, seed: int = 0, shuffle
         seed: Seeds the shard order, the crops and the shuffle.
         shuffle_buffer: Crops in the shuffle buffer (``None``: :data:`SHUFFLE_BUFFER`); more than
             the training records is clipped to them (with a warning when asked for).
-        crop_samples: Crop length in samples (2 s: one 195-frame patch).
+        crop_samples: Crop length in samples; ``None``: the scan's ``segment_samples`` (2 s, one
+            195-frame patch, unless the scan says otherwise). With per-segment targets a crop is
+            one whole segment.
         pipelines: ``(count, index)`` of this process among the processes reading data
             (:func:`trillsson_tf.distribute.input_pipelines`): with at least ``count`` shards it
             reads its own (:func:`reader_shards`), otherwise it reads all and keeps every
@@ -321,7 +337,8 @@ def training_dataset(scan: ShardScan, *, batch_size: int, seed: int = 0, shuffle
         _log.warning("%d shard(s) for %d readers: each reads all of them and keeps every %d-th record.",
                      len(scan.shards), count, count)
         records = records.shard(count, index)
-    crops = records.enumerate().map(_crop(scan.mode, seed, crop_samples), num_parallel_calls=autotune,
+    crop_samples = scan.segment_samples if crop_samples is None else crop_samples
+    crops = records.enumerate().map(_crop(scan.per_segment, seed, crop_samples), num_parallel_calls=autotune,
                                     deterministic=True)
     batches = crops.shuffle(shuffle_buffer, seed=seed).batch(batch_size, drop_remainder=True)
     batches = batches.map(lambda audio, targets: (tf.cast(audio, tf.float32) / _PCM_SCALE, targets),
