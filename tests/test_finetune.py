@@ -31,7 +31,7 @@ def distilled(tmp_path_factory, tiny_layered_teacher, fsdd):
 def finetuned(tmp_path_factory, distilled, fsdd):
     """Both heads trained jointly on the frozen encoder (fast: frames computed once); the fine-tuned mode is a slow test."""
     out = tmp_path_factory.mktemp("finetuned")
-    return finetune(distilled, fsdd, out_dir=out / "run", sv_holdout=2, steps=300, batch_size=16, lr=3e-3, hidden=32,
+    return finetune(distilled, fsdd, out_dir=out / "run", sv_holdout=2, steps=600, batch_size=16, lr=1e-2, hidden=32,
                     speaker_dim=32, freeze_encoder=True)
 
 

@@ -50,7 +50,7 @@ class ShardScan:
         directory: The targets folder.
         info: Its ``teacher.json``.
         mode: ``global`` or ``local``.
-        shards: The readable shard paths (the pipeline reads these).
+        shards: The readable shards that hold training records (the pipeline reads these).
         skipped_shards: ``(path, error)`` of corrupt or truncated shards, left out.
         train_keys: Keys of the training records.
         train_files: Distinct training files (augmented views share their file's path).
@@ -181,7 +181,7 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
     wanted = None if keys is None else set(keys)
     moments = _Moments(sample_targets, seed)
     readable, skipped, train_keys, train_paths, held_paths = [], [], [], set(), set()
-    held_audio, held_targets, other, seconds = [], [], 0, 0.0
+    held_audio, held_targets, other, seconds, intact = [], [], 0, 0.0, 0
     for shard in tqdm(shards, desc="scanning target shards", unit="shard", disable=not progress):
         rows, shard_keys, shard_train_paths, shard_held, shard_held_paths = [], [], set(), [], set()
         shard_seconds, shard_other = 0.0, 0
@@ -208,7 +208,9 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
             _log.warning("Skipping corrupt target shard %s: %s", shard, message)
             skipped.append((shard, message))
             continue
-        readable.append(shard)
+        intact += 1
+        if shard_keys:  # a shard of held-out files or of other files only is never read again
+            readable.append(shard)
         for row in rows:
             moments.add(row)
         train_keys += shard_keys
@@ -222,7 +224,7 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
         _log.warning("Left out %d corrupt target shard(s) of %d in %s.", len(skipped), len(shards), directory)
     if not train_keys:
         raise ParameterError(
-            f"Targets folder {directory!r} has no readable training record ({len(readable)} readable shard(s), "
+            f"Targets folder {directory!r} has no readable training record ({intact} readable shard(s), "
             f"{len(skipped)} corrupt, {len(held_paths)} held-out file(s), {other} record(s) of other files)."
         )
     mean = moments.total / moments.count
