@@ -31,7 +31,7 @@ test-devices: $(STAMP)
 	$(PY) benchmarks/devices.py
 
 demo: $(STAMP)
-	$(PY) -m trillsson_tf.cli demo --out runs/demo
+	$(PY) -m trillsson_tf.cli demo --data data --out runs/demo
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

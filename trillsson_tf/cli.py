@@ -36,11 +36,13 @@ def _cmd_export(args):
 
 def _cmd_demo(args):
     from trillsson_tf.apps import smoke_steps
-    from trillsson_tf.apps.demo import DEMO_STEPS, FAST_STEPS, run_demo
+    from trillsson_tf.apps.demo import DEMO_STEPS, FAST_STEPS, run_demo, summary
 
     options = {"student": args.student} if args.student else {}
-    report = run_demo(args.out, steps=smoke_steps(DEMO_STEPS, FAST_STEPS), overwrite=args.force, progress=True, **options)
-    print(json.dumps(report, indent=2))
+    report = run_demo(args.out, data=args.data, steps=smoke_steps(DEMO_STEPS, FAST_STEPS), overwrite=args.force,
+                      progress=True, **options)
+    print(summary(report))
+    print(f"Everything in {args.out}; the figures in {os.path.join(args.out, 'report.json')}")
 
 
 def _cmd_embed(args):
@@ -628,8 +630,10 @@ def build_parser(command=None) -> argparse.ArgumentParser:
             add_arguments(subparser)
         subparser.set_defaults(func=func)
 
-    demo = sub.add_parser("demo", help="run the main job end to end on the bundled audio")
+    demo = sub.add_parser("demo", help="run the main job end to end on real speech")
     demo.add_argument("--out", default=os.path.join("runs", "demo"), help="output directory")
+    demo.add_argument("--data", default=None,
+                      help="folder of FSDD and LibriSpeech files (make demo: data/; default: the bundled samples)")
     demo.add_argument("--student", default=None, help="student name (default: the demo's small CNN)")
     demo.add_argument("--force", action="store_true", help="replace an existing output directory")
     demo.set_defaults(func=_cmd_demo)

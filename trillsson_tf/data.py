@@ -49,7 +49,7 @@ LIBRISPEECH_SEX = {
 }
 """Speaker sex of the LibriSpeech test-other speakers in ``../shared/data`` and the bundled samples."""
 
-_FSDD_NAME = re.compile(r"^(?P<digit>\d)_(?P<speaker>[a-z]+)_(?P<take>\d+)\.wav$")
+_FSDD_NAME = re.compile(r"^(?P<digit>\d)_(?P<speaker>[a-z]+)_(?P<take>\d+)\.(?:wav|flac)$")
 _LIBRISPEECH_NAME = re.compile(r"^(?P<speaker>\d+)-(?P<chapter>\d+)-(?P<utterance>\d+)\.flac$")
 _FSDD_TEST_TAKES = 5  # the official FSDD split: takes 0-4 are the test set
 
@@ -80,7 +80,7 @@ class LoadedAudio:
 def labels_from_name(path) -> dict:
     """Labels encoded in the file names of the bundled corpora.
 
-    FSDD ``{digit}_{speaker}_{take}.wav`` -> ``digit``, ``speaker``, ``take`` and ``split``
+    FSDD ``{digit}_{speaker}_{take}.wav`` (or ``.flac``) -> ``digit``, ``speaker``, ``take`` and ``split``
     (``test`` for takes 0-4, else ``train``). LibriSpeech ``{speaker}-{chapter}-{utt}.flac``
     -> ``speaker``, ``chapter`` and ``sex`` (when the speaker is one of :data:`LIBRISPEECH_SEX`).
     Other names give ``{}``.

@@ -1,0 +1,161 @@
+"""Streaming distillation: peak RSS and steps/s of the training process at 1x, 10x and more of a corpus.
+
+The corpus is the real speech of ``../shared/data`` (FSDD + LibriSpeech test-other) and its
+augmented views (:mod:`trillsson_tf.augment`: speed, trim, gain, noise), each with its own
+``speech_embedding`` target. The targets of each size are built into a cache of its own
+(``build_cache``; timed; a cache left by an earlier run is reused), as a user's corpus would
+be, then each size is distilled in a fresh process (``tiny_cnn``, batch 32, ``--steps``) and
+the process's peak RSS (``ru_maxrss``), steps/s, records, hours and disk per hour of shards
+are recorded.
+Sizes are views per file: 0 (1x), 9 (10x), and ``--views`` for the largest; ``--files``
+files are taken evenly from the corpus (the teacher's time bounds what a 2-core run can build).
+``--baseline CHECKOUT`` also runs the 1x size with the toolkit of another checkout (e.g. a
+worktree of the last commit that held the corpus in memory) for the in-memory steps/s and RSS.
+
+    .venv/bin/python benchmarks/streaming_benchmark.py                      # 300 files: 1x, 10x, 20x; 60 steps
+    .venv/bin/python benchmarks/streaming_benchmark.py --files 0 --views 0 9 85 --baseline ../wt/inmem
+
+Writes ``benchmarks/results/streaming_benchmark.{json,md}`` and prints the markdown.
+"""
+import argparse
+import glob
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+RESULTS = os.path.join(HERE, "results")
+DATA = os.path.join(REPO, "..", "shared", "data")
+JOB = """
+import json, resource, sys
+from trillsson_tf.distill import distill
+job = json.load(sys.stdin)
+record = distill(job["files"], out_dir=job["out"], student="tiny_cnn", steps=job["steps"], batch_size=32,
+                 checkpoint_every=job["steps"], cache_dir=job["cache"], augment=job["views"], overwrite=True,
+                 validation_fraction=0.0)
+print("RESULT " + json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                              "steps_per_second": record["steps_per_second"], "data": record.get("data", {})}))
+"""
+
+
+def corpus_files():
+    """The real speech files of ``../shared/data``, sorted."""
+    files = sorted(glob.glob(os.path.join(DATA, "**", "*.wav"), recursive=True)
+                   + glob.glob(os.path.join(DATA, "**", "*.flac"), recursive=True))
+    if not files:
+        raise SystemExit(f"No audio under {DATA}.")
+    return files
+
+
+def run_size(files, views, *, cache, steps, work, checkout=REPO):
+    """Distill one size in a fresh process with the toolkit of ``checkout``; returns its RESULT record."""
+    job = {"files": files, "out": os.path.join(work, f"run_{views}_{os.path.basename(checkout)}"), "cache": cache,
+           "views": views, "steps": steps}
+    # The job goes in on stdin: thousands of paths exceed the 128 KB limit of one argument.
+    result = subprocess.run([sys.executable, "-c", JOB], input=json.dumps(job), capture_output=True, text=True,
+                            cwd=checkout)
+    if result.returncode:
+        raise SystemExit(f"The {views}-view run failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
+    output = result.stdout
+    return json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
+
+
+def shard_bytes(folder):
+    """Bytes of the shard files in a targets folder."""
+    return sum(os.path.getsize(path) for path in glob.glob(os.path.join(folder, "targets-*.tfrecord")))
+
+
+def to_markdown(report):
+    lines = [
+        "# Streaming distillation: memory and speed against corpus size",
+        "",
+        f"{report['files']} real speech files ({report['source']}) and their augmented views, "
+        f"`speech_embedding` targets, `tiny_cnn`, batch 32, {report['steps']} steps, 2-core CPU, one fresh "
+        f"process per size, each from its own target cache ({report['date']}). Targets: the local builder "
+        "(`build_cache`), records/s while it computed them (blank: reused from an earlier build).",
+        "",
+        "| size | records | hours | shards | peak RSS MB | steps/s | targets built s | records/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in report["sizes"]:
+        rate = f"{row['build_records_per_s']:.0f}" if row.get("build_records_per_s") else ""
+        built = f"{row['build_s']:.0f}" if row.get("build_records_per_s") else ""
+        lines.append(f"| {row['views'] + 1}x | {row['records']:,} | {row['hours']:.2f} | {row.get('shards') or ''} | "
+                     f"{row['rss_mb']:.0f} | {row['steps_per_second']:.2f} | {built} | {rate} |")
+    first, last = report["sizes"][0], report["sizes"][-1]
+    baseline = report.get("in_memory_1x")
+    if baseline:
+        lines.append(f"| 1x, in memory (`{baseline['checkout']}`) | {first['records']:,} | {first['hours']:.2f} | - | "
+                     f"{baseline['rss_mb']:.0f} | {baseline['steps_per_second']:.2f} | | |")
+    lines += ["", f"- Peak RSS {last['views'] + 1}x / 1x: {last['rss_mb'] / first['rss_mb']:.3f}; "
+              f"steps/s {last['views'] + 1}x / 1x: {last['steps_per_second'] / first['steps_per_second']:.3f}.",
+              f"- Shards: {report['mb_per_hour']:.0f} MB per hour of audio (16-bit PCM + targets)."]
+    if baseline:
+        lines.append(f"- Streaming / in-memory at 1x: steps/s "
+                     f"{first['steps_per_second'] / baseline['steps_per_second']:.3f}, "
+                     f"peak RSS {first['rss_mb'] / baseline['rss_mb']:.3f}.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--views", type=int, nargs="+", default=[0, 9, 19], help="augmented views per file, one size each")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--files", type=int, default=300, help="files taken evenly from the corpus (0: all)")
+    parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--baseline", default=None, help="a checkout whose distill holds the corpus in memory")
+    args = parser.parse_args(argv)
+    from trillsson_tf.data import find_audio
+    from trillsson_tf.targets import build_cache
+    from trillsson_tf.teachers import load_teacher
+
+    files = corpus_files()
+    files = files[:: max(1, len(files) // args.files)][: args.files] if args.files else files
+    work = args.work or tempfile.mkdtemp(prefix="streaming_benchmark_")
+    teacher, items = load_teacher("speech_embedding"), find_audio(files)
+    sizes = []
+    for views in sorted(args.views):
+        # Each size has its own cache, as a user's corpus would: a run reads the shards of its own records.
+        cache = os.path.join(work, f"cache_{views}")
+        began = time.perf_counter()
+        index = build_cache(teacher, items, cache_dir=cache, views=views, progress=True)
+        build_s = time.perf_counter() - began
+        result = run_size(files, views, cache=cache, steps=args.steps, work=work)
+        sizes.append({"views": views, "records": result["data"]["train_records"], "hours": result["data"]["train_hours"],
+                      "rss_mb": result["rss_mb"], "steps_per_second": result["steps_per_second"],
+                      "shards": result["data"].get("shards_read"), "build_s": build_s,
+                      "build_records_computed": index.computed, "build_records_reused": index.reused,
+                      "build_records_per_s": index.computed / build_s if index.computed else None,
+                      "shard_mb": shard_bytes(index.directory) / 1e6})
+        print(sizes[-1], flush=True)
+    baseline = None
+    if args.baseline:
+        checkout = os.path.abspath(args.baseline)
+        result = run_size(files, 0, cache=os.path.join(work, "cache_in_memory"), steps=args.steps, work=work,
+                          checkout=checkout)
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True,
+                                text=True).stdout.strip()
+        baseline = {"checkout": commit or checkout, "rss_mb": result["rss_mb"],
+                    "steps_per_second": result["steps_per_second"]}
+        print(baseline, flush=True)
+    largest = sizes[-1]  # every record of its shards is read (nothing held out)
+    report = {"date": time.strftime("%Y-%m-%d"), "source": "../shared/data", "files": len(files), "steps": args.steps,
+              "sizes": sizes, "in_memory_1x": baseline, "mb_per_hour": largest["shard_mb"] / largest["hours"],
+              "builder_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "streaming_benchmark.json"), "w") as handle:
+        json.dump(report, handle, indent=2)
+    markdown = to_markdown(report)
+    with open(os.path.join(RESULTS, "streaming_benchmark.md"), "w") as handle:
+        handle.write(markdown)
+    print(markdown)
+    return report
+
+
+if __name__ == "__main__":
+    main()
