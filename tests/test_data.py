@@ -10,9 +10,11 @@ from trillsson_tf.data import (
     CROP_SAMPLES,
     AudioItem,
     find_audio,
+    index_clips,
     labels_from_name,
     load_clips,
     random_crop,
+    read_crop,
     read_manifest,
     segments,
     split_items,
@@ -116,3 +118,36 @@ def test_crops_and_segments(fsdd_clips, librispeech_clips):
     assert pieces.shape == (len(long) // CROP_SAMPLES, CROP_SAMPLES)
     np.testing.assert_array_equal(pieces[1], long[CROP_SAMPLES : 2 * CROP_SAMPLES])
     assert len({random_crop(long, rng)[:10].tobytes() for _ in range(5)}) > 1  # crops start at random places
+
+
+def test_index_reads_only_crops_and_equals_cropping_loaded_clips(audio_folder, tmp_path):
+    import soundfile
+
+    # A 16 kHz WAV shorter than a crop: read whole and mirror-padded, as random_crop pads.
+    short = tmp_path / "short_16k.wav"
+    soundfile.write(short, np.sin(np.arange(9000) / 7.0).astype(np.float32) * 0.5, 16000, subtype="PCM_16")
+    items = find_audio(audio_folder) + find_audio([str(short)])
+    index, loaded = index_clips(items), load_clips(items)
+    assert [item.path for item in index.items] == [item.path for item in loaded.items]
+    assert [os.path.basename(path) for path, _ in index.skipped] == ["broken.wav"]
+    assert index.lengths.tolist() == [len(clip) for clip in loaded.clips]
+    # LibriSpeech is 16 kHz FLAC (read by window); FSDD is 8 kHz (decoded, resampled).
+    assert {os.path.basename(i.path): bool(d) for i, d in zip(index.items, index.direct)} == {
+        "367-130732-0000.flac": True, "3_theo_0.wav": False, "7_lucas_5.wav": False, "short_16k.wav": True}
+    for position, clip in enumerate(loaded.clips):
+        for seed in range(3):
+            expected = random_crop(clip, np.random.default_rng(seed))
+            np.testing.assert_array_equal(read_crop(index, position, np.random.default_rng(seed)), expected)
+
+
+def test_read_crop_names_a_file_shorter_than_its_index(tmp_path):
+    import soundfile
+
+    path = tmp_path / "long.wav"
+    soundfile.write(path, np.zeros(48000, np.float32), 16000)
+    index = index_clips(find_audio([str(path)]))
+    soundfile.write(path, np.zeros(33000, np.float32), 16000)  # replaced during a run
+    rng = np.random.default_rng(1)
+    with pytest.raises(ParameterError, match="fewer than its header's 48000"):
+        for _ in range(20):
+            read_crop(index, 0, rng)

@@ -25,14 +25,17 @@ from trillsson_tf.frontend.numpy_ops import mirror_pad
 __all__ = [
     "CROP_SAMPLES",
     "LIBRISPEECH_SEX",
+    "AudioIndex",
     "AudioItem",
     "LoadedAudio",
     "check_validation_fraction",
     "find_audio",
+    "index_clips",
     "is_validation",
     "labels_from_name",
     "load_clips",
     "random_crop",
+    "read_crop",
     "read_manifest",
     "segments",
     "split_items",
@@ -74,6 +77,24 @@ class LoadedAudio:
 
     items: list
     clips: list
+    skipped: list
+
+
+@dataclasses.dataclass
+class AudioIndex:
+    """Audio files known by their length, none held in memory (:func:`read_crop` reads a window).
+
+    Attributes:
+        items: The files that can be read, in order.
+        lengths: int64 ``[n]``: each file's length in samples at 16 kHz.
+        direct: bool ``[n]``: the file is at 16 kHz in a format soundfile reads by window (the
+            others are decoded whole, one at a time, when a crop is asked of them).
+        skipped: ``(path, reason)`` of each file that could not be read.
+    """
+
+    items: list
+    lengths: np.ndarray
+    direct: np.ndarray
     skipped: list
 
 
@@ -251,6 +272,78 @@ def load_clips(items, *, progress: bool = False) -> LoadedAudio:
     if not loaded.clips:
         raise ParameterError(f"None of the {len(items)} audio file(s) could be read; first error: {loaded.skipped[0][1]}")
     return loaded
+
+
+def index_clips(items, *, progress: bool = False) -> AudioIndex:
+    """Lengths of the files from their headers (files at other rates or formats: decoded once, dropped).
+
+    Args:
+        items: :class:`AudioItem` s.
+        progress: Show a progress bar.
+
+    Returns:
+        :class:`AudioIndex`; unreadable files are logged by name and skipped, as by :func:`load_clips`.
+
+    Raises:
+        ParameterError: no file could be read.
+    """
+    import soundfile
+    from tqdm.auto import tqdm
+
+    kept, lengths, direct, skipped = [], [], [], []
+    rate = DEFAULT_FRONTEND.sample_rate_hz
+    for item in tqdm(items, desc="indexing audio", unit="file", disable=not progress):
+        try:
+            info = soundfile.info(item.path)
+            header = info.frames if info.samplerate == rate and info.frames > 0 else None
+        except (soundfile.LibsndfileError, RuntimeError):
+            header = None
+        try:
+            length = header if header is not None else len(load_audio(item.path))
+        except ParameterError as error:
+            _log.warning("Skipping %s: %s", item.path, error)
+            skipped.append((item.path, str(error)))
+            continue
+        kept.append(item)
+        lengths.append(length)
+        direct.append(header is not None)
+    if skipped:
+        _log.warning("Skipped %d unreadable file(s) of %d.", len(skipped), len(items))
+    if not kept:
+        raise ParameterError(f"None of the {len(items)} audio file(s) could be read; first error: {skipped[0][1]}")
+    return AudioIndex(kept, np.asarray(lengths, np.int64), np.asarray(direct, bool), skipped)
+
+
+def read_crop(index: AudioIndex, position: int, rng: np.random.Generator, *, crop_samples: int = CROP_SAMPLES) -> np.ndarray:
+    """The window :func:`random_crop` cuts from file ``position`` with the same draw of ``rng``, read alone.
+
+    Args:
+        index: :class:`AudioIndex` of the files.
+        position: Index of the file in ``index.items``.
+        rng: numpy random generator (one draw: the window's start).
+        crop_samples: Crop length in samples (2 s by default).
+
+    Returns:
+        float32 ``[crop_samples]``, equal to ``random_crop(load_audio(path), rng, crop_samples=...)``.
+
+    Raises:
+        ParameterError: the file no longer holds the samples its header promised.
+    """
+    import soundfile
+
+    path, length = index.items[position].path, int(index.lengths[position])
+    start = int(rng.integers(0, max(length, crop_samples) - crop_samples + 1))
+    if length < crop_samples or not index.direct[position]:  # mirror padding needs the whole clip
+        clip = mirror_pad(load_audio(path)[np.newaxis], crop_samples)[0]
+        return clip[start : start + crop_samples]
+    try:
+        samples, _ = soundfile.read(path, start=start, frames=crop_samples, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError) as error:
+        raise ParameterError(f"Cannot read {path!r} as audio: {error}") from None
+    if len(samples) != crop_samples:
+        raise ParameterError(f"{path!r} holds {start + len(samples)} samples, fewer than its header's {length}; "
+                             "was it changed during the run?")
+    return samples.mean(axis=1)
 
 
 def segments(clip: np.ndarray, *, segment_samples: int = CROP_SAMPLES) -> np.ndarray:

@@ -38,11 +38,12 @@ import json
 import logging
 import math
 import os
+import tempfile
 
 import numpy as np
 
 from trillsson_tf._keras import keras, tf
-from trillsson_tf.data import AudioItem, find_audio, load_clips, random_crop, segments
+from trillsson_tf.data import AudioItem, find_audio, index_clips, load_audio, read_crop, segments
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.export import KERAS_FILE, export_savedmodel, read_metadata
 from trillsson_tf.frontend.numpy_ops import mirror_pad
@@ -295,8 +296,6 @@ def finetune(
         ParameterError: a missing label column (the message lists the columns), a keyword class
             absent from training, fewer than 2 scoring or training speakers, bad numbers.
     """
-    from tqdm.auto import tqdm
-
     for name, value in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
         check_positive(name, value)
     if freeze_encoder:
@@ -343,9 +342,10 @@ def finetune(
                       lambda i: f"fine-tunes the encoder of {i['encoder']!r} ({i['encoder_identity']}) with {i['config']}",
                       compared=("encoder_identity", "config"))
 
-    loaded = load_clips(train_items, progress=progress)
-    keyword_index = _label_indices(loaded.items, kws_labels, keywords)
-    speaker_index = _label_indices(loaded.items, sv_labels, speakers)
+    # The training files are indexed, not loaded: each step reads its crops (see ``full_batches``).
+    index = index_clips(train_items, progress=progress)
+    keyword_index = _label_indices(index.items, kws_labels, keywords)
+    speaker_index = _label_indices(index.items, sv_labels, speakers)
     keras.utils.set_random_seed(seed)
     heads = build_heads(width, kws_classes=len(keywords), speaker_dim=config["speaker_dim"], hidden=hidden)
     centres = tf.Variable(tf.random.normal([max(config["speaker_dim"], 1), max(len(speakers), 1)], seed=seed), name="speaker_centres")
@@ -369,12 +369,16 @@ def finetune(
     start = checkpoints.restore() if resume else 0
 
     if start < head_steps:
-        # Heads-only steps run on stored frames: each segment goes through the encoder once.
-        pieces = [segments(clip, segment_samples=segment_samples) for clip in loaded.clips]
-        first_row = np.cumsum([0] + [len(piece) for piece in pieces])
-        pieces = np.concatenate(pieces)
-        frames = np.concatenate([_frames(encoder, pieces[offset : offset + _FRAME_BATCH])
-                                 for offset in tqdm(range(0, len(pieces), _FRAME_BATCH), desc="encoder frames", disable=not progress)])
+        # Heads-only steps run on stored frames: each segment goes through the encoder once, file by
+        # file, into a file beside the run (frames can outweigh the audio; only a batch is in memory).
+        first_row = np.cumsum([0] + [max(length, segment_samples) // segment_samples for length in index.lengths])
+        frames_file = tempfile.NamedTemporaryFile(dir=run.path, prefix="frames-", suffix=".npy")
+        frames = None
+        for offset, batch_frames in _stream_frames(encoder, index, segment_samples, progress=progress):
+            if frames is None:
+                frames = np.lib.format.open_memmap(frames_file.name, mode="w+", dtype=np.float32,
+                                                   shape=(int(first_row[-1]), *batch_frames.shape[1:]))
+            frames[offset : offset + len(batch_frames)] = batch_frames
 
     def task_losses(outputs, keyword, speaker):
         parts = {}
@@ -408,23 +412,36 @@ def finetune(
 
     sampler = _BatchSampler(keyword_index, speaker_index, batch_size, balance=balance_batches)
 
-    def batch(step):
-        rng = np.random.default_rng([seed, step])
+    def audio_batch(step):
+        # A pure function of (seed, step), so a resumed run reads the batches of the uninterrupted one.
+        rng = np.random.default_rng([seed, int(step)])
         clips = sampler(rng)
-        if step < head_steps:
-            rows = first_row[clips] + rng.integers(0, first_row[clips + 1] - first_row[clips])
-            return head_step, frames[rows], keyword_index[clips], speaker_index[clips]
-        audio = np.stack([random_crop(loaded.clips[i], rng, crop_samples=segment_samples) for i in clips])
-        return full_step, audio, keyword_index[clips], speaker_index[clips]
+        audio = np.stack([read_crop(index, i, rng, crop_samples=segment_samples) for i in clips])
+        return audio, keyword_index[clips], speaker_index[clips]
 
-    def step_fn(index):
-        train_step, *inputs = batch(index)
-        return train_step(*inputs)
+    def full_batches(first):
+        """Fine-tuning batches from step ``first`` on: crops read in parallel and prefetched by tf.data."""
+        dataset = tf.data.Dataset.range(first, steps).map(
+            lambda step: tf.numpy_function(audio_batch, [step], (tf.float32, tf.int32, tf.int32), stateful=False),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return iter(dataset.prefetch(2))
+
+    batches = {}
+
+    def step_fn(step):
+        if step < head_steps:
+            rng = np.random.default_rng([seed, step])
+            clips = sampler(rng)
+            rows = first_row[clips] + rng.integers(0, first_row[clips + 1] - first_row[clips])
+            return head_step(np.asarray(frames[rows]), keyword_index[clips], speaker_index[clips])
+        if "iterator" not in batches:
+            batches["iterator"] = full_batches(step)
+        return full_step(*next(batches["iterator"]))
 
     record.update({
         "teacher": source,  # the encoder's source (checked on resume)
         "student": {"name": "multitask", "config": config},
-        "data": {"files": len(items), "train_files": len(loaded.items), "skipped": [p for p, _ in loaded.skipped]},
+        "data": {"files": len(items), "train_files": len(index.items), "skipped": [p for p, _ in index.skipped]},
         "training": {"steps": steps, "head_steps": head_steps, "batch_size": batch_size, "lr": lr,
                      "encoder_lr_scale": encoder_lr_scale, "balance_batches": balance_batches, "seed": seed},
         "versions": versions(),
@@ -433,6 +450,8 @@ def finetune(
         step_fn, start=start, steps=steps, checkpoint_every=checkpoint_every, on_checkpoint=run.saver(checkpoints),
         history=record.setdefault("loss_history", []), writer=run.writer(), progress=progress,
         description=f"finetune ({'frozen' if freeze_encoder else 'fine-tuned'})")
+    if start < head_steps:
+        frames_file.close()  # removes the stored frames
 
     names = tuple(heads.output)
     if teacher_mode:
@@ -457,6 +476,20 @@ def finetune(
                               progress=progress)
     run.write(*([record["export"]] if record["export"] else []))
     return record
+
+
+def _stream_frames(encoder, index, segment_samples: int, *, progress: bool = False):
+    """Yield ``(first segment row, frames [n, frames, W])`` of every file's segments, file by file, in batches."""
+    from tqdm.auto import tqdm
+
+    pending, row = [], 0
+    for item in tqdm(index.items, desc="encoder frames", unit="file", disable=not progress):
+        pending.extend(segments(load_audio(item.path), segment_samples=segment_samples))
+        while len(pending) >= _FRAME_BATCH:
+            yield row, _frames(encoder, np.stack(pending[:_FRAME_BATCH]))
+            pending, row = pending[_FRAME_BATCH:], row + _FRAME_BATCH
+    if pending:
+        yield row, _frames(encoder, np.stack(pending))
 
 
 def _frames(encoder, audio: np.ndarray) -> np.ndarray:
@@ -492,22 +525,31 @@ def _score(predict, items, *, kws_labels, keywords, sv_labels, speakers, sv_grou
     """
     from tqdm.auto import tqdm
 
-    loaded = load_clips(items, progress=False)
-    outputs = [predict(clip) for clip in tqdm(loaded.clips, desc="scoring", unit="clip", disable=not progress)]
+    kept, outputs = [], []  # one clip in memory at a time
+    for item in tqdm(items, desc="scoring", unit="clip", disable=not progress):
+        try:
+            clip = load_audio(item.path)
+        except ParameterError as error:
+            _log.warning("Skipping %s: %s", item.path, error)
+            continue
+        kept.append(item)
+        outputs.append(predict(clip))
+    if not kept:
+        raise ParameterError(f"None of the {len(items)} scoring file(s) could be read.")
     scores = {}
     if kws_labels:
-        rows = [i for i, item in enumerate(loaded.items) if item.labels.get(_SPLIT) == _TEST and kws_labels in item.labels]
+        rows = [i for i, item in enumerate(kept) if item.labels.get(_SPLIT) == _TEST and kws_labels in item.labels]
         if rows:
             predicted = [keywords[int(np.argmax(outputs[i][KWS_OUTPUT]))] for i in rows]
-            truth = [loaded.items[i].labels[kws_labels] for i in rows]
+            truth = [kept[i].labels[kws_labels] for i in rows]
             scores["kws"] = {"accuracy": accuracy(np.array(predicted), np.array(truth)), "clips": len(rows)}
     if sv_labels:
-        rows = [i for i, item in enumerate(loaded.items) if item.labels.get(sv_labels) in speakers]
+        rows = [i for i, item in enumerate(kept) if item.labels.get(sv_labels) in speakers]
         embeddings = np.stack([outputs[i][SV_OUTPUT][0] for i in rows]) if rows else np.zeros((0, 1))
-        speaker_labels = [loaded.items[i].labels[sv_labels] for i in rows]
+        speaker_labels = [kept[i].labels[sv_labels] for i in rows]
         scores["sv"] = speaker_verification(embeddings, speaker_labels, p_target=p_target)
         if sv_groups:
-            groups = np.array([loaded.items[i].labels.get(sv_groups, "") for i in rows])
+            groups = np.array([kept[i].labels.get(sv_groups, "") for i in rows])
             scores["sv_by_group"] = {
                 str(group): speaker_verification(embeddings[groups == group], np.array(speaker_labels)[groups == group], p_target=p_target)
                 for group in sorted(set(groups.tolist()))

@@ -112,7 +112,7 @@ def _load_source(export_dir):
 
 def _training_data(data, *, frontend, num_patches: int, validation_fraction: float, seed: int, progress: bool):
     """Random 2 s crops of the training files as patches ``[num_patches, 195, 80, 1]``, held-out clips, a summary."""
-    from trillsson_tf.data import find_audio, load_clips, random_crop, split_items
+    from trillsson_tf.data import find_audio, index_clips, load_clips, read_crop, split_items
     from trillsson_tf.frontend import numpy_ops
 
     items = find_audio(data)
@@ -121,10 +121,11 @@ def _training_data(data, *, frontend, num_patches: int, validation_fraction: flo
     train, held = split_items(items, validation_fraction=validation_fraction, seed=seed)
     if not held:  # a tiny data set: keep one file out so that fidelity is still measured on unseen audio
         train, held = train[:-1], train[-1:]
-    loaded = load_clips(train, progress=progress)
+    # Only the crops are read (the corpus is never loaded): the same windows as cropping loaded clips.
+    index = index_clips(train, progress=progress)
     rng = np.random.default_rng(seed)
-    crops = np.stack([random_crop(loaded.clips[index], rng, crop_samples=frontend.min_samples)
-                      for index in rng.integers(0, len(loaded.clips), num_patches)])
+    crops = np.stack([read_crop(index, position, rng, crop_samples=frontend.min_samples)
+                      for position in rng.integers(0, len(index.items), num_patches)])
     # In slices: the float64 spectra of 1,024 crops at once would take about 0.8 GB.
     patches = np.concatenate([numpy_ops.log_mel_patches(crops[start : start + _FRONTEND_SLICE], frontend)
                               for start in range(0, len(crops), _FRONTEND_SLICE)])
@@ -133,11 +134,11 @@ def _training_data(data, *, frontend, num_patches: int, validation_fraction: flo
     summary = {
         "source": os.fspath(data) if not isinstance(data, (list, tuple)) else f"list of {len(data)} files",
         "files": len(items),
-        "train_files": len(loaded.items),
+        "train_files": len(index.items),
         "held_out_files": len(held_loaded.items),
         "held_out": [os.path.basename(item.path) for item in held_loaded.items],
         "patches": int(len(patches)),
-        "skipped": [path for path, _ in loaded.skipped + held_loaded.skipped],
+        "skipped": [path for path, _ in index.skipped + held_loaded.skipped],
     }
     return patches, held_loaded.clips, summary
 
