@@ -68,6 +68,8 @@ def run_micro(tflm=None, out_json=None) -> dict:
             record = micro_project.write_micro_project(path, project, name="model", input_values=features)
             built = micro_project.micro_build(project, tflm=tflm)
             sizes = built["sizes"]
+            with open(os.path.join(project, "model_micro.json")) as handle:
+                card = json.load(handle)["on_board"]  # micro_build puts the board's figures into the form's card
             report["models"][label] = {
                 "model_bytes": record["micro"]["model_bytes"], "ops": record["micro"]["ops"],
                 "text": sizes["text"], "rodata": sizes["rodata"], "data": sizes["data"], "bss": sizes["bss"],
@@ -76,6 +78,9 @@ def run_micro(tflm=None, out_json=None) -> dict:
                 "arena_used_host_bytes": built["host"]["arena_used_bytes"], "ram_used_bytes": built["ram_used_bytes"],
                 "bit_exact": built["bit_exact"], "max_abs_diff": built["max_abs_diff"],
                 "outputs_board": built["on_board"]["outputs"][0], "build_s": built["build_s"], "run_s": built["on_board"]["run_s"],
+                "card_on_board": card,
+                "card_matches": card["flash_bytes"] == sizes["flash_bytes"]
+                and card["arena_used_bytes"] == built["on_board"]["arena_used_bytes"],
             }
         # Bad input on the board: an arena far too small; the runner must say what it needs.
         label = "tiny_cnn (int8, patch in)"
@@ -87,7 +92,7 @@ def run_micro(tflm=None, out_json=None) -> dict:
         except ParameterError as error:
             report["too_small_arena"] = {"refused": True, "message": str(error)}
     rows = report["models"].values()
-    report["passed"] = all(row["bit_exact"] for row in rows) and report["too_small_arena"]["refused"]
+    report["passed"] = all(row["bit_exact"] and row["card_matches"] for row in rows) and report["too_small_arena"]["refused"]
     with open(out_json or os.path.join(RESULTS_DIR, "devices_micro.json"), "w") as handle:
         json.dump(report, handle, indent=2)
     return report
