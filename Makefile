@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-slow test-arm64 test-micro test-devices demo install clean
+.PHONY: test test-slow test-arm64 test-micro test-devices devices-packages demo install clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,13 +21,21 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 # Device checks (not part of `make test`; root, Debian packages, ../shared/third_party): benchmarks/devices*.py.
-test-arm64: $(STAMP)
+# As root the Debian packages are installed when one is missing; otherwise each script names what it lacks.
+DEVICE_PACKAGES := qemu-user-static binfmt-support debootstrap gcc-arm-none-eabi binutils-arm-none-eabi \
+	libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib qemu-system-arm make
+
+devices-packages:
+	@dpkg -s $(DEVICE_PACKAGES) >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEVICE_PACKAGES); }
+
+test-arm64: $(STAMP) devices-packages
 	$(PY) benchmarks/devices_arm64.py
 
-test-micro: $(STAMP)
+test-micro: $(STAMP) devices-packages
 	$(PY) benchmarks/devices_micro.py
 
-test-devices: $(STAMP)
+test-devices: $(STAMP) devices-packages
 	$(PY) benchmarks/devices.py
 
 demo: $(STAMP)

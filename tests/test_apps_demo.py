@@ -36,6 +36,8 @@ def test_fast_demo_writes_the_report(tmp_path):
         run_demo(tmp_path / "demo")
     with pytest.raises(ParameterError, match="steps must be a positive integer"):
         run_demo(tmp_path / "other", steps=0)
+    with pytest.raises(ParameterError, match=r"Unknown recipe option\(s\) \['epochs'\]"):
+        run_demo(tmp_path / "other", recipe={"epochs": 3})
 
 
 def test_data_without_both_corpora_is_refused_before_any_work(tmp_path):
