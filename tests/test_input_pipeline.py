@@ -9,7 +9,7 @@ import pytest
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
 from trillsson_tf.data import CROP_SAMPLES, AudioItem, find_audio, split_items
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.input_pipeline import reader_shards, scan_shards, training_dataset
+from trillsson_tf.input_pipeline import key_fingerprints, reader_shards, scan_shards, training_dataset
 from trillsson_tf.targets import build_cache, file_key, read_targets
 from trillsson_tf.teachers import Teacher
 
@@ -74,9 +74,14 @@ def test_scan_keeps_moments_and_held_out_clips_and_leaves_out_corrupt_shards(tmp
     first_held = stored[file_key(held[0].path)]
     assert any(np.allclose(row, first_held.targets[0]) for row in scan.validation_targets)
     # Keys narrow the scan to the files asked for (a shared cache holds others).
-    narrowed = scan_shards(index.directory, teacher=teacher, keys=[file_key(item.path) for item in train[:2]],
-                           validation_fraction=0.3, seed=1)
+    asked = [file_key(item.path) for item in train[:2]]
+    narrowed = scan_shards(index.directory, teacher=teacher, keys=asked, validation_fraction=0.3, seed=1)
     assert narrowed.train_records == 2 and narrowed.other_records == len(items) - 2
+    assert sorted(narrowed.train_fingerprints) == sorted(key_fingerprints(asked))
+    # The pipeline filters on those fingerprints: every target row it serves is one of the two files'.
+    allowed = np.concatenate([stored[key].targets for key in asked])
+    for _, targets in training_dataset(narrowed, batch_size=2, seed=0).take(4):
+        assert all(np.isclose(allowed, row, atol=1e-6).all(axis=1).any() for row in targets.numpy())
 
     shard = scan.shards[1]
     with open(shard, "r+b") as handle:

@@ -258,7 +258,7 @@ def distill(
     )
 
     if targets is not None:
-        folder, keys, skipped_files = targets, None, []
+        folder, keys, skipped_files, cache = targets, None, [], None
     else:
         # Streams: one file in memory at a time; views only for the files the split trains on.
         items = find_audio(data)
@@ -269,6 +269,7 @@ def distill(
         target_mode = target_mode or "global"
     scan = scan_shards(folder, teacher=teacher, mode=target_mode, keys=keys, validation_fraction=validation_fraction,
                        seed=seed, progress=progress)
+    del keys, cache  # a string per record: the scan's fingerprints replace them for the whole run
     target_mode = scan.mode
     keras.utils.set_random_seed(seed)  # the same weights and data order for the same seed, whatever the strategy
     pipelines = input_pipelines(strategy)

@@ -4,7 +4,7 @@ The distiller never holds its corpus. It reads a targets folder (the local cache
 :func:`trillsson_tf.targets.build_cache` or a Beam output, local or remote) in two steps:
 
 1. :func:`scan_shards`, one pass over the shards in Python that keeps only small things: the
-   keys of the training records, running moments of their targets (the standardisation and
+   64-bit fingerprints of the training records' keys, running moments of their targets (the standardisation and
    the centre of the fidelity figures), a bounded sample of target rows (the
    nearest-training-target baseline) and the first 2 s of at most ``max_validation`` held-out
    files. A corrupt or truncated shard is named, counted and left out.
@@ -28,7 +28,7 @@ from trillsson_tf.errors import ParameterError
 from trillsson_tf.targets import check_folder, shard_paths
 
 __all__ = ["SHUFFLE_BUFFER", "MAX_VALIDATION_FILES", "MAX_SAMPLE_TARGETS", "ShardScan", "scan_shards",
-           "reader_shards", "training_dataset"]
+           "key_fingerprints", "reader_shards", "training_dataset"]
 
 _log = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ MAX_SAMPLE_TARGETS = 4096
 """Training target rows kept (a uniform sample) for the nearest-training-target baseline."""
 _CYCLE_LENGTH = 8  # shards read at once
 _PCM_SCALE = 32768.0
+_FINGERPRINT_BUCKETS = 2 ** 63 - 1
+_FINGERPRINT_CHUNK = 65536
 
 
 @dataclasses.dataclass
@@ -52,7 +54,8 @@ class ShardScan:
         mode: ``global`` or ``local``.
         shards: The readable shards that hold training records (the pipeline reads these).
         skipped_shards: ``(path, error)`` of corrupt or truncated shards, left out.
-        train_keys: Keys of the training records.
+        train_fingerprints: int64 ``[records]``, :func:`key_fingerprints` of the training records'
+            keys: 8 bytes a record, where key strings would cost a Python and a TensorFlow string each.
         train_files: Distinct training files (augmented views share their file's path).
         validation_files: Held-out files (records whose file the split holds out).
         other_records: Records of files not asked for (another corpus in a shared cache).
@@ -74,7 +77,7 @@ class ShardScan:
     mode: str
     shards: list
     skipped_shards: list
-    train_keys: list
+    train_fingerprints: np.ndarray
     train_files: int
     validation_files: int
     other_records: int
@@ -91,7 +94,7 @@ class ShardScan:
     @property
     def train_records(self) -> int:
         """Training records (files and their augmented views): crops per pass over the corpus."""
-        return len(self.train_keys)
+        return len(self.train_fingerprints)
 
 
 class _Moments:
@@ -139,10 +142,26 @@ def _samples(feature) -> int:
     return len(feature["audio"].bytes_list.value[0]) // 4
 
 
+def _fingerprint(tf, keys):
+    # FarmHash Fingerprint64, the same in the scan and in the graph; a collision among a corpus's
+    # keys (odds about n^2 / 2^64: 1e-8 at 10 million records) would let one extra record in.
+    return tf.strings.to_hash_bucket_fast(keys, _FINGERPRINT_BUCKETS)
+
+
+def key_fingerprints(keys) -> np.ndarray:
+    """int64 ``[len(keys)]`` 64-bit fingerprints of record keys (str), what the pipeline filters on."""
+    from trillsson_tf._keras import tf
+
+    keys = list(keys)
+    chunks = [_fingerprint(tf, tf.constant(keys[start:start + _FINGERPRINT_CHUNK], tf.string)).numpy()
+              for start in range(0, len(keys), _FINGERPRINT_CHUNK)]  # bounds the string tensor
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
+
+
 def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction: float = 0.1, seed: int = 0,
                 max_validation: int = MAX_VALIDATION_FILES, segment_samples: int = CROP_SAMPLES, per_segment=None,
                 sample_targets: int = MAX_SAMPLE_TARGETS, progress: bool = False) -> ShardScan:
-    """One pass over a targets folder: the training keys, target moments and a few held-out clips.
+    """One pass over a targets folder: the training keys' fingerprints, target moments, a few held-out clips.
 
     Args:
         directory: A targets folder (``teacher.json`` + ``targets-*.tfrecord``), local or remote.
@@ -178,18 +197,22 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
     shards = shard_paths(directory)
     if not shards:
         raise ParameterError(f"Targets folder {directory!r} holds no shards (targets-*.tfrecord).")
-    wanted = None if keys is None else set(keys)
+    wanted = None if keys is None else np.unique(key_fingerprints(keys))
     moments = _Moments(sample_targets, seed)
-    readable, skipped, train_keys, train_paths, held_paths = [], [], [], set(), set()
+    readable, skipped, fingerprints, train_paths, held_paths = [], [], [], set(), set()
     held_audio, held_targets, other, seconds, intact = [], [], 0, 0.0, 0
     for shard in tqdm(shards, desc="scanning target shards", unit="shard", disable=not progress):
-        rows, shard_keys, shard_train_paths, shard_held, shard_held_paths = [], [], set(), [], set()
+        rows, shard_prints, shard_train_paths, shard_held, shard_held_paths = [], [], set(), [], set()
         shard_seconds, shard_other = 0.0, 0
         try:
+            records = []
             for serialized in tf.data.TFRecordDataset(shard).as_numpy_iterator():
                 feature = tf.train.Example.FromString(serialized).features.feature
-                key, path, targets = _decode(feature)
-                if wanted is not None and key not in wanted:
+                records.append((feature, *_decode(feature)))
+            prints = key_fingerprints([key for _, key, _, _ in records])
+            asked = np.ones(len(records), bool) if wanted is None else np.isin(prints, wanted)
+            for (feature, _, path, targets), fingerprint, use in zip(records, prints, asked):
+                if not use:
                     shard_other += 1
                 elif is_validation(path, validation_fraction, seed=seed):
                     if path not in held_paths and path not in shard_held_paths:
@@ -198,7 +221,7 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
                             shard_held.append((segments(_audio(feature), segment_samples=segment_samples)[0],
                                                targets[0]))
                 else:
-                    shard_keys.append(key)
+                    shard_prints.append(fingerprint)
                     shard_train_paths.add(path)
                     rows.append(targets if per_segment else targets[:1])
                     shard_seconds += _samples(feature) / 16000.0
@@ -209,11 +232,11 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
             skipped.append((shard, message))
             continue
         intact += 1
-        if shard_keys:  # a shard of held-out files or of other files only is never read again
+        if shard_prints:  # a shard of held-out files or of other files only is never read again
             readable.append(shard)
+            fingerprints.append(np.array(shard_prints, np.int64))
         for row in rows:
             moments.add(row)
-        train_keys += shard_keys
         train_paths |= shard_train_paths
         held_paths |= shard_held_paths
         held_audio += [clip for clip, _ in shard_held]
@@ -222,7 +245,7 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
         seconds += shard_seconds
     if skipped:
         _log.warning("Left out %d corrupt target shard(s) of %d in %s.", len(skipped), len(shards), directory)
-    if not train_keys:
+    if not fingerprints:
         raise ParameterError(
             f"Targets folder {directory!r} has no readable training record ({intact} readable shard(s), "
             f"{len(skipped)} corrupt, {len(held_paths)} held-out file(s), {other} record(s) of other files)."
@@ -232,7 +255,7 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
     dim = len(mean)
     return ShardScan(
         directory=directory, info=info, mode=info["mode"], shards=readable, skipped_shards=skipped,
-        train_keys=train_keys, train_files=len(train_paths), validation_files=len(held_paths), other_records=other,
+        train_fingerprints=np.concatenate(fingerprints), train_files=len(train_paths), validation_files=len(held_paths), other_records=other,
         target_mean=mean, target_std=std, target_rows=moments.count, sample_targets=np.array(moments.sample),
         validation_audio=(np.stack(held_audio) if held_audio else np.zeros((0, segment_samples), np.float32)),
         validation_targets=(np.stack(held_targets).astype(np.float32) if held_targets else np.zeros((0, dim), np.float32)),
@@ -324,7 +347,7 @@ def training_dataset(scan: ShardScan, *, batch_size: int, seed: int = 0, shuffle
         _log.warning("shuffle_buffer=%d is larger than the %d training records; using %d.",
                      shuffle_buffer, scan.train_records, scan.train_records)
         shuffle_buffer = scan.train_records
-    keys = tf.constant(scan.train_keys)
+    keys = tf.constant(scan.train_fingerprints, tf.int64)
     training = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, tf.ones_like(keys, tf.int32)), 0)
     autotune = tf.data.AUTOTUNE
     count, index = pipelines
@@ -334,7 +357,7 @@ def training_dataset(scan: ShardScan, *, batch_size: int, seed: int = 0, shuffle
     records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(_CYCLE_LENGTH, len(shards)),
                                num_parallel_calls=autotune, deterministic=True)
     records = records.map(_parse, num_parallel_calls=autotune, deterministic=True)
-    records = records.filter(lambda record: training.lookup(record["key"]) > 0)
+    records = records.filter(lambda record: training.lookup(_fingerprint(tf, record["key"])) > 0)
     if count > 1 and len(shards) == len(scan.shards):
         _log.warning("%d shard(s) for %d readers: each reads all of them and keeps every %d-th record.",
                      len(scan.shards), count, count)
