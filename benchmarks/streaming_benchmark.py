@@ -6,14 +6,16 @@ augmented views (:mod:`trillsson_tf.augment`: speed, trim, gain, noise), each wi
 (``build_cache``; timed; a cache left by an earlier run is reused), as a user's corpus would
 be, then each size is distilled in a fresh process (``tiny_cnn``, batch 32, ``--steps``) and
 the process's peak RSS (``ru_maxrss``), steps/s, records, hours and disk per hour of shards
-are recorded.
+are recorded. Steps/s is given two ways: over the whole loop, and steady (the steps after the
+first, which traces the step and fills the shuffle buffer); ``--repeats`` runs every size that
+many times, the sizes taking turns, and the table gives the medians.
 Sizes are views per file: 0 (1x), 9 (10x), and ``--views`` for the largest; ``--files``
 files are taken evenly from the corpus (the teacher's time bounds what a 2-core run can build).
 ``--baseline CHECKOUT`` also runs the 1x size with the toolkit of another checkout (e.g. a
 worktree of the last commit that held the corpus in memory) for the in-memory steps/s and RSS.
 
     .venv/bin/python benchmarks/streaming_benchmark.py                      # 300 files: 1x, 10x, 20x; 60 steps
-    .venv/bin/python benchmarks/streaming_benchmark.py --files 0 --views 0 9 85 --baseline ../wt/inmem
+    .venv/bin/python benchmarks/streaming_benchmark.py --files 0 --views 0 9 99 --steps 400 --repeats 3 --baseline ../wt/inmem
 
 Writes ``benchmarks/results/streaming_benchmark.{json,md}`` and prints the markdown.
 """
@@ -22,6 +24,7 @@ import glob
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,7 +42,9 @@ record = distill(job["files"], out_dir=job["out"], student="tiny_cnn", steps=job
                  checkpoint_every=job["steps"], cache_dir=job["cache"], augment=job["views"], overwrite=True,
                  validation_fraction=0.0)
 print("RESULT " + json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                              "steps_per_second": record["steps_per_second"], "data": record.get("data", {})}))
+                              "steps_per_second": record["steps_per_second"], "data": record.get("data", {}),
+                              "steady_steps_per_second": record.get("steady_steps_per_second"),
+                              "first_step_seconds": record.get("first_step_seconds")}))
 """
 
 
@@ -70,34 +75,56 @@ def shard_bytes(folder):
     return sum(os.path.getsize(path) for path in glob.glob(os.path.join(folder, "targets-*.tfrecord")))
 
 
+def _median(runs, key):
+    values = [run[key] for run in runs if run.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def _rate(value):
+    return f"{value:.2f}" if value is not None else "-"
+
+
 def to_markdown(report):
     lines = [
         "# Streaming distillation: memory and speed against corpus size",
         "",
         f"{report['files']} real speech files ({report['source']}) and their augmented views, "
         f"`speech_embedding` targets, `tiny_cnn`, batch 32, {report['steps']} steps, 2-core CPU, one fresh "
-        f"process per size, each from its own target cache ({report['date']}). Targets: the local builder "
-        "(`build_cache`), records/s while it computed them (blank: reused from an earlier build).",
+        f"process per run, each size from its own target cache, {report['repeats']} run(s) per size taking turns, "
+        f"medians ({report['date']}). Steps/s over the whole loop and steady (after the first step, which "
+        "traces the step function and fills the shuffle buffer). Targets: the local builder (`build_cache`), "
+        "records/s while it computed them (blank: reused from an earlier build).",
         "",
-        "| size | records | hours | shards | peak RSS MB | steps/s | targets built s | records/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| size | records | hours | shards | peak RSS MB | steps/s | steady steps/s | first step s | "
+        "targets built s | records/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report["sizes"]:
         rate = f"{row['build_records_per_s']:.0f}" if row.get("build_records_per_s") else ""
         built = f"{row['build_s']:.0f}" if row.get("build_records_per_s") else ""
+        first_step = f"{row['first_step_seconds']:.1f}" if row.get("first_step_seconds") is not None else "-"
         lines.append(f"| {row['views'] + 1}x | {row['records']:,} | {row['hours']:.2f} | {row.get('shards') or ''} | "
-                     f"{row['rss_mb']:.0f} | {row['steps_per_second']:.2f} | {built} | {rate} |")
+                     f"{row['rss_mb']:.0f} | {_rate(row['steps_per_second'])} | "
+                     f"{_rate(row.get('steady_steps_per_second'))} | {first_step} | {built} | {rate} |")
     first, last = report["sizes"][0], report["sizes"][-1]
     baseline = report.get("in_memory_1x")
     if baseline:
         lines.append(f"| 1x, in memory (`{baseline['checkout']}`) | {first['records']:,} | {first['hours']:.2f} | - | "
-                     f"{baseline['rss_mb']:.0f} | {baseline['steps_per_second']:.2f} | | |")
+                     f"{baseline['rss_mb']:.0f} | {_rate(baseline['steps_per_second'])} | - | - | | |")
+    steady = ""
+    if first.get("steady_steps_per_second") and last.get("steady_steps_per_second"):
+        steady = f", steady {last['steady_steps_per_second'] / first['steady_steps_per_second']:.3f}"
     lines += ["", f"- Peak RSS {last['views'] + 1}x / 1x: {last['rss_mb'] / first['rss_mb']:.3f}; "
-              f"steps/s {last['views'] + 1}x / 1x: {last['steps_per_second'] / first['steps_per_second']:.3f}.",
+              f"steps/s {last['views'] + 1}x / 1x: {last['steps_per_second'] / first['steps_per_second']:.3f}{steady}.",
+              "- Steps/s of each run (whole loop / steady): " + "; ".join(
+                  f"{row['views'] + 1}x " + ", ".join(f"{_rate(run['steps_per_second'])} / "
+                                                       f"{_rate(run.get('steady_steps_per_second'))}"
+                                                       for run in row["runs"])
+                  for row in report["sizes"]) + ".",
               f"- Shards: {report['mb_per_hour']:.0f} MB per hour of audio (16-bit PCM + targets)."]
     if baseline:
-        lines.append(f"- Streaming / in-memory at 1x: steps/s "
-                     f"{first['steps_per_second'] / baseline['steps_per_second']:.3f}, "
+        lines.append(f"- Streaming / in-memory at 1x (whole loop; the in-memory trainer records no steady rate): "
+                     f"steps/s {first['steps_per_second'] / baseline['steps_per_second']:.3f}, "
                      f"peak RSS {first['rss_mb'] / baseline['rss_mb']:.3f}.")
     return "\n".join(lines) + "\n"
 
@@ -106,10 +133,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--views", type=int, nargs="+", default=[0, 9, 19], help="augmented views per file, one size each")
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=1, help="runs per size (the sizes take turns; medians reported)")
     parser.add_argument("--files", type=int, default=300, help="files taken evenly from the corpus (0: all)")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--baseline", default=None, help="a checkout whose distill holds the corpus in memory")
     args = parser.parse_args(argv)
+    if args.repeats < 1 or args.steps < 2:
+        parser.error("--repeats must be at least 1 and --steps at least 2")
     from trillsson_tf.data import find_audio
     from trillsson_tf.targets import build_cache
     from trillsson_tf.teachers import load_teacher
@@ -125,27 +155,42 @@ def main(argv=None):
         began = time.perf_counter()
         index = build_cache(teacher, items, cache_dir=cache, views=views, progress=True)
         build_s = time.perf_counter() - began
-        result = run_size(files, views, cache=cache, steps=args.steps, work=work)
-        sizes.append({"views": views, "records": result["data"]["train_records"], "hours": result["data"]["train_hours"],
-                      "rss_mb": result["rss_mb"], "steps_per_second": result["steps_per_second"],
-                      "shards": result["data"].get("shards_read"), "build_s": build_s,
-                      "build_records_computed": index.computed, "build_records_reused": index.reused,
+        sizes.append({"views": views, "cache": cache, "build_s": build_s, "build_records_computed": index.computed,
+                      "build_records_reused": index.reused,
                       "build_records_per_s": index.computed / build_s if index.computed else None,
-                      "shard_mb": shard_bytes(index.directory) / 1e6})
-        print(sizes[-1], flush=True)
+                      "shard_mb": shard_bytes(index.directory) / 1e6, "runs": []})
+    baseline_runs = []
+    checkout = os.path.abspath(args.baseline) if args.baseline else None
+    # The sizes take turns so that a slow spell of the machine falls on all of them alike.
+    for repeat in range(args.repeats):
+        for size in sizes:
+            size["runs"].append(run_size(files, size["views"], cache=size["cache"], steps=args.steps, work=work))
+            print({"views": size["views"], "repeat": repeat, **{k: v for k, v in size["runs"][-1].items() if k != "data"}},
+                  flush=True)
+        if checkout:
+            baseline_runs.append(run_size(files, 0, cache=os.path.join(work, "cache_in_memory"), steps=args.steps,
+                                          work=work, checkout=checkout))
+            print({"baseline": checkout, "repeat": repeat, "steps_per_second": baseline_runs[-1]["steps_per_second"]},
+                  flush=True)
+    for size in sizes:
+        data = size["runs"][-1]["data"]
+        size.update({"records": data["train_records"], "hours": data["train_hours"], "shards": data.get("shards_read"),
+                     "rss_mb": max(run["rss_mb"] for run in size["runs"]),
+                     **{key: _median(size["runs"], key)
+                        for key in ("steps_per_second", "steady_steps_per_second", "first_step_seconds")}})
+        for run in size["runs"]:
+            run.pop("data")
     baseline = None
-    if args.baseline:
-        checkout = os.path.abspath(args.baseline)
-        result = run_size(files, 0, cache=os.path.join(work, "cache_in_memory"), steps=args.steps, work=work,
-                          checkout=checkout)
+    if checkout:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True,
                                 text=True).stdout.strip()
-        baseline = {"checkout": commit or checkout, "rss_mb": result["rss_mb"],
-                    "steps_per_second": result["steps_per_second"]}
-        print(baseline, flush=True)
+        baseline = {"checkout": commit or checkout, "rss_mb": max(run["rss_mb"] for run in baseline_runs),
+                    "steps_per_second": _median(baseline_runs, "steps_per_second"),
+                    "runs": [run["steps_per_second"] for run in baseline_runs]}
     largest = sizes[-1]  # every record of its shards is read (nothing held out)
     report = {"date": time.strftime("%Y-%m-%d"), "source": "../shared/data", "files": len(files), "steps": args.steps,
-              "sizes": sizes, "in_memory_1x": baseline, "mb_per_hour": largest["shard_mb"] / largest["hours"],
+              "repeats": args.repeats, "sizes": sizes, "in_memory_1x": baseline,
+              "mb_per_hour": largest["shard_mb"] / largest["hours"],
               "builder_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "streaming_benchmark.json"), "w") as handle:

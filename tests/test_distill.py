@@ -185,3 +185,21 @@ def test_a_layer_that_cannot_build_in_float16_is_named():
 
     with pytest.raises(ParameterError, match="Mixed precision: layer 'add_one' cannot run in float16"):
         check_float16(build, np.zeros((1, 32000), np.float32))
+
+
+def test_step_timing_keeps_the_first_step_and_checkpoints_out_of_the_steady_rate():
+    import time
+
+    from trillsson_tf.training import run_steps
+
+    def step_fn(index):
+        time.sleep(0.3 if index == 0 else 0.01)  # the first step traces and fills the shuffle buffer
+        return 1.0
+
+    timing = run_steps(step_fn, start=0, steps=11, checkpoint_every=5, on_checkpoint=lambda step: time.sleep(0.2))
+    assert timing.steps == 11 and timing.first_step_seconds >= 0.3 and timing.checkpoint_seconds >= 0.4
+    assert timing.steady_steps_per_second > 2 * timing.steps_per_second  # 10 steps of 10 ms against 0.8 s in all
+    assert 40 < timing.steady_steps_per_second <= 100
+    record = timing.as_record()
+    assert record["train_seconds"] == timing.seconds and record["steady_steps_per_second"] == timing.steady_steps_per_second
+    assert run_steps(step_fn, start=11, steps=11).steps_per_second is None  # a resumed, finished run

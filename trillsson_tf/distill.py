@@ -382,14 +382,14 @@ def distill(
             log_scalar("validation_loss", validation_history[-1][1], step=step)
 
     # Each process feeds its share of the global batch to its own replicas (every worker its own shards).
-    elapsed_s = run_steps(
+    timing = run_steps(
         lambda index: train_step(*distribute_batch(strategy, *next(batches))),
         start=start, steps=steps, checkpoint_every=checkpoint_every, on_checkpoint=run.saver(checkpoints, validate),
         history=record.setdefault("loss_history", []), writer=run.writer(), progress=progress, description=f"distill {student}",
         scalars=lambda step: {"learning_rate": float(learning_rate(step) if callable(learning_rate) else lr)},
     )
 
-    record["steps_per_second"] = (steps - start) / elapsed_s if steps > start and elapsed_s > 0 else None
+    record.update(timing.as_record())
     record["resumed_from_step"] = start if resume else None
     if replicas > 1 or not chief or mixed:
         # Export a plain float32 copy: reading the distributed variables is a collective step every worker takes.

@@ -337,11 +337,11 @@ def distill_layers(
                       for i in range(0, len(held_audio), batch_size)]
             validation_history.append([step, float(np.mean(values))])
 
-    elapsed_s = run_steps(step_fn, start=start, steps=steps, checkpoint_every=checkpoint_every,
+    timing = run_steps(step_fn, start=start, steps=steps, checkpoint_every=checkpoint_every,
                           on_checkpoint=run.saver(checkpoints, validate), history=record.setdefault("loss_history", []),
                           writer=run.writer(), progress=progress, description=f"distill-layers {student}")
 
-    record["steps_per_second"] = (steps - start) / elapsed_s if steps > start and elapsed_s > 0 else None
+    record.update(timing.as_record())
     record["resumed_from_step"] = start if resume else None
     metadata = {
         "kind": LAYER_STUDENT_KIND,

@@ -446,10 +446,11 @@ def finetune(
                      "encoder_lr_scale": encoder_lr_scale, "balance_batches": balance_batches, "seed": seed},
         "versions": versions(),
     })
-    record["train_seconds"] = run_steps(
+    timing = run_steps(
         step_fn, start=start, steps=steps, checkpoint_every=checkpoint_every, on_checkpoint=run.saver(checkpoints),
         history=record.setdefault("loss_history", []), writer=run.writer(), progress=progress,
         description=f"finetune ({'frozen' if freeze_encoder else 'fine-tuned'})")
+    record.update(timing.as_record())
     if start < head_steps:
         frames_file.close()  # removes the stored frames
 

@@ -22,6 +22,7 @@ with float32 variables; the frontends stay float32; a probe on real audio refuse
 that float16 breaks, naming its first layer that goes wrong.
 """
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ __all__ = [
     "RUN_FILE",
     "Checkpoints",
     "RunFolder",
+    "StepTiming",
     "FLOAT16_TOLERANCE",
     "check_float16",
     "check_positive",
@@ -215,7 +217,7 @@ class RunFolder:
 
 def run_steps(step_fn, *, start: int, steps: int, checkpoint_every=None, on_checkpoint=None, history=None,
               writer=None, scalars=None, log_every: int = LOG_EVERY_STEPS, progress: bool = False,
-              description: str = "train") -> float:
+              description: str = "train") -> "StepTiming":
     """Run training steps ``start + 1 .. steps``: the one step loop of every training command.
 
     Args:
@@ -235,12 +237,14 @@ def run_steps(step_fn, *, start: int, steps: int, checkpoint_every=None, on_chec
         description: The bar's label.
 
     Returns:
-        Seconds spent in the loop.
+        The loop's :class:`StepTiming`.
     """
     from tqdm.auto import tqdm
 
     bar = tqdm(total=steps, initial=start, desc=description, unit="step", disable=not progress)
     began = time.perf_counter()
+    first_step_s = None
+    checkpoint_s = 0.0
 
     def logging_to_writer():
         return writer.as_default() if writer is not None else contextlib.nullcontext()
@@ -249,6 +253,8 @@ def run_steps(step_fn, *, start: int, steps: int, checkpoint_every=None, on_chec
         for step in range(start + 1, steps + 1):
             result = step_fn(step - 1)
             loss, parts = result if isinstance(result, tuple) else (result, None)
+            if first_step_s is None:
+                first_step_s = time.perf_counter() - began
             bar.update(1)
             if step % log_every == 0 or step == steps:
                 loss = float(loss)
@@ -261,7 +267,9 @@ def run_steps(step_fn, *, start: int, steps: int, checkpoint_every=None, on_chec
                         log_scalar(name, value, step=step)
                 bar.set_postfix(loss=f"{loss:.4g}")
             if on_checkpoint is not None and checkpoint_every and step % checkpoint_every == 0 and step != steps:
+                saving = time.perf_counter()
                 on_checkpoint(step)
+                checkpoint_s += time.perf_counter() - saving
     bar.close()
     elapsed = time.perf_counter() - began
     if on_checkpoint is not None:
@@ -269,7 +277,38 @@ def run_steps(step_fn, *, start: int, steps: int, checkpoint_every=None, on_chec
             on_checkpoint(steps)
     if writer is not None:
         writer.flush()
-    return elapsed
+    return StepTiming(steps=max(0, steps - start), seconds=elapsed, first_step_seconds=first_step_s,
+                      checkpoint_seconds=checkpoint_s)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepTiming:
+    """Where the time of one :func:`run_steps` loop went (seconds; the final checkpoint not included).
+
+    The first step traces the step function and fills the input pipeline's shuffle buffer, so the
+    steady rate (steps after the first, checkpoints left out) is the one to compare across corpora.
+    """
+
+    steps: int
+    seconds: float
+    first_step_seconds: float = None
+    checkpoint_seconds: float = 0.0
+
+    @property
+    def steps_per_second(self):
+        """Steps over the whole loop's seconds (``None`` when no step ran)."""
+        return self.steps / self.seconds if self.steps and self.seconds > 0 else None
+
+    @property
+    def steady_steps_per_second(self):
+        """Steps after the first over their seconds, mid-run checkpoints left out (``None`` under 2 steps)."""
+        steady_s = self.seconds - (self.first_step_seconds or 0.0) - self.checkpoint_seconds
+        return (self.steps - 1) / steady_s if self.steps > 1 and steady_s > 0 else None
+
+    def as_record(self) -> dict:
+        """The figures a run's ``run.json`` keeps."""
+        return {"train_seconds": self.seconds, "steps_per_second": self.steps_per_second,
+                "first_step_seconds": self.first_step_seconds, "steady_steps_per_second": self.steady_steps_per_second}
 
 
 
