@@ -44,7 +44,8 @@ record = distill(job["files"], out_dir=job["out"], student="tiny_cnn", steps=job
 print("RESULT " + json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                               "steps_per_second": record["steps_per_second"], "data": record.get("data", {}),
                               "steady_steps_per_second": record.get("steady_steps_per_second"),
-                              "first_step_seconds": record.get("first_step_seconds")}))
+                              "first_step_seconds": record.get("first_step_seconds"),
+                              "scan_seconds": record.get("data", {}).get("scan_seconds")}))
 """
 
 
@@ -92,25 +93,26 @@ def to_markdown(report):
         f"`speech_embedding` targets, `tiny_cnn`, batch 32, {report['steps']} steps, 2-core CPU, one fresh "
         f"process per run, each size from its own target cache, {report['repeats']} run(s) per size taking turns, "
         f"medians ({report['date']}). Steps/s over the whole loop and steady (after the first step, which "
-        "traces the step function and fills the shuffle buffer). Targets: the local builder (`build_cache`), "
+        "traces the step function and fills the shuffle buffer); the shard scan (keys, target moments) comes before the first step. Targets: the local builder (`build_cache`), "
         "records/s while it computed them (blank: reused from an earlier build).",
         "",
-        "| size | records | hours | shards | peak RSS MB | steps/s | steady steps/s | first step s | "
+        "| size | records | hours | shards | peak RSS MB | shard scan s | steps/s | steady steps/s | first step s | "
         "targets built s | records/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report["sizes"]:
         rate = f"{row['build_records_per_s']:.0f}" if row.get("build_records_per_s") else ""
         built = f"{row['build_s']:.0f}" if row.get("build_records_per_s") else ""
         first_step = f"{row['first_step_seconds']:.1f}" if row.get("first_step_seconds") is not None else "-"
+        scan = f"{row['scan_seconds']:.0f}" if row.get("scan_seconds") is not None else "-"
         lines.append(f"| {row['views'] + 1}x | {row['records']:,} | {row['hours']:.2f} | {row.get('shards') or ''} | "
-                     f"{row['rss_mb']:.0f} | {_rate(row['steps_per_second'])} | "
+                     f"{row['rss_mb']:.0f} | {scan} | {_rate(row['steps_per_second'])} | "
                      f"{_rate(row.get('steady_steps_per_second'))} | {first_step} | {built} | {rate} |")
     first, last = report["sizes"][0], report["sizes"][-1]
     baseline = report.get("in_memory_1x")
     if baseline:
         lines.append(f"| 1x, in memory (`{baseline['checkout']}`) | {first['records']:,} | {first['hours']:.2f} | - | "
-                     f"{baseline['rss_mb']:.0f} | {_rate(baseline['steps_per_second'])} | - | - | | |")
+                     f"{baseline['rss_mb']:.0f} | - | {_rate(baseline['steps_per_second'])} | - | - | | |")
     steady = ""
     if first.get("steady_steps_per_second") and last.get("steady_steps_per_second"):
         steady = f", steady {last['steady_steps_per_second'] / first['steady_steps_per_second']:.3f}"
@@ -177,7 +179,7 @@ def main(argv=None):
         size.update({"records": data["train_records"], "hours": data["train_hours"], "shards": data.get("shards_read"),
                      "rss_mb": max(run["rss_mb"] for run in size["runs"]),
                      **{key: _median(size["runs"], key)
-                        for key in ("steps_per_second", "steady_steps_per_second", "first_step_seconds")}})
+                        for key in ("steps_per_second", "steady_steps_per_second", "first_step_seconds", "scan_seconds")}})
         for run in size["runs"]:
             run.pop("data")
     baseline = None

@@ -34,6 +34,8 @@ def test_short_real_distillation_loss_falls_and_exports(tmp_path, teacher, fsdd_
     assert len(losses) == 8 and np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2])
     assert record["student"]["parameters"] <= 82_000 and record["student"]["config"]["embedding_dim"] == 96
     assert record["validation_history"] and record["step"] == 80
+    assert record["data"]["scan_seconds"] > 0 and record["first_step_seconds"] > 0
+    assert record["steady_steps_per_second"] > record["steps_per_second"] > 0  # the first step traces
     export_dir = record["export"]
     with open(os.path.join(export_dir, "run.json")) as handle:
         saved = json.load(handle)

@@ -20,6 +20,7 @@ Output folder: ``run.json`` (kept up to date; ``--resume`` reads it), ``checkpoi
 """
 import logging
 import os
+import time
 
 import numpy as np
 
@@ -267,8 +268,10 @@ def distill(
                             augmented=train_items, seed=seed, progress=progress)
         folder, keys, skipped_files = cache.directory, cache.keys + cache.view_keys, cache.skipped
         target_mode = target_mode or "global"
+    scan_began = time.perf_counter()
     scan = scan_shards(folder, teacher=teacher, mode=target_mode, keys=keys, validation_fraction=validation_fraction,
                        seed=seed, progress=progress)
+    scan_s = time.perf_counter() - scan_began
     del keys, cache  # a string per record: the scan's fingerprints replace them for the whole run
     target_mode = scan.mode
     keras.utils.set_random_seed(seed)  # the same weights and data order for the same seed, whatever the strategy
@@ -354,6 +357,7 @@ def distill(
                 "shards": len(scan.shards),
                 "shards_read": len(reader_shards(scan, pipelines)),  # by this process
                 "skipped_shards": [path for path, _ in scan.skipped_shards],
+                "scan_seconds": scan_s,  # one read of every shard before the first step
             },
             "training": {
                 "loss": loss,
