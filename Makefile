@@ -14,8 +14,13 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# Test files are shared out over TEST_WORKERS processes (pytest-xdist; one file stays in one process, so
+# module fixtures are built once): tracing and Keras building are single-threaded Python, and two
+# processes keep both cores of the CI machine busy.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -28,8 +28,11 @@ def test_the_first_batch_norm_sees_the_log_mel_spread(librispeech_clips):
     assert np.median(features.var(axis=(0, 1, 2))) > 0.05
 
 
-@pytest.mark.parametrize("student, options", [("mobilenetv3small_adv", {"alpha": 0.35}),
-                                              ("mobilenetv4convsmall", {"width_multiplier": 0.5})])
+# The same defect in mobilenetv4convsmall is checked with the long runs (a minute each on 2 cores).
+@pytest.mark.parametrize("student, options", [
+    ("mobilenetv3small_adv", {"alpha": 0.35}),
+    pytest.param("mobilenetv4convsmall", {"width_multiplier": 0.5}, marks=pytest.mark.slow),
+])
 def test_short_distillation_gives_scores_that_vary_at_inference(tmp_path, student, options):
     files = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "fsdd", "*.wav")))[::4] + sorted(
         glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "librispeech", "*.flac")))

@@ -71,6 +71,7 @@ __all__ = [
     "build_cache",
     "check_folder",
     "shard_paths",
+    "serialized_records",
 ]
 
 _log = logging.getLogger(__name__)
@@ -284,7 +285,7 @@ def read_targets(directory) -> tuple:
     shards = shard_paths(directory)
     records = {}
     if shards:
-        for serialized in tf.data.TFRecordDataset(shards).as_numpy_iterator():
+        for serialized in serialized_records(shards):
             record = decode_record(serialized)
             records[record.key] = record
     return info, records
@@ -370,6 +371,21 @@ def shard_paths(directory) -> list:
     return sorted(tf.io.gfile.glob(f"{os.fspath(directory).rstrip('/')}/{SHARD_PATTERN}"))
 
 
+def serialized_records(paths, *, batch: int = 1024):
+    """Yield the serialized records (bytes) of TFRecord files, in order.
+
+    They are read ``batch`` at a time: one eager iterator step per record cost 0.2 ms, more than
+    decoding the record (scanning 310,000 records took minutes for the iteration alone).
+
+    Raises:
+        tensorflow.errors.DataLossError: a truncated or corrupt file (when its bad part is read).
+    """
+    from trillsson_tf._keras import tf
+
+    for chunk in tf.data.TFRecordDataset(list(paths)).batch(batch).as_numpy_iterator():
+        yield from chunk
+
+
 def _stored_targets(folder: str, *, keys_only: bool = False) -> dict:
     """``{key: targets}`` (``{key: None}`` with ``keys_only``) of the records in ``folder``; no audio is kept."""
     from trillsson_tf._keras import tf
@@ -377,7 +393,7 @@ def _stored_targets(folder: str, *, keys_only: bool = False) -> dict:
     stored = {}
     shards = shard_paths(folder)
     if shards:
-        for serialized in tf.data.TFRecordDataset(shards).as_numpy_iterator():
+        for serialized in serialized_records(shards):
             feature = tf.train.Example.FromString(serialized).features.feature
             key = feature["key"].bytes_list.value[0].decode()
             if keys_only:
