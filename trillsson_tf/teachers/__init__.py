@@ -1,29 +1,13 @@
 """Teachers: any embedding model behind the one call contract, for distillation and evaluation.
 
-:func:`load_teacher` takes a spec and returns a :class:`Teacher`: float32 audio
-``[batch, samples]`` at 16 kHz in, ``{'embedding': float32 [batch, D]}`` (numpy) out, one
-vector per clip. Accepted specs (:data:`TEACHER_FORMS`):
-
-- ``speech_embedding``: Google's speech embedding (a 32-bin log-mel model and a 96-d
-  embedding model, both ``.tflite``) shipped in the ``pyopen-wakeword`` wheel, found with
-  importlib and run with LiteRT. The offline default.
-- ``trillsson1`` ... ``trillsson5``, a TF Hub or Kaggle URL, ``kaggle:OWNER/MODEL/FW/VAR``
-  (these need the network or a filled ``TFHUB_CACHE_DIR``).
-- a local SavedModel directory (signature and output key discovered).
-- a Keras model file (``.keras`` / ``.h5``).
-- a ``.tflite`` file: a fixed input length is run over consecutive windows of that length
-  and the window outputs averaged; a dynamic input length is called on the whole clip.
-- ``prosody``: three interpretable per-clip scores computed with librosa (loudness range,
-  pitch, spectral tilt; :mod:`trillsson_tf.prosody`), the offline stand-in for an A/D/V
-  teacher. Needs no model file and no network.
-
-Teachers with windows (``speech_embedding``, fixed-length ``.tflite``) also give per-window
-vectors through :meth:`Teacher.window_embeddings`. Clips shorter than a teacher's window are
-zero-padded to it (centred) and counted in :attr:`Teacher.padded_clips`. Zero padding, not
-the students' mirror padding: with mirrored speech as teacher input the distilled
-``tiny_cnn`` followed the teacher less closely (training loss twice as high at equal steps).
+:func:`load_teacher` takes a spec (:data:`TEACHER_FORMS`) and returns a :class:`Teacher`:
+float32 audio ``[batch, samples]`` at 16 kHz in, ``{'embedding': float32 [batch, D]}`` (numpy)
+out. Real teachers are presets (:data:`PRESETS`, one module each: ``campplus``, ``crepe``,
+``whisper-tiny``); models come as SavedModel / hub handles, Keras, ``.tflite`` (:class:`TFLiteTeacher`)
+or ``.onnx`` files (:mod:`.onnx`) or a Python callable (:mod:`.function`). Clips shorter than a
+teacher's window are zero-padded (centred) and counted in :attr:`Teacher.padded_clips`: with
+mirrored speech as teacher input the distilled ``tiny_cnn`` followed the teacher less closely.
 """
-import hashlib
 import importlib.util
 import logging
 import os
@@ -34,6 +18,7 @@ from trillsson_tf import litert
 from trillsson_tf.audio import validate_audio
 from trillsson_tf.contract import EMBEDDING_KEY, SCORES_KEY, SIGNATURE_KEY, select_output_key
 from trillsson_tf.errors import ParameterError, TrillssonError
+from trillsson_tf.teachers.base import Teacher, WindowedTeacher, clip_vectors, file_fingerprint
 
 __all__ = [
     "PROSODY",
@@ -43,6 +28,10 @@ __all__ = [
     "SavedModelTeacher",
     "KerasTeacher",
     "TFLiteTeacher",
+    "WindowedTeacher",
+    "PRESETS",
+    "parse_preset",
+    "preset_weights",
     "file_fingerprint",
     "SpeechEmbeddingTeacher",
     "ProsodyTeacher",
@@ -53,7 +42,16 @@ _log = logging.getLogger(__name__)
 
 SPEECH_EMBEDDING = "speech_embedding"
 PROSODY = "prosody"
+# Real teachers rebuilt in tf_keras from weights inside registry packages: name -> (module, class,
+# attribute of its PackageFile, what it is). Options follow the name: 'crepe:form=scores,hop_ms=20'.
+PRESETS = {
+    "campplus": ("trillsson_tf.teachers.campplus", "CampplusTeacher", "CAMPPLUS_WEIGHTS", "CAM++ speaker encoder, 192-d"),
+    "crepe": ("trillsson_tf.teachers.crepe", "CrepeTeacher", "CREPE_WEIGHTS", "CREPE full pitch model"),
+    "whisper-tiny": ("trillsson_tf.teachers.whisper", "WhisperTinyTeacher", "WHISPER_TINY_WEIGHTS", "Whisper tiny.en encoder layers"),
+}
 TEACHER_FORMS = (
+    f"a preset: {', '.join(repr(name) for name in PRESETS)} (weights fetched once: trillsson-tf fetch-teacher NAME), "
+    "options after a colon, e.g. 'crepe:form=scores'",
     f"'{SPEECH_EMBEDDING}' (offline, from the pyopen-wakeword wheel)",
     f"'{PROSODY}' (offline: loudness range, pitch, spectral tilt, computed with librosa)",
     "'trillsson1' ... 'trillsson5'",
@@ -61,92 +59,13 @@ TEACHER_FORMS = (
     "a SavedModel directory",
     "a Keras file (.keras/.h5)",
     "a .tflite file",
+    "an .onnx file (the [onnx] extra)",
+    "a Python callable: numpy [batch, samples] -> [batch, D]",
 )
 _KERAS_SUFFIXES = (".keras", ".h5")
 _TFLITE_SUFFIX = ".tflite"
+_ONNX_SUFFIX = ".onnx"
 _PROBE_SAMPLES = 32000
-
-
-def file_fingerprint(path: str) -> str:
-    """``sha1`` of a file's bytes, or of every file under a directory (names and bytes)."""
-    digest = hashlib.sha1()
-    files = [path] if os.path.isfile(path) else sorted(
-        os.path.join(root, name) for root, _, names in os.walk(path) for name in names
-    )
-    for file in files:
-        digest.update(os.path.relpath(file, path).encode())
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-def _clip_vectors(outputs) -> np.ndarray:
-    """Model outputs ``[batch, D]`` or ``[batch, ..., D]`` -> float32 ``[batch, D]`` (mean over the middle axes)."""
-    array = np.asarray(outputs, dtype=np.float32)
-    if array.ndim == 1:
-        return array[:, np.newaxis]
-    return array.reshape(array.shape[0], -1, array.shape[-1]).mean(axis=1)
-
-
-class Teacher:
-    """An embedding model with the hub call contract, returning numpy.
-
-    Attributes:
-        spec: The spec the teacher was loaded from.
-        identity: A string that changes when the teacher's weights or output change (used
-            by the target cache and by ``--resume`` to recognise a teacher).
-        embedding_dim: Width D of the clip vectors.
-        parameters: Number of learned parameters, or ``None`` when unknown.
-        min_samples: Clips shorter than this (in samples at 16 kHz) are zero-padded to it.
-        padded_clips: How many clips were padded so far.
-    """
-
-    min_samples = 0
-
-    def __init__(self, spec: str):
-        self.spec = spec
-        self.padded_clips = 0
-        self.embedding_dim = 0
-        self.parameters = None
-        self.identity = spec
-
-    def _finish_init(self) -> None:
-        self.embedding_dim = int(self._embed(np.zeros((1, max(_PROBE_SAMPLES, self.min_samples)), np.float32)).shape[-1])
-
-    def __call__(self, audio, *, sample_rate: int = 16000) -> dict:
-        """Clip vectors of ``audio``.
-
-        Args:
-            audio: float32 ``[batch, samples]`` (or ``[samples]``) at 16 kHz, in [-1, 1].
-            sample_rate: Rate of ``audio`` in Hz (must be 16000).
-
-        Returns:
-            ``{'embedding': float32 numpy [batch, D]}``.
-        """
-        audio = self._pad(validate_audio(audio, sample_rate_hz=sample_rate, allow_1d=True))
-        return {EMBEDDING_KEY: self._embed(audio)}
-
-    def _pad(self, audio: np.ndarray) -> np.ndarray:
-        if audio.shape[1] >= self.min_samples:
-            return audio
-        self.padded_clips += audio.shape[0]
-        missing = self.min_samples - audio.shape[1]
-        _log.debug("Zero-padding %d clip(s) of %d samples to %d", audio.shape[0], audio.shape[1], self.min_samples)
-        return np.pad(audio, ((0, 0), (missing // 2, missing - missing // 2)))
-
-    def _embed(self, audio: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def describe(self) -> dict:
-        """JSON-friendly summary: spec, identity, kind, embedding_dim, parameters."""
-        return {
-            "spec": self.spec,
-            "identity": self.identity,
-            "kind": type(self).__name__,
-            "embedding_dim": self.embedding_dim,
-            "parameters": self.parameters,
-        }
 
 
 class SavedModelTeacher(Teacher):
@@ -180,7 +99,7 @@ class SavedModelTeacher(Teacher):
         self._finish_init()
 
     def _embed(self, audio):
-        return _clip_vectors(self._call(self._tf.constant(audio))[self.output_key].numpy())
+        return clip_vectors(self._call(self._tf.constant(audio))[self.output_key].numpy())
 
 
 class KerasTeacher(Teacher):
@@ -210,17 +129,11 @@ class KerasTeacher(Teacher):
         outputs = self._model(audio, training=False)
         if self.output_key is not None:
             outputs = outputs[self.output_key]
-        return _clip_vectors(outputs.numpy())
+        return clip_vectors(outputs.numpy())
 
 
-class TFLiteTeacher(Teacher):
-    """A ``.tflite`` model taking float32 audio ``[batch, samples]`` (or ``[samples]``).
-
-    A dynamic length (``-1`` in the input's shape signature) is called on whole clips. A
-    fixed length N is run over the consecutive N-sample windows of each clip (the tail
-    shorter than N is dropped; a clip shorter than N is zero-padded) and the window outputs
-    averaged.
-    """
+class TFLiteTeacher(WindowedTeacher):
+    """A ``.tflite`` model taking float32 audio ``[batch, samples]`` (or ``[samples]``), whole or in windows."""
 
     def __init__(self, path: str, *, output_key=None, num_threads: int = 1):
         super().__init__(path)
@@ -250,34 +163,6 @@ class TFLiteTeacher(Teacher):
     def _invoke(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch if self._rank == 2 else batch[0], dtype=np.float32)
         return self._runner(**{self._input_name: batch})[self.output_key]
-
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        """float32 ``[n, samples]`` -> ``[n, D]``, one invoke per row unless the batch is dynamic."""
-        if self._batched:
-            return _clip_vectors(self._invoke(batch))
-        rows = [_clip_vectors(self._invoke(row[np.newaxis]))[0] for row in batch]
-        return np.stack(rows)
-
-    def window_embeddings(self, audio) -> np.ndarray:
-        """Per-window vectors of a fixed-length model.
-
-        Args:
-            audio: float32 ``[batch, samples]`` at 16 kHz, in [-1, 1].
-
-        Returns:
-            float32 ``[batch, windows, D]``, windows of ``window_samples`` with no overlap.
-        """
-        if self.window_samples is None:
-            raise ParameterError(f".tflite teacher {self.spec!r} has a dynamic input length and no windows.")
-        audio = self._pad(validate_audio(audio, allow_1d=True))
-        windows = audio.shape[1] // self.window_samples
-        framed = audio[:, : windows * self.window_samples].reshape(-1, self.window_samples)
-        return self._run(framed).reshape(audio.shape[0], windows, -1)
-
-    def _embed(self, audio):
-        if self.window_samples is None:
-            return self._run(audio)
-        return self.window_embeddings(audio).mean(axis=1)
 
 
 class SpeechEmbeddingTeacher(Teacher):
@@ -379,15 +264,68 @@ class ProsodyTeacher(Teacher):
         return {**super().describe(), "score_names": list(self.score_names)}
 
 
-def load_teacher(spec, *, output_key=None) -> Teacher:
+def _option_value(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_preset(spec: str):
+    """``'crepe:form=scores,hop_ms=20'`` -> ``('crepe', {'form': 'scores', 'hop_ms': 20})``; ``None`` for other specs."""
+    name, _, options = spec.partition(":")
+    if name not in PRESETS:
+        return None
+    parsed = {}
+    for item in filter(None, options.split(",")):
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise ParameterError(f"Teacher {spec!r}: options are key=value pairs separated by commas, got {item!r}.")
+        parsed[key.strip().replace("-", "_")] = _option_value(value.strip())
+    return name, parsed
+
+
+def preset_weights(name: str):
+    """The :class:`trillsson_tf.teachers.weights.PackageFile` of a preset."""
+    import importlib
+
+    if name not in PRESETS:
+        raise ParameterError(f"Unknown teacher preset {name!r}; presets: {', '.join(PRESETS)}.")
+    module, _, attribute, _ = PRESETS[name]
+    return getattr(importlib.import_module(module), attribute)
+
+
+def _load_preset(name: str, options: dict, output_key):
+    import importlib
+    import inspect
+
+    if output_key not in (None, EMBEDDING_KEY, SCORES_KEY):
+        raise ParameterError(f"The {name!r} teacher has one clip output; choose what it gives with options (e.g. {name}:form=...), not output_key={output_key!r}.")
+    module, class_name, _, _ = PRESETS[name]
+    cls = getattr(importlib.import_module(module), class_name)
+    accepted = [key for key in inspect.signature(cls.__init__).parameters if key != "self"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ParameterError(f"The {name!r} teacher has no option(s) {unknown}; its options are {accepted}.")
+    if isinstance(options.get("layers"), (str, int)):
+        options["layers"] = tuple(str(options["layers"]).split("+"))
+    return cls(**options)
+
+
+def load_teacher(spec, *, output_key=None, weights=None) -> Teacher:
     """Load a teacher from any accepted spec (see :data:`TEACHER_FORMS`).
 
     Args:
-        spec: ``speech_embedding``, ``trillsson1`` ... ``trillsson5``, a TF Hub / Kaggle URL,
-            ``kaggle:...``, a SavedModel directory, a ``.keras``/``.h5`` file, a ``.tflite`` file,
-            or a :class:`Teacher` (returned as it is).
+        spec: a preset (``campplus``, ``crepe``, ``whisper-tiny``, with ``:key=value,...``
+            options), ``speech_embedding``, ``trillsson1`` ... ``trillsson5``, a TF Hub / Kaggle
+            URL, ``kaggle:...``, a SavedModel directory, a ``.keras``/``.h5``, ``.tflite`` or
+            ``.onnx`` file, a Python callable (numpy ``[batch, samples]`` -> ``[batch, D]``), or a
+            :class:`Teacher` (returned as it is).
         output_key: The output to use when the model has several (default: ``embedding``,
             else the only output).
+        weights: A preset's weights file (default: the cache filled by ``fetch-teacher``).
 
     Returns:
         A :class:`Teacher`: float32 ``[batch, samples]`` at 16 kHz -> ``{'embedding': [batch, D]}``
@@ -395,12 +333,25 @@ def load_teacher(spec, *, output_key=None) -> Teacher:
 
     Raises:
         ParameterError: unknown spec form (the message lists the accepted forms), missing file,
-            missing or ambiguous output key (the message lists the keys).
-        TrillssonError: a handle that needs the network when there is none; a missing wheel.
+            missing or ambiguous output key (the message lists the keys), bad preset options.
+        TrillssonError: a handle that needs the network when there is none; a missing wheel,
+            package or preset weights (the message names the install or fetch command).
     """
     if isinstance(spec, Teacher):
         return spec
+    if callable(spec) and not isinstance(spec, (str, os.PathLike)):
+        from trillsson_tf.teachers.function import CallableTeacher
+
+        return CallableTeacher(spec)
     spec = os.fspath(spec)
+    preset = parse_preset(spec)
+    if preset is not None:
+        name, options = preset
+        if weights is not None:
+            options["weights"] = os.fspath(weights)
+        return _load_preset(name, options, output_key)
+    if weights is not None:
+        raise ParameterError(f"weights= is for the presets ({', '.join(PRESETS)}); teacher {spec!r} carries its own.")
     if spec == SPEECH_EMBEDDING:
         if output_key not in (None, EMBEDDING_KEY):
             raise ParameterError(f"The {SPEECH_EMBEDDING!r} teacher has one output, {EMBEDDING_KEY!r}; got output_key={output_key!r}.")
@@ -411,6 +362,10 @@ def load_teacher(spec, *, output_key=None) -> Teacher:
         return ProsodyTeacher()
     if spec.endswith(_TFLITE_SUFFIX):
         return TFLiteTeacher(spec, output_key=output_key)
+    if spec.endswith(_ONNX_SUFFIX):
+        from trillsson_tf.teachers.onnx import OnnxTeacher
+
+        return OnnxTeacher(spec, output_key=output_key)
     if spec.endswith(_KERAS_SUFFIXES):
         return KerasTeacher(spec, output_key=output_key)
     from trillsson_tf.export import HUB_HANDLES  # a SavedModel or hub spec: TensorFlow from here on

@@ -1,0 +1,1 @@
+"""On-disk model formats, read with numpy only (TensorFlow-free)."""
