@@ -39,7 +39,7 @@ from trillsson_tf import litert
 from trillsson_tf.audio import validate_audio
 from trillsson_tf.contract import EMBEDDING_KEY, SIGNATURE_KEY
 from trillsson_tf.errors import ParameterError, TrillssonError
-from trillsson_tf.teachers import SPEECH_EMBEDDING, SpeechEmbeddingTeacher, Teacher, file_fingerprint
+from trillsson_tf.teachers import SPEECH_EMBEDDING, SpeechEmbeddingTeacher, Teacher, file_fingerprint, load_preset, parse_preset
 
 __all__ = [
     "HF_PREFIX",
@@ -58,6 +58,8 @@ _log = logging.getLogger(__name__)
 
 HF_PREFIX = "hf:"
 LAYERED_TEACHER_FORMS = (
+    "'whisper-tiny' (Whisper tiny.en encoder: layers 0-4 and final, 384-d every 320 samples)",
+    "'campplus' (CAM++: layer frames, 512-d every 320 samples; embedding, 192-d per clip)",
     f"'{SPEECH_EMBEDDING}' (offline; layers 1-19 are conv blocks, 20 the embedding)",
     "'hf:<name or folder>' (Hugging Face TF wav2vec 2.0 / HuBERT; layers are hidden_states indices)",
     "a SavedModel directory or Keras file (.keras/.h5) with several named outputs",
@@ -483,6 +485,13 @@ def load_layered_teacher(spec, *, layers=None, model=None, hop_samples=None, fie
     if isinstance(spec, LayeredTeacher):
         return spec
     spec = os.fspath(spec)
+    preset = parse_preset(spec)
+    if preset is not None:
+        name, options = preset
+        teacher = load_preset(name, {**options, **({"layers": layers} if layers is not None else {})})
+        if not isinstance(teacher, LayeredTeacher):
+            raise ParameterError(f"Teacher {name!r} has no hidden layers to distill; layered presets: whisper-tiny, campplus.")
+        return teacher
     if spec == SPEECH_EMBEDDING:
         return SpeechEmbeddingLayersTeacher(layers=layers)
     if spec.startswith(HF_PREFIX) or model is not None:

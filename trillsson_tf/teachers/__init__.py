@@ -31,6 +31,7 @@ __all__ = [
     "WindowedTeacher",
     "PRESETS",
     "parse_preset",
+    "load_preset",
     "preset_weights",
     "file_fingerprint",
     "SpeechEmbeddingTeacher",
@@ -297,7 +298,8 @@ def preset_weights(name: str):
     return getattr(importlib.import_module(module), attribute)
 
 
-def _load_preset(name: str, options: dict, output_key):
+def load_preset(name: str, options: dict, output_key=None):
+    """Build preset ``name`` with ``options`` (keywords of its class); bad options name the accepted ones."""
     import importlib
     import inspect
 
@@ -310,7 +312,7 @@ def _load_preset(name: str, options: dict, output_key):
     if unknown:
         raise ParameterError(f"The {name!r} teacher has no option(s) {unknown}; its options are {accepted}.")
     if isinstance(options.get("layers"), (str, int)):
-        options["layers"] = tuple(str(options["layers"]).split("+"))
+        options["layers"] = tuple(part for part in str(options["layers"]).replace("+", ",").split(",") if part)
     return cls(**options)
 
 
@@ -349,7 +351,7 @@ def load_teacher(spec, *, output_key=None, weights=None) -> Teacher:
         name, options = preset
         if weights is not None:
             options["weights"] = os.fspath(weights)
-        return _load_preset(name, options, output_key)
+        return load_preset(name, options, output_key)
     if weights is not None:
         raise ParameterError(f"weights= is for the presets ({', '.join(PRESETS)}); teacher {spec!r} carries its own.")
     if spec == SPEECH_EMBEDDING:

