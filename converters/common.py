@@ -16,8 +16,10 @@ import trillsson_tf.models.heads  # noqa: F401  (registers StatsPooling, which f
 from trillsson_tf import kinds, litert
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
+from trillsson_tf.data import source_paths
 from trillsson_tf.errors import ConversionError, ParameterError
 from trillsson_tf.export import KERAS_FILE, METADATA_FILE, read_metadata
+from trillsson_tf.folders import refuse_inputs
 from trillsson_tf.frontend import numpy_ops
 from trillsson_tf.models import inner_network
 
@@ -27,6 +29,7 @@ __all__ = [
     "QUANTIZE_MODES",
     "check_parity",
     "check_quantize",
+    "conversion_inputs",
     "fit_clips",
     "int8_with_float_layers",
     "load_keras_model",
@@ -181,14 +184,31 @@ def check_quantize(quantize: str) -> None:
         raise ParameterError(f"Unknown quantization mode {quantize!r}. Expected one of: {list(QUANTIZE_MODES)}.")
 
 
-def output_paths(out_path, overwrite: bool) -> tuple:
+def conversion_inputs(model_or_export_dir, audio=None) -> list:
+    """What a conversion reads, for :func:`output_paths`: the model file or every file of the
+    export folder (a card ``<out>.json`` could land on its ``trillsson_tf.json``), and calibration audio."""
+    model = [] if isinstance(model_or_export_dir, keras.Model) or model_or_export_dir is None else [model_or_export_dir]
+    if model and os.path.isdir(model[0]):
+        model = [os.path.join(root, name) for root, _, names in os.walk(model[0]) for name in names]
+    return [("model", model), ("--data", source_paths(audio))]
+
+
+def output_paths(out_path, overwrite: bool, inputs=()) -> tuple:
     """``(out_path, card_path)`` of a conversion: the card is ``<out_path without extension>.json``.
 
+    Args:
+        out_path: The output file.
+        overwrite: Replace existing outputs (CLI ``--force``).
+        inputs: What the conversion reads (:func:`conversion_inputs`); neither output may be one,
+            ``overwrite`` or not.
+
     Raises:
-        ParameterError: either exists and ``overwrite`` is false.
+        ParameterError: either output is an input, or exists and ``overwrite`` is false.
     """
     out_path = os.fspath(out_path)
     card_path = os.path.splitext(out_path)[0] + ".json"
+    for path in (out_path, card_path):
+        refuse_inputs(path, inputs, what="Output", folder=False)
     if not overwrite and (os.path.exists(out_path) or os.path.exists(card_path)):
         raise ParameterError(f"Output {out_path!r} (or its card {card_path!r}) exists; pass overwrite=True (CLI --force).")
     return out_path, card_path

@@ -33,6 +33,7 @@ from converters.common import (
     DEFAULT_MIN_COSINE,
     LICENCE_NOTE,
     check_parity,
+    conversion_inputs,
     load_keras_model,
     log_mel_patch_rows,
     output_paths,
@@ -146,7 +147,7 @@ def convert_onnx(
     tf2onnx, onnxruntime = _onnx_modules()
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 13:
         raise ParameterError(f"opset must be an integer >= 13, got {opset!r}.")
-    out_path, card_path = output_paths(out_path, overwrite)
+    out_path, card_path = output_paths(out_path, overwrite, conversion_inputs(model_or_export_dir))
     model, metadata = load_keras_model(model_or_export_dir)
     kind = kinds.of_model(model, metadata, frontend=frontend)
     if kind.family == kinds.WAVEFORM:

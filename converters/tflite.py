@@ -58,6 +58,7 @@ from converters.common import (
     LICENCE_NOTE,
     check_parity,
     check_quantize,
+    conversion_inputs,
     fit_clips,
     int8_with_float_layers,
     load_keras_model,
@@ -299,7 +300,7 @@ def convert(
         fixed_samples = MEDIAPIPE_SAMPLES
         _log.info("MediaPipe form: the model's input is dynamic; fixing it to [1, %d] samples (pass fixed_samples / "
                   "--fixed-samples for another window)", fixed_samples)
-    out_path, card_path = output_paths(out_path, overwrite)
+    out_path, card_path = output_paths(out_path, overwrite, conversion_inputs(source, representative_audio))
     frontend_config = _FRONTENDS[kind.family](model)
     if frames:
         fixed_samples = _frames_samples(kind, fixed_samples)

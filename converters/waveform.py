@@ -26,6 +26,7 @@ from converters.common import (
     LICENCE_NOTE,
     check_parity,
     check_quantize,
+    conversion_inputs,
     fit_clips,
     int8_with_float_layers,
     load_keras_model,
@@ -128,7 +129,7 @@ def convert_waveform_model(
     """
     check_quantize(quantize)
     check_request(tflite_metadata, model_sample_rate_hz=SAMPLE_RATE_HZ)
-    out_path, card_path = output_paths(out_path, overwrite)
+    out_path, card_path = output_paths(out_path, overwrite, conversion_inputs(source, representative_audio))
     # A model built by models.build (not loaded from an export) carries its segment and output itself.
     metadata = {"segment_samples": getattr(model, "min_samples", 16000), **(metadata or {})}
     if not metadata.get("outputs") and not metadata.get("output"):

@@ -86,8 +86,9 @@ def test_bad_input_is_refused(tmp_path, teacher, fsdd_files):
         distill(fsdd_files, out_dir=tmp_path, teacher=teacher, steps=0)
     with pytest.raises(ParameterError, match="Nothing to resume"):
         distill(fsdd_files, out_dir=tmp_path / "new", teacher=teacher, resume=True)
+    (tmp_path / "empty").mkdir()  # beside the output: an output inside --data is refused first
     with pytest.raises(ParameterError, match="No audio found"):
-        distill(tmp_path, out_dir=tmp_path / "out", teacher=teacher)
+        distill(tmp_path / "empty", out_dir=tmp_path / "out", teacher=teacher)
 
 
 def test_standardisation_folds_exactly_into_the_head(speech_batch):

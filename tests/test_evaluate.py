@@ -46,11 +46,13 @@ def test_probe_on_separable_and_on_uninformative_vectors():
     centres = {"a": [5, 0], "b": [0, 5], "c": [-5, -5]}
     separable = np.array([centres[label] for label in labels]) + rng.normal(0, 0.3, (60, 2))
     result = probe_accuracy(separable, labels)
-    assert result == {"accuracy": 1.0, "protocol": "5-fold", "classes": 3, "n": 60}
+    assert result == {"accuracy": 1.0, "protocol": "5-fold", "classes": 3, "n": 60, "ci95": pytest.approx([0.9398, 1.0], abs=1e-4)}
     noise = rng.normal(size=(60, 2))
     assert probe_accuracy(noise, labels)["accuracy"] < 0.6
     split = np.where(np.arange(60) % 4 == 0, "test", "train")
-    assert probe_accuracy(separable, labels, split=split) == {"accuracy": 1.0, "protocol": "split", "classes": 3, "n": 60}
+    # 15 test files: the Wilson interval of 15/15 is wider than that of 60/60
+    assert probe_accuracy(separable, labels, split=split) == {"accuracy": 1.0, "protocol": "split", "classes": 3, "n": 60,
+                                                              "ci95": pytest.approx([0.7961, 1.0], abs=1e-4)}
     assert probe_accuracy(separable, labels, normalization="l2")["accuracy"] == 1.0
 
 
@@ -116,3 +118,20 @@ def test_ccc_metric_needs_a_teacher_with_as_many_scores(tmp_path):
     assert "CCC against the teacher on 4 files" in format_table(report)
     with pytest.raises(ParameterError, match="one model output per teacher score: the model gives 96"):
         evaluate("speech_embedding", files, teacher="prosody", metric="ccc")
+
+
+def test_speaker_verification_beside_the_mfcc_baseline(tmp_path):
+    """Bundled LibriSpeech (10 speakers x 2): EER with its interval for model and baseline; probe intervals."""
+    from trillsson_tf.audio import SAMPLE_AUDIO_DIR
+    from trillsson_tf.evaluate import format_table
+
+    folder = os.path.join(SAMPLE_AUDIO_DIR, "librispeech")
+    report = evaluate("mfcc", folder, baseline="mfcc", tasks=["speaker"])
+    model, baseline = report["verification"]["student"], report["verification"]["baseline"]
+    assert model == baseline and model["speakers"] == 10 and model["target_trials"] == 10 and model["trials"] == 190
+    assert model["eer_ci95"][0] <= model["eer"] <= model["eer_ci95"][1] and model["eer"] < 0.5
+    probe = report["probes"]["speaker"]["baseline"]
+    assert probe["ci95"][0] <= probe["accuracy"] <= probe["ci95"][1]
+    table = format_table(report)
+    assert "speaker verification (baseline), 10 speakers, 190 trials: EER" in table
+    assert "verification" not in evaluate("mfcc", folder, tasks=["speaker"], verification=False)

@@ -81,3 +81,40 @@ def test_bad_trials_are_refused():
         eer([0.1, np.nan], [1, 0])
     with pytest.raises(ParameterError, match="p_target"):
         min_dcf([0.1, 0.2], [1, 0], p_target=1.5)
+
+
+def test_weighted_eer_equals_repeated_trials():
+    rng = np.random.default_rng(3)
+    scores, labels = rng.normal(size=200), (rng.uniform(size=200) < 0.3).astype(int)
+    scores[labels == 1] += 1.0
+    weights = rng.integers(0, 4, 200)
+    repeated = eer(np.repeat(scores, weights), np.repeat(labels, weights))
+    assert eer(scores, labels, weights) == pytest.approx(repeated, abs=1e-12)
+
+
+def test_speaker_bootstrap_interval():
+    """The 95% interval holds the point EER, narrows with more speakers, and repeats with the seed."""
+    from trillsson_tf.metrics import speaker_verification
+
+    def embeddings(speakers, rng):
+        centres = rng.normal(size=(speakers, 16))
+        labels = np.repeat(np.arange(speakers), 4)
+        return centres[labels] + rng.normal(scale=1.2, size=(len(labels), 16)), labels
+
+    small = speaker_verification(*embeddings(10, np.random.default_rng(0)), bootstrap=200)
+    large = speaker_verification(*embeddings(80, np.random.default_rng(0)), bootstrap=200)
+    for result in (small, large):
+        low, high = result["eer_ci95"]
+        assert low <= result["eer"] <= high
+    assert np.diff(large["eer_ci95"])[0] < np.diff(small["eer_ci95"])[0]
+    again = speaker_verification(*embeddings(10, np.random.default_rng(0)), bootstrap=200)
+    assert again["eer_ci95"] == small["eer_ci95"]
+
+
+def test_binomial_interval():
+    from trillsson_tf.metrics import binomial_ci95
+
+    assert binomial_ci95(50, 100) == pytest.approx([0.4038, 0.5962], abs=1e-4)
+    assert binomial_ci95(10, 10)[1] == 1.0 and binomial_ci95(10, 10)[0] == pytest.approx(0.7225, abs=1e-4)
+    with pytest.raises(ParameterError):
+        binomial_ci95(0, 0)

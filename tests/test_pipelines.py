@@ -95,8 +95,9 @@ def test_distill_trains_from_beam_shards_and_refuses_another_teacher(tmp_path, f
         distill(targets=tmp_path / "beam", out_dir=tmp_path / "run3", teacher=teacher, target_mode="local", **options)
     with pytest.raises(ParameterError, match="either data.*or targets"):
         distill(files, targets=tmp_path / "beam", out_dir=tmp_path / "run4", teacher=teacher, **options)
+    (tmp_path / "plain").mkdir()  # beside the output: an output inside --targets is refused first
     with pytest.raises(ParameterError, match="not a targets folder"):
-        distill(targets=tmp_path, out_dir=tmp_path / "run5", teacher=teacher, **options)
+        distill(targets=tmp_path / "plain", out_dir=tmp_path / "run5", teacher=teacher, **options)
 
 
 @pytest.mark.slow

@@ -10,7 +10,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import types
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -264,6 +266,43 @@ def test_chunks_run_in_calls_of_several_sizes(request, fixture, long_clip):
     assert not one_call_each._runners
     model(clips)
     assert {size: tuple(runner.get_input_details()[model._input_name]["shape"]) for size, runner in model._runners.items()} == shapes
+
+# -- threads ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fixture", ["patch_int8", "frontend_float32"])
+def test_one_model_is_safe_from_many_threads(request, fixture):
+    """One instance called from 8 threads x 25 calls (embed_file, frames, stream; 8 real clips)
+    gives every call exactly its single-threaded result (issue 39: 25-64 % of such calls were
+    wrong, some raised interpreter errors, one crashed the process)."""
+    # threadpoolctl comes with scikit-learn (the tf extra, which the conversions above need).
+    from threadpoolctl import threadpool_limits
+
+    model = TFLiteModel(request.getfixturevalue(fixture), num_threads=1)
+    files = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "librispeech", "*.flac")))[:6]
+    files += sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "fsdd", "*_1.wav")))[:2]
+    clips = {path: load_audio(path)[:96_000] for path in files}  # up to 6 s each
+    calls = (
+        model.embed_file,
+        lambda path: model.frames(clips[path], hop_s=0.25)["embedding"],  # many interpreter calls a clip
+        lambda path: np.stack(list(model.stream(np.array_split(clips[path], 5)))),
+    )
+    jobs = [(path, kind) for path in files for kind in range(len(calls))]
+    start = threading.Barrier(8)
+
+    def worker(thread):
+        start.wait()  # all threads call at once
+        return [(job, calls[job[1]](job[0])) for job in (jobs[(7 * thread + i) % len(jobs)] for i in range(25))]
+
+    # One BLAS thread: 8 numpy log-mels at once on OpenBLAS's own threads took 27x as long on 2 cores
+    # (14 s against 0.5 s) and left the interpreters idle, so that the old race showed only now and then.
+    with threadpool_limits(1):
+        expected = {job: calls[job[1]](job[0]) for job in jobs}
+        with ThreadPoolExecutor(8) as pool:
+            results = [pair for batch in pool.map(worker, range(8)) for pair in batch]
+    wrong = [job for job, vectors in results if not np.array_equal(vectors, expected[job])]
+    assert len(results) == 200 and not wrong, f"{len(wrong)} of 200 calls differ from the single-threaded result"
+
 
 # -- streaming -------------------------------------------------------------------------------
 
@@ -550,3 +589,29 @@ def test_cli_embed_writes_npy_and_csv(patch_float32, tmp_path, capsys):
     assert "exists" in capsys.readouterr().err
     assert main(["embed", patch_float32, files[0], "--out", str(tmp_path / "e.txt")]) == 2
     assert "Expected one of: ['.npy', '.csv']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("frames, sidecar", [(False, "emb.files.txt"), (True, "emb.windows.csv")])
+def test_cli_embed_never_overwrites_a_sidecar_without_force(patch_float32, tmp_path, capsys, frames, sidecar):
+    """The rows' names beside an .npy are an output too: an existing one is refused before any work, like the .npy."""
+    from trillsson_tf.cli import main
+
+    wav = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "fsdd", "*.wav")))[0]
+    (tmp_path / sidecar).write_text("user notes\n")
+    argv = ["embed", patch_float32, wav, "--out", str(tmp_path / "emb.npy"), *(["--frames"] if frames else [])]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"Output {str(tmp_path / sidecar)!r} exists; pass overwrite=True (--force)" in err and err.count("\n") == 1
+    assert (tmp_path / sidecar).read_text() == "user notes\n" and not (tmp_path / "emb.npy").exists()
+    assert main([*argv, "--force"]) == 0
+    assert wav in (tmp_path / sidecar).read_text()
+
+
+def test_cli_embed_never_writes_over_an_input(patch_float32, tmp_path, capsys):
+    from trillsson_tf.cli import main
+
+    clip = tmp_path / "clip.csv"  # a file given by name is an input whatever its ending
+    clip.write_text("not audio\n")
+    assert main(["embed", patch_float32, str(clip), "--out", str(clip), "--force"]) == 2
+    assert f"Output {str(clip)!r} is the input audio file {str(clip)!r}" in capsys.readouterr().err
+    assert clip.read_text() == "not audio\n"

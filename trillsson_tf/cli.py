@@ -118,9 +118,24 @@ def _cmd_distill(args):
           f"{record['teacher']['spec']} in {record['step']} steps, final loss {last:.4g}; exported to {record['export']}")
 
 
+def _check_json_out(args):
+    """Refuse ``--json`` before evaluating: an input, or an existing file without ``--force``."""
+    from trillsson_tf.data import source_paths
+    from trillsson_tf.errors import ParameterError
+    from trillsson_tf.folders import refuse_inputs
+
+    inputs = [("--model", args.model), ("--data", source_paths(args.data)), ("--labels", args.labels),
+              ("--teacher", args.teacher)]
+    refuse_inputs(args.json, inputs, what="--json", folder=False)
+    if os.path.exists(args.json) and not args.force:
+        raise ParameterError(f"--json {args.json!r} exists; pass --force to replace it.")
+
+
 def _cmd_evaluate(args):
     from trillsson_tf.evaluate import evaluate, format_table
 
+    if args.json:
+        _check_json_out(args)
     report = evaluate(
         args.model,
         args.data,
@@ -134,6 +149,8 @@ def _cmd_evaluate(args):
         metric=args.metric,
         kws=args.kws,
         sv=args.sv,
+        baseline=args.baseline,
+        verification=args.verification,
     )
     if report.get("skipped"):
         print(f"Skipped {len(report['skipped'])} unreadable file(s): {', '.join(report['skipped'])}")
@@ -447,10 +464,14 @@ def _add_evaluate_arguments(evaluate):
     evaluate.add_argument("--normalization", default="none", choices=NORMALIZATIONS)
     evaluate.add_argument("--output-key", default=None, help="model output key when it has several")
     evaluate.add_argument("--json", default=None, help="also write the report to this JSON file")
+    evaluate.add_argument("--force", action="store_true", help="replace an existing --json file")
     evaluate.add_argument("--metric", default="probes", choices=METRICS,
                           help="probes: fidelity + linear probes; ccc: per-score CCC against --teacher")
     evaluate.add_argument("--kws", default=None, help="keyword label column of a fine-tuned multi-task model (accuracy)")
     evaluate.add_argument("--sv", default=None, help="speaker label column of a fine-tuned multi-task model (EER, minDCF)")
+    evaluate.add_argument("--baseline", default=None, help="a third embedder beside model and teacher, e.g. mfcc (no network)")
+    evaluate.add_argument("--verification", action=argparse.BooleanOptionalAction, default=None,
+                          help="speaker verification (EER, minDCF, 95%% CI) on the speaker label (default: when there are speakers)")
 
 
 def _add_convert_arguments(convert):

@@ -38,6 +38,7 @@ __all__ = [
     "read_crop",
     "read_manifest",
     "segments",
+    "source_paths",
     "split_items",
 ]
 
@@ -201,6 +202,22 @@ def find_audio(source, *, labels=None) -> list:
             for item in items
         ]
     return items
+
+
+def source_paths(source) -> list:
+    """The paths a data source (as for :func:`find_audio`) names, for :func:`trillsson_tf.folders.refuse_inputs`.
+
+    A folder is itself; a CSV manifest is the manifest and the files it lists (they may lie
+    anywhere); a list is its files. ``None`` and arrays name nothing (nor do arrays in a list).
+    """
+    if isinstance(source, (list, tuple)):
+        return [item.path if isinstance(item, AudioItem) else item for item in source]
+    if not isinstance(source, (str, os.PathLike)):
+        return []
+    source = os.fspath(source)
+    if source.lower().endswith(".csv") and os.path.isfile(source):
+        return [source, *(item.path for item in read_manifest(source))]
+    return [source]
 
 
 def split_items(items, *, validation_fraction: float = 0.1, seed: int = 0):

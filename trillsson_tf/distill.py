@@ -27,7 +27,7 @@ import numpy as np
 from trillsson_tf import models
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.augment import check_views
-from trillsson_tf.data import check_validation_fraction, find_audio, split_items
+from trillsson_tf.data import check_validation_fraction, find_audio, source_paths, split_items
 from trillsson_tf.distribute import (
     STRATEGIES,
     distribute_batch,
@@ -249,7 +249,8 @@ def distill(
         )
     config = {**preset.config, **(student_options or {}), "embedding_dim": teacher.embedding_dim}
     chief = is_chief(strategy)
-    run = RunFolder(out_dir, resume=resume, overwrite=overwrite, chief=chief)
+    run = RunFolder(out_dir, resume=resume, overwrite=overwrite, chief=chief,
+                    inputs=[("--data", source_paths(data)), ("--targets", targets), ("--teacher", teacher.spec)])
     record = run.open(
         {"teacher": teacher.spec, "teacher_identity": teacher.identity, "student": student, "config": config,
          "mixed_precision": mixed},

@@ -30,7 +30,7 @@ import numpy as np
 
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.augment import check_views
-from trillsson_tf.data import check_validation_fraction, find_audio, segments, split_items
+from trillsson_tf.data import check_validation_fraction, find_audio, segments, source_paths, split_items
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.export import export_savedmodel
 from trillsson_tf import models
@@ -230,7 +230,8 @@ def distill_layers(
     config = student_config(student, layered, student_options=student_options, size_fraction=size_fraction,
                             segment_samples=segment_samples)
     frames_teacher = _SegmentFrames(layered, segment_samples)
-    run = RunFolder(out_dir, resume=resume, overwrite=overwrite)
+    run = RunFolder(out_dir, resume=resume, overwrite=overwrite,
+                    inputs=[("--data", source_paths(data)), ("--teacher", teacher)])
     record = run.open(
         {"teacher": frames_teacher.spec, "teacher_identity": frames_teacher.identity, "student": student, "config": config},
         lambda i: f"distills the layers of teacher {i['teacher']!r} ({i['teacher_identity']}) into student "

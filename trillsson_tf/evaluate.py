@@ -20,7 +20,7 @@ import numpy as np
 
 from trillsson_tf.data import find_audio, load_clips
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.metrics import ccc, cosine_similarity, fidelity
+from trillsson_tf.metrics import binomial_ci95, ccc, fidelity, speaker_verification
 from trillsson_tf.teachers import load_teacher
 
 __all__ = ["METRICS", "NORMALIZATIONS", "evaluate", "score_agreement", "embed_clips", "probe_accuracy", "format_table"]
@@ -96,7 +96,7 @@ def probe_accuracy(vectors, labels, *, normalization: str = "none", speakers=Non
         seed: Seeds the folds and the solver.
 
     Returns:
-        ``{'accuracy', 'protocol', 'classes', 'n'}``.
+        ``{'accuracy', 'protocol', 'classes', 'n', 'ci95'}`` (Wilson interval over the scored files).
 
     Raises:
         ParameterError: unknown normalization, fewer than 2 classes, or a class with a single file
@@ -121,15 +121,16 @@ def probe_accuracy(vectors, labels, *, normalization: str = "none", speakers=Non
         if not train.any() or not test.any():
             raise ParameterError(f"The split needs 'train' and 'test' files; got {sorted(set(split.tolist()))}.")
         accuracy = float(probe.fit(vectors[train], labels[train]).score(vectors[test], labels[test]))
-        protocol = "split"
+        protocol, scored = "split", int(test.sum())
     else:
         folds = min(_MAX_FOLDS, int(counts.min()))
         if folds < 2:
             raise ParameterError(f"Cross-validation needs 2 files per class; class {classes[counts.argmin()]!r} has 1.")
         cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
         accuracy = float(cross_val_score(probe, vectors, labels, cv=cv).mean())
-        protocol = f"{folds}-fold"
-    return {"accuracy": accuracy, "protocol": protocol, "classes": int(len(classes)), "n": int(len(labels))}
+        protocol, scored = f"{folds}-fold", len(labels)  # every file is scored once, in its fold
+    return {"accuracy": accuracy, "protocol": protocol, "classes": int(len(classes)), "n": int(len(labels)),
+            "ci95": binomial_ci95(int(round(accuracy * scored)), scored)}
 
 
 def _training_mean(model):
@@ -166,6 +167,8 @@ def evaluate(
     metric: str = "probes",
     kws=None,
     sv=None,
+    baseline=None,
+    verification=None,
 ) -> dict:
     """Evaluate an embedding model (and its teacher) on labelled audio.
 
@@ -185,6 +188,12 @@ def evaluate(
         kws: Keyword label column of a fine-tuned multi-task model; with ``sv``, the report is
             :func:`trillsson_tf.finetune.evaluate_multitask`'s (keyword accuracy, EER, minDCF).
         sv: Speaker label column of a fine-tuned multi-task model (see ``kws``).
+        baseline: A third embedder scored beside model and teacher (``'mfcc'``: MFCC mean + std,
+            no network; any teacher spec).
+        verification: Speaker verification on the ``speaker`` label (EER and minDCF of cosine
+            scores over every clip pair, vectors standardised per dimension over the evaluated
+            clips, 95% interval from 200 speaker resamples); ``None``: when the files have speakers
+            with 2+ clips.
 
     Returns:
         ``{'model', 'teacher', 'files', 'skipped', 'normalization', 'fidelity', 'probes'}``;
@@ -207,6 +216,8 @@ def evaluate(
     embedders = {"student": load_teacher(model, output_key=output_key)}
     if teacher is not None:
         embedders["teacher"] = load_teacher(teacher)
+    if baseline is not None:
+        embedders["baseline"] = load_teacher(baseline)
     vectors = {role: embed_clips(embedder, loaded.clips, progress=progress) for role, embedder in embedders.items()}
 
     split = [item.labels.get(_SPLIT) for item in items]
@@ -214,6 +225,7 @@ def evaluate(
     report = {
         "model": embedders["student"].describe(),
         "teacher": embedders["teacher"].describe() if teacher is not None else None,
+        "baseline": embedders["baseline"].describe() if baseline is not None else None,
         "files": len(items),
         "skipped": [path for path, _ in loaded.skipped],
         "normalization": normalization,
@@ -249,11 +261,28 @@ def evaluate(
             role: probe_accuracy(vectors[role][rows], task_labels, normalization=task_norm, speakers=speakers, split=task_split)
             for role in vectors
         }
+    speakers = [item.labels.get(_SPEAKER) for item in items]
+    if verification or (verification is None and metric == "probes" and _has_trials(speakers)):
+        report["verification"] = {role: _verify(vectors[role], speakers) for role in vectors}
     if out_json is not None:
         os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
         with open(out_json, "w") as handle:
             json.dump(report, handle, indent=2)
     return report
+
+
+def _has_trials(speakers) -> bool:
+    if any(speaker is None for speaker in speakers):
+        return False
+    names, counts = np.unique(np.asarray(speakers, dtype=str), return_counts=True)
+    return len(names) >= 2 and counts.max() >= 2
+
+
+def _verify(vectors: np.ndarray, speakers) -> dict:
+    if any(speaker is None for speaker in speakers):
+        raise ParameterError("Speaker verification needs a speaker label on every file.")
+    standardised = (vectors - vectors.mean(axis=0)) / (vectors.std(axis=0) + 1e-8)
+    return speaker_verification(standardised, speakers, bootstrap=200)
 
 
 def format_table(report: dict) -> str:
@@ -265,13 +294,17 @@ def format_table(report: dict) -> str:
             lines.append(f"speaker verification, {sv['speakers']} unseen speakers, {sv['trials']:,} trials: "
                          f"EER {100 * sv['eer']:.2f}%, minDCF(0.01) {sv['min_dcf']:.3f}")
         return "\n".join(lines)
-    roles = ["student"] + (["teacher"] if report.get("teacher") else [])
+    roles = ["student"] + [role for role in ("teacher", "baseline") if report.get(role)]
     lines = [f"{'task':<12}{'classes':>8}{'protocol':>10}" + "".join(f"{role:>10}" for role in roles)] if report["probes"] else []
     for task, results in report["probes"].items():
         first = results["student"]
         lines.append(
             f"{task:<12}{first['classes']:>8}{first['protocol']:>10}" + "".join(f"{results[role]['accuracy']:>10.3f}" for role in roles)
         )
+    for role, sv in (report.get("verification") or {}).items():
+        lines.append(f"speaker verification ({role}), {sv['speakers']} speakers, {sv['trials']:,} trials: EER "
+                     f"{100 * sv['eer']:.2f}% (95% CI {100 * sv['eer_ci95'][0]:.2f}-{100 * sv['eer_ci95'][1]:.2f}), "
+                     f"minDCF(0.01) {sv['min_dcf']:.3f}")
     if report.get("ccc"):
         agreement = report["ccc"]
         lines.append(f"CCC against the teacher on {agreement['files']} files (mean {agreement['mean']:.3f}):")

@@ -43,7 +43,7 @@ import tempfile
 import numpy as np
 
 from trillsson_tf._keras import keras, tf
-from trillsson_tf.data import AudioItem, find_audio, index_clips, load_audio, read_crop, segments
+from trillsson_tf.data import AudioItem, find_audio, index_clips, load_audio, read_crop, segments, source_paths
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.export import KERAS_FILE, export_savedmodel, read_metadata
 from trillsson_tf.frontend.numpy_ops import mirror_pad
@@ -337,7 +337,8 @@ def finetune(
         "train_speakers": speakers, "holdout_speakers": held, "segment_samples": segment_samples,
     }
     source = _encoder_source(export)
-    run = RunFolder(out_dir, resume=resume, overwrite=overwrite)
+    run = RunFolder(out_dir, resume=resume, overwrite=overwrite,
+                    inputs=[("export", export), ("--data", source_paths(data)), ("--labels", labels)])
     record = run.open({"encoder": source["spec"], "encoder_identity": source["identity"], "config": config},
                       lambda i: f"fine-tunes the encoder of {i['encoder']!r} ({i['encoder_identity']}) with {i['config']}",
                       compared=("encoder_identity", "config"))

@@ -1,13 +1,14 @@
-"""Output folders that are never overwritten by accident (TensorFlow-free)."""
+"""Output folders that are never overwritten by accident, and never hold a command's inputs (TensorFlow-free)."""
 import os
 import shutil
 
 from trillsson_tf.errors import ParameterError
 
-__all__ = ["prepare_output_dir"]
+__all__ = ["prepare_output_dir", "refuse_inputs"]
 
 
-def prepare_output_dir(path, *, overwrite: bool, what: str = "Output directory", resumable: bool = False) -> str:
+def prepare_output_dir(path, *, overwrite: bool, what: str = "Output directory", resumable: bool = False,
+                       inputs=()) -> str:
     """Create ``path``, or empty it when ``overwrite``; refuse a non-empty folder otherwise.
 
     Args:
@@ -15,14 +16,17 @@ def prepare_output_dir(path, *, overwrite: bool, what: str = "Output directory",
         overwrite: Delete a non-empty ``path`` first (CLI ``--force``).
         what: How the error message names the folder.
         resumable: Say in the error that ``resume=True`` continues the run in it.
+        inputs: What the command reads, as for :func:`refuse_inputs`: ``path`` must not be one
+            of them, hold one or lie inside one (checked before anything is deleted).
 
     Returns:
         ``path`` as a string.
 
     Raises:
-        ParameterError: ``path`` exists, is not empty and ``overwrite`` is false.
+        ParameterError: ``path`` overlaps an input, or exists, is not empty and ``overwrite`` is false.
     """
     path = os.fspath(path)
+    refuse_inputs(path, inputs, what=what)
     if os.path.isdir(path) and os.listdir(path):
         if not overwrite:
             resume = "pass resume=True to continue it or " if resumable else "pass "
@@ -32,3 +36,57 @@ def prepare_output_dir(path, *, overwrite: bool, what: str = "Output directory",
         shutil.rmtree(path)
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def refuse_inputs(path, inputs, *, what: str = "Output directory", folder: bool = True) -> None:
+    """Refuse an output that would delete or overwrite what the command reads.
+
+    Paths are compared resolved (:func:`os.path.realpath`, so through symbolic links). An
+    output folder may not be an input, hold one (``--force`` deletes the folder) or lie inside
+    an input folder (its files would join the input); an output file (``folder=False``) may
+    not be an input. Inputs that do not exist, and values that are not paths (a teacher object,
+    a preset name with no such file), cannot be lost and are passed over.
+
+    Args:
+        path: The output folder or file.
+        inputs: ``(name, value)`` pairs, ``name`` naming the input in the message (the CLI option,
+            e.g. ``"--data"``), ``value`` a path, a list of paths or ``None``; a bare path is named "input".
+        what: How the message names the output.
+        folder: Whether ``path`` is a folder (else a file).
+
+    Raises:
+        ParameterError: the first overlap, naming the output, the input's option and its path.
+    """
+    out = os.path.realpath(os.fspath(path))
+    for name, source in _named_paths(inputs):
+        real = os.path.realpath(source)
+        if _same(real, out):
+            relation = "is"
+        elif folder and _inside(real, out):
+            relation = "holds"
+        elif folder and _inside(out, real):
+            relation = "lies inside"
+        else:
+            continue
+        raise ParameterError(f"{what} {os.fspath(path)!r} {relation} the input {name} {source!r}; "
+                             "choose an output outside the inputs.")
+
+
+def _named_paths(inputs):
+    """``(name, path)`` for every existing path among ``inputs`` (see :func:`refuse_inputs`)."""
+    for entry in inputs:
+        name, value = entry if isinstance(entry, tuple) else ("input", entry)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for source in values:
+            if isinstance(source, (str, os.PathLike)) and os.path.lexists(source):
+                yield name, os.fspath(source)
+
+
+def _same(path: str, other: str) -> bool:
+    """Whether two resolved paths are one file or folder (a hard link is the file it links)."""
+    return path == other or (os.path.exists(path) and os.path.exists(other) and os.path.samefile(path, other))
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether resolved ``path`` lies strictly inside resolved ``folder``."""
+    return path != folder and os.path.commonpath([path, folder]) == folder

@@ -4,7 +4,7 @@ import numpy as np
 from trillsson_tf.errors import ParameterError
 
 __all__ = ["ccc", "cosine_similarity", "fidelity", "parity"]
-__all__ += ["accuracy", "eer", "min_dcf", "split_speakers", "verification_trials", "speaker_verification"]
+__all__ += ["accuracy", "eer", "min_dcf", "split_speakers", "verification_trials", "speaker_verification", "binomial_ci95"]
 
 
 def cosine_similarity(a, b) -> np.ndarray:
@@ -160,10 +160,11 @@ def accuracy(predictions, labels) -> float:
     return float(np.mean(predictions == labels))
 
 
-def _roc(scores, labels):
+def _roc(scores, labels, weights=None):
     """False-positive and true-positive rates at every distinct threshold, from (0, 0) to (1, 1).
 
-    The same points as ``sklearn.metrics.roc_curve(labels, scores, drop_intermediate=False)``.
+    The same points as ``sklearn.metrics.roc_curve(labels, scores, drop_intermediate=False)``;
+    ``weights`` (``[n]`` >= 0) count each trial that many times (the speaker bootstrap).
     """
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels)
     if scores.ndim != 1 or scores.shape != labels.shape or not len(scores):
@@ -175,17 +176,18 @@ def _roc(scores, labels):
     positives = int(labels.sum())
     if positives == 0 or positives == len(labels):
         raise ParameterError(f"Trials need both target (1) and non-target (0) pairs; got {positives} of {len(labels)} targets.")
+    weights = np.ones(len(scores)) if weights is None else np.asarray(weights, dtype=np.float64)
     order = np.argsort(-scores, kind="mergesort")
-    scores, labels = scores[order], labels[order].astype(np.float64)
+    scores, labels, weights = scores[order], labels[order].astype(np.float64), weights[order]
     last_of_each_score = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
-    true_positives = np.cumsum(labels)[last_of_each_score]
-    false_positives = last_of_each_score + 1 - true_positives
-    fpr = np.r_[0.0, false_positives / (len(labels) - positives)]
-    tpr = np.r_[0.0, true_positives / positives]
+    true_positives = np.cumsum(labels * weights)[last_of_each_score]
+    false_positives = np.cumsum((1.0 - labels) * weights)[last_of_each_score]
+    fpr = np.r_[0.0, false_positives / false_positives[-1]]
+    tpr = np.r_[0.0, true_positives / true_positives[-1]]
     return fpr, tpr
 
 
-def eer(scores, labels) -> float:
+def eer(scores, labels, weights=None) -> float:
     """Equal error rate of verification trials, as a fraction.
 
     The point where the false-accept rate equals the false-reject rate, found on the ROC
@@ -197,6 +199,7 @@ def eer(scores, labels) -> float:
         scores: float ``[n]`` trial scores (for example cosine similarities); higher = more
             likely the same speaker.
         labels: ``[n]`` 1 for target (same-speaker) trials, 0 otherwise.
+        weights: Optional ``[n]`` trial weights (counts), as the speaker bootstrap draws them.
 
     Returns:
         float in [0, 1] (0.05 = 5% EER).
@@ -205,7 +208,7 @@ def eer(scores, labels) -> float:
         ParameterError: mismatched shapes, NaN/Inf scores, labels other than 0/1, or trials of
             one kind only.
     """
-    fpr, tpr = _roc(scores, labels)
+    fpr, tpr = _roc(scores, labels, weights)
     gap = (1.0 - tpr) - fpr  # false-reject minus false-accept: falls from 1 to -1 along the ROC
     k = int(np.argmax(gap <= 0))
     if gap[k] == 0:
@@ -305,7 +308,8 @@ def verification_trials(speakers, *, max_trials=None, seed: int = 0) -> tuple:
     return first, second, (speakers[first] == speakers[second]).astype(np.int8)
 
 
-def speaker_verification(embeddings, speakers, *, p_target: float = 0.01, max_trials=None, seed: int = 0) -> dict:
+def speaker_verification(embeddings, speakers, *, p_target: float = 0.01, max_trials=None, seed: int = 0,
+                         bootstrap: int = 0) -> dict:
     """EER and minDCF of cosine scoring over all clip pairs of ``speakers``.
 
     Args:
@@ -313,17 +317,20 @@ def speaker_verification(embeddings, speakers, *, p_target: float = 0.01, max_tr
         speakers: ``[n]`` speaker labels (all of them unseen in training, for a fair score).
         p_target: Target prior of :func:`min_dcf`.
         max_trials: Cap on the number of pairs (see :func:`verification_trials`).
-        seed: Seeds the draw of pairs.
+        seed: Seeds the draw of pairs and the bootstrap.
+        bootstrap: Resamples of the speakers (with replacement) for a 95% interval of the EER;
+            0: none. Trials between speakers drawn ``a`` and ``b`` times count ``a * b`` times.
 
     Returns:
-        ``{'eer', 'min_dcf', 'trials', 'target_trials', 'speakers', 'clips'}``.
+        ``{'eer', 'min_dcf', 'trials', 'target_trials', 'speakers', 'clips'}``, plus
+        ``eer_ci95`` ``[low, high]`` with ``bootstrap``.
     """
     embeddings = np.asarray(embeddings, dtype=np.float64)
     if embeddings.ndim != 2 or len(embeddings) != len(speakers):
         raise ParameterError(f"embeddings must be [n, E] with one row per speaker label; got {embeddings.shape} for {len(speakers)} labels.")
     first, second, labels = verification_trials(speakers, max_trials=max_trials, seed=seed)
     scores = cosine_similarity(embeddings[first], embeddings[second])
-    return {
+    result = {
         "eer": eer(scores, labels),
         "min_dcf": min_dcf(scores, labels, p_target=p_target),
         "trials": int(len(labels)),
@@ -331,3 +338,32 @@ def speaker_verification(embeddings, speakers, *, p_target: float = 0.01, max_tr
         "speakers": int(len(set(map(str, speakers)))),
         "clips": int(len(embeddings)),
     }
+    if bootstrap:
+        result["eer_ci95"] = _speaker_bootstrap(scores, labels, speakers, first, second, bootstrap, seed)
+    return result
+
+
+def _speaker_bootstrap(scores, labels, speakers, first, second, draws: int, seed: int) -> list:
+    """2.5th and 97.5th percentiles of the EER over speaker resamples (trial weights = product of draw counts)."""
+    names, index = np.unique(np.asarray([str(speaker) for speaker in speakers]), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(int(draws)):
+        counts = np.bincount(rng.integers(0, len(names), len(names)), minlength=len(names)).astype(np.float64)
+        weights = counts[index[first]] * counts[index[second]]
+        target = weights * labels
+        if target.sum() == 0 or (weights - target).sum() == 0:
+            continue
+        values.append(eer(scores, labels, weights))
+    low, high = np.percentile(values, [2.5, 97.5])
+    return [float(low), float(high)]
+
+
+def binomial_ci95(correct: int, total: int) -> list:
+    """Wilson 95% interval of an accuracy of ``correct`` of ``total`` (for probes of fewer than ~1,000 trials)."""
+    if total <= 0:
+        raise ParameterError(f"An interval needs at least one trial; got {total}.")
+    z, p = 1.959964, correct / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return [float(max(0.0, centre - half)), float(min(1.0, round(centre + half, 12)))]

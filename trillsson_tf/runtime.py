@@ -52,6 +52,7 @@ import csv
 import json
 import logging
 import os
+import threading
 
 import numpy as np
 
@@ -66,6 +67,7 @@ from trillsson_tf.contract import (
     START_S_KEY,
 )
 from trillsson_tf.errors import ParameterError
+from trillsson_tf.folders import refuse_inputs
 from trillsson_tf.frontend import DEFAULT_FRONTEND, DEFAULT_HOP_S, FrontendConfig, dft, numpy_ops
 
 __all__ = [
@@ -142,6 +144,12 @@ class TFLiteModel:
     an interpreter of its own made on first use, so a model whose batch size is free may hold up
     to three interpreters (for a float32 EfficientNetV2-B0, 13 MB more peak memory than one).
 
+    Thread-safe: one instance may be called (``__call__``, :meth:`embed_file`, :meth:`frames`,
+    :meth:`stream`, :meth:`feed`, streams from :meth:`open_stream`) from any number of threads,
+    and every call gives what it gives alone. Each interpreter runs one call at a time (a lock
+    each), so threads share it in turn; for calls that run side by side, give each thread its own
+    instance. One :class:`FrameStream` is fed by one thread at a time.
+
     Args:
         model: Path of a ``.tflite`` file, or its contents as ``bytes``.
         num_threads: Interpreter threads; ``None`` leaves the interpreter's default.
@@ -192,6 +200,9 @@ class TFLiteModel:
 
         interpreter_class = litert.interpreter_class()
         self._new_interpreter = lambda: interpreter_class(**source, num_threads=num_threads)
+        self._locks = {}  # id(runner) -> the lock its set-input/invoke/get-output sequence holds
+        self._runners_lock = threading.Lock()  # making a sized runner
+        self._stream_lock = threading.Lock()  # the stream of feed() / reset()
         try:
             self._runner = self._new_runner()
         except ValueError as error:
@@ -306,11 +317,23 @@ class TFLiteModel:
 
     def _new_runner(self):
         """A fresh interpreter's ``serving_default`` (or first) signature runner, else its main subgraph."""
-        return litert.runner(self._new_interpreter())
+        runner = litert.runner(self._new_interpreter())
+        self._locks[id(runner)] = threading.Lock()
+        return runner
 
     def _run(self, values: np.ndarray, runner=None) -> np.ndarray:
-        """One interpreter call (``runner``, default the first one): float32 model input -> float32 ``[n, D]``."""
-        outputs = (runner or self._runner)(**{self._input_name: litert.quantize(values, self._input)})
+        """One interpreter call (``runner``, default the first one): float32 model input -> float32 ``[n, D]``.
+
+        An interpreter holds its input and output in its own tensors, so two threads in one
+        interpreter read each other's outputs or crash it (issue 39): the call holds the
+        interpreter's lock. A lock, not an interpreter per thread: a thread costs no memory and
+        no interpreter start (XNNPACK's preparation) per thread, results stay bit-identical, and
+        an uncontended lock costs nothing against a call (a single thread runs no slower).
+        """
+        runner = runner or self._runner
+        inputs = {self._input_name: litert.quantize(values, self._input)}
+        with self._locks[id(runner)]:
+            outputs = runner(**inputs)  # the outputs are copies, read out before the lock is let go
         # Several outputs travel concatenated through the chunk averaging and are split in _outputs.
         return np.concatenate([litert.dequantize(outputs[key], self._output_details[key]) for key in self.output_keys], axis=-1)
 
@@ -342,7 +365,9 @@ class TFLiteModel:
         if size == self._call_sizes[-1]:
             return self._runner
         if size not in self._runners:
-            self._runners[size] = self._new_runner()
+            with self._runners_lock:  # two threads must not both make (and lose) one
+                if size not in self._runners:
+                    self._runners[size] = self._new_runner()
         return self._runners[size]
 
     def _embed_audio(self, audio: np.ndarray) -> np.ndarray:
@@ -569,7 +594,8 @@ class TFLiteModel:
 
     def reset(self) -> None:
         """Forget buffered stream audio: the next :meth:`feed` starts a new stream."""
-        self._stream = None
+        with self._stream_lock:
+            self._stream = None
 
     def feed(self, block, *, sample_rate=None) -> np.ndarray:
         """Push one block of a live stream; return the vectors of the chunks it completes.
@@ -588,9 +614,10 @@ class TFLiteModel:
             float32 ``[k, D]``, ``k >= 0`` chunk vectors.
         """
         self._refuse_chunk_stream()
-        if self._stream is None:
-            self._stream = self.open_stream(None)
-        return self._stream.feed(block, sample_rate=sample_rate)[1]
+        with self._stream_lock:  # one shared stream: blocks from several threads go in one at a time
+            if self._stream is None:
+                self._stream = self.open_stream(None)
+            return self._stream.feed(block, sample_rate=sample_rate)[1]
 
     def _refuse_chunk_stream(self) -> None:
         """Raise for a file without 195-frame chunks (whole-clip models) or without frames."""
@@ -804,7 +831,8 @@ def embed_to_file(model, inputs, out_path, *, num_threads=None, progress: bool =
         out_path: Output file ending with one of :data:`OUTPUT_FORMATS`.
         num_threads: Interpreter threads (``None``: the interpreter's default).
         progress: Show a progress bar (tqdm, when installed).
-        overwrite: Replace an existing output file; refused otherwise.
+        overwrite: Replace an existing output file or sidecar (``<out>.files.txt``,
+            ``<out>.windows.csv``); refused otherwise, before any audio is read.
         frames: Write frame-level vectors instead of one per file.
         hop_s: Seconds between window starts with ``frames`` (default 0.5).
 
@@ -812,7 +840,8 @@ def embed_to_file(model, inputs, out_path, *, num_threads=None, progress: bool =
         ``{'out': str, 'files': int, 'embedding_dim': int}`` (and ``'windows': int`` with ``frames``).
 
     Raises:
-        ParameterError: unknown output format, existing output, bad inputs or model, a hop
+        ParameterError: unknown output format, existing output or sidecar, an output that is an
+            input (even with ``overwrite``), bad inputs or model, a hop
             without ``frames``, a bad hop, a model that gives no frames (the message names the fix).
     """
     out_path = os.fspath(out_path)
@@ -821,9 +850,9 @@ def embed_to_file(model, inputs, out_path, *, num_threads=None, progress: bool =
         raise ParameterError(f"Unknown output format {extension!r} for {out_path!r}. Expected one of: {list(OUTPUT_FORMATS)}.")
     if hop_s is not None and not frames:
         raise ParameterError("A hop applies to frame-level outputs only: pass frames=True (CLI --frames) with it.")
-    if os.path.exists(out_path) and not overwrite:
-        raise ParameterError(f"Output {out_path!r} exists; pass overwrite=True (--force) to replace it.")
     files = audio_files(inputs)
+    _check_outputs(_output_files(out_path, frames), overwrite=overwrite,
+                   inputs=[("model", getattr(model, "path", model)), ("audio file", files)])
     if not isinstance(model, TFLiteModel):
         model = TFLiteModel(model, num_threads=num_threads)
     if frames:
@@ -832,7 +861,7 @@ def embed_to_file(model, inputs, out_path, *, num_threads=None, progress: bool =
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     if extension == ".npy":
         np.save(out_path, vectors)
-        with open(os.path.splitext(out_path)[0] + ".files.txt", "w") as handle:
+        with open(_output_files(out_path, frames=False)[-1], "w") as handle:
             handle.writelines(f"{path}\n" for path in files)
     else:
         with open(out_path, "w", newline="") as handle:
@@ -841,6 +870,21 @@ def embed_to_file(model, inputs, out_path, *, num_threads=None, progress: bool =
             writer.writerows([path, *(f"{value:.8g}" for value in vector)] for path, vector in zip(files, vectors))
     _log.info("Wrote %d embeddings (%d-d) to %s", len(files), vectors.shape[1], out_path)
     return {"out": out_path, "files": len(files), "embedding_dim": int(vectors.shape[1])}
+
+
+def _output_files(out_path: str, frames: bool) -> list:
+    """The files :func:`embed_to_file` writes: the output, and beside a ``.npy`` its rows' names (a sidecar)."""
+    if not out_path.lower().endswith(".npy"):
+        return [out_path]
+    return [out_path, os.path.splitext(out_path)[0] + (".windows.csv" if frames else ".files.txt")]
+
+
+def _check_outputs(paths: list, *, overwrite: bool, inputs: list) -> None:
+    """Refuse, before any work, an output that is an input, or one that exists without ``overwrite``."""
+    for path in paths:
+        refuse_inputs(path, inputs, what="Output", folder=False)
+        if os.path.exists(path) and not overwrite:
+            raise ParameterError(f"Output {path!r} exists; pass overwrite=True (--force) to replace it.")
 
 
 def _frames_to_file(model: TFLiteModel, files: list, out_path: str, extension: str, hop_s) -> dict:
@@ -857,7 +901,7 @@ def _frames_to_file(model: TFLiteModel, files: list, out_path: str, extension: s
     times = [[path, f"{start:.3f}", f"{end:.3f}"] for path, start, end in rows]
     if extension == ".npy":
         np.save(out_path, vectors)
-        with open(os.path.splitext(out_path)[0] + ".windows.csv", "w", newline="") as handle:
+        with open(_output_files(out_path, frames=True)[-1], "w", newline="") as handle:
             csv.writer(handle).writerows([header, *times])
     else:
         with open(out_path, "w", newline="") as handle:

