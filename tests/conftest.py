@@ -30,7 +30,6 @@ TINY_STUDENTS = {
     "mobilenetv3small_adv": {"alpha": 0.1},
     "tiny_cnn": _TINY_CNN,
     "tiny_cnn_k5": _TINY_CNN,
-    "tiny_cnn_sv": {**_TINY_CNN, "pooling": "stats"},
     "wav2small": {"filters": (8, 8), "pools": ((1, 2), (2, 2))},
     "mobilenetv4convsmall": {"width_multiplier": 0.25},
     "distil-small": {"width": 16, "depth": 1, "heads": 2, "ffn_dim": 64, "conv_channels": 16, "pos_conv_kernel": 16},

@@ -15,7 +15,6 @@ teacher more closely at equal steps (``benchmarks/distill_benchmark.py``).
 from trillsson_tf._keras import keras
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.kinds import CHUNK
-from trillsson_tf.models.heads import StatsPooling
 from trillsson_tf.models._common import StudentPreset, patch_input, projection_head
 
 layers = keras.layers
@@ -30,9 +29,6 @@ def _separable_block(x, filters: int, stride: int, kernel_size: int, name: str):
     return layers.ReLU(name=f"{name}_pw_relu")(x)
 
 
-POOLINGS = ("average", "stats")
-
-
 def build_tiny_cnn(
     *,
     stem_filters: int = 24,
@@ -40,7 +36,6 @@ def build_tiny_cnn(
     strides=(2, 2, 2, 1, 1),
     kernel_size: int = 3,
     embedding_dim: int = 96,
-    pooling: str = "average",
 ):
     """Tiny depthwise-separable per-chunk network.
 
@@ -50,14 +45,10 @@ def build_tiny_cnn(
         strides: Stride of each block's depthwise convolution (same length as ``filters``).
         kernel_size: Side of each block's square depthwise kernel.
         embedding_dim: Output width D.
-        pooling: ``average`` (over time and frequency) or ``stats``: the frequency mean, then the
-            mean and standard deviation over time, as x-vector speaker networks pool.
 
     Returns:
         keras.Model ``[n, 195, 80, 1]`` log-mel -> ``[n, embedding_dim]``.
     """
-    if pooling not in POOLINGS:
-        raise ParameterError(f"Unknown pooling {pooling!r}. Expected one of: {list(POOLINGS)}.")
     if len(filters) != len(strides):
         raise ParameterError(f"filters {tuple(filters)} and strides {tuple(strides)} must have the same length.")
     inputs = patch_input()
@@ -67,11 +58,7 @@ def build_tiny_cnn(
     x = layers.ReLU(name="stem_relu")(x)
     for index, (width, stride) in enumerate(zip(filters, strides)):
         x = _separable_block(x, int(width), int(stride), int(kernel_size), name=f"block{index + 1}")
-    if pooling == "stats":
-        x = layers.AveragePooling2D((1, x.shape[2]), name="frequency_mean")(x)  # [n, time, 1, C]
-        pooled = StatsPooling(name="stats_pool")(layers.Reshape((-1, x.shape[-1]), name="frames")(x))
-    else:
-        pooled = layers.GlobalAveragePooling2D(name="pool")(x)
+    pooled = layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(inputs, projection_head(pooled, embedding_dim))
 
 
@@ -93,14 +80,6 @@ PRESETS = {
         build=build_tiny_cnn,
         config={**_LAYERS, "kernel_size": 5},
         description="tiny_cnn with 5x5 depthwise kernels (80 K params at D=96): closer to speech_embedding",
-        assumed=_ASSUMED,
-    ),
-    "tiny_cnn_sv": StudentPreset(
-        name="tiny_cnn_sv",
-        family=CHUNK,
-        build=build_tiny_cnn,
-        config={**_LAYERS, "kernel_size": 5, "embedding_dim": 192, "pooling": "stats"},
-        description="tiny_cnn_k5 with statistics pooling over time, for speaker teachers (CAM++: 192-d)",
         assumed=_ASSUMED,
     ),
 }
