@@ -36,6 +36,20 @@ TINY_STUDENTS = {
 }
 
 
+def tampered_copy(path, folder, *, offset: int = 1 << 20):
+    """A copy of ``path`` in ``folder`` with the byte at ``offset`` flipped (a weights file that must be refused)."""
+    import shutil
+
+    copy = os.path.join(folder, os.path.basename(path))
+    shutil.copyfile(path, copy)
+    with open(copy, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    return copy
+
+
 def _files(pattern):
     files = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, pattern)))
     assert files, f"no bundled audio matches {pattern}"

