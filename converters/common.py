@@ -19,7 +19,7 @@ from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
 from trillsson_tf.data import source_paths
 from trillsson_tf.errors import ConversionError, ParameterError
 from trillsson_tf.export import KERAS_FILE, METADATA_FILE, read_metadata
-from trillsson_tf.folders import refuse_inputs
+from trillsson_tf.folders import refuse_inputs, write_atomic
 from trillsson_tf.frontend import numpy_ops
 from trillsson_tf.models import inner_network
 
@@ -217,8 +217,7 @@ def output_paths(out_path, overwrite: bool, inputs=()) -> tuple:
 def write_model(out_path: str, content: bytes) -> None:
     """Write converted model bytes, making the folder."""
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with open(out_path, "wb") as handle:
-        handle.write(content)
+    write_atomic(out_path, content)
 
 
 def check_parity(passed: bool, message: str, *, strict: bool) -> None:

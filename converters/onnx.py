@@ -23,7 +23,6 @@ writes ``<out without .onnx>.json``: inputs, outputs, opset, op counts, size, pa
 Needs the ``[onnx]`` extra (tf2onnx, onnx, onnxruntime).
 """
 import collections
-import json
 import logging
 import os
 
@@ -45,6 +44,7 @@ from trillsson_tf import kinds
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.contract import AUDIO_INPUT_NAME, PATCH_INPUT_NAME, SAMPLE_RATE_HZ
 from trillsson_tf.errors import ConversionError, ParameterError, TrillssonError
+from trillsson_tf.folders import write_json
 from trillsson_tf.metrics import parity
 from trillsson_tf.models import chunk_network, output_key
 
@@ -209,8 +209,7 @@ def convert_onnx(
         "converter": {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnxruntime": onnxruntime.__version__},
         "licence": LICENCE_NOTE,
     }
-    with open(card_path, "w") as handle:
-        json.dump(card, handle, indent=2)
+    write_json(card_path, card)
     _log.info("Wrote %s (%d bytes, mean cosine %.6f) and %s", out_path, len(content), scores["mean_cosine"], card_path)
     check_parity(scores["passed"], (
         f"Parity of {out_path} below threshold: mean cosine {scores['mean_cosine']:.6f} < {threshold} "

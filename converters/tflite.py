@@ -47,7 +47,6 @@ MediaPipe takes its window length from the stored input shape.
 """
 
 import dataclasses
-import json
 import logging
 import os
 
@@ -74,8 +73,15 @@ from converters.metadata import check_request, converter_metadata, score_labels
 from converters.waveform import convert_waveform_model
 from trillsson_tf import __version__, kinds, litert
 from trillsson_tf._keras import keras, tf
-from trillsson_tf.contract import AUDIO_INPUT_NAME, LOG_MEL_INPUT_NAME, PATCH_INPUT_NAME, SCORES_KEY, SIGNATURE_KEY
+from trillsson_tf.contract import (
+    AUDIO_INPUT_NAME,
+    LOG_MEL_INPUT_NAME,
+    PATCH_INPUT_NAME,
+    SCORES_KEY,
+    SIGNATURE_KEY,
+)
 from trillsson_tf.errors import ConversionError, ParameterError
+from trillsson_tf.folders import write_json
 from trillsson_tf.frontend import DEFAULT_FRONTEND, dft
 from trillsson_tf.metrics import ccc, parity
 from trillsson_tf.models import chunk_network, float32_frontend_model, output_key
@@ -364,8 +370,7 @@ def convert(
         "converter": {"tensorflow": tf.__version__, "fixed_samples": plan.fixed_samples, "frames": bool(frames)},
         "licence": LICENCE_NOTE,
     }
-    with open(card_path, "w") as handle:
-        json.dump(card, handle, indent=2)
+    write_json(card_path, card)
     _log.info("Wrote %s (%d bytes, %s, mean cosine %.6f) and %s", out_path, len(content), quantize, scores["mean_cosine"], card_path)
     check_parity(scores["passed"], (
         f"Parity of {out_path} below threshold: mean cosine {scores['mean_cosine']:.6f} < {threshold} "

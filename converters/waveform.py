@@ -14,7 +14,6 @@ CONV_2D + CONCATENATION (:class:`trillsson_tf.models.distil.GroupedConv1D`).
 :func:`converters.tflite.convert` (``trillsson-tf convert``) hands these models over to
 :func:`convert_waveform_model`.
 """
-import json
 import logging
 import os
 import re
@@ -41,6 +40,7 @@ from trillsson_tf import __version__, kinds, litert
 from trillsson_tf._keras import tf
 from trillsson_tf.contract import AUDIO_INPUT_NAME, SAMPLE_RATE_HZ, SIGNATURE_KEY
 from trillsson_tf.errors import ConversionError, ParameterError
+from trillsson_tf.folders import write_json
 from trillsson_tf.metrics import parity
 from trillsson_tf.models import output_key
 from trillsson_tf.models.distil import ENCODER_NAME
@@ -188,8 +188,7 @@ def convert_waveform_model(
         "converter": {"tensorflow": tf.__version__, "fixed_samples": length},
         "licence": LICENCE_NOTE,
     }
-    with open(card_path, "w") as handle:
-        json.dump(card, handle, indent=2)
+    write_json(card_path, card)
     _log.info("Wrote %s (%d bytes, %s, outputs %s)", out_path, len(content), quantize, names)
     check_parity(passed, f"Parity of {out_path} below {threshold}: " + ", ".join(
         f"{name} mean cosine {value['mean_cosine']:.6f}" for name, value in scores.items()), strict=strict)

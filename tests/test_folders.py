@@ -6,6 +6,7 @@ its export's own files and ``evaluate --json`` onto an existing file. Every refu
 any teacher, training or evaluation runs, so these are fast.
 """
 import glob
+import json
 import os
 import shutil
 
@@ -159,3 +160,23 @@ def test_android_assets_never_replace_the_folder_their_model_is_in(tmp_path):
     with pytest.raises(ParameterError, match=r"^Output directory '.*assets' holds the input --embedding-model"):
         android.build_android_assets(tmp_path / "assets", embedding_model=str(model), overwrite=True)
     assert model.read_bytes() == b"the user's model"
+
+
+def test_write_atomic_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
+    from trillsson_tf.folders import write_atomic, write_json
+
+    path = tmp_path / "run.json"
+    write_json(path, {"step": 1})
+    assert json.loads(path.read_text()) == {"step": 1} and oct(path.stat().st_mode & 0o777) == "0o644"
+    with pytest.raises(TypeError):  # not JSON: the old record stays
+        write_json(path, {"step": object()})
+    assert json.loads(path.read_text()) == {"step": 1}
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        write_atomic(path, b"{}")
+    assert json.loads(path.read_text()) == {"step": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]  # no partial file left behind

@@ -12,7 +12,6 @@
   dimension, computed once over the evaluated files (:func:`trillsson_tf.metrics.ccc`);
   probes are skipped.
 """
-import json
 import logging
 import os
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from trillsson_tf.data import find_audio, load_clips
 from trillsson_tf.errors import ParameterError
+from trillsson_tf.folders import write_json
 from trillsson_tf.metrics import binomial_ci95, ccc, fidelity, speaker_verification
 from trillsson_tf.teachers import load_teacher
 
@@ -266,8 +266,7 @@ def evaluate(
         report["verification"] = {role: _verify(vectors[role], speakers) for role in vectors}
     if out_json is not None:
         os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
-        with open(out_json, "w") as handle:
-            json.dump(report, handle, indent=2)
+        write_json(out_json, report)
     return report
 
 

@@ -26,7 +26,7 @@ from trillsson_tf.contract import (
     select_output_key,
 )
 from trillsson_tf.errors import ParameterError, TrillssonError
-from trillsson_tf.folders import prepare_output_dir
+from trillsson_tf.folders import prepare_output_dir, write_json
 from trillsson_tf.kinds import LAYER_STUDENT_KIND, WAVEFORM
 from trillsson_tf.frontend import DEFAULT_FRONTEND, DEFAULT_HOP_S
 from trillsson_tf.models import frames_model
@@ -144,8 +144,7 @@ def export_savedmodel(model, path, *, overwrite: bool = False, extra_metadata=No
             "sample_rate_hz": model.sample_rate_hz} if getattr(model, "family", None) == WAVEFORM else {}),
         **(extra_metadata or {}),
     }
-    with open(os.path.join(path, METADATA_FILE), "w") as handle:
-        json.dump(metadata, handle, indent=2)
+    write_json(os.path.join(path, METADATA_FILE), metadata)
     _log.info("Exported %s (%d parameters) to %s", model.name, metadata["parameters"], path)
     return path
 

@@ -34,7 +34,6 @@ The export (``<out_dir>/export``) has the two outputs ``keyword_logits`` and
 :class:`trillsson_tf.runtime.TFLiteModel` returns both. A :class:`LayeredTeacher` can stand in
 for the export (frozen only): that is the "teacher features" baseline of the benchmark.
 """
-import json
 import logging
 import math
 import os
@@ -43,9 +42,18 @@ import tempfile
 import numpy as np
 
 from trillsson_tf._keras import keras, tf
-from trillsson_tf.data import AudioItem, find_audio, index_clips, load_audio, read_crop, segments, source_paths
+from trillsson_tf.data import (
+    AudioItem,
+    find_audio,
+    index_clips,
+    load_audio,
+    read_crop,
+    segments,
+    source_paths,
+)
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.export import KERAS_FILE, export_savedmodel, read_metadata
+from trillsson_tf.folders import write_json
 from trillsson_tf.frontend.numpy_ops import mirror_pad
 from trillsson_tf.kinds import LAYER_STUDENT_KIND, MULTITASK_KIND
 from trillsson_tf.layer_teachers import LayeredTeacher
@@ -628,6 +636,5 @@ def evaluate_multitask(model, data, *, kws=None, sv=None, labels=None, speakers=
                        sv_groups=sv_groups, p_target=p_target, progress=progress)}
     if out_json is not None:
         os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
-        with open(out_json, "w") as handle:
-            json.dump(report, handle, indent=2)
+        write_json(out_json, report)
     return report

@@ -4,7 +4,7 @@ import shutil
 
 from trillsson_tf.errors import ParameterError
 
-__all__ = ["prepare_output_dir", "refuse_inputs"]
+__all__ = ["write_atomic", "write_json", "prepare_output_dir", "refuse_inputs"]
 
 
 def prepare_output_dir(path, *, overwrite: bool, what: str = "Output directory", resumable: bool = False,
@@ -90,3 +90,35 @@ def _same(path: str, other: str) -> bool:
 def _inside(path: str, folder: str) -> bool:
     """Whether resolved ``path`` lies strictly inside resolved ``folder``."""
     return path != folder and os.path.commonpath([path, folder]) == folder
+
+
+def write_atomic(path, content) -> str:
+    """Write ``content`` (bytes or str) to ``path`` whole or not at all.
+
+    A kill or a full disk leaves the old file (or none), never a 0-byte or truncated one: the
+    bytes go to a temporary file beside ``path``, are flushed to disk, then renamed over it.
+    """
+    import tempfile
+
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    data = content.encode() if isinstance(content, str) else bytes(content)
+    handle, partial = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".partial")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(partial, 0o644)  # mkstemp makes it private; outputs are ordinary files
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return path
+
+
+def write_json(path, value) -> str:
+    """:func:`write_atomic` of ``value`` as indented JSON."""
+    import json
+
+    return write_atomic(path, json.dumps(value, indent=2))

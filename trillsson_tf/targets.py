@@ -44,6 +44,7 @@ import numpy as np
 from trillsson_tf.augment import augmented_views
 from trillsson_tf.data import AudioItem, segments
 from trillsson_tf.errors import ParameterError
+from trillsson_tf.folders import write_json
 from trillsson_tf.frontend import DEFAULT_FRONTEND
 
 __all__ = [
@@ -447,8 +448,7 @@ def _prepare_cache(teacher, mode: str, cache_dir, shard_size: int) -> str:
     cache_dir = os.fspath(cache_dir or os.environ.get("TRILLSSON_CACHE_DIR") or DEFAULT_CACHE_DIR)
     folder = _cache_folder(cache_dir, teacher, mode)
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, TEACHER_FILE), "w") as handle:
-        json.dump(teacher_info(teacher, mode), handle, indent=2)
+    write_json(os.path.join(folder, TEACHER_FILE), teacher_info(teacher, mode))
     return folder
 
 

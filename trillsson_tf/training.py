@@ -32,7 +32,7 @@ import numpy as np
 
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.folders import prepare_output_dir
+from trillsson_tf.folders import prepare_output_dir, write_json
 
 __all__ = [
     "LOG_EVERY_STEPS",
@@ -203,8 +203,7 @@ class RunFolder:
         if not self.chief:
             return
         for folder in (self.path, *also):
-            with open(os.path.join(folder, self.record_file), "w") as handle:
-                json.dump(self.record, handle, indent=2)
+            write_json(os.path.join(folder, self.record_file), self.record)
 
     def saver(self, checkpoints: Checkpoints, before=None):
         """The ``on_checkpoint`` of :func:`run_steps`: ``before(step)``, then checkpoint, step and record."""

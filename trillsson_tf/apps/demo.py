@@ -7,7 +7,6 @@ subset and scores the 100 others and the 10 LibriSpeech speakers; the bundled sa
 speechocean762) train on FSDD and half the LibriSpeech speakers and score the other half.
 ``steps=FAST_STEPS`` is a smoke run (the tests; the CLI under ``TRILLSSON_FAST=1``).
 """
-import json
 import logging
 import os
 import time
@@ -17,7 +16,7 @@ import numpy as np
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
 from trillsson_tf.data import find_audio, source_paths
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.folders import prepare_output_dir
+from trillsson_tf.folders import prepare_output_dir, write_json
 
 __all__ = ["DEMO_RECIPE", "DEMO_STEPS", "DEMO_STUDENT", "DEMO_TEACHER", "FAST_STEPS", "run_demo", "summary"]
 
@@ -206,8 +205,7 @@ def run_demo(out_dir, *, data=None, student: str = DEMO_STUDENT, steps: int = DE
         "seconds": {"distill": round(distill_s, 1), "evaluate": round(evaluate_s, 1),
                     "convert_and_run": round(time.perf_counter() - began, 1)},
     }
-    with open(os.path.join(out_dir, "report.json"), "w") as handle:
-        json.dump(report, handle, indent=2)
+    write_json(os.path.join(out_dir, "report.json"), report)
     _log.info("Demo report written to %s", os.path.join(out_dir, "report.json"))
     return report
 
