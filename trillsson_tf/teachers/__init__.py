@@ -285,7 +285,8 @@ def parse_preset(spec: str):
         key, equals, value = item.partition("=")
         if not equals or not key.strip():
             raise ParameterError(f"Teacher {spec!r}: options are key=value pairs separated by commas, got {item!r}.")
-        parsed[key.strip().replace("-", "_")] = _option_value(value.strip())
+        key = key.strip().replace("-", "_")
+        parsed[key] = value.strip() if key == "weights" else _option_value(value.strip())  # a path stays a path
     return name, parsed
 
 

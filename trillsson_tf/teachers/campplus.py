@@ -132,13 +132,14 @@ def _cam_layer(x, kernel, dilation, name, conv1d, layers, tf):
 
 def load_campplus_weights(model, state: dict) -> None:
     """Place a CAM++ PyTorch state dict into :func:`build_campplus`'s model (every variable, or raise)."""
+    from trillsson_tf._keras import keras
     from trillsson_tf.errors import WeightPortingError
 
     used = set()
     for layer in model.layers:
         if not layer.weights:
             continue
-        if isinstance(layer, type(model.get_layer("head.bn1"))):
+        if isinstance(layer, keras.layers.BatchNormalization):
             keys = [k for k in ("weight", "bias", "running_mean", "running_var") if f"{layer.name}.{k}" in state]
         else:
             keys = ["weight"] + (["bias"] if len(layer.weights) > 1 else [])
