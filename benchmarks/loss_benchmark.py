@@ -62,7 +62,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--data", default=os.path.join(REPO, "data"))
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     args = parser.parse_args(argv)
-    from trillsson_tf.apps.demo import DEMO_RECIPE, DEMO_STEPS, DEMO_STUDENT, run_demo
+    from trillsson_tf.apps.demo import DEMO_RECIPE, DEMO_STEPS, DEMO_STUDENT, DEMO_TEACHER, run_demo
+
+    if DEMO_TEACHER != "speech_embedding":  # its figures and report keys are those of that demo
+        raise SystemExit("loss_benchmark measures the speech_embedding demo: run it from commit 01b1b26 "
+                         f"(the demo now distills {DEMO_TEACHER}, whose report it does not read yet).")
 
     steps = args.steps or DEMO_STEPS
     work = args.work or tempfile.mkdtemp(prefix="loss_benchmark_")
