@@ -3,19 +3,23 @@
 Imports numpy, soundfile and soxr only (no TensorFlow), so the runtime can use it.
 """
 import os
+import warnings
 
 import numpy as np
 
 from trillsson_tf.errors import AudioTypeError, ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
 
-__all__ = ["AUDIO_EXTENSIONS", "check_sample_rate", "validate_audio", "resample", "load_audio", "SAMPLE_AUDIO_DIR"]
+__all__ = ["AUDIO_EXTENSIONS", "MAX_SAMPLE_RATE_HZ", "check_sample_rate", "validate_audio", "resample", "load_audio", "SAMPLE_AUDIO_DIR"]
 
 SAMPLE_AUDIO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_audio")
 """Folder of the bundled real speech (FSDD and LibriSpeech samples; see its README)."""
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aiff", ".aif")
 """File endings taken as audio when a folder is searched (lower case; compared case-insensitively)."""
+
+MAX_SAMPLE_RATE_HZ = 768_000
+"""The highest sample rate taken (that of the fastest common audio interfaces and formats)."""
 
 
 def check_sample_rate(sample_rate_hz) -> int:
@@ -25,12 +29,16 @@ def check_sample_rate(sample_rate_hz) -> int:
         sample_rate_hz: Sample rate in Hz.
 
     Raises:
-        ParameterError: for zero, negative, fractional or non-numeric rates.
+        ParameterError: for zero, negative, fractional or non-numeric rates, and rates above
+            :data:`MAX_SAMPLE_RATE_HZ` (a rate in the wrong unit, which would resample to nothing).
     """
     if isinstance(sample_rate_hz, bool) or not isinstance(sample_rate_hz, (int, np.integer, float)):
         raise ParameterError(f"sample_rate must be a positive integer in Hz, got {sample_rate_hz!r}.")
-    if sample_rate_hz <= 0 or int(sample_rate_hz) != sample_rate_hz:
+    if sample_rate_hz <= 0 or not np.isfinite(sample_rate_hz) or int(sample_rate_hz) != sample_rate_hz:
         raise ParameterError(f"sample_rate must be a positive integer in Hz, got {sample_rate_hz!r}.")
+    if sample_rate_hz > MAX_SAMPLE_RATE_HZ:
+        raise ParameterError(f"sample_rate {sample_rate_hz!r} Hz is above {MAX_SAMPLE_RATE_HZ:,} Hz, the highest audio "
+                             "rate taken; give the rate in Hz (16 kHz audio: 16000).")
     return int(sample_rate_hz)
 
 
@@ -117,9 +125,13 @@ def resample(audio: np.ndarray, from_rate_hz: int, to_rate_hz: int = DEFAULT_FRO
     if from_rate_hz == to_rate_hz:
         return audio
     if audio.ndim == 1:
-        return soxr.resample(audio, from_rate_hz, to_rate_hz).astype(np.float32)
-    # soxr treats the second axis as channels: resample clips as channels, then transpose back.
-    return soxr.resample(audio.T, from_rate_hz, to_rate_hz).T.astype(np.float32)
+        resampled = soxr.resample(audio, from_rate_hz, to_rate_hz).astype(np.float32)
+    else:  # soxr treats the second axis as channels: resample clips as channels, then transpose back
+        resampled = soxr.resample(audio.T, from_rate_hz, to_rate_hz).T.astype(np.float32)
+    if resampled.shape[-1] == 0 < audio.shape[-1]:
+        raise ParameterError(f"{audio.shape[-1]} sample(s) at {from_rate_hz} Hz are shorter than one sample at "
+                             f"{to_rate_hz} Hz.")
+    return resampled
 
 
 def load_audio(path, *, sample_rate_hz: int = DEFAULT_FRONTEND.sample_rate_hz) -> np.ndarray:
@@ -136,7 +148,8 @@ def load_audio(path, *, sample_rate_hz: int = DEFAULT_FRONTEND.sample_rate_hz) -
         float32 array ``[samples]`` in [-1, 1].
 
     Raises:
-        ParameterError: the file is missing, empty or not audio (the message names it).
+        ParameterError: the file is missing, empty, not audio or holds NaN/Inf samples (the
+            message names it and gives the reason).
     """
     import soundfile
 
@@ -146,15 +159,34 @@ def load_audio(path, *, sample_rate_hz: int = DEFAULT_FRONTEND.sample_rate_hz) -
     try:
         samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError) as sndfile_error:
-        try:
-            import librosa
-        except ImportError:
-            raise ParameterError(f"Cannot read {path!r} as audio: {sndfile_error}") from None
-        try:
-            mono, rate = librosa.load(path, sr=None, mono=True)
-        except Exception as error:
-            raise ParameterError(f"Cannot read {path!r} as audio: {error}") from None
-        samples = mono[:, np.newaxis]
+        samples, rate = _load_with_librosa(path, sndfile_error)
     if samples.shape[0] == 0:
         raise ParameterError(f"Audio file {path!r} holds no samples.")
+    bad = samples.size - int(np.isfinite(samples).sum())
+    if bad:  # a float WAV may hold NaN/Inf: refused here, so every caller names (and may skip) the file
+        raise ParameterError(f"Audio file {path!r} holds {bad} NaN or Inf sample(s).")
     return resample(samples.mean(axis=1), rate, sample_rate_hz)
+
+
+def _load_with_librosa(path: str, sndfile_error: Exception):
+    """``(samples [n, 1], rate)`` of a file libsndfile refused, through librosa when installed."""
+    try:
+        import librosa
+    except ImportError:
+        raise ParameterError(f"Cannot read {path!r} as audio: {_reason(sndfile_error)}") from None
+    try:
+        with warnings.catch_warnings():  # its "PySoundFile failed" notes: the error below says it all
+            warnings.simplefilter("ignore")
+            mono, rate = librosa.load(path, sr=None, mono=True)
+    except Exception as error:  # librosa raises many kinds (audioread, ffmpeg); each means "not audio"
+        raise ParameterError(f"Cannot read {path!r} as audio: {_reason(error, sndfile_error)}") from None
+    return mono[:, np.newaxis], rate
+
+
+def _reason(*errors) -> str:
+    """The first non-empty error text (some decoders raise with none), else what failed."""
+    for error in errors:
+        text = str(error).strip()
+        if text:
+            return text
+    return f"not a format soundfile (libsndfile) or librosa can decode ({type(errors[0]).__name__})"

@@ -136,13 +136,17 @@ def read_manifest(path) -> list:
         list of :class:`AudioItem`, in file order.
 
     Raises:
-        ParameterError: missing file, or a manifest with no rows.
+        ParameterError: missing file, a file that is not UTF-8 text, or a manifest with no rows.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ParameterError(f"Manifest not found: {path!r}.")
-    with open(path, newline="") as handle:
-        rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+    except UnicodeDecodeError as error:
+        raise ParameterError(f"Manifest {path!r} is not UTF-8 text (byte {error.start}: {error.reason}); "
+                             "save it as UTF-8 CSV.") from None
     if rows and rows[0][0].strip().lower() == "path":
         columns, rows = [cell.strip() for cell in rows[0]], rows[1:]
     else:
@@ -344,7 +348,7 @@ def read_crop(index: AudioIndex, position: int, rng: np.random.Generator, *, cro
         float32 ``[crop_samples]``, equal to ``random_crop(load_audio(path), rng, crop_samples=...)``.
 
     Raises:
-        ParameterError: the file no longer holds the samples its header promised.
+        ParameterError: the file no longer holds the samples its header promised, or holds NaN/Inf.
     """
     import soundfile
 
@@ -360,6 +364,8 @@ def read_crop(index: AudioIndex, position: int, rng: np.random.Generator, *, cro
     if len(samples) != crop_samples:
         raise ParameterError(f"{path!r} holds {start + len(samples)} samples, fewer than its header's {length}; "
                              "was it changed during the run?")
+    if not np.all(np.isfinite(samples)):  # as load_audio refuses them
+        raise ParameterError(f"Audio file {path!r} holds NaN or Inf samples.")
     return samples.mean(axis=1)
 
 
