@@ -510,15 +510,7 @@ class TFLiteModel:
         Returns:
             float32 ``[len(paths), D]``, rows in the order of ``paths``.
         """
-        paths = list(paths)
-        if progress:
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                _log.info("Install tqdm to see a progress bar.")
-            else:
-                paths = tqdm(paths, desc="embed", unit="file")
-        vectors = [self.embed_file(path) for path in paths]
+        vectors = [self.embed_file(path) for path in _progress(list(paths), progress)]
         return np.stack(vectors) if vectors else np.zeros((0, self.embedding_dim), np.float32)
 
     # -- frame-level outputs --------------------------------------------------------------
@@ -837,11 +829,14 @@ def embed_to_file(model, inputs, out_path, *, num_threads=None, progress: bool =
         hop_s: Seconds between window starts with ``frames`` (default 0.5).
 
     Returns:
-        ``{'out': str, 'files': int, 'embedding_dim': int}`` (and ``'windows': int`` with ``frames``).
+        ``{'out': str, 'files': int, 'embedding_dim': int, 'skipped': [(path, error)]}`` (and
+        ``'windows': int`` with ``frames``); files that cannot be read (not audio, NaN/Inf
+        samples) are logged by name, left out of the output and listed in ``skipped``.
 
     Raises:
         ParameterError: unknown output format, existing output or sidecar, an output that is an
-            input (even with ``overwrite``), bad inputs or model, a hop
+            input (even with ``overwrite``), an output folder that cannot be written (checked
+            before any audio is read), no readable file, bad inputs or model, a hop
             without ``frames``, a bad hop, a model that gives no frames (the message names the fix).
     """
     out_path = os.fspath(out_path)
@@ -853,12 +848,12 @@ def embed_to_file(model, inputs, out_path, *, num_threads=None, progress: bool =
     files = audio_files(inputs)
     _check_outputs(_output_files(out_path, frames), overwrite=overwrite,
                    inputs=[("model", getattr(model, "path", model)), ("audio file", files)])
+    _check_writable(out_path)
     if not isinstance(model, TFLiteModel):
         model = TFLiteModel(model, num_threads=num_threads)
     if frames:
         return _frames_to_file(model, files, out_path, extension, DEFAULT_HOP_S if hop_s is None else hop_s)
-    vectors = model.embed_files(files, progress=progress)
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    files, vectors, skipped = _embed_readable(model, files, progress=progress)
     if extension == ".npy":
         np.save(out_path, vectors)
         with open(_output_files(out_path, frames=False)[-1], "w") as handle:
@@ -869,7 +864,60 @@ def embed_to_file(model, inputs, out_path, *, num_threads=None, progress: bool =
             writer.writerow(["path", *(f"e{i}" for i in range(vectors.shape[1]))])
             writer.writerows([path, *(f"{value:.8g}" for value in vector)] for path, vector in zip(files, vectors))
     _log.info("Wrote %d embeddings (%d-d) to %s", len(files), vectors.shape[1], out_path)
-    return {"out": out_path, "files": len(files), "embedding_dim": int(vectors.shape[1])}
+    return {"out": out_path, "files": len(files), "embedding_dim": int(vectors.shape[1]), "skipped": skipped}
+
+
+def _embed_readable(model: TFLiteModel, files: list, *, progress: bool = False):
+    """``(files, vectors [n, D], skipped)``: the files that read, their vectors, and ``(path, error)`` of the others."""
+    kept, vectors, skipped = [], [], []
+    for path in _progress(files, progress):
+        try:
+            vectors.append(model.embed_file(path))
+        except ParameterError as error:  # one bad file must not stop a batch job: named, counted, left out
+            _log.warning("Skipping %s: %s", path, error)
+            skipped.append((path, str(error)))
+            continue
+        kept.append(path)
+    _refuse_none_read(files, skipped)
+    return kept, np.stack(vectors), skipped
+
+
+def _progress(files: list, progress: bool):
+    """``files``, behind a tqdm bar when ``progress`` and tqdm is installed."""
+    if not progress:
+        return files
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        _log.info("Install tqdm to see a progress bar.")
+        return files
+    return tqdm(files, desc="embed", unit="file")
+
+
+def _refuse_none_read(files: list, skipped: list) -> None:
+    """Log how many files were left out; raise when that is all of them."""
+    if skipped:
+        _log.warning("Skipped %d unreadable file(s) of %d.", len(skipped), len(files))
+    if len(skipped) == len(files):
+        raise ParameterError(f"None of the {len(files)} audio file(s) could be read; first error: {skipped[0][1]}")
+
+
+def _check_writable(out_path: str) -> None:
+    """Make the output's folder and try a file in it, so an unwritable place fails before the work, not after.
+
+    Raises:
+        ParameterError: the folder cannot be made or written (read-only, a file in the way, no permission).
+    """
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(out_path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ParameterError(f"Cannot write the output {out_path!r}: {error.strerror or error} "
+                             f"({error.filename or folder!r}).") from None
 
 
 def _output_files(out_path: str, frames: bool) -> list:
@@ -890,13 +938,18 @@ def _check_outputs(paths: list, *, overwrite: bool, inputs: list) -> None:
 def _frames_to_file(model: TFLiteModel, files: list, out_path: str, extension: str, hop_s) -> dict:
     """The ``frames`` branch of :func:`embed_to_file`: every file's windows, one row each."""
     model._frame_windows(hop_s)  # a bad hop or a file without frames fails before any audio is read
-    rows, vectors = [], []
+    rows, vectors, skipped = [], [], []
     for path in files:
-        result = model.frames(load_audio(path, sample_rate_hz=model.sample_rate_hz), hop_s=hop_s)
+        try:
+            result = model.frames(load_audio(path, sample_rate_hz=model.sample_rate_hz), hop_s=hop_s)
+        except ParameterError as error:  # as in one-vector mode: named, counted, left out
+            _log.warning("Skipping %s: %s", path, error)
+            skipped.append((path, str(error)))
+            continue
         rows += [(path, float(start), float(start) + model.window_s) for start in result[START_S_KEY]]
         vectors.append(result[EMBEDDING_KEY][0])
+    _refuse_none_read(files, skipped)
     vectors = np.concatenate(vectors)
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     header = ["file", "start_s", "end_s"]
     times = [[path, f"{start:.3f}", f"{end:.3f}"] for path, start, end in rows]
     if extension == ".npy":
@@ -908,5 +961,7 @@ def _frames_to_file(model: TFLiteModel, files: list, out_path: str, extension: s
             writer = csv.writer(handle)
             writer.writerow([*header, *(f"v{i}" for i in range(vectors.shape[1]))])
             writer.writerows([*row, *(f"{value:.8g}" for value in vector)] for row, vector in zip(times, vectors))
-    _log.info("Wrote %d windows of %d files (%d-d, hop %g s) to %s", len(rows), len(files), vectors.shape[1], hop_s, out_path)
-    return {"out": out_path, "files": len(files), "windows": len(rows), "embedding_dim": int(vectors.shape[1])}
+    read = len(files) - len(skipped)
+    _log.info("Wrote %d windows of %d files (%d-d, hop %g s) to %s", len(rows), read, vectors.shape[1], hop_s, out_path)
+    return {"out": out_path, "files": read, "windows": len(rows), "embedding_dim": int(vectors.shape[1]),
+            "skipped": skipped}
