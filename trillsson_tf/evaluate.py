@@ -143,6 +143,22 @@ def _training_mean(model):
     return None if mean is None else np.asarray(mean, np.float64)
 
 
+def _scored_rows(split: list, has_split: bool, data) -> np.ndarray:
+    """Which files fidelity and CCC score: the ``test`` side of a split, else every file.
+
+    Raises:
+        ParameterError: a split without test files (for example FSDD takes 5+ only).
+    """
+    if not has_split:
+        return np.ones(len(split), bool)
+    rows = np.array([value == "test" for value in split])
+    if not rows.any():
+        where = repr(os.fspath(data)) if isinstance(data, (str, os.PathLike)) else "the data"
+        raise ParameterError(f"Every file of {where} is on the train side of its split (FSDD: takes 5 and up), "
+                             "so none is left to score; add test files (FSDD takes 0-4).")
+    return rows
+
+
 def _tasks(items, tasks):
     available = sorted({key for item in items for key in item.labels} - set(_NOT_TASKS))
     if tasks is None:
@@ -236,7 +252,7 @@ def evaluate(
         if vectors["student"].shape[1] != vectors["teacher"].shape[1]:
             _log.warning("No fidelity: the model gives %d-d vectors, the teacher %d-d.", vectors["student"].shape[1], vectors["teacher"].shape[1])
         else:
-            rows = np.array([value == "test" for value in split]) if has_split else np.ones(len(items), bool)
+            rows = _scored_rows(split, has_split, data)
             report["fidelity"] = {**fidelity(vectors["teacher"][rows], vectors["student"][rows], center=_training_mean(model)),
                                   "files": int(rows.sum())}
     if metric == "ccc":
@@ -245,7 +261,7 @@ def evaluate(
                 f"metric='ccc' needs one model output per teacher score: the model gives {vectors['student'].shape[1]}, "
                 f"the teacher {vectors['teacher'].shape[1]}."
             )
-        rows = np.array([value == "test" for value in split]) if has_split else np.ones(len(items), bool)
+        rows = _scored_rows(split, has_split, data)
         names = getattr(embedders["teacher"], "score_names", None)
         report["ccc"] = {**score_agreement(vectors["teacher"][rows], vectors["student"][rows], names=names),
                          "files": int(rows.sum())}

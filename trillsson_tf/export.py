@@ -198,6 +198,9 @@ def load_savedmodel(spec: str):
 
     Returns:
         The restored object (callable, with ``signatures``).
+
+    Raises:
+        ParameterError: not a SavedModel, or a local one whose files are damaged or truncated.
     """
     import tensorflow_hub as hub
 
@@ -205,15 +208,30 @@ def load_savedmodel(spec: str):
     if os.path.isdir(handle):
         if not tf.saved_model.contains_saved_model(handle):
             raise ParameterError(f"Directory {handle!r} holds no SavedModel (no saved_model.pb).")
-    elif "://" in handle:
-        if not os.environ.get("TFHUB_CACHE_DIR"):
-            require_network(handle)
-    else:
+        return _load_local_savedmodel(hub, handle)
+    if "://" not in handle:
         raise ParameterError(
             f"Cannot load {spec!r}: expected a SavedModel directory, a Keras file (.keras/.h5), "
             f"a TF Hub or Kaggle URL, 'kaggle:OWNER/MODEL/FRAMEWORK/VARIATION', or one of {list(HUB_HANDLES)}."
         )
+    if not os.environ.get("TFHUB_CACHE_DIR"):
+        require_network(handle)
     return hub.load(handle)
+
+
+def _load_local_savedmodel(hub, folder: str):
+    """``hub.load`` a SavedModel folder; damaged files raise a one-line :class:`ParameterError` naming it."""
+    from google.protobuf.message import DecodeError
+
+    try:
+        return hub.load(folder)
+    # What TensorFlow raises for a truncated or bit-flipped saved_model.pb or variables file:
+    # DataLossError / OpError ("Checksum does not match"), IndexError ("Read less bytes than
+    # requested"), a protobuf DecodeError. Caught only around this read, so nothing else is hidden.
+    except (tf.errors.OpError, IndexError, DecodeError) as error:
+        reason = (getattr(error, "message", None) or str(error) or type(error).__name__).strip().splitlines()[0]
+        raise ParameterError(f"Cannot load the SavedModel in {folder!r}: its files are damaged or truncated "
+                             f"({reason}); export it again.") from None
 
 
 def output_keys(loaded) -> tuple:
