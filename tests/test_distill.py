@@ -167,7 +167,7 @@ def test_mixed_precision_trains_in_float16_and_exports_float32(tmp_path, teacher
     assert "mixed_float16" not in config and '"float32"' in config
     # Automatic: off without a GPU, and the run says so.
     assert distill(fsdd_files, out_dir=tmp_path / "auto", **options)["training"]["mixed_precision"] is False
-    with pytest.raises(ParameterError, match="Cannot resume.*mixed_precision=True"):
+    with pytest.raises(ParameterError, match="Cannot resume.*mixed_precision was False, now True"):
         distill(fsdd_files, out_dir=tmp_path / "auto", resume=True, mixed_precision=True, **options)
     with pytest.raises(ParameterError, match="first at layer 'expanded_conv_9/depthwise'.*--no-mixed-precision"):
         distill(fsdd_files, out_dir=tmp_path / "mobilenet", student="mobilenetv3small", mixed_precision=True,

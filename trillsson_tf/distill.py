@@ -46,7 +46,8 @@ from trillsson_tf.metrics import fidelity
 from trillsson_tf.targets import build_cache, check_mode
 from trillsson_tf.teachers import SPEECH_EMBEDDING, load_teacher
 from trillsson_tf.training import (LR_SCHEDULES, RunFolder, check_float16, check_positive, learning_rate_schedule,
-                                   log_scalar, mixed_precision_policy, run_steps, use_mixed_precision, versions)
+                                   log_scalar, mixed_precision_policy, records_identity, run_steps, use_mixed_precision,
+                                   versions)
 
 __all__ = ["LOSSES", "LR_SCHEDULES", "DEFAULT_STUDENT", "STRATEGIES", "ccc_loss", "distill", "make_loss"]
 
@@ -251,12 +252,17 @@ def distill(
     chief = is_chief(strategy)
     run = RunFolder(out_dir, resume=resume, overwrite=overwrite, chief=chief,
                     inputs=[("--data", source_paths(data)), ("--targets", targets), ("--teacher", teacher.spec)])
+    # Everything that shapes the stream of batches or the updates is compared on resume; steps may grow.
+    stream = {"batch_size": batch_size, "seed": seed, "shuffle_buffer": shuffle_buffer,
+              "validation_fraction": validation_fraction, "target_mode": target_mode, "augment": augment,
+              "loss": loss, "ccc_weight": ccc_weight, "lr": lr, "lr_schedule": lr_schedule, "strategy": strategy_name,
+              "replicas": strategy.num_replicas_in_sync}
     record = run.open(
         {"teacher": teacher.spec, "teacher_identity": teacher.identity, "student": student, "config": config,
-         "mixed_precision": mixed},
+         "mixed_precision": mixed, "stream": stream},
         lambda i: f"was distilled from teacher {i['teacher']!r} ({i['teacher_identity']}) into student "
                   f"{i['student']!r} with {i['config']}, mixed_precision={i.get('mixed_precision', False)}",
-        compared=("teacher_identity", "student", "config", "mixed_precision"),
+        compared=("teacher_identity", "student", "config", "mixed_precision", "stream"),
     )
 
     if targets is not None:
@@ -275,6 +281,7 @@ def distill(
     scan_s = time.perf_counter() - scan_began
     del keys, cache  # a string per record: the scan's fingerprints replace them for the whole run
     target_mode = scan.mode
+    run.confirm(training_records=records_identity(scan))
     keras.utils.set_random_seed(seed)  # the same weights and data order for the same seed, whatever the strategy
     pipelines = input_pipelines(strategy)
     dataset = training_dataset(scan, batch_size=batch_size // pipelines[0], seed=seed, shuffle_buffer=shuffle_buffer,
@@ -303,9 +310,7 @@ def distill(
                                       directory=worker_checkpoint_dir(strategy, checkpoint_dir))
     if strategy.num_replicas_in_sync > 1:
         synchronize_batch_norm(model)  # global-batch statistics, as on one device
-    start = checkpoints.restore() if resume else 0
-    if start:
-        _log.info("Resumed %s at step %d", run.path, start)
+    start = run.restore(checkpoints) if resume else 0
     scale, offset = _target_standardisation(model, scan)
     key = models.output_key(model)
     # Same variables, float32 log-mel: 10% more steps/s for tiny_cnn_k5, same fidelity (measured); the export keeps float64.

@@ -41,7 +41,7 @@ from trillsson_tf.models import distil
 from trillsson_tf.input_pipeline import scan_shards, training_dataset
 from trillsson_tf.targets import build_cache
 from trillsson_tf.teachers import SPEECH_EMBEDDING, Teacher
-from trillsson_tf.training import RunFolder, check_positive, learning_rate_schedule, run_steps, versions
+from trillsson_tf.training import RunFolder, check_positive, records_identity, learning_rate_schedule, run_steps, versions
 
 __all__ = ["DEFAULT_SEGMENT_SAMPLES", "alignment_matrix", "distill_layers", "layer_loss", "student_config"]
 
@@ -232,11 +232,14 @@ def distill_layers(
     frames_teacher = _SegmentFrames(layered, segment_samples)
     run = RunFolder(out_dir, resume=resume, overwrite=overwrite,
                     inputs=[("--data", source_paths(data)), ("--teacher", teacher)])
+    stream = {"batch_size": batch_size, "seed": seed, "validation_fraction": validation_fraction, "augment": augment,
+              "lr": lr, "lr_schedule": lr_schedule}  # compared on resume, as distill's
     record = run.open(
-        {"teacher": frames_teacher.spec, "teacher_identity": frames_teacher.identity, "student": student, "config": config},
+        {"teacher": frames_teacher.spec, "teacher_identity": frames_teacher.identity, "student": student, "config": config,
+         "stream": stream},
         lambda i: f"distills the layers of teacher {i['teacher']!r} ({i['teacher_identity']}) into student "
                   f"{i['student']!r} with {i['config']}",
-        compared=("teacher_identity", "student", "config"),
+        compared=("teacher_identity", "student", "config", "stream"),
     )
 
     # Streams like distill: one file in memory while the shards are written, then segments from them.
@@ -247,6 +250,7 @@ def distill_layers(
     scan = scan_shards(cache.directory, teacher=frames_teacher, keys=cache.keys + cache.view_keys,
                        validation_fraction=validation_fraction, seed=seed, segment_samples=segment_samples,
                        per_segment=True, sample_targets=0, progress=progress)
+    run.confirm(training_records=records_identity(scan))
     dims = [layered.layer_dims[name] for name in layered.layers]
     width = sum(dims)
     teacher_frames = scan.target_mean.size // width
@@ -280,9 +284,7 @@ def distill_layers(
     optimizer = keras.optimizers.Adam(learning_rate)
     # The data iterator is saved with the weights: a resumed run continues the same stream of segments.
     checkpoints = run.checkpoints({"encoder": encoder, "heads": heads, "optimizer": optimizer, "data": batches})
-    start = checkpoints.restore() if resume else 0
-    if start:
-        _log.info("Resumed %s at step %d", run.path, start)
+    start = run.restore(checkpoints) if resume else 0
 
     @tf.function
     def train_step(audio, target):

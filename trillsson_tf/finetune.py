@@ -61,7 +61,7 @@ from trillsson_tf.metrics import accuracy, speaker_verification, split_speakers
 from trillsson_tf.models import distil
 from trillsson_tf.models.heads import KWS_OUTPUT, SV_OUTPUT, build_heads
 from trillsson_tf.teachers import file_fingerprint
-from trillsson_tf.training import RunFolder, check_positive, run_steps, versions
+from trillsson_tf.training import RunFolder, check_positive, files_identity, run_steps, versions
 
 __all__ = [
     "KWS_OUTPUT",
@@ -347,9 +347,14 @@ def finetune(
     source = _encoder_source(export)
     run = RunFolder(out_dir, resume=resume, overwrite=overwrite,
                     inputs=[("export", export), ("--data", source_paths(data)), ("--labels", labels)])
-    record = run.open({"encoder": source["spec"], "encoder_identity": source["identity"], "config": config},
+    # Batches are a function of the seed, the step and the training files: all compared on resume.
+    stream = {"batch_size": batch_size, "seed": seed, "lr": lr, "head_steps": head_steps,
+              "encoder_lr_scale": encoder_lr_scale, "balance_batches": bool(balance_batches),
+              "training_files": files_identity(train_items)}
+    record = run.open({"encoder": source["spec"], "encoder_identity": source["identity"], "config": config,
+                       "stream": stream},
                       lambda i: f"fine-tunes the encoder of {i['encoder']!r} ({i['encoder_identity']}) with {i['config']}",
-                      compared=("encoder_identity", "config"))
+                      compared=("encoder_identity", "config", "stream"))
 
     # The training files are indexed, not loaded: each step reads its crops (see ``full_batches``).
     index = index_clips(train_items, progress=progress)
@@ -375,7 +380,7 @@ def finetune(
     if not teacher_mode:
         tracked.update(encoder=encoder, encoder_optimizer=encoder_optimizer)
     checkpoints = run.checkpoints(tracked, max_to_keep=2)
-    start = checkpoints.restore() if resume else 0
+    start = run.restore(checkpoints) if resume else 0
 
     if start < head_steps:
         # Heads-only steps run on stored frames: each segment goes through the encoder once, file by

@@ -1,14 +1,20 @@
 """Output folders that are never overwritten by accident, and never hold a command's inputs (TensorFlow-free)."""
 import os
 import shutil
+import weakref
 
 from trillsson_tf.errors import ParameterError
 
-__all__ = ["write_atomic", "write_json", "prepare_output_dir", "refuse_inputs"]
+__all__ = ["LOCK_FILE", "lock_folder", "write_atomic", "write_json", "prepare_output_dir", "refuse_inputs"]
+
+LOCK_FILE = ".trillsson-tf.lock"
+"""Held (``flock``) by the process writing a run folder; not counted as content, never deleted by ``--force``."""
+
+_HELD = weakref.WeakValueDictionary()  # resolved folder -> its lock held by this process
 
 
 def prepare_output_dir(path, *, overwrite: bool, what: str = "Output directory", resumable: bool = False,
-                       inputs=()) -> str:
+                       inputs=(), check_only: bool = False) -> str:
     """Create ``path``, or empty it when ``overwrite``; refuse a non-empty folder otherwise.
 
     Args:
@@ -18,6 +24,7 @@ def prepare_output_dir(path, *, overwrite: bool, what: str = "Output directory",
         resumable: Say in the error that ``resume=True`` continues the run in it.
         inputs: What the command reads, as for :func:`refuse_inputs`: ``path`` must not be one
             of them, hold one or lie inside one (checked before anything is deleted).
+        check_only: Only refuse (no folder made, nothing deleted).
 
     Returns:
         ``path`` as a string.
@@ -27,15 +34,61 @@ def prepare_output_dir(path, *, overwrite: bool, what: str = "Output directory",
     """
     path = os.fspath(path)
     refuse_inputs(path, inputs, what=what)
-    if os.path.isdir(path) and os.listdir(path):
-        if not overwrite:
-            resume = "pass resume=True to continue it or " if resumable else "pass "
-            raise ParameterError(
-                f"{what} {path!r} exists and is not empty; {resume}overwrite=True (CLI --force) to replace it."
-            )
-        shutil.rmtree(path)
+    content = [name for name in os.listdir(path) if name != LOCK_FILE] if os.path.isdir(path) else []
+    if content and not overwrite:
+        resume = "pass resume=True (CLI --resume) to continue it or " if resumable else "pass "
+        raise ParameterError(
+            f"{what} {path!r} exists and is not empty; {resume}overwrite=True (CLI --force) to replace it."
+        )
+    if check_only:
+        return path
+    for name in content:  # the folder itself stays: another process may be waiting on its lock
+        entry = os.path.join(path, name)
+        if os.path.isdir(entry) and not os.path.islink(entry):
+            shutil.rmtree(entry)
+        else:
+            os.remove(entry)
     os.makedirs(path, exist_ok=True)
     return path
+
+
+class _Lock:
+    def __init__(self, handle):
+        self.handle = handle
+
+
+def lock_folder(path) -> object:
+    """Take the folder's :data:`LOCK_FILE` lock (``flock``); it is held while the returned object lives.
+
+    A second process is refused at once; the same process may take it again (a resume in a notebook
+    after an error). The lock dies with the process, so a killed run leaves no stale lock.
+
+    Raises:
+        ParameterError: another process holds it (its pid in the message).
+    """
+    import fcntl
+
+    path = os.fspath(path)
+    real = os.path.realpath(path)
+    held = _HELD.get(real)
+    if held is not None:
+        return held
+    os.makedirs(path, exist_ok=True)
+    handle = open(os.path.join(path, LOCK_FILE), "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        handle.close()
+        raise ParameterError(f"{path!r} is in use by another trillsson-tf process (pid {owner}); "
+                             "wait for it to finish or choose another output folder.") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    lock = _HELD[real] = _Lock(handle)
+    return lock
 
 
 def refuse_inputs(path, inputs, *, what: str = "Output directory", folder: bool = True) -> None:

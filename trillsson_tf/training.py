@@ -5,7 +5,7 @@
 >>> run = RunFolder(out_dir, resume=resume, overwrite=overwrite)
 >>> run.open(identity={"teacher": ..., "student": ...}, describe=lambda i: f"distills {i['student']}")
 >>> checkpoints = run.checkpoints({"model": model, "optimizer": optimizer})
->>> start = checkpoints.restore() if resume else 0
+>>> start = run.restore(checkpoints) if resume else 0
 >>> run_steps(step_fn, start=start, steps=steps, checkpoint_every=500, history=run.record["loss_history"],
 ...           on_checkpoint=run.saver(checkpoints), writer=run.writer(), progress=True)
 
@@ -23,16 +23,20 @@ that float16 breaks, naming its first layer that goes wrong.
 """
 import contextlib
 import dataclasses
+import errno
+import hashlib
 import json
 import logging
 import os
+import re
+import shutil
 import time
 
 import numpy as np
 
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.folders import prepare_output_dir, write_json
+from trillsson_tf.folders import lock_folder, prepare_output_dir, write_json
 
 __all__ = [
     "LOG_EVERY_STEPS",
@@ -44,6 +48,8 @@ __all__ = [
     "FLOAT16_TOLERANCE",
     "check_float16",
     "check_positive",
+    "files_identity",
+    "records_identity",
     "mixed_precision_policy",
     "use_mixed_precision",
     "learning_rate_schedule",
@@ -99,8 +105,37 @@ def versions() -> dict:
             "numpy": np.__version__}
 
 
+def records_identity(scan) -> str:
+    """``"N records, sha256 H"`` of a :class:`~trillsson_tf.input_pipeline.ShardScan`'s training records and shards.
+
+    A resume must read the same records from the same shards: the data iterator in the checkpoint
+    holds positions in them.
+    """
+    digest = hashlib.sha256(np.sort(np.asarray(scan.train_fingerprints, np.int64)).tobytes())
+    digest.update("\n".join(sorted(os.path.basename(shard) for shard in scan.shards)).encode())
+    return f"{len(scan.train_fingerprints)} records, sha256 {digest.hexdigest()[:16]}"
+
+
+def files_identity(items) -> str:
+    """``"N files, sha256 H"`` of the paths of :class:`~trillsson_tf.data.AudioItem` s (order-free)."""
+    paths = sorted(os.path.abspath(getattr(item, "path", item)) for item in items)
+    return f"{len(paths)} files, sha256 {hashlib.sha256(chr(10).join(paths).encode()).hexdigest()[:16]}"
+
+
 def _as_json(value):
     return json.loads(json.dumps(value))
+
+
+def _changes(before: dict, now: dict, keys, prefix: str = "") -> str:
+    """``"batch_size was 32, now 16; config.width was 8, now 16"`` for the ``keys`` that differ ('' if none)."""
+    parts = []
+    for key in keys:
+        old, new = before.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            parts.append(_changes(old, new, sorted(set(old) | set(new)), prefix=f"{prefix}{key}."))
+        elif old != new:
+            parts.append(f"{prefix}{key} was {old!r}, now {new!r}")
+    return "; ".join(part for part in parts if part)
 
 
 class Checkpoints:
@@ -116,18 +151,75 @@ class Checkpoints:
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.checkpoint = tf.train.Checkpoint(**tracked, step=self.step)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep)
+        self.directory = directory
 
-    def restore(self) -> int:
-        """Restore the latest checkpoint, if any; returns its step (0 when there is none)."""
-        latest = tf.train.latest_checkpoint(self.manager.directory)
-        if latest:
-            self.checkpoint.restore(latest).expect_partial()
-        return int(self.step.numpy())
+    def restore(self, step=None) -> int:
+        """Restore checkpoint ``step`` (the one the run's record names), or the latest when ``None``.
+
+        A missing or damaged checkpoint (no ``.index``, unreadable data) is passed over, with a
+        warning, for the newest intact one before it; the caller cuts its record back to the
+        step returned.
+
+        Returns:
+            The restored step; 0 when there is no checkpoint (and ``step`` is ``None`` or 0).
+
+        Raises:
+            ParameterError: ``step`` > 0 and no intact checkpoint at or before it.
+        """
+        self._remove_partial()
+        numbers = [n for n in self._numbers() if step is None or n <= step]
+        for number in numbers:
+            prefix = self._prefix(number)
+            try:
+                self.checkpoint.restore(prefix).expect_partial()
+            except (tf.errors.OpError, ValueError, AssertionError) as error:
+                _log.warning("Checkpoint %s is damaged (%s); trying an older one.", prefix, _first_line(error))
+                continue
+            if step is not None and number != step:
+                _log.warning("Checkpoint %s is missing or damaged; resuming from step %d.", self._prefix(step), number)
+            self.step.assign(number)
+            return number
+        if step:
+            raise ParameterError(f"Cannot resume: {self.directory!r} has no intact checkpoint at or before step "
+                                 f"{step}; rerun with --force (overwrite=True) to start over.")
+        return 0
 
     def save(self, step: int) -> None:
-        """Save everything tracked, as checkpoint number ``step``."""
+        """Save everything tracked, as checkpoint number ``step``.
+
+        Raises:
+            OSError: the checkpoint could not be written (a full disk); its partial files are removed,
+                so the older checkpoints stay usable and the disk space is given back.
+        """
         self.step.assign(step)
-        self.manager.save(checkpoint_number=step)
+        try:
+            self.manager.save(checkpoint_number=step)
+        except tf.errors.OpError as error:
+            self._remove_partial(step)
+            raise OSError(errno.EIO, f"checkpoint of step {step} not written: {_first_line(error)}",
+                          self._prefix(step)) from None
+
+    def _prefix(self, number: int) -> str:
+        return os.path.join(self.directory, f"ckpt-{number}")
+
+    def _numbers(self) -> list:
+        """Numbers of the checkpoints whose index and data files exist, newest first."""
+        if not os.path.isdir(self.directory):
+            return []
+        names = os.listdir(self.directory)
+        found = {int(m.group(1)) for m in map(re.compile(r"ckpt-(\d+)\.index$").match, names) if m}
+        return sorted((n for n in found if any(name.startswith(f"ckpt-{n}.data-") for name in names)), reverse=True)
+
+    def _remove_partial(self, number=None) -> None:
+        """Delete what a failed save left: TensorFlow's ``ckpt-N_temp`` folder, and ``ckpt-N.*`` of ``number``."""
+        if not os.path.isdir(self.directory):
+            return
+        for name in os.listdir(self.directory):
+            path = os.path.join(self.directory, name)
+            if name.endswith("_temp") and os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif number is not None and name.startswith(f"ckpt-{number}."):
+                os.remove(path)
 
 
 class RunFolder:
@@ -158,6 +250,9 @@ class RunFolder:
     def open(self, identity: dict, describe, *, compared=None) -> dict:
         """Create the folder, or check it on resume; returns the record (the previous one on resume).
 
+        The chief locks the folder for the life of this object (:func:`~trillsson_tf.folders.lock_folder`):
+        a second process writing the same run is refused rather than mixing its files in.
+
         Args:
             identity: JSON-able values that must be equal for a resume (teacher, student, options).
             describe: ``identity -> str`` completing "it ..." in the refusal, e.g.
@@ -166,26 +261,78 @@ class RunFolder:
                 describe the run (a teacher's spec, where its fingerprint is compared).
 
         Raises:
-            ParameterError: nothing to resume, another identity, a folder that overlaps an input,
-                or a non-empty folder without ``resume`` / ``overwrite``.
+            ParameterError: nothing to resume, another identity (naming what changed), an unreadable
+                record, a folder that overlaps an input or is in use by another process, or a
+                non-empty folder without ``resume`` / ``overwrite``.
         """
         identity = _as_json(identity)
         if self.resume:
             if not os.path.isfile(self.record_path):
                 raise ParameterError(f"Nothing to resume in {self.path!r}: it has no {self.record_file}.")
-            with open(self.record_path) as handle:
-                previous = json.load(handle)
+            self._lock()
+            previous = self._read_record()
             before = previous.get(_IDENTITY)
-            keys = identity if compared is None else compared
-            if not before or any(before.get(key) != identity[key] for key in keys):
-                made = describe(before) if before else "was made by an older trillsson_tf"
-                raise ParameterError(f"Cannot resume {self.path!r}: it {made}, not {describe(identity)}.")
+            keys = list(identity if compared is None else compared)
+            if not before:
+                raise ParameterError(f"Cannot resume {self.path!r}: it was made by an older trillsson_tf, "
+                                     f"not {describe(identity)}.")
+            changed = _changes(before, identity, keys)
+            if changed:
+                raise ParameterError(f"Cannot resume {self.path!r}: {changed} (it {describe(before)}).")
             self.record = previous
         else:
             if self.chief:
+                prepare_output_dir(self.path, overwrite=False, resumable=True, inputs=self.inputs, check_only=True)
+                self._lock()
                 prepare_output_dir(self.path, overwrite=self.overwrite, resumable=True, inputs=self.inputs)
             self.record = {_IDENTITY: identity}
         return self.record
+
+    def confirm(self, **values) -> None:
+        """Add identity values known only after the data is read (the training records' fingerprint).
+
+        On resume they must equal the record's; a record without them (older) is taken as is.
+
+        Raises:
+            ParameterError: a value changed, named with both values.
+        """
+        values = _as_json(values)
+        identity = self.record.setdefault(_IDENTITY, {})
+        if self.resume:
+            known = [key for key in values if key in identity]
+            changed = _changes(identity, values, known)
+            if changed:
+                raise ParameterError(f"Cannot resume {self.path!r}: {changed}.")
+        identity.update(values)
+
+    def restore(self, checkpoints: "Checkpoints") -> int:
+        """Restore the checkpoint of the record's step; returns that step, histories cut back to it.
+
+        The record is written after its checkpoint, so a kill between the two leaves a newer
+        checkpoint than the record: the record's step is restored, and no logged step is lost.
+        """
+        start = checkpoints.restore(self.record.get("step"))
+        for key, value in self.record.items():
+            if key.endswith("_history") and isinstance(value, list):
+                value[:] = [point for point in value if point[0] <= start]
+        if start:
+            _log.info("Resumed %s at step %d", self.path, start)
+        return start
+
+    def _lock(self) -> None:
+        if self.chief:
+            self._held = lock_folder(self.path)
+
+    def _read_record(self) -> dict:
+        try:
+            with open(self.record_path, encoding="utf-8") as handle:
+                record = json.load(handle)
+        except (OSError, ValueError) as error:
+            raise ParameterError(f"Cannot resume {self.path!r}: {self.record_file} is unreadable ({error}); "
+                                 "rerun with --force (overwrite=True) to start over.") from None
+        if not isinstance(record, dict):
+            raise ParameterError(f"Cannot resume {self.path!r}: {self.record_file} is not a run record.")
+        return record
 
     def checkpoints(self, tracked: dict, *, subdir: str = "checkpoints", max_to_keep: int = 3,
                     directory=None) -> Checkpoints:

@@ -188,8 +188,9 @@ def _run_stage(stage: str, wrapped, targets, patches, options: dict, run: RunFol
     optimizer = keras.optimizers.Adam(options["learning_rate"])
     checkpoints = run.checkpoints({"network": wrapped, "optimizer": optimizer}, subdir=os.path.join("checkpoints", stage),
                                   max_to_keep=1)
-    start = checkpoints.restore()
     record = run.record["stages"].setdefault(stage, {"steps": steps, "loss_curve": []})
+    # The step the report records, not the newest checkpoint: a kill between the two loses no curve point.
+    start = checkpoints.restore(record.get("step", 0))
     record["loss_curve"] = [point for point in record["loss_curve"] if point[0] <= start]
     if start:
         _log.info("Resuming stage %s of %s at step %d", stage, run.path, start)
