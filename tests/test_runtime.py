@@ -601,7 +601,7 @@ def test_cli_embed_never_overwrites_a_sidecar_without_force(patch_float32, tmp_p
     argv = ["embed", patch_float32, wav, "--out", str(tmp_path / "emb.npy"), *(["--frames"] if frames else [])]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert f"Output {str(tmp_path / sidecar)!r} exists; pass overwrite=True (--force)" in err and err.count("\n") == 1
+    assert f"Output {str(tmp_path / sidecar)!r} exists; pass --force to replace it" in err and err.count("\n") == 1
     assert (tmp_path / sidecar).read_text() == "user notes\n" and not (tmp_path / "emb.npy").exists()
     assert main([*argv, "--force"]) == 0
     assert wav in (tmp_path / sidecar).read_text()

@@ -1,13 +1,17 @@
 """The ``trillsson-tf`` command line. Each subcommand calls one library function.
 
-A toolkit error prints its message and exits with status 2, without a traceback. ``-v`` / ``-q``
-(before or after the subcommand) set how much the library logs to stderr.
+A toolkit error, a file system error (full disk, no permission) or a damaged input prints one line
+``trillsson-tf <command>: error: ...`` and exits with status 2, without a traceback; Ctrl-C exits
+with status 130. ``-v`` / ``-q`` (before or after the subcommand) set how much the library logs to
+stderr; TensorFlow's start-up logs show only with ``-v``.
 """
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import os
+import re
 import sys
 
 from trillsson_tf.errors import TrillssonError
@@ -29,6 +33,10 @@ def _cmd_export(args):
     from trillsson_tf import models
     from trillsson_tf.export import export_savedmodel
 
+    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):  # never replaced, even with --force
+        from trillsson_tf.errors import ParameterError
+
+        raise ParameterError(f"Export directory {args.out_dir!r} is a file; give a folder path (a file is never replaced).")
     model = models.build(args.name, **({"embedding_dim": args.embedding_dim} if args.embedding_dim else {}))
     path = export_savedmodel(model, args.out_dir, overwrite=args.force)
     print(f"Exported {args.name} ({model.count_params():,} parameters) to {path}")
@@ -52,6 +60,8 @@ def _cmd_embed(args):
         args.model, args.inputs, args.out, num_threads=args.num_threads, progress=not args.no_progress, overwrite=args.force,
         frames=args.frames, hop_s=args.hop,
     )
+    if summary["skipped"]:
+        print(f"Skipped {len(summary['skipped'])} unreadable file(s): {', '.join(path for path, _ in summary['skipped'])}")
     windows = f", {summary['windows']} windows" if args.frames else ""
     print(f"Embedded {summary['files']} files{windows} ({summary['embedding_dim']}-d) to {summary['out']}")
 
@@ -712,23 +722,160 @@ def _command_in(argv):
     return next((word for word in argv if not word.startswith("-")), None)
 
 
+_TF_FREE_COMMANDS = ("embed", "micro-build", "fetch-teacher")
+"""Subcommands that never import TensorFlow (every other one does, for its options or its work)."""
+_NO_COMMAND = ""
+"""``build_parser``'s command for ``trillsson-tf --help`` / ``--version``: no subcommand's full options, no TensorFlow."""
+
+
+def _verbose(argv) -> bool:
+    """Whether ``argv`` asks for ``-v`` (read before parsing: TensorFlow's logs start at its import)."""
+    return any(word == "--verbose" or re.fullmatch(r"-v+", word) for word in argv)
+
+
+@contextlib.contextmanager
+def _stderr_muted():
+    """Send what C++ code writes to file descriptor 2 to /dev/null (Python's own stderr is flushed first)."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow and find its devices without the ~8 lines of start-up logs it writes to stderr.
+
+    TensorFlow 2.21 writes them through absl before ``TF_CPP_MIN_LOG_LEVEL`` is read (oneDNN,
+    CUDA stub, cuInit), so the level alone does not hide them; the level hides its later INFO and
+    WARNING lines. Errors still come back as Python exceptions.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules:
+        return
+    with _stderr_muted():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # device discovery logs its own lines (cuInit) here
+
+
+_FLAGS = {"resume": "--resume", "overwrite": "--force"}
+"""The command-line flag of a library keyword argument that messages name without one."""
+
+
+def _cli_text(message: str) -> str:
+    """A library message in command-line words: ``pass resume=True (CLI --resume)`` -> ``pass --resume``."""
+    message = re.sub(r"\b\w+=True \((?:CLI )?(--[\w-]+)\)", r"\1", message)
+    return re.sub(r"\b(resume|overwrite)=True\b", lambda match: _FLAGS[match[1]], message)
+
+
+def _output_places(args) -> list:
+    """``(option, path)`` of the places a command writes, for an OS error that names no file."""
+    options = (("--out", "out"), ("--cache-dir", "cache_dir"), ("--json", "json"), ("out_dir", "out_dir"))
+    places = []
+    for option, name in options:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value:
+            places.append((option, value))
+    return places
+
+
+def _free_bytes(path: str):
+    """Bytes free on the file system that holds ``path`` (its nearest existing folder), or ``None``."""
+    folder = os.path.abspath(path)
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    try:
+        stats = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
+def _os_error_text(error: OSError, args) -> str:
+    """One line for an OS error: its reason and the file it concerns."""
+    reason = error.strerror or str(error) or type(error).__name__
+    if error.filename is not None:
+        second = f" -> {os.fspath(error.filename2)!r}" if error.filename2 is not None else ""
+        return f"{reason}: {os.fspath(error.filename)!r}{second}"
+    places = _output_places(args)
+    if error.errno == errno.ENOSPC:  # name the output(s) on the full file system
+        full = [(option, path) for option, path in places if (_free_bytes(path) or 0) < (1 << 20)] or places
+        return f"{reason} writing {' / '.join(f'{option} {path!r}' for option, path in full)}; free some space and rerun"
+    where = f" (writing {' / '.join(f'{option} {path!r}' for option, path in places)})" if places else ""
+    return f"{reason}{where}"
+
+
+def _tensorflow_io_error(error: BaseException):
+    """One line for a TensorFlow file error (full disk, missing, unreadable or damaged file), else ``None``."""
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        return None
+    io_errors = (tf.errors.ResourceExhaustedError, tf.errors.DataLossError, tf.errors.NotFoundError,
+                 tf.errors.PermissionDeniedError)
+    if not isinstance(error, io_errors):
+        return None
+    message = (error.message or str(error)).strip().splitlines()[0]
+    message = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", message)  # the op's internal name
+    return re.sub(r"\s*\[Op:\w+\].*$", "", message)
+
+
+def _close_progress_bars() -> None:
+    """End the progress bars an error left open, so the error is a line of its own, after them."""
+    tqdm_module = sys.modules.get("tqdm")
+    if tqdm_module is not None:
+        for bar in list(getattr(tqdm_module.tqdm, "_instances", ())):
+            bar.close()
+
+
+def _run(args) -> int:
+    """Run the parsed command; every error a user can cause becomes one line on stderr."""
+    def fail(text: str, status: int = 2) -> int:
+        _close_progress_bars()
+        print(f"trillsson-tf {args.command}: error: {text}", file=sys.stderr)
+        return status
+
+    try:
+        args.func(args)
+    except TrillssonError as error:
+        return fail(_cli_text(str(error)))
+    except KeyboardInterrupt:
+        resumable = "; rerun with --resume to continue" if hasattr(args, "resume") else ""
+        return fail(f"interrupted{resumable}", 130)
+    except UnicodeDecodeError as error:  # a text input in another encoding; the library names the file where it can
+        return fail(f"an input is not UTF-8 text ({error.reason} at byte {error.start})")
+    except OSError as error:
+        return fail(_os_error_text(error, args))
+    except Exception as error:
+        text = _tensorflow_io_error(error)
+        if text is None:  # a bug, not bad input: keep its traceback
+            raise
+        return fail(text)
+    return 0
+
+
 def main(argv=None) -> int:
     """Entry point of ``trillsson-tf``; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = _command_in(argv)
-    parser = build_parser(command)
+    try:
+        if command is not None and command not in _TF_FREE_COMMANDS and not _verbose(argv):
+            _import_tensorflow_quietly()
+        parser = build_parser(_NO_COMMAND if command is None else command)
+    except KeyboardInterrupt:
+        print("trillsson-tf: error: interrupted", file=sys.stderr)
+        return 130
     if command in _PASS_THROUGH_COMMANDS:
         args, pipeline_args = parser.parse_known_args(argv)
         args.pipeline_args = pipeline_args
     else:
         args = parser.parse_args(argv)
     with _logging_to_stderr(_log_level(args)):
-        try:
-            args.func(args)
-        except TrillssonError as error:
-            print(f"trillsson-tf {args.command}: error: {error}", file=sys.stderr)
-            return 2
-    return 0
+        return _run(args)
 
 
 if __name__ == "__main__":
