@@ -188,6 +188,7 @@ def test_a_full_disk_is_one_line_naming_the_output(full_disk, tmp_path, capsys, 
     assert cli.main(["embed", ANDROID_MODEL, wav, "--out", str(full_disk / "e.npy"), "--no-progress"]) == 2
     line = _error_line(capsys, "embed")
     assert "No space left on device" in line and str(full_disk / "e.npy") in line
+    assert not (full_disk / "e.npy").exists()  # written whole or not at all: no 0-byte file
     assert cli.main(["export", "tiny_cnn", str(full_disk / "export")]) == 2
     line = _error_line(capsys, "export")
     assert "No space left on device" in line and str(full_disk / "export") in line

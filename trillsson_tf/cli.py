@@ -821,7 +821,9 @@ def _tensorflow_io_error(error: BaseException):
         return None
     message = (error.message or str(error)).strip().splitlines()[0]
     message = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", message)  # the op's internal name
-    return re.sub(r"\s*\[Op:\w+\].*$", "", message)
+    message = re.sub(r"\s*\[Op:\w+\].*$", "", message)
+    file_first = re.fullmatch(r"(/\S+); (.+)", message)  # "<path>; No space left on device"
+    return f"{file_first[2]}: {file_first[1]!r}" if file_first else message
 
 
 def _close_progress_bars() -> None:

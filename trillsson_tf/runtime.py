@@ -49,6 +49,7 @@ This module imports numpy, the frontend numbers and their numpy twin, and the au
 ``ai_edge_litert`` first, ``tflite_runtime`` as the fallback. It never imports TensorFlow.
 """
 import csv
+import io
 import json
 import logging
 import os
@@ -67,7 +68,7 @@ from trillsson_tf.contract import (
     START_S_KEY,
 )
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.folders import refuse_inputs
+from trillsson_tf.folders import refuse_inputs, write_atomic
 from trillsson_tf.frontend import DEFAULT_FRONTEND, DEFAULT_HOP_S, FrontendConfig, dft, numpy_ops
 
 __all__ = [
@@ -855,16 +856,28 @@ def embed_to_file(model, inputs, out_path, *, num_threads=None, progress: bool =
         return _frames_to_file(model, files, out_path, extension, DEFAULT_HOP_S if hop_s is None else hop_s)
     files, vectors, skipped = _embed_readable(model, files, progress=progress)
     if extension == ".npy":
-        np.save(out_path, vectors)
-        with open(_output_files(out_path, frames=False)[-1], "w") as handle:
-            handle.writelines(f"{path}\n" for path in files)
+        write_atomic(out_path, _npy_bytes(vectors))
+        write_atomic(_output_files(out_path, frames=False)[-1], "".join(f"{path}\n" for path in files))
     else:
-        with open(out_path, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["path", *(f"e{i}" for i in range(vectors.shape[1]))])
-            writer.writerows([path, *(f"{value:.8g}" for value in vector)] for path, vector in zip(files, vectors))
+        header = ["path", *(f"e{i}" for i in range(vectors.shape[1]))]
+        write_atomic(out_path, _csv_text([header, *([path, *(f"{value:.8g}" for value in vector)]
+                                                    for path, vector in zip(files, vectors))]))
     _log.info("Wrote %d embeddings (%d-d) to %s", len(files), vectors.shape[1], out_path)
     return {"out": out_path, "files": len(files), "embedding_dim": int(vectors.shape[1]), "skipped": skipped}
+
+
+def _npy_bytes(vectors: np.ndarray) -> bytes:
+    """``vectors`` as the bytes of a ``.npy`` file (written whole by ``write_atomic``: a full disk leaves no 0-byte file)."""
+    buffer = io.BytesIO()
+    np.save(buffer, vectors)
+    return buffer.getvalue()
+
+
+def _csv_text(rows) -> str:
+    """``rows`` as CSV text."""
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue()
 
 
 def _embed_readable(model: TFLiteModel, files: list, *, progress: bool = False):
@@ -911,6 +924,11 @@ def _check_writable(out_path: str) -> None:
     import tempfile
 
     folder = os.path.dirname(os.path.abspath(out_path))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ParameterError(f"Cannot write the output {out_path!r}: {existing!r} is a file, not a folder.")
     try:
         os.makedirs(folder, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -953,14 +971,12 @@ def _frames_to_file(model: TFLiteModel, files: list, out_path: str, extension: s
     header = ["file", "start_s", "end_s"]
     times = [[path, f"{start:.3f}", f"{end:.3f}"] for path, start, end in rows]
     if extension == ".npy":
-        np.save(out_path, vectors)
-        with open(_output_files(out_path, frames=True)[-1], "w", newline="") as handle:
-            csv.writer(handle).writerows([header, *times])
+        write_atomic(out_path, _npy_bytes(vectors))
+        write_atomic(_output_files(out_path, frames=True)[-1], _csv_text([header, *times]))
     else:
-        with open(out_path, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow([*header, *(f"v{i}" for i in range(vectors.shape[1]))])
-            writer.writerows([*row, *(f"{value:.8g}" for value in vector)] for row, vector in zip(times, vectors))
+        columns = [*header, *(f"v{i}" for i in range(vectors.shape[1]))]
+        write_atomic(out_path, _csv_text([columns, *([*row, *(f"{value:.8g}" for value in vector)]
+                                                     for row, vector in zip(times, vectors))]))
     read = len(files) - len(skipped)
     _log.info("Wrote %d windows of %d files (%d-d, hop %g s) to %s", len(rows), read, vectors.shape[1], hop_s, out_path)
     return {"out": out_path, "files": read, "windows": len(rows), "embedding_dim": int(vectors.shape[1]),
