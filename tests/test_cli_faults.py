@@ -277,3 +277,5 @@ def test_refusals_name_the_command_line_options(tmp_path, capsys):
     assert cli.main(["distill", "--data", FSDD, "--out", str(run), "--cache-dir", str(tmp_path / "cache")]) == 2
     line = _error_line(capsys, "distill")
     assert "--resume" in line and "--force" in line and "=True" not in line
+    # Library messages in either order of keyword and flag read as the flag alone.
+    assert cli._cli_text("rerun with --force (overwrite=True) to start over.") == "rerun with --force to start over."

@@ -768,8 +768,10 @@ _FLAGS = {"resume": "--resume", "overwrite": "--force"}
 
 
 def _cli_text(message: str) -> str:
-    """A library message in command-line words: ``pass resume=True (CLI --resume)`` -> ``pass --resume``."""
+    """A library message in command-line words: ``pass resume=True (CLI --resume)`` -> ``pass --resume``,
+    ``rerun with --force (overwrite=True)`` -> ``rerun with --force``."""
     message = re.sub(r"\b\w+=True \((?:CLI )?(--[\w-]+)\)", r"\1", message)
+    message = re.sub(r"(--[\w-]+) \(\w+=True\)", r"\1", message)  # "--force (overwrite=True)"
     return re.sub(r"\b(resume|overwrite)=True\b", lambda match: _FLAGS[match[1]], message)
 
 
