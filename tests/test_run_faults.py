@@ -153,3 +153,6 @@ def test_a_second_process_is_refused_from_a_run_folder_in_use(files, options, tm
     assert record["step"] == 10 and os.path.exists(out / LOCK_FILE)
     with pytest.raises(ParameterError, match="exists and is not empty"):  # the lock file alone is not content
         distill(files, out_dir=out, steps=10, **options)
+    (out / "stale.txt").write_text("replaced with --force")
+    assert distill(files, out_dir=out, steps=10, overwrite=True, **options)["step"] == 10
+    assert sorted(os.listdir(out)) == sorted([LOCK_FILE, "checkpoints", "export", "logs", "run.json"])

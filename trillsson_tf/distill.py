@@ -335,9 +335,16 @@ def distill(
     def train_step(audio, target):
         return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_step, args=(audio, target)), axis=None)
 
-    @tf.function
+    @tf.function(reduce_retracing=True)
+    def predict(audio):
+        return tf.cast(model(audio, training=False)[key], tf.float32)
+
+    def held_out_outputs(audio):
+        # batch_size clips at a time: one call on all held-out clips (up to 256) took 500 MB at each checkpoint.
+        return np.concatenate([predict(audio[i : i + batch_size]).numpy() for i in range(0, len(audio), batch_size)])
+
     def eval_loss(audio, target):
-        return loss_fn(target, tf.cast(model(audio, training=False)[key], tf.float32) * scale + offset)
+        return loss_fn(target, held_out_outputs(audio) * scale + offset)
 
     validation = (scan.validation_audio, scan.validation_targets) if len(scan.validation_audio) else None
     validation_history = record.setdefault("validation_history", [])
@@ -413,7 +420,7 @@ def distill(
     _fold_standardisation(model, scale, offset)
     if validation is not None:
         # On the held-out files, beside what the training mean and the best training target score.
-        record["fidelity"] = {**fidelity(validation[1], model(validation[0], training=False)[key].numpy(),
+        record["fidelity"] = {**fidelity(validation[1], held_out_outputs(validation[0]),
                                          center=scan.target_mean, training_targets=scan.sample_targets),
                               "files": len(validation[0]), "segment": "the first 2 s of each held-out file"}
     export_dir = export_savedmodel(

@@ -156,7 +156,10 @@ def write_atomic(path, content) -> str:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     data = content.encode() if isinstance(content, str) else bytes(content)
-    handle, partial = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".partial")
+    try:
+        handle, partial = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".partial")
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, path) from None
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(data)
@@ -164,6 +167,8 @@ def write_atomic(path, content) -> str:
             os.fsync(out.fileno())
         os.chmod(partial, 0o644)  # mkstemp makes it private; outputs are ordinary files
         os.replace(partial, path)
+    except OSError as error:  # named by the file the user asked for, not the temporary one
+        raise OSError(error.errno, error.strerror, path) from None
     finally:
         if os.path.exists(partial):
             os.remove(partial)
