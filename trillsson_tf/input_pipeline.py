@@ -7,7 +7,8 @@ The distiller never holds its corpus. It reads a targets folder (the local cache
    64-bit fingerprints of the training records' keys, running moments of their targets (the standardisation and
    the centre of the fidelity figures), a bounded sample of target rows (the
    nearest-training-target baseline) and the first 2 s of at most ``max_validation`` held-out
-   files. A corrupt or truncated shard is named, counted and left out.
+   files. An unusable shard (truncated, damaged, not target records, another teacher's, mode
+   or width: :func:`trillsson_tf.targets.shard_records`) is named, counted and left out.
 2. :func:`training_dataset`, the ``tf.data`` pipeline: shard files shuffled and interleaved,
    records parsed, filtered to the training keys, cut to one random 2 s crop each (``global``
    mode: anywhere in the clip, target row 0; ``local`` mode, or any per-segment targets such as
@@ -25,7 +26,7 @@ import numpy as np
 
 from trillsson_tf.data import CROP_SAMPLES, check_validation_fraction, is_validation, segments
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.targets import check_folder, serialized_records, shard_paths
+from trillsson_tf.targets import ShardError, check_folder, shard_paths, shard_records, skip_shard
 
 __all__ = ["SHUFFLE_BUFFER", "MAX_VALIDATION_FILES", "MAX_SAMPLE_TARGETS", "ShardScan", "scan_shards",
            "key_fingerprints", "reader_shards", "training_dataset"]
@@ -53,7 +54,8 @@ class ShardScan:
         info: Its ``teacher.json``.
         mode: ``global`` or ``local``.
         shards: The readable shards that hold training records (the pipeline reads these).
-        skipped_shards: ``(path, error)`` of corrupt or truncated shards, left out.
+        skipped_shards: ``(path, reason)`` of unusable shards (corrupt, truncated, another
+            teacher's, mode or width: :func:`trillsson_tf.targets.shard_records`), left out.
         train_fingerprints: int64 ``[records]``, :func:`key_fingerprints` of the training records'
             keys: 8 bytes a record, where key strings would cost a Python and a TensorFlow string each.
         train_files: Distinct training files (augmented views share their file's path).
@@ -195,8 +197,6 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
     """
     from tqdm.auto import tqdm
 
-    from trillsson_tf._keras import tf
-
     check_validation_fraction(validation_fraction)
     directory = str(directory)
     info = check_folder(directory, teacher=teacher, mode=mode)
@@ -207,15 +207,14 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
     wanted = None if keys is None else np.unique(key_fingerprints(keys))
     moments = _Moments(sample_targets, seed)
     readable, skipped, fingerprints, train_paths, held_paths = [], [], [], set(), set()
-    held_audio, held_targets, other, seconds, intact = [], [], 0, 0.0, 0
+    held_audio, held_targets, other, seconds, intact, width = [], [], 0, 0.0, 0, None
     for shard in tqdm(shards, desc="scanning target shards", unit="shard", disable=not progress):
         rows, shard_prints, shard_train_paths, shard_held, shard_held_paths = [], [], set(), [], set()
         shard_seconds, shard_other = 0.0, 0
         try:
-            records = []
-            for serialized in serialized_records([shard]):
-                feature = tf.train.Example.FromString(serialized).features.feature
-                records.append((feature, *_decode(feature)))
+            # The first intact shard sets the width (a cache's odd shards were set aside by build_cache).
+            records = [(feature, *_decode(feature))
+                       for feature in shard_records(shard, teacher=teacher, mode=info["mode"], width=width)]
             prints = key_fingerprints([key for _, key, _, _ in records])
             asked = np.ones(len(records), bool) if wanted is None else _member(prints, wanted)
             for (feature, _, path, targets), fingerprint, use in zip(records, prints, asked):
@@ -232,13 +231,11 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
                     shard_train_paths.add(path)
                     rows.append(targets if per_segment else targets[:1])
                     shard_seconds += _samples(feature) / 16000.0
-        except (tf.errors.DataLossError, tf.errors.OutOfRangeError, KeyError, IndexError, ValueError) as error:
-            # A shard cut short by a crash or damaged on disk: leave it all out, never half of it.
-            message = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-            _log.warning("Skipping corrupt target shard %s: %s", shard, message)
-            skipped.append((shard, message))
+        except ShardError as error:  # cut short by a crash, damaged on disk, copied in: all of it out, never half
+            skip_shard(error, skipped, log=_log)
             continue
         intact += 1
+        width = width or (records[0][3].shape[1] if records else None)
         if shard_prints:  # a shard of held-out files or of other files only is never read again
             readable.append(shard)
             fingerprints.append(np.array(shard_prints, np.int64))
@@ -251,11 +248,11 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
         other += shard_other
         seconds += shard_seconds
     if skipped:
-        _log.warning("Left out %d corrupt target shard(s) of %d in %s.", len(skipped), len(shards), directory)
+        _log.warning("Left out %d unusable target shard(s) of %d in %s.", len(skipped), len(shards), directory)
     if not fingerprints:
         raise ParameterError(
             f"Targets folder {directory!r} has no readable training record ({intact} readable shard(s), "
-            f"{len(skipped)} corrupt, {len(held_paths)} held-out file(s), {other} record(s) of other files)."
+            f"{len(skipped)} unusable, {len(held_paths)} held-out file(s), {other} record(s) of other files)."
         )
     mean = moments.total / moments.count
     std = np.sqrt(np.maximum(moments.squares / moments.count - np.square(mean), 0.0))

@@ -85,6 +85,7 @@ class TeacherTargets(beam.DoFn):
         targets = batch_targets(self.teacher, [record.audio for record in batch], mode=self.mode, batch_size=self.batch_size)
         self._padded.inc(self.teacher.padded_clips - padded_before)
         for record, target in zip(batch, targets):
-            record.targets = target
+            # Stamped on each record: a shard copied into another teacher's folder is then refused.
+            record.targets, record.teacher, record.mode = target, self.teacher.identity, self.mode
             self._records.inc()
             yield encode_record(record)
