@@ -119,7 +119,7 @@ def _cmd_distill(args):
         mixed_precision=args.mixed_precision,
     )
     if record["data"]["skipped_shards"]:
-        print(f"Left out {len(record['data']['skipped_shards'])} corrupt target shard(s): "
+        print(f"Left out {len(record['data']['skipped_shards'])} unusable target shard(s): "
               f"{', '.join(record['data']['skipped_shards'])}")
     if record["data"]["skipped"]:
         print(f"Skipped {len(record['data']['skipped'])} unreadable file(s): {', '.join(record['data']['skipped'])}")

@@ -266,7 +266,7 @@ def distill(
     )
 
     if targets is not None:
-        folder, keys, skipped_files, cache = targets, None, [], None
+        folder, keys, skipped_files, cache, set_aside = targets, None, [], None, []
     else:
         # Streams: one file in memory at a time; views only for the files the split trains on.
         items = find_audio(data)
@@ -274,6 +274,7 @@ def distill(
         cache = build_cache(teacher, items, mode=target_mode or "global", cache_dir=cache_dir, views=augment,
                             augmented=train_items, seed=seed, progress=progress)
         folder, keys, skipped_files = cache.directory, cache.keys + cache.view_keys, cache.skipped
+        set_aside = cache.bad_shards  # recomputed, but the run says which shards were unusable
         target_mode = target_mode or "global"
     scan_began = time.perf_counter()
     scan = scan_shards(folder, teacher=teacher, mode=target_mode, keys=keys, validation_fraction=validation_fraction,
@@ -369,7 +370,7 @@ def distill(
                 "target_cache": scan.directory,
                 "shards": len(scan.shards),
                 "shards_read": len(reader_shards(scan, pipelines)),  # by this process
-                "skipped_shards": [path for path, _ in scan.skipped_shards],
+                "skipped_shards": [path for path, _ in set_aside + scan.skipped_shards],
                 "scan_seconds": scan_s,  # one read of every shard before the first step
             },
             "training": {

@@ -326,7 +326,7 @@ def distill_layers(
             "skipped": [path for path, _ in cache.skipped],
             "target_cache": cache.directory,
             "shards_read": len(scan.shards),
-            "skipped_shards": [path for path, _ in scan.skipped_shards],
+            "skipped_shards": [path for path, _ in cache.bad_shards + scan.skipped_shards],
         },
         "training": {"loss": "l1 - log sigmoid(cosine), per layer", "lr": lr, "lr_schedule": lr_schedule,
                      "batch_size": batch_size, "steps": steps, "checkpoint_every": checkpoint_every,
