@@ -282,7 +282,7 @@ class RunFolder:
             self.record = previous
         else:
             if self.chief:
-                prepare_output_dir(self.path, overwrite=False, resumable=True, inputs=self.inputs, check_only=True)
+                prepare_output_dir(self.path, overwrite=self.overwrite, resumable=True, inputs=self.inputs, check_only=True)
                 self._lock()
                 prepare_output_dir(self.path, overwrite=self.overwrite, resumable=True, inputs=self.inputs)
             self.record = {_IDENTITY: identity}
