@@ -13,9 +13,13 @@ Sizes are views per file: 0 (1x), 9 (10x), and ``--views`` for the largest; ``--
 files are taken evenly from the corpus (the teacher's time bounds what a 2-core run can build).
 ``--baseline CHECKOUT`` also runs the 1x size with the toolkit of another checkout (e.g. a
 worktree of the last commit that held the corpus in memory) for the in-memory steps/s and RSS.
+``--file-counts 300 3000 12000`` scales files instead of views (distinct 2 s files cut from the
+corpus, the default 10 % held out, as ``distill --data`` runs by default): peak RSS must not grow
+with the number of files (``streaming_benchmark_files.{json,md}``).
 
     .venv/bin/python benchmarks/streaming_benchmark.py                      # 300 files: 1x, 10x, 20x; 60 steps
     .venv/bin/python benchmarks/streaming_benchmark.py --files 0 --views 0 9 99 --steps 400 --repeats 3 --baseline ../wt/inmem
+    .venv/bin/python benchmarks/streaming_benchmark.py --file-counts 300 3000 12000 --steps 100
 
 Writes ``benchmarks/results/streaming_benchmark.{json,md}`` and prints the markdown.
 """
@@ -40,7 +44,7 @@ from trillsson_tf.distill import distill
 job = json.load(sys.stdin)
 record = distill(job["files"], out_dir=job["out"], student="tiny_cnn", steps=job["steps"], batch_size=32,
                  checkpoint_every=job["steps"], cache_dir=job["cache"], augment=job["views"], overwrite=True,
-                 validation_fraction=0.0)
+                 validation_fraction=job.get("validation_fraction", 0.0))
 print("RESULT " + json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                               "steps_per_second": record["steps_per_second"], "data": record.get("data", {}),
                               "steady_steps_per_second": record.get("steady_steps_per_second"),
@@ -58,10 +62,10 @@ def corpus_files():
     return files
 
 
-def run_size(files, views, *, cache, steps, work, checkout=REPO):
+def run_size(files, views, *, cache, steps, work, checkout=REPO, validation_fraction=0.0):
     """Distill one size in a fresh process with the toolkit of ``checkout``; returns its RESULT record."""
-    job = {"files": files, "out": os.path.join(work, f"run_{views}_{os.path.basename(checkout)}"), "cache": cache,
-           "views": views, "steps": steps}
+    job = {"files": files, "out": os.path.join(work, f"run_{views}_{len(files)}_{os.path.basename(checkout)}"),
+           "cache": cache, "views": views, "steps": steps, "validation_fraction": validation_fraction}
     # The job goes in on stdin: thousands of paths exceed the 128 KB limit of one argument.
     result = subprocess.run([sys.executable, "-c", JOB], input=json.dumps(job), capture_output=True, text=True,
                             cwd=checkout)
@@ -131,6 +135,58 @@ def to_markdown(report):
     return "\n".join(lines) + "\n"
 
 
+def cut_files(count, folder):
+    """``count`` distinct 2 s WAVs cut from the corpus (file ``i``: corpus file ``i mod M`` at a shifted start)."""
+    import numpy as np
+    import soundfile
+
+    from trillsson_tf.audio import load_audio
+
+    os.makedirs(folder, exist_ok=True)
+    corpus = [load_audio(path) for path in corpus_files()]
+    corpus = [clip for clip in corpus if len(clip) >= 32000]
+    paths = []
+    for i in range(count):
+        clip = corpus[i % len(corpus)]
+        start = (i // len(corpus) * 4000) % (len(clip) - 32000 + 1)
+        paths.append(os.path.join(folder, f"cut_{i:06d}.wav"))
+        if not os.path.exists(paths[-1]):
+            soundfile.write(paths[-1], clip[start:start + 32000].astype(np.float32), 16000, subtype="PCM_16")
+    return paths
+
+
+def scale_files(counts, *, steps, work):
+    """Peak RSS and steps/s of ``distill`` (10 % held out) on each number of files; writes ``*_files.{json,md}``."""
+    from trillsson_tf.targets import build_cache
+    from trillsson_tf.data import find_audio
+    from trillsson_tf.teachers import load_teacher
+
+    teacher, rows = load_teacher("speech_embedding"), []
+    everything = cut_files(max(counts), os.path.join(work, "cut"))
+    for count in sorted(counts):
+        files, cache = everything[:count], os.path.join(work, f"cache_files_{count}")
+        build_cache(teacher, find_audio(files), cache_dir=cache, progress=True)
+        run = run_size(files, 0, cache=cache, steps=steps, work=work, validation_fraction=0.1)
+        rows.append({"files": count, "rss_mb": run["rss_mb"], "steps_per_second": run["steps_per_second"],
+                     "validation_files": run["data"].get("validation_files")})
+        print(rows[-1], flush=True)
+    lines = ["# Streaming distillation: memory against the number of files", "",
+             f"Distinct 2 s files cut from ../shared/data, `speech_embedding` targets (cached before the run), "
+             f"`tiny_cnn`, batch 32, {steps} steps, 10 % of files held out, one fresh process per size, "
+             f"2-core CPU ({time.strftime('%Y-%m-%d')}).", "",
+             "| files | held out | peak RSS MB | RSS / smallest | steps/s |", "|---:|---:|---:|---:|---:|"]
+    lines += [f"| {row['files']:,} | {row['validation_files']} | {row['rss_mb']:.0f} | "
+              f"{row['rss_mb'] / rows[0]['rss_mb']:.3f} | {_rate(row['steps_per_second'])} |" for row in rows]
+    markdown = "\n".join(lines) + "\n"
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "streaming_benchmark_files.json"), "w") as handle:
+        json.dump({"date": time.strftime("%Y-%m-%d"), "steps": steps, "rows": rows}, handle, indent=2)
+    with open(os.path.join(RESULTS, "streaming_benchmark_files.md"), "w") as handle:
+        handle.write(markdown)
+    print(markdown)
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--views", type=int, nargs="+", default=[0, 9, 19], help="augmented views per file, one size each")
@@ -139,9 +195,14 @@ def main(argv=None):
     parser.add_argument("--files", type=int, default=300, help="files taken evenly from the corpus (0: all)")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--baseline", default=None, help="a checkout whose distill holds the corpus in memory")
+    parser.add_argument("--file-counts", type=int, nargs="+", default=None,
+                        help="scale distinct 2 s files instead of views (e.g. 300 3000 12000)")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.steps < 2:
         parser.error("--repeats must be at least 1 and --steps at least 2")
+    if args.file_counts:
+        return scale_files(args.file_counts, steps=args.steps,
+                           work=args.work or tempfile.mkdtemp(prefix="streaming_benchmark_"))
     from trillsson_tf.data import find_audio
     from trillsson_tf.targets import build_cache
     from trillsson_tf.teachers import load_teacher
