@@ -15,11 +15,11 @@ Wav2Small with its spectrogram inside, in float32), one interpreter thread:
   ``stream()``), and a check that the streamed vectors equal the offline ``frames``.
 
 Every figure is the median over ``--repeats`` passes (interleaved, so a change in the machine's
-load moves every file alike). Writes ``benchmarks/results/stream.{json,md}`` (``stream_quick``
-with ``--quick``) and prints the markdown.
+load moves every file alike). Writes ``benchmarks/results/live_stream_benchmark.{json,md}``
+(``live_stream_benchmark_quick`` with ``--quick``) and prints the markdown.
 
-    .venv/bin/python benchmarks/stream_benchmark.py                 # 3 students x 2 files, 5 repeats, 30 s
-    .venv/bin/python benchmarks/stream_benchmark.py --quick         # 2 repeats, 10 s of audio
+    .venv/bin/python benchmarks/live_stream_benchmark.py                 # 3 students x 2 files, 5 repeats, 30 s
+    .venv/bin/python benchmarks/live_stream_benchmark.py --quick         # 2 repeats, 10 s of audio
 
 numpy's BLAS runs one thread (``OPENBLAS_NUM_THREADS=1`` unless set), like the interpreter.
 """
@@ -143,12 +143,12 @@ def cpu_name() -> str:
 
 
 def to_markdown(report: dict) -> str:
-    """The report as the markdown of ``results/stream.md``."""
+    """The report as the markdown of ``results/live_stream_benchmark.md``."""
     machine = report["machine"]
     lines = [
         "# Live streams through the runtime: real-time factor and per-hop latency",
         "",
-        f"`benchmarks/stream_benchmark.py{' --quick' if report['quick'] else ''}`, {machine['date_utc']} UTC, "
+        f"`benchmarks/live_stream_benchmark.py{' --quick' if report['quick'] else ''}`, {machine['date_utc']} UTC, "
         f"{machine['cpu']} ({machine['cores']} cores), Python {machine['python']}, 1 interpreter thread; "
         f"{report['audio_s']:.0f} s of real speech in {1000 * BLOCK_SAMPLES / 16000:.0f} ms blocks, "
         f"median of {report['repeats']} passes. Untrained weights (speed does not depend on training).",
@@ -190,7 +190,7 @@ def main(argv=None) -> dict:
         "machine": {"date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "cpu": cpu_name(),
                     "cores": os.cpu_count(), "python": platform.python_version()},
     }
-    stem = os.path.join(args.out, "stream_quick" if args.quick else "stream")
+    stem = os.path.join(args.out, "live_stream_benchmark_quick" if args.quick else "live_stream_benchmark")
     os.makedirs(args.out, exist_ok=True)
     with open(stem + ".json", "w") as handle:
         json.dump(report, handle, indent=2)

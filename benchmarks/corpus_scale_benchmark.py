@@ -15,13 +15,13 @@ files are taken evenly from the corpus (the teacher's time bounds what a 2-core 
 worktree of the last commit that held the corpus in memory) for the in-memory steps/s and RSS.
 ``--file-counts 300 3000 12000`` scales files instead of views (distinct 2 s files cut from the
 corpus, the default 10 % held out, as ``distill --data`` runs by default): peak RSS must not grow
-with the number of files (``streaming_benchmark_files.{json,md}``).
+with the number of files (``corpus_scale_benchmark_files.{json,md}``).
 
-    .venv/bin/python benchmarks/streaming_benchmark.py                      # 300 files: 1x, 10x, 20x; 60 steps
-    .venv/bin/python benchmarks/streaming_benchmark.py --files 0 --views 0 9 99 --steps 400 --repeats 3 --baseline ../wt/inmem
-    .venv/bin/python benchmarks/streaming_benchmark.py --file-counts 300 3000 12000 --steps 100
+    .venv/bin/python benchmarks/corpus_scale_benchmark.py                      # 300 files: 1x, 10x, 20x; 60 steps
+    .venv/bin/python benchmarks/corpus_scale_benchmark.py --files 0 --views 0 9 99 --steps 400 --repeats 3 --baseline ../wt/inmem
+    .venv/bin/python benchmarks/corpus_scale_benchmark.py --file-counts 300 3000 12000 --steps 100
 
-Writes ``benchmarks/results/streaming_benchmark.{json,md}`` and prints the markdown.
+Writes ``benchmarks/results/corpus_scale_benchmark.{json,md}`` and prints the markdown.
 """
 import argparse
 import glob
@@ -179,9 +179,9 @@ def scale_files(counts, *, steps, work):
               f"{row['rss_mb'] / rows[0]['rss_mb']:.3f} | {_rate(row['steps_per_second'])} |" for row in rows]
     markdown = "\n".join(lines) + "\n"
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "streaming_benchmark_files.json"), "w") as handle:
+    with open(os.path.join(RESULTS, "corpus_scale_benchmark_files.json"), "w") as handle:
         json.dump({"date": time.strftime("%Y-%m-%d"), "steps": steps, "rows": rows}, handle, indent=2)
-    with open(os.path.join(RESULTS, "streaming_benchmark_files.md"), "w") as handle:
+    with open(os.path.join(RESULTS, "corpus_scale_benchmark_files.md"), "w") as handle:
         handle.write(markdown)
     print(markdown)
     return rows
@@ -202,14 +202,14 @@ def main(argv=None):
         parser.error("--repeats must be at least 1 and --steps at least 2")
     if args.file_counts:
         return scale_files(args.file_counts, steps=args.steps,
-                           work=args.work or tempfile.mkdtemp(prefix="streaming_benchmark_"))
+                           work=args.work or tempfile.mkdtemp(prefix="corpus_scale_benchmark_"))
     from trillsson_tf.data import find_audio
     from trillsson_tf.targets import build_cache
     from trillsson_tf.teachers import load_teacher
 
     files = corpus_files()
     files = files[:: max(1, len(files) // args.files)][: args.files] if args.files else files
-    work = args.work or tempfile.mkdtemp(prefix="streaming_benchmark_")
+    work = args.work or tempfile.mkdtemp(prefix="corpus_scale_benchmark_")
     teacher, items = load_teacher("speech_embedding"), find_audio(files)
     sizes = []
     for views in sorted(args.views):
@@ -256,10 +256,10 @@ def main(argv=None):
               "mb_per_hour": largest["shard_mb"] / largest["hours"],
               "builder_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "streaming_benchmark.json"), "w") as handle:
+    with open(os.path.join(RESULTS, "corpus_scale_benchmark.json"), "w") as handle:
         json.dump(report, handle, indent=2)
     markdown = to_markdown(report)
-    with open(os.path.join(RESULTS, "streaming_benchmark.md"), "w") as handle:
+    with open(os.path.join(RESULTS, "corpus_scale_benchmark.md"), "w") as handle:
         handle.write(markdown)
     print(markdown)
     return report
