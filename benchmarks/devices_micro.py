@@ -17,6 +17,7 @@ and checks that a too-small arena makes the runner report the size it needs. Wri
     .venv/bin/python benchmarks/devices_micro.py [--tflm PATH]     # make test-micro
 """
 import argparse
+import glob
 import json
 import os
 import sys
@@ -28,6 +29,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 RESULTS_DIR = os.path.join(REPO, "benchmarks", "results")
+SHARED_TFLM = os.path.join("..", "shared", "third_party", "tflite-micro-*.tar.xz")  # beside the checkout
 ONE_SECOND = 16000
 TOO_SMALL_ARENA = 2048  # bytes: far below either model's need
 
@@ -52,12 +54,31 @@ def _models(work: str) -> dict:
     return made
 
 
+def _checkouts() -> list:
+    """This checkout and, for a git worktree, its main checkout (``../shared`` sits beside that one)."""
+    found = [REPO]
+    git = os.path.join(REPO, ".git")
+    if os.path.isfile(git):  # a worktree: "gitdir: <main>/.git/worktrees/<name>"
+        with open(git) as handle:
+            found.append(os.path.normpath(os.path.join(handle.read().split(":", 1)[1].strip(), "..", "..", "..")))
+    return found
+
+
+def default_tflm():
+    """``$TRILLSSON_TFLM``, else the tflite-micro tarball in ``../shared/third_party``, else ``None``."""
+    from converters import micro_project
+
+    candidates = sorted(path for checkout in _checkouts() for path in glob.glob(os.path.join(checkout, SHARED_TFLM)))
+    return os.environ.get(micro_project.SOURCES_ENV) or next(iter(candidates), None)
+
+
 def run_micro(tflm=None, out_json=None) -> dict:
     """Build and run both models on the board; the report (also written to ``devices_micro.json``)."""
     from converters import micro_project
     from trillsson_tf.errors import ParameterError
 
     micro_project.check_toolchain()
+    tflm = tflm or default_tflm()
     start = time.perf_counter()
     library = micro_project.prepare_tflm(tflm, progress=True)
     report = {"board": micro_project.BOARD, "library": {"built_s": library["built_s"],

@@ -57,8 +57,6 @@ DEBIAN_PACKAGES = {
 
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "trillsson_tf", "tflm")
 SOURCES_ENV = "TRILLSSON_TFLM"  # a tflite-micro tarball or source tree used when none is given
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_SHARED_SOURCES = os.path.join("..", "shared", "third_party", "tflite-micro-*.tar.xz")  # beside the checkout
 _STACK_BYTES = 64 * 1024  # kept free for the stack below the top of RAM (the linker script checks it)
 _LIB = os.path.join("gen", "cortex_m_qemu_{cpu}_default_gcc", "lib", "libtensorflow-microlite.a")
 _TEMPLATES = {  # key -> (template, file written with ``{name}`` replaced)
@@ -205,23 +203,12 @@ def check_toolchain() -> dict:
     return found
 
 
-def _checkouts() -> list:
-    """This checkout and, for a git worktree, its main checkout (``../shared`` sits beside that one)."""
-    found = [_REPO]
-    git = os.path.join(_REPO, ".git")
-    if os.path.isfile(git):  # a worktree: "gitdir: <main>/.git/worktrees/<name>"
-        with open(git) as handle:
-            found.append(os.path.normpath(os.path.join(handle.read().split(":", 1)[1].strip(), "..", "..", "..")))
-    return found
-
-
 def _find_sources(sources):
     if sources is None:
-        candidates = sorted(path for checkout in _checkouts() for path in glob.glob(os.path.join(checkout, _SHARED_SOURCES)))
-        sources = os.environ.get(SOURCES_ENV) or next(iter(candidates), None)
+        sources = os.environ.get(SOURCES_ENV) or None
     if sources is None:
-        raise ParameterError(f"No TFLite Micro sources: give a tflite-micro tarball or source tree (CLI --tflm, or "
-                             f"${SOURCES_ENV}); none in ../shared/third_party.")
+        raise ParameterError(f"No TFLite Micro sources: give a tflite-micro tarball or source tree (CLI --tflm) "
+                             f"or set ${SOURCES_ENV} to one.")
     sources = os.path.abspath(os.fspath(sources))
     if not os.path.exists(sources):
         raise ParameterError(f"TFLite Micro sources not found: {sources!r}.")
@@ -237,7 +224,7 @@ def prepare_tflm(sources=None, *, cache_dir=None, progress: bool = False) -> dic
     toolchain, and the library is built there (about 15 min on 2 cores) unless it is already.
 
     Args:
-        sources: tarball or tree; ``None``: ``$TRILLSSON_TFLM`` or ``../shared/third_party``.
+        sources: tarball or tree; ``None``: ``$TRILLSSON_TFLM`` (a ParameterError when unset).
         cache_dir: Where tarballs are extracted (default ``~/.cache/trillsson_tf/tflm``).
         progress: Show the library build's output.
 

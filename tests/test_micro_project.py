@@ -135,6 +135,17 @@ def test_no_sources_and_not_a_project_are_refused(tmp_path, monkeypatch):
         micro_project.micro_build(tmp_path)
 
 
+def test_no_sources_given_reads_the_environment_or_says_what_to_set(tmp_path, monkeypatch):
+    # No folder outside the package is a default: without a path, only $TRILLSSON_TFLM counts.
+    monkeypatch.setattr(micro_project, "check_toolchain", lambda: {})
+    monkeypatch.delenv(micro_project.SOURCES_ENV, raising=False)
+    with pytest.raises(ParameterError, match=r"^No TFLite Micro sources: .*--tflm.* set \$TRILLSSON_TFLM"):
+        micro_project.prepare_tflm()
+    monkeypatch.setenv(micro_project.SOURCES_ENV, str(tmp_path))
+    with pytest.raises(ParameterError, match="is not a tflite-micro source tree"):
+        micro_project.prepare_tflm()
+
+
 def test_runner_output_is_parsed_exactly():
     text = ("noise\ntrillsson: output 0 INT8 4: -128 0 5 127\n"
             f"trillsson: output 1 FLOAT32 8: {np.float32(0.1).view(np.uint32):08x} {np.float32(-2.5).view(np.uint32):08x}\n"
