@@ -89,35 +89,11 @@ def _cmd_micro_build(args):
 
 
 def _cmd_distill(args):
+    from trillsson_tf.configs import DistillConfig, from_args
     from trillsson_tf.distill import distill
 
-    record = distill(
-        args.data,
-        out_dir=args.out,
-        teacher=args.teacher,
-        student=args.student,
-        output_key=args.teacher_output,
-        target_mode=args.target_mode,
-        loss=args.loss,
-        lr=args.lr,
-        lr_schedule=args.lr_schedule,
-        batch_size=args.batch_size,
-        steps=args.steps,
-        checkpoint_every=args.checkpoint_every,
-        validation_fraction=args.validation_fraction,
-        seed=args.seed,
-        cache_dir=args.cache_dir,
-        resume=args.resume,
-        overwrite=args.force,
-        progress=True,
-        outputs=args.outputs,
-        ccc_weight=args.ccc_weight,
-        augment=args.augment,
-        targets=args.targets,
-        strategy=args.strategy,
-        shuffle_buffer=args.shuffle_buffer,
-        mixed_precision=args.mixed_precision,
-    )
+    record = distill(args.data, out_dir=args.out, config=from_args(DistillConfig, args), targets=args.targets,
+                     cache_dir=args.cache_dir, resume=args.resume, overwrite=args.force, progress=True)
     if record["data"]["skipped_shards"]:
         print(f"Left out {len(record['data']['skipped_shards'])} unusable target shard(s): "
               f"{', '.join(record['data']['skipped_shards'])}")
@@ -366,43 +342,18 @@ _PASS_THROUGH_COMMANDS = ("targets",)
 
 
 def _add_distill_arguments(distill):
-    from trillsson_tf.distill import DEFAULT_STUDENT, LOSSES, LR_SCHEDULES, STRATEGIES
-    from trillsson_tf.input_pipeline import SHUFFLE_BUFFER
-    from trillsson_tf.targets import TARGET_MODES
-    from trillsson_tf.teachers import SPEECH_EMBEDDING, TEACHER_FORMS
+    from trillsson_tf.configs import DistillConfig, add_arguments
+    from trillsson_tf.teachers import TEACHER_FORMS
 
     distill.add_argument("--data", default=None,
                          help="audio folder (recursive) or CSV manifest path[,label][,speaker] (or give --targets)")
     distill.add_argument("--targets", default=None, help="targets folder from `trillsson-tf targets` (instead of --data)")
-    distill.add_argument("--strategy", default="none", choices=STRATEGIES,
-                         help="tf.distribute strategy; --batch-size is the global batch (multiworker reads TF_CONFIG)")
     distill.add_argument("--out", required=True, help="run folder (checkpoints, logs, export/, run.json)")
-    distill.add_argument("--teacher", default=SPEECH_EMBEDDING, help="one of: " + "; ".join(TEACHER_FORMS))
-    distill.add_argument("--teacher-output", default=None, help="teacher output key when it has several")
-    distill.add_argument("--student", default=DEFAULT_STUDENT, help="student name (see `trillsson-tf models`)")
-    distill.add_argument("--target-mode", default=None, choices=TARGET_MODES,
-                         help="clip vector or per-2 s-chunk targets (default: global, or the --targets folder's)")
-    distill.add_argument("--loss", default="mse", choices=LOSSES)
-    distill.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    distill.add_argument("--lr-schedule", default="cosine", choices=LR_SCHEDULES)
-    distill.add_argument("--batch-size", type=int, default=32)
-    distill.add_argument("--steps", type=int, default=2000)
-    distill.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
-    distill.add_argument("--validation-fraction", type=float, default=0.1)
-    distill.add_argument("--seed", type=int, default=0)
     distill.add_argument("--cache-dir", default=None, help="teacher-target cache (default ~/.cache/trillsson_tf/targets)")
     distill.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     distill.add_argument("--force", action="store_true", help="replace an existing --out")
-    distill.add_argument("--outputs", type=int, default=None,
-                         help="expected teacher output width (e.g. 3 A/D/V scores); refused when the teacher differs")
-    distill.add_argument("--ccc-weight", type=float, default=0.0,
-                         help="add this weight times (1 - CCC) over each batch to the loss (score students)")
-    distill.add_argument("--augment", type=int, default=0,
-                         help="augmented views per training file (speed, trim, gain, noise), each with its own cached teacher target")
-    distill.add_argument("--shuffle-buffer", type=int, default=None,
-                         help=f"training crops shuffled together (64 KB each, kept in checkpoints; default {SHUFFLE_BUFFER})")
-    distill.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
-                         help="mixed_float16 compute with loss scaling, float32 export (default: on with a GPU)")
+    # The training options are DistillConfig's fields: the library's defaults and help, one source.
+    add_arguments(distill, DistillConfig, help_overrides={"teacher": "one of: " + "; ".join(TEACHER_FORMS)})
 
 
 def _add_distill_layers_arguments(parser):

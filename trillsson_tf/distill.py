@@ -1,23 +1,11 @@
-"""Distillation: train a registry student to regress a teacher's cached targets (spec section 5).
+"""Distillation: train a registry student to regress a teacher's cached targets.
 
-``distill(data, out_dir=..., teacher=..., student=...)``: load the teacher, fill the target
-cache one file at a time (:func:`trillsson_tf.targets.build_cache`; or take a targets folder
-made by Beam), scan its shards once (:func:`trillsson_tf.input_pipeline.scan_shards`), build
-the student with the teacher's output width as its projection head, train on random 2 s
-crops streamed from the shards by ``tf.data`` (MSE by default, Adam lr 1e-3), checkpoint the
-weights, optimizer and data iterator every ``checkpoint_every`` steps, log to TensorBoard, and
-export the student in hub format to ``<out_dir>/export`` with a ``run.json`` recording what
-was done. Memory does not grow with the corpus: no clip is held beyond the shuffle buffer and
-at most 256 held-out 2 s clips.
-
-Any vector output is a target, not only embeddings: score students (``wav2small``,
-``mobilenetv3small_adv``, ``mobilenetv4convsmall``; output ``scores``) regress a teacher's
-scores (for example the ``prosody`` teacher's three), ``outputs`` checks the teacher's width,
-and ``ccc_weight`` adds ``ccc_weight * (1 - CCC)`` over each batch to the loss (spec section 6).
-
-Output folder: ``run.json`` (kept up to date; ``--resume`` reads it), ``checkpoints/``,
-``logs/`` (TensorBoard), ``export/`` (SavedModel + ``model.keras`` + ``run.json``).
+``distill(data, out_dir=..., config=DistillConfig(...))`` (or the config's fields as keywords) runs
+five phases: open the run folder, fill and scan the target shards, build the student and its data
+stream, train, export. The run folder holds ``run.json``, ``checkpoints/``, ``logs/`` and ``export/``.
+Score students (output ``scores``) regress a teacher's scores the same way; see docs/DESIGN.md.
 """
+import dataclasses
 import logging
 import os
 import time
@@ -26,10 +14,9 @@ import numpy as np
 
 from trillsson_tf import models
 from trillsson_tf._keras import keras, tf
-from trillsson_tf.augment import check_views
-from trillsson_tf.data import check_validation_fraction, find_audio, source_paths, split_items
+from trillsson_tf.data import find_audio, source_paths, split_items
+from trillsson_tf.configs import DEFAULT_STUDENT, LOSSES, LR_SCHEDULES, STRATEGIES, DistillConfig, as_record, make_config
 from trillsson_tf.distribute import (
-    STRATEGIES,
     distribute_batch,
     input_pipelines,
     is_chief,
@@ -43,18 +30,14 @@ from trillsson_tf.export import export_savedmodel
 from trillsson_tf.input_pipeline import SHUFFLE_BUFFER, reader_shards, scan_shards, training_dataset
 from trillsson_tf.kinds import WAVEFORM
 from trillsson_tf.metrics import fidelity
-from trillsson_tf.targets import build_cache, check_mode
-from trillsson_tf.teachers import SPEECH_EMBEDDING, load_teacher
-from trillsson_tf.training import (LR_SCHEDULES, RunFolder, check_float16, check_positive, learning_rate_schedule,
-                                   log_scalar, mixed_precision_policy, records_identity, run_steps, use_mixed_precision,
-                                   versions)
+from trillsson_tf.targets import build_cache
+from trillsson_tf.teachers import load_teacher
+from trillsson_tf.training import (RunFolder, check_float16, learning_rate_schedule, log_scalar, mixed_precision_policy,
+                                   records_identity, run_steps, use_mixed_precision, versions)
 
-__all__ = ["LOSSES", "LR_SCHEDULES", "DEFAULT_STUDENT", "STRATEGIES", "ccc_loss", "distill", "make_loss"]
+__all__ = ["LOSSES", "LR_SCHEDULES", "DEFAULT_STUDENT", "STRATEGIES", "DistillConfig", "ccc_loss", "distill", "make_loss"]
 
 _log = logging.getLogger(__name__)
-
-LOSSES = ("mse", "cosine", "l1")
-DEFAULT_STUDENT = "tiny_cnn"
 
 
 def make_loss(name: str):
@@ -122,202 +105,229 @@ def _fold_standardisation(model, scale, offset) -> None:
         dense.set_weights([kernel * scale[np.newaxis], bias * scale + offset])
 
 
-def distill(
-    data=None,
-    *,
-    out_dir,
-    teacher=SPEECH_EMBEDDING,
-    student: str = DEFAULT_STUDENT,
-    output_key=None,
-    student_options=None,
-    target_mode=None,
-    loss: str = "mse",
-    lr: float = 1e-3,
-    lr_schedule: str = "cosine",
-    batch_size: int = 32,
-    steps: int = 2000,
-    checkpoint_every: int = 500,
-    validation_fraction: float = 0.1,
-    seed: int = 0,
-    cache_dir=None,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = False,
-    targets=None,
-    strategy="none",
-    outputs=None,
-    ccc_weight: float = 0.0,
-    augment: int = 0,
-    shuffle_buffer=None,
-    mixed_precision=None,
-) -> dict:
-    """Distill ``teacher`` into the registry student ``student`` on the audio of ``data``.
+@dataclasses.dataclass
+class _Session:
+    """What one :func:`distill` call carries from phase to phase."""
+
+    config: DistillConfig
+    strategy: object
+    strategy_name: str
+    data: object
+    targets: object
+    resume: bool
+    progress: bool
+    teacher: object = None
+    student_config: dict = None
+    run: RunFolder = None
+    record: dict = None
+    mixed: bool = False
+    scan: object = None
+    model: object = None
+
+
+def distill(data=None, *, out_dir, config=None, targets=None, cache_dir=None, resume: bool = False,
+            overwrite: bool = False, progress: bool = False, **options) -> dict:
+    """Distill a teacher into a registry student on the audio of ``data`` (or a ``targets`` folder).
 
     Args:
         data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.data.AudioItem`
             (targets computed through the local cache); or ``None`` with ``targets``.
         out_dir: Run folder (``run.json``, ``checkpoints/``, ``logs/``, ``export/``).
-        teacher: A spec for :func:`trillsson_tf.teachers.load_teacher`, or a loaded teacher.
-        student: A registry name (:func:`trillsson_tf.models.available`).
-        output_key: Teacher output to regress, when it has several.
-        student_options: Overrides of the student's preset config; ``embedding_dim`` is
-            always the teacher's output width.
-        target_mode: ``global`` (clip vector) or ``local`` (per 2 s segment); ``None``: ``global``
-            for ``data``, the folder's mode for ``targets``.
-        loss: One of :data:`LOSSES`.
-        lr: Adam learning rate (peak of the schedule).
-        lr_schedule: One of :data:`LR_SCHEDULES` (cosine decays to 1% of ``lr`` at ``steps``).
-        batch_size: Crops per step.
-        steps: Total optimizer steps (a resumed run continues up to this number).
-        checkpoint_every: Steps between checkpoints (also written at the end).
-        validation_fraction: Share of files held out (deterministic, by file name).
-        seed: Seeds the split and the crops.
-        cache_dir: Target cache root (see :func:`trillsson_tf.targets.cached_targets`).
-        resume: Continue the run in ``out_dir`` from its last checkpoint; refused when the
-            teacher or the student differ.
-        overwrite: Replace a non-empty ``out_dir`` (ignored with ``resume``).
+        config: A :class:`~trillsson_tf.configs.DistillConfig` (teacher, student, loss, optimizer,
+            stream); ``options`` are its fields as keywords, applied over it (``steps=100``).
+        targets: A targets folder (``trillsson-tf targets`` or a cache folder) to train on instead
+            of ``data``; targets made by another teacher are refused.
+        cache_dir: Target cache root (see :func:`trillsson_tf.targets.build_cache`).
+        resume: Continue the run in ``out_dir`` from the checkpoint its record names; refused,
+            naming the change, when the teacher, student, options or training records differ.
+        overwrite: Replace a non-empty ``out_dir`` (ignored with ``resume``; never an input).
         progress: Progress bars for target computation and training.
-        targets: A targets folder (from :func:`trillsson_tf.pipelines.build_targets` or a cache
-            folder) to train on instead of ``data``: audio and targets are read from its
-            shards; targets made by another teacher than ``teacher`` are refused.
-        strategy: One of :data:`STRATEGIES` or a ``tf.distribute.Strategy``
-            (:mod:`trillsson_tf.distribute`); ``batch_size`` is the global batch.
-        outputs: Expected width of the teacher's output (for example 3 A/D/V scores); refused
-            when the teacher gives another number. ``None``: whatever the teacher gives.
-        ccc_weight: Adds ``ccc_weight * (1 - CCC)`` over each batch (:func:`ccc_loss`) to
-            ``loss``, for score students judged by CCC; 0 (default) trains on ``loss`` alone.
-        augment: Augmented views per training file (:mod:`trillsson_tf.augment`), each with its
-            own teacher target, cached like the files' (needs ``data``); 0 (default): none.
-            Validation files are never augmented.
-        shuffle_buffer: Training crops shuffled together (:func:`trillsson_tf.input_pipeline.training_dataset`;
-            64 KB each, and saved in every checkpoint); ``None``:
-            :data:`trillsson_tf.input_pipeline.SHUFFLE_BUFFER`, or the training records when fewer.
-        mixed_precision: Train in mixed_float16 (float16 compute, float32 variables, loss
-            scaling; the frontend stays float32; the export is float32); ``None``: when a GPU
-            is visible. A network that float16 breaks (probed on real crops) is refused before
-            training when asked for, and trained in float32 with a warning under ``None``.
 
     Returns:
-        The run record (also in ``<out_dir>/run.json`` and ``<out_dir>/export/run.json``), with
-        ``fidelity`` on the held-out files (:func:`trillsson_tf.metrics.fidelity`: raw and centered
-        cosine, R², and the training-mean and nearest-training-target baselines). The export's
-        ``trillsson_tf.json`` keeps ``target_mean``, the training-set mean teacher vector that
-        ``evaluate`` centers on.
+        The run record (also in ``<out_dir>/run.json`` and ``<out_dir>/export/run.json``): the
+        config as given, data, training figures, loss and validation histories, and ``fidelity``
+        on the held-out files (:func:`trillsson_tf.metrics.fidelity`). The export's
+        ``trillsson_tf.json`` keeps ``target_mean``, the training-set mean teacher vector.
 
     Raises:
-        ParameterError: bad choices or numbers, no audio, a non-empty ``out_dir`` without
-            ``resume``/``overwrite``, a resume with another teacher or student, ``targets`` made
-            by another teacher, a ``batch_size`` that does not divide over the replicas, a bad
-            ``TF_CONFIG`` for ``multiworker``.
+        ParameterError: bad options (checked by the config), no audio, a non-empty ``out_dir``
+            without ``resume``/``overwrite``, a resume that changes anything, a batch size that
+            does not divide over the replicas, a bad ``TF_CONFIG`` for ``multiworker``.
     """
+    config = make_config(DistillConfig, config, **options)
+    strategy = config.strategy
+    name = strategy if isinstance(strategy, str) else type(strategy).__name__
     # First: the multiworker strategy must exist before TensorFlow runs anything.
-    strategy_name = strategy if isinstance(strategy, str) else type(strategy).__name__
-    strategy = make_strategy(strategy)
+    session = _Session(config, make_strategy(strategy), name, data, targets, bool(resume), progress)
+    _open(session, out_dir, overwrite)
+    skipped_files, set_aside, scan_s = _read_targets(session, cache_dir)
+    batches, optimizer, checkpoints, float16_error = _build(session)
+    start = session.run.restore(checkpoints) if resume else 0
+    scale, offset = _target_standardisation(session.model, session.scan)
+    _describe(session, skipped_files, set_aside, scan_s, float16_error)
+    timing = _train(session, batches, optimizer, checkpoints, start, scale, offset)
+    session.record.update(timing.as_record())
+    session.record["resumed_from_step"] = start if resume else None
+    return _export(session, scale, offset)
+
+
+def _check(config: DistillConfig, strategy, data, targets) -> None:
+    """What the config cannot check alone: the sources, the student's family, the batch over the replicas."""
     if (data is None) == (targets is None):
         raise ParameterError("Give either data (audio to compute targets from) or targets (a targets folder), not both.")
-    if target_mode is not None:
-        check_mode(target_mode)
-    base_loss = make_loss(loss)
-    if isinstance(ccc_weight, bool) or not isinstance(ccc_weight, (int, float)) or ccc_weight < 0:
-        raise ParameterError(f"ccc_weight must be a number >= 0, got {ccc_weight!r}.")
-    loss_fn = base_loss if not ccc_weight else (lambda t, p: base_loss(t, p) + ccc_weight * ccc_loss(t, p))
-    if outputs is not None:
-        check_positive("outputs", outputs)
-    check_views(augment)
-    if augment and data is None:
+    if config.augment and data is None:
         raise ParameterError("augment needs data (audio files): the teacher runs on each augmented view.")
-    for name, value in (("batch_size", batch_size), ("steps", steps), ("checkpoint_every", checkpoint_every),
-                        *((("shuffle_buffer", shuffle_buffer),) if shuffle_buffer is not None else ())):
-        check_positive(name, value)
-    check_validation_fraction(validation_fraction)
-    mixed = use_mixed_precision(mixed_precision)
-    if batch_size % strategy.num_replicas_in_sync:
+    make_loss(config.loss)
+    if config.batch_size % strategy.num_replicas_in_sync:
         raise ParameterError(
-            f"batch_size={batch_size} is the global batch and must divide evenly over the "
+            f"batch_size={config.batch_size} is the global batch and must divide evenly over the "
             f"{strategy.num_replicas_in_sync} replicas of the strategy."
         )
-    learning_rate = learning_rate_schedule(lr, lr_schedule, steps)
-    preset = models.get_preset(student)
-    if preset.family == WAVEFORM:
-        raise ParameterError(f"Student {student!r} is a layer-distillation encoder: distill it with distill_layers "
-                             "(CLI `trillsson-tf distill-layers`), which regresses a teacher's hidden layers.")
+    if models.get_preset(config.student).family == WAVEFORM:
+        raise ParameterError(f"Student {config.student!r} is a layer-distillation encoder: distill it with "
+                             "distill_layers (CLI `trillsson-tf distill-layers`), which regresses a teacher's hidden layers.")
 
-    teacher = load_teacher(teacher, output_key=output_key)
-    if outputs is not None and outputs != teacher.embedding_dim:
+
+def _open(session: _Session, out_dir, overwrite: bool) -> None:
+    """Check the options, load the teacher, open (or check, on resume) the run folder."""
+    config, strategy = session.config, session.strategy
+    _check(config, strategy, session.data, session.targets)
+    session.mixed = use_mixed_precision(config.mixed_precision)
+    teacher = session.teacher = load_teacher(config.teacher, output_key=config.output_key)
+    if config.outputs is not None and config.outputs != teacher.embedding_dim:
         raise ParameterError(
-            f"outputs={outputs}, but teacher {teacher.spec!r} gives {teacher.embedding_dim} values per clip; "
+            f"outputs={config.outputs}, but teacher {teacher.spec!r} gives {teacher.embedding_dim} values per clip; "
             "pick its matching output (output_key / --teacher-output) or drop outputs."
         )
-    config = {**preset.config, **(student_options or {}), "embedding_dim": teacher.embedding_dim}
-    chief = is_chief(strategy)
-    run = RunFolder(out_dir, resume=resume, overwrite=overwrite, chief=chief,
-                    inputs=[("--data", source_paths(data)), ("--targets", targets), ("--teacher", teacher.spec)])
+    preset = models.get_preset(config.student)
+    session.student_config = {**preset.config, **(config.student_options or {}), "embedding_dim": teacher.embedding_dim}
+    session.run = RunFolder(out_dir, resume=session.resume, overwrite=overwrite, chief=is_chief(strategy),
+                            inputs=[("--data", source_paths(session.data)), ("--targets", session.targets),
+                                    ("--teacher", teacher.spec)])
     # Everything that shapes the stream of batches or the updates is compared on resume; steps may grow.
-    stream = {"batch_size": batch_size, "seed": seed, "shuffle_buffer": shuffle_buffer,
-              "validation_fraction": validation_fraction, "target_mode": target_mode, "augment": augment,
-              "loss": loss, "ccc_weight": ccc_weight, "lr": lr, "lr_schedule": lr_schedule, "strategy": strategy_name,
-              "replicas": strategy.num_replicas_in_sync}
-    record = run.open(
-        {"teacher": teacher.spec, "teacher_identity": teacher.identity, "student": student, "config": config,
-         "mixed_precision": mixed, "stream": stream},
+    stream = {key: getattr(config, key) for key in ("batch_size", "seed", "shuffle_buffer", "validation_fraction",
+                                                     "target_mode", "augment", "loss", "ccc_weight", "lr", "lr_schedule")}
+    stream.update(strategy=session.strategy_name, replicas=strategy.num_replicas_in_sync)
+    session.record = session.run.open(
+        {"teacher": teacher.spec, "teacher_identity": teacher.identity, "student": config.student,
+         "config": session.student_config, "mixed_precision": session.mixed, "stream": stream},
         lambda i: f"was distilled from teacher {i['teacher']!r} ({i['teacher_identity']}) into student "
                   f"{i['student']!r} with {i['config']}, mixed_precision={i.get('mixed_precision', False)}",
         compared=("teacher_identity", "student", "config", "mixed_precision", "stream"),
     )
 
-    if targets is not None:
-        folder, keys, skipped_files, cache, set_aside = targets, None, [], None, []
+
+def _read_targets(session: _Session, cache_dir):
+    """Fill the target cache (``data``) or take the ``targets`` folder, then scan its shards once."""
+    config = session.config
+    mode = config.target_mode
+    if session.targets is not None:
+        folder, keys, skipped_files, set_aside = session.targets, None, [], []
     else:
         # Streams: one file in memory at a time; views only for the files the split trains on.
-        items = find_audio(data)
-        train_items, _ = split_items(items, validation_fraction=validation_fraction, seed=seed)
-        cache = build_cache(teacher, items, mode=target_mode or "global", cache_dir=cache_dir, views=augment,
-                            augmented=train_items, seed=seed, progress=progress)
+        items = find_audio(session.data)
+        train_items, _ = split_items(items, validation_fraction=config.validation_fraction, seed=config.seed)
+        mode = mode or "global"
+        cache = build_cache(session.teacher, items, mode=mode, cache_dir=cache_dir, views=config.augment,
+                            augmented=train_items, seed=config.seed, progress=session.progress)
         folder, keys, skipped_files = cache.directory, cache.keys + cache.view_keys, cache.skipped
         set_aside = cache.bad_shards  # recomputed, but the run says which shards were unusable
-        target_mode = target_mode or "global"
-    scan_began = time.perf_counter()
-    scan = scan_shards(folder, teacher=teacher, mode=target_mode, keys=keys, validation_fraction=validation_fraction,
-                       seed=seed, progress=progress)
-    scan_s = time.perf_counter() - scan_began
-    del keys, cache  # a string per record: the scan's fingerprints replace them for the whole run
-    target_mode = scan.mode
-    run.confirm(training_records=records_identity(scan))
-    keras.utils.set_random_seed(seed)  # the same weights and data order for the same seed, whatever the strategy
+        del cache  # a string per record: the scan's fingerprints replace them for the whole run
+    began = time.perf_counter()
+    session.scan = scan_shards(folder, teacher=session.teacher, mode=mode, keys=keys,
+                               validation_fraction=config.validation_fraction, seed=config.seed,
+                               progress=session.progress)
+    session.run.confirm(training_records=records_identity(session.scan))
+    return skipped_files, set_aside, time.perf_counter() - began
+
+
+def _build(session: _Session):
+    """The data stream, the student (probed in float16 when mixed), its optimizer and checkpoints."""
+    config, strategy, run = session.config, session.strategy, session.run
+    keras.utils.set_random_seed(config.seed)  # the same weights and data order for the same seed, whatever the strategy
     pipelines = input_pipelines(strategy)
-    dataset = training_dataset(scan, batch_size=batch_size // pipelines[0], seed=seed, shuffle_buffer=shuffle_buffer,
-                               pipelines=pipelines)
+    dataset = training_dataset(session.scan, batch_size=config.batch_size // pipelines[0], seed=config.seed,
+                               shuffle_buffer=config.shuffle_buffer, pipelines=pipelines)
     batches = iter(dataset)
     float16_error = None
-    if mixed:  # probed on a first batch of real crops before any step
+    if session.mixed:  # probed on a first batch of real crops before any step
         try:
-            float16_error = check_float16(lambda: models.build(student, **config), next(iter(dataset))[0])
+            float16_error = check_float16(lambda: models.build(config.student, **session.student_config),
+                                          next(iter(dataset))[0])
         except ParameterError as error:
-            if mixed_precision:
+            if config.mixed_precision:
                 raise
             _log.warning("%s Training in float32.", error)
-            mixed = False
-        keras.utils.set_random_seed(seed)  # the probe drew random weights: the student's are those of the seed
-
-    checkpoint_dir = os.path.join(run.path, "checkpoints")
+            session.mixed = False
+        keras.utils.set_random_seed(config.seed)  # the probe drew random weights: the student's are those of the seed
     with strategy.scope():
-        with mixed_precision_policy(mixed):
-            model = models.build(student, **config)
-        optimizer = keras.optimizers.Adam(learning_rate)
-        if mixed:
+        with mixed_precision_policy(session.mixed):
+            session.model = models.build(config.student, **session.student_config)
+        optimizer = keras.optimizers.Adam(learning_rate_schedule(config.lr, config.lr_schedule, config.steps))
+        if session.mixed:
             optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
         # The data iterator is saved with the weights: a resumed run continues the same stream of crops.
-        checkpoints = run.checkpoints({"model": model, "optimizer": optimizer, "data": batches},
-                                      directory=worker_checkpoint_dir(strategy, checkpoint_dir))
+        checkpoints = run.checkpoints({"model": session.model, "optimizer": optimizer, "data": batches},
+                                      directory=worker_checkpoint_dir(strategy, os.path.join(run.path, "checkpoints")))
     if strategy.num_replicas_in_sync > 1:
-        synchronize_batch_norm(model)  # global-batch statistics, as on one device
-    start = run.restore(checkpoints) if resume else 0
-    scale, offset = _target_standardisation(model, scan)
+        synchronize_batch_norm(session.model)  # global-batch statistics, as on one device
+    return batches, optimizer, checkpoints, float16_error
+
+
+def _loss_fn(config: DistillConfig):
+    base = make_loss(config.loss)
+    weight = config.ccc_weight
+    return base if not weight else (lambda t, p: base(t, p) + weight * ccc_loss(t, p))
+
+
+def _predictor(model, batch: int):
+    """``audio [N, samples] -> float32 [N, D]``: the student's outputs, ``batch`` clips a call.
+
+    Batched: one call on all held-out clips (up to 256) took 500 MB at every checkpoint.
+    """
     key = models.output_key(model)
+    predict = tf.function(lambda clips: tf.cast(model(clips, training=False)[key], tf.float32), reduce_retracing=True)
+    return lambda audio: np.concatenate([predict(audio[i : i + batch]).numpy() for i in range(0, len(audio), batch)])
+
+
+def _describe(session: _Session, skipped_files, set_aside, scan_s, float16_error) -> None:
+    """Put what the run is (config as given, student, data, training) into its record."""
+    config, scan, data = session.config, session.scan, session.data
+    source = (f"targets {os.fspath(session.targets)}" if data is None
+              else os.fspath(data) if not isinstance(data, (list, tuple)) else f"list of {len(data)} files")
+    session.record.update({
+        "config": as_record(config),
+        "teacher": session.teacher.describe(),
+        "student": {"name": config.student, "config": session.student_config,
+                    "parameters": int(session.model.count_params()), "output": models.output_key(session.model)},
+        "data": {
+            "source": source, "files": scan.train_files + scan.validation_files, "train_files": scan.train_files,
+            "validation_files": scan.validation_files, "validation_clips": len(scan.validation_audio),
+            "train_records": scan.train_records, "train_hours": scan.train_hours,
+            "augmented_views_per_file": config.augment, "skipped": [path for path, _ in skipped_files],
+            "target_mode": scan.mode, "target_cache": scan.directory, "shards": len(scan.shards),
+            "shards_read": len(reader_shards(scan, input_pipelines(session.strategy))),  # by this process
+            "skipped_shards": [path for path, _ in set_aside + scan.skipped_shards],
+            "scan_seconds": scan_s,  # one read of every shard before the first step
+        },
+        "training": {
+            **{key: getattr(config, key) for key in ("loss", "ccc_weight", "lr", "lr_schedule", "batch_size", "steps",
+                                                     "checkpoint_every", "validation_fraction", "seed")},
+            "shuffle_buffer": min(config.shuffle_buffer or SHUFFLE_BUFFER, scan.train_records),
+            "strategy": session.strategy_name, "replicas": session.strategy.num_replicas_in_sync,
+            "input_pipelines": input_pipelines(session.strategy)[0], "mixed_precision": session.mixed,
+            "float16_error": float16_error,
+        },
+        "versions": versions(),
+    })
+
+
+def _train(session: _Session, batches, optimizer, checkpoints, start: int, scale, offset):
+    """Run the steps (``start + 1`` on), validating at every checkpoint; returns the loop's timing."""
+    config, strategy, model, run, mixed = session.config, session.strategy, session.model, session.run, session.mixed
+    loss_fn, key, replicas = _loss_fn(config), models.output_key(model), strategy.num_replicas_in_sync
     # Same variables, float32 log-mel: 10% more steps/s for tiny_cnn_k5, same fidelity (measured); the export keeps float64.
     trained = models.float32_frontend_model(model) if _has_log_mel(model) else model
-
-    replicas = strategy.num_replicas_in_sync
 
     def replica_step(audio, target):
         with tf.GradientTape() as tape:
@@ -336,100 +346,52 @@ def distill(
     def train_step(audio, target):
         return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_step, args=(audio, target)), axis=None)
 
-    @tf.function(reduce_retracing=True)
-    def predict(audio):
-        return tf.cast(model(audio, training=False)[key], tf.float32)
-
-    def held_out_outputs(audio):
-        # batch_size clips at a time: one call on all held-out clips (up to 256) took 500 MB at each checkpoint.
-        return np.concatenate([predict(audio[i : i + batch_size]).numpy() for i in range(0, len(audio), batch_size)])
-
-    def eval_loss(audio, target):
-        return loss_fn(target, held_out_outputs(audio) * scale + offset)
-
-    validation = (scan.validation_audio, scan.validation_targets) if len(scan.validation_audio) else None
-    validation_history = record.setdefault("validation_history", [])
-    record.update(
-        {
-            "teacher": teacher.describe(),
-            "student": {"name": student, "config": config, "parameters": int(model.count_params()), "output": key},
-            "data": {
-                "source": (
-                    f"targets {os.fspath(targets)}" if data is None
-                    else os.fspath(data) if not isinstance(data, (list, tuple)) else f"list of {len(data)} files"
-                ),
-                "files": scan.train_files + scan.validation_files,
-                "train_files": scan.train_files,
-                "validation_files": scan.validation_files,
-                "validation_clips": len(scan.validation_audio),
-                "train_records": scan.train_records,
-                "train_hours": scan.train_hours,
-                "augmented_views_per_file": augment,
-                "skipped": [path for path, _ in skipped_files],
-                "target_mode": target_mode,
-                "target_cache": scan.directory,
-                "shards": len(scan.shards),
-                "shards_read": len(reader_shards(scan, pipelines)),  # by this process
-                "skipped_shards": [path for path, _ in set_aside + scan.skipped_shards],
-                "scan_seconds": scan_s,  # one read of every shard before the first step
-            },
-            "training": {
-                "loss": loss,
-                "ccc_weight": ccc_weight,
-                "lr": lr,
-                "lr_schedule": lr_schedule,
-                "batch_size": batch_size,
-                "steps": steps,
-                "checkpoint_every": checkpoint_every,
-                "validation_fraction": validation_fraction,
-                "seed": seed,
-                "shuffle_buffer": min(shuffle_buffer or SHUFFLE_BUFFER, scan.train_records),
-                "strategy": strategy_name,
-                "replicas": replicas,
-                "input_pipelines": pipelines[0],
-                "mixed_precision": mixed,
-                "float16_error": float16_error,
-            },
-            "versions": versions(),
-        }
-    )
+    outputs, scan = _predictor(model, config.batch_size), session.scan
+    history = session.record.setdefault("validation_history", [])
 
     def validate(step: int) -> None:
-        if validation is not None:
-            validation_history.append([step, float(eval_loss(*validation))])
-            log_scalar("validation_loss", validation_history[-1][1], step=step)
+        if len(scan.validation_audio):
+            history.append([step, float(loss_fn(scan.validation_targets,
+                                                outputs(scan.validation_audio) * scale + offset))])
+            log_scalar("validation_loss", history[-1][1], step=step)
 
+    learning_rate = learning_rate_schedule(config.lr, config.lr_schedule, config.steps)  # the optimizer's, for the log
     # Each process feeds its share of the global batch to its own replicas (every worker its own shards).
-    timing = run_steps(
+    return run_steps(
         lambda index: train_step(*distribute_batch(strategy, *next(batches))),
-        start=start, steps=steps, checkpoint_every=checkpoint_every, on_checkpoint=run.saver(checkpoints, validate),
-        history=record.setdefault("loss_history", []), writer=run.writer(), progress=progress, description=f"distill {student}",
-        scalars=lambda step: {"learning_rate": float(learning_rate(step) if callable(learning_rate) else lr)},
+        start=start, steps=config.steps, checkpoint_every=config.checkpoint_every,
+        on_checkpoint=run.saver(checkpoints, validate), history=session.record.setdefault("loss_history", []),
+        writer=run.writer(), progress=session.progress, description=f"distill {config.student}",
+        scalars=lambda step: {"learning_rate": float(learning_rate(step) if callable(learning_rate) else config.lr)},
     )
 
-    record.update(timing.as_record())
-    record["resumed_from_step"] = start if resume else None
-    if replicas > 1 or not chief or mixed:
+
+def _export(session: _Session, scale, offset) -> dict:
+    """Fold the standardisation into the head, score the held-out clips, export; returns the record."""
+    config, strategy, record, scan, model = session.config, session.strategy, session.record, session.scan, session.model
+    chief = is_chief(strategy)
+    if strategy.num_replicas_in_sync > 1 or not chief or session.mixed:
         # Export a plain float32 copy: reading the distributed variables is a collective step every worker takes.
         weights = model.get_weights()
-        model = models.build(student, **config)
+        model = models.build(config.student, **session.student_config)
         model.set_weights(weights)
     if not chief:
         record["export"] = None
         wait_for_workers(strategy)  # stay in the cluster until the chief has exported
         return record
     _fold_standardisation(model, scale, offset)
-    if validation is not None:
+    if len(scan.validation_audio):
         # On the held-out files, beside what the training mean and the best training target score.
-        record["fidelity"] = {**fidelity(validation[1], held_out_outputs(validation[0]),
+        record["fidelity"] = {**fidelity(scan.validation_targets, _predictor(model, config.batch_size)(scan.validation_audio),
                                          center=scan.target_mean, training_targets=scan.sample_targets),
-                              "files": len(validation[0]), "segment": "the first 2 s of each held-out file"}
+                              "files": len(scan.validation_audio), "segment": "the first 2 s of each held-out file"}
     export_dir = export_savedmodel(
-        model, os.path.join(run.path, "export"), overwrite=True,
-        extra_metadata={"teacher": teacher.describe(), "target_mean": [float(v) for v in scan.target_mean]},
+        model, os.path.join(session.run.path, "export"), overwrite=True,
+        extra_metadata={"teacher": session.teacher.describe(), "target_mean": [float(v) for v in scan.target_mean]},
     )
     wait_for_workers(strategy)
     record["export"] = export_dir
-    run.write(export_dir)
-    _log.info("Distilled %s from %s in %d steps; exported to %s", student, teacher.spec, steps, export_dir)
+    session.run.write(export_dir)
+    _log.info("Distilled %s from %s in %d steps; exported to %s", config.student, session.teacher.spec, config.steps,
+              export_dir)
     return record

@@ -1,29 +1,18 @@
 """tf.distribute for the distiller: strategy by name, TF_CONFIG checks, per-worker file roles.
 
-Strategies (:data:`STRATEGIES`):
-
-- ``none``: TensorFlow's default strategy (one device; the plain training loop).
-- ``mirrored``: :class:`tf.distribute.MirroredStrategy` over every local GPU, else over every
-  logical CPU device (configure several with ``tf.config.set_logical_device_configuration``
-  to test on CPU).
-- ``multiworker``: :class:`tf.distribute.MultiWorkerMirroredStrategy` over the workers that
-  ``TF_CONFIG`` lists; each worker process runs the same command.
-
-``batch_size`` is the *global* batch: each of the ``num_replicas_in_sync`` replicas gets
-``batch_size / replicas`` examples, and per-replica losses are scaled so that the summed
-gradient is the gradient of the global batch's mean loss (the loss curve does not depend on
-the number of replicas). BatchNormalization layers normalise with the global batch's
-statistics (:func:`synchronize_batch_norm`), as on one device. The chief writes checkpoints,
-logs, ``run.json`` and the export; other workers take part in every collective step.
-
-Each process is one input pipeline (:func:`input_pipelines`): under ``multiworker`` every
-worker reads its own shards and makes its share of the global batch, so every worker keeps
-its own checkpoint (its data position differs; :func:`worker_checkpoint_dir`).
+:data:`STRATEGIES`: ``none`` (TensorFlow's default strategy, one device), ``mirrored``
+(:class:`tf.distribute.MirroredStrategy` over the local GPUs, else the logical CPU devices) and
+``multiworker`` (:class:`tf.distribute.MultiWorkerMirroredStrategy` over the workers ``TF_CONFIG``
+lists). ``batch_size`` is the global batch; BatchNormalization uses the global batch's statistics
+(:func:`synchronize_batch_norm`); each process is one input pipeline (:func:`input_pipelines`) with
+its own checkpoint (:func:`worker_checkpoint_dir`); the chief writes the run folder. Loss scaling
+and roles: docs/DESIGN.md, "Training".
 """
 import json
 import logging
 import os
 
+from trillsson_tf.configs import STRATEGIES
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.errors import ParameterError
 
@@ -42,7 +31,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-STRATEGIES = ("none", "mirrored", "multiworker")
 TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
 _TASK_TYPES = ("chief", "worker")
 
