@@ -6,7 +6,7 @@ import json
 import pytest
 
 from trillsson_tf import checks
-from trillsson_tf.configs import DistillConfig, add_arguments, as_record, from_args, make_config
+from trillsson_tf.configs import DistillConfig, FinetuneConfig, add_arguments, as_record, from_args, make_config
 from trillsson_tf.errors import ParameterError
 
 
@@ -24,6 +24,26 @@ def test_cli_defaults_are_the_configs():
         8, "scores", False, 5, "cosine")
     with pytest.raises(SystemExit):
         parser.parse_args(["--loss", "huber"])
+
+
+def test_finetune_cli_defaults_are_the_configs():
+    from trillsson_tf import cli
+
+    parser = cli.build_parser("finetune")
+    args = parser.parse_args(["finetune", "exp", "--data", "x", "--out", "y"])
+    assert from_args(FinetuneConfig, args) == FinetuneConfig()  # the CLI once defaulted to no task at all
+    args = parser.parse_args(["finetune", "exp", "--data", "x", "--out", "y", "--kws-labels", "none",
+                              "--uniform-batches", "--freeze-encoder"])
+    config = from_args(FinetuneConfig, args)
+    assert (config.kws_labels, config.balance_batches, config.freeze_encoder) == (None, False, True)
+    assert config.resolved_head_steps == config.steps  # frozen: every step trains the heads only
+    assert FinetuneConfig(steps=90).resolved_head_steps == 30
+    with pytest.raises(ParameterError, match="Give at least one task"):
+        FinetuneConfig(kws_labels=None, sv_labels=None)
+    with pytest.raises(ParameterError, match=r"head_steps must be an integer in \[0, steps=10\], got 11"):
+        FinetuneConfig(steps=10, head_steps=11)
+    with pytest.raises(ParameterError, match=r"margin must be in \[0, pi/2\)"):
+        FinetuneConfig(margin=2.0)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -175,35 +175,11 @@ def _cmd_distill_layers(args):
 
 
 def _cmd_finetune(args):
+    from trillsson_tf.configs import FinetuneConfig, from_args
     from trillsson_tf.finetune import finetune
 
-    record = finetune(
-        args.export,
-        args.data,
-        out_dir=args.out,
-        kws_labels=args.kws_labels,
-        sv_labels=args.sv_labels,
-        labels=args.labels,
-        freeze_encoder=args.freeze_encoder,
-        encoder_layers=args.encoder_layers,
-        kws_weight=args.kws_weight,
-        sv_weight=args.sv_weight,
-        speaker_dim=args.speaker_dim,
-        margin=args.margin,
-        scale=args.scale,
-        sv_holdout=args.sv_holdout,
-        steps=args.steps,
-        head_steps=args.head_steps,
-        encoder_lr_scale=args.encoder_lr_scale,
-        balance_batches=not args.uniform_batches,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        checkpoint_every=args.checkpoint_every,
-        seed=args.seed,
-        resume=args.resume,
-        overwrite=args.force,
-        progress=True,
-    )
+    record = finetune(args.export, args.data, out_dir=args.out, config=from_args(FinetuneConfig, args),
+                      labels=args.labels, resume=args.resume, overwrite=args.force, progress=True)
     scores = record["scores"]
     if "kws" in scores:
         print(f"keyword accuracy on {scores['kws']['clips']} test files: {scores['kws']['accuracy']:.3f}")
@@ -385,33 +361,17 @@ def _add_distill_layers_arguments(parser):
 
 
 def _add_finetune_arguments(parser):
+    from trillsson_tf.configs import FinetuneConfig, add_arguments
+
     parser.add_argument("export", help="export folder of `distill-layers` (<out>/export)")
     parser.add_argument("--data", required=True, help="audio folder or CSV manifest")
     parser.add_argument("--out", required=True, help="run folder (checkpoints, logs, export/, run.json)")
-    parser.add_argument("--kws-labels", default=None, help="keyword label column, e.g. digit (omit for speaker only)")
-    parser.add_argument("--sv-labels", default=None, help="speaker label column, e.g. speaker (omit for keywords only)")
     parser.add_argument("--labels", default=None, help="CSV with a path column and label columns")
-    parser.add_argument("--freeze-encoder", action="store_true", help="train the heads only (frozen encoder)")
-    parser.add_argument("--encoder-layers", default="all", choices=("all", "last"),
-                        help="hidden states the heads read: every layer's, concatenated (default), or the last one")
-    parser.add_argument("--kws-weight", type=float, default=1.0, help="weight of the keyword loss")
-    parser.add_argument("--sv-weight", type=float, default=1.0, help="weight of the speaker (AAM-softmax) loss")
-    parser.add_argument("--speaker-dim", type=int, default=128, help="speaker embedding size")
-    parser.add_argument("--margin", type=float, default=0.2, help="AAM angular margin, radians")
-    parser.add_argument("--scale", type=float, default=30.0, help="AAM scale")
-    parser.add_argument("--sv-holdout", type=float, default=0.4, help="share of speakers held out for verification")
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--head-steps", type=int, default=None,
-                        help="heads-only steps before the encoder is unfrozen (default: a third of --steps)")
-    parser.add_argument("--encoder-lr-scale", type=float, default=1.0, help="encoder learning rate as a share of --lr")
-    parser.add_argument("--uniform-batches", action="store_true",
-                        help="draw clips uniformly instead of half per keyword, half per speaker")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--checkpoint-every", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
+    add_arguments(parser, FinetuneConfig)  # the library's options, defaults and help
+    parser.add_argument("--uniform-batches", dest="balance_batches", action="store_false",
+                        help=argparse.SUPPRESS)  # the older spelling of --no-balance-batches
 
 
 def _add_evaluate_arguments(evaluate):

@@ -10,7 +10,7 @@ import dataclasses
 from trillsson_tf import checks
 from trillsson_tf.errors import ParameterError
 
-__all__ = ["DEFAULT_STUDENT", "DistillConfig", "LOSSES", "LR_SCHEDULES", "STRATEGIES", "TARGET_MODES",
+__all__ = ["DEFAULT_STUDENT", "DistillConfig", "ENCODER_LAYERS", "FinetuneConfig", "LOSSES", "LR_SCHEDULES", "STRATEGIES", "TARGET_MODES",
            "add_arguments", "as_record", "from_args", "make_config"]
 
 LOSSES = ("mse", "cosine", "l1")
@@ -18,6 +18,7 @@ LR_SCHEDULES = ("cosine", "constant")
 STRATEGIES = ("none", "mirrored", "multiworker")
 TARGET_MODES = ("global", "local")
 DEFAULT_STUDENT = "tiny_cnn"
+ENCODER_LAYERS = ("all", "last")
 _SPEECH_EMBEDDING = "speech_embedding"
 
 
@@ -75,6 +76,64 @@ class DistillConfig:
         _check_fields(self)
 
 
+def _column(text: str):
+    """A label column on the command line; ``none`` turns the task off."""
+    return None if text.lower() == "none" else text
+
+
+def _margin(name, value) -> None:
+    import math
+
+    checks.non_negative(name, value)
+    if not value < math.pi / 2:
+        raise ParameterError(f"{name} must be in [0, pi/2) radians, got {value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    """What :func:`trillsson_tf.finetune.finetune` trains: heads, tasks, losses, optimizer, batches."""
+
+    kws_labels: object = option("digit", "keyword label column ('none': no keyword task)", type=_column)
+    sv_labels: object = option("speaker", "speaker label column ('none': no speaker task)", type=_column)
+    freeze_encoder: bool = option(False, "train the heads only (frozen encoder)")
+    encoder_layers: str = option("all", "hidden states the heads read: every layer's, concatenated, or the last one",
+                                 check=checks.choice(*ENCODER_LAYERS), choices=ENCODER_LAYERS)
+    kws_weight: float = option(1.0, "weight of the keyword loss", check=checks.positive)
+    sv_weight: float = option(1.0, "weight of the speaker (AAM-softmax) loss", check=checks.positive)
+    speaker_dim: int = option(128, "speaker embedding size", check=checks.positive_int)
+    hidden: int = option(128, "width of each head's hidden layer", check=checks.positive_int)
+    margin: float = option(0.2, "AAM angular margin, radians", check=_margin)
+    scale: float = option(30.0, "AAM scale", check=checks.positive)
+    holdout_speakers: object = option(None, "speakers held out for verification", cli=False)
+    sv_holdout: float = option(0.4, "share (or count) of speakers held out for verification", check=checks.positive)
+    sv_groups: object = option(None, "label column within whose values verification is also scored alone", type=str)
+    steps: int = option(600, "optimizer steps, heads-only steps included", check=checks.positive_int)
+    head_steps: object = option(None, "heads-only steps before the encoder is unfrozen (default: a third of --steps)",
+                                check=checks.optional(checks.non_negative_int), type=int)
+    encoder_lr_scale: float = option(1.0, "encoder learning rate as a share of --lr", check=checks.positive)
+    balance_batches: bool = option(True, "half the clips per keyword, half per speaker (--no-balance-batches: "
+                                         "uniform)")
+    batch_size: int = option(16, "clips per step and task", check=checks.positive_int)
+    lr: float = option(1e-3, "Adam learning rate of the heads (cosine decay to 1%% over --steps)", check=checks.positive)
+    checkpoint_every: int = option(200, "steps between checkpoints", check=checks.positive_int)
+    seed: int = option(0, "seeds the speaker split, the batches and the heads", check=checks.non_negative_int)
+
+    def __post_init__(self):
+        _check_fields(self)
+        if self.kws_labels is None and self.sv_labels is None:
+            raise ParameterError("Give at least one task: kws_labels and/or sv_labels (CLI: not both 'none').")
+        head_steps = self.resolved_head_steps
+        if not 0 <= head_steps <= self.steps:
+            raise ParameterError(f"head_steps must be an integer in [0, steps={self.steps}], got {self.head_steps!r}.")
+
+    @property
+    def resolved_head_steps(self) -> int:
+        """Every step when the encoder is frozen; else ``head_steps``, by default a third of ``steps``."""
+        if self.freeze_encoder:
+            return self.steps
+        return self.steps // 3 if self.head_steps is None else self.head_steps
+
+
 def _views(value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ParameterError(f"augment must be a number of views >= 0, got {value!r}.")
@@ -115,8 +174,7 @@ def add_arguments(parser, cls, *, help_overrides=None) -> None:
         helptext = (help_overrides or {}).get(field.name, field.metadata["help"])
         options = {"dest": field.name, "default": default, "help": helptext}
         if kind is bool:
-            options["action"] = argparse.BooleanOptionalAction if default is None else (
-                "store_false" if default else "store_true")
+            options["action"] = "store_true" if default is False else argparse.BooleanOptionalAction
         else:
             options.update(type=kind, choices=field.metadata.get("choices"))
         parser.add_argument(_flag(field), **options)

@@ -61,7 +61,8 @@ from trillsson_tf.metrics import accuracy, speaker_verification, split_speakers
 from trillsson_tf.models import distil
 from trillsson_tf.models.heads import KWS_OUTPUT, SV_OUTPUT, build_heads
 from trillsson_tf.teachers import file_fingerprint
-from trillsson_tf.training import RunFolder, check_positive, files_identity, run_steps, versions
+from trillsson_tf.configs import FinetuneConfig, make_config
+from trillsson_tf.training import RunFolder, files_identity, run_steps, versions
 
 __all__ = [
     "KWS_OUTPUT",
@@ -69,6 +70,7 @@ __all__ = [
     "aam_softmax_logits",
     "aam_softmax_loss",
     "evaluate_multitask",
+    "FinetuneConfig",
     "finetune",
     "load_encoder",
 ]
@@ -77,7 +79,9 @@ _log = logging.getLogger(__name__)
 
 _SPLIT, _TEST = "split", "test"
 _FRAME_BATCH = 64  # segments per encoder call when the frames of a frozen encoder are computed
-ENCODER_LAYERS = ("all", "last")
+_FIELDS = ("kws_labels", "sv_labels", "freeze_encoder", "encoder_layers", "kws_weight", "sv_weight", "speaker_dim",
+           "hidden", "margin", "scale", "holdout_speakers", "sv_holdout", "sv_groups", "steps", "encoder_lr_scale",
+           "balance_batches", "batch_size", "lr", "checkpoint_every", "seed")
 
 
 def aam_softmax_logits(embeddings, class_weights, labels, *, margin: float = 0.2, scale: float = 30.0):
@@ -217,37 +221,8 @@ def _encoder_source(export) -> dict:
     return {"spec": path, "identity": f"export:{file_fingerprint(os.path.join(path, KERAS_FILE))}"}
 
 
-def finetune(
-    export,
-    data,
-    *,
-    out_dir,
-    kws_labels="digit",
-    sv_labels="speaker",
-    labels=None,
-    freeze_encoder: bool = False,
-    encoder_layers: str = "all",
-    kws_weight: float = 1.0,
-    sv_weight: float = 1.0,
-    speaker_dim: int = 128,
-    hidden: int = 128,
-    margin: float = 0.2,
-    scale: float = 30.0,
-    holdout_speakers=None,
-    sv_holdout=0.4,
-    sv_groups=None,
-    steps: int = 600,
-    head_steps=None,
-    encoder_lr_scale: float = 1.0,
-    balance_batches: bool = True,
-    batch_size: int = 16,
-    lr: float = 1e-3,
-    checkpoint_every: int = 200,
-    seed: int = 0,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = False,
-) -> dict:
+def finetune(export, data, *, out_dir, config=None, labels=None, resume: bool = False, overwrite: bool = False,
+             progress: bool = False, **options) -> dict:
     """Fine-tune (or freeze) an encoder with a keyword head and/or a speaker head.
 
     Args:
@@ -255,6 +230,8 @@ def finetune(
             :class:`trillsson_tf.layer_teachers.LayeredTeacher` (frozen only; no export is written).
         data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.data.AudioItem`.
         out_dir: Run folder (``run.json``, ``checkpoints/``, ``logs/``, ``export/``).
+        config: A :class:`~trillsson_tf.configs.FinetuneConfig`; ``options`` are its fields as
+            keywords, applied over it. Its fields:
         kws_labels: Label column of the keywords (``None``: no keyword task).
         sv_labels: Label column of the speakers (``None``: no speaker task).
         labels: Optional CSV manifest of extra label columns.
@@ -304,25 +281,14 @@ def finetune(
         ParameterError: a missing label column (the message lists the columns), a keyword class
             absent from training, fewer than 2 scoring or training speakers, bad numbers.
     """
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
-        check_positive(name, value)
-    if freeze_encoder:
-        head_steps = steps
-    elif head_steps is None:
-        head_steps = steps // 3
-    if isinstance(head_steps, bool) or not isinstance(head_steps, int) or not 0 <= head_steps <= steps:
-        raise ParameterError(f"head_steps must be an integer in [0, steps={steps}], got {head_steps!r}.")
-    for name, value in (("kws_weight", kws_weight), ("sv_weight", sv_weight), ("lr", lr), ("scale", scale),
-                        ("encoder_lr_scale", encoder_lr_scale)):
-        if not value > 0:
-            raise ParameterError(f"{name} must be positive, got {value!r}.")
-    if not 0.0 <= margin < math.pi / 2:
-        raise ParameterError(f"margin must be in [0, pi/2) radians, got {margin!r}.")
+    config = make_config(FinetuneConfig, config, **options)
+    (kws_labels, sv_labels, freeze_encoder, encoder_layers, kws_weight, sv_weight, speaker_dim, hidden, margin, scale,
+     holdout_speakers, sv_holdout, sv_groups, steps, encoder_lr_scale, balance_batches, batch_size, lr,
+     checkpoint_every, seed) = (getattr(config, name) for name in _FIELDS)
+    head_steps = config.resolved_head_steps
     teacher_mode = isinstance(export, LayeredTeacher)
     if teacher_mode and not freeze_encoder:
         raise ParameterError("A teacher cannot be fine-tuned here: pass freeze_encoder=True to train heads on its features.")
-    if encoder_layers not in ENCODER_LAYERS:
-        raise ParameterError(f"encoder_layers must be one of {ENCODER_LAYERS}, got {encoder_layers!r}.")
     if teacher_mode:
         encoder, metadata = _TeacherEncoder(export), {"segment_samples": max(16000, export.min_samples)}
         width = encoder.width
