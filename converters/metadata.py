@@ -1,26 +1,11 @@
 """TFLite Model Metadata inside a ``.tflite`` file: what MediaPipe Tasks and Android tools read.
 
-MediaPipe's ``AudioEmbedder`` and ``AudioClassifier`` refuse a model without it ("require TFLite
-Model Metadata but none was found"): they take the sample rate and channel count from the
-``AudioProperties`` of the input tensor, and a classifier's class names from a
-``TENSOR_AXIS_LABELS`` file attached to its output tensor. :func:`with_metadata` writes that
-metadata; :func:`read_metadata` reads it back (the tests' round trip, and a way to inspect a file).
-
-How it is stored (the layout of ``metadata_schema.fbs`` and TFLite Support's populator): a
-``ModelMetadata`` flatbuffer (file identifier ``M001``) in a buffer of the model, named
-``TFLITE_METADATA`` in the model's ``metadata`` list; associated files (the labels) in a zip
-archive appended to the flatbuffer, each named in the metadata. LiteRT ignores both.
-
-The tables are built with the generated Python module of ``metadata_schema.fbs``
-(:mod:`converters._metadata_schema`: flatc output shipped in the ``mediapipe`` 1.2.2 wheel,
-copied verbatim) and the ``flatbuffers`` package; the model flatbuffer is read and re-packed
-with LiteRT's own object API (``ai_edge_litert.tools.flatbuffer_utils``), as TensorFlow's
-converter does for its conversion metadata. Why a copy: ``tflite-support`` 0.4.4, the package
-that ships this module, requires protobuf < 4 where TensorFlow 2.21 requires >= 6.31, and
-importing ``mediapipe``'s copy loads all of MediaPipe (its C++ framework, OpenCV).
-
-:func:`converter_metadata` is what :func:`converters.tflite.convert` and
-:func:`converters.waveform.convert_waveform_model` call on every file they write.
+:func:`with_metadata` writes it (the audio input's sample rate and channels, tensor descriptions,
+a labels file for ``scores`` outputs); :func:`read_metadata` reads it back; :func:`converter_metadata`
+is what :func:`converters.tflite.convert` and :func:`converters.waveform.convert_waveform_model`
+call on every file they write. The tables are built with :mod:`converters._metadata_schema` (the
+generated module of ``metadata_schema.fbs``, copied) and ``flatbuffers``. How it is stored and why
+a copy: docs/DESIGN.md, "Conversion".
 """
 import io
 import zipfile

@@ -1,14 +1,10 @@
 """int8 ``.tflite`` -> TFLite Micro deployables: C++ array + header, op resolver header, arena size.
 
-TFLite Micro runs float32 and fully int8 models; it has no RFFT2D or COMPLEX_ABS, no int8 LOG,
-no hybrid (dynamic-range) kernels and no dynamic shapes. So the model given here is normally an
-``int8`` conversion with ``frontend=False`` (log-mel patch in); on the board the frontend runs
-outside the model. :func:`to_micro` refuses any model with ops outside
-:data:`MICRO_OP_RESOLVER` (and any op left in float in a quantized model), listing them.
-
-The arena is measured, not guessed: the model runs once in the ``tflite-micro`` Python
-interpreter (with a recording allocator) and the arena it actually used is read back; the
-reported size is then checked by running again in an arena of exactly that size.
+TFLite Micro has no RFFT2D, COMPLEX_ABS, int8 LOG, hybrid kernels or dynamic shapes, so the model
+given here is normally an ``int8`` conversion with ``frontend=False``; :func:`to_micro` refuses ops
+outside :data:`MICRO_OP_RESOLVER` (and ops left in float), listing them. The arena is measured, not
+guessed: the model runs once in the ``tflite-micro`` interpreter with a recording allocator, and the
+size read back is checked by a second run in an arena of exactly that size.
 """
 import json
 import logging

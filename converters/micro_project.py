@@ -1,17 +1,11 @@
 """TFLite Micro firmware for the ``mps2-an386`` Cortex-M4 board, built and run in QEMU.
 
-:func:`write_micro_project` writes a project folder: the files of :func:`converters.micro.to_micro`
-(model array, op resolver, measured arena), the input tensor as an array, a runner (reads the
-input, invokes once, prints every output and ``arena_used_bytes()``), start-up code with the
-vector table at address 0, the board's linker script and a Makefile. :func:`micro_build` compiles
-it with Debian's ``arm-none-eabi`` toolchain against ``libtensorflow-microlite.a`` (built once
-from the TFLite Micro sources and cached), reads flash and RAM from the ELF, runs it in
-``qemu-system-arm -M mps2-an386`` with semihosting, and compares the board's outputs with the host
-``tflite-micro`` interpreter's on the same input.
-
-Board memory (QEMU's ``hw/arm/mps2.c``): 4 MiB ZBT SSRAM1 at 0x0 holds the code (the "flash"),
-4 MiB ZBT SSRAM2/3 at 0x20000000 the data. Reference kernels, soft float (``-mfloat-abi=soft``),
-as TFLite Micro's ``cortex_m_qemu`` target builds them.
+:func:`write_micro_project` writes a project folder (the files of :func:`converters.micro.to_micro`,
+the input as an array, a runner, start-up code, the board's linker script, a Makefile);
+:func:`micro_build` compiles it with Debian's ``arm-none-eabi`` toolchain against
+``libtensorflow-microlite.a`` (:func:`prepare_tflm`: sources from ``--tflm`` or ``$TRILLSSON_TFLM``,
+built once and cached), reads flash and RAM from the ELF, runs it in ``qemu-system-arm`` and
+compares its outputs with the host ``tflite-micro`` interpreter's. Board memory: docs/DESIGN.md, "Device".
 """
 import glob
 import json

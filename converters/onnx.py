@@ -1,26 +1,11 @@
 """Keras model or export directory -> ONNX (float32) + model card, checked in onnxruntime.
 
-Two forms, as for ``.tflite`` (:mod:`converters.tflite`):
-
-* **whole model** (``frontend=True``): float32 audio ``audio_samples`` ``[batch, samples]`` at
-  16 kHz -> the model's output (``embedding`` or ``scores``), any batch and length. Only for
-  models whose frontend ONNX can express: Wav2Small computes its spectrogram with a
-  convolution (a DFT as a strided Conv1D), a magnitude from ABS/MAX/MIN and a mel matmul, all
-  plain ONNX ops.
-* **per-chunk network** (``frontend=False``): log-mel patches ``log_mel_patch``
-  ``[n, 195, 80, 1]`` -> ``[n, D]``, for the TRILLsson-style students; the log-mel is computed
-  outside, as the TensorFlow-free runtime does (:mod:`trillsson_tf.frontend.numpy_ops`).
-
-Refused: a whole model whose frontend is an STFT (``tf.signal.stft``: RFFT, then ComplexAbs
-of the complex spectrum). tf2onnx 1.17 converts the RFFT but cannot express ComplexAbs on its
-complex output and leaves a ``ComplexAbs`` node that onnxruntime rejects ("No Op registered
-for ComplexAbs"; measured with TF 2.21, opsets 13-17). The error says to export the per-chunk
-network instead.
-
-After each conversion :func:`convert_onnx` runs the file in onnxruntime on held-out real
-speech (:func:`converters.common.parity_clips`), compares it with the Keras model and
-writes ``<out without .onnx>.json``: inputs, outputs, opset, op counts, size, parity.
-Needs the ``[onnx]`` extra (tf2onnx, onnx, onnxruntime).
+Two forms, as for ``.tflite``: the **whole model** (``frontend=True``: audio ``audio_samples`` in,
+only for frontends ONNX can express, such as Wav2Small's DFT convolution) and the **per-chunk
+network** (``frontend=False``: log-mel patches ``log_mel_patch [n, 195, 80, 1]`` in). A whole model
+with an STFT frontend is refused (why: docs/DESIGN.md, "Conversion"). :func:`convert_onnx` runs each
+file in onnxruntime on held-out real speech, compares it with the Keras model and writes
+``<out without .onnx>.json``. Needs the ``[onnx]`` extra (tf2onnx, onnx, onnxruntime).
 """
 import collections
 import logging

@@ -1,49 +1,12 @@
 """Keras model or export directory -> ``.tflite`` (float32, float16, dynamic-range, int8) + model card.
 
-Two forms:
-
-* **frontend inside** (``frontend=True``): float32 audio ``audio_samples`` ``[batch, samples]``
-  (or ``[1, fixed_samples]``) at 16 kHz -> ``embedding`` ``[batch, D]``, signature
-  ``serving_default``. The model is rebuilt around the same chunk network with the frontend
-  computed in float32 (TFLite has no float64 FFT); its ops are builtins (RFFT2D, COMPLEX_ABS, ...).
-* **frontend outside** (``frontend=False``): the chunk network alone, log-mel patches
-  ``log_mel_patch`` ``[n, 195, 80, 1]`` -> ``embedding`` ``[n, D]``; the runtime's numpy frontend
-  feeds it. This is the form for int8-only targets and TFLite Micro.
-
-Quantization and the frontend: dynamic-range quantization turns every constant weight with
-at least 1,024 values into int8, the 257 x 80 mel matrix included, which costs the embedding
-0.04-0.10 in cosine (spec section 3). ``quantize='dynamic'`` is therefore only offered with
-``frontend=False``. ``float16`` is allowed with the frontend: its analysis window is
-applied as a float16-exact part plus the remainder (``float16_safe`` in
-:mod:`trillsson_tf.frontend.tf_ops`), without which the rounded window alone cost up to 0.01 in
-cosine on 8 kHz recordings (FSDD; 0.0009 on average). ``int8`` with the frontend keeps the whole frontend in float32 (its tensors are
-denylisted in the quantizer; RFFT2D and COMPLEX_ABS have no int8 kernels anyway) and quantizes
-the chunk network from a representative dataset of real audio; the op table of the card lists
-every op left in float so that this is visible.
-
-Whole-clip students (Wav2Small) compute their own spectrogram with builtin ops: per-clip
-normalisation, a DFT written as a strided convolution, magnitude, mel projection, dB. With
-``frontend=True`` all of it is inside (audio in, any length); under ``int8`` the normalisation
-and the spectrogram stay float32 and the network is int8, because int8 audio and an int8
-linear spectrum keep too little dynamic range (measured in ``benchmarks/emotion_benchmark.py``:
-the lowest per-score CCC against the teacher falls from 0.82 to 0.69 when it is int8 too). With ``frontend=False`` the model
-is the network alone, dB mel bands ``log_mel [1, frames, mels]`` of ``fixed_samples`` of audio
-(default 1 s: 499 frames) in, which the board (or the runtime, with
-:func:`trillsson_tf.frontend.dft.features`) computes: the form TFLite Micro runs, all int8.
-Their output is ``scores``; the card holds a ``clip_model`` entry the runtime reads.
-
-Layer-distilled and fine-tuned exports (the ``waveform`` kind) go to
-:func:`converters.waveform.convert_waveform_model`. Which of these a model is, is asked of
-:func:`trillsson_tf.kinds.of_model` once; each other kind has its plan in :data:`_PLANS`.
-
-After each conversion :func:`convert` writes a JSON model card next to the model
-(``<out without .tflite>.json``, where :func:`trillsson_tf.runtime.read_model_card` finds it):
-tensors, quantization parameters, frontend numbers, op table, size, parity on real speech.
-Inside the file it writes TFLite Model Metadata (:mod:`converters.metadata`): the audio input's
-sample rate and channels, tensor descriptions, name, version, author, licence, and a labels
-file for ``scores`` outputs. ``mediapipe=True`` makes the form MediaPipe Tasks runs: audio in,
-fixed ``[1, N]`` (:data:`MEDIAPIPE_SAMPLES` unless ``fixed_samples`` is given), because
-MediaPipe takes its window length from the stored input shape.
+:func:`convert` asks :func:`trillsson_tf.kinds.of_model` which kind a model is and follows that
+kind's plan (:data:`_PLANS`): the frontend inside (``frontend=True``: audio ``audio_samples`` in) or
+outside (``frontend=False``: log-mel patches, or Wav2Small's dB mel bands, in: the form for int8-only
+targets and TFLite Micro). ``waveform`` models go to :func:`converters.waveform.convert_waveform_model`.
+Every file gets a model card beside it (``<out without .tflite>.json``) and TFLite Model Metadata
+inside (:mod:`converters.metadata`); ``mediapipe=True`` makes the fixed ``[1, N]`` form MediaPipe
+Tasks runs. Which quantization goes with which frontend, and why: docs/DESIGN.md, "Conversion".
 """
 
 import dataclasses

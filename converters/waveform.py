@@ -1,18 +1,12 @@
-"""Layer-distilled and multi-task exports -> ``.tflite`` at a fixed input length, with every output.
+"""Layer-distilled and multi-task exports (the ``waveform`` kind) -> ``.tflite`` at a fixed input length.
 
-The students of :mod:`trillsson_tf.models.distil` take raw audio and have no log-mel layer
-or chunk network, and a fine-tuned model (:mod:`trillsson_tf.finetune`) has two outputs,
-``keyword_logits`` and ``speaker_embedding``: the ``waveform`` kind of :mod:`trillsson_tf.kinds`.
-:func:`convert_waveform` converts them with a fixed input ``audio_samples [1, fixed_samples]``
-(default: the training segment, 1 s; dynamic shapes are a TFLite trap for the attention
-layers), keeps every output of the export in the ``serving_default`` signature, and writes the
-same kind of model card as :func:`converters.tflite.convert` (op table, size, parity per output
-on real speech), plus ``output_keys``, which :class:`trillsson_tf.runtime.TFLiteModel` reads to
-return all outputs, and the same TFLite Model Metadata inside the file (:mod:`converters.metadata`). Every op is a TFLite builtin: the grouped positional convolution is SPLIT +
-CONV_2D + CONCATENATION (:class:`trillsson_tf.models.distil.GroupedConv1D`).
-
-:func:`converters.tflite.convert` (``trillsson-tf convert``) hands these models over to
-:func:`convert_waveform_model`.
+:func:`convert_waveform` converts a raw-audio student of :mod:`trillsson_tf.models.distil` or a
+fine-tuned model (``keyword_logits`` and ``speaker_embedding``) with a fixed input
+``audio_samples [1, fixed_samples]`` (default: the training segment, 1 s; dynamic shapes are a
+TFLite trap for the attention layers), keeps every output in ``serving_default``, and writes the
+model card of :func:`converters.tflite.convert` plus ``output_keys`` (which the runtime reads to
+return all outputs) and the same metadata. Every op is a builtin. :func:`converters.tflite.convert`
+hands these models to :func:`convert_waveform_model`.
 """
 import logging
 import os
