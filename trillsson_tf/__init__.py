@@ -1,21 +1,13 @@
 """trillsson_tf: small paralinguistic speech models for phones and microcontrollers.
 
-The main entry points, imported on first use so that ``import trillsson_tf`` stays light and the
-TensorFlow-free runtime stays TensorFlow-free:
-
-- ``TFLiteModel``: embed audio with a ``.tflite`` model (:mod:`trillsson_tf.runtime`, no TensorFlow);
-- ``build``: a registry student by name (:func:`trillsson_tf.models.build`);
-- ``export_savedmodel`` / ``load``: write a hub-format export / load one as a Keras layer
-  (:mod:`trillsson_tf.export`);
-- ``load_teacher``: a teacher by spec (:func:`trillsson_tf.teachers.load_teacher`);
-- ``convert``: an export to ``.tflite`` with its model card (:func:`converters.tflite.convert`);
-- ``keras3_layer``: an export as a Keras 3 layer (:mod:`trillsson_tf.keras3`);
-- the modules ``models``, ``export`` and ``distill``.
-
-``trillsson_tf.export`` and ``trillsson_tf.distill`` are the submodules, not functions: Python binds
-a package attribute to a submodule when that submodule is imported, so a function of the same name
-would turn into the module depending on what was imported first. Call
-``trillsson_tf.export_savedmodel(...)`` and ``trillsson_tf.distill.distill(...)``.
+Entry points, imported on first use (``import trillsson_tf`` stays light, the runtime TensorFlow-free):
+``TFLiteModel`` (:mod:`trillsson_tf.runtime`), ``build`` (:func:`trillsson_tf.models.build`),
+``export_savedmodel`` / ``load`` (:mod:`trillsson_tf.export`), ``load_teacher``
+(:func:`trillsson_tf.teachers.load_teacher`), ``convert`` (:func:`converters.tflite.convert`),
+``keras3_layer`` (:mod:`trillsson_tf.keras3`) and the modules ``models``, ``export`` and ``distill``.
+``trillsson_tf.export`` and ``trillsson_tf.distill`` are submodules, not functions (why:
+docs/DESIGN.md, "What is good and stays"): call ``trillsson_tf.export_savedmodel(...)`` and
+``trillsson_tf.distill.distill(...)``.
 """
 import importlib
 

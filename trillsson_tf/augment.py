@@ -1,17 +1,10 @@
 """Teacher-consistent audio augmentation for distillation: extra views of each training clip.
 
-Why: distilling ``speech_embedding`` on FSDD, the students stop improving on held-out takes
-while their fit to the training clips keeps rising (``tiny_cnn_k5``, 3,000 steps: cosine
-0.979 on training clips, 0.965 on takes 0-4): 2,700 short clips of six speakers are too few
-inputs. Each view here is a new input with its own teacher target (teacher and student see
-the same view, "function matching", Beyer et al. 2022), so a view is correct data, not a
-noisy label. The teacher runs once per view and the target cache keeps the result, so the
-training loop still never runs the teacher.
-
-A view: resampled by a speed factor (tempo and pitch together), trimmed at either end, scaled
-by a random gain, and with white noise at a random SNR; clipped to [-1, 1]. Views are drawn
-from the seed and the file's cache key, so a resumed or repeated run sees the same views and
-reuses their cached targets.
+A view (:func:`augment_clip`, :func:`augmented_views`) is a clip resampled by a speed factor, trimmed
+at either end, scaled by a random gain and given white noise at a random SNR (clipped to [-1, 1]),
+with its own teacher target ("function matching"): correct data, not a noisy label. Views are drawn
+from the seed and the file's cache key, so a resumed or repeated run reuses their cached targets.
+Why: docs/DESIGN.md, "Targets".
 """
 import dataclasses
 import hashlib

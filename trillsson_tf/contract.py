@@ -1,6 +1,6 @@
 """The call contract, TensorFlow-free: tensor names, output keys and the sample rate.
 
-Every model this library builds, exports or converts follows it (spec section 2): float32
+Every model this library builds, exports or converts follows it: float32
 mono audio ``audio_samples [batch, samples]`` at :data:`SAMPLE_RATE_HZ` in, a dict with one
 clip vector per clip out, under :data:`EMBEDDING_KEY` (or :data:`SCORES_KEY` for score
 regressors), through the ``serving_default`` signature. The models, the exports, the
@@ -52,10 +52,10 @@ SIGNATURE_KEY = "serving_default"
 """The signature exports and ``.tflite`` conversions are called through."""
 
 FRAMES_SIGNATURE_KEY = "frames"
-"""The second signature of an export: audio -> one vector per window (frame-level outputs)."""
+"""The second signature of an export: audio -> one vector per chunk (frame-level outputs)."""
 
 START_S_KEY = "start_s"
-"""Frame-level outputs: the start of each window in seconds, float32 ``[windows]``."""
+"""Frame-level outputs: the start of each chunk in seconds, float32 ``[chunks]``."""
 
 
 def select_output_key(keys, output_key=None, *, source="model") -> str:

@@ -388,7 +388,7 @@ def segments(clip: np.ndarray, *, segment_samples: int = CROP_SAMPLES) -> np.nda
 
 
 def random_crop(clip: np.ndarray, rng: np.random.Generator, *, crop_samples: int = CROP_SAMPLES) -> np.ndarray:
-    """A random ``crop_samples`` window of a clip (mirror-padded first when shorter).
+    """A random crop of ``crop_samples`` samples of a clip (mirror-padded first when shorter).
 
     Args:
         clip: float32 ``[samples]`` at 16 kHz.

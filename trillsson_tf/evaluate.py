@@ -1,16 +1,12 @@
 """Evaluation: fidelity to a teacher and NOSS-style linear probes, student and teacher side by side.
 
-- Fidelity (spec section 5): MSE and mean cosine between the model's and the teacher's clip
-  vectors on the evaluated files (only those labelled ``split=test`` when a split exists).
-- Linear probes: scikit-learn logistic regression on clip vectors (standardised), for each
-  label column, optionally after L2 normalisation or per-speaker normalisation (each vector
-  standardised with its speaker's mean and std; not applied to the ``speaker`` task itself).
-  Files with a ``split`` label are probed train -> test; otherwise stratified k-fold cross
-  validation (k = min(5, smallest class size)).
-- CCC (``metric='ccc'``, spec section 6): for score models (A/D/V students against their
-  teacher, e.g. ``prosody``), the concordance correlation coefficient of each output
-  dimension, computed once over the evaluated files (:func:`trillsson_tf.metrics.ccc`);
-  probes are skipped.
+- Fidelity: MSE and mean cosine between the model's and the teacher's clip vectors (only the files
+  labelled ``split=test`` when a split exists).
+- Linear probes: logistic regression on standardised clip vectors for each label column (optionally
+  L2- or per-speaker normalised); train -> test with a ``split`` label, else stratified k-fold.
+- CCC (``metric='ccc'``): for score models (A/D/V students), the concordance correlation coefficient
+  of each output over the evaluated files (:func:`trillsson_tf.metrics.ccc`); no probes.
+More: docs/DESIGN.md, "Training".
 """
 import logging
 import os

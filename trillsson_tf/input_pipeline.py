@@ -1,23 +1,12 @@
 """Training examples streamed from target shards with ``tf.data``: memory flat in the corpus size.
 
-The distiller never holds its corpus. It reads a targets folder (the local cache of
-:func:`trillsson_tf.targets.build_cache` or a Beam output, local or remote) in two steps:
-
-1. :func:`scan_shards`, one pass over the shards in Python that keeps only small things: the
-   64-bit fingerprints of the training records' keys, running moments of their targets (the standardisation and
-   the centre of the fidelity figures), a bounded sample of target rows (the
-   nearest-training-target baseline) and the first 2 s of at most ``max_validation`` held-out
-   files. An unusable shard (truncated, damaged, not target records, another teacher's, mode
-   or width: :func:`trillsson_tf.targets.shard_records`) is named, counted and left out.
-2. :func:`training_dataset`, the ``tf.data`` pipeline: shard files shuffled and interleaved,
-   records parsed, filtered to the training keys, cut to one random 2 s crop each (``global``
-   mode: anywhere in the clip, target row 0; ``local`` mode, or any per-segment targets such as
-   a layer distillation's frames: one of its stored segments and that segment's target), shuffled in a buffer of 16-bit crops, batched and prefetched, in parallel.
-
-Memory is the shuffle buffer (``shuffle_buffer`` crops of 64 KB) plus a few batches, whatever
-the number of files. The crops are drawn with stateless random ops from ``seed`` and the
-record's position in the stream, and the iterator can be checkpointed
-(``tf.train.Checkpoint(data=iterator)``), so a resumed run continues the same stream.
+The distiller never holds its corpus. :func:`scan_shards` makes one pass over a targets folder
+(local cache or Beam output) keeping only small things: the training records' key fingerprints,
+running moments of their targets, a bounded subset of target rows and the first segment of a few
+held-out files; unusable shards are named and left out. :func:`training_dataset` is the ``tf.data``
+pipeline: shards interleaved, records parsed and filtered, one random crop each (or one stored
+segment, for per-segment targets), shuffled, batched, prefetched; the iterator can be checkpointed
+so a resumed run continues the same stream. Memory and determinism: docs/DESIGN.md, "Training".
 """
 import dataclasses
 import logging

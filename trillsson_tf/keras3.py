@@ -1,20 +1,15 @@
 """Keras 3 interop: an exported model as a Keras 3 layer.
 
-The toolkit builds and trains with Keras 2 (``tf_keras``, :mod:`trillsson_tf._keras`), and
-``hub.KerasLayer`` fails inside Keras 3 functional models (tensorflow#63849,
-tensorflow/hub#920). Users on Keras 3 load our hub-format exports through
-``keras.layers.TFSMLayer`` instead, which calls the SavedModel's ``serving_default``
-signature:
+``hub.KerasLayer`` fails inside Keras 3 functional models (tensorflow#63849, tensorflow/hub#920), so
+:func:`keras3_layer` loads a hub-format export through ``keras.layers.TFSMLayer`` (its
+``serving_default`` signature):
 
->>> import keras                                        # Keras 3, TensorFlow backend
 >>> layer = trillsson_tf.keras3_layer("runs/t1/export")
->>> audio = keras.Input(shape=(None,), name="audio_samples")
->>> embedding = layer(audio)["embedding"]               # [batch, D]
->>> model = keras.Model(audio, keras.layers.Dense(4)(embedding))
+>>> embedding = layer(keras.Input(shape=(None,), name="audio_samples"))["embedding"]  # [batch, D]
 
 tf_keras and Keras 3 must not meet in one process: this module never imports
-:mod:`trillsson_tf._keras` (which sets ``TF_USE_LEGACY_KERAS=1``), and refuses to run in a
-process where the toolkit's Keras 2 side is already loaded or ``TF_USE_LEGACY_KERAS`` is set.
+:mod:`trillsson_tf._keras`, and refuses to run where the toolkit's Keras 2 side is loaded or
+``TF_USE_LEGACY_KERAS`` is set.
 """
 import os
 import sys

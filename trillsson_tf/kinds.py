@@ -1,28 +1,11 @@
 """The kinds of model this library makes and runs, known in one place.
 
-A kind is one form of one model family. The converters ask :func:`of_model` which kind a
-Keras model becomes, the runtime asks :func:`of_tflite` which kind a ``.tflite`` file is, and
-both act on the entry's fields (:class:`Kind`) instead of testing types.
-
-================  ========  ===============  ================================================
-kind              family    takes            what it is
-================  ========  ===============  ================================================
-``chunk``         chunk     audio            a log-mel patch network wrapped with the hub
-                                             contract (the students of ``models.build``)
-``patch``         chunk     log-mel patches  that chunk network alone; the runtime computes
-                                             the log-mel in numpy
-``clip``          clip      audio            Wav2Small: whole clips through its own DFT frontend
-``clip_log_mel``  clip      dB mel bands     Wav2Small's network alone (the TFLite Micro form)
-``waveform``      waveform  audio            layer-distilled and fine-tuned encoders: raw audio
-                                             of a fixed length, every output of the export
-================  ========  ===============  ================================================
-
-A new kind is one more entry in :data:`KINDS`. The converter then needs a plan under its
-name (``converters.tflite``) and, if it takes a new input, the runtime a way to feed it;
-``tests/test_kinds.py`` fails until both exist.
-
-TensorFlow-free (the runtime uses it): it reads model cards and export metadata, and looks
-at a Keras model only through its attributes.
+A kind is one form of one model family (:data:`KINDS`: ``chunk``, ``patch``, ``clip``,
+``clip_log_mel``, ``waveform``; the table with what each takes is in docs/DESIGN.md, "Embedding").
+The converters ask :func:`of_model` which kind a Keras model becomes, the runtime asks
+:func:`of_tflite` which kind a ``.tflite`` file is, and both act on the entry's fields (:class:`Kind`)
+instead of testing types. A new kind is one more entry in :data:`KINDS`, a converter plan and, for a
+new input, a runtime feeder; ``tests/test_kinds.py`` fails until all exist. TensorFlow-free.
 """
 import dataclasses
 

@@ -1,32 +1,13 @@
-"""Layered teachers: models that give several hidden layers frame by frame (spec section 7).
+"""Layered teachers: models that give several hidden layers frame by frame.
 
-:func:`load_layered_teacher` takes a spec and the layers to distill and returns a
-:class:`LayeredTeacher`: float32 audio ``[batch, samples]`` at 16 kHz in,
-``{layer: float32 [batch, frames, D_layer]}`` out (:meth:`LayeredTeacher.layer_outputs`).
-It is also an ordinary :class:`trillsson_tf.teachers.Teacher`: called like one, it returns
-the time-mean of its selected layers, concatenated, as ``embedding`` (the "teacher
-features" of a linear probe or a frozen-encoder baseline). Accepted specs
-(:data:`LAYERED_TEACHER_FORMS`):
-
-- ``speech_embedding``: Google's speech embedding from the ``pyopen-wakeword`` wheel, the
-  offline real teacher. Layers ``1`` ... ``19`` are its 19 convolution blocks (each
-  block's feature map averaged over time and frequency within a window) and ``20`` its 96-d
-  embedding; one frame per 775 ms window, every 80 ms (1,280 samples).
-- ``hf:<name or folder>``: a Hugging Face TensorFlow wav2vec 2.0 / HuBERT model
-  (``pip install 'trillsson-tf[hf]'``); layers ``0`` ... ``N`` are its ``hidden_states``
-  (``0``: the transformer input, ``N``: the last layer), one frame per 320 samples. A hub
-  name needs the network once (then the Hugging Face cache); a model object built from a
-  config (:class:`HFTeacher` ``model=``) needs nothing.
-- a SavedModel directory or a Keras file with several named outputs: layers are the
-  output names.
-- a ``.tflite`` file: layers are names of its intermediate tensors (the model is rewritten
-  in memory so that they become outputs, and runs at full speed with XNNPACK).
-
-Frames are ``[batch, frames, D]``: a rank-2 output is one frame per clip, axis 1 of a
-rank-3 output is time, and further axes (frequency) are averaged. Each teacher knows the
-sample span of its frames (:meth:`LayeredTeacher.frame_spans`), so that a student with
-another frame rate can be aligned to it. Asking for a layer a teacher does not have raises a
-:class:`ParameterError` that lists the layers it has.
+:func:`load_layered_teacher` takes a spec (:data:`LAYERED_TEACHER_FORMS`: ``speech_embedding``,
+``hf:<name or folder>`` for wav2vec 2.0 / HuBERT, a SavedModel or Keras file with named outputs, a
+``.tflite`` file and names of its intermediate tensors) and the layers to distill, and returns a
+:class:`LayeredTeacher`: audio ``[batch, samples]`` at 16 kHz in, ``{layer: [batch, frames, D]}`` out
+(:meth:`LayeredTeacher.layer_outputs`), with the sample span of each frame
+(:meth:`LayeredTeacher.frame_spans`) for aligning a student. Called like a :class:`Teacher`, it
+returns the time-mean of its layers as ``embedding``. Each form's layers and frames:
+docs/DESIGN.md, "Teacher".
 """
 import hashlib
 import json

@@ -105,7 +105,7 @@ def ccc(predictions, targets):
     """Concordance correlation coefficient, per dimension, computed once over the whole set.
 
     ``2 cov(x, y) / (var(x) + var(y) + (mean(x) - mean(y))**2)`` with population (1/n)
-    moments (Lin 1989; spec section 6), so a model is scored against the set, not clip by clip.
+    moments (Lin 1989; as the Wav2Small paper scores A/D/V), so a model is scored against the set, not clip by clip.
     Constant predictions give 0 against varying targets (no covariance) and 1 when they
     equal the targets exactly; the result is never NaN.
 
@@ -135,7 +135,7 @@ def ccc(predictions, targets):
     return float(values[0]) if x.ndim == 1 else values
 
 
-# -- keyword spotting and speaker verification (spec section 7) ------------------------------
+# -- keyword spotting and speaker verification (the multi-task fine-tuning) ------------------------
 
 
 def accuracy(predictions, labels) -> float:

@@ -1,34 +1,10 @@
 """Three interpretable per-clip prosody scores, computed with librosa: the offline A/D/V stand-in.
 
-The Wav2Small paper distils a teacher's arousal/dominance/valence (A/D/V) scores. No such
-teacher can be downloaded here, so :func:`prosody_scores` gives three scores that a speech
-model can learn from audio alone, in the A/D/V slots' order (a stand-in, not a claim that
-they measure emotion):
-
-===================  ======================================================================
-score                definition (raw unit)
-===================  ======================================================================
-``loudness_range``   standard deviation of the frame level over the active frames (dB):
-                     monotone (low) against dynamic (high) delivery.
-``pitch``            median F0 of the voiced active frames, in semitones re 100 Hz (YIN,
-                     60-400 Hz, a frame counts as voiced when its normalised
-                     autocorrelation at the YIN period is >= 0.5).
-``tilt``             slope of the active frames' mean power spectrum against log2 frequency
-                     over 100-4000 Hz (dB per octave; steeper = darker, less effortful voice).
-===================  ======================================================================
-
-Frames are 25 ms (400 samples at 16 kHz) with a 10 ms hop; a frame is *active* when its level
-is within 30 dB of the clip's loudest frame. All three are invariant to the recording gain,
-like the students, which normalise each clip: absolute loudness says more about the
-microphone than about the speaker. The band stops at 4 kHz because the FSDD recordings are
-8 kHz files.
-
-Standardisation: each raw value is mapped to ``(raw - mean) / std`` with the constants of
-:data:`STANDARDISATION`, measured once on the 3,100 files of ``../shared/data`` (FSDD and
-LibriSpeech test-other), so the three scores have comparable ranges (about -3 to 3). A clip
-with no active or no voiced frame (silence) gets 0 (the corpus mean) for the scores it lacks.
-
-Imports numpy and librosa only.
+No arousal/dominance/valence teacher can be downloaded here, so :func:`prosody_scores` gives three
+scores a speech model can learn from audio alone, in the A/D/V slots' order (:data:`PROSODY_SCORES`:
+``loudness_range``, ``pitch``, ``tilt``; a stand-in, not a claim that they measure emotion), gain
+invariant and standardised with :data:`STANDARDISATION`; :func:`raw_prosody` gives the raw values.
+Definitions, frames and constants: docs/DESIGN.md, "Teacher". Imports numpy and librosa only.
 """
 import numpy as np
 

@@ -1,47 +1,13 @@
 """Teacher targets stored with their audio: one shard format, one reader, two writers.
 
-Spec section 5: targets are precomputed once, stored with the audio, and the teacher never
-runs in the training loop. Two modes (:data:`TARGET_MODES`):
-
-- ``global``: the teacher runs once on the whole clip; the target is that clip vector
-  ``[1, D]`` and every training crop of the clip regresses to it.
-- ``local``: the teacher runs on each 2 s segment alone (:func:`trillsson_tf.data.segments`,
-  one 195-frame patch each); targets ``[segments, D]``, a crop is one of those segments.
-
-**The format** (:data:`TARGETS_FORMAT`). A targets folder holds ``teacher.json`` (format,
-teacher description and identity, mode, sample rate) and shards ``targets-*.tfrecord``:
-TFRecord files of ``tf.train.Example`` records, one per audio file, with the features
-
-- ``key`` (bytes): the file's cache key (:func:`file_key`),
-- ``path`` (bytes): where the audio came from; ``labels`` (bytes): JSON of its labels,
-- ``audio_pcm16`` (bytes): 16-bit little-endian PCM samples (``round(x * 32768)``, clipped) at
-  ``sample_rate_hz`` (int64), mono: half the bytes of float32, about 115 MB per hour, and exact
-  for audio read from 16-bit files. Format 1 stored ``audio`` as float32; its folders are still
-  read (:data:`READABLE_FORMATS`), and a local cache in it is simply rebuilt once (the cache
-  folder's name includes the format),
-- ``targets`` (bytes): float32 little-endian, shape ``target_shape`` (int64 ``[rows, D]``),
-- ``teacher_identity``, ``target_mode`` (bytes; absent from shards of earlier versions, which are
-  read as before): the identity of the teacher that made the targets and their mode, so that a
-  shard copied in from another teacher's folder is recognised and never trained on.
-
-**Bad shards.** Every reader goes through :func:`shard_records`, which checks each record (a
-``tf.train.Example`` with the features above, targets matching their shape, the reader's
-teacher and mode, one width) and raises :class:`ShardError` naming why; a shard is used whole
-or not at all. :func:`trillsson_tf.input_pipeline.scan_shards` leaves such shards out; the
-local cache sets them aside (renamed ``*.bad``) and the teacher computes their files again.
-
-Two writers produce it: the local cache builder :func:`cached_targets` (one process,
-resumable) and the Apache Beam pipeline :func:`trillsson_tf.pipelines.build_targets`
-(any runner). One reader, :func:`read_targets`, serves both: the distiller trains from a
-cache folder and from a Beam output folder the same way (:func:`load_targets`).
-
-**The local cache**: ``<cache_dir>/<hash of teacher identity and mode>/`` in the format
-above. A shard is written (atomically) every ``shard_size`` new files, so an interrupted
-run keeps what it finished and the next run computes only the rest. A file's key hashes its
-absolute path, size and modification time: an edited file is recomputed. A process filling the
-cache holds a lock on the folder (``fcntl.flock`` on its ``.lock`` file, so Linux/macOS and
-local disks), so two processes never compute and write the same records twice. A ``teacher.json``
-that is empty or not JSON is rewritten; one that describes another teacher is refused.
+Targets are computed once, stored with the audio, and the teacher never runs in the training loop.
+Two modes (:data:`TARGET_MODES`): ``global`` (one clip vector per file) and ``local`` (one target per
+2 s segment, :func:`trillsson_tf.data.segments`). A targets folder holds ``teacher.json`` and
+TFRecord shards of one record per file (:data:`TARGETS_FORMAT`; :func:`encode_record`,
+:func:`decode_record`). Every reader checks shards through :func:`shard_records` (a bad one raises
+:class:`ShardError`); :func:`read_targets` / :func:`load_targets` read both writers' folders: the
+local cache (:func:`cached_targets`, :func:`build_cache`) and :func:`trillsson_tf.pipelines.build_targets`.
+The record's features and the cache's rules: docs/DESIGN.md, "Targets".
 """
 import collections
 import contextlib

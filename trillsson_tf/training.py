@@ -6,20 +6,10 @@
 >>> run.open(identity={"teacher": ..., "student": ...}, describe=lambda i: f"distills {i['student']}")
 >>> checkpoints = run.checkpoints({"model": model, "optimizer": optimizer})
 >>> start = run.restore(checkpoints) if resume else 0
->>> run_steps(step_fn, start=start, steps=steps, checkpoint_every=500, history=run.record["loss_history"],
-...           on_checkpoint=run.saver(checkpoints), writer=run.writer(), progress=True)
+>>> run_steps(step_fn, start=start, steps=steps, checkpoint_every=500, on_checkpoint=run.saver(checkpoints))
 
-A run folder holds ``run.json`` (the record, rewritten at every checkpoint; ``resume`` reads it
-back), ``checkpoints/`` and ``logs/`` (TensorBoard). A folder is overwritten only with
-``overwrite`` (CLI ``--force``), and a resume is refused when the run's identity (teacher,
-student, options) differs from the one that made it. Batches are a pure function of the seed
-and the step (each command's ``step_fn(step)``) or come from a data iterator saved in the
-checkpoint, so a resumed run sees the data the uninterrupted one would have.
-
-Mixed precision (:func:`use_mixed_precision`, :func:`mixed_precision_policy`,
-:func:`check_float16`): networks built under Keras' ``mixed_float16`` policy compute in float16
-with float32 variables; the frontends stay float32; a probe on real audio refuses a network
-that float16 breaks, naming its first layer that goes wrong.
+Also :class:`Checkpoints`, :class:`StepTiming` and mixed precision (:func:`check_float16`). The run
+folder, resume rules and float16 probe: docs/DESIGN.md, "Training".
 """
 import contextlib
 import dataclasses

@@ -1,30 +1,12 @@
 """Android demo assets: small ``.tflite`` models with metadata, labels, a sample WAV and golden outputs.
 
-:func:`build_android_assets` writes one folder that an Android app copies into ``src/main/assets``
-and its instrumented test reads:
-
-- ``embedding_int8.tflite``: an embedding student (``tiny_cnn`` distilled from the offline
-  ``speech_embedding`` teacher unless another model is given), int8 network with the log-mel
-  frontend inside and in float (audio in, any length), and its converter model card
-  ``embedding_int8.json`` (host paths reduced to file names), which
-  :class:`trillsson_tf.runtime.TFLiteModel` reads;
-- ``wav2small_int8.tflite`` (when the registry has ``wav2small`` or a model is given): per-clip
-  scores, with ``wav2small_int8.labels.txt`` naming its outputs;
-- ``<model>.metadata.json`` per model: input name, shape, dtype, sample rate, value range,
-  output names, shapes and meaning (read from the ``.tflite`` file itself, so it cannot drift),
-  and provenance (student, teacher, steps, parity) from the model card;
-- ``sample_16k.wav`` (16-bit PCM, mono, 16 kHz, real LibriSpeech speech) and
-  ``golden_outputs.json``: every model's outputs on it, computed by
-  :class:`trillsson_tf.runtime.TFLiteModel`, with the tolerance an on-device test should use;
-- ``README.md`` with the Kotlin code that loads a model with the LiteRT ``Interpreter``, feeds
-  16 kHz PCM and reads the outputs (``templates/android_assets_README.md`` filled in);
-- ``<model>_mediapipe.tflite`` per model made from an export (not from a given ``.tflite``): the
-  MediaPipe Tasks form (:func:`converters.tflite.convert` with ``mediapipe=True``: fixed
-  ``[1, N]`` input, TFLite Model Metadata inside), with its card, and its golden outputs per
-  MediaPipe window in ``golden_outputs.json`` (``mediapipe``).
-
-Nothing here imports TensorFlow at module level; distillation and conversion import it when
-they run (the CLI registers ``android-assets`` as a TensorFlow-importing command).
+:func:`build_android_assets` writes one folder that an Android app copies into ``src/main/assets``:
+``embedding_int8.tflite`` (a distilled ``tiny_cnn`` unless another model is given: int8 network,
+float log-mel frontend inside) and ``wav2small_int8.tflite`` (per-clip scores, with labels), their
+model cards, a ``<model>.metadata.json`` each (read from the file itself), ``sample_16k.wav`` and
+``golden_outputs.json`` (computed by :class:`trillsson_tf.runtime.TFLiteModel`, with a tolerance),
+a ``README.md`` with the Kotlin LiteRT code, and the MediaPipe Tasks form of each model made from an
+export. Every file: docs/DESIGN.md, "Device". TensorFlow is imported only when training or converting.
 """
 import json
 import logging

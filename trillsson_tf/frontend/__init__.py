@@ -1,14 +1,11 @@
 """The TRILLsson log-mel frontend: its numbers, its mel matrix, and two implementations.
 
-The numbers live once, in :class:`FrontendConfig`. The mel matrix is built once, in numpy,
-by :func:`mel_matrix`, and shared by the TensorFlow ops (:mod:`trillsson_tf.frontend.tf_ops`,
-used inside the Keras models and converted to TFLite) and by the numpy twin
-(:mod:`trillsson_tf.frontend.numpy_ops`, used by the TensorFlow-free runtime).
-
-Wav2Small's own frontend (a DFT written as a convolution, mel bands, dB) has its numbers,
-fixed weights and numpy twin in :mod:`trillsson_tf.frontend.dft`.
-
-This package itself imports numpy only.
+The numbers live once, in :class:`FrontendConfig`. The mel matrix is built once, in numpy, by
+:func:`mel_matrix`, and shared by the TensorFlow ops (:mod:`trillsson_tf.frontend.tf_ops`, inside
+the Keras models and their TFLite conversions) and the numpy twin
+(:mod:`trillsson_tf.frontend.numpy_ops`, the TensorFlow-free runtime). :class:`FrameWindows` places
+the chunks of frame-level outputs. Wav2Small's frontend is :mod:`trillsson_tf.frontend.dft`.
+This package imports numpy only.
 """
 import dataclasses
 import functools
@@ -25,7 +22,7 @@ DEFAULT_HOP_S = 0.5
 
 @dataclasses.dataclass(frozen=True)
 class FrontendConfig:
-    """The numbers of the TRILLsson log-mel frontend (spec section 4).
+    """The numbers of the TRILLsson log-mel frontend (docs/DESIGN.md, "Frontend").
 
     Attributes:
         sample_rate_hz: Sample rate of the input audio, in Hz.

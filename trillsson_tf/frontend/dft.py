@@ -1,33 +1,12 @@
 """The Wav2Small frontend: its numbers, its fixed DFT and mel weights, and a numpy twin.
 
-Wav2Small (spec section 6) takes raw audio and computes its own spectrogram with layers a
-microcontroller runs: a DFT written as a strided convolution with fixed Hann-windowed
-cosine/sine kernels, a magnitude, a fixed mel projection and a log. The numbers live once,
-in :class:`DFTFrontendConfig`; the kernels are built here in numpy and shared by the Keras
-layers (:mod:`trillsson_tf.models.wav2small`) and by this module's numpy twin (used by the
-TensorFlow-free runtime and by tests that check both agree).
-
-Choices (all *assumed*; the published 72 K model's frontend is not public):
-
-- 64-point DFT, hop 32 (4 ms window, 2 ms hop, no centre padding), as the public 17 K
-  "Wav2Small 2.0"; 499 frames per second of audio.
-- Pre-emphasis ``x[n] - 0.97 x[n-1]`` folded exactly into the 64 kernel taps (the periodic
-  Hann window is 0 at its first tap, so nothing leaks past the frame). It lifts the weak
-  high bands of speech, which matters once the spectrum is held in int8.
-- The DFT outputs are clipped to +-16 (``dft_clip``; 0.01% of the values of normalised
-  speech go past it). In int8 that clip is fused into the convolution and sets its output
-  step to 16/127.5 instead of about 65/127.5: the quiet bins keep 4x more resolution.
-- Magnitude as "alpha max plus beta min" (``0.960 max(|re|,|im|) + 0.398 min(|re|,|im|)``,
-  at most 4% = 0.35 dB off ``sqrt(re^2 + im^2)``): TFLite Micro has no int8 SQRT, and the
-  magnitude keeps twice the dB range of the power in an int8 tensor.
-- 20 HTK mel bands over 125-7500 Hz from :func:`trillsson_tf.frontend.mel_matrix` (more
-  bands leave some without any of the 33 DFT bins at this resolution).
-- Compression ``20 log10(max(mel, 2**-4))`` in dB (``log``), or a piecewise-linear copy of it
-  made of int8 ops (``pwl``, see :func:`pwl_coefficients`), for TFLite Micro, which has no
-  int8 LOG.
-- Per-clip normalisation ``(x - mean) / sqrt(var + 1e-8)`` after mirror padding to 1 s.
-
-Imports numpy only.
+Wav2Small computes its own spectrogram with layers a microcontroller runs: a DFT written as a
+strided convolution with fixed Hann-windowed cosine/sine kernels (pre-emphasis folded in), a
+magnitude (alpha max plus beta min), a fixed mel projection and dB (``log``, or the int8
+piecewise-linear ``pwl``: :func:`pwl_coefficients`). The numbers live once, in
+:class:`DFTFrontendConfig`; :func:`dft_kernels` and :func:`dft_mel_matrix` are shared by the Keras
+layers (:mod:`trillsson_tf.models.wav2small`) and the numpy twin :func:`features`. Each choice and
+its reason: docs/DESIGN.md, "Frontend". Imports numpy only.
 """
 import dataclasses
 

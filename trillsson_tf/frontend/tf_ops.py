@@ -1,21 +1,10 @@
 """The TRILLsson frontend as TensorFlow ops, for Keras models and TFLite conversion.
 
-Every op here converts to TFLite builtins (GATHER, RFFT2D, COMPLEX_ABS, FULLY_CONNECTED,
-LOG, RESHAPE, ...) when computed in float32, and shapes may be dynamic in the sample axis.
-
-Why a ``compute_dtype``: the reference code computes the frontend in float64. In float32 the
-STFT's rounding error (about 1e-7 of a frame's loudest bin) lands in quiet mel bands next to
-loud ones, and the log magnifies it: up to 5e-4 off the float64 result on real speech, with
-a mean of 4e-6. Keras models therefore compute in float64 (matching the numpy twin to 1e-6);
-TFLite has no float64 FFT, so converters build the float32 variant.
-
-Why ``float16_safe``: a float16 conversion stores every float constant in half precision.
-The Hann window rounded to 11 bits acts as a second, noisy window whose leakage (about 5e-4 of
-the loudest bin) fills bands that are empty in the audio, such as 4-8 kHz of 8 kHz
-recordings, and the log turns it into log-mel errors above 1 (FSDD clips: lowest cosine 0.990
-against the float model). With ``float16_safe`` the window is applied as two, a part exact in
-float16 and the remainder, which float16 keeps to about 1e-7 of the window (400 more stored
-values). The mel matrix in float16 moves the log-mel by < 1e-3 and stays single.
+Every op here converts to TFLite builtins (GATHER, RFFT2D, COMPLEX_ABS, FULLY_CONNECTED, LOG,
+RESHAPE, ...) when computed in float32, and shapes may be dynamic in the sample axis. Keras models
+compute in float64 (``compute_dtype``; the numpy twin agrees to 1e-6), converters build the float32
+variant (TFLite has no float64 FFT), and ``float16_safe`` applies the window as two parts so that a
+float16 conversion keeps it exact. Measurements behind both: docs/DESIGN.md, "Frontend".
 """
 import numpy as np
 

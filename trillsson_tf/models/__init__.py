@@ -4,20 +4,10 @@
 >>> model(audio)["embedding"].shape   # audio: float32 [batch, samples] at 16 kHz
 (batch, 1024)
 
-Every model takes ``audio_samples`` float32 ``[batch, None]`` and returns
-``{'embedding': float32 [batch, D]}``. Score regressors (``wav2small``,
-``mobilenetv3small_adv``, ``mobilenetv4convsmall``) return ``{'scores': float32 [batch, k]}``
-instead (:func:`output_key`). Each preset says its family (:data:`FAMILIES`,
-``get_preset(name).family``; ``available(family=...)`` lists one family):
-
-- ``chunk``: a per-chunk network (log-mel patch in, embedding out: ``model.chunk_network``)
-  behind the fixed log-mel frontend, averaged over 2 s chunks;
-- ``clip``: Wav2Small, whole clips through its own convolutional frontend
-  (``model.clip_network``);
-- ``waveform``: the layer-distillation students (``distil-small``), a raw-audio encoder
-  (``model.encoder``) averaged over its frames; ``trillsson-tf distill-layers`` trains them.
-
-``model.inner_network`` (or :func:`inner_network`) is the trainable part of any of them.
+Every model takes ``audio_samples`` float32 ``[batch, None]`` and returns ``{'embedding': ...}``,
+or ``{'scores': ...}`` for score regressors (:func:`output_key`). Each preset names its family
+(:data:`FAMILIES`: ``chunk``, ``clip``, ``waveform``; docs/DESIGN.md, "Student");
+``model.inner_network`` (:func:`inner_network`) is the trainable part of any of them.
 """
 from trillsson_tf._keras import keras
 from trillsson_tf.errors import ParameterError

@@ -1,32 +1,12 @@
 """DistilHuBERT-style students: a waveform convolutional encoder and a few transformer layers.
 
-Spec section 7. The layout of DistilHuBERT (Chang et al., 2022), in tf_keras:
-
-1. per-clip audio normalisation (zero mean, unit variance; wav2vec 2.0's ``do_normalize``);
-2. seven 1-D convolutions (kernel/stride 10/5, 4 x 3/2, 2 x 2/2: one frame per 320 samples,
-   a 400-sample receptive field), each followed by LayerNorm over channels and GELU;
-3. LayerNorm + Dense projection to the transformer width;
-4. a grouped positional convolution (kernel 128, 16 groups) with GELU, added to its input,
-   then LayerNorm;
-5. ``depth`` post-LN transformer layers (self-attention, feed-forward ``4 x width``).
-
-``distil-small`` defaults to DistilHuBERT's numbers (width 768, depth 2, 512 conv channels):
-23.5 M parameters (25% of HuBERT Base's 94.7 M), plus 1.8 M in three 768-d prediction heads
-that only exist during distillation. Any width and depth
-can be set; :func:`sized_config` picks the widest configuration that fits a parameter budget
-(``trillsson-tf distill-layers`` uses 25% of the teacher's size by default).
-
-Deviations from DistilHuBERT, chosen for phones (measured reasons in the comments): LayerNorm
-after every convolution instead of GroupNorm over time on the first one (GroupNorm over
-time makes each frame depend on the whole clip and needs reductions over a dynamic axis), no
-weight normalisation on the positional convolution, and the grouped convolution written as
-``groups`` ordinary convolutions on channel slices (:class:`GroupedConv1D`), because TFLite
-has no builtin grouped convolution that every delegate and TFLite Micro runs.
-
-The encoder maps audio ``[batch, samples]`` (float32, 16 kHz, [-1, 1]) to frames
-``[batch, frames, width]``; clips shorter than ``min_samples`` are mirror-padded first.
-``trillsson_tf.models.build("distil-small")`` gives the deployable student
-(:func:`build_layer_student`): that encoder, then the mean over frames as ``{'embedding': ...}``.
+The layout of DistilHuBERT (Chang et al., 2022) in tf_keras: per-clip normalisation, seven 1-D
+convolutions (one frame per 320 samples), a projection, a grouped positional convolution
+(:class:`GroupedConv1D`) and ``depth`` post-LN transformer layers. ``distil-small`` has
+DistilHuBERT's numbers (23.5 M parameters); :func:`sized_config` picks the widest configuration
+under a parameter budget. :func:`build_encoder` maps audio to frames ``[batch, frames, width]``;
+:func:`build_layer_student` (``models.build("distil-small")``) averages them into ``embedding``.
+Layer table and deviations for phones: docs/DESIGN.md, "Student".
 """
 import re
 

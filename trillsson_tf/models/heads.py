@@ -1,4 +1,4 @@
-"""Task heads on encoder frames: keyword logits and a speaker embedding (spec section 7).
+"""Task heads on encoder frames: keyword logits and a speaker embedding (multi-task fine-tuning).
 
 They live with the models, not with the training code, so that loading a fine-tuned export
 (whose ``model.keras`` names :class:`StatsPooling`) needs no training module.

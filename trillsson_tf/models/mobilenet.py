@@ -1,17 +1,10 @@
 """MobileNetV3 students (keras.applications), small enough for phones.
 
 ``include_top=False, weights=None, pooling='avg'`` on a ``(195, 80, 1)`` patch, then
-``Dense(embedding_dim)``. Two Keras defaults are changed, which together made ``mobilenetv3small_adv``
-give near-constant scores at inference (CCC 0.006 / 0.005 / 0.016 on the emotion benchmark):
-
-- no input preprocessing: its ``x / 127.5 - 1`` rescaling is for 0-255 pixels; on log-mel values
-  (-7 to 4) it left the first BatchNormalization inputs a variance of 0.0016;
-- BatchNormalization momentum 0.9 (:data:`trillsson_tf.models._common.BATCH_NORM_MOMENTUM`, as keras.applications' EfficientNetV2
-  uses) instead of Keras' 0.999 for MobileNetV3: the depthwise normalisations of a fresh network see
-  variances of 0.002-0.015 while their moving variances start at 1. At 0.999, 67% of that start is
-  left after 400 steps; at 0.99 the 1.8% left is still several times the real spread, and eleven
-  blocks compound it (an untrained ``mobilenetv3small_adv`` at alpha 0.35: output std 1e-7 at
-  inference against 0.3 in training, measured); at 0.9 it is gone in about 60 steps.
+``Dense(embedding_dim)``, with two Keras defaults changed: no input preprocessing (its rescaling is
+for 0-255 pixels) and BatchNormalization momentum 0.9
+(:data:`trillsson_tf.models._common.BATCH_NORM_MOMENTUM`). Together the two defaults made
+``mobilenetv3small_adv`` give near-constant scores at inference (measurements: docs/DESIGN.md, "Student").
 """
 from trillsson_tf._keras import keras
 from trillsson_tf.kinds import CHUNK

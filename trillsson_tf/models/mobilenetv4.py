@@ -1,32 +1,10 @@
 """MobileNetV4 conv-small in tf_keras (not in keras.applications), as an A/D/V emotion student.
 
-Layout of MobileNetV4-Conv-S (Qin et al. 2024, "MobileNetV4: Universal Models for the Mobile
-Ecosystem"; block table as in the TensorFlow Model Garden's ``MNV4ConvSmall_BLOCK_SPECS``):
-
-==========  ==============================================  =======  ======
-stage       blocks (kernel, stride, expansion)              width    stride
-==========  ==============================================  =======  ======
-stem        conv 3x3                                        32       2
-1           FusedIB 3x3, e1                                 32       2
-2           FusedIB 3x3, e3                                 64       2
-3           ExtraDW 5/5 e3; 4 x IB 3 e2; ConvNext 3 e4      96       2
-4           ExtraDW 3/3 e6; ExtraDW 5/5 e4; IB 5 e4;        128      2
-            IB 5 e3; 2 x IB 3 e4
-head        conv 1x1 -> 960, global average pool,           1280
-            1x1 (dense) -> 1280
-==========  ==============================================  =======  ======
-
-Universal inverted bottleneck (UIB): optional "start" depthwise conv (BatchNorm, no
-activation), 1x1 expansion (BatchNorm, ReLU), optional "middle" depthwise conv (BatchNorm,
-ReLU; it takes the stride when present), 1x1 projection (BatchNorm); a residual when the
-stride is 1 and the width is unchanged. IB = middle depthwise only, ConvNext = start only,
-ExtraDW = both. FusedIB = a full kxk expansion conv then a 1x1 projection. ReLU throughout,
-BatchNorm epsilon 1e-3 (Keras default; the Model Garden uses 1e-3 too), momentum 0.9
-(:data:`trillsson_tf.models._common.BATCH_NORM_MOMENTUM`: at Keras' 0.99 a 400-step distillation gave
-near-constant scores at inference). Here it runs on one
-TRILLsson log-mel patch ``[195, 80, 1]`` per chunk, with ``Dense(embedding_dim)`` after the
-1280-wide features: 2.5 M parameters with 3 outputs (the paper's 3.8 M includes a 1000-class
-classifier).
+The layout of MobileNetV4-Conv-S (Qin et al. 2024; blocks as the TensorFlow Model Garden's
+``MNV4ConvSmall_BLOCK_SPECS``): a stem, FusedIB and universal inverted bottleneck blocks (IB,
+ConvNext, ExtraDW), a 1x1 head to 1280, here on one log-mel patch ``[195, 80, 1]`` per chunk with
+``Dense(embedding_dim)`` after it (2.5 M parameters with 3 outputs). BatchNorm momentum 0.9
+(:data:`trillsson_tf.models._common.BATCH_NORM_MOMENTUM`). Block table: docs/DESIGN.md, "Student".
 """
 from trillsson_tf._keras import keras
 from trillsson_tf.kinds import CHUNK

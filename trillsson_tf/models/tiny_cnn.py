@@ -1,16 +1,10 @@
 """A tiny depthwise-separable CNN student for microcontroller-sized distillation.
 
-Designed here (no published layer table): a learned input normalisation (BatchNorm on the
-log-mel), one 3x3 stride-2 convolution, then depthwise-separable blocks (3x3 depthwise +
-1x1 pointwise, BatchNorm and ReLU after each), global average pooling and
-``Dense(embedding_dim)``. With the defaults and ``embedding_dim=96`` (the ``speech_embedding``
-teacher's width) it has 74,156 parameters, under a quarter of that teacher's 328 K.
-
-``tiny_cnn_k5`` is the same network with 5x5 depthwise kernels (80,044 parameters at D=96).
-Distilling ``speech_embedding`` on FSDD, ``tiny_cnn`` underfits (after 1,500 steps its cosine
-to the teacher is 0.962 on its own training clips, barely above 0.948 on held-out ones); the
-wider kernels cost 5.9 K parameters (depthwise weights) and little compute, and follow the
-teacher more closely at equal steps (``benchmarks/distill_benchmark.py``).
+Designed here: BatchNorm on the log-mel, one 3x3 stride-2 convolution, depthwise-separable blocks,
+global average pooling and ``Dense(embedding_dim)``: 74,156 parameters at D=96 (the
+``speech_embedding`` teacher's width), under a quarter of that teacher's 328 K. ``tiny_cnn_k5`` has
+5x5 depthwise kernels (80,044 parameters), which follow the teacher more closely at equal steps
+(docs/DESIGN.md, "Student"; ``benchmarks/distill_benchmark.py``).
 """
 from trillsson_tf._keras import keras
 from trillsson_tf.errors import ParameterError

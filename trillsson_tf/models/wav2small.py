@@ -1,51 +1,12 @@
 """Wav2Small: a ~72 K-parameter A/D/V regressor on raw audio that converts to int8 for TFLite Micro.
 
-Spec section 6 (arXiv 2408.13920). The published 72 K layer table is not public; this one is
-designed here around the public 17 K "Wav2Small 2.0" (raw audio normalised per clip, a frozen
-DFT done as a convolution, mel bands, dB, 3x3 conv + BatchNorm + ReLU blocks with a max-pool,
-attention pooling over time, pooled features joined with their Gram matrix, a linear head).
-Everything is a builtin TFLite op (see :mod:`trillsson_tf.frontend.dft` for the frontend
-choices). For TFLite Micro the converter leaves the fixed spectrogram to the board and makes
-the network all int8: int8 audio and an int8 linear spectrum keep too little dynamic range
-(CCC against the prosody teacher 0.69 / 0.78 / 0.78 with the spectrogram in int8, against
-0.92 / 0.84 / 0.98 with it outside, measured by ``benchmarks/emotion_benchmark.py``). ``compression='pwl'`` replaces the log by int8 ops (a
-piecewise-linear dB), which lets even the spectrogram run in int8 when that trade is wanted.
-
-Default configuration, 1 s of audio (16,000 samples) in, ``embedding_dim=3`` scores out:
-
-=====================  =================================  ==================  ==========
-layer                  operation                          output (1 s)        parameters
-=====================  =================================  ==================  ==========
-clip_normalization     mirror pad to 1 s, (x-mean)/std    [16000]                      0
-*dft_frontend*
-dft_real, dft_imag     Conv1D 64 taps, stride 32, fixed   [499, 33] x 2        4,224 (f)
-magnitude              clip, 0.960 max + 0.398 min        [499, 33]                    0
-mel                    Dense 33 -> 20, fixed (HTK mel)    [499, 20]              660 (f)
-compression            20 log10(max(x, 1/16)) or its PWL  [499, 20]                    0
-*clip_network*
-input_norm             BatchNorm per mel band             [499, 20, 1]                80
-block1 + pool (1,2)    3x3 conv 1->16, BN, ReLU, max-pool [499, 10, 16]              208
-block2 + pool (1,2)    3x3 conv 16->32, BN, ReLU          [499, 5, 32]             4,736
-block3 + pool (2,1)    3x3 conv 32->48, BN, ReLU          [250, 5, 48]            14,016
-block4 + pool (2,1)    3x3 conv 48->48, BN, ReLU          [125, 5, 48]            20,928
-block5                 3x3 conv 48->48, BN, ReLU          [125, 5, 48]            20,928
-attention_logits       1x1 conv 48->1                     [125, 5, 1]                 49
-attention_pool         softmax over time, weighted sum    [5, 48]                      0
-gram                   mean over bands of p p^T           [2304]                       0
-features               concat(flatten(pooled), gram)      [2544]                       0
-scores_head            Dense 2544 -> 3                    [3]                      7,635
-total                                                                             73,464
-=====================  =================================  ==================  ==========
-
-(f): fixed weights (non-trainable). BatchNorm counts include the moving statistics.
-About 0.2 GFLOPs (100 M multiply-adds) per second of audio, most of it in blocks 2-4, which
-keep the 2 ms frame rate long enough to see the glottal pulses (pitch). Clips shorter than
-1 s are mirror-padded to 1 s inside the model; longer clips are processed whole (the pooling
-is over all frames). ``model.dft_frontend`` and ``model.clip_network`` are the two parts;
-:mod:`converters.tflite` puts the first outside the model for TFLite Micro.
-
-Output: ``{'scores': float32 [batch, embedding_dim]}``, no ``embedding`` key: the pooled
-features are not trained to match any embedding, so they are not offered as one.
+After arXiv 2408.13920; the published 72 K layer table is not public, so this one is designed here
+around the public 17 K "Wav2Small 2.0": per-clip normalisation, the fixed DFT frontend
+(:mod:`trillsson_tf.frontend.dft`), 3x3 conv + BatchNorm + ReLU blocks with max-pools, attention
+pooling over time, the pooled features joined with their Gram matrix, a linear head: 73,464
+parameters, all builtin TFLite ops. ``model.dft_frontend`` and ``model.clip_network`` are the two
+parts (the board computes the first for TFLite Micro). Output ``{'scores': [batch, embedding_dim]}``,
+no ``embedding``. Layer table and measurements: docs/DESIGN.md, "Student".
 """
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.contract import LOG_MEL_INPUT_NAME

@@ -1,4 +1,4 @@
-"""The one door to tensorflow-model-optimization (tfmot): every private tfmot module we use, and our patches to it.
+"""The one door to tensorflow-model-optimization (tfmot): every private tfmot module we use, our monkeypatches.
 
 Checked against tfmot **0.8.1** (pinned in ``setup.cfg``, extra ``[tf]``). Another installed version
 gets a ``RuntimeWarning`` on first use (:func:`import_tfmot`): the private paths below, the wrapper

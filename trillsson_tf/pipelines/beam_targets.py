@@ -1,24 +1,11 @@
 """Teacher targets on Apache Beam: the same shards as the local cache, from any runner.
 
-``build_targets(data, out_dir, teacher=..., runner=...)`` runs
-
-    match files -> read, mix down, resample to 16 kHz -> batch -> teacher (loaded once per
-    worker) -> TFRecord shards ``<out_dir>/targets-SSSSS-of-NNNNN.tfrecord`` + ``teacher.json``
-
-in the format of :mod:`trillsson_tf.targets` (audio and targets per file), so
-``distill(targets=out_dir)`` reads the result exactly as it reads the local cache.
-
-Files are matched on the launching machine (so that a glob matching nothing fails before
-any worker starts): a local folder or CSV manifest goes through
-:func:`trillsson_tf.data.find_audio`, anything else is a glob or a folder on any filesystem
-Beam knows (``gs://``, ``s3://``, ``hdfs://``...). Runner and pipeline options pass through
-unchanged and win over ours (``--project``, ``--region``, ``--temp_location``,
-``--flink_master``...). ``workers`` sets ``num_workers`` for most runners; for the DirectRunner
-it sets ``direct_num_workers`` with ``direct_running_mode=multi_threading``: the teachers'
-kernels (LiteRT, TensorFlow) and the audio decoders release the GIL, so threads scale without
-starting and importing anything again (measured on 2 cores over 3,100 files: 1.67x the
-single-process cache builder with 2 threads, 1.57x with 2 processes; ``benchmarks/scale_benchmark.py``). Pass
-``--direct_running_mode=multi_processing`` for worker processes (a teacher that holds the GIL).
+``build_targets(data, out_dir, teacher=..., runner=...)`` matches files (on the launching machine),
+reads, mixes down and resamples them to 16 kHz, batches them through the teacher (loaded once per
+worker) and writes TFRecord shards + ``teacher.json`` in the format of :mod:`trillsson_tf.targets`,
+so ``distill(targets=out_dir)`` reads them as it reads the local cache. Runner and pipeline options
+pass through unchanged; ``workers`` sets ``num_workers``, or for the DirectRunner threads
+(``direct_num_workers``, multi_threading). Why threads: docs/DESIGN.md, "Targets".
 """
 import importlib.util
 import json

@@ -170,11 +170,11 @@ class TFLiteTeacher(WindowedTeacher):
 class SpeechEmbeddingTeacher(Teacher):
     """Google's speech embedding, as shipped (two ``.tflite`` files) in ``pyopen-wakeword``.
 
-    Pipeline (spec section 8): audio scaled to the int16 range -> ``melspectrogram.tflite``
-    (32 mel bins, 512-sample frames, 160-sample hop) -> ``x / 10 + 2`` -> windows of 76 frames
-    with a step of 8 -> ``embedding_model.tflite`` -> one 96-d vector per window (775 ms);
-    the clip vector is the mean over windows. Clips shorter than one window (12,512 samples)
-    are zero-padded. :attr:`parameters` counts the embedding model's weights (the mel model
+    Pipeline (as openWakeWord runs it): audio scaled to the int16 range -> ``melspectrogram.tflite``
+    (32 mel bins, 512-sample frames, 160-sample hop) -> ``x / 10 + 2`` -> 76 mel frames every 8
+    -> ``embedding_model.tflite`` -> one 96-d vector per teacher frame (775 ms); the clip vector
+    is the mean over its frames. Clips shorter than one teacher frame (12,512 samples) are
+    zero-padded. :attr:`parameters` counts the embedding model's weights (the mel model
     is a fixed frontend, like the students' log-mel layer).
     """
 
