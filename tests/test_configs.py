@@ -6,7 +6,8 @@ import json
 import pytest
 
 from trillsson_tf import checks
-from trillsson_tf.configs import DistillConfig, FinetuneConfig, add_arguments, as_record, from_args, make_config
+from trillsson_tf.configs import (DistillConfig, FinetuneConfig, LayerDistillConfig, add_arguments, as_record, from_args,
+                                  make_config)
 from trillsson_tf.errors import ParameterError
 
 
@@ -24,6 +25,17 @@ def test_cli_defaults_are_the_configs():
         8, "scores", False, 5, "cosine")
     with pytest.raises(SystemExit):
         parser.parse_args(["--loss", "huber"])
+
+
+def test_distill_layers_cli_defaults_are_the_configs():
+    from trillsson_tf import cli
+
+    parser = cli.build_parser("distill-layers")
+    args = parser.parse_args(["distill-layers", "--data", "x", "--out", "y"])
+    assert from_args(LayerDistillConfig, args) == LayerDistillConfig()
+    args = parser.parse_args(["distill-layers", "--data", "x", "--out", "y", "--width", "48", "--lr-schedule", "constant"])
+    config = from_args(LayerDistillConfig, args, student_options={"width": args.width})
+    assert config.student_options == {"width": 48} and config.lr_schedule == "constant"
 
 
 def test_finetune_cli_defaults_are_the_configs():

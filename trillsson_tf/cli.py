@@ -144,30 +144,12 @@ def _cmd_evaluate(args):
 
 
 def _cmd_distill_layers(args):
+    from trillsson_tf.configs import LayerDistillConfig, from_args
     from trillsson_tf.distill_layers import distill_layers
 
     options = {key: value for key, value in (("width", args.width), ("depth", args.depth)) if value is not None}
-    record = distill_layers(
-        args.data,
-        out_dir=args.out,
-        teacher=args.teacher,
-        layers=args.layers,
-        student=args.student,
-        student_options=options or None,
-        size_fraction=args.size_fraction,
-        segment_samples=args.segment_samples,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        steps=args.steps,
-        checkpoint_every=args.checkpoint_every,
-        validation_fraction=args.validation_fraction,
-        seed=args.seed,
-        cache_dir=args.cache_dir,
-        augment=args.augment,
-        resume=args.resume,
-        overwrite=args.force,
-        progress=True,
-    )
+    record = distill_layers(args.data, out_dir=args.out, config=from_args(LayerDistillConfig, args, student_options=options),
+                            cache_dir=args.cache_dir, resume=args.resume, overwrite=args.force, progress=True)
     student = record["student"]
     print(f"Distilled layers {','.join(record['teacher']['layers'])} of {record['teacher']['spec']} into {student['name']} "
           f"({student['parameters']:,} parameters, {student['share_of_teacher'] or float('nan'):.0%} of the teacher) in "
@@ -333,31 +315,18 @@ def _add_distill_arguments(distill):
 
 
 def _add_distill_layers_arguments(parser):
-    from trillsson_tf.distill_layers import DEFAULT_SEGMENT_SAMPLES
+    from trillsson_tf.configs import LayerDistillConfig, add_arguments
     from trillsson_tf.layer_teachers import LAYERED_TEACHER_FORMS
-    from trillsson_tf.models import available
-    from trillsson_tf.teachers import SPEECH_EMBEDDING
 
     parser.add_argument("--data", required=True, help="audio folder (recursive) or CSV manifest")
     parser.add_argument("--out", required=True, help="run folder (checkpoints, logs, export/, run.json)")
-    parser.add_argument("--teacher", default=SPEECH_EMBEDDING, help="one of: " + "; ".join(LAYERED_TEACHER_FORMS))
-    parser.add_argument("--layers", default=None, help="teacher layers to distill, e.g. 4,8,12 (default: 1/3, 2/3, top)")
-    parser.add_argument("--student", default="distil-small", choices=available(family="waveform"))
-    parser.add_argument("--width", type=int, default=None, help="transformer width (default: sized by --size-fraction)")
-    parser.add_argument("--depth", type=int, default=None, help="transformer layers (default 2)")
-    parser.add_argument("--size-fraction", type=float, default=0.25, help="student budget as a share of the teacher's parameters")
-    parser.add_argument("--segment-samples", type=int, default=DEFAULT_SEGMENT_SAMPLES, help="training segment length")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--checkpoint-every", type=int, default=500)
-    parser.add_argument("--validation-fraction", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=None, help="teacher-target cache (default ~/.cache/trillsson_tf/targets)")
-    parser.add_argument("--augment", type=int, default=0,
-                        help="augmented views per training file (speed, trim, gain, noise), each with its own cached teacher layers")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
+    add_arguments(parser, LayerDistillConfig, help_overrides={"teacher": "one of: " + "; ".join(LAYERED_TEACHER_FORMS)})
+    # Two of the student's options, which the config takes as student_options.
+    parser.add_argument("--width", type=int, default=None, help="transformer width (default: sized by --size-fraction)")
+    parser.add_argument("--depth", type=int, default=None, help="transformer layers (default 2)")
 
 
 def _add_finetune_arguments(parser):
@@ -616,8 +585,7 @@ def build_parser(command=None) -> argparse.ArgumentParser:
     micro.add_argument("--input", default=None, help=".npy input tensor the runner feeds (float is quantized; "
                                                      "default: zeros)")
     micro.add_argument("--arena-bytes", type=int, default=None, help="static tensor arena (default: the measured one)")
-    micro.add_argument("--tflm", default=None, help="tflite-micro tarball or source tree (default: $TRILLSSON_TFLM or "
-                                                    "../shared/third_party)")
+    micro.add_argument("--tflm", default=None, help="tflite-micro tarball or source tree (default: $TRILLSSON_TFLM)")
     micro.add_argument("--no-run", action="store_true", help="build only, do not run in qemu-system-arm")
     micro.add_argument("--force", action="store_true", help="replace existing project files")
     micro.set_defaults(func=_cmd_micro_build)

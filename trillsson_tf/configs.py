@@ -10,7 +10,8 @@ import dataclasses
 from trillsson_tf import checks
 from trillsson_tf.errors import ParameterError
 
-__all__ = ["DEFAULT_STUDENT", "DistillConfig", "ENCODER_LAYERS", "FinetuneConfig", "LOSSES", "LR_SCHEDULES", "STRATEGIES", "TARGET_MODES",
+__all__ = ["DEFAULT_SEGMENT_SAMPLES", "DEFAULT_STUDENT", "DistillConfig", "ENCODER_LAYERS", "FinetuneConfig",
+           "LayerDistillConfig", "LOSSES", "LR_SCHEDULES", "STRATEGIES", "TARGET_MODES",
            "add_arguments", "as_record", "from_args", "make_config"]
 
 LOSSES = ("mse", "cosine", "l1")
@@ -19,6 +20,7 @@ STRATEGIES = ("none", "mirrored", "multiworker")
 TARGET_MODES = ("global", "local")
 DEFAULT_STUDENT = "tiny_cnn"
 ENCODER_LAYERS = ("all", "last")
+DEFAULT_SEGMENT_SAMPLES = 16000
 _SPEECH_EMBEDDING = "speech_embedding"
 
 
@@ -71,6 +73,34 @@ class DistillConfig:
                                            "with a GPU)", type=bool)
     strategy: object = option("none", "tf.distribute strategy; --batch-size is the global batch (multiworker reads "
                                       "TF_CONFIG)", choices=STRATEGIES)
+
+    def __post_init__(self):
+        _check_fields(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerDistillConfig:
+    """What :func:`trillsson_tf.distill_layers.distill_layers` trains: teacher layers, student, optimizer, stream."""
+
+    teacher: object = option(_SPEECH_EMBEDDING, "layered teacher spec or, in Python, a loaded one")
+    layers: object = option(None, "teacher layers to distill, e.g. 4,8,12 (default: 1/3, 2/3, top)", type=str)
+    student: str = option("distil-small", "layer-distillation student (models of family 'waveform')")
+    student_options: dict = option({}, "overrides of the student config (width, depth, ...)", cli=False)
+    size_fraction: float = option(0.25, "student budget as a share of the teacher's parameters (without a width)",
+                                  check=checks.positive)
+    segment_samples: int = option(DEFAULT_SEGMENT_SAMPLES, "training segment length in samples (>= the teacher's "
+                                                           "window)", check=checks.positive_int)
+    lr: float = option(1e-3, "Adam learning rate (peak of the schedule)", check=checks.positive)
+    lr_schedule: str = option("cosine", "learning-rate schedule (cosine decays to 1%% of --lr)",
+                              check=checks.choice(*LR_SCHEDULES), choices=LR_SCHEDULES)
+    batch_size: int = option(16, "segments per step", check=checks.positive_int)
+    steps: int = option(2000, "total optimizer steps (a resumed run continues up to this number)",
+                        check=checks.positive_int)
+    checkpoint_every: int = option(500, "steps between checkpoints", check=checks.positive_int)
+    validation_fraction: float = option(0.1, "share of files held out for the validation loss", check=checks.fraction)
+    seed: int = option(0, "seeds the split, the batches and the weights", check=checks.non_negative_int)
+    augment: int = option(0, "augmented views per training file, each with its own cached teacher layers",
+                          check=lambda name, value: _views(value))
 
     def __post_init__(self):
         _check_fields(self)

@@ -1,36 +1,19 @@
-"""Layer-wise distillation (DistilHuBERT, spec section 7): a small waveform student predicts a teacher's hidden layers.
+"""Layer-wise distillation (DistilHuBERT): a small waveform student predicts a teacher's hidden layers.
 
-``distill_layers(data, out_dir=..., teacher=..., layers='4,8,12')``: load a layered teacher
-(:func:`trillsson_tf.layer_teachers.load_layered_teacher`), cut every clip into segments of
-``segment_samples`` (mirror-padding short clips), compute the teacher's selected layers on each
-segment once (streamed file by file into target shards by :func:`trillsson_tf.targets.build_cache`;
-training reads segments and their frames back through :mod:`trillsson_tf.input_pipeline`, so the
-corpus is never held in memory and a resumed run continues the same stream), build the student
-encoder (:mod:`trillsson_tf.models.distil`; by default the widest DistilHuBERT-shaped config
-with at most ``size_fraction`` of the teacher's parameters) with one linear prediction head
-per teacher layer on its last layer, and train
-
-    loss = sum over layers of  mean_frames[ mean_d |y - y_hat| - log sigmoid(cos(y, y_hat)) ]
-
-(DistilHuBERT, lambda = 1). The teacher's frames are matched to the student's by time: each
-teacher frame is predicted from the mean of the student frames whose centres fall in its
-sample span (1:1 for a HuBERT teacher, which shares the 320-sample frame step). Targets are
-standardised per dimension with training-set statistics (layer scales differ by orders of
-magnitude in convolutional teachers); the heads are dropped after training, as in DistilHuBERT.
-
-Output folder, like :func:`trillsson_tf.distill.distill`: ``run.json`` (``--resume`` reads
-it), ``checkpoints/``, ``logs/`` (TensorBoard), and ``export/``: a hub-format SavedModel
-(``audio_samples`` -> ``embedding``, the time-mean of the last student layer) whose
-``model.keras`` holds the encoder as the layer ``encoder`` for :mod:`trillsson_tf.finetune`.
+``distill_layers(data, out_dir=..., config=LayerDistillConfig(...))`` computes the teacher's layers
+once per segment into target shards, trains the student encoder with one head per layer (L1 minus
+log-sigmoid cosine), and exports it in hub format with the encoder kept for
+:mod:`trillsson_tf.finetune`. Design notes: docs/DESIGN.md, "Layer distillation".
 """
+import dataclasses
 import logging
 import os
 
 import numpy as np
 
 from trillsson_tf._keras import keras, tf
-from trillsson_tf.augment import check_views
-from trillsson_tf.data import check_validation_fraction, find_audio, segments, source_paths, split_items
+from trillsson_tf.configs import DEFAULT_SEGMENT_SAMPLES, LayerDistillConfig, make_config
+from trillsson_tf.data import find_audio, segments, source_paths, split_items
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.export import export_savedmodel
 from trillsson_tf import models
@@ -40,14 +23,13 @@ from trillsson_tf.layer_teachers import load_layered_teacher
 from trillsson_tf.models import distil
 from trillsson_tf.input_pipeline import scan_shards, training_dataset
 from trillsson_tf.targets import build_cache
-from trillsson_tf.teachers import SPEECH_EMBEDDING, Teacher
-from trillsson_tf.training import RunFolder, check_positive, records_identity, learning_rate_schedule, run_steps, versions
+from trillsson_tf.teachers import Teacher
+from trillsson_tf.training import RunFolder, records_identity, learning_rate_schedule, run_steps, versions
 
-__all__ = ["DEFAULT_SEGMENT_SAMPLES", "alignment_matrix", "distill_layers", "layer_loss", "student_config"]
+__all__ = ["DEFAULT_SEGMENT_SAMPLES", "LayerDistillConfig", "alignment_matrix", "distill_layers", "layer_loss", "student_config"]
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_SEGMENT_SAMPLES = 16000
 
 
 class _SegmentFrames(Teacher):
@@ -154,34 +136,15 @@ def _frame_moments(scan, width: int) -> tuple:
     return pooled.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
 
 
-def distill_layers(
-    data,
-    *,
-    out_dir,
-    teacher=SPEECH_EMBEDDING,
-    layers=None,
-    student: str = "distil-small",
-    student_options=None,
-    size_fraction: float = 0.25,
-    segment_samples: int = DEFAULT_SEGMENT_SAMPLES,
-    lr: float = 1e-3,
-    lr_schedule: str = "cosine",
-    batch_size: int = 16,
-    steps: int = 2000,
-    checkpoint_every: int = 500,
-    validation_fraction: float = 0.1,
-    seed: int = 0,
-    cache_dir=None,
-    augment: int = 0,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = False,
-) -> dict:
+def distill_layers(data, *, out_dir, config=None, cache_dir=None, resume: bool = False, overwrite: bool = False,
+                   progress: bool = False, **options) -> dict:
     """Distill the hidden layers ``layers`` of ``teacher`` into a DistilHuBERT-style student.
 
     Args:
         data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.data.AudioItem`.
         out_dir: Run folder (``run.json``, ``checkpoints/``, ``logs/``, ``export/``).
+        config: A :class:`~trillsson_tf.configs.LayerDistillConfig`; ``options`` are its fields as
+            keywords, applied over it. Its fields:
         teacher: A spec for :func:`trillsson_tf.layer_teachers.load_layered_teacher` (``hf:...``,
             ``speech_embedding``, a SavedModel / Keras file, a ``.tflite``), or a loaded one.
         layers: Teacher layers to distill (``'4,8,12'``); default: the teacher's usual choice.
@@ -215,11 +178,10 @@ def distill_layers(
         ParameterError: bad numbers or choices, layers the teacher lacks (listed), a segment
             shorter than the teacher's window, a non-empty ``out_dir`` without ``resume``/``overwrite``.
     """
-    for name, value in (("batch_size", batch_size), ("steps", steps), ("checkpoint_every", checkpoint_every),
-                        ("segment_samples", segment_samples)):
-        check_positive(name, value)
-    check_views(augment)
-    check_validation_fraction(validation_fraction)
+    config = make_config(LayerDistillConfig, config, **options)
+    (teacher, layers, student, student_options, size_fraction, segment_samples, lr, lr_schedule, batch_size, steps,
+     checkpoint_every, validation_fraction, seed, augment) = (getattr(config, field.name)
+                                                              for field in dataclasses.fields(config))
     learning_rate = learning_rate_schedule(lr, lr_schedule, steps)
 
     layered = load_layered_teacher(teacher, layers=layers)

@@ -1,38 +1,10 @@
-"""Joint keyword spotting + speaker verification on a distilled encoder (spec section 7).
+"""Joint keyword spotting + speaker verification on a distilled encoder.
 
-``finetune(export, data, out_dir=..., kws_labels='digit', sv_labels='speaker')`` puts two
-heads on the shared encoder of a :func:`trillsson_tf.distill_layers.distill_layers` export:
-
-- a **keyword head**: statistics pooling (mean and std over frames, batch-normalised) -> Dense(ReLU) ->
-  ``keyword_logits`` (softmax over the keyword classes, cross-entropy);
-- a **speaker head**: the same pooling -> Dense(ReLU) -> ``speaker_embedding``, trained
-  with an additive-angular-margin softmax (ArcFace / AAM-softmax: ``s * cos(theta_y + m)`` for
-  the true speaker) over the training speakers, and scored by cosine similarity.
-
-The loss is ``kws_weight * CE + sv_weight * AAM``; a clip without one of the labels adds only
-the other term. Modes: ``freeze_encoder=True`` trains the heads on the encoder's frames,
-computed once on each clip's segments (frozen); otherwise (fine-tuned) the first ``head_steps``
-are that same heads-only training, and then everything trains on random crops, the encoder with
-its own optimizer whose learning rate warms up from zero: randomly initialised heads trained
-jointly with the encoder from the first step push large gradients into it and undo the
-distillation (multi-task keyword accuracy fell below the frozen encoder's). Batches are composed
-per task (``balance_batches``): ``batch_size`` keyword clips and ``batch_size`` speaker-balanced
-clips, so that each task sees as much of its data per step as in its single-task run (with half
-batches each, multi-task LibriSpeech EER was 11.8% against 8.7% at full ones) and the speaker
-head sees every training speaker alike however many files each has. Leaving ``kws_labels`` or
-``sv_labels`` out trains a single task.
-
-Data split (deterministic): files labelled ``split=test`` (FSDD takes 0-4) are only scored;
-for speaker verification, a share of the speakers (``sv_holdout``, or ``holdout_speakers``)
-is held out entirely: their clips are never trained on, and verification trials are built from
-them only (:func:`trillsson_tf.metrics.split_speakers`). Keyword accuracy is scored on the
-test files, speaker EER / minDCF on all pairs of held-out clips.
-
-The export (``<out_dir>/export``) has the two outputs ``keyword_logits`` and
-``speaker_embedding`` in its SavedModel signature and in ``model.keras``;
-``trillsson-tf convert`` makes a ``.tflite`` with both (``converters.waveform``), and
-:class:`trillsson_tf.runtime.TFLiteModel` returns both. A :class:`LayeredTeacher` can stand in
-for the export (frozen only): that is the "teacher features" baseline of the benchmark.
+``finetune(export, data, out_dir=..., config=FinetuneConfig(...))`` puts a keyword head (cross-entropy)
+and a speaker head (AAM-softmax, scored by cosine) on the shared encoder of a
+:func:`trillsson_tf.distill_layers.distill_layers` export, frozen or fine-tuned, and scores keyword
+accuracy on the test files and speaker EER / minDCF on held-out speakers. Design notes:
+docs/DESIGN.md, "Keyword + speaker fine-tuning".
 """
 import logging
 import math

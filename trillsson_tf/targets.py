@@ -21,6 +21,7 @@ import uuid
 
 import numpy as np
 
+from trillsson_tf.configs import TARGET_MODES
 from trillsson_tf.augment import augmented_views
 from trillsson_tf.data import AudioItem, segments
 from trillsson_tf.errors import ParameterError
@@ -60,7 +61,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-TARGET_MODES = ("global", "local")
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "trillsson_tf", "targets")
 """Where targets go when no ``cache_dir`` is given (``$TRILLSSON_CACHE_DIR`` overrides it)."""
 

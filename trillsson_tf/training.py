@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from trillsson_tf.configs import LR_SCHEDULES
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.folders import lock_folder, prepare_output_dir, write_json
@@ -51,7 +52,6 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
-LR_SCHEDULES = ("cosine", "constant")
 LOG_EVERY_STEPS = 10
 """Steps between loss records (``loss_history``, TensorBoard, the progress bar)."""
 _IDENTITY = "identity"
