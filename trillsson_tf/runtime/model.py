@@ -80,7 +80,7 @@ __all__ = [
     "read_model_card",
 ]
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger(__package__)  # "trillsson_tf.runtime", the name the log lines have always had
 
 OUTPUT_FORMATS = (".npy", ".csv")
 """File endings :func:`embed_to_file` writes."""
