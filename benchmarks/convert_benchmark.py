@@ -169,7 +169,7 @@ def measure(path: str, reference, clips, second, runs: int) -> dict:
         from trillsson_tf.frontend import numpy_ops
 
         patch = numpy_ops.log_mel_patches(second[np.newaxis], model.frontend)[0, :1]
-        row["network_latency_ms"] = round(median_ms(lambda: model._run_patches(patch), runs), 3)
+        row["network_latency_ms"] = round(median_ms(lambda: model.feeder.run_patches(patch), runs), 3)
     return row
 
 

@@ -177,7 +177,7 @@ def test_float32_matches_keras(request, fixture, tiny_model, librispeech_clips, 
 
 def test_int8_matches_keras(patch_int8, tiny_model, librispeech_clips, fsdd_clips):
     model = TFLiteModel(patch_int8, num_threads=1)
-    assert np.dtype(model._input["dtype"]) == np.int8
+    assert np.dtype(model.pool.input["dtype"]) == np.int8
     clips = librispeech_clips + fsdd_clips
     _assert_parity(_keras_embeddings(tiny_model, clips), model(clips)["embedding"], min_cosine=0.99, max_abs_diff=0.05)
 
@@ -257,15 +257,15 @@ def test_chunks_run_in_calls_of_several_sizes(request, fixture, long_clip):
     model = TFLiteModel(request.getfixturevalue(fixture))
     clips = np.stack([long_clip[i * 10_000 : i * 10_000 + 32_000] for i in range(7)])  # one chunk each
     batched = model(clips)["embedding"]
-    assert sorted(model._runners) == [2, 4]
-    shapes = {size: tuple(runner.get_input_details()[model._input_name]["shape"]) for size, runner in model._runners.items()}
+    assert sorted(model.pool.runners) == [2, 4]
+    shapes = {size: tuple(runner.get_input_details()[model.pool.input_name]["shape"]) for size, runner in model.pool.runners.items()}
     assert {size: shape[0] for size, shape in shapes.items()} == {2: 2, 4: 4}
     one_call_each = TFLiteModel(request.getfixturevalue(fixture))
-    one_call_each._call_sizes = (1,)
+    one_call_each.pool.call_sizes = (1,)
     np.testing.assert_allclose(batched, one_call_each(clips)["embedding"], atol=1e-6)
-    assert not one_call_each._runners
+    assert not one_call_each.pool.runners
     model(clips)
-    assert {size: tuple(runner.get_input_details()[model._input_name]["shape"]) for size, runner in model._runners.items()} == shapes
+    assert {size: tuple(runner.get_input_details()[model.pool.input_name]["shape"]) for size, runner in model.pool.runners.items()} == shapes
 
 # -- threads ---------------------------------------------------------------------------------
 
@@ -548,7 +548,7 @@ def test_real_tflite_runtime(patch_float32, speech_batch):
         pytest.skip("tflite-runtime 2.14 (its last release) cannot create an Interpreter under numpy 2")
     pytest.importorskip("tflite_runtime.interpreter", reason="tflite-runtime is not installed")
     model = TFLiteModel(patch_float32)
-    assert type(model._runner).__module__.startswith("tflite_runtime")
+    assert type(model.pool.first).__module__.startswith("tflite_runtime")
     assert model(speech_batch)["embedding"].shape == (2, model.embedding_dim)
 
 

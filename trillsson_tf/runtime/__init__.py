@@ -1,15 +1,31 @@
-"""TensorFlow-free inference on ``.tflite`` students, with the TF Hub call contract (:mod:`.model`)."""
-from trillsson_tf.runtime import model as _model
-from trillsson_tf.runtime.model import (
-    OUTPUT_FORMATS,
-    FrameStream,
-    TFLiteModel,
-    audio_files,
-    embed_to_file,
-    read_model_card,
-)
+"""TensorFlow-free inference on ``.tflite`` students, with the TF Hub call contract.
 
-__all__ = ["OUTPUT_FORMATS", "FrameStream", "TFLiteModel", "audio_files", "embed_to_file", "read_model_card"]
+>>> from trillsson_tf.runtime import TFLiteModel
+>>> model = TFLiteModel("t1_int8.tflite", num_threads=1)
+>>> model(audio)["embedding"]        # float32 [samples] or [batch, samples] at 16 kHz -> [batch, D]
+>>> model.embed_file("clip.flac")    # -> float32 [D]
+>>> model.frames(audio, hop_s=0.5)   # {'embedding': [batch, windows, D], 'start_s': [windows]}
+>>> stream = model.open_stream(hop_s=0.5)   # live audio: stream.feed(block) -> (start_s, vectors)
 
-TFLiteModel.__module__ = FrameStream.__module__ = __name__  # where they are documented and imported from
-_EMBEDDERS = _model._EMBEDDERS
+Modules: card, pool, feeders, inputs, model, stream, files. Imports numpy, never TensorFlow.
+"""
+from trillsson_tf.runtime.card import read_model_card
+from trillsson_tf.runtime.feeders import FEEDERS
+from trillsson_tf.runtime.files import OUTPUT_FORMATS, audio_files, embed_to_file
+from trillsson_tf.runtime.model import TFLiteModel
+from trillsson_tf.runtime.stream import FrameStream
+
+__all__ = [
+    "FEEDERS",
+    "OUTPUT_FORMATS",
+    "FrameStream",
+    "TFLiteModel",
+    "audio_files",
+    "embed_to_file",
+    "read_model_card",
+]
+
+TFLiteModel.__module__ = FrameStream.__module__ = __name__  # documented, and reported, where they are imported from
+
+_EMBEDDERS = FEEDERS
+"""The old name of :data:`FEEDERS` (input name -> how it is fed), kept for code that reads it."""
