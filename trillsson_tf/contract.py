@@ -19,6 +19,7 @@ __all__ = [
     "LOG_MEL_INPUT_NAME",
     "OUTPUT_KEYS",
     "PATCH_INPUT_NAME",
+    "PCM16_SCALE",
     "SAMPLE_RATE_HZ",
     "SCORES_KEY",
     "SIGNATURE_KEY",
@@ -29,6 +30,9 @@ __all__ = [
 
 SAMPLE_RATE_HZ = DEFAULT_FRONTEND.sample_rate_hz
 """Rate of the audio every model takes, in Hz (16 kHz; the number lives in the frontend config)."""
+
+PCM16_SCALE = 32768.0
+"""16-bit PCM sample ``n`` is the float ``n / PCM16_SCALE`` (int16 audio in; shards' stored audio)."""
 
 AUDIO_INPUT_NAME = "audio_samples"
 """Input of a model with its frontend inside: float32 audio ``[batch, samples]``."""

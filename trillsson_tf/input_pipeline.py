@@ -13,6 +13,8 @@ import logging
 
 import numpy as np
 
+from trillsson_tf.contract import PCM16_SCALE
+from trillsson_tf.formats.target_shard import parse_record, record_audio, record_samples, record_targets
 from trillsson_tf.data import CROP_SAMPLES, check_validation_fraction, is_validation, segments
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.targets import ShardError, check_folder, shard_paths, shard_records, skip_shard
@@ -29,7 +31,6 @@ MAX_VALIDATION_FILES = 256
 MAX_SAMPLE_TARGETS = 4096
 """Training target rows kept (a uniform sample) for the nearest-training-target baseline."""
 _CYCLE_LENGTH = 8  # shards read at once
-_PCM_SCALE = 32768.0
 _FINGERPRINT_BUCKETS = 2 ** 63 - 1
 _FINGERPRINT_CHUNK = 65536
 
@@ -113,24 +114,7 @@ class _Moments:
 
 def _decode(feature) -> tuple:
     """``(key, path, targets float32 [rows, D])`` of a parsed record (the audio stays undecoded)."""
-    def raw(name):
-        return feature[name].bytes_list.value[0]
-
-    shape = tuple(feature["target_shape"].int64_list.value)
-    targets = np.frombuffer(raw("targets"), dtype="<f4").reshape(shape)
-    return raw("key").decode(), raw("path").decode(), targets
-
-
-def _audio(feature) -> np.ndarray:
-    if "audio_pcm16" in feature:
-        return np.frombuffer(feature["audio_pcm16"].bytes_list.value[0], dtype="<i2").astype(np.float32) / _PCM_SCALE
-    return np.frombuffer(feature["audio"].bytes_list.value[0], dtype="<f4").astype(np.float32)  # format 1
-
-
-def _samples(feature) -> int:
-    if "audio_pcm16" in feature:
-        return len(feature["audio_pcm16"].bytes_list.value[0]) // 2
-    return len(feature["audio"].bytes_list.value[0]) // 4
+    return feature["key"].bytes_list.value[0].decode(), feature["path"].bytes_list.value[0].decode(), record_targets(feature)
 
 
 def _fingerprint(tf, keys):
@@ -213,13 +197,13 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
                     if path not in held_paths and path not in shard_held_paths:
                         shard_held_paths.add(path)
                         if len(held_audio) + len(shard_held) < max_validation:
-                            shard_held.append((segments(_audio(feature), segment_samples=segment_samples)[0],
+                            shard_held.append((segments(record_audio(feature), segment_samples=segment_samples)[0],
                                                targets[0]))
                 else:
                     shard_prints.append(fingerprint)
                     shard_train_paths.add(path)
                     rows.append(targets if per_segment else targets[:1])
-                    shard_seconds += _samples(feature) / 16000.0
+                    shard_seconds += record_samples(feature) / 16000.0
         except ShardError as error:  # cut short by a crash, damaged on disk, copied in: all of it out, never half
             skip_shard(error, skipped, log=_log)
             continue
@@ -254,27 +238,6 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
         validation_targets=(np.stack(held_targets).astype(np.float32) if held_targets else np.zeros((0, dim), np.float32)),
         train_hours=seconds / 3600.0, per_segment=per_segment, segment_samples=segment_samples,
     )
-
-
-def _parse(serialized):
-    """A shard record -> ``{"key", "audio" (int16 [samples]), "targets" (float32 [rows, D])}``."""
-    from trillsson_tf._keras import tf
-
-    parsed = tf.io.parse_single_example(serialized, {
-        "key": tf.io.FixedLenFeature([], tf.string),
-        "audio_pcm16": tf.io.FixedLenFeature([], tf.string, default_value=""),
-        "audio": tf.io.FixedLenFeature([], tf.string, default_value=""),  # format 1: float32
-        "targets": tf.io.FixedLenFeature([], tf.string),
-        "target_shape": tf.io.FixedLenFeature([2], tf.int64),
-    })
-    audio = tf.cond(
-        tf.strings.length(parsed["audio_pcm16"]) > 0,
-        lambda: tf.io.decode_raw(parsed["audio_pcm16"], tf.int16, little_endian=True),
-        lambda: tf.cast(tf.clip_by_value(tf.round(tf.io.decode_raw(parsed["audio"], tf.float32, little_endian=True)
-                                                  * _PCM_SCALE), -_PCM_SCALE, _PCM_SCALE - 1), tf.int16),
-    )
-    targets = tf.reshape(tf.io.decode_raw(parsed["targets"], tf.float32, little_endian=True), parsed["target_shape"])
-    return {"key": parsed["key"], "audio": audio, "targets": targets}
 
 
 def _crop(per_segment: bool, seed: int, crop_samples: int):
@@ -349,7 +312,7 @@ def training_dataset(scan: ShardScan, *, batch_size: int, seed: int = 0, shuffle
     files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True).repeat()
     records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(_CYCLE_LENGTH, len(shards)),
                                num_parallel_calls=autotune, deterministic=True)
-    records = records.map(_parse, num_parallel_calls=autotune, deterministic=True)
+    records = records.map(parse_record, num_parallel_calls=autotune, deterministic=True)
     records = records.filter(lambda record: training.lookup(_fingerprint(tf, record["key"])) > 0)
     if count > 1 and len(shards) == len(scan.shards):
         _log.warning("%d shard(s) for %d readers: each reads all of them and keeps every %d-th record.",
@@ -359,7 +322,7 @@ def training_dataset(scan: ShardScan, *, batch_size: int, seed: int = 0, shuffle
     crops = records.enumerate().map(_crop(scan.per_segment, seed, crop_samples), num_parallel_calls=autotune,
                                     deterministic=True)
     batches = crops.shuffle(shuffle_buffer, seed=seed).batch(batch_size, drop_remainder=True)
-    batches = batches.map(lambda audio, targets: (tf.cast(audio, tf.float32) / _PCM_SCALE, targets),
+    batches = batches.map(lambda audio, targets: (tf.cast(audio, tf.float32) / PCM16_SCALE, targets),
                           num_parallel_calls=autotune, deterministic=True).prefetch(autotune)
     options = tf.data.Options()
     options.deterministic = True  # the same stream for the same seed, which a restored iterator continues

@@ -22,6 +22,8 @@ import uuid
 import numpy as np
 
 from trillsson_tf.configs import TARGET_MODES
+from trillsson_tf.formats.target_shard import (READABLE_FORMATS, TARGETS_FORMAT, TargetRecord, decode_record,
+                                               encode_record, pcm16)
 from trillsson_tf.augment import augmented_views
 from trillsson_tf.data import AudioItem, segments
 from trillsson_tf.errors import ParameterError
@@ -64,37 +66,9 @@ _log = logging.getLogger(__name__)
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "trillsson_tf", "targets")
 """Where targets go when no ``cache_dir`` is given (``$TRILLSSON_CACHE_DIR`` overrides it)."""
 
-TARGETS_FORMAT = "trillsson_tf.targets/2"
-"""The format written: audio as 16-bit PCM (format 1 held it as float32)."""
-READABLE_FORMATS = ("trillsson_tf.targets/1", TARGETS_FORMAT)
-"""Formats :func:`load_targets` reads."""
-_PCM_SCALE = 32768.0
 TEACHER_FILE = "teacher.json"
 SHARD_PATTERN = "targets-*.tfrecord"
 """Shard file names inside a targets folder (partial files being written do not match)."""
-
-
-@dataclasses.dataclass
-class TargetRecord:
-    """One audio file with its teacher targets (one record of a shard).
-
-    Attributes:
-        key: Cache key of the file (:func:`file_key`).
-        path: Where the audio was read from.
-        labels: Labels of the file (column name -> string).
-        audio: float32 ``[samples]`` at 16 kHz, mono.
-        targets: float32 ``[1, D]`` (global) or ``[segments, D]`` (local).
-        teacher: Identity of the teacher that made ``targets`` (``""``: not recorded).
-        mode: Their target mode (``""``: not recorded).
-    """
-
-    key: str
-    path: str
-    labels: dict
-    audio: np.ndarray
-    targets: np.ndarray
-    teacher: str = ""
-    mode: str = ""
 
 
 @dataclasses.dataclass
@@ -185,64 +159,6 @@ def batch_targets(teacher, clips, *, mode: str = "global", batch_size: int = 64)
         for index, vector in zip(indices, run(np.stack([clips[index] for index in indices]))):
             results[index] = vector[np.newaxis]
     return results
-
-
-def pcm16(audio) -> np.ndarray:
-    """float audio in [-1, 1] -> little-endian int16 samples (``round(x * 32768)``, clipped to int16)."""
-    scaled = np.round(np.asarray(audio, np.float64) * _PCM_SCALE)
-    return np.clip(scaled, -_PCM_SCALE, _PCM_SCALE - 1).astype("<i2")
-
-
-def encode_record(record: TargetRecord) -> bytes:
-    """Serialize a :class:`TargetRecord` as a ``tf.train.Example`` (the shard record format)."""
-    from trillsson_tf._keras import tf
-
-    def raw(value):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-    def ints(values):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
-
-    targets = np.asarray(record.targets, dtype="<f4")
-    feature = {
-        "key": raw(record.key.encode()),
-        "path": raw(record.path.encode()),
-        "labels": raw(json.dumps(record.labels, sort_keys=True).encode()),
-        "audio_pcm16": raw(pcm16(record.audio).tobytes()),
-        "sample_rate_hz": ints([DEFAULT_FRONTEND.sample_rate_hz]),
-        "targets": raw(targets.tobytes()),
-        "target_shape": ints(targets.shape),
-    }
-    if record.teacher:
-        feature["teacher_identity"] = raw(record.teacher.encode())
-    if record.mode:
-        feature["target_mode"] = raw(record.mode.encode())
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-
-def decode_record(serialized) -> TargetRecord:
-    """Parse one shard record written by :func:`encode_record` (bytes, or a feature map of :func:`shard_records`)."""
-    from trillsson_tf._keras import tf
-
-    feature = tf.train.Example.FromString(serialized).features.feature if isinstance(serialized, bytes) else serialized
-
-    def raw(name):
-        return feature[name].bytes_list.value[0]
-
-    rate = feature["sample_rate_hz"].int64_list.value[0]
-    if rate != DEFAULT_FRONTEND.sample_rate_hz:
-        raise ParameterError(f"Target record {raw('path').decode()!r} holds audio at {rate} Hz, not {DEFAULT_FRONTEND.sample_rate_hz}.")
-    shape = tuple(feature["target_shape"].int64_list.value)
-    return TargetRecord(
-        key=raw("key").decode(),
-        path=raw("path").decode(),
-        labels=json.loads(raw("labels").decode()),
-        audio=(np.frombuffer(raw("audio_pcm16"), dtype="<i2").astype(np.float32) / _PCM_SCALE if "audio_pcm16" in feature
-               else np.frombuffer(raw("audio"), dtype="<f4").astype(np.float32)),  # format 1
-        targets=np.frombuffer(raw("targets"), dtype="<f4").reshape(shape).astype(np.float32),
-        teacher=raw("teacher_identity").decode() if "teacher_identity" in feature else "",
-        mode=raw("target_mode").decode() if "target_mode" in feature else "",
-    )
 
 
 def teacher_info(teacher, mode: str, **extra) -> dict:

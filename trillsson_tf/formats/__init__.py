@@ -1,1 +1,1 @@
-"""On-disk model formats, read with numpy only (TensorFlow-free)."""
+"""On-disk formats, one module each: teacher weights (torch .pt, CTranslate2) read with numpy, and the target shard record."""
