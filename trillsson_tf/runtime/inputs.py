@@ -4,13 +4,12 @@ import logging
 import numpy as np
 
 from trillsson_tf.audio import check_sample_rate, resample, validate_audio
+from trillsson_tf.contract import PCM16_SCALE
 
 __all__ = ["PCM16_SCALE", "check_block", "prepare_audio", "progress_bar"]
 
 _log = logging.getLogger(__package__)  # "trillsson_tf.runtime", the name the log lines have always had
 
-PCM16_SCALE = 32768.0
-"""int16 audio is 16-bit PCM: divided by this to give float32 in [-1, 1]."""
 
 
 def prepare_audio(audio, sample_rate, model_rate: int, *, what="Audio") -> np.ndarray:
