@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: teachers test test-slow test-arm64 test-micro test-devices devices-packages demo install clean
+.PHONY: lint teachers test test-slow test-arm64 test-micro test-devices devices-packages demo install clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,13 @@ teachers: $(STAMP)
 # processes keep both cores of the CI machine busy.
 TEST_WORKERS ?= 2
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
+# ruff (pinned in the dev extra; settings in pyproject.toml): lint rules and the formatter, checked only.
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -35,6 +35,7 @@ Writes ``benchmarks/results/convert_benchmark.{json,md}`` and prints the markdow
     .venv/bin/python benchmarks/convert_benchmark.py                    # distills first (~3 min)
     .venv/bin/python benchmarks/convert_benchmark.py --export runs/t1/export
 """
+
 import argparse
 import glob
 import gzip
@@ -102,9 +103,19 @@ def distilled_export(args, train) -> str:
         return args.export
     from trillsson_tf.distill import distill
 
-    run = distill(train, out_dir=os.path.join(args.work, "distill"), teacher="speech_embedding", student="tiny_cnn",
-                  steps=args.distill_steps, batch_size=32, checkpoint_every=args.distill_steps, validation_fraction=0.0,
-                  cache_dir=os.path.join(args.work, "targets"), overwrite=True, progress=True)
+    run = distill(
+        train,
+        out_dir=os.path.join(args.work, "distill"),
+        teacher="speech_embedding",
+        student="tiny_cnn",
+        steps=args.distill_steps,
+        batch_size=32,
+        checkpoint_every=args.distill_steps,
+        validation_fraction=0.0,
+        cache_dir=os.path.join(args.work, "targets"),
+        overwrite=True,
+        progress=True,
+    )
     return run["export"]
 
 
@@ -138,8 +149,11 @@ def int8_weights_gzip_bytes(path: str) -> int:
     ops = interpreter._get_ops_details()
     produced = {index for op in ops for index in op["outputs"]} | {d["index"] for d in interpreter.get_input_details()}
     constants = {index for op in ops for index in op["inputs"] if index >= 0 and index not in produced}
-    kernels = [interpreter.get_tensor(d["index"]) for d in interpreter.get_tensor_details()
-               if d["index"] in constants and d["dtype"] == np.int8]
+    kernels = [
+        interpreter.get_tensor(d["index"])
+        for d in interpreter.get_tensor_details()
+        if d["index"] in constants and d["dtype"] == np.int8
+    ]
     return len(gzip.compress(b"".join(kernel.tobytes() for kernel in kernels), 9))
 
 
@@ -180,8 +194,14 @@ def convert_variants(export: str, out_dir: str, calibration, prefix: str, names)
     for name in names:
         quantize, frontend = VARIANTS[name]
         paths[name] = os.path.join(out_dir, f"{prefix}_{name}.tflite")
-        convert(export, paths[name], quantize=quantize, frontend=frontend, overwrite=True,
-                representative_audio=calibration if quantize == "int8" else None)
+        convert(
+            export,
+            paths[name],
+            quantize=quantize,
+            frontend=frontend,
+            overwrite=True,
+            representative_audio=calibration if quantize == "int8" else None,
+        )
     return paths
 
 
@@ -200,8 +220,14 @@ def scale_sizes(student: str, out_dir: str, calibration, second, runs: int) -> d
     for name in ("float32", "float16", "int8", "float32_patch", "int8_patch"):
         quantize, frontend = VARIANTS[name]
         path = os.path.join(out_dir, f"{student}_{name}.tflite")
-        convert(model, path, quantize=quantize, frontend=frontend, overwrite=True,
-                representative_audio=calibration if quantize == "int8" else None)
+        convert(
+            model,
+            path,
+            quantize=quantize,
+            frontend=frontend,
+            overwrite=True,
+            representative_audio=calibration if quantize == "int8" else None,
+        )
         sizes[name] = os.path.getsize(path)
         calls[name] = lambda clip, wrapper=TFLiteModel(path, num_threads=1): wrapper(clip)
     # Turns of SCALE_TURN_CALLS calls alternate between the variants, so a change in the machine's speed
@@ -215,13 +241,19 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=SHARED_DATA, help="folder with fsdd/ and librispeech_test_other_10spk/")
     parser.add_argument("--export", default=None, help="distilled export to use instead of distilling tiny_cnn here")
-    parser.add_argument("--work", default=os.path.join(REPO, "runs", "convert_benchmark"), help="work folder (replaced)")
+    parser.add_argument(
+        "--work", default=os.path.join(REPO, "runs", "convert_benchmark"), help="work folder (replaced)"
+    )
     parser.add_argument("--distill-steps", type=int, default=800)
     parser.add_argument("--fsdd-every", type=int, default=4, help="use every n-th FSDD training file")
-    parser.add_argument("--block", default=BLOCK, help="block shape of the second pruning curve (rows run along the input axis)")
+    parser.add_argument(
+        "--block", default=BLOCK, help="block shape of the second pruning curve (rows run along the input axis)"
+    )
     parser.add_argument("--optimize-steps", type=int, default=300, help="recovery steps per optimize stage")
     parser.add_argument("--runs", type=int, default=100, help="timed calls per latency (median)")
-    parser.add_argument("--scale-student", default="trillsson1", help="registry student whose file sizes show the ratios at scale")
+    parser.add_argument(
+        "--scale-student", default="trillsson1", help="registry student whose file sizes show the ratios at scale"
+    )
     parser.add_argument("--results", default=RESULTS_DIR, help="folder for convert_benchmark.{json,md}")
     args = parser.parse_args(argv)
 
@@ -247,24 +279,38 @@ def main(argv=None) -> dict:
     curve = [{"sparsity": 0.0, "block": None, "int8_patch": rows["int8_patch"], "int8": rows["int8"], "optimize": None}]
     for block, sparsity in [(block, sparsity) for block in (None, args.block) for sparsity in SPARSITIES]:
         tag = f"pruned{int(sparsity * 100)}" + (f"_block{block}" if block else "")
-        report = optimize_export(export, os.path.join(args.work, tag), data=train, prune=sparsity, block_size=block,
-                                 qat=True, steps=args.optimize_steps, overwrite=True, progress=True)
+        report = optimize_export(
+            export,
+            os.path.join(args.work, tag),
+            data=train,
+            prune=sparsity,
+            block_size=block,
+            qat=True,
+            steps=args.optimize_steps,
+            overwrite=True,
+            progress=True,
+        )
         pruned = convert_variants(report["export"], tflite_dir, calibration, tag, ("int8", "int8_patch"))
         point = {name: measure(path, reference, clips, second, args.runs) for name, path in pruned.items()}
-        point.update(sparsity=sparsity, block=block, optimize={
-            "kernel_sparsity": round(report["sparsity"]["overall"], 4),
-            "not_prunable": report["not_prunable"],
-            "keras_fidelity_held_out": round(report["fidelity"]["mean_cosine"], 6),
-            "final_loss": {stage: record["loss_curve"][-1][1] for stage, record in report["stages"].items()},
-            "seconds": report["seconds"],
-        })
+        point.update(
+            sparsity=sparsity,
+            block=block,
+            optimize={
+                "kernel_sparsity": round(report["sparsity"]["overall"], 4),
+                "not_prunable": report["not_prunable"],
+                "keras_fidelity_held_out": round(report["fidelity"]["mean_cosine"], 6),
+                "final_loss": {stage: record["loss_curve"][-1][1] for stage, record in report["stages"].items()},
+                "seconds": report["seconds"],
+            },
+        )
         curve.append(point)
     scale = scale_sizes(args.scale_student, tflite_dir, calibration, second, args.runs)
     for point in curve:
         for name in ("int8", "int8_patch"):
             point[name]["gzip_ratio_to_unpruned"] = round(point[name]["gzip_bytes"] / rows[name]["gzip_bytes"], 4)
             point[name]["weights_gzip_ratio_to_unpruned"] = round(
-                point[name]["int8_weights_gzip_bytes"] / rows[name]["int8_weights_gzip_bytes"], 4)
+                point[name]["int8_weights_gzip_bytes"] / rows[name]["int8_weights_gzip_bytes"], 4
+            )
 
     def at(sparsity, block):
         return next(point for point in curve if point["sparsity"] == sparsity and point["block"] == block)
@@ -293,12 +339,20 @@ def main(argv=None) -> dict:
         "scale_int8_patch_latency_ratio": scale["latency_ms"]["int8_patch"] / scale["latency_ms"]["float32_patch"],
         "int8_latency_ratio": rows["int8"]["latency_ms"] / rows["float32"]["latency_ms"],
         "int8_patch_latency_ratio": rows["int8_patch"]["latency_ms"] / rows["float32_patch"]["latency_ms"],
-        "int8_network_latency_ratio": rows["int8_patch"]["network_latency_ms"] / rows["float32_patch"]["network_latency_ms"],
+        "int8_network_latency_ratio": rows["int8_patch"]["network_latency_ms"]
+        / rows["float32_patch"]["network_latency_ms"],
     }
     result = {
-        "student": {"export": os.path.relpath(export, REPO), "name": model.name, "parameters": int(model.count_params())},
-        "data": {"train_files": len(train), "held_out_files": len(held), "held_out": "FSDD takes 0-4 (every 5th) + "
-                 "LibriSpeech speakers never trained on, clips cut to 8 s"},
+        "student": {
+            "export": os.path.relpath(export, REPO),
+            "name": model.name,
+            "parameters": int(model.count_params()),
+        },
+        "data": {
+            "train_files": len(train),
+            "held_out_files": len(held),
+            "held_out": "FSDD takes 0-4 (every 5th) + LibriSpeech speakers never trained on, clips cut to 8 s",
+        },
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "runs": args.runs,
         "block": args.block,
@@ -306,9 +360,14 @@ def main(argv=None) -> dict:
         "pruning_curve": curve,
         "scale_sizes": scale,
         "values": {k: round(v, 6) for k, v in values.items()},
-        "targets": {name: {"value": round(values[name], 6), "goal": f"{op} {goal}",
-                           "met": values[name] <= goal if op == "<=" else values[name] >= goal}
-                    for name, (op, goal) in TARGETS.items()},
+        "targets": {
+            name: {
+                "value": round(values[name], 6),
+                "goal": f"{op} {goal}",
+                "met": values[name] <= goal if op == "<=" else values[name] >= goal,
+            }
+            for name, (op, goal) in TARGETS.items()
+        },
         "seconds": round(time.perf_counter() - began, 1),
     }
     os.makedirs(args.results, exist_ok=True)
@@ -380,7 +439,7 @@ def to_markdown(result: dict) -> str:
         f"{student['name']}: int8 {values['int8_size_ratio']:.3f} (audio in), {values['int8_patch_size_ratio']:.3f} "
         f"(patch in), float16 {values['float16_size_ratio']:.3f}.",
         "",
-        f"Latency at that scale (1 s, 1 thread): "
+        "Latency at that scale (1 s, 1 thread): "
         + ", ".join(f"{name} {ms:.2f} ms" for name, ms in scale["latency_ms"].items())
         + f"; int8/float32 {values['scale_int8_latency_ratio']:.3f} (audio in), "
         f"{values['scale_int8_patch_latency_ratio']:.3f} (patch in); the distilled {student['name']}'s "

@@ -23,6 +23,7 @@ with the number of files (``corpus_scale_benchmark_files.{json,md}``).
 
 Writes ``benchmarks/results/corpus_scale_benchmark.{json,md}`` and prints the markdown.
 """
+
 import argparse
 import glob
 import json
@@ -55,8 +56,10 @@ print("RESULT " + json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF)
 
 def corpus_files():
     """The real speech files of ``../shared/data``, sorted."""
-    files = sorted(glob.glob(os.path.join(DATA, "**", "*.wav"), recursive=True)
-                   + glob.glob(os.path.join(DATA, "**", "*.flac"), recursive=True))
+    files = sorted(
+        glob.glob(os.path.join(DATA, "**", "*.wav"), recursive=True)
+        + glob.glob(os.path.join(DATA, "**", "*.flac"), recursive=True)
+    )
     if not files:
         raise SystemExit(f"No audio under {DATA}.")
     return files
@@ -64,15 +67,22 @@ def corpus_files():
 
 def run_size(files, views, *, cache, steps, work, checkout=REPO, validation_fraction=0.0):
     """Distill one size in a fresh process with the toolkit of ``checkout``; returns its RESULT record."""
-    job = {"files": files, "out": os.path.join(work, f"run_{views}_{len(files)}_{os.path.basename(checkout)}"),
-           "cache": cache, "views": views, "steps": steps, "validation_fraction": validation_fraction}
+    job = {
+        "files": files,
+        "out": os.path.join(work, f"run_{views}_{len(files)}_{os.path.basename(checkout)}"),
+        "cache": cache,
+        "views": views,
+        "steps": steps,
+        "validation_fraction": validation_fraction,
+    }
     # The job goes in on stdin: thousands of paths exceed the 128 KB limit of one argument.
-    result = subprocess.run([sys.executable, "-c", JOB], input=json.dumps(job), capture_output=True, text=True,
-                            cwd=checkout)
+    result = subprocess.run(
+        [sys.executable, "-c", JOB], input=json.dumps(job), capture_output=True, text=True, cwd=checkout
+    )
     if result.returncode:
         raise SystemExit(f"The {views}-view run failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
     output = result.stdout
-    return json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
+    return json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[len("RESULT ") :])
 
 
 def shard_bytes(folder):
@@ -109,29 +119,42 @@ def to_markdown(report):
         built = f"{row['build_s']:.0f}" if row.get("build_records_per_s") else ""
         first_step = f"{row['first_step_seconds']:.1f}" if row.get("first_step_seconds") is not None else "-"
         scan = f"{row['scan_seconds']:.0f}" if row.get("scan_seconds") is not None else "-"
-        lines.append(f"| {row['views'] + 1}x | {row['records']:,} | {row['hours']:.2f} | {row.get('shards') or ''} | "
-                     f"{row['rss_mb']:.0f} | {scan} | {_rate(row['steps_per_second'])} | "
-                     f"{_rate(row.get('steady_steps_per_second'))} | {first_step} | {built} | {rate} |")
+        lines.append(
+            f"| {row['views'] + 1}x | {row['records']:,} | {row['hours']:.2f} | {row.get('shards') or ''} | "
+            f"{row['rss_mb']:.0f} | {scan} | {_rate(row['steps_per_second'])} | "
+            f"{_rate(row.get('steady_steps_per_second'))} | {first_step} | {built} | {rate} |"
+        )
     first, last = report["sizes"][0], report["sizes"][-1]
     baseline = report.get("in_memory_1x")
     if baseline:
-        lines.append(f"| 1x, in memory (`{baseline['checkout']}`) | {first['records']:,} | {first['hours']:.2f} | - | "
-                     f"{baseline['rss_mb']:.0f} | - | {_rate(baseline['steps_per_second'])} | - | - | | |")
+        lines.append(
+            f"| 1x, in memory (`{baseline['checkout']}`) | {first['records']:,} | {first['hours']:.2f} | - | "
+            f"{baseline['rss_mb']:.0f} | - | {_rate(baseline['steps_per_second'])} | - | - | | |"
+        )
     steady = ""
     if first.get("steady_steps_per_second") and last.get("steady_steps_per_second"):
         steady = f", steady {last['steady_steps_per_second'] / first['steady_steps_per_second']:.3f}"
-    lines += ["", f"- Peak RSS {last['views'] + 1}x / 1x: {last['rss_mb'] / first['rss_mb']:.3f}; "
-              f"steps/s {last['views'] + 1}x / 1x: {last['steps_per_second'] / first['steps_per_second']:.3f}{steady}.",
-              "- Steps/s of each run (whole loop / steady): " + "; ".join(
-                  f"{row['views'] + 1}x " + ", ".join(f"{_rate(run['steps_per_second'])} / "
-                                                       f"{_rate(run.get('steady_steps_per_second'))}"
-                                                       for run in row["runs"])
-                  for row in report["sizes"]) + ".",
-              f"- Shards: {report['mb_per_hour']:.0f} MB per hour of audio (16-bit PCM + targets)."]
+    lines += [
+        "",
+        f"- Peak RSS {last['views'] + 1}x / 1x: {last['rss_mb'] / first['rss_mb']:.3f}; "
+        f"steps/s {last['views'] + 1}x / 1x: {last['steps_per_second'] / first['steps_per_second']:.3f}{steady}.",
+        "- Steps/s of each run (whole loop / steady): "
+        + "; ".join(
+            f"{row['views'] + 1}x "
+            + ", ".join(
+                f"{_rate(run['steps_per_second'])} / {_rate(run.get('steady_steps_per_second'))}" for run in row["runs"]
+            )
+            for row in report["sizes"]
+        )
+        + ".",
+        f"- Shards: {report['mb_per_hour']:.0f} MB per hour of audio (16-bit PCM + targets).",
+    ]
     if baseline:
-        lines.append(f"- Streaming / in-memory at 1x (whole loop; the in-memory trainer records no steady rate): "
-                     f"steps/s {first['steps_per_second'] / baseline['steps_per_second']:.3f}, "
-                     f"peak RSS {first['rss_mb'] / baseline['rss_mb']:.3f}.")
+        lines.append(
+            f"- Streaming / in-memory at 1x (whole loop; the in-memory trainer records no steady rate): "
+            f"steps/s {first['steps_per_second'] / baseline['steps_per_second']:.3f}, "
+            f"peak RSS {first['rss_mb'] / baseline['rss_mb']:.3f}."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -151,7 +174,7 @@ def cut_files(count, folder):
         start = (i // len(corpus) * 4000) % (len(clip) - 32000 + 1)
         paths.append(os.path.join(folder, f"cut_{i:06d}.wav"))
         if not os.path.exists(paths[-1]):
-            soundfile.write(paths[-1], clip[start:start + 32000].astype(np.float32), 16000, subtype="PCM_16")
+            soundfile.write(paths[-1], clip[start : start + 32000].astype(np.float32), 16000, subtype="PCM_16")
     return paths
 
 
@@ -167,16 +190,30 @@ def scale_files(counts, *, steps, work):
         files, cache = everything[:count], os.path.join(work, f"cache_files_{count}")
         build_cache(teacher, find_audio(files), cache_dir=cache, progress=True)
         run = run_size(files, 0, cache=cache, steps=steps, work=work, validation_fraction=0.1)
-        rows.append({"files": count, "rss_mb": run["rss_mb"], "steps_per_second": run["steps_per_second"],
-                     "validation_files": run["data"].get("validation_files")})
+        rows.append(
+            {
+                "files": count,
+                "rss_mb": run["rss_mb"],
+                "steps_per_second": run["steps_per_second"],
+                "validation_files": run["data"].get("validation_files"),
+            }
+        )
         print(rows[-1], flush=True)
-    lines = ["# Streaming distillation: memory against the number of files", "",
-             f"Distinct 2 s files cut from ../shared/data, `speech_embedding` targets (cached before the run), "
-             f"`tiny_cnn`, batch 32, {steps} steps, 10 % of files held out, one fresh process per size, "
-             f"2-core CPU ({time.strftime('%Y-%m-%d')}).", "",
-             "| files | held out | peak RSS MB | RSS / smallest | steps/s |", "|---:|---:|---:|---:|---:|"]
-    lines += [f"| {row['files']:,} | {row['validation_files']} | {row['rss_mb']:.0f} | "
-              f"{row['rss_mb'] / rows[0]['rss_mb']:.3f} | {_rate(row['steps_per_second'])} |" for row in rows]
+    lines = [
+        "# Streaming distillation: memory against the number of files",
+        "",
+        f"Distinct 2 s files cut from ../shared/data, `speech_embedding` targets (cached before the run), "
+        f"`tiny_cnn`, batch 32, {steps} steps, 10 % of files held out, one fresh process per size, "
+        f"2-core CPU ({time.strftime('%Y-%m-%d')}).",
+        "",
+        "| files | held out | peak RSS MB | RSS / smallest | steps/s |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {row['files']:,} | {row['validation_files']} | {row['rss_mb']:.0f} | "
+        f"{row['rss_mb'] / rows[0]['rss_mb']:.3f} | {_rate(row['steps_per_second'])} |"
+        for row in rows
+    ]
     markdown = "\n".join(lines) + "\n"
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "corpus_scale_benchmark_files.json"), "w") as handle:
@@ -189,20 +226,28 @@ def scale_files(counts, *, steps, work):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--views", type=int, nargs="+", default=[0, 9, 19], help="augmented views per file, one size each")
+    parser.add_argument(
+        "--views", type=int, nargs="+", default=[0, 9, 19], help="augmented views per file, one size each"
+    )
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=1, help="runs per size (the sizes take turns; medians reported)")
     parser.add_argument("--files", type=int, default=300, help="files taken evenly from the corpus (0: all)")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--baseline", default=None, help="a checkout whose distill holds the corpus in memory")
-    parser.add_argument("--file-counts", type=int, nargs="+", default=None,
-                        help="scale distinct 2 s files instead of views (e.g. 300 3000 12000)")
+    parser.add_argument(
+        "--file-counts",
+        type=int,
+        nargs="+",
+        default=None,
+        help="scale distinct 2 s files instead of views (e.g. 300 3000 12000)",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.steps < 2:
         parser.error("--repeats must be at least 1 and --steps at least 2")
     if args.file_counts:
-        return scale_files(args.file_counts, steps=args.steps,
-                           work=args.work or tempfile.mkdtemp(prefix="corpus_scale_benchmark_"))
+        return scale_files(
+            args.file_counts, steps=args.steps, work=args.work or tempfile.mkdtemp(prefix="corpus_scale_benchmark_")
+        )
     from trillsson_tf.data import find_audio
     from trillsson_tf.targets import build_cache
     from trillsson_tf.teachers import load_teacher
@@ -218,43 +263,86 @@ def main(argv=None):
         began = time.perf_counter()
         index = build_cache(teacher, items, cache_dir=cache, views=views, progress=True)
         build_s = time.perf_counter() - began
-        sizes.append({"views": views, "cache": cache, "build_s": build_s, "build_records_computed": index.computed,
-                      "build_records_reused": index.reused,
-                      "build_records_per_s": index.computed / build_s if index.computed else None,
-                      "shard_mb": shard_bytes(index.directory) / 1e6, "runs": []})
+        sizes.append(
+            {
+                "views": views,
+                "cache": cache,
+                "build_s": build_s,
+                "build_records_computed": index.computed,
+                "build_records_reused": index.reused,
+                "build_records_per_s": index.computed / build_s if index.computed else None,
+                "shard_mb": shard_bytes(index.directory) / 1e6,
+                "runs": [],
+            }
+        )
     baseline_runs = []
     checkout = os.path.abspath(args.baseline) if args.baseline else None
     # The sizes take turns so that a slow spell of the machine falls on all of them alike.
     for repeat in range(args.repeats):
         for size in sizes:
             size["runs"].append(run_size(files, size["views"], cache=size["cache"], steps=args.steps, work=work))
-            print({"views": size["views"], "repeat": repeat, **{k: v for k, v in size["runs"][-1].items() if k != "data"}},
-                  flush=True)
+            print(
+                {
+                    "views": size["views"],
+                    "repeat": repeat,
+                    **{k: v for k, v in size["runs"][-1].items() if k != "data"},
+                },
+                flush=True,
+            )
         if checkout:
-            baseline_runs.append(run_size(files, 0, cache=os.path.join(work, "cache_in_memory"), steps=args.steps,
-                                          work=work, checkout=checkout))
-            print({"baseline": checkout, "repeat": repeat, "steps_per_second": baseline_runs[-1]["steps_per_second"]},
-                  flush=True)
+            baseline_runs.append(
+                run_size(
+                    files,
+                    0,
+                    cache=os.path.join(work, "cache_in_memory"),
+                    steps=args.steps,
+                    work=work,
+                    checkout=checkout,
+                )
+            )
+            print(
+                {"baseline": checkout, "repeat": repeat, "steps_per_second": baseline_runs[-1]["steps_per_second"]},
+                flush=True,
+            )
     for size in sizes:
         data = size["runs"][-1]["data"]
-        size.update({"records": data["train_records"], "hours": data["train_hours"], "shards": data.get("shards_read"),
-                     "rss_mb": max(run["rss_mb"] for run in size["runs"]),
-                     **{key: _median(size["runs"], key)
-                        for key in ("steps_per_second", "steady_steps_per_second", "first_step_seconds", "scan_seconds")}})
+        size.update(
+            {
+                "records": data["train_records"],
+                "hours": data["train_hours"],
+                "shards": data.get("shards_read"),
+                "rss_mb": max(run["rss_mb"] for run in size["runs"]),
+                **{
+                    key: _median(size["runs"], key)
+                    for key in ("steps_per_second", "steady_steps_per_second", "first_step_seconds", "scan_seconds")
+                },
+            }
+        )
         for run in size["runs"]:
             run.pop("data")
     baseline = None
     if checkout:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True,
-                                text=True).stdout.strip()
-        baseline = {"checkout": commit or checkout, "rss_mb": max(run["rss_mb"] for run in baseline_runs),
-                    "steps_per_second": _median(baseline_runs, "steps_per_second"),
-                    "runs": [run["steps_per_second"] for run in baseline_runs]}
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True
+        ).stdout.strip()
+        baseline = {
+            "checkout": commit or checkout,
+            "rss_mb": max(run["rss_mb"] for run in baseline_runs),
+            "steps_per_second": _median(baseline_runs, "steps_per_second"),
+            "runs": [run["steps_per_second"] for run in baseline_runs],
+        }
     largest = sizes[-1]  # every record of its shards is read (nothing held out)
-    report = {"date": time.strftime("%Y-%m-%d"), "source": "../shared/data", "files": len(files), "steps": args.steps,
-              "repeats": args.repeats, "sizes": sizes, "in_memory_1x": baseline,
-              "mb_per_hour": largest["shard_mb"] / largest["hours"],
-              "builder_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    report = {
+        "date": time.strftime("%Y-%m-%d"),
+        "source": "../shared/data",
+        "files": len(files),
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "sizes": sizes,
+        "in_memory_1x": baseline,
+        "mb_per_hour": largest["shard_mb"] / largest["hours"],
+        "builder_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "corpus_scale_benchmark.json"), "w") as handle:
         json.dump(report, handle, indent=2)

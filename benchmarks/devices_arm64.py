@@ -24,6 +24,7 @@ Traps (see ../shared/DEVICES.md): ``/sys`` is not mounted in the chroot (LiteRT 
 in its CPU detection under qemu 7.2 when it sees the host's); ``binfmt_misc`` is mounted here
 when it is not.
 """
+
 import argparse
 import configparser
 import glob
@@ -46,7 +47,11 @@ ROOT_PACKAGES = "python3,python3-venv,python3-pip,libsndfile1"
 PYTHON_TAGS = ["--python-version", "3.11", "--implementation", "cp", "--abi", "cp311"]
 # ai-edge-litert 2.3.0 ships only a manylinux_2_27 aarch64 wheel: without that tag pip silently picks 1.4.0.
 PLATFORM_TAGS = ["manylinux_2_17_aarch64", "manylinux2014_aarch64", "manylinux_2_27_aarch64", "manylinux_2_28_aarch64"]
-DEBIAN_TOOLS = {"debootstrap": "debootstrap", "qemu-aarch64-static": "qemu-user-static", "update-binfmts": "binfmt-support"}
+DEBIAN_TOOLS = {
+    "debootstrap": "debootstrap",
+    "qemu-aarch64-static": "qemu-user-static",
+    "update-binfmts": "binfmt-support",
+}
 BINFMT = "/proc/sys/fs/binfmt_misc"
 MIN_COSINE = 0.9999
 # float32 files (frontend inside, random weights) converted on the host from the students of the int8 assets.
@@ -97,8 +102,17 @@ def build_root(root: str) -> float:
     if os.path.exists(root):
         shutil.rmtree(root)  # a half-built root from an interrupted run
     os.makedirs(os.path.dirname(root), exist_ok=True)
-    _run(["debootstrap", "--arch=arm64", "--variant=minbase", f"--include={ROOT_PACKAGES}", SUITE, root,
-          "http://deb.debian.org/debian"])
+    _run(
+        [
+            "debootstrap",
+            "--arch=arm64",
+            "--variant=minbase",
+            f"--include={ROOT_PACKAGES}",
+            SUITE,
+            root,
+            "http://deb.debian.org/debian",
+        ]
+    )
     open(done, "w").close()
     return time.perf_counter() - start
 
@@ -115,17 +129,45 @@ def download_wheels(wheel_dir: str) -> float:
     start = time.perf_counter()
     os.makedirs(wheel_dir, exist_ok=True)
     platforms = [arg for tag in PLATFORM_TAGS for arg in ("--platform", tag)]
-    _run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", *PYTHON_TAGS, *platforms,
-          "--dest", wheel_dir, *base_requirements()])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--only-binary=:all:",
+            *PYTHON_TAGS,
+            *platforms,
+            "--dest",
+            wheel_dir,
+            *base_requirements(),
+        ]
+    )
     for old in glob.glob(os.path.join(wheel_dir, "trillsson_tf-*.whl")):
         os.remove(old)  # always this checkout's code
     with tempfile.TemporaryDirectory() as build:
         # A copy, so the build leaves no build/ or egg-info in the checkout.
         source = os.path.join(build, "src")
-        shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "build", "*.egg-info",
-                                                                     "notebooks", "benchmarks"))
-        _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--wheel-dir",
-              wheel_dir, source])
+        shutil.copytree(
+            REPO,
+            source,
+            ignore=shutil.ignore_patterns(".venv", ".git", "runs", "build", "*.egg-info", "notebooks", "benchmarks"),
+        )
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                "--wheel-dir",
+                wheel_dir,
+                source,
+            ]
+        )
     return time.perf_counter() - start
 
 
@@ -152,8 +194,7 @@ class Chroot:
         env = {"PATH": "/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
         # The environment is the board's; chroot itself is found on the host's PATH (it is in /usr/sbin).
         chroot = shutil.which("chroot", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
-        return subprocess.run([chroot, self.root, *command], check=True, env=env, text=True,
-                              capture_output=capture)
+        return subprocess.run([chroot, self.root, *command], check=True, env=env, text=True, capture_output=capture)
 
 
 def install(chroot: Chroot, wheel_dir: str) -> float:
@@ -164,8 +205,9 @@ def install(chroot: Chroot, wheel_dir: str) -> float:
     shutil.copytree(wheel_dir, inside)
     shutil.rmtree(os.path.join(chroot.root, "opt", "trillsson"), ignore_errors=True)
     chroot.run("python3", "-m", "venv", "/opt/trillsson")
-    chroot.run("/opt/trillsson/bin/pip", "install", "--quiet", "--no-index", "--find-links", "/opt/wheels",
-               "trillsson_tf")
+    chroot.run(
+        "/opt/trillsson/bin/pip", "install", "--quiet", "--no-index", "--find-links", "/opt/wheels", "trillsson_tf"
+    )
     return time.perf_counter() - start
 
 
@@ -176,8 +218,10 @@ def float_models(work: str) -> list:
         path = os.path.join(work, file_name)
         export = os.path.join(work, f"{student}_export")
         _run([sys.executable, "-m", "trillsson_tf.cli", "-q", "export", student, export])
-        _run([sys.executable, "-m", "trillsson_tf.cli", "-q", "convert", export, "--out", path, "--quantize", "float32"],
-             stdout=subprocess.DEVNULL)
+        _run(
+            [sys.executable, "-m", "trillsson_tf.cli", "-q", "convert", export, "--out", path, "--quantize", "float32"],
+            stdout=subprocess.DEVNULL,
+        )
         paths.append(path)
     return paths
 
@@ -188,8 +232,11 @@ def output_step(model_path: str):
 
     interpreter = litert.make_interpreter(model_path=model_path, num_threads=1, delegates=False)
     details = {t["index"]: t for t in interpreter.get_tensor_details()}
-    steps = [details[int(op["inputs"][0])]["quantization"][0] for op in litert.ops(interpreter)
-             if op["op_name"] == "DEQUANTIZE" and details[int(op["inputs"][0])]["dtype"] == np.int8]
+    steps = [
+        details[int(op["inputs"][0])]["quantization"][0]
+        for op in litert.ops(interpreter)
+        if op["op_name"] == "DEQUANTIZE" and details[int(op["inputs"][0])]["dtype"] == np.int8
+    ]
     return float(steps[-1]) if steps else None
 
 
@@ -201,8 +248,13 @@ def compare(reference: np.ndarray, emulated: np.ndarray, step) -> dict:
     # An int8 network is held to one output step: on a 3-score output one step already costs more
     # than 1e-4 of cosine (wav2small: 0.99989), so the cosine bound is for float networks.
     passed = cosine >= MIN_COSINE if step is None else max_diff <= step * (1 + 1e-4)
-    return {"cosine": cosine, "max_abs_diff": max_diff, "output_step": step,
-            "max_diff_in_steps": None if step is None else max_diff / step, "passed": passed}
+    return {
+        "cosine": cosine,
+        "max_abs_diff": max_diff,
+        "output_step": step,
+        "max_diff_in_steps": None if step is None else max_diff / step,
+        "passed": passed,
+    }
 
 
 def run_arm64(out_json=None) -> dict:
@@ -229,8 +281,9 @@ def run_arm64(out_json=None) -> dict:
         host_json, arm_json = os.path.join(work, "host.json"), os.path.join(work, "arm64.json")
         _run([sys.executable, probe, ",".join(models), sample, host_json])
         start = time.perf_counter()
-        chroot.run("/opt/trillsson/bin/python", inside(probe), ",".join(map(inside, models)), inside(sample),
-                   inside(arm_json))
+        chroot.run(
+            "/opt/trillsson/bin/python", inside(probe), ",".join(map(inside, models)), inside(sample), inside(arm_json)
+        )
         golden_wall = time.perf_counter() - start
         with open(host_json) as handle:
             host = json.load(handle)
@@ -244,30 +297,65 @@ def run_arm64(out_json=None) -> dict:
         for model in models:
             name = os.path.basename(model)
             step = output_step(model)
-            row = {"network": "int8" if step else "float32", "golden_emulated_s": arm[name]["seconds"],
-                   "golden_host_s": host[name]["seconds"], "outputs": {}}
+            row = {
+                "network": "int8" if step else "float32",
+                "golden_emulated_s": arm[name]["seconds"],
+                "golden_host_s": host[name]["seconds"],
+                "outputs": {},
+            }
             for key, values in host[name]["outputs"].items():
                 row["outputs"][key] = compare(np.asarray(values), np.asarray(arm[name]["outputs"][key]), step)
             if name in golden:
                 row["golden_check"] = android.check_golden(golden[name], arm[name]["outputs"])
             # The CLI as a user runs it: trillsson-tf embed, emulated, against the host's.
             host_npy, arm_npy = os.path.join(work, f"{name}.host.npy"), os.path.join(work, f"{name}.arm64.npy")
-            _run([sys.executable, "-m", "trillsson_tf.cli", "-q", "embed", model, sample, "--out", host_npy,
-                  "--no-progress", "--num-threads", "1"], stdout=subprocess.DEVNULL)
+            _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "trillsson_tf.cli",
+                    "-q",
+                    "embed",
+                    model,
+                    sample,
+                    "--out",
+                    host_npy,
+                    "--no-progress",
+                    "--num-threads",
+                    "1",
+                ],
+                stdout=subprocess.DEVNULL,
+            )
             start = time.perf_counter()
-            chroot.run("/opt/trillsson/bin/trillsson-tf", "-q", "embed", inside(model), inside(sample), "--out",
-                       inside(arm_npy), "--no-progress", "--num-threads", "1", capture=True)
+            chroot.run(
+                "/opt/trillsson/bin/trillsson-tf",
+                "-q",
+                "embed",
+                inside(model),
+                inside(sample),
+                "--out",
+                inside(arm_npy),
+                "--no-progress",
+                "--num-threads",
+                "1",
+                capture=True,
+            )
             row["embed_emulated_wall_s"] = time.perf_counter() - start
             row["embed"] = compare(np.load(host_npy), np.load(arm_npy), step)
             report["models"][name] = row
         report["golden_emulated_wall_s"] = golden_wall
-        report["arm64_python"] = chroot.run("/opt/trillsson/bin/python", "-c",
-                                            "import platform; from importlib.metadata import version; "
-                                            "print(f'{platform.machine()}, Python {platform.python_version()}, numpy "
-                                            "{version(\"numpy\")}, ai-edge-litert {version(\"ai-edge-litert\")}')", capture=True).stdout.strip()
+        report["arm64_python"] = chroot.run(
+            "/opt/trillsson/bin/python",
+            "-c",
+            "import platform; from importlib.metadata import version; "
+            "print(f'{platform.machine()}, Python {platform.python_version()}, numpy "
+            '{version("numpy")}, ai-edge-litert {version("ai-edge-litert")}\')',
+            capture=True,
+        ).stdout.strip()
     report["setup_s"]["total_s"] = sum(setup.values())
     report["passed"] = all(
-        row["embed"]["passed"] and all(o["passed"] for o in row["outputs"].values())
+        row["embed"]["passed"]
+        and all(o["passed"] for o in row["outputs"].values())
         and all(g["passed"] for g in row.get("golden_check", {}).values())
         for row in report["models"].values()
     )
@@ -287,8 +375,15 @@ def main() -> int:
     parser.add_argument("--json", default=None, help="output file (default: benchmarks/results/devices_arm64.json)")
     args = parser.parse_args()
     report = run_arm64(args.json)
-    print(json.dumps({name: {"embed": row["embed"], "emulated_s": row["embed_emulated_wall_s"]}
-                      for name, row in report["models"].items()}, indent=1))
+    print(
+        json.dumps(
+            {
+                name: {"embed": row["embed"], "emulated_s": row["embed_emulated_wall_s"]}
+                for name, row in report["models"].items()
+            },
+            indent=1,
+        )
+    )
     print(f"set-up {report['setup_s']}; passed: {report['passed']}")
     return 0 if report["passed"] else 1
 

@@ -16,6 +16,7 @@ and checks that a too-small arena makes the runner report the size it needs. Wri
 
     .venv/bin/python benchmarks/devices_micro.py [--tflm PATH]     # make test-micro
 """
+
 import argparse
 import glob
 import json
@@ -24,7 +25,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -81,8 +81,11 @@ def run_micro(tflm=None, out_json=None) -> dict:
     tflm = tflm or default_tflm()
     start = time.perf_counter()
     library = micro_project.prepare_tflm(tflm, progress=True)
-    report = {"board": micro_project.BOARD, "library": {"built_s": library["built_s"],
-                                                       "setup_s": time.perf_counter() - start}, "models": {}}
+    report = {
+        "board": micro_project.BOARD,
+        "library": {"built_s": library["built_s"], "setup_s": time.perf_counter() - start},
+        "models": {},
+    }
     with tempfile.TemporaryDirectory() as work:
         for label, (path, features) in _models(work).items():
             project = os.path.join(work, os.path.basename(path).replace(".tflite", "_board"))
@@ -92,13 +95,23 @@ def run_micro(tflm=None, out_json=None) -> dict:
             with open(os.path.join(project, "model_micro.json")) as handle:
                 card = json.load(handle)["on_board"]  # micro_build puts the board's figures into the form's card
             report["models"][label] = {
-                "model_bytes": record["micro"]["model_bytes"], "ops": record["micro"]["ops"],
-                "text": sizes["text"], "rodata": sizes["rodata"], "data": sizes["data"], "bss": sizes["bss"],
-                "flash_bytes": sizes["flash_bytes"], "ram_static_bytes": sizes["ram_bytes"],
-                "arena_reserved_bytes": built["arena_bytes"], "arena_used_board_bytes": built["on_board"]["arena_used_bytes"],
-                "arena_used_host_bytes": built["host"]["arena_used_bytes"], "ram_used_bytes": built["ram_used_bytes"],
-                "bit_exact": built["bit_exact"], "max_abs_diff": built["max_abs_diff"],
-                "outputs_board": built["on_board"]["outputs"][0], "build_s": built["build_s"], "run_s": built["on_board"]["run_s"],
+                "model_bytes": record["micro"]["model_bytes"],
+                "ops": record["micro"]["ops"],
+                "text": sizes["text"],
+                "rodata": sizes["rodata"],
+                "data": sizes["data"],
+                "bss": sizes["bss"],
+                "flash_bytes": sizes["flash_bytes"],
+                "ram_static_bytes": sizes["ram_bytes"],
+                "arena_reserved_bytes": built["arena_bytes"],
+                "arena_used_board_bytes": built["on_board"]["arena_used_bytes"],
+                "arena_used_host_bytes": built["host"]["arena_used_bytes"],
+                "ram_used_bytes": built["ram_used_bytes"],
+                "bit_exact": built["bit_exact"],
+                "max_abs_diff": built["max_abs_diff"],
+                "outputs_board": built["on_board"]["outputs"][0],
+                "build_s": built["build_s"],
+                "run_s": built["on_board"]["run_s"],
                 "card_on_board": card,
                 "card_matches": card["flash_bytes"] == sizes["flash_bytes"]
                 and card["arena_used_bytes"] == built["on_board"]["arena_used_bytes"],
@@ -106,14 +119,18 @@ def run_micro(tflm=None, out_json=None) -> dict:
         # Bad input on the board: an arena far too small; the runner must say what it needs.
         label = "tiny_cnn (int8, patch in)"
         project = os.path.join(work, "too_small")
-        micro_project.write_micro_project(path, project, name="model", input_values=features, arena_bytes=TOO_SMALL_ARENA)
+        micro_project.write_micro_project(
+            path, project, name="model", input_values=features, arena_bytes=TOO_SMALL_ARENA
+        )
         try:
             micro_project.micro_build(project, tflm=tflm)
             report["too_small_arena"] = {"refused": False}
         except ParameterError as error:
             report["too_small_arena"] = {"refused": True, "message": str(error)}
     rows = report["models"].values()
-    report["passed"] = all(row["bit_exact"] and row["card_matches"] for row in rows) and report["too_small_arena"]["refused"]
+    report["passed"] = (
+        all(row["bit_exact"] and row["card_matches"] for row in rows) and report["too_small_arena"]["refused"]
+    )
     with open(out_json or os.path.join(RESULTS_DIR, "devices_micro.json"), "w") as handle:
         json.dump(report, handle, indent=2)
     return report
@@ -126,9 +143,11 @@ def main() -> int:
     args = parser.parse_args()
     report = run_micro(args.tflm, args.json)
     for label, row in report["models"].items():
-        print(f"{label}: flash {row['flash_bytes']:,} B (text {row['text']:,} + rodata {row['rodata']:,}), RAM "
-              f"{row['ram_static_bytes']:,} B static, arena used on the board {row['arena_used_board_bytes']:,} B "
-              f"(host {row['arena_used_host_bytes']:,}), bit-exact {row['bit_exact']}, run {row['run_s']:.1f} s")
+        print(
+            f"{label}: flash {row['flash_bytes']:,} B (text {row['text']:,} + rodata {row['rodata']:,}), RAM "
+            f"{row['ram_static_bytes']:,} B static, arena used on the board {row['arena_used_board_bytes']:,} B "
+            f"(host {row['arena_used_host_bytes']:,}), bit-exact {row['bit_exact']}, run {row['run_s']:.1f} s"
+        )
     print(f"too-small arena: {report['too_small_arena']}; passed: {report['passed']}")
     return 0 if report["passed"] else 1
 

@@ -13,6 +13,7 @@ recorded figures: ``tiny_cnn_k5``, cosine loss, Adam lr 1e-2 (cosine schedule), 
 
     .venv/bin/python benchmarks/distill_benchmark.py --data ../shared/data --out runs/bench
 """
+
 import argparse
 import glob
 import json
@@ -38,7 +39,11 @@ def _teacher_seconds_per_batch(teacher, clips, *, batch_size: int, batches: int 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.path.join("..", "shared", "data"), help="folder with fsdd/ and librispeech_test_other_10spk/")
+    parser.add_argument(
+        "--data",
+        default=os.path.join("..", "shared", "data"),
+        help="folder with fsdd/ and librispeech_test_other_10spk/",
+    )
     parser.add_argument("--out", default=os.path.join("runs", "distill_benchmark"))
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -50,8 +55,11 @@ def main(argv=None) -> dict:
     # 3 views: the student overfits the 2,750 files (training cosine 0.979 vs 0.965 held out at
     # 3000 steps); views with their own teacher targets narrow that gap (trillsson_tf.augment).
     parser.add_argument("--augment", type=int, default=3, help="augmented views per training file")
-    parser.add_argument("--results", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
-                        help="folder for distill_benchmark.{json,md}")
+    parser.add_argument(
+        "--results",
+        default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
+        help="folder for distill_benchmark.{json,md}",
+    )
     args = parser.parse_args(argv)
 
     fsdd = find_audio(os.path.join(args.data, "fsdd"))
@@ -66,10 +74,20 @@ def main(argv=None) -> dict:
     teacher = load_teacher("speech_embedding")
     began = time.perf_counter()
     run = distill(
-        train, out_dir=os.path.join(args.out, "run"), teacher=teacher, student=args.student, steps=args.steps,
-        batch_size=args.batch_size, loss=args.loss, lr=args.lr, augment=args.augment,
-        checkpoint_every=max(1, args.steps // 4), validation_fraction=0.0, cache_dir=os.path.join(args.out, "targets"),
-        overwrite=True, progress=True,
+        train,
+        out_dir=os.path.join(args.out, "run"),
+        teacher=teacher,
+        student=args.student,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        loss=args.loss,
+        lr=args.lr,
+        augment=args.augment,
+        checkpoint_every=max(1, args.steps // 4),
+        validation_fraction=0.0,
+        cache_dir=os.path.join(args.out, "targets"),
+        overwrite=True,
+        progress=True,
     )
     distill_s = time.perf_counter() - began
     on_fsdd = evaluate(run["export"], [item.path for item in fsdd], teacher=teacher, progress=True)
@@ -97,7 +115,10 @@ def main(argv=None) -> dict:
         "mean_cosine_fsdd_takes_0_4": round(on_fsdd["fidelity"]["mean_cosine"], 4),
         "fsdd_probes": {"student": probes(on_fsdd, "student"), "teacher": probes(on_fsdd, "teacher")},
         "librispeech_unseen_speakers": sorted(set(speakers) - seen),
-        "librispeech_probes": {"student": probes(on_librispeech, "student"), "teacher": probes(on_librispeech, "teacher")},
+        "librispeech_probes": {
+            "student": probes(on_librispeech, "student"),
+            "teacher": probes(on_librispeech, "teacher"),
+        },
         "steps_per_second_cached": round(cached, 2),
         "steps_per_second_teacher_in_loop": round(in_loop, 2),
         "cache_speedup": round(cached / in_loop, 2),
@@ -133,8 +154,10 @@ def _markdown(report: dict) -> str:
     for task in sorted(fsdd["student"]):
         rows.append(f"| FSDD {task} probe | {fsdd['teacher'][task]} | {fsdd['student'][task]} | >= teacher |")
     for task in sorted(libri["student"]):
-        rows.append(f"| LibriSpeech {task} probe, unseen speakers | {libri['teacher'][task]} | {libri['student'][task]} "
-                    f"| >= 95% of teacher |")
+        rows.append(
+            f"| LibriSpeech {task} probe, unseen speakers | {libri['teacher'][task]} | {libri['student'][task]} "
+            f"| >= 95% of teacher |"
+        )
     rows += [
         "",
         f"Steps/s: {report['steps_per_second_cached']} with the target cache, {report['steps_per_second_teacher_in_loop']} "

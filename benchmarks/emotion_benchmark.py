@@ -27,6 +27,7 @@ when ``--data`` is missing. Writes ``<out>/...`` and ``benchmarks/results/emotio
 
     .venv/bin/python benchmarks/emotion_benchmark.py --data ../shared/data --out runs/emotion_benchmark
 """
+
 import argparse
 import glob
 import json
@@ -129,7 +130,11 @@ def _all_int8_with_dft(model, config: dict, train_clips, held_clips) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.path.join("..", "shared", "data"), help="folder with fsdd/ and librispeech_test_other_10spk/")
+    parser.add_argument(
+        "--data",
+        default=os.path.join("..", "shared", "data"),
+        help="folder with fsdd/ and librispeech_test_other_10spk/",
+    )
     parser.add_argument("--out", default=os.path.join("runs", "emotion_benchmark"))
     parser.add_argument("--steps", type=int, default=2000, help="Wav2Small distillation steps")
     parser.add_argument("--mobilenet-steps", type=int, default=600, help="distillation steps of each MobileNet student")
@@ -137,7 +142,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--ccc-weight", type=float, default=0.5)
     parser.add_argument("--runs", type=int, default=50, help="timed LiteRT calls (TFLM: a fifth of them)")
-    parser.add_argument("--reuse", action="store_true", help="reuse finished distillation runs in --out of the same length")
+    parser.add_argument(
+        "--reuse", action="store_true", help="reuse finished distillation runs in --out of the same length"
+    )
     parser.add_argument("--results", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args(argv)
 
@@ -145,8 +152,13 @@ def main(argv=None) -> dict:
     teacher = load_teacher("prosody")
     held_clips = [load_audio(path) for path in held]
     targets = np.stack([teacher(clip[np.newaxis])["embedding"][0] for clip in held_clips])
-    report = {"teacher": "prosody", "scores": list(PROSODY_SCORES), "train_files": len(train), "held_out_files": len(held),
-              "students": {}}
+    report = {
+        "teacher": "prosody",
+        "scores": list(PROSODY_SCORES),
+        "train_files": len(train),
+        "held_out_files": len(held),
+        "students": {},
+    }
 
     exports = {}
     for student in STUDENTS:
@@ -156,10 +168,22 @@ def main(argv=None) -> dict:
         if args.reuse and os.path.isfile(run_file) and json.load(open(run_file)).get("step") == steps:
             run = json.load(open(run_file))  # a finished run of the same length: measure it again
         else:
-            run = distill(train, out_dir=os.path.join(args.out, student), teacher=teacher, student=student, outputs=3,
-                          ccc_weight=args.ccc_weight, steps=steps, batch_size=args.batch_size, lr=args.lr,
-                          checkpoint_every=max(1, steps // 4), validation_fraction=0.0,
-                          cache_dir=os.path.join(args.out, "targets"), overwrite=True, progress=True)
+            run = distill(
+                train,
+                out_dir=os.path.join(args.out, student),
+                teacher=teacher,
+                student=student,
+                outputs=3,
+                ccc_weight=args.ccc_weight,
+                steps=steps,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                checkpoint_every=max(1, steps // 4),
+                validation_fraction=0.0,
+                cache_dir=os.path.join(args.out, "targets"),
+                overwrite=True,
+                progress=True,
+            )
         exports[student] = run["export"]
         model = keras.models.load_model(os.path.join(run["export"], "model.keras"))
         if student != "wav2small":  # short runs: see _recalibrate_batchnorm
@@ -177,32 +201,48 @@ def main(argv=None) -> dict:
     w2s = keras.models.load_model(os.path.join(exports["wav2small"], "model.keras"))
     calibration = np.stack([np.resize(load_audio(path), 2 * ONE_SECOND) for path in train[:: max(1, len(train) // 64)]])
     micro_path = os.path.join(args.out, "wav2small_int8_micro.tflite")
-    card = tflite.convert(exports["wav2small"], micro_path, quantize="int8", frontend=False,
-                          representative_audio=calibration, overwrite=True)
+    card = tflite.convert(
+        exports["wav2small"],
+        micro_path,
+        quantize="int8",
+        frontend=False,
+        representative_audio=calibration,
+        overwrite=True,
+    )
     micro_report = micro.to_micro(micro_path, os.path.join(args.out, "micro"), name="wav2small_model", overwrite=True)
     content = open(micro_path, "rb").read()
     runtime_int8 = TFLiteModel(micro_path, num_threads=1)
     int8_scores = np.stack([runtime_int8(clip)["scores"][0] for clip in held_clips])
 
-    first_second = np.stack([np.resize(clip, ONE_SECOND) if len(clip) < ONE_SECOND else clip[:ONE_SECOND] for clip in held_clips])
+    first_second = np.stack(
+        [np.resize(clip, ONE_SECOND) if len(clip) < ONE_SECOND else clip[:ONE_SECOND] for clip in held_clips]
+    )
     features = dft.features(dft.normalize_clips(first_second))
     litert = tflite.tflite_embeddings(content, features)
     details, out = micro_report["input"], micro_report["output"]
     quantized = np.clip(np.round(features / details["scale"]) + details["zero_point"], -128, 127).astype(np.int8)
-    on_tflm = (micro.micro_run(content, quantized, arena_bytes=micro_report["arena_bytes"]).astype(np.float32)
-               - out["zero_point"]) * out["scale"]
+    on_tflm = (
+        micro.micro_run(content, quantized, arena_bytes=micro_report["arena_bytes"]).astype(np.float32)
+        - out["zero_point"]
+    ) * out["scale"]
     agreement = parity(litert, on_tflm)
 
     inside_path = os.path.join(args.out, "wav2small_int8_frontend_inside.tflite")
-    inside_card = tflite.convert(exports["wav2small"], inside_path, quantize="int8", representative_audio=calibration,
-                                 overwrite=True)
+    inside_card = tflite.convert(
+        exports["wav2small"], inside_path, quantize="int8", representative_audio=calibration, overwrite=True
+    )
     inside = TFLiteModel(inside_path, num_threads=1)
     inside_scores = np.stack([inside(clip)["scores"][0] for clip in held_clips])
-    all_int8 = _all_int8_with_dft(w2s, read_metadata(exports["wav2small"])["build"]["config"], [load_audio(path) for path in train[:: max(1, len(train) // 64)]], held_clips)
+    all_int8 = _all_int8_with_dft(
+        w2s,
+        read_metadata(exports["wav2small"])["build"]["config"],
+        [load_audio(path) for path in train[:: max(1, len(train) // 64)]],
+        held_clips,
+    )
 
     # Latency of 1 s on this host, one thread.
     runner = make_interpreter(model_content=content, num_threads=1).get_signature_runner("serving_default")
-    (name, _), = runner.get_input_details().items()
+    ((name, _),) = runner.get_input_details().items()
     one = quantized[:1]
     litert_ms = _median_ms(lambda: runner(**{name: one}), args.runs)
     from tflite_micro.python.tflite_micro import runtime as tflm_runtime
@@ -231,20 +271,35 @@ def main(argv=None) -> dict:
             "arena_used_bytes": micro_report["arena_used_bytes"],
             "arena_bytes": micro_report["arena_bytes"],
             "ccc": score_agreement(targets, int8_scores, names=PROSODY_SCORES),
-            "tflm_vs_litert": {"ccc": ccc(on_tflm, litert).tolist(), "mean_cosine": agreement["mean_cosine"],
-                               "max_abs_diff": agreement["max_abs_diff"], "output_step": out["scale"],
-                               "clips": len(held_clips)},
+            "tflm_vs_litert": {
+                "ccc": ccc(on_tflm, litert).tolist(),
+                "mean_cosine": agreement["mean_cosine"],
+                "max_abs_diff": agreement["max_abs_diff"],
+                "output_step": out["scale"],
+                "clips": len(held_clips),
+            },
         },
-        "frontend_inside_int8": {"bytes": inside_card["size_bytes"], "float_ops": inside_card["float_ops"],
-                                 "ccc": score_agreement(targets, inside_scores, names=PROSODY_SCORES)},
-        "all_int8_with_dft": {"bytes": all_int8["bytes"], "ccc": score_agreement(targets, all_int8["scores"], names=PROSODY_SCORES)},
-        "latency_ms_1s": {"litert_int8_network_1_thread": round(litert_ms, 3), "tflm_int8_network_host": round(tflm_ms, 2),
-                          "numpy_frontend": round(frontend_ms, 3), "litert_int8_frontend_inside_1_thread": round(inside_ms, 3)},
+        "frontend_inside_int8": {
+            "bytes": inside_card["size_bytes"],
+            "float_ops": inside_card["float_ops"],
+            "ccc": score_agreement(targets, inside_scores, names=PROSODY_SCORES),
+        },
+        "all_int8_with_dft": {
+            "bytes": all_int8["bytes"],
+            "ccc": score_agreement(targets, all_int8["scores"], names=PROSODY_SCORES),
+        },
+        "latency_ms_1s": {
+            "litert_int8_network_1_thread": round(litert_ms, 3),
+            "tflm_int8_network_host": round(tflm_ms, 2),
+            "numpy_frontend": round(frontend_ms, 3),
+            "litert_int8_frontend_inside_1_thread": round(inside_ms, 3),
+        },
     }
     for student in STUDENTS[1:]:
         path = os.path.join(args.out, f"{student}_int8.tflite")
-        student_card = tflite.convert(exports[student], path, quantize="int8", frontend=False,
-                                      representative_audio=calibration, overwrite=True)
+        student_card = tflite.convert(
+            exports[student], path, quantize="int8", frontend=False, representative_audio=calibration, overwrite=True
+        )
         report["students"][student]["int8_bytes"] = student_card["size_bytes"]
     report["students"]["wav2small"]["int8_bytes"] = card["size_bytes"]
     report["targets"] = _targets(report)
@@ -268,7 +323,10 @@ def _targets(report: dict) -> dict:
         "int8_bytes_le_100kb": micro_int8["bytes"] <= 100 * 1024,
         "parameters_60k_80k": 60_000 <= w2s["parameters"] <= 80_000,
         "arena_le_512kb": micro_int8["arena_bytes"] <= 512 * 1024,
-        "tflm_vs_litert_ge_0_99": min(min(micro_int8["tflm_vs_litert"]["ccc"]), micro_int8["tflm_vs_litert"]["mean_cosine"]) >= 0.99,
+        "tflm_vs_litert_ge_0_99": min(
+            min(micro_int8["tflm_vs_litert"]["ccc"]), micro_int8["tflm_vs_litert"]["mean_cosine"]
+        )
+        >= 0.99,
         "ccc_ge_0_8_each_score": report["students"]["wav2small"]["ccc_float"]["min"] >= 0.8,
     }
 
@@ -292,8 +350,10 @@ def _markdown(report: dict) -> str:
         "|---|---:|---:|---:|" + "---:|" * len(names),
     ]
     for student, entry in students.items():
-        rows.append(f"| {student} (float Keras, whole clips) | {entry['parameters']:,} | {entry['int8_bytes']:,} | "
-                    f"{entry['steps']} | {ccc_cells(entry['ccc_float'])} |")
+        rows.append(
+            f"| {student} (float Keras, whole clips) | {entry['parameters']:,} | {entry['int8_bytes']:,} | "
+            f"{entry['steps']} | {ccc_cells(entry['ccc_float'])} |"
+        )
     rows += [
         f"| (MobileNet students: {students['mobilenetv3small_adv']['steps']} steps, BatchNorm statistics re-estimated "
         "on 40 training batches before scoring) | | | | | | |",

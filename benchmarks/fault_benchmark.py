@@ -11,6 +11,7 @@ earlier result changed or vanished.
 
 Writes ``benchmarks/results/fault_benchmark.{json,md}`` and prints the markdown.
 """
+
 import glob
 import hashlib
 import json
@@ -36,8 +37,15 @@ def cli(*args, cwd=None, wait=True, env=None):
     env = {**os.environ, "TQDM_DISABLE": "1", **(env or {})}
     if not wait:
         # SIGINT as at a terminal even when this script runs in the background (where it is ignored, and inherited).
-        return subprocess.Popen(command, cwd=cwd or REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        return subprocess.Popen(
+            command,
+            cwd=cwd or REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
     done = subprocess.run(command, cwd=cwd or REPO, env=env, capture_output=True, text=True, timeout=600)
     return done.returncode, done.stdout, done.stderr
 
@@ -75,8 +83,20 @@ class Campaign:
         shutil.copytree(FSDD, self.data)
         self.cache = os.path.join(work, "cache")
         self.run = os.path.join(work, "run")
-        code, _, err = cli("distill", "--data", self.data, "--out", self.run, "--cache-dir", self.cache,
-                           "--steps", "20", "--checkpoint-every", "10", *SMALL)
+        code, _, err = cli(
+            "distill",
+            "--data",
+            self.data,
+            "--out",
+            self.run,
+            "--cache-dir",
+            self.cache,
+            "--steps",
+            "20",
+            "--checkpoint-every",
+            "10",
+            *SMALL,
+        )
         assert code == 0, err
         self.export = os.path.join(self.run, "export")
         self.tflite = os.path.join(work, "model.tflite")
@@ -96,10 +116,18 @@ class Campaign:
         except Exception as error:  # a case that crashes counts as failed, with its reason
             held, note = False, f"{type(error).__name__}: {error}"[:200]
         lost = sorted(path for path, sha in before.items() if digest([path]).get(path) != sha)
-        row = {"case": name, "fault": fault, "held": held, "lost": len(lost), "seconds": time.perf_counter() - began,
-               "note": note or (f"changed: {lost[:3]}" if lost else "")}
+        row = {
+            "case": name,
+            "fault": fault,
+            "held": held,
+            "lost": len(lost),
+            "seconds": time.perf_counter() - began,
+            "note": note or (f"changed: {lost[:3]}" if lost else ""),
+        }
         self.rows.append(row)
-        print(f"{'skip' if held is None else 'held' if held and not lost else 'FAIL'}  {name}  {row['note']}", flush=True)
+        print(
+            f"{'skip' if held is None else 'held' if held and not lost else 'FAIL'}  {name}  {row['note']}", flush=True
+        )
 
     def copy_run(self, name):
         target = os.path.join(self.work, name)
@@ -134,44 +162,109 @@ def cases(c: Campaign):
         return not wrong
 
     c.case("TFLiteModel from 8 threads", "1: not thread-safe", threads)
-    c.case("distill --data X --out X --force", "2: --force deletes inputs", lambda: one_line_error(
-        cli("distill", "--data", c.data, "--out", c.data, "--force", "--steps", "2", *SMALL), "--data"), keep=[c.data])
-    c.case("optimize EXP --out EXP --force", "2: --force deletes inputs", lambda: one_line_error(
-        cli("optimize", c.export, "--data", c.data, "--out", c.export, "--prune", "0.5", "--force"), "export"),
-        keep=[c.export])
+    c.case(
+        "distill --data X --out X --force",
+        "2: --force deletes inputs",
+        lambda: one_line_error(
+            cli("distill", "--data", c.data, "--out", c.data, "--force", "--steps", "2", *SMALL), "--data"
+        ),
+        keep=[c.data],
+    )
+    c.case(
+        "optimize EXP --out EXP --force",
+        "2: --force deletes inputs",
+        lambda: one_line_error(
+            cli("optimize", c.export, "--data", c.data, "--out", c.export, "--prune", "0.5", "--force"), "export"
+        ),
+        keep=[c.export],
+    )
     report = os.path.join(c.work, "report.json")
     with open(report, "w") as handle:
         handle.write('{"mine": true}')
-    c.case("evaluate --json onto a file", "3: overwrites without asking", lambda: one_line_error(
-        cli("evaluate", "--model", c.export, "--data", c.data, "--json", report), "report.json"), keep=[report])
+    c.case(
+        "evaluate --json onto a file",
+        "3: overwrites without asking",
+        lambda: one_line_error(cli("evaluate", "--model", c.export, "--data", c.data, "--json", report), "report.json"),
+        keep=[report],
+    )
     sidecar = os.path.join(c.work, "vectors.files.txt")
     with open(sidecar, "w") as handle:
         handle.write("mine\n")
-    c.case("embed --out over a sidecar", "3: overwrites without asking", lambda: one_line_error(
-        cli("embed", c.tflite, *wavs[:3], "--out", os.path.join(c.work, "vectors.npy")), "vectors.files.txt"),
-        keep=[sidecar])
+    c.case(
+        "embed --out over a sidecar",
+        "3: overwrites without asking",
+        lambda: one_line_error(
+            cli("embed", c.tflite, *wavs[:3], "--out", os.path.join(c.work, "vectors.npy")), "vectors.files.txt"
+        ),
+        keep=[sidecar],
+    )
 
     def empty_record():
         run = c.copy_run("empty_record")
         open(os.path.join(run, "run.json"), "w").close()
-        return one_line_error(cli("distill", "--data", c.data, "--out", run, "--cache-dir", c.cache, "--steps", "30",
-                                  "--checkpoint-every", "10", "--resume", *SMALL), "run.json")
+        return one_line_error(
+            cli(
+                "distill",
+                "--data",
+                c.data,
+                "--out",
+                run,
+                "--cache-dir",
+                c.cache,
+                "--steps",
+                "30",
+                "--checkpoint-every",
+                "10",
+                "--resume",
+                *SMALL,
+            ),
+            "run.json",
+        )
 
     c.case("--resume on a 0-byte run.json", "4: files written in place", empty_record)
 
     def killed():
         run = os.path.join(c.work, "killed")
-        process = cli("distill", "--data", c.data, "--out", run, "--cache-dir", c.cache, "--steps", "4000",
-                      "--checkpoint-every", "5", *SMALL, wait=False)
+        process = cli(
+            "distill",
+            "--data",
+            c.data,
+            "--out",
+            run,
+            "--cache-dir",
+            c.cache,
+            "--steps",
+            "4000",
+            "--checkpoint-every",
+            "5",
+            *SMALL,
+            wait=False,
+        )
         deadline = time.time() + 300
         # The manager keeps 3 checkpoints: wait for any from step 15 on, not for one that may be gone.
-        while time.time() < deadline and not [name for name in glob.glob(os.path.join(run, "checkpoints", "ckpt-*.index"))
-                                              if int(name.rsplit("-", 1)[1].split(".")[0]) >= 15]:
+        while time.time() < deadline and not [
+            name
+            for name in glob.glob(os.path.join(run, "checkpoints", "ckpt-*.index"))
+            if int(name.rsplit("-", 1)[1].split(".")[0]) >= 15
+        ]:
             time.sleep(0.2)
         process.send_signal(signal.SIGKILL)
         process.wait()
-        code, _, err = cli("distill", "--data", c.data, "--out", run, "--cache-dir", c.cache, "--steps", "80",
-                           "--checkpoint-every", "5", "--resume", *SMALL)
+        code, _, err = cli(
+            "distill",
+            "--data",
+            c.data,
+            "--out",
+            run,
+            "--cache-dir",
+            c.cache,
+            "--steps",
+            "80",
+            "--checkpoint-every",
+            "5",
+            "--resume",
+            *SMALL,
+        )
         with open(os.path.join(run, "run.json")) as handle:
             record = json.load(handle)
         steps = [point[0] for point in record["loss_history"]]
@@ -182,21 +275,56 @@ def cases(c: Campaign):
     def missing_index():
         run = c.copy_run("missing_index")
         os.remove(os.path.join(run, "checkpoints", "ckpt-20.index"))
-        code, _, _ = cli("distill", "--data", c.data, "--out", run, "--cache-dir", c.cache, "--steps", "30",
-                         "--checkpoint-every", "10", "--resume", *SMALL)
+        code, _, _ = cli(
+            "distill",
+            "--data",
+            c.data,
+            "--out",
+            run,
+            "--cache-dir",
+            c.cache,
+            "--steps",
+            "30",
+            "--checkpoint-every",
+            "10",
+            "--resume",
+            *SMALL,
+        )
         with open(os.path.join(run, "run.json")) as handle:
             record = json.load(handle)
-        return code == 0 and record["resumed_from_step"] == 10 and [p[0] for p in record["loss_history"]] == [10, 20, 30]
+        return (
+            code == 0 and record["resumed_from_step"] == 10 and [p[0] for p in record["loss_history"]] == [10, 20, 30]
+        )
 
     c.case("--resume with ckpt .index missing", "5: silent restart from step 0", missing_index)
-    for option, value in (("--batch-size", "4"), ("--seed", "3"), ("--shuffle-buffer", "5"),
-                          ("--validation-fraction", "0.3")):
+    for option, value in (
+        ("--batch-size", "4"),
+        ("--seed", "3"),
+        ("--shuffle-buffer", "5"),
+        ("--validation-fraction", "0.3"),
+    ):
+
         def changed(option=option, value=value):
             run = c.copy_run(f"changed{option}")
             args = [*SMALL, option, value]  # the last occurrence of an option wins
-            return one_line_error(cli("distill", "--data", c.data, "--out", run, "--cache-dir", c.cache, "--steps",
-                                      "30", "--checkpoint-every", "10", "--resume", *args),
-                                  option.lstrip("-").replace("-", "_"))
+            return one_line_error(
+                cli(
+                    "distill",
+                    "--data",
+                    c.data,
+                    "--out",
+                    run,
+                    "--cache-dir",
+                    c.cache,
+                    "--steps",
+                    "30",
+                    "--checkpoint-every",
+                    "10",
+                    "--resume",
+                    *args,
+                ),
+                option.lstrip("-").replace("-", "_"),
+            )
 
         c.case(f"--resume with another {option}", "5: resume that does not refuse", changed)
 
@@ -204,8 +332,24 @@ def cases(c: Campaign):
         run, more = c.copy_run("files_added"), os.path.join(c.work, "more")
         shutil.copytree(c.data, more)
         shutil.copy(wavs[0], os.path.join(more, "extra_copy.wav"))
-        return one_line_error(cli("distill", "--data", more, "--out", run, "--cache-dir", c.cache, "--steps", "30",
-                                  "--checkpoint-every", "10", "--resume", *SMALL), "training_records")
+        return one_line_error(
+            cli(
+                "distill",
+                "--data",
+                more,
+                "--out",
+                run,
+                "--cache-dir",
+                c.cache,
+                "--steps",
+                "30",
+                "--checkpoint-every",
+                "10",
+                "--resume",
+                *SMALL,
+            ),
+            "training_records",
+        )
 
     c.case("--resume with a file added to --data", "5: resume that does not refuse", files_added)
 
@@ -220,9 +364,20 @@ def cases(c: Campaign):
                 else:
                     handle.seek(os.path.getsize(shard) // 2)
                     handle.write(b"\xff" * 16)
-            code, _, err = cli("distill", "--data", c.data, "--out", os.path.join(c.work, f"run_{kind}"),
-                               "--cache-dir", cache, "--steps", "5", *SMALL)
+            code, _, err = cli(
+                "distill",
+                "--data",
+                c.data,
+                "--out",
+                os.path.join(c.work, f"run_{kind}"),
+                "--cache-dir",
+                cache,
+                "--steps",
+                "5",
+                *SMALL,
+            )
             return code == 0 and os.path.basename(shard) in err
+
         return check
 
     c.case("distill --data, a truncated cache shard", "6: target cache on the --data path", bad_shard("truncated"))
@@ -230,12 +385,14 @@ def cases(c: Campaign):
 
     def concurrent():
         run = os.path.join(c.work, "concurrent")
-        first = cli("distill", "--data", c.data, "--out", run, "--cache-dir", c.cache, "--steps", "200", *SMALL,
-                    wait=False)
+        first = cli(
+            "distill", "--data", c.data, "--out", run, "--cache-dir", c.cache, "--steps", "200", *SMALL, wait=False
+        )
         while not os.path.exists(os.path.join(run, ".trillsson-tf.lock")) and first.poll() is None:
             time.sleep(0.2)
-        second = cli("distill", "--data", c.data, "--out", run, "--cache-dir", c.cache, "--steps", "5", "--force",
-                     *SMALL)
+        second = cli(
+            "distill", "--data", c.data, "--out", run, "--cache-dir", c.cache, "--steps", "5", "--force", *SMALL
+        )
         first.wait()
         return first.returncode == 0 and one_line_error(second, "in use by another")
 
@@ -256,14 +413,24 @@ def cases(c: Campaign):
     manifest = os.path.join(c.work, "latin1.csv")
     with open(manifest, "wb") as handle:
         handle.write(b"path,speaker\n" + f"{wavs[0]},Jos\xe9\n".encode("latin-1"))
-    c.case("distill --data non-UTF-8 CSV", "9: traceback instead of one line", lambda: one_line_error(
-        cli("distill", "--data", manifest, "--out", os.path.join(c.work, "csv_run"), "--steps", "2", *SMALL),
-        "latin1.csv"), keep=[manifest])
+    c.case(
+        "distill --data non-UTF-8 CSV",
+        "9: traceback instead of one line",
+        lambda: one_line_error(
+            cli("distill", "--data", manifest, "--out", os.path.join(c.work, "csv_run"), "--steps", "2", *SMALL),
+            "latin1.csv",
+        ),
+        keep=[manifest],
+    )
     existing = os.path.join(c.work, "taken.txt")
     with open(existing, "w") as handle:
         handle.write("mine")
-    c.case("export onto an existing file", "9: traceback instead of one line", lambda: one_line_error(
-        cli("export", "tiny_cnn", existing), "taken.txt"), keep=[existing])
+    c.case(
+        "export onto an existing file",
+        "9: traceback instead of one line",
+        lambda: one_line_error(cli("export", "tiny_cnn", existing), "taken.txt"),
+        keep=[existing],
+    )
 
     def full_disk():
         disk = os.path.join(c.work, "tiny_disk")
@@ -282,15 +449,41 @@ def cases(c: Campaign):
 
     def ctrl_c():
         run = os.path.join(c.work, "interrupted")
-        process = cli("distill", "--data", c.data, "--out", run, "--cache-dir", c.cache, "--steps", "4000",
-                      "--checkpoint-every", "5", *SMALL, wait=False)
+        process = cli(
+            "distill",
+            "--data",
+            c.data,
+            "--out",
+            run,
+            "--cache-dir",
+            c.cache,
+            "--steps",
+            "4000",
+            "--checkpoint-every",
+            "5",
+            *SMALL,
+            wait=False,
+        )
         while not glob.glob(os.path.join(run, "checkpoints", "ckpt-*.index")) and process.poll() is None:
             time.sleep(0.2)
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=120)
         lines = [line for line in err.splitlines() if line.strip()]
-        code, _, _ = cli("distill", "--data", c.data, "--out", run, "--cache-dir", c.cache, "--steps", "80",
-                         "--checkpoint-every", "5", "--resume", *SMALL)
+        code, _, _ = cli(
+            "distill",
+            "--data",
+            c.data,
+            "--out",
+            run,
+            "--cache-dir",
+            c.cache,
+            "--steps",
+            "80",
+            "--checkpoint-every",
+            "5",
+            "--resume",
+            *SMALL,
+        )
         held = process.returncode == 130 and len(error_lines(err)) == 1 and "--resume" in lines[-1] and code == 0
         return held, "" if held else f"exit {process.returncode}, then {code}; stderr ends {lines[-2:]}"
 
@@ -303,7 +496,7 @@ def cases(c: Campaign):
         import numpy as np
 
         try:
-            TFLiteModel(c.tflite)(np.zeros(16000, np.float32), sample_rate=10 ** 9)
+            TFLiteModel(c.tflite)(np.zeros(16000, np.float32), sample_rate=10**9)
         except ParameterError:
             return True
         return False
@@ -311,8 +504,10 @@ def cases(c: Campaign):
     c.case("TFLiteModel call with sample_rate=1e9", "9: traceback instead of one line", absurd_rate)
 
     def help_without_tensorflow():
-        probe = ("import sys; from trillsson_tf import cli\ntry:\n    cli.main(['--help'])\nexcept SystemExit:\n"
-                 "    pass\nprint('TF' if 'tensorflow' in sys.modules else 'no TF', file=sys.stderr)")
+        probe = (
+            "import sys; from trillsson_tf import cli\ntry:\n    cli.main(['--help'])\nexcept SystemExit:\n"
+            "    pass\nprint('TF' if 'tensorflow' in sys.modules else 'no TF', file=sys.stderr)"
+        )
         done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
         return done.stderr.strip().endswith("no TF")
 
@@ -323,11 +518,16 @@ def to_markdown(report):
     rows = report["rows"]
     counted = [row for row in rows if row["held"] is not None]
     held = sum(1 for row in counted if row["held"] and not row["lost"])
-    lines = ["# Fault campaign: issue 39's faults replayed at the command line", "",
-             f"{len(counted)} cases run ({len(rows) - len(counted)} skipped), {report['date']}, 2-core CPU, "
-             f"`benchmarks/fault_benchmark.py`: **{held} held, {len(counted) - held} failed, "
-             f"{sum(row['lost'] for row in rows)} files lost**.", "",
-             "| case | fault (issue 39 root cause) | result | s |", "|---|---|---|---:|"]
+    lines = [
+        "# Fault campaign: issue 39's faults replayed at the command line",
+        "",
+        f"{len(counted)} cases run ({len(rows) - len(counted)} skipped), {report['date']}, 2-core CPU, "
+        f"`benchmarks/fault_benchmark.py`: **{held} held, {len(counted) - held} failed, "
+        f"{sum(row['lost'] for row in rows)} files lost**.",
+        "",
+        "| case | fault (issue 39 root cause) | result | s |",
+        "|---|---|---|---:|",
+    ]
     for row in rows:
         result = "skipped" if row["held"] is None else "held" if row["held"] and not row["lost"] else "**failed**"
         note = f" ({row['note']})" if row["note"] else ""

@@ -23,6 +23,7 @@ load moves every file alike). Writes ``benchmarks/results/live_stream_benchmark.
 
 numpy's BLAS runs one thread (``OPENBLAS_NUM_THREADS=1`` unless set), like the interpreter.
 """
+
 import argparse
 import glob
 import json
@@ -75,8 +76,10 @@ def convert(name: str, folder: str, calibration) -> dict:
     chunk = models.get_preset(name).family == "chunk"
     variants = {
         "float32": ({"quantize": "float32"}, "float32, frontend inside"),
-        "int8": ({"quantize": "int8", "frontend": not chunk, "representative_audio": calibration},
-                 "int8 network + numpy frontend" if chunk else "int8 network, spectrogram inside (float32)"),
+        "int8": (
+            {"quantize": "int8", "frontend": not chunk, "representative_audio": calibration},
+            "int8 network + numpy frontend" if chunk else "int8 network, spectrogram inside (float32)",
+        ),
     }
     paths = {}
     for variant, (options, description) in variants.items():
@@ -119,15 +122,21 @@ def measure(files: dict, audio: np.ndarray, repeats: int) -> list:
     for (key, hop_s), runs in passes.items():
         model = models[key]
         offline = model.frames(audio, hop_s=hop_s)["embedding"][0]
-        rows.append({
-            "student": key[0], "variant": key[1], "file": files[key][1], "hop_s": hop_s,
-            "windows": int(len(runs[0]["vectors"])),
-            "real_time_factor": statistics.median(run["busy_s"] / seconds for run in runs),
-            "latency_median_ms": 1000 * statistics.median(statistics.median(run["latencies_s"]) for run in runs),
-            "latency_p90_ms": 1000 * statistics.median(float(np.percentile(run["latencies_s"], 90)) for run in runs),
-            "stream_vs_offline_max_abs_diff": float(np.abs(runs[0]["vectors"] - offline).max()),
-            "size_bytes": os.path.getsize(files[key][0]),
-        })
+        rows.append(
+            {
+                "student": key[0],
+                "variant": key[1],
+                "file": files[key][1],
+                "hop_s": hop_s,
+                "windows": int(len(runs[0]["vectors"])),
+                "real_time_factor": statistics.median(run["busy_s"] / seconds for run in runs),
+                "latency_median_ms": 1000 * statistics.median(statistics.median(run["latencies_s"]) for run in runs),
+                "latency_p90_ms": 1000
+                * statistics.median(float(np.percentile(run["latencies_s"], 90)) for run in runs),
+                "stream_vs_offline_max_abs_diff": float(np.abs(runs[0]["vectors"] - offline).max()),
+                "size_bytes": os.path.getsize(files[key][0]),
+            }
+        )
     return rows
 
 
@@ -138,7 +147,10 @@ def cpu_name() -> str:
             info = handle.read()
     except OSError:
         return platform.processor() or platform.machine()
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), platform.machine())
+    name = next(
+        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+        platform.machine(),
+    )
     return name + (", VNNI" if "vnni" in info else ", no VNNI")
 
 
@@ -185,10 +197,18 @@ def main(argv=None) -> dict:
             rows += measure({(name, variant): entry for variant, entry in files.items()}, audio, repeats)
             print(f"{name}: done", file=sys.stderr, flush=True)
     report = {
-        "quick": args.quick, "repeats": repeats, "audio_s": len(audio) / 16000, "block_samples": BLOCK_SAMPLES,
-        "parameters": parameters, "rows": rows,
-        "machine": {"date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "cpu": cpu_name(),
-                    "cores": os.cpu_count(), "python": platform.python_version()},
+        "quick": args.quick,
+        "repeats": repeats,
+        "audio_s": len(audio) / 16000,
+        "block_samples": BLOCK_SAMPLES,
+        "parameters": parameters,
+        "rows": rows,
+        "machine": {
+            "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+            "cpu": cpu_name(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+        },
     }
     stem = os.path.join(args.out, "live_stream_benchmark_quick" if args.quick else "live_stream_benchmark")
     os.makedirs(args.out, exist_ok=True)

@@ -15,6 +15,7 @@ Goal: cosine >= 0.999 per window in float32, >= 0.99 in int8, and one result per
 
 :func:`run` returns the report (a dict) for a devices script; the markdown goes beside the JSON.
 """
+
 import argparse
 import json
 import os
@@ -46,8 +47,14 @@ def _forms(students: dict, folder: str, calibration, fixed_samples) -> dict:
     for output, model in students.items():
         for quantize in GOALS:
             path = os.path.join(folder, f"{model.name}_{quantize}_mediapipe.tflite")
-            convert(model, path, quantize=quantize, mediapipe=True, fixed_samples=fixed_samples,
-                    representative_audio=calibration if quantize == "int8" else None)
+            convert(
+                model,
+                path,
+                quantize=quantize,
+                mediapipe=True,
+                fixed_samples=fixed_samples,
+                representative_audio=calibration if quantize == "int8" else None,
+            )
             paths[output, quantize] = path
     return paths
 
@@ -62,8 +69,15 @@ def reference_windows(model_path: str, clips: list) -> list:
     return [np.concatenate([model(row)["embedding"] for row in mediapipe_windows(clip, window)]) for clip in clips]
 
 
-def run(*, out=DEFAULT_OUT, venv=mediapipe_tasks.DEFAULT_VENV, data=None, embedding_student="tiny_cnn",
-        num_clips: int = 10, fixed_samples: int = 32000) -> dict:
+def run(
+    *,
+    out=DEFAULT_OUT,
+    venv=mediapipe_tasks.DEFAULT_VENV,
+    data=None,
+    embedding_student="tiny_cnn",
+    num_clips: int = 10,
+    fixed_samples: int = 32000,
+) -> dict:
     """Build, convert, run through MediaPipe and the runtime, compare; write ``out`` (JSON) and its ``.md``.
 
     Returns:
@@ -91,20 +105,35 @@ def run(*, out=DEFAULT_OUT, venv=mediapipe_tasks.DEFAULT_VENV, data=None, embedd
             expected = reference_windows(path, clips)
             counts_match = all(a.shape == b.shape for a, b in zip(got["outputs"], expected))
             scores = parity(np.concatenate(expected), np.concatenate(got["outputs"])) if counts_match else None
-            rows.append({
-                "model": students[output].name, "output": output, "task": task, "quantize": quantize,
-                "file_bytes": os.path.getsize(path), "windows": int(sum(len(e) for e in expected)),
-                "windows_match": counts_match,
-                **({key: scores[key] for key in ("mean_cosine", "min_cosine", "max_abs_diff", "reference_rms")} if scores else {}),
-                "goal": GOALS[quantize],
-                "met": bool(counts_match and scores["min_cosine"] >= GOALS[quantize]),
-            })
+            rows.append(
+                {
+                    "model": students[output].name,
+                    "output": output,
+                    "task": task,
+                    "quantize": quantize,
+                    "file_bytes": os.path.getsize(path),
+                    "windows": int(sum(len(e) for e in expected)),
+                    "windows_match": counts_match,
+                    **(
+                        {key: scores[key] for key in ("mean_cosine", "min_cosine", "max_abs_diff", "reference_rms")}
+                        if scores
+                        else {}
+                    ),
+                    "goal": GOALS[quantize],
+                    "met": bool(counts_match and scores["min_cosine"] >= GOALS[quantize]),
+                }
+            )
     durations = [len(clip) / mediapipe_tasks.SAMPLE_RATE_HZ for clip in clips]
     report = {
         "what": "MediaPipe Tasks (AudioEmbedder / AudioClassifier) vs trillsson_tf.runtime.TFLiteModel, per MediaPipe window",
         "setup": {key: setup[key] for key in ("mediapipe", "numpy", "created", "setup_s")},
-        "clips": {"count": len(clips), "files": [os.path.basename(p) for p in clip_files], "total_s": sum(durations),
-                  "min_s": min(durations), "max_s": max(durations)},
+        "clips": {
+            "count": len(clips),
+            "files": [os.path.basename(p) for p in clip_files],
+            "total_s": sum(durations),
+            "min_s": min(durations),
+            "max_s": max(durations),
+        },
         "fixed_samples": fixed_samples,
         "conversion_s": conversion_s,
         "weights": "seeded random (keras.utils.set_random_seed(0))",
@@ -146,13 +175,21 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=DEFAULT_OUT, help="JSON report (the markdown goes beside it)")
     parser.add_argument("--venv", default=mediapipe_tasks.DEFAULT_VENV, help="MediaPipe virtualenv (made if missing)")
-    parser.add_argument("--data", default=None, help="folder of real speech (.flac); default ../shared/data LibriSpeech")
+    parser.add_argument(
+        "--data", default=None, help="folder of real speech (.flac); default ../shared/data LibriSpeech"
+    )
     parser.add_argument("--student", default="tiny_cnn", help="embedding student (registry name)")
     parser.add_argument("--clips", type=int, default=10)
     parser.add_argument("--fixed-samples", type=int, default=32000)
     args = parser.parse_args(argv)
-    report = run(out=args.out, venv=args.venv, data=args.data, embedding_student=args.student, num_clips=args.clips,
-                 fixed_samples=args.fixed_samples)
+    report = run(
+        out=args.out,
+        venv=args.venv,
+        data=args.data,
+        embedding_student=args.student,
+        num_clips=args.clips,
+        fixed_samples=args.fixed_samples,
+    )
     print(to_markdown(report))
     print(f"Wrote {args.out}")
     return 0 if report["met"] else 1

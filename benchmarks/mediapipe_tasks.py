@@ -13,6 +13,7 @@ without trillsson_tf.
 
     .venv/bin/python benchmarks/mediapipe_tasks.py ensure [--venv /work/venvs/mediapipe]
 """
+
 import argparse
 import json
 import os
@@ -87,8 +88,11 @@ def run_tasks(python: str, model_path: str, task: str, clips: list, *, repeats: 
         job = {"model": os.path.abspath(model_path), "task": task, "repeats": repeats, "folder": folder}
         with open(os.path.join(folder, "job.json"), "w") as handle:
             json.dump(job, handle)
-        result = subprocess.run([python, os.path.abspath(__file__), "worker", os.path.join(folder, "job.json")],
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            [python, os.path.abspath(__file__), "worker", os.path.join(folder, "job.json")],
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"MediaPipe worker failed on {model_path}:\n{result.stderr[-3000:]}")
         with open(os.path.join(folder, "result.json")) as handle:
@@ -143,9 +147,14 @@ def _worker(job_path: str) -> None:
         cpu_times.append(time.process_time() - cpu)  # CPU time over wall time says how many threads ran
     task.close()
     np.savez(os.path.join(job["folder"], "outputs.npz"), *[vectors(r) for r in results])
-    report = {"seconds": statistics.median(times) if times else None, "times": times,
-              "cpu_seconds": statistics.median(cpu_times) if cpu_times else None, "create_s": create_s,
-              "timestamps_ms": [[r.timestamp_ms for r in clip] for clip in results], "mediapipe": mediapipe.__version__}
+    report = {
+        "seconds": statistics.median(times) if times else None,
+        "times": times,
+        "cpu_seconds": statistics.median(cpu_times) if cpu_times else None,
+        "create_s": create_s,
+        "timestamps_ms": [[r.timestamp_ms for r in clip] for clip in results],
+        "mediapipe": mediapipe.__version__,
+    }
     with open(os.path.join(job["folder"], "result.json"), "w") as handle:
         json.dump(report, handle)
 

@@ -14,6 +14,7 @@ the probe is meaningful on this machine; cuDNN kernels may round differently in 
 
 Writes ``benchmarks/results/mixed_precision_probe.{json,md}`` and prints the markdown.
 """
+
 import argparse
 import glob
 import json
@@ -58,20 +59,31 @@ def probe(name: str, audio: np.ndarray, seed: int = 0) -> dict:
         except ParameterError as raised:
             refusal = str(raised)
     keras.backend.clear_session()
-    return {"student": name, "error": error, "trains_in_float16": refusal is None, "refusal": refusal,
-            "seconds": time.perf_counter() - began}
+    return {
+        "student": name,
+        "error": error,
+        "trains_in_float16": refusal is None,
+        "refusal": refusal,
+        "seconds": time.perf_counter() - began,
+    }
 
 
 def to_markdown(report: dict) -> str:
-    lines = ["# Mixed float16: which students pass the probe", "",
-             f"`check_float16` on {report['clips']} real 2 s LibriSpeech crops, seeded weights, tolerance "
-             f"{report['tolerance']} (relative max abs error of the output), {report['date']}.", "",
-             "| student | relative error | trains in float16 | first layer off |", "|---|---:|:---:|---|"]
+    lines = [
+        "# Mixed float16: which students pass the probe",
+        "",
+        f"`check_float16` on {report['clips']} real 2 s LibriSpeech crops, seeded weights, tolerance "
+        f"{report['tolerance']} (relative max abs error of the output), {report['date']}.",
+        "",
+        "| student | relative error | trains in float16 | first layer off |",
+        "|---|---:|:---:|---|",
+    ]
     for row in report["rows"]:
         found = re.search(r"first at layer '([^']+)'", row["refusal"] or "")
         layer = found.group(1) if found else (row["refusal"] or "-")
-        lines.append(f"| {row['student']} | {row['error']:.4f} | {'yes' if row['trains_in_float16'] else 'no'} | "
-                     f"{layer} |")
+        lines.append(
+            f"| {row['student']} | {row['error']:.4f} | {'yes' if row['trains_in_float16'] else 'no'} | {layer} |"
+        )
     return "\n".join(lines) + "\n"
 
 

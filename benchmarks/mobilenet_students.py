@@ -12,6 +12,7 @@ without the full emotion benchmark's Wav2Small and TFLite Micro runs.
 
 Writes ``benchmarks/results/mobilenet_students.{json,md}``.
 """
+
 import argparse
 import json
 import os
@@ -46,25 +47,60 @@ def main(argv=None) -> dict:
     held_clips = [load_audio(path) for path in held]
     targets = np.stack([teacher(clip[np.newaxis])["embedding"][0] for clip in held_clips])
     calibration = [load_audio(path) for path in train[::10]]
-    report = {"teacher": "prosody", "steps": args.steps, "train_files": len(train), "held_out_files": len(held), "students": {}}
+    report = {
+        "teacher": "prosody",
+        "steps": args.steps,
+        "train_files": len(train),
+        "held_out_files": len(held),
+        "students": {},
+    }
     for student in STUDENTS:
         began = time.perf_counter()
-        run = distill(train, out_dir=os.path.join(args.out, student), teacher=teacher, student=student, outputs=3,
-                      ccc_weight=0.5, steps=args.steps, batch_size=16, lr=3e-3, checkpoint_every=max(1, args.steps // 4),
-                      validation_fraction=0.0, cache_dir=os.path.join(args.out, "targets"), overwrite=True, progress=True)
+        run = distill(
+            train,
+            out_dir=os.path.join(args.out, student),
+            teacher=teacher,
+            student=student,
+            outputs=3,
+            ccc_weight=0.5,
+            steps=args.steps,
+            batch_size=16,
+            lr=3e-3,
+            checkpoint_every=max(1, args.steps // 4),
+            validation_fraction=0.0,
+            cache_dir=os.path.join(args.out, "targets"),
+            overwrite=True,
+            progress=True,
+        )
         model = keras.models.load_model(os.path.join(run["export"], "model.keras"))
         as_trained = score_agreement(targets, emotion_benchmark._keras_scores(model, held_clips), names=PROSODY_SCORES)
         emotion_benchmark._recalibrate_batchnorm(model, calibration)
-        recalibrated = score_agreement(targets, emotion_benchmark._keras_scores(model, held_clips), names=PROSODY_SCORES)
-        report["students"][student] = {"parameters": run["student"]["parameters"], "ccc_as_trained": as_trained,
-                                       "ccc_recalibrated": recalibrated, "seconds": round(time.perf_counter() - began, 1)}
-    lines = [f"# MobileNet score students, prosody teacher, {args.steps} steps", "",
-             f"{len(train)} training / {len(held)} held-out files; CCC on the held-out files.", "",
-             "| student | parameters | as trained: " + " / ".join(PROSODY_SCORES) + " | BatchNorm re-estimated: "
-             + " / ".join(PROSODY_SCORES) + " |", "|---|---:|---:|---:|"]
+        recalibrated = score_agreement(
+            targets, emotion_benchmark._keras_scores(model, held_clips), names=PROSODY_SCORES
+        )
+        report["students"][student] = {
+            "parameters": run["student"]["parameters"],
+            "ccc_as_trained": as_trained,
+            "ccc_recalibrated": recalibrated,
+            "seconds": round(time.perf_counter() - began, 1),
+        }
+    lines = [
+        f"# MobileNet score students, prosody teacher, {args.steps} steps",
+        "",
+        f"{len(train)} training / {len(held)} held-out files; CCC on the held-out files.",
+        "",
+        "| student | parameters | as trained: "
+        + " / ".join(PROSODY_SCORES)
+        + " | BatchNorm re-estimated: "
+        + " / ".join(PROSODY_SCORES)
+        + " |",
+        "|---|---:|---:|---:|",
+    ]
     for student, entry in report["students"].items():
-        cells = [" / ".join(f"{entry[key]['per_score'][name]:.3f}" for name in PROSODY_SCORES)
-                 for key in ("ccc_as_trained", "ccc_recalibrated")]
+        cells = [
+            " / ".join(f"{entry[key]['per_score'][name]:.3f}" for name in PROSODY_SCORES)
+            for key in ("ccc_as_trained", "ccc_recalibrated")
+        ]
         lines.append(f"| {student} | {entry['parameters']:,} | {cells[0]} | {cells[1]} |")
     os.makedirs(args.results, exist_ok=True)
     with open(os.path.join(args.results, "mobilenet_students.json"), "w") as handle:

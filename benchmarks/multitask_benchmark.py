@@ -29,6 +29,7 @@ Writes ``<out>/benchmark.json`` and ``benchmarks/results/multitask_benchmark.{js
 
     .venv/bin/python benchmarks/multitask_benchmark.py --data ../shared/data --out runs/multitask_benchmark
 """
+
 import argparse
 import glob
 import json
@@ -73,7 +74,10 @@ def _sklearn_check(scores, labels) -> dict:
     reference_eer = brentq(lambda x: 1.0 - x - interp1d(fpr, tpr)(x), 0.0, 1.0)
     fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
     reference_dcf = float(np.min(0.01 * (1 - tpr) + 0.99 * fpr) / 0.01)
-    return {"eer_abs_diff": abs(eer(scores, labels) - reference_eer), "min_dcf_abs_diff": abs(min_dcf(scores, labels) - reference_dcf)}
+    return {
+        "eer_abs_diff": abs(eer(scores, labels) - reference_eer),
+        "min_dcf_abs_diff": abs(min_dcf(scores, labels) - reference_dcf),
+    }
 
 
 def _runtime_scores(tflite_path, export, items, keywords):
@@ -94,23 +98,39 @@ def _runtime_scores(tflite_path, export, items, keywords):
     digits = [keywords.index(i.labels["digit"]) for i in loaded.items]
     first, second, labels = verification_trials([i.labels["speaker"] for i in loaded.items])
     scores = cosine_similarity(embeddings[first], embeddings[second])
-    return {"kws_accuracy": accuracy(logits, np.array(digits)), "keras_kws_accuracy": accuracy(keras_logits, np.array(digits)),
-            "kws_agreement": float(np.mean(logits.argmax(-1) == keras_logits.argmax(-1))), "clips": len(loaded.items),
-            "eer": eer(scores, labels), "min_dcf": min_dcf(scores, labels),
-            "trials": int(len(labels)), "sklearn": _sklearn_check(scores, labels)}
+    return {
+        "kws_accuracy": accuracy(logits, np.array(digits)),
+        "keras_kws_accuracy": accuracy(keras_logits, np.array(digits)),
+        "kws_agreement": float(np.mean(logits.argmax(-1) == keras_logits.argmax(-1))),
+        "clips": len(loaded.items),
+        "eer": eer(scores, labels),
+        "min_dcf": min_dcf(scores, labels),
+        "trials": int(len(labels)),
+        "sklearn": _sklearn_check(scores, labels),
+    }
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.path.join("..", "shared", "data"), help="folder with fsdd/ and librispeech_test_other_10spk/")
+    parser.add_argument(
+        "--data",
+        default=os.path.join("..", "shared", "data"),
+        help="folder with fsdd/ and librispeech_test_other_10spk/",
+    )
     parser.add_argument("--out", default=os.path.join("runs", "multitask_benchmark"))
     parser.add_argument("--distill-steps", type=int, default=6000)
     parser.add_argument("--augment", type=int, default=2, help="augmented views per training file in the distillation")
-    parser.add_argument("--finetune-steps", type=int, default=1200, help="steps of the fine-tuned runs, heads-only steps included")
+    parser.add_argument(
+        "--finetune-steps", type=int, default=1200, help="steps of the fine-tuned runs, heads-only steps included"
+    )
     parser.add_argument("--head-steps", type=int, default=300, help="heads-only steps before the encoder is unfrozen")
-    parser.add_argument("--frozen-steps", type=int, default=600, help="steps of the heads-only runs (cheap: stored frames)")
+    parser.add_argument(
+        "--frozen-steps", type=int, default=600, help="steps of the heads-only runs (cheap: stored frames)"
+    )
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--seeds", type=int, default=2, help="seeds of the student frozen and multi-task runs (the first is 0)")
+    parser.add_argument(
+        "--seeds", type=int, default=2, help="seeds of the student frozen and multi-task runs (the first is 0)"
+    )
     parser.add_argument("--results", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args(argv)
     began = time.perf_counter()
@@ -122,13 +142,30 @@ def main(argv=None) -> dict:
     timings = {}
 
     start = time.perf_counter()
-    run = distill_layers(train, out_dir=os.path.join(args.out, "distill"), teacher=teacher, steps=args.distill_steps,
-                         batch_size=args.batch_size, checkpoint_every=max(1, args.distill_steps // 3), validation_fraction=0.05,
-                         cache_dir=os.path.join(args.out, "targets"), augment=args.augment, overwrite=True, progress=True)
+    run = distill_layers(
+        train,
+        out_dir=os.path.join(args.out, "distill"),
+        teacher=teacher,
+        steps=args.distill_steps,
+        batch_size=args.batch_size,
+        checkpoint_every=max(1, args.distill_steps // 3),
+        validation_fraction=0.05,
+        cache_dir=os.path.join(args.out, "targets"),
+        augment=args.augment,
+        overwrite=True,
+        progress=True,
+    )
     timings["distill_s"] = time.perf_counter() - start
 
-    common = dict(holdout_speakers=held, sv_groups=CORPUS, batch_size=args.batch_size, overwrite=True, progress=True,
-                  hidden=64, speaker_dim=64)
+    common = dict(
+        holdout_speakers=held,
+        sv_groups=CORPUS,
+        batch_size=args.batch_size,
+        overwrite=True,
+        progress=True,
+        hidden=64,
+        speaker_dim=64,
+    )
     tuned = dict(steps=args.finetune_steps, head_steps=args.head_steps)
     configs = {
         "teacher features (frozen)": dict(export=teacher, freeze_encoder=True, steps=args.frozen_steps),
@@ -139,7 +176,9 @@ def main(argv=None) -> dict:
     }
     for seed in range(1, args.seeds):
         configs[f"student frozen, seed {seed}"] = dict(configs["student frozen"], seed=seed)
-        configs[f"student fine-tuned, multi-task, seed {seed}"] = dict(configs["student fine-tuned, multi-task"], seed=seed)
+        configs[f"student fine-tuned, multi-task, seed {seed}"] = dict(
+            configs["student fine-tuned, multi-task"], seed=seed
+        )
     rows = {}
     for index, (name, options) in enumerate(configs.items()):
         start = time.perf_counter()
@@ -162,43 +201,78 @@ def main(argv=None) -> dict:
     multitask_export = rows["student fine-tuned, multi-task"]["export"]
     sizes = {}
     # Calibration from both corpora (the file list starts with thousands of FSDD digits).
-    calibration = [i.path for i in train if i.labels[CORPUS] == "fsdd"][::100] + [i.path for i in train if i.labels[CORPUS] == "librispeech"][::4]
-    for name, mode, float_frontend in (("float32", "float32", True), ("int8", "int8", True), ("int8_full", "int8", False)):
-        card = convert_waveform(multitask_export, os.path.join(args.out, "tflite", f"multitask_{name}.tflite"), quantize=mode,
-                                representative_audio=calibration, float_frontend=float_frontend, overwrite=True)
-        sizes[f"multitask_{name}"] = {"bytes": card["size_bytes"], "float_ops": card["float_ops"], "float_layers": card["float_layers"],
-                                      "parity_mean_cosine": {k: round(v["mean_cosine"], 5) for k, v in card["parity"]["outputs"].items()}}
+    calibration = [i.path for i in train if i.labels[CORPUS] == "fsdd"][::100] + [
+        i.path for i in train if i.labels[CORPUS] == "librispeech"
+    ][::4]
+    for name, mode, float_frontend in (
+        ("float32", "float32", True),
+        ("int8", "int8", True),
+        ("int8_full", "int8", False),
+    ):
+        card = convert_waveform(
+            multitask_export,
+            os.path.join(args.out, "tflite", f"multitask_{name}.tflite"),
+            quantize=mode,
+            representative_audio=calibration,
+            float_frontend=float_frontend,
+            overwrite=True,
+        )
+        sizes[f"multitask_{name}"] = {
+            "bytes": card["size_bytes"],
+            "float_ops": card["float_ops"],
+            "float_layers": card["float_layers"],
+            "parity_mean_cosine": {k: round(v["mean_cosine"], 5) for k, v in card["parity"]["outputs"].items()},
+        }
     card = convert(run["export"], os.path.join(args.out, "tflite", "student_encoder_float32.tflite"), overwrite=True)
     sizes["student_encoder_float32"] = {"bytes": card["size_bytes"]}
     teacher_dir = SpeechEmbeddingTeacher.models_dir()
-    sizes["teacher_tflite"] = {"bytes": sum(os.path.getsize(os.path.join(teacher_dir, f)) for f in
-                                            (SpeechEmbeddingTeacher.MEL_MODEL, SpeechEmbeddingTeacher.EMBEDDING_MODEL))}
+    sizes["teacher_tflite"] = {
+        "bytes": sum(
+            os.path.getsize(os.path.join(teacher_dir, f))
+            for f in (SpeechEmbeddingTeacher.MEL_MODEL, SpeechEmbeddingTeacher.EMBEDDING_MODEL)
+        )
+    }
     keywords = read_metadata(multitask_export)["keywords"]
     held_fsdd = [i for i in fsdd if i.labels["speaker"] in held]
-    runtime = _runtime_scores(os.path.join(args.out, "tflite", "multitask_float32.tflite"), multitask_export, held_fsdd, keywords)
+    runtime = _runtime_scores(
+        os.path.join(args.out, "tflite", "multitask_float32.tflite"), multitask_export, held_fsdd, keywords
+    )
 
     teacher_row, multi = rows["teacher features (frozen)"], rows["student fine-tuned, multi-task"]
-    frozen, kws_only, sv_only = rows["student frozen"], rows["student fine-tuned, keyword only"], rows["student fine-tuned, speaker only"]
+    frozen, kws_only, sv_only = (
+        rows["student frozen"],
+        rows["student fine-tuned, keyword only"],
+        rows["student fine-tuned, speaker only"],
+    )
     targets = {
         "fine-tuned beats frozen, keyword": multi["kws_accuracy"] > frozen["kws_accuracy"],
-        "fine-tuned beats frozen, speaker (FSDD and LibriSpeech EER)": multi["fsdd_eer"] < frozen["fsdd_eer"] and multi["librispeech_eer"] < frozen["librispeech_eer"],
+        "fine-tuned beats frozen, speaker (FSDD and LibriSpeech EER)": multi["fsdd_eer"] < frozen["fsdd_eer"]
+        and multi["librispeech_eer"] < frozen["librispeech_eer"],
         "multi-task within 1 point of single-task, keyword": multi["kws_accuracy"] >= kws_only["kws_accuracy"] - 0.01,
         "multi-task within 1 point of single-task, speaker (FSDD EER)": multi["fsdd_eer"] <= sv_only["fsdd_eer"] + 0.01,
         "student <= 30% of the teacher's parameters": multi["encoder_parameters"] <= 0.30 * teacher.parameters,
-        "keyword accuracy within 2 points of the teacher pipeline": multi["kws_accuracy"] >= teacher_row["kws_accuracy"] - 0.02,
+        "keyword accuracy within 2 points of the teacher pipeline": multi["kws_accuracy"]
+        >= teacher_row["kws_accuracy"] - 0.02,
         "FSDD EER within 2 points of the teacher pipeline": multi["fsdd_eer"] <= teacher_row["fsdd_eer"] + 0.02,
         "EER and minDCF agree with scikit-learn to 1e-3": max(runtime["sklearn"].values()) <= 1e-3,
     }
     seed_spread = {}
     for base in ("student frozen", "student fine-tuned, multi-task"):
         runs = [rows[base]] + [rows[f"{base}, seed {seed}"] for seed in range(1, args.seeds)]
-        seed_spread[base] = {metric: max(r[metric] for r in runs) - min(r[metric] for r in runs)
-                             for metric in ("kws_accuracy", "fsdd_eer", "librispeech_eer")}
+        seed_spread[base] = {
+            metric: max(r[metric] for r in runs) - min(r[metric] for r in runs)
+            for metric in ("kws_accuracy", "fsdd_eer", "librispeech_eer")
+        }
     report = {
         "teacher": {"spec": "speech_embedding", "layers": LAYERS, "parameters": teacher.parameters},
-        "student": {"config": run["student"]["config"], "parameters": run["student"]["parameters"],
-                    "share_of_teacher": run["student"]["share_of_teacher"], "distill_steps": run["step"],
-                    "final_distill_loss": run["loss_history"][-1][1], "first_distill_loss": run["loss_history"][0][1]},
+        "student": {
+            "config": run["student"]["config"],
+            "parameters": run["student"]["parameters"],
+            "share_of_teacher": run["student"]["share_of_teacher"],
+            "distill_steps": run["step"],
+            "final_distill_loss": run["loss_history"][-1][1],
+            "first_distill_loss": run["loss_history"][0][1],
+        },
         "holdout_speakers": held,
         "train_files": len(train),
         "finetune_steps": args.finetune_steps,
@@ -256,8 +330,11 @@ def _markdown(report: dict) -> str:
     lines += [
         "",
         f"Spread (max - min, points) over {report['seeds']} seeds of the heads' initialisation and batch order: "
-        + "; ".join(f"{name} KWS {_pct(s['kws_accuracy'])}, EER FSDD {_pct(s['fsdd_eer'])}, EER LibriSpeech {_pct(s['librispeech_eer'])}"
-                    for name, s in report["seed_spread"].items()) + ". The targets read the seed-0 rows.",
+        + "; ".join(
+            f"{name} KWS {_pct(s['kws_accuracy'])}, EER FSDD {_pct(s['fsdd_eer'])}, EER LibriSpeech {_pct(s['librispeech_eer'])}"
+            for name, s in report["seed_spread"].items()
+        )
+        + ". The targets read the seed-0 rows.",
         "",
         f".tflite sizes: teacher (mel + embedding models) {sizes['teacher_tflite']['bytes']:,} bytes; student encoder float32 "
         f"{sizes['student_encoder_float32']['bytes']:,}; multi-task float32 {sizes['multitask_float32']['bytes']:,} "

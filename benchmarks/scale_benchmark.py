@@ -22,6 +22,7 @@ Writes ``benchmarks/results/scale_benchmark.{json,md}`` (``--quick``: ``scale_be
     .venv/bin/python benchmarks/scale_benchmark.py --data ../shared/data
     .venv/bin/python benchmarks/scale_benchmark.py --quick          # fewer files and steps
 """
+
 import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -66,7 +67,11 @@ def _files(data: str, quick: bool) -> list:
     return fsdd + librispeech
 
 
-_BEAM_CONFIGS = (("1_worker", 1, []), ("2_threads", 2, []), ("2_processes", 2, ["--direct_running_mode=multi_processing"]))
+_BEAM_CONFIGS = (
+    ("1_worker", 1, []),
+    ("2_threads", 2, []),
+    ("2_processes", 2, ["--direct_running_mode=multi_processing"]),
+)
 
 
 def _cache_builder_s(files: list, cache_dir: str):
@@ -93,15 +98,23 @@ def targets_part(files: list, work: str, *, repeats: int) -> dict:
         keys = sorted(cache_records)
         for name, workers, extra in _BEAM_CONFIGS:
             began = time.perf_counter()
-            summary = build_targets(files, os.path.join(work, f"beam_{name}"), mode=MODE, workers=workers,
-                                    pipeline_args=extra, overwrite=True)
+            summary = build_targets(
+                files,
+                os.path.join(work, f"beam_{name}"),
+                mode=MODE,
+                workers=workers,
+                pipeline_args=extra,
+                overwrite=True,
+            )
             timings[name].append(time.perf_counter() - began)
             assert summary["records"] == len(files), summary
             print(f"Beam DirectRunner, {name}: {timings[name][-1]:.1f} s")
             _, beam_records = read_targets(os.path.join(work, f"beam_{name}"))
             assert keys == sorted(beam_records)
-            scores[name] = parity(np.concatenate([cache_records[k].targets for k in keys]),
-                                  np.concatenate([beam_records[k].targets for k in keys]))
+            scores[name] = parity(
+                np.concatenate([cache_records[k].targets for k in keys]),
+                np.concatenate([beam_records[k].targets for k in keys]),
+            )
         loads.append(os.getloadavg()[0])
     best = {name: min(values) for name, values in timings.items()}
     single_s = best.pop("cache_builder")
@@ -116,8 +129,10 @@ def targets_part(files: list, work: str, *, repeats: int) -> dict:
         "speedup": {name: round(single_s / seconds, 3) for name, seconds in best.items()},
         "target_speedup": 1.6,
         "met": single_s / best["2_threads"] >= 1.6,
-        "shards_vs_cache": {name: {"max_abs_diff": value["max_abs_diff"], "min_cosine": value["min_cosine"]}
-                            for name, value in scores.items()},
+        "shards_vs_cache": {
+            name: {"max_abs_diff": value["max_abs_diff"], "min_cosine": value["min_cosine"]}
+            for name, value in scores.items()
+        },
         # Other work on the machine skews a 2-worker speedup: the 1-minute load average before and after each round.
         "load_average": [round(load, 2) for load in loads],
     }
@@ -129,12 +144,24 @@ def mirrored_part(targets_dir: str, work: str, *, steps: int, batch_size: int) -
     A third run on one device from other initial weights (seed 1) shows the run-to-run noise.
     """
     runs = {}
-    for name, strategy, init_seed in (("none", "none", 0), ("mirrored", "mirrored", 0), ("none, other init", "none", 1)):
+    for name, strategy, init_seed in (
+        ("none", "none", 0),
+        ("mirrored", "mirrored", 0),
+        ("none, other init", "none", 1),
+    ):
         keras.utils.set_random_seed(init_seed)  # initial weights: the same for the first two runs
         began = time.perf_counter()
-        record = distill(targets=targets_dir, out_dir=os.path.join(work, f"distill_{strategy}_{init_seed}"), strategy=strategy,
-                         steps=steps, batch_size=batch_size, checkpoint_every=steps, validation_fraction=0.1,
-                         overwrite=True, progress=True)
+        record = distill(
+            targets=targets_dir,
+            out_dir=os.path.join(work, f"distill_{strategy}_{init_seed}"),
+            strategy=strategy,
+            steps=steps,
+            batch_size=batch_size,
+            checkpoint_every=steps,
+            validation_fraction=0.1,
+            overwrite=True,
+            progress=True,
+        )
         losses = [loss for _, loss in record["loss_history"]]
         runs[name] = {
             "replicas": record["training"]["replicas"],
@@ -193,24 +220,28 @@ def onnx_part(work: str, clip: np.ndarray, *, runs: int) -> list:
     if "wav2small" in models.available():
         cases.append(("wav2small (audio in, 2 s)", models.build("wav2small"), True, clip[np.newaxis]))
     tiny = models.build("tiny_cnn")
-    cases.append(("tiny_cnn chunk network (patch in)", tiny, False, log_mel_patch_rows(clip[np.newaxis], tiny.frontend)[:1]))
+    cases.append(
+        ("tiny_cnn chunk network (patch in)", tiny, False, log_mel_patch_rows(clip[np.newaxis], tiny.frontend)[:1])
+    )
     rows = []
     for label, model, frontend, value in cases:
         stem = os.path.join(work, model.name + ("" if frontend else "_patch"))
         card = convert_onnx(model, stem + ".onnx", frontend=frontend, overwrite=True)
         session = onnx_session(open(stem + ".onnx", "rb").read())
         tflite_card = convert(model, stem + ".tflite", frontend=frontend, overwrite=True)
-        rows.append({
-            "model": label,
-            "parameters": int(model.count_params()),
-            "onnx_bytes": card["size_bytes"],
-            "tflite_float32_bytes": tflite_card["size_bytes"],
-            "onnx_ms": _median_ms(lambda: onnx_outputs(session, value), runs),
-            "tflite_float32_ms": _median_ms(_tflite_call(stem + ".tflite", value), runs),
-            "onnx_parity_mean_cosine": card["parity"]["mean_cosine"],
-            "onnx_parity_max_abs_diff": card["parity"]["max_abs_diff"],
-            "tflite_parity_mean_cosine": tflite_card["parity"]["mean_cosine"],
-        })
+        rows.append(
+            {
+                "model": label,
+                "parameters": int(model.count_params()),
+                "onnx_bytes": card["size_bytes"],
+                "tflite_float32_bytes": tflite_card["size_bytes"],
+                "onnx_ms": _median_ms(lambda: onnx_outputs(session, value), runs),
+                "tflite_float32_ms": _median_ms(_tflite_call(stem + ".tflite", value), runs),
+                "onnx_parity_mean_cosine": card["parity"]["mean_cosine"],
+                "onnx_parity_max_abs_diff": card["parity"]["max_abs_diff"],
+                "tflite_parity_mean_cosine": tflite_card["parity"]["mean_cosine"],
+            }
+        )
         print(rows[-1])
     return rows
 
@@ -232,7 +263,8 @@ def _markdown(report: dict) -> str:
         f"| Beam DirectRunner, 2 worker processes | {t['beam_s']['2_processes']} | {t['speedup']['2_processes']:.2f}x |",
         "",
         f"Fastest of {t['repeats']} interleaved rounds; all runs (s): "
-        + "; ".join(f"{name} {values}" for name, values in t["all_runs_s"].items()) + ". 1-minute load average "
+        + "; ".join(f"{name} {values}" for name, values in t["all_runs_s"].items())
+        + ". 1-minute load average "
         f"around the rounds: {t['load_average']} (other processes share the {report['machine']}).",
         "",
         "Shards vs cache, largest difference over the three Beam runs: max abs diff "
@@ -245,8 +277,10 @@ def _markdown(report: dict) -> str:
         "|---|---:|---:|---:|",
     ]
     for name, run in m["runs"].items():
-        lines.append(f"| {name} ({run['replicas']} replica{'s' if run['replicas'] > 1 else ''}) | "
-                     f"{run['final_validation_loss']:.5g} | {run['last5_train_loss']:.5g} | {run['steps_per_second']} |")
+        lines.append(
+            f"| {name} ({run['replicas']} replica{'s' if run['replicas'] > 1 else ''}) | "
+            f"{run['final_validation_loss']:.5g} | {run['last5_train_loss']:.5g} | {run['steps_per_second']} |"
+        )
     lines += [
         "",
         f"Mirrored vs one device, same initial weights: final validation loss {100 * m['relative_diff_validation_loss']:.2f}% "
@@ -260,15 +294,21 @@ def _markdown(report: dict) -> str:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report["onnx"]:
-        lines.append(f"| {row['model']} | {row['parameters']:,} | {row['onnx_bytes']:,} | {row['tflite_float32_bytes']:,} | "
-                     f"{row['onnx_ms']} | {row['tflite_float32_ms']} | {row['onnx_parity_mean_cosine']:.6f} / "
-                     f"{row['onnx_parity_max_abs_diff']:.2g} |")
+        lines.append(
+            f"| {row['model']} | {row['parameters']:,} | {row['onnx_bytes']:,} | {row['tflite_float32_bytes']:,} | "
+            f"{row['onnx_ms']} | {row['tflite_float32_ms']} | {row['onnx_parity_mean_cosine']:.6f} / "
+            f"{row['onnx_parity_max_abs_diff']:.2g} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.path.join("..", "shared", "data"), help="folder with fsdd/ and librispeech_test_other_10spk/")
+    parser.add_argument(
+        "--data",
+        default=os.path.join("..", "shared", "data"),
+        help="folder with fsdd/ and librispeech_test_other_10spk/",
+    )
     parser.add_argument("--work", default=os.path.join("runs", "scale_benchmark"), help="scratch folder (replaced)")
     parser.add_argument("--steps", type=int, default=None, help="distillation steps (default 300, quick 60)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -276,8 +316,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=2, help="rounds of the target builders (the fastest counts)")
     parser.add_argument("--quick", action="store_true", help="a tenth of FSDD, a fifth of LibriSpeech, fewer steps")
     parser.add_argument("--results", default=os.path.join(HERE, "results"))
-    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS,
-                        help="run only these parts; the others are kept from the saved report")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        default=list(PARTS),
+        choices=PARTS,
+        help="run only these parts; the others are kept from the saved report",
+    )
     args = parser.parse_args(argv)
 
     stem = os.path.join(args.results, "scale_benchmark" + ("_quick" if args.quick else ""))
@@ -293,15 +338,26 @@ def main(argv=None) -> dict:
         report["targets"] = targets_part(files, args.work, repeats=args.repeats)
     if "mirrored" in args.parts:
         # The mirrored runs train on the cache builder's targets of the files above (reused when just built).
-        cache = cached_targets(load_teacher("speech_embedding"), load_clips(find_audio(files)), mode=MODE,
-                               cache_dir=os.path.join(args.work, "cache"))
-        report["mirrored"] = mirrored_part(cache.directory, args.work, steps=args.steps or (60 if args.quick else 300),
-                                           batch_size=args.batch_size)
+        cache = cached_targets(
+            load_teacher("speech_embedding"),
+            load_clips(find_audio(files)),
+            mode=MODE,
+            cache_dir=os.path.join(args.work, "cache"),
+        )
+        report["mirrored"] = mirrored_part(
+            cache.directory, args.work, steps=args.steps or (60 if args.quick else 300), batch_size=args.batch_size
+        )
     if "onnx" in args.parts:
         clip = load_audio(sorted(glob.glob(os.path.join(args.data, "librispeech_test_other_10spk", "*", "*.flac")))[0])
         report["onnx"] = onnx_part(args.work, clip[:32000], runs=args.runs)
-    report.update({"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                   "quick": args.quick, "parts_run_last": args.parts})
+    report.update(
+        {
+            "date": datetime.date.today().isoformat(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "quick": args.quick,
+            "parts_run_last": args.parts,
+        }
+    )
     os.makedirs(args.results, exist_ok=True)
     with open(stem + ".json", "w") as handle:
         json.dump(report, handle, indent=2)

@@ -19,6 +19,7 @@ utterances of each speaker, scored on the 3 it never heard.
 Writes ``benchmarks/results/teacher_table.{json,md}`` (after every row) and prints progress.
 Set ``TRILLSSON_TF_CACHE`` to where the CAM++ weights are cached.
 """
+
 import argparse
 import collections
 import csv
@@ -52,11 +53,17 @@ REFERENCES = {
 # Students: registry presets plus overrides; embedding_dim is always CAM++'s 192.
 STUDENTS = {
     "student_1pct": {"label": "~1 %: tiny_cnn_k5", "student": "tiny_cnn_k5", "options": {}},
-    "student_5pct": {"label": "~5 %: tiny_cnn_k5, wider", "student": "tiny_cnn_k5",
-                     "options": {"stem_filters": 48, "filters": [96, 160, 224, 288, 384]}},
+    "student_5pct": {
+        "label": "~5 %: tiny_cnn_k5, wider",
+        "student": "tiny_cnn_k5",
+        "options": {"stem_filters": 48, "filters": [96, 160, 224, 288, 384]},
+    },
     # The preset is 1.05 M at D=192 (15 %; its 1.53 M is at D=1024): alpha 1.25 brings it to ~23 %.
-    "student_25pct": {"label": "~25 %: mobilenetv3small, alpha 1.25", "student": "mobilenetv3small",
-                      "options": {"alpha": 1.25}},
+    "student_25pct": {
+        "label": "~25 %: mobilenetv3small, alpha 1.25",
+        "student": "mobilenetv3small",
+        "options": {"alpha": 1.25},
+    },
 }
 # Ablation of the 1 % student; its 150-speaker, 7-utterance run is the student_1pct row itself.
 ABLATIONS = {
@@ -68,6 +75,7 @@ ROWS = [*REFERENCES, *STUDENTS, *ABLATIONS]
 
 
 # ----------------------------------------------------------------------------- data
+
 
 def read_split(root: str) -> dict:
     """Utterances per speaker (sorted by file name) and the fixed UNSEEN / TRAIN speaker split."""
@@ -90,7 +98,7 @@ def centre_crop(audio: np.ndarray, samples: int) -> np.ndarray:
     if len(audio) < samples:
         audio = np.pad(audio, (0, samples - len(audio)))
     start = (len(audio) - samples) // 2
-    return audio[start:start + samples]
+    return audio[start : start + samples]
 
 
 def write_clips(split: dict, out_dir: str, selection) -> list:
@@ -150,8 +158,12 @@ def fill_targets(files: list, cache_dir: str) -> dict:
 
     began = time.perf_counter()
     index = build_cache(teacher(), [_item(path) for path in files], mode="global", cache_dir=cache_dir)
-    return {"files": len(index.items), "computed": index.computed, "reused": index.reused,
-            "seconds": round(time.perf_counter() - began, 1)}
+    return {
+        "files": len(index.items),
+        "computed": index.computed,
+        "reused": index.reused,
+        "seconds": round(time.perf_counter() - began, 1),
+    }
 
 
 def _item(path):
@@ -164,8 +176,9 @@ def score(model, items, *, probe: bool, with_teacher: bool) -> dict:
     """EER / minDCF (and the speaker probe, and fidelity to CAM++) of ``model`` on one clip set."""
     from trillsson_tf.evaluate import evaluate
 
-    report = evaluate(model, items, teacher=teacher() if with_teacher else None,
-                      tasks=["speaker"] if probe else [], verification=True)
+    report = evaluate(
+        model, items, teacher=teacher() if with_teacher else None, tasks=["speaker"] if probe else [], verification=True
+    )
     out = {"clips": report["files"], "verification": report["verification"]["student"]}
     if probe:
         out["probe"] = report["probes"]["speaker"]["student"]
@@ -185,25 +198,42 @@ def int8_card(export: str, out_path: str, calibration: list) -> dict:
 def train(name: str, files: list, student: str, options: dict, args) -> dict:
     from trillsson_tf.distill import distill
 
-    run = distill(files, out_dir=os.path.join(args.work, "runs", name), teacher=teacher(), student=student,
-                  student_options=options, steps=args.steps, checkpoint_every=args.steps,
-                  cache_dir=os.path.join(args.work, "cache"), overwrite=True, **RECIPE)
-    print(f"  {student} {options}: {run['student']['parameters']:,} parameters, "
-          f"{run['train_seconds']:.0f} s for {run['step']} steps", flush=True)
+    run = distill(
+        files,
+        out_dir=os.path.join(args.work, "runs", name),
+        teacher=teacher(),
+        student=student,
+        student_options=options,
+        steps=args.steps,
+        checkpoint_every=args.steps,
+        cache_dir=os.path.join(args.work, "cache"),
+        overwrite=True,
+        **RECIPE,
+    )
+    print(
+        f"  {student} {options}: {run['student']['parameters']:,} parameters, "
+        f"{run['train_seconds']:.0f} s for {run['step']} steps",
+        flush=True,
+    )
     return run
 
 
 # ----------------------------------------------------------------------------- rows
+
 
 def reference_row(name: str, sets: dict) -> dict:
     from trillsson_tf.teachers import load_teacher
 
     spec = REFERENCES[name]["spec"]
     embedder = teacher() if spec == TEACHER else load_teacher(spec)
-    return {"kind": "reference", "label": REFERENCES[name]["label"], "parameters": int(embedder.parameters or 0),
-            "unseen": score(embedder, sets["unseen"], probe=True, with_teacher=False),
-            # The same training clips the students are scored on: are those voices simply easier?
-            "training_clips": score(embedder, sets["training_clips"], probe=False, with_teacher=False)}
+    return {
+        "kind": "reference",
+        "label": REFERENCES[name]["label"],
+        "parameters": int(embedder.parameters or 0),
+        "unseen": score(embedder, sets["unseen"], probe=True, with_teacher=False),
+        # The same training clips the students are scored on: are those voices simply easier?
+        "training_clips": score(embedder, sets["training_clips"], probe=False, with_teacher=False),
+    }
 
 
 def student_row(name: str, sets: dict, split: dict, args) -> dict:
@@ -212,22 +242,39 @@ def student_row(name: str, sets: dict, split: dict, args) -> dict:
     run = train(name, files, spec["student"], spec["options"], args)
     export = run["export"]
     tflite = int8_card(export, os.path.join(args.work, "tflite", f"{name}_int8.tflite"), files[::15])
-    return {"kind": "student", "label": spec["label"], "student": spec["student"], "options": spec["options"],
-            "parameters": run["student"]["parameters"], "steps": run["step"], "train_files": len(files),
-            "train_seconds": round(run["train_seconds"], 1), "export": export, "int8": tflite,
-            "unseen": score(export, sets["unseen"], probe=True, with_teacher=True),
-            "training_clips": score(export, sets["training_clips"], probe=False, with_teacher=True)}
+    return {
+        "kind": "student",
+        "label": spec["label"],
+        "student": spec["student"],
+        "options": spec["options"],
+        "parameters": run["student"]["parameters"],
+        "steps": run["step"],
+        "train_files": len(files),
+        "train_seconds": round(run["train_seconds"], 1),
+        "export": export,
+        "int8": tflite,
+        "unseen": score(export, sets["unseen"], probe=True, with_teacher=True),
+        "training_clips": score(export, sets["training_clips"], probe=False, with_teacher=True),
+    }
 
 
 def ablation_row(name: str, sets: dict, split: dict, args) -> dict:
     spec = ABLATIONS[name]
     files = training_files(split, spec["speakers"], spec["utterances"])
-    chosen = split["train"] if spec["speakers"] == len(split["train"]) else split["order"][:spec["speakers"]]
+    chosen = split["train"] if spec["speakers"] == len(split["train"]) else split["order"][: spec["speakers"]]
     run = train(name, files, "tiny_cnn_k5", {}, args)
-    row = {"kind": "ablation", "label": spec["label"], "speakers": spec["speakers"], "utterances": spec["utterances"],
-           "speaker_profile": _count(split["profile"][s] for s in chosen), "parameters": run["student"]["parameters"],
-           "steps": run["step"], "train_files": len(files), "train_seconds": round(run["train_seconds"], 1),
-           "unseen": score(run["export"], sets["unseen"], probe=True, with_teacher=True)}
+    row = {
+        "kind": "ablation",
+        "label": spec["label"],
+        "speakers": spec["speakers"],
+        "utterances": spec["utterances"],
+        "speaker_profile": _count(split["profile"][s] for s in chosen),
+        "parameters": run["student"]["parameters"],
+        "steps": run["step"],
+        "train_files": len(files),
+        "train_seconds": round(run["train_seconds"], 1),
+        "unseen": score(run["export"], sets["unseen"], probe=True, with_teacher=True),
+    }
     if spec["utterances"] < 7:  # known voices, new sentences: memorised files or learnt voices?
         row["heldout_utterances"] = score(run["export"], sets["heldout_utterances"], probe=False, with_teacher=True)
         row["training_clips"] = score(run["export"], sets["training_clips"], probe=False, with_teacher=True)
@@ -239,6 +286,7 @@ def _count(values) -> dict:
 
 
 # ----------------------------------------------------------------------------- report
+
 
 def eer_text(result: dict) -> str:
     v = result["verification"]
@@ -258,7 +306,10 @@ def goals(rows: dict) -> dict:
     limit = rows["mfcc"]["unseen"]["verification"]["eer"] / 2
     teacher_probe = rows["campplus"]["unseen"]["probe"]["accuracy"]
     students = {name: rows[name] for name in STUDENTS if name in rows}
-    out = {"eer_limit": limit, "eer": {name: row["unseen"]["verification"]["eer"] <= limit for name, row in students.items()}}
+    out = {
+        "eer_limit": limit,
+        "eer": {name: row["unseen"]["verification"]["eer"] <= limit for name, row in students.items()},
+    }
     if students:
         largest = max(students, key=lambda name: students[name]["parameters"])
         retention = students[largest]["unseen"]["probe"]["accuracy"] / teacher_probe
@@ -268,9 +319,11 @@ def goals(rows: dict) -> dict:
 
 def main_table(rows: dict) -> list:
     teacher_probe = rows["campplus"]["unseen"]["probe"]["accuracy"] if "campplus" in rows else None
-    lines = ["| model | parameters | share of CAM++ | int8 .tflite bytes | EER % (95 % CI) | minDCF(0.01) "
-             "| speaker probe (95 % CI) | retention | EER % on training speakers' clips | training s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | parameters | share of CAM++ | int8 .tflite bytes | EER % (95 % CI) | minDCF(0.01) "
+        "| speaker probe (95 % CI) | retention | EER % on training speakers' clips | training s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name in ["campplus", *STUDENTS, "speech_embedding", "mfcc"]:
         if name not in rows:
             continue
@@ -279,17 +332,21 @@ def main_table(rows: dict) -> list:
         share = f"{100 * row['parameters'] / TEACHER_PARAMETERS:.1f} %"
         size = f"{row['int8']['size_bytes']:,}" if row["kind"] == "student" else "-"
         retention = f"{unseen['probe']['accuracy'] / teacher_probe:.2f}" if teacher_probe else "-"
-        lines.append(f"| {label} | {row['parameters']:,} | {share} | {size} | {eer_text(unseen)} | "
-                     f"{unseen['verification']['min_dcf']:.3f} | {probe_text(unseen)} | {retention} | "
-                     f"{eer_text(row['training_clips'])} | {row.get('train_seconds', '-')} |")
+        lines.append(
+            f"| {label} | {row['parameters']:,} | {share} | {size} | {eer_text(unseen)} | "
+            f"{unseen['verification']['min_dcf']:.3f} | {probe_text(unseen)} | {retention} | "
+            f"{eer_text(row['training_clips'])} | {row.get('train_seconds', '-')} |"
+        )
     return lines
 
 
 def ablation_table(rows: dict) -> list:
-    lines = ["| 1 % student trained on | files | EER % unseen (95 % CI) | speaker probe unseen | "
-             "EER % training clips | EER % held-out utterances of training speakers | centered cosine to CAM++: "
-             "unseen / training clips | training s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| 1 % student trained on | files | EER % unseen (95 % CI) | speaker probe unseen | "
+        "EER % training clips | EER % held-out utterances of training speakers | centered cosine to CAM++: "
+        "unseen / training clips | training s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name in ["speakers_50", "speakers_100", "student_1pct", "utterances_4"]:
         if name not in rows:
             continue
@@ -298,44 +355,69 @@ def ablation_table(rows: dict) -> list:
         seen = row.get("training_clips")
         heldout = row.get("heldout_utterances")
         cosines = f"{row['unseen']['fidelity']['centered_cosine']:.2f}" + (
-            f" / {seen['fidelity']['centered_cosine']:.2f}" if seen else "")
-        lines.append(f"| {label} | {row['train_files']:,} | {eer_text(row['unseen'])} | {probe_text(row['unseen'])} | "
-                     f"{eer_text(seen) if seen else '-'} | {eer_text(heldout) if heldout else '-'} | {cosines} | "
-                     f"{row['train_seconds']} |")
+            f" / {seen['fidelity']['centered_cosine']:.2f}" if seen else ""
+        )
+        lines.append(
+            f"| {label} | {row['train_files']:,} | {eer_text(row['unseen'])} | {probe_text(row['unseen'])} | "
+            f"{eer_text(seen) if seen else '-'} | {eer_text(heldout) if heldout else '-'} | {cosines} | "
+            f"{row['train_seconds']} |"
+        )
     return lines
 
 
 def findings(rows: dict) -> list:
     """A few lines with numbers; only for the rows present."""
     out, met = [], goals(rows)
-    eer = lambda name: 100 * rows[name]["unseen"]["verification"]["eer"]
+
+    def eer(name):
+        return 100 * rows[name]["unseen"]["verification"]["eer"]
+
     if met.get("eer"):
         students = ", ".join(f"{name} {eer(name):.1f} %" for name in met["eer"])
-        verdict = "met by every student" if all(met["eer"].values()) else \
-            f"missed by {sum(not v for v in met['eer'].values())} of {len(met['eer'])}"
-        out.append(f"- Goal 1, EER <= half MFCC's ({100 * met['eer_limit']:.2f} %): {verdict} ({students}; "
-                   f"CAM++ {eer('campplus'):.1f} %, MFCC {eer('mfcc'):.1f} %).")
+        verdict = (
+            "met by every student"
+            if all(met["eer"].values())
+            else f"missed by {sum(not v for v in met['eer'].values())} of {len(met['eer'])}"
+        )
+        out.append(
+            f"- Goal 1, EER <= half MFCC's ({100 * met['eer_limit']:.2f} %): {verdict} ({students}; "
+            f"CAM++ {eer('campplus'):.1f} %, MFCC {eer('mfcc'):.1f} %)."
+        )
     if met.get("retention"):
         r = met["retention"]
-        out.append(f"- Goal 2, the largest student ({r['student']}) keeps >= 90 % of CAM++'s unseen-speaker probe: "
-                   f"{'met' if r['met'] else 'missed'}, {100 * r['value']:.0f} %.")
-    probes = [(name, rows[name]["unseen"]["probe"]["accuracy"]) for name in ("campplus", *STUDENTS, "mfcc") if name in rows]
+        out.append(
+            f"- Goal 2, the largest student ({r['student']}) keeps >= 90 % of CAM++'s unseen-speaker probe: "
+            f"{'met' if r['met'] else 'missed'}, {100 * r['value']:.0f} %."
+        )
+    probes = [
+        (name, rows[name]["unseen"]["probe"]["accuracy"]) for name in ("campplus", *STUDENTS, "mfcc") if name in rows
+    ]
     if len(probes) > 1:
-        out.append("- Speaker probe on unseen voices: " + ", ".join(f"{name} {value:.3f}" for name, value in probes) + ".")
+        out.append(
+            "- Speaker probe on unseen voices: " + ", ".join(f"{name} {value:.3f}" for name, value in probes) + "."
+        )
     if {"student_1pct", "campplus"} <= set(rows):
         row, seen = rows["student_1pct"], lambda name: 100 * rows[name]["training_clips"]["verification"]["eer"]
-        out.append(f"- Memorisation: the 1 % student's EER is {eer('student_1pct'):.1f} % on unseen voices but "
-                   f"{seen('student_1pct'):.1f} % on its training speakers' clips (CAM++ on the same clips: "
-                   f"{seen('campplus'):.1f} %); centered cosine to CAM++ {row['unseen']['fidelity']['centered_cosine']:.2f} "
-                   f"on unseen voices, {row['training_clips']['fidelity']['centered_cosine']:.2f} on training clips.")
-    curve = [(rows[n].get("speakers", 150), eer(n)) for n in ("speakers_50", "speakers_100", "student_1pct") if n in rows]
+        out.append(
+            f"- Memorisation: the 1 % student's EER is {eer('student_1pct'):.1f} % on unseen voices but "
+            f"{seen('student_1pct'):.1f} % on its training speakers' clips (CAM++ on the same clips: "
+            f"{seen('campplus'):.1f} %); centered cosine to CAM++ {row['unseen']['fidelity']['centered_cosine']:.2f} "
+            f"on unseen voices, {row['training_clips']['fidelity']['centered_cosine']:.2f} on training clips."
+        )
+    curve = [
+        (rows[n].get("speakers", 150), eer(n)) for n in ("speakers_50", "speakers_100", "student_1pct") if n in rows
+    ]
     if len(curve) > 1:
-        out.append("- Unseen EER against training speakers: " + ", ".join(f"{s} speakers {e:.1f} %" for s, e in curve) + ".")
+        out.append(
+            "- Unseen EER against training speakers: " + ", ".join(f"{s} speakers {e:.1f} %" for s, e in curve) + "."
+        )
     if "utterances_4" in rows and "heldout_utterances" in rows["utterances_4"]:
         row = rows["utterances_4"]
-        out.append(f"- Trained on 4 of 7 utterances: EER {100 * row['training_clips']['verification']['eer']:.1f} % on its "
-                   f"training clips, {100 * row['heldout_utterances']['verification']['eer']:.1f} % on the 3 unheard "
-                   f"utterances of the same speakers, {eer('utterances_4'):.1f} % on unseen speakers.")
+        out.append(
+            f"- Trained on 4 of 7 utterances: EER {100 * row['training_clips']['verification']['eer']:.1f} % on its "
+            f"training clips, {100 * row['heldout_utterances']['verification']['eer']:.1f} % on the 3 unheard "
+            f"utterances of the same speakers, {eer('utterances_4'):.1f} % on unseen speakers."
+        )
     return out
 
 
@@ -357,31 +439,43 @@ def steps_text(rows: dict) -> str:
 def commands_text(result: dict) -> str:
     runs = result.get("invocations", [])
     commands = sorted({run["command"] for run in runs if run["rows"]}) or [result["command"]]
-    return (f"Command: {', '.join(f'`{command}`' for command in commands)}; {len(runs)} invocation(s), "
-            f"{sum(run['seconds'] for run in runs) / 60:.0f} min in all (the json's `invocations`).")
+    return (
+        f"Command: {', '.join(f'`{command}`' for command in commands)}; {len(runs)} invocation(s), "
+        f"{sum(run['seconds'] for run in runs) / 60:.0f} min in all (the json's `invocations`)."
+    )
 
 
 def to_markdown(result: dict) -> str:
     rows = result["rows"]
-    lines = ["# CAM++ into students of 1, 5 and 25 %: speaker verification on unseen voices", "",
-             f"CAM++ ({TEACHER_PARAMETERS:,} parameters, 192-d) distilled on speechocean762's 150 training speakers "
-             f"(1,050 whole files, {steps_text(rows)}, {RECIPE_TEXT}); every model scored on the centre 2 s of all 7 "
-             f"utterances of 100 speakers never trained on (700 clips, "
-             f"{rows.get('campplus', {}).get('unseen', {}).get('verification', {}).get('trials', 244650):,} trials). "
-             f"EER of cosine scores on vectors standardised per dimension over the clips, 95 % interval from 200 "
-             f"speaker resamples; speaker probe: logistic regression, 5-fold over the 700 clips (Wilson interval); "
-             f"retention = probe / CAM++'s probe. Training s: the steps alone ({targets_text(result)}). "
-             f"{result['machine']['cores']}-core CPU, "
-             f"{result['date']}. {commands_text(result)}", "",
-             *main_table(rows), ""]
+    lines = [
+        "# CAM++ into students of 1, 5 and 25 %: speaker verification on unseen voices",
+        "",
+        f"CAM++ ({TEACHER_PARAMETERS:,} parameters, 192-d) distilled on speechocean762's 150 training speakers "
+        f"(1,050 whole files, {steps_text(rows)}, {RECIPE_TEXT}); every model scored on the centre 2 s of all 7 "
+        f"utterances of 100 speakers never trained on (700 clips, "
+        f"{rows.get('campplus', {}).get('unseen', {}).get('verification', {}).get('trials', 244650):,} trials). "
+        f"EER of cosine scores on vectors standardised per dimension over the clips, 95 % interval from 200 "
+        f"speaker resamples; speaker probe: logistic regression, 5-fold over the 700 clips (Wilson interval); "
+        f"retention = probe / CAM++'s probe. Training s: the steps alone ({targets_text(result)}). "
+        f"{result['machine']['cores']}-core CPU, "
+        f"{result['date']}. {commands_text(result)}",
+        "",
+        *main_table(rows),
+        "",
+    ]
     if any(name in rows for name in ABLATIONS):
-        lines += ["Why the students miss on unseen voices (the 1 % student, same steps and recipe):", "",
-                  *ablation_table(rows), ""]
+        lines += [
+            "Why the students miss on unseen voices (the 1 % student, same steps and recipe):",
+            "",
+            *ablation_table(rows),
+            "",
+        ]
     lines += ["Findings:", "", *findings(rows)]
     return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- main
+
 
 def load_result(path: str) -> dict:
     if os.path.exists(path):
@@ -401,8 +495,11 @@ def save(result: dict, out_dir: str) -> None:
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data"),
-                        help="folder holding speechocean762/ (default ../shared/data)")
+    parser.add_argument(
+        "--data",
+        default=os.path.join(REPO, "..", "shared", "data"),
+        help="folder holding speechocean762/ (default ../shared/data)",
+    )
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--work", default="/work/scratch/table", help="clips, target cache, runs, .tflite files")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of: {','.join(ROWS)}")
@@ -417,14 +514,21 @@ def parse_args(argv):
 
 
 def describe_run(result: dict, split: dict, args, argv) -> None:
-    result.update({
-        "command": " ".join(["TRILLSSON_TF_CACHE=... .venv/bin/python benchmarks/teacher_table.py", *argv]),
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "processor": platform.machine()},
-        "protocol": {"unseen_speakers": split["unseen"], "train_speakers": len(split["train"]), "clip_seconds": SECONDS,
-                     "recipe": RECIPE_TEXT, "steps": args.steps,
-                     "ablation_speaker_order": split["order"]},
-    })
+    result.update(
+        {
+            "command": " ".join(["TRILLSSON_TF_CACHE=... .venv/bin/python benchmarks/teacher_table.py", *argv]),
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "processor": platform.machine()},
+            "protocol": {
+                "unseen_speakers": split["unseen"],
+                "train_speakers": len(split["train"]),
+                "clip_seconds": SECONDS,
+                "recipe": RECIPE_TEXT,
+                "steps": args.steps,
+                "ablation_speaker_order": split["order"],
+            },
+        }
+    )
 
 
 def run_row(name: str, sets: dict, split: dict, args) -> dict:
@@ -437,7 +541,9 @@ def run_row(name: str, sets: dict, split: dict, args) -> dict:
     else:
         row = ablation_row(name, sets, split, args)
     row.update(date=time.strftime("%Y-%m-%d"), row_seconds=round(time.perf_counter() - began, 1))
-    print(f"  EER {eer_text(row['unseen'])} %, probe {probe_text(row['unseen'])}, {row['row_seconds']:.0f} s", flush=True)
+    print(
+        f"  EER {eer_text(row['unseen'])} %, probe {probe_text(row['unseen'])}, {row['row_seconds']:.0f} s", flush=True
+    )
     return row
 
 
@@ -449,7 +555,10 @@ def main(argv=None) -> dict:
     split = read_split(os.path.join(os.path.abspath(args.data), "speechocean762"))
     describe_run(result, split, args, argv)
     todo = [name for name in args.rows if not (args.resume and name in result["rows"])]
-    print(f"{len(split['unseen'])} unseen speakers, {len(split['train'])} training speakers; rows to run: {todo}", flush=True)
+    print(
+        f"{len(split['unseen'])} unseen speakers, {len(split['train'])} training speakers; rows to run: {todo}",
+        flush=True,
+    )
     sets = clip_sets(split, args.work)
     if any(name in STUDENTS or name in ABLATIONS for name in todo):
         print("CAM++ targets for the 1,050 training files (computed once, cached for every row)", flush=True)
@@ -461,8 +570,14 @@ def main(argv=None) -> dict:
         result["rows"][name] = run_row(name, sets, split, args)
         save(result, args.out)  # after every row: an interrupted run loses one row at most
     # Every invocation is kept: with --resume, the table's rows may come from several.
-    result.setdefault("invocations", []).append({"command": result["command"], "date": result["date"], "rows": todo,
-                                                 "seconds": round(time.perf_counter() - began, 1)})
+    result.setdefault("invocations", []).append(
+        {
+            "command": result["command"],
+            "date": result["date"],
+            "rows": todo,
+            "seconds": round(time.perf_counter() - began, 1),
+        }
+    )
     save(result, args.out)
     print(to_markdown(result))
     return result

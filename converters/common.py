@@ -5,6 +5,7 @@ this module; it imports none of them. The kind of a model (which decides how it 
 asked of :mod:`trillsson_tf.kinds`; the LiteRT side (interpreter, op table, tensor cards) is
 :mod:`trillsson_tf.litert`.
 """
+
 import glob
 import json
 import logging
@@ -210,7 +211,9 @@ def output_paths(out_path, overwrite: bool, inputs=()) -> tuple:
     for path in (out_path, card_path):
         refuse_inputs(path, inputs, what="Output", folder=False)
     if not overwrite and (os.path.exists(out_path) or os.path.exists(card_path)):
-        raise ParameterError(f"Output {out_path!r} (or its card {card_path!r}) exists; pass overwrite=True (CLI --force).")
+        raise ParameterError(
+            f"Output {out_path!r} (or its card {card_path!r}) exists; pass overwrite=True (CLI --force)."
+        )
     return out_path, card_path
 
 
@@ -280,7 +283,10 @@ def int8_with_float_layers(content: bytes, function, trackable, kind: kinds.Kind
     Returns:
         The ``.tflite`` bytes.
     """
-    names = [t["name"] for t in litert.make_interpreter(model_content=content, num_threads=1, delegates=False).get_tensor_details()]
+    names = [
+        t["name"]
+        for t in litert.make_interpreter(model_content=content, num_threads=1, delegates=False).get_tensor_details()
+    ]
     frontend_nodes = [name for name in names if any(f"/{layer}/" in name for layer in layers)]
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=tflite_converter(function, trackable, "int8", kind, calibration=calibration),

@@ -7,6 +7,7 @@ call on every file they write. The tables are built with :mod:`converters._metad
 generated module of ``metadata_schema.fbs``, copied) and ``flatbuffers``. How it is stored and why
 a copy: docs/DESIGN.md, "Conversion".
 """
+
 import io
 import zipfile
 
@@ -61,7 +62,9 @@ def labels_file_name(output_name: str) -> str:
 def _signature_tensors(model) -> tuple:
     """Signature names of subgraph 0's inputs and outputs, in the subgraph's tensor order."""
     subgraph = model.subgraphs[0]
-    tensor_names = {index: subgraph.tensors[index].name.decode() for index in list(subgraph.inputs) + list(subgraph.outputs)}
+    tensor_names = {
+        index: subgraph.tensors[index].name.decode() for index in list(subgraph.inputs) + list(subgraph.outputs)
+    }
     if model.signatureDefs:
         signature = model.signatureDefs[0]
         for entry in list(signature.inputs or []) + list(signature.outputs or []):
@@ -128,10 +131,14 @@ def with_metadata(
     input_names, output_names = _signature_tensors(model)
     labels = dict(labels or {})
     if sorted(inputs) != sorted(input_names) or sorted(outputs) != sorted(output_names):
-        raise ParameterError(f"Metadata describes inputs {sorted(inputs)} and outputs {sorted(outputs)}; "
-                             f"the model has inputs {input_names} and outputs {output_names}.")
+        raise ParameterError(
+            f"Metadata describes inputs {sorted(inputs)} and outputs {sorted(outputs)}; "
+            f"the model has inputs {input_names} and outputs {output_names}."
+        )
     if set(labels) - set(output_names):
-        raise ParameterError(f"Labels given for {sorted(set(labels) - set(output_names))}; the model's outputs are {output_names}.")
+        raise ParameterError(
+            f"Labels given for {sorted(set(labels) - set(output_names))}; the model's outputs are {output_names}."
+        )
     if sample_rate_hz is not None and len(input_names) != 1:
         raise ParameterError(f"Audio properties need a model with one input; it has {input_names}.")
     audio = None if sample_rate_hz is None else (int(sample_rate_hz), int(channels))
@@ -206,7 +213,9 @@ def read_metadata(content: bytes):
         return None
     data = bytes(model.buffers[entries[0].buffer].data)
     if not schema.ModelMetadata.ModelMetadataBufferHasIdentifier(data, 0):
-        raise ParameterError(f"The {METADATA_NAME} buffer is not a ModelMetadata flatbuffer (identifier {_FILE_IDENTIFIER!r}).")
+        raise ParameterError(
+            f"The {METADATA_NAME} buffer is not a ModelMetadata flatbuffer (identifier {_FILE_IDENTIFIER!r})."
+        )
     metadata = schema.ModelMetadata.GetRootAs(data, 0)
     subgraph = metadata.SubgraphMetadata(0)
     files = {}
@@ -221,8 +230,12 @@ def read_metadata(content: bytes):
         "author": text(metadata.Author()),
         "licence": text(metadata.License()),
         "min_parser_version": text(metadata.MinParserVersion()),
-        "inputs": [_tensor_fields(subgraph.InputTensorMetadata(i)) for i in range(subgraph.InputTensorMetadataLength())],
-        "outputs": [_tensor_fields(subgraph.OutputTensorMetadata(i)) for i in range(subgraph.OutputTensorMetadataLength())],
+        "inputs": [
+            _tensor_fields(subgraph.InputTensorMetadata(i)) for i in range(subgraph.InputTensorMetadataLength())
+        ],
+        "outputs": [
+            _tensor_fields(subgraph.OutputTensorMetadata(i)) for i in range(subgraph.OutputTensorMetadataLength())
+        ],
         "files": files,
     }
 
@@ -258,14 +271,24 @@ def check_request(request, *, model_sample_rate_hz: int) -> dict:
         raise ParameterError(f"Unknown metadata field(s) {unknown}. Expected some of: {list(REQUEST_FIELDS)}.")
     rate = request.pop("sample_rate_hz", None)
     if rate is not None and rate != model_sample_rate_hz:
-        raise ParameterError(f"Metadata sample rate {rate!r} Hz differs from the model's {model_sample_rate_hz} Hz; "
-                             "MediaPipe resamples audio to the metadata's rate, so it must be the model's (MediaPipe "
-                             "resamples audio of any other rate itself).")
+        raise ParameterError(
+            f"Metadata sample rate {rate!r} Hz differs from the model's {model_sample_rate_hz} Hz; "
+            "MediaPipe resamples audio to the metadata's rate, so it must be the model's (MediaPipe "
+            "resamples audio of any other rate itself)."
+        )
     return request
 
 
-def converter_metadata(content: bytes, *, name: str, version: str, model_sample_rate_hz: int, audio_input: bool,
-                       score_names=None, request=None) -> tuple:
+def converter_metadata(
+    content: bytes,
+    *,
+    name: str,
+    version: str,
+    model_sample_rate_hz: int,
+    audio_input: bool,
+    score_names=None,
+    request=None,
+) -> tuple:
     """Write the converters' metadata into a freshly converted model.
 
     Args:
@@ -289,7 +312,10 @@ def converter_metadata(content: bytes, *, name: str, version: str, model_sample_
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
     input_names, output_names = _signature_tensors(model)
     subgraph = model.subgraphs[0]
-    shapes = {n: _shape_text(subgraph.tensors[i]) for n, i in zip(input_names + output_names, list(subgraph.inputs) + list(subgraph.outputs))}
+    shapes = {
+        n: _shape_text(subgraph.tensors[i])
+        for n, i in zip(input_names + output_names, list(subgraph.inputs) + list(subgraph.outputs))
+    }
     inputs = {n: f"{_INPUT_DESCRIPTIONS.get(n, 'model input')}; shape {shapes[n]}" for n in input_names}
     outputs = {n: f"{_OUTPUT_DESCRIPTIONS.get(n, n.replace('_', ' '))}; shape {shapes[n]}" for n in output_names}
     labels = {SCORES_KEY: list(score_names)} if SCORES_KEY in output_names and score_names else None
@@ -302,6 +328,11 @@ def converter_metadata(content: bytes, *, name: str, version: str, model_sample_
     }
     rate = model_sample_rate_hz if audio_input else None
     content = with_metadata(content, **fields, inputs=inputs, outputs=outputs, sample_rate_hz=rate, labels=labels)
-    summary = {**fields, "sample_rate_hz": rate, "channels": 1 if audio_input else None,
-               "labels": labels, "min_parser_version": _AUDIO_PARSER_VERSION if audio_input else _BASE_PARSER_VERSION}
+    summary = {
+        **fields,
+        "sample_rate_hz": rate,
+        "channels": 1 if audio_input else None,
+        "labels": labels,
+        "min_parser_version": _AUDIO_PARSER_VERSION if audio_input else _BASE_PARSER_VERSION,
+    }
     return content, summary

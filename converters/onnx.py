@@ -7,6 +7,7 @@ with an STFT frontend is refused (why: docs/DESIGN.md, "Conversion"). :func:`con
 file in onnxruntime on held-out real speech, compares it with the Keras model and writes
 ``<out without .onnx>.json``. Needs the ``[onnx]`` extra (tf2onnx, onnx, onnxruntime).
 """
+
 import collections
 import logging
 import os
@@ -50,7 +51,9 @@ def _onnx_modules():
         import onnxruntime
         import tf2onnx
     except ImportError as error:
-        raise TrillssonError(f"ONNX export needs tf2onnx and onnxruntime ({error}): pip install '{ONNX_PACKAGE}'.") from None
+        raise TrillssonError(
+            f"ONNX export needs tf2onnx and onnxruntime ({error}): pip install '{ONNX_PACKAGE}'."
+        ) from None
     return tf2onnx, onnxruntime
 
 
@@ -136,8 +139,10 @@ def convert_onnx(
     model, metadata = load_keras_model(model_or_export_dir)
     kind = kinds.of_model(model, metadata, frontend=frontend)
     if kind.family == kinds.WAVEFORM:
-        raise ParameterError(f"{model.name!r} is a layer-distilled or fine-tuned model ({kind.summary}); ONNX export takes "
-                             "the students of trillsson_tf.models: convert it to .tflite instead.")
+        raise ParameterError(
+            f"{model.name!r} is a layer-distilled or fine-tuned model ({kind.summary}); ONNX export takes "
+            "the students of trillsson_tf.models: convert it to .tflite instead."
+        )
     key = output_key(model)
     audio = parity_clips() if parity_audio is None else np.asarray(parity_audio, dtype=np.float32)
 
@@ -163,14 +168,22 @@ def convert_onnx(
         content = proto.SerializeToString()
         session = onnx_session(content)
     except Exception as error:  # tf2onnx and onnxruntime raise many unrelated types
-        raise ConversionError(f"Converting {model.name!r} to ONNX (opset {opset}, frontend={frontend}) failed: {error}") from error
+        raise ConversionError(
+            f"Converting {model.name!r} to ONNX (opset {opset}, frontend={frontend}) failed: {error}"
+        ) from error
     write_model(out_path, content)
 
     scores = parity(reference, onnx_outputs(session, parity_inputs))
     threshold = DEFAULT_MIN_COSINE["float32"] if min_cosine is None else float(min_cosine)
-    scores.update({"clips": int(len(audio)), "rows": int(len(parity_inputs)), "min_mean_cosine": threshold,
-                   "passed": scores["mean_cosine"] >= threshold,
-                   "reference": "Keras model" if kind.frontend_inside else "Keras chunk network"})
+    scores.update(
+        {
+            "clips": int(len(audio)),
+            "rows": int(len(parity_inputs)),
+            "min_mean_cosine": threshold,
+            "passed": scores["mean_cosine"] >= threshold,
+            "reference": "Keras model" if kind.frontend_inside else "Keras chunk network",
+        }
+    )
     card = {
         "format": "trillsson_tf.onnx/1",
         "model_file": os.path.basename(out_path),
@@ -191,13 +204,21 @@ def convert_onnx(
             "teacher": metadata.get("teacher"),
             "run": run_info(model_or_export_dir),
         },
-        "converter": {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnxruntime": onnxruntime.__version__},
+        "converter": {
+            "tensorflow": tf.__version__,
+            "tf2onnx": tf2onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
         "licence": LICENCE_NOTE,
     }
     write_json(card_path, card)
     _log.info("Wrote %s (%d bytes, mean cosine %.6f) and %s", out_path, len(content), scores["mean_cosine"], card_path)
-    check_parity(scores["passed"], (
-        f"Parity of {out_path} below threshold: mean cosine {scores['mean_cosine']:.6f} < {threshold} "
-        f"(max abs diff {scores['max_abs_diff']:.3g}, reference rms {scores['reference_rms']:.3g})."
-    ), strict=strict)
+    check_parity(
+        scores["passed"],
+        (
+            f"Parity of {out_path} below threshold: mean cosine {scores['mean_cosine']:.6f} < {threshold} "
+            f"(max abs diff {scores['max_abs_diff']:.3g}, reference rms {scores['reference_rms']:.3g})."
+        ),
+        strict=strict,
+    )
     return card

@@ -5,6 +5,7 @@ a prefix such as a model scope does not matter) and shape. Every target variable
 no source, every source variable left unused and every name that matched with another shape
 is reported, then :func:`verify_port` checks that both models give the same embedding.
 """
+
 import dataclasses
 import logging
 
@@ -70,9 +71,7 @@ def _common_suffix(a: tuple, b: tuple) -> int:
 
 
 def _best_source(target_path, source_paths, used):
-    scores = {
-        index: _common_suffix(target_path, path) for index, path in enumerate(source_paths) if index not in used
-    }
+    scores = {index: _common_suffix(target_path, path) for index, path in enumerate(source_paths) if index not in used}
     best = max(scores.values(), default=0)
     # A match must cover the layer and the weight name, and be unique.
     if best < min(2, len(target_path)):
@@ -115,7 +114,9 @@ def port_weights(source, target_model, *, strict: bool = False) -> PortReport:
         source_variable = source_variables[index]
         used.add(index)
         if tuple(source_variable.shape) != tuple(variable.shape):
-            mismatches.append((variable.name, tuple(variable.shape), source_variable.name, tuple(source_variable.shape)))
+            mismatches.append(
+                (variable.name, tuple(variable.shape), source_variable.name, tuple(source_variable.shape))
+            )
             continue
         variable.assign(source_variable)
         matched.append((variable.name, source_variable.name))

@@ -73,8 +73,8 @@ def tflite_embeddings(model_content: bytes, inputs: np.ndarray) -> np.ndarray:
         float32 ``[n, D]`` (dequantized when the output is an integer tensor).
     """
     runner = litert.make_interpreter(model_content=model_content, num_threads=1).get_signature_runner(SIGNATURE_KEY)
-    (in_name, in_details), = runner.get_input_details().items()
-    (out_name, out_details), = runner.get_output_details().items()
+    ((in_name, in_details),) = runner.get_input_details().items()
+    ((out_name, out_details),) = runner.get_output_details().items()
     rows = [runner(**{in_name: litert.quantize(row[np.newaxis], in_details)})[out_name] for row in inputs]
     return np.concatenate([litert.dequantize(row, out_details) for row in rows])
 
@@ -111,7 +111,9 @@ def _clip_features(model, clips: np.ndarray) -> np.ndarray:
 
 
 def _audio_spec(fixed_samples):
-    return tf.TensorSpec([None, None] if fixed_samples is None else [1, fixed_samples], tf.float32, name=AUDIO_INPUT_NAME)
+    return tf.TensorSpec(
+        [None, None] if fixed_samples is None else [1, fixed_samples], tf.float32, name=AUDIO_INPUT_NAME
+    )
 
 
 def _chunk_plan(model, key, config, audio, calibration, fixed_samples, quantize) -> _Plan:
@@ -119,9 +121,17 @@ def _chunk_plan(model, key, config, audio, calibration, fixed_samples, quantize)
     network = float32_frontend_model(model, float16_safe=quantize == "float16")
     call = tf.function(lambda audio_samples: {key: network(audio_samples, training=False)[key]})
     parity_inputs = fit_clips(audio, fixed_samples)
-    return _Plan(network, call.get_concrete_function(_audio_spec(fixed_samples)), parity_inputs,
-                 model(parity_inputs)[key].numpy(), calibration, (_FRONTEND_LAYER,), "Keras model (float64 frontend)",
-                 fixed_samples, _chunk_card(config))
+    return _Plan(
+        network,
+        call.get_concrete_function(_audio_spec(fixed_samples)),
+        parity_inputs,
+        model(parity_inputs)[key].numpy(),
+        calibration,
+        (_FRONTEND_LAYER,),
+        "Keras model (float64 frontend)",
+        fixed_samples,
+        _chunk_card(config),
+    )
 
 
 def _patch_plan(model, key, config, audio, calibration, fixed_samples, quantize) -> _Plan:
@@ -131,8 +141,17 @@ def _patch_plan(model, key, config, audio, calibration, fixed_samples, quantize)
     call = tf.function(lambda log_mel_patch: {key: network(log_mel_patch, training=False)})
     parity_inputs = log_mel_patch_rows(audio, config)
     calibration = None if calibration is None else log_mel_patch_rows(calibration, config)
-    return _Plan(network, call.get_concrete_function(spec), parity_inputs, network(parity_inputs, training=False).numpy(),
-                 calibration, (), "Keras chunk network", fixed_samples, _chunk_card(config))
+    return _Plan(
+        network,
+        call.get_concrete_function(spec),
+        parity_inputs,
+        network(parity_inputs, training=False).numpy(),
+        calibration,
+        (),
+        "Keras chunk network",
+        fixed_samples,
+        _chunk_card(config),
+    )
 
 
 def _clip_plan(model, key, config, audio, calibration, fixed_samples, quantize) -> _Plan:
@@ -140,21 +159,40 @@ def _clip_plan(model, key, config, audio, calibration, fixed_samples, quantize) 
     call = tf.function(lambda audio_samples: {key: model(audio_samples, training=False)[key]})
     parity_inputs = fit_clips(audio, fixed_samples)
     calibration = None if calibration is None else fit_clips(calibration, fixed_samples)
-    return _Plan(model, call.get_concrete_function(_audio_spec(fixed_samples)), parity_inputs,
-                 model(parity_inputs)[key].numpy(), calibration, _CLIP_FRONTEND_LAYERS, "Keras model", fixed_samples,
-                 _clip_card(model, config, "audio"))
+    return _Plan(
+        model,
+        call.get_concrete_function(_audio_spec(fixed_samples)),
+        parity_inputs,
+        model(parity_inputs)[key].numpy(),
+        calibration,
+        _CLIP_FRONTEND_LAYERS,
+        "Keras model",
+        fixed_samples,
+        _clip_card(model, config, "audio"),
+    )
 
 
 def _clip_log_mel_plan(model, key, config, audio, calibration, fixed_samples, quantize) -> _Plan:
     """A whole-clip network alone on the dB mel of ``fixed_samples`` of audio (default: the 1 s minimum clip)."""
     fixed_samples = config.min_samples if fixed_samples is None else fixed_samples
     network = model.clip_network
-    spec = tf.TensorSpec([1, config.num_frames(fixed_samples), config.num_mel_bins], tf.float32, name=LOG_MEL_INPUT_NAME)
+    spec = tf.TensorSpec(
+        [1, config.num_frames(fixed_samples), config.num_mel_bins], tf.float32, name=LOG_MEL_INPUT_NAME
+    )
     call = tf.function(lambda log_mel: {key: network(log_mel, training=False)})
     parity_inputs = _clip_features(model, fit_clips(audio, fixed_samples))
     calibration = None if calibration is None else _clip_features(model, fit_clips(calibration, fixed_samples))
-    return _Plan(network, call.get_concrete_function(spec), parity_inputs, network(parity_inputs, training=False).numpy(),
-                 calibration, (), "Keras clip network", fixed_samples, _clip_card(model, config, LOG_MEL_INPUT_NAME))
+    return _Plan(
+        network,
+        call.get_concrete_function(spec),
+        parity_inputs,
+        network(parity_inputs, training=False).numpy(),
+        calibration,
+        (),
+        "Keras clip network",
+        fixed_samples,
+        _clip_card(model, config, LOG_MEL_INPUT_NAME),
+    )
 
 
 _PLANS = {"chunk": _chunk_plan, "patch": _patch_plan, "clip": _clip_plan, "clip_log_mel": _clip_log_mel_plan}
@@ -185,10 +223,14 @@ def _frames_samples(kind: kinds.Kind, fixed_samples) -> int:
     """The input length of a ``frames=True`` conversion: one window of the TRILLsson frontend (31,440 samples)."""
     span = DEFAULT_FRONTEND.chunk_span_samples
     if kind.input_name != AUDIO_INPUT_NAME:
-        raise ParameterError("frames=True fixes the audio input to one window; a file without its frontend (frontend=False) "
-                             "takes one patch per row and gives frames already.")
+        raise ParameterError(
+            "frames=True fixes the audio input to one window; a file without its frontend (frontend=False) "
+            "takes one patch per row and gives frames already."
+        )
     if fixed_samples not in (None, span):
-        raise ParameterError(f"frames=True fixes the input to one window of {span} samples; got fixed_samples={fixed_samples}.")
+        raise ParameterError(
+            f"frames=True fixes the input to one window of {span} samples; got fixed_samples={fixed_samples}."
+        )
     return span
 
 
@@ -253,22 +295,41 @@ def convert(
     source = None if isinstance(model_or_export_dir, keras.Model) else os.fspath(model_or_export_dir)
     kind = kinds.of_model(model, metadata, frontend=frontend)
     if frames and kind.family == kinds.WAVEFORM:
-        raise ParameterError("frames=True applies to chunk and whole-clip students; a waveform export gives one vector per clip.")
+        raise ParameterError(
+            "frames=True applies to chunk and whole-clip students; a waveform export gives one vector per clip."
+        )
     if mediapipe and not kind.frontend_inside:
-        raise ParameterError("The MediaPipe form takes audio: mediapipe=True (CLI --mediapipe) needs the frontend "
-                             "inside; drop frontend=False (--no-frontend, --micro).")
+        raise ParameterError(
+            "The MediaPipe form takes audio: mediapipe=True (CLI --mediapipe) needs the frontend "
+            "inside; drop frontend=False (--no-frontend, --micro)."
+        )
     if frames and mediapipe:
-        raise ParameterError("frames=True and mediapipe=True fix the input to different windows (31,440 and the "
-                             "MediaPipe window); make one file of each.")
+        raise ParameterError(
+            "frames=True and mediapipe=True fix the input to different windows (31,440 and the "
+            "MediaPipe window); make one file of each."
+        )
     if kind.family == kinds.WAVEFORM:  # raw audio at a fixed length, every output of the export
-        return convert_waveform_model(model, metadata, out_path, source=source, quantize=quantize,
-                                      fixed_samples=fixed_samples, representative_audio=representative_audio,
-                                      parity_audio=parity_audio, min_cosine=min_cosine, strict=strict, overwrite=overwrite,
-                                      tflite_metadata=tflite_metadata)
+        return convert_waveform_model(
+            model,
+            metadata,
+            out_path,
+            source=source,
+            quantize=quantize,
+            fixed_samples=fixed_samples,
+            representative_audio=representative_audio,
+            parity_audio=parity_audio,
+            min_cosine=min_cosine,
+            strict=strict,
+            overwrite=overwrite,
+            tflite_metadata=tflite_metadata,
+        )
     if mediapipe and fixed_samples is None:
         fixed_samples = MEDIAPIPE_SAMPLES
-        _log.info("MediaPipe form: the model's input is dynamic; fixing it to [1, %d] samples (pass fixed_samples / "
-                  "--fixed-samples for another window)", fixed_samples)
+        _log.info(
+            "MediaPipe form: the model's input is dynamic; fixing it to [1, %d] samples (pass fixed_samples / "
+            "--fixed-samples for another window)",
+            fixed_samples,
+        )
     out_path, card_path = output_paths(out_path, overwrite, conversion_inputs(source, representative_audio))
     frontend_config = _FRONTENDS[kind.family](model)
     if frames:
@@ -282,13 +343,20 @@ def convert(
     try:
         content = tflite_converter(plan.function, plan.network, quantize, kind, calibration=plan.calibration).convert()
         if quantize == "int8" and plan.float_layers:
-            content = int8_with_float_layers(content, plan.function, plan.network, kind, plan.calibration, plan.float_layers)
+            content = int8_with_float_layers(
+                content, plan.function, plan.network, kind, plan.calibration, plan.float_layers
+            )
     except Exception as error:  # the converter raises many unrelated types
         raise ConversionError(f"Converting {model.name!r} ({quantize}, frontend={frontend}) failed: {error}") from error
     content, written = converter_metadata(
-        content, name=model.name, version=__version__, model_sample_rate_hz=frontend_config.sample_rate_hz,
-        audio_input=kind.input_name == AUDIO_INPUT_NAME, score_names=score_labels(metadata.get("teacher"), plan.reference.shape[1])
-        if key == SCORES_KEY else None, request=tflite_metadata)
+        content,
+        name=model.name,
+        version=__version__,
+        model_sample_rate_hz=frontend_config.sample_rate_hz,
+        audio_input=kind.input_name == AUDIO_INPUT_NAME,
+        score_names=score_labels(metadata.get("teacher"), plan.reference.shape[1]) if key == SCORES_KEY else None,
+        request=tflite_metadata,
+    )
     write_model(out_path, content)
 
     ops = litert.op_table(content)
@@ -298,8 +366,15 @@ def convert(
     candidate = tflite_embeddings(content, plan.parity_inputs)
     scores = parity(plan.reference, candidate)
     threshold = DEFAULT_MIN_COSINE[quantize] if min_cosine is None else float(min_cosine)
-    scores.update({"clips": int(len(audio)), "rows": int(len(plan.parity_inputs)), "min_mean_cosine": threshold,
-                   "passed": scores["mean_cosine"] >= threshold, "reference": plan.reference_name})
+    scores.update(
+        {
+            "clips": int(len(audio)),
+            "rows": int(len(plan.parity_inputs)),
+            "min_mean_cosine": threshold,
+            "passed": scores["mean_cosine"] >= threshold,
+            "reference": plan.reference_name,
+        }
+    )
     if key == SCORES_KEY:
         # Cosine is a weak check on a few scores; CCC over the parity rows says whether each score follows.
         scores["ccc"] = ccc(plan.reference, candidate).tolist()
@@ -334,9 +409,20 @@ def convert(
         "licence": LICENCE_NOTE,
     }
     write_json(card_path, card)
-    _log.info("Wrote %s (%d bytes, %s, mean cosine %.6f) and %s", out_path, len(content), quantize, scores["mean_cosine"], card_path)
-    check_parity(scores["passed"], (
-        f"Parity of {out_path} below threshold: mean cosine {scores['mean_cosine']:.6f} < {threshold} "
-        f"(min {scores['min_cosine']:.6f}, max abs diff {scores['max_abs_diff']:.3g}, reference rms {scores['reference_rms']:.3g})."
-    ), strict=strict)
+    _log.info(
+        "Wrote %s (%d bytes, %s, mean cosine %.6f) and %s",
+        out_path,
+        len(content),
+        quantize,
+        scores["mean_cosine"],
+        card_path,
+    )
+    check_parity(
+        scores["passed"],
+        (
+            f"Parity of {out_path} below threshold: mean cosine {scores['mean_cosine']:.6f} < {threshold} "
+            f"(min {scores['min_cosine']:.6f}, max abs diff {scores['max_abs_diff']:.3g}, reference rms {scores['reference_rms']:.3g})."
+        ),
+        strict=strict,
+    )
     return card

@@ -8,6 +8,7 @@ model card of :func:`converters.tflite.convert` plus ``output_keys`` (which the 
 return all outputs) and the same metadata. Every op is a builtin. :func:`converters.tflite.convert`
 hands these models to :func:`convert_waveform_model`.
 """
+
 import logging
 import os
 import re
@@ -49,8 +50,11 @@ _MIN_SAMPLES = 400  # one frame of the waveform frontend
 def frontend_layers(model) -> list:
     """Names of the waveform-frontend layers of an export's encoder: ``clip_norm`` and every ``conv<i>[_norm|_gelu]``."""
     encoder = model.get_layer(ENCODER_NAME)
-    return [layer.name for layer in encoder.layers
-            if layer.name == "clip_norm" or re.fullmatch(r"conv\d+(_norm|_gelu)?", layer.name)]
+    return [
+        layer.name
+        for layer in encoder.layers
+        if layer.name == "clip_norm" or re.fullmatch(r"conv\d+(_norm|_gelu)?", layer.name)
+    ]
 
 
 def convert_waveform(export_dir, out_path, **options) -> dict:
@@ -72,8 +76,10 @@ def convert_waveform(export_dir, out_path, **options) -> dict:
     """
     model, metadata = load_keras_model(export_dir)
     if kinds.family_of(model, metadata) != kinds.WAVEFORM:
-        raise ParameterError(f"{os.fspath(export_dir)!r} is not an export of `distill-layers` or `finetune` "
-                             f"(kind {list(kinds.EXPORT_FAMILIES)}).")
+        raise ParameterError(
+            f"{os.fspath(export_dir)!r} is not an export of `distill-layers` or `finetune` "
+            f"(kind {list(kinds.EXPORT_FAMILIES)})."
+        )
     return convert_waveform_model(model, metadata, out_path, source=export_dir, **options)
 
 
@@ -130,14 +136,24 @@ def convert_waveform_model(
         metadata["output"] = output_key(model)
     length = int(fixed_samples if fixed_samples is not None else metadata["segment_samples"])
     if isinstance(fixed_samples, bool) or length < _MIN_SAMPLES:
-        raise ParameterError(f"fixed_samples must be an integer >= {_MIN_SAMPLES} samples (one frame), got {fixed_samples!r}.")
+        raise ParameterError(
+            f"fixed_samples must be an integer >= {_MIN_SAMPLES} samples (one frame), got {fixed_samples!r}."
+        )
     kind = kinds.form(kinds.WAVEFORM, True)
     names = list(metadata.get("outputs") or [metadata["output"]])
 
     spec = tf.TensorSpec([1, length], tf.float32, name=AUDIO_INPUT_NAME)
-    call = tf.function(lambda audio_samples: {name: value for name, value in model(audio_samples, training=False).items() if name in names})
+    call = tf.function(
+        lambda audio_samples: {
+            name: value for name, value in model(audio_samples, training=False).items() if name in names
+        }
+    )
     function = call.get_concrete_function(spec)
-    calibration = fit_clips(representative_clips(representative_audio, num_samples=length), length) if quantize == "int8" else None
+    calibration = (
+        fit_clips(representative_clips(representative_audio, num_samples=length), length)
+        if quantize == "int8"
+        else None
+    )
     try:
         content = tflite_converter(function, model, quantize, kind, calibration=calibration).convert()
         float_layers = frontend_layers(model) if quantize == "int8" and float_frontend else []
@@ -145,12 +161,20 @@ def convert_waveform_model(
             content = int8_with_float_layers(content, function, model, kind, calibration, float_layers)
     except Exception as error:  # the converter raises many unrelated types
         raise ConversionError(f"Converting {source or model.name!r} ({quantize}) failed: {error}") from error
-    content, written = converter_metadata(content, name=model.name, version=__version__, model_sample_rate_hz=SAMPLE_RATE_HZ,
-                                          audio_input=True, request=tflite_metadata)
+    content, written = converter_metadata(
+        content,
+        name=model.name,
+        version=__version__,
+        model_sample_rate_hz=SAMPLE_RATE_HZ,
+        audio_input=True,
+        request=tflite_metadata,
+    )
     write_model(out_path, content)
 
     audio = fit_clips(parity_clips() if parity_audio is None else np.asarray(parity_audio, np.float32), length)
-    reference = {name: np.concatenate([model(row[np.newaxis], training=False)[name].numpy() for row in audio]) for name in names}
+    reference = {
+        name: np.concatenate([model(row[np.newaxis], training=False)[name].numpy() for row in audio]) for name in names
+    }
     runner = litert.make_interpreter(model_content=content, num_threads=1).get_signature_runner(SIGNATURE_KEY)
     results = [runner(**{AUDIO_INPUT_NAME: row[np.newaxis]}) for row in audio]
     candidate = {name: np.concatenate([result[name] for result in results]).astype(np.float32) for name in names}
@@ -176,14 +200,27 @@ def convert_waveform_model(
         "ops": ops,
         "float_ops": sorted({row["op"] for row in ops if row["float"]}),
         "float_layers": float_layers,
-        "parity": {"outputs": scores, "clips": int(len(audio)), "min_mean_cosine": threshold, "passed": passed,
-                   "reference": "Keras model"},
-        "source": {"export": None if source is None else os.fspath(source), "parameters": int(model.count_params()), "metadata": metadata},
+        "parity": {
+            "outputs": scores,
+            "clips": int(len(audio)),
+            "min_mean_cosine": threshold,
+            "passed": passed,
+            "reference": "Keras model",
+        },
+        "source": {
+            "export": None if source is None else os.fspath(source),
+            "parameters": int(model.count_params()),
+            "metadata": metadata,
+        },
         "converter": {"tensorflow": tf.__version__, "fixed_samples": length},
         "licence": LICENCE_NOTE,
     }
     write_json(card_path, card)
     _log.info("Wrote %s (%d bytes, %s, outputs %s)", out_path, len(content), quantize, names)
-    check_parity(passed, f"Parity of {out_path} below {threshold}: " + ", ".join(
-        f"{name} mean cosine {value['mean_cosine']:.6f}" for name, value in scores.items()), strict=strict)
+    check_parity(
+        passed,
+        f"Parity of {out_path} below {threshold}: "
+        + ", ".join(f"{name} mean cosine {value['mean_cosine']:.6f}" for name, value in scores.items()),
+        strict=strict,
+    )
     return card

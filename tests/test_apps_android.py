@@ -3,6 +3,7 @@
 Everything here runs without TensorFlow on the committed files (fast); regenerating the whole
 folder from a distillation is ``slow``.
 """
+
 import glob
 import json
 import os
@@ -91,8 +92,11 @@ def test_metadata_matches_the_model_files():
     for path, meta in _metadata():
         model_path = os.path.join(ASSETS, meta["model_file"])
         regenerated = android.model_metadata(
-            model_path, task=meta["task"], description=meta["description"],
-            output_meaning={out["name"]: out["meaning"] for out in meta["outputs"]}, labels=meta["labels"],
+            model_path,
+            task=meta["task"],
+            description=meta["description"],
+            output_meaning={out["name"]: out["meaning"] for out in meta["outputs"]},
+            labels=meta["labels"],
             source=meta["source"],
         )
         assert regenerated == meta, path
@@ -167,8 +171,9 @@ def test_cli_android_assets_options_do_not_import_tensorflow():
 
 @pytest.mark.slow
 def test_build_from_a_short_distillation(tmp_path):
-    summary = android.build_android_assets(tmp_path / "assets", with_wav2small=False, steps=android.FAST_STEPS,
-                                           work_dir=tmp_path / "work")
+    summary = android.build_android_assets(
+        tmp_path / "assets", with_wav2small=False, steps=android.FAST_STEPS, work_dir=tmp_path / "work"
+    )
     meta = json.loads((tmp_path / "assets" / "embedding_int8.metadata.json").read_text())
     assert meta["source"]["training_steps"] == android.FAST_STEPS
     assert summary["models"][android.EMBEDDING_FILE]["parity"] > 0.98
@@ -199,8 +204,9 @@ def test_an_export_gets_its_mediapipe_form(tiny_model, tmp_path):
     from trillsson_tf.export import export_savedmodel
 
     export = export_savedmodel(tiny_model, str(tmp_path / "export"))
-    summary = android.build_android_assets(tmp_path / "assets", embedding_model=export, with_wav2small=False,
-                                           fixed_samples=16000)
+    summary = android.build_android_assets(
+        tmp_path / "assets", embedding_model=export, with_wav2small=False, fixed_samples=16000
+    )
     form = android.EMBEDDING_FILE.replace(".tflite", android.MEDIAPIPE_SUFFIX)
     assert form in summary["files"] and form.replace(".tflite", ".json") in summary["files"]
     with open(tmp_path / "assets" / form, "rb") as handle:

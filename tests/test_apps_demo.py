@@ -1,4 +1,5 @@
 """The demo job as a smoke run: real teacher, real distillation, export, evaluation, report."""
+
 import json
 import os
 
@@ -19,13 +20,17 @@ def test_fast_demo_writes_the_report(tmp_path):
     assert report["teacher"]["name"] == DEMO_TEACHER == "campplus" and report["teacher"]["parameters"] == 6_848_544
     assert report["student"]["parameter_ratio_to_teacher"] < 0.05  # the issue's bound: at most 1/20 of the teacher
     assert "Apache-2.0" in report["teacher"]["licence"]
-    (name, result), = report["evaluation"].items()
+    ((name, result),) = report["evaluation"].items()
     assert name == "librispeech" and result["speakers"] == 5 and result["clips"] == 10 and result["target_trials"] == 5
     for role in ("teacher", "student", "mfcc"):
         sv = result["verification"][role]
         assert 0.0 <= sv["eer_ci95"][0] <= sv["eer"] <= sv["eer_ci95"][1] <= 1.0
     assert result["verification"]["teacher"]["eer"] < 0.2  # CAM++ separates five read-speech voices
-    assert set(result["probes"]) == {"speaker", "sex"} and set(result["probes"]["speaker"]) == {"teacher", "student", "mfcc"}
+    assert set(result["probes"]) == {"speaker", "sex"} and set(result["probes"]["speaker"]) == {
+        "teacher",
+        "student",
+        "mfcc",
+    }
     assert set(result["fidelity"]) == {"mean_cosine", "centered_cosine", "r2", "training_mean_mean_cosine"}
     assert os.path.isfile(os.path.join(report["student"]["export"], "saved_model.pb"))
     deployed = report["tflite"]
@@ -34,7 +39,9 @@ def test_fast_demo_writes_the_report(tmp_path):
     assert all(os.path.isfile(path) for path in deployed["files"].values())
     assert os.path.isfile(deployed["micro"]["source"]) and 0 < deployed["micro"]["arena_bytes"] < 2**20
     training = report["training"]
-    assert training["steps"] == FAST_STEPS and training["speakers"] == 6 + 5 and training["records"] == training["files"]
+    assert (
+        training["steps"] == FAST_STEPS and training["speakers"] == 6 + 5 and training["records"] == training["files"]
+    )
     text = summary(report)
     assert "librispeech EER % (5 speakers, 10 clips)" in text and "MFCC" in text
     assert deployed["runtime_clips"] == 10 and deployed["runtime_int8_vs_keras"]["mean_cosine"] >= 0.95
@@ -71,7 +78,10 @@ def test_the_repository_demo_corpus_is_complete_and_attributed():
     assert len(fsdd) == 3000 and len(librispeech) == 100
     assert len({item.labels["speaker"] for item in librispeech}) == 10
     speechocean = find_audio(os.path.join(root, "speechocean762", "metadata.csv"))
-    roles = {role: {item.labels["speaker"] for item in speechocean if item.labels["role"] == role} for role in ("train", "unseen")}
+    roles = {
+        role: {item.labels["speaker"] for item in speechocean if item.labels["role"] == role}
+        for role in ("train", "unseen")
+    }
     assert len(roles["train"]) == 150 and len(roles["unseen"]) == 100 and not roles["train"] & roles["unseen"]
     assert all(os.path.isfile(item.path) for item in speechocean) and len(speechocean) == 150 * 5 + 100 * 4
     with open(os.path.join(root, "README.md")) as handle:

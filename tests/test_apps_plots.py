@@ -1,4 +1,5 @@
 """The figures of the notebooks and the benchmark report draw what they say, on real data."""
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -31,8 +32,12 @@ def test_log_mel_chunks_marks_every_chunk_border(librispeech_clips, fsdd_clips):
 def test_loss_curves_and_size_vs_fidelity():
     ax = plots.loss_curves({"loss_history": [[1, 4.0], [2, 2.0], [3, 1.0]], "validation_history": [[3, 1.5]]})
     assert ax.get_yscale() == "log" and len(ax.lines) == 2
-    ax = plots.size_vs_fidelity([{"label": "float32", "size_bytes": 400_000, "fidelity": 1.0},
-                                 {"label": "int8", "size_bytes": 120_000, "fidelity": 0.999}])
+    ax = plots.size_vs_fidelity(
+        [
+            {"label": "float32", "size_bytes": 400_000, "fidelity": 1.0},
+            {"label": "int8", "size_bytes": 120_000, "fidelity": 0.999},
+        ]
+    )
     assert [t.get_text() for t in ax.texts] == ["float32", "int8"]
     with pytest.raises(ParameterError, match="no loss_history"):
         plots.loss_curves({})
@@ -61,8 +66,11 @@ def test_roc_det_marks_the_equal_error_rate():
 
 
 def test_latency_bars_and_scores_scatter():
-    rows = [{"label": fmt, "clip_s": s, "median_ms": m, "p90_ms": m * 1.2}
-            for fmt, m in (("keras", 20.0), ("int8", 2.0)) for s in (1, 8)]
+    rows = [
+        {"label": fmt, "clip_s": s, "median_ms": m, "p90_ms": m * 1.2}
+        for fmt, m in (("keras", 20.0), ("int8", 2.0))
+        for s in (1, 8)
+    ]
     ax = plots.latency_bars(rows)
     assert len(ax.patches) == 4 and ax.get_yscale() == "log"
     rng = np.random.default_rng(2)

@@ -1,4 +1,5 @@
 """Audio checks, file reading and resampling."""
+
 import os
 
 import numpy as np

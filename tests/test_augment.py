@@ -1,4 +1,5 @@
 """Augmented views: bounded changes, deterministic from the key and seed, cached teacher targets in distill."""
+
 import glob
 import os
 
@@ -52,8 +53,16 @@ def test_views_are_deterministic_and_distinct(fsdd_files):
 
 def test_distill_caches_a_target_per_view_and_reuses_them(tmp_path, fsdd_files):
     teacher = load_teacher("speech_embedding")
-    options = dict(teacher=teacher, student_options=SMALL, steps=4, batch_size=4, checkpoint_every=4,
-                   validation_fraction=0.0, cache_dir=tmp_path / "cache", augment=2)
+    options = dict(
+        teacher=teacher,
+        student_options=SMALL,
+        steps=4,
+        batch_size=4,
+        checkpoint_every=4,
+        validation_fraction=0.0,
+        cache_dir=tmp_path / "cache",
+        augment=2,
+    )
     record = distill(fsdd_files, out_dir=tmp_path / "run", **options)
     assert record["data"]["train_files"] == 6 and record["data"]["augmented_views_per_file"] == 2
     _, stored = read_targets(record["data"]["target_cache"])

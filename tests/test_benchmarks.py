@@ -1,4 +1,5 @@
 """benchmarks/run_all.py: the committed report is well formed; the quick mode runs end to end (slow)."""
+
 import json
 import os
 import re

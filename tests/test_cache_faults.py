@@ -6,6 +6,7 @@ shard of records that are not targets must be named, set aside and recomputed; a
 that describes another teacher is refused in one line; two processes filling one cache compute
 each record once.
 """
+
 import json
 import logging
 import os
@@ -138,8 +139,9 @@ def test_the_targets_path_names_and_leaves_out_a_bad_shard(tmp_path, items, cach
     np.testing.assert_allclose(scan.target_mean, clean.target_mean, rtol=1e-6)
 
 
-@pytest.mark.parametrize("other", [{"name": "other-teacher", "scale": 2.0}, {"extra": 1}],
-                         ids=["same-width-other-teacher", "other-width"])
+@pytest.mark.parametrize(
+    "other", [{"name": "other-teacher", "scale": 2.0}, {"extra": 1}], ids=["same-width-other-teacher", "other-width"]
+)
 def test_a_shard_of_another_teacher_is_never_trained_on(tmp_path, items, other, caplog):
     teacher = StatsTeacher()
     index, clean = data_path(teacher, items[:6], tmp_path / "cache")
@@ -242,8 +244,17 @@ def test_distill_data_trains_past_a_bit_flipped_cache_shard(tmp_path, items, cac
     shard = shard_paths(folder)[2]
     _bit_flip(shard, tmp_path)
     with caplog.at_level(logging.WARNING):
-        record = distill([item.path for item in items], out_dir=tmp_path / "run", teacher=StatsTeacher(),
-                         student="tiny_cnn", student_options={"stem_filters": 4, "filters": (8,), "strides": (2,)},
-                         steps=2, batch_size=2, checkpoint_every=2, cache_dir=tmp_path / "cache",
-                         validation_fraction=0.25, mixed_precision=False)
+        record = distill(
+            [item.path for item in items],
+            out_dir=tmp_path / "run",
+            teacher=StatsTeacher(),
+            student="tiny_cnn",
+            student_options={"stem_filters": 4, "filters": (8,), "strides": (2,)},
+            steps=2,
+            batch_size=2,
+            checkpoint_every=2,
+            cache_dir=tmp_path / "cache",
+            validation_fraction=0.25,
+            mixed_precision=False,
+        )
     assert record["step"] == 2 and os.path.basename(shard) in caplog.text

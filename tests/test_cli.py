@@ -1,4 +1,5 @@
 """The command line: each subcommand on real inputs, errors exit with status 2."""
+
 import json
 import os
 
@@ -37,8 +38,23 @@ def test_emotion_flags_refuse_mismatches_cleanly(tmp_path, capsys):
     from trillsson_tf.audio import SAMPLE_AUDIO_DIR
 
     audio = os.path.join(SAMPLE_AUDIO_DIR, "librispeech")
-    args = ["distill", "--teacher", "prosody", "--student", "wav2small", "--data", audio, "--out", str(tmp_path / "w2s"),
-            "--outputs", "4", "--ccc-weight", "0.5", "--cache-dir", str(tmp_path / "cache")]
+    args = [
+        "distill",
+        "--teacher",
+        "prosody",
+        "--student",
+        "wav2small",
+        "--data",
+        audio,
+        "--out",
+        str(tmp_path / "w2s"),
+        "--outputs",
+        "4",
+        "--ccc-weight",
+        "0.5",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     assert cli.main(args) == 2
     assert "outputs=4, but teacher 'prosody' gives 3 values" in capsys.readouterr().err
     assert cli.main(["evaluate", "--model", "prosody", "--data", audio, "--metric", "ccc"]) == 2
@@ -55,8 +71,18 @@ def _embed_with_flags(tmp_path, capsys, *flags, after=()):
     assets = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "android_demo_assets")
     silent = str(tmp_path / "silent.wav")
     soundfile.write(silent, np.zeros(16000, np.float32), 16000)
-    argv = [*flags, "embed", os.path.join(assets, "embedding_int8.tflite"), os.path.join(assets, "sample_16k.wav"),
-            silent, "--out", str(tmp_path / "e.npy"), "--force", "--no-progress", *after]
+    argv = [
+        *flags,
+        "embed",
+        os.path.join(assets, "embedding_int8.tflite"),
+        os.path.join(assets, "sample_16k.wav"),
+        silent,
+        "--out",
+        str(tmp_path / "e.npy"),
+        "--force",
+        "--no-progress",
+        *after,
+    ]
     assert cli.main(argv) == 0
     return capsys.readouterr().err
 
@@ -70,15 +96,24 @@ def test_verbosity_flags_set_what_the_toolkit_logs(tmp_path, capsys):
     err = _embed_with_flags(tmp_path, capsys, "-v")
     # One handler however often main() runs: no line twice, and the loggers are left as they were.
     assert err.count(silent_warning) == 1 and "INFO trillsson_tf.runtime: Wrote 2 embeddings (96-d)" in err
-    assert logging.getLogger("trillsson_tf").handlers == [] and logging.getLogger("trillsson_tf").level == logging.NOTSET
+    assert (
+        logging.getLogger("trillsson_tf").handlers == [] and logging.getLogger("trillsson_tf").level == logging.NOTSET
+    )
     err = _embed_with_flags(tmp_path, capsys, after=["--verbose"])  # after the subcommand too
     assert "INFO trillsson_tf.runtime: Wrote 2 embeddings" in err
     err = _embed_with_flags(tmp_path, capsys, "-q")
     assert "trillsson_tf" not in err
-    levels = {flags: cli._log_level(cli.build_parser("embed").parse_args([*flags, "embed", "m.tflite", "a.wav"]))
-              for flags in [(), ("-q",), ("-v",), ("-vv",), ("-v", "-v", "-v")]}
-    assert levels == {(): logging.WARNING, ("-q",): logging.ERROR, ("-v",): logging.INFO, ("-vv",): logging.DEBUG,
-                      ("-v", "-v", "-v"): logging.DEBUG}
+    levels = {
+        flags: cli._log_level(cli.build_parser("embed").parse_args([*flags, "embed", "m.tflite", "a.wav"]))
+        for flags in [(), ("-q",), ("-v",), ("-vv",), ("-v", "-v", "-v")]
+    }
+    assert levels == {
+        (): logging.WARNING,
+        ("-q",): logging.ERROR,
+        ("-v",): logging.INFO,
+        ("-vv",): logging.DEBUG,
+        ("-v", "-v", "-v"): logging.DEBUG,
+    }
 
 
 def test_verbose_and_quiet_together_are_refused(capsys):

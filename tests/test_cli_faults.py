@@ -1,6 +1,7 @@
 """Faults a user hits at the command line (issue 39 items 8, 9, 11): a bad file is named and
 skipped, every other fault is one line ``trillsson-tf <command>: error: ...`` naming the file it
 concerns (exit 2; Ctrl-C exit 130, the run stays resumable), and no TensorFlow logs without ``-v``."""
+
 import os
 import re
 import shutil
@@ -82,7 +83,9 @@ def test_embed_skips_nan_inf_and_undecodable_files_by_name(mixed_folder, tmp_pat
 
 def test_evaluate_skips_nan_and_inf_files_by_name(mixed_folder, capsys):
     folder, bad = mixed_folder
-    assert cli.main(["evaluate", "--model", "mfcc", "--data", str(folder), "--tasks", "digit", "--no-verification"]) == 0
+    assert (
+        cli.main(["evaluate", "--model", "mfcc", "--data", str(folder), "--tasks", "digit", "--no-verification"]) == 0
+    )
     out = capsys.readouterr().out
     assert "Skipped 3 unreadable file(s)" in out and all(path in out for path in bad.values())
 
@@ -90,8 +93,23 @@ def test_evaluate_skips_nan_and_inf_files_by_name(mixed_folder, capsys):
 @pytest.mark.slow
 def test_distill_skips_a_nan_file_by_name(mixed_folder, tmp_path, capsys):
     folder, bad = mixed_folder
-    argv = ["distill", "--data", str(folder), "--out", str(tmp_path / "run"), "--steps", "2", "--batch-size", "2",
-            "--checkpoint-every", "1", "--validation-fraction", "0", "--cache-dir", str(tmp_path / "cache")]
+    argv = [
+        "distill",
+        "--data",
+        str(folder),
+        "--out",
+        str(tmp_path / "run"),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--validation-fraction",
+        "0",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "Skipped 3 unreadable file(s)" in out and all(path in out for path in bad.values())
@@ -195,8 +213,17 @@ def test_a_full_disk_is_one_line_naming_the_output(full_disk, tmp_path, capsys, 
     assert cli.main(["convert", tiny_export, "--out", str(full_disk / "m.tflite")]) == 2
     line = _error_line(capsys, "convert")
     assert "No space left on device" in line and str(full_disk / "m.tflite") in line
-    argv = ["distill", "--data", FSDD, "--out", str(tmp_path / "run"), "--steps", "1",
-            "--cache-dir", str(full_disk / "cache")]
+    argv = [
+        "distill",
+        "--data",
+        FSDD,
+        "--out",
+        str(tmp_path / "run"),
+        "--steps",
+        "1",
+        "--cache-dir",
+        str(full_disk / "cache"),
+    ]
     assert cli.main(argv) == 2
     line = _error_line(capsys, "distill")
     assert "No space left on device" in line and str(full_disk / "cache") in line
@@ -206,9 +233,27 @@ def test_a_full_disk_is_one_line_naming_the_output(full_disk, tmp_path, capsys, 
 
 
 def _distill_command(data, out, cache, *extra):
-    return [sys.executable, "-m", "trillsson_tf.cli", "distill", "--data", str(data), "--out", str(out),
-            "--cache-dir", str(cache), "--steps", "60", "--batch-size", "2", "--checkpoint-every", "2",
-            "--validation-fraction", "0", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "trillsson_tf.cli",
+        "distill",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        "--steps",
+        "60",
+        "--batch-size",
+        "2",
+        "--checkpoint-every",
+        "2",
+        "--validation-fraction",
+        "0",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -218,8 +263,9 @@ def test_ctrl_c_exits_130_in_one_line_and_the_run_resumes(tmp_path):
     for name in GOOD:
         shutil.copy(os.path.join(FSDD, name), data / name)
     run, cache = tmp_path / "run", tmp_path / "cache"
-    process = subprocess.Popen(_distill_command(data, run, cache), cwd=ROOT, stderr=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        _distill_command(data, run, cache), cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     err = []
     reader = threading.Thread(target=lambda: err.extend(iter(lambda: process.stderr.read(1), "")), daemon=True)
     reader.start()
@@ -233,9 +279,13 @@ def test_ctrl_c_exits_130_in_one_line_and_the_run_resumes(tmp_path):
     reader.join(timeout=10)
     text = "".join(err)
     lines = [line.strip() for line in re.split(r"[\r\n]", text) if line.strip()]
-    assert "Traceback" not in text and lines[-1] == "trillsson-tf distill: error: interrupted; rerun with --resume to continue"
-    resumed = subprocess.run(_distill_command(data, run, cache, "--resume"), cwd=ROOT, capture_output=True, text=True,
-                             timeout=300)
+    assert (
+        "Traceback" not in text
+        and lines[-1] == "trillsson-tf distill: error: interrupted; rerun with --resume to continue"
+    )
+    resumed = subprocess.run(
+        _distill_command(data, run, cache, "--resume"), cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "in 60 steps" in resumed.stdout
 
@@ -263,10 +313,17 @@ def test_help_and_tensorflow_free_commands_never_import_tensorflow():
 
 
 def test_a_tensorflow_command_prints_only_its_error_line_without_verbose(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "trillsson_tf.cli", "export", "resnet9000", str(tmp_path / "x")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "trillsson_tf.cli", "export", "resnet9000", str(tmp_path / "x")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2
-    assert done.stderr.splitlines() == [line for line in done.stderr.splitlines() if line.startswith("trillsson-tf export: error:")]
+    assert done.stderr.splitlines() == [
+        line for line in done.stderr.splitlines() if line.startswith("trillsson-tf export: error:")
+    ]
     assert len(done.stderr.splitlines()) == 1, done.stderr
 
 

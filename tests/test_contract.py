@@ -1,4 +1,5 @@
 """trillsson_tf.contract: one TF-free home of the call contract; the runtime and the LiteRT teacher load no TensorFlow."""
+
 import os
 import subprocess
 import sys
@@ -14,10 +15,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _tensorflow_free(script: str) -> None:
     """Run ``script`` in a fresh interpreter and fail if it imported TensorFlow (or any Keras)."""
-    check = ("\nleaked = sorted(name for name in sys.modules if name.split('.')[0] in ('tensorflow', 'tf_keras', 'keras'))"
-             "\nassert 'tensorflow' not in sys.modules and not leaked, leaked[:5]\n")
-    result = subprocess.run([sys.executable, "-c", "import sys\n" + script + check], capture_output=True, text=True,
-                            timeout=120, cwd=REPO)
+    check = (
+        "\nleaked = sorted(name for name in sys.modules if name.split('.')[0] in ('tensorflow', 'tf_keras', 'keras'))"
+        "\nassert 'tensorflow' not in sys.modules and not leaked, leaked[:5]\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys\n" + script + check], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -43,7 +47,11 @@ def test_the_models_use_the_contract_names():
 
     assert contract.SAMPLE_RATE_HZ == DEFAULT_FRONTEND.sample_rate_hz == 16000
     assert (models.AUDIO_INPUT_NAME, models.EMBEDDING_KEY, models.SCORES_KEY, models.OUTPUT_KEYS) == (
-        "audio_samples", "embedding", "scores", ("embedding", "scores"))
+        "audio_samples",
+        "embedding",
+        "scores",
+        ("embedding", "scores"),
+    )
     assert models.AUDIO_INPUT_NAME is contract.AUDIO_INPUT_NAME and models.OUTPUT_KEYS is contract.OUTPUT_KEYS
     assert (heads.KWS_OUTPUT, heads.SV_OUTPUT) == (contract.KWS_OUTPUT, contract.SV_OUTPUT)
 

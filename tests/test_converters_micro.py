@@ -1,4 +1,5 @@
 """converters.micro: C array + resolver that compile, arena measured in the tflite-micro interpreter."""
+
 import shutil
 import subprocess
 
@@ -16,7 +17,9 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
 def int8_patch_model(tiny_model, tmp_path_factory):
     """The tiny trillsson1 chunk network as a full-int8 .tflite (log-mel patch in)."""
     path = tmp_path_factory.mktemp("micro") / "tiny_int8.tflite"
-    tflite.convert(tiny_model, path, quantize="int8", frontend=False, representative_audio=common.parity_clips(num_clips=4))
+    tflite.convert(
+        tiny_model, path, quantize="int8", frontend=False, representative_audio=common.parity_clips(num_clips=4)
+    )
     return path
 
 
@@ -54,19 +57,34 @@ def test_the_resolver_header_compiles_against_a_stub_resolver(int8_patch_model, 
         "enum TfLiteStatus { kTfLiteOk, kTfLiteError };\nnamespace tflite {\n"
         f"template <unsigned N> struct MicroMutableOpResolver {{\n{methods}\n}};\n}}\n"
     )
-    (tmp_path / "main.cc").write_text('#include "m.h"\n#include "m_op_resolver.h"\nint main() {\n'
-                                      "  tflite::MicroMutableOpResolver<kMOpCount> resolver;\n"
-                                      "  return RegisterMOps(&resolver) == kTfLiteOk && m_len > 0 && kMArenaBytes > 0 ? 0 : 1;\n}\n")
+    (tmp_path / "main.cc").write_text(
+        '#include "m.h"\n#include "m_op_resolver.h"\nint main() {\n'
+        "  tflite::MicroMutableOpResolver<kMOpCount> resolver;\n"
+        "  return RegisterMOps(&resolver) == kTfLiteOk && m_len > 0 && kMArenaBytes > 0 ? 0 : 1;\n}\n"
+    )
     binary = tmp_path / "main"
-    subprocess.run(["g++", "-std=c++17", "-I", str(tmp_path), str(tmp_path / "main.cc"), report["files"]["source"],
-                    "-o", str(binary)], check=True)
+    subprocess.run(
+        [
+            "g++",
+            "-std=c++17",
+            "-I",
+            str(tmp_path),
+            str(tmp_path / "main.cc"),
+            report["files"]["source"],
+            "-o",
+            str(binary),
+        ],
+        check=True,
+    )
     assert subprocess.run([str(binary)]).returncode == 0
 
 
 def test_a_model_with_the_frontend_inside_is_refused_with_its_ops(tiny_model, tmp_path):
     path = tmp_path / "fe.tflite"
     tflite.convert(tiny_model, path, quantize="float32")
-    with pytest.raises(ConversionError, match=r"TFLite Micro lacks these ops of the model: \[.*'COMPLEX_ABS'.*'RFFT2D'"):
+    with pytest.raises(
+        ConversionError, match=r"TFLite Micro lacks these ops of the model: \[.*'COMPLEX_ABS'.*'RFFT2D'"
+    ):
         micro.to_micro(path, tmp_path / "out")
 
 
@@ -87,7 +105,9 @@ def test_cli_convert_int8_micro_and_refusals(tiny_model, tmp_path, capsys):
     from trillsson_tf.audio import SAMPLE_AUDIO_DIR
 
     audio = f"{SAMPLE_AUDIO_DIR}/librispeech"
-    assert main(["convert", export, "--quantize", "int8", "--no-frontend", "--micro", "--data", audio, "--out", out]) == 0
+    assert (
+        main(["convert", export, "--quantize", "int8", "--no-frontend", "--micro", "--data", audio, "--out", out]) == 0
+    )
     printed = capsys.readouterr().out
     assert "mean cosine" in printed and "TFLite Micro" in printed
     assert main(["convert", export, "--quantize", "int8", "--no-frontend", "--data", audio, "--out", out]) == 2

@@ -1,4 +1,5 @@
 """converters.onnx: per-chunk networks and convolution-frontend models run in onnxruntime like Keras; STFT frontends are refused."""
+
 import json
 import os
 import sys
@@ -36,7 +37,9 @@ def test_chunk_network_matches_keras_in_onnxruntime(tmp_path, tiny_model, speech
 
 
 def test_stft_frontend_is_refused_with_what_to_export_instead(tmp_path, tiny_model):
-    with pytest.raises(ConversionError, match=r"STFT.*\['ComplexAbs', 'RFFT'\].*tf2onnx cannot express.*frontend=False"):
+    with pytest.raises(
+        ConversionError, match=r"STFT.*\['ComplexAbs', 'RFFT'\].*tf2onnx cannot express.*frontend=False"
+    ):
         onnx_converter.convert_onnx(tiny_model, tmp_path / "whole.onnx")
     assert not os.path.exists(tmp_path / "whole.onnx")
 

@@ -1,4 +1,5 @@
 """converters.tflite: each variant runs in LiteRT and follows the Keras model on real speech."""
+
 import glob
 import json
 import os
@@ -37,7 +38,9 @@ def test_float32_with_frontend_has_the_hub_signature_and_matches_keras(converted
 
     card = converted["float32", True]
     interpreter = Interpreter(model_path=card["path"])
-    assert interpreter.get_signature_list() == {"serving_default": {"inputs": ["audio_samples"], "outputs": ["embedding"]}}
+    assert interpreter.get_signature_list() == {
+        "serving_default": {"inputs": ["audio_samples"], "outputs": ["embedding"]}
+    }
     assert card["inputs"] == [{"name": "audio_samples", "shape": [-1, -1], "dtype": "float32", "quantization": None}]
     runner = interpreter.get_signature_runner("serving_default")
     got = runner(audio_samples=speech_batch)["embedding"]  # batch of two real 4 s clips, variable length
@@ -72,8 +75,10 @@ def test_float16_log_mel_of_8khz_speech_follows_the_numpy_frontend(fsdd_clips, f
 
     from trillsson_tf.frontend import numpy_ops, tf_ops
 
-    function = tf.function(lambda audio: tf_ops.log_mel(audio, compute_dtype="float32", float16_safe=float16_safe),
-                           input_signature=[tf.TensorSpec([1, None], tf.float32)])
+    function = tf.function(
+        lambda audio: tf_ops.log_mel(audio, compute_dtype="float32", float16_safe=float16_safe),
+        input_signature=[tf.TensorSpec([1, None], tf.float32)],
+    )
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], function)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_types = [tf.float16]
@@ -118,7 +123,9 @@ def test_dynamic_range_without_frontend(converted):
 def test_export_directory_carries_teacher_into_the_card(tiny_model, tmp_path):
     from trillsson_tf.export import export_savedmodel
 
-    export = export_savedmodel(tiny_model, tmp_path / "export", extra_metadata={"teacher": {"spec": "speech_embedding"}})
+    export = export_savedmodel(
+        tiny_model, tmp_path / "export", extra_metadata={"teacher": {"spec": "speech_embedding"}}
+    )
     card = tflite.convert(export, tmp_path / "m.tflite", quantize="float32", frontend=False, fixed_samples=None)
     assert card["source"]["teacher"] == {"spec": "speech_embedding"}
     assert card["parity"]["mean_cosine"] > 0.9999
@@ -154,7 +161,9 @@ def test_existing_output_is_refused_and_strict_parity_raises(converted, tiny_mod
     with pytest.raises(ParameterError, match="exists; pass overwrite=True"):
         tflite.convert(tiny_model, path, quantize="dynamic", frontend=False)
     with pytest.raises(ConversionError, match="below threshold: mean cosine"):
-        tflite.convert(tiny_model, path, quantize="dynamic", frontend=False, overwrite=True, min_cosine=1.01, strict=True)
+        tflite.convert(
+            tiny_model, path, quantize="dynamic", frontend=False, overwrite=True, min_cosine=1.01, strict=True
+        )
     caplog.clear()
     tflite.convert(tiny_model, path, quantize="dynamic", frontend=False, overwrite=True, min_cosine=1.01)
     assert "below threshold" in caplog.text

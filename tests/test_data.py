@@ -1,4 +1,5 @@
 """Audio data: files and labels, manifests, unreadable files, splits, crops and segments."""
+
 import os
 import shutil
 
@@ -48,7 +49,10 @@ def test_labels_from_bundled_file_names():
 def test_folder_is_searched_recursively_and_unreadable_files_are_skipped_by_name(audio_folder):
     items = find_audio(audio_folder)
     assert sorted(os.path.basename(item.path) for item in items) == [
-        "367-130732-0000.flac", "3_theo_0.wav", "7_lucas_5.wav", "broken.wav"
+        "367-130732-0000.flac",
+        "3_theo_0.wav",
+        "7_lucas_5.wav",
+        "broken.wav",
     ]
     loaded = load_clips(items)
     assert len(loaded.clips) == 3
@@ -133,7 +137,11 @@ def test_index_reads_only_crops_and_equals_cropping_loaded_clips(audio_folder, t
     assert index.lengths.tolist() == [len(clip) for clip in loaded.clips]
     # LibriSpeech is 16 kHz FLAC (read by window); FSDD is 8 kHz (decoded, resampled).
     assert {os.path.basename(i.path): bool(d) for i, d in zip(index.items, index.direct)} == {
-        "367-130732-0000.flac": True, "3_theo_0.wav": False, "7_lucas_5.wav": False, "short_16k.wav": True}
+        "367-130732-0000.flac": True,
+        "3_theo_0.wav": False,
+        "7_lucas_5.wav": False,
+        "short_16k.wav": True,
+    }
     for position, clip in enumerate(loaded.clips):
         for seed in range(3):
             expected = random_crop(clip, np.random.default_rng(seed))

@@ -1,4 +1,5 @@
 """Distillation: loss falls on real audio, resume continues, mismatched resumes and bad input are refused."""
+
 import glob
 import json
 import os
@@ -27,8 +28,15 @@ def fsdd_files():
 
 def test_short_real_distillation_loss_falls_and_exports(tmp_path, teacher, fsdd_files):
     record = distill(
-        fsdd_files, out_dir=tmp_path / "run", teacher=teacher, steps=80, batch_size=16, lr=3e-3,
-        checkpoint_every=40, cache_dir=tmp_path / "cache", validation_fraction=0.2,
+        fsdd_files,
+        out_dir=tmp_path / "run",
+        teacher=teacher,
+        steps=80,
+        batch_size=16,
+        lr=3e-3,
+        checkpoint_every=40,
+        cache_dir=tmp_path / "cache",
+        validation_fraction=0.2,
     )
     losses = [loss for _, loss in record["loss_history"]]
     assert len(losses) == 8 and np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2])
@@ -53,8 +61,15 @@ def test_short_real_distillation_loss_falls_and_exports(tmp_path, teacher, fsdd_
 
 
 def test_resume_continues_from_the_saved_step(tmp_path, teacher, fsdd_files):
-    options = dict(out_dir=tmp_path / "run", teacher=teacher, student_options=SMALL, batch_size=8,
-                   checkpoint_every=10, cache_dir=tmp_path / "cache", validation_fraction=0.0)
+    options = dict(
+        out_dir=tmp_path / "run",
+        teacher=teacher,
+        student_options=SMALL,
+        batch_size=8,
+        checkpoint_every=10,
+        cache_dir=tmp_path / "cache",
+        validation_fraction=0.0,
+    )
     first = distill(fsdd_files[:20], steps=20, **options)
     assert first["step"] == 20
     resumed = distill(fsdd_files[:20], steps=30, resume=True, **options)
@@ -108,11 +123,24 @@ def test_short_distillation_on_the_prosody_teacher_raises_ccc(tmp_path):
     from trillsson_tf.metrics import ccc
 
     files = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "fsdd", "*.wav")))[::3] + sorted(
-        glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "librispeech", "*.flac")))
+        glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "librispeech", "*.flac"))
+    )
     prosody = load_teacher("prosody")
-    record = distill(files, out_dir=tmp_path / "run", teacher=prosody, student="wav2small", student_options=W2S_SMALL,
-                     outputs=3, ccc_weight=0.5, steps=120, batch_size=16, lr=3e-3, checkpoint_every=120,
-                     cache_dir=tmp_path / "cache", validation_fraction=0.0)
+    record = distill(
+        files,
+        out_dir=tmp_path / "run",
+        teacher=prosody,
+        student="wav2small",
+        student_options=W2S_SMALL,
+        outputs=3,
+        ccc_weight=0.5,
+        steps=120,
+        batch_size=16,
+        lr=3e-3,
+        checkpoint_every=120,
+        cache_dir=tmp_path / "cache",
+        validation_fraction=0.0,
+    )
     assert record["student"]["output"] == "scores" and record["training"]["ccc_weight"] == 0.5
     before = models.build("wav2small", **W2S_SMALL)
     clips = [load_audio(path) for path in files]
@@ -120,14 +148,23 @@ def test_short_distillation_on_the_prosody_teacher_raises_ccc(tmp_path):
     untrained = ccc(np.stack([before(clip[np.newaxis])["scores"].numpy()[0] for clip in clips]), targets)
     report = evaluate(record["export"], files, teacher=prosody, metric="ccc")
     trained = np.array(list(report["ccc"]["per_score"].values()))
-    assert list(report["ccc"]["per_score"]) == ["loudness_range", "pitch", "tilt"] and report["ccc"]["files"] == len(files)
+    assert list(report["ccc"]["per_score"]) == ["loudness_range", "pitch", "tilt"] and report["ccc"]["files"] == len(
+        files
+    )
     # On its own training files, after 120 steps of a 2-block model (measured about 0.25, 0.05, 0.30 from about 0).
     assert trained.mean() > untrained.mean() + 0.1 and trained.max() > 0.2, (untrained, trained)
 
 
 def test_teacher_output_width_must_match_outputs(tmp_path, fsdd_files):
     with pytest.raises(ParameterError, match=r"outputs=4, but teacher 'prosody' gives 3 values"):
-        distill(fsdd_files[:4], out_dir=tmp_path, teacher="prosody", student="wav2small", outputs=4, cache_dir=tmp_path / "c")
+        distill(
+            fsdd_files[:4],
+            out_dir=tmp_path,
+            teacher="prosody",
+            student="wav2small",
+            outputs=4,
+            cache_dir=tmp_path / "c",
+        )
     with pytest.raises(ParameterError, match="ccc_weight must be a number >= 0"):
         distill(fsdd_files[:4], out_dir=tmp_path, teacher="prosody", student="wav2small", ccc_weight=-1.0)
 
@@ -151,8 +188,15 @@ def test_a_layer_distillation_student_is_sent_to_distill_layers(tmp_path, fsdd_f
 
 
 def test_mixed_precision_trains_in_float16_and_exports_float32(tmp_path, teacher, fsdd_files):
-    options = dict(teacher=teacher, student_options=SMALL, steps=10, batch_size=4, checkpoint_every=10,
-                   cache_dir=tmp_path / "cache", validation_fraction=0.2)
+    options = dict(
+        teacher=teacher,
+        student_options=SMALL,
+        steps=10,
+        batch_size=4,
+        checkpoint_every=10,
+        cache_dir=tmp_path / "cache",
+        validation_fraction=0.2,
+    )
     record = distill(fsdd_files, out_dir=tmp_path / "mixed", mixed_precision=True, **options)
     assert record["training"]["mixed_precision"] is True and 0 < record["training"]["float16_error"] < 0.05
     assert np.isfinite(record["loss_history"][-1][1])
@@ -170,8 +214,13 @@ def test_mixed_precision_trains_in_float16_and_exports_float32(tmp_path, teacher
     with pytest.raises(ParameterError, match="Cannot resume.*mixed_precision was False, now True"):
         distill(fsdd_files, out_dir=tmp_path / "auto", resume=True, mixed_precision=True, **options)
     with pytest.raises(ParameterError, match="first at layer 'expanded_conv_9/depthwise'.*--no-mixed-precision"):
-        distill(fsdd_files, out_dir=tmp_path / "mobilenet", student="mobilenetv3small", mixed_precision=True,
-                **{**options, "student_options": {"alpha": 0.1}})
+        distill(
+            fsdd_files,
+            out_dir=tmp_path / "mobilenet",
+            student="mobilenetv3small",
+            mixed_precision=True,
+            **{**options, "student_options": {"alpha": 0.1}},
+        )
 
 
 def test_a_layer_that_cannot_build_in_float16_is_named():
@@ -204,5 +253,8 @@ def test_step_timing_keeps_the_first_step_and_checkpoints_out_of_the_steady_rate
     assert timing.steady_steps_per_second > 2 * timing.steps_per_second  # 10 steps of 10 ms against 0.8 s in all
     assert 40 < timing.steady_steps_per_second <= 100
     record = timing.as_record()
-    assert record["train_seconds"] == timing.seconds and record["steady_steps_per_second"] == timing.steady_steps_per_second
+    assert (
+        record["train_seconds"] == timing.seconds
+        and record["steady_steps_per_second"] == timing.steady_steps_per_second
+    )
     assert run_steps(step_fn, start=11, steps=11).steps_per_second is None  # a resumed, finished run

@@ -1,4 +1,5 @@
 """Layer-wise distillation: the DistilHuBERT student, time alignment, loss falling, resume, .tflite with builtins."""
+
 import glob
 import json
 import os
@@ -33,7 +34,9 @@ def test_distil_small_is_distilhubert_sized():
     small = distil.sized_config(82_056)  # 25% of speech_embedding
     encoder = distil.build_encoder(**small)
     assert encoder.count_params() == distil.encoder_parameters(**small) <= 82_056
-    assert encoder(np.zeros((1, 16000), np.float32)).shape == (1, distil.num_frames(16000), small["width"]) == (1, 49, 48)
+    assert (
+        encoder(np.zeros((1, 16000), np.float32)).shape == (1, distil.num_frames(16000), small["width"]) == (1, 49, 48)
+    )
     assert distil.frame_geometry() == (320, 400)
     with pytest.raises(ParameterError, match="width=40 must be a multiple of heads=3"):
         distil.build_encoder(width=40, heads=3)
@@ -50,7 +53,8 @@ def test_student_converts_with_builtin_ops():
     audio = np.random.default_rng(0).uniform(-0.3, 0.3, (1, 16000)).astype(np.float32)
     call = tf.function(lambda audio_samples: {"frames": encoder(audio_samples, training=False)})
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [call.get_concrete_function(tf.TensorSpec([1, 16000], tf.float32, name="audio_samples"))], encoder)
+        [call.get_concrete_function(tf.TensorSpec([1, 16000], tf.float32, name="audio_samples"))], encoder
+    )
     content = converter.convert()
     ops = {row["op"] for row in op_table(content)}
     assert {"SPLIT", "CONV_2D", "CONCATENATION", "BATCH_MATMUL"} <= ops  # grouped conv as split + convs + concat
@@ -67,15 +71,25 @@ def test_alignment_and_loss():
     np.testing.assert_allclose(matrix.sum(axis=1), 1.0)
     # Student frame j is centred on 320 j + 200: frames 0-38 fall in the first span, 4-42 in the second.
     assert matrix[0, 38] == pytest.approx(1 / 39) and matrix[0, 39] == 0 and matrix[1, 3] == 0 and matrix[1, 4] > 0
-    identity = alignment_matrix(np.stack([np.arange(5) * 320, np.arange(5) * 320 + 400], 1), 5, hop_samples=320, field_samples=400)
+    identity = alignment_matrix(
+        np.stack([np.arange(5) * 320, np.arange(5) * 320 + 400], 1), 5, hop_samples=320, field_samples=400
+    )
     np.testing.assert_array_equal(identity, np.eye(5))
     target = np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)
     assert float(layer_loss(target, target)) == pytest.approx(-np.log(1 / (1 + np.exp(-1.0))), abs=1e-5)
 
 
 def test_tiny_teacher_distillation_loss_falls_and_resumes(tmp_path, teacher, files):
-    options = dict(out_dir=tmp_path / "run", teacher=teacher, student_options=TINY, batch_size=8, lr=3e-3,
-                   checkpoint_every=10, cache_dir=tmp_path / "cache", validation_fraction=0.2)
+    options = dict(
+        out_dir=tmp_path / "run",
+        teacher=teacher,
+        student_options=TINY,
+        batch_size=8,
+        lr=3e-3,
+        checkpoint_every=10,
+        cache_dir=tmp_path / "cache",
+        validation_fraction=0.2,
+    )
     record = distill_layers(files, steps=30, **options)
     assert len(record["loss_history"]) == 3
     # Batch losses of 8 segments are noisy; the loss on the held-out files (steps 10, 20, 30) is not.
@@ -85,7 +99,11 @@ def test_tiny_teacher_distillation_loss_falls_and_resumes(tmp_path, teacher, fil
     assert record["student"]["config"]["width"] == 16 and record["teacher"]["layers"] == ["low", "high"]
     with open(os.path.join(record["export"], "trillsson_tf.json")) as handle:
         metadata = json.load(handle)
-    assert metadata["kind"] == "layer_student" and metadata["encoder"] == "encoder" and metadata["segment_samples"] == 16000
+    assert (
+        metadata["kind"] == "layer_student"
+        and metadata["encoder"] == "encoder"
+        and metadata["segment_samples"] == 16000
+    )
     from trillsson_tf.teachers import load_teacher
 
     assert load_teacher(record["export"]).embedding_dim == 16  # the export is an ordinary embedding model too
@@ -108,8 +126,15 @@ def test_bad_input_is_refused(tmp_path, teacher, files):
 
 
 def test_augmented_views_add_segments_with_their_own_targets(tmp_path, teacher, files):
-    options = dict(teacher=teacher, student_options=TINY, batch_size=4, steps=2, checkpoint_every=2,
-                   cache_dir=tmp_path / "cache", validation_fraction=0.0)
+    options = dict(
+        teacher=teacher,
+        student_options=TINY,
+        batch_size=4,
+        steps=2,
+        checkpoint_every=2,
+        cache_dir=tmp_path / "cache",
+        validation_fraction=0.0,
+    )
     plain = distill_layers(files, out_dir=tmp_path / "plain", **options)
     views = distill_layers(files, out_dir=tmp_path / "views", augment=2, **options)
     assert views["data"]["train_segments"] > 2 * plain["data"]["train_segments"] - len(files)
@@ -133,9 +158,16 @@ def test_a_resumed_run_continues_the_uninterrupted_stream(tmp_path, teacher, fil
     A constant learning rate (a cosine schedule depends on the total steps) and no dropout (its
     masks come from the process's random state, which no checkpoint holds).
     """
-    options = dict(teacher=teacher, student_options={**TINY, "dropout": 0.0}, batch_size=4, lr=3e-3,
-                   lr_schedule="constant", checkpoint_every=10,
-                   cache_dir=tmp_path / "cache", validation_fraction=0.2)
+    options = dict(
+        teacher=teacher,
+        student_options={**TINY, "dropout": 0.0},
+        batch_size=4,
+        lr=3e-3,
+        lr_schedule="constant",
+        checkpoint_every=10,
+        cache_dir=tmp_path / "cache",
+        validation_fraction=0.2,
+    )
     whole = distill_layers(files, out_dir=tmp_path / "whole", steps=20, **options)
     distill_layers(files, out_dir=tmp_path / "split", steps=10, **options)
     resumed = distill_layers(files, out_dir=tmp_path / "split", steps=20, resume=True, **options)

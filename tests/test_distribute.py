@@ -1,4 +1,5 @@
 """tf.distribute in the distiller: mirrored on two logical CPUs matches one device; two multiworker processes split the shards."""
+
 import glob
 import json
 import os
@@ -32,14 +33,19 @@ def targets_dir(tmp_path_factory):
 
 def _run_job(job: dict, *, env=None):
     """Start the job script; returns the Popen (stdout piped)."""
-    return subprocess.Popen([sys.executable, JOB, json.dumps(job)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, JOB, json.dumps(job)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _results(process, timeout_s: int = 400) -> list:
     output, _ = process.communicate(timeout=timeout_s)
     assert process.returncode == 0, output[-3000:]
-    return [json.loads(line[len("RESULT "):]) for line in output.splitlines() if line.startswith("RESULT ")]
+    return [json.loads(line[len("RESULT ") :]) for line in output.splitlines() if line.startswith("RESULT ")]
 
 
 def _losses(result) -> np.ndarray:
@@ -74,8 +80,10 @@ def test_two_multiworker_processes_train_one_model_each_from_its_own_shards(tmp_
     cluster = {"worker": [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]}
     run = {"out_dir": str(tmp_path / "multi"), "strategy": "multiworker", "steps": 20, **TRAINING}
     workers = [
-        _run_job({"targets": targets_dir, "runs": [run]},
-                 env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})})
+        _run_job(
+            {"targets": targets_dir, "runs": [run]},
+            env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})},
+        )
         for index in range(2)
     ]
     (chief,), (other,) = (_results(worker) for worker in workers)
@@ -85,8 +93,13 @@ def test_two_multiworker_processes_train_one_model_each_from_its_own_shards(tmp_
     assert (chief["input_pipelines"], chief["shards_read"], other["shards_read"]) == (2, 2, 2)
     assert os.path.isfile(os.path.join(chief["export"], "saved_model.pb")) and other["export"] is None
     assert sorted(os.listdir(tmp_path / "multi" / "checkpoints")) == [
-        "checkpoint", "ckpt-10.data-00000-of-00001", "ckpt-10.index", "ckpt-20.data-00000-of-00001", "ckpt-20.index",
-        "worker-1"]
+        "checkpoint",
+        "ckpt-10.data-00000-of-00001",
+        "ckpt-10.index",
+        "ckpt-20.data-00000-of-00001",
+        "ckpt-20.index",
+        "worker-1",
+    ]
     assert "checkpoint" in os.listdir(tmp_path / "multi" / "checkpoints" / "worker-1")
     assert np.all(np.isfinite(_losses(chief)))
 
@@ -99,7 +112,10 @@ def test_two_multiworker_processes_train_one_model_each_from_its_own_shards(tmp_
         ('{"task": {"type": "worker", "index": 0}}', "needs a 'cluster' object"),
         ('{"cluster": {"worker": ["localhost"]}, "task": {"type": "worker", "index": 0}}', "list of 'host:port'"),
         ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "ps", "index": 0}}', "type one of"),
-        ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}', "index 2 is not a position"),
+        (
+            '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}',
+            "index 2 is not a position",
+        ),
     ],
 )
 def test_malformed_tf_config_gets_a_clear_message(raw, message):

@@ -1,5 +1,6 @@
 """The README and the benchmarks document stay honest: the command table is the CLI's, the Layout
 names every module, and every relative link and anchor resolves. No TensorFlow is imported."""
+
 import argparse
 import glob
 import os
@@ -12,7 +13,9 @@ README = os.path.join(ROOT, "README.md")
 BENCHMARKS_README = os.path.join(ROOT, "benchmarks", "README.md")
 LIBRARY_ROOTS = ("trillsson_tf", "converters")
 # A path in the Layout starts with one of the repository's top-level folders.
-_REPO_PATH = re.compile(r"(?<![\w/.])(?:trillsson_tf|converters|benchmarks|tests|notebooks|android_demo_assets)/[\w/.-]*")
+_REPO_PATH = re.compile(
+    r"(?<![\w/.])(?:trillsson_tf|converters|benchmarks|tests|notebooks|android_demo_assets)/[\w/.-]*"
+)
 # A bare module file name (``prune.py``), resolved in the folder of the line it is on.
 _BARE_MODULE = re.compile(r"(?<![\w/.])\w+\.py\b")
 
@@ -49,7 +52,7 @@ def _layout_entries() -> list:
     block = _section(_read(README), "Layout")
     fences = [i for i, line in enumerate(block) if line.startswith("```")]
     entries = []
-    for line in block[fences[0] + 1:fences[1]]:
+    for line in block[fences[0] + 1 : fences[1]]:
         if not line.strip():
             continue
         if line[0].isspace():

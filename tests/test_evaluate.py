@@ -1,4 +1,5 @@
 """Evaluation: fidelity and probes on toy cases with known answers, and end to end on real audio."""
+
 import glob
 import json
 import os
@@ -46,13 +47,24 @@ def test_probe_on_separable_and_on_uninformative_vectors():
     centres = {"a": [5, 0], "b": [0, 5], "c": [-5, -5]}
     separable = np.array([centres[label] for label in labels]) + rng.normal(0, 0.3, (60, 2))
     result = probe_accuracy(separable, labels)
-    assert result == {"accuracy": 1.0, "protocol": "5-fold", "classes": 3, "n": 60, "ci95": pytest.approx([0.9398, 1.0], abs=1e-4)}
+    assert result == {
+        "accuracy": 1.0,
+        "protocol": "5-fold",
+        "classes": 3,
+        "n": 60,
+        "ci95": pytest.approx([0.9398, 1.0], abs=1e-4),
+    }
     noise = rng.normal(size=(60, 2))
     assert probe_accuracy(noise, labels)["accuracy"] < 0.6
     split = np.where(np.arange(60) % 4 == 0, "test", "train")
     # 15 test files: the Wilson interval of 15/15 is wider than that of 60/60
-    assert probe_accuracy(separable, labels, split=split) == {"accuracy": 1.0, "protocol": "split", "classes": 3, "n": 60,
-                                                              "ci95": pytest.approx([0.7961, 1.0], abs=1e-4)}
+    assert probe_accuracy(separable, labels, split=split) == {
+        "accuracy": 1.0,
+        "protocol": "split",
+        "classes": 3,
+        "n": 60,
+        "ci95": pytest.approx([0.7961, 1.0], abs=1e-4),
+    }
     assert probe_accuracy(separable, labels, normalization="l2")["accuracy"] == 1.0
 
 
@@ -61,10 +73,12 @@ def test_speaker_normalisation_removes_a_speaker_offset():
     labels = np.tile(["yes", "no"], 40)
     speakers = np.repeat(["s1", "s2", "s3", "s4"], 20)
     offsets = {"s1": 0.0, "s2": 40.0, "s3": -40.0, "s4": 80.0}
-    vectors = np.stack([
-        [(1.0 if label == "yes" else -1.0) + offsets[s] + rng.normal(0, 0.3), offsets[s] * 2 + rng.normal(0, 0.3)]
-        for label, s in zip(labels, speakers)
-    ])
+    vectors = np.stack(
+        [
+            [(1.0 if label == "yes" else -1.0) + offsets[s] + rng.normal(0, 0.3), offsets[s] * 2 + rng.normal(0, 0.3)]
+            for label, s in zip(labels, speakers)
+        ]
+    )
     assert probe_accuracy(vectors, labels, normalization="speaker", speakers=speakers)["accuracy"] == 1.0
 
 
@@ -98,8 +112,20 @@ def test_cli_evaluate_prints_a_table_and_reports_errors(tmp_path, capsys):
     files = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "librispeech", "*.flac")))
     labels = tmp_path / "labels.csv"
     labels.write_text("path,loud\n" + "".join(f"{os.path.basename(f)},{i % 2}\n" for i, f in enumerate(files)))
-    status = main(["evaluate", "--model", "speech_embedding", "--data", os.path.join(SAMPLE_AUDIO_DIR, "librispeech"),
-                   "--labels", str(labels), "--tasks", "sex", "loud"])
+    status = main(
+        [
+            "evaluate",
+            "--model",
+            "speech_embedding",
+            "--data",
+            os.path.join(SAMPLE_AUDIO_DIR, "librispeech"),
+            "--labels",
+            str(labels),
+            "--tasks",
+            "sex",
+            "loud",
+        ]
+    )
     assert status == 0 and "sex" in capsys.readouterr().out
     assert main(["evaluate", "--model", "nothing-like-a-model", "--data", str(tmp_path)]) == 2
     assert "No audio found" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Hub-format export and loading: Keras, hub.load, hub.KerasLayer and trillsson_tf.load agree."""
+
 import json
 import os
 import socket
@@ -67,7 +68,9 @@ def test_metadata_and_keras_file_are_written(exported, speech_batch):
     assert metadata["embedding_dim"] == 24 and metadata["sample_rate_hz"] == 16000
     assert metadata["frontend"]["chunk_frames"] == 195 and metadata["build"]["name"] == "ast_tiny"
     restored = trillsson_tf.load(os.path.join(path, export.KERAS_FILE))
-    np.testing.assert_allclose(restored(speech_batch)["embedding"].numpy(), model(speech_batch)["embedding"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        restored(speech_batch)["embedding"].numpy(), model(speech_batch)["embedding"].numpy(), atol=1e-5
+    )
 
 
 def test_export_refuses_to_overwrite(exported):
@@ -94,7 +97,9 @@ def test_output_keys_are_discovered_and_missing_keys_listed(tmp_path):
     audio = np.full((2, 100), 0.5, np.float32)
     np.testing.assert_allclose(layer(audio)["embedding"].numpy(), 0.5)
     several = _save_module(str(tmp_path / "several"), ["scores", "frames"])
-    with pytest.raises(ValueError, match=r"several outputs \['frames', 'scores'\]|several outputs \['scores', 'frames'\]"):
+    with pytest.raises(
+        ValueError, match=r"several outputs \['frames', 'scores'\]|several outputs \['scores', 'frames'\]"
+    ):
         trillsson_tf.load(several)
     with pytest.raises(ValueError, match=r"'embedding' not found.*outputs"):
         trillsson_tf.load(several, output_key="embedding")

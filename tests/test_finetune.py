@@ -1,4 +1,5 @@
 """Multi-task fine-tuning: AAM-softmax, keyword + speaker heads on bundled FSDD, two-output export and .tflite."""
+
 import glob
 import os
 
@@ -9,7 +10,14 @@ from trillsson_tf._keras import tf
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
 from trillsson_tf.distill_layers import distill_layers
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.finetune import KWS_OUTPUT, SV_OUTPUT, aam_softmax_logits, aam_softmax_loss, evaluate_multitask, finetune
+from trillsson_tf.finetune import (
+    KWS_OUTPUT,
+    SV_OUTPUT,
+    aam_softmax_logits,
+    aam_softmax_loss,
+    evaluate_multitask,
+    finetune,
+)
 from trillsson_tf.layer_teachers import load_layered_teacher
 
 
@@ -22,8 +30,17 @@ def fsdd():
 def distilled(tmp_path_factory, tiny_layered_teacher, fsdd):
     teacher = load_layered_teacher(tiny_layered_teacher, layers="low,high", hop_samples=320, field_samples=400)
     out = tmp_path_factory.mktemp("distilled")
-    record = distill_layers(fsdd[::10], out_dir=out / "run", teacher=teacher, student_options={"width": 32, "depth": 1},
-                            steps=10, batch_size=8, checkpoint_every=10, cache_dir=out / "cache", validation_fraction=0.0)
+    record = distill_layers(
+        fsdd[::10],
+        out_dir=out / "run",
+        teacher=teacher,
+        student_options={"width": 32, "depth": 1},
+        steps=10,
+        batch_size=8,
+        checkpoint_every=10,
+        cache_dir=out / "cache",
+        validation_fraction=0.0,
+    )
     return record["export"]
 
 
@@ -31,8 +48,18 @@ def distilled(tmp_path_factory, tiny_layered_teacher, fsdd):
 def finetuned(tmp_path_factory, distilled, fsdd):
     """Both heads trained jointly on the frozen encoder (fast: frames computed once); the fine-tuned mode is a slow test."""
     out = tmp_path_factory.mktemp("finetuned")
-    return finetune(distilled, fsdd, out_dir=out / "run", sv_holdout=2, steps=600, batch_size=16, lr=1e-2, hidden=32,
-                    speaker_dim=32, freeze_encoder=True)
+    return finetune(
+        distilled,
+        fsdd,
+        out_dir=out / "run",
+        sv_holdout=2,
+        steps=600,
+        batch_size=16,
+        lr=1e-2,
+        hidden=32,
+        speaker_dim=32,
+        freeze_encoder=True,
+    )
 
 
 def test_aam_softmax_gradients():
@@ -42,7 +69,9 @@ def test_aam_softmax_gradients():
     labels = tf.constant([0, 1, 2, 1])
     # No margin: plain scaled cosine logits.
     cosine = tf.matmul(tf.nn.l2_normalize(embeddings, -1), tf.nn.l2_normalize(centres, 0))
-    np.testing.assert_allclose(aam_softmax_logits(embeddings, centres, labels, margin=0.0, scale=10.0), 10.0 * cosine, atol=1e-9)
+    np.testing.assert_allclose(
+        aam_softmax_logits(embeddings, centres, labels, margin=0.0, scale=10.0), 10.0 * cosine, atol=1e-9
+    )
     # The margin lowers only the true-class logit.
     logits = aam_softmax_logits(embeddings, centres, labels, margin=0.3, scale=10.0).numpy()
     target = np.eye(3, dtype=bool)[labels.numpy()]
@@ -57,23 +86,31 @@ def test_aam_softmax_gradients():
     step = 1e-6
     bumped = embeddings.numpy().copy()
     bumped[1, 2] += step
-    numeric = (float(aam_softmax_loss(tf.constant(bumped), centres, labels, margin=0.3, scale=10.0)) - float(loss)) / step
+    numeric = (
+        float(aam_softmax_loss(tf.constant(bumped), centres, labels, margin=0.3, scale=10.0)) - float(loss)
+    ) / step
     assert numeric == pytest.approx(gradient[1, 2], rel=1e-3, abs=1e-6)
     moved = embeddings - 0.5 * gradient
     before = np.sum(cosine.numpy() * target, axis=1)
     after = np.sum(tf.matmul(tf.nn.l2_normalize(moved, -1), tf.nn.l2_normalize(centres, 0)).numpy() * target, axis=1)
-    assert np.all(after > before) and float(aam_softmax_loss(moved, centres, labels, margin=0.3, scale=10.0)) < float(loss)
+    assert np.all(after > before) and float(aam_softmax_loss(moved, centres, labels, margin=0.3, scale=10.0)) < float(
+        loss
+    )
 
 
 def test_multitask_finetune_beats_chance(finetuned):
     scores = finetuned["scores"]
     # 10 digits: chance is 0.1; 21 of 120 right by chance has probability 0.7% (the encoder is a 10-step student).
     assert scores["kws"]["clips"] == 120 and scores["kws"]["accuracy"] >= 21 / 120
-    assert scores["sv"]["speakers"] == 2 and scores["sv"]["trials"] == 100 * 99 // 2 and 0.0 <= scores["sv"]["eer"] <= 1.0
+    assert (
+        scores["sv"]["speakers"] == 2 and scores["sv"]["trials"] == 100 * 99 // 2 and 0.0 <= scores["sv"]["eer"] <= 1.0
+    )
     first, last = finetuned["loss_history"][0], finetuned["loss_history"][-1]
     assert set(last[2]) == {"kws", "sv"} and last[1] < first[1]
     assert len(finetuned["student"]["config"]["holdout_speakers"]) == 2
-    assert not set(finetuned["student"]["config"]["holdout_speakers"]) & set(finetuned["student"]["config"]["train_speakers"])
+    assert not set(finetuned["student"]["config"]["holdout_speakers"]) & set(
+        finetuned["student"]["config"]["train_speakers"]
+    )
 
 
 def test_two_output_export_tflite_and_runtime(finetuned, fsdd, tmp_path):
@@ -116,7 +153,9 @@ def test_balanced_batches_mix_keywords_and_speakers():
     # Half of every batch is keyword clips; the other half sees each speaker equally often.
     assert np.mean(keyword[clips] >= 0) == pytest.approx(0.5 + 0.5 * 3 / 6, abs=0.03)
     assert np.bincount(speaker[clips], minlength=6)[3:] / len(clips) == pytest.approx([0.5 / 6] * 3, abs=0.015)
-    uniform = np.concatenate([_BatchSampler(keyword, speaker, 16, balance=False)(np.random.default_rng(s)) for s in range(200)])
+    uniform = np.concatenate(
+        [_BatchSampler(keyword, speaker, 16, balance=False)(np.random.default_rng(s)) for s in range(200)]
+    )
     assert np.mean(speaker[uniform] >= 3) < 0.06
     keyword_only = _BatchSampler(keyword, np.full_like(speaker, -1), 16, balance=True)(np.random.default_rng(0))
     assert np.all(keyword[keyword_only] >= 0) and len(keyword_only) == 16
@@ -134,7 +173,9 @@ def test_cli_convert_prints_parity_of_both_outputs(finetuned, tmp_path, capsys):
 def test_int8_keeps_the_waveform_frontend_float(finetuned, fsdd, tmp_path):
     from converters.waveform import convert_waveform
 
-    card = convert_waveform(finetuned["export"], tmp_path / "int8.tflite", quantize="int8", representative_audio=fsdd[::12])
+    card = convert_waveform(
+        finetuned["export"], tmp_path / "int8.tflite", quantize="int8", representative_audio=fsdd[::12]
+    )
     assert {"clip_norm", "conv0", "conv0_norm", "conv0_gelu"} <= set(card["float_layers"])
     # 0.988 on this 10-step test student (0.9986-0.9995 on the benchmark's fine-tuned distil-small).
     assert min(value["mean_cosine"] for value in card["parity"]["outputs"].values()) > 0.98
@@ -145,7 +186,9 @@ def test_fine_tuned_mode_trains_the_encoder_and_resumes(distilled, fsdd, tmp_pat
     options = dict(out_dir=tmp_path / "run", sv_holdout=2, batch_size=8, hidden=16, speaker_dim=16, checkpoint_every=10)
     first = finetune(distilled, fsdd, steps=10, **options)
     resumed = finetune(distilled, fsdd, steps=20, resume=True, **options)
-    assert first["step"] == 10 and resumed["step"] == 20 and [step for step, _, _ in resumed["loss_history"]] == [10, 20]
+    assert (
+        first["step"] == 10 and resumed["step"] == 20 and [step for step, _, _ in resumed["loss_history"]] == [10, 20]
+    )
     from trillsson_tf._keras import keras
 
     before = keras.models.load_model(os.path.join(distilled, "model.keras")).get_layer("encoder").get_weights()
@@ -154,10 +197,19 @@ def test_fine_tuned_mode_trains_the_encoder_and_resumes(distilled, fsdd, tmp_pat
 
 
 def test_bad_inputs(distilled, fsdd, tmp_path):
-    with pytest.raises(ParameterError, match=r"Label column 'word' \(keyword labels\) not found.*\['digit', 'speaker', 'split', 'take'\]"):
+    with pytest.raises(
+        ParameterError,
+        match=r"Label column 'word' \(keyword labels\) not found.*\['digit', 'speaker', 'split', 'take'\]",
+    ):
         finetune(distilled, fsdd, out_dir=tmp_path / "a", kws_labels="word")
-    missing_nine = [path for path in fsdd if not (os.path.basename(path).startswith("9_") and not path.endswith(("_0.wav", "_1.wav")))]
-    with pytest.raises(ParameterError, match=r"Keyword class\(es\) \['9'\] appear in the test files but never in training"):
+    missing_nine = [
+        path
+        for path in fsdd
+        if not (os.path.basename(path).startswith("9_") and not path.endswith(("_0.wav", "_1.wav")))
+    ]
+    with pytest.raises(
+        ParameterError, match=r"Keyword class\(es\) \['9'\] appear in the test files but never in training"
+    ):
         finetune(distilled, missing_nine, out_dir=tmp_path / "b", sv_labels=None)
     one_speaker = [path for path in fsdd if "_george_" in path]
     with pytest.raises(ParameterError, match="at least 2 scoring speakers"):
@@ -175,8 +227,22 @@ def test_bad_inputs(distilled, fsdd, tmp_path):
 def test_cli_reports_errors_with_status_2(tmp_path, fsdd, capsys):
     from trillsson_tf.cli import main
 
-    status = main(["finetune", str(tmp_path), "--data", os.path.dirname(fsdd[0]), "--out", str(tmp_path / "o"),
-                   "--kws-labels", "digit", "--sv-labels", "speaker"])
+    status = main(
+        [
+            "finetune",
+            str(tmp_path),
+            "--data",
+            os.path.dirname(fsdd[0]),
+            "--out",
+            str(tmp_path / "o"),
+            "--kws-labels",
+            "digit",
+            "--sv-labels",
+            "speaker",
+        ]
+    )
     assert status == 2 and "not a layer-distilled export" in capsys.readouterr().err
-    status = main(["distill-layers", "--data", os.path.dirname(fsdd[0]), "--out", str(tmp_path / "d"), "--layers", "7,99"])
+    status = main(
+        ["distill-layers", "--data", os.path.dirname(fsdd[0]), "--out", str(tmp_path / "d"), "--layers", "7,99"]
+    )
     assert status == 2 and "Its layers are: ['1'" in capsys.readouterr().err

@@ -5,6 +5,7 @@ would: ``distill --data X --out X --force``, ``optimize EXP --out EXP --force``,
 its export's own files and ``evaluate --json`` onto an existing file. Every refusal comes before
 any teacher, training or evaluation runs, so these are fast.
 """
+
 import glob
 import json
 import os
@@ -44,13 +45,17 @@ def data(tmp_path):
 # -- the rule ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("out, relation", [(".", "is"), ("..", "holds"), ("run", "lies inside")],
-                         ids=["equal", "containing", "inside"])
+@pytest.mark.parametrize(
+    "out, relation", [(".", "is"), ("..", "holds"), ("run", "lies inside")], ids=["equal", "containing", "inside"]
+)
 def test_an_output_folder_overlapping_an_input_is_refused_and_nothing_is_deleted(data, out, relation):
     before = _snapshot(data.parent)
     out = os.path.normpath(os.path.join(data, out))
-    with pytest.raises(ParameterError, match=rf"^Output directory '{out}' {relation} the input --data '{data}'; "
-                                             "choose an output outside the inputs.$"):
+    with pytest.raises(
+        ParameterError,
+        match=rf"^Output directory '{out}' {relation} the input --data '{data}'; "
+        "choose an output outside the inputs.$",
+    ):
         prepare_output_dir(out, overwrite=True, inputs=[("--data", data)])
     assert _snapshot(data.parent) == before
 
@@ -74,8 +79,11 @@ def test_listed_files_count_and_others_pass(data, tmp_path):
     with pytest.raises(ParameterError, match=r"holds the input --data '.*_0\.wav'"):
         refuse_inputs(data, [("--data", [str(tmp_path / "list.csv"), str(data / os.path.basename(WAVS[0]))])])
     sibling = tmp_path / "data2"  # a name that starts like the input's is not inside it
-    assert prepare_output_dir(sibling, overwrite=True, inputs=[("--data", data), ("--teacher", "speech_embedding"),
-                                                               ("--labels", None), ("--teacher", object())]) == str(sibling)
+    assert prepare_output_dir(
+        sibling,
+        overwrite=True,
+        inputs=[("--data", data), ("--teacher", "speech_embedding"), ("--labels", None), ("--teacher", object())],
+    ) == str(sibling)
     refuse_inputs(tmp_path / "missing", [("--data", tmp_path / "missing" / "nothing.wav")])  # nothing there to lose
 
 
@@ -123,9 +131,13 @@ def export(tmp_path_factory, tiny_model):
 def test_optimize_with_its_export_as_out_and_force_keeps_the_export(export, data, tmp_path, capsys):
     copy = shutil.copytree(export, tmp_path / "export")
     before = _snapshot(copy)
-    err = _refused(capsys, ["optimize", str(copy), "--prune", "0.5", "--data", str(data), "--out", str(copy), "--force"])
+    err = _refused(
+        capsys, ["optimize", str(copy), "--prune", "0.5", "--data", str(data), "--out", str(copy), "--force"]
+    )
     assert f"Output directory {str(copy)!r} is the input export {str(copy)!r}" in err
-    _refused(capsys, ["optimize", str(copy), "--prune", "0.5", "--data", str(data), "--out", str(copy / "opt"), "--force"])
+    _refused(
+        capsys, ["optimize", str(copy), "--prune", "0.5", "--data", str(data), "--out", str(copy / "opt"), "--force"]
+    )
     assert _snapshot(copy) == before
 
 
@@ -145,8 +157,9 @@ def test_evaluate_refuses_an_existing_json_without_force(data, tmp_path, capsys)
     assert f"--json {str(report)!r} exists; pass --force to replace it." in err
     manifest = tmp_path / "list.csv"
     manifest.write_text("".join(f"{path}\n" for path in WAVS))
-    err = _refused(capsys, ["evaluate", "--model", "speech_embedding", "--data", str(manifest), "--json", str(manifest),
-                            "--force"])
+    err = _refused(
+        capsys, ["evaluate", "--model", "speech_embedding", "--data", str(manifest), "--json", str(manifest), "--force"]
+    )
     assert f"--json {str(manifest)!r} is the input --data" in err
     assert report.read_text() == '{"mine": 1}' and manifest.read_text().count("\n") == len(WAVS)
 

@@ -4,6 +4,7 @@ The same numbers from the Keras students (``model.frames``), the export's ``fram
 every ``.tflite`` form through ``TFLiteModel.frames`` and ``trillsson-tf embed --frames``, all
 on real LibriSpeech speech; at hop = window their mean is the clip vector of today's call.
 """
+
 import csv
 
 import numpy as np
@@ -73,7 +74,10 @@ def test_windows_are_one_patch_every_hop():
     assert [windows.count(n) for n in (100, 32000, 39439, 39440, 72000)] == [1, 1, 1, 2, 6]
     np.testing.assert_allclose(windows.starts_s(4), [0, 0.5, 1.0, 1.5])
     non_overlapping = DEFAULT_FRONTEND.windows(NON_OVERLAPPING_S)
-    assert non_overlapping == DEFAULT_FRONTEND.windows() and non_overlapping.hop_samples == DEFAULT_FRONTEND.chunk_step_samples
+    assert (
+        non_overlapping == DEFAULT_FRONTEND.windows()
+        and non_overlapping.hop_samples == DEFAULT_FRONTEND.chunk_step_samples
+    )
     assert all(non_overlapping.count(n) == DEFAULT_FRONTEND.num_chunks(n) for n in (5000, 62639, 62640, 100000))
 
 
@@ -90,8 +94,10 @@ def test_numpy_patches_every_hop_are_the_log_mel_of_each_window(speech):
     assert patches.shape == (6, 195, 80) and audio.shape == (6, 31440)
     np.testing.assert_array_equal(audio[3], speech[24000:55440])
     np.testing.assert_allclose(patches[3], numpy_ops.log_mel(audio[3:4])[0], atol=1e-5)
-    np.testing.assert_array_equal(numpy_ops.log_mel_patches(speech[np.newaxis], windows=DEFAULT_FRONTEND.windows()),
-                                  numpy_ops.log_mel_patches(speech[np.newaxis]))
+    np.testing.assert_array_equal(
+        numpy_ops.log_mel_patches(speech[np.newaxis], windows=DEFAULT_FRONTEND.windows()),
+        numpy_ops.log_mel_patches(speech[np.newaxis]),
+    )
 
 
 # -- Keras students and their export -----------------------------------------------------------
@@ -148,11 +154,21 @@ def test_export_has_a_frames_signature_beside_serving_default(tiny_cnn, speech, 
     expected = tiny_cnn.frames(speech[np.newaxis], hop_s=0.5)
     np.testing.assert_allclose(got["embedding"].numpy(), expected["embedding"], atol=1e-6)
     np.testing.assert_allclose(got["start_s"].numpy(), expected["start_s"])
-    np.testing.assert_allclose(loaded.signatures["serving_default"](audio_samples=audio)["embedding"].numpy(),
-                               tiny_cnn(speech[np.newaxis])["embedding"].numpy(), atol=1e-6)
-    assert read_metadata(path)["frames"] == {"signature": "frames", "hop_s": 0.5, "window_s": 1.965,
-                                             "outputs": ["embedding", "start_s"]}
-    assert "frames" not in tf.saved_model.load(export_savedmodel(tiny_cnn, tmp_path / "plain", frames_hop_s=None)).signatures
+    np.testing.assert_allclose(
+        loaded.signatures["serving_default"](audio_samples=audio)["embedding"].numpy(),
+        tiny_cnn(speech[np.newaxis])["embedding"].numpy(),
+        atol=1e-6,
+    )
+    assert read_metadata(path)["frames"] == {
+        "signature": "frames",
+        "hop_s": 0.5,
+        "window_s": 1.965,
+        "outputs": ["embedding", "start_s"],
+    }
+    assert (
+        "frames"
+        not in tf.saved_model.load(export_savedmodel(tiny_cnn, tmp_path / "plain", frames_hop_s=None)).signatures
+    )
     with pytest.raises(ParameterError, match="hop_s must be"):
         export_savedmodel(tiny_cnn, tmp_path / "bad", frames_hop_s=0)
     assert not (tmp_path / "bad").exists()
@@ -235,8 +251,20 @@ def test_embed_frames_writes_npy_with_times_and_csv_rows(tflite_files, speech, t
     soundfile.write(tmp_path / "a.wav", speech, 16000, subtype="FLOAT")
     soundfile.write(tmp_path / "b.wav", speech[:40000], 16000, subtype="FLOAT")
     model = TFLiteModel(tflite_files["chunk"])
-    main(["embed", str(tflite_files["chunk"]), str(tmp_path / "a.wav"), str(tmp_path / "b.wav"), "--frames", "--hop", "0.5",
-          "--out", str(tmp_path / "f.npy"), "--no-progress"])
+    main(
+        [
+            "embed",
+            str(tflite_files["chunk"]),
+            str(tmp_path / "a.wav"),
+            str(tmp_path / "b.wav"),
+            "--frames",
+            "--hop",
+            "0.5",
+            "--out",
+            str(tmp_path / "f.npy"),
+            "--no-progress",
+        ]
+    )
     assert "2 files, 8 windows (8-d)" in capsys.readouterr().out
     vectors = np.load(tmp_path / "f.npy")
     with open(tmp_path / "f.windows.csv") as handle:
@@ -249,7 +277,9 @@ def test_embed_frames_writes_npy_with_times_and_csv_rows(tflite_files, speech, t
     with open(tmp_path / "f.csv") as handle:
         rows = list(csv.reader(handle))
     assert summary["windows"] == 1 and rows[0][:4] == ["file", "start_s", "end_s", "v0"] and len(rows[0]) == 11
-    np.testing.assert_allclose(np.float32(rows[1][3:]), model.frames(speech[:40000], hop_s=1.0)["embedding"][0, 0], atol=1e-6)
+    np.testing.assert_allclose(
+        np.float32(rows[1][3:]), model.frames(speech[:40000], hop_s=1.0)["embedding"][0, 0], atol=1e-6
+    )
 
 
 def test_embed_frames_bad_input_is_a_clear_error(tflite_files, speech, tmp_path, capsys):
@@ -258,7 +288,9 @@ def test_embed_frames_bad_input_is_a_clear_error(tflite_files, speech, tmp_path,
     from trillsson_tf.cli import main
 
     soundfile.write(tmp_path / "a.wav", speech, 16000, subtype="FLOAT")
-    status = main(["embed", str(tflite_files["fixed"]), str(tmp_path / "a.wav"), "--frames", "--out", str(tmp_path / "x.csv")])
+    status = main(
+        ["embed", str(tflite_files["fixed"]), str(tmp_path / "a.wav"), "--frames", "--out", str(tmp_path / "x.csv")]
+    )
     assert status == 2 and "trillsson-tf convert --frames" in capsys.readouterr().err
     with pytest.raises(ParameterError, match="pass frames=True"):
         embed_to_file(tflite_files["chunk"], [tmp_path / "a.wav"], tmp_path / "y.csv", hop_s=0.5)

@@ -1,4 +1,5 @@
 """The frontend: mel matrix, TF vs numpy parity on real speech, padding and chunk counts."""
+
 import numpy as np
 import pytest
 
@@ -8,8 +9,12 @@ from trillsson_tf.frontend import DEFAULT_FRONTEND, FrontendConfig, mel_matrix, 
 
 def test_mel_matrix_is_tensorflows():
     expected = tf.signal.linear_to_mel_weight_matrix(
-        num_mel_bins=80, num_spectrogram_bins=257, sample_rate=16000,
-        lower_edge_hertz=125.0, upper_edge_hertz=7500.0, dtype=tf.float64,
+        num_mel_bins=80,
+        num_spectrogram_bins=257,
+        sample_rate=16000,
+        lower_edge_hertz=125.0,
+        upper_edge_hertz=7500.0,
+        dtype=tf.float64,
     ).numpy()
     matrix = mel_matrix()
     assert matrix.shape == (257, 80) and matrix.dtype == np.float32
@@ -43,7 +48,9 @@ def test_log_mel_values_are_log_of_floored_magnitude():
     np.testing.assert_allclose(features, np.log(1e-12 + 1e-3), rtol=1e-6)
     tone = np.sin(2 * np.pi * 1000 * np.arange(32000) / 16000).astype(np.float32)[np.newaxis]
     loudest_band = numpy_ops.log_mel(tone)[0, 50].argmax()
-    band_centres_hz = 700 * np.expm1(np.linspace(1127 * np.log1p(125 / 700), 1127 * np.log1p(7500 / 700), 82)[1:-1] / 1127)
+    band_centres_hz = 700 * np.expm1(
+        np.linspace(1127 * np.log1p(125 / 700), 1127 * np.log1p(7500 / 700), 82)[1:-1] / 1127
+    )
     assert abs(band_centres_hz[loudest_band] - 1000) < 60
 
 
@@ -61,10 +68,14 @@ def test_mirror_padding_repeats_the_clip_mirrored(length):
 
 def test_mirror_padding_matches_numpy_symmetric_when_short_enough():
     audio = np.arange(20000, dtype=np.float32)[np.newaxis]
-    np.testing.assert_array_equal(numpy_ops.mirror_pad(audio, 32000), np.pad(audio, [(0, 0), (0, 12000)], mode="symmetric"))
+    np.testing.assert_array_equal(
+        numpy_ops.mirror_pad(audio, 32000), np.pad(audio, [(0, 0), (0, 12000)], mode="symmetric")
+    )
 
 
-@pytest.mark.parametrize("shape, patches", [((1, 5000), 1), ((1, 32000), 1), ((1, 63000), 2), ((2, 64000), 4), ((1, 100000), 3)])
+@pytest.mark.parametrize(
+    "shape, patches", [((1, 5000), 1), ((1, 32000), 1), ((1, 63000), 2), ((2, 64000), 4), ((1, 100000), 3)]
+)
 def test_chunk_counts_follow_the_spec(shape, patches):
     audio = np.random.default_rng(0).uniform(-0.5, 0.5, shape).astype(np.float32)
     assert tf_ops.log_mel_patches(tf.constant(audio)).shape == (patches, 195, 80, 1)
@@ -76,7 +87,9 @@ def test_dynamic_length_graph_gives_same_patches():
     function = tf.function(tf_ops.log_mel_patches, input_signature=[tf.TensorSpec([None, None], tf.float32)])
     for length in (7000, 70000):
         audio = np.random.default_rng(length).uniform(-0.5, 0.5, (1, length)).astype(np.float32)
-        np.testing.assert_allclose(function(audio).numpy(), tf_ops.log_mel_patches(tf.constant(audio)).numpy(), atol=1e-6)
+        np.testing.assert_allclose(
+            function(audio).numpy(), tf_ops.log_mel_patches(tf.constant(audio)).numpy(), atol=1e-6
+        )
 
 
 def test_config_round_trips_and_is_frozen():

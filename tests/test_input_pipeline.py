@@ -1,4 +1,5 @@
 """Streaming targets: build_cache one file at a time, scan_shards, the tf.data training stream."""
+
 import glob
 import logging
 import os
@@ -115,9 +116,15 @@ def test_training_stream_crops_real_audio_with_its_target_and_is_deterministic(t
     for crop, target in zip(audio.numpy(), targets.numpy()):
         crop = np.round(crop * 32768).astype(np.int16)
         # Each crop is a stretch of one stored clip, and its target is that clip's (segment's) row.
-        owner = [key for key, clip in pcm.items() if len(clip) >= CROP_SAMPLES
-                 and any(np.array_equal(crop, clip[s:s + CROP_SAMPLES]) for s in range(0, len(clip) - CROP_SAMPLES + 1,
-                                                                                        CROP_SAMPLES if mode == "local" else 1))]
+        owner = [
+            key
+            for key, clip in pcm.items()
+            if len(clip) >= CROP_SAMPLES
+            and any(
+                np.array_equal(crop, clip[s : s + CROP_SAMPLES])
+                for s in range(0, len(clip) - CROP_SAMPLES + 1, CROP_SAMPLES if mode == "local" else 1)
+            )
+        ]
         assert len(owner) == 1
         assert any(np.allclose(target, row) for row in stored[owner[0]].targets[: 1 if mode == "global" else None])
     again, _ = next(iter(training_dataset(scan, batch_size=5, seed=3, shuffle_buffer=8)))
@@ -135,9 +142,16 @@ def test_a_distillation_resumed_mid_run_repeats_the_uninterrupted_one(tmp_path):
     from trillsson_tf.distill import distill
 
     files = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "fsdd", "*_5.wav")))[:16]
-    options = dict(teacher=StatsTeacher(), student_options={"stem_filters": 8, "filters": (16, 24), "strides": (2, 2)},
-                   batch_size=4, checkpoint_every=10, lr_schedule="constant", cache_dir=tmp_path / "cache",
-                   validation_fraction=0.2, shuffle_buffer=6)
+    options = dict(
+        teacher=StatsTeacher(),
+        student_options={"stem_filters": 8, "filters": (16, 24), "strides": (2, 2)},
+        batch_size=4,
+        checkpoint_every=10,
+        lr_schedule="constant",
+        cache_dir=tmp_path / "cache",
+        validation_fraction=0.2,
+        shuffle_buffer=6,
+    )
     whole = distill(files, out_dir=tmp_path / "whole", steps=30, **options)
     distill(files, out_dir=tmp_path / "parts", steps=20, **options)
     resumed = distill(files, out_dir=tmp_path / "parts", steps=30, resume=True, **options)
@@ -156,6 +170,8 @@ def test_readers_split_the_shards_between_them(tmp_path, items, caplog):
     assert len(first) == len(second) == 2 and sorted(first + second) == scan.shards
     assert reader_shards(scan, (5, 3)) == scan.shards  # fewer shards than readers: each reads all
     with caplog.at_level(logging.WARNING, logger="trillsson_tf.input_pipeline"):
-        halves = [next(iter(training_dataset(scan, batch_size=2, shuffle_buffer=1, pipelines=(5, i))))[0].numpy()
-                  for i in range(2)]
+        halves = [
+            next(iter(training_dataset(scan, batch_size=2, shuffle_buffer=1, pipelines=(5, i))))[0].numpy()
+            for i in range(2)
+        ]
     assert "4 shard(s) for 5 readers" in caplog.text and not np.array_equal(*halves)

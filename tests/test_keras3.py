@@ -1,4 +1,5 @@
 """Keras 3 interop: an export as a Keras 3 layer inside a functional model, in a process without tf_keras."""
+
 import json
 import os
 import subprocess
@@ -47,11 +48,16 @@ def test_keras3_layer_in_a_functional_model_matches_the_export(tmp_path, exporte
     model, export_dir = exported
     np.save(tmp_path / "audio.npy", speech_batch)
     env = {key: value for key, value in os.environ.items() if key != "TF_USE_LEGACY_KERAS"}
-    completed = subprocess.run([sys.executable, "-c", KERAS3_SCRIPT, export_dir, str(tmp_path / "audio.npy")],
-                               capture_output=True, text=True, env=env, timeout=300)
+    completed = subprocess.run(
+        [sys.executable, "-c", KERAS3_SCRIPT, export_dir, str(tmp_path / "audio.npy")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     (line,) = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    result = json.loads(line[len("RESULT "):])
+    result = json.loads(line[len("RESULT ") :])
     assert result["keras"].startswith("3.") and not result["tf_keras_loaded"]
     assert "TFSMLayer" in result["layers"] and result["head_shape"] == [2, 3]
     expected = model(speech_batch)["embedding"].numpy()

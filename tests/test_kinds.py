@@ -1,4 +1,5 @@
 """trillsson_tf.kinds: every kind is known once, found for real models and files, and served by the converter and the runtime."""
+
 import os
 
 import pytest
@@ -55,16 +56,19 @@ def test_real_tflite_files():
     assert clip.kind is kinds.get("clip") and clip.frontend_inside
 
 
-@pytest.mark.parametrize("card, shape, name", [
-    ({}, (-1, -1), "chunk"),
-    ({}, (1, 32000), "chunk"),
-    ({}, (-1, *PATCH, 1), "patch"),
-    ({}, (1, *PATCH), "patch"),
-    ({"clip_model": {"input": "audio"}}, (-1, -1), "clip"),
-    ({"clip_model": {"input": "log_mel"}}, (1, 499, 20), "clip_log_mel"),
-    ({"output_keys": ["keyword_logits", "speaker_embedding"]}, (1, 16000), "waveform"),
-    ({}, (1, 2, 3), None),
-])
+@pytest.mark.parametrize(
+    "card, shape, name",
+    [
+        ({}, (-1, -1), "chunk"),
+        ({}, (1, 32000), "chunk"),
+        ({}, (-1, *PATCH, 1), "patch"),
+        ({}, (1, *PATCH), "patch"),
+        ({"clip_model": {"input": "audio"}}, (-1, -1), "clip"),
+        ({"clip_model": {"input": "log_mel"}}, (1, 499, 20), "clip_log_mel"),
+        ({"output_keys": ["keyword_logits", "speaker_embedding"]}, (1, 16000), "waveform"),
+        ({}, (1, 2, 3), None),
+    ],
+)
 def test_of_tflite(card, shape, name):
     kind = kinds.of_tflite(card, shape, PATCH)
     assert (kind and kind.name) == name

@@ -1,4 +1,5 @@
 """Layered teachers: speech_embedding blocks, Hugging Face configs, Keras outputs, .tflite tensors."""
+
 import numpy as np
 import pytest
 
@@ -12,7 +13,10 @@ def test_speech_embedding_layers_match_the_teacher(speech_batch):
     outputs = teacher.layer_outputs(speech_batch)
     windows = (speech_batch.shape[1] - 12512) // 1280 + 1
     assert {name: value.shape for name, value in outputs.items()} == {
-        "7": (2, windows, 48), "14": (2, windows, 96), "20": (2, windows, 96)}
+        "7": (2, windows, 48),
+        "14": (2, windows, 96),
+        "20": (2, windows, 96),
+    }
     # Layer 20 is the embedding itself: its time-mean is the ordinary teacher's clip vector.
     reference = load_teacher("speech_embedding")(speech_batch)["embedding"]
     np.testing.assert_allclose(outputs["20"].mean(axis=1), reference, atol=1e-5)
@@ -33,8 +37,15 @@ def test_missing_layers_are_listed():
 def test_hugging_face_hubert_from_a_config(speech_batch):
     transformers = pytest.importorskip("transformers")
     config = transformers.HubertConfig(
-        hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16),
-        conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16, 16),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 8),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
     )
     teacher = load_layered_teacher("hf:tiny-hubert", model=transformers.TFHubertModel(config))
     assert teacher.layers == ("1", "2", "3") and teacher.available_layers == ("0", "1", "2", "3")
@@ -66,7 +77,8 @@ def test_keras_outputs_and_tflite_tensors(tmp_path, speech_batch):
     # The same network as a fixed-length .tflite whose intermediate tensor is named by the user.
     call = tf.function(lambda audio_samples: {"out": model(audio_samples)["high"]})
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [call.get_concrete_function(tf.TensorSpec([1, 16000], tf.float32, name="audio_samples"))], model)
+        [call.get_concrete_function(tf.TensorSpec([1, 16000], tf.float32, name="audio_samples"))], model
+    )
     tflite_path = tmp_path / "layered.tflite"
     tflite_path.write_bytes(converter.convert())
     with pytest.raises(ParameterError, match=r"no layer\(s\) \['nope'\]\. Its layers are: \["):

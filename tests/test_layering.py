@@ -6,6 +6,7 @@ The checks read the source with ``ast``: imports at module level and inside func
 inside a function still ties the two modules together), each violation reported as ``file:line``.
 Tests, benchmarks and notebooks are not library code and are not checked.
 """
+
 import ast
 import json
 import os
@@ -72,7 +73,9 @@ def _in_folders(module: str, folders) -> bool:
     return any(relative.startswith(folder.rstrip("/") + "/") for folder in folders)
 
 
-RUNTIME_SIDE = tuple(sorted(m for m in FILES if _in_folders(m, RUNTIME_FOLDERS) and m not in RUNTIME_ROOTS)) + RUNTIME_ROOTS
+RUNTIME_SIDE = (
+    tuple(sorted(m for m in FILES if _in_folders(m, RUNTIME_FOLDERS) and m not in RUNTIME_ROOTS)) + RUNTIME_ROOTS
+)
 """:data:`RUNTIME_ROOTS` and every module of :data:`RUNTIME_FOLDERS`."""
 
 
@@ -218,8 +221,11 @@ def test_no_import_circle():
     edges = _library_edges()
     report = []
     for group in _cycles(edges):
-        links = [f"  {source} -> {target}: " + ", ".join(item.where for item in edges[source, target])
-                 for source, target in sorted(edges) if source in group and target in group]
+        links = [
+            f"  {source} -> {target}: " + ", ".join(item.where for item in edges[source, target])
+            for source, target in sorted(edges)
+            if source in group and target in group
+        ]
         report.append("circle among " + ", ".join(group) + ":\n" + "\n".join(links))
     assert not report, "\n".join(report)
 
@@ -285,8 +291,7 @@ def test_runtime_side_imports_no_tensorflow_at_module_level():
     report = [
         f"{item.where}: import {item.target} (reached by {' -> '.join(chains[item.source])})"
         for item in IMPORTS
-        if item.source in chains and not item.in_function
-        and item.target.partition(".")[0] in TENSORFLOW_MODULES
+        if item.source in chains and not item.in_function and item.target.partition(".")[0] in TENSORFLOW_MODULES
     ]
     assert not report, "TensorFlow imported on the runtime side:\n" + "\n".join(report)
 

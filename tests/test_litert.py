@@ -3,6 +3,7 @@
 Real files: Google's speech embedding (two ``.tflite`` files in the pyopen-wakeword wheel) and
 the committed Android demo models; no TensorFlow is needed.
 """
+
 import os
 
 import numpy as np
@@ -51,7 +52,11 @@ def test_float_and_unquantized_tensors_are_cast():
 
 def test_tensor_card():
     assert litert.tensor_card("x", _details(np.int8, 0.5, -2, (-1, 195, 80, 1))) == {
-        "name": "x", "shape": [-1, 195, 80, 1], "dtype": "int8", "quantization": {"scale": 0.5, "zero_point": -2}}
+        "name": "x",
+        "shape": [-1, 195, 80, 1],
+        "dtype": "int8",
+        "quantization": {"scale": 0.5, "zero_point": -2},
+    }
     assert litert.tensor_card("y", _details(np.float32, 0.0, 0))["quantization"] is None
 
 

@@ -1,4 +1,5 @@
 """metrics.ccc: a hand-computed example, numpy for random data, constant predictions, bad input."""
+
 import numpy as np
 import pytest
 

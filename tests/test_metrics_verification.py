@@ -1,4 +1,5 @@
 """Keyword and speaker-verification metrics: EER / minDCF against scikit-learn, trials, speaker splits."""
+
 import numpy as np
 import pytest
 

@@ -1,5 +1,6 @@
 """MobileNet score students: the log-mel reaches the first BatchNormalization unsquashed, and a short
 distillation gives scores that vary from clip to clip at inference (they were near-constant)."""
+
 import glob
 import os
 
@@ -16,7 +17,11 @@ from trillsson_tf.teachers import load_teacher
 
 def _patches(clips):
     crops = np.stack([np.resize(clip, DEFAULT_FRONTEND.min_samples) for clip in clips])
-    return numpy_ops.log_mel_patches(crops, DEFAULT_FRONTEND).reshape(-1, *DEFAULT_FRONTEND.patch_shape, 1).astype(np.float32)
+    return (
+        numpy_ops.log_mel_patches(crops, DEFAULT_FRONTEND)
+        .reshape(-1, *DEFAULT_FRONTEND.patch_shape, 1)
+        .astype(np.float32)
+    )
 
 
 def test_the_first_batch_norm_sees_the_log_mel_spread(librispeech_clips):
@@ -29,17 +34,32 @@ def test_the_first_batch_norm_sees_the_log_mel_spread(librispeech_clips):
 
 
 # The same defect in mobilenetv4convsmall is checked with the long runs (a minute each on 2 cores).
-@pytest.mark.parametrize("student, options", [
-    ("mobilenetv3small_adv", {"alpha": 0.35}),
-    pytest.param("mobilenetv4convsmall", {"width_multiplier": 0.5}, marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "student, options",
+    [
+        ("mobilenetv3small_adv", {"alpha": 0.35}),
+        pytest.param("mobilenetv4convsmall", {"width_multiplier": 0.5}, marks=pytest.mark.slow),
+    ],
+)
 def test_short_distillation_gives_scores_that_vary_at_inference(tmp_path, student, options):
     files = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "fsdd", "*.wav")))[::4] + sorted(
-        glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "librispeech", "*.flac")))
+        glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "librispeech", "*.flac"))
+    )
     prosody = load_teacher("prosody")
-    record = distill(files, out_dir=tmp_path / "run", teacher=prosody, student=student,
-                     student_options=options, outputs=3, steps=60, batch_size=16, lr=3e-3,
-                     checkpoint_every=60, cache_dir=tmp_path / "cache", validation_fraction=0.0)
+    record = distill(
+        files,
+        out_dir=tmp_path / "run",
+        teacher=prosody,
+        student=student,
+        student_options=options,
+        outputs=3,
+        steps=60,
+        batch_size=16,
+        lr=3e-3,
+        checkpoint_every=60,
+        cache_dir=tmp_path / "cache",
+        validation_fraction=0.0,
+    )
     model = keras.models.load_model(os.path.join(record["export"], "model.keras"))
     clips = [load_audio(path) for path in files]
     scores = np.concatenate([model(clip[np.newaxis], training=False)["scores"].numpy() for clip in clips])

@@ -1,4 +1,5 @@
 """The student zoo: registry, families, chunk and frame semantics, parameter counts (the shared checks: test_students.py)."""
+
 import numpy as np
 import pytest
 
@@ -9,8 +10,16 @@ from trillsson_tf.models import distil
 from conftest import TINY_STUDENTS
 
 REQUIRED = (
-    "trillsson1", "trillsson2", "trillsson3", "trillsson4", "trillsson5",
-    "efficientnetv2b0", "efficientnetv2b1", "efficientnetv2s", "mobilenetv3small", "mobilenetv3large",
+    "trillsson1",
+    "trillsson2",
+    "trillsson3",
+    "trillsson4",
+    "trillsson5",
+    "efficientnetv2b0",
+    "efficientnetv2b1",
+    "efficientnetv2s",
+    "mobilenetv3small",
+    "mobilenetv3large",
 )
 BIG = {"trillsson3", "trillsson4", "trillsson5", "efficientnetv2s"}
 
@@ -35,10 +44,13 @@ def test_every_preset_says_its_family_and_families_partition_the_registry():
     families = {name: models.get_preset(name).family for name in models.available()}
     assert set(families.values()) == set(models.FAMILIES)
     assert sum((models.available(family=family) for family in models.FAMILIES), ()) == tuple(
-        name for family in models.FAMILIES for name in models.available() if families[name] == family)
+        name for family in models.FAMILIES for name in models.available() if families[name] == family
+    )
     assert models.available(family="clip") == ("wav2small",)
     assert models.available(family="waveform") == ("distil-small",)
-    with pytest.raises(ValueError, match=r"Unknown student family 'layer'. Expected one of: \['chunk', 'clip', 'waveform'\]"):
+    with pytest.raises(
+        ValueError, match=r"Unknown student family 'layer'. Expected one of: \['chunk', 'clip', 'waveform'\]"
+    ):
         models.available(family="layer")
     with pytest.raises(ValueError, match="Unknown student family 'cnn'"):
         models.StudentPreset(name="x", family="cnn", build=None, config={}, description="")

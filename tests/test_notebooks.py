@@ -3,6 +3,7 @@
 ``01_quickstart`` runs in the default suite (about a minute on 2 cores); the others distill,
 prune or fine-tune and run under ``slow``.
 """
+
 import glob
 import os
 import subprocess
@@ -28,15 +29,21 @@ def _execute(name, tmp_path, monkeypatch):
     monkeypatch.setenv("TRILLSSON_FAST", "1")
     notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
     # The notebook's working directory is a temporary folder: it writes only there.
-    NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     errors = [output for cell in notebook.cells for output in cell.get("outputs", []) if output.output_type == "error"]
     assert not errors
     return notebook
 
 
 def _text(notebook) -> str:
-    return "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
-                   if output.output_type == "stream")
+    return "".join(
+        output.get("text", "")
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if output.output_type == "stream"
+    )
 
 
 def test_notebooks_are_stored_without_outputs():
@@ -49,8 +56,12 @@ def test_notebooks_are_stored_without_outputs():
 
 
 def test_notebooks_match_their_generator():
-    result = subprocess.run([sys.executable, os.path.join(NOTEBOOKS, "make_notebooks.py"), "--check"],
-                            capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, os.path.join(NOTEBOOKS, "make_notebooks.py"), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -76,8 +87,14 @@ def test_quickstart_runs_in_fast_mode(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [os.path.basename(p) for p in sorted(glob.glob(os.path.join(NOTEBOOKS, "*.ipynb")))
-                                  if os.path.basename(p) not in DEFAULT])
+@pytest.mark.parametrize(
+    "name",
+    [
+        os.path.basename(p)
+        for p in sorted(glob.glob(os.path.join(NOTEBOOKS, "*.ipynb")))
+        if os.path.basename(p) not in DEFAULT
+    ],
+)
 def test_notebook_runs_in_fast_mode(name, tmp_path, monkeypatch):
     notebook = _execute(name, tmp_path, monkeypatch)
     images = [o for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]

@@ -1,6 +1,7 @@
 """trillsson_tf.optimize: pruning reaches its sparsity, QAT (squeeze-excite included) converts and agrees
 with Keras and strips back to the float network, clustering, the scopes load wrapped models, the optimize
 pipeline and its CLI (resume, refusals), bad layers and options named, tfmot internals kept in one module."""
+
 import json
 import os
 import pathlib
@@ -38,14 +39,40 @@ def _tiny_efficientnetv2():
 
     keras.utils.set_random_seed(3)
     blocks = [
-        {"kernel_size": 3, "num_repeat": 1, "input_filters": 16, "output_filters": 16, "expand_ratio": 1,
-         "se_ratio": 0, "strides": 2, "conv_type": 1},
-        {"kernel_size": 3, "num_repeat": 1, "input_filters": 16, "output_filters": 24, "expand_ratio": 2,
-         "se_ratio": 0.25, "strides": 2, "conv_type": 0},
+        {
+            "kernel_size": 3,
+            "num_repeat": 1,
+            "input_filters": 16,
+            "output_filters": 16,
+            "expand_ratio": 1,
+            "se_ratio": 0,
+            "strides": 2,
+            "conv_type": 1,
+        },
+        {
+            "kernel_size": 3,
+            "num_repeat": 1,
+            "input_filters": 16,
+            "output_filters": 24,
+            "expand_ratio": 2,
+            "se_ratio": 0.25,
+            "strides": 2,
+            "conv_type": 0,
+        },
     ]
     inputs = patch_input()
-    backbone = EfficientNetV2(1.0, 1.0, 224, blocks_args=blocks, model_name="tiny_efficientnetv2", include_top=False,
-                              weights=None, pooling="avg", input_tensor=inputs, input_shape=inputs.shape[1:])
+    backbone = EfficientNetV2(
+        1.0,
+        1.0,
+        224,
+        blocks_args=blocks,
+        model_name="tiny_efficientnetv2",
+        include_top=False,
+        weights=None,
+        pooling="avg",
+        input_tensor=inputs,
+        input_shape=inputs.shape[1:],
+    )
     return keras.Model(inputs, projection_head(backbone.output, 16))
 
 
@@ -94,7 +121,9 @@ def test_depthwise_kernels_are_pruned_and_keep_their_zeros_through_qat(patches, 
     report = optimize.sparsity_report(stripped)
     assert report["not_prunable"] == []
     assert all(report["layers"][f"block{i}_dw"]["sparsity"] == pytest.approx(0.5, abs=0.02) for i in range(1, 6))
-    dense = optimize.sparsity_report(optimize.strip_pruning(optimize.apply_pruning(network, sparsity=0.5, depthwise=False)))
+    dense = optimize.sparsity_report(
+        optimize.strip_pruning(optimize.apply_pruning(network, sparsity=0.5, depthwise=False))
+    )
     assert dense["layers"]["block1_dw"]["sparsity"] == 0 and dense["layers"]["block1_pw"]["sparsity"] == 0
 
     def qat_sparsity(keep_zeros):
@@ -106,15 +135,21 @@ def test_depthwise_kernels_are_pruned_and_keep_their_zeros_through_qat(patches, 
     assert qat_sparsity(keep_zeros=False)[1] < 0.3
     qat, kept = qat_sparsity(keep_zeros=True)
     assert kept == pytest.approx(0.5, abs=0.02)
-    tflite.convert(optimize.rewrap(model, qat), tmp_path / "pruned.tflite", quantize="int8", frontend=False,
-                   representative_audio=common.parity_clips(num_clips=4))
+    tflite.convert(
+        optimize.rewrap(model, qat),
+        tmp_path / "pruned.tflite",
+        quantize="int8",
+        frontend=False,
+        representative_audio=common.parity_clips(num_clips=4),
+    )
     zeros = _depthwise_zeros(tmp_path / "pruned.tflite")
     assert len(zeros) == 5 and min(zeros.values()) >= 0.48
 
 
 def test_block_sparsity_zeroes_whole_blocks_of_dense_kernels(tiny_model, patches):
-    pruned = optimize.apply_pruning(tiny_model.chunk_network, sparsity=0.5, schedule="constant", frequency=1,
-                                    block_size="1x4")
+    pruned = optimize.apply_pruning(
+        tiny_model.chunk_network, sparsity=0.5, schedule="constant", frequency=1, block_size="1x4"
+    )
     optimize.recover(pruned, tiny_model.chunk_network, patches, steps=2)
     stripped = optimize.strip_pruning(pruned)
     kernel = stripped.get_layer("projection").kernel.numpy()  # [inputs, 32]
@@ -152,8 +187,13 @@ def test_qat_network_converts_and_agrees_with_its_keras_form(patches, held_out_p
     network = model.chunk_network
     qat = optimize.apply_qat(network, calibration_patches=patches)
     optimize.recover(qat, network, patches, steps=10)
-    card = tflite.convert(optimize.rewrap(model, qat), tmp_path / "qat.tflite", quantize="int8", frontend=False,
-                          representative_audio=common.parity_clips(num_clips=4))
+    card = tflite.convert(
+        optimize.rewrap(model, qat),
+        tmp_path / "qat.tflite",
+        quantize="int8",
+        frontend=False,
+        representative_audio=common.parity_clips(num_clips=4),
+    )
     assert card["float_ops"] == []
     assert card["parity"]["mean_cosine"] >= 0.999 and card["parity"]["reference_rms"] > 0.05
     int8 = tflite.tflite_embeddings((tmp_path / "qat.tflite").read_bytes(), held_out_patches)
@@ -166,8 +206,12 @@ def test_depthwise_batch_norms_fold_exactly_and_leave_no_int8_mul(patches, tmp_p
     rng = np.random.default_rng(0)
     for layer in network.layers:  # inference statistics far from the identity, so the fold shows
         if isinstance(layer, keras.layers.BatchNormalization):
-            layer.set_weights([rng.uniform(0.5, 2.0, w.shape) if i in (0, 3) else rng.normal(0.0, 0.5, w.shape)
-                               for i, w in enumerate(layer.get_weights())])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 2.0, w.shape) if i in (0, 3) else rng.normal(0.0, 0.5, w.shape)
+                    for i, w in enumerate(layer.get_weights())
+                ]
+            )
     folded = optimize.fold_depthwise_batch_norms(network)
     names = {layer.name for layer in folded.layers}
     assert "block1_dw_bn" not in names and {"block1_pw_bn", "input_norm"} <= names
@@ -175,15 +219,22 @@ def test_depthwise_batch_norms_fold_exactly_and_leave_no_int8_mul(patches, tmp_p
     reference = network(patches).numpy()
     assert np.abs(folded(patches).numpy() - reference).max() <= 1e-5 * np.abs(reference).max()
     qat = optimize.apply_qat(network, calibration_patches=patches)
-    card = tflite.convert(optimize.rewrap(model, qat), tmp_path / "qat.tflite", quantize="int8", frontend=False,
-                          representative_audio=common.parity_clips(num_clips=4))
+    card = tflite.convert(
+        optimize.rewrap(model, qat),
+        tmp_path / "qat.tflite",
+        quantize="int8",
+        frontend=False,
+        representative_audio=common.parity_clips(num_clips=4),
+    )
     ops = [row["op"] for row in card["ops"]]
     assert ops.count("DEPTHWISE_CONV_2D") == 5 and ops.count("MUL") == 1  # only the input norm's is left
     assert card["float_ops"] == []
 
 
 def _tfmot_layers(network) -> list:
-    return [layer.name for layer in network.layers if type(layer).__module__.startswith("tensorflow_model_optimization")]
+    return [
+        layer.name for layer in network.layers if type(layer).__module__.startswith("tensorflow_model_optimization")
+    ]
 
 
 def _weights_by_name(variables, prefix: str = "") -> dict:
@@ -220,7 +271,9 @@ def test_strip_qat_keeps_the_weights_qat_trained(patches, tmp_path):
     assert parity(with_int8, without)["mean_cosine"] > 0.999
     assert np.abs(with_int8 - without).max() > 1e-3 * np.abs(without).max()
     stripped.save(tmp_path / "float.keras")
-    np.testing.assert_array_equal(keras.models.load_model(tmp_path / "float.keras")(patches).numpy(), without)  # no scope
+    np.testing.assert_array_equal(
+        keras.models.load_model(tmp_path / "float.keras")(patches).numpy(), without
+    )  # no scope
 
 
 @pytest.mark.slow
@@ -247,8 +300,13 @@ def test_qat_efficientnetv2_converts_to_int8_and_agrees(patches, tmp_path):
     network = _tiny_efficientnetv2()
     qat = optimize.apply_qat(network, calibration_patches=patches)
     optimize.recover(qat, network, patches, steps=10)
-    card = tflite.convert(models.wrap_chunk_network(qat, name="tiny_efficientnetv2"), tmp_path / "e.tflite",
-                          quantize="int8", frontend=False, representative_audio=common.parity_clips(num_clips=4))
+    card = tflite.convert(
+        models.wrap_chunk_network(qat, name="tiny_efficientnetv2"),
+        tmp_path / "e.tflite",
+        quantize="int8",
+        frontend=False,
+        representative_audio=common.parity_clips(num_clips=4),
+    )
     assert card["float_ops"] == [] and {"MUL", "LOGISTIC"} <= {row["op"] for row in card["ops"]}
     assert card["parity"]["mean_cosine"] >= 0.999
 
@@ -264,8 +322,10 @@ def test_clustering_leaves_at_most_that_many_values_per_kernel(tiny_model, patch
 def test_wrapped_models_save_and_load_inside_their_scopes(patches, tmp_path):
     network = models.build("tiny_cnn", embedding_dim=16).chunk_network
     pruned = optimize.apply_pruning(network, sparsity=0.5, block_size="4x1")  # depthwise and pointwise-as-Dense layers
-    for wrapped, scope in ((pruned, optimize.pruning_scope), (optimize.apply_clustering(network, clusters=8),
-                                                            optimize.cluster_scope)):
+    for wrapped, scope in (
+        (pruned, optimize.pruning_scope),
+        (optimize.apply_clustering(network, clusters=8), optimize.cluster_scope),
+    ):
         path = tmp_path / f"{scope.__name__}.keras"
         wrapped.save(path)
         with pytest.raises((ValueError, TypeError)):  # the scope is what makes it load
@@ -291,8 +351,11 @@ def test_bad_pruning_options(tiny_model):
 def test_tfmot_internals_are_reached_from_one_module_only():
     package = pathlib.Path(optimize.__file__).parents[1]
     sources = [*package.rglob("*.py"), *(package.parent / "converters").rglob("*.py")]
-    touching = sorted(str(path.relative_to(package.parent)) for path in sources
-                      if re.search(r"tensorflow_model_optimization\.python|quant_ops", path.read_text()))
+    touching = sorted(
+        str(path.relative_to(package.parent))
+        for path in sources
+        if re.search(r"tensorflow_model_optimization\.python|quant_ops", path.read_text())
+    )
     assert touching == ["trillsson_tf/optimize/_tfmot.py"]
 
 
@@ -302,27 +365,35 @@ def test_another_tfmot_version_is_warned_about(monkeypatch):
     _tfmot.import_tfmot.cache_clear()
     monkeypatch.setattr(tfmot, "__version__", "9.9.9")
     try:
-        with pytest.warns(RuntimeWarning, match=r"checked against tensorflow-model-optimization 0\.8\.1, found 9\.9\.9"):
+        with pytest.warns(
+            RuntimeWarning, match=r"checked against tensorflow-model-optimization 0\.8\.1, found 9\.9\.9"
+        ):
             _tfmot.import_tfmot()
     finally:
         _tfmot.import_tfmot.cache_clear()
 
 
 def test_importing_the_package_does_not_import_tfmot():
-    code = ("import sys, trillsson_tf.optimize; "
-            "sys.exit(any(name.startswith('tensorflow_model_optimization') for name in sys.modules))")
+    code = (
+        "import sys, trillsson_tf.optimize; "
+        "sys.exit(any(name.startswith('tensorflow_model_optimization') for name in sys.modules))"
+    )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
 # The pipeline and its command line, on a tiny trillsson1 export and the bundled LibriSpeech speech.
+
 
 @pytest.fixture(scope="module")
 def source_export(tmp_path_factory):
     """A tiny trillsson1 export with a teacher in its metadata and a distiller-style run.json."""
     from trillsson_tf.export import export_savedmodel
 
-    export = export_savedmodel(_tiny_trillsson1(seed=2), tmp_path_factory.mktemp("source") / "export",
-                               extra_metadata={"teacher": {"spec": "speech_embedding", "embedding_dim": 32}})
+    export = export_savedmodel(
+        _tiny_trillsson1(seed=2),
+        tmp_path_factory.mktemp("source") / "export",
+        extra_metadata={"teacher": {"spec": "speech_embedding", "embedding_dim": 32}},
+    )
     with open(os.path.join(export, "run.json"), "w") as handle:
         json.dump({"student": {"name": "trillsson1"}, "teacher": {"spec": "speech_embedding"}, "step": 100}, handle)
     return export
@@ -342,8 +413,23 @@ def optimized(source_export, speech_manifest, tmp_path_factory):
     """``trillsson-tf optimize EXPORT --prune 0.5 --qat`` (30 steps a stage), interrupted after the
     checkpoint at pruning step 10, then ``--resume``d; the report, and what the resume restored."""
     out = str(tmp_path_factory.mktemp("optimized") / "run")
-    argv = ["optimize", source_export, "--prune", "0.5", "--qat", "--data", speech_manifest, "--out", out,
-            "--steps", "30", "--checkpoint-every", "10", "--patches", "48"]
+    argv = [
+        "optimize",
+        source_export,
+        "--prune",
+        "0.5",
+        "--qat",
+        "--data",
+        speech_manifest,
+        "--out",
+        out,
+        "--steps",
+        "30",
+        "--checkpoint-every",
+        "10",
+        "--patches",
+        "48",
+    ]
     real_recover = pipeline.recover
     at_interruption, at_resume = {}, {}
 
@@ -366,7 +452,13 @@ def optimized(source_export, speech_manifest, tmp_path_factory):
         patch.setattr(pipeline, "recover", resumed)
         assert cli.main([*argv, "--resume"]) == 0
     with open(os.path.join(out, optimize.REPORT_FILE)) as handle:
-        return {"report": json.load(handle), "out": out, "argv": argv, "interrupted": at_interruption, "resumed": at_resume}
+        return {
+            "report": json.load(handle),
+            "out": out,
+            "argv": argv,
+            "interrupted": at_interruption,
+            "resumed": at_resume,
+        }
 
 
 def test_optimize_prunes_then_quantizes_and_reports(optimized):
@@ -400,13 +492,20 @@ def test_resume_with_other_options_and_rerun_without_resume_are_refused(optimize
 
 def test_optimized_export_converts_to_int8_and_agrees(optimized, source_export, held_out_patches, tmp_path):
     files = sorted(os.path.join(LIBRISPEECH, name) for name in os.listdir(LIBRISPEECH))[:8]
-    card = tflite.convert(optimized["report"]["export"], tmp_path / "opt.tflite", quantize="int8", frontend=False,
-                          representative_audio=files)
+    card = tflite.convert(
+        optimized["report"]["export"],
+        tmp_path / "opt.tflite",
+        quantize="int8",
+        frontend=False,
+        representative_audio=files,
+    )
     assert card["float_ops"] == []
     assert card["parity"]["mean_cosine"] >= 0.999 and card["parity"]["reference_rms"] > 0.05  # vs its Keras (QAT) form
     source, _ = common.load_keras_model(source_export)
     int8 = tflite.tflite_embeddings((tmp_path / "opt.tflite").read_bytes(), held_out_patches)
-    assert parity(source.chunk_network(held_out_patches).numpy(), int8)["mean_cosine"] >= 0.98  # vs the unoptimized float
+    assert (
+        parity(source.chunk_network(held_out_patches).numpy(), int8)["mean_cosine"] >= 0.98
+    )  # vs the unoptimized float
     # The model card says what was done, and keeps the teacher and the training run of the source.
     assert card["source"]["optimization"]["prune"] == 0.5 and card["source"]["optimization"]["qat"] is True
     assert card["source"]["teacher"]["spec"] == "speech_embedding" and card["source"]["run"]["step"] == 100
@@ -416,8 +515,10 @@ def test_optimized_export_converts_to_int8_and_agrees(optimized, source_export, 
 def test_cli_refuses_an_existing_output_without_force(source_export, tmp_path, capsys):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("user file")
-    assert cli.main(["optimize", source_export, "--prune", "0.5", "--data", LIBRISPEECH, "--out",
-                     str(tmp_path / "out")]) == 2
+    assert (
+        cli.main(["optimize", source_export, "--prune", "0.5", "--data", LIBRISPEECH, "--out", str(tmp_path / "out")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "exists and is not empty" in err and "--force" in err and "Traceback" not in err
     assert (tmp_path / "out" / "keep.txt").read_text() == "user file"
@@ -444,8 +545,20 @@ def test_cli_bad_options_are_clean_errors(source_export, tmp_path, capsys, argv,
 
 def test_default_learning_rate_depends_on_the_stages():
     def rate(**stages):
-        return pipeline._options(stages.get("prune"), "polynomial", None, stages.get("qat", False), stages.get("cluster"),
-                                 10, 4, None, 8, 0.1, 5, 0)["learning_rate"]
+        return pipeline._options(
+            stages.get("prune"),
+            "polynomial",
+            None,
+            stages.get("qat", False),
+            stages.get("cluster"),
+            10,
+            4,
+            None,
+            8,
+            0.1,
+            5,
+            0,
+        )["learning_rate"]
 
     assert rate(qat=True) == optimize.QAT_LEARNING_RATE == 1e-4
     assert rate(prune=0.5) == rate(prune=0.5, qat=True) == rate(cluster=16, qat=True) == optimize.RECOVERY_LEARNING_RATE

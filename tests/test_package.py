@@ -1,4 +1,5 @@
 """``import trillsson_tf``: the entry points are there lazily, tab-complete, and leave TensorFlow out."""
+
 import importlib
 import pkgutil
 import subprocess
@@ -8,8 +9,18 @@ import pytest
 
 import trillsson_tf
 
-ENTRY_POINTS = {"TFLiteModel", "build", "export_savedmodel", "load", "load_teacher", "convert", "keras3_layer",
-                "models", "export", "distill"}
+ENTRY_POINTS = {
+    "TFLiteModel",
+    "build",
+    "export_savedmodel",
+    "load",
+    "load_teacher",
+    "convert",
+    "keras3_layer",
+    "models",
+    "export",
+    "distill",
+}
 
 
 def _run(code: str) -> str:
@@ -25,9 +36,11 @@ def test_entry_points_tab_complete():
 
 
 def test_import_and_the_runtime_entry_point_load_no_tensorflow():
-    code = ("import sys; import trillsson_tf; assert 'tensorflow' not in sys.modules, 'import'; "
-            "model_class = trillsson_tf.TFLiteModel; assert 'tensorflow' not in sys.modules, 'TFLiteModel'; "
-            "print(model_class.__module__)")
+    code = (
+        "import sys; import trillsson_tf; assert 'tensorflow' not in sys.modules, 'import'; "
+        "model_class = trillsson_tf.TFLiteModel; assert 'tensorflow' not in sys.modules, 'TFLiteModel'; "
+        "print(model_class.__module__)"
+    )
     assert _run(code) == "trillsson_tf.runtime"
 
 
@@ -50,13 +63,15 @@ def test_names_shared_with_a_submodule_are_that_submodule_whatever_was_imported_
     submodules = {info.name for info in pkgutil.iter_modules(trillsson_tf.__path__)}
     shared = sorted(ENTRY_POINTS & submodules)
     assert {"export", "distill", "models"} <= set(shared)
-    code = ("import importlib, sys, types; import trillsson_tf; "
-            f"names = {shared!r}; "
-            "before = {name: getattr(trillsson_tf, name) for name in names}; "
-            "[importlib.import_module('trillsson_tf.' + name) for name in names]; "
-            "assert all(isinstance(before[name], types.ModuleType) for name in names), before; "
-            "assert all(getattr(trillsson_tf, name) is sys.modules['trillsson_tf.' + name] is before[name] "
-            "for name in names); print('ok')")
+    code = (
+        "import importlib, sys, types; import trillsson_tf; "
+        f"names = {shared!r}; "
+        "before = {name: getattr(trillsson_tf, name) for name in names}; "
+        "[importlib.import_module('trillsson_tf.' + name) for name in names]; "
+        "assert all(isinstance(before[name], types.ModuleType) for name in names), before; "
+        "assert all(getattr(trillsson_tf, name) is sys.modules['trillsson_tf.' + name] is before[name] "
+        "for name in names); print('ok')"
+    )
     assert _run(code) == "ok"
     for name in shared:
         assert getattr(trillsson_tf, name) is importlib.import_module(f"trillsson_tf.{name}")

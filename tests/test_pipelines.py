@@ -1,4 +1,5 @@
 """Teacher targets on Apache Beam: the DirectRunner's shards equal the local cache; bad input is refused."""
+
 import glob
 import json
 import os
@@ -75,8 +76,9 @@ def test_direct_runner_with_two_workers_gives_the_local_cache(tmp_path, files, t
     assert all(record.targets.shape == (1, 96) for record in records.values())
     # The distiller's reader gives the same training set from either folder.
     from_beam = load_targets(tmp_path / "beam", teacher=teacher)
-    from_cache = load_targets(cached_targets(teacher, load_clips(find_audio(files)), cache_dir=tmp_path / "cache").directory,
-                              teacher=teacher)
+    from_cache = load_targets(
+        cached_targets(teacher, load_clips(find_audio(files)), cache_dir=tmp_path / "cache").directory, teacher=teacher
+    )
     assert [item.path for item in from_beam.items] == [item.path for item in from_cache.items] == sorted(files)
     for a, b in zip(from_beam.targets, from_cache.targets):
         np.testing.assert_array_equal(a, b)
@@ -84,8 +86,13 @@ def test_direct_runner_with_two_workers_gives_the_local_cache(tmp_path, files, t
 
 def test_distill_trains_from_beam_shards_and_refuses_another_teacher(tmp_path, files, teacher):
     build_targets(files, tmp_path / "beam", teacher="speech_embedding", num_shards=1)
-    options = dict(student_options={"stem_filters": 8, "filters": (16, 24), "strides": (2, 2)}, steps=4, batch_size=4,
-                   checkpoint_every=4, validation_fraction=0.0)
+    options = dict(
+        student_options={"stem_filters": 8, "filters": (16, 24), "strides": (2, 2)},
+        steps=4,
+        batch_size=4,
+        checkpoint_every=4,
+        validation_fraction=0.0,
+    )
     record = distill(targets=tmp_path / "beam", out_dir=tmp_path / "run", teacher=teacher, **options)
     assert record["data"]["files"] == 10 and record["data"]["target_mode"] == "global"
     assert record["data"]["source"].startswith("targets ") and os.path.isdir(record["export"])
@@ -102,8 +109,15 @@ def test_distill_trains_from_beam_shards_and_refuses_another_teacher(tmp_path, f
 
 @pytest.mark.slow
 def test_multi_process_direct_runner_local_mode_equals_the_cache(tmp_path, files, teacher):
-    summary = build_targets(files, tmp_path / "beam", teacher="speech_embedding", mode="local", workers=2, num_shards=2,
-                            pipeline_args=["--direct_running_mode=multi_processing"])
+    summary = build_targets(
+        files,
+        tmp_path / "beam",
+        teacher="speech_embedding",
+        mode="local",
+        workers=2,
+        num_shards=2,
+        pipeline_args=["--direct_running_mode=multi_processing"],
+    )
     assert summary["records"] == 10 and summary["workers"] == 2
     with open(tmp_path / "beam" / TEACHER_FILE) as handle:
         assert json.load(handle)["pipeline"]["workers"] == 2
@@ -136,7 +150,9 @@ def test_bad_input_is_refused(tmp_path, monkeypatch):
         with pytest.raises(TrillssonError, match=r"no filesystem for gs:// here: pip install 'apache-beam\[gcp\]'"):
             match_audio("gs://bucket/audio/**/*.flac")
         with pytest.raises(TrillssonError, match=r"DataflowRunner needs apache-beam\[gcp\].*pip install"):
-            build_targets(FSDD_GLOB, tmp_path / "out", runner="DataflowRunner", pipeline_args=["--project=p", "--region=r"])
+            build_targets(
+                FSDD_GLOB, tmp_path / "out", runner="DataflowRunner", pipeline_args=["--project=p", "--region=r"]
+            )
     monkeypatch.setitem(sys.modules, "apache_beam", None)  # as if the [beam] extra were not installed
     with pytest.raises(TrillssonError, match=r"pip install 'trillsson-tf\[beam\]'"):
         build_targets(FSDD_GLOB, tmp_path / "out")

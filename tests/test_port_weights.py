@@ -1,4 +1,5 @@
 """Weight porting: round trip through an exported SavedModel, and honest reports."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """The prosody teacher: interpretable scores on signals with known answers, gain invariance, teacher contract."""
+
 import numpy as np
 import pytest
 
@@ -12,8 +13,11 @@ RATE = 16000
 def _harmonic_tone(f0_hz, seconds=1.0, rolloff_db_per_octave=-12.0):
     """A buzz with harmonics whose level falls by ``rolloff_db_per_octave``, with a 50% loudness swing."""
     t = np.arange(int(seconds * RATE)) / RATE
-    tone = sum(10 ** (rolloff_db_per_octave * np.log2(k) / 20) * np.sin(2 * np.pi * k * f0_hz * t) for k in range(1, 40)
-               if k * f0_hz < RATE / 2)
+    tone = sum(
+        10 ** (rolloff_db_per_octave * np.log2(k) / 20) * np.sin(2 * np.pi * k * f0_hz * t)
+        for k in range(1, 40)
+        if k * f0_hz < RATE / 2
+    )
     envelope = 1.0 + 0.5 * np.sin(2 * np.pi * 3 * t)
     return (0.3 * tone / np.abs(tone).max() * envelope / 1.5).astype(np.float32)
 
@@ -22,7 +26,10 @@ def test_pitch_and_tilt_follow_the_signal():
     low, high = raw_prosody(_harmonic_tone(110.0)), raw_prosody(_harmonic_tone(220.0))
     assert low["pitch"] == pytest.approx(12 * np.log2(1.1), abs=0.3)  # 110 Hz = 1.65 semitones re 100 Hz
     assert high["pitch"] - low["pitch"] == pytest.approx(12.0, abs=0.3)  # one octave
-    steep, flat = raw_prosody(_harmonic_tone(150.0, rolloff_db_per_octave=-18.0)), raw_prosody(_harmonic_tone(150.0, rolloff_db_per_octave=-6.0))
+    steep, flat = (
+        raw_prosody(_harmonic_tone(150.0, rolloff_db_per_octave=-18.0)),
+        raw_prosody(_harmonic_tone(150.0, rolloff_db_per_octave=-6.0)),
+    )
     assert steep["tilt"] < flat["tilt"] - 6.0  # 12 dB/octave apart in the source
     assert 0 < low["loudness_range"] < 10
 

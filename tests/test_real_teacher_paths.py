@@ -1,5 +1,6 @@
 """A student of the real CAM++ teacher through every path after distillation: optimize, convert (frames,
 MediaPipe, int8), the runtime and its stream (slow: make test-slow; the demo test covers float/int8/micro)."""
+
 import glob
 import os
 
@@ -16,8 +17,16 @@ def export(tmp_path_factory):
     from trillsson_tf.distill import distill
 
     files = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "fsdd", "*_5.wav")))
-    run = distill(files, out_dir=str(tmp_path_factory.mktemp("run")), teacher="campplus", student="tiny_cnn_k5",
-                  steps=30, lr=1e-2, validation_fraction=0.0, cache_dir=str(tmp_path_factory.mktemp("cache")))
+    run = distill(
+        files,
+        out_dir=str(tmp_path_factory.mktemp("run")),
+        teacher="campplus",
+        student="tiny_cnn_k5",
+        steps=30,
+        lr=1e-2,
+        validation_fraction=0.0,
+        cache_dir=str(tmp_path_factory.mktemp("cache")),
+    )
     assert run["teacher"]["spec"] == "campplus" and run["student"]["parameters"] < 6_848_544 / 20
     return run["export"]
 
@@ -30,8 +39,11 @@ def test_optimize_convert_and_stream(export, tmp_path):
     data = os.path.join(SAMPLE_AUDIO_DIR, "librispeech")
     optimized = optimize_export(export, str(tmp_path / "opt"), data=data, prune=0.5, steps=10, num_patches=64)
     clip = load_audio(sorted(glob.glob(os.path.join(data, "*.flac")))[0])[:64000]
-    for name, options in {"int8": {"quantize": "int8", "representative_audio": data},
-                          "frames": {"frames": True}, "mediapipe": {"mediapipe": True, "fixed_samples": 31440}}.items():
+    for name, options in {
+        "int8": {"quantize": "int8", "representative_audio": data},
+        "frames": {"frames": True},
+        "mediapipe": {"mediapipe": True, "fixed_samples": 31440},
+    }.items():
         card = convert(optimized["export"], str(tmp_path / f"{name}.tflite"), **options)
         assert card["parity"]["mean_cosine"] > 0.95, name
     model = TFLiteModel(str(tmp_path / "int8.tflite"))

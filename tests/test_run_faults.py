@@ -1,5 +1,6 @@
 """Run folders under faults (issue 39 items 4, 5, 7): a kill between checkpoint and record, a damaged
 checkpoint, a failed save, an unreadable record, a resume that changes the data stream, two writers."""
+
 import glob
 import os
 import shutil
@@ -26,8 +27,14 @@ def files():
 
 @pytest.fixture(scope="module")
 def options(tmp_path_factory):
-    return dict(teacher=load_teacher("speech_embedding"), student_options=SMALL, batch_size=8, checkpoint_every=10,
-                cache_dir=str(tmp_path_factory.mktemp("cache")), validation_fraction=0.0)
+    return dict(
+        teacher=load_teacher("speech_embedding"),
+        student_options=SMALL,
+        batch_size=8,
+        checkpoint_every=10,
+        cache_dir=str(tmp_path_factory.mktemp("cache")),
+        validation_fraction=0.0,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +70,7 @@ def test_kill_between_checkpoint_and_record_loses_no_logged_step(files, options,
     monkeypatch.undo()
     resumed = distill(files, out_dir=out, steps=30, resume=True, **options)
     assert resumed["resumed_from_step"] == 10 and _steps(resumed) == [10, 20, 30]
-    np.testing.assert_allclose([p[1] for p in resumed["loss_history"]], [p[1] for p in full["loss_history"]],
-                               rtol=1e-4)
+    np.testing.assert_allclose([p[1] for p in resumed["loss_history"]], [p[1] for p in full["loss_history"]], rtol=1e-4)
 
 
 def test_missing_or_damaged_checkpoint_resumes_from_the_one_before(files, options, finished, tmp_path):
@@ -113,13 +119,16 @@ def test_unreadable_record_is_named_not_a_traceback(files, options, finished, tm
         distill(files, out_dir=out, steps=30, resume=True, **options)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"batch_size": 4}, "stream.batch_size was 8, now 4"),
-    ({"seed": 1}, "stream.seed was 0, now 1"),
-    ({"shuffle_buffer": 7}, "stream.shuffle_buffer was None, now 7"),
-    ({"validation_fraction": 0.5}, "stream.validation_fraction was 0.0, now 0.5"),
-    ({"lr": 0.01}, "stream.lr was 0.001, now 0.01"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"batch_size": 4}, "stream.batch_size was 8, now 4"),
+        ({"seed": 1}, "stream.seed was 0, now 1"),
+        ({"shuffle_buffer": 7}, "stream.shuffle_buffer was None, now 7"),
+        ({"validation_fraction": 0.5}, "stream.validation_fraction was 0.0, now 0.5"),
+        ({"lr": 0.01}, "stream.lr was 0.001, now 0.01"),
+    ],
+)
 def test_resume_that_changes_the_stream_names_the_change(files, options, finished, tmp_path, change, message):
     _, at_20 = finished
     out = _copy(at_20, tmp_path)
@@ -132,16 +141,25 @@ def test_resume_with_files_added_or_removed_is_refused(files, options, finished,
     out = _copy(at_20, tmp_path)
     more = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "fsdd", "*_5.wav")))[:21]
     for data in (more, files[:19]):
-        with pytest.raises(ParameterError, match=r"training_records was '20 records, sha256 \w+', now '(21|19) records"):
+        with pytest.raises(
+            ParameterError, match=r"training_records was '20 records, sha256 \w+', now '(21|19) records"
+        ):
             distill(data, out_dir=out, steps=30, resume=True, **options)
 
 
 def test_a_second_process_is_refused_from_a_run_folder_in_use(files, options, tmp_path):
     out = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from trillsson_tf.folders import lock_folder; "
-                               "lock = lock_folder(sys.argv[1]); print('locked', flush=True); time.sleep(60)", str(out)],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from trillsson_tf.folders import lock_folder; "
+            "lock = lock_folder(sys.argv[1]); print('locked', flush=True); time.sleep(60)",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(ParameterError, match=rf"in use by another trillsson-tf process \(pid {holder.pid}\)"):

@@ -3,6 +3,7 @@
 The .tflite files are converted here with ``tf.lite.TFLiteConverter`` (builtin ops only) from a
 tiny real student, and every parity check runs on real LibriSpeech speech.
 """
+
 import glob
 import json
 import logging
@@ -18,7 +19,6 @@ import numpy as np
 import pytest
 import soundfile
 
-from conftest import TINY_STUDENTS
 from trillsson_tf import litert, runtime
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio, resample
 from trillsson_tf.errors import AudioTypeError, ParameterError, TrillssonError
@@ -138,7 +138,9 @@ def _run_without_tensorflow(script):
 leaked = sorted(name for name in sys.modules if name.split(".")[0] in ("tensorflow", "tf_keras", "keras"))
 assert not leaked, f"TensorFlow was imported: {leaked[:5]}"
 """
-    result = subprocess.run([sys.executable, "-c", "import sys\n" + script + check], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys\n" + script + check], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -172,7 +174,9 @@ def test_float32_matches_keras(request, fixture, tiny_model, librispeech_clips, 
     model = TFLiteModel(request.getfixturevalue(fixture), num_threads=1)
     clips = librispeech_clips + fsdd_clips
     # float32 frontend (inside) vs the Keras float64 frontend: ~1e-6 apart; numpy frontend: exact.
-    _assert_parity(_keras_embeddings(tiny_model, clips), model(clips)["embedding"], min_cosine=0.9999, max_abs_diff=1e-3)
+    _assert_parity(
+        _keras_embeddings(tiny_model, clips), model(clips)["embedding"], min_cosine=0.9999, max_abs_diff=1e-3
+    )
 
 
 def test_int8_matches_keras(patch_int8, tiny_model, librispeech_clips, fsdd_clips):
@@ -200,8 +204,12 @@ def test_int8_frontend_inside_matches_the_interpreter_and_keras(tflite_dir, tiny
     wrapped = TFLiteModel(path)(clip)["embedding"]
     np.testing.assert_allclose(wrapped[0], per_window, rtol=0, atol=1e-6)
     np.testing.assert_allclose(wrapped, runner(audio_samples=clip)["embedding"], rtol=0, atol=0.01)
-    _assert_parity(_keras_embeddings(tiny_model, librispeech_clips), TFLiteModel(path)(librispeech_clips)["embedding"],
-                   min_cosine=0.9, max_abs_diff=0.5)
+    _assert_parity(
+        _keras_embeddings(tiny_model, librispeech_clips),
+        TFLiteModel(path)(librispeech_clips)["embedding"],
+        min_cosine=0.9,
+        max_abs_diff=0.5,
+    )
 
 
 @pytest.mark.parametrize("fixture", ["frontend_float32", "patch_float32", "patch_int8"])
@@ -210,7 +218,11 @@ def test_chunking_semantics_equal_keras(request, fixture, tiny_model, long_clip)
     clips = [long_clip[:length] for length in CHUNKING_LENGTHS]
     reference = _keras_embeddings(tiny_model, clips)
     candidate = model(clips)["embedding"]
-    bounds = {"min_cosine": 0.99, "max_abs_diff": 0.25} if fixture == "patch_int8" else {"min_cosine": 0.9999, "max_abs_diff": 1e-3}
+    bounds = (
+        {"min_cosine": 0.99, "max_abs_diff": 0.25}
+        if fixture == "patch_int8"
+        else {"min_cosine": 0.9999, "max_abs_diff": 1e-3}
+    )
     _assert_parity(reference, candidate, **bounds)
     # 1, 1, 2 and 3 chunks: clips differing only after the last whole chunk embed the same.
     assert [DEFAULT_FRONTEND.num_chunks(n) for n in CHUNKING_LENGTHS] == [1, 1, 2, 3]
@@ -232,7 +244,9 @@ def test_batches_and_lists(frontend_float32, patch_float32, librispeech_clips):
 def test_bytes_and_path_give_the_same_model(patch_float32, speech_batch):
     with open(patch_float32, "rb") as handle:
         from_bytes = TFLiteModel(handle.read())
-    np.testing.assert_array_equal(from_bytes(speech_batch)["embedding"], TFLiteModel(patch_float32)(speech_batch)["embedding"])
+    np.testing.assert_array_equal(
+        from_bytes(speech_batch)["embedding"], TFLiteModel(patch_float32)(speech_batch)["embedding"]
+    )
 
 
 def test_fixed_batch_model_is_filled(tflite_dir, tiny_model, patch_float32, long_clip):
@@ -240,14 +254,17 @@ def test_fixed_batch_model_is_filled(tflite_dir, tiny_model, patch_float32, long
     from trillsson_tf._keras import tf
 
     network = tiny_model.chunk_network
-    function = tf.function(lambda patch: {"embedding": network(patch)}, input_signature=[tf.TensorSpec([2, 195, 80, 1])])
+    function = tf.function(
+        lambda patch: {"embedding": network(patch)}, input_signature=[tf.TensorSpec([2, 195, 80, 1])]
+    )
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], network)
     path = os.path.join(tflite_dir, "fixed_batch.tflite")
     with open(path, "wb") as handle:
         handle.write(converter.convert())
     clip = long_clip[:100_000]  # three chunks
-    np.testing.assert_allclose(TFLiteModel(path)(clip)["embedding"], TFLiteModel(patch_float32)(clip)["embedding"], atol=1e-6)
-
+    np.testing.assert_allclose(
+        TFLiteModel(path)(clip)["embedding"], TFLiteModel(patch_float32)(clip)["embedding"], atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("fixture", ["frontend_float32", "patch_int8"])
@@ -258,14 +275,21 @@ def test_chunks_run_in_calls_of_several_sizes(request, fixture, long_clip):
     clips = np.stack([long_clip[i * 10_000 : i * 10_000 + 32_000] for i in range(7)])  # one chunk each
     batched = model(clips)["embedding"]
     assert sorted(model.pool.runners) == [2, 4]
-    shapes = {size: tuple(runner.get_input_details()[model.pool.input_name]["shape"]) for size, runner in model.pool.runners.items()}
+    shapes = {
+        size: tuple(runner.get_input_details()[model.pool.input_name]["shape"])
+        for size, runner in model.pool.runners.items()
+    }
     assert {size: shape[0] for size, shape in shapes.items()} == {2: 2, 4: 4}
     one_call_each = TFLiteModel(request.getfixturevalue(fixture))
     one_call_each.pool.call_sizes = (1,)
     np.testing.assert_allclose(batched, one_call_each(clips)["embedding"], atol=1e-6)
     assert not one_call_each.pool.runners
     model(clips)
-    assert {size: tuple(runner.get_input_details()[model.pool.input_name]["shape"]) for size, runner in model.pool.runners.items()} == shapes
+    assert {
+        size: tuple(runner.get_input_details()[model.pool.input_name]["shape"])
+        for size, runner in model.pool.runners.items()
+    } == shapes
+
 
 # -- threads ---------------------------------------------------------------------------------
 

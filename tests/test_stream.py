@@ -4,6 +4,7 @@ Every window is given as soon as its last sample has arrived, with the numbers o
 ``TFLiteModel.frames`` on the concatenated blocks; real LibriSpeech speech in blocks of random
 sizes, embedding and score (emotion) students.
 """
+
 import numpy as np
 import pytest
 

@@ -15,6 +15,7 @@ fails here until ``conftest.TINY_STUDENTS`` has a tiny configuration for it):
 Students whose tiny configurations build the same network (the EfficientNetV2 presets all
 shrink to B0, ``trillsson5`` and ``ast_tiny`` to one AST) are one case, named after all of them.
 """
+
 import dataclasses
 import json
 
@@ -56,7 +57,12 @@ def _network(name: str):
     if name not in TINY_STUDENTS:
         return name  # a case of its own, which fails in the fixture
     preset = models.get_preset(name)
-    return preset.family, preset.build, preset.output_key, repr(sorted({**preset.config, **TINY_STUDENTS[name]}.items()))
+    return (
+        preset.family,
+        preset.build,
+        preset.output_key,
+        repr(sorted({**preset.config, **TINY_STUDENTS[name]}.items())),
+    )
 
 
 def _cases() -> list:
@@ -79,7 +85,9 @@ def cases(librispeech_clips, tmp_path_factory):
         if names not in built:
             name = names[0]
             if name not in TINY_STUDENTS:
-                pytest.fail(f"Student {name!r} has no tiny configuration: add one to TINY_STUDENTS in tests/conftest.py.")
+                pytest.fail(
+                    f"Student {name!r} has no tiny configuration: add one to TINY_STUDENTS in tests/conftest.py."
+                )
             keras.utils.set_random_seed(0)
             model = models.build(name, **TINY_STUDENTS[name])
             key = models.get_preset(name).output_key
@@ -125,8 +133,11 @@ def test_call_contract(names, cases, fsdd_clips, librispeech_clips):
 
 def _architecture(model) -> list:
     """Layer classes and weight shapes, in order: equal for the same architecture."""
-    return [(layer.__class__.__name__, [tuple(w.shape) for w in layer.weights]) for layer in model.submodules
-            if isinstance(layer, keras.layers.Layer)]
+    return [
+        (layer.__class__.__name__, [tuple(w.shape) for w in layer.weights])
+        for layer in model.submodules
+        if isinstance(layer, keras.layers.Layer)
+    ]
 
 
 @pytest.mark.parametrize("names", CASES)

@@ -1,19 +1,34 @@
 """The target shard record format round-trips, in numpy and in the tf.data graph, for both format versions."""
+
 import numpy as np
 import pytest
 
 from trillsson_tf._keras import tf
 from trillsson_tf.contract import PCM16_SCALE
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.formats.target_shard import (TargetRecord, decode_record, encode_record, parse_record, pcm16,
-                                               record_audio, record_samples, record_targets)
+from trillsson_tf.formats.target_shard import (
+    TargetRecord,
+    decode_record,
+    encode_record,
+    parse_record,
+    pcm16,
+    record_audio,
+    record_samples,
+    record_targets,
+)
 
 
 def _record(**change):
     rng = np.random.default_rng(0)
-    values = dict(key="k1", path="/a/é.wav", labels={"speaker": "s1", "digit": "3"},
-                  audio=(rng.uniform(-1, 1, 1600) * 0.5).astype(np.float32),
-                  targets=rng.standard_normal((2, 5)).astype(np.float32), teacher="t:1", mode="local")
+    values = dict(
+        key="k1",
+        path="/a/é.wav",
+        labels={"speaker": "s1", "digit": "3"},
+        audio=(rng.uniform(-1, 1, 1600) * 0.5).astype(np.float32),
+        targets=rng.standard_normal((2, 5)).astype(np.float32),
+        teacher="t:1",
+        mode="local",
+    )
     return TargetRecord(**{**values, **change})
 
 
@@ -21,7 +36,12 @@ def test_record_round_trips_through_bytes_and_features():
     record = _record()
     back = decode_record(encode_record(record))
     assert (back.key, back.path, back.labels, back.teacher, back.mode) == (
-        record.key, record.path, record.labels, record.teacher, record.mode)
+        record.key,
+        record.path,
+        record.labels,
+        record.teacher,
+        record.mode,
+    )
     np.testing.assert_array_equal(back.targets, record.targets)
     np.testing.assert_allclose(back.audio, record.audio, atol=0.5 / PCM16_SCALE)  # 16-bit PCM: half a step
     feature = tf.train.Example.FromString(encode_record(record)).features.feature

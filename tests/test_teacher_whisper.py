@@ -1,4 +1,5 @@
 """The whisper-tiny preset: the CTranslate2 reader, Whisper's log-mel, the port against CTranslate2's stored outputs."""
+
 import os
 
 import numpy as np
@@ -103,12 +104,18 @@ def test_reader_refuses_truncated_and_foreign_files(weights, tmp_path):
 
 
 def test_reader_round_trip_keeps_dtypes_and_aliases(tmp_path):
-    variables = {"w": np.arange(6, dtype=np.float16).reshape(2, 3), "heads": np.array(6, np.int16), "flag": np.array(1, np.int8)}
+    variables = {
+        "w": np.arange(6, dtype=np.float16).reshape(2, 3),
+        "heads": np.array(6, np.int16),
+        "flag": np.array(1, np.int8),
+    }
     path = tmp_path / "model.bin"
     write_ctranslate2(path, variables, spec="TestSpec", revision=1, aliases={"tied": "w"})
     read = read_ctranslate2(path)
     assert list(read) == ["w", "heads", "flag", "tied"] and read["tied"] is read["w"]
-    assert all(read[name].dtype == value.dtype and np.array_equal(read[name], value) for name, value in variables.items())
+    assert all(
+        read[name].dtype == value.dtype and np.array_equal(read[name], value) for name, value in variables.items()
+    )
     assert list(read_ctranslate2(path, prefix="h")) == ["heads"]
 
 

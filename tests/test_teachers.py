@@ -1,4 +1,5 @@
 """Teachers: every spec form on models the tests build, plus the real speech_embedding teacher."""
+
 import importlib.util
 import socket
 

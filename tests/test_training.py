@@ -1,5 +1,6 @@
 """trillsson_tf/training.py, the one training engine, on its own: the step loop, the run folder and its
 checkpoints, with tiny ``tf.Variable`` s and no model."""
+
 import errno
 import json
 import logging
@@ -15,8 +16,17 @@ import pytest
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.folders import LOCK_FILE
-from trillsson_tf.training import (LR_SCHEDULES, RUN_FILE, Checkpoints, RunFolder, StepTiming, _changes,
-                                   check_positive, learning_rate_schedule, run_steps)
+from trillsson_tf.training import (
+    LR_SCHEDULES,
+    RUN_FILE,
+    Checkpoints,
+    RunFolder,
+    StepTiming,
+    _changes,
+    check_positive,
+    learning_rate_schedule,
+    run_steps,
+)
 
 IDENTITY = {"teacher": "t", "student": "s", "batch_size": 32, "config": {"width": 8, "depth": 2}}
 
@@ -48,8 +58,10 @@ def test_learning_rate_schedules():
     assert float(cosine(100)) == pytest.approx(0.0001)  # 1% of lr at the last step
     with pytest.raises(ParameterError, match=r"^lr must be a positive learning rate, got 0\.$"):
         learning_rate_schedule(0, "constant", 100)
-    with pytest.raises(ParameterError, match=re.escape(f"Unknown learning-rate schedule 'linear'. Expected one of: "
-                                                       f"{list(LR_SCHEDULES)}.")):
+    with pytest.raises(
+        ParameterError,
+        match=re.escape(f"Unknown learning-rate schedule 'linear'. Expected one of: {list(LR_SCHEDULES)}."),
+    ):
         learning_rate_schedule(0.01, "linear", 100)
 
 
@@ -75,8 +87,13 @@ def test_history_every_log_every_steps_and_at_the_last():
 
 def test_history_keeps_the_loss_parts():
     history = []
-    run_steps(lambda index: (tf.constant(1.0), {"a": tf.constant(0.25), "b": 0.75}), start=0, steps=4, history=history,
-              log_every=2)
+    run_steps(
+        lambda index: (tf.constant(1.0), {"a": tf.constant(0.25), "b": 0.75}),
+        start=0,
+        steps=4,
+        history=history,
+        log_every=2,
+    )
     assert history == [[2, 1.0, {"a": 0.25, "b": 0.75}], [4, 1.0, {"a": 0.25, "b": 0.75}]]
 
 
@@ -92,8 +109,15 @@ def test_checkpoints_every_n_steps_and_once_at_the_last():
 
 def test_a_resumed_loop_starts_after_start():
     indexes, history, saved = [], [], []
-    timing = run_steps(_losses(indexes), start=12, steps=25, checkpoint_every=10, on_checkpoint=saved.append,
-                       history=history, log_every=10)
+    timing = run_steps(
+        _losses(indexes),
+        start=12,
+        steps=25,
+        checkpoint_every=10,
+        on_checkpoint=saved.append,
+        history=history,
+        log_every=10,
+    )
     assert indexes == list(range(12, 25))
     assert history == [[20, 9.5], [25, 12.0]] and saved == [20, 25]
     assert timing.steps == 13
@@ -196,8 +220,11 @@ def test_a_non_chief_writes_nothing(tmp_path):
 def test_resume_returns_the_previous_record(tmp_path):
     _finished_run(tmp_path / "run", step=20, loss_history=[[10, 1.0], [20, 0.5]])
     run = RunFolder(tmp_path / "run", resume=True)
-    assert run.open(dict(IDENTITY), _describe) == {"identity": IDENTITY, "step": 20,
-                                                   "loss_history": [[10, 1.0], [20, 0.5]]}
+    assert run.open(dict(IDENTITY), _describe) == {
+        "identity": IDENTITY,
+        "step": 20,
+        "loss_history": [[10, 1.0], [20, 0.5]],
+    }
 
 
 def test_resume_with_another_identity_names_what_changed(tmp_path):
@@ -205,8 +232,10 @@ def test_resume_with_another_identity_names_what_changed(tmp_path):
     changed = {**IDENTITY, "batch_size": 16, "config": {"width": 16, "depth": 2}}
     with pytest.raises(ParameterError) as caught:
         RunFolder(tmp_path / "run", resume=True).open(changed, _describe)
-    assert str(caught.value) == (f"Cannot resume {str(tmp_path / 'run')!r}: batch_size was 32, now 16; "
-                                 "config.width was 8, now 16 (it distills s).")
+    assert str(caught.value) == (
+        f"Cannot resume {str(tmp_path / 'run')!r}: batch_size was 32, now 16; "
+        "config.width was 8, now 16 (it distills s)."
+    )
     # Keys outside ``compared`` only describe the run.
     RunFolder(tmp_path / "run", resume=True).open(changed, _describe, compared=["teacher", "student"])
 
@@ -244,7 +273,9 @@ def test_confirm_adds_identity_values_and_checks_them_on_resume(tmp_path):
     resumed = RunFolder(tmp_path / "run", resume=True)
     resumed.open(IDENTITY, _describe)
     resumed.confirm(training_records="20 records, sha256 ab")
-    with pytest.raises(ParameterError, match=r"training_records was '20 records, sha256 ab', now '21 records, sha256 cd'\.$"):
+    with pytest.raises(
+        ParameterError, match=r"training_records was '20 records, sha256 ab', now '21 records, sha256 cd'\.$"
+    ):
         resumed.confirm(training_records="21 records, sha256 cd")
     resumed.confirm(validation_files=5)  # a value the older record lacks is taken as is
     assert resumed.record["identity"]["validation_files"] == 5
@@ -263,8 +294,13 @@ class _FakeCheckpoints:
 
 
 def test_restore_asks_for_the_record_step_and_cuts_the_histories(tmp_path):
-    _finished_run(tmp_path / "run", step=30, loss_history=[[10, 3.0], [20, 2.0], [30, 1.0]],
-                  validation_history=[[20, 0.1], [30, 0.2]], note_history="not a list")
+    _finished_run(
+        tmp_path / "run",
+        step=30,
+        loss_history=[[10, 3.0], [20, 2.0], [30, 1.0]],
+        validation_history=[[20, 0.1], [30, 0.2]],
+        note_history="not a list",
+    )
     run = RunFolder(tmp_path / "run", resume=True)
     run.open(IDENTITY, _describe)
     checkpoints = _FakeCheckpoints(restores_to=20)  # the checkpoint of step 30 was damaged
@@ -289,9 +325,16 @@ def test_saver_checkpoints_then_writes_the_record(tmp_path):
 def test_a_folder_in_use_by_another_process_is_refused(tmp_path):
     out = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from trillsson_tf.folders import lock_folder; "
-                               "lock = lock_folder(sys.argv[1]); print('locked', flush=True); time.sleep(60)", str(out)],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from trillsson_tf.folders import lock_folder; "
+            "lock = lock_folder(sys.argv[1]); print('locked', flush=True); time.sleep(60)",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(ParameterError, match=rf"in use by another trillsson-tf process \(pid {holder.pid}\)"):

@@ -1,4 +1,5 @@
 """Wav2Small and the MobileNet emotion students: registry, shapes, frontend twin, int8, TFLite Micro, runtime."""
+
 import shutil
 import subprocess
 
@@ -24,7 +25,9 @@ def micro_files(librispeech_clips, tmp_path_factory):
     calibration = np.stack([np.resize(clip, 16000) for clip in librispeech_clips]).astype(np.float32)
     keras.utils.set_random_seed(0)  # the same random-weight model every run: the agreement check is exact
     model = models.build("wav2small", **SMALL)
-    card = tflite.convert(model, folder / "w2s.tflite", quantize="int8", frontend=False, representative_audio=calibration)
+    card = tflite.convert(
+        model, folder / "w2s.tflite", quantize="int8", frontend=False, representative_audio=calibration
+    )
     report = micro.to_micro(folder / "w2s.tflite", folder / "micro", name="w2s_model")
     return folder / "w2s.tflite", card, report
 
@@ -47,7 +50,9 @@ def test_wav2small_shapes_padding_and_batch_independence(librispeech_clips, fsdd
     assert short.shape[1] < 16000
     from trillsson_tf.frontend.numpy_ops import mirror_pad
 
-    np.testing.assert_allclose(model(short)["scores"].numpy(), model(mirror_pad(short, 16000))["scores"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        model(short)["scores"].numpy(), model(mirror_pad(short, 16000))["scores"].numpy(), atol=1e-5
+    )
     # Per-clip normalisation: the scores do not depend on the recording gain.
     np.testing.assert_allclose(model(batch * 0.1)["scores"].numpy(), output["scores"].numpy(), rtol=2e-3, atol=0.01)
     assert models.build("wav2small", embedding_dim=5, **SMALL)(batch)["scores"].shape == (2, 5)
@@ -100,7 +105,11 @@ def test_mobilenet_emotion_students_give_scores(name, parameters, librispeech_cl
 
 def test_int8_micro_model_size_tflm_run_and_litert_agreement(micro_files, librispeech_clips):
     path, card, report = micro_files
-    assert card["clip_model"] == {"frontend": dft.DEFAULT_DFT_FRONTEND.to_dict(), "input": "log_mel", "compression": "log"}
+    assert card["clip_model"] == {
+        "frontend": dft.DEFAULT_DFT_FRONTEND.to_dict(),
+        "input": "log_mel",
+        "compression": "log",
+    }
     assert card["inputs"][0]["shape"] == [1, 499, 20] and card["inputs"][0]["dtype"] == "int8"
     assert card["float_ops"] == [] and card["output"] == "scores"
     assert card["size_bytes"] < 20_000  # the small test configuration; the benchmark reports the default's
@@ -155,7 +164,8 @@ def test_frontend_inside_int8_runs_in_litert_and_is_refused_for_micro_with_its_f
     assert {"int8"} <= {dtype for row in card["ops"] if row["op"] == "CONV_2D" for dtype in row["inputs"]}
     clip = librispeech_clips[1][:40000]
     got = TFLiteModel(tmp_path / "inside.tflite")(clip)["scores"]
-    np.testing.assert_allclose(got, tflite.tflite_embeddings((tmp_path / "inside.tflite").read_bytes(), clip[np.newaxis]),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        got, tflite.tflite_embeddings((tmp_path / "inside.tflite").read_bytes(), clip[np.newaxis]), atol=1e-5
+    )
     with pytest.raises(ConversionError, match=r"TFLite Micro lacks these ops of the model: \[.*'LOG'"):
         micro.to_micro(tmp_path / "inside.tflite", tmp_path / "micro")

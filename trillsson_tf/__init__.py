@@ -9,6 +9,7 @@ Entry points, imported on first use (``import trillsson_tf`` stays light, the ru
 docs/DESIGN.md, "What is good and stays"): call ``trillsson_tf.export_savedmodel(...)`` and
 ``trillsson_tf.distill.distill(...)``.
 """
+
 import importlib
 
 __version__ = "0.1.0"

@@ -5,6 +5,7 @@ tfmot and ``hub.KerasLayer`` only work with Keras 2 models. Importing tfmot sets
 imported, makes ``tf.keras`` mean ``tf_keras`` in every module of the process, whether or
 not tfmot is imported later.
 """
+
 import os
 import warnings
 

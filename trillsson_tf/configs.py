@@ -4,15 +4,29 @@ A field's metadata holds its help, its check (:mod:`trillsson_tf.checks`) and, w
 from the field name, its flag; ``add_arguments`` and ``from_args`` turn a config class into argparse
 options and back, so the library's defaults are the CLI's. TensorFlow-free.
 """
+
 import argparse
 import dataclasses
 
 from trillsson_tf import checks
 from trillsson_tf.errors import ParameterError
 
-__all__ = ["DEFAULT_SEGMENT_SAMPLES", "DEFAULT_STUDENT", "DistillConfig", "ENCODER_LAYERS", "FinetuneConfig",
-           "LayerDistillConfig", "LOSSES", "LR_SCHEDULES", "STRATEGIES", "TARGET_MODES",
-           "add_arguments", "as_record", "from_args", "make_config"]
+__all__ = [
+    "DEFAULT_SEGMENT_SAMPLES",
+    "DEFAULT_STUDENT",
+    "DistillConfig",
+    "ENCODER_LAYERS",
+    "FinetuneConfig",
+    "LayerDistillConfig",
+    "LOSSES",
+    "LR_SCHEDULES",
+    "STRATEGIES",
+    "TARGET_MODES",
+    "add_arguments",
+    "as_record",
+    "from_args",
+    "make_config",
+]
 
 LOSSES = ("mse", "cosine", "l1")
 LR_SCHEDULES = ("cosine", "constant")
@@ -47,32 +61,58 @@ class DistillConfig:
     output_key: object = option(None, "teacher output key when it has several", flag="--teacher-output", type=str)
     student: str = option(DEFAULT_STUDENT, "student name (see `trillsson-tf models`)")
     student_options: dict = option({}, "overrides of the student's preset config", cli=False)
-    target_mode: object = option(None, "clip vector or per-2 s-chunk targets (default: global, or the --targets "
-                                       "folder's)", check=checks.optional(checks.choice(*TARGET_MODES)), type=str,
-                                 choices=TARGET_MODES)
+    target_mode: object = option(
+        None,
+        "clip vector or per-2 s-chunk targets (default: global, or the --targets folder's)",
+        check=checks.optional(checks.choice(*TARGET_MODES)),
+        type=str,
+        choices=TARGET_MODES,
+    )
     loss: str = option("mse", "distillation loss", check=checks.choice(*LOSSES), choices=LOSSES)
     lr: float = option(1e-3, "Adam learning rate (peak of the schedule)", check=checks.positive)
-    lr_schedule: str = option("cosine", "learning-rate schedule (cosine decays to 1%% of --lr)",
-                              check=checks.choice(*LR_SCHEDULES), choices=LR_SCHEDULES)
+    lr_schedule: str = option(
+        "cosine",
+        "learning-rate schedule (cosine decays to 1%% of --lr)",
+        check=checks.choice(*LR_SCHEDULES),
+        choices=LR_SCHEDULES,
+    )
     batch_size: int = option(32, "crops per step (the global batch under a strategy)", check=checks.positive_int)
-    steps: int = option(2000, "total optimizer steps (a resumed run continues up to this number)",
-                        check=checks.positive_int)
+    steps: int = option(
+        2000, "total optimizer steps (a resumed run continues up to this number)", check=checks.positive_int
+    )
     checkpoint_every: int = option(500, "steps between checkpoints", check=checks.positive_int)
-    validation_fraction: float = option(0.1, "share of files held out (deterministic, by file name)",
-                                        check=checks.fraction)
+    validation_fraction: float = option(
+        0.1, "share of files held out (deterministic, by file name)", check=checks.fraction
+    )
     seed: int = option(0, "seeds the split, the crops and the weights", check=checks.non_negative_int)
-    outputs: object = option(None, "expected teacher output width (e.g. 3 A/D/V scores); refused when the teacher "
-                                   "differs", check=checks.optional(checks.positive_int), type=int)
-    ccc_weight: float = option(0.0, "add this weight times (1 - CCC) over each batch to the loss (score students)",
-                               check=checks.non_negative)
-    augment: int = option(0, "augmented views per training file (speed, trim, gain, noise), each with its own cached "
-                             "teacher target", check=lambda name, value: _views(value))
-    shuffle_buffer: object = option(None, "training crops shuffled together (64 KB each, kept in checkpoints; "
-                                          "default 1024)", check=checks.optional(checks.positive_int), type=int)
-    mixed_precision: object = option(None, "mixed_float16 compute with loss scaling, float32 export (default: on "
-                                           "with a GPU)", type=bool)
-    strategy: object = option("none", "tf.distribute strategy; --batch-size is the global batch (multiworker reads "
-                                      "TF_CONFIG)", choices=STRATEGIES)
+    outputs: object = option(
+        None,
+        "expected teacher output width (e.g. 3 A/D/V scores); refused when the teacher differs",
+        check=checks.optional(checks.positive_int),
+        type=int,
+    )
+    ccc_weight: float = option(
+        0.0, "add this weight times (1 - CCC) over each batch to the loss (score students)", check=checks.non_negative
+    )
+    augment: int = option(
+        0,
+        "augmented views per training file (speed, trim, gain, noise), each with its own cached teacher target",
+        check=lambda name, value: _views(value),
+    )
+    shuffle_buffer: object = option(
+        None,
+        "training crops shuffled together (64 KB each, kept in checkpoints; default 1024)",
+        check=checks.optional(checks.positive_int),
+        type=int,
+    )
+    mixed_precision: object = option(
+        None, "mixed_float16 compute with loss scaling, float32 export (default: on with a GPU)", type=bool
+    )
+    strategy: object = option(
+        "none",
+        "tf.distribute strategy; --batch-size is the global batch (multiworker reads TF_CONFIG)",
+        choices=STRATEGIES,
+    )
 
     def __post_init__(self):
         _check_fields(self)
@@ -86,21 +126,33 @@ class LayerDistillConfig:
     layers: object = option(None, "teacher layers to distill, e.g. 4,8,12 (default: 1/3, 2/3, top)", type=str)
     student: str = option("distil-small", "layer-distillation student (models of family 'waveform')")
     student_options: dict = option({}, "overrides of the student config (width, depth, ...)", cli=False)
-    size_fraction: float = option(0.25, "student budget as a share of the teacher's parameters (without a width)",
-                                  check=checks.positive)
-    segment_samples: int = option(DEFAULT_SEGMENT_SAMPLES, "training segment length in samples (>= the teacher's "
-                                                           "window)", check=checks.positive_int)
+    size_fraction: float = option(
+        0.25, "student budget as a share of the teacher's parameters (without a width)", check=checks.positive
+    )
+    segment_samples: int = option(
+        DEFAULT_SEGMENT_SAMPLES,
+        "training segment length in samples (>= the teacher's window)",
+        check=checks.positive_int,
+    )
     lr: float = option(1e-3, "Adam learning rate (peak of the schedule)", check=checks.positive)
-    lr_schedule: str = option("cosine", "learning-rate schedule (cosine decays to 1%% of --lr)",
-                              check=checks.choice(*LR_SCHEDULES), choices=LR_SCHEDULES)
+    lr_schedule: str = option(
+        "cosine",
+        "learning-rate schedule (cosine decays to 1%% of --lr)",
+        check=checks.choice(*LR_SCHEDULES),
+        choices=LR_SCHEDULES,
+    )
     batch_size: int = option(16, "segments per step", check=checks.positive_int)
-    steps: int = option(2000, "total optimizer steps (a resumed run continues up to this number)",
-                        check=checks.positive_int)
+    steps: int = option(
+        2000, "total optimizer steps (a resumed run continues up to this number)", check=checks.positive_int
+    )
     checkpoint_every: int = option(500, "steps between checkpoints", check=checks.positive_int)
     validation_fraction: float = option(0.1, "share of files held out for the validation loss", check=checks.fraction)
     seed: int = option(0, "seeds the split, the batches and the weights", check=checks.non_negative_int)
-    augment: int = option(0, "augmented views per training file, each with its own cached teacher layers",
-                          check=lambda name, value: _views(value))
+    augment: int = option(
+        0,
+        "augmented views per training file, each with its own cached teacher layers",
+        check=lambda name, value: _views(value),
+    )
 
     def __post_init__(self):
         _check_fields(self)
@@ -126,8 +178,12 @@ class FinetuneConfig:
     kws_labels: object = option("digit", "keyword label column ('none': no keyword task)", type=_column)
     sv_labels: object = option("speaker", "speaker label column ('none': no speaker task)", type=_column)
     freeze_encoder: bool = option(False, "train the heads only (frozen encoder)")
-    encoder_layers: str = option("all", "hidden states the heads read: every layer's, concatenated, or the last one",
-                                 check=checks.choice(*ENCODER_LAYERS), choices=ENCODER_LAYERS)
+    encoder_layers: str = option(
+        "all",
+        "hidden states the heads read: every layer's, concatenated, or the last one",
+        check=checks.choice(*ENCODER_LAYERS),
+        choices=ENCODER_LAYERS,
+    )
     kws_weight: float = option(1.0, "weight of the keyword loss", check=checks.positive)
     sv_weight: float = option(1.0, "weight of the speaker (AAM-softmax) loss", check=checks.positive)
     speaker_dim: int = option(128, "speaker embedding size", check=checks.positive_int)
@@ -138,13 +194,18 @@ class FinetuneConfig:
     sv_holdout: float = option(0.4, "share (or count) of speakers held out for verification", check=checks.positive)
     sv_groups: object = option(None, "label column within whose values verification is also scored alone", type=str)
     steps: int = option(600, "optimizer steps, heads-only steps included", check=checks.positive_int)
-    head_steps: object = option(None, "heads-only steps before the encoder is unfrozen (default: a third of --steps)",
-                                check=checks.optional(checks.non_negative_int), type=int)
+    head_steps: object = option(
+        None,
+        "heads-only steps before the encoder is unfrozen (default: a third of --steps)",
+        check=checks.optional(checks.non_negative_int),
+        type=int,
+    )
     encoder_lr_scale: float = option(1.0, "encoder learning rate as a share of --lr", check=checks.positive)
-    balance_batches: bool = option(True, "half the clips per keyword, half per speaker (--no-balance-batches: "
-                                         "uniform)")
+    balance_batches: bool = option(True, "half the clips per keyword, half per speaker (--no-balance-batches: uniform)")
     batch_size: int = option(16, "clips per step and task", check=checks.positive_int)
-    lr: float = option(1e-3, "Adam learning rate of the heads (cosine decay to 1%% over --steps)", check=checks.positive)
+    lr: float = option(
+        1e-3, "Adam learning rate of the heads (cosine decay to 1%% over --steps)", check=checks.positive
+    )
     checkpoint_every: int = option(200, "steps between checkpoints", check=checks.positive_int)
     seed: int = option(0, "seeds the speaker split, the batches and the heads", check=checks.non_negative_int)
 
@@ -185,8 +246,11 @@ def as_record(config) -> dict:
     record = {}
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
-        record[field.name] = value if value is None or isinstance(value, (str, int, float, bool, dict, list, tuple)) \
+        record[field.name] = (
+            value
+            if value is None or isinstance(value, (str, int, float, bool, dict, list, tuple))
             else getattr(value, "spec", type(value).__name__)
+        )
     return record
 
 
@@ -212,6 +276,7 @@ def add_arguments(parser, cls, *, help_overrides=None) -> None:
 
 def from_args(cls, args, **extra):
     """The config of parsed ``args`` (the fields ``add_arguments`` made), with ``extra`` fields."""
-    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(cls)
-              if field.metadata.get("cli", True)}
+    values = {
+        field.name: getattr(args, field.name) for field in dataclasses.fields(cls) if field.metadata.get("cli", True)
+    }
     return cls(**values, **extra)

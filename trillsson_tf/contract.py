@@ -8,6 +8,7 @@ teachers, the converters and the TensorFlow-free runtime all take these names fr
 
 Imports the frontend numbers (numpy only) and nothing else.
 """
+
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
 

@@ -8,6 +8,7 @@ FSDD and LibriSpeech need no manifest.
 
 Imports numpy and the audio helpers only (no TensorFlow).
 """
+
 import csv
 import dataclasses
 import hashlib
@@ -145,8 +146,9 @@ def read_manifest(path) -> list:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
     except UnicodeDecodeError as error:
-        raise ParameterError(f"Manifest {path!r} is not UTF-8 text (byte {error.start}: {error.reason}); "
-                             "save it as UTF-8 CSV.") from None
+        raise ParameterError(
+            f"Manifest {path!r} is not UTF-8 text (byte {error.start}: {error.reason}); save it as UTF-8 CSV."
+        ) from None
     if rows and rows[0][0].strip().lower() == "path":
         columns, rows = [cell.strip() for cell in rows[0]], rows[1:]
     else:
@@ -178,7 +180,10 @@ def find_audio(source, *, labels=None) -> list:
         ParameterError: a source that does not exist or holds no audio.
     """
     if isinstance(source, (list, tuple)):
-        items = [item if isinstance(item, AudioItem) else AudioItem(os.fspath(item), labels_from_name(item)) for item in source]
+        items = [
+            item if isinstance(item, AudioItem) else AudioItem(os.fspath(item), labels_from_name(item))
+            for item in source
+        ]
     else:
         source = os.fspath(source)
         if os.path.isdir(source):
@@ -202,7 +207,13 @@ def find_audio(source, *, labels=None) -> list:
         by_path = {os.path.abspath(item.path): item.labels for item in extra}
         by_name = {os.path.basename(item.path): item.labels for item in extra}
         items = [
-            AudioItem(item.path, {**item.labels, **by_path.get(os.path.abspath(item.path), by_name.get(os.path.basename(item.path), {}))})
+            AudioItem(
+                item.path,
+                {
+                    **item.labels,
+                    **by_path.get(os.path.abspath(item.path), by_name.get(os.path.basename(item.path), {})),
+                },
+            )
             for item in items
         ]
     return items
@@ -247,8 +258,11 @@ def split_items(items, *, validation_fraction: float = 0.1, seed: int = 0):
 
 def check_validation_fraction(validation_fraction) -> float:
     """Return ``validation_fraction`` or raise a :class:`ParameterError` unless it is in [0, 1)."""
-    if isinstance(validation_fraction, bool) or not isinstance(validation_fraction, (int, float)) \
-            or not 0.0 <= validation_fraction < 1.0:
+    if (
+        isinstance(validation_fraction, bool)
+        or not isinstance(validation_fraction, (int, float))
+        or not 0.0 <= validation_fraction < 1.0
+    ):
         raise ParameterError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}.")
     return float(validation_fraction)
 
@@ -291,7 +305,9 @@ def load_clips(items, *, progress: bool = False) -> LoadedAudio:
     if loaded.skipped:
         _log.warning("Skipped %d unreadable file(s) of %d.", len(loaded.skipped), len(items))
     if not loaded.clips:
-        raise ParameterError(f"None of the {len(items)} audio file(s) could be read; first error: {loaded.skipped[0][1]}")
+        raise ParameterError(
+            f"None of the {len(items)} audio file(s) could be read; first error: {loaded.skipped[0][1]}"
+        )
     return loaded
 
 
@@ -335,7 +351,9 @@ def index_clips(items, *, progress: bool = False) -> AudioIndex:
     return AudioIndex(kept, np.asarray(lengths, np.int64), np.asarray(direct, bool), skipped)
 
 
-def read_crop(index: AudioIndex, position: int, rng: np.random.Generator, *, crop_samples: int = CROP_SAMPLES) -> np.ndarray:
+def read_crop(
+    index: AudioIndex, position: int, rng: np.random.Generator, *, crop_samples: int = CROP_SAMPLES
+) -> np.ndarray:
     """The window :func:`random_crop` cuts from file ``position`` with the same draw of ``rng``, read alone.
 
     Args:
@@ -362,8 +380,10 @@ def read_crop(index: AudioIndex, position: int, rng: np.random.Generator, *, cro
     except (soundfile.LibsndfileError, RuntimeError) as error:
         raise ParameterError(f"Cannot read {path!r} as audio: {error}") from None
     if len(samples) != crop_samples:
-        raise ParameterError(f"{path!r} holds {start + len(samples)} samples, fewer than its header's {length}; "
-                             "was it changed during the run?")
+        raise ParameterError(
+            f"{path!r} holds {start + len(samples)} samples, fewer than its header's {length}; "
+            "was it changed during the run?"
+        )
     if not np.all(np.isfinite(samples)):  # as load_audio refuses them
         raise ParameterError(f"Audio file {path!r} holds NaN or Inf samples.")
     return samples.mean(axis=1)

@@ -5,6 +5,7 @@ five phases: open the run folder, fill and scan the target shards, build the stu
 stream, train, export. The run folder holds ``run.json``, ``checkpoints/``, ``logs/`` and ``export/``.
 Score students (output ``scores``) regress a teacher's scores the same way; see docs/DESIGN.md.
 """
+
 import dataclasses
 import logging
 import os
@@ -15,7 +16,15 @@ import numpy as np
 from trillsson_tf import models
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.data import find_audio, source_paths, split_items
-from trillsson_tf.configs import DEFAULT_STUDENT, LOSSES, LR_SCHEDULES, STRATEGIES, DistillConfig, as_record, make_config
+from trillsson_tf.configs import (
+    DEFAULT_STUDENT,
+    LOSSES,
+    LR_SCHEDULES,
+    STRATEGIES,
+    DistillConfig,
+    as_record,
+    make_config,
+)
 from trillsson_tf.distribute import (
     distribute_batch,
     input_pipelines,
@@ -32,10 +41,28 @@ from trillsson_tf.kinds import WAVEFORM
 from trillsson_tf.metrics import fidelity
 from trillsson_tf.targets import build_cache
 from trillsson_tf.teachers import load_teacher
-from trillsson_tf.training import (RunFolder, check_float16, learning_rate_schedule, log_scalar, mixed_precision_policy,
-                                   records_identity, run_steps, use_mixed_precision, versions)
+from trillsson_tf.training import (
+    RunFolder,
+    check_float16,
+    learning_rate_schedule,
+    log_scalar,
+    mixed_precision_policy,
+    records_identity,
+    run_steps,
+    use_mixed_precision,
+    versions,
+)
 
-__all__ = ["LOSSES", "LR_SCHEDULES", "DEFAULT_STUDENT", "STRATEGIES", "DistillConfig", "ccc_loss", "distill", "make_loss"]
+__all__ = [
+    "LOSSES",
+    "LR_SCHEDULES",
+    "DEFAULT_STUDENT",
+    "STRATEGIES",
+    "DistillConfig",
+    "ccc_loss",
+    "distill",
+    "make_loss",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -51,6 +78,7 @@ def make_loss(name: str):
     if name == "l1":
         return lambda target, prediction: tf.reduce_mean(tf.abs(target - prediction))
     if name == "cosine":
+
         def cosine(target, prediction):
             similarity = tf.reduce_sum(tf.nn.l2_normalize(target, -1) * tf.nn.l2_normalize(prediction, -1), -1)
             return tf.reduce_mean(1.0 - similarity)
@@ -67,7 +95,11 @@ def ccc_loss(target, prediction):
     """
     mean_t, mean_p = tf.reduce_mean(target, axis=0), tf.reduce_mean(prediction, axis=0)
     covariance = tf.reduce_mean((target - mean_t) * (prediction - mean_p), axis=0)
-    denominator = tf.math.reduce_variance(target, axis=0) + tf.math.reduce_variance(prediction, axis=0) + tf.square(mean_t - mean_p)
+    denominator = (
+        tf.math.reduce_variance(target, axis=0)
+        + tf.math.reduce_variance(prediction, axis=0)
+        + tf.square(mean_t - mean_p)
+    )
     return tf.reduce_mean(1.0 - 2.0 * covariance / (denominator + 1e-8))
 
 
@@ -125,8 +157,18 @@ class _Session:
     model: object = None
 
 
-def distill(data=None, *, out_dir, config=None, targets=None, cache_dir=None, resume: bool = False,
-            overwrite: bool = False, progress: bool = False, **options) -> dict:
+def distill(
+    data=None,
+    *,
+    out_dir,
+    config=None,
+    targets=None,
+    cache_dir=None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+    **options,
+) -> dict:
     """Distill a teacher into a registry student on the audio of ``data`` (or a ``targets`` folder).
 
     Args:
@@ -174,7 +216,9 @@ def distill(data=None, *, out_dir, config=None, targets=None, cache_dir=None, re
 def _check(config: DistillConfig, strategy, data, targets) -> None:
     """What the config cannot check alone: the sources, the student's family, the batch over the replicas."""
     if (data is None) == (targets is None):
-        raise ParameterError("Give either data (audio to compute targets from) or targets (a targets folder), not both.")
+        raise ParameterError(
+            "Give either data (audio to compute targets from) or targets (a targets folder), not both."
+        )
     if config.augment and data is None:
         raise ParameterError("augment needs data (audio files): the teacher runs on each augmented view.")
     make_loss(config.loss)
@@ -184,8 +228,10 @@ def _check(config: DistillConfig, strategy, data, targets) -> None:
             f"{strategy.num_replicas_in_sync} replicas of the strategy."
         )
     if models.get_preset(config.student).family == WAVEFORM:
-        raise ParameterError(f"Student {config.student!r} is a layer-distillation encoder: distill it with "
-                             "distill_layers (CLI `trillsson-tf distill-layers`), which regresses a teacher's hidden layers.")
+        raise ParameterError(
+            f"Student {config.student!r} is a layer-distillation encoder: distill it with "
+            "distill_layers (CLI `trillsson-tf distill-layers`), which regresses a teacher's hidden layers."
+        )
 
 
 def _open(session: _Session, out_dir, overwrite: bool) -> None:
@@ -201,18 +247,41 @@ def _open(session: _Session, out_dir, overwrite: bool) -> None:
         )
     preset = models.get_preset(config.student)
     session.student_config = {**preset.config, **(config.student_options or {}), "embedding_dim": teacher.embedding_dim}
-    session.run = RunFolder(out_dir, resume=session.resume, overwrite=overwrite, chief=is_chief(strategy),
-                            inputs=[("--data", source_paths(session.data)), ("--targets", session.targets),
-                                    ("--teacher", teacher.spec)])
+    session.run = RunFolder(
+        out_dir,
+        resume=session.resume,
+        overwrite=overwrite,
+        chief=is_chief(strategy),
+        inputs=[("--data", source_paths(session.data)), ("--targets", session.targets), ("--teacher", teacher.spec)],
+    )
     # Everything that shapes the stream of batches or the updates is compared on resume; steps may grow.
-    stream = {key: getattr(config, key) for key in ("batch_size", "seed", "shuffle_buffer", "validation_fraction",
-                                                     "target_mode", "augment", "loss", "ccc_weight", "lr", "lr_schedule")}
+    stream = {
+        key: getattr(config, key)
+        for key in (
+            "batch_size",
+            "seed",
+            "shuffle_buffer",
+            "validation_fraction",
+            "target_mode",
+            "augment",
+            "loss",
+            "ccc_weight",
+            "lr",
+            "lr_schedule",
+        )
+    }
     stream.update(strategy=session.strategy_name, replicas=strategy.num_replicas_in_sync)
     session.record = session.run.open(
-        {"teacher": teacher.spec, "teacher_identity": teacher.identity, "student": config.student,
-         "config": session.student_config, "mixed_precision": session.mixed, "stream": stream},
+        {
+            "teacher": teacher.spec,
+            "teacher_identity": teacher.identity,
+            "student": config.student,
+            "config": session.student_config,
+            "mixed_precision": session.mixed,
+            "stream": stream,
+        },
         lambda i: f"was distilled from teacher {i['teacher']!r} ({i['teacher_identity']}) into student "
-                  f"{i['student']!r} with {i['config']}, mixed_precision={i.get('mixed_precision', False)}",
+        f"{i['student']!r} with {i['config']}, mixed_precision={i.get('mixed_precision', False)}",
         compared=("teacher_identity", "student", "config", "mixed_precision", "stream"),
     )
 
@@ -228,15 +297,29 @@ def _read_targets(session: _Session, cache_dir):
         items = find_audio(session.data)
         train_items, _ = split_items(items, validation_fraction=config.validation_fraction, seed=config.seed)
         mode = mode or "global"
-        cache = build_cache(session.teacher, items, mode=mode, cache_dir=cache_dir, views=config.augment,
-                            augmented=train_items, seed=config.seed, progress=session.progress)
+        cache = build_cache(
+            session.teacher,
+            items,
+            mode=mode,
+            cache_dir=cache_dir,
+            views=config.augment,
+            augmented=train_items,
+            seed=config.seed,
+            progress=session.progress,
+        )
         folder, keys, skipped_files = cache.directory, cache.keys + cache.view_keys, cache.skipped
         set_aside = cache.bad_shards  # recomputed, but the run says which shards were unusable
         del cache  # a string per record: the scan's fingerprints replace them for the whole run
     began = time.perf_counter()
-    session.scan = scan_shards(folder, teacher=session.teacher, mode=mode, keys=keys,
-                               validation_fraction=config.validation_fraction, seed=config.seed,
-                               progress=session.progress)
+    session.scan = scan_shards(
+        folder,
+        teacher=session.teacher,
+        mode=mode,
+        keys=keys,
+        validation_fraction=config.validation_fraction,
+        seed=config.seed,
+        progress=session.progress,
+    )
     session.run.confirm(training_records=records_identity(session.scan))
     return skipped_files, set_aside, time.perf_counter() - began
 
@@ -246,14 +329,20 @@ def _build(session: _Session):
     config, strategy, run = session.config, session.strategy, session.run
     keras.utils.set_random_seed(config.seed)  # the same weights and data order for the same seed, whatever the strategy
     pipelines = input_pipelines(strategy)
-    dataset = training_dataset(session.scan, batch_size=config.batch_size // pipelines[0], seed=config.seed,
-                               shuffle_buffer=config.shuffle_buffer, pipelines=pipelines)
+    dataset = training_dataset(
+        session.scan,
+        batch_size=config.batch_size // pipelines[0],
+        seed=config.seed,
+        shuffle_buffer=config.shuffle_buffer,
+        pipelines=pipelines,
+    )
     batches = iter(dataset)
     float16_error = None
     if session.mixed:  # probed on a first batch of real crops before any step
         try:
-            float16_error = check_float16(lambda: models.build(config.student, **session.student_config),
-                                          next(iter(dataset))[0])
+            float16_error = check_float16(
+                lambda: models.build(config.student, **session.student_config), next(iter(dataset))[0]
+            )
         except ParameterError as error:
             if config.mixed_precision:
                 raise
@@ -267,8 +356,10 @@ def _build(session: _Session):
         if session.mixed:
             optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
         # The data iterator is saved with the weights: a resumed run continues the same stream of crops.
-        checkpoints = run.checkpoints({"model": session.model, "optimizer": optimizer, "data": batches},
-                                      directory=worker_checkpoint_dir(strategy, os.path.join(run.path, "checkpoints")))
+        checkpoints = run.checkpoints(
+            {"model": session.model, "optimizer": optimizer, "data": batches},
+            directory=worker_checkpoint_dir(strategy, os.path.join(run.path, "checkpoints")),
+        )
     if strategy.num_replicas_in_sync > 1:
         synchronize_batch_norm(session.model)  # global-batch statistics, as on one device
     return batches, optimizer, checkpoints, float16_error
@@ -293,33 +384,65 @@ def _predictor(model, batch: int):
 def _describe(session: _Session, skipped_files, set_aside, scan_s, float16_error) -> None:
     """Put what the run is (config as given, student, data, training) into its record."""
     config, scan, data = session.config, session.scan, session.data
-    source = (f"targets {os.fspath(session.targets)}" if data is None
-              else os.fspath(data) if not isinstance(data, (list, tuple)) else f"list of {len(data)} files")
-    session.record.update({
-        "config": as_record(config),
-        "teacher": session.teacher.describe(),
-        "student": {"name": config.student, "config": session.student_config,
-                    "parameters": int(session.model.count_params()), "output": models.output_key(session.model)},
-        "data": {
-            "source": source, "files": scan.train_files + scan.validation_files, "train_files": scan.train_files,
-            "validation_files": scan.validation_files, "validation_clips": len(scan.validation_audio),
-            "train_records": scan.train_records, "train_hours": scan.train_hours,
-            "augmented_views_per_file": config.augment, "skipped": [path for path, _ in skipped_files],
-            "target_mode": scan.mode, "target_cache": scan.directory, "shards": len(scan.shards),
-            "shards_read": len(reader_shards(scan, input_pipelines(session.strategy))),  # by this process
-            "skipped_shards": [path for path, _ in set_aside + scan.skipped_shards],
-            "scan_seconds": scan_s,  # one read of every shard before the first step
-        },
-        "training": {
-            **{key: getattr(config, key) for key in ("loss", "ccc_weight", "lr", "lr_schedule", "batch_size", "steps",
-                                                     "checkpoint_every", "validation_fraction", "seed")},
-            "shuffle_buffer": min(config.shuffle_buffer or SHUFFLE_BUFFER, scan.train_records),
-            "strategy": session.strategy_name, "replicas": session.strategy.num_replicas_in_sync,
-            "input_pipelines": input_pipelines(session.strategy)[0], "mixed_precision": session.mixed,
-            "float16_error": float16_error,
-        },
-        "versions": versions(),
-    })
+    source = (
+        f"targets {os.fspath(session.targets)}"
+        if data is None
+        else os.fspath(data)
+        if not isinstance(data, (list, tuple))
+        else f"list of {len(data)} files"
+    )
+    session.record.update(
+        {
+            "config": as_record(config),
+            "teacher": session.teacher.describe(),
+            "student": {
+                "name": config.student,
+                "config": session.student_config,
+                "parameters": int(session.model.count_params()),
+                "output": models.output_key(session.model),
+            },
+            "data": {
+                "source": source,
+                "files": scan.train_files + scan.validation_files,
+                "train_files": scan.train_files,
+                "validation_files": scan.validation_files,
+                "validation_clips": len(scan.validation_audio),
+                "train_records": scan.train_records,
+                "train_hours": scan.train_hours,
+                "augmented_views_per_file": config.augment,
+                "skipped": [path for path, _ in skipped_files],
+                "target_mode": scan.mode,
+                "target_cache": scan.directory,
+                "shards": len(scan.shards),
+                "shards_read": len(reader_shards(scan, input_pipelines(session.strategy))),  # by this process
+                "skipped_shards": [path for path, _ in set_aside + scan.skipped_shards],
+                "scan_seconds": scan_s,  # one read of every shard before the first step
+            },
+            "training": {
+                **{
+                    key: getattr(config, key)
+                    for key in (
+                        "loss",
+                        "ccc_weight",
+                        "lr",
+                        "lr_schedule",
+                        "batch_size",
+                        "steps",
+                        "checkpoint_every",
+                        "validation_fraction",
+                        "seed",
+                    )
+                },
+                "shuffle_buffer": min(config.shuffle_buffer or SHUFFLE_BUFFER, scan.train_records),
+                "strategy": session.strategy_name,
+                "replicas": session.strategy.num_replicas_in_sync,
+                "input_pipelines": input_pipelines(session.strategy)[0],
+                "mixed_precision": session.mixed,
+                "float16_error": float16_error,
+            },
+            "versions": versions(),
+        }
+    )
 
 
 def _train(session: _Session, batches, optimizer, checkpoints, start: int, scale, offset):
@@ -351,24 +474,36 @@ def _train(session: _Session, batches, optimizer, checkpoints, start: int, scale
 
     def validate(step: int) -> None:
         if len(scan.validation_audio):
-            history.append([step, float(loss_fn(scan.validation_targets,
-                                                outputs(scan.validation_audio) * scale + offset))])
+            history.append(
+                [step, float(loss_fn(scan.validation_targets, outputs(scan.validation_audio) * scale + offset))]
+            )
             log_scalar("validation_loss", history[-1][1], step=step)
 
     learning_rate = learning_rate_schedule(config.lr, config.lr_schedule, config.steps)  # the optimizer's, for the log
     # Each process feeds its share of the global batch to its own replicas (every worker its own shards).
     return run_steps(
         lambda index: train_step(*distribute_batch(strategy, *next(batches))),
-        start=start, steps=config.steps, checkpoint_every=config.checkpoint_every,
-        on_checkpoint=run.saver(checkpoints, validate), history=session.record.setdefault("loss_history", []),
-        writer=run.writer(), progress=session.progress, description=f"distill {config.student}",
+        start=start,
+        steps=config.steps,
+        checkpoint_every=config.checkpoint_every,
+        on_checkpoint=run.saver(checkpoints, validate),
+        history=session.record.setdefault("loss_history", []),
+        writer=run.writer(),
+        progress=session.progress,
+        description=f"distill {config.student}",
         scalars=lambda step: {"learning_rate": float(learning_rate(step) if callable(learning_rate) else config.lr)},
     )
 
 
 def _export(session: _Session, scale, offset) -> dict:
     """Fold the standardisation into the head, score the held-out clips, export; returns the record."""
-    config, strategy, record, scan, model = session.config, session.strategy, session.record, session.scan, session.model
+    config, strategy, record, scan, model = (
+        session.config,
+        session.strategy,
+        session.record,
+        session.scan,
+        session.model,
+    )
     chief = is_chief(strategy)
     if strategy.num_replicas_in_sync > 1 or not chief or session.mixed:
         # Export a plain float32 copy: reading the distributed variables is a collective step every worker takes.
@@ -382,16 +517,30 @@ def _export(session: _Session, scale, offset) -> dict:
     _fold_standardisation(model, scale, offset)
     if len(scan.validation_audio):
         # On the held-out files, beside what the training mean and the best training target score.
-        record["fidelity"] = {**fidelity(scan.validation_targets, _predictor(model, config.batch_size)(scan.validation_audio),
-                                         center=scan.target_mean, training_targets=scan.sample_targets),
-                              "files": len(scan.validation_audio), "segment": "the first 2 s of each held-out file"}
+        record["fidelity"] = {
+            **fidelity(
+                scan.validation_targets,
+                _predictor(model, config.batch_size)(scan.validation_audio),
+                center=scan.target_mean,
+                training_targets=scan.sample_targets,
+            ),
+            "files": len(scan.validation_audio),
+            "segment": "the first 2 s of each held-out file",
+        }
     export_dir = export_savedmodel(
-        model, os.path.join(session.run.path, "export"), overwrite=True,
+        model,
+        os.path.join(session.run.path, "export"),
+        overwrite=True,
         extra_metadata={"teacher": session.teacher.describe(), "target_mean": [float(v) for v in scan.target_mean]},
     )
     wait_for_workers(strategy)
     record["export"] = export_dir
     session.run.write(export_dir)
-    _log.info("Distilled %s from %s in %d steps; exported to %s", config.student, session.teacher.spec, config.steps,
-              export_dir)
+    _log.info(
+        "Distilled %s from %s in %d steps; exported to %s",
+        config.student,
+        session.teacher.spec,
+        config.steps,
+        export_dir,
+    )
     return record

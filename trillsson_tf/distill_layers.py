@@ -5,6 +5,7 @@ once per segment into target shards, trains the student encoder with one head pe
 log-sigmoid cosine), and exports it in hub format with the encoder kept for
 :mod:`trillsson_tf.finetune`. Design notes: docs/DESIGN.md, "Layer distillation".
 """
+
 import dataclasses
 import logging
 import os
@@ -26,10 +27,16 @@ from trillsson_tf.targets import build_cache
 from trillsson_tf.teachers import Teacher
 from trillsson_tf.training import RunFolder, records_identity, learning_rate_schedule, run_steps, versions
 
-__all__ = ["DEFAULT_SEGMENT_SAMPLES", "LayerDistillConfig", "alignment_matrix", "distill_layers", "layer_loss", "student_config"]
+__all__ = [
+    "DEFAULT_SEGMENT_SAMPLES",
+    "LayerDistillConfig",
+    "alignment_matrix",
+    "distill_layers",
+    "layer_loss",
+    "student_config",
+]
 
 _log = logging.getLogger(__name__)
-
 
 
 class _SegmentFrames(Teacher):
@@ -95,8 +102,14 @@ def layer_loss(target, prediction):
     return tf.reduce_mean(l1 - tf.math.log_sigmoid(cosine))
 
 
-def student_config(student: str, teacher, *, student_options=None, size_fraction: float = 0.25,
-                   segment_samples: int = DEFAULT_SEGMENT_SAMPLES) -> dict:
+def student_config(
+    student: str,
+    teacher,
+    *,
+    student_options=None,
+    size_fraction: float = 0.25,
+    segment_samples: int = DEFAULT_SEGMENT_SAMPLES,
+) -> dict:
     """The student's config: the preset, sized to ``size_fraction`` of the teacher unless a width is given.
 
     Args:
@@ -108,20 +121,33 @@ def student_config(student: str, teacher, *, student_options=None, size_fraction
         segment_samples: Training segment length (the encoder mirror-pads shorter clips to it).
     """
     if student not in models.available(family=WAVEFORM):
-        raise ParameterError(f"Unknown layer-distillation student {student!r}. "
-                             f"Expected one of: {list(models.available(family=WAVEFORM))}.")
+        raise ParameterError(
+            f"Unknown layer-distillation student {student!r}. "
+            f"Expected one of: {list(models.available(family=WAVEFORM))}."
+        )
     preset = models.get_preset(student)
     options = dict(student_options or {})
     unknown = sorted(set(options) - set(preset.config))
     if unknown:
-        raise ParameterError(f"Unknown option(s) {unknown} for student {student!r}. Expected some of: {sorted(preset.config)}.")
+        raise ParameterError(
+            f"Unknown option(s) {unknown} for student {student!r}. Expected some of: {sorted(preset.config)}."
+        )
     config = {**preset.config, "min_samples": segment_samples}
     if "width" not in options and teacher.parameters:
         if not 0.0 < size_fraction <= 1.0:
             raise ParameterError(f"size_fraction must be in (0, 1], got {size_fraction!r}.")
-        config.update(distil.sized_config(int(size_fraction * teacher.parameters), depth=options.get("depth", config["depth"])))
+        config.update(
+            distil.sized_config(int(size_fraction * teacher.parameters), depth=options.get("depth", config["depth"]))
+        )
     elif "width" in options:
-        config.update({key: value for key, value in distil.scaled_config(options["width"], depth=options.get("depth", config["depth"])).items()})
+        config.update(
+            {
+                key: value
+                for key, value in distil.scaled_config(
+                    options["width"], depth=options.get("depth", config["depth"])
+                ).items()
+            }
+        )
     config.update(options)
     config["conv_layers"] = [list(layer) for layer in config["conv_layers"]]
     return config
@@ -136,8 +162,17 @@ def _frame_moments(scan, width: int) -> tuple:
     return pooled.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
 
 
-def distill_layers(data, *, out_dir, config=None, cache_dir=None, resume: bool = False, overwrite: bool = False,
-                   progress: bool = False, **options) -> dict:
+def distill_layers(
+    data,
+    *,
+    out_dir,
+    config=None,
+    cache_dir=None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+    **options,
+) -> dict:
     """Distill the hidden layers ``layers`` of ``teacher`` into a DistilHuBERT-style student.
 
     Args:
@@ -179,9 +214,22 @@ def distill_layers(data, *, out_dir, config=None, cache_dir=None, resume: bool =
             shorter than the teacher's window, a non-empty ``out_dir`` without ``resume``/``overwrite``.
     """
     config = make_config(LayerDistillConfig, config, **options)
-    (teacher, layers, student, student_options, size_fraction, segment_samples, lr, lr_schedule, batch_size, steps,
-     checkpoint_every, validation_fraction, seed, augment) = (getattr(config, field.name)
-                                                              for field in dataclasses.fields(config))
+    (
+        teacher,
+        layers,
+        student,
+        student_options,
+        size_fraction,
+        segment_samples,
+        lr,
+        lr_schedule,
+        batch_size,
+        steps,
+        checkpoint_every,
+        validation_fraction,
+        seed,
+        augment,
+    ) = (getattr(config, field.name) for field in dataclasses.fields(config))
     learning_rate = learning_rate_schedule(lr, lr_schedule, steps)
 
     layered = load_layered_teacher(teacher, layers=layers)
@@ -189,29 +237,51 @@ def distill_layers(data, *, out_dir, config=None, cache_dir=None, resume: bool =
         raise ParameterError(
             f"segment_samples={segment_samples} is shorter than the teacher's window ({layered.min_samples} samples)."
         )
-    config = student_config(student, layered, student_options=student_options, size_fraction=size_fraction,
-                            segment_samples=segment_samples)
+    config = student_config(
+        student, layered, student_options=student_options, size_fraction=size_fraction, segment_samples=segment_samples
+    )
     frames_teacher = _SegmentFrames(layered, segment_samples)
-    run = RunFolder(out_dir, resume=resume, overwrite=overwrite,
-                    inputs=[("--data", source_paths(data)), ("--teacher", teacher)])
-    stream = {"batch_size": batch_size, "seed": seed, "validation_fraction": validation_fraction, "augment": augment,
-              "lr": lr, "lr_schedule": lr_schedule}  # compared on resume, as distill's
+    run = RunFolder(
+        out_dir, resume=resume, overwrite=overwrite, inputs=[("--data", source_paths(data)), ("--teacher", teacher)]
+    )
+    stream = {
+        "batch_size": batch_size,
+        "seed": seed,
+        "validation_fraction": validation_fraction,
+        "augment": augment,
+        "lr": lr,
+        "lr_schedule": lr_schedule,
+    }  # compared on resume, as distill's
     record = run.open(
-        {"teacher": frames_teacher.spec, "teacher_identity": frames_teacher.identity, "student": student, "config": config,
-         "stream": stream},
+        {
+            "teacher": frames_teacher.spec,
+            "teacher_identity": frames_teacher.identity,
+            "student": student,
+            "config": config,
+            "stream": stream,
+        },
         lambda i: f"distills the layers of teacher {i['teacher']!r} ({i['teacher_identity']}) into student "
-                  f"{i['student']!r} with {i['config']}",
+        f"{i['student']!r} with {i['config']}",
         compared=("teacher_identity", "student", "config", "stream"),
     )
 
     # Streams like distill: one file in memory while the shards are written, then segments from them.
     items = find_audio(data)
     train_items, _ = split_items(items, validation_fraction=validation_fraction, seed=seed)
-    cache = build_cache(frames_teacher, items, cache_dir=cache_dir, views=augment, augmented=train_items, seed=seed,
-                        progress=progress)
-    scan = scan_shards(cache.directory, teacher=frames_teacher, keys=cache.keys + cache.view_keys,
-                       validation_fraction=validation_fraction, seed=seed, segment_samples=segment_samples,
-                       per_segment=True, sample_targets=0, progress=progress)
+    cache = build_cache(
+        frames_teacher, items, cache_dir=cache_dir, views=augment, augmented=train_items, seed=seed, progress=progress
+    )
+    scan = scan_shards(
+        cache.directory,
+        teacher=frames_teacher,
+        keys=cache.keys + cache.view_keys,
+        validation_fraction=validation_fraction,
+        seed=seed,
+        segment_samples=segment_samples,
+        per_segment=True,
+        sample_targets=0,
+        progress=progress,
+    )
     run.confirm(training_records=records_identity(scan))
     dims = [layered.layer_dims[name] for name in layered.layers]
     width = sum(dims)
@@ -265,46 +335,65 @@ def distill_layers(data, *, out_dir, config=None, cache_dir=None, resume: bool =
 
     validation_history = record.setdefault("validation_history", [])
     encoder_parameters = int(encoder.count_params())
-    record.update({
-        "teacher": frames_teacher.describe(),
-        "student": {
-            "name": student,
-            "config": config,
-            "parameters": encoder_parameters,
-            "head_parameters": int(sum(head.count_params() for head in heads.values())),
-            "share_of_teacher": encoder_parameters / layered.parameters if layered.parameters else None,
-        },
-        "data": {
-            "source": os.fspath(data) if not isinstance(data, (list, tuple)) else f"list of {len(data)} files",
-            "files": scan.train_files + scan.validation_files,
-            "train_files": scan.train_files,
-            "validation_files": scan.validation_files,
-            "validation_segments": int(len(scan.validation_audio)),
-            "train_records": scan.train_records,
-            "train_segments": int(scan.target_rows),
-            "train_hours": scan.train_hours,
-            "augmented_views_per_file": augment,
-            "segment_samples": segment_samples,
-            "skipped": [path for path, _ in cache.skipped],
-            "target_cache": cache.directory,
-            "shards_read": len(scan.shards),
-            "skipped_shards": [path for path, _ in cache.bad_shards + scan.skipped_shards],
-        },
-        "training": {"loss": "l1 - log sigmoid(cosine), per layer", "lr": lr, "lr_schedule": lr_schedule,
-                     "batch_size": batch_size, "steps": steps, "checkpoint_every": checkpoint_every,
-                     "validation_fraction": validation_fraction, "seed": seed},
-        "versions": versions(),
-    })
+    record.update(
+        {
+            "teacher": frames_teacher.describe(),
+            "student": {
+                "name": student,
+                "config": config,
+                "parameters": encoder_parameters,
+                "head_parameters": int(sum(head.count_params() for head in heads.values())),
+                "share_of_teacher": encoder_parameters / layered.parameters if layered.parameters else None,
+            },
+            "data": {
+                "source": os.fspath(data) if not isinstance(data, (list, tuple)) else f"list of {len(data)} files",
+                "files": scan.train_files + scan.validation_files,
+                "train_files": scan.train_files,
+                "validation_files": scan.validation_files,
+                "validation_segments": int(len(scan.validation_audio)),
+                "train_records": scan.train_records,
+                "train_segments": int(scan.target_rows),
+                "train_hours": scan.train_hours,
+                "augmented_views_per_file": augment,
+                "segment_samples": segment_samples,
+                "skipped": [path for path, _ in cache.skipped],
+                "target_cache": cache.directory,
+                "shards_read": len(scan.shards),
+                "skipped_shards": [path for path, _ in cache.bad_shards + scan.skipped_shards],
+            },
+            "training": {
+                "loss": "l1 - log sigmoid(cosine), per layer",
+                "lr": lr,
+                "lr_schedule": lr_schedule,
+                "batch_size": batch_size,
+                "steps": steps,
+                "checkpoint_every": checkpoint_every,
+                "validation_fraction": validation_fraction,
+                "seed": seed,
+            },
+            "versions": versions(),
+        }
+    )
 
     def validate(step: int) -> None:
         if held_audio is not None:
-            values = [float(eval_loss(held_audio[i : i + batch_size], held_targets[i : i + batch_size]))
-                      for i in range(0, len(held_audio), batch_size)]
+            values = [
+                float(eval_loss(held_audio[i : i + batch_size], held_targets[i : i + batch_size]))
+                for i in range(0, len(held_audio), batch_size)
+            ]
             validation_history.append([step, float(np.mean(values))])
 
-    timing = run_steps(step_fn, start=start, steps=steps, checkpoint_every=checkpoint_every,
-                          on_checkpoint=run.saver(checkpoints, validate), history=record.setdefault("loss_history", []),
-                          writer=run.writer(), progress=progress, description=f"distill-layers {student}")
+    timing = run_steps(
+        step_fn,
+        start=start,
+        steps=steps,
+        checkpoint_every=checkpoint_every,
+        on_checkpoint=run.saver(checkpoints, validate),
+        history=record.setdefault("loss_history", []),
+        writer=run.writer(),
+        progress=progress,
+        description=f"distill-layers {student}",
+    )
 
     record.update(timing.as_record())
     record["resumed_from_step"] = start if resume else None
@@ -320,6 +409,12 @@ def distill_layers(data, *, out_dir, config=None, cache_dir=None, resume: bool =
     export_dir = export_savedmodel(model, os.path.join(run.path, "export"), overwrite=True, extra_metadata=metadata)
     record["export"] = export_dir
     run.write(export_dir)
-    _log.info("Distilled layers %s of %s into %s (%d parameters); exported to %s",
-              ",".join(layered.layers), layered.spec, student, encoder_parameters, export_dir)
+    _log.info(
+        "Distilled layers %s of %s into %s (%d parameters); exported to %s",
+        ",".join(layered.layers),
+        layered.spec,
+        student,
+        encoder_parameters,
+        export_dir,
+    )
     return record

@@ -8,6 +8,7 @@ lists). ``batch_size`` is the global batch; BatchNormalization uses the global b
 its own checkpoint (:func:`worker_checkpoint_dir`); the chief writes the run folder. Loss scaling
 and roles: docs/DESIGN.md, "Training".
 """
+
 import json
 import logging
 import os
@@ -63,17 +64,23 @@ def parse_tf_config(raw=None) -> dict:
     try:
         config = json.loads(raw)
     except json.JSONDecodeError as error:
-        raise ParameterError(f"TF_CONFIG is not valid JSON ({error.msg} at character {error.pos}): {raw[:200]!r}.{hint}") from None
+        raise ParameterError(
+            f"TF_CONFIG is not valid JSON ({error.msg} at character {error.pos}): {raw[:200]!r}.{hint}"
+        ) from None
     if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict):
         raise ParameterError(f"TF_CONFIG needs a 'cluster' object; got {raw[:200]!r}.{hint}")
     cluster, task = config["cluster"], config.get("task")
     workers = cluster.get("worker", [])
     if not isinstance(workers, list) or not workers and not cluster.get("chief"):
-        raise ParameterError(f"TF_CONFIG cluster needs a non-empty 'worker' list of 'host:port'; got {cluster!r}.{hint}")
+        raise ParameterError(
+            f"TF_CONFIG cluster needs a non-empty 'worker' list of 'host:port'; got {cluster!r}.{hint}"
+        )
     for role in _TASK_TYPES:
         addresses = cluster.get(role, [])
         if not isinstance(addresses, list) or not all(_address_ok(a) for a in addresses):
-            raise ParameterError(f"TF_CONFIG cluster {role!r} must be a list of 'host:port' strings; got {addresses!r}.{hint}")
+            raise ParameterError(
+                f"TF_CONFIG cluster {role!r} must be a list of 'host:port' strings; got {addresses!r}.{hint}"
+            )
     if not isinstance(task, dict) or task.get("type") not in _TASK_TYPES:
         raise ParameterError(f"TF_CONFIG needs a 'task' with type one of {list(_TASK_TYPES)}; got {task!r}.{hint}")
     index, members = task.get("index"), cluster.get(task["type"], [])
@@ -114,7 +121,9 @@ def make_strategy(strategy="none"):
             f"Could not start the multiworker strategy ({error}). It must be created before TensorFlow runs "
             "anything in the process: run each worker as a fresh process (`trillsson-tf distill --strategy multiworker`)."
         ) from None
-    _log.info("Multiworker strategy: task %s of %s, %d replicas", config["task"], config["cluster"], made.num_replicas_in_sync)
+    _log.info(
+        "Multiworker strategy: task %s of %s, %d replicas", config["task"], config["cluster"], made.num_replicas_in_sync
+    )
     return made
 
 

@@ -8,6 +8,7 @@
   of each output over the evaluated files (:func:`trillsson_tf.metrics.ccc`); no probes.
 More: docs/DESIGN.md, "Training".
 """
+
 import logging
 import os
 
@@ -45,7 +46,10 @@ def embed_clips(embedder, clips, *, progress: bool = False) -> np.ndarray:
     """
     from tqdm.auto import tqdm
 
-    vectors = [embedder(clip[np.newaxis])["embedding"][0] for clip in tqdm(clips, desc=f"embedding ({embedder.spec})", unit="clip", disable=not progress)]
+    vectors = [
+        embedder(clip[np.newaxis])["embedding"][0]
+        for clip in tqdm(clips, desc=f"embedding ({embedder.spec})", unit="clip", disable=not progress)
+    ]
     return np.stack(vectors).astype(np.float32)
 
 
@@ -62,7 +66,11 @@ def score_agreement(reference, candidate, *, names=None) -> dict:
     """
     values = ccc(candidate, reference)
     names = list(names) if names is not None else [f"score{index}" for index in range(len(values))]
-    return {"per_score": dict(zip(names, map(float, values))), "mean": float(np.mean(values)), "min": float(np.min(values))}
+    return {
+        "per_score": dict(zip(names, map(float, values))),
+        "mean": float(np.mean(values)),
+        "min": float(np.min(values)),
+    }
 
 
 def _normalise(vectors: np.ndarray, normalization: str, speakers) -> np.ndarray:
@@ -125,8 +133,13 @@ def probe_accuracy(vectors, labels, *, normalization: str = "none", speakers=Non
         cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
         accuracy = float(cross_val_score(probe, vectors, labels, cv=cv).mean())
         protocol, scored = f"{folds}-fold", len(labels)  # every file is scored once, in its fold
-    return {"accuracy": accuracy, "protocol": protocol, "classes": int(len(classes)), "n": int(len(labels)),
-            "ci95": binomial_ci95(int(round(accuracy * scored)), scored)}
+    return {
+        "accuracy": accuracy,
+        "protocol": protocol,
+        "classes": int(len(classes)),
+        "n": int(len(labels)),
+        "ci95": binomial_ci95(int(round(accuracy * scored)), scored),
+    }
 
 
 def _training_mean(model):
@@ -150,8 +163,10 @@ def _scored_rows(split: list, has_split: bool, data) -> np.ndarray:
     rows = np.array([value == "test" for value in split])
     if not rows.any():
         where = repr(os.fspath(data)) if isinstance(data, (str, os.PathLike)) else "the data"
-        raise ParameterError(f"Every file of {where} is on the train side of its split (FSDD: takes 5 and up), "
-                             "so none is left to score; add test files (FSDD takes 0-4).")
+        raise ParameterError(
+            f"Every file of {where} is on the train side of its split (FSDD: takes 5 and up), "
+            "so none is left to score; add test files (FSDD takes 0-4)."
+        )
     return rows
 
 
@@ -221,7 +236,9 @@ def evaluate(
     if metric not in METRICS:
         raise ParameterError(f"Unknown metric {metric!r}. Expected one of: {list(METRICS)}.")
     if metric == "ccc" and teacher is None:
-        raise ParameterError("metric='ccc' compares the model's scores with a teacher's: pass teacher=... (CLI --teacher).")
+        raise ParameterError(
+            "metric='ccc' compares the model's scores with a teacher's: pass teacher=... (CLI --teacher)."
+        )
     loaded = load_clips(find_audio(data, labels=labels), progress=progress)
     items = loaded.items
     task_names = _tasks(items, tasks) if metric == "probes" else []
@@ -246,11 +263,17 @@ def evaluate(
     }
     if teacher is not None:
         if vectors["student"].shape[1] != vectors["teacher"].shape[1]:
-            _log.warning("No fidelity: the model gives %d-d vectors, the teacher %d-d.", vectors["student"].shape[1], vectors["teacher"].shape[1])
+            _log.warning(
+                "No fidelity: the model gives %d-d vectors, the teacher %d-d.",
+                vectors["student"].shape[1],
+                vectors["teacher"].shape[1],
+            )
         else:
             rows = _scored_rows(split, has_split, data)
-            report["fidelity"] = {**fidelity(vectors["teacher"][rows], vectors["student"][rows], center=_training_mean(model)),
-                                  "files": int(rows.sum())}
+            report["fidelity"] = {
+                **fidelity(vectors["teacher"][rows], vectors["student"][rows], center=_training_mean(model)),
+                "files": int(rows.sum()),
+            }
     if metric == "ccc":
         if vectors["student"].shape[1] != vectors["teacher"].shape[1]:
             raise ParameterError(
@@ -259,8 +282,10 @@ def evaluate(
             )
         rows = _scored_rows(split, has_split, data)
         names = getattr(embedders["teacher"], "score_names", None)
-        report["ccc"] = {**score_agreement(vectors["teacher"][rows], vectors["student"][rows], names=names),
-                         "files": int(rows.sum())}
+        report["ccc"] = {
+            **score_agreement(vectors["teacher"][rows], vectors["student"][rows], names=names),
+            "files": int(rows.sum()),
+        }
     for task in task_names:
         rows = np.array([task in item.labels for item in items])
         task_labels = [item.labels[task] for item in items if task in item.labels]
@@ -270,7 +295,9 @@ def evaluate(
             raise ParameterError(f"normalization='speaker' needs a speaker label on every file of task {task!r}.")
         task_split = [value for value, keep in zip(split, rows) if keep] if has_split else None
         report["probes"][task] = {
-            role: probe_accuracy(vectors[role][rows], task_labels, normalization=task_norm, speakers=speakers, split=task_split)
+            role: probe_accuracy(
+                vectors[role][rows], task_labels, normalization=task_norm, speakers=speakers, split=task_split
+            )
             for role in vectors
         }
     speakers = [item.labels.get(_SPEAKER) for item in items]
@@ -299,23 +326,36 @@ def _verify(vectors: np.ndarray, speakers) -> dict:
 def format_table(report: dict) -> str:
     """The probes and fidelity of an :func:`evaluate` report as a plain-text table."""
     if "probes" not in report:  # a multi-task report (evaluate with kws / sv)
-        lines = [f"keyword accuracy on {report['kws']['clips']} test files: {report['kws']['accuracy']:.3f}"] if "kws" in report else []
+        lines = (
+            [f"keyword accuracy on {report['kws']['clips']} test files: {report['kws']['accuracy']:.3f}"]
+            if "kws" in report
+            else []
+        )
         if "sv" in report:
             sv = report["sv"]
-            lines.append(f"speaker verification, {sv['speakers']} unseen speakers, {sv['trials']:,} trials: "
-                         f"EER {100 * sv['eer']:.2f}%, minDCF(0.01) {sv['min_dcf']:.3f}")
+            lines.append(
+                f"speaker verification, {sv['speakers']} unseen speakers, {sv['trials']:,} trials: "
+                f"EER {100 * sv['eer']:.2f}%, minDCF(0.01) {sv['min_dcf']:.3f}"
+            )
         return "\n".join(lines)
     roles = ["student"] + [role for role in ("teacher", "baseline") if report.get(role)]
-    lines = [f"{'task':<12}{'classes':>8}{'protocol':>10}" + "".join(f"{role:>10}" for role in roles)] if report["probes"] else []
+    lines = (
+        [f"{'task':<12}{'classes':>8}{'protocol':>10}" + "".join(f"{role:>10}" for role in roles)]
+        if report["probes"]
+        else []
+    )
     for task, results in report["probes"].items():
         first = results["student"]
         lines.append(
-            f"{task:<12}{first['classes']:>8}{first['protocol']:>10}" + "".join(f"{results[role]['accuracy']:>10.3f}" for role in roles)
+            f"{task:<12}{first['classes']:>8}{first['protocol']:>10}"
+            + "".join(f"{results[role]['accuracy']:>10.3f}" for role in roles)
         )
     for role, sv in (report.get("verification") or {}).items():
-        lines.append(f"speaker verification ({role}), {sv['speakers']} speakers, {sv['trials']:,} trials: EER "
-                     f"{100 * sv['eer']:.2f}% (95% CI {100 * sv['eer_ci95'][0]:.2f}-{100 * sv['eer_ci95'][1]:.2f}), "
-                     f"minDCF(0.01) {sv['min_dcf']:.3f}")
+        lines.append(
+            f"speaker verification ({role}), {sv['speakers']} speakers, {sv['trials']:,} trials: EER "
+            f"{100 * sv['eer']:.2f}% (95% CI {100 * sv['eer_ci95'][0]:.2f}-{100 * sv['eer_ci95'][1]:.2f}), "
+            f"minDCF(0.01) {sv['min_dcf']:.3f}"
+        )
     if report.get("ccc"):
         agreement = report["ccc"]
         lines.append(f"CCC against the teacher on {agreement['files']} files (mean {agreement['mean']:.3f}):")
@@ -323,7 +363,9 @@ def format_table(report: dict) -> str:
     if report.get("fidelity"):
         fid = report["fidelity"]
         mean = fid["baselines"]["training_mean"]
-        lines.append(f"fidelity to teacher on {fid['files']} files: mean cosine {fid['mean_cosine']:.4f} (the training mean "
-                     f"alone: {mean['mean_cosine']:.4f}), centered cosine {fid['centered_cosine']:.4f} (on the "
-                     f"{fid['centered_on']} mean), R2 {fid['r2']:.4f}, MSE {fid['mse']:.4g}")
+        lines.append(
+            f"fidelity to teacher on {fid['files']} files: mean cosine {fid['mean_cosine']:.4f} (the training mean "
+            f"alone: {mean['mean_cosine']:.4f}), centered cosine {fid['centered_cosine']:.4f} (on the "
+            f"{fid['centered_on']} mean), R2 {fid['r2']:.4f}, MSE {fid['mse']:.4g}"
+        )
     return "\n".join(lines)

@@ -8,6 +8,7 @@ does the same (with a ``training`` flag, so ``hub.KerasLayer(..., trainable=True
 fine-tunes it), plus ``model.keras`` (the Keras model, for later compression) and
 ``trillsson_tf.json`` (what it is: name, dimension, frontend numbers).
 """
+
 import json
 import logging
 import os
@@ -58,8 +59,9 @@ _KAGGLE_PREFIX = "kaggle:"
 _NETWORK_TIMEOUT_S = 5.0
 
 
-def export_savedmodel(model, path, *, overwrite: bool = False, extra_metadata=None, output_names=None,
-                      frames_hop_s=DEFAULT_HOP_S) -> str:
+def export_savedmodel(
+    model, path, *, overwrite: bool = False, extra_metadata=None, output_names=None, frames_hop_s=DEFAULT_HOP_S
+) -> str:
     """Write ``model`` as a hub-format SavedModel directory.
 
     Args:
@@ -83,7 +85,9 @@ def export_savedmodel(model, path, *, overwrite: bool = False, extra_metadata=No
         ParameterError: ``path`` exists and is not empty while ``overwrite`` is false, or
             the model does not output exactly one of the keys ``embedding`` / ``scores``, or a bad hop.
     """
-    windows = None if frames_hop_s is None else DEFAULT_FRONTEND.windows(frames_hop_s)  # checked before the folder is made
+    windows = (
+        None if frames_hop_s is None else DEFAULT_FRONTEND.windows(frames_hop_s)
+    )  # checked before the folder is made
     path = prepare_output_dir(path, overwrite=overwrite, what="Export directory")
     names = tuple(output_names) if output_names else (model_output_key(model),)
     output = names[0]
@@ -137,11 +141,27 @@ def export_savedmodel(model, path, *, overwrite: bool = False, extra_metadata=No
         "sample_rate_hz": frontend.sample_rate_hz if frontend else None,
         "frontend": frontend.to_dict() if frontend else None,
         "build": getattr(model, "build_spec", None),
-        "frames": ({"signature": FRAMES_SIGNATURE_KEY, "hop_s": windows.hop_s, "window_s": windows.window_s,
-                    "outputs": [output, START_S_KEY]} if FRAMES_SIGNATURE_KEY in signatures else None),
+        "frames": (
+            {
+                "signature": FRAMES_SIGNATURE_KEY,
+                "hop_s": windows.hop_s,
+                "window_s": windows.window_s,
+                "outputs": [output, START_S_KEY],
+            }
+            if FRAMES_SIGNATURE_KEY in signatures
+            else None
+        ),
         # A layer student straight from models.build: the metadata its export kind needs.
-        **({"kind": LAYER_STUDENT_KIND, "encoder": model.encoder.name, "segment_samples": model.min_samples,
-            "sample_rate_hz": model.sample_rate_hz} if getattr(model, "family", None) == WAVEFORM else {}),
+        **(
+            {
+                "kind": LAYER_STUDENT_KIND,
+                "encoder": model.encoder.name,
+                "segment_samples": model.min_samples,
+                "sample_rate_hz": model.sample_rate_hz,
+            }
+            if getattr(model, "family", None) == WAVEFORM
+            else {}
+        ),
         **(extra_metadata or {}),
     }
     write_json(os.path.join(path, METADATA_FILE), metadata)
@@ -230,8 +250,9 @@ def _load_local_savedmodel(hub, folder: str):
     # requested"), a protobuf DecodeError. Caught only around this read, so nothing else is hidden.
     except (tf.errors.OpError, IndexError, DecodeError) as error:
         reason = (getattr(error, "message", None) or str(error) or type(error).__name__).strip().splitlines()[0]
-        raise ParameterError(f"Cannot load the SavedModel in {folder!r}: its files are damaged or truncated "
-                             f"({reason}); export it again.") from None
+        raise ParameterError(
+            f"Cannot load the SavedModel in {folder!r}: its files are damaged or truncated ({reason}); export it again."
+        ) from None
 
 
 def output_keys(loaded) -> tuple:
@@ -261,13 +282,18 @@ def savedmodel_parameters(loaded, handle: str):
     checkpoint = os.path.join(handle, "variables", "variables")
     if not os.path.isdir(handle) or not tf.io.gfile.glob(checkpoint + ".index"):
         return None
-    return int(
-        sum(
-            int(np.prod(shape))
-            for name, shape in tf.train.list_variables(checkpoint)
-            if name.endswith(".ATTRIBUTES/VARIABLE_VALUE") and "OPTIMIZER_SLOT" not in name and "save_counter" not in name
+    return (
+        int(
+            sum(
+                int(np.prod(shape))
+                for name, shape in tf.train.list_variables(checkpoint)
+                if name.endswith(".ATTRIBUTES/VARIABLE_VALUE")
+                and "OPTIMIZER_SLOT" not in name
+                and "save_counter" not in name
+            )
         )
-    ) or None
+        or None
+    )
 
 
 @keras.saving.register_keras_serializable(package="trillsson_tf")
@@ -321,7 +347,9 @@ def load(spec, *, trainable: bool = False, output_key=None):
         hub_layer = hub.KerasLayer(loaded, trainable=trainable)
     else:
         if trainable:
-            raise ParameterError(f"SavedModel {spec!r} has only signatures, which cannot be fine-tuned; use trainable=False.")
+            raise ParameterError(
+                f"SavedModel {spec!r} has only signatures, which cannot be fine-tuned; use trainable=False."
+            )
         # hub.KerasLayer only accepts a handle string for signature-only models.
         hub_layer = hub.KerasLayer(resolve_handle(spec), signature=SIGNATURE_KEY, signature_outputs_as_dict=True)
     return HubEmbedding(hub_layer, key, name=f"hub_{os.path.basename(spec.rstrip('/')) or 'model'}")

@@ -6,6 +6,7 @@ and a speaker head (AAM-softmax, scored by cosine) on the shared encoder of a
 accuracy on the test files and speaker EER / minDCF on held-out speakers. Design notes:
 docs/DESIGN.md, "Keyword + speaker fine-tuning".
 """
+
 import logging
 import math
 import os
@@ -51,9 +52,28 @@ _log = logging.getLogger(__name__)
 
 _SPLIT, _TEST = "split", "test"
 _FRAME_BATCH = 64  # segments per encoder call when the frames of a frozen encoder are computed
-_FIELDS = ("kws_labels", "sv_labels", "freeze_encoder", "encoder_layers", "kws_weight", "sv_weight", "speaker_dim",
-           "hidden", "margin", "scale", "holdout_speakers", "sv_holdout", "sv_groups", "steps", "encoder_lr_scale",
-           "balance_batches", "batch_size", "lr", "checkpoint_every", "seed")
+_FIELDS = (
+    "kws_labels",
+    "sv_labels",
+    "freeze_encoder",
+    "encoder_layers",
+    "kws_weight",
+    "sv_weight",
+    "speaker_dim",
+    "hidden",
+    "margin",
+    "scale",
+    "holdout_speakers",
+    "sv_holdout",
+    "sv_groups",
+    "steps",
+    "encoder_lr_scale",
+    "balance_batches",
+    "batch_size",
+    "lr",
+    "checkpoint_every",
+    "seed",
+)
 
 
 def aam_softmax_logits(embeddings, class_weights, labels, *, margin: float = 0.2, scale: float = 30.0):
@@ -74,7 +94,9 @@ def aam_softmax_logits(embeddings, class_weights, labels, *, margin: float = 0.2
     sine = tf.sqrt(1.0 - tf.square(cosine))
     with_margin = cosine * math.cos(margin) - sine * math.sin(margin)
     # Past theta = pi - m, cos(theta + m) rises again; ArcFace's fallback keeps the target logit falling.
-    with_margin = tf.where(cosine > math.cos(math.pi - margin), with_margin, cosine - math.sin(math.pi - margin) * margin)
+    with_margin = tf.where(
+        cosine > math.cos(math.pi - margin), with_margin, cosine - math.sin(math.pi - margin) * margin
+    )
     is_target = tf.one_hot(labels, tf.shape(class_weights)[1]) > 0
     return scale * tf.where(is_target, with_margin, cosine)
 
@@ -101,7 +123,9 @@ def load_encoder(export):
     """
     path = os.fspath(export)
     metadata = read_metadata(path) if os.path.isdir(path) else {}
-    if metadata.get("kind") not in (LAYER_STUDENT_KIND, MULTITASK_KIND) or not os.path.isfile(os.path.join(path, KERAS_FILE)):
+    if metadata.get("kind") not in (LAYER_STUDENT_KIND, MULTITASK_KIND) or not os.path.isfile(
+        os.path.join(path, KERAS_FILE)
+    ):
         raise ParameterError(
             f"{path!r} is not a layer-distilled export: expected a folder written by `trillsson-tf distill-layers` "
             f"(<out>/export, with {KERAS_FILE} and trillsson_tf.json of kind {LAYER_STUDENT_KIND!r})."
@@ -141,7 +165,9 @@ def _plan(items, *, kws_labels, sv_labels, holdout_speakers, sv_holdout, seed):
         _label_column(items, sv_labels, "speaker labels")
     speakers_column = sv_labels or "speaker"
     if holdout_speakers is None and sv_labels is not None:
-        _, holdout_speakers = split_speakers([i.labels[sv_labels] for i in items if sv_labels in i.labels], holdout=sv_holdout, seed=seed)
+        _, holdout_speakers = split_speakers(
+            [i.labels[sv_labels] for i in items if sv_labels in i.labels], holdout=sv_holdout, seed=seed
+        )
     held = set(map(str, holdout_speakers or ()))
     train = [i for i in items if i.labels.get(_SPLIT) != _TEST and i.labels.get(speakers_column) not in held]
     if not train:
@@ -177,7 +203,9 @@ class _BatchSampler:
         by_keyword = self.batch_size if len(self.keyword_clips) else 0
         speakers = rng.integers(0, len(self.speaker_clips), self.batch_size) if self.speaker_clips else []
         by_speaker = [rng.choice(self.speaker_clips[s]) for s in speakers]
-        return np.concatenate([rng.choice(self.keyword_clips, by_keyword), np.array(by_speaker, np.int64)]).astype(np.int64)
+        return np.concatenate([rng.choice(self.keyword_clips, by_keyword), np.array(by_speaker, np.int64)]).astype(
+            np.int64
+        )
 
 
 def _label_indices(items, column, classes):
@@ -193,8 +221,18 @@ def _encoder_source(export) -> dict:
     return {"spec": path, "identity": f"export:{file_fingerprint(os.path.join(path, KERAS_FILE))}"}
 
 
-def finetune(export, data, *, out_dir, config=None, labels=None, resume: bool = False, overwrite: bool = False,
-             progress: bool = False, **options) -> dict:
+def finetune(
+    export,
+    data,
+    *,
+    out_dir,
+    config=None,
+    labels=None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+    **options,
+) -> dict:
     """Fine-tune (or freeze) an encoder with a keyword head and/or a speaker head.
 
     Args:
@@ -254,13 +292,34 @@ def finetune(export, data, *, out_dir, config=None, labels=None, resume: bool = 
             absent from training, fewer than 2 scoring or training speakers, bad numbers.
     """
     config = make_config(FinetuneConfig, config, **options)
-    (kws_labels, sv_labels, freeze_encoder, encoder_layers, kws_weight, sv_weight, speaker_dim, hidden, margin, scale,
-     holdout_speakers, sv_holdout, sv_groups, steps, encoder_lr_scale, balance_batches, batch_size, lr,
-     checkpoint_every, seed) = (getattr(config, name) for name in _FIELDS)
+    (
+        kws_labels,
+        sv_labels,
+        freeze_encoder,
+        encoder_layers,
+        kws_weight,
+        sv_weight,
+        speaker_dim,
+        hidden,
+        margin,
+        scale,
+        holdout_speakers,
+        sv_holdout,
+        sv_groups,
+        steps,
+        encoder_lr_scale,
+        balance_batches,
+        batch_size,
+        lr,
+        checkpoint_every,
+        seed,
+    ) = (getattr(config, name) for name in _FIELDS)
     head_steps = config.resolved_head_steps
     teacher_mode = isinstance(export, LayeredTeacher)
     if teacher_mode and not freeze_encoder:
-        raise ParameterError("A teacher cannot be fine-tuned here: pass freeze_encoder=True to train heads on its features.")
+        raise ParameterError(
+            "A teacher cannot be fine-tuned here: pass freeze_encoder=True to train heads on its features."
+        )
     if teacher_mode:
         encoder, metadata = _TeacherEncoder(export), {"segment_samples": max(16000, export.min_samples)}
         width = encoder.width
@@ -273,26 +332,52 @@ def finetune(export, data, *, out_dir, config=None, labels=None, resume: bool = 
 
     items = find_audio(data, labels=labels)
     train_items, keywords, speakers, held = _plan(
-        items, kws_labels=kws_labels, sv_labels=sv_labels, holdout_speakers=holdout_speakers, sv_holdout=sv_holdout, seed=seed
+        items,
+        kws_labels=kws_labels,
+        sv_labels=sv_labels,
+        holdout_speakers=holdout_speakers,
+        sv_holdout=sv_holdout,
+        seed=seed,
     )
     config = {
         "tasks": [task for task, column in (("kws", kws_labels), ("sv", sv_labels)) if column],
-        "kws_labels": kws_labels, "sv_labels": sv_labels, "freeze_encoder": bool(freeze_encoder),
-        "kws_weight": kws_weight, "sv_weight": sv_weight, "speaker_dim": speaker_dim if sv_labels else 0,
-        "encoder_layers": encoder_layers, "hidden": hidden, "margin": margin, "scale": scale, "keywords": keywords,
-        "train_speakers": speakers, "holdout_speakers": held, "segment_samples": segment_samples,
+        "kws_labels": kws_labels,
+        "sv_labels": sv_labels,
+        "freeze_encoder": bool(freeze_encoder),
+        "kws_weight": kws_weight,
+        "sv_weight": sv_weight,
+        "speaker_dim": speaker_dim if sv_labels else 0,
+        "encoder_layers": encoder_layers,
+        "hidden": hidden,
+        "margin": margin,
+        "scale": scale,
+        "keywords": keywords,
+        "train_speakers": speakers,
+        "holdout_speakers": held,
+        "segment_samples": segment_samples,
     }
     source = _encoder_source(export)
-    run = RunFolder(out_dir, resume=resume, overwrite=overwrite,
-                    inputs=[("export", export), ("--data", source_paths(data)), ("--labels", labels)])
+    run = RunFolder(
+        out_dir,
+        resume=resume,
+        overwrite=overwrite,
+        inputs=[("export", export), ("--data", source_paths(data)), ("--labels", labels)],
+    )
     # Batches are a function of the seed, the step and the training files: all compared on resume.
-    stream = {"batch_size": batch_size, "seed": seed, "lr": lr, "head_steps": head_steps,
-              "encoder_lr_scale": encoder_lr_scale, "balance_batches": bool(balance_batches),
-              "training_files": files_identity(train_items)}
-    record = run.open({"encoder": source["spec"], "encoder_identity": source["identity"], "config": config,
-                       "stream": stream},
-                      lambda i: f"fine-tunes the encoder of {i['encoder']!r} ({i['encoder_identity']}) with {i['config']}",
-                      compared=("encoder_identity", "config", "stream"))
+    stream = {
+        "batch_size": batch_size,
+        "seed": seed,
+        "lr": lr,
+        "head_steps": head_steps,
+        "encoder_lr_scale": encoder_lr_scale,
+        "balance_batches": bool(balance_batches),
+        "training_files": files_identity(train_items),
+    }
+    record = run.open(
+        {"encoder": source["spec"], "encoder_identity": source["identity"], "config": config, "stream": stream},
+        lambda i: f"fine-tunes the encoder of {i['encoder']!r} ({i['encoder_identity']}) with {i['config']}",
+        compared=("encoder_identity", "config", "stream"),
+    )
 
     # The training files are indexed, not loaded: each step reads its crops (see ``full_batches``).
     index = index_clips(train_items, progress=progress)
@@ -300,7 +385,9 @@ def finetune(export, data, *, out_dir, config=None, labels=None, resume: bool = 
     speaker_index = _label_indices(index.items, sv_labels, speakers)
     keras.utils.set_random_seed(seed)
     heads = build_heads(width, kws_classes=len(keywords), speaker_dim=config["speaker_dim"], hidden=hidden)
-    centres = tf.Variable(tf.random.normal([max(config["speaker_dim"], 1), max(len(speakers), 1)], seed=seed), name="speaker_centres")
+    centres = tf.Variable(
+        tf.random.normal([max(config["speaker_dim"], 1), max(len(speakers), 1)], seed=seed), name="speaker_centres"
+    )
     head_variables = heads.trainable_variables + ([centres] if speakers else [])
     encoder_variables = [] if freeze_encoder else encoder.trainable_variables
 
@@ -311,9 +398,15 @@ def finetune(export, data, *, out_dir, config=None, labels=None, resume: bool = 
     head_optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps, alpha=0.01))
     encoder_steps = steps - head_steps
     encoder_warmup = max(1, encoder_steps // 10)
-    encoder_optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=max(1, encoder_steps - encoder_warmup), alpha=0.01, warmup_target=lr * encoder_lr_scale,
-        warmup_steps=encoder_warmup))
+    encoder_optimizer = keras.optimizers.Adam(
+        keras.optimizers.schedules.CosineDecay(
+            0.0,
+            decay_steps=max(1, encoder_steps - encoder_warmup),
+            alpha=0.01,
+            warmup_target=lr * encoder_lr_scale,
+            warmup_steps=encoder_warmup,
+        )
+    )
     tracked = {"heads": heads, "centres": centres, "optimizer": head_optimizer}
     if not teacher_mode:
         tracked.update(encoder=encoder, encoder_optimizer=encoder_optimizer)
@@ -328,21 +421,28 @@ def finetune(export, data, *, out_dir, config=None, labels=None, resume: bool = 
         frames = None
         for offset, batch_frames in _stream_frames(encoder, index, segment_samples, progress=progress):
             if frames is None:
-                frames = np.lib.format.open_memmap(frames_file.name, mode="w+", dtype=np.float32,
-                                                   shape=(int(first_row[-1]), *batch_frames.shape[1:]))
+                frames = np.lib.format.open_memmap(
+                    frames_file.name, mode="w+", dtype=np.float32, shape=(int(first_row[-1]), *batch_frames.shape[1:])
+                )
             frames[offset : offset + len(batch_frames)] = batch_frames
 
     def task_losses(outputs, keyword, speaker):
         parts = {}
         if keywords:
             mask = keyword >= 0
-            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.maximum(keyword, 0), logits=outputs[KWS_OUTPUT])
-            parts["kws"] = tf.reduce_sum(tf.where(mask, losses, 0.0)) / tf.maximum(tf.reduce_sum(tf.cast(mask, tf.float32)), 1.0)
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=tf.maximum(keyword, 0), logits=outputs[KWS_OUTPUT]
+            )
+            parts["kws"] = tf.reduce_sum(tf.where(mask, losses, 0.0)) / tf.maximum(
+                tf.reduce_sum(tf.cast(mask, tf.float32)), 1.0
+            )
         if speakers:
             mask = speaker >= 0
             logits = aam_softmax_logits(outputs[SV_OUTPUT], centres, tf.maximum(speaker, 0), margin=margin, scale=scale)
             losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.maximum(speaker, 0), logits=logits)
-            parts["sv"] = tf.reduce_sum(tf.where(mask, losses, 0.0)) / tf.maximum(tf.reduce_sum(tf.cast(mask, tf.float32)), 1.0)
+            parts["sv"] = tf.reduce_sum(tf.where(mask, losses, 0.0)) / tf.maximum(
+                tf.reduce_sum(tf.cast(mask, tf.float32)), 1.0
+            )
         total = kws_weight * parts.get("kws", 0.0) + sv_weight * parts.get("sv", 0.0)
         return total, parts
 
@@ -375,7 +475,9 @@ def finetune(export, data, *, out_dir, config=None, labels=None, resume: bool = 
         """Fine-tuning batches from step ``first`` on: crops read in parallel and prefetched by tf.data."""
         dataset = tf.data.Dataset.range(first, steps).map(
             lambda step: tf.numpy_function(audio_batch, [step], (tf.float32, tf.int32, tf.int32), stateful=False),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
         return iter(dataset.prefetch(2))
 
     batches = {}
@@ -390,18 +492,34 @@ def finetune(export, data, *, out_dir, config=None, labels=None, resume: bool = 
             batches["iterator"] = full_batches(step)
         return full_step(*next(batches["iterator"]))
 
-    record.update({
-        "teacher": source,  # the encoder's source (checked on resume)
-        "student": {"name": "multitask", "config": config},
-        "data": {"files": len(items), "train_files": len(index.items), "skipped": [p for p, _ in index.skipped]},
-        "training": {"steps": steps, "head_steps": head_steps, "batch_size": batch_size, "lr": lr,
-                     "encoder_lr_scale": encoder_lr_scale, "balance_batches": balance_batches, "seed": seed},
-        "versions": versions(),
-    })
+    record.update(
+        {
+            "teacher": source,  # the encoder's source (checked on resume)
+            "student": {"name": "multitask", "config": config},
+            "data": {"files": len(items), "train_files": len(index.items), "skipped": [p for p, _ in index.skipped]},
+            "training": {
+                "steps": steps,
+                "head_steps": head_steps,
+                "batch_size": batch_size,
+                "lr": lr,
+                "encoder_lr_scale": encoder_lr_scale,
+                "balance_batches": balance_batches,
+                "seed": seed,
+            },
+            "versions": versions(),
+        }
+    )
     timing = run_steps(
-        step_fn, start=start, steps=steps, checkpoint_every=checkpoint_every, on_checkpoint=run.saver(checkpoints),
-        history=record.setdefault("loss_history", []), writer=run.writer(), progress=progress,
-        description=f"finetune ({'frozen' if freeze_encoder else 'fine-tuned'})")
+        step_fn,
+        start=start,
+        steps=steps,
+        checkpoint_every=checkpoint_every,
+        on_checkpoint=run.saver(checkpoints),
+        history=record.setdefault("loss_history", []),
+        writer=run.writer(),
+        progress=progress,
+        description=f"finetune ({'frozen' if freeze_encoder else 'fine-tuned'})",
+    )
     record.update(timing.as_record())
     if start < head_steps:
         frames_file.close()  # removes the stored frames
@@ -415,18 +533,41 @@ def finetune(export, data, *, out_dir, config=None, labels=None, resume: bool = 
         audio = keras.Input(shape=(None,), dtype="float32", name="audio_samples")
         outputs = heads(encoder(audio))
         model = keras.Model(audio, {name: outputs[name] for name in names}, name="multitask")
-        info = {"kind": MULTITASK_KIND, "encoder": encoder.name, "sample_rate_hz": 16000, "segment_samples": segment_samples,
-                "keywords": keywords, "kws_labels": kws_labels, "sv_labels": sv_labels, "train_speakers": speakers,
-                "holdout_speakers": held, "teacher": metadata.get("teacher"), "distilled_from": source["spec"]}
-        record["export"] = export_savedmodel(model, os.path.join(run.path, "export"), overwrite=True, extra_metadata=info,
-                                             output_names=names)
+        info = {
+            "kind": MULTITASK_KIND,
+            "encoder": encoder.name,
+            "sample_rate_hz": 16000,
+            "segment_samples": segment_samples,
+            "keywords": keywords,
+            "kws_labels": kws_labels,
+            "sv_labels": sv_labels,
+            "train_speakers": speakers,
+            "holdout_speakers": held,
+            "teacher": metadata.get("teacher"),
+            "distilled_from": source["spec"],
+        }
+        record["export"] = export_savedmodel(
+            model, os.path.join(run.path, "export"), overwrite=True, extra_metadata=info, output_names=names
+        )
         predict = _model_predictor(model, segment_samples)
-        record["parameters"] = {"encoder": int(encoder.count_params()), "heads": int(heads.count_params()),
-                                "total": int(model.count_params())}
-    scoring = [i for i in items if i.labels.get(_SPLIT) == _TEST or (sv_labels and i.labels.get(sv_labels) in set(held))]
-    record["scores"] = _score(predict, scoring, kws_labels=kws_labels if keywords else None, keywords=keywords,
-                              sv_labels=sv_labels if speakers else None, speakers=set(held), sv_groups=sv_groups,
-                              progress=progress)
+        record["parameters"] = {
+            "encoder": int(encoder.count_params()),
+            "heads": int(heads.count_params()),
+            "total": int(model.count_params()),
+        }
+    scoring = [
+        i for i in items if i.labels.get(_SPLIT) == _TEST or (sv_labels and i.labels.get(sv_labels) in set(held))
+    ]
+    record["scores"] = _score(
+        predict,
+        scoring,
+        kws_labels=kws_labels if keywords else None,
+        keywords=keywords,
+        sv_labels=sv_labels if speakers else None,
+        speakers=set(held),
+        sv_groups=sv_groups,
+        progress=progress,
+    )
     run.write(*([record["export"]] if record["export"] else []))
     return record
 
@@ -461,7 +602,9 @@ def _feature_predictor(encoder, heads, segment_samples):
 
 
 def _model_predictor(model, segment_samples):
-    call = tf.function(lambda audio: model(audio, training=False), input_signature=[tf.TensorSpec([1, None], tf.float32)])
+    call = tf.function(
+        lambda audio: model(audio, training=False), input_signature=[tf.TensorSpec([1, None], tf.float32)]
+    )
 
     def predict(clip):
         return {name: value.numpy() for name, value in call(mirror_pad(clip[np.newaxis], segment_samples)).items()}
@@ -469,7 +612,9 @@ def _model_predictor(model, segment_samples):
     return predict
 
 
-def _score(predict, items, *, kws_labels, keywords, sv_labels, speakers, sv_groups=None, p_target=0.01, progress=False) -> dict:
+def _score(
+    predict, items, *, kws_labels, keywords, sv_labels, speakers, sv_groups=None, p_target=0.01, progress=False
+) -> dict:
     """Keyword accuracy on ``split=test`` items and verification scores on ``speakers``' items.
 
     With ``sv_groups`` (a label column), trials are also scored within each group alone
@@ -504,14 +649,27 @@ def _score(predict, items, *, kws_labels, keywords, sv_labels, speakers, sv_grou
         if sv_groups:
             groups = np.array([kept[i].labels.get(sv_groups, "") for i in rows])
             scores["sv_by_group"] = {
-                str(group): speaker_verification(embeddings[groups == group], np.array(speaker_labels)[groups == group], p_target=p_target)
+                str(group): speaker_verification(
+                    embeddings[groups == group], np.array(speaker_labels)[groups == group], p_target=p_target
+                )
                 for group in sorted(set(groups.tolist()))
             }
     return scores
 
 
-def evaluate_multitask(model, data, *, kws=None, sv=None, labels=None, speakers=None, sv_groups=None,
-                       p_target: float = 0.01, out_json=None, progress: bool = False) -> dict:
+def evaluate_multitask(
+    model,
+    data,
+    *,
+    kws=None,
+    sv=None,
+    labels=None,
+    speakers=None,
+    sv_groups=None,
+    p_target: float = 0.01,
+    out_json=None,
+    progress: bool = False,
+) -> dict:
     """Score a fine-tuned model: keyword accuracy and speaker-verification EER / minDCF.
 
     Args:
@@ -573,10 +731,26 @@ def evaluate_multitask(model, data, *, kws=None, sv=None, labels=None, speakers=
         unseen = {i.labels[sv] for i in items if sv in i.labels} - trained
         if speakers is not None:
             unseen &= set(map(str, speakers))
-    scoring = [i for i in items if (kws is not None and i.labels.get(_SPLIT) == _TEST) or (sv is not None and i.labels.get(sv) in unseen)]
-    report = {"model": path, "files": len(scoring),
-              **_score(predict, scoring, kws_labels=kws, keywords=keywords, sv_labels=sv, speakers=unseen if sv else set(),
-                       sv_groups=sv_groups, p_target=p_target, progress=progress)}
+    scoring = [
+        i
+        for i in items
+        if (kws is not None and i.labels.get(_SPLIT) == _TEST) or (sv is not None and i.labels.get(sv) in unseen)
+    ]
+    report = {
+        "model": path,
+        "files": len(scoring),
+        **_score(
+            predict,
+            scoring,
+            kws_labels=kws,
+            keywords=keywords,
+            sv_labels=sv,
+            speakers=unseen if sv else set(),
+            sv_groups=sv_groups,
+            p_target=p_target,
+            progress=progress,
+        ),
+    }
     if out_json is not None:
         os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
         write_json(out_json, report)

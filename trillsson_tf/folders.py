@@ -1,4 +1,5 @@
 """Output folders that are never overwritten by accident, and never hold a command's inputs (TensorFlow-free)."""
+
 import os
 import shutil
 import weakref
@@ -13,8 +14,15 @@ LOCK_FILE = ".trillsson-tf.lock"
 _HELD = weakref.WeakValueDictionary()  # resolved folder -> its lock held by this process
 
 
-def prepare_output_dir(path, *, overwrite: bool, what: str = "Output directory", resumable: bool = False,
-                       inputs=(), check_only: bool = False) -> str:
+def prepare_output_dir(
+    path,
+    *,
+    overwrite: bool,
+    what: str = "Output directory",
+    resumable: bool = False,
+    inputs=(),
+    check_only: bool = False,
+) -> str:
     """Create ``path``, or empty it when ``overwrite``; refuse a non-empty folder otherwise.
 
     Args:
@@ -81,8 +89,10 @@ def lock_folder(path) -> object:
         handle.seek(0)
         owner = handle.read().strip() or "unknown"
         handle.close()
-        raise ParameterError(f"{path!r} is in use by another trillsson-tf process (pid {owner}); "
-                             "wait for it to finish or choose another output folder.") from None
+        raise ParameterError(
+            f"{path!r} is in use by another trillsson-tf process (pid {owner}); "
+            "wait for it to finish or choose another output folder."
+        ) from None
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
@@ -121,8 +131,9 @@ def refuse_inputs(path, inputs, *, what: str = "Output directory", folder: bool 
             relation = "lies inside"
         else:
             continue
-        raise ParameterError(f"{what} {os.fspath(path)!r} {relation} the input {name} {source!r}; "
-                             "choose an output outside the inputs.")
+        raise ParameterError(
+            f"{what} {os.fspath(path)!r} {relation} the input {name} {source!r}; choose an output outside the inputs."
+        )
 
 
 def _named_paths(inputs):

@@ -8,6 +8,7 @@ pipeline: shards interleaved, records parsed and filtered, one random crop each 
 segment, for per-segment targets), shuffled, batched, prefetched; the iterator can be checkpointed
 so a resumed run continues the same stream. Memory and determinism: docs/DESIGN.md, "Training".
 """
+
 import dataclasses
 import logging
 
@@ -19,8 +20,16 @@ from trillsson_tf.data import CROP_SAMPLES, check_validation_fraction, is_valida
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.targets import ShardError, check_folder, shard_paths, shard_records, skip_shard
 
-__all__ = ["SHUFFLE_BUFFER", "MAX_VALIDATION_FILES", "MAX_SAMPLE_TARGETS", "ShardScan", "scan_shards",
-           "key_fingerprints", "reader_shards", "training_dataset"]
+__all__ = [
+    "SHUFFLE_BUFFER",
+    "MAX_VALIDATION_FILES",
+    "MAX_SAMPLE_TARGETS",
+    "ShardScan",
+    "scan_shards",
+    "key_fingerprints",
+    "reader_shards",
+    "training_dataset",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -31,7 +40,7 @@ MAX_VALIDATION_FILES = 256
 MAX_SAMPLE_TARGETS = 4096
 """Training target rows kept (a uniform sample) for the nearest-training-target baseline."""
 _CYCLE_LENGTH = 8  # shards read at once
-_FINGERPRINT_BUCKETS = 2 ** 63 - 1
+_FINGERPRINT_BUCKETS = 2**63 - 1
 _FINGERPRINT_CHUNK = 65536
 
 
@@ -114,7 +123,11 @@ class _Moments:
 
 def _decode(feature) -> tuple:
     """``(key, path, targets float32 [rows, D])`` of a parsed record (the audio stays undecoded)."""
-    return feature["key"].bytes_list.value[0].decode(), feature["path"].bytes_list.value[0].decode(), record_targets(feature)
+    return (
+        feature["key"].bytes_list.value[0].decode(),
+        feature["path"].bytes_list.value[0].decode(),
+        record_targets(feature),
+    )
 
 
 def _fingerprint(tf, keys):
@@ -128,8 +141,10 @@ def key_fingerprints(keys) -> np.ndarray:
     from trillsson_tf._keras import tf
 
     keys = list(keys)
-    chunks = [_fingerprint(tf, tf.constant(keys[start:start + _FINGERPRINT_CHUNK], tf.string)).numpy()
-              for start in range(0, len(keys), _FINGERPRINT_CHUNK)]  # bounds the string tensor
+    chunks = [
+        _fingerprint(tf, tf.constant(keys[start : start + _FINGERPRINT_CHUNK], tf.string)).numpy()
+        for start in range(0, len(keys), _FINGERPRINT_CHUNK)
+    ]  # bounds the string tensor
     return np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
 
 
@@ -140,9 +155,20 @@ def _member(values: np.ndarray, sorted_unique: np.ndarray) -> np.ndarray:
     return sorted_unique[at] == values if len(sorted_unique) else np.zeros(len(values), bool)
 
 
-def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction: float = 0.1, seed: int = 0,
-                max_validation: int = MAX_VALIDATION_FILES, segment_samples: int = CROP_SAMPLES, per_segment=None,
-                sample_targets: int = MAX_SAMPLE_TARGETS, progress: bool = False) -> ShardScan:
+def scan_shards(
+    directory,
+    *,
+    teacher,
+    mode=None,
+    keys=None,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
+    max_validation: int = MAX_VALIDATION_FILES,
+    segment_samples: int = CROP_SAMPLES,
+    per_segment=None,
+    sample_targets: int = MAX_SAMPLE_TARGETS,
+    progress: bool = False,
+) -> ShardScan:
     """One pass over a targets folder: the training keys' fingerprints, target moments, a few held-out clips.
 
     Args:
@@ -186,8 +212,10 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
         shard_seconds, shard_other = 0.0, 0
         try:
             # The first intact shard sets the width (a cache's odd shards were set aside by build_cache).
-            records = [(feature, *_decode(feature))
-                       for feature in shard_records(shard, teacher=teacher, mode=info["mode"], width=width)]
+            records = [
+                (feature, *_decode(feature))
+                for feature in shard_records(shard, teacher=teacher, mode=info["mode"], width=width)
+            ]
             prints = key_fingerprints([key for _, key, _, _ in records])
             asked = np.ones(len(records), bool) if wanted is None else _member(prints, wanted)
             for (feature, _, path, targets), fingerprint, use in zip(records, prints, asked):
@@ -197,8 +225,9 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
                     if path not in held_paths and path not in shard_held_paths:
                         shard_held_paths.add(path)
                         if len(held_audio) + len(shard_held) < max_validation:
-                            shard_held.append((segments(record_audio(feature), segment_samples=segment_samples)[0],
-                                               targets[0]))
+                            shard_held.append(
+                                (segments(record_audio(feature), segment_samples=segment_samples)[0], targets[0])
+                            )
                 else:
                     shard_prints.append(fingerprint)
                     shard_train_paths.add(path)
@@ -231,12 +260,26 @@ def scan_shards(directory, *, teacher, mode=None, keys=None, validation_fraction
     std = np.sqrt(np.maximum(moments.squares / moments.count - np.square(mean), 0.0))
     dim = len(mean)
     return ShardScan(
-        directory=directory, info=info, mode=info["mode"], shards=readable, skipped_shards=skipped,
-        train_fingerprints=np.concatenate(fingerprints), train_files=len(train_paths), validation_files=len(held_paths), other_records=other,
-        target_mean=mean, target_std=std, target_rows=moments.count, sample_targets=np.array(moments.sample),
+        directory=directory,
+        info=info,
+        mode=info["mode"],
+        shards=readable,
+        skipped_shards=skipped,
+        train_fingerprints=np.concatenate(fingerprints),
+        train_files=len(train_paths),
+        validation_files=len(held_paths),
+        other_records=other,
+        target_mean=mean,
+        target_std=std,
+        target_rows=moments.count,
+        sample_targets=np.array(moments.sample),
         validation_audio=(np.stack(held_audio) if held_audio else np.zeros((0, segment_samples), np.float32)),
-        validation_targets=(np.stack(held_targets).astype(np.float32) if held_targets else np.zeros((0, dim), np.float32)),
-        train_hours=seconds / 3600.0, per_segment=per_segment, segment_samples=segment_samples,
+        validation_targets=(
+            np.stack(held_targets).astype(np.float32) if held_targets else np.zeros((0, dim), np.float32)
+        ),
+        train_hours=seconds / 3600.0,
+        per_segment=per_segment,
+        segment_samples=segment_samples,
     )
 
 
@@ -268,8 +311,15 @@ def reader_shards(scan: ShardScan, pipelines: tuple = (1, 0)) -> list:
     return scan.shards[index::count] if len(scan.shards) >= count else list(scan.shards)
 
 
-def training_dataset(scan: ShardScan, *, batch_size: int, seed: int = 0, shuffle_buffer=None,
-                     crop_samples=None, pipelines: tuple = (1, 0)):
+def training_dataset(
+    scan: ShardScan,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    shuffle_buffer=None,
+    crop_samples=None,
+    pipelines: tuple = (1, 0),
+):
     """The endless stream of training batches of a scanned targets folder.
 
     Args:
@@ -300,8 +350,12 @@ def training_dataset(scan: ShardScan, *, batch_size: int, seed: int = 0, shuffle
     if shuffle_buffer is None:
         shuffle_buffer = min(SHUFFLE_BUFFER, scan.train_records)
     elif shuffle_buffer > scan.train_records:
-        _log.warning("shuffle_buffer=%d is larger than the %d training records; using %d.",
-                     shuffle_buffer, scan.train_records, scan.train_records)
+        _log.warning(
+            "shuffle_buffer=%d is larger than the %d training records; using %d.",
+            shuffle_buffer,
+            scan.train_records,
+            scan.train_records,
+        )
         shuffle_buffer = scan.train_records
     keys = tf.constant(scan.train_fingerprints, tf.int64)
     training = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, tf.ones_like(keys, tf.int32)), 0)
@@ -310,20 +364,32 @@ def training_dataset(scan: ShardScan, *, batch_size: int, seed: int = 0, shuffle
     shards = reader_shards(scan, pipelines)
     files = tf.data.Dataset.from_tensor_slices(shards)
     files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True).repeat()
-    records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(_CYCLE_LENGTH, len(shards)),
-                               num_parallel_calls=autotune, deterministic=True)
+    records = files.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(_CYCLE_LENGTH, len(shards)),
+        num_parallel_calls=autotune,
+        deterministic=True,
+    )
     records = records.map(parse_record, num_parallel_calls=autotune, deterministic=True)
     records = records.filter(lambda record: training.lookup(_fingerprint(tf, record["key"])) > 0)
     if count > 1 and len(shards) == len(scan.shards):
-        _log.warning("%d shard(s) for %d readers: each reads all of them and keeps every %d-th record.",
-                     len(scan.shards), count, count)
+        _log.warning(
+            "%d shard(s) for %d readers: each reads all of them and keeps every %d-th record.",
+            len(scan.shards),
+            count,
+            count,
+        )
         records = records.shard(count, index)
     crop_samples = scan.segment_samples if crop_samples is None else crop_samples
-    crops = records.enumerate().map(_crop(scan.per_segment, seed, crop_samples), num_parallel_calls=autotune,
-                                    deterministic=True)
+    crops = records.enumerate().map(
+        _crop(scan.per_segment, seed, crop_samples), num_parallel_calls=autotune, deterministic=True
+    )
     batches = crops.shuffle(shuffle_buffer, seed=seed).batch(batch_size, drop_remainder=True)
-    batches = batches.map(lambda audio, targets: (tf.cast(audio, tf.float32) / PCM16_SCALE, targets),
-                          num_parallel_calls=autotune, deterministic=True).prefetch(autotune)
+    batches = batches.map(
+        lambda audio, targets: (tf.cast(audio, tf.float32) / PCM16_SCALE, targets),
+        num_parallel_calls=autotune,
+        deterministic=True,
+    ).prefetch(autotune)
     options = tf.data.Options()
     options.deterministic = True  # the same stream for the same seed, which a restored iterator continues
     return batches.with_options(options)

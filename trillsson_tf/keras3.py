@@ -11,6 +11,7 @@ tf_keras and Keras 3 must not meet in one process: this module never imports
 :mod:`trillsson_tf._keras`, and refuses to run where the toolkit's Keras 2 side is loaded or
 ``TF_USE_LEGACY_KERAS`` is set.
 """
+
 import os
 import sys
 
@@ -66,6 +67,8 @@ def keras3_layer(export_dir, *, trainable: bool = False, name=None):
     """
     export_dir = os.fspath(export_dir)
     if not os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
-        raise ParameterError(f"{export_dir!r} is not a SavedModel directory (no saved_model.pb); give an export folder.")
+        raise ParameterError(
+            f"{export_dir!r} is not a SavedModel directory (no saved_model.pb); give an export folder."
+        )
     keras = _keras3()
     return keras.layers.TFSMLayer(export_dir, call_endpoint=_SIGNATURE, trainable=trainable, name=name)

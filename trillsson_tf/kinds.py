@@ -7,6 +7,7 @@ The converters ask :func:`of_model` which kind a Keras model becomes, the runtim
 instead of testing types. A new kind is one more entry in :data:`KINDS`, a converter plan and, for a
 new input, a runtime feeder; ``tests/test_kinds.py`` fails until all exist. TensorFlow-free.
 """
+
 import dataclasses
 
 from trillsson_tf.contract import AUDIO_INPUT_NAME, LOG_MEL_INPUT_NAME, PATCH_INPUT_NAME
@@ -63,11 +64,19 @@ class Kind:
 
 KINDS = (
     Kind("chunk", CHUNK, True, AUDIO_INPUT_NAME, False, "log-mel patch network with the hub contract, frontend inside"),
-    Kind("patch", CHUNK, False, PATCH_INPUT_NAME, False, "the chunk network alone: log-mel patches in, computed outside"),
+    Kind(
+        "patch", CHUNK, False, PATCH_INPUT_NAME, False, "the chunk network alone: log-mel patches in, computed outside"
+    ),
     Kind("clip", CLIP, True, AUDIO_INPUT_NAME, True, "Wav2Small: whole clips through its own DFT frontend"),
     Kind("clip_log_mel", CLIP, False, LOG_MEL_INPUT_NAME, True, "Wav2Small's network alone: dB mel bands in"),
-    Kind("waveform", WAVEFORM, True, AUDIO_INPUT_NAME, False,
-         "layer-distilled or fine-tuned encoder: raw audio of a fixed length, every output"),
+    Kind(
+        "waveform",
+        WAVEFORM,
+        True,
+        AUDIO_INPUT_NAME,
+        False,
+        "layer-distilled or fine-tuned encoder: raw audio of a fixed length, every output",
+    ),
 )
 """Every kind, in the order of the table above."""
 

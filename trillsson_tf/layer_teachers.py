@@ -9,6 +9,7 @@
 returns the time-mean of its layers as ``embedding``. Each form's layers and frames:
 docs/DESIGN.md, "Teacher".
 """
+
 import hashlib
 import json
 import logging
@@ -20,7 +21,14 @@ from trillsson_tf import litert
 from trillsson_tf.audio import validate_audio
 from trillsson_tf.contract import EMBEDDING_KEY, SIGNATURE_KEY
 from trillsson_tf.errors import ParameterError, TrillssonError
-from trillsson_tf.teachers import SPEECH_EMBEDDING, SpeechEmbeddingTeacher, Teacher, file_fingerprint, load_preset, parse_preset
+from trillsson_tf.teachers import (
+    SPEECH_EMBEDDING,
+    SpeechEmbeddingTeacher,
+    Teacher,
+    file_fingerprint,
+    load_preset,
+    parse_preset,
+)
 
 __all__ = [
     "HF_PREFIX",
@@ -113,7 +121,9 @@ class LayeredTeacher(Teacher):
         self.layer_dims = {name: int(outputs[name].shape[-1]) for name in self.layers}
         frames = {name: outputs[name].shape[1] for name in self.layers}
         if len(set(frames.values())) > 1:
-            raise ParameterError(f"Teacher {self.spec!r}: layers {frames} have different frame counts; choose layers of one frame rate.")
+            raise ParameterError(
+                f"Teacher {self.spec!r}: layers {frames} have different frame counts; choose layers of one frame rate."
+            )
         self.embedding_dim = int(sum(self.layer_dims.values()))
         self.identity = f"{self.identity}|layers={','.join(self.layers)}"
 
@@ -225,13 +235,15 @@ class HFTeacher(LayeredTeacher):
 
         from trillsson_tf.export import require_network
 
-        name = spec[len(HF_PREFIX):] if spec.startswith(HF_PREFIX) else spec
+        name = spec[len(HF_PREFIX) :] if spec.startswith(HF_PREFIX) else spec
         try:
             model = TFAutoModel.from_pretrained(name, local_files_only=True)
             extractor = AutoFeatureExtractor.from_pretrained(name, local_files_only=True)
         except OSError:
             if os.path.isdir(name):
-                raise ParameterError(f"Folder {name!r} holds no Hugging Face TF model (config.json and tf_model.h5).") from None
+                raise ParameterError(
+                    f"Folder {name!r} holds no Hugging Face TF model (config.json and tf_model.h5)."
+                ) from None
             require_network(_HF_HOST_URL)
             try:
                 model = TFAutoModel.from_pretrained(name)
@@ -242,7 +254,9 @@ class HFTeacher(LayeredTeacher):
                     "PyTorch weights only need `from_pt=True` (and torch): save them once with save_pretrained and pass the folder."
                 ) from None
         if not hasattr(model.config, "conv_stride"):
-            raise ParameterError(f"Hugging Face model {name!r} ({type(model).__name__}) is not a wav2vec 2.0 / HuBERT-style audio model.")
+            raise ParameterError(
+                f"Hugging Face model {name!r} ({type(model).__name__}) is not a wav2vec 2.0 / HuBERT-style audio model."
+            )
         if do_normalize is None:
             do_normalize = bool(getattr(extractor, "do_normalize", False))
         return model, do_normalize
@@ -271,7 +285,9 @@ class OutputsTeacher(LayeredTeacher):
                 raise ParameterError(f"Keras model file not found: {spec!r}.")
             model = keras.models.load_model(spec)
             if not isinstance(model.output, dict):
-                raise ParameterError(f"Keras model {spec!r} must output a dict of named layers; it outputs {model.output!r}.")
+                raise ParameterError(
+                    f"Keras model {spec!r} must output a dict of named layers; it outputs {model.output!r}."
+                )
             names = tuple(model.output)
             self._call = lambda audio: {key: value.numpy() for key, value in model(audio, training=False).items()}
             parameters, location = int(model.count_params()), file_fingerprint(spec)
@@ -284,7 +300,9 @@ class OutputsTeacher(LayeredTeacher):
                 raise ParameterError(f"SavedModel {spec!r} has no {SIGNATURE_KEY!r} signature to read layers from.")
             function = loaded.signatures[SIGNATURE_KEY]
             (input_name,) = function.structured_input_signature[1]
-            self._call = lambda audio: {key: value.numpy() for key, value in function(**{input_name: tf.constant(audio)}).items()}
+            self._call = lambda audio: {
+                key: value.numpy() for key, value in function(**{input_name: tf.constant(audio)}).items()
+            }
             handle = resolve_handle(spec)
             parameters = savedmodel_parameters(loaded, handle)
             location = file_fingerprint(handle) if os.path.isdir(handle) else handle
@@ -355,7 +373,9 @@ class TFLiteLayersTeacher(LayeredTeacher):
         inputs = probe.get_input_details()
         signature = inputs[0]["shape_signature"] if len(inputs) == 1 else []
         if len(signature) not in (1, 2):
-            raise ParameterError(f".tflite layered teacher {path!r} must take one audio input [batch, samples] or [samples].")
+            raise ParameterError(
+                f".tflite layered teacher {path!r} must take one audio input [batch, samples] or [samples]."
+            )
         available = _activation_tensors(probe)
         super().__init__(path, available_layers=available, layers=layers if layers is not None else available[-1:])
         self._rank = len(signature)
@@ -379,7 +399,9 @@ class TFLiteLayersTeacher(LayeredTeacher):
         framed = audio[:, : windows * self.window_samples].reshape(-1, self.window_samples)
         rows = [self._invoke(row[np.newaxis]) for row in framed]
         return {
-            name: np.stack([row[name].reshape(-1, row[name].shape[-1]).mean(axis=0) for row in rows]).reshape(audio.shape[0], windows, -1)
+            name: np.stack([row[name].reshape(-1, row[name].shape[-1]).mean(axis=0) for row in rows]).reshape(
+                audio.shape[0], windows, -1
+            )
             for name in self.layers
         }
 
@@ -420,7 +442,9 @@ class SpeechEmbeddingLayersTeacher(LayeredTeacher):
         self._tensor_of = {str(i + 1): name for i, name in enumerate(blocks)}
         self._embedding_layer = str(len(blocks) + 1)
         wanted = [self._tensor_of[name] for name in self.layers if name != self._embedding_layer]
-        self._capture = _LayerCapture(_OutputRunner(_tflite_with_outputs(path, wanted), num_threads=num_threads), embedding_name, wanted)
+        self._capture = _LayerCapture(
+            _OutputRunner(_tflite_with_outputs(path, wanted), num_threads=num_threads), embedding_name, wanted
+        )
         base._embedding = self._capture
         self._base = base
         self.min_samples = base.min_samples
@@ -471,7 +495,9 @@ def load_layered_teacher(spec, *, layers=None, model=None, hop_samples=None, fie
         name, options = preset
         teacher = load_preset(name, {**options, **({"layers": layers} if layers is not None else {})})
         if not isinstance(teacher, LayeredTeacher):
-            raise ParameterError(f"Teacher {name!r} has no hidden layers to distill; layered presets: whisper-tiny, campplus.")
+            raise ParameterError(
+                f"Teacher {name!r} has no hidden layers to distill; layered presets: whisper-tiny, campplus."
+            )
         return teacher
     if spec == SPEECH_EMBEDDING:
         return SpeechEmbeddingLayersTeacher(layers=layers)

@@ -8,6 +8,7 @@ weight count of a file and its op table.
 
 Imports numpy; the interpreter module is imported when first asked for. Never TensorFlow.
 """
+
 import importlib
 
 import numpy as np
@@ -72,7 +73,9 @@ def make_interpreter(*, model_path=None, model_content=None, num_threads=None, d
         TrillssonError: no interpreter package is installed.
     """
     module = _interpreter_module()
-    options = {} if delegates else {"experimental_op_resolver_type": module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    options = (
+        {} if delegates else {"experimental_op_resolver_type": module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    )
     return module.Interpreter(model_path=model_path, model_content=model_content, num_threads=num_threads, **options)
 
 
@@ -117,7 +120,9 @@ def runner(interpreter):
     """
     signatures = interpreter.get_signature_list()
     if signatures:
-        return interpreter.get_signature_runner(SIGNATURE_KEY if SIGNATURE_KEY in signatures else next(iter(signatures)))
+        return interpreter.get_signature_runner(
+            SIGNATURE_KEY if SIGNATURE_KEY in signatures else next(iter(signatures))
+        )
     return MainSubgraph(interpreter)
 
 
@@ -213,5 +218,7 @@ def op_table(model_content: bytes) -> list:
         inputs = [dtypes.get(int(i), "none") for i in op["inputs"] if int(i) >= 0]
         outputs = [dtypes.get(int(i), "none") for i in op["outputs"] if int(i) >= 0]
         is_float = op["op_name"] not in _QUANT_PLUMBING and any(d in _FLOAT_DTYPES for d in inputs + outputs)
-        rows.append({"index": int(op["index"]), "op": op["op_name"], "inputs": inputs, "outputs": outputs, "float": is_float})
+        rows.append(
+            {"index": int(op["index"]), "op": op["op_name"], "inputs": inputs, "outputs": outputs, "float": is_float}
+        )
     return rows

@@ -1,10 +1,19 @@
 """Metrics over numpy arrays (no TensorFlow): embedding parity and, later, task scores."""
+
 import numpy as np
 
 from trillsson_tf.errors import ParameterError
 
 __all__ = ["ccc", "cosine_similarity", "fidelity", "parity"]
-__all__ += ["accuracy", "eer", "min_dcf", "split_speakers", "verification_trials", "speaker_verification", "binomial_ci95"]
+__all__ += [
+    "accuracy",
+    "eer",
+    "min_dcf",
+    "split_speakers",
+    "verification_trials",
+    "speaker_verification",
+    "binomial_ci95",
+]
 
 
 def cosine_similarity(a, b) -> np.ndarray:
@@ -85,12 +94,16 @@ def fidelity(reference, candidate, *, center=None, training_targets=None) -> dic
     centered_on = "evaluation set" if center is None else "training targets"
     center = reference.mean(axis=0) if center is None else np.asarray(center, np.float64)
     if center.shape != reference.shape[1:]:
-        raise ParameterError(f"center must be one [D] vector of the reference's width {reference.shape[1]}, got {center.shape}.")
+        raise ParameterError(
+            f"center must be one [D] vector of the reference's width {reference.shape[1]}, got {center.shape}."
+        )
     baselines = {"training_mean": _agreement(reference, np.broadcast_to(center, reference.shape), center)}
     if training_targets is not None:
         train = np.asarray(training_targets, np.float64)
         unit = train / np.maximum(np.linalg.norm(train, axis=1, keepdims=True), 1e-12)
-        nearest = np.concatenate([np.argmax(rows @ unit.T, axis=1) for rows in np.array_split(reference, max(1, len(reference) // 256))])
+        nearest = np.concatenate(
+            [np.argmax(rows @ unit.T, axis=1) for rows in np.array_split(reference, max(1, len(reference) // 256))]
+        )
         baselines["nearest_training_target"] = _agreement(reference, train[nearest], center)
     return {
         "mse": float(np.mean((reference - candidate) ** 2)),
@@ -156,7 +169,9 @@ def accuracy(predictions, labels) -> float:
     if predictions.ndim == 2:
         predictions = predictions.argmax(axis=1)
     if predictions.ndim != 1 or predictions.shape != labels.shape or not len(labels):
-        raise ParameterError(f"accuracy needs [n] (or [n, K] scores) and [n] labels, n > 0; got {predictions.shape} and {labels.shape}.")
+        raise ParameterError(
+            f"accuracy needs [n] (or [n, K] scores) and [n] labels, n > 0; got {predictions.shape} and {labels.shape}."
+        )
     return float(np.mean(predictions == labels))
 
 
@@ -168,14 +183,20 @@ def _roc(scores, labels, weights=None):
     """
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels)
     if scores.ndim != 1 or scores.shape != labels.shape or not len(scores):
-        raise ParameterError(f"Trial scores and labels must be two [n] arrays, n > 0; got {scores.shape} and {labels.shape}.")
+        raise ParameterError(
+            f"Trial scores and labels must be two [n] arrays, n > 0; got {scores.shape} and {labels.shape}."
+        )
     if not np.all(np.isfinite(scores)):
         raise ParameterError("Trial scores hold NaN or Inf values.")
     if not np.all(np.isin(labels, (0, 1))):
-        raise ParameterError(f"Trial labels must be 1 (same speaker) or 0; got values {sorted(set(labels.tolist()))[:5]}.")
+        raise ParameterError(
+            f"Trial labels must be 1 (same speaker) or 0; got values {sorted(set(labels.tolist()))[:5]}."
+        )
     positives = int(labels.sum())
     if positives == 0 or positives == len(labels):
-        raise ParameterError(f"Trials need both target (1) and non-target (0) pairs; got {positives} of {len(labels)} targets.")
+        raise ParameterError(
+            f"Trials need both target (1) and non-target (0) pairs; got {positives} of {len(labels)} targets."
+        )
     weights = np.ones(len(scores)) if weights is None else np.asarray(weights, dtype=np.float64)
     order = np.argsort(-scores, kind="mergesort")
     scores, labels, weights = scores[order], labels[order].astype(np.float64), weights[order]
@@ -238,7 +259,9 @@ def min_dcf(scores, labels, *, p_target: float = 0.01, c_miss: float = 1.0, c_fa
         ParameterError: bad trials (see :func:`eer`) or costs / prior out of range.
     """
     if not 0.0 < p_target < 1.0 or not c_miss > 0 or not c_fa > 0:
-        raise ParameterError(f"min_dcf needs 0 < p_target < 1 and positive costs; got p_target={p_target}, c_miss={c_miss}, c_fa={c_fa}.")
+        raise ParameterError(
+            f"min_dcf needs 0 < p_target < 1 and positive costs; got p_target={p_target}, c_miss={c_miss}, c_fa={c_fa}."
+        )
     fpr, tpr = _roc(scores, labels)
     cost = c_miss * (1.0 - tpr) * p_target + c_fa * fpr * (1.0 - p_target)
     return float(cost.min() / min(c_miss * p_target, c_fa * (1.0 - p_target)))
@@ -298,7 +321,9 @@ def verification_trials(speakers, *, max_trials=None, seed: int = 0) -> tuple:
     speakers = np.asarray([str(speaker) for speaker in speakers])
     names, counts = np.unique(speakers, return_counts=True)
     if len(names) < 2:
-        raise ParameterError(f"Speaker-verification trials need clips of at least 2 speakers; got {len(names)}: {names.tolist()}.")
+        raise ParameterError(
+            f"Speaker-verification trials need clips of at least 2 speakers; got {len(names)}: {names.tolist()}."
+        )
     if counts.max() < 2:
         raise ParameterError("Speaker-verification trials need a speaker with at least 2 clips (a same-speaker trial).")
     first, second = np.triu_indices(len(speakers), k=1)
@@ -308,8 +333,9 @@ def verification_trials(speakers, *, max_trials=None, seed: int = 0) -> tuple:
     return first, second, (speakers[first] == speakers[second]).astype(np.int8)
 
 
-def speaker_verification(embeddings, speakers, *, p_target: float = 0.01, max_trials=None, seed: int = 0,
-                         bootstrap: int = 0) -> dict:
+def speaker_verification(
+    embeddings, speakers, *, p_target: float = 0.01, max_trials=None, seed: int = 0, bootstrap: int = 0
+) -> dict:
     """EER and minDCF of cosine scoring over all clip pairs of ``speakers``.
 
     Args:
@@ -327,7 +353,9 @@ def speaker_verification(embeddings, speakers, *, p_target: float = 0.01, max_tr
     """
     embeddings = np.asarray(embeddings, dtype=np.float64)
     if embeddings.ndim != 2 or len(embeddings) != len(speakers):
-        raise ParameterError(f"embeddings must be [n, E] with one row per speaker label; got {embeddings.shape} for {len(speakers)} labels.")
+        raise ParameterError(
+            f"embeddings must be [n, E] with one row per speaker label; got {embeddings.shape} for {len(speakers)} labels."
+        )
     first, second, labels = verification_trials(speakers, max_trials=max_trials, seed=seed)
     scores = cosine_similarity(embeddings[first], embeddings[second])
     result = {

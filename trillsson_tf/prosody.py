@@ -6,6 +6,7 @@ scores a speech model can learn from audio alone, in the A/D/V slots' order (:da
 invariant and standardised with :data:`STANDARDISATION`; :func:`raw_prosody` gives the raw values.
 Definitions, frames and constants: docs/DESIGN.md, "Teacher". Imports numpy and librosa only.
 """
+
 import numpy as np
 
 from trillsson_tf.errors import ParameterError
@@ -49,8 +50,15 @@ def _pitch_semitones(clip: np.ndarray, active: np.ndarray) -> float:
     import librosa
 
     padded = np.pad(clip, _PITCH_FRAME_SAMPLES // 2)
-    f0 = librosa.yin(padded, fmin=_FMIN_HZ, fmax=_FMAX_HZ, sr=_SAMPLE_RATE_HZ,
-                     frame_length=_PITCH_FRAME_SAMPLES, hop_length=_HOP_SAMPLES, center=False)
+    f0 = librosa.yin(
+        padded,
+        fmin=_FMIN_HZ,
+        fmax=_FMAX_HZ,
+        sr=_SAMPLE_RATE_HZ,
+        frame_length=_PITCH_FRAME_SAMPLES,
+        hop_length=_HOP_SAMPLES,
+        center=False,
+    )
     frames = librosa.util.frame(padded, frame_length=_PITCH_FRAME_SAMPLES, hop_length=_HOP_SAMPLES, axis=0)
     count = min(len(f0), len(frames), len(active))
     f0, frames = f0[:count], frames[:count]
@@ -71,7 +79,10 @@ def _pitch_semitones(clip: np.ndarray, active: np.ndarray) -> float:
 def _tilt_db_per_octave(clip: np.ndarray, active: np.ndarray) -> float:
     import librosa
 
-    power = np.abs(librosa.stft(clip, n_fft=_FFT_SIZE, hop_length=_HOP_SAMPLES, win_length=_FRAME_SAMPLES, center=True)) ** 2
+    power = (
+        np.abs(librosa.stft(clip, n_fft=_FFT_SIZE, hop_length=_HOP_SAMPLES, win_length=_FRAME_SAMPLES, center=True))
+        ** 2
+    )
     count = min(power.shape[1], len(active))
     spectrum = power[:, :count][:, active[:count]].mean(axis=1)
     frequencies = librosa.fft_frequencies(sr=_SAMPLE_RATE_HZ, n_fft=_FFT_SIZE)
@@ -95,7 +106,9 @@ def raw_prosody(clip, *, sample_rate_hz: int = _SAMPLE_RATE_HZ) -> dict:
         ParameterError: another sample rate, or not a 1-D array.
     """
     if sample_rate_hz != _SAMPLE_RATE_HZ:
-        raise ParameterError(f"Prosody scores are defined at {_SAMPLE_RATE_HZ} Hz; got sample_rate_hz={sample_rate_hz}.")
+        raise ParameterError(
+            f"Prosody scores are defined at {_SAMPLE_RATE_HZ} Hz; got sample_rate_hz={sample_rate_hz}."
+        )
     clip = np.asarray(clip, dtype=np.float32)
     if clip.ndim != 1:
         raise ParameterError(f"raw_prosody takes one clip [samples], got shape {clip.shape}.")

@@ -9,6 +9,7 @@ TFRecord shards of one record per file (:data:`TARGETS_FORMAT`; :func:`encode_re
 local cache (:func:`cached_targets`, :func:`build_cache`) and :func:`trillsson_tf.pipelines.build_targets`.
 The record's features and the cache's rules: docs/DESIGN.md, "Targets".
 """
+
 import collections
 import contextlib
 import dataclasses
@@ -22,8 +23,14 @@ import uuid
 import numpy as np
 
 from trillsson_tf.configs import TARGET_MODES
-from trillsson_tf.formats.target_shard import (READABLE_FORMATS, TARGETS_FORMAT, TargetRecord, decode_record,
-                                               encode_record, pcm16)
+from trillsson_tf.formats.target_shard import (
+    READABLE_FORMATS,
+    TARGETS_FORMAT,
+    TargetRecord,
+    decode_record,
+    encode_record,
+    pcm16,
+)
 from trillsson_tf.augment import augmented_views
 from trillsson_tf.data import AudioItem, segments
 from trillsson_tf.errors import ParameterError
@@ -141,10 +148,13 @@ def batch_targets(teacher, clips, *, mode: str = "global", batch_size: int = 64)
     Returns:
         list of float32 ``[1, D]`` (global) or ``[segments, D]`` (local), one per clip.
     """
+
     def run(rows):
         return np.concatenate(
-            [np.asarray(teacher(rows[start : start + batch_size])["embedding"], dtype=np.float32)
-             for start in range(0, len(rows), batch_size)]
+            [
+                np.asarray(teacher(rows[start : start + batch_size])["embedding"], dtype=np.float32)
+                for start in range(0, len(rows), batch_size)
+            ]
         )
 
     if check_mode(mode) == "local":
@@ -281,8 +291,10 @@ def check_folder(directory, *, teacher, mode=None) -> dict:
     made_by = info.get("teacher")
     named = isinstance(made_by, dict) and {"spec", "identity"} <= made_by.keys()
     if not named or info.get("mode") not in TARGET_MODES:
-        raise ParameterError(f"{directory.rstrip('/')}/{TEACHER_FILE} names no teacher spec, identity and mode: "
-                             "rebuild the targets folder.")
+        raise ParameterError(
+            f"{directory.rstrip('/')}/{TEACHER_FILE} names no teacher spec, identity and mode: "
+            "rebuild the targets folder."
+        )
     if made_by["identity"] != teacher.identity:
         raise ParameterError(
             f"Targets in {directory!r} were made by teacher {made_by['spec']!r} ({made_by['identity']}), not by "
@@ -386,6 +398,7 @@ def _file_records(path: str):
 
 def _check_record(path: str, feature, teacher, mode) -> int:
     """Raise :class:`ShardError` unless ``feature`` is a record of ``teacher`` and ``mode``; return its width D."""
+
     def text(name):
         values = feature[name].bytes_list.value if name in feature else []
         if len(values) != 1:
@@ -405,8 +418,10 @@ def _check_record(path: str, feature, teacher, mode) -> int:
     rates = feature["sample_rate_hz"].int64_list.value if "sample_rate_hz" in feature else []
     if list(rates) != [DEFAULT_FRONTEND.sample_rate_hz]:
         raise ShardError(path, f"a record holds audio at {list(rates)} Hz, not {DEFAULT_FRONTEND.sample_rate_hz}")
-    for name, wanted, what in (("teacher_identity", getattr(teacher, "identity", None), "made by teacher"),
-                               ("target_mode", mode, "targets in mode")):
+    for name, wanted, what in (
+        ("teacher_identity", getattr(teacher, "identity", None), "made by teacher"),
+        ("target_mode", mode, "targets in mode"),
+    ):
         if wanted is not None and name in feature and text(name).decode(errors="replace") != wanted:
             raise ShardError(path, f"{what} {text(name).decode(errors='replace')!r}, not {wanted!r}")
     return shape[1]
@@ -463,8 +478,13 @@ def _stored_targets(folder: str, *, teacher, mode: str, keys_only: bool = False)
     for shard, _ in bad:
         os.replace(shard, shard + ".bad")  # out of SHARD_PATTERN: neither this run's scan nor a later one reads it
     if bad:
-        _log.warning("Set aside %d unusable target shard(s) of %d in %s (renamed *.bad); the teacher computes "
-                     "their files again.", len(bad), len(shards), folder)
+        _log.warning(
+            "Set aside %d unusable target shard(s) of %d in %s (renamed *.bad); the teacher computes "
+            "their files again.",
+            len(bad),
+            len(shards),
+            folder,
+        )
     return stored, bad
 
 
@@ -568,8 +588,11 @@ def _claim(folder: str, teacher, mode: str) -> None:
 
 def _warn_padded(teacher, padded: int) -> None:
     if padded:
-        _log.warning("%d clip(s) were shorter than the teacher's window of %d samples and were zero-padded.",
-                     padded, teacher.min_samples)
+        _log.warning(
+            "%d clip(s) were shorter than the teacher's window of %d samples and were zero-padded.",
+            padded,
+            teacher.min_samples,
+        )
 
 
 def cached_targets(
@@ -615,8 +638,15 @@ def cached_targets(
         def computed():
             for index in tqdm(missing, desc=f"teacher targets ({mode})", unit="file", disable=not progress):
                 item, clip = audio.items[index], audio.clips[index]
-                yield TargetRecord(keys[index], item.path, dict(item.labels), clip,
-                                   teacher_targets(teacher, clip, mode=mode), teacher.identity, mode)
+                yield TargetRecord(
+                    keys[index],
+                    item.path,
+                    dict(item.labels),
+                    clip,
+                    teacher_targets(teacher, clip, mode=mode),
+                    teacher.identity,
+                    mode,
+                )
 
         for record in _write_records(folder, computed(), shard_size=shard_size):
             stored[record.key] = record.targets
@@ -660,8 +690,18 @@ class CacheIndex:
     bad_shards: list = dataclasses.field(default_factory=list)
 
 
-def build_cache(teacher, items, *, mode: str = "global", cache_dir=None, views: int = 0, augmented=None,
-                seed: int = 0, shard_size: int = 64, progress: bool = False) -> CacheIndex:
+def build_cache(
+    teacher,
+    items,
+    *,
+    mode: str = "global",
+    cache_dir=None,
+    views: int = 0,
+    augmented=None,
+    seed: int = 0,
+    shard_size: int = 64,
+    progress: bool = False,
+) -> CacheIndex:
     """Fill the local cache for ``items``, streaming: one file in memory at a time, whatever their number.
 
     Files are read, run through the teacher and written to shards of ``shard_size`` records as
@@ -697,8 +737,18 @@ def build_cache(teacher, items, *, mode: str = "global", cache_dir=None, views: 
     with _prepare_cache(teacher, mode, cache_dir, shard_size) as folder:
         stored, bad = _stored_targets(folder, teacher=teacher, mode=mode, keys_only=True)
         index = CacheIndex(folder, [], [], [], 0, 0, [], bad)
-        _fill(teacher, items, index, stored, mode=mode, views=views, augmented=augmented, seed=seed,
-              shard_size=shard_size, progress=progress)
+        _fill(
+            teacher,
+            items,
+            index,
+            stored,
+            mode=mode,
+            views=views,
+            augmented=augmented,
+            seed=seed,
+            shard_size=shard_size,
+            progress=progress,
+        )
     _warn_padded(teacher, teacher.padded_clips - padded_before)
     if index.skipped:
         _log.warning("Skipped %d unreadable file(s) of %d.", len(index.skipped), len(items))
@@ -724,8 +774,11 @@ def _fill(teacher, items, index: CacheIndex, stored: dict, *, mode, views, augme
             except OSError as error:
                 index.skipped.append((item.path, str(error)))
                 continue
-            wanted = [key] + ([view_key(key, view, seed=seed) for view in range(views)]
-                              if views and (augmented is None or item.path in augmented) else [])
+            wanted = [key] + (
+                [view_key(key, view, seed=seed) for view in range(views)]
+                if views and (augmented is None or item.path in augmented)
+                else []
+            )
             missing = [name for name in wanted if name not in stored]
             if missing:
                 try:
@@ -749,8 +802,9 @@ def _fill(teacher, items, index: CacheIndex, stored: dict, *, mode, views, augme
         stored[record.key] = None
 
 
-def augmented_targets(teacher, training, views: int, *, mode: str = "global", seed: int = 0, cache_dir=None,
-                      progress: bool = False) -> list:
+def augmented_targets(
+    teacher, training, views: int, *, mode: str = "global", seed: int = 0, cache_dir=None, progress: bool = False
+) -> list:
     """``(clip, target)`` pairs of ``views`` augmented views of each clip (:mod:`trillsson_tf.augment`).
 
     Args:

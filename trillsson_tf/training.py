@@ -11,6 +11,7 @@
 Also :class:`Checkpoints`, :class:`StepTiming` and mixed precision (:func:`check_float16`). The run
 folder, resume rules and float16 probe: docs/DESIGN.md, "Training".
 """
+
 import contextlib
 import dataclasses
 import errno
@@ -91,8 +92,12 @@ def versions() -> dict:
     """Versions of the packages a run depends on, for its record."""
     import trillsson_tf
 
-    return {"trillsson_tf": trillsson_tf.__version__, "tensorflow": tf.__version__, "tf_keras": keras.__version__,
-            "numpy": np.__version__}
+    return {
+        "trillsson_tf": trillsson_tf.__version__,
+        "tensorflow": tf.__version__,
+        "tf_keras": keras.__version__,
+        "numpy": np.__version__,
+    }
 
 
 def records_identity(scan) -> str:
@@ -170,8 +175,10 @@ class Checkpoints:
             self.step.assign(number)
             return number
         if step:
-            raise ParameterError(f"Cannot resume: {self.directory!r} has no intact checkpoint at or before step "
-                                 f"{step}; rerun with --force (overwrite=True) to start over.")
+            raise ParameterError(
+                f"Cannot resume: {self.directory!r} has no intact checkpoint at or before step "
+                f"{step}; rerun with --force (overwrite=True) to start over."
+            )
         return 0
 
     def save(self, step: int) -> None:
@@ -186,8 +193,9 @@ class Checkpoints:
             self.manager.save(checkpoint_number=step)
         except tf.errors.OpError as error:
             self._remove_partial(step)
-            raise OSError(errno.EIO, f"checkpoint of step {step} not written: {_first_line(error)}",
-                          self._prefix(step)) from None
+            raise OSError(
+                errno.EIO, f"checkpoint of step {step} not written: {_first_line(error)}", self._prefix(step)
+            ) from None
 
     def _prefix(self, number: int) -> str:
         return os.path.join(self.directory, f"ckpt-{number}")
@@ -226,8 +234,16 @@ class RunFolder:
             lie inside one, so that ``overwrite`` never deletes them.
     """
 
-    def __init__(self, path, *, resume: bool = False, overwrite: bool = False, record_file: str = RUN_FILE,
-                 chief: bool = True, inputs=()):
+    def __init__(
+        self,
+        path,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        record_file: str = RUN_FILE,
+        chief: bool = True,
+        inputs=(),
+    ):
         self.path, self.resume, self.overwrite = os.fspath(path), bool(resume), bool(overwrite)
         self.record_file, self.chief = record_file, chief
         self.inputs = list(inputs)
@@ -264,15 +280,18 @@ class RunFolder:
             before = previous.get(_IDENTITY)
             keys = list(identity if compared is None else compared)
             if not before:
-                raise ParameterError(f"Cannot resume {self.path!r}: it was made by an older trillsson_tf, "
-                                     f"not {describe(identity)}.")
+                raise ParameterError(
+                    f"Cannot resume {self.path!r}: it was made by an older trillsson_tf, not {describe(identity)}."
+                )
             changed = _changes(before, identity, keys)
             if changed:
                 raise ParameterError(f"Cannot resume {self.path!r}: {changed} (it {describe(before)}).")
             self.record = previous
         else:
             if self.chief:
-                prepare_output_dir(self.path, overwrite=self.overwrite, resumable=True, inputs=self.inputs, check_only=True)
+                prepare_output_dir(
+                    self.path, overwrite=self.overwrite, resumable=True, inputs=self.inputs, check_only=True
+                )
                 self._lock()
                 prepare_output_dir(self.path, overwrite=self.overwrite, resumable=True, inputs=self.inputs)
             self.record = {_IDENTITY: identity}
@@ -318,14 +337,17 @@ class RunFolder:
             with open(self.record_path, encoding="utf-8") as handle:
                 record = json.load(handle)
         except (OSError, ValueError) as error:
-            raise ParameterError(f"Cannot resume {self.path!r}: {self.record_file} is unreadable ({error}); "
-                                 "rerun with --force (overwrite=True) to start over.") from None
+            raise ParameterError(
+                f"Cannot resume {self.path!r}: {self.record_file} is unreadable ({error}); "
+                "rerun with --force (overwrite=True) to start over."
+            ) from None
         if not isinstance(record, dict):
             raise ParameterError(f"Cannot resume {self.path!r}: {self.record_file} is not a run record.")
         return record
 
-    def checkpoints(self, tracked: dict, *, subdir: str = "checkpoints", max_to_keep: int = 3,
-                    directory=None) -> Checkpoints:
+    def checkpoints(
+        self, tracked: dict, *, subdir: str = "checkpoints", max_to_keep: int = 3, directory=None
+    ) -> Checkpoints:
         """A :class:`Checkpoints` under ``<path>/<subdir>`` (or in ``directory``, a worker's own, when given)."""
         return Checkpoints(tracked, directory or os.path.join(self.path, subdir), max_to_keep=max_to_keep)
 
@@ -355,9 +377,20 @@ class RunFolder:
         return save
 
 
-def run_steps(step_fn, *, start: int, steps: int, checkpoint_every=None, on_checkpoint=None, history=None,
-              writer=None, scalars=None, log_every: int = LOG_EVERY_STEPS, progress: bool = False,
-              description: str = "train") -> "StepTiming":
+def run_steps(
+    step_fn,
+    *,
+    start: int,
+    steps: int,
+    checkpoint_every=None,
+    on_checkpoint=None,
+    history=None,
+    writer=None,
+    scalars=None,
+    log_every: int = LOG_EVERY_STEPS,
+    progress: bool = False,
+    description: str = "train",
+) -> "StepTiming":
     """Run training steps ``start + 1 .. steps``: the one step loop of every training command.
 
     Args:
@@ -403,7 +436,10 @@ def run_steps(step_fn, *, start: int, steps: int, checkpoint_every=None, on_chec
                     history.append([step, loss, values] if parts is not None else [step, loss])
                 if writer is not None:
                     log_scalar("loss", loss, step=step)
-                    for name, value in {**{f"loss_{k}": v for k, v in values.items()}, **(scalars(step) if scalars else {})}.items():
+                    for name, value in {
+                        **{f"loss_{k}": v for k, v in values.items()},
+                        **(scalars(step) if scalars else {}),
+                    }.items():
                         log_scalar(name, value, step=step)
                 bar.set_postfix(loss=f"{loss:.4g}")
             if on_checkpoint is not None and checkpoint_every and step % checkpoint_every == 0 and step != steps:
@@ -417,8 +453,9 @@ def run_steps(step_fn, *, start: int, steps: int, checkpoint_every=None, on_chec
             on_checkpoint(steps)
     if writer is not None:
         writer.flush()
-    return StepTiming(steps=max(0, steps - start), seconds=elapsed, first_step_seconds=first_step_s,
-                      checkpoint_seconds=checkpoint_s)
+    return StepTiming(
+        steps=max(0, steps - start), seconds=elapsed, first_step_seconds=first_step_s, checkpoint_seconds=checkpoint_s
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -447,9 +484,12 @@ class StepTiming:
 
     def as_record(self) -> dict:
         """The figures a run's ``run.json`` keeps."""
-        return {"train_seconds": self.seconds, "steps_per_second": self.steps_per_second,
-                "first_step_seconds": self.first_step_seconds, "steady_steps_per_second": self.steady_steps_per_second}
-
+        return {
+            "train_seconds": self.seconds,
+            "steps_per_second": self.steps_per_second,
+            "first_step_seconds": self.first_step_seconds,
+            "steady_steps_per_second": self.steady_steps_per_second,
+        }
 
 
 def use_mixed_precision(requested) -> bool:
@@ -478,8 +518,10 @@ def mixed_precision_policy(enabled: bool):
     try:
         yield
     except (TypeError, ValueError) as error:
-        raise ParameterError(f"Mixed precision: {_failing_layer(error)} cannot run in float16 ({_first_line(error)}); "
-                             "train it with mixed_precision=False (CLI --no-mixed-precision).") from error
+        raise ParameterError(
+            f"Mixed precision: {_failing_layer(error)} cannot run in float16 ({_first_line(error)}); "
+            "train it with mixed_precision=False (CLI --no-mixed-precision)."
+        ) from error
     finally:
         keras.mixed_precision.set_global_policy(previous)
 
@@ -540,8 +582,14 @@ def check_float16(build, audio, *, tolerance: float = FLOAT16_TOLERANCE) -> floa
     positions = [i for i, layer in enumerate(inner.layers) if not isinstance(layer, keras.layers.InputLayer)]
     probes = [keras.Model(network.input, [network.layers[i].output for i in positions]) for network in (inner, twin)]
     mixed_values, float_values = (probe(features, training=False) for probe in probes)
-    culprit = next((inner.layers[i].name for i, got, want in zip(positions, mixed_values, float_values)
-                    if _relative_error(want, got) > tolerance), inner.layers[positions[-1]].name)
+    culprit = next(
+        (
+            inner.layers[i].name
+            for i, got, want in zip(positions, mixed_values, float_values)
+            if _relative_error(want, got) > tolerance
+        ),
+        inner.layers[positions[-1]].name,
+    )
     raise ParameterError(
         f"Mixed precision: {model.name} in float16 is off by {error:.3g} (relative; at most {tolerance:g} accepted) "
         f"from float32 on real audio, first at layer {culprit!r}; train it with mixed_precision=False "

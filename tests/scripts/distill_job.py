@@ -4,6 +4,7 @@ Usage: python distill_job.py '<json>' with keys ``targets``, ``logical_cpus`` (0
 as it is) and ``runs`` (a list of distill keyword arguments, ``out_dir`` included). A fresh
 process is needed: logical devices and the multiworker runtime are set before TensorFlow starts.
 """
+
 import json
 import sys
 
@@ -26,12 +27,18 @@ for run in job["runs"]:
     except TrillssonError as error:
         print("RESULT " + json.dumps({"error": str(error)}), flush=True)
         continue
-    print("RESULT " + json.dumps({
-        "losses": record["loss_history"],
-        "replicas": record["training"]["replicas"],
-        "strategy": record["training"]["strategy"],
-        "export": record["export"],
-        "resumed_from_step": record["resumed_from_step"],
-        "shards_read": record["data"]["shards_read"],
-        "input_pipelines": record["training"]["input_pipelines"],
-    }), flush=True)
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "losses": record["loss_history"],
+                "replicas": record["training"]["replicas"],
+                "strategy": record["training"]["strategy"],
+                "export": record["export"],
+                "resumed_from_step": record["resumed_from_step"],
+                "shards_read": record["data"]["shards_read"],
+                "input_pipelines": record["training"]["input_pipelines"],
+            }
+        ),
+        flush=True,
+    )

@@ -8,6 +8,7 @@
 The library never imports from here. The test-speed switch ``TRILLSSON_FAST=1`` is read here only
 (:func:`smoke_steps`), by the command line; the apps take their sizes as arguments.
 """
+
 import os
 
 __all__ = ["FAST_ENV", "smoke_steps"]

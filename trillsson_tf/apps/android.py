@@ -8,6 +8,7 @@ model cards, a ``<model>.metadata.json`` each (read from the file itself), ``sam
 a ``README.md`` with the Kotlin LiteRT code, and the MediaPipe Tasks form of each model made from an
 export. Every file: docs/DESIGN.md, "Device". TensorFlow is imported only when training or converting.
 """
+
 import json
 import logging
 import os
@@ -86,8 +87,10 @@ def _signature_runner(model_path: str):
     interpreter = litert.make_interpreter(model_path=model_path, num_threads=1)
     signatures = interpreter.get_signature_list()
     if SIGNATURE_KEY not in signatures:
-        raise ParameterError(f"{model_path!r} has no {SIGNATURE_KEY!r} signature (it has {list(signatures)}); "
-                             "convert it with converters.tflite.convert.")
+        raise ParameterError(
+            f"{model_path!r} has no {SIGNATURE_KEY!r} signature (it has {list(signatures)}); "
+            "convert it with converters.tflite.convert."
+        )
     return interpreter, interpreter.get_signature_runner(SIGNATURE_KEY)
 
 
@@ -121,16 +124,20 @@ def model_metadata(model_path, *, task: str, description: str, output_meaning: d
     if len(inputs) != 1:
         raise ParameterError(f"{model_path!r} must take one input (audio); it takes {sorted(inputs)}.")
     if set(outputs) != set(output_meaning):
-        raise ParameterError(f"{model_path!r} has outputs {sorted(outputs)}; output_meaning describes {sorted(output_meaning)}.")
-    (input_name, input_details), = inputs.items()
+        raise ParameterError(
+            f"{model_path!r} has outputs {sorted(outputs)}; output_meaning describes {sorted(output_meaning)}."
+        )
+    ((input_name, input_details),) = inputs.items()
     model_input = litert.tensor_card(input_name, input_details)
-    model_input.update({
-        "sample_rate_hz": SAMPLE_RATE_HZ,
-        "channels": 1,
-        "value_range": [-1.0, 1.0],
-        "pcm16_scale": 1.0 / _PCM16_SCALE,
-        "layout": "[batch, samples]: one row per clip; -1 means any size (resize the input before running)",
-    })
+    model_input.update(
+        {
+            "sample_rate_hz": SAMPLE_RATE_HZ,
+            "channels": 1,
+            "value_range": [-1.0, 1.0],
+            "pcm16_scale": 1.0 / _PCM16_SCALE,
+            "layout": "[batch, samples]: one row per clip; -1 means any size (resize the input before running)",
+        }
+    )
     stem = os.path.splitext(os.path.basename(model_path))[0]
     return {
         "format": _FORMAT,
@@ -141,7 +148,9 @@ def model_metadata(model_path, *, task: str, description: str, output_meaning: d
         "description": description,
         "signature": SIGNATURE_KEY,
         "input": model_input,
-        "outputs": [{**litert.tensor_card(name, outputs[name]), "meaning": output_meaning[name]} for name in sorted(outputs)],
+        "outputs": [
+            {**litert.tensor_card(name, outputs[name]), "meaning": output_meaning[name]} for name in sorted(outputs)
+        ],
         "labels": list(labels) if labels else None,
         "labels_file": stem + LABELS_SUFFIX if labels else None,
         "source": source,
@@ -185,8 +194,11 @@ def check_golden(expected, actual) -> dict:
         golden, values = np.asarray(golden, np.float64), np.asarray(actual[name], np.float64)
         cosine = float(cosine_similarity(golden.reshape(1, -1), values.reshape(1, -1))[0])
         relative = float(np.max(np.abs(golden - values)) / max(np.max(np.abs(golden)), 1e-12))
-        report[name] = {"cosine": cosine, "relative_error": relative,
-                        "passed": cosine >= _MIN_COSINE and relative <= _MAX_RELATIVE_ERROR}
+        report[name] = {
+            "cosine": cosine,
+            "relative_error": relative,
+            "passed": cosine >= _MIN_COSINE and relative <= _MAX_RELATIVE_ERROR,
+        }
     return report
 
 
@@ -206,8 +218,11 @@ def _training_items():
 
     fsdd = [item for item in find_audio(os.path.join(SAMPLE_AUDIO_DIR, "fsdd")) if item.labels["split"] == "train"]
     sample = os.path.abspath(os.path.join(SAMPLE_AUDIO_DIR, _SAMPLE_SOURCE))
-    librispeech = [item for item in find_audio(os.path.join(SAMPLE_AUDIO_DIR, "librispeech"))
-                   if os.path.abspath(item.path) != sample]
+    librispeech = [
+        item
+        for item in find_audio(os.path.join(SAMPLE_AUDIO_DIR, "librispeech"))
+        if os.path.abspath(item.path) != sample
+    ]
     return fsdd + librispeech
 
 
@@ -219,9 +234,16 @@ def _distill_embedding_student(work_dir: str, steps: int, progress: bool) -> str
 
     resume = os.path.isfile(os.path.join(work_dir, "distill", RUN_FILE))
     run = distill(
-        _training_items(), out_dir=os.path.join(work_dir, "distill"), teacher=SPEECH_EMBEDDING, student="tiny_cnn",
-        steps=steps, checkpoint_every=max(1, steps // 4), validation_fraction=0.0,
-        cache_dir=os.path.join(work_dir, "targets"), resume=resume, progress=progress,
+        _training_items(),
+        out_dir=os.path.join(work_dir, "distill"),
+        teacher=SPEECH_EMBEDDING,
+        student="tiny_cnn",
+        steps=steps,
+        checkpoint_every=max(1, steps // 4),
+        validation_fraction=0.0,
+        cache_dir=os.path.join(work_dir, "targets"),
+        resume=resume,
+        progress=progress,
     )
     return run["export"]
 
@@ -271,8 +293,15 @@ def _mediapipe_form(model, out_path: str, calibration, scratch: str, fixed_sampl
     from converters.tflite import convert
 
     converted = os.path.join(scratch, os.path.basename(out_path))
-    card = convert(model, converted, quantize="int8", representative_audio=calibration, mediapipe=True,
-                   fixed_samples=fixed_samples, overwrite=True)
+    card = convert(
+        model,
+        converted,
+        quantize="int8",
+        representative_audio=calibration,
+        mediapipe=True,
+        fixed_samples=fixed_samples,
+        overwrite=True,
+    )
     shutil.copyfile(converted, out_path)
     with open(os.path.splitext(out_path)[0] + ".json", "w") as handle:
         json.dump(_without_host_paths({**card, "model_file": os.path.basename(out_path)}), handle, indent=2)
@@ -300,7 +329,7 @@ def _mediapipe_golden(model_path: str, audio: np.ndarray) -> dict:
     from trillsson_tf.runtime import TFLiteModel
 
     _, runner = _signature_runner(model_path)
-    (_, details), = runner.get_input_details().items()
+    ((_, details),) = runner.get_input_details().items()
     window = int(details["shape_signature"][-1])
     windows = mediapipe_windows(audio, window)
     outputs = {}
@@ -323,7 +352,9 @@ def _source(card: dict) -> dict:
         "training_steps": run.get("step"),
         "quantize": card.get("quantize"),
         "float_ops": card.get("float_ops"),
-        "parity_vs_keras": {key: parity[key] for key in ("mean_cosine", "min_cosine", "max_abs_diff", "ccc", "clips") if key in parity},
+        "parity_vs_keras": {
+            key: parity[key] for key in ("mean_cosine", "min_cosine", "max_abs_diff", "ccc", "clips") if key in parity
+        },
         "licence": card.get("licence"),
     }
 
@@ -339,9 +370,11 @@ def _wav2small_outputs(model_path: str) -> dict:
         width = int(details["shape_signature"][-1])
         if width == len(PROSODY_SCORES):
             labels = list(PROSODY_SCORES)
-            meaning[name] = (f"[batch, {width}] per-clip scores, in the order of the labels file ({', '.join(PROSODY_SCORES)}); "
-                             "standardised targets of the prosody teacher (trillsson_tf.prosody): 0 is the training mean, "
-                             "1 one standard deviation")
+            meaning[name] = (
+                f"[batch, {width}] per-clip scores, in the order of the labels file ({', '.join(PROSODY_SCORES)}); "
+                "standardised targets of the prosody teacher (trillsson_tf.prosody): 0 is the training mean, "
+                "1 one standard deviation"
+            )
         else:
             meaning[name] = f"[batch, {width}] per-clip scores (regression outputs of the Wav2Small head)"
     return {"meaning": meaning, "labels": labels}
@@ -359,9 +392,16 @@ def _default_wav2small(work_dir: str, steps: int, progress: bool):
 
     resume = os.path.isfile(os.path.join(work_dir, "wav2small", RUN_FILE))
     run = distill(
-        _training_items(), out_dir=os.path.join(work_dir, "wav2small"), teacher=PROSODY, student="wav2small",
-        steps=steps, checkpoint_every=max(1, steps // 4), validation_fraction=0.0,
-        cache_dir=os.path.join(work_dir, "targets"), resume=resume, progress=progress,
+        _training_items(),
+        out_dir=os.path.join(work_dir, "wav2small"),
+        teacher=PROSODY,
+        student="wav2small",
+        steps=steps,
+        checkpoint_every=max(1, steps // 4),
+        validation_fraction=0.0,
+        cache_dir=os.path.join(work_dir, "targets"),
+        resume=resume,
+        progress=progress,
     )
     return run["export"]
 
@@ -370,13 +410,17 @@ def _mediapipe_files(golden: dict, skipped: dict) -> str:
     """The README's list of MediaPipe forms: the files here with their window, or why there are none."""
     forms = golden.get("mediapipe") or {}
     if forms:
-        return "\n".join(f"- `{name}`: fixed input `[1, {form['window_samples']}]` "
-                          f"({form['window_samples'] / SAMPLE_RATE_HZ:g} s windows); on `{SAMPLE_FILE}` MediaPipe gives "
-                          f"{form['windows']} results, golden per window in `{GOLDEN_FILE}` (`mediapipe`)"
-                          for name, form in sorted(forms.items()))
+        return "\n".join(
+            f"- `{name}`: fixed input `[1, {form['window_samples']}]` "
+            f"({form['window_samples'] / SAMPLE_RATE_HZ:g} s windows); on `{SAMPLE_FILE}` MediaPipe gives "
+            f"{form['windows']} results, golden per window in `{GOLDEN_FILE}` (`mediapipe`)"
+            for name, form in sorted(forms.items())
+        )
     reasons = sorted({why for name, why in skipped.items() if name.endswith(MEDIAPIPE_SUFFIX)})
-    return ("No MediaPipe form in this folder (" + "; ".join(reasons) + "). Make one from an export with "
-            "`trillsson-tf convert EXPORT --mediapipe --quantize int8 --data AUDIO --out model_mediapipe.tflite`.")
+    return (
+        "No MediaPipe form in this folder (" + "; ".join(reasons) + "). Make one from an export with "
+        "`trillsson-tf convert EXPORT --mediapipe --quantize int8 --data AUDIO --out model_mediapipe.tflite`."
+    )
 
 
 def _readme(entries: list, golden: dict, skipped: dict) -> str:
@@ -388,12 +432,13 @@ def _readme(entries: list, golden: dict, skipped: dict) -> str:
     rows = "\n".join(
         f"| `{entry['model_file']}` | {entry['model_bytes'] / 1024:.0f} KB | {entry['task']} | "
         f"`{entry['input']['name']}` {entry['input']['shape']} {entry['input']['dtype']} | "
-        + ", ".join(f"`{out['name']}` {out['shape']}" for out in entry["outputs"]) + " |"
+        + ", ".join(f"`{out['name']}` {out['shape']}" for out in entry["outputs"])
+        + " |"
         for entry in entries
     )
     usage = "\n".join(
-        f"val {'embedder' if entry['task'] == 'embedding' else 'scorer'} = AudioModel(context, \"{entry['model_file']}\", "
-        f"outputWidth = {entry['outputs'][0]['shape'][-1]})   // output \"{entry['outputs'][0]['name']}\""
+        f'val {"embedder" if entry["task"] == "embedding" else "scorer"} = AudioModel(context, "{entry["model_file"]}", '
+        f'outputWidth = {entry["outputs"][0]["shape"][-1]})   // output "{entry["outputs"][0]["name"]}"'
         + (f"; columns: {entry['labels_file']}" if entry["labels_file"] else "")
         for entry in entries
     )
@@ -459,11 +504,15 @@ def build_android_assets(
     """
     out_dir = os.fspath(out_dir)
     # The folder is replaced at the end, after the models were read from it: refuse an overlap first.
-    refuse_inputs(out_dir, [("--embedding-model", embedding_model), ("--wav2small-model", wav2small_model),
-                            ("--work-dir", work_dir)])
+    refuse_inputs(
+        out_dir,
+        [("--embedding-model", embedding_model), ("--wav2small-model", wav2small_model), ("--work-dir", work_dir)],
+    )
     if os.path.isdir(out_dir) and os.listdir(out_dir):
         if not overwrite:
-            raise ParameterError(f"Output directory {out_dir!r} exists and is not empty; pass overwrite=True (CLI --force).")
+            raise ParameterError(
+                f"Output directory {out_dir!r} exists and is not empty; pass overwrite=True (CLI --force)."
+            )
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ParameterError(f"steps must be a positive integer, got {steps!r}.")
 
@@ -480,17 +529,22 @@ def build_android_assets(
         path = os.path.join(staging, EMBEDDING_FILE)
         cards[EMBEDDING_FILE] = card = _place_model(source, path, calibration, scratch)
         _, runner = _signature_runner(path)
-        (output_name, details), = runner.get_output_details().items()
+        ((output_name, details),) = runner.get_output_details().items()
         width = int(details["shape_signature"][-1])
         teacher = _source(card)["teacher"] or "its teacher"
-        entries.append(model_metadata(
-            path, task="embedding",
-            description=f"Speech embedding student ({card.get('name', 'unknown')}), int8 network with the TRILLsson "
-                        f"log-mel frontend inside (float); distilled from {teacher}.",
-            output_meaning={output_name: f"[batch, {width}] clip embedding: the mean over 1.95 s chunks (clips under "
-                                         "2 s are mirror-padded); compare clips by cosine similarity"},
-            source=_source(card),
-        ))
+        entries.append(
+            model_metadata(
+                path,
+                task="embedding",
+                description=f"Speech embedding student ({card.get('name', 'unknown')}), int8 network with the TRILLsson "
+                f"log-mel frontend inside (float); distilled from {teacher}.",
+                output_meaning={
+                    output_name: f"[batch, {width}] clip embedding: the mean over 1.95 s chunks (clips under "
+                    "2 s are mirror-padded); compare clips by cosine similarity"
+                },
+                source=_source(card),
+            )
+        )
 
         source = None
         if with_wav2small:
@@ -504,11 +558,16 @@ def build_android_assets(
             path = os.path.join(staging, WAV2SMALL_FILE)
             cards[WAV2SMALL_FILE] = card = _place_model(source, path, calibration, scratch)
             described = _wav2small_outputs(path)
-            entries.append(model_metadata(
-                path, task="regression",
-                description="Wav2Small: raw 16 kHz audio in, per-clip scores out, int8.",
-                output_meaning=described["meaning"], labels=described["labels"], source=_source(card),
-            ))
+            entries.append(
+                model_metadata(
+                    path,
+                    task="regression",
+                    description="Wav2Small: raw 16 kHz audio in, per-clip scores out, int8.",
+                    output_meaning=described["meaning"],
+                    labels=described["labels"],
+                    source=_source(card),
+                )
+            )
 
         for entry in entries:
             stem = os.path.splitext(entry["model_file"])[0]
@@ -520,20 +579,30 @@ def build_android_assets(
         forms = {}
         for name, model in sources.items():
             form = name.replace(".tflite", MEDIAPIPE_SUFFIX)
-            why = _mediapipe_form(model, os.path.join(staging, form), calibration, scratch, fixed_samples) if mediapipe \
+            why = (
+                _mediapipe_form(model, os.path.join(staging, form), calibration, scratch, fixed_samples)
+                if mediapipe
                 else "mediapipe=False (CLI --no-mediapipe)"
+            )
             if why is None:
                 forms[form] = _mediapipe_golden(os.path.join(staging, form), sample)
             else:
                 skipped[form] = why
         golden = {
             "format": _FORMAT,
-            "sample": {"file": SAMPLE_FILE, "sample_rate_hz": SAMPLE_RATE_HZ, "samples": int(len(sample)),
-                       "seconds": round(len(sample) / SAMPLE_RATE_HZ, 3), "sha256": sha256(sample_path)},
+            "sample": {
+                "file": SAMPLE_FILE,
+                "sample_rate_hz": SAMPLE_RATE_HZ,
+                "samples": int(len(sample)),
+                "seconds": round(len(sample) / SAMPLE_RATE_HZ, 3),
+                "sha256": sha256(sample_path),
+            },
             "generated_with": "trillsson_tf.runtime.TFLiteModel, 1 thread",
             "tolerance": {"min_cosine": _MIN_COSINE, "max_relative_error": _MAX_RELATIVE_ERROR},
-            "models": {entry["model_file"]: golden_outputs(os.path.join(staging, entry["model_file"]), sample)
-                       for entry in entries},
+            "models": {
+                entry["model_file"]: golden_outputs(os.path.join(staging, entry["model_file"]), sample)
+                for entry in entries
+            },
         }
         if forms:
             golden["mediapipe"] = forms
@@ -544,8 +613,9 @@ def build_android_assets(
 
         size = _folder_bytes(staging)
         if size > MAX_FOLDER_BYTES:
-            raise TrillssonError(f"The assets come to {size:,} bytes, over the {MAX_FOLDER_BYTES:,}-byte limit; "
-                                 "use smaller models.")
+            raise TrillssonError(
+                f"The assets come to {size:,} bytes, over the {MAX_FOLDER_BYTES:,}-byte limit; use smaller models."
+            )
         if os.path.isdir(out_dir):
             shutil.rmtree(out_dir)
         shutil.copytree(staging, out_dir)
@@ -555,7 +625,12 @@ def build_android_assets(
         "out_dir": out_dir,
         "files": sorted(os.listdir(out_dir)),
         "folder_bytes": size,
-        "models": {name: {"bytes": os.path.getsize(os.path.join(out_dir, name)),
-                          "parity": (cards[name].get("parity") or {}).get("mean_cosine")} for name in cards},
+        "models": {
+            name: {
+                "bytes": os.path.getsize(os.path.join(out_dir, name)),
+                "parity": (cards[name].get("parity") or {}).get("mean_cosine"),
+            }
+            for name in cards
+        },
         "skipped": skipped,
     }

@@ -7,6 +7,7 @@ subset and scores the 100 others and the 10 LibriSpeech speakers; the bundled sa
 speechocean762) train on FSDD and half the LibriSpeech speakers and score the other half.
 ``steps=FAST_STEPS`` is a smoke run (the tests; the CLI under ``TRILLSSON_FAST=1``).
 """
+
 import logging
 import os
 import time
@@ -55,8 +56,12 @@ def _corpora(data) -> tuple:
     if os.path.isfile(manifest):
         speechocean = find_audio(manifest)
         train = [item for item in speechocean if item.labels.get("role") == "train"]
-        unseen = {"speechocean762": ([item for item in speechocean if item.labels.get("role") == "unseen"],
-                                     ["speaker", "sex", "age_group"])}
+        unseen = {
+            "speechocean762": (
+                [item for item in speechocean if item.labels.get("role") == "unseen"],
+                ["speaker", "sex", "age_group"],
+            )
+        }
         if librispeech:
             unseen["librispeech"] = (librispeech, ["speaker", "sex"])
     else:
@@ -64,7 +69,9 @@ def _corpora(data) -> tuple:
         seen = set(speakers[::2])
         train = [item for item in fsdd if item.labels["split"] == "train"]
         train += [item for item in librispeech if item.labels["speaker"] in seen]
-        unseen = {"librispeech": ([item for item in librispeech if item.labels["speaker"] not in seen], ["speaker", "sex"])}
+        unseen = {
+            "librispeech": ([item for item in librispeech if item.labels["speaker"] not in seen], ["speaker", "sex"])
+        }
     for name, (items, _) in unseen.items():
         if len({item.labels["speaker"] for item in items}) < 2 or not train:
             raise ParameterError(
@@ -79,19 +86,35 @@ def _score(export_dir, teacher, items, tasks, out_json) -> dict:
     """Speaker verification and probes of teacher, student and MFCC on unseen speakers, plus fidelity."""
     from trillsson_tf.evaluate import evaluate
 
-    report = evaluate(export_dir, items, teacher=teacher, baseline="mfcc", tasks=tasks, verification=True, out_json=out_json)
+    report = evaluate(
+        export_dir, items, teacher=teacher, baseline="mfcc", tasks=tasks, verification=True, out_json=out_json
+    )
     roles = {"student": "student", "teacher": "teacher", "baseline": "mfcc"}
     verification = {
-        name: {"eer": round(sv["eer"], 4), "eer_ci95": [round(v, 4) for v in sv["eer_ci95"]], "min_dcf": round(sv["min_dcf"], 4)}
-        for role, name in roles.items() for sv in [report["verification"][role]]
+        name: {
+            "eer": round(sv["eer"], 4),
+            "eer_ci95": [round(v, 4) for v in sv["eer_ci95"]],
+            "min_dcf": round(sv["min_dcf"], 4),
+        }
+        for role, name in roles.items()
+        for sv in [report["verification"][role]]
     }
-    probes = {task: {roles[role]: {"accuracy": round(result["accuracy"], 4), "ci95": [round(v, 4) for v in result["ci95"]]}
-                     for role, result in results.items()} for task, results in report["probes"].items()}
+    probes = {
+        task: {
+            roles[role]: {"accuracy": round(result["accuracy"], 4), "ci95": [round(v, 4) for v in result["ci95"]]}
+            for role, result in results.items()
+        }
+        for task, results in report["probes"].items()
+    }
     fid = report["fidelity"]
     first = report["verification"]["student"]
     return {
-        "speakers": first["speakers"], "clips": first["clips"], "trials": first["trials"], "target_trials": first["target_trials"],
-        "verification": verification, "probes": probes,
+        "speakers": first["speakers"],
+        "clips": first["clips"],
+        "trials": first["trials"],
+        "target_trials": first["target_trials"],
+        "verification": verification,
+        "probes": probes,
         "fidelity": {key: round(fid[key], 4) for key in ("mean_cosine", "centered_cosine", "r2")}
         | {"training_mean_mean_cosine": round(fid["baselines"]["training_mean"]["mean_cosine"], 4)},
     }
@@ -108,8 +131,12 @@ def _convert_and_run(export_dir: str, train_items, out_dir: str, test_files) -> 
 
     calibration = [item.path for item in train_items]
     cards = {
-        mode: convert(export_dir, os.path.join(out_dir, f"student_{mode}.tflite"), quantize=mode,
-                      representative_audio=calibration if mode == "int8" else None)
+        mode: convert(
+            export_dir,
+            os.path.join(out_dir, f"student_{mode}.tflite"),
+            quantize=mode,
+            representative_audio=calibration if mode == "int8" else None,
+        )
         for mode in ("float32", "float16", "int8")
     }
     micro_model = os.path.join(out_dir, "micro", "student_int8_patch.tflite")
@@ -126,8 +153,14 @@ def _convert_and_run(export_dir: str, train_items, out_dir: str, test_files) -> 
         "size_bytes": {mode: card["size_bytes"] for mode, card in cards.items()},
         "size_ratio_to_float32": {mode: round(card["size_bytes"] / size_f32, 3) for mode, card in cards.items()},
         "parity_mean_cosine": {mode: round(card["parity"]["mean_cosine"], 6) for mode, card in cards.items()},
-        "micro": {"source": micro["files"]["source"], "model_bytes": micro["model_bytes"], "arena_bytes": micro["arena_bytes"]},
-        "runtime_int8_vs_keras": {key: round(value, 6) for key, value in parity(keras_vectors, runtime_vectors).items()},
+        "micro": {
+            "source": micro["files"]["source"],
+            "model_bytes": micro["model_bytes"],
+            "arena_bytes": micro["arena_bytes"],
+        },
+        "runtime_int8_vs_keras": {
+            key: round(value, 6) for key, value in parity(keras_vectors, runtime_vectors).items()
+        },
         "runtime_clips": len(clips),
     }
 
@@ -140,8 +173,16 @@ def _deterministic() -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def run_demo(out_dir, *, data=None, student: str = DEMO_STUDENT, steps: int = DEMO_STEPS, recipe=None,
-             overwrite: bool = False, progress: bool = False) -> dict:
+def run_demo(
+    out_dir,
+    *,
+    data=None,
+    student: str = DEMO_STUDENT,
+    steps: int = DEMO_STEPS,
+    recipe=None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict:
     """Distill CAM++ into ``student`` on real speech, score unseen speakers, convert, run.
 
     Args:
@@ -181,29 +222,62 @@ def run_demo(out_dir, *, data=None, student: str = DEMO_STUDENT, steps: int = DE
     teacher = load_teacher(DEMO_TEACHER)
     _deterministic()
     began = time.perf_counter()
-    run = distill(train, out_dir=os.path.join(out_dir, "distill"), teacher=teacher, student=student, steps=steps,
-                  batch_size=_BATCH_SIZE, checkpoint_every=max(1, steps // 3), validation_fraction=0.0, seed=_SEED,
-                  cache_dir=os.path.join(out_dir, "targets"), progress=progress, **recipe)
+    run = distill(
+        train,
+        out_dir=os.path.join(out_dir, "distill"),
+        teacher=teacher,
+        student=student,
+        steps=steps,
+        batch_size=_BATCH_SIZE,
+        checkpoint_every=max(1, steps // 3),
+        validation_fraction=0.0,
+        seed=_SEED,
+        cache_dir=os.path.join(out_dir, "targets"),
+        progress=progress,
+        **recipe,
+    )
     distill_s, began = time.perf_counter() - began, time.perf_counter()
     export_dir = run["export"]
-    evaluation = {name: _score(export_dir, teacher, items, tasks, os.path.join(out_dir, f"evaluation_{name}.json"))
-                  for name, (items, tasks) in unseen.items()}
+    evaluation = {
+        name: _score(export_dir, teacher, items, tasks, os.path.join(out_dir, f"evaluation_{name}.json"))
+        for name, (items, tasks) in unseen.items()
+    }
     evaluate_s, began = time.perf_counter() - began, time.perf_counter()
     first_set = next(iter(unseen.values()))[0]
-    deployed = _convert_and_run(export_dir, train, os.path.join(out_dir, "tflite"), [item.path for item in first_set][:_RUNTIME_CLIPS])
+    deployed = _convert_and_run(
+        export_dir, train, os.path.join(out_dir, "tflite"), [item.path for item in first_set][:_RUNTIME_CLIPS]
+    )
     report = {
-        "teacher": {"name": DEMO_TEACHER, "parameters": teacher.parameters, "licence": teacher.describe().get("licence")},
-        "student": {"name": student, "parameters": run["student"]["parameters"],
-                    "parameter_ratio_to_teacher": round(run["student"]["parameters"] / teacher.parameters, 4),
-                    "export": export_dir, "export_mb": _folder_mb(export_dir)},
+        "teacher": {
+            "name": DEMO_TEACHER,
+            "parameters": teacher.parameters,
+            "licence": teacher.describe().get("licence"),
+        },
+        "student": {
+            "name": student,
+            "parameters": run["student"]["parameters"],
+            "parameter_ratio_to_teacher": round(run["student"]["parameters"] / teacher.parameters, 4),
+            "export": export_dir,
+            "export_mb": _folder_mb(export_dir),
+        },
         "baseline": "mfcc: 20 MFCCs, mean and std per clip (no network)",
         "evaluation": evaluation,
-        "training": {"data": data, "files": run["data"]["files"], "records": run["data"]["train_records"],
-                     "speakers": len({item.labels.get("speaker") for item in train}), "steps": run["step"],
-                     "batch_size": _BATCH_SIZE, **recipe, "final_loss": round(run["loss_history"][-1][1], 6)},
+        "training": {
+            "data": data,
+            "files": run["data"]["files"],
+            "records": run["data"]["train_records"],
+            "speakers": len({item.labels.get("speaker") for item in train}),
+            "steps": run["step"],
+            "batch_size": _BATCH_SIZE,
+            **recipe,
+            "final_loss": round(run["loss_history"][-1][1], 6),
+        },
         "tflite": deployed,
-        "seconds": {"distill": round(distill_s, 1), "evaluate": round(evaluate_s, 1),
-                    "convert_and_run": round(time.perf_counter() - began, 1)},
+        "seconds": {
+            "distill": round(distill_s, 1),
+            "evaluate": round(evaluate_s, 1),
+            "convert_and_run": round(time.perf_counter() - began, 1),
+        },
     }
     write_json(os.path.join(out_dir, "report.json"), report)
     _log.info("Demo report written to %s", os.path.join(out_dir, "report.json"))
@@ -213,22 +287,30 @@ def run_demo(out_dir, *, data=None, student: str = DEMO_STUDENT, steps: int = DE
 def summary(report: dict) -> str:
     """The demo's verdict: EER of teacher, student and MFCC on unseen speakers, probes, then the deployed files."""
     teacher, student, training = report["teacher"], report["student"], report["training"]
-    lines = [f"teacher {teacher['name']} ({teacher['parameters']:,} parameters) -> student {student['name']} "
-             f"({student['parameters']:,}, {100 * student['parameter_ratio_to_teacher']:.1f}%), {training['steps']} steps "
-             f"on {training['files']:,} clips of {training['speakers']} speakers",
-             f"{'unseen speakers':<44}{'teacher':>17}{'student':>17}{'MFCC':>17}"]
+    lines = [
+        f"teacher {teacher['name']} ({teacher['parameters']:,} parameters) -> student {student['name']} "
+        f"({student['parameters']:,}, {100 * student['parameter_ratio_to_teacher']:.1f}%), {training['steps']} steps "
+        f"on {training['files']:,} clips of {training['speakers']} speakers",
+        f"{'unseen speakers':<44}{'teacher':>17}{'student':>17}{'MFCC':>17}",
+    ]
     for name, result in report["evaluation"].items():
-        cells = [f"{100 * v['eer']:.1f} [{100 * v['eer_ci95'][0]:.1f}-{100 * v['eer_ci95'][1]:.1f}]"
-                 for v in (result["verification"][role] for role in ("teacher", "student", "mfcc"))]
+        cells = [
+            f"{100 * v['eer']:.1f} [{100 * v['eer_ci95'][0]:.1f}-{100 * v['eer_ci95'][1]:.1f}]"
+            for v in (result["verification"][role] for role in ("teacher", "student", "mfcc"))
+        ]
         label = f"{name} EER % ({result['speakers']} speakers, {result['clips']} clips)"
         lines.append(f"{label:<44}" + "".join(f"{cell:>17}" for cell in cells))
         for task, roles in result["probes"].items():
             cells = [f"{roles[role]['accuracy']:.3f}" for role in ("teacher", "student", "mfcc")]
             lines.append(f"{f'  {task} probe accuracy':<44}" + "".join(f"{cell:>17}" for cell in cells))
         fid = result["fidelity"]
-        lines.append(f"  fidelity: cosine {fid['mean_cosine']:.3f} (training mean alone {fid['training_mean_mean_cosine']:.3f}), "
-                     f"centered cosine {fid['centered_cosine']:.3f}, R2 {fid['r2']:.3f}")
+        lines.append(
+            f"  fidelity: cosine {fid['mean_cosine']:.3f} (training mean alone {fid['training_mean_mean_cosine']:.3f}), "
+            f"centered cosine {fid['centered_cosine']:.3f}, R2 {fid['r2']:.3f}"
+        )
     deployed = report["tflite"]
-    lines.append(f"int8 .tflite {deployed['size_bytes']['int8']:,} bytes, runtime vs Keras mean cosine "
-                 f"{deployed['runtime_int8_vs_keras']['mean_cosine']:.4f}; TFLite Micro arena {deployed['micro']['arena_bytes']:,} bytes")
+    lines.append(
+        f"int8 .tflite {deployed['size_bytes']['int8']:,} bytes, runtime vs Keras mean cosine "
+        f"{deployed['runtime_int8_vs_keras']['mean_cosine']:.4f}; TFLite Micro arena {deployed['micro']['arena_bytes']:,} bytes"
+    )
     return "\n".join(lines)

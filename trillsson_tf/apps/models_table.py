@@ -1,4 +1,5 @@
 """The zoo at a glance: parameters, float32 size and per-chunk cost of each student."""
+
 from trillsson_tf import models
 from trillsson_tf.kinds import CHUNK
 

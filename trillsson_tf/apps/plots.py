@@ -4,12 +4,21 @@ Each function draws on a given matplotlib ``Axes`` (or a new one) and returns it
 notebook can lay several out side by side and a script can save them. matplotlib is imported
 on first use: ``pip install 'trillsson-tf[notebooks]'``.
 """
+
 import numpy as np
 
 from trillsson_tf.errors import ParameterError, TrillssonError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
 
-__all__ = ["log_mel_chunks", "loss_curves", "size_vs_fidelity", "projection", "roc_det", "latency_bars", "scores_scatter"]
+__all__ = [
+    "log_mel_chunks",
+    "loss_curves",
+    "size_vs_fidelity",
+    "projection",
+    "roc_det",
+    "latency_bars",
+    "scores_scatter",
+]
 
 
 def _axes(ax, figsize=(7, 3.5)):
@@ -50,14 +59,18 @@ def log_mel_chunks(audio, *, frontend=DEFAULT_FRONTEND, ax=None, title=None):
     for k in range(chunks + 1):
         ax.axvline(k * frontend.chunk_frames * hop_s, color="cyan", linewidth=1.5)
     if chunks * frontend.chunk_frames < frames:
-        ax.axvspan(chunks * frontend.chunk_frames * hop_s, frames * hop_s, color="white", alpha=0.35, label="dropped tail")
+        ax.axvspan(
+            chunks * frontend.chunk_frames * hop_s, frames * hop_s, color="white", alpha=0.35, label="dropped tail"
+        )
     if len(audio) < frontend.min_samples:
         ax.axvline(len(audio) / frontend.sample_rate_hz, color="white", linestyle="--", label="mirror padding starts")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper right", fontsize="small")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("mel bin")
-    ax.set_title(title or f"{len(audio) / frontend.sample_rate_hz:.2f} s -> {chunks} chunk(s) of {frontend.chunk_frames} frames")
+    ax.set_title(
+        title or f"{len(audio) / frontend.sample_rate_hz:.2f} s -> {chunks} chunk(s) of {frontend.chunk_frames} frames"
+    )
     return ax
 
 
@@ -79,7 +92,9 @@ def loss_curves(record, *, ax=None, title=None):
     if not len(history):
         raise ParameterError("The run record has no loss_history to plot.")
     ax.plot(history[:, 0], history[:, 1], label="training")
-    validation = np.asarray([row[:2] for row in record.get("validation_history") or []], dtype=np.float64).reshape(-1, 2)
+    validation = np.asarray([row[:2] for row in record.get("validation_history") or []], dtype=np.float64).reshape(
+        -1, 2
+    )
     if len(validation):
         ax.plot(validation[:, 0], validation[:, 1], "o-", label="validation")
     ax.set_yscale("log")
@@ -90,7 +105,9 @@ def loss_curves(record, *, ax=None, title=None):
     return ax
 
 
-def size_vs_fidelity(rows, *, ax=None, title=None, fidelity_label="mean cosine to the float model", distance: bool = False):
+def size_vs_fidelity(
+    rows, *, ax=None, title=None, fidelity_label="mean cosine to the float model", distance: bool = False
+):
     """File size against fidelity, one labelled point per model variant.
 
     Args:
@@ -117,7 +134,9 @@ def size_vs_fidelity(rows, *, ax=None, title=None, fidelity_label="mean cosine t
             colours[group] = f"C{len(colours) % 10}"
         y = max(1.0 - row["fidelity"], 1e-7) if distance else row["fidelity"]  # a perfect copy stays on the log axis
         ax.scatter(row["size_bytes"] / 1024, y, s=40, color=colours.get(group), label=group if first_of_group else None)
-        ax.annotate(row["label"], (row["size_bytes"] / 1024, y), textcoords="offset points", xytext=(5, 4), fontsize="small")
+        ax.annotate(
+            row["label"], (row["size_bytes"] / 1024, y), textcoords="offset points", xytext=(5, 4), fontsize="small"
+        )
     ax.set_xscale("log")
     if distance:
         ax.set_yscale("log")
@@ -148,7 +167,9 @@ def projection(vectors, labels, *, ax=None, title=None):
     vectors = np.asarray(vectors, dtype=np.float64)
     labels = np.asarray(labels)
     if vectors.ndim != 2 or len(vectors) != len(labels) or len(vectors) < 3:
-        raise ParameterError(f"projection needs [n, D] vectors (n >= 3) and [n] labels; got {vectors.shape} and {labels.shape}.")
+        raise ParameterError(
+            f"projection needs [n, D] vectors (n >= 3) and [n] labels; got {vectors.shape} and {labels.shape}."
+        )
     ax = _axes(ax, figsize=(5, 4.5))
     centred = vectors - vectors.mean(axis=0)
     _, singular, components = np.linalg.svd(centred, full_matrices=False)
@@ -190,14 +211,14 @@ def roc_det(scores, labels, *, kind: str = "det", ax=None, label=None, title=Non
     fpr, tpr, _ = roc_curve(np.asarray(labels), np.asarray(scores, dtype=np.float64))
     text = f"{label + ', ' if label else ''}EER {rate:.1%}"
     if kind == "roc":
-        line, = ax.plot(fpr, tpr, label=text)
+        (line,) = ax.plot(fpr, tpr, label=text)
         ax.plot([rate], [1 - rate], "o", color=line.get_color())
         ax.plot([0, 1], [1, 0], ":", color="grey", linewidth=0.8)
         ax.set_xlabel("false-accept rate")
         ax.set_ylabel("true-accept rate")
     else:
         clip = lambda p: norm.ppf(np.clip(p, 1e-4, 1 - 1e-4))  # noqa: E731 - probit axes, finite at 0 and 1
-        line, = ax.plot(clip(fpr), clip(1 - tpr), label=text)
+        (line,) = ax.plot(clip(fpr), clip(1 - tpr), label=text)
         ax.plot([clip(rate)], [clip(rate)], "o", color=line.get_color())
         ticks = np.array([0.01, 0.02, 0.05, 0.1, 0.2, 0.4])
         ax.set_xticks(clip(ticks), [f"{t:.0%}" for t in ticks])
@@ -233,9 +254,21 @@ def latency_bars(rows, *, ax=None, title=None):
         x = [j + i * width for j, name in enumerate(labels) if name in by_label]
         median = [by_label[name]["median_ms"] for name in labels if name in by_label]
         p90 = [by_label[name]["p90_ms"] for name in labels if name in by_label]
-        ax.bar(x, median, width, yerr=[np.zeros(len(median)), np.subtract(p90, median)], capsize=2, label=f"{clip_s:g} s clip")
-    ax.set_xticks([j + width * (len(lengths) - 1) / 2 for j in range(len(labels))], labels, rotation=30, ha="right",
-                  fontsize="small")
+        ax.bar(
+            x,
+            median,
+            width,
+            yerr=[np.zeros(len(median)), np.subtract(p90, median)],
+            capsize=2,
+            label=f"{clip_s:g} s clip",
+        )
+    ax.set_xticks(
+        [j + width * (len(lengths) - 1) / 2 for j in range(len(labels))],
+        labels,
+        rotation=30,
+        ha="right",
+        fontsize="small",
+    )
     ax.set_yscale("log")
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
@@ -264,7 +297,9 @@ def scores_scatter(predictions, targets, *, names=None, axes=None, title=None):
 
     predictions, targets = np.asarray(predictions, np.float64), np.asarray(targets, np.float64)
     if predictions.shape != targets.shape or predictions.ndim != 2:
-        raise ParameterError(f"scores_scatter needs two [n, k] arrays of one shape; got {predictions.shape} and {targets.shape}.")
+        raise ParameterError(
+            f"scores_scatter needs two [n, k] arrays of one shape; got {predictions.shape} and {targets.shape}."
+        )
     k = predictions.shape[1]
     names = list(names) if names is not None else [f"score {i}" for i in range(k)]
     if axes is None:
@@ -275,7 +310,10 @@ def scores_scatter(predictions, targets, *, names=None, axes=None, title=None):
     values = np.atleast_1d(ccc(predictions, targets))
     for i, ax in enumerate(axes):
         ax.scatter(targets[:, i], predictions[:, i], s=10, alpha=0.7)
-        low, high = float(min(targets[:, i].min(), predictions[:, i].min())), float(max(targets[:, i].max(), predictions[:, i].max()))
+        low, high = (
+            float(min(targets[:, i].min(), predictions[:, i].min())),
+            float(max(targets[:, i].max(), predictions[:, i].max())),
+        )
         ax.plot([low, high], [low, high], ":", color="grey")
         ax.set_xlabel(f"teacher {names[i]}")
         ax.set_ylabel("student")

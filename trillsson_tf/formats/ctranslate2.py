@@ -7,6 +7,7 @@ byte count and bytes ending in NUL. Binary versions 1-3 lack the spec, aliases o
 fields; they are read as CTranslate2 reads them. Arrays keep their stored dtype (float16
 stays float16: ``astype(np.float32)`` is exact), except bfloat16, widened to float32 (exact).
 """
+
 import os
 import struct
 
@@ -18,7 +19,13 @@ __all__ = ["MAX_BINARY_VERSION", "read_ctranslate2", "write_ctranslate2"]
 
 MAX_BINARY_VERSION = 6
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: np.uint16}  # 5: bfloat16 bits
-_CODES = {np.dtype(np.float32): 0, np.dtype(np.int8): 1, np.dtype(np.int16): 2, np.dtype(np.int32): 3, np.dtype(np.float16): 4}
+_CODES = {
+    np.dtype(np.float32): 0,
+    np.dtype(np.int8): 1,
+    np.dtype(np.int16): 2,
+    np.dtype(np.int32): 3,
+    np.dtype(np.float16): 4,
+}
 _ITEM_SIZE_DTYPES = {4: np.float32, 2: np.int16, 1: np.int8}  # binary versions 1-3 stored item sizes
 _BFLOAT16 = 5
 _MAX_RANK = 8
@@ -139,7 +146,10 @@ def write_ctranslate2(path, variables: dict, *, spec: str, revision: int, aliase
         if array.dtype not in _CODES:
             raise ParameterError(f"Cannot write variable {name!r} of dtype {array.dtype} to {os.fspath(path)!r}.")
         parts += [_string(name), struct.pack(f"<B{array.ndim}I", array.ndim, *array.shape)]
-        parts += [struct.pack("<BI", _CODES[array.dtype], array.nbytes), array.astype(array.dtype.newbyteorder("<")).tobytes()]
+        parts += [
+            struct.pack("<BI", _CODES[array.dtype], array.nbytes),
+            array.astype(array.dtype.newbyteorder("<")).tobytes(),
+        ]
     aliases = dict(aliases or {})
     parts.append(struct.pack("<I", len(aliases)))
     parts += [_string(alias) + _string(target) for alias, target in aliases.items()]

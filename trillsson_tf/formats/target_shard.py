@@ -6,6 +6,7 @@ inside the functions that need it. Features: ``key``, ``path``, ``labels`` (JSON
 (little-endian int16; format 1: ``audio`` float32), ``sample_rate_hz``, ``targets`` (float32) with
 ``target_shape`` ``[rows, D]``, and, from this version on, ``teacher_identity`` and ``target_mode``.
 """
+
 import dataclasses
 import json
 
@@ -14,8 +15,18 @@ import numpy as np
 from trillsson_tf.contract import PCM16_SCALE, SAMPLE_RATE_HZ
 from trillsson_tf.errors import ParameterError
 
-__all__ = ["READABLE_FORMATS", "TARGETS_FORMAT", "TargetRecord", "decode_record", "encode_record", "parse_record",
-           "pcm16", "record_audio", "record_samples", "record_targets"]
+__all__ = [
+    "READABLE_FORMATS",
+    "TARGETS_FORMAT",
+    "TargetRecord",
+    "decode_record",
+    "encode_record",
+    "parse_record",
+    "pcm16",
+    "record_audio",
+    "record_samples",
+    "record_targets",
+]
 
 TARGETS_FORMAT = "trillsson_tf.targets/2"
 """The format written: audio as 16-bit PCM (format 1 held it as float32)."""
@@ -114,11 +125,14 @@ def decode_record(serialized) -> TargetRecord:
     feature = tf.train.Example.FromString(serialized).features.feature if isinstance(serialized, bytes) else serialized
     rate = feature["sample_rate_hz"].int64_list.value[0]
     if rate != SAMPLE_RATE_HZ:
-        raise ParameterError(f"Target record {_raw(feature, 'path').decode()!r} holds audio at {rate} Hz, "
-                             f"not {SAMPLE_RATE_HZ}.")
+        raise ParameterError(
+            f"Target record {_raw(feature, 'path').decode()!r} holds audio at {rate} Hz, not {SAMPLE_RATE_HZ}."
+        )
     return TargetRecord(
-        key=_raw(feature, "key").decode(), path=_raw(feature, "path").decode(),
-        labels=json.loads(_raw(feature, "labels").decode()), audio=record_audio(feature),
+        key=_raw(feature, "key").decode(),
+        path=_raw(feature, "path").decode(),
+        labels=json.loads(_raw(feature, "labels").decode()),
+        audio=record_audio(feature),
         targets=record_targets(feature).astype(np.float32),
         teacher=_raw(feature, "teacher_identity").decode() if "teacher_identity" in feature else "",
         mode=_raw(feature, "target_mode").decode() if "target_mode" in feature else "",
@@ -129,18 +143,27 @@ def parse_record(serialized):
     """In a ``tf.data`` graph: record bytes -> ``{"key", "audio" (int16 [samples]), "targets" (float32 [rows, D])}``."""
     from trillsson_tf._keras import tf
 
-    parsed = tf.io.parse_single_example(serialized, {
-        "key": tf.io.FixedLenFeature([], tf.string),
-        "audio_pcm16": tf.io.FixedLenFeature([], tf.string, default_value=""),
-        "audio": tf.io.FixedLenFeature([], tf.string, default_value=""),  # format 1: float32
-        "targets": tf.io.FixedLenFeature([], tf.string),
-        "target_shape": tf.io.FixedLenFeature([2], tf.int64),
-    })
+    parsed = tf.io.parse_single_example(
+        serialized,
+        {
+            "key": tf.io.FixedLenFeature([], tf.string),
+            "audio_pcm16": tf.io.FixedLenFeature([], tf.string, default_value=""),
+            "audio": tf.io.FixedLenFeature([], tf.string, default_value=""),  # format 1: float32
+            "targets": tf.io.FixedLenFeature([], tf.string),
+            "target_shape": tf.io.FixedLenFeature([2], tf.int64),
+        },
+    )
     audio = tf.cond(
         tf.strings.length(parsed["audio_pcm16"]) > 0,
         lambda: tf.io.decode_raw(parsed["audio_pcm16"], tf.int16, little_endian=True),
-        lambda: tf.cast(tf.clip_by_value(tf.round(tf.io.decode_raw(parsed["audio"], tf.float32, little_endian=True)
-                                                  * PCM16_SCALE), -PCM16_SCALE, PCM16_SCALE - 1), tf.int16),
+        lambda: tf.cast(
+            tf.clip_by_value(
+                tf.round(tf.io.decode_raw(parsed["audio"], tf.float32, little_endian=True) * PCM16_SCALE),
+                -PCM16_SCALE,
+                PCM16_SCALE - 1,
+            ),
+            tf.int16,
+        ),
     )
     targets = tf.reshape(tf.io.decode_raw(parsed["targets"], tf.float32, little_endian=True), parsed["target_shape"])
     return {"key": parsed["key"], "audio": audio, "targets": targets}

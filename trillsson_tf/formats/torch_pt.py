@@ -1,4 +1,5 @@
 """PyTorch ``.pt`` state dicts read into numpy without torch, refusing anything but tensors and containers."""
+
 import collections
 import os
 import pickle

@@ -7,6 +7,7 @@ the Keras models and their TFLite conversions) and the numpy twin
 the chunks of frame-level outputs. Wav2Small's frontend is :mod:`trillsson_tf.frontend.dft`.
 This package imports numpy only.
 """
+
 import dataclasses
 import functools
 
@@ -14,7 +15,15 @@ import numpy as np
 
 from trillsson_tf.errors import ParameterError
 
-__all__ = ["DEFAULT_HOP_S", "FrameWindows", "FrontendConfig", "DEFAULT_FRONTEND", "hann_window", "mel_matrix", "hertz_to_mel"]
+__all__ = [
+    "DEFAULT_HOP_S",
+    "FrameWindows",
+    "FrontendConfig",
+    "DEFAULT_FRONTEND",
+    "hann_window",
+    "mel_matrix",
+    "hertz_to_mel",
+]
 
 DEFAULT_HOP_S = 0.5
 """Default hop between the starts of two frame-level windows, in seconds."""
@@ -85,10 +94,16 @@ class FrontendConfig:
             return FrameWindows(self, self.chunk_frames)
         window_s = self.chunk_step_samples / self.sample_rate_hz
         frame_s = self.hop_samples / self.sample_rate_hz
-        if isinstance(hop_s, bool) or not isinstance(hop_s, (int, float, np.integer, np.floating)) or not np.isfinite(hop_s):
+        if (
+            isinstance(hop_s, bool)
+            or not isinstance(hop_s, (int, float, np.integer, np.floating))
+            or not np.isfinite(hop_s)
+        ):
             raise ParameterError(f"hop_s must be a number of seconds, got {hop_s!r}.")
         if not 0 < hop_s <= window_s + 1e-9:
-            raise ParameterError(f"hop_s must be in (0, {window_s:g}] seconds (the window of {self.chunk_frames} frames), got {hop_s!r}.")
+            raise ParameterError(
+                f"hop_s must be in (0, {window_s:g}] seconds (the window of {self.chunk_frames} frames), got {hop_s!r}."
+            )
         frames = int(round(hop_s / frame_s))
         if frames < 1 or abs(frames * frame_s - hop_s) > 1e-6:
             raise ParameterError(f"hop_s must be a whole number of {frame_s:g} s frames, got {hop_s!r}.")

@@ -8,6 +8,7 @@ piecewise-linear ``pwl``: :func:`pwl_coefficients`). The numbers live once, in
 layers (:mod:`trillsson_tf.models.wav2small`) and the numpy twin :func:`features`. Each choice and
 its reason: docs/DESIGN.md, "Frontend". Imports numpy only.
 """
+
 import dataclasses
 
 import numpy as np
@@ -162,10 +163,14 @@ def normalize_clips(audio: np.ndarray, config: DFTFrontendConfig = DEFAULT_DFT_F
     """
     audio = mirror_pad(np.asarray(audio, dtype=np.float64), config.min_samples)
     centred = audio - audio.mean(axis=1, keepdims=True)
-    return (centred / np.sqrt(np.mean(centred**2, axis=1, keepdims=True) + config.normalization_epsilon)).astype(np.float32)
+    return (centred / np.sqrt(np.mean(centred**2, axis=1, keepdims=True) + config.normalization_epsilon)).astype(
+        np.float32
+    )
 
 
-def features(normalized: np.ndarray, config: DFTFrontendConfig = DEFAULT_DFT_FRONTEND, *, compression: str = "log") -> np.ndarray:
+def features(
+    normalized: np.ndarray, config: DFTFrontendConfig = DEFAULT_DFT_FRONTEND, *, compression: str = "log"
+) -> np.ndarray:
     """The compressed mel spectrogram the Wav2Small convolutions see (numpy twin of the layers).
 
     Args:

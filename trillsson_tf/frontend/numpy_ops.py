@@ -7,6 +7,7 @@ rounding error lands in quiet mel bands next to loud ones and the log magnifies 
 0.7 ms for 5 s of audio, measured here). The magnitudes are then rounded to float32 for the
 mel projection and the log, which halves their cost and moves the log-mel by < 1e-6.
 """
+
 import numpy as np
 
 from trillsson_tf.frontend import DEFAULT_FRONTEND, FrontendConfig, hann_window, mel_matrix
@@ -65,7 +66,10 @@ def log_mel(audio: np.ndarray, config: FrontendConfig = DEFAULT_FRONTEND, *, max
         padded = np.zeros((*part.shape[:2], config.fft_size))
         np.multiply(part, window, out=padded[..., : config.window_samples])
         mel = np.abs(np.fft.rfft(padded)).astype(np.float32) @ projection
-        np.log(np.maximum(mel, np.float32(config.log_floor)) + np.float32(config.log_offset), out=features[:, start : start + block])
+        np.log(
+            np.maximum(mel, np.float32(config.log_floor)) + np.float32(config.log_offset),
+            out=features[:, start : start + block],
+        )
     return features
 
 

@@ -6,6 +6,7 @@ compute in float64 (``compute_dtype``; the numpy twin agrees to 1e-6), converter
 variant (TFLite has no float64 FFT), and ``float16_safe`` applies the window as two parts so that a
 float16 conversion keeps it exact. Measurements behind both: docs/DESIGN.md, "Frontend".
 """
+
 import numpy as np
 
 from trillsson_tf._keras import tf
@@ -46,8 +47,9 @@ def _apply_window(frames, config: FrontendConfig, dtype: str, float16_safe: bool
     return frames * tf.constant(high, dtype=dtype) + frames * tf.constant(window - high, dtype=dtype)
 
 
-def log_mel(audio, config: FrontendConfig = DEFAULT_FRONTEND, *, compute_dtype: str = "float64",
-            float16_safe: bool = False):
+def log_mel(
+    audio, config: FrontendConfig = DEFAULT_FRONTEND, *, compute_dtype: str = "float64", float16_safe: bool = False
+):
     """Log-mel spectrogram without padding: ``log(max(mel, floor) + offset)``.
 
     Args:
@@ -69,7 +71,11 @@ def log_mel(audio, config: FrontendConfig = DEFAULT_FRONTEND, *, compute_dtype: 
 
 
 def log_mel_patches(
-    audio, config: FrontendConfig = DEFAULT_FRONTEND, *, compute_dtype: str = "float64", float16_safe: bool = False,
+    audio,
+    config: FrontendConfig = DEFAULT_FRONTEND,
+    *,
+    compute_dtype: str = "float64",
+    float16_safe: bool = False,
     hop_frames=None,
 ):
     """Pad, log-mel and cut into the 195-frame patches the network sees.
@@ -87,8 +93,9 @@ def log_mel_patches(
         float32 tensor ``[batch * patches, chunk_frames, num_mel_bins, 1]``, clip-major (the
         patches of clip 0 first); the frames after the last whole patch are dropped.
     """
-    features = log_mel(mirror_pad(audio, config.min_samples), config, compute_dtype=compute_dtype,
-                       float16_safe=float16_safe)
+    features = log_mel(
+        mirror_pad(audio, config.min_samples), config, compute_dtype=compute_dtype, float16_safe=float16_safe
+    )
     if hop_frames is None or hop_frames == config.chunk_frames:
         chunks = tf.shape(features)[1] // config.chunk_frames
         features = features[:, : chunks * config.chunk_frames]

@@ -9,6 +9,7 @@ or ``{'scores': ...}`` for score regressors (:func:`output_key`). Each preset na
 (:data:`FAMILIES`: ``chunk``, ``clip``, ``waveform``; docs/DESIGN.md, "Student");
 ``model.inner_network`` (:func:`inner_network`) is the trainable part of any of them.
 """
+
 from trillsson_tf._keras import keras
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
@@ -111,7 +112,9 @@ def build(name: str, **overrides):
         )
     config = {**preset.config, **overrides}
     if preset.family == CHUNK:
-        model = wrap_chunk_network(preset.build(**config), name=name, frontend=DEFAULT_FRONTEND, output_key=preset.output_key)
+        model = wrap_chunk_network(
+            preset.build(**config), name=name, frontend=DEFAULT_FRONTEND, output_key=preset.output_key
+        )
     else:
         model = preset.build(name=name, **config)
     # Set past Keras' attribute tracking, which would wrap the dict in a DictWrapper that json cannot encode.

@@ -8,6 +8,7 @@ path with patches every hop instead of every 195 frames, and stop before the mea
 (:class:`ChunksPerClip`): at hop = window their mean is the clip vector. Students without a
 chunk network (Wav2Small, layer students) run whole on each window's audio (:class:`AudioWindows`).
 """
+
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.audio import validate_audio
 from trillsson_tf.contract import AUDIO_INPUT_NAME, EMBEDDING_KEY, OUTPUT_KEYS, SCORES_KEY, START_S_KEY
@@ -57,8 +58,13 @@ class LogMelPatches(keras.layers.Layer):
         self.hop_frames = None if hop_frames is None else int(hop_frames)
 
     def call(self, audio):
-        return tf_ops.log_mel_patches(audio, self.frontend, compute_dtype=self.frontend_compute_dtype,
-                                      float16_safe=self.float16_safe, hop_frames=self.hop_frames)
+        return tf_ops.log_mel_patches(
+            audio,
+            self.frontend,
+            compute_dtype=self.frontend_compute_dtype,
+            float16_safe=self.float16_safe,
+            hop_frames=self.hop_frames,
+        )
 
     def get_config(self):
         return {
@@ -167,9 +173,11 @@ class AudioEmbeddingModel(keras.Model):
             ParameterError: a bad hop (zero, negative, larger than the window) or bad audio.
         """
         windows = DEFAULT_FRONTEND.windows(hop_s)  # checked before any model is built
-        audio = validate_audio(audio.numpy() if hasattr(audio, "numpy") else audio,
-                               sample_rate_hz=self.sample_rate_hz if sample_rate is None else sample_rate,
-                               expected_rate_hz=self.sample_rate_hz)
+        audio = validate_audio(
+            audio.numpy() if hasattr(audio, "numpy") else audio,
+            sample_rate_hz=self.sample_rate_hz if sample_rate is None else sample_rate,
+            expected_rate_hz=self.sample_rate_hz,
+        )
         cache = self.__dict__.setdefault("_frames_models", {})
         if windows.hop_frames not in cache:
             cache[windows.hop_frames] = frames_model(self, windows.hop_s)
@@ -198,7 +206,9 @@ class AudioEmbeddingModel(keras.Model):
         return self.chunk_network
 
 
-def wrap_chunk_network(chunk_net, *, name: str, frontend: FrontendConfig = DEFAULT_FRONTEND, output_key: str = EMBEDDING_KEY):
+def wrap_chunk_network(
+    chunk_net, *, name: str, frontend: FrontendConfig = DEFAULT_FRONTEND, output_key: str = EMBEDDING_KEY
+):
     """Put the frontend before and the mean over chunks after a per-chunk network.
 
     Args:
@@ -253,9 +263,13 @@ def frames_model(model, hop_s=DEFAULT_HOP_S, *, compute_dtype=None, float16_safe
     if "log_mel_patches" in names and CHUNK_NETWORK_NAME in names:
         layer = model.get_layer("log_mel_patches")
         windows = layer.frontend.windows(hop_s)
-        patches = LogMelPatches(layer.frontend, compute_dtype=compute_dtype or layer.frontend_compute_dtype,
-                                float16_safe=layer.float16_safe if float16_safe is None else float16_safe,
-                                hop_frames=windows.hop_frames, name="log_mel_patches")(audio)
+        patches = LogMelPatches(
+            layer.frontend,
+            compute_dtype=compute_dtype or layer.frontend_compute_dtype,
+            float16_safe=layer.float16_safe if float16_safe is None else float16_safe,
+            hop_frames=windows.hop_frames,
+            name="log_mel_patches",
+        )(audio)
         vectors = model.get_layer(CHUNK_NETWORK_NAME)(patches)
         outputs = {key: ChunksPerClip(name=key)([vectors, audio]) for key in keys[:1]}
     else:

@@ -1,4 +1,5 @@
 """Pieces shared by the student families: the families, the preset record, the patch input, the head."""
+
 import dataclasses
 from typing import Callable, Optional
 
@@ -62,9 +63,13 @@ class StudentPreset:
 
     def __post_init__(self):
         if self.family not in FAMILIES:
-            raise ParameterError(f"Unknown student family {self.family!r} for {self.name!r}. Expected one of: {list(FAMILIES)}.")
+            raise ParameterError(
+                f"Unknown student family {self.family!r} for {self.name!r}. Expected one of: {list(FAMILIES)}."
+            )
         if self.output_key not in OUTPUT_KEYS:
-            raise ParameterError(f"Unknown output key {self.output_key!r} for {self.name!r}. Expected one of: {list(OUTPUT_KEYS)}.")
+            raise ParameterError(
+                f"Unknown output key {self.output_key!r} for {self.name!r}. Expected one of: {list(OUTPUT_KEYS)}."
+            )
 
 
 def patch_input():

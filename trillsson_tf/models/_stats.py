@@ -1,4 +1,5 @@
 """Cost figures of a per-chunk (or whole-clip) network."""
+
 from trillsson_tf._keras import tf
 from trillsson_tf.kinds import WAVEFORM
 

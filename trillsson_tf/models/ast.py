@@ -4,6 +4,7 @@ Follows Gong et al. 2021: 16x16 patches with stride 10, a class and a distillati
 learned position embeddings, pre-norm transformer blocks, output the mean of the two tokens.
 The input is normalised as AST does, ``(x + 4.27) / (2 * 4.57)`` (AudioSet statistics).
 """
+
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.kinds import CHUNK
 from trillsson_tf.models._common import StudentPreset, patch_input, projection_head

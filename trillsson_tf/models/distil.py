@@ -8,6 +8,7 @@ under a parameter budget. :func:`build_encoder` maps audio to frames ``[batch, f
 :func:`build_layer_student` (``models.build("distil-small")``) averages them into ``embedding``.
 Layer table and deviations for phones: docs/DESIGN.md, "Student".
 """
+
 import re
 
 from trillsson_tf._keras import keras, tf
@@ -100,7 +101,9 @@ class GroupedConv1D(keras.layers.Layer):
     def build(self, input_shape):
         channels = int(input_shape[-1])
         if channels % self.groups:
-            raise ParameterError(f"GroupedConv1D: {channels} input channels are not a multiple of groups={self.groups}.")
+            raise ParameterError(
+                f"GroupedConv1D: {channels} input channels are not a multiple of groups={self.groups}."
+            )
         self.kernel = self.add_weight(
             name="kernel", shape=(self.kernel_size, channels // self.groups, self.filters), initializer="glorot_uniform"
         )
@@ -137,12 +140,21 @@ def num_frames(num_samples: int, conv_layers=CONV_LAYERS) -> int:
 
 
 def _check_config(width, depth, heads, ffn_dim, conv_channels, conv_layers, pos_conv_kernel, pos_conv_groups, dropout):
-    for name, value in (("width", width), ("depth", depth), ("heads", heads), ("ffn_dim", ffn_dim),
-                        ("conv_channels", conv_channels), ("pos_conv_kernel", pos_conv_kernel), ("pos_conv_groups", pos_conv_groups)):
+    for name, value in (
+        ("width", width),
+        ("depth", depth),
+        ("heads", heads),
+        ("ffn_dim", ffn_dim),
+        ("conv_channels", conv_channels),
+        ("pos_conv_kernel", pos_conv_kernel),
+        ("pos_conv_groups", pos_conv_groups),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ParameterError(f"{name} must be a positive integer, got {value!r}.")
     if width % heads or width % pos_conv_groups:
-        raise ParameterError(f"width={width} must be a multiple of heads={heads} and of pos_conv_groups={pos_conv_groups}.")
+        raise ParameterError(
+            f"width={width} must be a multiple of heads={heads} and of pos_conv_groups={pos_conv_groups}."
+        )
     if not conv_layers or any(len(layer) != 2 or min(layer) < 1 for layer in conv_layers):
         raise ParameterError(f"conv_layers must be (kernel, stride) pairs of positive integers, got {conv_layers!r}.")
     if not 0.0 <= dropout < 1.0:
@@ -201,7 +213,9 @@ def build_encoder(
         name = f"layer{index + 1}"
         attended = layers.MultiHeadAttention(heads, width // heads, dropout=dropout, name=f"{name}_attention")(x, x)
         x = layers.LayerNormalization(epsilon=1e-5, name=f"{name}_attention_norm")(
-            layers.Add(name=f"{name}_attention_add")([x, layers.Dropout(dropout, name=f"{name}_attention_dropout")(attended)])
+            layers.Add(name=f"{name}_attention_add")(
+                [x, layers.Dropout(dropout, name=f"{name}_attention_dropout")(attended)]
+            )
         )
         inner = layers.Dense(ffn_dim, activation="gelu", name=f"{name}_ffn_in")(x)
         inner = layers.Dense(width, name=f"{name}_ffn_out")(inner)
@@ -221,13 +235,26 @@ def with_hidden_states(encoder):
     if encoder.layers[-1].name == HIDDEN_STATES_NAME:
         return encoder
     depth = sum(1 for layer in encoder.layers if re.fullmatch(r"layer\d+_ffn_norm", layer.name))
-    states = [encoder.get_layer("encoder_norm").output] + [encoder.get_layer(f"layer{i}_ffn_norm").output for i in range(1, depth + 1)]
+    states = [encoder.get_layer("encoder_norm").output] + [
+        encoder.get_layer(f"layer{i}_ffn_norm").output for i in range(1, depth + 1)
+    ]
     output = keras.layers.Concatenate(name=HIDDEN_STATES_NAME)(states) if depth else states[0]
     return keras.Model(encoder.input, output, name=encoder.name)
 
 
-def encoder_parameters(*, width, depth, heads, ffn_dim, conv_channels, conv_layers=CONV_LAYERS, pos_conv_kernel,
-                       pos_conv_groups, head_dims=(), **_ignored) -> int:
+def encoder_parameters(
+    *,
+    width,
+    depth,
+    heads,
+    ffn_dim,
+    conv_channels,
+    conv_layers=CONV_LAYERS,
+    pos_conv_kernel,
+    pos_conv_groups,
+    head_dims=(),
+    **_ignored,
+) -> int:
     """Parameters of :func:`build_encoder` with this config, plus prediction heads of ``head_dims``, without building it."""
     total, channels_in = 0, 1
     for kernel, _ in conv_layers:
@@ -235,7 +262,9 @@ def encoder_parameters(*, width, depth, heads, ffn_dim, conv_channels, conv_laye
         channels_in = conv_channels
     total += 2 * conv_channels + conv_channels * width + width  # projection norm + dense
     total += pos_conv_kernel * (width // pos_conv_groups) * width + width + 2 * width  # pos conv + encoder norm
-    per_layer = 4 * (width * width + width) + 2 * width + (width * ffn_dim + ffn_dim + ffn_dim * width + width) + 2 * width
+    per_layer = (
+        4 * (width * width + width) + 2 * width + (width * ffn_dim + ffn_dim + ffn_dim * width + width) + 2 * width
+    )
     return total + depth * per_layer + sum(width * dim + dim for dim in head_dims)
 
 
@@ -275,12 +304,15 @@ def sized_config(max_parameters: int, *, depth: int = 2) -> dict:
         ParameterError: even the narrowest width (16) does not fit.
     """
     fitting = [
-        width for width in range(_WIDTH_STEP, _MAX_WIDTH + 1, _WIDTH_STEP)
+        width
+        for width in range(_WIDTH_STEP, _MAX_WIDTH + 1, _WIDTH_STEP)
         if encoder_parameters(**scaled_config(width, depth=depth)) <= max_parameters
     ]
     if not fitting:
         smallest = encoder_parameters(**scaled_config(_WIDTH_STEP, depth=depth))
-        raise ParameterError(f"No student fits {max_parameters:,} parameters (the smallest, width 16, has {smallest:,}).")
+        raise ParameterError(
+            f"No student fits {max_parameters:,} parameters (the smallest, width 16, has {smallest:,})."
+        )
     return scaled_config(fitting[-1], depth=depth)
 
 

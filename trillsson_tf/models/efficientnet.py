@@ -4,6 +4,7 @@
 Keras defaults: the ``x / 128 - 1`` rescaling layer (a one-channel input takes that branch)
 and 0.2 stochastic depth; then ``Dense(embedding_dim)`` when the pooled width differs.
 """
+
 from trillsson_tf._keras import keras
 from trillsson_tf.kinds import CHUNK
 from trillsson_tf.models._common import StudentPreset, patch_input, projection_head

@@ -3,6 +3,7 @@
 They live with the models, not with the training code, so that loading a fine-tuned export
 (whose ``model.keras`` names :class:`StatsPooling`) needs no training module.
 """
+
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.contract import KWS_OUTPUT, SV_OUTPUT
 from trillsson_tf.errors import ParameterError

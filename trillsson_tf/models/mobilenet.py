@@ -6,6 +6,7 @@ for 0-255 pixels) and BatchNormalization momentum 0.9
 (:data:`trillsson_tf.models._common.BATCH_NORM_MOMENTUM`). Together the two defaults made
 ``mobilenetv3small_adv`` give near-constant scores at inference (measurements: docs/DESIGN.md, "Student").
 """
+
 from trillsson_tf._keras import keras
 from trillsson_tf.kinds import CHUNK
 from trillsson_tf.models._audio_model import SCORES_KEY
@@ -14,7 +15,9 @@ from trillsson_tf.models._common import BATCH_NORM_MOMENTUM, StudentPreset, patc
 _BACKBONES = {"small": keras.applications.MobileNetV3Small, "large": keras.applications.MobileNetV3Large}
 
 
-def build_mobilenetv3(*, variant: str = "small", alpha: float = 1.0, minimalistic: bool = False, embedding_dim: int = 1024):
+def build_mobilenetv3(
+    *, variant: str = "small", alpha: float = 1.0, minimalistic: bool = False, embedding_dim: int = 1024
+):
     """MobileNetV3 per-chunk network.
 
     Args:

@@ -6,6 +6,7 @@ ConvNext, ExtraDW), a 1x1 head to 1280, here on one log-mel patch ``[195, 80, 1]
 ``Dense(embedding_dim)`` after it (2.5 M parameters with 3 outputs). BatchNorm momentum 0.9
 (:data:`trillsson_tf.models._common.BATCH_NORM_MOMENTUM`). Block table: docs/DESIGN.md, "Student".
 """
+
 from trillsson_tf._keras import keras
 from trillsson_tf.kinds import CHUNK
 from trillsson_tf.models._audio_model import SCORES_KEY
@@ -83,7 +84,9 @@ def build_mobilenetv4_conv_small(*, width_multiplier: float = 1.0, embedding_dim
     inputs = patch_input()
     x = _conv_bn(inputs, _make_divisible(32 * width_multiplier), 3, 2, "stem")
     for index, (kind, start, middle, stride, expansion, width) in enumerate(CONV_SMALL_BLOCKS, start=1):
-        x = _block(x, kind, start, middle, stride, expansion, _make_divisible(width * width_multiplier), f"block{index}")
+        x = _block(
+            x, kind, start, middle, stride, expansion, _make_divisible(width * width_multiplier), f"block{index}"
+        )
     x = _conv_bn(x, _make_divisible(960 * width_multiplier), 1, 1, "head")
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dense(1280, name="features")(x)

@@ -4,6 +4,7 @@ TRILL and TRILLsson describe their smallest models as "ResNet-ish"; no layer tab
 public. This is the standard ResNet-50 bottleneck stack (3, 4, 6, 3 blocks; widths 64, 128,
 256, 512 times ``alpha``; expansion 4) on the log-mel patch, then ``Dense(embedding_dim)``.
 """
+
 from trillsson_tf._keras import keras
 from trillsson_tf.kinds import CHUNK
 from trillsson_tf.models._common import StudentPreset, patch_input, projection_head

@@ -6,6 +6,7 @@ global average pooling and ``Dense(embedding_dim)``: 74,156 parameters at D=96 (
 5x5 depthwise kernels (80,044 parameters), which follow the teacher more closely at equal steps
 (docs/DESIGN.md, "Student"; ``benchmarks/distill_benchmark.py``).
 """
+
 from trillsson_tf._keras import keras
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.kinds import CHUNK

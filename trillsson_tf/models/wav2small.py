@@ -8,6 +8,7 @@ parameters, all builtin TFLite ops. ``model.dft_frontend`` and ``model.clip_netw
 parts (the board computes the first for TFLite Micro). Output ``{'scores': [batch, embedding_dim]}``,
 no ``embedding``. Layer table and measurements: docs/DESIGN.md, "Student".
 """
+
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.contract import LOG_MEL_INPUT_NAME
 from trillsson_tf.errors import ParameterError
@@ -180,10 +181,14 @@ def _fixed_dense_weights(network, frontend) -> None:
 
 def _check_pools(filters, pools) -> tuple:
     if len(pools) != len(filters):
-        raise ParameterError(f"pools {tuple(pools)} must give one entry (None or (time, mel)) per block of filters {tuple(filters)}.")
+        raise ParameterError(
+            f"pools {tuple(pools)} must give one entry (None or (time, mel)) per block of filters {tuple(filters)}."
+        )
     checked = []
     for pool in pools:
-        if pool is not None and (len(pool) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pool)):
+        if pool is not None and (
+            len(pool) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pool)
+        ):
             raise ParameterError(f"Each pool must be None or two positive integers (time, mel), got {pool!r}.")
         checked.append(None if pool is None else tuple(pool))
     return tuple(checked)
@@ -204,8 +209,14 @@ def build_dft_frontend(*, compression: str = "log", frontend=None):
     audio = keras.Input(shape=(None,), name=NORMALIZED_INPUT_NAME)
     # Every layer float32, also under a mixed_float16 policy: the spectrogram and its dB need the range.
     frames = layers.Reshape((-1, 1), name="to_signal", dtype="float32")(audio)
-    dft_layer = dict(filters=frontend.num_dft_bins, kernel_size=frontend.window_samples, strides=frontend.hop_samples,
-                     use_bias=False, trainable=False, dtype="float32")
+    dft_layer = dict(
+        filters=frontend.num_dft_bins,
+        kernel_size=frontend.window_samples,
+        strides=frontend.hop_samples,
+        use_bias=False,
+        trainable=False,
+        dtype="float32",
+    )
     real = layers.Conv1D(name="dft_real", **dft_layer)(frames)
     imag = layers.Conv1D(name="dft_imag", **dft_layer)(frames)
     magnitude = DFTMagnitude(name="magnitude", dtype="float32")([real, imag])
@@ -216,8 +227,13 @@ def build_dft_frontend(*, compression: str = "log", frontend=None):
     return network
 
 
-def build_clip_network(*, filters=(16, 32, 48, 48, 48), pools=((1, 2), (1, 2), (2, 1), (2, 1), None),
-                       embedding_dim: int = 3, num_mel_bins: int = dft.DEFAULT_DFT_FRONTEND.num_mel_bins):
+def build_clip_network(
+    *,
+    filters=(16, 32, 48, 48, 48),
+    pools=((1, 2), (1, 2), (2, 1), (2, 1), None),
+    embedding_dim: int = 3,
+    num_mel_bins: int = dft.DEFAULT_DFT_FRONTEND.num_mel_bins,
+):
     """The trainable Wav2Small network: dB mel bands of a whole clip -> k scores.
 
     Args:
@@ -250,8 +266,15 @@ def build_clip_network(*, filters=(16, 32, 48, 48, 48), pools=((1, 2), (1, 2), (
     return keras.Model(decibels, scores, name=CLIP_NETWORK_NAME)
 
 
-def build_wav2small(*, name: str = "wav2small", filters=(16, 32, 48, 48, 48), pools=((1, 2), (1, 2), (2, 1), (2, 1), None),
-                    compression: str = "log", embedding_dim: int = 3, frontend=None):
+def build_wav2small(
+    *,
+    name: str = "wav2small",
+    filters=(16, 32, 48, 48, 48),
+    pools=((1, 2), (1, 2), (2, 1), (2, 1), None),
+    compression: str = "log",
+    embedding_dim: int = 3,
+    frontend=None,
+):
     """The whole Wav2Small model with the hub-style call.
 
     Args:
@@ -264,7 +287,9 @@ def build_wav2small(*, name: str = "wav2small", filters=(16, 32, 48, 48, 48), po
         ``{'scores': float32 [batch, embedding_dim]}``.
     """
     frontend = _config_from(frontend)
-    network = build_clip_network(filters=filters, pools=pools, embedding_dim=embedding_dim, num_mel_bins=frontend.num_mel_bins)
+    network = build_clip_network(
+        filters=filters, pools=pools, embedding_dim=embedding_dim, num_mel_bins=frontend.num_mel_bins
+    )
     audio = keras.Input(shape=(None,), dtype="float32", name=AUDIO_INPUT_NAME)
     normalized = ClipNormalization(frontend, name="clip_normalization", dtype="float32")(audio)
     decibels = build_dft_frontend(compression=compression, frontend=frontend)(normalized)
@@ -277,8 +302,12 @@ PRESETS = {
         family=CLIP,
         build=build_wav2small,
         output_key=SCORES_KEY,
-        config={"filters": (16, 32, 48, 48, 48), "pools": ((1, 2), (1, 2), (2, 1), (2, 1), None), "compression": "log",
-                "embedding_dim": 3},
+        config={
+            "filters": (16, 32, 48, 48, 48),
+            "pools": ((1, 2), (1, 2), (2, 1), (2, 1), None),
+            "compression": "log",
+            "embedding_dim": 3,
+        },
         description="Wav2Small: raw audio, conv DFT + mel + dB, 3x3 conv blocks, attention pool + Gram, k scores",
         published_params=72_000,
         verified="raw audio normalised per clip, conv DFT, mel, log, 3x3 conv blocks, attention pooling, Gram, linear A/D/V head",

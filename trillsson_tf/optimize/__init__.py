@@ -9,6 +9,7 @@ wrappers, ``*_scope()`` loads a saved wrapped model. Modules: :mod:`~trillsson_t
 :mod:`~trillsson_tf.optimize.pipeline` and :mod:`~trillsson_tf.optimize._tfmot` (the only door to
 tfmot internals). Importing this package does not import tfmot (it sets a Keras environment variable).
 """
+
 from trillsson_tf.optimize.cluster import apply_clustering, cluster_scope, strip_clustering
 from trillsson_tf.optimize.pipeline import (
     QAT_LEARNING_RATE,

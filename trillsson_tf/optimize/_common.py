@@ -1,4 +1,5 @@
 """Weight helpers shared by the optimization techniques and the recovery (no tfmot)."""
+
 from trillsson_tf._keras import keras
 
 __all__ = ["KERNEL_NAMES", "clone", "weight_name", "kernels"]

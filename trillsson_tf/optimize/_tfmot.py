@@ -9,6 +9,7 @@ from :func:`import_tfmot` and the private pieces from the functions here.
 
 Everything is imported inside the functions: importing tfmot sets ``TF_USE_LEGACY_KERAS``.
 """
+
 import contextlib
 import functools
 import warnings

@@ -1,4 +1,5 @@
 """Weight clustering of a chunk network: :func:`apply_clustering`, :func:`strip_clustering`, :func:`cluster_scope`."""
+
 import contextlib
 
 import numpy as np
@@ -43,7 +44,10 @@ def apply_clustering(network, *, clusters: int, preserve_sparsity: bool = False)
         # A kernel with fewer weights than clusters is already "clustered"; k-means cannot split it further.
         if registry.supports(layer) and any(w.shape.num_elements() > clusters for w in kernels(layer, ("kernel",))):
             return tfmot.clustering.keras.cluster_weights(
-                layer, number_of_clusters=int(clusters), cluster_centroids_init=init, preserve_sparsity=preserve_sparsity
+                layer,
+                number_of_clusters=int(clusters),
+                cluster_centroids_init=init,
+                preserve_sparsity=preserve_sparsity,
             )
         return layer
 

@@ -7,6 +7,7 @@ frontend stays float and outside. The techniques are :mod:`~trillsson_tf.optimiz
 :func:`~trillsson_tf.optimize.recovery.recover`. This module holds the options, the data (training
 patches and held-out clips), the stage order, checkpoints and resume, the report and the export.
 """
+
 import logging
 import os
 import shutil
@@ -50,12 +51,26 @@ _FRONTEND_SLICE = 128
 _FORMAT = "trillsson_tf.optimize/1"
 
 
-def _options(prune, schedule, block_size, qat, cluster, steps, batch_size, learning_rate, num_patches,
-             validation_fraction, checkpoint_every, seed) -> dict:
+def _options(
+    prune,
+    schedule,
+    block_size,
+    qat,
+    cluster,
+    steps,
+    batch_size,
+    learning_rate,
+    num_patches,
+    validation_fraction,
+    checkpoint_every,
+    seed,
+) -> dict:
     """Validate the pipeline options; returns them as JSON-friendly data (compared on resume)."""
     if prune is None and not qat and cluster is None:
-        raise ParameterError("Nothing to do: ask for prune=<sparsity>, qat=True and/or cluster=<clusters> "
-                             "(CLI --prune, --qat, --cluster).")
+        raise ParameterError(
+            "Nothing to do: ask for prune=<sparsity>, qat=True and/or cluster=<clusters> "
+            "(CLI --prune, --qat, --cluster)."
+        )
     if prune is not None and (isinstance(prune, bool) or not isinstance(prune, (int, float)) or not 0 < prune < 1):
         raise ParameterError(f"prune must be a target sparsity in (0, 1), got {prune!r}.")
     if schedule not in SCHEDULES:
@@ -64,16 +79,22 @@ def _options(prune, schedule, block_size, qat, cluster, steps, batch_size, learn
         raise ParameterError("block_size applies to pruning; pass prune=<sparsity> with it.")
     if cluster is not None:
         check_clusters(cluster)
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("num_patches", num_patches),
-                        ("checkpoint_every", checkpoint_every)):
+    for name, value in (
+        ("steps", steps),
+        ("batch_size", batch_size),
+        ("num_patches", num_patches),
+        ("checkpoint_every", checkpoint_every),
+    ):
         check_positive(name, value)
     if learning_rate is None:
         learning_rate = QAT_LEARNING_RATE if prune is None and cluster is None else RECOVERY_LEARNING_RATE
     if not learning_rate > 0:
         raise ParameterError(f"learning_rate must be positive, got {learning_rate!r}.")
     if not 0 < validation_fraction < 1:
-        raise ParameterError(f"validation_fraction must be in (0, 1): fidelity is measured on held-out files, got "
-                             f"{validation_fraction!r}.")
+        raise ParameterError(
+            f"validation_fraction must be in (0, 1): fidelity is measured on held-out files, got "
+            f"{validation_fraction!r}."
+        )
     return {
         "prune": None if prune is None else float(prune),
         "schedule": schedule,
@@ -103,8 +124,10 @@ def _load_source(export_dir):
         )
     metadata = read_metadata(path)
     if (metadata.get("optimization") or {}).get("qat"):
-        raise ParameterError(f"{path!r} is already quantization-aware trained; optimize the float export it came from "
-                             f"({metadata['optimization'].get('source')!r}).")
+        raise ParameterError(
+            f"{path!r} is already quantization-aware trained; optimize the float export it came from "
+            f"({metadata['optimization'].get('source')!r})."
+        )
     model = keras.models.load_model(os.path.join(path, KERAS_FILE))
     chunk_network(model)  # only chunk-network students (log-mel patch in) are optimized here
     return model, metadata
@@ -117,18 +140,28 @@ def _training_data(data, *, frontend, num_patches: int, validation_fraction: flo
 
     items = find_audio(data)
     if len(items) < 2:
-        raise ParameterError(f"optimize needs at least 2 audio files in {data!r} (training and held-out), found {len(items)}.")
+        raise ParameterError(
+            f"optimize needs at least 2 audio files in {data!r} (training and held-out), found {len(items)}."
+        )
     train, held = split_items(items, validation_fraction=validation_fraction, seed=seed)
     if not held:  # a tiny data set: keep one file out so that fidelity is still measured on unseen audio
         train, held = train[:-1], train[-1:]
     # Only the crops are read (the corpus is never loaded): the same windows as cropping loaded clips.
     index = index_clips(train, progress=progress)
     rng = np.random.default_rng(seed)
-    crops = np.stack([read_crop(index, position, rng, crop_samples=frontend.min_samples)
-                      for position in rng.integers(0, len(index.items), num_patches)])
+    crops = np.stack(
+        [
+            read_crop(index, position, rng, crop_samples=frontend.min_samples)
+            for position in rng.integers(0, len(index.items), num_patches)
+        ]
+    )
     # In slices: the float64 spectra of 1,024 crops at once would take about 0.8 GB.
-    patches = np.concatenate([numpy_ops.log_mel_patches(crops[start : start + _FRONTEND_SLICE], frontend)
-                              for start in range(0, len(crops), _FRONTEND_SLICE)])
+    patches = np.concatenate(
+        [
+            numpy_ops.log_mel_patches(crops[start : start + _FRONTEND_SLICE], frontend)
+            for start in range(0, len(crops), _FRONTEND_SLICE)
+        ]
+    )
     patches = patches.reshape(-1, *frontend.patch_shape, 1).astype(np.float32)
     held_loaded = load_clips(held[:_FIDELITY_CLIPS])
     summary = {
@@ -160,12 +193,22 @@ def _stage_network(stage: str, network, options: dict, patches):
     if stage == "prune":
         frequency = max(1, steps // (2 * _MASK_UPDATES))
         end_step = frequency * max(1, int(steps * _PRUNE_RAMP) // frequency)
-        return apply_pruning(network, sparsity=options["prune"], schedule=options["schedule"], end_step=end_step,
-                             frequency=frequency, block_size=options["block_size"])
+        return apply_pruning(
+            network,
+            sparsity=options["prune"],
+            schedule=options["schedule"],
+            end_step=end_step,
+            frequency=frequency,
+            block_size=options["block_size"],
+        )
     if stage == "cluster":
         return apply_clustering(network, clusters=options["cluster"], preserve_sparsity=options["prune"] is not None)
-    return apply_qat(network, preserve_sparsity=options["prune"] is not None,
-                     preserve_clusters=options["cluster"] is not None, calibration_patches=patches)
+    return apply_qat(
+        network,
+        preserve_sparsity=options["prune"] is not None,
+        preserve_clusters=options["cluster"] is not None,
+        calibration_patches=patches,
+    )
 
 
 def _strip(stage: str, network, options: dict):
@@ -186,8 +229,9 @@ def _run_stage(stage: str, wrapped, targets, patches, options: dict, run: RunFol
     """
     steps = options["steps"]
     optimizer = keras.optimizers.Adam(options["learning_rate"])
-    checkpoints = run.checkpoints({"network": wrapped, "optimizer": optimizer}, subdir=os.path.join("checkpoints", stage),
-                                  max_to_keep=1)
+    checkpoints = run.checkpoints(
+        {"network": wrapped, "optimizer": optimizer}, subdir=os.path.join("checkpoints", stage), max_to_keep=1
+    )
     record = run.record["stages"].setdefault(stage, {"steps": steps, "loss_curve": []})
     # The step the report records, not the newest checkpoint: a kill between the two loses no curve point.
     start = checkpoints.restore(record.get("step", 0))
@@ -202,10 +246,22 @@ def _run_stage(stage: str, wrapped, targets, patches, options: dict, run: RunFol
         record["step"] = step
         run.write()
 
-    recover(wrapped, targets, patches, steps=steps, batch_size=options["batch_size"], seed=options["seed"],
-            start_step=start, optimizer=optimizer, checkpoint_every=options["checkpoint_every"], on_checkpoint=save,
-            history=record["loss_curve"], keep_zeros=stage != "prune" and options["prune"] is not None,
-            progress=progress, description=f"optimize: {stage}")
+    recover(
+        wrapped,
+        targets,
+        patches,
+        steps=steps,
+        batch_size=options["batch_size"],
+        seed=options["seed"],
+        start_step=start,
+        optimizer=optimizer,
+        checkpoint_every=options["checkpoint_every"],
+        on_checkpoint=save,
+        history=record["loss_curve"],
+        keep_zeros=stage != "prune" and options["prune"] is not None,
+        progress=progress,
+        description=f"optimize: {stage}",
+    )
 
 
 def optimize_export(
@@ -275,18 +331,41 @@ def optimize_export(
     from trillsson_tf.data import source_paths
     from trillsson_tf.export import export_savedmodel
 
-    options = _options(prune, schedule, block_size, qat, cluster, steps, batch_size, learning_rate, num_patches,
-                       validation_fraction, checkpoint_every, seed)
+    options = _options(
+        prune,
+        schedule,
+        block_size,
+        qat,
+        cluster,
+        steps,
+        batch_size,
+        learning_rate,
+        num_patches,
+        validation_fraction,
+        checkpoint_every,
+        seed,
+    )
     source = os.path.abspath(os.fspath(export_dir))
     model, metadata = _load_source(source)
-    run = RunFolder(out_dir, resume=resume, overwrite=overwrite, record_file=REPORT_FILE,
-                    inputs=[("export", source), ("--data", source_paths(data))])
-    report = run.open({"source": source, "options": options},
-                      lambda i: f"optimizes {i['source']!r} with {i['options']}")
+    run = RunFolder(
+        out_dir,
+        resume=resume,
+        overwrite=overwrite,
+        record_file=REPORT_FILE,
+        inputs=[("export", source), ("--data", source_paths(data))],
+    )
+    report = run.open(
+        {"source": source, "options": options}, lambda i: f"optimizes {i['source']!r} with {i['options']}"
+    )
     began = time.perf_counter()
     patches, held_clips, data_summary = _training_data(
-        data, frontend=model.frontend, num_patches=options["num_patches"], validation_fraction=validation_fraction,
-        seed=seed, progress=progress)
+        data,
+        frontend=model.frontend,
+        num_patches=options["num_patches"],
+        validation_fraction=validation_fraction,
+        seed=seed,
+        progress=progress,
+    )
     teacher = model.chunk_network
     targets = teacher.predict(patches, batch_size=batch_size, verbose=0)
     planned = [stage for stage in STAGES if options[stage] not in (None, False)]
@@ -300,10 +379,12 @@ def optimize_export(
         network = _strip(stage, wrapped, options)
 
     optimized = rewrap(model, network)
-    report.update({
-        "sparsity": sparsity_report(network),
-        "fidelity": _fidelity(model, optimized, held_clips),
-    })
+    report.update(
+        {
+            "sparsity": sparsity_report(network),
+            "fidelity": _fidelity(model, optimized, held_clips),
+        }
+    )
     report["not_prunable"] = report["sparsity"]["not_prunable"]
     summary = {
         "source": source,
@@ -311,13 +392,23 @@ def optimize_export(
         "overall_sparsity": report["sparsity"]["overall"],
         "fidelity_mean_cosine": report["fidelity"]["mean_cosine"],
     }
-    export = export_savedmodel(optimized, os.path.join(run.path, "export"), overwrite=True,
-                               extra_metadata={"teacher": metadata.get("teacher"), "optimization": summary})
+    export = export_savedmodel(
+        optimized,
+        os.path.join(run.path, "export"),
+        overwrite=True,
+        extra_metadata={"teacher": metadata.get("teacher"), "optimization": summary},
+    )
     if os.path.isfile(os.path.join(source, RUN_FILE)):  # the training run the card reports stays the distillation
         shutil.copy(os.path.join(source, RUN_FILE), os.path.join(export, RUN_FILE))
     report["export"] = export
     report["seconds"] = round(time.perf_counter() - began, 1)
     run.write()
-    _log.info("Optimized %s (%s): sparsity %.3f, held-out mean cosine %.5f; exported to %s", source, ", ".join(planned),
-              report["sparsity"]["overall"], report["fidelity"]["mean_cosine"], export)
+    _log.info(
+        "Optimized %s (%s): sparsity %.3f, held-out mean cosine %.5f; exported to %s",
+        source,
+        ", ".join(planned),
+        report["sparsity"]["overall"],
+        report["fidelity"]["mean_cosine"],
+        export,
+    )
     return report

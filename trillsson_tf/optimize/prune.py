@@ -6,6 +6,7 @@ prunable by :class:`PrunableDepthwiseConv2D`) and block sparsity of 1x1 convolut
 Dense layers they compute, :class:`PointwiseDense`). :func:`strip_pruning` puts the plain Keras
 layers back, so exports load without custom objects.
 """
+
 import contextlib
 import logging
 import re
@@ -62,9 +63,21 @@ class PointwiseDense(keras.layers.Dense):
     """
 
     def __init__(self, conv_config: dict, **kwargs):
-        keys = ("activation", "use_bias", "kernel_regularizer", "bias_regularizer", "activity_regularizer",
-                "kernel_constraint", "bias_constraint", "name", "trainable", "dtype")
-        super().__init__(conv_config["filters"], **{key: conv_config[key] for key in keys if key in conv_config}, **kwargs)
+        keys = (
+            "activation",
+            "use_bias",
+            "kernel_regularizer",
+            "bias_regularizer",
+            "activity_regularizer",
+            "kernel_constraint",
+            "bias_constraint",
+            "name",
+            "trainable",
+            "dtype",
+        )
+        super().__init__(
+            conv_config["filters"], **{key: conv_config[key] for key in keys if key in conv_config}, **kwargs
+        )
         self.conv_config = conv_config
 
     def get_config(self):
@@ -75,8 +88,13 @@ class PointwiseDense(keras.layers.Dense):
 
 
 def _is_pointwise(layer) -> bool:
-    return (type(layer) is keras.layers.Conv2D and tuple(layer.kernel_size) == (1, 1) and tuple(layer.strides) == (1, 1)
-            and layer.groups == 1 and layer.data_format == "channels_last")
+    return (
+        type(layer) is keras.layers.Conv2D
+        and tuple(layer.kernel_size) == (1, 1)
+        and tuple(layer.strides) == (1, 1)
+        and layer.groups == 1
+        and layer.data_format == "channels_last"
+    )
 
 
 def _pointwise_dense(layer):
@@ -100,8 +118,17 @@ def parse_block_size(block_size) -> tuple:
     return int(match[1]), int(match[2])
 
 
-def apply_pruning(network, *, sparsity: float, schedule: str = "polynomial", begin_step: int = 0, end_step: int = 100,
-                  frequency: int = 10, block_size=None, depthwise: bool = True):
+def apply_pruning(
+    network,
+    *,
+    sparsity: float,
+    schedule: str = "polynomial",
+    begin_step: int = 0,
+    end_step: int = 100,
+    frequency: int = 10,
+    block_size=None,
+    depthwise: bool = True,
+):
     """Wrap the prunable layers of a chunk network for magnitude pruning.
 
     Args:
@@ -144,10 +171,13 @@ def apply_pruning(network, *, sparsity: float, schedule: str = "polynomial", beg
 
     def wrap(layer):
         if depthwise and type(layer) is keras.layers.DepthwiseConv2D:
-            return tfmot.sparsity.keras.prune_low_magnitude(_prunable_depthwise(layer), pruning_schedule=pruning_schedule)
+            return tfmot.sparsity.keras.prune_low_magnitude(
+                _prunable_depthwise(layer), pruning_schedule=pruning_schedule
+            )
         if block and _is_pointwise(layer):
-            return tfmot.sparsity.keras.prune_low_magnitude(_pointwise_dense(layer), pruning_schedule=pruning_schedule,
-                                                            block_size=block)
+            return tfmot.sparsity.keras.prune_low_magnitude(
+                _pointwise_dense(layer), pruning_schedule=pruning_schedule, block_size=block
+            )
         prunable = kernels(layer, ("kernel",))
         if registry.supports(layer) and prunable:
             blocks = block if block and prunable[0].shape.rank == 2 else (1, 1)

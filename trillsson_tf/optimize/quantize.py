@@ -8,6 +8,7 @@ scaling); :func:`apply_qat` annotates those with an output-only QuantizeConfig
 folded scaling do. A Python ``lambda`` (``TFOpLambda``, e.g. the hard-swish of MobileNetV3)
 cannot be annotated and is refused by name.
 """
+
 import collections
 import contextlib
 import re
@@ -125,8 +126,12 @@ def fold_depthwise_batch_norms(network):
             continue
         source = by_name[nodes[0][0][0]]
         norm = network.get_layer(layer["name"])
-        if (source["class_name"] == "DepthwiseConv2D" and uses[source["name"]] == 1
-                and source["config"].get("activation") == "linear" and list(norm.axis) in ([3], [-1])):
+        if (
+            source["class_name"] == "DepthwiseConv2D"
+            and uses[source["name"]] == 1
+            and source["config"].get("activation") == "linear"
+            and list(norm.axis) in ([3], [-1])
+        ):
             folds[layer["name"]] = source["name"]
     if not folds:
         return clone(network)
@@ -155,8 +160,12 @@ def fold_depthwise_batch_norms(network):
             scale = scale * norm.gamma.numpy()
         shift = norm.beta.numpy() if norm.center else 0.0
         # Depthwise output channel c * multiplier + m comes from kernel[..., c, m].
-        layer.set_weights([kernel * scale.reshape(kernel.shape[2], kernel.shape[3]),
-                           (bias - norm.moving_mean.numpy()) * scale + shift])
+        layer.set_weights(
+            [
+                kernel * scale.reshape(kernel.shape[2], kernel.shape[3]),
+                (bias - norm.moving_mean.numpy()) * scale + shift,
+            ]
+        )
     return folded
 
 
@@ -208,7 +217,9 @@ def apply_qat(network, *, preserve_sparsity: bool = False, preserve_clusters: bo
         return annotate(layer)
 
     if preserve_clusters:
-        scheme = tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=preserve_sparsity)
+        scheme = tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(
+            preserve_sparsity=preserve_sparsity
+        )
     elif preserve_sparsity:
         scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
     else:
@@ -298,7 +309,10 @@ def strip_qat(network):
             continue
         wrapper = wrappers[layer.name]
         # The layer's own variables live in its scope; the quantizers' in the wrapper's ("quant_<name>/...").
-        own = {weight_name(v): v for v in [*wrapper.weights, *wrapper.layer.weights]
-               if not v.name.startswith(f"{wrapper.name}/")}
+        own = {
+            weight_name(v): v
+            for v in [*wrapper.weights, *wrapper.layer.weights]
+            if not v.name.startswith(f"{wrapper.name}/")
+        }
         layer.set_weights([own[weight_name(v)].numpy() for v in layer.weights])
     return plain

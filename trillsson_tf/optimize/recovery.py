@@ -3,6 +3,7 @@
 Recovery trains the pruning-, clustering- or QAT-wrapped network to reproduce the unoptimized one
 on real audio patches (distillation, MSE), so no labels are needed.
 """
+
 import numpy as np
 
 from trillsson_tf._keras import keras, tf
@@ -20,9 +21,24 @@ def freeze_batch_norm(network) -> None:
             layer.trainable = False
 
 
-def recover(network, teacher, patches, *, steps: int = 100, batch_size: int = 16, learning_rate: float = 1e-4,
-            seed: int = 0, start_step: int = 0, optimizer=None, checkpoint_every=None, on_checkpoint=None,
-            history=None, keep_zeros: bool = False, progress: bool = False, description: str = "recover") -> list:
+def recover(
+    network,
+    teacher,
+    patches,
+    *,
+    steps: int = 100,
+    batch_size: int = 16,
+    learning_rate: float = 1e-4,
+    seed: int = 0,
+    start_step: int = 0,
+    optimizer=None,
+    checkpoint_every=None,
+    on_checkpoint=None,
+    history=None,
+    keep_zeros: bool = False,
+    progress: bool = False,
+    description: str = "recover",
+) -> list:
     """Train an optimized network to reproduce the unoptimized one (distillation, MSE; no labels).
 
     Args:
@@ -65,8 +81,11 @@ def recover(network, teacher, patches, *, steps: int = 100, batch_size: int = 16
     pruning_step = tfmot.sparsity.keras.UpdatePruningStep()
     pruning_step.set_model(network)
     pruning_step.on_train_begin()
-    masks = [(variable, tf.constant(variable.numpy() != 0, variable.dtype)) for variable in network.trainable_variables
-             if keep_zeros and weight_name(variable) in KERNEL_NAMES and not np.all(variable.numpy())]
+    masks = [
+        (variable, tf.constant(variable.numpy() != 0, variable.dtype))
+        for variable in network.trainable_variables
+        if keep_zeros and weight_name(variable) in KERNEL_NAMES and not np.all(variable.numpy())
+    ]
 
     @tf.function
     def train_step(inputs, wanted):
@@ -89,8 +108,16 @@ def recover(network, teacher, patches, *, steps: int = 100, batch_size: int = 16
         if on_checkpoint is not None:
             on_checkpoint(step)
 
-    run_steps(step_fn, start=int(start_step), steps=int(steps), checkpoint_every=checkpoint_every,
-              on_checkpoint=checkpoint, history=history, progress=progress, description=description)
+    run_steps(
+        step_fn,
+        start=int(start_step),
+        steps=int(steps),
+        checkpoint_every=checkpoint_every,
+        on_checkpoint=checkpoint,
+        history=history,
+        progress=progress,
+        description=description,
+    )
     return losses
 
 

@@ -2,6 +2,7 @@
 
 Kept apart so that the driver module imports without Beam and names the extra to install.
 """
+
 import logging
 import os
 import tempfile
@@ -82,7 +83,9 @@ class TeacherTargets(beam.DoFn):
 
     def process(self, batch):
         padded_before = self.teacher.padded_clips
-        targets = batch_targets(self.teacher, [record.audio for record in batch], mode=self.mode, batch_size=self.batch_size)
+        targets = batch_targets(
+            self.teacher, [record.audio for record in batch], mode=self.mode, batch_size=self.batch_size
+        )
         self._padded.inc(self.teacher.padded_clips - padded_before)
         for record, target in zip(batch, targets):
             # Stamped on each record: a shard copied into another teacher's folder is then refused.

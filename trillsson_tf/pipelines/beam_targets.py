@@ -7,6 +7,7 @@ so ``distill(targets=out_dir)`` reads them as it reads the local cache. Runner a
 pass through unchanged; ``workers`` sets ``num_workers``, or for the DirectRunner threads
 (``direct_num_workers``, multi_threading). Why threads: docs/DESIGN.md, "Targets".
 """
+
 import importlib.util
 import json
 import logging
@@ -29,7 +30,12 @@ _SHARD_SUFFIX = ".tfrecord"
 _GLOB_CHARACTERS = "*?["
 # Runners whose client libraries are an extra of apache-beam, and what to install for them.
 _RUNNER_MODULES = {"DataflowRunner": (("apitools", "google.cloud.storage"), "apache-beam[gcp]")}
-_SCHEME_EXTRAS = {"gs": "apache-beam[gcp]", "s3": "apache-beam[aws]", "azfs": "apache-beam[azure]", "hdfs": "apache-beam (hdfs)"}
+_SCHEME_EXTRAS = {
+    "gs": "apache-beam[gcp]",
+    "s3": "apache-beam[aws]",
+    "azfs": "apache-beam[azure]",
+    "hdfs": "apache-beam (hdfs)",
+}
 
 
 def _beam():
@@ -37,7 +43,9 @@ def _beam():
     try:
         import apache_beam
     except ImportError:
-        raise TrillssonError(f"Teacher targets on Apache Beam need apache-beam: pip install '{BEAM_PACKAGE}'.") from None
+        raise TrillssonError(
+            f"Teacher targets on Apache Beam need apache-beam: pip install '{BEAM_PACKAGE}'."
+        ) from None
     return apache_beam
 
 
@@ -88,9 +96,10 @@ def match_audio(source) -> list:
     Raises:
         ParameterError: nothing matches (the message repeats the pattern and the extensions).
     """
-    if isinstance(source, (list, tuple)) or (not _is_remote(os.fspath(source)) and (
-        os.path.isdir(os.fspath(source)) or os.fspath(source).lower().endswith(".csv")
-    )):
+    if isinstance(source, (list, tuple)) or (
+        not _is_remote(os.fspath(source))
+        and (os.path.isdir(os.fspath(source)) or os.fspath(source).lower().endswith(".csv"))
+    ):
         return find_audio(source)
     source = os.fspath(source)
     _beam()
@@ -202,7 +211,9 @@ def build_targets(
     beam = _beam()
     check_mode(mode)
     if isinstance(teacher, Teacher):
-        raise ParameterError("build_targets needs a teacher spec (a string every worker can load), not a loaded Teacher.")
+        raise ParameterError(
+            "build_targets needs a teacher spec (a string every worker can load), not a loaded Teacher."
+        )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ParameterError(f"batch_size must be a positive integer, got {batch_size!r}.")
     if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 0:
@@ -215,8 +226,11 @@ def build_targets(
     out_dir = os.fspath(out_dir).rstrip("/")
     items = match_audio(data)
     # Before the teacher loads and --force deletes anything: an output overlapping an input is refused.
-    refuse_inputs(out_dir, [("--data", [*source_paths(data), *(item.path for item in items)]), ("--teacher", teacher)],
-                  what="Output")
+    refuse_inputs(
+        out_dir,
+        [("--data", [*source_paths(data), *(item.path for item in items)]), ("--teacher", teacher)],
+        what="Output",
+    )
     # Load once here: a bad spec fails before any worker starts, and teacher.json gets its identity.
     loaded = load_teacher(teacher, output_key=output_key)
     _prepare_out_dir(out_dir, overwrite)
@@ -230,9 +244,8 @@ def build_targets(
         | "Read" >> beam.ParDo(ReadAudio())
         | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=batch_size)
         | "Teacher" >> beam.ParDo(TeacherTargets(loaded.spec, output_key=output_key, mode=mode, batch_size=batch_size))
-        | "Write" >> beam.io.WriteToTFRecord(
-            f"{out_dir}/{_SHARD_PREFIX}", file_name_suffix=_SHARD_SUFFIX, num_shards=num_shards
-        )
+        | "Write"
+        >> beam.io.WriteToTFRecord(f"{out_dir}/{_SHARD_PREFIX}", file_name_suffix=_SHARD_SUFFIX, num_shards=num_shards)
     )
     _log.info("Running %s on %d files with %s (%s mode) into %s", runner, len(items), loaded.spec, mode, out_dir)
     result = pipeline.run()
@@ -252,10 +265,16 @@ def build_targets(
         "teacher": loaded.spec,
         "mode": mode,
     }
-    info = teacher_info(loaded, mode, pipeline={key: summary[key] for key in ("runner", "workers", "files", "records", "unreadable")})
+    info = teacher_info(
+        loaded, mode, pipeline={key: summary[key] for key in ("runner", "workers", "files", "records", "unreadable")}
+    )
     # teacher.json is written last: a folder that has it holds a finished run.
     with filesystems.create(f"{out_dir}/{TEACHER_FILE}") as handle:
         handle.write(json.dumps(info, indent=2).encode())
     if summary["unreadable"]:
-        _log.warning("%d of %d files could not be read and were skipped (see the worker logs).", summary["unreadable"], len(items))
+        _log.warning(
+            "%d of %d files could not be read and were skipped (see the worker logs).",
+            summary["unreadable"],
+            len(items),
+        )
     return summary

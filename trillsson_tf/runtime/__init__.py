@@ -9,6 +9,7 @@
 
 Modules: card, pool, feeders, inputs, model, stream, files. Imports numpy, never TensorFlow.
 """
+
 from trillsson_tf.runtime.card import read_model_card
 from trillsson_tf.runtime.feeders import FEEDERS
 from trillsson_tf.runtime.files import OUTPUT_FORMATS, audio_files, embed_to_file

@@ -3,6 +3,7 @@
 Every function takes the card as a dict (``{}`` when there is none) and ``name``, the file's
 name for the messages; a bad entry raises :class:`~trillsson_tf.errors.ParameterError`.
 """
+
 import json
 import logging
 import os
@@ -51,8 +52,10 @@ def read_model_card(model_path) -> dict:
 
 def describe(details: dict) -> list:
     """``['name dtype[shape signature]', ...]`` of an interpreter's input or output details, for messages."""
-    return [f"{name} {np.dtype(d['dtype']).name}{[int(size) for size in d['shape_signature']]}"
-            for name, d in details.items()]
+    return [
+        f"{name} {np.dtype(d['dtype']).name}{[int(size) for size in d['shape_signature']]}"
+        for name, d in details.items()
+    ]
 
 
 def frontend(card: dict, name: str) -> FrontendConfig:
@@ -85,8 +88,11 @@ def clip_model(card: dict, name: str):
     if not values:
         return None
     try:
-        entry = {"frontend": dft.DFTFrontendConfig.from_dict(values["frontend"]), "input": values["input"],
-                 "compression": values["compression"]}
+        entry = {
+            "frontend": dft.DFTFrontendConfig.from_dict(values["frontend"]),
+            "input": values["input"],
+            "compression": values["compression"],
+        }
     except (KeyError, TypeError) as error:
         raise ParameterError(f"Model card of {name!r} has a malformed clip_model entry: {error}") from None
     if entry["input"] not in ("audio", LOG_MEL_INPUT_NAME) or entry["compression"] not in dft.COMPRESSIONS:

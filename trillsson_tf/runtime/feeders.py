@@ -4,6 +4,7 @@ windows and stream windows reach its interpreters.
 :data:`FEEDERS` is the table; :func:`feeder_for` picks the feeder of a loaded file. A kind with a
 new input is one more entry (``tests/test_kinds.py`` checks that every input has one).
 """
+
 import numpy as np
 
 from trillsson_tf import kinds
@@ -73,9 +74,11 @@ class AudioFeeder(Feeder):
     def frames_refusal(self):
         fixed, span = self.input_length, self.frontend.chunk_span_samples
         if fixed > 0 and fixed != span:
-            return (f"{self.name!r} takes a fixed [1, {fixed}] input, which is not one frame window of {span} samples: "
-                    f"convert it with frames=True (CLI `trillsson-tf convert --frames`), or without fixed_samples, for "
-                    "a file that gives frames.")
+            return (
+                f"{self.name!r} takes a fixed [1, {fixed}] input, which is not one frame window of {span} samples: "
+                f"convert it with frames=True (CLI `trillsson-tf convert --frames`), or without fixed_samples, for "
+                "a file that gives frames."
+            )
         return None
 
     def window_vectors(self, audio, windows):
@@ -122,8 +125,10 @@ class LogMelFeeder(Feeder):
         return self.mean_of_windows(features, fixed)
 
     def frames_refusal(self):
-        return (f"{self.name!r} takes fixed windows of dB mel bands (the TFLite Micro form): convert with "
-                "frontend=True (no --no-frontend) for a file that gives frames.")
+        return (
+            f"{self.name!r} takes fixed windows of dB mel bands (the TFLite Micro form): convert with "
+            "frontend=True (no --no-frontend) for a file that gives frames."
+        )
 
 
 FEEDERS = {AUDIO_INPUT_NAME: AudioFeeder, PATCH_INPUT_NAME: PatchFeeder, LOG_MEL_INPUT_NAME: LogMelFeeder}

@@ -1,4 +1,5 @@
 """Audio files and folders in, embedding files out: :func:`embed_to_file` and the helpers of ``trillsson-tf embed``."""
+
 import csv
 import io
 import logging
@@ -56,8 +57,17 @@ def audio_files(inputs) -> list:
     return files
 
 
-def embed_to_file(model, inputs, out_path, *, num_threads=None, progress: bool = False, overwrite: bool = False,
-                  frames: bool = False, hop_s=None) -> dict:
+def embed_to_file(
+    model,
+    inputs,
+    out_path,
+    *,
+    num_threads=None,
+    progress: bool = False,
+    overwrite: bool = False,
+    frames: bool = False,
+    hop_s=None,
+) -> dict:
     """Embed audio files and folders with a ``.tflite`` model and write the vectors.
 
     One vector per file: ``.npy`` holds float32 ``[n, D]`` and a ``<out>.files.txt`` beside it
@@ -91,12 +101,17 @@ def embed_to_file(model, inputs, out_path, *, num_threads=None, progress: bool =
     out_path = os.fspath(out_path)
     extension = os.path.splitext(out_path)[1].lower()
     if extension not in OUTPUT_FORMATS:
-        raise ParameterError(f"Unknown output format {extension!r} for {out_path!r}. Expected one of: {list(OUTPUT_FORMATS)}.")
+        raise ParameterError(
+            f"Unknown output format {extension!r} for {out_path!r}. Expected one of: {list(OUTPUT_FORMATS)}."
+        )
     if hop_s is not None and not frames:
         raise ParameterError("A hop applies to frame-level outputs only: pass frames=True (CLI --frames) with it.")
     files = audio_files(inputs)
-    _check_outputs(_output_files(out_path, frames), overwrite=overwrite,
-                   inputs=[("model", getattr(model, "path", model)), ("audio file", files)])
+    _check_outputs(
+        _output_files(out_path, frames),
+        overwrite=overwrite,
+        inputs=[("model", getattr(model, "path", model)), ("audio file", files)],
+    )
     _check_writable(out_path)
     if not isinstance(model, TFLiteModel):
         model = TFLiteModel(model, num_threads=num_threads)
@@ -108,8 +123,12 @@ def embed_to_file(model, inputs, out_path, *, num_threads=None, progress: bool =
         write_atomic(_output_files(out_path, frames=False)[-1], "".join(f"{path}\n" for path in files))
     else:
         header = ["path", *(f"e{i}" for i in range(vectors.shape[1]))]
-        write_atomic(out_path, _csv_text([header, *([path, *(f"{value:.8g}" for value in vector)]
-                                                    for path, vector in zip(files, vectors))]))
+        write_atomic(
+            out_path,
+            _csv_text(
+                [header, *([path, *(f"{value:.8g}" for value in vector)] for path, vector in zip(files, vectors))]
+            ),
+        )
     _log.info("Wrote %d embeddings (%d-d) to %s", len(files), vectors.shape[1], out_path)
     return {"out": out_path, "files": len(files), "embedding_dim": int(vectors.shape[1]), "skipped": skipped}
 
@@ -170,8 +189,9 @@ def _check_writable(out_path: str) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
-        raise ParameterError(f"Cannot write the output {out_path!r}: {error.strerror or error} "
-                             f"({error.filename or folder!r}).") from None
+        raise ParameterError(
+            f"Cannot write the output {out_path!r}: {error.strerror or error} ({error.filename or folder!r})."
+        ) from None
 
 
 def _output_files(out_path: str, frames: bool) -> list:
@@ -211,9 +231,18 @@ def _frames_to_file(model: TFLiteModel, files: list, out_path: str, extension: s
         write_atomic(_output_files(out_path, frames=True)[-1], _csv_text([header, *times]))
     else:
         columns = [*header, *(f"v{i}" for i in range(vectors.shape[1]))]
-        write_atomic(out_path, _csv_text([columns, *([*row, *(f"{value:.8g}" for value in vector)]
-                                                     for row, vector in zip(times, vectors))]))
+        write_atomic(
+            out_path,
+            _csv_text(
+                [columns, *([*row, *(f"{value:.8g}" for value in vector)] for row, vector in zip(times, vectors))]
+            ),
+        )
     read = len(files) - len(skipped)
     _log.info("Wrote %d windows of %d files (%d-d, hop %g s) to %s", len(rows), read, vectors.shape[1], hop_s, out_path)
-    return {"out": out_path, "files": read, "windows": len(rows), "embedding_dim": int(vectors.shape[1]),
-            "skipped": skipped}
+    return {
+        "out": out_path,
+        "files": read,
+        "windows": len(rows),
+        "embedding_dim": int(vectors.shape[1]),
+        "skipped": skipped,
+    }

@@ -1,4 +1,5 @@
 """What the runtime takes in: clips and stream blocks checked and scaled, files behind a progress bar."""
+
 import logging
 
 import numpy as np
@@ -9,7 +10,6 @@ from trillsson_tf.contract import PCM16_SCALE
 __all__ = ["PCM16_SCALE", "check_block", "prepare_audio", "progress_bar"]
 
 _log = logging.getLogger(__package__)  # "trillsson_tf.runtime", the name the log lines have always had
-
 
 
 def prepare_audio(audio, sample_rate, model_rate: int, *, what="Audio") -> np.ndarray:

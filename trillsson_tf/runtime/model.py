@@ -3,6 +3,7 @@
 It reads the card (:mod:`.card`), loads the interpreters (:mod:`.pool`), feeds them through the
 feeder of the file's input (:mod:`.feeders`) and streams through :class:`~.stream.FrameStream`.
 """
+
 import logging
 import os
 import threading
@@ -83,7 +84,9 @@ class TFLiteModel:
             source, self.card = {"model_path": self.path}, cards.read_model_card(self.path)
         else:
             raise ParameterError(f"model must be a .tflite path or its bytes, got {type(model).__name__}.")
-        if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1):
+        if num_threads is not None and (
+            isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
+        ):
             raise ParameterError(f"num_threads must be a positive integer or None, got {num_threads!r}.")
         self._name = name = self.path or "<bytes>"
         self.frontend = cards.frontend(self.card, name)
@@ -102,8 +105,14 @@ class TFLiteModel:
             self.output_keys = cards.output_keys(self.card, outputs, self.output_key, name)
         self.pool.use_outputs(self.output_keys)
         self.reset()
-        _log.info("Loaded %s: %s model, input %s, output %r (%d-d)", name, self.kind.name,
-                  cards.describe({self.pool.input_name: self.pool.input})[0], self.output_key, self.embedding_dim)
+        _log.info(
+            "Loaded %s: %s model, input %s, output %r (%d-d)",
+            name,
+            self.kind.name,
+            cards.describe({self.pool.input_name: self.pool.input})[0],
+            self.output_key,
+            self.embedding_dim,
+        )
 
     def __repr__(self):
         return (
@@ -175,8 +184,10 @@ class TFLiteModel:
         audio-in file only when its input is one window (``convert(..., frames=True)``).
         """
         if len(self.output_keys) > 1 or self.kind.family == kinds.WAVEFORM:
-            return (f"{self._name!r} is a {self.kind.name} model with outputs {list(self.output_keys)}: it gives one "
-                    "vector per clip, no frames.")
+            return (
+                f"{self._name!r} is a {self.kind.name} model with outputs {list(self.output_keys)}: it gives one "
+                "vector per clip, no frames."
+            )
         return self.feeder.frames_refusal()
 
     def frame_windows(self, hop_s=DEFAULT_HOP_S):
@@ -260,8 +271,10 @@ class TFLiteModel:
         if refusal:
             raise ParameterError(f"{self._name!r} does not stream: {refusal}")
         if self.kind.whole_clips:
-            raise ParameterError(f"{self._name!r} is a whole-clip model (Wav2Small): its clip vector is no mean of "
-                                 "chunks, so it does not stream chunk vectors; stream its windows with hop_s=....")
+            raise ParameterError(
+                f"{self._name!r} is a whole-clip model (Wav2Small): its clip vector is no mean of "
+                "chunks, so it does not stream chunk vectors; stream its windows with hop_s=...."
+            )
 
     def stream(self, blocks, *, hop_s=None, sample_rate=None):
         """:meth:`open_stream` (same arguments) fed an iterable of mono ``[samples]`` blocks, then closed.

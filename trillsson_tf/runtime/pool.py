@@ -3,6 +3,7 @@
 The lock makes :class:`~trillsson_tf.runtime.TFLiteModel` thread-safe: an interpreter holds its
 input and output in its own tensors, so one call at a time runs in it.
 """
+
 import threading
 
 import numpy as np
@@ -58,7 +59,7 @@ class InterpreterPool:
         inputs = self.first.get_input_details()
         if len(inputs) != 1:
             raise ParameterError(f"TFLite model {name!r} must have one input; it has {describe(inputs)}.")
-        (self.input_name, self.input), = inputs.items()
+        ((self.input_name, self.input),) = inputs.items()
         fixed_batch = int(self.input["shape_signature"][0])
         self.call_sizes = (fixed_batch,) if fixed_batch > 0 else CALL_SIZES
         self.outputs = self.first.get_output_details()

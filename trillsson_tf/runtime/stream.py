@@ -1,4 +1,5 @@
 """Live streams through a :class:`~trillsson_tf.runtime.TFLiteModel`: blocks in, the windows they complete out."""
+
 import numpy as np
 
 from trillsson_tf.audio import check_sample_rate
@@ -47,9 +48,15 @@ class FrameStream:
             ParameterError: NaN/Inf, a block that is not mono ``[samples]``, a rate other than
                 the stream's; nothing of the block is kept.
         """
-        rate = check_sample_rate(sample_rate) if sample_rate is not None else (self.sample_rate_hz or self._model.sample_rate_hz)
+        rate = (
+            check_sample_rate(sample_rate)
+            if sample_rate is not None
+            else (self.sample_rate_hz or self._model.sample_rate_hz)
+        )
         if self.sample_rate_hz not in (None, rate):
-            raise ParameterError(f"Stream started at {self.sample_rate_hz} Hz, got a block at {rate} Hz; call reset() first.")
+            raise ParameterError(
+                f"Stream started at {self.sample_rate_hz} Hz, got a block at {rate} Hz; call reset() first."
+            )
         block = np.asarray(block)
         if block.ndim != 1:
             raise ParameterError(f"Stream blocks must be mono [samples], got shape {block.shape}.")
@@ -84,7 +91,9 @@ class FrameStream:
             if self._resampler is None:
                 import soxr
 
-                self._resampler = soxr.ResampleStream(self.sample_rate_hz, self._model.sample_rate_hz, 1, dtype="float32")
+                self._resampler = soxr.ResampleStream(
+                    self.sample_rate_hz, self._model.sample_rate_hz, 1, dtype="float32"
+                )
             block = self._resampler.resample_chunk(block, last=last)
         block = block.astype(np.float32, copy=False)
         min_samples = self._model.frontend.min_samples

@@ -8,6 +8,7 @@ or ``.onnx`` files (:mod:`.onnx`) or a Python callable (:mod:`.function`). Clips
 teacher's window are zero-padded (centred) and counted in :attr:`Teacher.padded_clips`: with
 mirrored speech as teacher input the distilled ``tiny_cnn`` followed the teacher less closely.
 """
+
 import importlib.util
 import logging
 import os
@@ -46,9 +47,19 @@ PROSODY = "prosody"
 # Real teachers rebuilt in tf_keras from weights inside registry packages: name -> (module, class,
 # attribute of its PackageFile, what it is). Options follow the name: 'crepe:form=scores,hop_ms=20'.
 PRESETS = {
-    "campplus": ("trillsson_tf.teachers.campplus", "CampplusTeacher", "CAMPPLUS_WEIGHTS", "CAM++ speaker encoder, 192-d"),
+    "campplus": (
+        "trillsson_tf.teachers.campplus",
+        "CampplusTeacher",
+        "CAMPPLUS_WEIGHTS",
+        "CAM++ speaker encoder, 192-d",
+    ),
     "crepe": ("trillsson_tf.teachers.crepe", "CrepeTeacher", "CREPE_WEIGHTS", "CREPE full pitch model"),
-    "whisper-tiny": ("trillsson_tf.teachers.whisper", "WhisperTinyTeacher", "WHISPER_TINY_WEIGHTS", "Whisper tiny.en encoder layers"),
+    "whisper-tiny": (
+        "trillsson_tf.teachers.whisper",
+        "WhisperTinyTeacher",
+        "WHISPER_TINY_WEIGHTS",
+        "Whisper tiny.en encoder layers",
+    ),
 }
 TEACHER_FORMS = (
     f"a preset: {', '.join(repr(name) for name in PRESETS)} (weights fetched once: trillsson-tf fetch-teacher NAME), "
@@ -194,7 +205,9 @@ class SpeechEmbeddingTeacher(Teacher):
         mel_path = os.path.join(models_dir, self.MEL_MODEL)
         embedding_path = os.path.join(models_dir, self.EMBEDDING_MODEL)
         self._mel = litert.make_interpreter(model_path=mel_path, num_threads=num_threads).get_signature_runner()
-        self._embedding = litert.make_interpreter(model_path=embedding_path, num_threads=num_threads).get_signature_runner()
+        self._embedding = litert.make_interpreter(
+            model_path=embedding_path, num_threads=num_threads
+        ).get_signature_runner()
         self.parameters = litert.parameter_count(embedding_path)
         self.identity = f"{SPEECH_EMBEDDING}:{file_fingerprint(mel_path)}:{file_fingerprint(embedding_path)}"
         self._finish_init()
@@ -211,7 +224,9 @@ class SpeechEmbeddingTeacher(Teacher):
         models_dir = os.path.join(os.path.dirname(spec.origin), "models")
         for name in (cls.MEL_MODEL, cls.EMBEDDING_MODEL):
             if not os.path.isfile(os.path.join(models_dir, name)):
-                raise TrillssonError(f"pyopen-wakeword at {models_dir!r} lacks {name}; reinstall pyopen-wakeword==1.1.0.")
+                raise TrillssonError(
+                    f"pyopen-wakeword at {models_dir!r} lacks {name}; reinstall pyopen-wakeword==1.1.0."
+                )
         return models_dir
 
     def window_embeddings(self, audio) -> np.ndarray:
@@ -228,7 +243,10 @@ class SpeechEmbeddingTeacher(Teacher):
         # One clip per call: the mel model's floor follows the loudest clip of its whole input (a
         # quiet clip batched with a loud one came out up to 4.5 higher), so batching mixed clips.
         mel = np.concatenate(
-            [next(iter(self._mel(input=np.ascontiguousarray(row[np.newaxis] * self.INT16_SCALE)).values())) for row in audio]
+            [
+                next(iter(self._mel(input=np.ascontiguousarray(row[np.newaxis] * self.INT16_SCALE)).values()))
+                for row in audio
+            ]
         )
         mel = mel[:, 0] / 10.0 + 2.0  # [batch, frames, 32]; the scaling the embedding model expects
         starts = range(0, mel.shape[1] - self.WINDOW_FRAMES + 1, self.WINDOW_STEP_FRAMES)
@@ -306,7 +324,9 @@ def load_preset(name: str, options: dict, output_key=None):
     import inspect
 
     if output_key not in (None, EMBEDDING_KEY, SCORES_KEY):
-        raise ParameterError(f"The {name!r} teacher has one clip output; choose what it gives with options (e.g. {name}:form=...), not output_key={output_key!r}.")
+        raise ParameterError(
+            f"The {name!r} teacher has one clip output; choose what it gives with options (e.g. {name}:form=...), not output_key={output_key!r}."
+        )
     module, class_name, _, _ = PRESETS[name]
     cls = getattr(importlib.import_module(module), class_name)
     accepted = [key for key in inspect.signature(cls.__init__).parameters if key != "self"]
@@ -362,7 +382,9 @@ def load_teacher(spec, *, output_key=None, weights=None) -> Teacher:
         return MfccTeacher()
     if spec == SPEECH_EMBEDDING:
         if output_key not in (None, EMBEDDING_KEY):
-            raise ParameterError(f"The {SPEECH_EMBEDDING!r} teacher has one output, {EMBEDDING_KEY!r}; got output_key={output_key!r}.")
+            raise ParameterError(
+                f"The {SPEECH_EMBEDDING!r} teacher has one output, {EMBEDDING_KEY!r}; got output_key={output_key!r}."
+            )
         return SpeechEmbeddingTeacher()
     if spec == PROSODY:
         if output_key not in (None, EMBEDDING_KEY, SCORES_KEY):

@@ -1,4 +1,5 @@
 """The teacher base classes: the call contract in numpy, padding, and fixed-window models."""
+
 import hashlib
 import logging
 import os
@@ -18,8 +19,10 @@ _PROBE_SAMPLES = 32000
 def file_fingerprint(path: str) -> str:
     """``sha1`` of a file's bytes, or of every file under a directory (names and bytes)."""
     digest = hashlib.sha1()
-    files = [path] if os.path.isfile(path) else sorted(
-        os.path.join(root, name) for root, _, names in os.walk(path) for name in names
+    files = (
+        [path]
+        if os.path.isfile(path)
+        else sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
     )
     for file in files:
         digest.update(os.path.relpath(file, path).encode())
@@ -60,7 +63,9 @@ class Teacher:
         self.identity = spec
 
     def _finish_init(self) -> None:
-        self.embedding_dim = int(self._embed(np.zeros((1, max(_PROBE_SAMPLES, self.min_samples)), np.float32)).shape[-1])
+        self.embedding_dim = int(
+            self._embed(np.zeros((1, max(_PROBE_SAMPLES, self.min_samples)), np.float32)).shape[-1]
+        )
 
     def __call__(self, audio, *, sample_rate: int = 16000) -> dict:
         """Clip vectors of ``audio``.
@@ -141,5 +146,3 @@ class WindowedTeacher(Teacher):
         if self.window_samples is None:
             return self._run(audio)
         return self.window_embeddings(audio).mean(axis=1)
-
-

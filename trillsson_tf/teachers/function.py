@@ -1,4 +1,5 @@
 """A plain Python function as a teacher, so that a PyTorch (or any) model can teach without an export."""
+
 import hashlib
 
 import numpy as np
@@ -46,5 +47,7 @@ class CallableTeacher(Teacher):
                 f"Callable teacher {self.spec!r} must return [batch, D] = [{audio.shape[0]}, D]; it returned shape {list(output.shape)}."
             )
         if not np.isfinite(output).all():
-            raise ParameterError(f"Callable teacher {self.spec!r} returned NaN or Inf for a batch of {audio.shape[0]} clip(s).")
+            raise ParameterError(
+                f"Callable teacher {self.spec!r} returned NaN or Inf for a batch of {audio.shape[0]} clip(s)."
+            )
         return output

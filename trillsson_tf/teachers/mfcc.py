@@ -1,4 +1,5 @@
 """The ``mfcc`` baseline: MFCC mean and standard deviation per clip, no network (what any model must beat)."""
+
 import numpy as np
 
 from trillsson_tf.teachers.base import Teacher
@@ -23,5 +24,7 @@ class MfccTeacher(Teacher):
     def _embed(self, audio):
         import librosa
 
-        mfcc = librosa.feature.mfcc(y=np.asarray(audio, np.float32), sr=16000, n_mfcc=self.coefficients)  # [batch, n, frames]
+        mfcc = librosa.feature.mfcc(
+            y=np.asarray(audio, np.float32), sr=16000, n_mfcc=self.coefficients
+        )  # [batch, n, frames]
         return np.concatenate([mfcc.mean(axis=-1), mfcc.std(axis=-1)], axis=-1).astype(np.float32)

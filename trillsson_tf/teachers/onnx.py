@@ -1,4 +1,5 @@
 """ONNX teachers: any waveform-input ``.onnx`` model run with onnxruntime (the ``[onnx]`` extra)."""
+
 import os
 
 import numpy as np
@@ -61,7 +62,9 @@ class OnnxTeacher(WindowedTeacher):
             )
         self._rank = len(shape)
         if self._rank == 2 and _fixed(shape[0]) not in (None, 1):
-            raise ParameterError(f"ONNX teacher {path!r} has a fixed batch of {shape[0]}; export it with batch 1 or a symbolic batch.")
+            raise ParameterError(
+                f"ONNX teacher {path!r} has a fixed batch of {shape[0]}; export it with batch 1 or a symbolic batch."
+            )
         self._batched = self._rank == 2 and _fixed(shape[0]) is None
         self.window_samples = _fixed(shape[-1])
         self.min_samples = self.window_samples or 0
@@ -87,4 +90,6 @@ def _parameter_count(path: str):
     except ImportError:
         return None
     model = onnx.load(path, load_external_data=False)
-    return int(sum(int(np.prod(tensor.dims)) for tensor in model.graph.initializer if tensor.data_type in (1, 10, 11, 16)))
+    return int(
+        sum(int(np.prod(tensor.dims)) for tensor in model.graph.initializer if tensor.data_type in (1, 10, 11, 16))
+    )

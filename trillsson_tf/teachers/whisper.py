@@ -6,6 +6,7 @@ Frontend: Whisper's 80-bin log-mel, in numpy. Layers ``0`` (conv stem + position
 ``4`` (residual stream after each block) and ``final`` (after the last LayerNorm): 384-d, one
 frame per 320 samples. ``benchmarks/parity_whisper.py`` checks it against CTranslate2 itself.
 """
+
 import functools
 import re
 
@@ -90,7 +91,9 @@ def log_mel(audio, *, pad_to_30s: bool = False) -> np.ndarray:
     """
     audio = np.asarray(audio, np.float64)
     if audio.ndim != 2 or not N_FFT // 2 < audio.shape[1] <= MAX_SAMPLES:
-        raise ParameterError(f"Whisper's log-mel takes audio [batch, 201 ... {MAX_SAMPLES}], got shape {list(audio.shape)}.")
+        raise ParameterError(
+            f"Whisper's log-mel takes audio [batch, 201 ... {MAX_SAMPLES}], got shape {list(audio.shape)}."
+        )
     if pad_to_30s:
         audio = np.pad(audio, ((0, 0), (0, MAX_SAMPLES - audio.shape[1])))
     return np.stack([_log_mel_clip(clip) for clip in audio])
@@ -151,7 +154,9 @@ def _block(x, index: int, heads: int, hidden: int):
     norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=f"layer_{index}_attention_norm")
     x = keras.layers.Add()([x, SelfAttention(heads, name=f"layer_{index}_attention")(norm(x))])
     norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=f"layer_{index}_ffn_norm")
-    up = keras.layers.Dense(hidden, activation=keras.activations.gelu, name=f"layer_{index}_ffn_in")  # approximate=False
+    up = keras.layers.Dense(
+        hidden, activation=keras.activations.gelu, name=f"layer_{index}_ffn_in"
+    )  # approximate=False
     down = keras.layers.Dense(width, name=f"layer_{index}_ffn_out")
     return keras.layers.Add()([x, down(up(norm(x)))])
 
@@ -164,6 +169,7 @@ def _variable(variables: dict, name: str, source: str) -> np.ndarray:
 
 def _weights(variables: dict, source: str, blocks: int) -> dict:
     """``{keras layer name: [arrays]}`` from CTranslate2 names (PyTorch layouts transposed)."""
+
     def get(name):
         return _variable(variables, "encoder/" + name, source)
 
@@ -174,7 +180,9 @@ def _weights(variables: dict, source: str, blocks: int) -> dict:
         scope = f"layer_{i}"
         attention, ffn = f"{scope}/self_attention/", f"{scope}/ffn/"
         layers[f"{scope}_attention_norm"] = [get(attention + "layer_norm/gamma"), get(attention + "layer_norm/beta")]
-        layers[f"{scope}_attention"] = [get(attention + f"linear_{j}/{kind}").T for j in (0, 1) for kind in ("weight", "bias")]
+        layers[f"{scope}_attention"] = [
+            get(attention + f"linear_{j}/{kind}").T for j in (0, 1) for kind in ("weight", "bias")
+        ]
         layers[f"{scope}_ffn_norm"] = [get(ffn + "layer_norm/gamma"), get(ffn + "layer_norm/beta")]
         layers[f"{scope}_ffn_in"] = [get(ffn + "linear_0/weight").T, get(ffn + "linear_0/bias")]
         layers[f"{scope}_ffn_out"] = [get(ffn + "linear_1/weight").T, get(ffn + "linear_1/bias")]
@@ -270,7 +278,9 @@ class WhisperTinyTeacher(LayeredTeacher):
 
     def _layer_outputs(self, audio):
         if audio.shape[1] > MAX_SAMPLES:
-            raise ParameterError(f"Teacher {WHISPER_TINY!r} takes clips of at most 30 s ({MAX_SAMPLES} samples), got {audio.shape[1]}.")
+            raise ParameterError(
+                f"Teacher {WHISPER_TINY!r} takes clips of at most 30 s ({MAX_SAMPLES} samples), got {audio.shape[1]}."
+            )
         frames = num_frames(audio.shape[1])
         outputs = self.encode(log_mel(audio, pad_to_30s=self.pad_to_30s))
         return {name: value[:, :frames] for name, value in outputs.items()}
