@@ -19,7 +19,7 @@ with the number of files (``corpus_scale_benchmark_files.{json,md}``).
 
     .venv/bin/python benchmarks/corpus_scale_benchmark.py                      # 300 files: 1x, 10x, 20x; 60 steps
     .venv/bin/python benchmarks/corpus_scale_benchmark.py --files 0 --views 0 9 99 --steps 400 --repeats 3 --baseline ../wt/inmem
-    .venv/bin/python benchmarks/corpus_scale_benchmark.py --file-counts 300 3000 12000 --steps 100
+    .venv/bin/python benchmarks/corpus_scale_benchmark.py --file-counts 300 3000 12000 --steps 100 --repeats 3
 
 Writes ``benchmarks/results/corpus_scale_benchmark.{json,md}`` and prints the markdown.
 """
@@ -178,46 +178,55 @@ def cut_files(count, folder):
     return paths
 
 
-def scale_files(counts, *, steps, work):
-    """Peak RSS and steps/s of ``distill`` (10 % held out) on each number of files; writes ``*_files.{json,md}``."""
+def scale_files(counts, *, steps, work, repeats=1):
+    """Peak RSS and steps/s of ``distill`` (10 % held out) on each number of files; writes ``*_files.{json,md}``.
+
+    ``repeats`` runs per size, the sizes taking turns; the table gives medians (peak RSS moves by a
+    few percent from run to run).
+    """
     from trillsson_tf.targets import build_cache
     from trillsson_tf.data import find_audio
     from trillsson_tf.teachers import load_teacher
 
-    teacher, rows = load_teacher("speech_embedding"), []
+    teacher = load_teacher("speech_embedding")
     everything = cut_files(max(counts), os.path.join(work, "cut"))
+    rows = []
     for count in sorted(counts):
-        files, cache = everything[:count], os.path.join(work, f"cache_files_{count}")
-        build_cache(teacher, find_audio(files), cache_dir=cache, progress=True)
-        run = run_size(files, 0, cache=cache, steps=steps, work=work, validation_fraction=0.1)
-        rows.append(
-            {
-                "files": count,
-                "rss_mb": run["rss_mb"],
-                "steps_per_second": run["steps_per_second"],
-                "validation_files": run["data"].get("validation_files"),
-            }
-        )
-        print(rows[-1], flush=True)
+        cache = os.path.join(work, f"cache_files_{count}")
+        build_cache(teacher, find_audio(everything[:count]), cache_dir=cache, progress=True)
+        rows.append({"files": count, "cache": cache, "runs": []})
+    for repeat in range(repeats):
+        for row in rows:
+            run = run_size(
+                everything[: row["files"]], 0, cache=row["cache"], steps=steps, work=work, validation_fraction=0.1
+            )
+            row["runs"].append({"rss_mb": run["rss_mb"], "steps_per_second": run["steps_per_second"]})
+            row["validation_files"] = run["data"].get("validation_files")
+            print({"files": row["files"], "repeat": repeat, **row["runs"][-1]}, flush=True)
+    for row in rows:
+        row.update({key: _median(row["runs"], key) for key in ("rss_mb", "steps_per_second")})
     lines = [
         "# Streaming distillation: memory against the number of files",
         "",
         f"Distinct 2 s files cut from ../shared/data, `speech_embedding` targets (cached before the run), "
-        f"`tiny_cnn`, batch 32, {steps} steps, 10 % of files held out, one fresh process per size, "
-        f"2-core CPU ({time.strftime('%Y-%m-%d')}).",
+        f"`tiny_cnn`, batch 32, {steps} steps, 10 % of files held out, one fresh process per run, "
+        f"{repeats} run(s) per size taking turns, medians, 2-core CPU ({time.strftime('%Y-%m-%d')}).",
         "",
-        "| files | held out | peak RSS MB | RSS / smallest | steps/s |",
-        "|---:|---:|---:|---:|---:|",
+        "| files | held out | peak RSS MB (median) | RSS / smallest | peak RSS of each run | steps/s |",
+        "|---:|---:|---:|---:|---|---:|",
     ]
-    lines += [
-        f"| {row['files']:,} | {row['validation_files']} | {row['rss_mb']:.0f} | "
-        f"{row['rss_mb'] / rows[0]['rss_mb']:.3f} | {_rate(row['steps_per_second'])} |"
-        for row in rows
-    ]
+    for row in rows:
+        each = ", ".join(f"{run['rss_mb']:.0f}" for run in row["runs"])
+        lines.append(
+            f"| {row['files']:,} | {row['validation_files']} | {row['rss_mb']:.0f} | "
+            f"{row['rss_mb'] / rows[0]['rss_mb']:.3f} | {each} | {_rate(row['steps_per_second'])} |"
+        )
     markdown = "\n".join(lines) + "\n"
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "corpus_scale_benchmark_files.json"), "w") as handle:
-        json.dump({"date": time.strftime("%Y-%m-%d"), "steps": steps, "rows": rows}, handle, indent=2)
+        json.dump(
+            {"date": time.strftime("%Y-%m-%d"), "steps": steps, "repeats": repeats, "rows": rows}, handle, indent=2
+        )
     with open(os.path.join(RESULTS, "corpus_scale_benchmark_files.md"), "w") as handle:
         handle.write(markdown)
     print(markdown)
@@ -246,7 +255,10 @@ def main(argv=None):
         parser.error("--repeats must be at least 1 and --steps at least 2")
     if args.file_counts:
         return scale_files(
-            args.file_counts, steps=args.steps, work=args.work or tempfile.mkdtemp(prefix="corpus_scale_benchmark_")
+            args.file_counts,
+            steps=args.steps,
+            repeats=args.repeats,
+            work=args.work or tempfile.mkdtemp(prefix="corpus_scale_benchmark_"),
         )
     from trillsson_tf.data import find_audio
     from trillsson_tf.targets import build_cache

@@ -36,6 +36,7 @@ from trillsson_tf.distribute import (
 )
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.export import export_savedmodel
+from trillsson_tf.formats.target_shard import pcm16_float
 from trillsson_tf.input_pipeline import SHUFFLE_BUFFER, reader_shards, scan_shards, training_dataset
 from trillsson_tf.kinds import WAVEFORM
 from trillsson_tf.metrics import fidelity
@@ -372,13 +373,15 @@ def _loss_fn(config: DistillConfig):
 
 
 def _predictor(model, batch: int):
-    """``audio [N, samples] -> float32 [N, D]``: the student's outputs, ``batch`` clips a call.
+    """``audio int16 [N, samples] -> float32 [N, D]``: the student's outputs, ``batch`` clips a call.
 
     Batched: one call on all held-out clips (up to 256) took 500 MB at every checkpoint.
     """
     key = models.output_key(model)
     predict = tf.function(lambda clips: tf.cast(model(clips, training=False)[key], tf.float32), reduce_retracing=True)
-    return lambda audio: np.concatenate([predict(audio[i : i + batch]).numpy() for i in range(0, len(audio), batch)])
+    return lambda audio: np.concatenate(
+        [predict(pcm16_float(audio[i : i + batch])).numpy() for i in range(0, len(audio), batch)]
+    )
 
 
 def _describe(session: _Session, skipped_files, set_aside, scan_s, float16_error) -> None:

@@ -16,6 +16,7 @@ from trillsson_tf._keras import keras, tf
 from trillsson_tf.configs import DEFAULT_SEGMENT_SAMPLES, LayerDistillConfig, make_config
 from trillsson_tf.data import find_audio, segments, source_paths, split_items
 from trillsson_tf.errors import ParameterError
+from trillsson_tf.formats.target_shard import pcm16_float
 from trillsson_tf.export import export_savedmodel
 from trillsson_tf import models
 from trillsson_tf.contract import SAMPLE_RATE_HZ
@@ -378,7 +379,7 @@ def distill_layers(
     def validate(step: int) -> None:
         if held_audio is not None:
             values = [
-                float(eval_loss(held_audio[i : i + batch_size], held_targets[i : i + batch_size]))
+                float(eval_loss(pcm16_float(held_audio[i : i + batch_size]), held_targets[i : i + batch_size]))
                 for i in range(0, len(held_audio), batch_size)
             ]
             validation_history.append([step, float(np.mean(values))])

@@ -15,7 +15,7 @@ import logging
 import numpy as np
 
 from trillsson_tf.contract import PCM16_SCALE
-from trillsson_tf.formats.target_shard import parse_record, record_audio, record_samples, record_targets
+from trillsson_tf.formats.target_shard import parse_record, pcm16, record_audio, record_samples, record_targets
 from trillsson_tf.data import CROP_SAMPLES, check_validation_fraction, is_validation, segments
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.targets import ShardError, check_folder, shard_paths, shard_records, skip_shard
@@ -64,7 +64,8 @@ class ShardScan:
         target_std: float64 ``[D]``, their standard deviation.
         target_rows: Training target rows counted.
         sample_targets: float64 ``[<= MAX_SAMPLE_TARGETS, D]``, a uniform sample of them.
-        validation_audio: float32 ``[V, segment_samples]``, the first segment of up to
+        validation_audio: int16 ``[V, segment_samples]`` (16-bit PCM, half of float32's memory:
+            :func:`~trillsson_tf.formats.target_shard.pcm16_float` per batch), the first segment of up to
             ``max_validation`` held-out files.
         validation_targets: float32 ``[V, D]``, their target rows.
         train_hours: Hours of training audio (views included).
@@ -226,7 +227,7 @@ def scan_shards(
                         shard_held_paths.add(path)
                         if len(held_audio) + len(shard_held) < max_validation:
                             shard_held.append(
-                                (segments(record_audio(feature), segment_samples=segment_samples)[0], targets[0])
+                                (pcm16(segments(record_audio(feature), segment_samples=segment_samples)[0]), targets[0])
                             )
                 else:
                     shard_prints.append(fingerprint)
@@ -273,7 +274,7 @@ def scan_shards(
         target_std=std,
         target_rows=moments.count,
         sample_targets=np.array(moments.sample),
-        validation_audio=(np.stack(held_audio) if held_audio else np.zeros((0, segment_samples), np.float32)),
+        validation_audio=(np.stack(held_audio) if held_audio else np.zeros((0, segment_samples), np.int16)),
         validation_targets=(
             np.stack(held_targets).astype(np.float32) if held_targets else np.zeros((0, dim), np.float32)
         ),

@@ -23,6 +23,7 @@ __all__ = [
     "encode_record",
     "parse_record",
     "pcm16",
+    "pcm16_float",
     "record_audio",
     "record_samples",
     "record_targets",
@@ -63,6 +64,11 @@ def pcm16(audio) -> np.ndarray:
     return np.clip(scaled, -PCM16_SCALE, PCM16_SCALE - 1).astype("<i2")
 
 
+def pcm16_float(samples) -> np.ndarray:
+    """16-bit PCM samples (int16, any shape) -> float32 in [-1, 1)."""
+    return np.asarray(samples, np.float32) / PCM16_SCALE
+
+
 def encode_record(record: TargetRecord) -> bytes:
     """Serialize a :class:`TargetRecord` (the current format)."""
     from trillsson_tf._keras import tf
@@ -97,7 +103,7 @@ def _raw(feature, name: str) -> bytes:
 def record_audio(feature) -> np.ndarray:
     """float32 ``[samples]`` audio of a parsed record (either format)."""
     if "audio_pcm16" in feature:
-        return np.frombuffer(_raw(feature, "audio_pcm16"), dtype="<i2").astype(np.float32) / PCM16_SCALE
+        return pcm16_float(np.frombuffer(_raw(feature, "audio_pcm16"), dtype="<i2"))
     return np.frombuffer(_raw(feature, "audio"), dtype="<f4").astype(np.float32)  # format 1
 
 
