@@ -4,7 +4,7 @@ On a distilled student (by default ``tiny_cnn`` distilled here from the offline
 ``speech_embedding`` teacher on FSDD training takes and half of the LibriSpeech speakers in
 ``../shared/data``; or any export with ``--export``):
 
-* ``.tflite`` variants through :func:`converters.tflite.convert`: float32, float16 and int8 with
+* ``.tflite`` variants through :func:`trillsson_tf.converters.tflite.convert`: float32, float16 and int8 with
   the frontend inside (audio in), and float32, dynamic-range and int8 of the network alone
   (log-mel patch in, the numpy frontend of the runtime outside); file sizes and ratios;
 * fidelity: mean cosine of each variant, run by :class:`trillsson_tf.runtime.TFLiteModel`, to
@@ -188,7 +188,7 @@ def measure(path: str, reference, clips, second, runs: int) -> dict:
 
 
 def convert_variants(export: str, out_dir: str, calibration, prefix: str, names) -> dict:
-    from converters.tflite import convert
+    from trillsson_tf.converters.tflite import convert
 
     paths = {}
     for name in names:
@@ -211,7 +211,7 @@ def scale_sizes(student: str, out_dir: str, calibration, second, runs: int) -> d
     Neither depends on training, and at TRILLsson scale the network, not the float frontend
     and the file's fixed part, is what the size and latency ratios measure.
     """
-    from converters.tflite import convert
+    from trillsson_tf.converters.tflite import convert
     from trillsson_tf import models
     from trillsson_tf.runtime import TFLiteModel
 
@@ -257,7 +257,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--results", default=RESULTS_DIR, help="folder for convert_benchmark.{json,md}")
     args = parser.parse_args(argv)
 
-    from converters.common import load_keras_model
+    from trillsson_tf.converters.common import load_keras_model
     from trillsson_tf.audio import load_audio
     from trillsson_tf.optimize import optimize_export
 

@@ -6,8 +6,8 @@ calibrated and fed with real speech from the bundled LibriSpeech clips:
 * ``wav2small`` (the default, 73,464 parameters), the ``--micro`` form: int8 dB mel bands of 1 s in;
 * ``tiny_cnn``, the patch-in int8 embedding network (``frontend=False``: log-mel patch in).
 
-Each goes through :func:`converters.micro_project.write_micro_project` and
-:func:`converters.micro_project.micro_build`: built with Debian's ``arm-none-eabi`` toolchain
+Each goes through :func:`trillsson_tf.converters.micro_project.write_micro_project` and
+:func:`trillsson_tf.converters.micro_project.micro_build`: built with Debian's ``arm-none-eabi`` toolchain
 against ``libtensorflow-microlite.a`` (built once, cached), run on the board, and its outputs
 compared bit for bit with the host ``tflite-micro`` interpreter's. Records flash (text + rodata
 + the rest stored) and RAM (data + bss, and with the arena measured on the board) from the ELF,
@@ -36,7 +36,7 @@ TOO_SMALL_ARENA = 2048  # bytes: far below either model's need
 
 def _models(work: str) -> dict:
     """``{label: (tflite path, float input)}``: the two int8 models and one real-speech input each."""
-    from converters import common, tflite
+    from trillsson_tf.converters import common, tflite
     from trillsson_tf import models
     from trillsson_tf._keras import keras
     from trillsson_tf.frontend import DEFAULT_FRONTEND, dft
@@ -66,7 +66,7 @@ def _checkouts() -> list:
 
 def default_tflm():
     """``$TRILLSSON_TFLM``, else the tflite-micro tarball in ``../shared/third_party``, else ``None``."""
-    from converters import micro_project
+    from trillsson_tf.converters import micro_project
 
     candidates = sorted(path for checkout in _checkouts() for path in glob.glob(os.path.join(checkout, SHARED_TFLM)))
     return os.environ.get(micro_project.SOURCES_ENV) or next(iter(candidates), None)
@@ -74,7 +74,7 @@ def default_tflm():
 
 def run_micro(tflm=None, out_json=None) -> dict:
     """Build and run both models on the board; the report (also written to ``devices_micro.json``)."""
-    from converters import micro_project
+    from trillsson_tf.converters import micro_project
     from trillsson_tf.errors import ParameterError
 
     micro_project.check_toolchain()

@@ -7,7 +7,7 @@ and ``mobilenetv4convsmall`` (registry defaults, MSE + 0.5 x (1 - CCC)), and mea
 - CCC of each score on held-out files (FSDD takes 0-4 and every fifth LibriSpeech utterance;
   training uses the rest), float Keras models on whole clips; target >= 0.8 on each score;
 - Wav2Small as int8 ``.tflite`` for TFLite Micro (dB mel bands of 1 s in, the frontend computed
-  outside the model as a board would; :func:`converters.tflite.convert` with
+  outside the model as a board would; :func:`trillsson_tf.converters.tflite.convert` with
   ``frontend=False``): file size (target <= 100 KB), parameters (60-80 K), tensor arena in the
   ``tflite-micro`` interpreter (target <= 512 KB), TFLM against LiteRT on the same file and the
   same inputs (CCC and mean cosine over the held-out clips' first second; target >= 0.99), its
@@ -38,7 +38,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
-from converters import micro, tflite
+from trillsson_tf.converters import micro, tflite
 from trillsson_tf import models
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio

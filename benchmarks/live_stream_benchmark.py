@@ -1,7 +1,7 @@
 """Live streams through the TensorFlow-free runtime: real-time factor and per-hop latency (issue 27).
 
 For ``tiny_cnn``, ``efficientnetv2b0`` and Wav2Small (full-size, untrained weights: speed does
-not depend on training), each converted here by :func:`converters.tflite.convert` to float32
+not depend on training), each converted here by :func:`trillsson_tf.converters.tflite.convert` to float32
 with the frontend inside and to int8 (the chunk students' network on numpy log-mel patches;
 Wav2Small with its spectrogram inside, in float32), one interpreter thread:
 
@@ -67,7 +67,7 @@ def speech(seconds: float, rate: int = 16000):
 
 def convert(name: str, folder: str, calibration) -> dict:
     """The float32 and int8 files of one student: ``{variant: (path, description)}``."""
-    from converters.tflite import convert as convert_tflite
+    from trillsson_tf.converters.tflite import convert as convert_tflite
     from trillsson_tf import models
     from trillsson_tf._keras import keras
 

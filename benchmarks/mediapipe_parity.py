@@ -1,7 +1,7 @@
 """MediaPipe Tasks runs our MediaPipe forms as the runtime does: cosine per window on real speech.
 
 Builds an embedding student and Wav2Small (seeded random weights: parity does not depend on
-training), converts each to the MediaPipe form (:func:`converters.tflite.convert` with
+training), converts each to the MediaPipe form (:func:`trillsson_tf.converters.tflite.convert` with
 ``mediapipe=True``: fixed ``[1, N]``, TFLite Model Metadata inside) in float32 and int8,
 runs the embedding forms through MediaPipe's ``AudioEmbedder`` and the Wav2Small forms through
 ``AudioClassifier`` (``mediapipe==0.10.21`` in its own virtualenv, made when missing:
@@ -41,7 +41,7 @@ MODELS = {"embedding": ("embedder", "tiny_cnn"), "scores": ("classifier", "wav2s
 
 def _forms(students: dict, folder: str, calibration, fixed_samples) -> dict:
     """``{(output, quantize): path}`` of the MediaPipe forms, made by the converter."""
-    from converters.tflite import convert
+    from trillsson_tf.converters.tflite import convert
 
     paths = {}
     for output, model in students.items():

@@ -38,8 +38,8 @@ import time
 
 import numpy as np
 
-from converters.tflite import convert
-from converters.waveform import convert_waveform
+from trillsson_tf.converters.tflite import convert
+from trillsson_tf.converters.waveform import convert_waveform
 from trillsson_tf.data import AudioItem, find_audio, load_clips
 from trillsson_tf.distill_layers import distill_layers
 from trillsson_tf._keras import keras

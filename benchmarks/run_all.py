@@ -26,7 +26,7 @@ max abs diff) to the float Keras model on held-out speech (FSDD test takes and t
 LibriSpeech utterances), and to the teacher where there is one; FSDD digit and speaker probe
 accuracy (logistic regression fit on takes 5-7, scored on takes 0-1) for the distilled model.
 
-Conversions go through :func:`converters.tflite.convert`, probes and fidelity through
+Conversions go through :func:`trillsson_tf.converters.tflite.convert`, probes and fidelity through
 :mod:`trillsson_tf.evaluate`, fresh processes through ``runtime_benchmark.fresh_process``.
 Writes ``<out>/results.md``, ``<out>/results.json`` and ``<out>/plots/*.png`` (``--quick``:
 ``results_quick.*`` and ``plots/quick_*.png``).
@@ -224,8 +224,8 @@ def _tf_one_thread() -> str:
 
 def build_formats(name: str, export_dir: str, work: str, calibration, tflm_max_params: int) -> dict:
     """Every format of one model: ``{format: {'embed', 'file_bytes', 'memory_setup', 'note'}}`` or ``{'error'}``."""
-    from converters.common import load_keras_model
-    from converters.tflite import convert
+    from trillsson_tf.converters.common import load_keras_model
+    from trillsson_tf.converters.tflite import convert
     from trillsson_tf._keras import tf
     from trillsson_tf.models import output_key
 
@@ -238,7 +238,7 @@ def build_formats(name: str, export_dir: str, work: str, calibration, tflm_max_p
         "keras": {
             "embed": lambda clip: function(tf.constant(clip[np.newaxis])).numpy(),
             "file_bytes": os.path.getsize(os.path.join(export_dir, "model.keras")),
-            "memory_setup": _tf_one_thread() + "from converters.common import load_keras_model\n"
+            "memory_setup": _tf_one_thread() + "from trillsson_tf.converters.common import load_keras_model\n"
             f"model, _ = load_keras_model({export_dir!r})\n"
             f"embed = lambda clip: model(clip[np.newaxis])[{key!r}].numpy()",
             "note": "model.keras file",
@@ -291,7 +291,7 @@ def build_formats(name: str, export_dir: str, work: str, calibration, tflm_max_p
         }
     else:
         try:
-            from converters.micro import to_micro
+            from trillsson_tf.converters.micro import to_micro
 
             report = to_micro(
                 formats["int8_patch"]["path"], os.path.join(work, f"{name}_micro"), name=f"g_{name}", overwrite=True

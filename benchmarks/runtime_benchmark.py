@@ -6,7 +6,7 @@ One run, on the same real speech (10 LibriSpeech test-other utterances of 1-8 s)
   and the exported SavedModel (``hub.load``) against the Keras model (float64 frontend);
 * speed: median over repeats of the time to embed the 10 clips one call per clip, for
   ``hub.load`` of the SavedModel and the wrapper on three files made by
-  :func:`converters.tflite.convert`: float32 with the frontend inside (signature runner),
+  :func:`trillsson_tf.converters.tflite.convert`: float32 with the frontend inside (signature runner),
   float32 and int8 networks on log-mel patches (frontend in numpy), each at one thread and at
   as many threads as TensorFlow uses (every CPU);
 * import time of ``trillsson_tf.runtime`` against ``import tensorflow`` (fresh processes);
@@ -73,7 +73,7 @@ TARGETS = {  # name: (comparison, goal), from issue 5
     "mediapipe_float32_cosine": (">=", 0.999),  # lowest per window
     "mediapipe_int8_cosine": (">=", 0.999),
 }
-MEDIAPIPE_SAMPLES = 32000  # converters.tflite.MEDIAPIPE_SAMPLES, the window MediaPipe runs
+MEDIAPIPE_SAMPLES = 32000  # trillsson_tf.converters.tflite.MEDIAPIPE_SAMPLES, the window MediaPipe runs
 
 
 def speech_files(folder=None):
@@ -97,12 +97,12 @@ def pick_clips(files, count=NUM_CLIPS):
 
 
 def convert(model, tmp_dir, calibration_files):
-    """The three ``.tflite`` files the wrapper is timed on, made by :func:`converters.tflite.convert`.
+    """The three ``.tflite`` files the wrapper is timed on, made by :func:`trillsson_tf.converters.tflite.convert`.
 
     float32 with the frontend inside (audio in), float32 and int8 of the chunk network alone
     (log-mel patch in, the runtime's numpy frontend outside; int8 calibrated on real speech).
     """
-    from converters.tflite import convert as convert_tflite
+    from trillsson_tf.converters.tflite import convert as convert_tflite
 
     variants = {"float32": ("float32", True), "float32_patch": ("float32", False), "int8": ("int8", False)}
     paths = {}
@@ -156,7 +156,7 @@ def mediapipe_comparison(model, clips, patch_paths, calibration_files, tmp_dir, 
     """
     import mediapipe_tasks
 
-    from converters.tflite import convert as convert_tflite
+    from trillsson_tf.converters.tflite import convert as convert_tflite
     from trillsson_tf.apps.android import mediapipe_windows
     from trillsson_tf.metrics import parity
     from trillsson_tf.runtime import TFLiteModel

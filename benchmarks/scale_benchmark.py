@@ -211,9 +211,9 @@ def _tflite_call(path: str, value: np.ndarray):
 
 def onnx_part(work: str, clip: np.ndarray, *, runs: int) -> list:
     """Sizes and one-thread latencies of ONNX and .tflite files of the same models."""
-    from converters.onnx import convert_onnx, onnx_outputs, onnx_session
-    from converters.common import log_mel_patch_rows
-    from converters.tflite import convert
+    from trillsson_tf.converters.onnx import convert_onnx, onnx_outputs, onnx_session
+    from trillsson_tf.converters.common import log_mel_patch_rows
+    from trillsson_tf.converters.tflite import convert
 
     keras.utils.set_random_seed(0)
     cases = []

@@ -36,7 +36,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results")
-sys.path.insert(0, REPO)  # `converters` lives at the repository root, beside the package
+sys.path.insert(0, REPO)  # the package from this checkout
 
 TEACHER = "campplus"
 TEACHER_PARAMETERS = 6_848_544
@@ -189,7 +189,7 @@ def score(model, items, *, probe: bool, with_teacher: bool) -> dict:
 
 def int8_card(export: str, out_path: str, calibration: list) -> dict:
     """Convert the export to an int8 .tflite (frontend inside), calibrated on training files."""
-    from converters.tflite import convert
+    from trillsson_tf.converters.tflite import convert
 
     card = convert(export, out_path, quantize="int8", representative_audio=calibration, overwrite=True)
     return {"path": out_path, "size_bytes": card["size_bytes"], "parity": card.get("parity")}

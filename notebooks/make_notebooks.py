@@ -3,7 +3,7 @@
     .venv/bin/python notebooks/make_notebooks.py          # rewrite every notebook
     .venv/bin/python notebooks/make_notebooks.py --check  # exit 1 when a notebook differs from its source here
 
-The notebooks only call the library (``trillsson_tf``, ``converters``); this file holds their
+The notebooks only call the library (``trillsson_tf``, ``trillsson_tf.converters``); this file holds their
 text, so a change to a notebook is made here and the ``.ipynb`` regenerated. Every notebook
 starts with the same install cell (skipped when ``trillsson_tf`` is importable, as in the test
 suite) and reads ``TRILLSSON_FAST=1`` (set by ``tests/test_notebooks.py``) to shrink its
@@ -151,12 +151,12 @@ print(classifier(digit[np.newaxis]).shape)
     _md("""
 ## 4. Convert to `.tflite`
 
-`converters.tflite.convert` writes the model and a JSON model card beside it (op table with
+`trillsson_tf.converters.tflite.convert` writes the model and a JSON model card beside it (op table with
 tensor dtypes, parity with the Keras model on held-out speech, size). int8 calibrates on real
 speech and keeps the log-mel frontend in float on purpose: quantizing it costs fidelity.
 """),
     _code("""
-from converters.tflite import convert
+from trillsson_tf.converters.tflite import convert
 
 calibration = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "fsdd", "*_5.wav")))
 modes = ("float32", "int8") if FAST else ("float32", "float16", "int8")
@@ -347,8 +347,8 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
-from converters.common import load_keras_model, parity_clips, representative_clips
-from converters.tflite import convert
+from trillsson_tf.converters.common import load_keras_model, parity_clips, representative_clips
+from trillsson_tf.converters.tflite import convert
 from trillsson_tf.apps import plots
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
 from trillsson_tf.data import find_audio
@@ -574,8 +574,8 @@ With `frontend=False` the file is the network alone, all int8: it takes the dB m
 `tflite-micro` interpreter.
 """),
     _code("""
-from converters.micro import micro_run, to_micro
-from converters.tflite import convert
+from trillsson_tf.converters.micro import micro_run, to_micro
+from trillsson_tf.converters.tflite import convert
 
 calibration = [item.path for item in train]
 path = os.path.join(WORK, "wav2small_int8.tflite")

@@ -1,4 +1,4 @@
-"""converters.micro: C array + resolver that compile, arena measured in the tflite-micro interpreter."""
+"""trillsson_tf.converters.micro: C array + resolver that compile, arena measured in the tflite-micro interpreter."""
 
 import shutil
 import subprocess
@@ -6,7 +6,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from converters import common, micro, tflite
+from trillsson_tf.converters import common, micro, tflite
 from trillsson_tf.errors import ConversionError, ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
 

@@ -1,4 +1,4 @@
-"""converters.onnx: per-chunk networks and convolution-frontend models run in onnxruntime like Keras; STFT frontends are refused."""
+"""trillsson_tf.converters.onnx: per-chunk networks and convolution-frontend models run in onnxruntime like Keras; STFT frontends are refused."""
 
 import json
 import os
@@ -10,8 +10,8 @@ import pytest
 pytest.importorskip("tf2onnx")
 pytest.importorskip("onnxruntime")
 
-from converters import onnx as onnx_converter  # noqa: E402
-from converters.common import log_mel_patch_rows  # noqa: E402
+from trillsson_tf.converters import onnx as onnx_converter  # noqa: E402
+from trillsson_tf.converters.common import log_mel_patch_rows  # noqa: E402
 from trillsson_tf import cli, models  # noqa: E402
 from trillsson_tf.errors import ConversionError, ParameterError, TrillssonError  # noqa: E402
 

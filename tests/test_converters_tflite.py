@@ -1,4 +1,4 @@
-"""converters.tflite: each variant runs in LiteRT and follows the Keras model on real speech."""
+"""trillsson_tf.converters.tflite: each variant runs in LiteRT and follows the Keras model on real speech."""
 
 import glob
 import json
@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from converters import tflite
+from trillsson_tf.converters import tflite
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
 from trillsson_tf.errors import ConversionError, ParameterError
 

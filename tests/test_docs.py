@@ -11,7 +11,7 @@ from trillsson_tf import cli
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 BENCHMARKS_README = os.path.join(ROOT, "benchmarks", "README.md")
-LIBRARY_ROOTS = ("trillsson_tf", "converters")
+LIBRARY_ROOTS = ("trillsson_tf",)
 # A path in the Layout starts with one of the repository's top-level folders.
 _REPO_PATH = re.compile(
     r"(?<![\w/.])(?:trillsson_tf|converters|benchmarks|tests|notebooks|android_demo_assets)/[\w/.-]*"
@@ -76,11 +76,11 @@ def _layout_paths() -> set:
 
 
 def test_layout_names_every_module():
-    """The README Layout names every module and package of ``trillsson_tf/`` and ``converters/``.
+    """The README Layout names every module and package of ``trillsson_tf/``.
 
     The rule:
 
-    - a module directly in ``trillsson_tf/`` or ``converters/`` (private ones such as
+    - a module directly in ``trillsson_tf/`` (private ones such as
       ``trillsson_tf/_keras.py`` included) is named by its full path, e.g.
       ``trillsson_tf/runtime.py``;
     - a subpackage (a folder with ``__init__.py``) has a line of its own that starts with its path

@@ -114,7 +114,7 @@ def test_multitask_finetune_beats_chance(finetuned):
 
 
 def test_two_output_export_tflite_and_runtime(finetuned, fsdd, tmp_path):
-    from converters.tflite import convert
+    from trillsson_tf.converters.tflite import convert
     from trillsson_tf.runtime import TFLiteModel
 
     export = finetuned["export"]
@@ -171,7 +171,7 @@ def test_cli_convert_prints_parity_of_both_outputs(finetuned, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_int8_keeps_the_waveform_frontend_float(finetuned, fsdd, tmp_path):
-    from converters.waveform import convert_waveform
+    from trillsson_tf.converters.waveform import convert_waveform
 
     card = convert_waveform(
         finetuned["export"], tmp_path / "int8.tflite", quantize="int8", representative_audio=fsdd[::12]

@@ -46,7 +46,7 @@ def wav2small():
 @pytest.fixture(scope="module")
 def tflite_files(tmp_path_factory, tiny_cnn, wav2small):
     """tiny_cnn as audio-in (any length), patch-in, frames=True ([1, 31440]) and fixed 32000; wav2small audio-in."""
-    from converters.tflite import convert
+    from trillsson_tf.converters.tflite import convert
 
     folder = tmp_path_factory.mktemp("frames_tflite")
     forms = {
@@ -232,7 +232,7 @@ def test_frames_resample_other_rates(tflite_files, speech):
 
 
 def test_converter_refuses_frames_where_they_do_not_apply(tiny_cnn, tmp_path):
-    from converters.tflite import convert
+    from trillsson_tf.converters.tflite import convert
 
     with pytest.raises(ParameterError, match="gives frames already"):
         convert(tiny_cnn, tmp_path / "a.tflite", frontend=False, frames=True)

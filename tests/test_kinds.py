@@ -28,7 +28,7 @@ def test_the_table():
 
 def test_every_kind_has_a_converter_and_every_input_a_runtime_feed():
     """A new kind is one entry in kinds.KINDS: these fail until the converter and the runtime can serve it."""
-    from converters import tflite
+    from trillsson_tf.converters import tflite
     from trillsson_tf import runtime
 
     assert set(tflite._PLANS) | {"waveform"} == {kind.name for kind in kinds.KINDS}

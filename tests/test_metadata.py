@@ -1,4 +1,4 @@
-"""converters.metadata: TFLite Model Metadata written into .tflite files and read back through the same schema."""
+"""trillsson_tf.converters.metadata: TFLite Model Metadata written into .tflite files and read back through the same schema."""
 
 import logging
 import io
@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from converters import metadata, tflite
+from trillsson_tf.converters import metadata, tflite
 from trillsson_tf import litert
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.runtime import TFLiteModel
@@ -125,7 +125,7 @@ def test_score_labels_take_the_teachers_names_when_they_fit():
 
 
 def test_convert_writes_metadata_and_the_mediapipe_form(tiny_model, tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="converters"):
+    with caplog.at_level(logging.INFO, logger="trillsson_tf.converters"):
         card = tflite.convert(tiny_model, tmp_path / "mp.tflite", mediapipe=True, tflite_metadata={"author": "Lab"})
     assert "fixing it to [1, 32000] samples" in caplog.text
     assert card["inputs"][0]["shape"] == [1, tflite.MEDIAPIPE_SAMPLES] and card["parity"]["passed"]

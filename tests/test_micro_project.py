@@ -1,4 +1,4 @@
-"""converters.micro_project without emulators: the project files, the resolver, the runner's output format and the refusals.
+"""trillsson_tf.converters.micro_project without emulators: the project files, the resolver, the runner's output format and the refusals.
 
 Building and running the firmware on the emulated board is ``make test-micro`` (benchmarks/devices_micro.py).
 """
@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
-from converters import common, micro, micro_project, tflite
+from trillsson_tf.converters import common, micro, micro_project, tflite
 from trillsson_tf import litert
 from trillsson_tf.errors import ConversionError, ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND

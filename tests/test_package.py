@@ -45,7 +45,7 @@ def test_import_and_the_runtime_entry_point_load_no_tensorflow():
 
 
 def test_entry_points_are_the_library_functions():
-    from converters import tflite
+    from trillsson_tf.converters import tflite
     from trillsson_tf import export, keras3, models, runtime, teachers
 
     assert trillsson_tf.TFLiteModel is runtime.TFLiteModel
@@ -81,3 +81,23 @@ def test_names_shared_with_a_submodule_are_that_submodule_whatever_was_imported_
 def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError, match="has no attribute 'no_such_thing'"):
         trillsson_tf.no_such_thing
+
+
+def test_old_converters_names_warn_and_forward_for_one_release():
+    """``converters`` was a top-level package of the wheel (the name of another PyPI project); it is
+    ``trillsson_tf.converters`` now, and the old names forward to it with a DeprecationWarning."""
+    probe = (
+        "import warnings, trillsson_tf\n"
+        "import trillsson_tf.converters.tflite as new\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    from converters.tflite import convert\n"
+        "    from converters import micro\n"
+        "import trillsson_tf.converters.micro as new_micro\n"
+        "assert convert is new.convert and micro is new_micro, (convert, micro)\n"
+        "print(sorted({str(w.message) for w in caught if w.category is DeprecationWarning}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "'converters.tflite' is now 'trillsson_tf.converters.tflite'" in done.stdout
+    assert "'converters.micro' is now 'trillsson_tf.converters.micro'" in done.stdout

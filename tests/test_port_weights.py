@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import trillsson_tf
-from converters.port_weights import port_weights, verify_port
+from trillsson_tf.converters.port_weights import port_weights, verify_port
 from trillsson_tf import models
 from trillsson_tf._keras import tf
 from trillsson_tf.errors import WeightPortingError

@@ -32,7 +32,7 @@ def export(tmp_path_factory):
 
 
 def test_optimize_convert_and_stream(export, tmp_path):
-    from converters.tflite import convert
+    from trillsson_tf.converters.tflite import convert
     from trillsson_tf.optimize.pipeline import optimize_export
     from trillsson_tf.runtime import TFLiteModel
 

@@ -26,7 +26,7 @@ def speech(librispeech_clips):
 @pytest.fixture(scope="module")
 def stream_files(tmp_path_factory, librispeech_clips):
     """tiny_cnn as float32 audio-in, int8 patch-in and frames=True; wav2small and mobilenetv4convsmall (scores) audio-in."""
-    from converters.tflite import convert
+    from trillsson_tf.converters.tflite import convert
     from trillsson_tf import models
     from trillsson_tf._keras import keras
 

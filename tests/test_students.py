@@ -22,7 +22,7 @@ import json
 import numpy as np
 import pytest
 
-from converters import tflite
+from trillsson_tf.converters import tflite
 from trillsson_tf import kinds, models
 from trillsson_tf._keras import keras
 from trillsson_tf.errors import AudioTypeError, ParameterError

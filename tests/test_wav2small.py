@@ -6,7 +6,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from converters import micro, tflite
+from trillsson_tf.converters import micro, tflite
 from trillsson_tf import models
 from trillsson_tf._keras import keras
 from trillsson_tf.errors import ConversionError, ParameterError

@@ -87,7 +87,7 @@ def _cmd_embed(args):
 def _cmd_micro_build(args):
     import numpy as np
 
-    from converters.micro_project import BOARD, check_toolchain, micro_build, write_micro_project
+    from trillsson_tf.converters.micro_project import BOARD, check_toolchain, micro_build, write_micro_project
 
     check_toolchain()  # before any file is written
     out = args.out or os.path.splitext(args.model)[0] + "_" + BOARD["name"].replace("-", "_")
@@ -230,7 +230,7 @@ def _cmd_finetune(args):
 
 
 def _cmd_convert_onnx(args):
-    from converters.onnx import convert_onnx
+    from trillsson_tf.converters.onnx import convert_onnx
 
     if args.quantize != "float32" or args.micro or args.fixed_samples is not None or args.data is not None:
         print(
@@ -280,8 +280,8 @@ def _cmd_targets(args):
 def _cmd_convert(args):
     if args.format == "onnx":
         return _cmd_convert_onnx(args)
-    from converters.micro import to_micro
-    from converters.tflite import convert
+    from trillsson_tf.converters.micro import to_micro
+    from trillsson_tf.converters.tflite import convert
 
     out = args.out if args.out.endswith(".tflite") else os.path.join(args.out, "model.tflite")
     card = convert(
@@ -466,7 +466,7 @@ def _add_evaluate_arguments(evaluate):
 
 
 def _add_convert_arguments(convert):
-    from converters.common import QUANTIZE_MODES
+    from trillsson_tf.converters.common import QUANTIZE_MODES
 
     convert.add_argument("model", help="export directory (from export/distill/optimize) or .keras file")
     convert.add_argument("--out", required=True, help="output .tflite file, or a folder for model.tflite")
@@ -593,7 +593,7 @@ def _add_android_assets_arguments(assets):
     assets.add_argument("--force", action="store_true", help="replace an existing --out folder")
 
 
-_LOGGERS = ("trillsson_tf", "converters")
+_LOGGERS = ("trillsson_tf",)
 """The packages whose log records ``-v`` / ``-q`` govern (other libraries keep their own levels)."""
 _LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 

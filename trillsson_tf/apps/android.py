@@ -89,7 +89,7 @@ def _signature_runner(model_path: str):
     if SIGNATURE_KEY not in signatures:
         raise ParameterError(
             f"{model_path!r} has no {SIGNATURE_KEY!r} signature (it has {list(signatures)}); "
-            "convert it with converters.tflite.convert."
+            "convert it with trillsson_tf.converters.tflite.convert."
         )
     return interpreter, interpreter.get_signature_runner(SIGNATURE_KEY)
 
@@ -273,7 +273,7 @@ def _place_model(model, out_path: str, calibration, scratch: str) -> dict:
         shutil.copyfile(model, out_path)
         card = read_model_card(model)
     else:
-        from converters.tflite import convert
+        from trillsson_tf.converters.tflite import convert
 
         converted = os.path.join(scratch, os.path.basename(out_path))
         card = convert(model, converted, quantize="int8", representative_audio=calibration, overwrite=True)
@@ -290,7 +290,7 @@ def _mediapipe_form(model, out_path: str, calibration, scratch: str, fixed_sampl
     model = os.fspath(model)
     if model.endswith(".tflite"):
         return "made from an export only: a given .tflite keeps its input shape, and MediaPipe needs a fixed [1, N]"
-    from converters.tflite import convert
+    from trillsson_tf.converters.tflite import convert
 
     converted = os.path.join(scratch, os.path.basename(out_path))
     card = convert(

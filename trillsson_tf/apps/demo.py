@@ -122,9 +122,9 @@ def _score(export_dir, teacher, items, tasks, out_json) -> dict:
 
 def _convert_and_run(export_dir: str, train_items, out_dir: str, test_files) -> dict:
     """float16 and int8 ``.tflite`` (audio in), int8 patch-in + TFLite Micro, and the runtime on ``test_files``."""
-    from converters.common import load_keras_model
-    from converters.micro import to_micro
-    from converters.tflite import convert
+    from trillsson_tf.converters.common import load_keras_model
+    from trillsson_tf.converters.micro import to_micro
+    from trillsson_tf.converters.tflite import convert
     from trillsson_tf.metrics import parity
     from trillsson_tf.models import EMBEDDING_KEY
     from trillsson_tf.runtime import TFLiteModel

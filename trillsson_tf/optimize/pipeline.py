@@ -297,7 +297,7 @@ def optimize_export(
     Args:
         export_dir: An export folder (``trillsson-tf export`` / ``distill``: ``runs/x/export``).
         out_dir: Output folder: ``optimize.json`` (report and resume state), ``checkpoints/``,
-            ``export/`` (hub-format, loadable by :func:`converters.tflite.convert`).
+            ``export/`` (hub-format, loadable by :func:`trillsson_tf.converters.tflite.convert`).
         data: Audio folder, CSV manifest or list of files; split by file name into training
             patches and held-out clips (fidelity).
         prune: Target sparsity in (0, 1), or ``None``.

@@ -175,7 +175,7 @@ def _refuse_lambdas(network) -> None:
             raise UnsupportedLayerError(
                 f"Layer {layer.name!r} ({type(layer).__name__}) cannot be quantization-aware trained by tfmot. "
                 "Replace it with a Keras layer, or annotate it with tfmot.quantization.keras.quantize_annotate_layer "
-                "and a QuantizeConfig; post-training int8 (converters.tflite.convert(quantize='int8')) works without QAT."
+                "and a QuantizeConfig; post-training int8 (trillsson_tf.converters.tflite.convert(quantize='int8')) works without QAT."
             )
 
 

@@ -1,6 +1,6 @@
 """What the converters share: loading our exports, the parity and calibration audio, the TFLite converter set-up.
 
-:mod:`converters.tflite`, :mod:`converters.waveform` and :mod:`converters.onnx` sit on top of
+:mod:`trillsson_tf.converters.tflite`, :mod:`trillsson_tf.converters.waveform` and :mod:`trillsson_tf.converters.onnx` sit on top of
 this module; it imports none of them. The kind of a model (which decides how it is traced) is
 asked of :mod:`trillsson_tf.kinds`; the LiteRT side (interpreter, op table, tensor cards) is
 :mod:`trillsson_tf.litert`.

@@ -4,8 +4,8 @@
 fine-tuned model (``keyword_logits`` and ``speaker_embedding``) with a fixed input
 ``audio_samples [1, fixed_samples]`` (default: the training segment, 1 s; dynamic shapes are a
 TFLite trap for the attention layers), keeps every output in ``serving_default``, and writes the
-model card of :func:`converters.tflite.convert` plus ``output_keys`` (which the runtime reads to
-return all outputs) and the same metadata. Every op is a builtin. :func:`converters.tflite.convert`
+model card of :func:`trillsson_tf.converters.tflite.convert` plus ``output_keys`` (which the runtime reads to
+return all outputs) and the same metadata. Every op is a builtin. :func:`trillsson_tf.converters.tflite.convert`
 hands these models to :func:`convert_waveform_model`.
 """
 
@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 
-from converters.common import (
+from trillsson_tf.converters.common import (
     DEFAULT_MIN_COSINE,
     LICENCE_NOTE,
     check_parity,
@@ -30,7 +30,7 @@ from converters.common import (
     tflite_converter,
     write_model,
 )
-from converters.metadata import check_request, converter_metadata
+from trillsson_tf.converters.metadata import check_request, converter_metadata
 from trillsson_tf import __version__, kinds, litert
 from trillsson_tf._keras import tf
 from trillsson_tf.contract import AUDIO_INPUT_NAME, SAMPLE_RATE_HZ, SIGNATURE_KEY
@@ -102,11 +102,11 @@ def convert_waveform_model(
     """Convert a loaded layer-distilled or multi-task model to ``.tflite`` and write its model card.
 
     Args:
-        model: The export's Keras model (:func:`converters.common.load_keras_model`).
+        model: The export's Keras model (:func:`trillsson_tf.converters.common.load_keras_model`).
         metadata: Its ``trillsson_tf.json`` (``outputs`` or ``output``, ``segment_samples``).
         out_path: Output ``.tflite`` path; the card goes to ``<out_path without .tflite>.json``.
         source: The export folder, recorded in the card (``None`` for a model built in memory).
-        quantize: One of :data:`converters.common.QUANTIZE_MODES` (``int8`` quantizes what has
+        quantize: One of :data:`trillsson_tf.converters.common.QUANTIZE_MODES` (``int8`` quantizes what has
             int8 kernels and keeps the rest float; inputs and outputs stay float32).
         fixed_samples: Input length in samples (default: the export's training segment).
         representative_audio: Calibration audio for ``int8`` (folder, CSV, list, or array).
@@ -117,7 +117,7 @@ def convert_waveform_model(
         min_cosine: Parity threshold (mean cosine of every output); default per mode.
         strict: Raise instead of warning when parity is below the threshold.
         overwrite: Replace existing outputs.
-        tflite_metadata: Fields of the TFLite Model Metadata to set (see :func:`converters.tflite.convert`).
+        tflite_metadata: Fields of the TFLite Model Metadata to set (see :func:`trillsson_tf.converters.tflite.convert`).
 
     Returns:
         The model card (dict), also written as JSON.

@@ -1,6 +1,6 @@
 """TFLite Micro firmware for the ``mps2-an386`` Cortex-M4 board, built and run in QEMU.
 
-:func:`write_micro_project` writes a project folder (the files of :func:`converters.micro.to_micro`,
+:func:`write_micro_project` writes a project folder (the files of :func:`trillsson_tf.converters.micro.to_micro`,
 the input as an array, a runner, start-up code, the board's linker script, a Makefile);
 :func:`micro_build` compiles it with Debian's ``arm-none-eabi`` toolchain against
 ``libtensorflow-microlite.a`` (:func:`prepare_tflm`: sources from ``--tflm`` or ``$TRILLSSON_TFLM``,
@@ -23,7 +23,7 @@ from importlib import resources
 
 import numpy as np
 
-from converters.micro import micro_run, to_micro
+from trillsson_tf.converters.micro import micro_run, to_micro
 from trillsson_tf.errors import ConversionError, ParameterError
 
 __all__ = ["BOARD", "DEBIAN_PACKAGES", "check_toolchain", "micro_build", "prepare_tflm", "write_micro_project"]
@@ -68,7 +68,7 @@ PROJECT_FILE = "micro_project.json"
 
 
 def _template(name: str) -> string.Template:
-    return string.Template(resources.files("converters").joinpath("templates", name).read_text())
+    return string.Template(resources.files("trillsson_tf.converters").joinpath("templates", name).read_text())
 
 
 def _camel(name: str) -> str:
@@ -93,7 +93,7 @@ def write_micro_project(
     Args:
         model_path: int8 (or float32) ``.tflite`` with ops TFLite Micro has and a static input,
             normally ``convert(..., quantize='int8', frontend=False)``.
-        out_dir: Project folder (created); holds the files of :func:`converters.micro.to_micro`,
+        out_dir: Project folder (created); holds the files of :func:`trillsson_tf.converters.micro.to_micro`,
             ``<name>_input.cc``, ``<name>_runner.cc``, ``<name>_startup.c``, ``<name>_board.ld``,
             ``Makefile`` and ``micro_project.json``.
         name: C identifier of the model array and file stem.

@@ -2,8 +2,8 @@
 
 :func:`with_metadata` writes it (the audio input's sample rate and channels, tensor descriptions,
 a labels file for ``scores`` outputs); :func:`read_metadata` reads it back; :func:`converter_metadata`
-is what :func:`converters.tflite.convert` and :func:`converters.waveform.convert_waveform_model`
-call on every file they write. The tables are built with :mod:`converters._metadata_schema` (the
+is what :func:`trillsson_tf.converters.tflite.convert` and :func:`trillsson_tf.converters.waveform.convert_waveform_model`
+call on every file they write. The tables are built with :mod:`trillsson_tf.converters._metadata_schema` (the
 generated module of ``metadata_schema.fbs``, copied) and ``flatbuffers``. How it is stored and why
 a copy: docs/DESIGN.md, "Conversion".
 """
@@ -15,7 +15,7 @@ import flatbuffers
 from ai_edge_litert import schema_py_generated as tflite_schema
 from ai_edge_litert.tools import flatbuffer_utils
 
-import converters._metadata_schema as schema
+import trillsson_tf.converters._metadata_schema as schema
 from trillsson_tf.contract import AUDIO_INPUT_NAME, EMBEDDING_KEY, LOG_MEL_INPUT_NAME, PATCH_INPUT_NAME, SCORES_KEY
 from trillsson_tf.errors import ParameterError
 
@@ -306,7 +306,9 @@ def converter_metadata(
     Raises:
         ParameterError: as for :func:`check_request`.
     """
-    from converters.common import LICENCE_NOTE  # converters.common loads TensorFlow; the rest of this module does not
+    from trillsson_tf.converters.common import (
+        LICENCE_NOTE,
+    )  # converters.common loads TensorFlow; the rest of this module does not
 
     request = check_request(request, model_sample_rate_hz=model_sample_rate_hz)
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))

@@ -3,9 +3,9 @@
 :func:`convert` asks :func:`trillsson_tf.kinds.of_model` which kind a model is and follows that
 kind's plan (:data:`_PLANS`): the frontend inside (``frontend=True``: audio ``audio_samples`` in) or
 outside (``frontend=False``: log-mel patches, or Wav2Small's dB mel bands, in: the form for int8-only
-targets and TFLite Micro). ``waveform`` models go to :func:`converters.waveform.convert_waveform_model`.
+targets and TFLite Micro). ``waveform`` models go to :func:`trillsson_tf.converters.waveform.convert_waveform_model`.
 Every file gets a model card beside it (``<out without .tflite>.json``) and TFLite Model Metadata
-inside (:mod:`converters.metadata`); ``mediapipe=True`` makes the fixed ``[1, N]`` form MediaPipe
+inside (:mod:`trillsson_tf.converters.metadata`); ``mediapipe=True`` makes the fixed ``[1, N]`` form MediaPipe
 Tasks runs. Which quantization goes with which frontend, and why: docs/DESIGN.md, "Conversion".
 """
 
@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from converters.common import (
+from trillsson_tf.converters.common import (
     DEFAULT_MIN_COSINE,
     LICENCE_NOTE,
     check_parity,
@@ -32,8 +32,8 @@ from converters.common import (
     tflite_converter,
     write_model,
 )
-from converters.metadata import check_request, converter_metadata, score_labels
-from converters.waveform import convert_waveform_model
+from trillsson_tf.converters.metadata import check_request, converter_metadata, score_labels
+from trillsson_tf.converters.waveform import convert_waveform_model
 from trillsson_tf import __version__, kinds, litert
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.contract import (
@@ -254,10 +254,10 @@ def convert(
 
     Args:
         model_or_export_dir: Model, export directory or ``.keras`` file (see
-            :func:`converters.common.load_keras_model`); layer-distilled and fine-tuned exports
-            go to :func:`converters.waveform.convert_waveform_model`.
+            :func:`trillsson_tf.converters.common.load_keras_model`); layer-distilled and fine-tuned exports
+            go to :func:`trillsson_tf.converters.waveform.convert_waveform_model`.
         out_path: Output ``.tflite`` path; the card goes to ``<out_path without .tflite>.json``.
-        quantize: One of :data:`converters.common.QUANTIZE_MODES`.
+        quantize: One of :data:`trillsson_tf.converters.common.QUANTIZE_MODES`.
         frontend: Put the log-mel frontend inside (audio in) or leave it out (patches in); for
             whole-clip students, keep the per-clip normalisation inside or leave it out
             (normalised audio ``[1, fixed_samples]`` in).
@@ -272,13 +272,13 @@ def convert(
             ``[n, samples]`` array); required for ``int8``.
         parity_audio: float32 ``[n, samples]`` at 16 kHz to check parity on; default: held-out
             bundled LibriSpeech speech (6 clips of 4 s).
-        min_cosine: Parity threshold (mean cosine); default :data:`converters.common.DEFAULT_MIN_COSINE` for the mode.
+        min_cosine: Parity threshold (mean cosine); default :data:`trillsson_tf.converters.common.DEFAULT_MIN_COSINE` for the mode.
         strict: Raise instead of warning when parity is below the threshold.
         overwrite: Replace an existing ``out_path``.
         mediapipe: Write the MediaPipe Tasks form: audio in at a fixed ``[1, fixed_samples]``
             (default :data:`MEDIAPIPE_SAMPLES`, said in a log line); needs the frontend inside.
         tflite_metadata: Fields of the TFLite Model Metadata to set (keys of
-            :data:`converters.metadata.REQUEST_FIELDS`: name, description, version, author,
+            :data:`trillsson_tf.converters.metadata.REQUEST_FIELDS`: name, description, version, author,
             licence, sample_rate_hz); ``None``: the defaults.
 
     Returns:

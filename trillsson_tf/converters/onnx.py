@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from converters.common import (
+from trillsson_tf.converters.common import (
     DEFAULT_MIN_COSINE,
     LICENCE_NOTE,
     check_parity,
@@ -111,7 +111,7 @@ def convert_onnx(
 
     Args:
         model_or_export_dir: Model, export directory or ``.keras`` file
-            (see :func:`converters.common.load_keras_model`).
+            (see :func:`trillsson_tf.converters.common.load_keras_model`).
         out_path: Output ``.onnx`` path; the card goes to ``<out_path without .onnx>.json``.
         frontend: Whole model, audio in (refused for an STFT frontend), or the per-chunk network
             on log-mel patches (``False``; only students with a chunk network).
