@@ -75,7 +75,15 @@ class _OldConverters(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         def forward(attribute):
             if attribute.startswith("__"):
                 raise AttributeError(attribute)
-            return getattr(target, attribute)
+            try:
+                return getattr(target, attribute)
+            except AttributeError:
+                if not hasattr(target, "__path__"):
+                    raise
+            try:  # ``from converters import micro``: the real submodule, not another forwarder
+                return importlib.import_module(f"{new}.{attribute}")
+            except ModuleNotFoundError:
+                raise AttributeError(f"module {spec.name!r} has no attribute {attribute!r}") from None
 
         module.__getattr__ = forward
         return module
