@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from trillsson_tf._keras import keras, tf
-from trillsson_tf.configs import DEFAULT_SEGMENT_SAMPLES, LayerDistillConfig, make_config
+from trillsson_tf.configs import DEFAULT_SEGMENT_SAMPLES, LayerDistillConfig, as_record, make_config
 from trillsson_tf.data import find_audio, segments, source_paths, split_items
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.formats.target_shard import pcm16_float
@@ -215,109 +215,157 @@ def distill_layers(
             shorter than the teacher's window, a non-empty ``out_dir`` without ``resume``/``overwrite``.
     """
     config = make_config(LayerDistillConfig, config, **options)
-    (
-        teacher,
-        layers,
-        student,
-        student_options,
-        size_fraction,
-        segment_samples,
-        lr,
-        lr_schedule,
-        batch_size,
-        steps,
-        checkpoint_every,
-        validation_fraction,
-        seed,
-        augment,
-    ) = (getattr(config, field.name) for field in dataclasses.fields(config))
-    learning_rate = learning_rate_schedule(lr, lr_schedule, steps)
+    session = _open(config, data, out_dir, resume, overwrite)
+    cache = _read_targets(session, data, cache_dir, progress)
+    batches, optimizer, checkpoints, step_fns = _build(session)
+    start = session.run.restore(checkpoints) if resume else 0
+    _describe(session, data, cache)
+    timing = run_steps(
+        lambda index: step_fns.train(*next(batches)),
+        start=start,
+        steps=config.steps,
+        checkpoint_every=config.checkpoint_every,
+        on_checkpoint=session.run.saver(checkpoints, step_fns.validate),
+        history=session.record.setdefault("loss_history", []),
+        writer=session.run.writer(),
+        progress=progress,
+        description=f"distill-layers {config.student}",
+    )
+    session.record.update(timing.as_record())
+    session.record["resumed_from_step"] = start if resume else None
+    return _export(session)
 
-    layered = load_layered_teacher(teacher, layers=layers)
+
+@dataclasses.dataclass
+class _Session:
+    """What one :func:`distill_layers` call carries from phase to phase."""
+
+    config: LayerDistillConfig
+    layered: object
+    frames_teacher: object
+    student_config: dict
+    run: RunFolder
+    record: dict
+    scan: object = None
+    model: object = None
+    heads: dict = None
+    hop: int = 0  # the student's frame hop in samples (the export records it)
+
+
+@dataclasses.dataclass
+class _StepFunctions:
+    train: object
+    validate: object
+
+
+def _open(config: LayerDistillConfig, data, out_dir, resume: bool, overwrite: bool) -> _Session:
+    """Load the layered teacher, size the student, open (or check, on resume) the run folder."""
+    layered = load_layered_teacher(config.teacher, layers=config.layers)
+    segment_samples = config.segment_samples
     if segment_samples < max(layered.min_samples, distil.frame_geometry()[1]):
         raise ParameterError(
             f"segment_samples={segment_samples} is shorter than the teacher's window ({layered.min_samples} samples)."
         )
-    config = student_config(
-        student, layered, student_options=student_options, size_fraction=size_fraction, segment_samples=segment_samples
+    student = student_config(
+        config.student,
+        layered,
+        student_options=config.student_options,
+        size_fraction=config.size_fraction,
+        segment_samples=segment_samples,
     )
     frames_teacher = _SegmentFrames(layered, segment_samples)
     run = RunFolder(
-        out_dir, resume=resume, overwrite=overwrite, inputs=[("--data", source_paths(data)), ("--teacher", teacher)]
+        out_dir,
+        resume=resume,
+        overwrite=overwrite,
+        inputs=[("--data", source_paths(data)), ("--teacher", config.teacher)],
     )
+    # Compared on resume, as distill's: what shapes the stream of segments or the updates; steps may grow.
     stream = {
-        "batch_size": batch_size,
-        "seed": seed,
-        "validation_fraction": validation_fraction,
-        "augment": augment,
-        "lr": lr,
-        "lr_schedule": lr_schedule,
-    }  # compared on resume, as distill's
+        key: getattr(config, key)
+        for key in ("batch_size", "seed", "validation_fraction", "augment", "lr", "lr_schedule")
+    }
     record = run.open(
         {
             "teacher": frames_teacher.spec,
             "teacher_identity": frames_teacher.identity,
-            "student": student,
-            "config": config,
+            "student": config.student,
+            "config": student,
             "stream": stream,
         },
         lambda i: f"distills the layers of teacher {i['teacher']!r} ({i['teacher_identity']}) into student "
         f"{i['student']!r} with {i['config']}",
         compared=("teacher_identity", "student", "config", "stream"),
     )
+    return _Session(config, layered, frames_teacher, student, run, record)
 
-    # Streams like distill: one file in memory while the shards are written, then segments from them.
+
+def _read_targets(session: _Session, data, cache_dir, progress: bool):
+    """Stream the teacher's layers into target shards (one file in memory at a time), then scan them."""
+    config = session.config
     items = find_audio(data)
-    train_items, _ = split_items(items, validation_fraction=validation_fraction, seed=seed)
+    train_items, _ = split_items(items, validation_fraction=config.validation_fraction, seed=config.seed)
     cache = build_cache(
-        frames_teacher, items, cache_dir=cache_dir, views=augment, augmented=train_items, seed=seed, progress=progress
+        session.frames_teacher,
+        items,
+        cache_dir=cache_dir,
+        views=config.augment,
+        augmented=train_items,
+        seed=config.seed,
+        progress=progress,
     )
-    scan = scan_shards(
+    session.scan = scan_shards(
         cache.directory,
-        teacher=frames_teacher,
+        teacher=session.frames_teacher,
         keys=cache.keys + cache.view_keys,
-        validation_fraction=validation_fraction,
-        seed=seed,
-        segment_samples=segment_samples,
+        validation_fraction=config.validation_fraction,
+        seed=config.seed,
+        segment_samples=config.segment_samples,
         per_segment=True,
         sample_targets=0,
         progress=progress,
     )
-    run.confirm(training_records=records_identity(scan))
+    session.run.confirm(training_records=records_identity(session.scan))
+    return cache
+
+
+def _build(session: _Session):
+    """The segment stream, the student encoder with one head per layer, its optimizer, checkpoints and steps."""
+    config, layered, scan = session.config, session.layered, session.scan
     dims = [layered.layer_dims[name] for name in layered.layers]
     width = sum(dims)
     teacher_frames = scan.target_mean.size // width
-    # Standardise each target dimension (over every training frame); the heads learn that scale.
-    mean, std = _frame_moments(scan, width)
-    held_audio = scan.validation_audio if len(scan.validation_audio) else None
-    held_targets = scan.validation_targets.reshape(-1, teacher_frames, width)
-
-    keras.utils.set_random_seed(seed)  # the same weights and data order for the same seed
-    batches = iter(training_dataset(scan, batch_size=batch_size, seed=seed))
-    model = models.build(student, **config)
-    encoder = model.encoder
-    hop, field = distil.frame_geometry(tuple(tuple(layer) for layer in config["conv_layers"]))
-    student_frames = distil.num_frames(segment_samples, tuple(tuple(layer) for layer in config["conv_layers"]))
-    spans = layered.frame_spans(segment_samples, teacher_frames)
-    align = tf.constant(alignment_matrix(spans, student_frames, hop_samples=hop, field_samples=field))
-    heads = {name: keras.layers.Dense(dim, name=f"head_{name}") for name, dim in zip(layered.layers, dims)}
-
-    def predict(audio, training):
-        frames = encoder(audio, training=training)
-        return {name: tf.einsum("ts,bsd->btd", align, head(frames)) for name, head in heads.items()}
+    mean, std = _frame_moments(scan, width)  # standardise each target dimension; the heads learn that scale
+    keras.utils.set_random_seed(config.seed)  # the same weights and data order for the same seed
+    batches = iter(training_dataset(scan, batch_size=config.batch_size, seed=config.seed))
+    session.model = models.build(config.student, **session.student_config)
+    encoder = session.model.encoder
+    conv_layers = tuple(tuple(layer) for layer in session.student_config["conv_layers"])
+    hop, field = distil.frame_geometry(conv_layers)
+    spans = layered.frame_spans(config.segment_samples, teacher_frames)
+    align = tf.constant(
+        alignment_matrix(
+            spans, distil.num_frames(config.segment_samples, conv_layers), hop_samples=hop, field_samples=field
+        )
+    )
+    heads = session.heads = {
+        name: keras.layers.Dense(dim, name=f"head_{name}") for name, dim in zip(layered.layers, dims)
+    }
 
     def losses(audio, target, training):
-        predictions = predict(audio, training)
+        frames = encoder(audio, training=training)
         parts = tf.split((target - mean) / std, dims, axis=-1)
-        per_layer = {name: layer_loss(part, predictions[name]) for name, part in zip(layered.layers, parts)}
+        per_layer = {
+            name: layer_loss(part, tf.einsum("ts,bsd->btd", align, heads[name](frames)))
+            for name, part in zip(layered.layers, parts)
+        }
         return tf.add_n(list(per_layer.values())), per_layer
 
-    predict(tf.zeros((1, segment_samples)), False)  # builds the heads before the checkpoint is restored
+    losses(tf.zeros((1, config.segment_samples)), tf.zeros((1, teacher_frames, width)), False)  # builds the heads
     trainable = encoder.trainable_variables + [v for head in heads.values() for v in head.trainable_variables]
-    optimizer = keras.optimizers.Adam(learning_rate)
+    optimizer = keras.optimizers.Adam(learning_rate_schedule(config.lr, config.lr_schedule, config.steps))
     # The data iterator is saved with the weights: a resumed run continues the same stream of segments.
-    checkpoints = run.checkpoints({"encoder": encoder, "heads": heads, "optimizer": optimizer, "data": batches})
-    start = run.restore(checkpoints) if resume else 0
+    checkpoints = session.run.checkpoints({"encoder": encoder, "heads": heads, "optimizer": optimizer, "data": batches})
 
     @tf.function
     def train_step(audio, target):
@@ -327,24 +375,37 @@ def distill_layers(
         optimizer.apply_gradients(zip(tape.gradient(total, trainable), trainable))
         return total, per_layer
 
-    @tf.function
-    def eval_loss(audio, target):
-        return losses(audio, target, False)[0]
+    eval_loss = tf.function(lambda audio, target: losses(audio, target, False)[0])
+    held_targets = scan.validation_targets.reshape(-1, teacher_frames, width)
+    history = session.record.setdefault("validation_history", [])
 
-    def step_fn(index):
-        return train_step(*next(batches))
+    def validate(step: int) -> None:
+        audio, size = scan.validation_audio, config.batch_size
+        if len(audio):
+            values = [
+                float(eval_loss(pcm16_float(audio[i : i + size]), held_targets[i : i + size]))
+                for i in range(0, len(audio), size)
+            ]
+            history.append([step, float(np.mean(values))])
 
-    validation_history = record.setdefault("validation_history", [])
-    encoder_parameters = int(encoder.count_params())
-    record.update(
+    session.hop = hop
+    return batches, optimizer, checkpoints, _StepFunctions(train_step, validate)
+
+
+def _describe(session: _Session, data, cache) -> None:
+    """Put what the run is (config as given, student, data, training) into its record."""
+    config, scan, encoder = session.config, session.scan, session.model.encoder
+    parameters = int(encoder.count_params())
+    session.record.update(
         {
-            "teacher": frames_teacher.describe(),
+            "config": as_record(config),
+            "teacher": session.frames_teacher.describe(),
             "student": {
-                "name": student,
-                "config": config,
-                "parameters": encoder_parameters,
-                "head_parameters": int(sum(head.count_params() for head in heads.values())),
-                "share_of_teacher": encoder_parameters / layered.parameters if layered.parameters else None,
+                "name": config.student,
+                "config": session.student_config,
+                "parameters": parameters,
+                "head_parameters": int(sum(head.count_params() for head in session.heads.values())),
+                "share_of_teacher": parameters / session.layered.parameters if session.layered.parameters else None,
             },
             "data": {
                 "source": os.fspath(data) if not isinstance(data, (list, tuple)) else f"list of {len(data)} files",
@@ -355,8 +416,8 @@ def distill_layers(
                 "train_records": scan.train_records,
                 "train_segments": int(scan.target_rows),
                 "train_hours": scan.train_hours,
-                "augmented_views_per_file": augment,
-                "segment_samples": segment_samples,
+                "augmented_views_per_file": config.augment,
+                "segment_samples": config.segment_samples,
                 "skipped": [path for path, _ in cache.skipped],
                 "target_cache": cache.directory,
                 "shards_read": len(scan.shards),
@@ -364,58 +425,47 @@ def distill_layers(
             },
             "training": {
                 "loss": "l1 - log sigmoid(cosine), per layer",
-                "lr": lr,
-                "lr_schedule": lr_schedule,
-                "batch_size": batch_size,
-                "steps": steps,
-                "checkpoint_every": checkpoint_every,
-                "validation_fraction": validation_fraction,
-                "seed": seed,
+                **{
+                    key: getattr(config, key)
+                    for key in (
+                        "lr",
+                        "lr_schedule",
+                        "batch_size",
+                        "steps",
+                        "checkpoint_every",
+                        "validation_fraction",
+                        "seed",
+                    )
+                },
             },
             "versions": versions(),
         }
     )
 
-    def validate(step: int) -> None:
-        if held_audio is not None:
-            values = [
-                float(eval_loss(pcm16_float(held_audio[i : i + batch_size]), held_targets[i : i + batch_size]))
-                for i in range(0, len(held_audio), batch_size)
-            ]
-            validation_history.append([step, float(np.mean(values))])
 
-    timing = run_steps(
-        step_fn,
-        start=start,
-        steps=steps,
-        checkpoint_every=checkpoint_every,
-        on_checkpoint=run.saver(checkpoints, validate),
-        history=record.setdefault("loss_history", []),
-        writer=run.writer(),
-        progress=progress,
-        description=f"distill-layers {student}",
-    )
-
-    record.update(timing.as_record())
-    record["resumed_from_step"] = start if resume else None
+def _export(session: _Session) -> dict:
+    """Export the encoder in hub format (the heads are dropped, as in DistilHuBERT); returns the record."""
+    config, record, layered = session.config, session.record, session.layered
     metadata = {
         "kind": LAYER_STUDENT_KIND,
         "encoder": distil.ENCODER_NAME,
         "sample_rate_hz": SAMPLE_RATE_HZ,
-        "segment_samples": segment_samples,
-        "frame_hop_samples": hop,
+        "segment_samples": config.segment_samples,
+        "frame_hop_samples": session.hop,
         "teacher": layered.describe(),
         "student": record["student"],
     }
-    export_dir = export_savedmodel(model, os.path.join(run.path, "export"), overwrite=True, extra_metadata=metadata)
+    export_dir = export_savedmodel(
+        session.model, os.path.join(session.run.path, "export"), overwrite=True, extra_metadata=metadata
+    )
     record["export"] = export_dir
-    run.write(export_dir)
+    session.run.write(export_dir)
     _log.info(
         "Distilled layers %s of %s into %s (%d parameters); exported to %s",
         ",".join(layered.layers),
         layered.spec,
-        student,
-        encoder_parameters,
+        config.student,
+        record["student"]["parameters"],
         export_dir,
     )
     return record
