@@ -7,6 +7,7 @@ accuracy on the test files and speaker EER / minDCF on held-out speakers. Design
 docs/DESIGN.md, "Keyword + speaker fine-tuning".
 """
 
+import dataclasses
 import logging
 import math
 import os
@@ -34,7 +35,7 @@ from trillsson_tf.metrics import accuracy, speaker_verification, split_speakers
 from trillsson_tf.models import distil
 from trillsson_tf.models.heads import KWS_OUTPUT, SV_OUTPUT, build_heads
 from trillsson_tf.teachers import file_fingerprint
-from trillsson_tf.configs import FinetuneConfig, make_config
+from trillsson_tf.configs import FinetuneConfig, as_record, make_config
 from trillsson_tf.training import RunFolder, files_identity, run_steps, versions
 
 __all__ = [
@@ -52,28 +53,6 @@ _log = logging.getLogger(__name__)
 
 _SPLIT, _TEST = "split", "test"
 _FRAME_BATCH = 64  # segments per encoder call when the frames of a frozen encoder are computed
-_FIELDS = (
-    "kws_labels",
-    "sv_labels",
-    "freeze_encoder",
-    "encoder_layers",
-    "kws_weight",
-    "sv_weight",
-    "speaker_dim",
-    "hidden",
-    "margin",
-    "scale",
-    "holdout_speakers",
-    "sv_holdout",
-    "sv_groups",
-    "steps",
-    "encoder_lr_scale",
-    "balance_batches",
-    "batch_size",
-    "lr",
-    "checkpoint_every",
-    "seed",
-)
 
 
 def aam_softmax_logits(embeddings, class_weights, labels, *, margin: float = 0.2, scale: float = 30.0):
@@ -292,31 +271,70 @@ def finetune(
             absent from training, fewer than 2 scoring or training speakers, bad numbers.
     """
     config = make_config(FinetuneConfig, config, **options)
-    (
-        kws_labels,
-        sv_labels,
-        freeze_encoder,
-        encoder_layers,
-        kws_weight,
-        sv_weight,
-        speaker_dim,
-        hidden,
-        margin,
-        scale,
-        holdout_speakers,
-        sv_holdout,
-        sv_groups,
-        steps,
-        encoder_lr_scale,
-        balance_batches,
-        batch_size,
-        lr,
-        checkpoint_every,
-        seed,
-    ) = (getattr(config, name) for name in _FIELDS)
-    head_steps = config.resolved_head_steps
+    session = _open(config, export, data, labels, out_dir, resume, overwrite)
+    training = _build(session, progress)
+    start = session.run.restore(training.checkpoints) if resume else 0
+    frames_file, frames, first_row = _stored_frames(session, training, start, progress)
+    _describe(session, training)
+    timing = run_steps(
+        _step_function(session, training, frames, first_row),
+        start=start,
+        steps=config.steps,
+        checkpoint_every=config.checkpoint_every,
+        on_checkpoint=session.run.saver(training.checkpoints),
+        history=session.record.setdefault("loss_history", []),
+        writer=session.run.writer(),
+        progress=progress,
+        description=f"finetune ({'frozen' if config.freeze_encoder else 'fine-tuned'})",
+    )
+    session.record.update(timing.as_record())
+    if frames_file is not None:
+        frames_file.close()  # removes the stored frames
+    return _finish(session, training, progress)
+
+
+@dataclasses.dataclass
+class _Session:
+    """What one :func:`finetune` call knows before training: the encoder, the plan, the run folder."""
+
+    config: FinetuneConfig
+    export: object
+    teacher_mode: bool
+    encoder: object
+    metadata: dict
+    width: int
+    segment_samples: int
+    items: list
+    train_items: list
+    keywords: list
+    speakers: list
+    held: list
+    plan: dict
+    source: dict
+    run: RunFolder = None
+    record: dict = None
+
+
+@dataclasses.dataclass
+class _Training:
+    """The trained parts: the indexed clips and their labels, the heads, the optimizers, the checkpoints."""
+
+    index: object
+    keyword_index: np.ndarray
+    speaker_index: np.ndarray
+    heads: object
+    centres: object
+    head_variables: list
+    encoder_variables: list
+    head_optimizer: object
+    encoder_optimizer: object
+    checkpoints: object
+
+
+def _open(config: FinetuneConfig, export, data, labels, out_dir, resume: bool, overwrite: bool) -> _Session:
+    """Load the encoder, plan the split and the tasks, open (or check, on resume) the run folder."""
     teacher_mode = isinstance(export, LayeredTeacher)
-    if teacher_mode and not freeze_encoder:
+    if teacher_mode and not config.freeze_encoder:
         raise ParameterError(
             "A teacher cannot be fine-tuned here: pass freeze_encoder=True to train heads on its features."
         )
@@ -325,39 +343,38 @@ def finetune(
         width = encoder.width
     else:
         encoder, metadata = load_encoder(export)
-        if encoder_layers == "all":
+        if config.encoder_layers == "all":
             encoder = distil.with_hidden_states(encoder)
         width = int(encoder.output_shape[-1])
     segment_samples = int(metadata.get("segment_samples", 16000))
-
     items = find_audio(data, labels=labels)
+    kws_labels, sv_labels = config.kws_labels, config.sv_labels
     train_items, keywords, speakers, held = _plan(
         items,
         kws_labels=kws_labels,
         sv_labels=sv_labels,
-        holdout_speakers=holdout_speakers,
-        sv_holdout=sv_holdout,
-        seed=seed,
+        holdout_speakers=config.holdout_speakers,
+        sv_holdout=config.sv_holdout,
+        seed=config.seed,
     )
-    config = {
-        "tasks": [task for task, column in (("kws", kws_labels), ("sv", sv_labels)) if column],
-        "kws_labels": kws_labels,
-        "sv_labels": sv_labels,
-        "freeze_encoder": bool(freeze_encoder),
-        "kws_weight": kws_weight,
-        "sv_weight": sv_weight,
-        "speaker_dim": speaker_dim if sv_labels else 0,
-        "encoder_layers": encoder_layers,
-        "hidden": hidden,
-        "margin": margin,
-        "scale": scale,
-        "keywords": keywords,
-        "train_speakers": speakers,
-        "holdout_speakers": held,
-        "segment_samples": segment_samples,
-    }
-    source = _encoder_source(export)
-    run = RunFolder(
+    plan = _plan_record(config, keywords, speakers, held, segment_samples)
+    session = _Session(
+        config,
+        export,
+        teacher_mode,
+        encoder,
+        metadata,
+        width,
+        segment_samples,
+        items,
+        train_items,
+        keywords,
+        speakers,
+        held,
+        plan,
+        _encoder_source(export),
+    )
+    session.run = RunFolder(
         out_dir,
         resume=resume,
         overwrite=overwrite,
@@ -365,120 +382,175 @@ def finetune(
     )
     # Batches are a function of the seed, the step and the training files: all compared on resume.
     stream = {
-        "batch_size": batch_size,
-        "seed": seed,
-        "lr": lr,
-        "head_steps": head_steps,
-        "encoder_lr_scale": encoder_lr_scale,
-        "balance_batches": bool(balance_batches),
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "lr": config.lr,
+        "head_steps": config.resolved_head_steps,
+        "encoder_lr_scale": config.encoder_lr_scale,
+        "balance_batches": bool(config.balance_batches),
         "training_files": files_identity(train_items),
     }
-    record = run.open(
-        {"encoder": source["spec"], "encoder_identity": source["identity"], "config": config, "stream": stream},
+    session.record = session.run.open(
+        {
+            "encoder": session.source["spec"],
+            "encoder_identity": session.source["identity"],
+            "config": plan,
+            "stream": stream,
+        },
         lambda i: f"fine-tunes the encoder of {i['encoder']!r} ({i['encoder_identity']}) with {i['config']}",
         compared=("encoder_identity", "config", "stream"),
     )
+    return session
 
-    # The training files are indexed, not loaded: each step reads its crops (see ``full_batches``).
-    index = index_clips(train_items, progress=progress)
-    keyword_index = _label_indices(index.items, kws_labels, keywords)
-    speaker_index = _label_indices(index.items, sv_labels, speakers)
-    keras.utils.set_random_seed(seed)
-    heads = build_heads(width, kws_classes=len(keywords), speaker_dim=config["speaker_dim"], hidden=hidden)
+
+def _plan_record(config: FinetuneConfig, keywords, speakers, held, segment_samples: int) -> dict:
+    """The run's plan as its identity records it (compared on resume): tasks, heads, classes, speakers."""
+    kws_labels, sv_labels = config.kws_labels, config.sv_labels
+    return {
+        "tasks": [task for task, column in (("kws", kws_labels), ("sv", sv_labels)) if column],
+        "kws_labels": kws_labels,
+        "sv_labels": sv_labels,
+        "freeze_encoder": bool(config.freeze_encoder),
+        "kws_weight": config.kws_weight,
+        "sv_weight": config.sv_weight,
+        "speaker_dim": config.speaker_dim if sv_labels else 0,
+        "encoder_layers": config.encoder_layers,
+        "hidden": config.hidden,
+        "margin": config.margin,
+        "scale": config.scale,
+        "keywords": keywords,
+        "train_speakers": speakers,
+        "holdout_speakers": held,
+        "segment_samples": segment_samples,
+    }
+
+
+def _build(session: _Session, progress: bool) -> _Training:
+    """Index the training files, build the heads and the two optimizers, and the checkpoints."""
+    config = session.config
+    # The training files are indexed, not loaded: each step reads its crops (see ``_step_function``).
+    index = index_clips(session.train_items, progress=progress)
+    keyword_index = _label_indices(index.items, config.kws_labels, session.keywords)
+    speaker_index = _label_indices(index.items, config.sv_labels, session.speakers)
+    keras.utils.set_random_seed(config.seed)
+    speaker_dim = session.plan["speaker_dim"]
+    heads = build_heads(session.width, kws_classes=len(session.keywords), speaker_dim=speaker_dim, hidden=config.hidden)
     centres = tf.Variable(
-        tf.random.normal([max(config["speaker_dim"], 1), max(len(speakers), 1)], seed=seed), name="speaker_centres"
+        tf.random.normal([max(speaker_dim, 1), max(len(session.speakers), 1)], seed=config.seed), name="speaker_centres"
     )
-    head_variables = heads.trainable_variables + ([centres] if speakers else [])
-    encoder_variables = [] if freeze_encoder else encoder.trainable_variables
-
+    head_variables = heads.trainable_variables + ([centres] if session.speakers else [])
+    encoder_variables = [] if config.freeze_encoder else session.encoder.trainable_variables
     # One optimizer per part: Adam is invariant to gradient scale, so a lower encoder learning rate
     # needs its own optimizer. The heads decay over every step; the encoder warms up linearly from
     # zero once it is unfrozen (fresh heads would otherwise push large gradients into it) and decays
     # over the rest.
+    steps, lr = config.steps, config.lr
     head_optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps, alpha=0.01))
-    encoder_steps = steps - head_steps
+    encoder_steps = steps - config.resolved_head_steps
     encoder_warmup = max(1, encoder_steps // 10)
     encoder_optimizer = keras.optimizers.Adam(
         keras.optimizers.schedules.CosineDecay(
             0.0,
             decay_steps=max(1, encoder_steps - encoder_warmup),
             alpha=0.01,
-            warmup_target=lr * encoder_lr_scale,
+            warmup_target=lr * config.encoder_lr_scale,
             warmup_steps=encoder_warmup,
         )
     )
     tracked = {"heads": heads, "centres": centres, "optimizer": head_optimizer}
-    if not teacher_mode:
-        tracked.update(encoder=encoder, encoder_optimizer=encoder_optimizer)
-    checkpoints = run.checkpoints(tracked, max_to_keep=2)
-    start = run.restore(checkpoints) if resume else 0
+    if not session.teacher_mode:
+        tracked.update(encoder=session.encoder, encoder_optimizer=encoder_optimizer)
+    checkpoints = session.run.checkpoints(tracked, max_to_keep=2)
+    return _Training(
+        index,
+        keyword_index,
+        speaker_index,
+        heads,
+        centres,
+        head_variables,
+        encoder_variables,
+        head_optimizer,
+        encoder_optimizer,
+        checkpoints,
+    )
 
-    if start < head_steps:
-        # Heads-only steps run on stored frames: each segment goes through the encoder once, file by
-        # file, into a file beside the run (frames can outweigh the audio; only a batch is in memory).
-        first_row = np.cumsum([0] + [max(length, segment_samples) // segment_samples for length in index.lengths])
-        frames_file = tempfile.NamedTemporaryFile(dir=run.path, prefix="frames-", suffix=".npy")
-        frames = None
-        for offset, batch_frames in _stream_frames(encoder, index, segment_samples, progress=progress):
-            if frames is None:
-                frames = np.lib.format.open_memmap(
-                    frames_file.name, mode="w+", dtype=np.float32, shape=(int(first_row[-1]), *batch_frames.shape[1:])
-                )
-            frames[offset : offset + len(batch_frames)] = batch_frames
+
+def _stored_frames(session: _Session, training: _Training, start: int, progress: bool):
+    """``(file, frames memmap, first row of each file)`` for the heads-only steps still to run, else ``None`` s.
+
+    Each segment goes through the encoder once, file by file, into a file beside the run (frames can
+    outweigh the audio; only a batch is in memory).
+    """
+    if start >= session.config.resolved_head_steps:
+        return None, None, None
+    index, segment_samples = training.index, session.segment_samples
+    first_row = np.cumsum([0] + [max(length, segment_samples) // segment_samples for length in index.lengths])
+    frames_file = tempfile.NamedTemporaryFile(dir=session.run.path, prefix="frames-", suffix=".npy")
+    frames = None
+    for offset, batch_frames in _stream_frames(session.encoder, index, segment_samples, progress=progress):
+        if frames is None:
+            frames = np.lib.format.open_memmap(
+                frames_file.name, mode="w+", dtype=np.float32, shape=(int(first_row[-1]), *batch_frames.shape[1:])
+            )
+        frames[offset : offset + len(batch_frames)] = batch_frames
+    return frames_file, frames, first_row
+
+
+def _task_losses(session: _Session, training: _Training):
+    """``(outputs, keyword [b], speaker [b]) -> (total, {task: loss})``; a clip without a label (-1) adds nothing."""
+    config, keywords, speakers = session.config, session.keywords, session.speakers
+
+    def masked_mean(losses, mask):
+        return tf.reduce_sum(tf.where(mask, losses, 0.0)) / tf.maximum(tf.reduce_sum(tf.cast(mask, tf.float32)), 1.0)
 
     def task_losses(outputs, keyword, speaker):
         parts = {}
         if keywords:
-            mask = keyword >= 0
             losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
                 labels=tf.maximum(keyword, 0), logits=outputs[KWS_OUTPUT]
             )
-            parts["kws"] = tf.reduce_sum(tf.where(mask, losses, 0.0)) / tf.maximum(
-                tf.reduce_sum(tf.cast(mask, tf.float32)), 1.0
-            )
+            parts["kws"] = masked_mean(losses, keyword >= 0)
         if speakers:
-            mask = speaker >= 0
-            logits = aam_softmax_logits(outputs[SV_OUTPUT], centres, tf.maximum(speaker, 0), margin=margin, scale=scale)
-            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.maximum(speaker, 0), logits=logits)
-            parts["sv"] = tf.reduce_sum(tf.where(mask, losses, 0.0)) / tf.maximum(
-                tf.reduce_sum(tf.cast(mask, tf.float32)), 1.0
+            logits = aam_softmax_logits(
+                outputs[SV_OUTPUT], training.centres, tf.maximum(speaker, 0), margin=config.margin, scale=config.scale
             )
-        total = kws_weight * parts.get("kws", 0.0) + sv_weight * parts.get("sv", 0.0)
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.maximum(speaker, 0), logits=logits)
+            parts["sv"] = masked_mean(losses, speaker >= 0)
+        total = config.kws_weight * parts.get("kws", 0.0) + config.sv_weight * parts.get("sv", 0.0)
         return total, parts
+
+    return task_losses
+
+
+def _step_function(session: _Session, training: _Training, frames, first_row):
+    """``step -> (loss, parts)``: heads-only steps on stored frames, then full steps on crops."""
+    config, t, encoder = session.config, training, session.encoder
+    task_losses, head_steps, seed = _task_losses(session, training), config.resolved_head_steps, config.seed
 
     @tf.function
     def head_step(features, keyword, speaker):
         with tf.GradientTape() as tape:
-            total, parts = task_losses(heads(features, training=True), keyword, speaker)
-        head_optimizer.apply_gradients(zip(tape.gradient(total, head_variables), head_variables))
+            total, parts = task_losses(t.heads(features, training=True), keyword, speaker)
+        t.head_optimizer.apply_gradients(zip(tape.gradient(total, t.head_variables), t.head_variables))
         return total, parts
 
     @tf.function
     def full_step(audio, keyword, speaker):
         with tf.GradientTape() as tape:
-            total, parts = task_losses(heads(encoder(audio, training=True), training=True), keyword, speaker)
-        gradients = tape.gradient(total, head_variables + encoder_variables)
-        head_optimizer.apply_gradients(zip(gradients[: len(head_variables)], head_variables))
-        encoder_optimizer.apply_gradients(zip(gradients[len(head_variables) :], encoder_variables))
+            total, parts = task_losses(t.heads(encoder(audio, training=True), training=True), keyword, speaker)
+        gradients = tape.gradient(total, t.head_variables + t.encoder_variables)
+        t.head_optimizer.apply_gradients(zip(gradients[: len(t.head_variables)], t.head_variables))
+        t.encoder_optimizer.apply_gradients(zip(gradients[len(t.head_variables) :], t.encoder_variables))
         return total, parts
 
-    sampler = _BatchSampler(keyword_index, speaker_index, batch_size, balance=balance_batches)
+    sampler = _BatchSampler(t.keyword_index, t.speaker_index, config.batch_size, balance=config.balance_batches)
 
     def audio_batch(step):
         # A pure function of (seed, step), so a resumed run reads the batches of the uninterrupted one.
         rng = np.random.default_rng([seed, int(step)])
         clips = sampler(rng)
-        audio = np.stack([read_crop(index, i, rng, crop_samples=segment_samples) for i in clips])
-        return audio, keyword_index[clips], speaker_index[clips]
-
-    def full_batches(first):
-        """Fine-tuning batches from step ``first`` on: crops read in parallel and prefetched by tf.data."""
-        dataset = tf.data.Dataset.range(first, steps).map(
-            lambda step: tf.numpy_function(audio_batch, [step], (tf.float32, tf.int32, tf.int32), stateful=False),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
-        return iter(dataset.prefetch(2))
+        audio = np.stack([read_crop(t.index, i, rng, crop_samples=session.segment_samples) for i in clips])
+        return audio, t.keyword_index[clips], t.speaker_index[clips]
 
     batches = {}
 
@@ -487,48 +559,54 @@ def finetune(
             rng = np.random.default_rng([seed, step])
             clips = sampler(rng)
             rows = first_row[clips] + rng.integers(0, first_row[clips + 1] - first_row[clips])
-            return head_step(np.asarray(frames[rows]), keyword_index[clips], speaker_index[clips])
-        if "iterator" not in batches:
-            batches["iterator"] = full_batches(step)
+            return head_step(np.asarray(frames[rows]), t.keyword_index[clips], t.speaker_index[clips])
+        if "iterator" not in batches:  # fine-tuning batches from here on: crops read in parallel, prefetched
+            dataset = tf.data.Dataset.range(step, config.steps).map(
+                lambda index: tf.numpy_function(audio_batch, [index], (tf.float32, tf.int32, tf.int32), stateful=False),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True,
+            )
+            batches["iterator"] = iter(dataset.prefetch(2))
         return full_step(*next(batches["iterator"]))
 
-    record.update(
+    return step_fn
+
+
+def _describe(session: _Session, training: _Training) -> None:
+    """Put what the run is (config as given, data, training) into its record."""
+    config = session.config
+    session.record.update(
         {
-            "teacher": source,  # the encoder's source (checked on resume)
-            "student": {"name": "multitask", "config": config},
-            "data": {"files": len(items), "train_files": len(index.items), "skipped": [p for p, _ in index.skipped]},
+            "config": as_record(config),
+            "teacher": session.source,  # the encoder's source (checked on resume)
+            "student": {"name": "multitask", "config": session.plan},
+            "data": {
+                "files": len(session.items),
+                "train_files": len(training.index.items),
+                "skipped": [p for p, _ in training.index.skipped],
+            },
             "training": {
-                "steps": steps,
-                "head_steps": head_steps,
-                "batch_size": batch_size,
-                "lr": lr,
-                "encoder_lr_scale": encoder_lr_scale,
-                "balance_batches": balance_batches,
-                "seed": seed,
+                "steps": config.steps,
+                "head_steps": config.resolved_head_steps,
+                "batch_size": config.batch_size,
+                "lr": config.lr,
+                "encoder_lr_scale": config.encoder_lr_scale,
+                "balance_batches": config.balance_batches,
+                "seed": config.seed,
             },
             "versions": versions(),
         }
     )
-    timing = run_steps(
-        step_fn,
-        start=start,
-        steps=steps,
-        checkpoint_every=checkpoint_every,
-        on_checkpoint=run.saver(checkpoints),
-        history=record.setdefault("loss_history", []),
-        writer=run.writer(),
-        progress=progress,
-        description=f"finetune ({'frozen' if freeze_encoder else 'fine-tuned'})",
-    )
-    record.update(timing.as_record())
-    if start < head_steps:
-        frames_file.close()  # removes the stored frames
 
+
+def _finish(session: _Session, training: _Training, progress: bool) -> dict:
+    """Export the multi-task model (not for a teacher's features), score it on the test files and held-out speakers."""
+    config, record, encoder, heads = session.config, session.record, session.encoder, training.heads
     names = tuple(heads.output)
-    if teacher_mode:
-        predict = _feature_predictor(encoder, heads, segment_samples)
+    if session.teacher_mode:
+        predict = _feature_predictor(encoder, heads, session.segment_samples)
         record["export"] = None
-        record["parameters"] = {"encoder": export.parameters, "heads": int(heads.count_params())}
+        record["parameters"] = {"encoder": session.export.parameters, "heads": int(heads.count_params())}
     else:
         audio = keras.Input(shape=(None,), dtype="float32", name="audio_samples")
         outputs = heads(encoder(audio))
@@ -537,38 +615,39 @@ def finetune(
             "kind": MULTITASK_KIND,
             "encoder": encoder.name,
             "sample_rate_hz": 16000,
-            "segment_samples": segment_samples,
-            "keywords": keywords,
-            "kws_labels": kws_labels,
-            "sv_labels": sv_labels,
-            "train_speakers": speakers,
-            "holdout_speakers": held,
-            "teacher": metadata.get("teacher"),
-            "distilled_from": source["spec"],
+            "segment_samples": session.segment_samples,
+            "keywords": session.keywords,
+            "kws_labels": config.kws_labels,
+            "sv_labels": config.sv_labels,
+            "train_speakers": session.speakers,
+            "holdout_speakers": session.held,
+            "teacher": session.metadata.get("teacher"),
+            "distilled_from": session.source["spec"],
         }
         record["export"] = export_savedmodel(
-            model, os.path.join(run.path, "export"), overwrite=True, extra_metadata=info, output_names=names
+            model, os.path.join(session.run.path, "export"), overwrite=True, extra_metadata=info, output_names=names
         )
-        predict = _model_predictor(model, segment_samples)
+        predict = _model_predictor(model, session.segment_samples)
         record["parameters"] = {
             "encoder": int(encoder.count_params()),
             "heads": int(heads.count_params()),
             "total": int(model.count_params()),
         }
+    held, sv_labels = set(session.held), config.sv_labels
     scoring = [
-        i for i in items if i.labels.get(_SPLIT) == _TEST or (sv_labels and i.labels.get(sv_labels) in set(held))
+        i for i in session.items if i.labels.get(_SPLIT) == _TEST or (sv_labels and i.labels.get(sv_labels) in held)
     ]
     record["scores"] = _score(
         predict,
         scoring,
-        kws_labels=kws_labels if keywords else None,
-        keywords=keywords,
-        sv_labels=sv_labels if speakers else None,
-        speakers=set(held),
-        sv_groups=sv_groups,
+        kws_labels=config.kws_labels if session.keywords else None,
+        keywords=session.keywords,
+        sv_labels=sv_labels if session.speakers else None,
+        speakers=held,
+        sv_groups=config.sv_groups,
         progress=progress,
     )
-    run.write(*([record["export"]] if record["export"] else []))
+    session.run.write(*([record["export"]] if record["export"] else []))
     return record
 
 
