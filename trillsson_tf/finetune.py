@@ -385,7 +385,7 @@ def _open(config: FinetuneConfig, export, data, labels, out_dir, resume: bool, o
         "batch_size": config.batch_size,
         "seed": config.seed,
         "lr": config.lr,
-        "head_steps": config.resolved_head_steps,
+        "head_steps": config.head_steps,  # as given: its default follows steps, which a resume may raise
         "encoder_lr_scale": config.encoder_lr_scale,
         "balance_batches": bool(config.balance_batches),
         "training_files": files_identity(train_items),
