@@ -53,6 +53,23 @@ def _check_fields(config) -> None:
             check(field.name, getattr(config, field.name))
 
 
+def _lr():
+    return option(1e-3, "Adam learning rate (peak of the schedule)", check=checks.positive)
+
+
+def _lr_schedule():
+    return option(
+        "cosine",
+        "learning-rate schedule (cosine decays to 1%% of --lr)",
+        check=checks.choice(*LR_SCHEDULES),
+        choices=LR_SCHEDULES,
+    )
+
+
+def _steps():
+    return option(2000, "total optimizer steps (a resumed run continues up to this number)", check=checks.positive_int)
+
+
 @dataclasses.dataclass(frozen=True)
 class DistillConfig:
     """What :func:`trillsson_tf.distill.distill` trains: teacher, student, loss, optimizer, data stream."""
@@ -69,17 +86,10 @@ class DistillConfig:
         choices=TARGET_MODES,
     )
     loss: str = option("mse", "distillation loss", check=checks.choice(*LOSSES), choices=LOSSES)
-    lr: float = option(1e-3, "Adam learning rate (peak of the schedule)", check=checks.positive)
-    lr_schedule: str = option(
-        "cosine",
-        "learning-rate schedule (cosine decays to 1%% of --lr)",
-        check=checks.choice(*LR_SCHEDULES),
-        choices=LR_SCHEDULES,
-    )
+    lr: float = _lr()
+    lr_schedule: str = _lr_schedule()
     batch_size: int = option(32, "crops per step (the global batch under a strategy)", check=checks.positive_int)
-    steps: int = option(
-        2000, "total optimizer steps (a resumed run continues up to this number)", check=checks.positive_int
-    )
+    steps: int = _steps()
     checkpoint_every: int = option(500, "steps between checkpoints", check=checks.positive_int)
     validation_fraction: float = option(
         0.1, "share of files held out (deterministic, by file name)", check=checks.fraction
@@ -134,17 +144,10 @@ class LayerDistillConfig:
         "training segment length in samples (>= the teacher's window)",
         check=checks.positive_int,
     )
-    lr: float = option(1e-3, "Adam learning rate (peak of the schedule)", check=checks.positive)
-    lr_schedule: str = option(
-        "cosine",
-        "learning-rate schedule (cosine decays to 1%% of --lr)",
-        check=checks.choice(*LR_SCHEDULES),
-        choices=LR_SCHEDULES,
-    )
+    lr: float = _lr()
+    lr_schedule: str = _lr_schedule()
     batch_size: int = option(16, "segments per step", check=checks.positive_int)
-    steps: int = option(
-        2000, "total optimizer steps (a resumed run continues up to this number)", check=checks.positive_int
-    )
+    steps: int = _steps()
     checkpoint_every: int = option(500, "steps between checkpoints", check=checks.positive_int)
     validation_fraction: float = option(0.1, "share of files held out for the validation loss", check=checks.fraction)
     seed: int = option(0, "seeds the split, the batches and the weights", check=checks.non_negative_int)
