@@ -83,20 +83,7 @@ class Campaign:
         shutil.copytree(FSDD, self.data)
         self.cache = os.path.join(work, "cache")
         self.run = os.path.join(work, "run")
-        code, _, err = cli(
-            "distill",
-            "--data",
-            self.data,
-            "--out",
-            self.run,
-            "--cache-dir",
-            self.cache,
-            "--steps",
-            "20",
-            "--checkpoint-every",
-            "10",
-            *SMALL,
-        )
+        code, _, err = self.distill(self.run, "20", "--checkpoint-every", "10")
         assert code == 0, err
         self.export = os.path.join(self.run, "export")
         self.tflite = os.path.join(work, "model.tflite")
@@ -127,6 +114,23 @@ class Campaign:
         self.rows.append(row)
         print(
             f"{'skip' if held is None else 'held' if held and not lost else 'FAIL'}  {name}  {row['note']}", flush=True
+        )
+
+    def distill(self, out, steps, *extra, data=None, cache=None, wait=True):
+        """``trillsson-tf distill`` of the campaign's clips (or ``data``) with its small student and cache."""
+        return cli(
+            "distill",
+            "--data",
+            data or self.data,
+            "--out",
+            out,
+            "--cache-dir",
+            cache or self.cache,
+            "--steps",
+            steps,
+            *SMALL,
+            *extra,  # after SMALL: the last occurrence of an option wins
+            wait=wait,
         )
 
     def copy_run(self, name):
@@ -203,21 +207,7 @@ def cases(c: Campaign):
         run = c.copy_run("empty_record")
         open(os.path.join(run, "run.json"), "w").close()
         return one_line_error(
-            cli(
-                "distill",
-                "--data",
-                c.data,
-                "--out",
-                run,
-                "--cache-dir",
-                c.cache,
-                "--steps",
-                "30",
-                "--checkpoint-every",
-                "10",
-                "--resume",
-                *SMALL,
-            ),
+            c.distill(run, "30", "--checkpoint-every", "10", "--resume"),
             "run.json",
         )
 
@@ -225,21 +215,7 @@ def cases(c: Campaign):
 
     def killed():
         run = os.path.join(c.work, "killed")
-        process = cli(
-            "distill",
-            "--data",
-            c.data,
-            "--out",
-            run,
-            "--cache-dir",
-            c.cache,
-            "--steps",
-            "4000",
-            "--checkpoint-every",
-            "5",
-            *SMALL,
-            wait=False,
-        )
+        process = c.distill(run, "4000", "--checkpoint-every", "5", wait=False)
         deadline = time.time() + 300
         # The manager keeps 3 checkpoints: wait for any from step 15 on, not for one that may be gone.
         while time.time() < deadline and not [
@@ -250,21 +226,7 @@ def cases(c: Campaign):
             time.sleep(0.2)
         process.send_signal(signal.SIGKILL)
         process.wait()
-        code, _, err = cli(
-            "distill",
-            "--data",
-            c.data,
-            "--out",
-            run,
-            "--cache-dir",
-            c.cache,
-            "--steps",
-            "80",
-            "--checkpoint-every",
-            "5",
-            "--resume",
-            *SMALL,
-        )
+        code, _, err = c.distill(run, "80", "--checkpoint-every", "5", "--resume")
         with open(os.path.join(run, "run.json")) as handle:
             record = json.load(handle)
         steps = [point[0] for point in record["loss_history"]]
@@ -275,21 +237,7 @@ def cases(c: Campaign):
     def missing_index():
         run = c.copy_run("missing_index")
         os.remove(os.path.join(run, "checkpoints", "ckpt-20.index"))
-        code, _, _ = cli(
-            "distill",
-            "--data",
-            c.data,
-            "--out",
-            run,
-            "--cache-dir",
-            c.cache,
-            "--steps",
-            "30",
-            "--checkpoint-every",
-            "10",
-            "--resume",
-            *SMALL,
-        )
+        code, _, _ = c.distill(run, "30", "--checkpoint-every", "10", "--resume")
         with open(os.path.join(run, "run.json")) as handle:
             record = json.load(handle)
         return (
@@ -306,23 +254,8 @@ def cases(c: Campaign):
 
         def changed(option=option, value=value):
             run = c.copy_run(f"changed{option}")
-            args = [*SMALL, option, value]  # the last occurrence of an option wins
             return one_line_error(
-                cli(
-                    "distill",
-                    "--data",
-                    c.data,
-                    "--out",
-                    run,
-                    "--cache-dir",
-                    c.cache,
-                    "--steps",
-                    "30",
-                    "--checkpoint-every",
-                    "10",
-                    "--resume",
-                    *args,
-                ),
+                c.distill(run, "30", "--checkpoint-every", "10", "--resume", option, value),
                 option.lstrip("-").replace("-", "_"),
             )
 
@@ -333,21 +266,7 @@ def cases(c: Campaign):
         shutil.copytree(c.data, more)
         shutil.copy(wavs[0], os.path.join(more, "extra_copy.wav"))
         return one_line_error(
-            cli(
-                "distill",
-                "--data",
-                more,
-                "--out",
-                run,
-                "--cache-dir",
-                c.cache,
-                "--steps",
-                "30",
-                "--checkpoint-every",
-                "10",
-                "--resume",
-                *SMALL,
-            ),
+            c.distill(run, "30", "--checkpoint-every", "10", "--resume", data=more),
             "training_records",
         )
 
@@ -364,18 +283,7 @@ def cases(c: Campaign):
                 else:
                     handle.seek(os.path.getsize(shard) // 2)
                     handle.write(b"\xff" * 16)
-            code, _, err = cli(
-                "distill",
-                "--data",
-                c.data,
-                "--out",
-                os.path.join(c.work, f"run_{kind}"),
-                "--cache-dir",
-                cache,
-                "--steps",
-                "5",
-                *SMALL,
-            )
+            code, _, err = c.distill(os.path.join(c.work, f"run_{kind}"), "5", cache=cache)
             return code == 0 and os.path.basename(shard) in err
 
         return check
@@ -385,14 +293,10 @@ def cases(c: Campaign):
 
     def concurrent():
         run = os.path.join(c.work, "concurrent")
-        first = cli(
-            "distill", "--data", c.data, "--out", run, "--cache-dir", c.cache, "--steps", "200", *SMALL, wait=False
-        )
+        first = c.distill(run, "200", wait=False)
         while not os.path.exists(os.path.join(run, ".trillsson-tf.lock")) and first.poll() is None:
             time.sleep(0.2)
-        second = cli(
-            "distill", "--data", c.data, "--out", run, "--cache-dir", c.cache, "--steps", "5", "--force", *SMALL
-        )
+        second = c.distill(run, "5", "--force")
         first.wait()
         return first.returncode == 0 and one_line_error(second, "in use by another")
 
@@ -449,41 +353,13 @@ def cases(c: Campaign):
 
     def ctrl_c():
         run = os.path.join(c.work, "interrupted")
-        process = cli(
-            "distill",
-            "--data",
-            c.data,
-            "--out",
-            run,
-            "--cache-dir",
-            c.cache,
-            "--steps",
-            "4000",
-            "--checkpoint-every",
-            "5",
-            *SMALL,
-            wait=False,
-        )
+        process = c.distill(run, "4000", "--checkpoint-every", "5", wait=False)
         while not glob.glob(os.path.join(run, "checkpoints", "ckpt-*.index")) and process.poll() is None:
             time.sleep(0.2)
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=120)
         lines = [line for line in err.splitlines() if line.strip()]
-        code, _, _ = cli(
-            "distill",
-            "--data",
-            c.data,
-            "--out",
-            run,
-            "--cache-dir",
-            c.cache,
-            "--steps",
-            "80",
-            "--checkpoint-every",
-            "5",
-            "--resume",
-            *SMALL,
-        )
+        code, _, _ = c.distill(run, "80", "--checkpoint-every", "5", "--resume")
         held = process.returncode == 130 and len(error_lines(err)) == 1 and "--resume" in lines[-1] and code == 0
         return held, "" if held else f"exit {process.returncode}, then {code}; stderr ends {lines[-2:]}"
 
@@ -548,11 +424,11 @@ def main(argv=None):
             return campaign.rows
         report = {"date": time.strftime("%Y-%m-%d"), "rows": campaign.rows}
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "fault_benchmark.json"), "w") as handle:
-        json.dump(report, handle, indent=2)
+    from trillsson_tf.folders import write_atomic, write_json
+
+    write_json(os.path.join(RESULTS, "fault_benchmark.json"), report)
     markdown = to_markdown(report)
-    with open(os.path.join(RESULTS, "fault_benchmark.md"), "w") as handle:
-        handle.write(markdown)
+    write_atomic(os.path.join(RESULTS, "fault_benchmark.md"), markdown)
     print(markdown)
     return report
 
