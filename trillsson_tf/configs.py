@@ -38,9 +38,13 @@ DEFAULT_SEGMENT_SAMPLES = 16000
 _SPEECH_EMBEDDING = "speech_embedding"
 
 
-def option(default, help: str, *, check=None, flag=None, type=None, choices=None, cli: bool = True):
-    """A config field: ``default``, one line of ``help``, a ``check(name, value)``, CLI details."""
+def option(default, help: str, *, check=None, flag=None, type=None, choices=None, cli: bool = True, many=False):
+    """A config field: ``default``, one line of ``help``, a ``check(name, value)``, CLI details.
+
+    ``many``: the flag may be repeated; one value gives the value, several a tuple.
+    """
     metadata = {"help": help, "check": check, "flag": flag, "type": type, "choices": choices, "cli": cli}
+    metadata["many"] = many
     if isinstance(default, dict):
         return dataclasses.field(default_factory=lambda: dict(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -74,7 +78,19 @@ def _steps():
 class DistillConfig:
     """What :func:`trillsson_tf.distill.distill` trains: teacher, student, loss, optimizer, data stream."""
 
-    teacher: object = option(_SPEECH_EMBEDDING, "teacher spec (preset, file, hub handle) or, in Python, a teacher")
+    teacher: object = option(
+        _SPEECH_EMBEDDING,
+        "teacher spec (preset, file, hub handle) or, in Python, a teacher; repeat for several teachers",
+        check=lambda name, value: _teachers(value),
+        many=True,
+    )
+    teacher_weights: object = option(
+        None,
+        "loss weight of each --teacher, in order (repeat; default equal); several teachers only",
+        flag="--teacher-weight",
+        type=float,
+        many=True,
+    )
     output_key: object = option(None, "teacher output key when it has several", flag="--teacher-output", type=str)
     student: str = option(DEFAULT_STUDENT, "student name (see `trillsson-tf models`)")
     student_options: dict = option({}, "overrides of the student's preset config", cli=False)
@@ -126,6 +142,46 @@ class DistillConfig:
 
     def __post_init__(self):
         _check_fields(self)
+        _check_teacher_set(self)
+
+    @property
+    def teachers(self) -> tuple:
+        """The teachers as a tuple (one for a single-teacher run)."""
+        return tuple(self.teacher) if isinstance(self.teacher, (list, tuple)) else (self.teacher,)
+
+    @property
+    def weights(self) -> tuple:
+        """Each teacher's loss weight, summing to 1 (equal unless ``teacher_weights`` says otherwise)."""
+        given = _as_tuple(self.teacher_weights) or (1.0,) * len(self.teachers)
+        return tuple(float(weight) / sum(given) for weight in given)
+
+
+def _as_tuple(value):
+    return None if value is None else tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
+def _teachers(value) -> None:
+    if isinstance(value, (list, tuple)) and not value:
+        raise ParameterError("teacher: give at least one teacher.")
+
+
+def _check_teacher_set(config) -> None:
+    """Weights one per teacher, each > 0; options that need exactly one teacher refused with several."""
+    count, weights = len(config.teachers), _as_tuple(config.teacher_weights)
+    if weights is not None:
+        if len(weights) != count:
+            raise ParameterError(
+                f"teacher_weights (--teacher-weight) gives {len(weights)} weight(s) for {count} teacher(s); "
+                "give one per teacher, in the same order."
+            )
+        for weight in weights:
+            checks.positive("teacher_weights", weight)
+    if count > 1:
+        for name in ("output_key", "outputs"):
+            if getattr(config, name) is not None:
+                raise ParameterError(f"{name} applies to one teacher; with {count} teachers drop it.")
+        if config.target_mode not in (None, "global"):
+            raise ParameterError("Several teachers distil clip vectors only: target_mode must be 'global'.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,15 +302,15 @@ def make_config(cls, config=None, **overrides):
 
 def as_record(config) -> dict:
     """The config as JSON-able data for the run record (a teacher object by its spec)."""
-    record = {}
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        record[field.name] = (
-            value
-            if value is None or isinstance(value, (str, int, float, bool, dict, list, tuple))
-            else getattr(value, "spec", type(value).__name__)
-        )
-    return record
+
+    def plain(value):
+        if isinstance(value, (list, tuple)):
+            return [plain(item) for item in value]
+        if value is None or isinstance(value, (str, int, float, bool, dict)):
+            return value
+        return getattr(value, "spec", type(value).__name__)
+
+    return {field.name: plain(getattr(config, field.name)) for field in dataclasses.fields(config)}
 
 
 def _flag(field) -> str:
@@ -270,6 +326,8 @@ def add_arguments(parser, cls, *, help_overrides=None) -> None:
         kind = field.metadata.get("type") or (type(default) if default is not None else str)
         helptext = (help_overrides or {}).get(field.name, field.metadata["help"])
         options = {"dest": field.name, "default": default, "help": helptext}
+        if field.metadata.get("many"):  # repeated flag: None when absent, so from_args keeps the field's default
+            options.update(action="append", default=None, help=f"{helptext} (default: {default})")
         if kind is bool:
             options["action"] = "store_true" if default is False else argparse.BooleanOptionalAction
         else:
@@ -279,7 +337,12 @@ def add_arguments(parser, cls, *, help_overrides=None) -> None:
 
 def from_args(cls, args, **extra):
     """The config of parsed ``args`` (the fields ``add_arguments`` made), with ``extra`` fields."""
-    values = {
-        field.name: getattr(args, field.name) for field in dataclasses.fields(cls) if field.metadata.get("cli", True)
-    }
+    values = {}
+    for field in dataclasses.fields(cls):
+        if field.metadata.get("cli", True):
+            value = getattr(args, field.name)
+            if field.metadata.get("many") and isinstance(value, list):
+                value = value[0] if len(value) == 1 else tuple(value)
+            if not (field.metadata.get("many") and value is None):
+                values[field.name] = value
     return cls(**values, **extra)

@@ -9,6 +9,7 @@ Score students (output ``scores``) regress a teacher's scores the same way; see 
 import dataclasses
 import logging
 import os
+import re
 import time
 
 import numpy as np
@@ -37,9 +38,10 @@ from trillsson_tf.distribute import (
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.export import export_savedmodel
 from trillsson_tf.formats.target_shard import pcm16_float
-from trillsson_tf.input_pipeline import SHUFFLE_BUFFER, reader_shards, scan_shards, training_dataset
+from trillsson_tf.input_pipeline import SHUFFLE_BUFFER, read_target_table, reader_shards, scan_shards, training_dataset
 from trillsson_tf.kinds import WAVEFORM
 from trillsson_tf.metrics import fidelity
+from trillsson_tf.models.teacher_heads import TeacherBlock, with_output_heads
 from trillsson_tf.targets import build_cache
 from trillsson_tf.teachers import load_teacher
 from trillsson_tf.training import (
@@ -114,6 +116,27 @@ def _final_dense(model):
     return last if isinstance(last, keras.layers.Dense) and last.use_bias else None
 
 
+def teacher_output_names(specs) -> list:
+    """Output names of several teachers: ``campplus``, ``crepe``, a file's stem; made unique with ``_2``..."""
+    names = []
+    for spec in specs:
+        spec = getattr(spec, "spec", spec)
+        parts = [part for part in re.split(r"[/\\]", spec.split("://")[-1].rstrip("/")) if part]
+        if "://" in spec:
+            parts = [part for part in parts if not part.isdigit()] or parts  # hub handles end in a version
+            base = parts[-1]
+        else:
+            base = os.path.splitext(os.path.basename(spec.split(":")[0].rstrip("/\\")))[0] or "teacher"
+        name = re.sub(r"\W", "_", base).lower().strip("_") or "teacher"
+        name = f"t_{name}" if name[0].isdigit() or name in models.OUTPUT_KEYS else name
+        unique, count = name, 1
+        while unique in names:
+            count += 1
+            unique = f"{name}_{count}"
+        names.append(unique)
+    return names
+
+
 def _target_standardisation(model, scan):
     """Per-dimension std and mean of the training targets (from the shard scan), float32 ``[D]`` each.
 
@@ -125,7 +148,7 @@ def _target_standardisation(model, scan):
     without a final Dense get ``scale=1, offset=0``.
     """
     dim = len(scan.target_mean)
-    if _final_dense(model) is None:
+    if _final_dense(model) is None and not scan.joins:  # several teachers: always standardised (heads unfold it)
         return np.ones(dim, np.float32), np.zeros(dim, np.float32)
     return np.maximum(scan.target_std, 1e-6).astype(np.float32), scan.target_mean.astype(np.float32)
 
@@ -149,7 +172,10 @@ class _Session:
     targets: object
     resume: bool
     progress: bool
-    teacher: object = None
+    teacher: object = None  # the first teacher: its targets folder holds the audio
+    teachers: list = None
+    names: list = None  # several teachers: each one's output name
+    teacher_skips: list = None  # several teachers: per teacher, files it could not be run on
     student_config: dict = None
     run: RunFolder = None
     record: dict = None
@@ -220,6 +246,8 @@ def _check(config: DistillConfig, strategy, data, targets) -> None:
         raise ParameterError(
             "Give either data (audio to compute targets from) or targets (a targets folder), not both."
         )
+    if len(config.teachers) > 1 and targets is not None:
+        raise ParameterError("Several teachers need data (audio files): each computes its targets in the cache.")
     if config.augment and data is None:
         raise ParameterError("augment needs data (audio files): the teacher runs on each augmented view.")
     make_loss(config.loss)
@@ -240,20 +268,28 @@ def _open(session: _Session, out_dir, overwrite: bool) -> None:
     config, strategy = session.config, session.strategy
     _check(config, strategy, session.data, session.targets)
     session.mixed = use_mixed_precision(config.mixed_precision)
-    teacher = session.teacher = load_teacher(config.teacher, output_key=config.output_key)
+    session.teachers = [load_teacher(spec, output_key=config.output_key) for spec in config.teachers]
+    teacher = session.teacher = session.teachers[0]
+    several = len(session.teachers) > 1
+    session.names = teacher_output_names(session.teachers) if several else None
     if config.outputs is not None and config.outputs != teacher.embedding_dim:
         raise ParameterError(
             f"outputs={config.outputs}, but teacher {teacher.spec!r} gives {teacher.embedding_dim} values per clip; "
             "pick its matching output (output_key / --teacher-output) or drop outputs."
         )
     preset = models.get_preset(config.student)
-    session.student_config = {**preset.config, **(config.student_options or {}), "embedding_dim": teacher.embedding_dim}
+    width = sum(one.embedding_dim for one in session.teachers)
+    session.student_config = {**preset.config, **(config.student_options or {}), "embedding_dim": width}
     session.run = RunFolder(
         out_dir,
         resume=session.resume,
         overwrite=overwrite,
         chief=is_chief(strategy),
-        inputs=[("--data", source_paths(session.data)), ("--targets", session.targets), ("--teacher", teacher.spec)],
+        inputs=[
+            ("--data", source_paths(session.data)),
+            ("--targets", session.targets),
+            *(("--teacher", one.spec) for one in session.teachers),
+        ],
     )
     # Everything that shapes the stream of batches or the updates is compared on resume; steps may grow.
     stream = {
@@ -272,10 +308,12 @@ def _open(session: _Session, out_dir, overwrite: bool) -> None:
         )
     }
     stream.update(strategy=session.strategy_name, replicas=strategy.num_replicas_in_sync)
+    if several:
+        stream["teacher_weights"] = list(config.weights)
     session.record = session.run.open(
         {
-            "teacher": teacher.spec,
-            "teacher_identity": teacher.identity,
+            "teacher": [one.spec for one in session.teachers] if several else teacher.spec,
+            "teacher_identity": [one.identity for one in session.teachers] if several else teacher.identity,
             "student": config.student,
             "config": session.student_config,
             "mixed_precision": session.mixed,
@@ -291,6 +329,7 @@ def _read_targets(session: _Session, cache_dir):
     """Fill the target cache (``data``) or take the ``targets`` folder, then scan its shards once."""
     config = session.config
     mode = config.target_mode
+    joins = []
     if session.targets is not None:
         folder, keys, skipped_files, set_aside = session.targets, None, [], []
     else:
@@ -311,6 +350,8 @@ def _read_targets(session: _Session, cache_dir):
         folder, keys, skipped_files = cache.directory, cache.keys + cache.view_keys, cache.skipped
         set_aside = cache.bad_shards  # recomputed, but the run says which shards were unusable
         del cache  # a string per record: the scan's fingerprints replace them for the whole run
+        session.teacher_skips = [skipped_files]
+        joins = _other_teachers(session, items, train_items, mode, cache_dir, keys)
     began = time.perf_counter()
     session.scan = scan_shards(
         folder,
@@ -319,10 +360,42 @@ def _read_targets(session: _Session, cache_dir):
         keys=keys,
         validation_fraction=config.validation_fraction,
         seed=config.seed,
+        joins=joins,
         progress=session.progress,
     )
+    for name, table, lacking in zip(session.names or [], joins, session.scan.missing):
+        if lacking:
+            _log.warning("Left out %d file(s) teacher %r has no target for.", lacking, name)
     session.run.confirm(training_records=records_identity(session.scan))
     return skipped_files, set_aside, time.perf_counter() - began
+
+
+def _other_teachers(session: _Session, items, train_items, mode: str, cache_dir, keys) -> list:
+    """Several teachers: fill each other teacher's cache for the same files and read its targets of ``keys``."""
+    config, tables = session.config, []
+    for teacher in session.teachers[1:]:
+        cache = build_cache(
+            teacher,
+            items,
+            mode=mode,
+            cache_dir=cache_dir,
+            views=config.augment,
+            augmented=train_items,
+            seed=config.seed,
+            progress=session.progress,
+        )
+        session.teacher_skips.append(cache.skipped)
+        tables.append(read_target_table(cache.directory, teacher=teacher, keys=keys))
+    return tables
+
+
+def _blocks(session: _Session, scale, offset) -> list:
+    """Several teachers: each one's :class:`TeacherBlock` of the standardised row."""
+    ends = np.cumsum(session.scan.widths)
+    return [
+        TeacherBlock(name, stop - width, stop, scale[stop - width : stop], offset[stop - width : stop])
+        for name, width, stop in zip(session.names, session.scan.widths, ends)
+    ]
 
 
 def _build(session: _Session):
@@ -366,10 +439,24 @@ def _build(session: _Session):
     return batches, optimizer, checkpoints, float16_error
 
 
-def _loss_fn(config: DistillConfig):
+def _loss_fn(config: DistillConfig, blocks=None):
+    """``(target, prediction) -> loss``, both raw ``[batch, D]``; with teacher ``blocks``, the weighted
+    sum of each teacher's loss on its standardised block, so that no teacher's units outweigh another's."""
     base = make_loss(config.loss)
     weight = config.ccc_weight
-    return base if not weight else (lambda t, p: base(t, p) + weight * ccc_loss(t, p))
+    one = base if not weight else (lambda t, p: base(t, p) + weight * ccc_loss(t, p))
+    if not blocks:
+        return one
+
+    def several(target, prediction):
+        total = 0.0
+        for block, share in zip(blocks, config.weights):
+            columns = slice(block.start, block.stop)
+            standard = [(values[:, columns] - block.offset) / block.scale for values in (target, prediction)]
+            total += share * one(*standard)
+        return total
+
+    return several
 
 
 def _predictor(model, batch: int):
@@ -397,7 +484,7 @@ def _describe(session: _Session, skipped_files, set_aside, scan_s, float16_error
     session.record.update(
         {
             "config": as_record(config),
-            "teacher": session.teacher.describe(),
+            "teacher": _teacher_record(session),
             "student": {
                 "name": config.student,
                 "config": session.student_config,
@@ -448,10 +535,39 @@ def _describe(session: _Session, skipped_files, set_aside, scan_s, float16_error
     )
 
 
+def _teacher_record(session: _Session) -> dict:
+    """The teacher's description; with several, ``spec`` joins theirs and ``teachers`` describes each."""
+    if not session.names:
+        return session.teacher.describe()
+    scan, config = session.scan, session.config
+    return {
+        "spec": " + ".join(teacher.spec for teacher in session.teachers),
+        "teachers": [
+            {
+                **teacher.describe(),
+                "output": name,
+                "width": width,
+                "weight": weight,
+                "skipped_files": len(skipped),
+                "files_without_target": lacking,
+            }
+            for teacher, name, width, weight, skipped, lacking in zip(
+                session.teachers,
+                session.names,
+                scan.widths,
+                config.weights,
+                session.teacher_skips,
+                (0, *scan.missing),
+            )
+        ],
+    }
+
+
 def _train(session: _Session, batches, optimizer, checkpoints, start: int, scale, offset):
     """Run the steps (``start + 1`` on), validating at every checkpoint; returns the loop's timing."""
     config, strategy, model, run, mixed = session.config, session.strategy, session.model, session.run, session.mixed
-    loss_fn, key, replicas = _loss_fn(config), models.output_key(model), strategy.num_replicas_in_sync
+    blocks = _blocks(session, scale, offset) if session.names else None
+    loss_fn, key, replicas = _loss_fn(config, blocks), models.output_key(model), strategy.num_replicas_in_sync
     # Same variables, float32 log-mel: 10% more steps/s for tiny_cnn_k5, same fidelity (measured); the export keeps float64.
     trained = models.float32_frontend_model(model) if _has_log_mel(model) else model
 
@@ -517,6 +633,8 @@ def _export(session: _Session, scale, offset) -> dict:
         record["export"] = None
         wait_for_workers(strategy)  # stay in the cluster until the chief has exported
         return record
+    if session.names:
+        return _export_several(session, model, scale, offset)
     _fold_standardisation(model, scale, offset)
     if len(scan.validation_audio):
         # On the held-out files, beside what the training mean and the best training target score.
@@ -545,5 +663,50 @@ def _export(session: _Session, scale, offset) -> dict:
         session.teacher.spec,
         config.steps,
         export_dir,
+    )
+    return record
+
+
+def _export_several(session: _Session, model, scale, offset) -> dict:
+    """Several teachers: the student with one output per teacher and the deployable vector; fidelity per teacher."""
+    record, scan, key = session.record, session.scan, models.output_key(model)
+    blocks = _blocks(session, scale, offset)
+    model = with_output_heads(model, blocks, key=key)
+    if len(scan.validation_audio):
+        predict = models.float32_frontend_model(model) if _has_log_mel(model) else model
+        outputs = {name: [] for name in session.names}
+        for start in range(0, len(scan.validation_audio), session.config.batch_size):
+            results = predict(pcm16_float(scan.validation_audio[start : start + session.config.batch_size]))
+            for name in outputs:
+                outputs[name].append(results[name].numpy())
+        record["fidelity"] = {
+            block.name: {
+                **fidelity(
+                    scan.validation_targets[:, block.start : block.stop],
+                    np.concatenate(outputs[block.name]),
+                    center=scan.target_mean[block.start : block.stop],
+                    training_targets=scan.sample_targets[:, block.start : block.stop],
+                ),
+                "files": len(scan.validation_audio),
+            }
+            for block in blocks
+        }
+    export_dir = export_savedmodel(
+        model,
+        os.path.join(session.run.path, "export"),
+        overwrite=True,
+        output_names=[key, *session.names],
+        extra_metadata={
+            "teacher": _teacher_record(session),
+            "target_mean": [float(v) for v in scan.target_mean],
+            "target_std": [float(v) for v in scale],  # embedding block * sqrt(width) * std + mean = the head
+            "teacher_outputs": session.names,
+        },
+    )
+    wait_for_workers(session.strategy)
+    record["export"] = export_dir
+    session.run.write(export_dir)
+    _log.info(
+        "Distilled %s from %s in %d steps; exported to %s", model.name, len(blocks), session.config.steps, export_dir
     )
     return record

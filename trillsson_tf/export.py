@@ -30,7 +30,7 @@ from trillsson_tf.errors import ParameterError, TrillssonError
 from trillsson_tf.folders import prepare_output_dir, write_json
 from trillsson_tf.kinds import LAYER_STUDENT_KIND, WAVEFORM
 from trillsson_tf.frontend import DEFAULT_FRONTEND, DEFAULT_HOP_S
-from trillsson_tf.models import frames_model
+from trillsson_tf.models import frames_model, output_heads
 from trillsson_tf.models import output_key as model_output_key
 
 __all__ = [
@@ -76,7 +76,8 @@ def export_savedmodel(
             one ``embedding`` / ``scores`` output.
         frames_hop_s: Hop of the ``frames`` signature in seconds (a multiple of 0.01 in (0, 1.95]:
             :meth:`trillsson_tf.frontend.FrontendConfig.windows`); ``None``: no ``frames``
-            signature. Exports of several outputs have none.
+            signature. Exports of several outputs have one only when all are heads on the clip
+            vector (a several-teacher student's).
 
     Returns:
         The export directory path.
@@ -107,14 +108,14 @@ def export_savedmodel(
     call.get_concrete_function(spec, training=True)
     serving = tf.function(lambda audio_samples: call(audio_samples, training=False), input_signature=[spec])
     signatures = {SIGNATURE_KEY: serving}
-    if windows is not None and len(names) == 1:
+    if windows is not None and (len(names) == 1 or set(names) <= set(output_heads(model))):
         framed = frames_model(model, windows.hop_s)
 
         @tf.function(input_signature=[spec])
         def frames(audio_samples):
-            vectors = framed(audio_samples, training=False)[output]
-            starts = tf.cast(tf.range(tf.shape(vectors)[1]), tf.float32) * windows.hop_s
-            return {output: vectors, START_S_KEY: starts}
+            results = framed(audio_samples, training=False)
+            starts = tf.cast(tf.range(tf.shape(results[output])[1]), tf.float32) * windows.hop_s
+            return {**{name: results[name] for name in names}, START_S_KEY: starts}
 
         signatures[FRAMES_SIGNATURE_KEY] = frames
 
@@ -146,7 +147,7 @@ def export_savedmodel(
                 "signature": FRAMES_SIGNATURE_KEY,
                 "hop_s": windows.hop_s,
                 "window_s": windows.window_s,
-                "outputs": [output, START_S_KEY],
+                "outputs": [*names, START_S_KEY],
             }
             if FRAMES_SIGNATURE_KEY in signatures
             else None

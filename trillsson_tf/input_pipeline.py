@@ -25,6 +25,8 @@ __all__ = [
     "MAX_VALIDATION_FILES",
     "MAX_SAMPLE_TARGETS",
     "ShardScan",
+    "TargetTable",
+    "read_target_table",
     "scan_shards",
     "key_fingerprints",
     "reader_shards",
@@ -72,6 +74,11 @@ class ShardScan:
         per_segment: Whether a record's target rows are its consecutive segments' (``local``
             mode, layer frames) rather than one row for the whole clip.
         segment_samples: Length of those segments and of the training crops, in samples.
+        joins: :class:`TargetTable` s of other teachers whose rows follow this folder's in each
+            target row (several-teacher distillation); the pipeline joins them by record key.
+        widths: The width of each teacher's block in a target row: ``(D,)`` without joins.
+        missing: Per joined table, the records of this folder it lacks (that teacher failed on
+            the file): left out of training and validation, counted here.
     """
 
     directory: str
@@ -92,6 +99,9 @@ class ShardScan:
     train_hours: float
     per_segment: bool = False
     segment_samples: int = CROP_SAMPLES
+    joins: list = dataclasses.field(default_factory=list)
+    widths: tuple = ()
+    missing: tuple = ()
 
     @property
     def train_records(self) -> int:
@@ -149,6 +159,65 @@ def key_fingerprints(keys) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
 
 
+@dataclasses.dataclass
+class TargetTable:
+    """Another teacher's clip targets, looked up by record key fingerprint (several-teacher distillation).
+
+    Attributes:
+        directory: Its targets folder.
+        fingerprints: int64 ``[N]``, sorted, unique: :func:`key_fingerprints` of the records kept.
+        targets: float32 ``[N, D]``, their clip targets (4 D bytes a file, held in memory and in
+            the input graph: the one part of a several-teacher run that grows with the corpus).
+        skipped_shards: ``(path, reason)`` of its unusable shards, left out.
+    """
+
+    directory: str
+    fingerprints: np.ndarray
+    targets: np.ndarray
+    skipped_shards: list
+
+    @property
+    def width(self) -> int:
+        return int(self.targets.shape[1])
+
+    def lookup(self, fingerprints: np.ndarray) -> tuple:
+        """``(found bool [n], rows float32 [n, D])``; a row not found is zeros and ``found`` False."""
+        at = np.minimum(np.searchsorted(self.fingerprints, fingerprints), max(len(self.fingerprints) - 1, 0))
+        found = self.fingerprints[at] == fingerprints if len(self.fingerprints) else np.zeros(len(fingerprints), bool)
+        return found, np.where(found[:, None], self.targets[at], 0.0).astype(np.float32)
+
+
+def read_target_table(directory, *, teacher, keys=None) -> TargetTable:
+    """The clip targets (``global`` mode) of ``keys`` (``None``: every record) in a targets folder of ``teacher``.
+
+    Raises:
+        ParameterError: not a targets folder of ``teacher`` in ``global`` mode (:func:`check_folder`).
+    """
+    directory = str(directory)
+    check_folder(directory, teacher=teacher, mode="global")
+    wanted = None if keys is None else np.unique(key_fingerprints(keys))
+    prints, rows, skipped, width = [], [], [], None
+    for shard in shard_paths(directory):
+        try:
+            records = [
+                (key, targets[0])
+                for key, _, targets in map(_decode, shard_records(shard, teacher=teacher, mode="global", width=width))
+            ]
+        except ShardError as error:
+            skip_shard(error, skipped, log=_log)
+            continue
+        if records:
+            width = width or len(records[0][1])
+            shard_prints = key_fingerprints([key for key, _ in records])
+            use = np.ones(len(records), bool) if wanted is None else _member(shard_prints, wanted)
+            prints.append(shard_prints[use])
+            rows += [row for (_, row), keep in zip(records, use) if keep]
+    fingerprints = np.concatenate(prints) if prints else np.zeros(0, np.int64)
+    fingerprints, first = np.unique(fingerprints, return_index=True)
+    targets = np.stack(rows)[first].astype(np.float32) if rows else np.zeros((0, width or 0), np.float32)
+    return TargetTable(directory, fingerprints, targets, skipped)
+
+
 def _member(values: np.ndarray, sorted_unique: np.ndarray) -> np.ndarray:
     """``np.isin(values, sorted_unique)`` by binary search: np.isin sorts both arrays again on
     every call, which for each shard against 310,000 wanted keys cost more than reading it."""
@@ -168,6 +237,7 @@ def scan_shards(
     segment_samples: int = CROP_SAMPLES,
     per_segment=None,
     sample_targets: int = MAX_SAMPLE_TARGETS,
+    joins=(),
     progress: bool = False,
 ) -> ShardScan:
     """One pass over a targets folder: the training keys' fingerprints, target moments, a few held-out clips.
@@ -186,6 +256,8 @@ def scan_shards(
         per_segment: Target rows are the segments' (``None``: in ``local`` mode); each row then
             counts in the moments, and a held-out file gives its first segment and row.
         sample_targets: Target rows kept for the nearest-target baseline (0: none, for wide rows).
+        joins: :class:`TargetTable` s of other teachers (clip targets only): each record's row is
+            its own followed by theirs; a record one of them lacks is left out and counted.
         progress: A progress bar over the shards.
 
     Returns:
@@ -201,6 +273,10 @@ def scan_shards(
     directory = str(directory)
     info = check_folder(directory, teacher=teacher, mode=mode)
     per_segment = info["mode"] == "local" if per_segment is None else bool(per_segment)
+    joins = list(joins)
+    if joins and per_segment:
+        raise ParameterError("Several teachers' targets join on clip targets only, not per-segment ones.")
+    missing = [0] * len(joins)
     shards = shard_paths(directory)
     if not shards:
         raise ParameterError(f"Targets folder {directory!r} holds no shards (targets-*.tfrecord).")
@@ -219,6 +295,8 @@ def scan_shards(
             ]
             prints = key_fingerprints([key for _, key, _, _ in records])
             asked = np.ones(len(records), bool) if wanted is None else _member(prints, wanted)
+            shard_width = records[0][3].shape[1] if records else None  # this teacher's, before the join
+            records, asked = _join(records, prints, asked, joins, missing)
             for (feature, _, path, targets), fingerprint, use in zip(records, prints, asked):
                 if not use:
                     shard_other += 1
@@ -238,7 +316,7 @@ def scan_shards(
             skip_shard(error, skipped, log=_log)
             continue
         intact += 1
-        width = width or (records[0][3].shape[1] if records else None)
+        width = width or shard_width
         if shard_prints:  # a shard of held-out files or of other files only is never read again
             readable.append(shard)
             fingerprints.append(np.array(shard_prints, np.int64))
@@ -281,7 +359,26 @@ def scan_shards(
         train_hours=seconds / 3600.0,
         per_segment=per_segment,
         segment_samples=segment_samples,
+        joins=joins,
+        widths=(dim - sum(table.width for table in joins), *(table.width for table in joins)),
+        missing=tuple(missing),
     )
+
+
+def _join(records: list, prints: np.ndarray, asked: np.ndarray, joins: list, missing: list) -> tuple:
+    """Each record's targets followed by the joined tables' rows; records a table lacks are no longer asked for."""
+    if not joins:
+        return records, asked
+    asked, blocks = asked.copy(), [np.stack([targets[0] for *_, targets in records])] if records else []
+    for index, table in enumerate(joins):
+        found, rows = table.lookup(prints)
+        missing[index] += int(np.sum(asked & ~found))
+        asked &= found
+        blocks.append(rows)
+    if not records:
+        return records, asked
+    joined = np.concatenate(blocks, axis=1)
+    return [(feature, key, path, joined[i : i + 1]) for i, (feature, key, path, _) in enumerate(records)], asked
 
 
 def _crop(per_segment: bool, seed: int, crop_samples: int):
@@ -304,6 +401,24 @@ def _crop(per_segment: bool, seed: int, crop_samples: int):
         return audio[start : start + crop_samples], record["targets"][row]
 
     return crop
+
+
+def _joiner(tf, tables: list):
+    """``record -> record`` whose targets row is followed by each table's row for its key (the scan kept only keys all have)."""
+    lookups = []
+    for table in tables:
+        keys = tf.constant(table.fingerprints, tf.int64)
+        index = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(keys, tf.range(len(table.fingerprints), dtype=tf.int64)), 0
+        )
+        lookups.append((index, tf.constant(table.targets)))
+
+    def join(record):
+        fingerprint = _fingerprint(tf, record["key"])
+        rows = [tf.gather(targets, index.lookup(fingerprint))[tf.newaxis] for index, targets in lookups]
+        return {**record, "targets": tf.concat([record["targets"][:1], *rows], axis=1)}
+
+    return join
 
 
 def reader_shards(scan: ShardScan, pipelines: tuple = (1, 0)) -> list:
@@ -373,6 +488,8 @@ def training_dataset(
     )
     records = records.map(parse_record, num_parallel_calls=autotune, deterministic=True)
     records = records.filter(lambda record: training.lookup(_fingerprint(tf, record["key"])) > 0)
+    if scan.joins:
+        records = records.map(_joiner(tf, scan.joins), num_parallel_calls=autotune, deterministic=True)
     if count > 1 and len(shards) == len(scan.shards):
         _log.warning(
             "%d shard(s) for %d readers: each reads all of them and keeps every %d-th record.",

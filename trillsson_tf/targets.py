@@ -787,9 +787,18 @@ def _fill(teacher, items, index: CacheIndex, stored: dict, *, mode, views, augme
                     _log.warning("Skipping %s: %s", item.path, error)
                     index.skipped.append((item.path, str(error)))
                     continue
-                for name in missing:
-                    audio = clip if name == key else clip_view(clip, name)
-                    targets = teacher_targets(teacher, audio, mode=mode)
+                try:  # a teacher that fails on one file (NaN out, a runtime's error) loses that file, named and counted
+                    made = [
+                        (name, audio, teacher_targets(teacher, audio, mode=mode))
+                        for name, audio in ((name, clip if name == key else clip_view(clip, name)) for name in missing)
+                    ]
+                except (ParameterError, RuntimeError, ValueError) as error:
+                    _log.warning(
+                        "Skipping %s: teacher %s failed on it: %s", item.path, teacher.spec, _first_line(error)
+                    )
+                    index.skipped.append((item.path, f"teacher {teacher.spec} failed: {_first_line(error)}"))
+                    continue
+                for name, audio, targets in made:
                     yield TargetRecord(name, item.path, dict(item.labels), audio, targets, teacher.identity, mode)
             index.items.append(item)
             index.keys.append(key)

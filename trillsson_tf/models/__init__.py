@@ -14,7 +14,7 @@ from trillsson_tf._keras import keras
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
 from trillsson_tf.kinds import CHUNK
-from trillsson_tf.models import ast, distil, efficientnet, mobilenet, mobilenetv4, resnetish, tiny_cnn, wav2small
+from trillsson_tf.models import ast, distil, efficientnet, mobilenet, mobilenetv4, resnetish, teacher_heads, tiny_cnn, wav2small
 from trillsson_tf.models._audio_model import (
     AUDIO_INPUT_NAME,
     EMBEDDING_KEY,
@@ -25,6 +25,7 @@ from trillsson_tf.models._audio_model import (
     MeanOverChunks,
     chunk_network,
     frames_model,
+    output_heads,
     wrap_chunk_network,
 )
 from trillsson_tf.models._common import FAMILIES, StudentPreset
@@ -166,11 +167,14 @@ def float32_frontend_model(model, *, float16_safe: bool = False):
 
     Returns:
         tf_keras model sharing ``model``'s chunk network (same weight variables): float32 audio
-        ``[batch, None]`` -> ``{key: float32 [batch, D]}`` with ``model``'s output key.
+        ``[batch, None]`` -> ``{key: float32 [batch, D]}`` with ``model``'s output key (and its
+        teacher heads, for a several-teacher student).
     """
     frontend = model.get_layer("log_mel_patches").frontend
     key = output_key(model)
     audio = keras.Input(shape=(None,), dtype="float32", name=AUDIO_INPUT_NAME)
     patches = LogMelPatches(frontend, compute_dtype="float32", float16_safe=float16_safe, name="log_mel_patches")(audio)
-    vectors = MeanOverChunks(name=key)([chunk_network(model)(patches), audio])
-    return keras.Model(audio, {key: vectors}, name=f"{model.name}_float32_frontend")
+    heads = output_heads(model)
+    vectors = MeanOverChunks(name="chunk_rows" if heads else key)([chunk_network(model)(patches), audio])
+    outputs = {name: head(vectors) for name, head in heads.items()} if heads else {key: vectors}
+    return keras.Model(audio, outputs, name=f"{model.name}_float32_frontend")

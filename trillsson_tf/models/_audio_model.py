@@ -271,12 +271,24 @@ def frames_model(model, hop_s=DEFAULT_HOP_S, *, compute_dtype=None, float16_safe
             name="log_mel_patches",
         )(audio)
         vectors = model.get_layer(CHUNK_NETWORK_NAME)(patches)
-        outputs = {key: ChunksPerClip(name=key)([vectors, audio]) for key in keys[:1]}
+        heads = output_heads(model)
+        if heads:  # a several-teacher student: its heads act on each frame's row as on the clip's
+            rows = ChunksPerClip(name="chunk_rows")([vectors, audio])
+            outputs = {key: layer(rows) for key, layer in heads.items()}
+        else:
+            outputs = {key: ChunksPerClip(name=key)([vectors, audio]) for key in keys[:1]}
     else:
         windows = DEFAULT_FRONTEND.windows(hop_s)
         results = model(AudioWindows(DEFAULT_FRONTEND, windows.hop_frames, name="audio_windows")(audio))
         outputs = {key: ChunksPerClip(name=key)([results[key], audio]) for key in keys}
     return keras.Model(audio, outputs, name=f"{model.name}_frames")
+
+
+def output_heads(model) -> dict:
+    """``{key: layer}`` of the outputs made by heads on the clip vector (a several-teacher student's); ``{}`` when none."""
+    outputs = model.output if isinstance(model.output, dict) else {}
+    layers = {key: getattr(getattr(value, "_keras_history", None), "layer", None) for key, value in outputs.items()}
+    return {key: layer for key, layer in layers.items() if getattr(layer, "applies_per_vector", False)}
 
 
 def chunk_network(model):
