@@ -134,10 +134,10 @@ def test_short_distillation_on_the_prosody_teacher_raises_ccc(tmp_path):
         student_options=W2S_SMALL,
         outputs=3,
         ccc_weight=0.5,
-        steps=120,
+        steps=240,
         batch_size=16,
         lr=3e-3,
-        checkpoint_every=120,
+        checkpoint_every=240,
         cache_dir=tmp_path / "cache",
         validation_fraction=0.0,
     )
@@ -151,7 +151,10 @@ def test_short_distillation_on_the_prosody_teacher_raises_ccc(tmp_path):
     assert list(report["ccc"]["per_score"]) == ["loudness_range", "pitch", "tilt"] and report["ccc"]["files"] == len(
         files
     )
-    # On its own training files, after 120 steps of a 2-block model (measured about 0.25, 0.05, 0.30 from about 0).
+    # On its own training files, after 240 steps of a 2-block model. 120 steps were too few: whether the
+    # first steps bring the loss down depends on the initial weights (seeds 0 and 3 of 0-5 start at a loss
+    # of 2.7-3.5 instead of 1.0-1.6 and end at a mean CCC of 0.01 and 0.10). At 240 steps seeds 0-5 give
+    # mean CCC 0.21-0.59, lowest (seed 0, the default) 0.25 / 0.06 / 0.30 from -0.03.
     assert trained.mean() > untrained.mean() + 0.1 and trained.max() > 0.2, (untrained, trained)
 
 
