@@ -131,8 +131,10 @@ def test_two_output_export_tflite_and_runtime(finetuned, fsdd, tmp_path):
     model = keras.models.load_model(os.path.join(export, "model.keras"))
     clips = np.stack([np.resize(load_audio(path), 16000) for path in fsdd[:3]])
     outputs, reference = runtime(clips), model(clips)
+    compiled = TFLiteModel(tmp_path / "kws_sv.tflite", num_threads=1, api="compiled")(clips)  # LiteRT 2.x
     for name in (KWS_OUTPUT, SV_OUTPUT):
         assert outputs[name].shape == tuple(reference[name].shape)
+        np.testing.assert_allclose(compiled[name], outputs[name], rtol=1e-5, atol=1e-5 * np.abs(outputs[name]).max())
         np.testing.assert_allclose(outputs[name], reference[name].numpy(), atol=1e-4)
     subset = [path for path in fsdd if path.endswith("_0.wav")]
     report = evaluate_multitask(tmp_path / "kws_sv.tflite", subset, kws="digit", sv="speaker")

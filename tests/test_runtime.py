@@ -230,9 +230,10 @@ def test_chunking_semantics_equal_keras(request, fixture, tiny_model, long_clip)
     np.testing.assert_allclose(model(long_clip[:cut])["embedding"], model(long_clip[:63_000])["embedding"], atol=1e-6)
 
 
-def test_batches_and_lists(frontend_float32, patch_float32, librispeech_clips):
+@pytest.mark.parametrize("api", ["interpreter", "compiled"])
+def test_batches_and_lists(frontend_float32, patch_float32, librispeech_clips, api):
     for path in (frontend_float32, patch_float32):
-        model = TFLiteModel(path)
+        model = TFLiteModel(path, api=api)
         singles = np.concatenate([model(clip)["embedding"] for clip in librispeech_clips])
         np.testing.assert_allclose(model(librispeech_clips)["embedding"], singles, atol=1e-6)
         same_length = [clip[:40000] for clip in librispeech_clips]
@@ -249,7 +250,8 @@ def test_bytes_and_path_give_the_same_model(patch_float32, speech_batch):
     )
 
 
-def test_fixed_batch_model_is_filled(tflite_dir, tiny_model, patch_float32, long_clip):
+@pytest.mark.parametrize("api", ["interpreter", "compiled"])
+def test_fixed_batch_model_is_filled(tflite_dir, tiny_model, patch_float32, long_clip, api):
     """A patch model converted with batch 2: three chunks run as 2 + (1 + one zero patch)."""
     from trillsson_tf._keras import tf
 
@@ -258,12 +260,12 @@ def test_fixed_batch_model_is_filled(tflite_dir, tiny_model, patch_float32, long
         lambda patch: {"embedding": network(patch)}, input_signature=[tf.TensorSpec([2, 195, 80, 1])]
     )
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], network)
-    path = os.path.join(tflite_dir, "fixed_batch.tflite")
+    path = os.path.join(tflite_dir, f"fixed_batch_{api}.tflite")
     with open(path, "wb") as handle:
         handle.write(converter.convert())
     clip = long_clip[:100_000]  # three chunks
     np.testing.assert_allclose(
-        TFLiteModel(path)(clip)["embedding"], TFLiteModel(patch_float32)(clip)["embedding"], atol=1e-6
+        TFLiteModel(path, api=api)(clip)["embedding"], TFLiteModel(patch_float32)(clip)["embedding"], atol=1e-6
     )
 
 
@@ -294,15 +296,17 @@ def test_chunks_run_in_calls_of_several_sizes(request, fixture, long_clip):
 # -- threads ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fixture", ["patch_int8", "frontend_float32"])
-def test_one_model_is_safe_from_many_threads(request, fixture):
+@pytest.mark.parametrize(
+    ("fixture", "api"), [("patch_int8", "interpreter"), ("frontend_float32", "interpreter"), ("patch_int8", "compiled")]
+)
+def test_one_model_is_safe_from_many_threads(request, fixture, api):
     """One instance called from 8 threads x 25 calls (embed_file, frames, stream; 8 real clips)
     gives every call exactly its single-threaded result (issue 39: 25-64 % of such calls were
     wrong, some raised interpreter errors, one crashed the process)."""
     # threadpoolctl comes with scikit-learn (the tf extra, which the conversions above need).
     from threadpoolctl import threadpool_limits
 
-    model = TFLiteModel(request.getfixturevalue(fixture), num_threads=1)
+    model = TFLiteModel(request.getfixturevalue(fixture), num_threads=1, api=api)
     files = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "librispeech", "*.flac")))[:6]
     files += sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "fsdd", "*_1.wav")))[:2]
     clips = {path: load_audio(path)[:96_000] for path in files}  # up to 6 s each
@@ -489,6 +493,55 @@ def test_no_embedding_like_output_lists_the_outputs(two_output_model):
     assert np.allclose(vector, [[0.5, 1.0, 1.5]]) or np.allclose(vector, [[-0.5, -1.5, -2.5]])
     with pytest.raises(ParameterError, match=r"'nope' \(from output_key\) not found.*Identity_1"):
         TFLiteModel(two_output_model, output_key="nope")
+
+
+def test_compiled_api_runs_a_file_without_signatures(two_output_model):
+    """A file without signatures: LiteRT 2.x names its placeholder signature's tensors as the main subgraph does."""
+    audio = np.random.default_rng(0).uniform(-0.5, 0.5, (3, 20_000)).astype(np.float32)
+    expected = TFLiteModel(two_output_model, output_key="Identity")(audio)["embedding"]
+    compiled = TFLiteModel(two_output_model, output_key="Identity", api="compiled")
+    np.testing.assert_array_equal(compiled(audio)["embedding"], expected)
+    assert np.abs(expected).max() > 0.1
+
+
+def test_gpu_accelerator_runs_or_says_why(patch_float32, speech_batch):
+    """The GPU runs the file with the CPU's numbers (float tolerance), or a one-line error names why and the fallback."""
+    expected = TFLiteModel(patch_float32, num_threads=1)(speech_batch)["embedding"]
+    try:
+        model = TFLiteModel(patch_float32, api="compiled", accelerator="gpu")
+    except ParameterError as error:  # this machine: no GPU, or no Vulkan for LiteRT's WebGPU accelerator
+        assert "GPU accelerator cannot run" in str(error) and "patch_float32.tflite" in str(error)
+        assert str(error).endswith("Use accelerator='cpu'.") and "\n" not in str(error)
+        return
+    assert parity(expected, model(speech_batch)["embedding"])["min_cosine"] > 0.999
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"api": "tflm"}, r"api must be one of \['interpreter', 'compiled'\], got 'tflm'"),
+        ({"api": "compiled", "accelerator": "npu"}, r"accelerator must be one of \['cpu', 'gpu'\]"),
+        ({"accelerator": "gpu"}, r"accelerator='gpu' needs api='compiled'"),
+    ],
+)
+def test_bad_api_or_accelerator(patch_float32, options, match):
+    with pytest.raises(ParameterError, match=match):
+        TFLiteModel(patch_float32, **options)
+
+
+@pytest.mark.parametrize("api", ["interpreter", "compiled"])
+def test_ops_litert_lacks_are_named_at_load(patch_int8, tmp_path, api):
+    """A file with an op that is no LiteRT builtin is refused when loaded (before: a multi-line error at the first call)."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(patch_int8)
+    code = model.operatorCodes[0]
+    code.builtinCode = code.deprecatedBuiltinCode = 32  # BuiltinOperator.CUSTOM
+    code.customCode = b"MagicSpectrogram"
+    path = str(tmp_path / "custom.tflite")
+    flatbuffer_utils.write_model(model, path)
+    with pytest.raises(ParameterError, match=r"custom.tflite' uses op\(s\) MagicSpectrogram, which are not LiteRT"):
+        TFLiteModel(path, api=api)
 
 
 def test_kind_of_each_file(frontend_float32, patch_int8):

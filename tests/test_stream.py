@@ -64,6 +64,25 @@ def test_stream_gives_the_offline_frames(stream_files, form, length, speech):
     np.testing.assert_allclose(np.stack([vector for _, vector in pairs]), offline["embedding"][0], atol=1e-5)
 
 
+@pytest.mark.parametrize("form", ["chunk", "patch_int8", "frames", "wav2small", "emotion"])
+def test_compiled_api_gives_the_interpreters_numbers(stream_files, form, speech, fsdd_clips):
+    """LiteRT 2.x's CompiledModel and the Interpreter on every input the runtime feeds: clips, frames, streams."""
+    interpreter = TFLiteModel(stream_files[form], num_threads=1)
+    compiled = TFLiteModel(stream_files[form], num_threads=1, api="compiled")
+    assert compiled.pool.api == "compiled" and compiled.kind is interpreter.kind
+
+    def assert_same(got, expected):  # float tolerance relative to the outputs' scale (emotion's are ~1e-6)
+        assert np.abs(expected).max() > 0 and got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+    clips = [speech, speech[:40_000], fsdd_clips[0]]  # several chunks, under two, under one (mirror-padded)
+    assert_same(compiled(clips)["embedding"], interpreter(clips)["embedding"])
+    assert_same(compiled.frames(speech, hop_s=0.5)["embedding"], interpreter.frames(speech, hop_s=0.5)["embedding"])
+    if not interpreter.kind.whole_clips:
+        blocks = _random_blocks(speech, 11)
+        assert_same(np.stack(list(compiled.stream(blocks))), np.stack(list(interpreter.stream(blocks))))
+
+
 @pytest.mark.parametrize("hop_s", [0.01, 0.25, 1.95])
 def test_stream_any_hop(stream_files, hop_s, speech):
     model = TFLiteModel(stream_files["chunk"], num_threads=1)

@@ -150,6 +150,9 @@ def test_runtime_runs_the_micro_model_on_any_length(micro_files, librispeech_cli
     windows = dft.features(dft.normalize_clips(long_clip[np.newaxis]))[0, : 3 * 499].reshape(3, 499, 20)
     np.testing.assert_allclose(out["scores"][0], tflite.tflite_embeddings(content, windows).mean(axis=0), atol=1e-5)
     assert runtime_model(fsdd_clips[0])["scores"].shape == (1, 3)  # under 1 s: mirror-padded
+    compiled = TFLiteModel(path, num_threads=1, api="compiled")  # LiteRT 2.x: the same numbers
+    for clip in (long_clip, fsdd_clips[0]):
+        np.testing.assert_allclose(compiled(clip)["scores"], runtime_model(clip)["scores"], rtol=1e-6, atol=1e-6)
     with pytest.raises(ParameterError, match="does not stream"):
         runtime_model.feed(long_clip)
 

@@ -7,7 +7,7 @@
 >>> model.frames(audio, hop_s=0.5)   # {'embedding': [batch, windows, D], 'start_s': [windows]}
 >>> stream = model.open_stream(hop_s=0.5)   # live audio: stream.feed(block) -> (start_s, vectors)
 
-Modules: card, pool, feeders, inputs, model, stream, files. Imports numpy, never TensorFlow.
+Modules: card, pool, compiled, feeders, inputs, model, stream, files. Imports numpy, never TensorFlow.
 """
 
 from trillsson_tf.runtime.card import read_model_card

@@ -16,10 +16,11 @@ from trillsson_tf.contract import EMBEDDING_KEY, SCORES_KEY, START_S_KEY
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.frontend import DEFAULT_HOP_S
 from trillsson_tf.runtime import card as cards
+from trillsson_tf.runtime.compiled import DEFAULT_API
 from trillsson_tf.runtime.feeders import feeder_for
 from trillsson_tf.runtime.inputs import prepare_audio, progress_bar
 from trillsson_tf.runtime.pool import InterpreterPool
-from trillsson_tf.runtime.stream import FrameStream, iterate
+from trillsson_tf.runtime.stream import FrameStream, iterate, refuse_chunk_stream
 
 __all__ = ["TFLiteModel"]
 
@@ -47,6 +48,9 @@ class TFLiteModel:
         num_threads: Interpreter threads; ``None`` leaves the interpreter's default.
         output_key: Output to return as ``embedding``; by default the model card's output,
             else ``embedding``, else the model's only ``[batch, D]`` output.
+        api: ``'interpreter'`` (LiteRT's ``Interpreter``, the default) or ``'compiled'`` (LiteRT 2.x's
+            ``CompiledModel``); both give the same numbers (``benchmarks/runtime_benchmark.py``).
+        accelerator: ``'cpu'``, or ``'gpu'`` (``api='compiled'``; ops the GPU lacks run on the CPU).
 
     Attributes:
         path: The ``.tflite`` path, or ``None`` when built from bytes.
@@ -63,18 +67,18 @@ class TFLiteModel:
             ``speaker_embedding`` of a fine-tuned multi-task model), which a call returns
             under their own names (and which do not stream).
         embedding_dim: Width D of the embedding.
-        pool: The :class:`~.pool.InterpreterPool`: an interpreter per call size (4, 2, 1 chunks), a lock each.
+        pool: The :class:`~.pool.InterpreterPool`: a runner per call size (4, 2, 1 chunks), a lock each.
         feeder: The :class:`~.feeders.Feeder` of the file's input, which runs clips and windows.
 
     Raises:
         ParameterError: missing or unreadable file, an input that is neither audio
             ``[batch, samples]`` nor log-mel patches ``[n, 195, 80, 1]``, no embedding-like
             output (the message lists the outputs), a model card whose sample rate or output
-            disagrees with the model.
+            disagrees with the model; a GPU that does not start (the message names the fallback).
         TrillssonError: neither ``ai_edge_litert`` nor ``tflite_runtime`` is installed.
     """
 
-    def __init__(self, model, *, num_threads=None, output_key=None):
+    def __init__(self, model, *, num_threads=None, output_key=None, api=DEFAULT_API, accelerator="cpu"):
         if isinstance(model, (bytes, bytearray, memoryview)):
             self.path, source, self.card = None, {"model_content": bytes(model)}, {}
         elif isinstance(model, (str, os.PathLike)):
@@ -84,15 +88,11 @@ class TFLiteModel:
             source, self.card = {"model_path": self.path}, cards.read_model_card(self.path)
         else:
             raise ParameterError(f"model must be a .tflite path or its bytes, got {type(model).__name__}.")
-        if num_threads is not None and (
-            isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
-        ):
-            raise ParameterError(f"num_threads must be a positive integer or None, got {num_threads!r}.")
         self._name = name = self.path or "<bytes>"
         self.frontend = cards.frontend(self.card, name)
         self.sample_rate_hz = cards.sample_rate_hz(self.card, self.frontend, name)
         self._stream_lock = threading.Lock()  # the stream of feed() / reset()
-        self.pool = InterpreterPool(source, num_threads=num_threads, name=name)
+        self.pool = InterpreterPool(source, num_threads=num_threads, name=name, api=api, accelerator=accelerator)
         self.clip_model = cards.clip_model(self.card, name)
         self.feeder = feeder_for(self.card, self.pool, self.frontend, self.clip_model, name)
         self.kind = self.feeder.kind
@@ -262,19 +262,8 @@ class TFLiteModel:
             The stream's own :meth:`FrameStream.feed` refuses bad blocks and leaves the stream as it was.
         """
         if hop_s is None:
-            self._refuse_chunk_stream()
+            refuse_chunk_stream(self, self._name)
         return FrameStream(self, self.frame_windows(hop_s), sample_rate=sample_rate)
-
-    def _refuse_chunk_stream(self) -> None:
-        """Raise for a file without 195-frame chunks (whole-clip models) or without frames."""
-        refusal = self.frames_refusal()
-        if refusal:
-            raise ParameterError(f"{self._name!r} does not stream: {refusal}")
-        if self.kind.whole_clips:
-            raise ParameterError(
-                f"{self._name!r} is a whole-clip model (Wav2Small): its clip vector is no mean of "
-                "chunks, so it does not stream chunk vectors; stream its windows with hop_s=...."
-            )
 
     def stream(self, blocks, *, hop_s=None, sample_rate=None):
         """:meth:`open_stream` (same arguments) fed an iterable of mono ``[samples]`` blocks, then closed.

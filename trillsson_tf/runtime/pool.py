@@ -11,6 +11,7 @@ import numpy as np
 from trillsson_tf import litert
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.runtime.card import describe
+from trillsson_tf.runtime.compiled import DEFAULT_API, CompiledRunner, check_api, refuse_custom_ops
 
 __all__ = ["CALL_SIZES", "InterpreterPool"]
 
@@ -32,6 +33,9 @@ class InterpreterPool:
         source: ``{'model_path': path}`` or ``{'model_content': bytes}``.
         num_threads: Interpreter threads; ``None`` leaves the interpreter's default.
         name: The file's name, for messages.
+        api: ``'interpreter'`` (LiteRT's ``Interpreter``) or ``'compiled'`` (its ``CompiledModel``, one per
+            call size too: :class:`~trillsson_tf.runtime.compiled.CompiledRunner`).
+        accelerator: ``'cpu'``, or ``'gpu'`` with ``api='compiled'``.
 
     Attributes:
         input_name: The name of the model's one input; ``input``: its details.
@@ -40,21 +44,34 @@ class InterpreterPool:
         call_sizes: Chunks per call: :data:`CALL_SIZES`, or the model's own fixed batch size.
         first: The runner made first, which takes the smallest call size.
         runners: ``{size: runner}`` of the other call sizes, each made on first use.
+        api, accelerator: As given.
 
     Raises:
-        ParameterError: the file is no TFLite model, or it has more than one input.
+        ParameterError: the file is no TFLite model, or it has more than one input; a bad
+            ``num_threads``, ``api`` or ``accelerator``; a file or GPU the compiled API cannot run.
         TrillssonError: neither ``ai_edge_litert`` nor ``tflite_runtime`` is installed.
     """
 
-    def __init__(self, source: dict, *, num_threads=None, name="<bytes>"):
+    def __init__(self, source: dict, *, num_threads=None, name="<bytes>", api=DEFAULT_API, accelerator="cpu"):
+        if num_threads is not None and (
+            isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
+        ):
+            raise ParameterError(f"num_threads must be a positive integer or None, got {num_threads!r}.")
+        check_api(api, accelerator)
+        self.api, self.accelerator = api, accelerator
         interpreter_class = litert.interpreter_class()
-        self._new_interpreter = lambda: interpreter_class(**source, num_threads=num_threads)
+        self._make_runner = lambda: litert.runner(interpreter_class(**source, num_threads=num_threads))
+        if api == "compiled":
+            self._make_runner = self._compiled(source, num_threads, accelerator, name)
         self._locks = {}  # id(runner) -> the lock its set-input/invoke/get-output sequence holds
         self._runners_lock = threading.Lock()  # making a sized runner
         try:
             self.first = self._new_runner()
+        except ParameterError:
+            raise
         except ValueError as error:
             raise ParameterError(f"Cannot load {name!r} as a TFLite model: {error}") from None
+        refuse_custom_ops(source, name)
         self.runners = {}
         inputs = self.first.get_input_details()
         if len(inputs) != 1:
@@ -70,9 +87,24 @@ class InterpreterPool:
         self.output_keys = tuple(keys)
         self._output_details = {key: self.outputs[key] for key in self.output_keys}
 
+    @staticmethod
+    def _compiled(source: dict, num_threads, accelerator: str, name: str):
+        """A maker of :class:`CompiledRunner` for the file, which reports the details of an interpreter's runner."""
+        try:
+            details = litert.runner(litert.make_interpreter(**source, delegates=False))
+        except ValueError as error:
+            raise ParameterError(f"Cannot load {name!r} as a TFLite model: {error}") from None
+        content = source.get("model_content")
+        if content is None:
+            with open(source["model_path"], "rb") as handle:
+                content = handle.read()
+        refuse_custom_ops({"model_content": content}, name)  # before LiteRT fails on them
+        return lambda: CompiledRunner(content, details, num_threads=num_threads, accelerator=accelerator, name=name)
+
     def _new_runner(self):
-        """A fresh interpreter's ``serving_default`` (or first) signature runner, else its main subgraph."""
-        runner = litert.runner(self._new_interpreter())
+        """A fresh runner: an interpreter's ``serving_default`` (or first) signature runner, else its main
+        subgraph; or a :class:`CompiledRunner`."""
+        runner = self._make_runner()
         self._locks[id(runner)] = threading.Lock()
         return runner
 

@@ -6,7 +6,7 @@ from trillsson_tf.audio import check_sample_rate
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.runtime.inputs import check_block
 
-__all__ = ["FrameStream", "iterate"]
+__all__ = ["FrameStream", "iterate", "refuse_chunk_stream"]
 
 
 class FrameStream:
@@ -124,3 +124,15 @@ def iterate(stream: FrameStream, blocks, *, with_times: bool):
 
 def _pairs(starts, vectors, *, with_times):
     return zip(starts.tolist(), vectors) if with_times else iter(vectors)
+
+
+def refuse_chunk_stream(model, name: str) -> None:
+    """Raise for a file without 195-frame chunks (whole-clip models) or without frames (``name``: the file's)."""
+    refusal = model.frames_refusal()
+    if refusal:
+        raise ParameterError(f"{name!r} does not stream: {refusal}")
+    if model.kind.whole_clips:
+        raise ParameterError(
+            f"{name!r} is a whole-clip model (Wav2Small): its clip vector is no mean of "
+            "chunks, so it does not stream chunk vectors; stream its windows with hop_s=...."
+        )
