@@ -112,6 +112,28 @@ def test_speaker_bootstrap_interval():
     assert again["eer_ci95"] == small["eer_ci95"]
 
 
+def test_speaker_bootstrap_sorted_once_equals_weighted_eer():
+    """Each draw of the bootstrap (trials sorted once) gives exactly eer() with that draw's weights."""
+    from trillsson_tf.metrics import _speaker_bootstrap, eer, verification_trials
+
+    rng = np.random.default_rng(3)
+    speakers = np.repeat(np.arange(7), 5)
+    vectors = rng.normal(size=(7, 8))[speakers] + rng.normal(scale=1.5, size=(len(speakers), 8))
+    first, second, labels = verification_trials(speakers)
+    scores = np.round(np.sum(vectors[first] * vectors[second], axis=1), 1)  # rounded: many tied scores
+    draws = np.random.default_rng(11)
+    reference = []
+    for _ in range(50):
+        counts = np.bincount(draws.integers(0, 7, 7), minlength=7).astype(np.float64)
+        weights = counts[speakers[first]] * counts[speakers[second]]
+        if (weights * labels).sum() and (weights * (1 - labels)).sum():
+            reference.append(eer(scores, labels, weights))
+    expected = np.percentile(reference, [2.5, 97.5])
+    np.testing.assert_allclose(
+        _speaker_bootstrap(scores, labels, speakers, first, second, 50, 11), expected, atol=1e-12
+    )
+
+
 def test_binomial_interval():
     from trillsson_tf.metrics import binomial_ci95
 

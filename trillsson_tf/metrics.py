@@ -229,7 +229,11 @@ def eer(scores, labels, weights=None) -> float:
         ParameterError: mismatched shapes, NaN/Inf scores, labels other than 0/1, or trials of
             one kind only.
     """
-    fpr, tpr = _roc(scores, labels, weights)
+    return _eer_on_roc(*_roc(scores, labels, weights))
+
+
+def _eer_on_roc(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    """The EER where the ROC polyline ``(fpr, tpr)`` crosses ``fpr = 1 - tpr`` (see :func:`eer`)."""
     gap = (1.0 - tpr) - fpr  # false-reject minus false-accept: falls from 1 to -1 along the ROC
     k = int(np.argmax(gap <= 0))
     if gap[k] == 0:
@@ -372,17 +376,29 @@ def speaker_verification(
 
 
 def _speaker_bootstrap(scores, labels, speakers, first, second, draws: int, seed: int) -> list:
-    """2.5th and 97.5th percentiles of the EER over speaker resamples (trial weights = product of draw counts)."""
+    """2.5th and 97.5th percentiles of the EER over speaker resamples (trial weights = product of draw counts).
+
+    Each draw's EER is :func:`eer` with its weights; the trials are sorted once for all draws
+    (960 clips, 460 K trials: 200 draws in seconds instead of a minute).
+    """
     names, index = np.unique(np.asarray([str(speaker) for speaker in speakers]), return_inverse=True)
     rng = np.random.default_rng(seed)
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-scores, kind="mergesort")  # the order of _roc
+    ranked = scores[order]
+    last_of_each_score = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]
+    is_target = np.asarray(labels)[order].astype(np.float64)
+    first_speaker, second_speaker = index[np.asarray(first)[order]], index[np.asarray(second)[order]]
     values = []
     for _ in range(int(draws)):
         counts = np.bincount(rng.integers(0, len(names), len(names)), minlength=len(names)).astype(np.float64)
-        weights = counts[index[first]] * counts[index[second]]
-        target = weights * labels
-        if target.sum() == 0 or (weights - target).sum() == 0:
+        weights = counts[first_speaker] * counts[second_speaker]
+        true_positives = np.cumsum(is_target * weights)[last_of_each_score]
+        false_positives = np.cumsum((1.0 - is_target) * weights)[last_of_each_score]
+        if true_positives[-1] == 0 or false_positives[-1] == 0:
             continue
-        values.append(eer(scores, labels, weights))
+        fpr = np.r_[0.0, false_positives / false_positives[-1]]
+        values.append(_eer_on_roc(fpr, np.r_[0.0, true_positives / true_positives[-1]]))
     low, high = np.percentile(values, [2.5, 97.5])
     return [float(low), float(high)]
 
