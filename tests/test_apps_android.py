@@ -193,7 +193,8 @@ def test_mediapipe_windows_are_non_overlapping_with_a_zero_padded_tail():
 def test_readme_links_the_mediapipe_form():
     with open(os.path.join(ASSETS, android.README_FILE)) as handle:
         readme = handle.read()
-    assert "## MediaPipe Tasks: `AudioEmbedder` / `AudioClassifier`" in readme
+    assert "## MediaPipe Tasks: `AudioClassifier` (current release), `AudioEmbedder` (0.10.21 only)" in readme
+    assert "tasks-audio:0.10.21" not in readme and "Embeddings on the current release go through LiteRT" in readme
     assert "non-overlapping N-sample" in readme and "zero-pads the last one" in readme
     assert "--mediapipe" in readme
 
