@@ -28,6 +28,8 @@ RUNTIME_ROOTS = (
     "trillsson_tf.frontend.numpy_ops",
     "trillsson_tf.configs",
     "trillsson_tf.checks",
+    "trillsson_tf.formats.model_card",
+    "trillsson_tf.formats.run_record",
 )
 """The TensorFlow-free side (those that exist): neither they nor what they import at module level may load TensorFlow."""
 TENSORFLOW_MODULES = ("tensorflow", "tf_keras", "keras", "tensorflow_hub", "tensorflow_model_optimization", "tf2onnx")

@@ -16,6 +16,7 @@ import pytest
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.folders import LOCK_FILE
+from trillsson_tf.formats.run_record import RUN_FORMAT
 from trillsson_tf.training import (
     LR_SCHEDULES,
     RUN_FILE,
@@ -195,7 +196,7 @@ def test_a_new_run_folder_is_made_locked_and_written(tmp_path):
     (tmp_path / "export").mkdir()
     run.write(str(tmp_path / "export"))  # also into an export folder
     for folder in (out, tmp_path / "export"):
-        assert json.loads((folder / RUN_FILE).read_text()) == {"identity": IDENTITY, "step": 3}
+        assert json.loads((folder / RUN_FILE).read_text()) == {"format": RUN_FORMAT, "identity": IDENTITY, "step": 3}
 
 
 def test_a_non_empty_folder_needs_resume_or_overwrite(tmp_path):
@@ -261,6 +262,9 @@ def test_resume_refusals(tmp_path):
         RunFolder(old, resume=True).open(IDENTITY, _describe)
     (old / RUN_FILE).write_text("[1, 2]")
     with pytest.raises(ParameterError, match=rf"{RUN_FILE} is not a run record"):
+        RunFolder(old, resume=True).open(IDENTITY, _describe)
+    (old / RUN_FILE).write_text(json.dumps({"identity": IDENTITY, "step": "ten"}))
+    with pytest.raises(ParameterError, match=rf"{RUN_FILE} is not a run record: its step is 'ten'.*--force"):
         RunFolder(old, resume=True).open(IDENTITY, _describe)
 
 

@@ -298,11 +298,9 @@ def _cmd_convert(args):
         overwrite=args.force,
         mediapipe=args.mediapipe,
     )
-    # A multi-output (waveform) card has parity per output; a single-output card has it at the top.
-    per_output = card["parity"].get("outputs", {card.get("output", "output"): card["parity"]})
     parity_text = "; ".join(
         f"{name} mean cosine {scores['mean_cosine']:.6f}, max abs diff {scores['max_abs_diff']:.3g}"
-        for name, scores in per_output.items()
+        for name, scores in card["parity"]["outputs"].items()
     )
     print(
         f"Wrote {out} ({card['size_bytes']:,} bytes, {card['quantize']}); parity on real speech: {parity_text}; "

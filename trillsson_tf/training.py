@@ -28,7 +28,8 @@ import numpy as np
 from trillsson_tf.configs import LR_SCHEDULES
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.folders import lock_folder, prepare_output_dir, write_json
+from trillsson_tf.folders import lock_folder, prepare_output_dir
+from trillsson_tf.formats.run_record import RUN_FILE, read_record, write_record
 
 __all__ = [
     "LOG_EVERY_STEPS",
@@ -52,7 +53,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-RUN_FILE = "run.json"
 LOG_EVERY_STEPS = 10
 """Steps between loss records (``loss_history``, TensorBoard, the progress bar)."""
 _IDENTITY = "identity"
@@ -333,17 +333,7 @@ class RunFolder:
             self._held = lock_folder(self.path)
 
     def _read_record(self) -> dict:
-        try:
-            with open(self.record_path, encoding="utf-8") as handle:
-                record = json.load(handle)
-        except (OSError, ValueError) as error:
-            raise ParameterError(
-                f"Cannot resume {self.path!r}: {self.record_file} is unreadable ({error}); "
-                "rerun with --force (overwrite=True) to start over."
-            ) from None
-        if not isinstance(record, dict):
-            raise ParameterError(f"Cannot resume {self.path!r}: {self.record_file} is not a run record.")
-        return record
+        return read_record(self.record_path, resuming=self.path).fields()
 
     def checkpoints(
         self, tracked: dict, *, subdir: str = "checkpoints", max_to_keep: int = 3, directory=None
@@ -362,7 +352,7 @@ class RunFolder:
         if not self.chief:
             return
         for folder in (self.path, *also):
-            write_json(os.path.join(folder, self.record_file), self.record)
+            write_record(os.path.join(folder, self.record_file), self.record)
 
     def saver(self, checkpoints: Checkpoints, before=None):
         """The ``on_checkpoint`` of :func:`run_steps`: ``before(step)``, then checkpoint, step and record."""

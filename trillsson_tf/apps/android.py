@@ -24,6 +24,7 @@ from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
 from trillsson_tf.contract import SAMPLE_RATE_HZ, SIGNATURE_KEY
 from trillsson_tf.errors import ParameterError, TrillssonError
 from trillsson_tf.folders import refuse_inputs
+from trillsson_tf.formats.model_card import ModelCard, card_path, write_card
 from trillsson_tf.teachers.weights import sha256
 
 __all__ = [
@@ -279,10 +280,14 @@ def _place_model(model, out_path: str, calibration, scratch: str) -> dict:
         card = convert(model, converted, quantize="int8", representative_audio=calibration, overwrite=True)
         shutil.copyfile(converted, out_path)
     if card:
-        card = _without_host_paths({**card, "model_file": os.path.basename(out_path)})
-        with open(os.path.splitext(out_path)[0] + ".json", "w") as handle:
-            json.dump(card, handle, indent=2)
+        card = _write_card(out_path, card)
     return card
+
+
+def _write_card(out_path: str, card: dict) -> dict:
+    """Write the card of the model copied to ``out_path`` beside it, without host paths; returns it."""
+    card = _without_host_paths({**card, "model_file": os.path.basename(out_path)})
+    return write_card(card_path(out_path), ModelCard.from_dict(card, where=card_path(out_path)))
 
 
 def _mediapipe_form(model, out_path: str, calibration, scratch: str, fixed_samples):
@@ -303,8 +308,7 @@ def _mediapipe_form(model, out_path: str, calibration, scratch: str, fixed_sampl
         overwrite=True,
     )
     shutil.copyfile(converted, out_path)
-    with open(os.path.splitext(out_path)[0] + ".json", "w") as handle:
-        json.dump(_without_host_paths({**card, "model_file": os.path.basename(out_path)}), handle, indent=2)
+    _write_card(out_path, card)
     return None
 
 

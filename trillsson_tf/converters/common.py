@@ -7,7 +7,6 @@ asked of :mod:`trillsson_tf.kinds`; the LiteRT side (interpreter, op table, tens
 """
 
 import glob
-import json
 import logging
 import os
 
@@ -21,6 +20,8 @@ from trillsson_tf.data import source_paths
 from trillsson_tf.errors import ConversionError, ParameterError
 from trillsson_tf.export import KERAS_FILE, METADATA_FILE, read_metadata
 from trillsson_tf.folders import refuse_inputs, write_atomic
+from trillsson_tf.formats.model_card import card_path
+from trillsson_tf.formats.run_record import RUN_FILE, read_record
 from trillsson_tf.frontend import numpy_ops
 from trillsson_tf.models import inner_network
 
@@ -37,6 +38,7 @@ __all__ = [
     "log_mel_patch_rows",
     "output_paths",
     "parity_clips",
+    "parity_message",
     "representative_clips",
     "run_info",
     "tflite_converter",
@@ -58,7 +60,6 @@ LICENCE_NOTE = (
 _PARITY_CLIPS = 6
 _PARITY_SAMPLES = 64000  # 4 s: two chunks per clip
 _REPRESENTATIVE_CLIPS = 32
-_RUN_FILE = "run.json"  # written by trillsson_tf.distill next to its export
 _RUN_KEYS = ("student", "teacher", "step", "target_mode", "loss", "data")
 
 
@@ -168,14 +169,17 @@ def log_mel_patch_rows(clips: np.ndarray, frontend) -> np.ndarray:
 
 
 def run_info(source):
-    """The training-run summary of an export written by the distiller (its ``run.json``), or ``None``."""
+    """The training-run summary of an export written by the distiller (its ``run.json``), or ``None``.
+
+    Raises:
+        ParameterError: a damaged ``run.json`` (one line naming it).
+    """
     if isinstance(source, keras.Model) or not os.path.isdir(os.fspath(source)):
         return None
-    run_file = os.path.join(os.fspath(source), _RUN_FILE)
+    run_file = os.path.join(os.fspath(source), RUN_FILE)  # the distiller writes it into its export
     if not os.path.isfile(run_file):
         return None
-    with open(run_file) as handle:
-        record = json.load(handle)
+    record = read_record(run_file).fields()
     return {key: record[key] for key in _RUN_KEYS if key in record}
 
 
@@ -207,20 +211,31 @@ def output_paths(out_path, overwrite: bool, inputs=()) -> tuple:
         ParameterError: either output is an input, or exists and ``overwrite`` is false.
     """
     out_path = os.fspath(out_path)
-    card_path = os.path.splitext(out_path)[0] + ".json"
-    for path in (out_path, card_path):
+    card = card_path(out_path)
+    for path in (out_path, card):
         refuse_inputs(path, inputs, what="Output", folder=False)
-    if not overwrite and (os.path.exists(out_path) or os.path.exists(card_path)):
-        raise ParameterError(
-            f"Output {out_path!r} (or its card {card_path!r}) exists; pass overwrite=True (CLI --force)."
-        )
-    return out_path, card_path
+    if not overwrite and (os.path.exists(out_path) or os.path.exists(card)):
+        raise ParameterError(f"Output {out_path!r} (or its card {card!r}) exists; pass overwrite=True (CLI --force).")
+    return out_path, card
 
 
 def write_model(out_path: str, content: bytes) -> None:
     """Write converted model bytes, making the folder."""
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     write_atomic(out_path, content)
+
+
+def parity_message(checked, out_path) -> str:
+    """The warning of a :class:`~trillsson_tf.formats.model_card.Parity` that did not pass: each output below it."""
+    many = len(checked.outputs) > 1
+    below = [
+        f"mean cosine {value.mean_cosine:.6f} < {checked.min_mean_cosine}"
+        + (f" ({name})" if many else "")
+        + f" (min {value.min_cosine:.6f}, max abs diff {value.max_abs_diff:.3g}, reference rms {value.reference_rms:.3g})"
+        for name, value in checked.outputs.items()
+        if value.mean_cosine < checked.min_mean_cosine
+    ]
+    return f"Parity of {out_path} below threshold: " + "; ".join(below) + "."
 
 
 def check_parity(passed: bool, message: str, *, strict: bool) -> None:

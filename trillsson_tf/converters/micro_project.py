@@ -25,6 +25,7 @@ import numpy as np
 
 from trillsson_tf.converters.micro import micro_run, to_micro
 from trillsson_tf.errors import ConversionError, ParameterError
+from trillsson_tf.folders import write_json
 
 __all__ = ["BOARD", "DEBIAN_PACKAGES", "check_toolchain", "micro_build", "prepare_tflm", "write_micro_project"]
 
@@ -369,7 +370,7 @@ def micro_build(
         ``'on_board'`` (``{'outputs', 'arena_used_bytes', 'run_s'}``), ``'host'`` (the host interpreter's
         outputs) and ``'bit_exact'``; ``ram_used_bytes`` = ``.data + .bss`` less the unused arena.
         Written to ``micro_build.json`` in the project; the flash, RAM and arena figures also go
-        into the micro form's card ``<name>_micro.json`` (key ``on_board``).
+        into the micro report ``<name>_micro.json`` of :func:`to_micro` (key ``on_board``).
 
     Raises:
         ParameterError: missing tool (naming its Debian package), no sources, a firmware over the
@@ -421,33 +422,31 @@ def micro_build(
     if run:
         report.update(_run_on_board(elf, project, project_dir, tools["qemu-system-arm"], timeout_s))
         report["ram_used_bytes"] = sizes["ram_bytes"] - project["arena_bytes"] + report["on_board"]["arena_used_bytes"]
-    with open(os.path.join(project_dir, "micro_build.json"), "w") as handle:
-        json.dump(report, handle, indent=2)
-    _add_to_card(os.path.join(project_dir, f"{name}_micro.json"), report)
+    write_json(os.path.join(project_dir, "micro_build.json"), report)
+    _add_to_report(os.path.join(project_dir, f"{name}_micro.json"), report)
     return report
 
 
-def _add_to_card(card_path: str, report: dict) -> None:
-    """Write the board's figures into the micro form's card (``<name>_micro.json``), beside the host's."""
-    if not os.path.isfile(card_path):
+def _add_to_report(micro_path: str, report: dict) -> None:
+    """Write the board's figures into the micro report of :func:`to_micro` (``<name>_micro.json``), beside the host's."""
+    if not os.path.isfile(micro_path):
         return
-    with open(card_path) as handle:
-        card = json.load(handle)
+    with open(micro_path) as handle:
+        micro = json.load(handle)
     sizes = report["sizes"]
-    card["on_board"] = {
+    micro["on_board"] = {
         "board": report["board"],
         "flash_bytes": sizes["flash_bytes"],
         "ram_bytes": sizes["ram_bytes"],
         "arena_bytes": report["arena_bytes"],
     }
     if "on_board" in report:
-        card["on_board"].update(
+        micro["on_board"].update(
             arena_used_bytes=report["on_board"]["arena_used_bytes"],
             ram_used_bytes=report["ram_used_bytes"],
             bit_exact_with_host=report["bit_exact"],
         )
-    with open(card_path, "w") as handle:
-        json.dump(card, handle, indent=2)
+    write_json(micro_path, micro)
 
 
 def _run_on_board(elf: str, project: dict, project_dir: str, qemu: str, timeout_s: float) -> dict:

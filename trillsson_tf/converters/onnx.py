@@ -23,6 +23,7 @@ from trillsson_tf.converters.common import (
     log_mel_patch_rows,
     output_paths,
     parity_clips,
+    parity_message,
     run_info,
     write_model,
 )
@@ -30,7 +31,7 @@ from trillsson_tf import kinds
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.contract import AUDIO_INPUT_NAME, PATCH_INPUT_NAME, SAMPLE_RATE_HZ
 from trillsson_tf.errors import ConversionError, ParameterError, TrillssonError
-from trillsson_tf.folders import write_json
+from trillsson_tf.formats.model_card import CARD_FORMATS, ModelCard, Parity, write_card
 from trillsson_tf.metrics import parity
 from trillsson_tf.models import chunk_network, output_key
 
@@ -173,52 +174,43 @@ def convert_onnx(
         ) from error
     write_model(out_path, content)
 
-    scores = parity(reference, onnx_outputs(session, parity_inputs))
-    threshold = DEFAULT_MIN_COSINE["float32"] if min_cosine is None else float(min_cosine)
-    scores.update(
-        {
-            "clips": int(len(audio)),
-            "rows": int(len(parity_inputs)),
-            "min_mean_cosine": threshold,
-            "passed": scores["mean_cosine"] >= threshold,
-            "reference": "Keras model" if kind.frontend_inside else "Keras chunk network",
-        }
+    checked = Parity.of(
+        {key: parity(reference, onnx_outputs(session, parity_inputs))},
+        clips=len(audio),
+        rows=len(parity_inputs),
+        min_mean_cosine=DEFAULT_MIN_COSINE["float32"] if min_cosine is None else float(min_cosine),
+        reference="Keras model" if kind.frontend_inside else "Keras chunk network",
     )
-    card = {
-        "format": "trillsson_tf.onnx/1",
-        "model_file": os.path.basename(out_path),
-        "name": model.name,
-        "frontend_inside": kind.frontend_inside,
-        "inputs": [_tensor_card(value) for value in session.get_inputs()],
-        "outputs": [_tensor_card(value) for value in session.get_outputs()],
-        "output": key,
-        "opset": opset,
-        "sample_rate_hz": SAMPLE_RATE_HZ,
-        "size_bytes": len(content),
-        "ops": dict(sorted(collections.Counter(node.op_type for node in proto.graph.node).items())),
-        "parity": scores,
-        "source": {
+    card = ModelCard(
+        format=CARD_FORMATS["onnx"],
+        model_file=os.path.basename(out_path),
+        name=model.name,
+        frontend_inside=kind.frontend_inside,
+        inputs=[_tensor_card(value) for value in session.get_inputs()],
+        outputs=[_tensor_card(value) for value in session.get_outputs()],
+        output=key,
+        sample_rate_hz=SAMPLE_RATE_HZ,
+        size_bytes=len(content),
+        ops=dict(sorted(collections.Counter(node.op_type for node in proto.graph.node).items())),
+        parity=checked,
+        source={
             "export": None if isinstance(model_or_export_dir, keras.Model) else os.fspath(model_or_export_dir),
             "parameters": int(model.count_params()),
             "build": metadata.get("build", getattr(model, "build_spec", None)),
             "teacher": metadata.get("teacher"),
             "run": run_info(model_or_export_dir),
         },
-        "converter": {
+        converter={
             "tensorflow": tf.__version__,
             "tf2onnx": tf2onnx.__version__,
             "onnxruntime": onnxruntime.__version__,
         },
-        "licence": LICENCE_NOTE,
-    }
-    write_json(card_path, card)
-    _log.info("Wrote %s (%d bytes, mean cosine %.6f) and %s", out_path, len(content), scores["mean_cosine"], card_path)
-    check_parity(
-        scores["passed"],
-        (
-            f"Parity of {out_path} below threshold: mean cosine {scores['mean_cosine']:.6f} < {threshold} "
-            f"(max abs diff {scores['max_abs_diff']:.3g}, reference rms {scores['reference_rms']:.3g})."
-        ),
-        strict=strict,
+        licence=LICENCE_NOTE,
+        extra={"opset": opset},
     )
-    return card
+    written = write_card(card_path, card)
+    _log.info(
+        "Wrote %s (%d bytes, mean cosine %.6f) and %s", out_path, len(content), checked.first.mean_cosine, card_path
+    )
+    check_parity(checked.passed, parity_message(checked, out_path), strict=strict)
+    return written

@@ -27,6 +27,7 @@ from trillsson_tf.converters.common import (
     log_mel_patch_rows,
     output_paths,
     parity_clips,
+    parity_message,
     representative_clips,
     run_info,
     tflite_converter,
@@ -44,7 +45,7 @@ from trillsson_tf.contract import (
     SIGNATURE_KEY,
 )
 from trillsson_tf.errors import ConversionError, ParameterError
-from trillsson_tf.folders import write_json
+from trillsson_tf.formats.model_card import CARD_FORMATS, ModelCard, Parity, write_card
 from trillsson_tf.frontend import DEFAULT_FRONTEND, dft
 from trillsson_tf.metrics import ccc, parity
 from trillsson_tf.models import chunk_network, float32_frontend_model, output_key
@@ -365,39 +366,35 @@ def convert(
         _log.warning("int8 model %s keeps these ops in float: %s", out_path, ", ".join(float_ops))
     candidate = tflite_embeddings(content, plan.parity_inputs)
     scores = parity(plan.reference, candidate)
-    threshold = DEFAULT_MIN_COSINE[quantize] if min_cosine is None else float(min_cosine)
-    scores.update(
-        {
-            "clips": int(len(audio)),
-            "rows": int(len(plan.parity_inputs)),
-            "min_mean_cosine": threshold,
-            "passed": scores["mean_cosine"] >= threshold,
-            "reference": plan.reference_name,
-        }
-    )
     if key == SCORES_KEY:
         # Cosine is a weak check on a few scores; CCC over the parity rows says whether each score follows.
         scores["ccc"] = ccc(plan.reference, candidate).tolist()
+    checked = Parity.of(
+        {key: scores},
+        clips=len(audio),
+        rows=len(plan.parity_inputs),
+        min_mean_cosine=DEFAULT_MIN_COSINE[quantize] if min_cosine is None else float(min_cosine),
+        reference=plan.reference_name,
+    )
 
     runner = litert.make_interpreter(model_content=content, num_threads=1).get_signature_runner(SIGNATURE_KEY)
-    card = {
-        "format": "trillsson_tf.tflite/1",
-        "model_file": os.path.basename(out_path),
-        "name": model.name,
-        "quantize": quantize,
-        "frontend_inside": kind.frontend_inside,
-        "inputs": [litert.tensor_card(n, d) for n, d in runner.get_input_details().items()],
-        "outputs": [litert.tensor_card(n, d) for n, d in runner.get_output_details().items()],
-        "output": key,
-        "signature": SIGNATURE_KEY,
-        "sample_rate_hz": frontend_config.sample_rate_hz,
+    card = ModelCard(
+        format=CARD_FORMATS["tflite"],
+        model_file=os.path.basename(out_path),
+        name=model.name,
+        quantize=quantize,
+        frontend_inside=kind.frontend_inside,
+        inputs=[litert.tensor_card(n, d) for n, d in runner.get_input_details().items()],
+        outputs=[litert.tensor_card(n, d) for n, d in runner.get_output_details().items()],
+        output=key,
+        signature=SIGNATURE_KEY,
+        sample_rate_hz=frontend_config.sample_rate_hz,
         **plan.card,
-        "size_bytes": len(content),
-        "tflite_metadata": written,
-        "ops": ops,
-        "float_ops": float_ops,
-        "parity": scores,
-        "source": {
+        size_bytes=len(content),
+        ops=ops,
+        float_ops=float_ops,
+        parity=checked,
+        source={
             "export": source,
             "parameters": int(model.count_params()),
             "build": metadata.get("build", getattr(model, "build_spec", None)),
@@ -405,10 +402,11 @@ def convert(
             "run": run_info(model_or_export_dir),
             "optimization": metadata.get("optimization"),
         },
-        "converter": {"tensorflow": tf.__version__, "fixed_samples": plan.fixed_samples, "frames": bool(frames)},
-        "licence": LICENCE_NOTE,
-    }
-    write_json(card_path, card)
+        converter={"tensorflow": tf.__version__, "fixed_samples": plan.fixed_samples, "frames": bool(frames)},
+        licence=LICENCE_NOTE,
+        extra={"tflite_metadata": written},
+    )
+    written_card = write_card(card_path, card)
     _log.info(
         "Wrote %s (%d bytes, %s, mean cosine %.6f) and %s",
         out_path,
@@ -417,12 +415,5 @@ def convert(
         scores["mean_cosine"],
         card_path,
     )
-    check_parity(
-        scores["passed"],
-        (
-            f"Parity of {out_path} below threshold: mean cosine {scores['mean_cosine']:.6f} < {threshold} "
-            f"(min {scores['min_cosine']:.6f}, max abs diff {scores['max_abs_diff']:.3g}, reference rms {scores['reference_rms']:.3g})."
-        ),
-        strict=strict,
-    )
-    return card
+    check_parity(checked.passed, parity_message(checked, out_path), strict=strict)
+    return written_card

@@ -26,6 +26,7 @@ from trillsson_tf.converters.common import (
     load_keras_model,
     output_paths,
     parity_clips,
+    parity_message,
     representative_clips,
     tflite_converter,
     write_model,
@@ -35,7 +36,7 @@ from trillsson_tf import __version__, kinds, litert
 from trillsson_tf._keras import tf
 from trillsson_tf.contract import AUDIO_INPUT_NAME, SAMPLE_RATE_HZ, SIGNATURE_KEY
 from trillsson_tf.errors import ConversionError, ParameterError
-from trillsson_tf.folders import write_json
+from trillsson_tf.formats.model_card import CARD_FORMATS, ModelCard, Parity, write_card
 from trillsson_tf.metrics import parity
 from trillsson_tf.models import output_key
 from trillsson_tf.models.distil import ENCODER_NAME
@@ -178,49 +179,39 @@ def convert_waveform_model(
     runner = litert.make_interpreter(model_content=content, num_threads=1).get_signature_runner(SIGNATURE_KEY)
     results = [runner(**{AUDIO_INPUT_NAME: row[np.newaxis]}) for row in audio]
     candidate = {name: np.concatenate([result[name] for result in results]).astype(np.float32) for name in names}
-    threshold = DEFAULT_MIN_COSINE[quantize] if min_cosine is None else float(min_cosine)
-    scores = {name: parity(reference[name], candidate[name]) for name in names}
-    passed = all(value["mean_cosine"] >= threshold for value in scores.values())
+    checked = Parity.of(
+        {name: parity(reference[name], candidate[name]) for name in names},
+        clips=len(audio),
+        min_mean_cosine=DEFAULT_MIN_COSINE[quantize] if min_cosine is None else float(min_cosine),
+        reference="Keras model",
+    )
     ops = litert.op_table(content)
-    card = {
-        "format": "trillsson_tf.tflite/1",
-        "model_file": os.path.basename(out_path),
-        "name": model.name,
-        "quantize": quantize,
-        "frontend_inside": kind.frontend_inside,
-        "inputs": [litert.tensor_card(n, d) for n, d in runner.get_input_details().items()],
-        "outputs": [litert.tensor_card(n, d) for n, d in runner.get_output_details().items()],
-        "output": names[0],
-        "output_keys": names,
-        "signature": SIGNATURE_KEY,
-        "sample_rate_hz": SAMPLE_RATE_HZ,
-        "fixed_samples": length,
-        "size_bytes": len(content),
-        "tflite_metadata": written,
-        "ops": ops,
-        "float_ops": sorted({row["op"] for row in ops if row["float"]}),
-        "float_layers": float_layers,
-        "parity": {
-            "outputs": scores,
-            "clips": int(len(audio)),
-            "min_mean_cosine": threshold,
-            "passed": passed,
-            "reference": "Keras model",
-        },
-        "source": {
+    card = ModelCard(
+        format=CARD_FORMATS["tflite"],
+        model_file=os.path.basename(out_path),
+        name=model.name,
+        quantize=quantize,
+        frontend_inside=kind.frontend_inside,
+        inputs=[litert.tensor_card(n, d) for n, d in runner.get_input_details().items()],
+        outputs=[litert.tensor_card(n, d) for n, d in runner.get_output_details().items()],
+        output=names[0],
+        output_keys=list(names),
+        signature=SIGNATURE_KEY,
+        sample_rate_hz=SAMPLE_RATE_HZ,
+        size_bytes=len(content),
+        ops=ops,
+        float_ops=sorted({row["op"] for row in ops if row["float"]}),
+        parity=checked,
+        source={
             "export": None if source is None else os.fspath(source),
             "parameters": int(model.count_params()),
             "metadata": metadata,
         },
-        "converter": {"tensorflow": tf.__version__, "fixed_samples": length},
-        "licence": LICENCE_NOTE,
-    }
-    write_json(card_path, card)
-    _log.info("Wrote %s (%d bytes, %s, outputs %s)", out_path, len(content), quantize, names)
-    check_parity(
-        passed,
-        f"Parity of {out_path} below {threshold}: "
-        + ", ".join(f"{name} mean cosine {value['mean_cosine']:.6f}" for name, value in scores.items()),
-        strict=strict,
+        converter={"tensorflow": tf.__version__, "fixed_samples": length},
+        licence=LICENCE_NOTE,
+        extra={"fixed_samples": length, "tflite_metadata": written, "float_layers": float_layers},
     )
-    return card
+    written_card = write_card(card_path, card)
+    _log.info("Wrote %s (%d bytes, %s, outputs %s)", out_path, len(content), quantize, names)
+    check_parity(checked.passed, parity_message(checked, out_path), strict=strict)
+    return written_card

@@ -1,1 +1,2 @@
-"""On-disk formats, one module each: teacher weights (torch .pt, CTranslate2) read with numpy, and the target shard record."""
+"""On-disk formats, one module each: the target shard record, the model card, the run record, and teacher
+weights (torch .pt, CTranslate2) read with numpy."""

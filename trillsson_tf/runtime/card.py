@@ -1,10 +1,10 @@
 """The model card beside a ``.tflite`` file: read, and the entries the runtime takes from it.
 
-Every function takes the card as a dict (``{}`` when there is none) and ``name``, the file's
-name for the messages; a bad entry raises :class:`~trillsson_tf.errors.ParameterError`.
+Every function takes the card (a dict, ``{}`` when there is none, parsed through
+:class:`~trillsson_tf.formats.model_card.ModelCard`; or a ModelCard) and ``name``, the file's name
+for the messages; a bad entry raises :class:`~trillsson_tf.errors.ParameterError`.
 """
 
-import json
 import logging
 import os
 
@@ -13,6 +13,7 @@ import numpy as np
 from trillsson_tf.audio import check_sample_rate
 from trillsson_tf.contract import EMBEDDING_KEY, LOG_MEL_INPUT_NAME
 from trillsson_tf.errors import ParameterError
+from trillsson_tf.formats.model_card import ModelCard, card_path, read_card
 from trillsson_tf.frontend import DEFAULT_FRONTEND, FrontendConfig, dft
 
 __all__ = ["clip_model", "describe", "frontend", "output_key", "output_keys", "read_model_card", "sample_rate_hz"]
@@ -23,31 +24,31 @@ _log = logging.getLogger(__package__)  # "trillsson_tf.runtime", the name the lo
 def read_model_card(model_path) -> dict:
     """The JSON model card written beside a ``.tflite`` file, or ``{}`` when there is none.
 
-    Looked for as ``<name>.json`` and then ``<name>.tflite.json`` next to the model.
+    Looked for as ``<name>.json`` and then ``<name>.tflite.json`` next to the model, and read through
+    :class:`~trillsson_tf.formats.model_card.ModelCard` (older cards come back in today's shape).
 
     Args:
         model_path: Path of the ``.tflite`` file.
 
     Returns:
-        The card as a dict (keys used here: ``sample_rate_hz``, ``output``, ``frontend``).
+        The card as a dict (:meth:`ModelCard.to_dict`; keys used here: ``sample_rate_hz``,
+        ``output``, ``output_keys``, ``frontend``, ``clip_model``).
 
     Raises:
-        ParameterError: a card exists but is not a JSON object (the message names the file).
+        ParameterError: a card exists but is not a model card (the message names the file).
     """
     model_path = os.fspath(model_path)
-    for card_path in (os.path.splitext(model_path)[0] + ".json", model_path + ".json"):
-        if not os.path.isfile(card_path):
-            continue
-        try:
-            with open(card_path) as handle:
-                card = json.load(handle)
-        except (OSError, ValueError) as error:
-            raise ParameterError(f"Model card {card_path!r} cannot be read as JSON: {error}") from None
-        if not isinstance(card, dict):
-            raise ParameterError(f"Model card {card_path!r} must hold a JSON object, got {type(card).__name__}.")
-        _log.info("Read model card %s", card_path)
-        return card
+    for path in (card_path(model_path), model_path + ".json"):
+        if os.path.isfile(path):
+            card = read_card(path).to_dict()
+            _log.info("Read model card %s", path)
+            return card
     return {}
+
+
+def _parsed(card, name: str) -> ModelCard:
+    """``card`` (a dict, or a :class:`ModelCard` already) as a :class:`ModelCard`."""
+    return card if isinstance(card, ModelCard) else ModelCard.from_dict(card, where=name)
 
 
 def describe(details: dict) -> list:
@@ -60,8 +61,8 @@ def describe(details: dict) -> list:
 
 def frontend(card: dict, name: str) -> FrontendConfig:
     """The card's ``frontend`` entry, else the default TRILLsson numbers."""
-    values = card.get("frontend")
-    if not isinstance(values, dict):
+    values = _parsed(card, name).frontend
+    if values is None:
         return DEFAULT_FRONTEND
     try:
         return FrontendConfig.from_dict(values)
@@ -71,7 +72,7 @@ def frontend(card: dict, name: str) -> FrontendConfig:
 
 def sample_rate_hz(card: dict, config: FrontendConfig, name: str) -> int:
     """The card's ``sample_rate_hz``, which must be its frontend's (``config``); that rate when it has none."""
-    rate = card.get("sample_rate_hz")
+    rate = _parsed(card, name).sample_rate_hz
     if rate is None:
         return config.sample_rate_hz
     rate = check_sample_rate(rate)
@@ -84,7 +85,7 @@ def sample_rate_hz(card: dict, config: FrontendConfig, name: str) -> int:
 
 def clip_model(card: dict, name: str):
     """The card's ``clip_model`` entry (``frontend`` as a DFTFrontendConfig, ``input``, ``compression``) or ``None``."""
-    values = card.get("clip_model")
+    values = _parsed(card, name).clip_model
     if not values:
         return None
     try:
@@ -104,7 +105,7 @@ def output_key(card: dict, outputs: dict, wanted, name: str) -> str:
     """The output returned as ``embedding``: ``wanted``, else the card's ``output``, else
     ``embedding``, else the model's only ``[batch, D]`` output (``outputs``: the output details)."""
     choices = describe(outputs)
-    chosen = wanted or card.get("output")
+    chosen = wanted or _parsed(card, name).output
     if chosen is not None:
         if chosen not in outputs:
             source = "output_key" if wanted else f"the model card of {name!r}"
@@ -123,7 +124,7 @@ def output_key(card: dict, outputs: dict, wanted, name: str) -> str:
 
 def output_keys(card: dict, outputs: dict, key: str, name: str) -> tuple:
     """The outputs a call returns: the card's ``output_keys`` (multi-task models), else ``(key,)``."""
-    keys = tuple(card.get("output_keys") or (key,))
+    keys = tuple(_parsed(card, name).output_keys or (key,))
     missing = [key for key in keys if key not in outputs]
     if missing:
         raise ParameterError(
