@@ -102,6 +102,10 @@ def test_multitask_finetune_beats_chance(finetuned):
     scores = finetuned["scores"]
     # 10 digits: chance is 0.1; 21 of 120 right by chance has probability 0.7% (the encoder is a 10-step student).
     assert scores["kws"]["clips"] == 120 and scores["kws"]["accuracy"] >= 21 / 120
+    low, high = scores["kws"]["ci95"]  # Wilson's interval around the accuracy
+    assert low < scores["kws"]["accuracy"] < high and high - low < 0.2
+    low, high = scores["sv"]["eer_ci95"]  # speaker bootstrap
+    assert low <= scores["sv"]["eer"] <= high
     assert (
         scores["sv"]["speakers"] == 2 and scores["sv"]["trials"] == 100 * 99 // 2 and 0.0 <= scores["sv"]["eer"] <= 1.0
     )

@@ -31,7 +31,7 @@ from trillsson_tf.folders import write_json
 from trillsson_tf.frontend.numpy_ops import mirror_pad
 from trillsson_tf.kinds import LAYER_STUDENT_KIND, MULTITASK_KIND
 from trillsson_tf.layer_teachers import LayeredTeacher
-from trillsson_tf.metrics import accuracy, speaker_verification, split_speakers
+from trillsson_tf.metrics import accuracy, binomial_ci95, speaker_verification, split_speakers
 from trillsson_tf.models import distil
 from trillsson_tf.models.heads import KWS_OUTPUT, SV_OUTPUT, build_heads
 from trillsson_tf.teachers import file_fingerprint
@@ -53,6 +53,7 @@ _log = logging.getLogger(__name__)
 
 _SPLIT, _TEST = "split", "test"
 _FRAME_BATCH = 64  # segments per encoder call when the frames of a frozen encoder are computed
+_BOOTSTRAP = 200  # speaker resamples for the 95% interval of each EER
 
 
 def aam_softmax_logits(embeddings, class_weights, labels, *, margin: float = 0.2, scale: float = 30.0):
@@ -696,9 +697,10 @@ def _score(
 ) -> dict:
     """Keyword accuracy on ``split=test`` items and verification scores on ``speakers``' items.
 
-    With ``sv_groups`` (a label column), trials are also scored within each group alone
-    (``sv_by_group``): pairs across corpora are trivially different speakers and flatter a
-    pooled EER.
+    Each score has its 95% interval: Wilson's for the accuracy (``ci95``; clips taken as
+    independent), a speaker bootstrap for the EER (``eer_ci95``). With ``sv_groups`` (a label
+    column), trials are also scored within each group alone (``sv_by_group``): pairs across
+    corpora are trivially different speakers and flatter a pooled EER.
     """
     from tqdm.auto import tqdm
 
@@ -719,17 +721,25 @@ def _score(
         if rows:
             predicted = [keywords[int(np.argmax(outputs[i][KWS_OUTPUT]))] for i in rows]
             truth = [kept[i].labels[kws_labels] for i in rows]
-            scores["kws"] = {"accuracy": accuracy(np.array(predicted), np.array(truth)), "clips": len(rows)}
+            correct = int(np.sum(np.array(predicted) == np.array(truth)))
+            scores["kws"] = {
+                "accuracy": accuracy(np.array(predicted), np.array(truth)),
+                "clips": len(rows),
+                "ci95": binomial_ci95(correct, len(rows)),
+            }
     if sv_labels:
         rows = [i for i, item in enumerate(kept) if item.labels.get(sv_labels) in speakers]
         embeddings = np.stack([outputs[i][SV_OUTPUT][0] for i in rows]) if rows else np.zeros((0, 1))
         speaker_labels = [kept[i].labels[sv_labels] for i in rows]
-        scores["sv"] = speaker_verification(embeddings, speaker_labels, p_target=p_target)
+        scores["sv"] = speaker_verification(embeddings, speaker_labels, p_target=p_target, bootstrap=_BOOTSTRAP)
         if sv_groups:
             groups = np.array([kept[i].labels.get(sv_groups, "") for i in rows])
             scores["sv_by_group"] = {
                 str(group): speaker_verification(
-                    embeddings[groups == group], np.array(speaker_labels)[groups == group], p_target=p_target
+                    embeddings[groups == group],
+                    np.array(speaker_labels)[groups == group],
+                    p_target=p_target,
+                    bootstrap=_BOOTSTRAP,
                 )
                 for group in sorted(set(groups.tolist()))
             }
