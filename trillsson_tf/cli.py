@@ -297,6 +297,8 @@ def _cmd_convert(args):
         strict=args.strict,
         overwrite=args.force,
         mediapipe=args.mediapipe,
+        quantizer=args.quantizer,
+        float_layers=tuple(name for name in (args.float_layers or "").split(",") if name),
     )
     parity_text = "; ".join(
         f"{name} mean cosine {scores['mean_cosine']:.6f}, max abs diff {scores['max_abs_diff']:.3g}"
@@ -465,10 +467,24 @@ def _add_evaluate_arguments(evaluate):
 
 def _add_convert_arguments(convert):
     from trillsson_tf.converters.common import QUANTIZE_MODES
+    from trillsson_tf.converters.litert_quantizer import QUANTIZERS, RECIPES
 
     convert.add_argument("model", help="export directory (from export/distill/optimize) or .keras file")
     convert.add_argument("--out", required=True, help="output .tflite file, or a folder for model.tflite")
-    convert.add_argument("--quantize", default="float32", choices=QUANTIZE_MODES)
+    convert.add_argument(
+        "--quantize",
+        default="float32",
+        choices=(*QUANTIZE_MODES, *RECIPES),
+        help="a mode, or a --quantizer litert recipe",
+    )
+    convert.add_argument(
+        "--quantizer",
+        default="tensorflow",
+        choices=QUANTIZERS,
+        help="litert: LiteRT's quantizer on the float32 file (pip install 'trillsson-tf[litert-quantizer]'), "
+        "with a per-layer error report in the card",
+    )
+    convert.add_argument("--float-layers", default=None, help="--quantizer litert: comma-separated layers kept float")
     convert.add_argument("--no-frontend", action="store_true", help="leave the log-mel frontend out (patch input)")
     convert.add_argument("--fixed-samples", type=int, default=None, help="fix the audio input length, in samples")
     convert.add_argument(

@@ -17,11 +17,12 @@ from ai_edge_litert.tools import flatbuffer_utils
 
 import trillsson_tf.converters._metadata_schema as schema
 from trillsson_tf.contract import AUDIO_INPUT_NAME, EMBEDDING_KEY, LOG_MEL_INPUT_NAME, PATCH_INPUT_NAME, SCORES_KEY
-from trillsson_tf.errors import ParameterError
+from trillsson_tf.errors import ConversionError, ParameterError
 
 __all__ = [
     "METADATA_NAME",
     "REQUEST_FIELDS",
+    "check_metadata",
     "check_request",
     "converter_metadata",
     "labels_file_name",
@@ -238,6 +239,25 @@ def read_metadata(content: bytes):
         ],
         "files": files,
     }
+
+
+def check_metadata(content: bytes, written: dict) -> None:
+    """Read the metadata back from ``content`` and raise :class:`ConversionError` unless it holds ``written``.
+
+    Args:
+        content: The final ``.tflite`` bytes.
+        written: The summary :func:`converter_metadata` returned for them.
+    """
+    found = read_metadata(content)
+    fields = ("name", "description", "version", "author", "licence", "min_parser_version")
+    wrong = ["the metadata"] if found is None else [key for key in fields if found[key] != written[key]]
+    audio = [entry for entry in (found or {}).get("inputs", []) if entry.get("content") == "audio"]
+    if found is not None and [entry.get("sample_rate_hz") for entry in audio] != (
+        [written["sample_rate_hz"]] if written["sample_rate_hz"] else []
+    ):
+        wrong.append("sample_rate_hz")
+    if wrong:
+        raise ConversionError(f"The TFLite Model Metadata read back differs from what was written: {wrong}.")
 
 
 def score_labels(teacher, width: int) -> list:

@@ -33,7 +33,8 @@ from trillsson_tf.converters.common import (
     tflite_converter,
     write_model,
 )
-from trillsson_tf.converters.metadata import check_request, converter_metadata, score_labels
+from trillsson_tf.converters import litert_quantizer
+from trillsson_tf.converters.metadata import check_metadata, check_request, converter_metadata, score_labels
 from trillsson_tf.converters.waveform import convert_waveform_model
 from trillsson_tf import __version__, kinds, litert
 from trillsson_tf._keras import keras, tf
@@ -250,6 +251,8 @@ def convert(
     overwrite: bool = False,
     mediapipe: bool = False,
     tflite_metadata=None,
+    quantizer: str = "tensorflow",
+    float_layers=(),
 ) -> dict:
     """Convert a model to ``.tflite`` with metadata inside and write its JSON model card beside it.
 
@@ -281,6 +284,11 @@ def convert(
         tflite_metadata: Fields of the TFLite Model Metadata to set (keys of
             :data:`trillsson_tf.converters.metadata.REQUEST_FIELDS`: name, description, version, author,
             licence, sample_rate_hz); ``None``: the defaults.
+        quantizer: ``'tensorflow'`` (TensorFlow's converter quantizes, ``quantize`` one of its modes) or
+            ``'litert'``: the float32 file goes through LiteRT's quantizer, ``quantize`` one of
+            :data:`trillsson_tf.converters.litert_quantizer.RECIPES`, and the card gets its per-layer
+            error report (``quantizer``); the frontend's layers stay float.
+        float_layers: Layer names kept float by LiteRT's quantizer (names in the error report).
 
     Returns:
         The model card (dict), also written as JSON; ``tflite_metadata`` holds the metadata written.
@@ -309,6 +317,16 @@ def convert(
             "frames=True and mediapipe=True fix the input to different windows (31,440 and the "
             "MediaPipe window); make one file of each."
         )
+    litert_recipe = quantize if quantizer == "litert" else None  # the TensorFlow conversion is then float32
+    if litert_recipe:
+        litert_quantizer.check_recipe(quantize)
+        quantize = "float32"
+    elif quantizer != "tensorflow" or float_layers:
+        raise ParameterError(f"quantizer must be one of {list(litert_quantizer.QUANTIZERS)} (float_layers: litert).")
+    elif quantize in litert_quantizer.RECIPES and quantize != "int8":  # int8: both quantizers have it
+        raise ParameterError(f"quantize={quantize!r} is a recipe of LiteRT's quantizer: add quantizer='litert'.")
+    if kind.family == kinds.WAVEFORM and litert_recipe:
+        raise ParameterError("quantizer='litert' converts chunk and whole-clip students; not waveform exports yet.")
     if kind.family == kinds.WAVEFORM:  # raw audio at a fixed length, every output of the export
         return convert_waveform_model(
             model,
@@ -338,7 +356,8 @@ def convert(
     _check_choices(quantize, kind, fixed_samples, least=frontend_config.window_samples)
     check_request(tflite_metadata, model_sample_rate_hz=frontend_config.sample_rate_hz)
     key = output_key(model)
-    calibration = representative_clips(representative_audio) if quantize == "int8" else None
+    calibrate = quantize == "int8" or (litert_recipe and (representative_audio is not None or litert_recipe == "int8"))
+    calibration = representative_clips(representative_audio) if calibrate else None
     audio = parity_clips() if parity_audio is None else np.asarray(parity_audio, dtype=np.float32)
     plan = _PLANS[kind.name](model, key, frontend_config, audio, calibration, fixed_samples, quantize)
     try:
@@ -349,6 +368,18 @@ def convert(
             )
     except Exception as error:  # the converter raises many unrelated types
         raise ConversionError(f"Converting {model.name!r} ({quantize}, frontend={frontend}) failed: {error}") from error
+    quantizer_entry = None
+    if litert_recipe:  # LiteRT's quantizer on the float32 file; metadata is written after it
+        content, quantizer_entry = litert_quantizer.quantize(
+            content,
+            litert_recipe,
+            input_name=kind.input_name,
+            report_inputs=plan.parity_inputs if plan.calibration is None else plan.calibration,
+            calibration=plan.calibration,
+            float_layers=float_layers,
+            frontend_layers=plan.float_layers,
+        )
+        quantize = litert_recipe
     content, written = converter_metadata(
         content,
         name=model.name,
@@ -358,6 +389,8 @@ def convert(
         score_names=score_labels(metadata.get("teacher"), plan.reference.shape[1]) if key == SCORES_KEY else None,
         request=tflite_metadata,
     )
+    if litert_recipe:
+        check_metadata(content, written)
     write_model(out_path, content)
 
     ops = litert.op_table(content)
@@ -373,7 +406,9 @@ def convert(
         {key: scores},
         clips=len(audio),
         rows=len(plan.parity_inputs),
-        min_mean_cosine=DEFAULT_MIN_COSINE[quantize] if min_cosine is None else float(min_cosine),
+        min_mean_cosine=(litert_quantizer.DEFAULT_MIN_COSINE if litert_recipe else DEFAULT_MIN_COSINE)[quantize]
+        if min_cosine is None
+        else float(min_cosine),
         reference=plan.reference_name,
     )
 
@@ -404,7 +439,7 @@ def convert(
         },
         converter={"tensorflow": tf.__version__, "fixed_samples": plan.fixed_samples, "frames": bool(frames)},
         licence=LICENCE_NOTE,
-        extra={"tflite_metadata": written},
+        extra={"tflite_metadata": written, **({"quantizer": quantizer_entry} if quantizer_entry else {})},
     )
     written_card = write_card(card_path, card)
     _log.info(
