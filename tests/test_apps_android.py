@@ -133,6 +133,45 @@ def test_readme_kotlin_uses_the_metadata_names():
     assert "org.tensorflow.lite.Interpreter" in readme and "resizeInput(0, intArrayOf(1, pcm16.size))" in readme
 
 
+def test_readme_compiled_model_recipe_python_twin(tmp_path):
+    """The README's LiteRT 2.x CompiledAudioModel, step for step in Python's CompiledModel, on a fixed [1, 32000]
+    copy of the embedding model: the Interpreter's vectors on the same zero-padded windows."""
+    from ai_edge_litert.compiled_model import CompiledModel
+
+    from trillsson_tf.runtime import TFLiteModel
+    from trillsson_tf.runtime.compiled import fixed_shapes
+
+    with open(os.path.join(ASSETS, android.README_FILE)) as handle:
+        assert "class CompiledAudioModel" in handle.read()
+    source = os.path.join(ASSETS, android.EMBEDDING_FILE)
+    interpreter = TFLiteModel(source, num_threads=1)
+    with open(source, "rb") as handle:
+        content = handle.read()
+    (width,) = interpreter.pool.outputs[interpreter.output_key]["shape_signature"][1:]
+    fixed = tmp_path / "embedding_fixed.tflite"
+    fixed.write_bytes(
+        fixed_shapes(
+            content, 0, {int(interpreter.pool.input["index"]): (1, 32000), _output_index(interpreter): (1, width)}
+        )
+    )
+    model = CompiledModel.from_file(str(fixed))
+    inputs, outputs = model.create_input_buffers(0), model.create_output_buffers(0)
+    pcm16 = soundfile.read(os.path.join(ASSETS, android.SAMPLE_FILE), dtype="int16")[0]
+    windows = android.mediapipe_windows(pcm16.astype(np.float32) / 32768, 32000)
+    vectors = []
+    for window in windows:  # writeFloat, run, readFloat per window
+        inputs[0].write(window[np.newaxis])
+        model.run_by_index(0, inputs, outputs)
+        vectors.append(outputs[0].read(int(width), np.float32))
+    expected = np.concatenate([interpreter.pool.run(window[np.newaxis]) for window in windows])
+    assert len(windows) > 1 and np.abs(expected).max() > 0.1
+    np.testing.assert_allclose(np.mean(vectors, axis=0), expected.mean(axis=0), rtol=1e-5, atol=1e-5)
+
+
+def _output_index(model):
+    return int(model.pool.outputs[model.output_key]["index"])
+
+
 def test_rebuilding_from_the_committed_models_gives_the_same_folder(tmp_path):
     models = {"embedding_model": os.path.join(ASSETS, android.EMBEDDING_FILE)}
     wav2small = os.path.join(ASSETS, android.WAV2SMALL_FILE)
