@@ -5,7 +5,7 @@ import json
 import pytest
 
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.formats.run_record import ENTRIES, RUN_FORMAT, RunRecord, read_record, write_record
+from trillsson_tf.formats.run_record import ENTRIES, OPTIMIZE_FORMAT, RUN_FORMAT, RunRecord, read_record, write_record
 
 IDENTITY = {"teacher": "campplus", "student": "tiny_cnn_k5", "training_records": "750 records, sha256 ab12"}
 FIELDS = {
@@ -31,6 +31,12 @@ def test_record_round_trips_through_dict_and_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]  # whole, no partial file left
 
 
+def test_a_record_keeps_its_own_format():
+    report = {"format": OPTIMIZE_FORMAT, "identity": IDENTITY, "stages": {}}  # the optimizer's optimize.json
+    record = RunRecord.from_dict(report)
+    assert record.format == OPTIMIZE_FORMAT and record.to_dict() == report and "format" not in record.fields()
+
+
 def test_records_without_a_format_or_identity_are_read():
     old = RunRecord.from_dict({"step": 10, "loss_history": [[10, 1.0]]})  # before identities and versions
     assert old.identity is None and old.step == 10 and old.fields() == {"step": 10, "loss_history": [[10, 1.0]]}
@@ -47,7 +53,7 @@ def test_entries_name_what_the_engine_reads():
         ("", r"^Run record '.*run\.json' is unreadable \(Expecting value"),
         ('{"identity": ', r"is unreadable"),
         ("[1, 2]", r"is not a run record: it holds a JSON list, not an object\.$"),
-        ('{"format": "trillsson_tf.run/2"}', r"its format 'trillsson_tf.run/2' is not .* a newer trillsson_tf"),
+        ('{"format": "trillsson_tf.run/2"}', r"its format 'trillsson_tf.run/2' is not one of .* a newer trillsson_tf"),
         ('{"identity": "x"}', r"its identity is 'x', not an object"),
         ('{"step": -1}', r"its step is -1, not a step number"),
         ('{"step": true}', r"its step is True"),

@@ -13,14 +13,25 @@ import os
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.folders import write_json
 
-__all__ = ["ENTRIES", "READABLE_FORMATS", "RUN_FILE", "RUN_FORMAT", "RunRecord", "read_record", "write_record"]
+__all__ = [
+    "ENTRIES",
+    "OPTIMIZE_FORMAT",
+    "READABLE_FORMATS",
+    "RUN_FILE",
+    "RUN_FORMAT",
+    "RunRecord",
+    "read_record",
+    "write_record",
+]
 
 RUN_FILE = "run.json"
 """The record's file name in a run folder and in the export a run writes."""
 RUN_FORMAT = "trillsson_tf.run/1"
-"""The format written."""
-READABLE_FORMATS = (RUN_FORMAT,)
-"""Formats read (and records without ``format``)."""
+"""The format of a training run's record (``run.json``)."""
+OPTIMIZE_FORMAT = "trillsson_tf.optimize/1"
+"""The optimizer's record (``optimize.json``): a run record whose entries are its stages, options and data."""
+READABLE_FORMATS = (RUN_FORMAT, OPTIMIZE_FORMAT)
+"""Formats read and written (a record without ``format`` is read as :data:`RUN_FORMAT`)."""
 
 ENTRIES = {
     "identity": "what a resume must match: teacher, student, options, data fingerprints (RunFolder.open, confirm)",
@@ -58,7 +69,7 @@ class RunRecord:
         identity: What a resume must match (``None``: a record older than identities).
         step: The step of the last checkpoint (``None``: none yet).
         entries: The other entries (:data:`ENTRIES`), in order, as written.
-        format: One of :data:`READABLE_FORMATS`.
+        format: One of :data:`READABLE_FORMATS` (written first; :meth:`fields` leaves it out).
     """
 
     identity: dict = None
@@ -77,7 +88,8 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, values) -> "RunRecord":
-        """Parse a record (with or without ``format``).
+        """Parse a record (with or without ``format``: a workflow that keeps its own, as the optimizer does,
+        puts it in the dict it writes).
 
         Raises:
             ParameterError: what is wrong (without the file's name: :func:`read_record` adds it).
@@ -88,7 +100,9 @@ class RunRecord:
         form = values.pop("format", RUN_FORMAT)
         identity, step = values.pop("identity", None), values.pop("step", None)
         if form not in READABLE_FORMATS:
-            raise ParameterError(f"its format {form!r} is not {RUN_FORMAT!r}; a newer trillsson_tf wrote it")
+            raise ParameterError(
+                f"its format {form!r} is not one of {list(READABLE_FORMATS)}; a newer trillsson_tf wrote it"
+            )
         if identity is not None and not isinstance(identity, dict):
             raise ParameterError(f"its identity is {identity!r:.60}, not an object")
         if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):

@@ -17,6 +17,7 @@ import numpy as np
 
 from trillsson_tf._keras import keras
 from trillsson_tf.errors import ParameterError
+from trillsson_tf.formats.run_record import OPTIMIZE_FORMAT
 from trillsson_tf.optimize.cluster import apply_clustering, check_clusters, strip_clustering
 from trillsson_tf.optimize.prune import SCHEDULES, apply_pruning, parse_block_size, sparsity_report, strip_pruning
 from trillsson_tf.optimize.quantize import apply_qat, strip_clustering_cqat
@@ -48,7 +49,6 @@ _PRUNE_RAMP = 0.5  # the polynomial schedule reaches its sparsity halfway; the r
 _MASK_UPDATES = 20  # mask updates while the polynomial schedule ramps up
 _FIDELITY_CLIPS = 64
 _FRONTEND_SLICE = 128
-_FORMAT = "trillsson_tf.optimize/1"
 
 
 def _options(
@@ -370,7 +370,7 @@ def optimize_export(
     targets = teacher.predict(patches, batch_size=batch_size, verbose=0)
     planned = [stage for stage in STAGES if options[stage] not in (None, False)]
     report.setdefault("stages", {})
-    report.update({"format": _FORMAT, "source": source, "options": options, "data": data_summary})
+    report.update({"format": OPTIMIZE_FORMAT, "source": source, "options": options, "data": data_summary})
 
     network = teacher
     for stage in planned:
