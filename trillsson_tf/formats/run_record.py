@@ -37,7 +37,8 @@ ENTRIES = {
     "identity": "what a resume must match: teacher, student, options, data fingerprints (RunFolder.open, confirm)",
     "step": "the step of the last checkpoint, written after it (RunFolder.saver)",
     "config": "the workflow's config as given (configs.as_record)",
-    "teacher": "the teacher's description",
+    "teacher": "the teacher's description; several teachers: 'spec' joins theirs, 'teachers' has each one's "
+    "description, output name, width, weight, skipped files and files without a target",
     "student": "name, config, parameters and output of the student",
     "data": "sources, files, records, hours, shards of the training data",
     "versions": "package versions of the run",
@@ -47,7 +48,7 @@ ENTRIES = {
     "steady_steps_per_second)",
     "resumed_from_step": "the step this process started at, or None for a new run",
     "export": "the export folder, or None",
-    "fidelity": "distill: fidelity to the teacher on held-out files",
+    "fidelity": "distill: fidelity to the teacher on held-out files (several teachers: per teacher output)",
     "scores": "finetune: keyword accuracy and speaker verification",
     "stages": "the optimizer: per stage, its steps, step and loss curve",
 }
