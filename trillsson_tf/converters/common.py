@@ -6,9 +6,11 @@ asked of :mod:`trillsson_tf.kinds`; the LiteRT side (interpreter, op table, tens
 :mod:`trillsson_tf.litert`.
 """
 
+import contextlib
 import glob
 import logging
 import os
+import warnings
 
 import numpy as np
 
@@ -39,6 +41,7 @@ __all__ = [
     "output_paths",
     "parity_clips",
     "parity_message",
+    "quiet_tf_interpreter",
     "representative_clips",
     "run_info",
     "tflite_converter",
@@ -281,6 +284,17 @@ def tflite_converter(function, trackable, quantize: str, kind: kinds.Kind, *, ca
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
     return converter
+
+
+@contextlib.contextmanager
+def quiet_tf_interpreter():
+    """Silence the deprecation warning of the ``tf.lite.Interpreter`` that TensorFlow's own int8 calibrator
+    and quantization debugger build inside a conversion (this library runs every check in ``ai_edge_litert``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"\s*Warning: tf\.lite\.Interpreter is deprecated", category=UserWarning
+        )
+        yield
 
 
 def int8_with_float_layers(content: bytes, function, trackable, kind: kinds.Kind, calibration, layers) -> bytes:

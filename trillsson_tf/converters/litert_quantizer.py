@@ -300,7 +300,7 @@ def _run(aeq, content: bytes, rules: list, calibration=None) -> tuple:
     with warnings.catch_warnings():  # the calibrator keeps every tensor, and LiteRT warns that it does
         warnings.simplefilter("ignore", UserWarning)
         qsvs = engine.calibrate(calibration, num_threads=1) if calibration is not None else None
-        result = engine.quantize(qsvs, enable_progress_report=False)
+        result = engine.quantize(qsvs, enable_progress_bar=False, enable_progress_report=False)
     return bytes(result.quantized_model), engine
 
 

@@ -28,6 +28,7 @@ from trillsson_tf.converters.common import (
     output_paths,
     parity_clips,
     parity_message,
+    quiet_tf_interpreter,
     representative_clips,
     run_info,
     tflite_converter,
@@ -361,11 +362,14 @@ def convert(
     audio = parity_clips() if parity_audio is None else np.asarray(parity_audio, dtype=np.float32)
     plan = _PLANS[kind.name](model, key, frontend_config, audio, calibration, fixed_samples, quantize)
     try:
-        content = tflite_converter(plan.function, plan.network, quantize, kind, calibration=plan.calibration).convert()
+        with quiet_tf_interpreter():
+            content = tflite_converter(plan.function, plan.network, quantize, kind, calibration=plan.calibration)
+            content = content.convert()
         if quantize == "int8" and plan.float_layers:
-            content = int8_with_float_layers(
-                content, plan.function, plan.network, kind, plan.calibration, plan.float_layers
-            )
+            with quiet_tf_interpreter():
+                content = int8_with_float_layers(
+                    content, plan.function, plan.network, kind, plan.calibration, plan.float_layers
+                )
     except Exception as error:  # the converter raises many unrelated types
         raise ConversionError(f"Converting {model.name!r} ({quantize}, frontend={frontend}) failed: {error}") from error
     quantizer_entry = None

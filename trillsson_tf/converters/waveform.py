@@ -27,6 +27,7 @@ from trillsson_tf.converters.common import (
     output_paths,
     parity_clips,
     parity_message,
+    quiet_tf_interpreter,
     representative_clips,
     tflite_converter,
     write_model,
@@ -156,10 +157,11 @@ def convert_waveform_model(
         else None
     )
     try:
-        content = tflite_converter(function, model, quantize, kind, calibration=calibration).convert()
-        float_layers = frontend_layers(model) if quantize == "int8" and float_frontend else []
-        if float_layers:
-            content = int8_with_float_layers(content, function, model, kind, calibration, float_layers)
+        with quiet_tf_interpreter():  # TensorFlow's own calibrator builds a deprecated tf.lite.Interpreter
+            content = tflite_converter(function, model, quantize, kind, calibration=calibration).convert()
+            float_layers = frontend_layers(model) if quantize == "int8" and float_frontend else []
+            if float_layers:
+                content = int8_with_float_layers(content, function, model, kind, calibration, float_layers)
     except Exception as error:  # the converter raises many unrelated types
         raise ConversionError(f"Converting {source or model.name!r} ({quantize}) failed: {error}") from error
     content, written = converter_metadata(
