@@ -18,7 +18,11 @@ One run, on the same real speech (10 LibriSpeech test-other utterances of 1-8 s)
   end (each API as an app calls it: MediaPipe one result per zero-padded 2 s window, the wrapper
   one clip vector from the numpy frontend + patch-in network), the wrapper on MediaPipe's own
   windows, LiteRT on the MediaPipe file itself window by window (what is left is MediaPipe's
-  overhead per window), and cosine per window of MediaPipe against the wrapper (goal 1.5x, 0.999).
+  overhead per window), and cosine per window of MediaPipe against the wrapper (goal 1.5x, 0.999);
+* LiteRT's two APIs side by side (issue 42): ``TFLiteModel(api='interpreter')`` (the 1.x
+  ``Interpreter``) against ``api='compiled'`` (2.x ``CompiledModel``) on the three files and a
+  Wav2Small (whole clips of any length), at each thread count: ms per second of audio (clip calls),
+  load + first call, and the largest difference between their clip vectors and frames.
 
 The student has random weights (speed and parity do not depend on training). Writes
 ``benchmarks/results/runtime_benchmark_<student>[_quick].{json,md}`` and prints the markdown.
@@ -73,6 +77,7 @@ TARGETS = {  # name: (comparison, goal), from issue 5
     "mediapipe_float32_cosine": (">=", 0.999),  # lowest per window
     "mediapipe_int8_cosine": (">=", 0.999),
 }
+API_LABELS = {**VARIANT_LABELS, "wav2small": "Wav2Small float32, whole clips (a new length each call)"}
 MEDIAPIPE_SAMPLES = 32000  # trillsson_tf.converters.tflite.MEDIAPIPE_SAMPLES, the window MediaPipe runs
 
 
@@ -209,6 +214,68 @@ def mediapipe_comparison(model, clips, patch_paths, calibration_files, tmp_dir, 
     }
 
 
+def api_comparison(paths, clips, repeats, threads):
+    """``api='interpreter'`` against ``api='compiled'`` on each file and thread count (see the module docstring).
+
+    Returns:
+        ``{row: {'label', 'ms_per_audio_s': {api: ms}, 'ratio', 'first_call_ms': {api: ms}, 'max_abs_diff',
+        'output_rms'}}``; ``ratio`` is compiled over interpreter (below 1: the CompiledModel is faster).
+    """
+    from trillsson_tf.runtime import TFLiteModel
+    from trillsson_tf.runtime.compiled import APIS
+
+    audio_s = sum(len(clip) for clip in clips) / 16000
+    rows = {}
+    for variant, path in paths.items():
+        for count in threads:
+            wrappers, first_call_ms = {}, {}
+            for api in APIS:
+                start = time.perf_counter()
+                wrappers[api] = TFLiteModel(path, num_threads=count, api=api)
+                wrappers[api](clips[0])
+                first_call_ms[api] = 1000 * (time.perf_counter() - start)
+            callers = {api: lambda clip, wrapper=wrapper: wrapper(clip) for api, wrapper in wrappers.items()}
+            seconds = median_seconds(callers, clips, repeats)
+            outputs = {
+                api: [wrapper(clip)["embedding"] for clip in clips] + [wrapper.frames(clips[-1])["embedding"][0]]
+                for api, wrapper in wrappers.items()
+            }
+            reference = np.concatenate(outputs["interpreter"])
+            ms = {api: 1000 * value / audio_s for api, value in seconds.items()}
+            rows[f"{variant}_{count}t"] = {
+                "label": f"{API_LABELS[variant]}, {count} thread{'s' if count > 1 else ''}",
+                "ms_per_audio_s": ms,
+                "ratio": ms["compiled"] / ms["interpreter"],
+                "first_call_ms": first_call_ms,
+                "max_abs_diff": float(np.abs(np.concatenate(outputs["compiled"]) - reference).max()),
+                "output_rms": float(np.sqrt(np.mean(reference**2))),
+            }
+    return rows
+
+
+def api_markdown(rows):
+    """The table of :func:`api_comparison`."""
+    lines = [
+        "",
+        "## LiteRT APIs: `Interpreter` (1.x) against `CompiledModel` (2.x), the same files",
+        "",
+        "`TFLiteModel(path, api='interpreter')` against `api='compiled'` (ai-edge-litert 2.3.0, CPU): ms per second "
+        "of audio for the clip calls above (median of interleaved runs), load + first call, and the largest "
+        "difference between their outputs (every clip vector, and the frames at a 0.5 s hop of the longest clip).",
+        "",
+        "| file | Interpreter ms/s audio | CompiledModel ms/s audio | compiled / interpreter | load + first call ms "
+        "(Interpreter, CompiledModel) | max abs diff | output RMS |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows.values():
+        ms, first = row["ms_per_audio_s"], row["first_call_ms"]
+        lines.append(
+            f"| {row['label']} | {ms['interpreter']:.2f} | {ms['compiled']:.2f} | {row['ratio']:.2f} | "
+            f"{first['interpreter']:.0f}, {first['compiled']:.0f} | {row['max_abs_diff']:.2e} | {row['output_rms']:.3g} |"
+        )
+    return lines
+
+
 def fresh_process(code):
     """stdout of ``code`` run by a fresh interpreter (from the repo root)."""
     result = subprocess.run(
@@ -285,6 +352,8 @@ def to_markdown(report):
         lines.append(
             f"| {key} | {check['value']:.4g} | {check['op']} {check['goal']:g} | {'yes' if check['met'] else 'NO'} |"
         )
+    if report.get("apis"):
+        lines += api_markdown(report["apis"])
     if report.get("mediapipe"):
         lines += mediapipe_markdown(report["mediapipe"])
     return "\n".join(lines) + "\n"
@@ -383,6 +452,11 @@ def main(argv=None):
         imports = {module: import_seconds(module, 3) for module in ("trillsson_tf.runtime", "tensorflow")}
         rss_files = (spare_files + clip_files)[: 20 if args.quick else RSS_FILES]
         rss = {"files": len(rss_files), "mb": peak_rss_mb(tflite["int8"], rss_files)}
+        from trillsson_tf.converters.tflite import convert as convert_tflite
+
+        wav2small = os.path.join(tmp_dir, "wav2small.tflite")
+        convert_tflite(models.build("wav2small"), wav2small)
+        apis = api_comparison({**tflite, "wav2small": wav2small}, clips, repeats, threads)
         mediapipe = None
         if not args.no_mediapipe:
             import mediapipe_tasks
@@ -435,6 +509,7 @@ def main(argv=None):
         "import_s": imports,
         "peak_rss_mb": rss,
         "fastest": fastest,
+        "apis": apis,
         "mediapipe": mediapipe,
         "checks": {
             key: {

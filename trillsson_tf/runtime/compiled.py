@@ -7,11 +7,10 @@ numpy; ``ai_edge_litert`` is imported when a runner is first made. Never TensorF
 
 import ctypes.util
 import glob
+import logging
 import mmap
 import os
 import threading
-
-import logging
 
 import numpy as np
 
