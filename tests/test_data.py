@@ -8,6 +8,7 @@ import pytest
 
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
 from trillsson_tf.data import (
+    ARABIC_COMMANDS_SPLIT,
     CROP_SAMPLES,
     AudioItem,
     find_audio,
@@ -44,6 +45,30 @@ def test_labels_from_bundled_file_names():
     assert labels_from_name("367-130732-0000.flac") == {"speaker": "367", "chapter": "130732", "sex": "F"}
     assert labels_from_name("1688-142285-0002.flac")["sex"] == "M"
     assert labels_from_name("recording.wav") == {}
+
+
+def test_labels_from_arabic_speech_commands_names(tmp_path):
+    # {keyword}/{speaker}_NO_{round}.flac; the split is the corpus' own, speaker-disjoint.
+    assert labels_from_name("arabic_speech_commands/zoom in/00000003_NO_02.flac") == {
+        "keyword": "zoom in",
+        "speaker": "00000003",
+        "round": "02",
+        "split": "test",
+    }
+    assert labels_from_name("yes/00000001_NO_01.flac")["split"] == "train"
+    assert "split" not in labels_from_name("yes/00000099_NO_01.flac")  # not one of its 30 speakers
+    assert labels_from_name("00000001_NO_01.flac") == {}  # no keyword folder
+    assert sorted(ARABIC_COMMANDS_SPLIT.values()).count("train") == 18 and len(ARABIC_COMMANDS_SPLIT) == 30
+    # A folder in the corpus' layout (real speech under its names) needs no manifest.
+    for keyword, speaker in (("yes", "00000001"), ("zoom in", "00000002")):
+        (tmp_path / keyword).mkdir()
+        shutil.copy(os.path.join(FSDD, "3_theo_0.wav"), tmp_path / keyword / f"{speaker}_NO_01.wav")
+    items = find_audio(tmp_path)
+    assert [(item.labels["keyword"], item.labels["speaker"], item.labels["split"]) for item in items] == [
+        ("yes", "00000001", "train"),
+        ("zoom in", "00000002", "val"),
+    ]
+    assert len(load_clips(items).clips) == 2
 
 
 def test_folder_is_searched_recursively_and_unreadable_files_are_skipped_by_name(audio_folder):

@@ -4,7 +4,7 @@ A data source is a folder (searched recursively), a CSV manifest, or a list of p
 Manifest rows are ``path[,label][,speaker]`` without a header, or any columns under a header
 row whose first column is ``path``; relative paths are relative to the manifest's folder.
 Labels of the bundled corpora come from the file names (:func:`labels_from_name`), so
-FSDD and LibriSpeech need no manifest.
+FSDD, LibriSpeech and Arabic Speech Commands need no manifest.
 
 Imports numpy and the audio helpers only (no TensorFlow).
 """
@@ -24,6 +24,7 @@ from trillsson_tf.frontend import DEFAULT_FRONTEND
 from trillsson_tf.frontend.numpy_ops import mirror_pad
 
 __all__ = [
+    "ARABIC_COMMANDS_SPLIT",
     "CROP_SAMPLES",
     "LIBRISPEECH_SEX",
     "AudioIndex",
@@ -54,8 +55,16 @@ LIBRISPEECH_SEX = {
 }
 """Speaker sex of the LibriSpeech test-other speakers in ``../shared/data`` and the bundled samples."""
 
+ARABIC_COMMANDS_SPLIT = {
+    **{f"{speaker:08d}": "train" for speaker in (1, 5, 6, 9, 11, 13, 15, 16, 17, 18, 19, 20, 22, 23, 24, 27, 29, 30)},
+    **{f"{speaker:08d}": "val" for speaker in (2, 7, 8, 12, 21, 25)},
+    **{f"{speaker:08d}": "test" for speaker in (3, 4, 10, 14, 26, 28)},
+}
+"""Arabic Speech Commands (Ghandoura et al. 2021): its own speaker-disjoint split of the 30 speakers."""
+
 _FSDD_NAME = re.compile(r"^(?P<digit>\d)_(?P<speaker>[a-z]+)_(?P<take>\d+)\.(?:wav|flac)$")
 _LIBRISPEECH_NAME = re.compile(r"^(?P<speaker>\d+)-(?P<chapter>\d+)-(?P<utterance>\d+)\.flac$")
+_ARABIC_COMMANDS_NAME = re.compile(r"^(?P<speaker>\d{8})_NO_(?P<round>\d+)\.(?:wav|flac)$")
 _FSDD_TEST_TAKES = 5  # the official FSDD split: takes 0-4 are the test set
 
 
@@ -106,7 +115,9 @@ def labels_from_name(path) -> dict:
     FSDD ``{digit}_{speaker}_{take}.wav`` (or ``.flac``) -> ``digit``, ``speaker``, ``take`` and ``split``
     (``test`` for takes 0-4, else ``train``). LibriSpeech ``{speaker}-{chapter}-{utt}.flac``
     -> ``speaker``, ``chapter`` and ``sex`` (when the speaker is one of :data:`LIBRISPEECH_SEX`).
-    Other names give ``{}``.
+    Arabic Speech Commands ``{keyword}/{speaker}_NO_{round}.flac`` -> ``keyword`` (the folder's
+    name), ``speaker``, ``round`` and ``split`` (:data:`ARABIC_COMMANDS_SPLIT`, when the speaker is
+    one of its 30). Other names give ``{}``.
     """
     name = os.path.basename(os.fspath(path))
     match = _FSDD_NAME.match(name)
@@ -123,6 +134,13 @@ def labels_from_name(path) -> dict:
         labels = {"speaker": match["speaker"], "chapter": match["chapter"]}
         if match["speaker"] in LIBRISPEECH_SEX:
             labels["sex"] = LIBRISPEECH_SEX[match["speaker"]]
+        return labels
+    match = _ARABIC_COMMANDS_NAME.match(name)
+    if match:
+        keyword = os.path.basename(os.path.dirname(os.fspath(path)))
+        labels = {"keyword": keyword, "speaker": match["speaker"], "round": match["round"]} if keyword else {}
+        if labels and match["speaker"] in ARABIC_COMMANDS_SPLIT:
+            labels["split"] = ARABIC_COMMANDS_SPLIT[match["speaker"]]
         return labels
     return {}
 
