@@ -174,3 +174,25 @@ def test_teacher_output_names_are_short_and_unique():
     )
     assert names == ["campplus", "crepe", "speaker", "trillsson3", "crepe_2"]
     assert teacher_output_names(["/x/embedding.tflite", "/y/3d.onnx"]) == ["t_embedding", "t_3d"]
+
+
+def test_tflite_and_the_runtime_carry_every_output_in_clips_frames_and_streams(run, files, tmp_path):
+    from trillsson_tf.converters.tflite import convert
+    from trillsson_tf.runtime import TFLiteModel
+
+    _, _, record = run
+    card = convert(record["export"], tmp_path / "several.tflite", frontend=False)
+    assert card["output_keys"] == ["embedding", "loud", "spectrum"]
+    assert set(card["parity"]["outputs"]) == {"embedding", "loud", "spectrum"} and card["parity"]["passed"]
+    audio = np.concatenate([load_audio(path) for path in files[:12]])[np.newaxis, : 2 * 31200]
+    loaded = tf.saved_model.load(record["export"])
+    clip = {k: v.numpy() for k, v in loaded.signatures["serving_default"](audio_samples=tf.constant(audio)).items()}
+    model = TFLiteModel(tmp_path / "several.tflite")
+    outputs, frames = model(audio), model.frames(audio, hop_s=0.5)
+    for key in ("embedding", "loud", "spectrum"):
+        np.testing.assert_allclose(outputs[key], clip[key], rtol=1e-4, atol=1e-4)
+        assert frames[key].shape[:2] == (1, len(frames["start_s"]))
+    starts, vectors = model.open_stream(hop_s=0.5).feed(audio[0])
+    split = model.split(vectors)
+    assert len(starts) == len(frames["start_s"])
+    np.testing.assert_allclose(split["loud"], frames["loud"][0], rtol=1e-4, atol=1e-4)

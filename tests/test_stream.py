@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_STUDENTS
+from trillsson_tf import kinds
 from trillsson_tf.audio import resample
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.metrics import parity
@@ -171,9 +172,10 @@ def test_a_block_at_another_rate_is_refused_without_touching_the_stream(stream_f
     assert starts.tolist() == [0.0, 0.5] and stream._received == 40_000
 
 
-def test_multi_output_files_do_not_stream(stream_files):
+def test_multi_task_files_do_not_stream(stream_files):
     model = TFLiteModel(stream_files["chunk"])
-    model.output_keys = ("embedding", "other")  # what a multi-task file's card gives
+    model.output_keys = ("embedding", "other")  # what a multi-task (waveform) file's card gives
+    model.kind = kinds.form(kinds.WAVEFORM, True)
     with pytest.raises(ParameterError, match="no frames"):
         model.open_stream(0.5)
     with pytest.raises(ParameterError, match="does not stream"):

@@ -135,8 +135,8 @@ def of_tflite(card: dict, input_shape, patch_shape):
 
     Args:
         card: The model card beside the file (``{}`` when none): a ``clip_model`` entry marks a
-            whole-clip model (its ``input`` is ``audio`` or ``log_mel``), ``output_keys`` a
-            waveform model.
+            whole-clip model (its ``input`` is ``audio`` or ``log_mel``), ``output_keys`` without a
+            ``frontend`` a waveform model.
         input_shape: The input's shape signature (``-1`` = any size).
         patch_shape: ``(frames, mels)`` of one log-mel patch of the file's frontend.
 
@@ -147,7 +147,7 @@ def of_tflite(card: dict, input_shape, patch_shape):
     clip = card.get("clip_model")
     if clip:
         return form(CLIP, clip["input"] == "audio")
-    if card.get("output_keys"):
+    if card.get("output_keys") and not card.get("frontend"):  # a several-teacher chunk student has both
         return form(WAVEFORM, True)
     shape = tuple(int(size) for size in input_shape)
     if len(shape) == 2:

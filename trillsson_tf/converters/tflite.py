@@ -50,9 +50,9 @@ from trillsson_tf.errors import ConversionError, ParameterError
 from trillsson_tf.formats.model_card import CARD_FORMATS, ModelCard, Parity, write_card
 from trillsson_tf.frontend import DEFAULT_FRONTEND, dft
 from trillsson_tf.metrics import ccc, parity
-from trillsson_tf.models import chunk_network, float32_frontend_model, output_key
+from trillsson_tf.models import chunk_network, float32_frontend_model, output_heads, output_key
 
-__all__ = ["MEDIAPIPE_SAMPLES", "convert", "tflite_embeddings"]
+__all__ = ["MEDIAPIPE_SAMPLES", "convert", "tflite_embeddings", "tflite_outputs"]
 
 _log = logging.getLogger(__name__)
 
@@ -64,22 +64,33 @@ _FRONTEND_LAYER = "log_mel_patches"
 _CLIP_FRONTEND_LAYERS = ("clip_normalization", "dft_frontend")
 
 
-def tflite_embeddings(model_content: bytes, inputs: np.ndarray) -> np.ndarray:
+def tflite_embeddings(model_content: bytes, inputs: np.ndarray, output=None) -> np.ndarray:
     """Run a ``.tflite`` model row by row through its ``serving_default`` signature.
 
     Args:
         model_content: The flatbuffer bytes.
         inputs: float32 ``[n, samples]`` audio (frontend inside) or ``[n, 195, 80, 1]`` patches;
             int8/uint8 inputs are quantized with the model's input scale and zero point.
+        output: The output to return when the model has several (:func:`tflite_outputs` gives all).
 
     Returns:
         float32 ``[n, D]`` (dequantized when the output is an integer tensor).
     """
+    outputs = tflite_outputs(model_content, inputs)
+    if output is None and len(outputs) > 1:
+        raise ParameterError(f"The model has outputs {sorted(outputs)}: name one (output=...).")
+    return outputs[output] if output is not None else next(iter(outputs.values()))
+
+
+def tflite_outputs(model_content: bytes, inputs: np.ndarray) -> dict:
+    """As :func:`tflite_embeddings`, every output: ``{name: float32 [n, D_name]}``."""
     runner = litert.make_interpreter(model_content=model_content, num_threads=1).get_signature_runner(SIGNATURE_KEY)
     ((in_name, in_details),) = runner.get_input_details().items()
-    ((out_name, out_details),) = runner.get_output_details().items()
-    rows = [runner(**{in_name: litert.quantize(row[np.newaxis], in_details)})[out_name] for row in inputs]
-    return np.concatenate([litert.dequantize(row, out_details) for row in rows])
+    rows = [runner(**{in_name: litert.quantize(row[np.newaxis], in_details)}) for row in inputs]
+    return {
+        name: np.concatenate([litert.dequantize(row[name], details) for row in rows])
+        for name, details in runner.get_output_details().items()
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +100,7 @@ class _Plan:
     network: object  # the Keras model whose variables the function reads
     function: object  # the concrete function converted, one input named kind.input_name
     parity_inputs: np.ndarray  # rows of that input made from the parity audio
-    reference: np.ndarray  # float32 [rows, D]: the Keras output on them
+    reference: dict  # {output: float32 [rows, D]}: the Keras outputs on them
     calibration: object  # rows of that input for int8, else None
     float_layers: tuple  # Keras layers kept float under int8
     reference_name: str  # what the parity compares with
@@ -119,16 +130,22 @@ def _audio_spec(fixed_samples):
     )
 
 
-def _chunk_plan(model, key, config, audio, calibration, fixed_samples, quantize) -> _Plan:
+def _with_heads(vectors, keys, heads: dict) -> dict:
+    """``{key: vectors}``, or each output's head applied to the standardised rows (a several-teacher student)."""
+    return {key: heads[key](vectors) for key in keys} if heads else {keys[0]: vectors}
+
+
+def _chunk_plan(model, keys, config, audio, calibration, fixed_samples, quantize) -> _Plan:
     """Audio in, the frontend rebuilt in float32 (TFLite has no float64 FFT) around the same chunk network."""
     network = float32_frontend_model(model, float16_safe=quantize == "float16")
-    call = tf.function(lambda audio_samples: {key: network(audio_samples, training=False)[key]})
+    call = tf.function(lambda audio_samples: {key: network(audio_samples, training=False)[key] for key in keys})
     parity_inputs = fit_clips(audio, fixed_samples)
+    outputs = model(parity_inputs)
     return _Plan(
         network,
         call.get_concrete_function(_audio_spec(fixed_samples)),
         parity_inputs,
-        model(parity_inputs)[key].numpy(),
+        {key: outputs[key].numpy() for key in keys},
         calibration,
         (_FRONTEND_LAYER,),
         "Keras model (float64 frontend)",
@@ -137,18 +154,19 @@ def _chunk_plan(model, key, config, audio, calibration, fixed_samples, quantize)
     )
 
 
-def _patch_plan(model, key, config, audio, calibration, fixed_samples, quantize) -> _Plan:
-    """The chunk network alone on log-mel patches (computed here, as the runtime does, in numpy)."""
-    network = chunk_network(model)
+def _patch_plan(model, keys, config, audio, calibration, fixed_samples, quantize) -> _Plan:
+    """The chunk network alone on log-mel patches (computed here, as the runtime does, in numpy), and its heads."""
+    network, heads = chunk_network(model), output_heads(model)
     spec = tf.TensorSpec([None, *config.patch_shape, 1], tf.float32, name=PATCH_INPUT_NAME)
-    call = tf.function(lambda log_mel_patch: {key: network(log_mel_patch, training=False)})
+    call = tf.function(lambda log_mel_patch: _with_heads(network(log_mel_patch, training=False), keys, heads))
     parity_inputs = log_mel_patch_rows(audio, config)
     calibration = None if calibration is None else log_mel_patch_rows(calibration, config)
+    reference = _with_heads(network(parity_inputs, training=False), keys, heads)
     return _Plan(
         network,
         call.get_concrete_function(spec),
         parity_inputs,
-        network(parity_inputs, training=False).numpy(),
+        {key: value.numpy() for key, value in reference.items()},
         calibration,
         (),
         "Keras chunk network",
@@ -157,16 +175,17 @@ def _patch_plan(model, key, config, audio, calibration, fixed_samples, quantize)
     )
 
 
-def _clip_plan(model, key, config, audio, calibration, fixed_samples, quantize) -> _Plan:
+def _clip_plan(model, keys, config, audio, calibration, fixed_samples, quantize) -> _Plan:
     """A whole-clip model as it is: its frontend is float32 convolutions already."""
-    call = tf.function(lambda audio_samples: {key: model(audio_samples, training=False)[key]})
+    call = tf.function(lambda audio_samples: {key: model(audio_samples, training=False)[key] for key in keys})
     parity_inputs = fit_clips(audio, fixed_samples)
     calibration = None if calibration is None else fit_clips(calibration, fixed_samples)
+    outputs = model(parity_inputs)
     return _Plan(
         model,
         call.get_concrete_function(_audio_spec(fixed_samples)),
         parity_inputs,
-        model(parity_inputs)[key].numpy(),
+        {key: outputs[key].numpy() for key in keys},
         calibration,
         _CLIP_FRONTEND_LAYERS,
         "Keras model",
@@ -175,21 +194,22 @@ def _clip_plan(model, key, config, audio, calibration, fixed_samples, quantize) 
     )
 
 
-def _clip_log_mel_plan(model, key, config, audio, calibration, fixed_samples, quantize) -> _Plan:
+def _clip_log_mel_plan(model, keys, config, audio, calibration, fixed_samples, quantize) -> _Plan:
     """A whole-clip network alone on the dB mel of ``fixed_samples`` of audio (default: the 1 s minimum clip)."""
     fixed_samples = config.min_samples if fixed_samples is None else fixed_samples
-    network = model.clip_network
+    network, heads = model.clip_network, output_heads(model)
     spec = tf.TensorSpec(
         [1, config.num_frames(fixed_samples), config.num_mel_bins], tf.float32, name=LOG_MEL_INPUT_NAME
     )
-    call = tf.function(lambda log_mel: {key: network(log_mel, training=False)})
+    call = tf.function(lambda log_mel: _with_heads(network(log_mel, training=False), keys, heads))
     parity_inputs = _clip_features(model, fit_clips(audio, fixed_samples))
     calibration = None if calibration is None else _clip_features(model, fit_clips(calibration, fixed_samples))
+    reference = _with_heads(network(parity_inputs, training=False), keys, heads)
     return _Plan(
         network,
         call.get_concrete_function(spec),
         parity_inputs,
-        network(parity_inputs, training=False).numpy(),
+        {key: value.numpy() for key, value in reference.items()},
         calibration,
         (),
         "Keras clip network",
@@ -357,10 +377,11 @@ def convert(
     _check_choices(quantize, kind, fixed_samples, least=frontend_config.window_samples)
     check_request(tflite_metadata, model_sample_rate_hz=frontend_config.sample_rate_hz)
     key = output_key(model)
+    keys = [key, *(name for name in output_heads(model) if name != key)]  # a several-teacher student: every head
     calibrate = quantize == "int8" or (litert_recipe and (representative_audio is not None or litert_recipe == "int8"))
     calibration = representative_clips(representative_audio) if calibrate else None
     audio = parity_clips() if parity_audio is None else np.asarray(parity_audio, dtype=np.float32)
-    plan = _PLANS[kind.name](model, key, frontend_config, audio, calibration, fixed_samples, quantize)
+    plan = _PLANS[kind.name](model, keys, frontend_config, audio, calibration, fixed_samples, quantize)
     try:
         with quiet_tf_interpreter():
             content = tflite_converter(plan.function, plan.network, quantize, kind, calibration=plan.calibration)
@@ -390,7 +411,7 @@ def convert(
         version=__version__,
         model_sample_rate_hz=frontend_config.sample_rate_hz,
         audio_input=kind.input_name == AUDIO_INPUT_NAME,
-        score_names=score_labels(metadata.get("teacher"), plan.reference.shape[1]) if key == SCORES_KEY else None,
+        score_names=score_labels(metadata.get("teacher"), plan.reference[key].shape[1]) if key == SCORES_KEY else None,
         request=tflite_metadata,
     )
     if litert_recipe:
@@ -401,13 +422,13 @@ def convert(
     float_ops = sorted({row["op"] for row in ops if row["float"]})
     if quantize == "int8" and float_ops:
         _log.warning("int8 model %s keeps these ops in float: %s", out_path, ", ".join(float_ops))
-    candidate = tflite_embeddings(content, plan.parity_inputs)
-    scores = parity(plan.reference, candidate)
+    candidate = tflite_outputs(content, plan.parity_inputs)
+    scores = {name: parity(plan.reference[name], candidate[name]) for name in keys}
     if key == SCORES_KEY:
         # Cosine is a weak check on a few scores; CCC over the parity rows says whether each score follows.
-        scores["ccc"] = ccc(plan.reference, candidate).tolist()
+        scores[key]["ccc"] = ccc(plan.reference[key], candidate[key]).tolist()
     checked = Parity.of(
-        {key: scores},
+        scores,
         clips=len(audio),
         rows=len(plan.parity_inputs),
         min_mean_cosine=(litert_quantizer.DEFAULT_MIN_COSINE if litert_recipe else DEFAULT_MIN_COSINE)[quantize]
@@ -426,6 +447,7 @@ def convert(
         inputs=[litert.tensor_card(n, d) for n, d in runner.get_input_details().items()],
         outputs=[litert.tensor_card(n, d) for n, d in runner.get_output_details().items()],
         output=key,
+        output_keys=keys if len(keys) > 1 else None,
         signature=SIGNATURE_KEY,
         sample_rate_hz=frontend_config.sample_rate_hz,
         **plan.card,
@@ -451,7 +473,7 @@ def convert(
         out_path,
         len(content),
         quantize,
-        scores["mean_cosine"],
+        scores[key]["mean_cosine"],
         card_path,
     )
     check_parity(checked.passed, parity_message(checked, out_path), strict=strict)

@@ -147,6 +147,10 @@ class TFLiteModel:
             return self._outputs(np.concatenate([self.feeder.embed(clip) for clip in clips]))
         return self._outputs(self.feeder.embed(prepare_audio(audio, sample_rate, self.sample_rate_hz)))
 
+    def split(self, vectors: np.ndarray) -> dict:
+        """A stream's (or feed's) vectors ``[..., sum of widths]`` -> ``{output: [..., width]}`` (several outputs)."""
+        return self._outputs(vectors)
+
     def _outputs(self, vectors: np.ndarray) -> dict:
         if len(self.output_keys) > 1:
             widths = [int(self.pool.outputs[key]["shape_signature"][-1]) for key in self.output_keys]
@@ -183,7 +187,7 @@ class TFLiteModel:
         Dynamic-length audio-in files and patch-in files give frames at any hop; a fixed-length
         audio-in file only when its input is one window (``convert(..., frames=True)``).
         """
-        if len(self.output_keys) > 1 or self.kind.family == kinds.WAVEFORM:
+        if self.kind.family == kinds.WAVEFORM:  # a several-teacher student's outputs are per-vector heads: frames hold
             return (
                 f"{self._name!r} is a {self.kind.name} model with outputs {list(self.output_keys)}: it gives one "
                 "vector per clip, no frames."

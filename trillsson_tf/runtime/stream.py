@@ -34,10 +34,14 @@ class FrameStream:
         self._received = 0
 
     def _empty(self):
-        return np.zeros(0, np.float32), np.zeros((0, self._model.embedding_dim), np.float32)
+        width = sum(int(self._model.pool.outputs[key]["shape_signature"][-1]) for key in self._model.output_keys)
+        return np.zeros(0, np.float32), np.zeros((0, width), np.float32)
 
     def feed(self, block, *, sample_rate=None) -> tuple:
         """Push one block; return ``(start_s float32 [k], vectors float32 [k, D])`` of the windows it completes.
+
+        A model with several outputs (a several-teacher student) gives them side by side in
+        ``output_keys`` order; :meth:`TFLiteModel.split` splits them.
 
         Args:
             block: Mono float32 ``[samples]`` in [-1, 1] (int16 PCM is scaled), any size.
