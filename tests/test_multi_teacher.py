@@ -196,3 +196,6 @@ def test_tflite_and_the_runtime_carry_every_output_in_clips_frames_and_streams(r
     split = model.split(vectors)
     assert len(starts) == len(frames["start_s"])
     np.testing.assert_allclose(split["loud"], frames["loud"][0], rtol=1e-4, atol=1e-4)
+    # Files embed to the deployable vector (another output: TFLiteModel(..., output_key="loud")).
+    assert model.embed_files(files[:2]).shape == (2, 10)
+    assert TFLiteModel(tmp_path / "several.tflite", output_key="loud").embed_files(files[:2]).shape == (2, 2)

@@ -152,7 +152,7 @@ def _embed_readable(model: TFLiteModel, files: list, *, progress: bool = False):
     kept, vectors, skipped = [], [], []
     for path in progress_bar(files, progress):
         try:
-            vectors.append(model.embed_file(path))
+            vectors.append(model.file_vector(path))
         except ParameterError as error:  # one bad file must not stop a batch job: named, counted, left out
             _log.warning("Skipping %s: %s", path, error)
             skipped.append((path, str(error)))

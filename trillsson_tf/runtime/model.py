@@ -143,15 +143,12 @@ class TFLiteModel:
             rate = self.sample_rate_hz
             clips = [prepare_audio(clip, sample_rate, rate, what=f"Audio[{i}]") for i, clip in enumerate(audio)]
             if len({clip.shape[1] for clip in clips}) == 1:
-                return self._outputs(self.feeder.embed(np.concatenate(clips)))
-            return self._outputs(np.concatenate([self.feeder.embed(clip) for clip in clips]))
-        return self._outputs(self.feeder.embed(prepare_audio(audio, sample_rate, self.sample_rate_hz)))
+                return self.split(self.feeder.embed(np.concatenate(clips)))
+            return self.split(np.concatenate([self.feeder.embed(clip) for clip in clips]))
+        return self.split(self.feeder.embed(prepare_audio(audio, sample_rate, self.sample_rate_hz)))
 
     def split(self, vectors: np.ndarray) -> dict:
         """A stream's (or feed's) vectors ``[..., sum of widths]`` -> ``{output: [..., width]}`` (several outputs)."""
-        return self._outputs(vectors)
-
-    def _outputs(self, vectors: np.ndarray) -> dict:
         if len(self.output_keys) > 1:
             widths = [int(self.pool.outputs[key]["shape_signature"][-1]) for key in self.output_keys]
             return dict(zip(self.output_keys, np.split(vectors, np.cumsum(widths)[:-1], axis=-1)))
@@ -173,10 +170,14 @@ class TFLiteModel:
             return {key: value[0] for key, value in outputs.items()}
         return outputs[EMBEDDING_KEY][0]
 
+    def file_vector(self, path) -> np.ndarray:
+        """:meth:`embed_file`'s float32 ``[D]``; of a multi-output model, its ``output_key``'s."""
+        vector = self.embed_file(path)
+        return vector[self.output_key] if isinstance(vector, dict) else vector
+
     def embed_files(self, paths, *, progress: bool = False) -> np.ndarray:
-        """Embed audio files one by one: float32 ``[len(paths), D]``, rows in the order of ``paths``
-        (``progress``: a tqdm bar when tqdm is installed)."""
-        vectors = [self.embed_file(path) for path in progress_bar(list(paths), progress)]
+        """float32 ``[len(paths), D]``: :meth:`file_vector` of each path, in order (``progress``: a tqdm bar)."""
+        vectors = [self.file_vector(path) for path in progress_bar(list(paths), progress)]
         return np.stack(vectors) if vectors else np.zeros((0, self.embedding_dim), np.float32)
 
     # -- frame-level outputs --------------------------------------------------------------
@@ -229,7 +230,7 @@ class TFLiteModel:
         """
         windows = self.frame_windows(hop_s)
         vectors = self.feeder.window_vectors(prepare_audio(audio, sample_rate, self.sample_rate_hz), windows)
-        return {**self._outputs(vectors), START_S_KEY: windows.starts_s(vectors.shape[1])}
+        return {**self.split(vectors), START_S_KEY: windows.starts_s(vectors.shape[1])}
 
     @property
     def window_s(self) -> float:
