@@ -230,6 +230,7 @@ def main(argv=None) -> dict:
         "--crepe-reference-files", type=int, default=40, help="held-out files CREPE also scores at its 10 ms hop"
     )
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0, help="distillation seed (weights, crops, order)")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--ccc-weight", type=float, default=0.5)
     parser.add_argument("--runs", type=int, default=50, help="timed LiteRT calls (TFLM: a fifth of them)")
@@ -280,8 +281,9 @@ def main(argv=None) -> dict:
             began, cpu_began = time.perf_counter(), time.process_time()
             out_dir = os.path.join(args.out, name, student)
             run_file = os.path.join(out_dir, "export", "run.json")
-            if args.reuse and os.path.isfile(run_file) and json.load(open(run_file)).get("step") == steps:
-                run = json.load(open(run_file))  # a finished run of the same length: measure it again
+            finished = json.load(open(run_file)) if args.reuse and os.path.isfile(run_file) else {}
+            if finished.get("step") == steps and finished.get("training", {}).get("seed") == args.seed:
+                run = finished  # a finished run of the same length and seed: measure it again
             else:
                 run = distill(
                     files,
@@ -293,6 +295,7 @@ def main(argv=None) -> dict:
                     steps=steps,
                     batch_size=args.batch_size,
                     lr=args.lr,
+                    seed=args.seed,
                     checkpoint_every=max(1, steps // 4),
                     validation_fraction=0.0,
                     cache_dir=os.path.join(args.out, "targets"),
