@@ -91,6 +91,20 @@ def test_bad_probe_input():
         probe_accuracy(np.zeros((3, 2)), ["a", "a", "b"])
 
 
+def test_arabic_speech_commands_folder_probes_keyword_and_speaker_not_round(tmp_path):
+    import shutil
+
+    sources = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "fsdd", "*_0.wav")))
+    for index, (keyword, speaker, take) in enumerate(
+        (k, s, r) for k in ("yes", "no") for s in ("00000001", "00000002") for r in ("01", "02")
+    ):
+        (tmp_path / keyword).mkdir(exist_ok=True)
+        shutil.copy(sources[index], tmp_path / keyword / f"{speaker}_NO_{take}.wav")
+    report = evaluate("mfcc", tmp_path)  # rounds are takes, not a task; the split has 'val' too: k-fold
+    assert set(report["probes"]) == {"keyword", "speaker"} and report["files"] == 8
+    assert report["probes"]["speaker"]["student"]["protocol"] == "4-fold"  # 4 clips a speaker
+
+
 def test_teacher_against_itself_on_real_audio(tmp_path):
     files = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "fsdd", "*_[0-7].wav")))[::2]
     report = evaluate("speech_embedding", files, teacher="speech_embedding", out_json=tmp_path / "r.json")

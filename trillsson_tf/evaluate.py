@@ -29,7 +29,7 @@ METRICS = ("probes", "ccc")
 """``probes``: fidelity and linear probes (embedding models); ``ccc``: fidelity and per-score CCC."""
 _SPLIT = "split"
 _SPEAKER = "speaker"
-_NOT_TASKS = (_SPLIT, "take", "chapter", "utterance")
+_NOT_TASKS = (_SPLIT, "take", "chapter", "utterance", "round")
 _MAX_FOLDS = 5
 
 
