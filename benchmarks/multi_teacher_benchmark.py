@@ -69,14 +69,13 @@ def _items(paths, labels=None):
 def train(name: str, teachers: list, files: list, args, *, weights=None, options=None) -> dict:
     """One student; with ``--reuse`` a finished run of the same settings is re-exported, not retrained."""
     from trillsson_tf.distill import distill
+    from trillsson_tf.errors import ParameterError
     from trillsson_tf.teachers import load_teacher
 
     loaded = [load_teacher(spec) for spec in teachers]
     out_dir = os.path.join(args.work, "multi_runs", name)
     reuse = args.reuse and os.path.isfile(os.path.join(out_dir, "run.json"))
-    run = distill(
-        files,
-        out_dir=out_dir,
+    common = dict(
         teacher=loaded[0] if len(loaded) == 1 else tuple(loaded),
         teacher_weights=weights,
         student=STUDENT,
@@ -84,11 +83,14 @@ def train(name: str, teachers: list, files: list, args, *, weights=None, options
         steps=args.steps,
         checkpoint_every=args.steps,
         cache_dir=os.path.join(args.work, "cache"),
-        overwrite=not reuse,
-        resume=reuse,
         progress=True,
         **teacher_table.RECIPE,
     )
+    try:
+        run = distill(files, out_dir=out_dir, overwrite=not reuse, resume=reuse, **common)
+    except ParameterError as error:  # the cache changed since it trained (or its settings): train it again
+        print(f"  {name}: not reused ({error}); training", flush=True)
+        run, reuse = distill(files, out_dir=out_dir, overwrite=True, **common), False
     if reuse:  # the training time of the run that trained it
         run["train_seconds"] = _previous(args).get(name, {}).get("train_seconds")
     print(f"  {name}: {run['student']['parameters']:,} parameters, {run['train_seconds'] or 0:.0f} s", flush=True)
