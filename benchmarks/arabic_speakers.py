@@ -45,7 +45,7 @@ ROWS = {
 
 def arabic_items(root: str, per_speaker: int = 0) -> list:
     """The corpus' clips with their labels, sorted by path; the first ``per_speaker`` of each speaker (0: all)."""
-    from trillsson_tf.data import find_audio
+    from trillsson_tf.train.data import find_audio
 
     items = [item for item in find_audio(root) if "keyword" in item.labels]
     if per_speaker:
@@ -61,7 +61,7 @@ def arabic_items(root: str, per_speaker: int = 0) -> list:
 
 def score(model, items) -> dict:
     """EER, minDCF and the speaker probe of one model (a spec, a loaded teacher or an export) on ``items``."""
-    from trillsson_tf.evaluate import evaluate
+    from trillsson_tf.apps.evaluate import evaluate
 
     report = evaluate(model, items, tasks=["speaker"], verification=True)
     return {"verification": report["verification"]["student"], "probe": report["probes"]["speaker"]["student"]}

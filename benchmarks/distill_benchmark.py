@@ -22,9 +22,9 @@ import time
 
 import numpy as np
 
-from trillsson_tf.data import find_audio, load_clips
-from trillsson_tf.distill import distill
-from trillsson_tf.evaluate import evaluate
+from trillsson_tf.train.data import find_audio, load_clips
+from trillsson_tf.train.distill import distill
+from trillsson_tf.apps.evaluate import evaluate
 from trillsson_tf.teachers import load_teacher
 
 

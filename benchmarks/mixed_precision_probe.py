@@ -44,7 +44,7 @@ def probe(name: str, audio: np.ndarray, seed: int = 0) -> dict:
     from trillsson_tf import models
     from trillsson_tf._keras import keras
     from trillsson_tf.errors import ParameterError
-    from trillsson_tf.training import FLOAT16_TOLERANCE, check_float16
+    from trillsson_tf.train.engine import FLOAT16_TOLERANCE, check_float16
 
     began = time.perf_counter()
     keras.utils.set_random_seed(seed)
@@ -89,7 +89,7 @@ def to_markdown(report: dict) -> str:
 
 def main(argv=None):
     from trillsson_tf import models
-    from trillsson_tf.training import FLOAT16_TOLERANCE
+    from trillsson_tf.train.engine import FLOAT16_TOLERANCE
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", nargs="+", default=list(models.available()))

@@ -47,11 +47,11 @@ import numpy as np  # noqa: E402
 
 from trillsson_tf import models  # noqa: E402
 from trillsson_tf.audio import load_audio  # noqa: E402
-from trillsson_tf.data import find_audio, load_clips  # noqa: E402
-from trillsson_tf.distill import distill  # noqa: E402
+from trillsson_tf.train.data import find_audio, load_clips  # noqa: E402
+from trillsson_tf.train.distill import distill  # noqa: E402
 from trillsson_tf.metrics import parity  # noqa: E402
 from trillsson_tf.pipelines import build_targets  # noqa: E402
-from trillsson_tf.targets import cached_targets, read_targets  # noqa: E402
+from trillsson_tf.train.targets import cached_targets, read_targets  # noqa: E402
 from trillsson_tf.teachers import load_teacher  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -241,7 +241,7 @@ def test_readme_links_the_mediapipe_form():
 @pytest.mark.slow
 def test_an_export_gets_its_mediapipe_form(tiny_model, tmp_path):
     from trillsson_tf.converters.metadata import read_metadata
-    from trillsson_tf.export import export_savedmodel
+    from trillsson_tf.models.export import export_savedmodel
 
     export = export_savedmodel(tiny_model, str(tmp_path / "export"))
     summary = android.build_android_assets(

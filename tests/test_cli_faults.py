@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from trillsson_tf import cli, runtime
+from trillsson_tf import runtime
+from trillsson_tf.apps import cli
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
 from trillsson_tf.errors import ParameterError
 

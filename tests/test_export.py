@@ -9,7 +9,8 @@ import pytest
 import tensorflow_hub as hub
 
 import trillsson_tf
-from trillsson_tf import export, models
+from trillsson_tf import models
+from trillsson_tf.models import export
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.errors import TrillssonError
 from trillsson_tf.metrics import parity
@@ -138,7 +139,7 @@ def test_published_handle_without_network_fails_fast(monkeypatch):
 def test_a_layer_student_exports_with_the_metadata_its_kind_needs(tmp_path, speech_batch):
     """``trillsson-tf export distil-small`` must give an export that ``convert`` and ``finetune`` accept."""
     from trillsson_tf import kinds
-    from trillsson_tf.finetune import load_encoder
+    from trillsson_tf.train.finetune import load_encoder
 
     model = models.build("distil-small", **TINY_STUDENTS["distil-small"], min_samples=8000)
     path = export.export_savedmodel(model, str(tmp_path / "layer"))

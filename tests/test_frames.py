@@ -143,7 +143,7 @@ def test_keras_frames_refuse_bad_hops(tiny_cnn, speech, hop):
 
 def test_export_has_a_frames_signature_beside_serving_default(tiny_cnn, speech, tmp_path):
     from trillsson_tf._keras import tf
-    from trillsson_tf.export import export_savedmodel, read_metadata
+    from trillsson_tf.models.export import export_savedmodel, read_metadata
 
     path = export_savedmodel(tiny_cnn, tmp_path / "export")
     loaded = tf.saved_model.load(path)
@@ -246,7 +246,7 @@ def test_converter_refuses_frames_where_they_do_not_apply(tiny_cnn, tmp_path):
 def test_embed_frames_writes_npy_with_times_and_csv_rows(tflite_files, speech, tmp_path, capsys):
     import soundfile
 
-    from trillsson_tf.cli import main
+    from trillsson_tf.apps.cli import main
 
     soundfile.write(tmp_path / "a.wav", speech, 16000, subtype="FLOAT")
     soundfile.write(tmp_path / "b.wav", speech[:40000], 16000, subtype="FLOAT")
@@ -285,7 +285,7 @@ def test_embed_frames_writes_npy_with_times_and_csv_rows(tflite_files, speech, t
 def test_embed_frames_bad_input_is_a_clear_error(tflite_files, speech, tmp_path, capsys):
     import soundfile
 
-    from trillsson_tf.cli import main
+    from trillsson_tf.apps.cli import main
 
     soundfile.write(tmp_path / "a.wav", speech, 16000, subtype="FLOAT")
     status = main(

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
-from trillsson_tf.data import CROP_SAMPLES, AudioItem, find_audio, split_items
+from trillsson_tf.train.data import CROP_SAMPLES, AudioItem, find_audio, split_items
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.input_pipeline import key_fingerprints, reader_shards, scan_shards, training_dataset
-from trillsson_tf.targets import build_cache, file_key, read_targets
+from trillsson_tf.train.input_pipeline import key_fingerprints, reader_shards, scan_shards, training_dataset
+from trillsson_tf.train.targets import build_cache, file_key, read_targets
 from trillsson_tf.teachers import Teacher
 
 
@@ -139,7 +139,7 @@ def test_training_stream_crops_real_audio_with_its_target_and_is_deterministic(t
 
 
 def test_a_distillation_resumed_mid_run_repeats_the_uninterrupted_one(tmp_path):
-    from trillsson_tf.distill import distill
+    from trillsson_tf.train.distill import distill
 
     files = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "fsdd", "*_5.wav")))[:16]
     options = dict(

@@ -46,7 +46,9 @@ def test_import_and_the_runtime_entry_point_load_no_tensorflow():
 
 def test_entry_points_are_the_library_functions():
     from trillsson_tf.converters import tflite
-    from trillsson_tf import export, keras3, models, runtime, teachers
+    from trillsson_tf import models, runtime, teachers
+    from trillsson_tf.models import export
+    from trillsson_tf.converters import keras3
 
     assert trillsson_tf.TFLiteModel is runtime.TFLiteModel
     assert trillsson_tf.build is models.build

@@ -117,7 +117,7 @@ def test_savedmodel_output_key_is_discovered_or_listed(two_output_savedmodel, sp
 
 def test_our_export_is_a_teacher(tmp_path, speech_batch):
     from trillsson_tf import models
-    from trillsson_tf.export import export_savedmodel
+    from trillsson_tf.models.export import export_savedmodel
 
     model = models.build("tiny_cnn", filters=(8,), strides=(2,), stem_filters=4, embedding_dim=8)
     export_dir = export_savedmodel(model, tmp_path / "export")

@@ -17,7 +17,7 @@ from trillsson_tf._keras import keras, tf
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.folders import LOCK_FILE
 from trillsson_tf.formats.run_record import RUN_FORMAT
-from trillsson_tf.training import (
+from trillsson_tf.train.engine import (
     LR_SCHEDULES,
     RUN_FILE,
     Checkpoints,

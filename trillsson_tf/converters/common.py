@@ -18,9 +18,9 @@ import trillsson_tf.models.heads  # noqa: F401  (registers StatsPooling, which f
 from trillsson_tf import kinds, litert
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
-from trillsson_tf.data import source_paths
+from trillsson_tf.train.data import source_paths
 from trillsson_tf.errors import ConversionError, ParameterError
-from trillsson_tf.export import KERAS_FILE, METADATA_FILE, read_metadata
+from trillsson_tf.models.export import KERAS_FILE, METADATA_FILE, read_metadata
 from trillsson_tf.folders import refuse_inputs, write_atomic
 from trillsson_tf.formats.model_card import card_path
 from trillsson_tf.formats.run_record import RUN_FILE, read_record
@@ -152,7 +152,7 @@ def representative_clips(source, *, max_clips: int = _REPRESENTATIVE_CLIPS, num_
         if source.ndim != 2 or source.shape[0] == 0:
             raise ParameterError(f"Representative audio array must be float32 [n, samples], got shape {source.shape}.")
         return source.astype(np.float32)
-    from trillsson_tf.data import find_audio
+    from trillsson_tf.train.data import find_audio
 
     items = find_audio(source)[:max_clips]
     return np.stack([np.resize(load_audio(item.path), num_samples) for item in items]).astype(np.float32)

@@ -13,7 +13,7 @@ import numpy as np
 
 from trillsson_tf.contract import SIGNATURE_KEY, select_output_key
 from trillsson_tf.errors import ParameterError, WeightPortingError
-from trillsson_tf.export import load_savedmodel, output_keys
+from trillsson_tf.models.export import load_savedmodel, output_keys
 from trillsson_tf.metrics import parity
 
 __all__ = ["PortReport", "port_weights", "verify_port"]

@@ -9,7 +9,7 @@ import numpy as np
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.optimize._common import KERNEL_NAMES, weight_name
 from trillsson_tf.optimize._tfmot import import_tfmot
-from trillsson_tf.training import run_steps
+from trillsson_tf.train.engine import run_steps
 
 __all__ = ["recover", "rewrap", "freeze_batch_norm"]
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from trillsson_tf.audio import load_audio
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.targets import TargetRecord, batch_targets, encode_record, file_key
+from trillsson_tf.train.targets import TargetRecord, batch_targets, encode_record, file_key
 
 __all__ = ["METRICS_NAMESPACE", "ReadAudio", "TeacherTargets"]
 

@@ -14,10 +14,10 @@ import logging
 import os
 
 from trillsson_tf.audio import AUDIO_EXTENSIONS
-from trillsson_tf.data import AudioItem, find_audio, labels_from_name, source_paths
+from trillsson_tf.train.data import AudioItem, find_audio, labels_from_name, source_paths
 from trillsson_tf.errors import ParameterError, TrillssonError
 from trillsson_tf.folders import refuse_inputs
-from trillsson_tf.targets import SHARD_PATTERN, TEACHER_FILE, check_mode, teacher_info
+from trillsson_tf.train.targets import SHARD_PATTERN, TEACHER_FILE, check_mode, teacher_info
 
 __all__ = ["BEAM_PACKAGE", "DIRECT_RUNNER", "build_targets", "match_audio"]
 

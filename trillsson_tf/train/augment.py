@@ -14,7 +14,7 @@ import json
 import numpy as np
 
 from trillsson_tf.audio import resample
-from trillsson_tf.data import LoadedAudio
+from trillsson_tf.train.data import LoadedAudio
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
 

@@ -31,8 +31,8 @@ from trillsson_tf.formats.target_shard import (
     encode_record,
     pcm16,
 )
-from trillsson_tf.augment import augmented_views
-from trillsson_tf.data import AudioItem, segments
+from trillsson_tf.train.augment import augmented_views
+from trillsson_tf.train.data import AudioItem, segments
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.folders import write_json
 from trillsson_tf.frontend import DEFAULT_FRONTEND
@@ -729,7 +729,7 @@ def build_cache(
         ParameterError: bad mode, views or shard size; none of the files could be read; a
             ``teacher.json`` in the cache folder that describes another teacher.
     """
-    from trillsson_tf.augment import check_views
+    from trillsson_tf.train.augment import check_views
 
     check_views(views)
     augmented = None if augmented is None else {item.path for item in augmented}
@@ -764,7 +764,7 @@ def _fill(teacher, items, index: CacheIndex, stored: dict, *, mode, views, augme
     from tqdm.auto import tqdm
 
     from trillsson_tf.audio import load_audio
-    from trillsson_tf.augment import clip_view, view_key
+    from trillsson_tf.train.augment import clip_view, view_key
 
     def computed():
         bar = tqdm(items, desc=f"teacher targets ({mode})", unit="file", disable=not progress)

@@ -16,7 +16,7 @@ import numpy as np
 
 from trillsson_tf import models
 from trillsson_tf._keras import keras, tf
-from trillsson_tf.data import find_audio, source_paths, split_items
+from trillsson_tf.train.data import find_audio, source_paths, split_items
 from trillsson_tf.configs import (
     DEFAULT_STUDENT,
     LOSSES,
@@ -26,7 +26,7 @@ from trillsson_tf.configs import (
     as_record,
     make_config,
 )
-from trillsson_tf.distribute import (
+from trillsson_tf.train.distribute import (
     distribute_batch,
     input_pipelines,
     is_chief,
@@ -36,15 +36,21 @@ from trillsson_tf.distribute import (
     worker_checkpoint_dir,
 )
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.export import export_savedmodel
+from trillsson_tf.models.export import export_savedmodel
 from trillsson_tf.formats.target_shard import pcm16_float
-from trillsson_tf.input_pipeline import SHUFFLE_BUFFER, read_target_table, reader_shards, scan_shards, training_dataset
+from trillsson_tf.train.input_pipeline import (
+    SHUFFLE_BUFFER,
+    read_target_table,
+    reader_shards,
+    scan_shards,
+    training_dataset,
+)
 from trillsson_tf.kinds import WAVEFORM
 from trillsson_tf.metrics import fidelity
 from trillsson_tf.models.teacher_heads import TeacherBlock, with_output_heads
-from trillsson_tf.targets import build_cache
+from trillsson_tf.train.targets import build_cache
 from trillsson_tf.teachers import load_teacher
-from trillsson_tf.training import (
+from trillsson_tf.train.engine import (
     RunFolder,
     check_float16,
     learning_rate_schedule,

@@ -16,7 +16,7 @@ import tempfile
 import numpy as np
 
 from trillsson_tf._keras import keras, tf
-from trillsson_tf.data import (
+from trillsson_tf.train.data import (
     AudioItem,
     find_audio,
     index_clips,
@@ -26,17 +26,17 @@ from trillsson_tf.data import (
     source_paths,
 )
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.export import KERAS_FILE, export_savedmodel, read_metadata
+from trillsson_tf.models.export import KERAS_FILE, export_savedmodel, read_metadata
 from trillsson_tf.folders import write_json
 from trillsson_tf.frontend.numpy_ops import mirror_pad
 from trillsson_tf.kinds import LAYER_STUDENT_KIND, MULTITASK_KIND
-from trillsson_tf.layer_teachers import LayeredTeacher
+from trillsson_tf.teachers.layers import LayeredTeacher
 from trillsson_tf.metrics import accuracy, binomial_ci95, speaker_verification, split_speakers
 from trillsson_tf.models import distil
 from trillsson_tf.models.heads import KWS_OUTPUT, SV_OUTPUT, build_heads
 from trillsson_tf.teachers import file_fingerprint
 from trillsson_tf.configs import FinetuneConfig, as_record, make_config
-from trillsson_tf.training import RunFolder, files_identity, run_steps, versions
+from trillsson_tf.train.engine import RunFolder, files_identity, run_steps, versions
 
 __all__ = [
     "KWS_OUTPUT",

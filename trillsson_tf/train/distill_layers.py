@@ -14,19 +14,19 @@ import numpy as np
 
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.configs import DEFAULT_SEGMENT_SAMPLES, LayerDistillConfig, as_record, make_config
-from trillsson_tf.data import find_audio, segments, source_paths, split_items
+from trillsson_tf.train.data import find_audio, segments, source_paths, split_items
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.formats.target_shard import pcm16_float
-from trillsson_tf.export import export_savedmodel
+from trillsson_tf.models.export import export_savedmodel
 from trillsson_tf import models
 from trillsson_tf.contract import SAMPLE_RATE_HZ
 from trillsson_tf.kinds import LAYER_STUDENT_KIND, WAVEFORM
-from trillsson_tf.layer_teachers import load_layered_teacher
+from trillsson_tf.teachers.layers import load_layered_teacher
 from trillsson_tf.models import distil
-from trillsson_tf.input_pipeline import scan_shards, training_dataset
-from trillsson_tf.targets import build_cache
+from trillsson_tf.train.input_pipeline import scan_shards, training_dataset
+from trillsson_tf.train.targets import build_cache
 from trillsson_tf.teachers import Teacher
-from trillsson_tf.training import RunFolder, records_identity, learning_rate_schedule, run_steps, versions
+from trillsson_tf.train.engine import RunFolder, records_identity, learning_rate_schedule, run_steps, versions
 
 __all__ = [
     "DEFAULT_SEGMENT_SAMPLES",

@@ -16,9 +16,9 @@ import numpy as np
 
 from trillsson_tf.contract import PCM16_SCALE
 from trillsson_tf.formats.target_shard import parse_record, pcm16, record_audio, record_samples, record_targets
-from trillsson_tf.data import CROP_SAMPLES, check_validation_fraction, is_validation, segments
+from trillsson_tf.train.data import CROP_SAMPLES, check_validation_fraction, is_validation, segments
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.targets import ShardError, check_folder, shard_paths, shard_records, skip_shard
+from trillsson_tf.train.targets import ShardError, check_folder, shard_paths, shard_records, skip_shard
 
 __all__ = [
     "SHUFFLE_BUFFER",
