@@ -4,7 +4,7 @@
 speakers) and scores them on 100 others. This script scores the same models on voices and a
 language none of them trained on: Arabic Speech Commands (``<data>/arabic_speech_commands``,
 Ghandoura et al. 2021, CC BY 4.0): 30 speakers x 40 keywords x 2 rounds, 1 s each, labels from the
-file names (:func:`trillsson_tf.data.labels_from_name`). Per model: speaker verification over every
+file names (:func:`trillsson_tf.train.data.labels_from_name`). Per model: speaker verification over every
 clip pair (EER with a 95 % interval from 200 speaker resamples, minDCF(0.01); vectors standardised
 per dimension over the clips, as in ``evaluate``) and a 30-speaker linear probe (5-fold, Wilson
 interval). Rows: CAM++ (the teacher), the students of ``teacher_table.py`` (its exports in

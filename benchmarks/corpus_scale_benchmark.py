@@ -1,7 +1,7 @@
 """Streaming distillation: peak RSS and steps/s of the training process at 1x, 10x and more of a corpus.
 
 The corpus is the real speech of ``../shared/data`` (FSDD + LibriSpeech test-other) and its
-augmented views (:mod:`trillsson_tf.augment`: speed, trim, gain, noise), each with its own
+augmented views (:mod:`trillsson_tf.train.augment`: speed, trim, gain, noise), each with its own
 ``speech_embedding`` target. The targets of each size are built into a cache of its own
 (``build_cache``; timed; a cache left by an earlier run is reused), as a user's corpus would
 be, then each size is distilled in a fresh process (``tiny_cnn``, batch 32, ``--steps``) and

@@ -4,7 +4,7 @@ Distils each teacher of ``--teachers`` into each student of ``--students`` (``wa
 ``mobilenetv3small_adv``, ``mobilenetv4convsmall``; registry defaults, MSE + 0.5 x (1 - CCC)):
 
 - ``prosody``: three standardised per-clip scores (loudness range, pitch, spectral tilt;
-  :mod:`trillsson_tf.prosody`), librosa, no parameters;
+  :mod:`trillsson_tf.teachers.prosody`), librosa, no parameters;
 - ``crepe`` in its score form (CREPE full, 22.2 M parameters: median and 10-90 % range of the
   voiced f0 in semitones, share of voiced frames; :mod:`trillsson_tf.teachers.crepe`) at
   ``--crepe-hop-ms``, on every ``--crepe-fsdd-every``-th FSDD training file and every LibriSpeech
@@ -32,7 +32,7 @@ and measures:
   their BatchNorm moving statistics are re-estimated on training crops before they are scored
   (:func:`_recalibrate_batchnorm`).
 
-Teacher targets are cached under ``<out>`` (training files: :mod:`trillsson_tf.targets`;
+Teacher targets are cached under ``<out>`` (training files: :mod:`trillsson_tf.train.targets`;
 held-out files: ``<out>/held_out``), so a killed run resumes. A run with some teachers or
 students updates their rows in ``benchmarks/results/emotion_benchmark.{json,md}`` and keeps the
 others, each row naming the command and date that produced it.

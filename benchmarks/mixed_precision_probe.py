@@ -1,10 +1,10 @@
 """Which students train in mixed float16: the probe ``distill --mixed-precision`` runs, on every student.
 
 For each registry student (seeded weights: the probe runs before any step, on the weights the
-run starts from), :func:`trillsson_tf.training.check_float16` builds it under the
+run starts from), :func:`trillsson_tf.train.engine.check_float16` builds it under the
 ``mixed_float16`` policy and in float32 with the same weights and compares their outputs on
 2 s crops of real LibriSpeech speech from ``../shared/data``. Below
-:data:`trillsson_tf.training.FLOAT16_TOLERANCE` (relative) the student trains in float16;
+:data:`trillsson_tf.train.engine.FLOAT16_TOLERANCE` (relative) the student trains in float16;
 above it ``distill`` refuses (``--mixed-precision``) or falls back to float32 (automatic mode),
 naming the first layer off. float16 rounding is the same on CPU and GPU (IEEE binary16), so
 the probe is meaningful on this machine; cuDNN kernels may round differently in the last bits.

@@ -27,7 +27,7 @@ LibriSpeech utterances), and to the teacher where there is one; FSDD digit and s
 accuracy (logistic regression fit on takes 5-7, scored on takes 0-1) for the distilled model.
 
 Conversions go through :func:`trillsson_tf.converters.tflite.convert`, probes and fidelity through
-:mod:`trillsson_tf.evaluate`, fresh processes through ``runtime_benchmark.fresh_process``.
+:mod:`trillsson_tf.apps.evaluate`, fresh processes through ``runtime_benchmark.fresh_process``.
 Writes ``<out>/results.md``, ``<out>/results.json`` and ``<out>/plots/*.png`` (``--quick``:
 ``results_quick.*`` and ``plots/quick_*.png``).
 

@@ -2,7 +2,7 @@
 
 1. **Teacher targets** (``speech_embedding``, ``local`` mode: one target per 2 s segment) on the
    same files, timed from nothing (teacher load, decoding and resampling included):
-   the single-process cache builder (:func:`trillsson_tf.targets.cached_targets`), the Beam
+   the single-process cache builder (:func:`trillsson_tf.train.targets.cached_targets`), the Beam
    DirectRunner with one worker (``workers=1``: batching without parallelism), with two workers
    (``workers=2``: the default multi-threading mode) and with two worker processes
    (``--direct_running_mode=multi_processing``), ``--repeats`` interleaved rounds, the fastest

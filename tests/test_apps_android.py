@@ -199,7 +199,7 @@ def test_refuses_to_overwrite_without_force(tmp_path):
 
 def test_cli_android_assets_options_do_not_import_tensorflow():
     code = (
-        "import sys; from trillsson_tf.cli import build_parser; "
+        "import sys; from trillsson_tf.apps.cli import build_parser; "
         "args = build_parser('android-assets').parse_args(['android-assets', '--out', 'x', '--steps', '5', '--no-wav2small']); "
         "assert (args.out, args.steps, args.no_wav2small) == ('x', 5, True); "
         "assert 'tensorflow' not in sys.modules; print('ok')"

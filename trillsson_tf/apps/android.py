@@ -376,7 +376,7 @@ def _wav2small_outputs(model_path: str) -> dict:
             labels = list(PROSODY_SCORES)
             meaning[name] = (
                 f"[batch, {width}] per-clip scores, in the order of the labels file ({', '.join(PROSODY_SCORES)}); "
-                "standardised targets of the prosody teacher (trillsson_tf.prosody): 0 is the training mean, "
+                "standardised targets of the prosody teacher (trillsson_tf.teachers.prosody): 0 is the training mean, "
                 "1 one standard deviation"
             )
         else:

@@ -32,7 +32,7 @@ DEMO_STEPS = 1000
 # MSE on standardised targets at lr 1e-2 (benchmarks/loss_benchmark.py, distill_benchmark.py); no augmented
 # views: with CAM++ they cost a teacher call each and did not lower the unseen-speaker EER.
 DEMO_RECIPE = {"loss": "mse", "lr": 1e-2, "augment": 0}
-"""Distillation options of the demo (:func:`trillsson_tf.distill.distill` keywords)."""
+"""Distillation options of the demo (:func:`trillsson_tf.train.distill.distill` keywords)."""
 FAST_STEPS = 20
 """Training steps of a smoke run."""
 SPEECHOCEAN_MANIFEST = os.path.join("speechocean762", "metadata.csv")

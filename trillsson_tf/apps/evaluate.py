@@ -213,7 +213,7 @@ def evaluate(
         progress: Progress bars while embedding.
         metric: One of :data:`METRICS`; ``ccc`` needs ``teacher`` with as many outputs as the model.
         kws: Keyword label column of a fine-tuned multi-task model; with ``sv``, the report is
-            :func:`trillsson_tf.finetune.evaluate_multitask`'s (keyword accuracy, EER, minDCF).
+            :func:`trillsson_tf.train.finetune.evaluate_multitask`'s (keyword accuracy, EER, minDCF).
         sv: Speaker label column of a fine-tuned multi-task model (see ``kws``).
         baseline: A third embedder scored beside model and teacher (``'mfcc'``: MFCC mean + std,
             no network; any teacher spec).

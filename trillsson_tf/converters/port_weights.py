@@ -88,7 +88,7 @@ def port_weights(source, target_model, *, strict: bool = False) -> PortReport:
 
     Args:
         source: SavedModel directory, hub handle or shortcut (see
-            :func:`trillsson_tf.export.load_savedmodel`), or an object with ``.variables``.
+            :func:`trillsson_tf.models.export.load_savedmodel`), or an object with ``.variables``.
         target_model: The tf_keras model to fill (changed in place).
         strict: Raise instead of returning when anything could not be placed.
 

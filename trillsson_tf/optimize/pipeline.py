@@ -120,7 +120,7 @@ def _load_source(export_dir):
     if not os.path.isfile(os.path.join(path, KERAS_FILE)):
         raise ParameterError(
             f"{path!r} is not a trillsson_tf export directory: expected {KERAS_FILE!r} and {METADATA_FILE!r} in it "
-            "(written by `trillsson-tf export`, `trillsson-tf distill` or trillsson_tf.export.export_savedmodel)."
+            "(written by `trillsson-tf export`, `trillsson-tf distill` or trillsson_tf.models.export.export_savedmodel)."
         )
     metadata = read_metadata(path)
     if (metadata.get("optimization") or {}).get("qat"):
@@ -225,7 +225,7 @@ def _run_stage(stage: str, wrapped, targets, patches, options: dict, run: RunFol
     """Recover the wrapped network of ``stage`` for ``options['steps']`` steps, checkpointed in the run folder.
 
     Resumes from the stage's latest checkpoint; every checkpoint also writes the report, its loss
-    curve cut back to the restored step (a point every :data:`trillsson_tf.training.LOG_EVERY_STEPS` steps).
+    curve cut back to the restored step (a point every :data:`trillsson_tf.train.engine.LOG_EVERY_STEPS` steps).
     """
     steps = options["steps"]
     optimizer = keras.optimizers.Adam(options["learning_rate"])

@@ -67,7 +67,7 @@ class TeacherTargets(beam.DoFn):
     """Batches of :class:`TargetRecord` -> serialized records with targets.
 
     The teacher is loaded once per worker (in ``setup``) from its spec; each batch goes through
-    :func:`trillsson_tf.targets.batch_targets`.
+    :func:`trillsson_tf.train.targets.batch_targets`.
     """
 
     def __init__(self, teacher_spec: str, *, output_key, mode: str, batch_size: int):

@@ -2,7 +2,7 @@
 
 ``build_targets(data, out_dir, teacher=..., runner=...)`` matches files (on the launching machine),
 reads, mixes down and resamples them to 16 kHz, batches them through the teacher (loaded once per
-worker) and writes TFRecord shards + ``teacher.json`` in the format of :mod:`trillsson_tf.targets`,
+worker) and writes TFRecord shards + ``teacher.json`` in the format of :mod:`trillsson_tf.train.targets`,
 so ``distill(targets=out_dir)`` reads them as it reads the local cache. Runner and pipeline options
 pass through unchanged; ``workers`` sets ``num_workers``, or for the DirectRunner threads
 (``direct_num_workers``, multi_threading). Why threads: docs/DESIGN.md, "Targets".
@@ -91,7 +91,7 @@ def match_audio(source) -> list:
             on any filesystem Beam knows (``'gs://bucket/audio/**/*.flac'``, ``'s3://b/dir'``).
 
     Returns:
-        list of :class:`trillsson_tf.data.AudioItem`, sorted by path, labels from the names.
+        list of :class:`trillsson_tf.train.data.AudioItem`, sorted by path, labels from the names.
 
     Raises:
         ParameterError: nothing matches (the message repeats the pattern and the extensions).

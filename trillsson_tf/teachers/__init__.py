@@ -260,7 +260,7 @@ class SpeechEmbeddingTeacher(Teacher):
 
 
 class ProsodyTeacher(Teacher):
-    """Three standardised prosody scores per clip (:func:`trillsson_tf.prosody.prosody_scores`).
+    """Three standardised prosody scores per clip (:func:`trillsson_tf.teachers.prosody.prosody_scores`).
 
     The offline A/D/V stand-in: ``[loudness_range, pitch, tilt]``, each about zero mean and
     unit spread over speech; no parameters. ``score_names`` names the three outputs.

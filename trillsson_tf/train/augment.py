@@ -108,7 +108,7 @@ def augmented_views(loaded: LoadedAudio, keys, views: int, *, seed: int = 0, con
 
     Args:
         loaded: The clips to augment (their items label the views).
-        keys: The cache key of each clip (:func:`trillsson_tf.targets.file_key`).
+        keys: The cache key of each clip (:func:`trillsson_tf.train.targets.file_key`).
         views: Views per clip (a positive integer).
         seed: Seeds every view together with its clip's key.
         config: Ranges of the changes.

@@ -205,14 +205,14 @@ def distill(
     """Distill a teacher into a registry student on the audio of ``data`` (or a ``targets`` folder).
 
     Args:
-        data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.data.AudioItem`
+        data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.train.data.AudioItem`
             (targets computed through the local cache); or ``None`` with ``targets``.
         out_dir: Run folder (``run.json``, ``checkpoints/``, ``logs/``, ``export/``).
         config: A :class:`~trillsson_tf.configs.DistillConfig` (teacher, student, loss, optimizer,
             stream); ``options`` are its fields as keywords, applied over it (``steps=100``).
         targets: A targets folder (``trillsson-tf targets`` or a cache folder) to train on instead
             of ``data``; targets made by another teacher are refused.
-        cache_dir: Target cache root (see :func:`trillsson_tf.targets.build_cache`).
+        cache_dir: Target cache root (see :func:`trillsson_tf.train.targets.build_cache`).
         resume: Continue the run in ``out_dir`` from the checkpoint its record names; refused,
             naming the change, when the teacher, student, options or training records differ.
         overwrite: Replace a non-empty ``out_dir`` (ignored with ``resume``; never an input).

@@ -3,7 +3,7 @@
 ``distill_layers(data, out_dir=..., config=LayerDistillConfig(...))`` computes the teacher's layers
 once per segment into target shards, trains the student encoder with one head per layer (L1 minus
 log-sigmoid cosine), and exports it in hub format with the encoder kept for
-:mod:`trillsson_tf.finetune`. Design notes: docs/DESIGN.md, "Layer distillation".
+:mod:`trillsson_tf.train.finetune`. Design notes: docs/DESIGN.md, "Layer distillation".
 """
 
 import dataclasses
@@ -177,11 +177,11 @@ def distill_layers(
     """Distill the hidden layers ``layers`` of ``teacher`` into a DistilHuBERT-style student.
 
     Args:
-        data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.data.AudioItem`.
+        data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.train.data.AudioItem`.
         out_dir: Run folder (``run.json``, ``checkpoints/``, ``logs/``, ``export/``).
         config: A :class:`~trillsson_tf.configs.LayerDistillConfig`; ``options`` are its fields as
             keywords, applied over it. Its fields:
-        teacher: A spec for :func:`trillsson_tf.layer_teachers.load_layered_teacher` (``hf:...``,
+        teacher: A spec for :func:`trillsson_tf.teachers.layers.load_layered_teacher` (``hf:...``,
             ``speech_embedding``, a SavedModel / Keras file, a ``.tflite``), or a loaded one.
         layers: Teacher layers to distill (``'4,8,12'``); default: the teacher's usual choice.
         student: A layer-distillation student: ``trillsson_tf.models.available(family='waveform')``.
@@ -190,15 +190,15 @@ def distill_layers(
             this share of the teacher's parameters.
         segment_samples: Training segment length in samples (>= the teacher's window).
         lr: Adam learning rate (peak of the schedule).
-        lr_schedule: ``cosine`` or ``constant`` (see :data:`trillsson_tf.distill.LR_SCHEDULES`).
+        lr_schedule: ``cosine`` or ``constant`` (see :data:`trillsson_tf.train.distill.LR_SCHEDULES`).
         batch_size: Segments per step.
         steps: Total optimizer steps (a resumed run continues up to this number).
         checkpoint_every: Steps between checkpoints (also written at the end).
         validation_fraction: Share of files held out for the validation loss (on the first
-            segment of each of up to :data:`trillsson_tf.input_pipeline.MAX_VALIDATION_FILES`).
+            segment of each of up to :data:`trillsson_tf.train.input_pipeline.MAX_VALIDATION_FILES`).
         seed: Seeds the split, the batches and the weights.
-        cache_dir: Target cache root (see :func:`trillsson_tf.targets.build_cache`).
-        augment: Augmented views per training file (:mod:`trillsson_tf.augment`), each with its
+        cache_dir: Target cache root (see :func:`trillsson_tf.train.targets.build_cache`).
+        augment: Augmented views per training file (:mod:`trillsson_tf.train.augment`), each with its
             own cached teacher layers, trained on beside the originals. Validation files are
             never augmented.
         resume: Continue the run in ``out_dir``; refused when the teacher, its layers or the

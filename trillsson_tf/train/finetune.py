@@ -2,7 +2,7 @@
 
 ``finetune(export, data, out_dir=..., config=FinetuneConfig(...))`` puts a keyword head (cross-entropy)
 and a speaker head (AAM-softmax, scored by cosine) on the shared encoder of a
-:func:`trillsson_tf.distill_layers.distill_layers` export, frozen or fine-tuned, and scores keyword
+:func:`trillsson_tf.train.distill_layers.distill_layers` export, frozen or fine-tuned, and scores keyword
 accuracy on the test files and speaker EER / minDCF on held-out speakers. Design notes:
 docs/DESIGN.md, "Keyword + speaker fine-tuning".
 """
@@ -91,7 +91,7 @@ def load_encoder(export):
     """The shared encoder of a layer-distilled (or already fine-tuned) export.
 
     Args:
-        export: An export folder of :func:`trillsson_tf.distill_layers.distill_layers` (or of
+        export: An export folder of :func:`trillsson_tf.train.distill_layers.distill_layers` (or of
             :func:`finetune`).
 
     Returns:
@@ -216,9 +216,9 @@ def finetune(
     """Fine-tune (or freeze) an encoder with a keyword head and/or a speaker head.
 
     Args:
-        export: A :func:`trillsson_tf.distill_layers.distill_layers` export folder, or a
-            :class:`trillsson_tf.layer_teachers.LayeredTeacher` (frozen only; no export is written).
-        data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.data.AudioItem`.
+        export: A :func:`trillsson_tf.train.distill_layers.distill_layers` export folder, or a
+            :class:`trillsson_tf.teachers.layers.LayeredTeacher` (frozen only; no export is written).
+        data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.train.data.AudioItem`.
         out_dir: Run folder (``run.json``, ``checkpoints/``, ``logs/``, ``export/``).
         config: A :class:`~trillsson_tf.configs.FinetuneConfig`; ``options`` are its fields as
             keywords, applied over it. Its fields:
@@ -764,7 +764,7 @@ def evaluate_multitask(
     Args:
         model: A :func:`finetune` export folder, or a ``.tflite`` converted from one (run with
             :class:`trillsson_tf.runtime.TFLiteModel`).
-        data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.data.AudioItem`.
+        data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.train.data.AudioItem`.
         kws: Keyword label column; scored on the ``split=test`` files when there is a split, else
             on every file with the label.
         sv: Speaker label column; trials are all pairs of files whose speakers the model never

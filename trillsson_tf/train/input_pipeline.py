@@ -56,7 +56,7 @@ class ShardScan:
         mode: ``global`` or ``local``.
         shards: The readable shards that hold training records (the pipeline reads these).
         skipped_shards: ``(path, reason)`` of unusable shards (corrupt, truncated, another
-            teacher's, mode or width: :func:`trillsson_tf.targets.shard_records`), left out.
+            teacher's, mode or width: :func:`trillsson_tf.train.targets.shard_records`), left out.
         train_fingerprints: int64 ``[records]``, :func:`key_fingerprints` of the training records'
             keys: 8 bytes a record, where key strings would cost a Python and a TensorFlow string each.
         train_files: Distinct training files (augmented views share their file's path).
@@ -248,7 +248,7 @@ def scan_shards(
         mode: Expected target mode; ``None`` takes the folder's.
         keys: Record keys to use (the files asked for and their views, when the folder is a
             shared cache); ``None``: every record.
-        validation_fraction: Share of files held out (:func:`trillsson_tf.data.is_validation`, by file name).
+        validation_fraction: Share of files held out (:func:`trillsson_tf.train.data.is_validation`, by file name).
         seed: Seeds the split and the target sample.
         max_validation: Most held-out files kept in memory.
         segment_samples: Segment (and training crop) length in samples: 2 s for embedding
@@ -265,7 +265,7 @@ def scan_shards(
 
     Raises:
         ParameterError: not a targets folder, another teacher, format or mode (see
-            :func:`trillsson_tf.targets.check_folder`); no shards; no readable training record.
+            :func:`trillsson_tf.train.targets.check_folder`); no shards; no readable training record.
     """
     from tqdm.auto import tqdm
 
@@ -448,7 +448,7 @@ def training_dataset(
             195-frame patch, unless the scan says otherwise). With per-segment targets a crop is
             one whole segment.
         pipelines: ``(count, index)`` of this process among the processes reading data
-            (:func:`trillsson_tf.distribute.input_pipelines`): with at least ``count`` shards it
+            (:func:`trillsson_tf.train.distribute.input_pipelines`): with at least ``count`` shards it
             reads its own (:func:`reader_shards`), otherwise it reads all and keeps every
             ``count``-th record. ``batch_size`` is then this process's share.
 
