@@ -5,7 +5,7 @@ The numbers live once, in :class:`FrontendConfig`. The mel matrix is built once,
 the Keras models and their TFLite conversions) and the numpy twin
 (:mod:`trillsson_tf.frontend.numpy_ops`, the TensorFlow-free runtime). :class:`FrameWindows` places
 the chunks of frame-level outputs. Wav2Small's frontend is :mod:`trillsson_tf.frontend.dft`.
-This package imports numpy only.
+This package imports numpy only (and the contract's sample rate).
 """
 
 import dataclasses
@@ -13,6 +13,7 @@ import functools
 
 import numpy as np
 
+from trillsson_tf.contract import SAMPLE_RATE_HZ
 from trillsson_tf.errors import ParameterError
 
 __all__ = [
@@ -47,7 +48,7 @@ class FrontendConfig:
         chunk_frames: Frames per non-overlapping log-mel patch fed to the network.
     """
 
-    sample_rate_hz: int = 16000
+    sample_rate_hz: int = SAMPLE_RATE_HZ
     window_samples: int = 400
     hop_samples: int = 160
     fft_size: int = 512
