@@ -381,7 +381,7 @@ def cases(c: Campaign):
 
     def help_without_tensorflow():
         probe = (
-            "import sys; from trillsson_tf import cli\ntry:\n    cli.main(['--help'])\nexcept SystemExit:\n"
+            "import sys; from trillsson_tf.apps import cli\ntry:\n    cli.main(['--help'])\nexcept SystemExit:\n"
             "    pass\nprint('TF' if 'tensorflow' in sys.modules else 'no TF', file=sys.stderr)"
         )
         done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
