@@ -112,7 +112,7 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             return None  # a top-level package of that name is installed
         if name != old and sys.modules.get(old) is not sys.modules.get(_MOVED[old], self):
             return None  # a submodule of another package that has the old name
-        return importlib.util.spec_from_loader(name, self, origin=_source(_new_name(name)[1]))
+        return importlib.util.spec_from_loader(name, self, origin=_source(new))
 
     def _warn(self, name):
         new = _new_name(name)[1]
