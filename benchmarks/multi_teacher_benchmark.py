@@ -15,10 +15,14 @@ standardised targets. Every embedder is scored on the same tasks:
   6 speakers; Wilson interval);
 - beyond them: gender and child/adult probes on the unseen speakers, 5 folds grouped by speaker.
 
-The several-teacher student is scored twice: its ``embedding`` output (the standardised teacher
-blocks side by side) and its backbone's pooled features (the projection's input).
+The several-teacher student is scored twice: its ``embedding`` output (its backbone's pooled
+features, the projection's input) and its teacher outputs standardised side by side (each block
+over the square root of its width: the deployable vector before 2026-12-07). Why its speaker EER
+falls short is measured by three more runs: CAM++ weighted 2 and 4 times the others (loss
+balance), and students of about twice the width, several-teacher and CAM++ alone (capacity).
 
     .venv/bin/python benchmarks/multi_teacher_benchmark.py --work /work/scratch/table   # shares teacher_table's clips and CAM++ cache
+    ... --reuse   # re-export and rescore finished runs (after a change to the export), train only the missing ones
 
 Writes ``benchmarks/results/multi_teacher_benchmark.{json,md}``.
 """
@@ -45,6 +49,14 @@ import teacher_table  # noqa: E402  (the split, the clips and the recipe)
 CREPE = "crepe:form=scores,hop_ms=100"  # clip statistics of pitch: a 100 ms hop keeps CREPE at 1/10 of its 10 ms cost
 TEACHERS = {"campplus": "campplus", "crepe": CREPE, "speech_embedding": "speech_embedding"}
 STUDENT = "tiny_cnn_k5"
+WIDE = {"stem_filters": 32, "filters": (64, 96, 128, 192, 288)}  # about twice the parameters
+SEVERAL = (  # (run name, label, teacher weights, student options): equal weights, then why speaker EER falls short
+    ("several", "", None, None),
+    ("several_speaker_x2", ", CAM++ weight 2", (2.0, 1.0, 1.0), None),
+    ("several_speaker_x4", ", CAM++ weight 4", (4.0, 1.0, 1.0), None),
+    ("several_wide", ", wide", None, WIDE),
+)
+WIDE_SINGLE = {"single_campplus_wide": WIDE}  # the one-teacher student of the wide several-teacher student's size
 FSDD_CLIPS = 600
 
 
@@ -54,39 +66,68 @@ def _items(paths, labels=None):
     return [AudioItem(path, dict(labels[i]) if labels else {}) for i, path in enumerate(paths)]
 
 
-def train(name: str, teachers: list, files: list, args) -> dict:
+def train(name: str, teachers: list, files: list, args, *, weights=None, options=None) -> dict:
+    """One student; with ``--reuse`` a finished run of the same settings is re-exported, not retrained."""
     from trillsson_tf.train.distill import distill
+    from trillsson_tf.errors import ParameterError
     from trillsson_tf.teachers import load_teacher
 
     loaded = [load_teacher(spec) for spec in teachers]
-    run = distill(
-        files,
-        out_dir=os.path.join(args.work, "multi_runs", name),
+    out_dir = os.path.join(args.work, "multi_runs", name)
+    reuse = args.reuse and os.path.isfile(os.path.join(out_dir, "run.json"))
+    common = dict(
         teacher=loaded[0] if len(loaded) == 1 else tuple(loaded),
+        teacher_weights=weights,
         student=STUDENT,
+        student_options=options,
         steps=args.steps,
         checkpoint_every=args.steps,
         cache_dir=os.path.join(args.work, "cache"),
-        overwrite=True,
         progress=True,
         **teacher_table.RECIPE,
     )
-    print(f"  {name}: {run['student']['parameters']:,} parameters, {run['train_seconds']:.0f} s", flush=True)
+    try:
+        run = distill(files, out_dir=out_dir, overwrite=not reuse, resume=reuse, **common)
+    except ParameterError as error:  # the cache changed since it trained (or its settings): train it again
+        print(f"  {name}: not reused ({error}); training", flush=True)
+        run, reuse = distill(files, out_dir=out_dir, overwrite=True, **common), False
+    if reuse:  # the training time of the run that trained it
+        run["train_seconds"] = _previous(args).get(name, {}).get("train_seconds")
+    print(f"  {name}: {run['student']['parameters']:,} parameters, {run['train_seconds'] or 0:.0f} s", flush=True)
     return run
 
 
-def backbone(export: str):
-    """``audio -> pooled features``: the student's chunk network up to its projection, averaged over chunks."""
+def _previous(args) -> dict:
+    """The rows of the results file this run replaces, by run name: ``{run name: row}``."""
+    import json
+
+    path = os.path.join(args.out, "multi_teacher_benchmark.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as handle:
+        rows = json.load(handle)["rows"]
+    older = {"several_embedding": "several"}  # results written before rows named their run
+    return {row.get("run") or older.get(key, key.replace("student_", "single_")): row for key, row in rows.items()}
+
+
+def heads_side_by_side(export: str):
+    """``clip -> vector``: every teacher output standardised (target moments), each over sqrt(width), side by side."""
+    import json
+
     from trillsson_tf._keras import keras
-    from trillsson_tf.models import MeanOverChunks
 
     model = keras.models.load_model(os.path.join(export, "model.keras"))
-    chunk = model.chunk_network
-    features = keras.Model(chunk.input, chunk.get_layer("projection").input)
-    audio = keras.Input(shape=(None,), dtype="float32")
-    pooled = MeanOverChunks()([features(model.get_layer("log_mel_patches")(audio)), audio])
-    network = keras.Model(audio, pooled)
-    return lambda clip: network(clip[np.newaxis]).numpy()[0]
+    with open(os.path.join(export, "trillsson_tf.json")) as handle:
+        metadata = json.load(handle)
+    mean, std = np.array(metadata["target_mean"]), np.array(metadata["target_std"])
+    names = metadata["teacher_outputs"]
+    balance = np.concatenate([np.full(metadata["outputs"][n], 1 / np.sqrt(metadata["outputs"][n])) for n in names])
+
+    def vector(clip):
+        outputs = model(clip[np.newaxis])
+        return (np.concatenate([outputs[name].numpy()[0] for name in names]) - mean) / std * balance
+
+    return vector
 
 
 _memo = {}
@@ -189,6 +230,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--work", default="/work/scratch/table", help="clips, target caches, runs")
     parser.add_argument("--out", default=RESULTS)
+    parser.add_argument("--reuse", action="store_true", help="re-export finished runs in --work instead of retraining")
     args = parser.parse_args(argv)
     began = time.perf_counter()
     split = teacher_table.read_split(os.path.join(os.path.abspath(args.data), "speechocean762"))
@@ -211,13 +253,31 @@ def main(argv=None) -> dict:
             data,
             parameters=run["student"]["parameters"],
             direct=embedder(run["export"]) if name == "crepe" else None,
-            extra={"train_seconds": round(run["train_seconds"], 1)},
+            extra={"run": f"single_{name}", "train_seconds": run["train_seconds"] and round(run["train_seconds"], 1)},
         )
-    run = train("several", list(TEACHERS.values()), files, args)
-    extra = {"train_seconds": round(run["train_seconds"], 1), "fidelity": run.get("fidelity")}
-    common = dict(parameters=run["student"]["parameters"], direct=embedder(run["export"], "crepe"), extra=extra)
-    rows["several_embedding"] = row(f"{STUDENT} from all three: embedding", embedder(run["export"]), data, **common)
-    rows["several_backbone"] = row(f"{STUDENT} from all three: backbone", backbone(run["export"]), data, **common)
+    for name, label, weights, options in SEVERAL:
+        run = train(name, list(TEACHERS.values()), files, args, weights=weights, options=options)
+        extra = {
+            "run": name,
+            "train_seconds": run["train_seconds"] and round(run["train_seconds"], 1),
+            "fidelity": run.get("fidelity"),
+        }
+        common = dict(parameters=run["student"]["parameters"], direct=embedder(run["export"], "crepe"), extra=extra)
+        rows[name] = row(f"{STUDENT} from all three{label}: embedding", embedder(run["export"]), data, **common)
+        if name == "several":  # what the deployable vector was before: the teacher outputs, standardised
+            heads = dict(common, extra={**extra, "run": "several_heads"})
+            rows["several_heads"] = row(
+                f"{STUDENT} from all three: heads side by side", heads_side_by_side(run["export"]), data, **heads
+            )
+    for name, options in WIDE_SINGLE.items():
+        run = train(name, [TEACHERS["campplus"]], files, args, options=options)
+        rows[name] = row(
+            f"{STUDENT} from campplus alone, wide",
+            embedder(run["export"]),
+            data,
+            parameters=run["student"]["parameters"],
+            extra={"run": name, "train_seconds": run["train_seconds"] and round(run["train_seconds"], 1)},
+        )
     result = {
         "command": " ".join([".venv/bin/python benchmarks/multi_teacher_benchmark.py", *(argv or sys.argv[1:])]),
         "date": time.strftime("%Y-%m-%d"),

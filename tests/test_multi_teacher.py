@@ -66,24 +66,40 @@ def test_each_teacher_gets_a_block_weight_and_fidelity(run):
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
 
 
-def test_the_export_has_the_embedding_and_one_exact_head_per_teacher(run, files):
+def test_the_export_has_the_backbone_embedding_and_one_head_per_teacher_in_its_units(run, files):
     _, _, record = run
     with open(os.path.join(record["export"], "trillsson_tf.json")) as handle:
         metadata = json.load(handle)
-    assert metadata["outputs"] == {"embedding": 10, "loud": 2, "spectrum": 8}
+    # tiny_cnn's pooled features (24 wide) are the embedding; the 10-wide row is the projection's output.
+    assert metadata["outputs"] == {"embedding": 24, "loud": 2, "spectrum": 8}
     assert metadata["teacher_outputs"] == ["loud", "spectrum"]
     loaded = tf.saved_model.load(record["export"])
     audio = np.stack([load_audio(path)[:4000] for path in files[:3]])
     outputs = {k: v.numpy() for k, v in loaded.signatures["serving_default"](audio_samples=tf.constant(audio)).items()}
-    # The embedding is the standardised row, each block over sqrt(width); each head unfolds its block.
-    mean, std, start = np.array(metadata["target_mean"]), np.array(metadata["target_std"]), 0
-    for block in metadata["teacher"]["teachers"]:
-        columns = slice(start, start + block["width"])
-        unfolded = outputs["embedding"][:, columns] * np.sqrt(block["width"]) * std[columns] + mean[columns]
-        np.testing.assert_allclose(unfolded, outputs[block["output"]], rtol=1e-4, atol=1e-3)
-        start += block["width"]
     assert abs(float(np.mean(outputs["loud"][:, 0])) - LOUD_OFFSET) < 30  # raw units, not standardised
-    assert abs(float(np.mean(mean[:1])) - LOUD_OFFSET) < 30
+    assert abs(float(metadata["target_mean"][0]) - LOUD_OFFSET) < 30
+
+
+def test_the_heads_are_the_projection_folded_exactly(files):
+    from trillsson_tf import models
+    from trillsson_tf.models.teacher_heads import TeacherBlock, with_output_heads
+
+    keras.utils.set_random_seed(3)
+    student = models.build("tiny_cnn", embedding_dim=5, **SMALL)
+    scale, offset = np.array([2.0, 3.0, 0.5, 1.0, 4.0]), np.array([100.0, -1.0, 0.0, 7.0, 2.0])
+    blocks = [TeacherBlock("a", 0, 2, scale[:2], offset[:2]), TeacherBlock("b", 2, 5, scale[2:], offset[2:])]
+    several = with_output_heads(student, blocks, key="embedding")
+    audio = np.concatenate([load_audio(path) for path in files[:16]])[: 3 * 40000].reshape(3, 40000)  # 2 chunks each
+    z, outputs = student(audio)["embedding"].numpy(), {k: v.numpy() for k, v in several(audio).items()}
+    projection = student.chunk_network.get_layer("projection")
+    kernel, bias = (w.numpy() for w in (projection.kernel, projection.bias))
+    assert outputs["embedding"].shape == (3, 24)  # the projection's input, averaged over the chunks
+    np.testing.assert_allclose(outputs["embedding"] @ kernel + bias, z, rtol=1e-4, atol=1e-5)
+    for block in blocks:
+        expected = z[:, block.start : block.stop] * block.scale + block.offset
+        np.testing.assert_allclose(outputs[block.name], expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ParameterError, match="unique"):
+        with_output_heads(student, [TeacherBlock("a", 0, 2, 1, 0), TeacherBlock("a", 2, 5, 1, 0)], key="embedding")
 
 
 def test_frames_carry_every_head_and_average_to_the_clip(run, files):
@@ -197,5 +213,5 @@ def test_tflite_and_the_runtime_carry_every_output_in_clips_frames_and_streams(r
     assert len(starts) == len(frames["start_s"])
     np.testing.assert_allclose(split["loud"], frames["loud"][0], rtol=1e-4, atol=1e-4)
     # Files embed to the deployable vector (another output: TFLiteModel(..., output_key="loud")).
-    assert model.embed_files(files[:2]).shape == (2, 10)
+    assert model.embed_files(files[:2]).shape == (2, 24)
     assert TFLiteModel(tmp_path / "several.tflite", output_key="loud").embed_files(files[:2]).shape == (2, 2)

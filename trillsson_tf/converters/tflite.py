@@ -130,9 +130,16 @@ def _audio_spec(fixed_samples):
     )
 
 
-def _with_heads(vectors, keys, heads: dict) -> dict:
-    """``{key: vectors}``, or each output's head applied to the standardised rows (a several-teacher student)."""
-    return {key: heads[key](vectors) for key in keys} if heads else {keys[0]: vectors}
+def _headed(network, keys, heads: dict):
+    """``network`` -> ``{key: vectors}``; with heads (a several-teacher student), one Keras model of them all.
+
+    The heads have weights of their own, so the converter must be given a model that tracks them.
+    """
+    if not heads:
+        return network, lambda inputs: {keys[0]: network(inputs, training=False)}
+    outputs = {key: heads[key](network.output) for key in keys}
+    headed = keras.Model(network.input, outputs, name=network.name)
+    return headed, lambda inputs: headed(inputs, training=False)
 
 
 def _chunk_plan(model, keys, config, audio, calibration, fixed_samples, quantize) -> _Plan:
@@ -156,12 +163,12 @@ def _chunk_plan(model, keys, config, audio, calibration, fixed_samples, quantize
 
 def _patch_plan(model, keys, config, audio, calibration, fixed_samples, quantize) -> _Plan:
     """The chunk network alone on log-mel patches (computed here, as the runtime does, in numpy), and its heads."""
-    network, heads = chunk_network(model), output_heads(model)
+    network, run = _headed(chunk_network(model), keys, output_heads(model))
     spec = tf.TensorSpec([None, *config.patch_shape, 1], tf.float32, name=PATCH_INPUT_NAME)
-    call = tf.function(lambda log_mel_patch: _with_heads(network(log_mel_patch, training=False), keys, heads))
+    call = tf.function(lambda log_mel_patch: run(log_mel_patch))
     parity_inputs = log_mel_patch_rows(audio, config)
     calibration = None if calibration is None else log_mel_patch_rows(calibration, config)
-    reference = _with_heads(network(parity_inputs, training=False), keys, heads)
+    reference = run(parity_inputs)
     return _Plan(
         network,
         call.get_concrete_function(spec),
@@ -197,14 +204,14 @@ def _clip_plan(model, keys, config, audio, calibration, fixed_samples, quantize)
 def _clip_log_mel_plan(model, keys, config, audio, calibration, fixed_samples, quantize) -> _Plan:
     """A whole-clip network alone on the dB mel of ``fixed_samples`` of audio (default: the 1 s minimum clip)."""
     fixed_samples = config.min_samples if fixed_samples is None else fixed_samples
-    network, heads = model.clip_network, output_heads(model)
+    network, run = _headed(model.clip_network, keys, output_heads(model))
     spec = tf.TensorSpec(
         [1, config.num_frames(fixed_samples), config.num_mel_bins], tf.float32, name=LOG_MEL_INPUT_NAME
     )
-    call = tf.function(lambda log_mel: _with_heads(network(log_mel, training=False), keys, heads))
+    call = tf.function(lambda log_mel: run(log_mel))
     parity_inputs = _clip_features(model, fit_clips(audio, fixed_samples))
     calibration = None if calibration is None else _clip_features(model, fit_clips(calibration, fixed_samples))
-    reference = _with_heads(network(parity_inputs, training=False), keys, heads)
+    reference = run(parity_inputs)
     return _Plan(
         network,
         call.get_concrete_function(spec),

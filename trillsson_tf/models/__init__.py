@@ -15,7 +15,7 @@ from trillsson_tf.errors import ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
 from trillsson_tf.kinds import CHUNK
 from trillsson_tf.models import ast, distil, efficientnet, mobilenet, mobilenetv4, resnetish, tiny_cnn, wav2small
-from trillsson_tf.models import teacher_heads  # noqa: F401  (registers OutputHead, so model.keras files load)
+from trillsson_tf.models import teacher_heads  # noqa: F401  (registers its layers, so model.keras files load)
 from trillsson_tf.models._audio_model import (
     AUDIO_INPUT_NAME,
     EMBEDDING_KEY,

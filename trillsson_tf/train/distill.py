@@ -705,7 +705,7 @@ def _export_several(session: _Session, model, scale, offset) -> dict:
         extra_metadata={
             "teacher": _teacher_record(session),
             "target_mean": [float(v) for v in scan.target_mean],
-            "target_std": [float(v) for v in scale],  # embedding block * sqrt(width) * std + mean = the head
+            "target_std": [float(v) for v in scale],
             "teacher_outputs": session.names,
         },
     )
