@@ -134,6 +134,7 @@ def test_keras_file_teacher(tmp_path, speech_batch):
     model.save(path)
     teacher = load_teacher(path)
     assert isinstance(teacher, KerasTeacher) and teacher.embedding_dim == 8
+    assert teacher.describe()["class"] == "KerasTeacher" and "kind" not in teacher.describe()  # kind: glossary
     np.testing.assert_allclose(teacher(speech_batch)["embedding"], model(speech_batch)["embedding"].numpy(), atol=1e-5)
     with pytest.raises(ParameterError, match="'other' not found.*embedding"):
         load_teacher(path, output_key="other")

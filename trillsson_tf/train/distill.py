@@ -649,7 +649,7 @@ def _export(session: _Session, scale, offset) -> dict:
                 scan.validation_targets,
                 _predictor(model, config.batch_size)(scan.validation_audio),
                 center=scan.target_mean,
-                training_targets=scan.sample_targets,
+                training_targets=scan.target_subset,
             ),
             "files": len(scan.validation_audio),
             "segment": "the first 2 s of each held-out file",
@@ -691,7 +691,7 @@ def _export_several(session: _Session, model, scale, offset) -> dict:
                     scan.validation_targets[:, block.start : block.stop],
                     np.concatenate(outputs[block.name]),
                     center=scan.target_mean[block.start : block.stop],
-                    training_targets=scan.sample_targets[:, block.start : block.stop],
+                    training_targets=scan.target_subset[:, block.start : block.stop],
                 ),
                 "files": len(scan.validation_audio),
             }

@@ -322,7 +322,7 @@ def _read_targets(session: _Session, data, cache_dir, progress: bool):
         seed=config.seed,
         segment_samples=config.segment_samples,
         per_segment=True,
-        sample_targets=0,
+        target_subset=0,
         progress=progress,
     )
     session.run.confirm(training_records=records_identity(session.scan))

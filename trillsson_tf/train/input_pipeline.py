@@ -23,7 +23,7 @@ from trillsson_tf.train.targets import ShardError, check_folder, shard_paths, sh
 __all__ = [
     "SHUFFLE_BUFFER",
     "MAX_VALIDATION_FILES",
-    "MAX_SAMPLE_TARGETS",
+    "MAX_SUBSET_TARGETS",
     "ShardScan",
     "TargetTable",
     "read_target_table",
@@ -39,8 +39,8 @@ SHUFFLE_BUFFER = 1024
 """Crops in the shuffle buffer by default: 64 MB of 16-bit audio."""
 MAX_VALIDATION_FILES = 256
 """Held-out files whose first 2 s are kept for the validation loss and the fidelity figures."""
-MAX_SAMPLE_TARGETS = 4096
-"""Training target rows kept (a uniform sample) for the nearest-training-target baseline."""
+MAX_SUBSET_TARGETS = 4096
+"""Training target rows kept (a uniform subset) for the nearest-training-target baseline."""
 _CYCLE_LENGTH = 8  # shards read at once
 _FINGERPRINT_BUCKETS = 2**63 - 1
 _FINGERPRINT_CHUNK = 65536
@@ -65,7 +65,7 @@ class ShardScan:
         target_mean: float64 ``[D]``, mean of the training target rows.
         target_std: float64 ``[D]``, their standard deviation.
         target_rows: Training target rows counted.
-        sample_targets: float64 ``[<= MAX_SAMPLE_TARGETS, D]``, a uniform sample of them.
+        target_subset: float64 ``[<= MAX_SUBSET_TARGETS, D]``, a uniform subset of them (a reservoir).
         validation_audio: int16 ``[V, segment_samples]`` (16-bit PCM, half of float32's memory:
             :func:`~trillsson_tf.formats.target_shard.pcm16_float` per batch), the first segment of up to
             ``max_validation`` held-out files.
@@ -93,7 +93,7 @@ class ShardScan:
     target_mean: np.ndarray
     target_std: np.ndarray
     target_rows: int
-    sample_targets: np.ndarray
+    target_subset: np.ndarray
     validation_audio: np.ndarray
     validation_targets: np.ndarray
     train_hours: float
@@ -110,11 +110,11 @@ class ShardScan:
 
 
 class _Moments:
-    """Running sum and sum of squares of target rows (float64), and a reservoir sample of rows."""
+    """Running sum and sum of squares of target rows (float64), and a reservoir subset of rows."""
 
     def __init__(self, limit: int, seed: int):
         self.count, self.total, self.squares = 0, None, None
-        self.sample, self.limit, self.rng = [], limit, np.random.default_rng(seed)
+        self.subset, self.limit, self.rng = [], limit, np.random.default_rng(seed)
 
     def add(self, rows: np.ndarray) -> None:
         rows = rows.astype(np.float64)
@@ -124,12 +124,12 @@ class _Moments:
         self.squares += np.square(rows).sum(0)
         for row in rows:
             self.count += 1
-            if len(self.sample) < self.limit:
-                self.sample.append(row)
+            if len(self.subset) < self.limit:
+                self.subset.append(row)
             else:
                 slot = int(self.rng.integers(0, self.count))
                 if slot < self.limit:
-                    self.sample[slot] = row
+                    self.subset[slot] = row
 
 
 def _decode(feature) -> tuple:
@@ -236,7 +236,7 @@ def scan_shards(
     max_validation: int = MAX_VALIDATION_FILES,
     segment_samples: int = CROP_SAMPLES,
     per_segment=None,
-    sample_targets: int = MAX_SAMPLE_TARGETS,
+    target_subset: int = MAX_SUBSET_TARGETS,
     joins=(),
     progress: bool = False,
 ) -> ShardScan:
@@ -249,13 +249,13 @@ def scan_shards(
         keys: Record keys to use (the files asked for and their views, when the folder is a
             shared cache); ``None``: every record.
         validation_fraction: Share of files held out (:func:`trillsson_tf.train.data.is_validation`, by file name).
-        seed: Seeds the split and the target sample.
+        seed: Seeds the split and the target subset.
         max_validation: Most held-out files kept in memory.
         segment_samples: Segment (and training crop) length in samples: 2 s for embedding
             targets; a layer distillation's segment for its frame targets.
         per_segment: Target rows are the segments' (``None``: in ``local`` mode); each row then
             counts in the moments, and a held-out file gives its first segment and row.
-        sample_targets: Target rows kept for the nearest-target baseline (0: none, for wide rows).
+        target_subset: Target rows kept for the nearest-target baseline (0: none, for wide rows).
         joins: :class:`TargetTable` s of other teachers (clip targets only): each record's row is
             its own followed by theirs; a record one of them lacks is left out and counted.
         progress: A progress bar over the shards.
@@ -281,7 +281,7 @@ def scan_shards(
     if not shards:
         raise ParameterError(f"Targets folder {directory!r} holds no shards (targets-*.tfrecord).")
     wanted = None if keys is None else np.unique(key_fingerprints(keys))
-    moments = _Moments(sample_targets, seed)
+    moments = _Moments(target_subset, seed)
     readable, skipped, fingerprints, train_paths, held_paths = [], [], [], set(), set()
     held_audio, held_targets, other, seconds, intact, width = [], [], 0, 0.0, 0, None
     for shard in tqdm(shards, desc="scanning target shards", unit="shard", disable=not progress):
@@ -351,7 +351,7 @@ def scan_shards(
         target_mean=mean,
         target_std=std,
         target_rows=moments.count,
-        sample_targets=np.array(moments.sample),
+        target_subset=np.array(moments.subset),
         validation_audio=(np.stack(held_audio) if held_audio else np.zeros((0, segment_samples), np.int16)),
         validation_targets=(
             np.stack(held_targets).astype(np.float32) if held_targets else np.zeros((0, dim), np.float32)

@@ -325,8 +325,8 @@ def serialized_records(paths, *, batch: int = 64):
     """
     from trillsson_tf._keras import tf
 
-    for chunk in tf.data.TFRecordDataset(list(paths)).batch(batch).as_numpy_iterator():
-        yield from chunk
+    for records in tf.data.TFRecordDataset(list(paths)).batch(batch).as_numpy_iterator():
+        yield from records
 
 
 class ShardError(ParameterError):
