@@ -23,7 +23,7 @@ from trillsson_tf import litert, runtime
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio, resample
 from trillsson_tf.errors import AudioTypeError, ParameterError, TrillssonError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
-from trillsson_tf.frontend.numpy_ops import chunk_windows
+from trillsson_tf.frontend.numpy_ops import chunk_audio
 from trillsson_tf.metrics import parity
 from trillsson_tf.runtime import TFLiteModel
 
@@ -198,7 +198,7 @@ def test_int8_frontend_inside_matches_the_interpreter_and_keras(tflite_dir, tiny
     path = _convert(tflite_dir, "fe_int8", frontend_inside=True, int8=True, model=tiny_model)
     clip = librispeech_clips[0][np.newaxis]
     runner = Interpreter(model_path=path).get_signature_runner("serving_default")
-    windows = chunk_windows(clip)[0]
+    windows = chunk_audio(clip)[0]
     assert len(windows) == 2
     per_window = np.mean([runner(audio_samples=window[np.newaxis])["embedding"][0] for window in windows], axis=0)
     wrapped = TFLiteModel(path)(clip)["embedding"]

@@ -49,3 +49,15 @@ def renamed_keywords(where: str, given: dict, renames: dict) -> dict:
         deprecated(f"{where}({key}=)", f"{where}({renames[key]}=)", stacklevel=4)
         values[renames[key]] = value
     return values
+
+
+def renamed_attribute(module: str, namespace: dict, renames: dict, name: str):
+    """A module ``__getattr__``: the value of the new name of ``name`` (``renames``: old -> new), warning.
+
+    Raises:
+        AttributeError: ``name`` is not an old name of ``renames``.
+    """
+    if name not in renames:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    deprecated(f"{module}.{name}", f"{module}.{renames[name]}", stacklevel=4)
+    return namespace[renames[name]]

@@ -75,7 +75,7 @@ def export_savedmodel(
             ``('keyword_logits', 'speaker_embedding')`` of a multi-task model); default: its
             one ``embedding`` / ``scores`` output.
         frames_hop_s: Hop of the ``frames`` signature in seconds (a multiple of 0.01 in (0, 1.95]:
-            :meth:`trillsson_tf.frontend.FrontendConfig.windows`); ``None``: no ``frames``
+            :meth:`trillsson_tf.frontend.FrontendConfig.chunks`); ``None``: no ``frames``
             signature. Exports of several outputs have one only when all are heads on the clip
             vector (a several-teacher student's).
 
@@ -87,7 +87,7 @@ def export_savedmodel(
             the model does not output exactly one of the keys ``embedding`` / ``scores``, or a bad hop.
     """
     windows = (
-        None if frames_hop_s is None else DEFAULT_FRONTEND.windows(frames_hop_s)
+        None if frames_hop_s is None else DEFAULT_FRONTEND.chunks(frames_hop_s)
     )  # checked before the folder is made
     path = prepare_output_dir(path, overwrite=overwrite, what="Export directory")
     names = tuple(output_names) if output_names else (model_output_key(model),)
@@ -146,7 +146,7 @@ def export_savedmodel(
             {
                 "signature": FRAMES_SIGNATURE_KEY,
                 "hop_s": windows.hop_s,
-                "window_s": windows.window_s,
+                "window_s": windows.chunk_s,
                 "outputs": [*names, START_S_KEY],
             }
             if FRAMES_SIGNATURE_KEY in signatures
