@@ -100,7 +100,7 @@ def test_tiny_teacher_distillation_loss_falls_and_resumes(tmp_path, teacher, fil
     with open(os.path.join(record["export"], "trillsson_tf.json")) as handle:
         metadata = json.load(handle)
     assert (
-        metadata["kind"] == "layer_student"
+        metadata["export_type"] == "layer_student"
         and metadata["encoder"] == "encoder"
         and metadata["segment_samples"] == 16000
     )

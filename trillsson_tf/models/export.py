@@ -28,7 +28,7 @@ from trillsson_tf.contract import (
 )
 from trillsson_tf.errors import ParameterError, TrillssonError
 from trillsson_tf.folders import prepare_output_dir, write_json
-from trillsson_tf.kinds import LAYER_STUDENT_KIND, WAVEFORM
+from trillsson_tf.kinds import EXPORT_TYPE_KEY, LAYER_STUDENT_EXPORT, WAVEFORM
 from trillsson_tf.frontend import DEFAULT_FRONTEND, DEFAULT_HOP_S
 from trillsson_tf.models import frames_model, output_heads
 from trillsson_tf.models import output_key as model_output_key
@@ -152,10 +152,10 @@ def export_savedmodel(
             if FRAMES_SIGNATURE_KEY in signatures
             else None
         ),
-        # A layer student straight from models.build: the metadata its export kind needs.
+        # A layer student straight from models.build: the metadata its export type needs.
         **(
             {
-                "kind": LAYER_STUDENT_KIND,
+                EXPORT_TYPE_KEY: LAYER_STUDENT_EXPORT,
                 "encoder": model.encoder.name,
                 "segment_samples": model.min_samples,
                 "sample_rate_hz": model.sample_rate_hz,

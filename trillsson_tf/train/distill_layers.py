@@ -20,7 +20,7 @@ from trillsson_tf.formats.target_shard import pcm16_float
 from trillsson_tf.models.export import export_savedmodel
 from trillsson_tf import models
 from trillsson_tf.contract import SAMPLE_RATE_HZ
-from trillsson_tf.kinds import LAYER_STUDENT_KIND, WAVEFORM
+from trillsson_tf.kinds import EXPORT_TYPE_KEY, LAYER_STUDENT_EXPORT, WAVEFORM
 from trillsson_tf.teachers.layers import load_layered_teacher
 from trillsson_tf.models import distil
 from trillsson_tf.train.input_pipeline import scan_shards, training_dataset
@@ -447,7 +447,7 @@ def _export(session: _Session) -> dict:
     """Export the encoder in hub format (the heads are dropped, as in DistilHuBERT); returns the record."""
     config, record, layered = session.config, session.record, session.layered
     metadata = {
-        "kind": LAYER_STUDENT_KIND,
+        EXPORT_TYPE_KEY: LAYER_STUDENT_EXPORT,
         "encoder": distil.ENCODER_NAME,
         "sample_rate_hz": SAMPLE_RATE_HZ,
         "segment_samples": config.segment_samples,

@@ -29,7 +29,7 @@ from trillsson_tf.errors import ParameterError
 from trillsson_tf.models.export import KERAS_FILE, export_savedmodel, read_metadata
 from trillsson_tf.folders import write_json
 from trillsson_tf.frontend.numpy_ops import mirror_pad
-from trillsson_tf.kinds import LAYER_STUDENT_KIND, MULTITASK_KIND
+from trillsson_tf.kinds import EXPORT_TYPE_KEY, LAYER_STUDENT_EXPORT, MULTITASK_EXPORT, export_type
 from trillsson_tf.teachers.layers import LayeredTeacher
 from trillsson_tf.metrics import accuracy, binomial_ci95, speaker_verification, split_speakers
 from trillsson_tf.models import distil
@@ -103,12 +103,12 @@ def load_encoder(export):
     """
     path = os.fspath(export)
     metadata = read_metadata(path) if os.path.isdir(path) else {}
-    if metadata.get("kind") not in (LAYER_STUDENT_KIND, MULTITASK_KIND) or not os.path.isfile(
+    if export_type(metadata) not in (LAYER_STUDENT_EXPORT, MULTITASK_EXPORT) or not os.path.isfile(
         os.path.join(path, KERAS_FILE)
     ):
         raise ParameterError(
             f"{path!r} is not a layer-distilled export: expected a folder written by `trillsson-tf distill-layers` "
-            f"(<out>/export, with {KERAS_FILE} and trillsson_tf.json of kind {LAYER_STUDENT_KIND!r})."
+            f"(<out>/export, with {KERAS_FILE} and trillsson_tf.json of export_type {LAYER_STUDENT_EXPORT!r})."
         )
     model = keras.models.load_model(os.path.join(path, KERAS_FILE))
     return model.get_layer(metadata["encoder"]), metadata
@@ -613,7 +613,7 @@ def _finish(session: _Session, training: _Training, progress: bool) -> dict:
         outputs = heads(encoder(audio))
         model = keras.Model(audio, {name: outputs[name] for name in names}, name="multitask")
         info = {
-            "kind": MULTITASK_KIND,
+            EXPORT_TYPE_KEY: MULTITASK_EXPORT,
             "encoder": encoder.name,
             "sample_rate_hz": 16000,
             "segment_samples": session.segment_samples,
@@ -802,8 +802,10 @@ def evaluate_multitask(
             return {name: value for name, value in runtime(mirror_pad(clip[np.newaxis], segment)).items()}
     else:
         info = read_metadata(path)
-        if info.get("kind") != MULTITASK_KIND:
-            raise ParameterError(f"{path!r} is not a fine-tuned export (kind {MULTITASK_KIND!r} in trillsson_tf.json).")
+        if export_type(info) != MULTITASK_EXPORT:
+            raise ParameterError(
+                f"{path!r} is not a fine-tuned export (export_type {MULTITASK_EXPORT!r} in trillsson_tf.json)."
+            )
         keras_model = keras.models.load_model(os.path.join(path, KERAS_FILE))
         predict = _model_predictor(keras_model, int(info.get("segment_samples", 16000)))
     keywords = info.get("keywords") or []
