@@ -479,14 +479,7 @@ def _predictor(model, batch: int):
 
 def _describe(session: _Session, skipped_files, set_aside, scan_s, float16_error) -> None:
     """Put what the run is (config as given, student, data, training) into its record."""
-    config, scan, data = session.config, session.scan, session.data
-    source = (
-        f"targets {os.fspath(session.targets)}"
-        if data is None
-        else os.fspath(data)
-        if not isinstance(data, (list, tuple))
-        else f"list of {len(data)} files"
-    )
+    config, scan = session.config, session.scan
     session.record.update(
         {
             "config": as_record(config),
@@ -497,23 +490,7 @@ def _describe(session: _Session, skipped_files, set_aside, scan_s, float16_error
                 "parameters": int(session.model.count_params()),
                 "output": models.output_key(session.model),
             },
-            "data": {
-                "source": source,
-                "files": scan.train_files + scan.validation_files,
-                "train_files": scan.train_files,
-                "validation_files": scan.validation_files,
-                "validation_clips": len(scan.validation_audio),
-                "train_records": scan.train_records,
-                "train_hours": scan.train_hours,
-                "augmented_views_per_file": config.augment,
-                "skipped": [path for path, _ in skipped_files],
-                "target_mode": scan.mode,
-                "target_cache": scan.directory,
-                "shards": len(scan.shards),
-                "shards_read": len(reader_shards(scan, input_pipelines(session.strategy))),  # by this process
-                "skipped_shards": [path for path, _ in set_aside + scan.skipped_shards],
-                "scan_seconds": scan_s,  # one read of every shard before the first step
-            },
+            "data": _data_record(session, skipped_files, set_aside, scan_s),
             "training": {
                 **{
                     key: getattr(config, key)
@@ -539,6 +516,35 @@ def _describe(session: _Session, skipped_files, set_aside, scan_s, float16_error
             "versions": versions(),
         }
     )
+
+
+def _data_record(session: _Session, skipped_files, set_aside, scan_s) -> dict:
+    """What the run read: the source, files and records, the target cache and its shards."""
+    config, scan, data = session.config, session.scan, session.data
+    source = (
+        f"targets {os.fspath(session.targets)}"
+        if data is None
+        else os.fspath(data)
+        if not isinstance(data, (list, tuple))
+        else f"list of {len(data)} files"
+    )
+    return {
+        "source": source,
+        "files": scan.train_files + scan.validation_files,
+        "train_files": scan.train_files,
+        "validation_files": scan.validation_files,
+        "validation_clips": len(scan.validation_audio),
+        "train_records": scan.train_records,
+        "train_hours": scan.train_hours,
+        "augmented_views_per_file": config.augment,
+        "skipped": [path for path, _ in skipped_files],
+        "target_mode": scan.mode,
+        "target_cache": scan.directory,
+        "shards": len(scan.shards),
+        "shards_read": len(reader_shards(scan, input_pipelines(session.strategy))),  # by this process
+        "skipped_shards": [path for path, _ in set_aside + scan.skipped_shards],
+        "scan_seconds": scan_s,  # one read of every shard before the first step
+    }
 
 
 def _teacher_record(session: _Session) -> dict:

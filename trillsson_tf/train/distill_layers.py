@@ -340,14 +340,7 @@ def _build(session: _Session):
     batches = iter(training_dataset(scan, batch_size=config.batch_size, seed=config.seed))
     session.model = models.build(config.student, **session.student_config)
     encoder = session.model.encoder
-    conv_layers = tuple(tuple(layer) for layer in session.student_config["conv_layers"])
-    hop, field = distil.frame_geometry(conv_layers)
-    spans = layered.frame_spans(config.segment_samples, teacher_frames)
-    align = tf.constant(
-        alignment_matrix(
-            spans, distil.num_frames(config.segment_samples, conv_layers), hop_samples=hop, field_samples=field
-        )
-    )
+    align, hop = _alignment(session, teacher_frames)
     heads = session.heads = {
         name: keras.layers.Dense(dim, name=f"head_{name}") for name, dim in zip(layered.layers, dims)
     }
@@ -390,6 +383,17 @@ def _build(session: _Session):
 
     session.hop = hop
     return batches, optimizer, checkpoints, _StepFunctions(train_step, validate)
+
+
+def _alignment(session: _Session, teacher_frames: int):
+    """``(align float32 [teacher_frames, student_frames], student frame hop in samples)``: row t averages
+    the student frames whose centres lie in teacher frame t's span (:func:`alignment_matrix`)."""
+    config = session.config
+    conv_layers = tuple(tuple(layer) for layer in session.student_config["conv_layers"])
+    hop, field = distil.frame_geometry(conv_layers)
+    spans = session.layered.frame_spans(config.segment_samples, teacher_frames)
+    student_frames = distil.num_frames(config.segment_samples, conv_layers)
+    return tf.constant(alignment_matrix(spans, student_frames, hop_samples=hop, field_samples=field)), hop
 
 
 def _describe(session: _Session, data, cache) -> None:

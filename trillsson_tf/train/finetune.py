@@ -335,25 +335,13 @@ class _Training:
 def _open(config: FinetuneConfig, export, data, labels, out_dir, resume: bool, overwrite: bool) -> _Session:
     """Load the encoder, plan the split and the tasks, open (or check, on resume) the run folder."""
     teacher_mode = isinstance(export, LayeredTeacher)
-    if teacher_mode and not config.freeze_encoder:
-        raise ParameterError(
-            "A teacher cannot be fine-tuned here: pass freeze_encoder=True to train heads on its features."
-        )
-    if teacher_mode:
-        encoder, metadata = _TeacherEncoder(export), {"segment_samples": max(16000, export.min_samples)}
-        width = encoder.width
-    else:
-        encoder, metadata = load_encoder(export)
-        if config.encoder_layers == "all":
-            encoder = distil.with_hidden_states(encoder)
-        width = int(encoder.output_shape[-1])
+    encoder, metadata, width = _load(config, export, teacher_mode)
     segment_samples = int(metadata.get("segment_samples", 16000))
     items = find_audio(data, labels=labels)
-    kws_labels, sv_labels = config.kws_labels, config.sv_labels
     train_items, keywords, speakers, held = _plan(
         items,
-        kws_labels=kws_labels,
-        sv_labels=sv_labels,
+        kws_labels=config.kws_labels,
+        sv_labels=config.sv_labels,
         holdout_speakers=config.holdout_speakers,
         sv_holdout=config.sv_holdout,
         seed=config.seed,
@@ -375,6 +363,28 @@ def _open(config: FinetuneConfig, export, data, labels, out_dir, resume: bool, o
         plan,
         _encoder_source(export),
     )
+    _open_run(session, data, labels, out_dir, resume, overwrite)
+    return session
+
+
+def _load(config: FinetuneConfig, export, teacher_mode: bool) -> tuple:
+    """``(encoder, metadata, width)``: a layer-distilled export's encoder, or a teacher's (frozen only)."""
+    if teacher_mode and not config.freeze_encoder:
+        raise ParameterError(
+            "A teacher cannot be fine-tuned here: pass freeze_encoder=True to train heads on its features."
+        )
+    if teacher_mode:
+        encoder = _TeacherEncoder(export)
+        return encoder, {"segment_samples": max(16000, export.min_samples)}, encoder.width
+    encoder, metadata = load_encoder(export)
+    if config.encoder_layers == "all":
+        encoder = distil.with_hidden_states(encoder)
+    return encoder, metadata, int(encoder.output_shape[-1])
+
+
+def _open_run(session: _Session, data, labels, out_dir, resume: bool, overwrite: bool) -> None:
+    """Open the run folder (or check it, on resume) and set ``session.run`` and ``session.record``."""
+    config, export = session.config, session.export
     session.run = RunFolder(
         out_dir,
         resume=resume,
@@ -389,19 +399,18 @@ def _open(config: FinetuneConfig, export, data, labels, out_dir, resume: bool, o
         "head_steps": config.head_steps,  # as given: its default follows steps, which a resume may raise
         "encoder_lr_scale": config.encoder_lr_scale,
         "balance_batches": bool(config.balance_batches),
-        "training_files": files_identity(train_items),
+        "training_files": files_identity(session.train_items),
     }
     session.record = session.run.open(
         {
             "encoder": session.source["spec"],
             "encoder_identity": session.source["identity"],
-            "config": plan,
+            "config": session.plan,
             "stream": stream,
         },
         lambda i: f"fine-tunes the encoder of {i['encoder']!r} ({i['encoder_identity']}) with {i['config']}",
         compared=("encoder_identity", "config", "stream"),
     )
-    return session
 
 
 def _plan_record(config: FinetuneConfig, keywords, speakers, held, segment_samples: int) -> dict:
@@ -681,6 +690,39 @@ def _feature_predictor(encoder, heads, segment_samples):
     return predict
 
 
+def _predictor(path: str) -> tuple:
+    """``(clip -> outputs, metadata)`` of a fine-tuned export or its ``.tflite`` file."""
+    from trillsson_tf.runtime import TFLiteModel, read_model_card
+
+    if path.endswith(".tflite"):
+        info = read_model_card(path).get("source", {}).get("metadata") or {}
+        runtime = TFLiteModel(path)
+        segment = int(info.get("segment_samples", 16000))
+
+        def predict(clip):
+            return {name: value for name, value in runtime(mirror_pad(clip[np.newaxis], segment)).items()}
+
+        return predict, info
+    info = read_metadata(path)
+    if export_type(info) != MULTITASK_EXPORT:
+        raise ParameterError(
+            f"{path!r} is not a fine-tuned export (export_type {MULTITASK_EXPORT!r} in trillsson_tf.json)."
+        )
+    keras_model = keras.models.load_model(os.path.join(path, KERAS_FILE))
+    return _model_predictor(keras_model, int(info.get("segment_samples", 16000))), info
+
+
+def _keyword_items(items: list, kws: str, keywords: list, path: str) -> list:
+    """The items, all in the test split unless some are; refuses keyword labels the model does not know."""
+    if not keywords:
+        raise ParameterError(f"Model {path!r} has no keyword head ({KWS_OUTPUT}).")
+    unknown = sorted({i.labels[kws] for i in items if kws in i.labels} - set(keywords))
+    if unknown:
+        raise ParameterError(f"Keyword label(s) {unknown} are not among the model's classes {keywords}.")
+    has_split = any(i.labels.get(_SPLIT) == _TEST for i in items)
+    return [i if has_split else AudioItem(i.path, {**i.labels, _SPLIT: _TEST}) for i in items]
+
+
 def _model_predictor(model, segment_samples):
     call = tf.function(
         lambda audio: model(audio, training=False), input_signature=[tf.TensorSpec([1, None], tf.float32)]
@@ -783,8 +825,6 @@ def evaluate_multitask(
         ParameterError: missing label columns, a model without the needed output, keyword labels
             the model does not know, fewer than 2 unseen speakers.
     """
-    from trillsson_tf.runtime import TFLiteModel, read_model_card
-
     if kws is None and sv is None:
         raise ParameterError("Give kws=<label column> and/or sv=<label column> to evaluate.")
     path = os.fspath(model)
@@ -792,34 +832,13 @@ def evaluate_multitask(
     for column, role in ((kws, "keyword labels"), (sv, "speaker labels")):
         if column is not None:
             _label_column(items, column, role)
-    if path.endswith(".tflite"):
-        card = read_model_card(path)
-        info = card.get("source", {}).get("metadata") or {}
-        runtime = TFLiteModel(path)
-        segment = int(info.get("segment_samples", 16000))
-
-        def predict(clip):
-            return {name: value for name, value in runtime(mirror_pad(clip[np.newaxis], segment)).items()}
-    else:
-        info = read_metadata(path)
-        if export_type(info) != MULTITASK_EXPORT:
-            raise ParameterError(
-                f"{path!r} is not a fine-tuned export (export_type {MULTITASK_EXPORT!r} in trillsson_tf.json)."
-            )
-        keras_model = keras.models.load_model(os.path.join(path, KERAS_FILE))
-        predict = _model_predictor(keras_model, int(info.get("segment_samples", 16000)))
+    predict, info = _predictor(path)
     keywords = info.get("keywords") or []
     if kws is not None:
-        if not keywords:
-            raise ParameterError(f"Model {path!r} has no keyword head ({KWS_OUTPUT}).")
-        unknown = sorted({i.labels[kws] for i in items if kws in i.labels} - set(keywords))
-        if unknown:
-            raise ParameterError(f"Keyword label(s) {unknown} are not among the model's classes {keywords}.")
-        has_split = any(i.labels.get(_SPLIT) == _TEST for i in items)
-        items = [i if has_split else AudioItem(i.path, {**i.labels, _SPLIT: _TEST}) for i in items]
+        items = _keyword_items(items, kws, keywords, path)
+    unseen = set()
     if sv is not None:
-        trained = set(info.get("train_speakers") or [])
-        unseen = {i.labels[sv] for i in items if sv in i.labels} - trained
+        unseen = {i.labels[sv] for i in items if sv in i.labels} - set(info.get("train_speakers") or [])
         if speakers is not None:
             unseen &= set(map(str, speakers))
     scoring = [
@@ -836,7 +855,7 @@ def evaluate_multitask(
             kws_labels=kws,
             keywords=keywords,
             sv_labels=sv,
-            speakers=unseen if sv else set(),
+            speakers=unseen,
             sv_groups=sv_groups,
             p_target=p_target,
             progress=progress,
