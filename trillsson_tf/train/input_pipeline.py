@@ -281,73 +281,57 @@ def scan_shards(
     if not shards:
         raise ParameterError(f"Targets folder {directory!r} holds no shards (targets-*.tfrecord).")
     wanted = None if keys is None else np.unique(key_fingerprints(keys))
-    moments = _Moments(target_subset, seed)
-    readable, skipped, fingerprints, train_paths, held_paths = [], [], [], set(), set()
-    held_audio, held_targets, other, seconds, intact, width = [], [], 0, 0.0, 0, None
+    moments, totals = _Moments(target_subset, seed), _Totals()
     for shard in tqdm(shards, desc="scanning target shards", unit="shard", disable=not progress):
-        rows, shard_prints, shard_train_paths, shard_held, shard_held_paths = [], [], set(), [], set()
-        shard_seconds, shard_other = 0.0, 0
         try:
             # The first intact shard sets the width (a cache's odd shards were set aside by build_cache).
-            records = [
-                (feature, *_decode(feature))
-                for feature in shard_records(shard, teacher=teacher, mode=info["mode"], width=width)
-            ]
-            prints = key_fingerprints([key for _, key, _, _ in records])
-            asked = np.ones(len(records), bool) if wanted is None else _member(prints, wanted)
-            shard_width = records[0][3].shape[1] if records else None  # this teacher's, before the join
-            records, asked = _join(records, prints, asked, joins, missing)
-            for (feature, _, path, targets), fingerprint, use in zip(records, prints, asked):
-                if not use:
-                    shard_other += 1
-                elif is_validation(path, validation_fraction, seed=seed):
-                    if path not in held_paths and path not in shard_held_paths:
-                        shard_held_paths.add(path)
-                        if len(held_audio) + len(shard_held) < max_validation:
-                            shard_held.append(
-                                (pcm16(segments(record_audio(feature), segment_samples=segment_samples)[0]), targets[0])
-                            )
-                else:
-                    shard_prints.append(fingerprint)
-                    shard_train_paths.add(path)
-                    rows.append(targets if per_segment else targets[:1])
-                    shard_seconds += record_samples(feature) / 16000.0
+            part = _read_shard(
+                shard,
+                totals.width,
+                totals.held_paths,
+                max_validation - len(totals.held),
+                teacher=teacher,
+                mode=info["mode"],
+                wanted=wanted,
+                joins=joins,
+                missing=missing,
+                validation_fraction=validation_fraction,
+                seed=seed,
+                per_segment=per_segment,
+                segment_samples=segment_samples,
+            )
         except ShardError as error:  # cut short by a crash, damaged on disk, copied in: all of it out, never half
-            skip_shard(error, skipped, log=_log)
+            skip_shard(error, totals.skipped, log=_log)
             continue
-        intact += 1
-        width = width or shard_width
-        if shard_prints:  # a shard of held-out files or of other files only is never read again
-            readable.append(shard)
-            fingerprints.append(np.array(shard_prints, np.int64))
-        for row in rows:
-            moments.add(row)
-        train_paths |= shard_train_paths
-        held_paths |= shard_held_paths
-        held_audio += [clip for clip, _ in shard_held]
-        held_targets += [target for _, target in shard_held]
-        other += shard_other
-        seconds += shard_seconds
+        totals.add(shard, part, moments)
+    skipped = totals.skipped
     if skipped:
         _log.warning("Left out %d unusable target shard(s) of %d in %s.", len(skipped), len(shards), directory)
-    if not fingerprints:
+    if not totals.fingerprints:
         raise ParameterError(
-            f"Targets folder {directory!r} has no readable training record ({intact} readable shard(s), "
-            f"{len(skipped)} unusable, {len(held_paths)} held-out file(s), {other} record(s) of other files)."
+            f"Targets folder {directory!r} has no readable training record ({totals.intact} readable shard(s), "
+            f"{len(skipped)} unusable, {len(totals.held_paths)} held-out file(s), {totals.other} record(s) of "
+            "other files)."
         )
+    return _scan(directory, info, totals, moments, joins, missing, per_segment, segment_samples)
+
+
+def _scan(directory, info, totals: "_Totals", moments: _Moments, joins, missing, per_segment, segment_samples):
+    """The :class:`ShardScan` of a pass over a folder's shards."""
     mean = moments.total / moments.count
     std = np.sqrt(np.maximum(moments.squares / moments.count - np.square(mean), 0.0))
     dim = len(mean)
+    held_audio, held_targets = [clip for clip, _ in totals.held], [target for _, target in totals.held]
     return ShardScan(
         directory=directory,
         info=info,
         mode=info["mode"],
-        shards=readable,
-        skipped_shards=skipped,
-        train_fingerprints=np.concatenate(fingerprints),
-        train_files=len(train_paths),
-        validation_files=len(held_paths),
-        other_records=other,
+        shards=totals.readable,
+        skipped_shards=totals.skipped,
+        train_fingerprints=np.concatenate(totals.fingerprints),
+        train_files=len(totals.train_paths),
+        validation_files=len(totals.held_paths),
+        other_records=totals.other,
         target_mean=mean,
         target_std=std,
         target_rows=moments.count,
@@ -356,13 +340,90 @@ def scan_shards(
         validation_targets=(
             np.stack(held_targets).astype(np.float32) if held_targets else np.zeros((0, dim), np.float32)
         ),
-        train_hours=seconds / 3600.0,
+        train_hours=totals.seconds / 3600.0,
         per_segment=per_segment,
         segment_samples=segment_samples,
         joins=joins,
         widths=(dim - sum(table.width for table in joins), *(table.width for table in joins)),
         missing=tuple(missing),
     )
+
+
+@dataclasses.dataclass
+class _Totals:
+    """What :func:`scan_shards` has kept of the shards read so far."""
+
+    readable: list = dataclasses.field(default_factory=list)  # shards that hold training records
+    skipped: list = dataclasses.field(default_factory=list)  # (path, reason) of unusable shards
+    fingerprints: list = dataclasses.field(default_factory=list)  # int64 arrays, one per readable shard
+    train_paths: set = dataclasses.field(default_factory=set)
+    held_paths: set = dataclasses.field(default_factory=set)
+    held: list = dataclasses.field(default_factory=list)  # (int16 first segment, target row) of held-out files
+    other: int = 0
+    seconds: float = 0.0
+    intact: int = 0
+    width: int = None
+
+    def add(self, shard, part: "_ShardPart", moments: _Moments) -> None:
+        self.intact += 1
+        self.width = self.width or part.width
+        if part.prints:  # a shard of held-out files or of other files only is never read again
+            self.readable.append(shard)
+            self.fingerprints.append(np.array(part.prints, np.int64))
+        for row in part.rows:
+            moments.add(row)
+        self.train_paths |= part.train_paths
+        self.held_paths |= part.held_paths
+        self.held += part.held
+        self.other += part.other
+        self.seconds += part.seconds
+
+
+@dataclasses.dataclass
+class _ShardPart:
+    """What :func:`scan_shards` keeps of one shard."""
+
+    rows: list = dataclasses.field(default_factory=list)  # training target rows
+    prints: list = dataclasses.field(default_factory=list)  # training records' key fingerprints
+    train_paths: set = dataclasses.field(default_factory=set)
+    held: list = dataclasses.field(default_factory=list)  # (int16 first segment, target row) of held-out files
+    held_paths: set = dataclasses.field(default_factory=set)
+    seconds: float = 0.0  # of training audio
+    other: int = 0  # records of files not asked for
+    width: int = None  # this teacher's target width (before joins); None: no record
+
+
+def _read_shard(shard, width, held_paths, room: int, *, teacher, mode, wanted, joins, missing, **split) -> _ShardPart:
+    """One shard's records, split into training rows and held-out clips (``room``: held-out clips still kept).
+
+    ``split``: ``validation_fraction``, ``seed``, ``per_segment``, ``segment_samples`` of :func:`scan_shards`.
+
+    Raises:
+        ShardError: an unusable shard (:func:`trillsson_tf.train.targets.shard_records`).
+    """
+    part = _ShardPart()
+    records = [
+        (feature, *_decode(feature)) for feature in shard_records(shard, teacher=teacher, mode=mode, width=width)
+    ]
+    prints = key_fingerprints([key for _, key, _, _ in records])
+    asked = np.ones(len(records), bool) if wanted is None else _member(prints, wanted)
+    part.width = records[0][3].shape[1] if records else None  # this teacher's, before the join
+    records, asked = _join(records, prints, asked, joins, missing)
+    for (feature, _, path, targets), fingerprint, use in zip(records, prints, asked):
+        if not use:
+            part.other += 1
+        elif is_validation(path, split["validation_fraction"], seed=split["seed"]):
+            if path not in held_paths and path not in part.held_paths:
+                part.held_paths.add(path)
+                if len(part.held) < room:
+                    first = segments(record_audio(feature), segment_samples=split["segment_samples"])[0]
+                    part.held.append((pcm16(first), targets[0]))
+        else:
+            part.prints.append(fingerprint)
+            part.train_paths.add(path)
+            part.rows.append(targets if split["per_segment"] else targets[:1])
+            part.seconds += record_samples(feature) / 16000.0
+    return part
 
 
 def _join(records: list, prints: np.ndarray, asked: np.ndarray, joins: list, missing: list) -> tuple:
