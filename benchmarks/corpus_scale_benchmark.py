@@ -1,7 +1,7 @@
 """Streaming distillation: peak RSS and steps/s of the training process at 1x, 10x and more of a corpus.
 
 The corpus is the real speech of ``../shared/data`` (FSDD + LibriSpeech test-other) and its
-augmented views (:mod:`trillsson_tf.augment`: speed, trim, gain, noise), each with its own
+augmented views (:mod:`trillsson_tf.train.augment`: speed, trim, gain, noise), each with its own
 ``speech_embedding`` target. The targets of each size are built into a cache of its own
 (``build_cache``; timed; a cache left by an earlier run is reused), as a user's corpus would
 be, then each size is distilled in a fresh process (``tiny_cnn``, batch 32, ``--steps``) and
@@ -41,7 +41,7 @@ RESULTS = os.path.join(HERE, "results")
 DATA = os.path.join(REPO, "..", "shared", "data")
 JOB = """
 import json, resource, sys
-from trillsson_tf.distill import distill
+from trillsson_tf.train.distill import distill
 job = json.load(sys.stdin)
 record = distill(job["files"], out_dir=job["out"], student="tiny_cnn", steps=job["steps"], batch_size=32,
                  checkpoint_every=job["steps"], cache_dir=job["cache"], augment=job["views"], overwrite=True,
@@ -184,8 +184,8 @@ def scale_files(counts, *, steps, work, repeats=1):
     ``repeats`` runs per size, the sizes taking turns; the table gives medians (peak RSS moves by a
     few percent from run to run).
     """
-    from trillsson_tf.targets import build_cache
-    from trillsson_tf.data import find_audio
+    from trillsson_tf.train.targets import build_cache
+    from trillsson_tf.train.data import find_audio
     from trillsson_tf.teachers import load_teacher
 
     teacher = load_teacher("speech_embedding")
@@ -260,8 +260,8 @@ def main(argv=None):
             repeats=args.repeats,
             work=args.work or tempfile.mkdtemp(prefix="corpus_scale_benchmark_"),
         )
-    from trillsson_tf.data import find_audio
-    from trillsson_tf.targets import build_cache
+    from trillsson_tf.train.data import find_audio
+    from trillsson_tf.train.targets import build_cache
     from trillsson_tf.teachers import load_teacher
 
     files = corpus_files()

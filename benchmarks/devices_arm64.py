@@ -217,9 +217,20 @@ def float_models(work: str) -> list:
     for file_name, student in FLOAT_STUDENTS.items():
         path = os.path.join(work, file_name)
         export = os.path.join(work, f"{student}_export")
-        _run([sys.executable, "-m", "trillsson_tf.cli", "-q", "export", student, export])
+        _run([sys.executable, "-m", "trillsson_tf.apps.cli", "-q", "export", student, export])
         _run(
-            [sys.executable, "-m", "trillsson_tf.cli", "-q", "convert", export, "--out", path, "--quantize", "float32"],
+            [
+                sys.executable,
+                "-m",
+                "trillsson_tf.apps.cli",
+                "-q",
+                "convert",
+                export,
+                "--out",
+                path,
+                "--quantize",
+                "float32",
+            ],
             stdout=subprocess.DEVNULL,
         )
         paths.append(path)
@@ -313,7 +324,7 @@ def run_arm64(out_json=None) -> dict:
                 [
                     sys.executable,
                     "-m",
-                    "trillsson_tf.cli",
+                    "trillsson_tf.apps.cli",
                     "-q",
                     "embed",
                     model,

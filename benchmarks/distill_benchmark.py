@@ -9,7 +9,7 @@ teacher computing the same batch's global targets (whole clips), averaged over 2
 everything else in a step is the same. Writes ``<out>/benchmark.json`` and
 ``benchmarks/results/distill_benchmark.{json,md}``. The defaults are the recipe of the
 recorded figures: ``tiny_cnn_k5``, cosine loss, Adam lr 1e-2 (cosine schedule), 3000 steps of 32,
-3 augmented views per training file (:mod:`trillsson_tf.augment`).
+3 augmented views per training file (:mod:`trillsson_tf.train.augment`).
 
     .venv/bin/python benchmarks/distill_benchmark.py --data ../shared/data --out runs/bench
 """
@@ -22,9 +22,9 @@ import time
 
 import numpy as np
 
-from trillsson_tf.data import find_audio, load_clips
-from trillsson_tf.distill import distill
-from trillsson_tf.evaluate import evaluate
+from trillsson_tf.train.data import find_audio, load_clips
+from trillsson_tf.train.distill import distill
+from trillsson_tf.apps.evaluate import evaluate
 from trillsson_tf.teachers import load_teacher
 
 
@@ -48,12 +48,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--student", default="tiny_cnn_k5", help="registry student name")
-    parser.add_argument("--loss", default="cosine", help="distillation loss (see trillsson_tf.distill.LOSSES)")
+    parser.add_argument("--loss", default="cosine", help="distillation loss (see trillsson_tf.train.distill.LOSSES)")
     # 1e-2, not the spec's 1e-3: the tiny students underfit this teacher at 1e-3 (training cosine
     # barely above held-out), and the larger step reaches a closer fit in the same 3000 steps.
     parser.add_argument("--lr", type=float, default=1e-2, help="peak Adam learning rate")
     # 3 views: the student overfits the 2,750 files (training cosine 0.979 vs 0.965 held out at
-    # 3000 steps); views with their own teacher targets narrow that gap (trillsson_tf.augment).
+    # 3000 steps); views with their own teacher targets narrow that gap (trillsson_tf.train.augment).
     parser.add_argument("--augment", type=int, default=3, help="augmented views per training file")
     parser.add_argument(
         "--results",

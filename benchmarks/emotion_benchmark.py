@@ -4,7 +4,7 @@ Distils each teacher of ``--teachers`` into each student of ``--students`` (``wa
 ``mobilenetv3small_adv``, ``mobilenetv4convsmall``; registry defaults, MSE + 0.5 x (1 - CCC)):
 
 - ``prosody``: three standardised per-clip scores (loudness range, pitch, spectral tilt;
-  :mod:`trillsson_tf.prosody`), librosa, no parameters;
+  :mod:`trillsson_tf.teachers.prosody`), librosa, no parameters;
 - ``crepe`` in its score form (CREPE full, 22.2 M parameters: median and 10-90 % range of the
   voiced f0 in semitones, share of voiced frames; :mod:`trillsson_tf.teachers.crepe`) at
   ``--crepe-hop-ms``, on every ``--crepe-fsdd-every``-th FSDD training file and every LibriSpeech
@@ -32,7 +32,7 @@ and measures:
   their BatchNorm moving statistics are re-estimated on training crops before they are scored
   (:func:`_recalibrate_batchnorm`).
 
-Teacher targets are cached under ``<out>`` (training files: :mod:`trillsson_tf.targets`;
+Teacher targets are cached under ``<out>`` (training files: :mod:`trillsson_tf.train.targets`;
 held-out files: ``<out>/held_out``), so a killed run resumes. A run with some teachers or
 students updates their rows in ``benchmarks/results/emotion_benchmark.{json,md}`` and keeps the
 others, each row naming the command and date that produced it.
@@ -63,14 +63,14 @@ from trillsson_tf.converters import micro, tflite
 from trillsson_tf import models
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
-from trillsson_tf.distill import distill
-from trillsson_tf.evaluate import score_agreement
-from trillsson_tf.export import read_metadata
+from trillsson_tf.train.distill import distill
+from trillsson_tf.apps.evaluate import score_agreement
+from trillsson_tf.models.export import read_metadata
 from trillsson_tf.folders import write_atomic
 from trillsson_tf.frontend import dft
 from trillsson_tf.litert import make_interpreter
 from trillsson_tf.metrics import ccc, parity
-from trillsson_tf.prosody import PROSODY_SCORES
+from trillsson_tf.teachers.prosody import PROSODY_SCORES
 from trillsson_tf.runtime import TFLiteModel
 from trillsson_tf.teachers import load_teacher
 
@@ -113,7 +113,7 @@ def _recalibrate_batchnorm(model, clips, *, batches: int = 40, batch_size: int =
     the momentum is high (Keras MobileNetV3: 0.999, so 67% after 400 steps), and inference
     then sees other activations than training did.
     """
-    from trillsson_tf.data import random_crop
+    from trillsson_tf.train.data import random_crop
 
     layers = [layer for layer in model.submodules if isinstance(layer, keras.layers.BatchNormalization)]
     momenta = [layer.momentum for layer in layers]

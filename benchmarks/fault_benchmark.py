@@ -33,7 +33,7 @@ SMALL = ["--student", "tiny_cnn", "--batch-size", "8", "--validation-fraction", 
 
 def cli(*args, cwd=None, wait=True, env=None):
     """``trillsson-tf ARGS`` in a fresh process: ``(returncode, stdout, stderr)``, or the Popen when not ``wait``."""
-    command = [sys.executable, "-m", "trillsson_tf.cli", *map(str, args)]
+    command = [sys.executable, "-m", "trillsson_tf.apps.cli", *map(str, args)]
     env = {**os.environ, "TQDM_DISABLE": "1", **(env or {})}
     if not wait:
         # SIGINT as at a terminal even when this script runs in the background (where it is ignored, and inherited).
@@ -381,7 +381,7 @@ def cases(c: Campaign):
 
     def help_without_tensorflow():
         probe = (
-            "import sys; from trillsson_tf import cli\ntry:\n    cli.main(['--help'])\nexcept SystemExit:\n"
+            "import sys; from trillsson_tf.apps import cli\ntry:\n    cli.main(['--help'])\nexcept SystemExit:\n"
             "    pass\nprint('TF' if 'tensorflow' in sys.modules else 'no TF', file=sys.stderr)"
         )
         done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)

@@ -1,10 +1,10 @@
 """Which students train in mixed float16: the probe ``distill --mixed-precision`` runs, on every student.
 
 For each registry student (seeded weights: the probe runs before any step, on the weights the
-run starts from), :func:`trillsson_tf.training.check_float16` builds it under the
+run starts from), :func:`trillsson_tf.train.engine.check_float16` builds it under the
 ``mixed_float16`` policy and in float32 with the same weights and compares their outputs on
 2 s crops of real LibriSpeech speech from ``../shared/data``. Below
-:data:`trillsson_tf.training.FLOAT16_TOLERANCE` (relative) the student trains in float16;
+:data:`trillsson_tf.train.engine.FLOAT16_TOLERANCE` (relative) the student trains in float16;
 above it ``distill`` refuses (``--mixed-precision``) or falls back to float32 (automatic mode),
 naming the first layer off. float16 rounding is the same on CPU and GPU (IEEE binary16), so
 the probe is meaningful on this machine; cuDNN kernels may round differently in the last bits.
@@ -44,7 +44,7 @@ def probe(name: str, audio: np.ndarray, seed: int = 0) -> dict:
     from trillsson_tf import models
     from trillsson_tf._keras import keras
     from trillsson_tf.errors import ParameterError
-    from trillsson_tf.training import FLOAT16_TOLERANCE, check_float16
+    from trillsson_tf.train.engine import FLOAT16_TOLERANCE, check_float16
 
     began = time.perf_counter()
     keras.utils.set_random_seed(seed)
@@ -89,7 +89,7 @@ def to_markdown(report: dict) -> str:
 
 def main(argv=None):
     from trillsson_tf import models
-    from trillsson_tf.training import FLOAT16_TOLERANCE
+    from trillsson_tf.train.engine import FLOAT16_TOLERANCE
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", nargs="+", default=list(models.available()))

@@ -26,9 +26,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import emotion_benchmark  # noqa: E402  (the same split, scoring and recalibration)
 from trillsson_tf._keras import keras  # noqa: E402
 from trillsson_tf.audio import load_audio  # noqa: E402
-from trillsson_tf.distill import distill  # noqa: E402
-from trillsson_tf.evaluate import score_agreement  # noqa: E402
-from trillsson_tf.prosody import PROSODY_SCORES  # noqa: E402
+from trillsson_tf.train.distill import distill  # noqa: E402
+from trillsson_tf.apps.evaluate import score_agreement  # noqa: E402
+from trillsson_tf.teachers.prosody import PROSODY_SCORES  # noqa: E402
 from trillsson_tf.teachers import load_teacher  # noqa: E402
 
 STUDENTS = ("mobilenetv3small_adv", "mobilenetv4convsmall")

@@ -61,14 +61,14 @@ FSDD_CLIPS = 600
 
 
 def _items(paths, labels=None):
-    from trillsson_tf.data import AudioItem
+    from trillsson_tf.train.data import AudioItem
 
     return [AudioItem(path, dict(labels[i]) if labels else {}) for i, path in enumerate(paths)]
 
 
 def train(name: str, teachers: list, files: list, args, *, weights=None, options=None) -> dict:
     """One student; with ``--reuse`` a finished run of the same settings is re-exported, not retrained."""
-    from trillsson_tf.distill import distill
+    from trillsson_tf.train.distill import distill
     from trillsson_tf.errors import ParameterError
     from trillsson_tf.teachers import load_teacher
 
@@ -169,7 +169,7 @@ def grouped_probe(x, y, groups, *, regression: bool, seed: int = 0) -> np.ndarra
 
 
 def score(x_unseen, x_fsdd, data: dict, direct_pitch=None) -> dict:
-    from trillsson_tf.evaluate import probe_accuracy
+    from trillsson_tf.apps.evaluate import probe_accuracy
     from trillsson_tf.metrics import binomial_ci95, ccc, speaker_verification
 
     standard = (x_unseen - x_unseen.mean(0)) / (x_unseen.std(0) + 1e-8)

@@ -40,13 +40,13 @@ import numpy as np
 
 from trillsson_tf.converters.tflite import convert
 from trillsson_tf.converters.waveform import convert_waveform
-from trillsson_tf.data import AudioItem, find_audio, load_clips
-from trillsson_tf.distill_layers import distill_layers
+from trillsson_tf.train.data import AudioItem, find_audio, load_clips
+from trillsson_tf.train.distill_layers import distill_layers
 from trillsson_tf._keras import keras
-from trillsson_tf.export import KERAS_FILE, read_metadata
-from trillsson_tf.finetune import KWS_OUTPUT, SV_OUTPUT, finetune
+from trillsson_tf.models.export import KERAS_FILE, read_metadata
+from trillsson_tf.train.finetune import KWS_OUTPUT, SV_OUTPUT, finetune
 from trillsson_tf.frontend.numpy_ops import mirror_pad
-from trillsson_tf.layer_teachers import load_layered_teacher
+from trillsson_tf.teachers.layers import load_layered_teacher
 from trillsson_tf.metrics import accuracy, cosine_similarity, eer, min_dcf, split_speakers, verification_trials
 from trillsson_tf.runtime import TFLiteModel
 from trillsson_tf.teachers import SpeechEmbeddingTeacher

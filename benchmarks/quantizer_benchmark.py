@@ -67,7 +67,7 @@ GOAL = {"size_ratio": 0.15, "min_mean_cosine": 0.99, "probe_points": 1.0}
 
 def demo_items(data: str) -> tuple:
     """``(training files, unseen items)`` of the demo's speechocean762 manifest."""
-    from trillsson_tf.data import find_audio
+    from trillsson_tf.train.data import find_audio
 
     items = find_audio(os.path.join(data, "speechocean762", "metadata.csv"))
     train = [item.path for item in items if item.labels.get("role") == "train"]
@@ -100,7 +100,7 @@ def convert_all(export, folder: str, calibration, *, prefix: str) -> dict:
 
 def measure(files: dict, clips: list, labels: dict, repeats: int) -> dict:
     """Size, parity against float32, ms per second of audio and probe accuracy of each file."""
-    from trillsson_tf.evaluate import probe_accuracy
+    from trillsson_tf.apps.evaluate import probe_accuracy
     from trillsson_tf.metrics import parity
     from trillsson_tf.runtime import TFLiteModel
 

@@ -27,7 +27,7 @@ LibriSpeech utterances), and to the teacher where there is one; FSDD digit and s
 accuracy (logistic regression fit on takes 5-7, scored on takes 0-1) for the distilled model.
 
 Conversions go through :func:`trillsson_tf.converters.tflite.convert`, probes and fidelity through
-:mod:`trillsson_tf.evaluate`, fresh processes through ``runtime_benchmark.fresh_process``.
+:mod:`trillsson_tf.apps.evaluate`, fresh processes through ``runtime_benchmark.fresh_process``.
 Writes ``<out>/results.md``, ``<out>/results.json`` and ``<out>/plots/*.png`` (``--quick``:
 ``results_quick.*`` and ``plots/quick_*.png``).
 
@@ -142,7 +142,7 @@ def latency_clips() -> dict:
 
 def evaluation_data(quick: bool) -> dict:
     """FSDD clips with digit/speaker/split labels (probes) and held-out clips for fidelity."""
-    from trillsson_tf.data import find_audio, load_clips
+    from trillsson_tf.train.data import find_audio, load_clips
 
     takes = ("0", "5") if quick else ("0", "1", "5", "6", "7")
     fsdd = [item for item in find_audio(os.path.join(SAMPLE_AUDIO_DIR, "fsdd")) if item.labels["take"] in takes]
@@ -163,9 +163,9 @@ def evaluation_data(quick: bool) -> dict:
 
 def distilled_export(args) -> str:
     """The export of the distilled student: ``--student-export``, else a (resumable) run in ``--work-dir``."""
-    from trillsson_tf.data import find_audio
-    from trillsson_tf.distill import distill
-    from trillsson_tf.training import RUN_FILE
+    from trillsson_tf.train.data import find_audio
+    from trillsson_tf.train.distill import distill
+    from trillsson_tf.train.engine import RUN_FILE
 
     if args.student_export:
         return args.student_export
@@ -313,7 +313,7 @@ def build_formats(name: str, export_dir: str, work: str, calibration, tflm_max_p
 
 def measure_model(name: str, built: dict, data: dict, clips: dict, clip_path: str, runs: int, teacher_vectors) -> list:
     """One row per format: size, latency, memory, fidelity (to the Keras model and the teacher), probes."""
-    from trillsson_tf.evaluate import probe_accuracy
+    from trillsson_tf.apps.evaluate import probe_accuracy
     from trillsson_tf.metrics import fidelity, parity
 
     vectors = {}
@@ -479,7 +479,7 @@ def write_plots(report: dict, out_dir: str, prefix: str) -> dict:
 def benchmark_model(name, args, data, clips, clip_path, calibration, teacher, teacher_vectors):
     """Convert one model to every format and measure it: ``(model entry, rows)``."""
     from trillsson_tf import export_savedmodel, models
-    from trillsson_tf.evaluate import probe_accuracy
+    from trillsson_tf.apps.evaluate import probe_accuracy
 
     if name == DISTILLED:
         export_dir, weights = distilled_export(args), f"distilled from {TEACHER}"
@@ -535,7 +535,7 @@ def main(argv=None) -> dict:
 
     from trillsson_tf import models
     from trillsson_tf._keras import tf
-    from trillsson_tf.evaluate import embed_clips
+    from trillsson_tf.apps.evaluate import embed_clips
     from trillsson_tf.teachers import load_teacher
 
     try:

@@ -2,7 +2,7 @@
 
 1. **Teacher targets** (``speech_embedding``, ``local`` mode: one target per 2 s segment) on the
    same files, timed from nothing (teacher load, decoding and resampling included):
-   the single-process cache builder (:func:`trillsson_tf.targets.cached_targets`), the Beam
+   the single-process cache builder (:func:`trillsson_tf.train.targets.cached_targets`), the Beam
    DirectRunner with one worker (``workers=1``: batching without parallelism), with two workers
    (``workers=2``: the default multi-threading mode) and with two worker processes
    (``--direct_running_mode=multi_processing``), ``--repeats`` interleaved rounds, the fastest
@@ -47,11 +47,11 @@ import numpy as np  # noqa: E402
 
 from trillsson_tf import models  # noqa: E402
 from trillsson_tf.audio import load_audio  # noqa: E402
-from trillsson_tf.data import find_audio, load_clips  # noqa: E402
-from trillsson_tf.distill import distill  # noqa: E402
+from trillsson_tf.train.data import find_audio, load_clips  # noqa: E402
+from trillsson_tf.train.distill import distill  # noqa: E402
 from trillsson_tf.metrics import parity  # noqa: E402
 from trillsson_tf.pipelines import build_targets  # noqa: E402
-from trillsson_tf.targets import cached_targets, read_targets  # noqa: E402
+from trillsson_tf.train.targets import cached_targets, read_targets  # noqa: E402
 from trillsson_tf.teachers import load_teacher  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -106,7 +106,7 @@ def write_clips(split: dict, out_dir: str, selection) -> list:
     import soundfile as sf
 
     from trillsson_tf.audio import load_audio
-    from trillsson_tf.data import AudioItem
+    from trillsson_tf.train.data import AudioItem
 
     items = []
     for speaker, name in selection:
@@ -154,7 +154,7 @@ def teacher():
 
 def fill_targets(files: list, cache_dir: str) -> dict:
     """Run the teacher over every training file once, so the rows' training times exclude it."""
-    from trillsson_tf.targets import build_cache
+    from trillsson_tf.train.targets import build_cache
 
     began = time.perf_counter()
     index = build_cache(teacher(), [_item(path) for path in files], mode="global", cache_dir=cache_dir)
@@ -167,14 +167,14 @@ def fill_targets(files: list, cache_dir: str) -> dict:
 
 
 def _item(path):
-    from trillsson_tf.data import AudioItem
+    from trillsson_tf.train.data import AudioItem
 
     return AudioItem(path, {})
 
 
 def score(model, items, *, probe: bool, with_teacher: bool) -> dict:
     """EER / minDCF (and the speaker probe, and fidelity to CAM++) of ``model`` on one clip set."""
-    from trillsson_tf.evaluate import evaluate
+    from trillsson_tf.apps.evaluate import evaluate
 
     report = evaluate(
         model, items, teacher=teacher() if with_teacher else None, tasks=["speaker"] if probe else [], verification=True
@@ -196,7 +196,7 @@ def int8_card(export: str, out_path: str, calibration: list) -> dict:
 
 
 def train(name: str, files: list, student: str, options: dict, args) -> dict:
-    from trillsson_tf.distill import distill
+    from trillsson_tf.train.distill import distill
 
     run = distill(
         files,

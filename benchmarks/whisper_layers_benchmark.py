@@ -37,9 +37,9 @@ import time
 
 import numpy as np
 
-from trillsson_tf.data import AudioItem, load_audio
+from trillsson_tf.train.data import AudioItem, load_audio
 from trillsson_tf.folders import write_json
-from trillsson_tf.layer_teachers import LayeredTeacher, load_layered_teacher
+from trillsson_tf.teachers.layers import LayeredTeacher, load_layered_teacher
 from trillsson_tf.metrics import binomial_ci95, speaker_verification
 from trillsson_tf.teachers.whisper import WHISPER_LAYERS
 
@@ -224,7 +224,7 @@ def _teacher_int8_bytes(out_dir) -> dict:
 def _student_int8(export, out_path, calibration, held_items) -> dict:
     """The fine-tuned export as int8 ``.tflite`` (waveform frontend float), scored by the TF-free runtime; fully int8 for size."""
     from trillsson_tf.converters.waveform import convert_waveform
-    from trillsson_tf.finetune import evaluate_multitask
+    from trillsson_tf.train.finetune import evaluate_multitask
 
     card = convert_waveform(export, out_path, quantize="int8", representative_audio=calibration, overwrite=True)
     report = evaluate_multitask(out_path, held_items, kws="keyword", sv="speaker")
@@ -280,8 +280,8 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     began = time.perf_counter()
 
-    from trillsson_tf.distill_layers import distill_layers
-    from trillsson_tf.finetune import finetune
+    from trillsson_tf.train.distill_layers import distill_layers
+    from trillsson_tf.train.finetune import finetune
 
     items, held = _items(args.data)
     train = [i for i in items if i.labels["split"] == "train"]

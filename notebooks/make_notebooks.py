@@ -220,7 +220,7 @@ import numpy as np
 
 from trillsson_tf.apps import plots
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
-from trillsson_tf.data import find_audio, load_clips
+from trillsson_tf.train.data import find_audio, load_clips
 from trillsson_tf.errors import TrillssonError
 from trillsson_tf.teachers import load_teacher
 
@@ -273,7 +273,7 @@ Targets are computed once and cached (`WORK/targets`); the run checkpoints, logs
 TensorBoard (`WORK/run/logs`), can resume (`resume=True`), and ends with a hub-format export.
 """),
     _code("""
-from trillsson_tf.distill import distill
+from trillsson_tf.train.distill import distill
 
 steps = 30 if FAST else 1500
 run = distill(train, out_dir=os.path.join(WORK, "run"), teacher=teacher, student="tiny_cnn", steps=steps,
@@ -290,7 +290,7 @@ Mean cosine to the teacher on held-out FSDD takes, and logistic-regression probe
 vectors (digit and speaker: fit on the training takes, scored on the test takes).
 """),
     _code("""
-from trillsson_tf.evaluate import evaluate, format_table
+from trillsson_tf.apps.evaluate import evaluate, format_table
 
 takes = ("0", "5") if FAST else ("0", "1", "5", "6", "7")
 report = evaluate(run["export"], [item.path for item in fsdd if item.labels["take"] in takes], teacher=teacher)
@@ -303,7 +303,7 @@ A 2-D PCA of the clip vectors of the held-out FSDD takes, coloured by speaker; t
 should keep the teacher's structure.
 """),
     _code("""
-from trillsson_tf.evaluate import embed_clips
+from trillsson_tf.apps.evaluate import embed_clips
 
 held_out = [item for item in fsdd if item.labels["split"] == "test" and (not FAST or item.labels["take"] == "0")]
 loaded = load_clips(held_out)
@@ -351,7 +351,7 @@ from trillsson_tf.converters.common import load_keras_model, parity_clips, repre
 from trillsson_tf.converters.tflite import convert
 from trillsson_tf.apps import plots
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
-from trillsson_tf.data import find_audio
+from trillsson_tf.train.data import find_audio
 from trillsson_tf.metrics import parity
 from trillsson_tf.runtime import TFLiteModel
 
@@ -368,7 +368,7 @@ WORK = "compress_outputs"
 bundled speech; use your export from notebook 02 or `trillsson-tf distill` instead.
 """),
     _code("""
-from trillsson_tf.distill import distill
+from trillsson_tf.train.distill import distill
 
 train = [item for item in find_audio(os.path.join(SAMPLE_AUDIO_DIR, "fsdd")) if item.labels["split"] == "train"]
 train += find_audio(os.path.join(SAMPLE_AUDIO_DIR, "librispeech"))
@@ -504,7 +504,7 @@ import numpy as np
 
 from trillsson_tf.apps import plots
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
-from trillsson_tf.data import find_audio, load_clips
+from trillsson_tf.train.data import find_audio, load_clips
 from trillsson_tf.teachers import PROSODY, load_teacher
 
 """
@@ -537,7 +537,7 @@ Raw audio in: per-clip normalisation, a DFT written as a strided convolution, me
 small 3x3 convolutions, attention pooling over time, Gram-matrix features, a linear head.
 """),
     _code("""
-from trillsson_tf.distill import distill
+from trillsson_tf.train.distill import distill
 
 steps = 30 if FAST else 3000
 run = distill(train, out_dir=os.path.join(WORK, "run"), teacher=teacher, student="wav2small",
@@ -554,7 +554,7 @@ CCC (`trillsson_tf.metrics.ccc`) is computed once over the whole set, per score:
 agreement, 0 none. Each dot below is one held-out clip.
 """),
     _code("""
-from trillsson_tf.evaluate import embed_clips, evaluate, format_table
+from trillsson_tf.apps.evaluate import embed_clips, evaluate, format_table
 
 report = evaluate(run["export"], [item.path for item in held_out], teacher=teacher, metric="ccc")
 print(format_table(report))
@@ -654,7 +654,7 @@ import numpy as np
 import trillsson_tf
 from trillsson_tf.apps import plots
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
-from trillsson_tf.data import find_audio, load_clips
+from trillsson_tf.train.data import find_audio, load_clips
 from trillsson_tf.errors import TrillssonError
 
 """
@@ -667,7 +667,7 @@ WORK = "multitask_outputs"
 ## 1. A layered teacher
 """),
     _code("""
-from trillsson_tf.layer_teachers import load_layered_teacher
+from trillsson_tf.teachers.layers import load_layered_teacher
 
 HF_TEACHER = "hf:facebook/hubert-base-ls960"  # 94.7 M parameters; layers 4, 8, 12 are distilled
 teacher = None
@@ -687,7 +687,7 @@ Loss per distilled layer: L1 + (-log sigmoid(cosine)) (DistilHuBERT). The studen
 about a quarter of the teacher.
 """),
     _code("""
-from trillsson_tf.distill_layers import distill_layers
+from trillsson_tf.train.distill_layers import distill_layers
 
 fsdd = find_audio(os.path.join(SAMPLE_AUDIO_DIR, "fsdd"))
 librispeech = find_audio(os.path.join(SAMPLE_AUDIO_DIR, "librispeech"))
@@ -708,7 +708,7 @@ heads only, *fine-tuned* trains the encoder too. Keyword accuracy is scored on t
 takes; speaker EER on all pairs of clips of the held-out speakers.
 """),
     _code("""
-from trillsson_tf.finetune import finetune
+from trillsson_tf.train.finetune import finetune
 
 data = fsdd[::3] if FAST else fsdd
 finetune_steps = 20 if FAST else 600
@@ -728,7 +728,7 @@ Every pair of held-out clips is a trial scored by the cosine of the two speaker 
 the DET curve shows false rejects against false accepts at every threshold, the dot the EER.
 """),
     _code("""
-from trillsson_tf.export import read_metadata
+from trillsson_tf.models.export import read_metadata
 from trillsson_tf.frontend.numpy_ops import mirror_pad
 from trillsson_tf.metrics import cosine_similarity, verification_trials
 

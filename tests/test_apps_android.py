@@ -199,7 +199,7 @@ def test_refuses_to_overwrite_without_force(tmp_path):
 
 def test_cli_android_assets_options_do_not_import_tensorflow():
     code = (
-        "import sys; from trillsson_tf.cli import build_parser; "
+        "import sys; from trillsson_tf.apps.cli import build_parser; "
         "args = build_parser('android-assets').parse_args(['android-assets', '--out', 'x', '--steps', '5', '--no-wav2small']); "
         "assert (args.out, args.steps, args.no_wav2small) == ('x', 5, True); "
         "assert 'tensorflow' not in sys.modules; print('ok')"
@@ -241,7 +241,7 @@ def test_readme_links_the_mediapipe_form():
 @pytest.mark.slow
 def test_an_export_gets_its_mediapipe_form(tiny_model, tmp_path):
     from trillsson_tf.converters.metadata import read_metadata
-    from trillsson_tf.export import export_savedmodel
+    from trillsson_tf.models.export import export_savedmodel
 
     export = export_savedmodel(tiny_model, str(tmp_path / "export"))
     summary = android.build_android_assets(

@@ -70,7 +70,7 @@ def test_demo_never_writes_into_its_data(tmp_path):
 
 def test_the_repository_demo_corpus_is_complete_and_attributed():
     root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
-    from trillsson_tf.data import find_audio
+    from trillsson_tf.train.data import find_audio
 
     items = find_audio(root)
     fsdd = [item for item in items if "digit" in item.labels]

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
-from trillsson_tf.augment import AugmentConfig, augment_clip, augmented_views
-from trillsson_tf.data import LoadedAudio, find_audio
-from trillsson_tf.distill import distill
+from trillsson_tf.train.augment import AugmentConfig, augment_clip, augmented_views
+from trillsson_tf.train.data import LoadedAudio, find_audio
+from trillsson_tf.train.distill import distill
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.targets import file_key, read_targets
+from trillsson_tf.train.targets import file_key, read_targets
 from trillsson_tf.teachers import load_teacher
 
 SMALL = {"stem_filters": 8, "filters": (16, 24), "strides": (2, 2)}

@@ -20,10 +20,10 @@ import pytest
 
 from conftest import tampered_copy
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
-from trillsson_tf.data import find_audio
+from trillsson_tf.train.data import find_audio
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.input_pipeline import scan_shards, training_dataset
-from trillsson_tf.targets import TEACHER_FILE, build_cache, serialized_records, shard_paths
+from trillsson_tf.train.input_pipeline import scan_shards, training_dataset
+from trillsson_tf.train.targets import TEACHER_FILE, build_cache, serialized_records, shard_paths
 from trillsson_tf.teachers import Teacher
 
 
@@ -199,8 +199,8 @@ def test_a_cache_whose_teacher_json_describes_another_teacher_is_refused(tmp_pat
 _WORKER = """
 import os, sys, time
 import numpy as np
-from trillsson_tf.data import find_audio
-from trillsson_tf.targets import build_cache
+from trillsson_tf.train.data import find_audio
+from trillsson_tf.train.targets import build_cache
 from trillsson_tf.teachers import Teacher
 
 class Slow(Teacher):
@@ -238,7 +238,7 @@ def test_two_processes_filling_one_cache_compute_each_record_once(tmp_path, item
 
 
 def test_distill_data_trains_past_a_bit_flipped_cache_shard(tmp_path, items, cache, caplog):
-    from trillsson_tf.distill import distill
+    from trillsson_tf.train.distill import distill
 
     folder, _ = cache
     shard = shard_paths(folder)[2]

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from trillsson_tf import cli
+from trillsson_tf.apps import cli
 
 
 def test_models_lists_params_size_and_flops(capsys):

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from trillsson_tf import cli, runtime
+from trillsson_tf import runtime
+from trillsson_tf.apps import cli
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
 from trillsson_tf.errors import ParameterError
 
@@ -236,7 +237,7 @@ def _distill_command(data, out, cache, *extra):
     return [
         sys.executable,
         "-m",
-        "trillsson_tf.cli",
+        "trillsson_tf.apps.cli",
         "distill",
         "--data",
         str(data),
@@ -300,7 +301,7 @@ def _python(code: str) -> subprocess.CompletedProcess:
 def test_help_and_tensorflow_free_commands_never_import_tensorflow():
     done = _python(
         "import sys\n"
-        "from trillsson_tf.cli import main\n"
+        "from trillsson_tf.apps.cli import main\n"
         "for argv in (['--help'], ['embed', '--help'], ['micro-build', '--help'], ['--version']):\n"
         "    try:\n"
         "        main(argv)\n"
@@ -314,7 +315,7 @@ def test_help_and_tensorflow_free_commands_never_import_tensorflow():
 
 def test_a_tensorflow_command_prints_only_its_error_line_without_verbose(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "trillsson_tf.cli", "export", "resnet9000", str(tmp_path / "x")],
+        [sys.executable, "-m", "trillsson_tf.apps.cli", "export", "resnet9000", str(tmp_path / "x")],
         cwd=ROOT,
         capture_output=True,
         text=True,

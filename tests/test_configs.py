@@ -20,7 +20,7 @@ from trillsson_tf.errors import ParameterError
 
 
 def test_cli_defaults_are_the_configs():
-    from trillsson_tf import cli
+    from trillsson_tf.apps import cli
 
     args = cli.build_parser("distill").parse_args(["distill", "--data", "x", "--out", "y"])
     assert from_args(DistillConfig, args) == DistillConfig()
@@ -52,7 +52,7 @@ def test_cli_defaults_are_the_configs():
 
 
 def test_distill_layers_cli_defaults_are_the_configs():
-    from trillsson_tf import cli
+    from trillsson_tf.apps import cli
 
     parser = cli.build_parser("distill-layers")
     args = parser.parse_args(["distill-layers", "--data", "x", "--out", "y"])
@@ -65,7 +65,7 @@ def test_distill_layers_cli_defaults_are_the_configs():
 
 
 def test_finetune_cli_defaults_are_the_configs():
-    from trillsson_tf import cli
+    from trillsson_tf.apps import cli
 
     parser = cli.build_parser("finetune")
     args = parser.parse_args(["finetune", "exp", "--data", "x", "--out", "y"])

@@ -94,8 +94,8 @@ def test_bad_name_is_refused(int8_patch_model, tmp_path):
 
 
 def test_cli_convert_int8_micro_and_refusals(tiny_model, tmp_path, capsys):
-    from trillsson_tf.cli import main
-    from trillsson_tf.export import export_savedmodel
+    from trillsson_tf.apps.cli import main
+    from trillsson_tf.models.export import export_savedmodel
 
     export = str(export_savedmodel(tiny_model, tmp_path / "export"))
     not_ours = str(tmp_path.parent)  # a folder without model.keras

@@ -12,7 +12,8 @@ pytest.importorskip("onnxruntime")
 
 from trillsson_tf.converters import onnx as onnx_converter  # noqa: E402
 from trillsson_tf.converters.common import log_mel_patch_rows  # noqa: E402
-from trillsson_tf import cli, models  # noqa: E402
+from trillsson_tf import models  # noqa: E402
+from trillsson_tf.apps import cli  # noqa: E402
 from trillsson_tf.errors import ConversionError, ParameterError, TrillssonError  # noqa: E402
 
 

@@ -121,7 +121,7 @@ def test_dynamic_range_without_frontend(converted):
 
 
 def test_export_directory_carries_teacher_into_the_card(tiny_model, tmp_path):
-    from trillsson_tf.export import export_savedmodel
+    from trillsson_tf.models.export import export_savedmodel
 
     export = export_savedmodel(
         tiny_model, tmp_path / "export", extra_metadata={"teacher": {"spec": "speech_embedding"}}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
-from trillsson_tf.data import (
+from trillsson_tf.train.data import (
     ARABIC_COMMANDS_SPLIT,
     CROP_SAMPLES,
     AudioItem,

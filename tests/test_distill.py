@@ -9,7 +9,7 @@ import pytest
 
 from trillsson_tf import models
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
-from trillsson_tf.distill import _fold_standardisation, distill
+from trillsson_tf.train.distill import _fold_standardisation, distill
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.teachers import Teacher, load_teacher
 
@@ -119,7 +119,7 @@ W2S_SMALL = {"filters": (8, 16), "pools": ((1, 2), (2, 2))}
 
 @pytest.mark.slow
 def test_short_distillation_on_the_prosody_teacher_raises_ccc(tmp_path):
-    from trillsson_tf.evaluate import evaluate
+    from trillsson_tf.apps.evaluate import evaluate
     from trillsson_tf.metrics import ccc
 
     files = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "fsdd", "*.wav")))[::3] + sorted(
@@ -174,7 +174,7 @@ def test_teacher_output_width_must_match_outputs(tmp_path, fsdd_files):
 
 def test_ccc_loss_is_one_minus_the_metric_over_the_batch():
     from trillsson_tf._keras import tf
-    from trillsson_tf.distill import ccc_loss
+    from trillsson_tf.train.distill import ccc_loss
     from trillsson_tf.metrics import ccc
 
     rng = np.random.default_rng(0)
@@ -228,7 +228,7 @@ def test_mixed_precision_trains_in_float16_and_exports_float32(tmp_path, teacher
 
 def test_a_layer_that_cannot_build_in_float16_is_named():
     from trillsson_tf._keras import keras, tf
-    from trillsson_tf.training import check_float16
+    from trillsson_tf.train.engine import check_float16
 
     class AddOne(keras.layers.Layer):
         def call(self, x):
@@ -245,7 +245,7 @@ def test_a_layer_that_cannot_build_in_float16_is_named():
 def test_step_timing_keeps_the_first_step_and_checkpoints_out_of_the_steady_rate():
     import time
 
-    from trillsson_tf.training import run_steps
+    from trillsson_tf.train.engine import run_steps
 
     def step_fn(index):
         time.sleep(0.3 if index == 0 else 0.01)  # the first step traces and fills the shuffle buffer

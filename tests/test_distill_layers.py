@@ -9,9 +9,9 @@ import pytest
 
 from trillsson_tf import models
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
-from trillsson_tf.distill_layers import alignment_matrix, distill_layers, layer_loss
+from trillsson_tf.train.distill_layers import alignment_matrix, distill_layers, layer_loss
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.layer_teachers import load_layered_teacher
+from trillsson_tf.teachers.layers import load_layered_teacher
 from trillsson_tf.models import distil
 
 TINY = {"width": 16, "depth": 1}
@@ -100,7 +100,7 @@ def test_tiny_teacher_distillation_loss_falls_and_resumes(tmp_path, teacher, fil
     with open(os.path.join(record["export"], "trillsson_tf.json")) as handle:
         metadata = json.load(handle)
     assert (
-        metadata["kind"] == "layer_student"
+        metadata["export_type"] == "layer_student"
         and metadata["encoder"] == "encoder"
         and metadata["segment_samples"] == 16000
     )
@@ -181,7 +181,7 @@ def test_a_resumed_run_continues_the_uninterrupted_stream(tmp_path, teacher, fil
 def test_frame_statistics_pool_every_frame_of_every_segment():
     from types import SimpleNamespace
 
-    from trillsson_tf.distill_layers import _frame_moments
+    from trillsson_tf.train.distill_layers import _frame_moments
 
     rows = np.random.default_rng(0).normal(size=(50, 3 * 4)) * np.arange(1, 13) + np.arange(12)  # 3 frames x 4 dims
     scan = SimpleNamespace(target_mean=rows.mean(0), target_std=rows.std(0))

@@ -10,12 +10,12 @@ import sys
 import numpy as np
 import pytest
 
-from trillsson_tf import cli
+from trillsson_tf.apps import cli
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
-from trillsson_tf.data import find_audio
-from trillsson_tf.distribute import make_strategy, parse_tf_config
+from trillsson_tf.train.data import find_audio
+from trillsson_tf.train.distribute import make_strategy, parse_tf_config
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.targets import build_cache
+from trillsson_tf.train.targets import build_cache
 from trillsson_tf.teachers import load_teacher
 
 JOB = os.path.join(os.path.dirname(__file__), "scripts", "distill_job.py")

@@ -6,7 +6,7 @@ import glob
 import os
 import re
 
-from trillsson_tf import cli
+from trillsson_tf.apps import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")

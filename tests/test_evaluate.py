@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
-from trillsson_tf.cli import main
+from trillsson_tf.apps.cli import main
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.evaluate import evaluate, format_table, probe_accuracy
+from trillsson_tf.apps.evaluate import evaluate, format_table, probe_accuracy
 from trillsson_tf.metrics import fidelity
 
 
@@ -163,7 +163,7 @@ def test_ccc_metric_needs_a_teacher_with_as_many_scores(tmp_path):
 def test_speaker_verification_beside_the_mfcc_baseline(tmp_path):
     """Bundled LibriSpeech (10 speakers x 2): EER with its interval for model and baseline; probe intervals."""
     from trillsson_tf.audio import SAMPLE_AUDIO_DIR
-    from trillsson_tf.evaluate import format_table
+    from trillsson_tf.apps.evaluate import format_table
 
     folder = os.path.join(SAMPLE_AUDIO_DIR, "librispeech")
     report = evaluate("mfcc", folder, baseline="mfcc", tasks=["speaker"])

@@ -9,7 +9,8 @@ import pytest
 import tensorflow_hub as hub
 
 import trillsson_tf
-from trillsson_tf import export, models
+from trillsson_tf import models
+from trillsson_tf.models import export
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.errors import TrillssonError
 from trillsson_tf.metrics import parity
@@ -135,14 +136,22 @@ def test_published_handle_without_network_fails_fast(monkeypatch):
         trillsson_tf.load("trillsson1")
 
 
-def test_a_layer_student_exports_with_the_metadata_its_kind_needs(tmp_path, speech_batch):
+def test_a_layer_student_exports_with_the_metadata_its_type_needs(tmp_path, speech_batch):
     """``trillsson-tf export distil-small`` must give an export that ``convert`` and ``finetune`` accept."""
     from trillsson_tf import kinds
-    from trillsson_tf.finetune import load_encoder
+    from trillsson_tf.train.finetune import load_encoder
 
     model = models.build("distil-small", **TINY_STUDENTS["distil-small"], min_samples=8000)
     path = export.export_savedmodel(model, str(tmp_path / "layer"))
     metadata = export.read_metadata(path)
-    assert metadata["kind"] == kinds.LAYER_STUDENT_KIND and metadata["segment_samples"] == 8000
+    assert metadata["export_type"] == kinds.LAYER_STUDENT_EXPORT and metadata["segment_samples"] == 8000
+    assert "kind" not in metadata
     encoder, _ = load_encoder(path)
     np.testing.assert_allclose(encoder(speech_batch).numpy(), model.encoder(speech_batch).numpy(), atol=1e-5)
+    # An export written before the rename says "kind": it still loads, and still converts as a waveform model.
+    del metadata["export_type"]
+    with open(os.path.join(path, export.METADATA_FILE), "w") as handle:
+        json.dump({**metadata, "kind": "layer_student"}, handle)
+    old, _ = load_encoder(path)
+    np.testing.assert_allclose(old(speech_batch).numpy(), encoder(speech_batch).numpy(), atol=1e-6)
+    assert kinds.family_of(old, export.read_metadata(path)) == kinds.WAVEFORM

@@ -8,9 +8,9 @@ import pytest
 
 from trillsson_tf._keras import tf
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
-from trillsson_tf.distill_layers import distill_layers
+from trillsson_tf.train.distill_layers import distill_layers
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.finetune import (
+from trillsson_tf.train.finetune import (
     KWS_OUTPUT,
     SV_OUTPUT,
     aam_softmax_logits,
@@ -18,7 +18,7 @@ from trillsson_tf.finetune import (
     evaluate_multitask,
     finetune,
 )
-from trillsson_tf.layer_teachers import load_layered_teacher
+from trillsson_tf.teachers.layers import load_layered_teacher
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,7 @@ def test_two_output_export_tflite_and_runtime(finetuned, fsdd, tmp_path):
 
 
 def test_balanced_batches_mix_keywords_and_speakers():
-    from trillsson_tf.finetune import _BatchSampler
+    from trillsson_tf.train.finetune import _BatchSampler
 
     # 90 keyword clips of speakers 0-2 and one long clip each of speakers 3-5 (no keyword label).
     keyword = np.array([i % 10 for i in range(90)] + [-1, -1, -1], np.int32)
@@ -168,7 +168,7 @@ def test_balanced_batches_mix_keywords_and_speakers():
 
 
 def test_cli_convert_prints_parity_of_both_outputs(finetuned, tmp_path, capsys):
-    from trillsson_tf.cli import main
+    from trillsson_tf.apps.cli import main
 
     assert main(["convert", finetuned["export"], "--quantize", "float32", "--out", str(tmp_path / "mt.tflite")]) == 0
     printed = capsys.readouterr().out
@@ -231,7 +231,7 @@ def test_bad_inputs(distilled, fsdd, tmp_path):
 
 
 def test_cli_reports_errors_with_status_2(tmp_path, fsdd, capsys):
-    from trillsson_tf.cli import main
+    from trillsson_tf.apps.cli import main
 
     status = main(
         [

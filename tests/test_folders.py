@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 
-from trillsson_tf import cli
+from trillsson_tf.apps import cli
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.folders import prepare_output_dir, refuse_inputs
@@ -123,7 +123,7 @@ def test_distill_with_its_data_as_out_and_force_keeps_the_data(data, tmp_path, c
 @pytest.fixture(scope="module")
 def export(tmp_path_factory, tiny_model):
     """A tiny trillsson1 export (what `distill` and `export` write)."""
-    from trillsson_tf.export import export_savedmodel
+    from trillsson_tf.models.export import export_savedmodel
 
     return export_savedmodel(tiny_model, tmp_path_factory.mktemp("source") / "export")
 

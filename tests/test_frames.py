@@ -66,16 +66,16 @@ def tflite_files(tmp_path_factory, tiny_cnn, wav2small):
 # -- the geometry ----------------------------------------------------------------------------
 
 
-def test_windows_are_one_patch_every_hop():
-    windows = DEFAULT_FRONTEND.windows(0.5)
-    assert (windows.hop_frames, windows.hop_samples, windows.span_samples) == (50, 8000, 31440)
-    assert windows.window_s == pytest.approx(1.965)
-    # Short clips are mirror-padded to 2 s: one window; then one more per whole hop of audio.
-    assert [windows.count(n) for n in (100, 32000, 39439, 39440, 72000)] == [1, 1, 1, 2, 6]
-    np.testing.assert_allclose(windows.starts_s(4), [0, 0.5, 1.0, 1.5])
-    non_overlapping = DEFAULT_FRONTEND.windows(NON_OVERLAPPING_S)
+def test_chunks_are_one_patch_every_hop():
+    chunks = DEFAULT_FRONTEND.chunks(0.5)
+    assert (chunks.hop_frames, chunks.hop_samples, chunks.span_samples) == (50, 8000, 31440)
+    assert chunks.chunk_s == pytest.approx(1.965)
+    # Short clips are mirror-padded to 2 s: one chunk; then one more per whole hop of audio.
+    assert [chunks.count(n) for n in (100, 32000, 39439, 39440, 72000)] == [1, 1, 1, 2, 6]
+    np.testing.assert_allclose(chunks.starts_s(4), [0, 0.5, 1.0, 1.5])
+    non_overlapping = DEFAULT_FRONTEND.chunks(NON_OVERLAPPING_S)
     assert (
-        non_overlapping == DEFAULT_FRONTEND.windows()
+        non_overlapping == DEFAULT_FRONTEND.chunks()
         and non_overlapping.hop_samples == DEFAULT_FRONTEND.chunk_step_samples
     )
     assert all(non_overlapping.count(n) == DEFAULT_FRONTEND.num_chunks(n) for n in (5000, 62639, 62640, 100000))
@@ -84,20 +84,48 @@ def test_windows_are_one_patch_every_hop():
 @pytest.mark.parametrize("hop", BAD_HOPS)
 def test_bad_hops_are_refused(hop):
     with pytest.raises(ParameterError, match="hop_s must be"):
-        DEFAULT_FRONTEND.windows(hop)
+        DEFAULT_FRONTEND.chunks(hop)
 
 
-def test_numpy_patches_every_hop_are_the_log_mel_of_each_window(speech):
-    windows = DEFAULT_FRONTEND.windows(0.5)
-    patches = numpy_ops.log_mel_patches(speech[np.newaxis], windows=windows)[0]
-    audio = numpy_ops.chunk_windows(speech[np.newaxis], windows=windows)[0]
+def test_numpy_patches_every_hop_are_the_log_mel_of_each_chunk(speech):
+    chunks = DEFAULT_FRONTEND.chunks(0.5)
+    patches = numpy_ops.log_mel_patches(speech[np.newaxis], chunks=chunks)[0]
+    audio = numpy_ops.chunk_audio(speech[np.newaxis], chunks=chunks)[0]
     assert patches.shape == (6, 195, 80) and audio.shape == (6, 31440)
     np.testing.assert_array_equal(audio[3], speech[24000:55440])
     np.testing.assert_allclose(patches[3], numpy_ops.log_mel(audio[3:4])[0], atol=1e-5)
     np.testing.assert_array_equal(
-        numpy_ops.log_mel_patches(speech[np.newaxis], windows=DEFAULT_FRONTEND.windows()),
+        numpy_ops.log_mel_patches(speech[np.newaxis], chunks=DEFAULT_FRONTEND.chunks()),
         numpy_ops.log_mel_patches(speech[np.newaxis]),
     )
+
+
+def test_old_window_names_warn_and_are_the_chunk_names(speech):
+    """FrameWindows, windows(), window_s, chunk_windows and windows= work for one release, warning."""
+    from trillsson_tf import frontend
+
+    def old(name):
+        return pytest.warns(DeprecationWarning, match=rf"'trillsson_tf\.frontend\.{name}' is now 'trillsson_tf\.")
+
+    chunks = DEFAULT_FRONTEND.chunks(0.5)
+    with old("FrameWindows"):
+        assert frontend.FrameWindows is frontend.ChunkGrid
+    with old("FrameWindows"):
+        from trillsson_tf.frontend import FrameWindows  # noqa: F401
+    with old(r"FrontendConfig\.windows"):
+        assert DEFAULT_FRONTEND.windows(0.5) == chunks
+    with old(r"ChunkGrid\.window_s"):
+        assert chunks.window_s == chunks.chunk_s
+    with old(r"numpy_ops\.chunk_windows"):
+        assert numpy_ops.chunk_windows is numpy_ops.chunk_audio
+    clip = speech[np.newaxis, :40000]
+    for function in (numpy_ops.log_mel_patches, numpy_ops.chunk_audio):
+        with old(rf"numpy_ops\.{function.__name__}\(windows=\)"):
+            np.testing.assert_array_equal(function(clip, windows=chunks), function(clip, chunks=chunks))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'hop'"):
+        numpy_ops.chunk_audio(clip, hop=chunks)
+    with pytest.raises(AttributeError, match="no attribute 'FrameGrid'"):
+        frontend.FrameGrid
 
 
 # -- Keras students and their export -----------------------------------------------------------
@@ -143,7 +171,7 @@ def test_keras_frames_refuse_bad_hops(tiny_cnn, speech, hop):
 
 def test_export_has_a_frames_signature_beside_serving_default(tiny_cnn, speech, tmp_path):
     from trillsson_tf._keras import tf
-    from trillsson_tf.export import export_savedmodel, read_metadata
+    from trillsson_tf.models.export import export_savedmodel, read_metadata
 
     path = export_savedmodel(tiny_cnn, tmp_path / "export")
     loaded = tf.saved_model.load(path)
@@ -246,7 +274,7 @@ def test_converter_refuses_frames_where_they_do_not_apply(tiny_cnn, tmp_path):
 def test_embed_frames_writes_npy_with_times_and_csv_rows(tflite_files, speech, tmp_path, capsys):
     import soundfile
 
-    from trillsson_tf.cli import main
+    from trillsson_tf.apps.cli import main
 
     soundfile.write(tmp_path / "a.wav", speech, 16000, subtype="FLOAT")
     soundfile.write(tmp_path / "b.wav", speech[:40000], 16000, subtype="FLOAT")
@@ -285,7 +313,7 @@ def test_embed_frames_writes_npy_with_times_and_csv_rows(tflite_files, speech, t
 def test_embed_frames_bad_input_is_a_clear_error(tflite_files, speech, tmp_path, capsys):
     import soundfile
 
-    from trillsson_tf.cli import main
+    from trillsson_tf.apps.cli import main
 
     soundfile.write(tmp_path / "a.wav", speech, 16000, subtype="FLOAT")
     status = main(

@@ -103,7 +103,7 @@ def test_config_round_trips_and_is_frozen():
 def test_each_chunk_window_alone_gives_its_patch(librispeech_clips, length):
     clip = np.resize(librispeech_clips[0], length)[np.newaxis]
     patches = numpy_ops.log_mel_patches(clip)[0]
-    windows = numpy_ops.chunk_windows(clip)[0]
+    windows = numpy_ops.chunk_audio(clip)[0]
     assert windows.shape == (len(patches), DEFAULT_FRONTEND.chunk_span_samples)
     for window, patch in zip(windows, patches):
         # float32 mel projection: BLAS may round a different batch shape differently in the last bit.

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
-from trillsson_tf.data import CROP_SAMPLES, AudioItem, find_audio, split_items
+from trillsson_tf.train.data import CROP_SAMPLES, AudioItem, find_audio, split_items
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.input_pipeline import key_fingerprints, reader_shards, scan_shards, training_dataset
-from trillsson_tf.targets import build_cache, file_key, read_targets
+from trillsson_tf.train.input_pipeline import key_fingerprints, reader_shards, scan_shards, training_dataset
+from trillsson_tf.train.targets import build_cache, file_key, read_targets
 from trillsson_tf.teachers import Teacher
 
 
@@ -87,7 +87,7 @@ def test_scan_keeps_moments_and_held_out_clips_and_leaves_out_corrupt_shards(tmp
     shard = scan.shards[1]
     with open(shard, "r+b") as handle:
         handle.truncate(os.path.getsize(shard) // 2)
-    with caplog.at_level(logging.WARNING, logger="trillsson_tf.input_pipeline"):
+    with caplog.at_level(logging.WARNING, logger="trillsson_tf.train.input_pipeline"):
         damaged = scan_shards(index.directory, teacher=teacher, validation_fraction=0.3, seed=1)
     assert [path for path, _ in damaged.skipped_shards] == [shard] and len(damaged.shards) == 3
     assert damaged.train_records + damaged.validation_files < scan.train_records + scan.validation_files
@@ -131,7 +131,7 @@ def test_training_stream_crops_real_audio_with_its_target_and_is_deterministic(t
     other, _ = next(iter(training_dataset(scan, batch_size=5, seed=4, shuffle_buffer=8)))
     np.testing.assert_array_equal(audio.numpy(), again.numpy())
     assert not np.array_equal(audio.numpy(), other.numpy())
-    with caplog.at_level(logging.WARNING, logger="trillsson_tf.input_pipeline"):
+    with caplog.at_level(logging.WARNING, logger="trillsson_tf.train.input_pipeline"):
         training_dataset(scan, batch_size=5, shuffle_buffer=10_000)
     assert f"shuffle_buffer=10000 is larger than the {scan.train_records} training records" in caplog.text
     with pytest.raises(ParameterError, match="batch_size must be a positive integer"):
@@ -139,7 +139,7 @@ def test_training_stream_crops_real_audio_with_its_target_and_is_deterministic(t
 
 
 def test_a_distillation_resumed_mid_run_repeats_the_uninterrupted_one(tmp_path):
-    from trillsson_tf.distill import distill
+    from trillsson_tf.train.distill import distill
 
     files = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "fsdd", "*_5.wav")))[:16]
     options = dict(
@@ -169,7 +169,7 @@ def test_readers_split_the_shards_between_them(tmp_path, items, caplog):
     first, second = reader_shards(scan, (2, 0)), reader_shards(scan, (2, 1))
     assert len(first) == len(second) == 2 and sorted(first + second) == scan.shards
     assert reader_shards(scan, (5, 3)) == scan.shards  # fewer shards than readers: each reads all
-    with caplog.at_level(logging.WARNING, logger="trillsson_tf.input_pipeline"):
+    with caplog.at_level(logging.WARNING, logger="trillsson_tf.train.input_pipeline"):
         halves = [
             next(iter(training_dataset(scan, batch_size=2, shuffle_buffer=1, pipelines=(5, i))))[0].numpy()
             for i in range(2)

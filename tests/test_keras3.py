@@ -10,7 +10,7 @@ import pytest
 
 import trillsson_tf
 from trillsson_tf.errors import ParameterError, TrillssonError
-from trillsson_tf.export import export_savedmodel
+from trillsson_tf.models.export import export_savedmodel
 
 # Runs with Keras 3 active: builds a functional model around the layer and reports its outputs.
 KERAS3_SCRIPT = """

@@ -43,10 +43,22 @@ def test_real_models(tiny_model):
     assert kinds.of_model(tiny_model, frontend=False).name == "patch"
     wav2small = models.build("wav2small", filters=(8, 8), pools=((1, 2), (2, 2)))
     assert kinds.of_model(wav2small).name == "clip" and kinds.of_model(wav2small, frontend=False).name == "clip_log_mel"
-    for export_kind in (kinds.LAYER_STUDENT_KIND, kinds.MULTITASK_KIND):
-        assert kinds.of_model(tiny_model, {"kind": export_kind}).name == "waveform"
-        with pytest.raises(ParameterError, match="frontend=False does not apply"):
-            kinds.of_model(tiny_model, {"kind": export_kind}, frontend=False)
+    for export_type in (kinds.LAYER_STUDENT_EXPORT, kinds.MULTITASK_EXPORT):
+        # "kind" is the key of exports written before it was renamed "export_type": both are read.
+        for key in ("export_type", "kind"):
+            assert kinds.of_model(tiny_model, {key: export_type}).name == "waveform"
+            with pytest.raises(ParameterError, match="frontend=False does not apply"):
+                kinds.of_model(tiny_model, {key: export_type}, frontend=False)
+
+
+def test_old_export_kind_names_warn_and_are_the_export_type_names():
+    for old, new in (("LAYER_STUDENT_KIND", "LAYER_STUDENT_EXPORT"), ("MULTITASK_KIND", "MULTITASK_EXPORT")):
+        with pytest.warns(
+            DeprecationWarning, match=rf"'trillsson_tf\.kinds\.{old}' is now 'trillsson_tf\.kinds\.{new}'"
+        ):
+            assert getattr(kinds, old) == getattr(kinds, new)
+    assert kinds.export_type({"export_type": "multitask", "kind": "layer_student"}) == "multitask"
+    assert kinds.export_type(None) is None and kinds.export_type({}) is None
 
 
 def test_real_tflite_files():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.layer_teachers import default_layers, load_layered_teacher, parse_layers
+from trillsson_tf.teachers.layers import default_layers, load_layered_teacher, parse_layers
 from trillsson_tf.teachers import load_teacher
 
 

@@ -151,7 +151,7 @@ def test_missing_newlib_is_named(monkeypatch, tmp_path):
 
 
 def test_cli_micro_build_reports_a_missing_toolchain_in_one_line(int8_patch_model, tmp_path, monkeypatch, capsys):
-    from trillsson_tf.cli import main
+    from trillsson_tf.apps.cli import main
 
     which = shutil.which
     monkeypatch.setattr(

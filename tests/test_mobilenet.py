@@ -10,7 +10,7 @@ import pytest
 from trillsson_tf import models
 from trillsson_tf._keras import keras
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
-from trillsson_tf.distill import distill
+from trillsson_tf.train.distill import distill
 from trillsson_tf.frontend import DEFAULT_FRONTEND, numpy_ops
 from trillsson_tf.teachers import load_teacher
 

@@ -11,7 +11,7 @@ import pytest
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
 from trillsson_tf.configs import DistillConfig, add_arguments, from_args
-from trillsson_tf.distill import distill, teacher_output_names
+from trillsson_tf.train.distill import distill, teacher_output_names
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.teachers.function import CallableTeacher
 

@@ -14,7 +14,8 @@ import pytest
 
 from conftest import TINY_STUDENTS
 from trillsson_tf.converters import common, tflite
-from trillsson_tf import cli, models, optimize
+from trillsson_tf import models, optimize
+from trillsson_tf.apps import cli
 from trillsson_tf._keras import keras
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
 from trillsson_tf.errors import ParameterError, UnsupportedLayerError
@@ -387,7 +388,7 @@ def test_importing_the_package_does_not_import_tfmot():
 @pytest.fixture(scope="module")
 def source_export(tmp_path_factory):
     """A tiny trillsson1 export with a teacher in its metadata and a distiller-style run.json."""
-    from trillsson_tf.export import export_savedmodel
+    from trillsson_tf.models.export import export_savedmodel
 
     export = export_savedmodel(
         _tiny_trillsson1(seed=2),

@@ -10,15 +10,15 @@ import pytest
 
 pytest.importorskip("apache_beam")
 
-from trillsson_tf import cli  # noqa: E402
+from trillsson_tf.apps import cli  # noqa: E402
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR  # noqa: E402
-from trillsson_tf.data import find_audio, load_clips  # noqa: E402
-from trillsson_tf.distill import distill  # noqa: E402
+from trillsson_tf.train.data import find_audio, load_clips  # noqa: E402
+from trillsson_tf.train.distill import distill  # noqa: E402
 from trillsson_tf.errors import ParameterError, TrillssonError  # noqa: E402
 from trillsson_tf.metrics import parity  # noqa: E402
 from trillsson_tf.pipelines import build_targets, match_audio  # noqa: E402
 from trillsson_tf.pipelines.beam_targets import _module_available  # noqa: E402
-from trillsson_tf.targets import TEACHER_FILE, cached_targets, load_targets, read_targets  # noqa: E402
+from trillsson_tf.train.targets import TEACHER_FILE, cached_targets, load_targets, read_targets  # noqa: E402
 from trillsson_tf.teachers import Teacher, load_teacher  # noqa: E402
 
 # Eight FSDD digits (two speakers, under 1 s: padded to the teacher's window) and two LibriSpeech

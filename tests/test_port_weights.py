@@ -8,7 +8,7 @@ from trillsson_tf.converters.port_weights import port_weights, verify_port
 from trillsson_tf import models
 from trillsson_tf._keras import tf
 from trillsson_tf.errors import WeightPortingError
-from trillsson_tf.export import load_savedmodel
+from trillsson_tf.models.export import load_savedmodel
 
 from conftest import TINY_STUDENTS
 

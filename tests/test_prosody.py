@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.prosody import PROSODY_SCORES, STANDARDISATION, prosody_scores, raw_prosody
+from trillsson_tf.teachers.prosody import PROSODY_SCORES, STANDARDISATION, prosody_scores, raw_prosody
 from trillsson_tf.teachers import ProsodyTeacher, load_teacher
 
 RATE = 16000

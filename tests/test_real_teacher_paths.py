@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
-    from trillsson_tf.distill import distill
+    from trillsson_tf.train.distill import distill
 
     files = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "fsdd", "*_5.wav")))
     run = distill(

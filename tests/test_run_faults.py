@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
-from trillsson_tf.distill import distill
+from trillsson_tf.train.distill import distill
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.folders import LOCK_FILE
 from trillsson_tf.teachers import load_teacher
-from trillsson_tf.training import RunFolder
+from trillsson_tf.train.engine import RunFolder
 
 SMALL = {"stem_filters": 8, "filters": (16, 24), "strides": (2, 2)}
 

@@ -23,7 +23,7 @@ from trillsson_tf import litert, runtime
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio, resample
 from trillsson_tf.errors import AudioTypeError, ParameterError, TrillssonError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
-from trillsson_tf.frontend.numpy_ops import chunk_windows
+from trillsson_tf.frontend.numpy_ops import chunk_audio
 from trillsson_tf.metrics import parity
 from trillsson_tf.runtime import TFLiteModel
 
@@ -161,7 +161,7 @@ for path in ({frontend_float32!r}, {patch_int8!r}):
 def test_cli_embed_never_imports_tensorflow(patch_int8, tmp_path):
     wav = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "fsdd", "*.wav")))[0]
     _run_without_tensorflow(f"""
-from trillsson_tf.cli import main
+from trillsson_tf.apps.cli import main
 assert main(["embed", {patch_int8!r}, {wav!r}, "--out", {str(tmp_path / "e.npy")!r}]) == 0
 """)
 
@@ -198,7 +198,7 @@ def test_int8_frontend_inside_matches_the_interpreter_and_keras(tflite_dir, tiny
     path = _convert(tflite_dir, "fe_int8", frontend_inside=True, int8=True, model=tiny_model)
     clip = librispeech_clips[0][np.newaxis]
     runner = Interpreter(model_path=path).get_signature_runner("serving_default")
-    windows = chunk_windows(clip)[0]
+    windows = chunk_audio(clip)[0]
     assert len(windows) == 2
     per_window = np.mean([runner(audio_samples=window[np.newaxis])["embedding"][0] for window in windows], axis=0)
     wrapped = TFLiteModel(path)(clip)["embedding"]
@@ -645,7 +645,7 @@ def test_audio_files_expands_folders(tmp_path):
 
 
 def test_cli_embed_writes_npy_and_csv(patch_float32, tmp_path, capsys):
-    from trillsson_tf.cli import main
+    from trillsson_tf.apps.cli import main
 
     folder = os.path.join(SAMPLE_AUDIO_DIR, "librispeech")
     files = runtime.audio_files([folder])
@@ -671,7 +671,7 @@ def test_cli_embed_writes_npy_and_csv(patch_float32, tmp_path, capsys):
 @pytest.mark.parametrize("frames, sidecar", [(False, "emb.files.txt"), (True, "emb.windows.csv")])
 def test_cli_embed_never_overwrites_a_sidecar_without_force(patch_float32, tmp_path, capsys, frames, sidecar):
     """The rows' names beside an .npy are an output too: an existing one is refused before any work, like the .npy."""
-    from trillsson_tf.cli import main
+    from trillsson_tf.apps.cli import main
 
     wav = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "fsdd", "*.wav")))[0]
     (tmp_path / sidecar).write_text("user notes\n")
@@ -685,7 +685,7 @@ def test_cli_embed_never_overwrites_a_sidecar_without_force(patch_float32, tmp_p
 
 
 def test_cli_embed_never_writes_over_an_input(patch_float32, tmp_path, capsys):
-    from trillsson_tf.cli import main
+    from trillsson_tf.apps.cli import main
 
     clip = tmp_path / "clip.csv"  # a file given by name is an input whatever its ending
     clip.write_text("not audio\n")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
-from trillsson_tf.data import CROP_SAMPLES, find_audio, load_clips
+from trillsson_tf.train.data import CROP_SAMPLES, find_audio, load_clips
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.targets import cached_targets
+from trillsson_tf.train.targets import cached_targets
 from trillsson_tf.teachers import Teacher, load_teacher
 
 
@@ -73,7 +73,7 @@ def test_shards_hold_audio_as_16_bit_pcm_and_format_1_is_still_read(tmp_path, lo
     import json
 
     from trillsson_tf._keras import tf
-    from trillsson_tf.targets import READABLE_FORMATS, TARGETS_FORMAT, TEACHER_FILE, decode_record, load_targets
+    from trillsson_tf.train.targets import READABLE_FORMATS, TARGETS_FORMAT, TEACHER_FILE, decode_record, load_targets
 
     teacher = CountingTeacher()
     cached = cached_targets(teacher, loaded, cache_dir=tmp_path)

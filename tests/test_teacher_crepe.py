@@ -109,3 +109,13 @@ def test_tampered_weights_refused(crepe_weights, tmp_path):
         CrepeTeacher(weights=str(tampered))
     with pytest.raises(ParameterError, match="not found"):
         CrepeTeacher(weights=str(tmp_path / "missing.h5"))
+
+
+def test_old_chunk_frames_keyword_warns_and_is_batch_frames():
+    with pytest.warns(
+        DeprecationWarning, match=r"CrepeTeacher\(chunk_frames=\)' is now .*CrepeTeacher\(batch_frames=\)"
+    ):
+        with pytest.raises(ParameterError, match="batch_frames must be a positive integer; got 0"):
+            CrepeTeacher(chunk_frames=0)  # checked before the weights are read
+    with pytest.raises(TypeError, match="unexpected keyword argument 'frames'"):
+        CrepeTeacher(frames=8)

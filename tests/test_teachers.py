@@ -117,7 +117,7 @@ def test_savedmodel_output_key_is_discovered_or_listed(two_output_savedmodel, sp
 
 def test_our_export_is_a_teacher(tmp_path, speech_batch):
     from trillsson_tf import models
-    from trillsson_tf.export import export_savedmodel
+    from trillsson_tf.models.export import export_savedmodel
 
     model = models.build("tiny_cnn", filters=(8,), strides=(2,), stem_filters=4, embedding_dim=8)
     export_dir = export_savedmodel(model, tmp_path / "export")
@@ -134,6 +134,7 @@ def test_keras_file_teacher(tmp_path, speech_batch):
     model.save(path)
     teacher = load_teacher(path)
     assert isinstance(teacher, KerasTeacher) and teacher.embedding_dim == 8
+    assert teacher.describe()["class"] == "KerasTeacher" and "kind" not in teacher.describe()  # kind: glossary
     np.testing.assert_allclose(teacher(speech_batch)["embedding"], model(speech_batch)["embedding"].numpy(), atol=1e-5)
     with pytest.raises(ParameterError, match="'other' not found.*embedding"):
         load_teacher(path, output_key="other")

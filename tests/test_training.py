@@ -1,4 +1,4 @@
-"""trillsson_tf/training.py, the one training engine, on its own: the step loop, the run folder and its
+"""trillsson_tf/train/engine.py, the one training engine, on its own: the step loop, the run folder and its
 checkpoints, with tiny ``tf.Variable`` s and no model."""
 
 import errno
@@ -17,7 +17,7 @@ from trillsson_tf._keras import keras, tf
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.folders import LOCK_FILE
 from trillsson_tf.formats.run_record import RUN_FORMAT
-from trillsson_tf.training import (
+from trillsson_tf.train.engine import (
     LR_SCHEDULES,
     RUN_FILE,
     Checkpoints,
@@ -376,7 +376,7 @@ def test_restore_a_given_step_or_the_latest(tmp_path):
 def test_restore_falls_back_past_a_damaged_or_missing_checkpoint(tmp_path, caplog):
     checkpoints, variable = _saved(tmp_path / "ckpt")
     (tmp_path / "ckpt" / "ckpt-30.index").write_bytes(b"not a checkpoint index")
-    with caplog.at_level(logging.WARNING, logger="trillsson_tf.training"):
+    with caplog.at_level(logging.WARNING, logger="trillsson_tf.train.engine"):
         assert checkpoints.restore(30) == 20
     assert float(variable) == 2.0
     assert "ckpt-30 is damaged" in caplog.text and "resuming from step 20" in caplog.text

@@ -72,7 +72,7 @@ def test_the_numpy_twin_matches_the_keras_frontend(librispeech_clips):
 
 
 def test_wav2small_export_says_scores_and_serves_as_a_teacher(librispeech_clips, tmp_path):
-    from trillsson_tf.export import export_savedmodel, read_metadata
+    from trillsson_tf.models.export import export_savedmodel, read_metadata
     from trillsson_tf.teachers import load_teacher
 
     model = models.build("wav2small", **SMALL)

@@ -2,19 +2,20 @@
 
 Entry points, imported on first use (``import trillsson_tf`` stays light, the runtime TensorFlow-free):
 ``TFLiteModel`` (:mod:`trillsson_tf.runtime`), ``build`` (:func:`trillsson_tf.models.build`),
-``export_savedmodel`` / ``load`` (:mod:`trillsson_tf.export`), ``load_teacher``
+``export_savedmodel`` / ``load`` (:mod:`trillsson_tf.models.export`), ``load_teacher``
 (:func:`trillsson_tf.teachers.load_teacher`), ``convert`` (:func:`trillsson_tf.converters.tflite.convert`),
-``keras3_layer`` (:mod:`trillsson_tf.keras3`) and the modules ``models``, ``export`` and ``distill``.
-``trillsson_tf.export`` and ``trillsson_tf.distill`` are submodules, not functions (why:
-docs/DESIGN.md, "What is good and stays"): call ``trillsson_tf.export_savedmodel(...)`` and
-``trillsson_tf.distill.distill(...)``.
+``keras3_layer`` (:mod:`trillsson_tf.converters.keras3`) and the modules ``models``, ``export``
+(:mod:`trillsson_tf.models.export`) and ``distill`` (:mod:`trillsson_tf.train.distill`). ``trillsson_tf.export``
+and ``trillsson_tf.distill`` are modules, not functions (why: docs/DESIGN.md, "What is good and stays"):
+call ``trillsson_tf.export_savedmodel(...)`` and ``trillsson_tf.distill.distill(...)``. The modules' names
+before they moved into folders by layer (:data:`_MOVED`) import the same modules, with a DeprecationWarning.
 """
 
 import importlib
 import importlib.abc
 import importlib.util
+import os
 import sys
-import types
 import warnings
 
 __version__ = "0.1.0"
@@ -23,14 +24,14 @@ __version__ = "0.1.0"
 _LAZY = {
     "TFLiteModel": ("trillsson_tf.runtime", "TFLiteModel"),
     "build": ("trillsson_tf.models", "build"),
-    "export_savedmodel": ("trillsson_tf.export", "export_savedmodel"),
-    "load": ("trillsson_tf.export", "load"),
+    "export_savedmodel": ("trillsson_tf.models.export", "export_savedmodel"),
+    "load": ("trillsson_tf.models.export", "load"),
     "load_teacher": ("trillsson_tf.teachers", "load_teacher"),
     "convert": ("trillsson_tf.converters.tflite", "convert"),
-    "keras3_layer": ("trillsson_tf.keras3", "keras3_layer"),
+    "keras3_layer": ("trillsson_tf.converters.keras3", "keras3_layer"),
     "models": ("trillsson_tf.models", None),
-    "export": ("trillsson_tf.export", None),
-    "distill": ("trillsson_tf.distill", None),
+    "export": ("trillsson_tf.models.export", None),
+    "distill": ("trillsson_tf.train.distill", None),
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -50,47 +51,100 @@ def __dir__():
     return sorted({*globals(), *_LAZY})
 
 
-class _OldConverters(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """``converters`` and ``converters.*``, the old top-level names of :mod:`trillsson_tf.converters`.
+# Old module name -> new: the modules moved into folders by layer (issue 40); the old names work for one release.
+_MOVED = {
+    "trillsson_tf.layer_teachers": "trillsson_tf.teachers.layers",
+    "trillsson_tf.prosody": "trillsson_tf.teachers.prosody",
+    "trillsson_tf.export": "trillsson_tf.models.export",
+    "trillsson_tf.data": "trillsson_tf.train.data",
+    "trillsson_tf.augment": "trillsson_tf.train.augment",
+    "trillsson_tf.targets": "trillsson_tf.train.targets",
+    "trillsson_tf.input_pipeline": "trillsson_tf.train.input_pipeline",
+    "trillsson_tf.training": "trillsson_tf.train.engine",
+    "trillsson_tf.distribute": "trillsson_tf.train.distribute",
+    "trillsson_tf.distill": "trillsson_tf.train.distill",
+    "trillsson_tf.distill_layers": "trillsson_tf.train.distill_layers",
+    "trillsson_tf.finetune": "trillsson_tf.train.finetune",
+    "trillsson_tf.keras3": "trillsson_tf.converters.keras3",
+    "trillsson_tf.evaluate": "trillsson_tf.apps.evaluate",
+    "trillsson_tf.cli": "trillsson_tf.apps.cli",
+    "converters": "trillsson_tf.converters",
+}
 
-    Kept for one release, with a DeprecationWarning; last on ``sys.meta_path``, so an installed
-    distribution of that name wins. Each old name is a small module forwarding to the new one.
+
+def _new_name(name):
+    """``(old, new)`` for an old module name or a submodule of an old package name; ``None`` otherwise."""
+    for old, new in _MOVED.items():
+        if name == old or name.startswith(old + "."):
+            return old, new + name[len(old) :]
+    return None
+
+
+def _importer_stacklevel() -> int:
+    """``stacklevel`` of the line that imported an old name: past this file and ``importlib.import_module``
+    (``warnings`` itself steps over importlib's bootstrap frames without counting them)."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not ("importlib" in name and "_bootstrap" in name):
+            if name not in (__file__, importlib.__file__):
+                return level
+            level += 1
+        frame = frame.f_back
+    return level
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """The old names of :data:`_MOVED`, with a DeprecationWarning naming the new one.
+
+    The old name is the new module itself (``sys.modules[old] is sys.modules[new]``): attributes set
+    through either name (monkeypatching) are seen through both. First on ``sys.meta_path``, so that
+    ``converters.micro`` never loads a second copy from the package's folder; an installed distribution
+    that is itself called ``converters`` wins over the old name.
     """
 
     def find_spec(self, name, path=None, target=None):
-        if name == "converters" or name.startswith("converters."):
-            return importlib.util.spec_from_loader(name, self, is_package=name == "converters")
-        return None
+        names = _new_name(name)
+        if names is None:
+            return None
+        old, new = names
+        if name == old and "." not in name and any(_finds(finder, name) for finder in sys.meta_path):
+            return None  # a top-level package of that name is installed
+        if name != old and sys.modules.get(old) is not sys.modules.get(_MOVED[old], self):
+            return None  # a submodule of another package that has the old name
+        return importlib.util.spec_from_loader(name, self, origin=_source(new))
+
+    def _warn(self, name):
+        new = _new_name(name)[1]
+        message = f"'{name}' is now '{new}'; the old name goes in the next release."
+        warnings.warn(message, DeprecationWarning, stacklevel=_importer_stacklevel())
+        return new
 
     def create_module(self, spec):
-        new = f"trillsson_tf.{spec.name}"
-        warnings.warn(
-            f"'{spec.name}' is now '{new}'; the old name goes in the next release.", DeprecationWarning, stacklevel=2
-        )
-        target = importlib.import_module(new)
-        module = types.ModuleType(spec.name, target.__doc__)
-        if spec.name == "converters":
-            module.__path__ = []  # submodules come from this finder, never a second copy from the real folder
-
-        def forward(attribute):
-            if attribute.startswith("__"):
-                raise AttributeError(attribute)
-            try:
-                return getattr(target, attribute)
-            except AttributeError:
-                if not hasattr(target, "__path__"):
-                    raise
-            try:  # ``from converters import micro``: the real submodule, not another forwarder
-                return importlib.import_module(f"{new}.{attribute}")
-            except ModuleNotFoundError:
-                raise AttributeError(f"module {spec.name!r} has no attribute {attribute!r}") from None
-
-        module.__getattr__ = forward
+        module = importlib.import_module(self._warn(spec.name))
+        spec.loader_state = module.__spec__
         return module
 
     def exec_module(self, module):
-        pass
+        module.__spec__ = module.__spec__.loader_state  # importlib set the old name's spec; the module keeps its own
+
+    def get_code(self, name):
+        """``python -m trillsson_tf.cli``: the new module's code."""
+        new = self._warn(name)
+        return importlib.util.find_spec(new).loader.get_code(new)
 
 
-if not any(isinstance(finder, _OldConverters) for finder in sys.meta_path):
-    sys.meta_path.append(_OldConverters())
+def _source(module: str) -> str:
+    """The file of the library module ``module``, found without importing it (``python -m`` puts it in ``sys.argv``)."""
+    path = os.path.join(os.path.dirname(__file__), *module.split(".")[1:])
+    return os.path.join(path, "__init__.py") if os.path.isdir(path) else path + ".py"
+
+
+def _finds(finder, name) -> bool:
+    if type(finder).__name__ == _MovedModules.__name__ or not hasattr(finder, "find_spec"):
+        return False
+    return finder.find_spec(name, None) is not None
+
+
+if not any(type(finder).__name__ == _MovedModules.__name__ for finder in sys.meta_path):
+    sys.meta_path.insert(0, _MovedModules())

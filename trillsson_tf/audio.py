@@ -8,8 +8,8 @@ import warnings
 
 import numpy as np
 
+from trillsson_tf.contract import SAMPLE_RATE_HZ
 from trillsson_tf.errors import AudioTypeError, ParameterError
-from trillsson_tf.frontend import DEFAULT_FRONTEND
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -56,8 +56,8 @@ def check_sample_rate(sample_rate_hz) -> int:
 def validate_audio(
     audio,
     *,
-    sample_rate_hz: int = DEFAULT_FRONTEND.sample_rate_hz,
-    expected_rate_hz: int = DEFAULT_FRONTEND.sample_rate_hz,
+    sample_rate_hz: int = SAMPLE_RATE_HZ,
+    expected_rate_hz: int = SAMPLE_RATE_HZ,
     allow_1d: bool = False,
 ) -> np.ndarray:
     """Check audio against the call contract and return it as float32 ``[batch, samples]``.
@@ -116,7 +116,7 @@ def validate_audio(
     return array
 
 
-def resample(audio: np.ndarray, from_rate_hz: int, to_rate_hz: int = DEFAULT_FRONTEND.sample_rate_hz):
+def resample(audio: np.ndarray, from_rate_hz: int, to_rate_hz: int = SAMPLE_RATE_HZ):
     """Resample along the last axis with soxr (high quality).
 
     Args:
@@ -144,7 +144,7 @@ def resample(audio: np.ndarray, from_rate_hz: int, to_rate_hz: int = DEFAULT_FRO
     return resampled
 
 
-def load_audio(path, *, sample_rate_hz: int = DEFAULT_FRONTEND.sample_rate_hz) -> np.ndarray:
+def load_audio(path, *, sample_rate_hz: int = SAMPLE_RATE_HZ) -> np.ndarray:
     """Read an audio file as mono float32 at ``sample_rate_hz``.
 
     wav/flac/ogg (and everything libsndfile reads) go through soundfile; other formats

@@ -76,7 +76,7 @@ def _steps():
 
 @dataclasses.dataclass(frozen=True)
 class DistillConfig:
-    """What :func:`trillsson_tf.distill.distill` trains: teacher, student, loss, optimizer, data stream."""
+    """What :func:`trillsson_tf.train.distill.distill` trains: teacher, student, loss, optimizer, data stream."""
 
     teacher: object = option(
         _SPEECH_EMBEDDING,
@@ -186,7 +186,7 @@ def _check_teacher_set(config) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class LayerDistillConfig:
-    """What :func:`trillsson_tf.distill_layers.distill_layers` trains: teacher layers, student, optimizer, stream."""
+    """What :func:`trillsson_tf.train.distill_layers.distill_layers` trains: teacher layers, student, optimizer, stream."""
 
     teacher: object = option(_SPEECH_EMBEDDING, "layered teacher spec or, in Python, a loaded one")
     layers: object = option(None, "teacher layers to distill, e.g. 4,8,12 (default: 1/3, 2/3, top)", type=str)
@@ -232,7 +232,7 @@ def _margin(name, value) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
-    """What :func:`trillsson_tf.finetune.finetune` trains: heads, tasks, losses, optimizer, batches."""
+    """What :func:`trillsson_tf.train.finetune.finetune` trains: heads, tasks, losses, optimizer, batches."""
 
     kws_labels: object = option("digit", "keyword label column ('none': no keyword task)", type=_column)
     sv_labels: object = option("speaker", "speaker label column ('none': no speaker task)", type=_column)

@@ -6,11 +6,10 @@ clip vector per clip out, under :data:`EMBEDDING_KEY` (or :data:`SCORES_KEY` for
 regressors), through the ``serving_default`` signature. The models, the exports, the
 teachers, the converters and the TensorFlow-free runtime all take these names from here.
 
-Imports the frontend numbers (numpy only) and nothing else.
+Imports nothing but :mod:`trillsson_tf.errors`; the frontend takes its sample rate from here.
 """
 
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.frontend import DEFAULT_FRONTEND
 
 __all__ = [
     "AUDIO_INPUT_NAME",
@@ -29,8 +28,8 @@ __all__ = [
     "select_output_key",
 ]
 
-SAMPLE_RATE_HZ = DEFAULT_FRONTEND.sample_rate_hz
-"""Rate of the audio every model takes, in Hz (16 kHz; the number lives in the frontend config)."""
+SAMPLE_RATE_HZ = 16000
+"""Rate of the audio every model takes, in Hz (the default of ``FrontendConfig.sample_rate_hz``)."""
 
 PCM16_SCALE = 32768.0
 """16-bit PCM sample ``n`` is the float ``n / PCM16_SCALE`` (int16 audio in; shards' stored audio)."""

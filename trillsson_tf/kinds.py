@@ -11,17 +11,19 @@ new input, a runtime feeder; ``tests/test_kinds.py`` fails until all exist. Tens
 import dataclasses
 
 from trillsson_tf.contract import AUDIO_INPUT_NAME, LOG_MEL_INPUT_NAME, PATCH_INPUT_NAME
-from trillsson_tf.errors import ParameterError
+from trillsson_tf.errors import ParameterError, renamed_attribute
 
 __all__ = [
     "CHUNK",
     "CLIP",
     "EXPORT_FAMILIES",
+    "EXPORT_TYPE_KEY",
     "KINDS",
     "Kind",
-    "LAYER_STUDENT_KIND",
-    "MULTITASK_KIND",
+    "LAYER_STUDENT_EXPORT",
+    "MULTITASK_EXPORT",
     "WAVEFORM",
+    "export_type",
     "family_of",
     "form",
     "get",
@@ -32,13 +34,15 @@ __all__ = [
 CHUNK, CLIP, WAVEFORM = "chunk", "clip", "waveform"
 """The model families: what the Keras model is, before it is converted."""
 
-LAYER_STUDENT_KIND = "layer_student"
-"""``kind`` in the ``trillsson_tf.json`` of a layer-distilled export (``distill-layers``)."""
-MULTITASK_KIND = "multitask"
-"""``kind`` in the ``trillsson_tf.json`` of a fine-tuned multi-task export (``finetune``)."""
+EXPORT_TYPE_KEY = "export_type"
+"""The key of an export's type in its ``trillsson_tf.json`` (exports written before it was named say ``kind``)."""
+LAYER_STUDENT_EXPORT = "layer_student"
+"""The export type of a layer-distilled export (``distill-layers``)."""
+MULTITASK_EXPORT = "multitask"
+"""The export type of a fine-tuned multi-task export (``finetune``)."""
 
-EXPORT_FAMILIES = {LAYER_STUDENT_KIND: WAVEFORM, MULTITASK_KIND: WAVEFORM}
-"""Export ``kind`` values -> the family of their model (exports without one are chunk or clip models)."""
+EXPORT_FAMILIES = {LAYER_STUDENT_EXPORT: WAVEFORM, MULTITASK_EXPORT: WAVEFORM}
+"""Export types -> the family of their model (exports without one are chunk or clip models)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,14 +115,21 @@ def family_of(model, metadata=None) -> str:
     """The family of a Keras model and its export metadata (``trillsson_tf.json``; ``None``: none).
 
     Returns:
-        :data:`WAVEFORM` for an export whose ``kind`` is in :data:`EXPORT_FAMILIES`, else the
-        model's own ``family`` (every model of ``models.build`` has one), else :data:`CHUNK`
+        :data:`WAVEFORM` for an export whose :func:`export_type` is in :data:`EXPORT_FAMILIES`, else
+        the model's own ``family`` (every model of ``models.build`` has one), else :data:`CHUNK`
         (a plain functional model around a chunk network).
     """
-    export_kind = (metadata or {}).get("kind")
-    if export_kind in EXPORT_FAMILIES:
-        return EXPORT_FAMILIES[export_kind]
+    exported = export_type(metadata)
+    if exported in EXPORT_FAMILIES:
+        return EXPORT_FAMILIES[exported]
     return getattr(model, "family", CHUNK)
+
+
+def export_type(metadata) -> str | None:
+    """The export type in export metadata (``trillsson_tf.json``; ``None``: none): its
+    :data:`EXPORT_TYPE_KEY`, or the ``kind`` key of exports written before the rename."""
+    metadata = metadata or {}
+    return metadata.get(EXPORT_TYPE_KEY, metadata.get("kind"))
 
 
 def of_model(model, metadata=None, *, frontend: bool = True) -> Kind:
@@ -155,3 +166,10 @@ def of_tflite(card: dict, input_shape, patch_shape):
     if shape[1:] in (tuple(patch_shape), (*patch_shape, 1)):
         return form(CHUNK, False)
     return None
+
+
+_RENAMED = {"LAYER_STUDENT_KIND": "LAYER_STUDENT_EXPORT", "MULTITASK_KIND": "MULTITASK_EXPORT"}
+
+
+def __getattr__(name):  # the old names of _RENAMED, deprecated for one release
+    return renamed_attribute(__name__, globals(), _RENAMED, name)

@@ -16,7 +16,7 @@ if job.get("logical_cpus"):
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * job["logical_cpus"])
 
 from trillsson_tf._keras import keras  # noqa: E402
-from trillsson_tf.distill import distill  # noqa: E402
+from trillsson_tf.train.distill import distill  # noqa: E402
 from trillsson_tf.errors import TrillssonError  # noqa: E402
 
 SMALL = {"stem_filters": 8, "filters": (16, 24), "strides": (2, 2)}

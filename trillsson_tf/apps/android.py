@@ -215,7 +215,7 @@ def _write_sample(out_dir: str) -> str:
 
 def _training_items():
     """Bundled FSDD training takes and LibriSpeech utterances, without the sample WAV's source."""
-    from trillsson_tf.data import find_audio
+    from trillsson_tf.train.data import find_audio
 
     fsdd = [item for item in find_audio(os.path.join(SAMPLE_AUDIO_DIR, "fsdd")) if item.labels["split"] == "train"]
     sample = os.path.abspath(os.path.join(SAMPLE_AUDIO_DIR, _SAMPLE_SOURCE))
@@ -229,8 +229,8 @@ def _training_items():
 
 def _distill_embedding_student(work_dir: str, steps: int, progress: bool) -> str:
     """Distill ``speech_embedding`` into ``tiny_cnn`` in ``work_dir`` (resumed when a run is there)."""
-    from trillsson_tf.distill import distill
-    from trillsson_tf.training import RUN_FILE
+    from trillsson_tf.train.distill import distill
+    from trillsson_tf.train.engine import RUN_FILE
     from trillsson_tf.teachers import SPEECH_EMBEDDING
 
     resume = os.path.isfile(os.path.join(work_dir, "distill", RUN_FILE))
@@ -365,7 +365,7 @@ def _source(card: dict) -> dict:
 
 def _wav2small_outputs(model_path: str) -> dict:
     """Output meanings and labels of a Wav2Small model, from its output width and the prosody teacher's names."""
-    from trillsson_tf.prosody import PROSODY_SCORES
+    from trillsson_tf.teachers.prosody import PROSODY_SCORES
 
     _, runner = _signature_runner(model_path)
     outputs = runner.get_output_details()
@@ -376,7 +376,7 @@ def _wav2small_outputs(model_path: str) -> dict:
             labels = list(PROSODY_SCORES)
             meaning[name] = (
                 f"[batch, {width}] per-clip scores, in the order of the labels file ({', '.join(PROSODY_SCORES)}); "
-                "standardised targets of the prosody teacher (trillsson_tf.prosody): 0 is the training mean, "
+                "standardised targets of the prosody teacher (trillsson_tf.teachers.prosody): 0 is the training mean, "
                 "1 one standard deviation"
             )
         else:
@@ -390,8 +390,8 @@ def _default_wav2small(work_dir: str, steps: int, progress: bool):
 
     if "wav2small" not in models.available():
         return None
-    from trillsson_tf.distill import distill
-    from trillsson_tf.training import RUN_FILE
+    from trillsson_tf.train.distill import distill
+    from trillsson_tf.train.engine import RUN_FILE
     from trillsson_tf.teachers import PROSODY
 
     resume = os.path.isfile(os.path.join(work_dir, "wav2small", RUN_FILE))

@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
-from trillsson_tf.data import find_audio, source_paths
+from trillsson_tf.train.data import find_audio, source_paths
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.folders import prepare_output_dir, write_json
 
@@ -32,7 +32,7 @@ DEMO_STEPS = 1000
 # MSE on standardised targets at lr 1e-2 (benchmarks/loss_benchmark.py, distill_benchmark.py); no augmented
 # views: with CAM++ they cost a teacher call each and did not lower the unseen-speaker EER.
 DEMO_RECIPE = {"loss": "mse", "lr": 1e-2, "augment": 0}
-"""Distillation options of the demo (:func:`trillsson_tf.distill.distill` keywords)."""
+"""Distillation options of the demo (:func:`trillsson_tf.train.distill.distill` keywords)."""
 FAST_STEPS = 20
 """Training steps of a smoke run."""
 SPEECHOCEAN_MANIFEST = os.path.join("speechocean762", "metadata.csv")
@@ -84,7 +84,7 @@ def _corpora(data) -> tuple:
 
 def _score(export_dir, teacher, items, tasks, out_json) -> dict:
     """Speaker verification and probes of teacher, student and MFCC on unseen speakers, plus fidelity."""
-    from trillsson_tf.evaluate import evaluate
+    from trillsson_tf.apps.evaluate import evaluate
 
     report = evaluate(
         export_dir, items, teacher=teacher, baseline="mfcc", tasks=tasks, verification=True, out_json=out_json
@@ -207,7 +207,7 @@ def run_demo(
         ParameterError: bad ``steps`` or recipe, a non-empty ``out_dir``, ``data`` without training
             speech or unseen speakers.
     """
-    from trillsson_tf.distill import distill
+    from trillsson_tf.train.distill import distill
     from trillsson_tf.teachers import load_teacher
 
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:

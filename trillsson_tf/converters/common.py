@@ -18,9 +18,9 @@ import trillsson_tf.models.heads  # noqa: F401  (registers StatsPooling, which f
 from trillsson_tf import kinds, litert
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
-from trillsson_tf.data import source_paths
+from trillsson_tf.train.data import source_paths
 from trillsson_tf.errors import ConversionError, ParameterError
-from trillsson_tf.export import KERAS_FILE, METADATA_FILE, read_metadata
+from trillsson_tf.models.export import KERAS_FILE, METADATA_FILE, read_metadata
 from trillsson_tf.folders import refuse_inputs, write_atomic
 from trillsson_tf.formats.model_card import card_path
 from trillsson_tf.formats.run_record import RUN_FILE, read_record
@@ -72,7 +72,7 @@ def load_keras_model(model_or_export_dir):
     Args:
         model_or_export_dir: A model built by :func:`trillsson_tf.models.build` (or loaded from
             ``model.keras``), an export directory written by
-            :func:`trillsson_tf.export.export_savedmodel` (also those of ``distill-layers`` and
+            :func:`trillsson_tf.models.export.export_savedmodel` (also those of ``distill-layers`` and
             ``finetune``), or a ``.keras`` file.
 
     Returns:
@@ -92,7 +92,7 @@ def load_keras_model(model_or_export_dir):
             if not os.path.isfile(keras_file):
                 raise ParameterError(
                     f"{path!r} is not a trillsson_tf export directory: expected {KERAS_FILE!r} and {METADATA_FILE!r} "
-                    "in it (written by `trillsson-tf export` / trillsson_tf.export.export_savedmodel)."
+                    "in it (written by `trillsson-tf export` / trillsson_tf.models.export.export_savedmodel)."
                 )
             metadata = read_metadata(path)
         elif path.endswith(".keras") and os.path.isfile(path):
@@ -132,7 +132,7 @@ def representative_clips(source, *, max_clips: int = _REPRESENTATIVE_CLIPS, num_
     """Audio for int8 calibration (or QAT/recovery training), as equal-length real clips.
 
     Args:
-        source: An audio folder or CSV manifest (see :func:`trillsson_tf.data.find_audio`), a list
+        source: An audio folder or CSV manifest (see :func:`trillsson_tf.train.data.find_audio`), a list
             of file paths, or a float32 array ``[n, samples]`` at 16 kHz (used as it is).
         max_clips: At most this many files are read.
         num_samples: Each file is cut (or repeated) to this length, in samples.
@@ -152,7 +152,7 @@ def representative_clips(source, *, max_clips: int = _REPRESENTATIVE_CLIPS, num_
         if source.ndim != 2 or source.shape[0] == 0:
             raise ParameterError(f"Representative audio array must be float32 [n, samples], got shape {source.shape}.")
         return source.astype(np.float32)
-    from trillsson_tf.data import find_audio
+    from trillsson_tf.train.data import find_audio
 
     items = find_audio(source)[:max_clips]
     return np.stack([np.resize(load_audio(item.path), num_samples) for item in items]).astype(np.float32)

@@ -13,7 +13,7 @@ import numpy as np
 
 from trillsson_tf.contract import SIGNATURE_KEY, select_output_key
 from trillsson_tf.errors import ParameterError, WeightPortingError
-from trillsson_tf.export import load_savedmodel, output_keys
+from trillsson_tf.models.export import load_savedmodel, output_keys
 from trillsson_tf.metrics import parity
 
 __all__ = ["PortReport", "port_weights", "verify_port"]
@@ -88,7 +88,7 @@ def port_weights(source, target_model, *, strict: bool = False) -> PortReport:
 
     Args:
         source: SavedModel directory, hub handle or shortcut (see
-            :func:`trillsson_tf.export.load_savedmodel`), or an object with ``.variables``.
+            :func:`trillsson_tf.models.export.load_savedmodel`), or an object with ``.variables``.
         target_model: The tf_keras model to fill (changed in place).
         strict: Raise instead of returning when anything could not be placed.
 

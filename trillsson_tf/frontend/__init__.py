@@ -3,9 +3,9 @@
 The numbers live once, in :class:`FrontendConfig`. The mel matrix is built once, in numpy, by
 :func:`mel_matrix`, and shared by the TensorFlow ops (:mod:`trillsson_tf.frontend.tf_ops`, inside
 the Keras models and their TFLite conversions) and the numpy twin
-(:mod:`trillsson_tf.frontend.numpy_ops`, the TensorFlow-free runtime). :class:`FrameWindows` places
-the chunks of frame-level outputs. Wav2Small's frontend is :mod:`trillsson_tf.frontend.dft`.
-This package imports numpy only.
+(:mod:`trillsson_tf.frontend.numpy_ops`, the TensorFlow-free runtime). :class:`ChunkGrid` places
+the chunks of chunk-level outputs. Wav2Small's frontend is :mod:`trillsson_tf.frontend.dft`.
+This package imports numpy only (and the contract's sample rate).
 """
 
 import dataclasses
@@ -13,11 +13,12 @@ import functools
 
 import numpy as np
 
-from trillsson_tf.errors import ParameterError
+from trillsson_tf.contract import SAMPLE_RATE_HZ
+from trillsson_tf.errors import ParameterError, deprecated, renamed_attribute
 
 __all__ = [
     "DEFAULT_HOP_S",
-    "FrameWindows",
+    "ChunkGrid",
     "FrontendConfig",
     "DEFAULT_FRONTEND",
     "hann_window",
@@ -26,7 +27,7 @@ __all__ = [
 ]
 
 DEFAULT_HOP_S = 0.5
-"""Default hop between the starts of two frame-level windows, in seconds."""
+"""Default chunk hop: seconds between the starts of two chunks of chunk-level outputs."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +48,7 @@ class FrontendConfig:
         chunk_frames: Frames per non-overlapping log-mel patch fed to the network.
     """
 
-    sample_rate_hz: int = 16000
+    sample_rate_hz: int = SAMPLE_RATE_HZ
     window_samples: int = 400
     hop_samples: int = 160
     fft_size: int = 512
@@ -76,23 +77,23 @@ class FrontendConfig:
 
     def num_chunks(self, num_samples: int) -> int:
         """Non-overlapping patches for a clip of ``num_samples`` samples (tail dropped)."""
-        return self.windows().count(num_samples)
+        return self.chunks().count(num_samples)
 
-    def windows(self, hop_s=None) -> "FrameWindows":
-        """The frame-level windows of this frontend: one 195-frame patch every ``hop_s`` seconds.
+    def chunks(self, hop_s=None) -> "ChunkGrid":
+        """The chunks of this frontend: one 195-frame patch every ``hop_s`` seconds.
 
         Args:
-            hop_s: Seconds between window starts, a multiple of the frame hop (0.01 s) in
-                ``(0, window_s]`` (``window_s`` = 195 frames = 1.95 s); ``None``: the
-                non-overlapping patches of the clip call (hop = window).
+            hop_s: Seconds between chunk starts, a multiple of the frame hop (0.01 s) in
+                ``(0, chunk step]`` (chunk step = 195 frames = 1.95 s); ``None``: the
+                non-overlapping chunks of the clip call (hop = chunk step).
 
         Raises:
-            ParameterError: a hop that is not a number, zero, negative, larger than the window or
-                not a whole number of frames.
+            ParameterError: a hop that is not a number, zero, negative, larger than the chunk step
+                or not a whole number of frames.
         """
         if hop_s is None:
-            return FrameWindows(self, self.chunk_frames)
-        window_s = self.chunk_step_samples / self.sample_rate_hz
+            return ChunkGrid(self, self.chunk_frames)
+        step_s = self.chunk_step_samples / self.sample_rate_hz
         frame_s = self.hop_samples / self.sample_rate_hz
         if (
             isinstance(hop_s, bool)
@@ -100,14 +101,19 @@ class FrontendConfig:
             or not np.isfinite(hop_s)
         ):
             raise ParameterError(f"hop_s must be a number of seconds, got {hop_s!r}.")
-        if not 0 < hop_s <= window_s + 1e-9:
+        if not 0 < hop_s <= step_s + 1e-9:
             raise ParameterError(
-                f"hop_s must be in (0, {window_s:g}] seconds (the window of {self.chunk_frames} frames), got {hop_s!r}."
+                f"hop_s must be in (0, {step_s:g}] seconds (the chunk step of {self.chunk_frames} frames), got {hop_s!r}."
             )
         frames = int(round(hop_s / frame_s))
         if frames < 1 or abs(frames * frame_s - hop_s) > 1e-6:
             raise ParameterError(f"hop_s must be a whole number of {frame_s:g} s frames, got {hop_s!r}.")
-        return FrameWindows(self, frames)
+        return ChunkGrid(self, frames)
+
+    def windows(self, hop_s=None) -> "ChunkGrid":
+        """Deprecated name of :meth:`chunks` (for one release)."""
+        deprecated("trillsson_tf.frontend.FrontendConfig.windows", "trillsson_tf.frontend.FrontendConfig.chunks")
+        return self.chunks(hop_s)
 
     @property
     def chunk_span_samples(self) -> int:
@@ -130,17 +136,17 @@ class FrontendConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class FrameWindows:
-    """Where the frame-level windows of a clip lie: one 195-frame patch every ``hop_frames`` frames.
+class ChunkGrid:
+    """Where the chunks of a clip lie: one 195-frame patch every ``hop_frames`` frames.
 
-    Window ``k`` reads samples ``[k * hop_samples, k * hop_samples + span_samples)`` of the clip
+    Chunk ``k`` reads samples ``[k * hop_samples, k * hop_samples + span_samples)`` of the clip
     mirror-padded to ``min_samples`` (2 s), the same samples its patch's frames come from; with
-    ``hop_frames == chunk_frames`` the windows are the non-overlapping chunks the clip vector
-    averages. Made by :meth:`FrontendConfig.windows`.
+    ``hop_frames == chunk_frames`` they are the non-overlapping chunks the clip vector averages.
+    Made by :meth:`FrontendConfig.chunks`.
 
     Attributes:
-        frontend: The :class:`FrontendConfig` whose frames are windowed.
-        hop_frames: Frames between window starts (195: non-overlapping).
+        frontend: The :class:`FrontendConfig` whose frames the chunks are cut from.
+        hop_frames: Frames between chunk starts (195: non-overlapping).
     """
 
     frontend: FrontendConfig
@@ -148,35 +154,47 @@ class FrameWindows:
 
     @property
     def hop_samples(self) -> int:
-        """Samples between window starts (8,000 for 0.5 s at 16 kHz)."""
+        """Samples between chunk starts (8,000 for 0.5 s at 16 kHz)."""
         return self.hop_frames * self.frontend.hop_samples
 
     @property
     def hop_s(self) -> float:
-        """Seconds between window starts."""
+        """Seconds between chunk starts."""
         return self.hop_samples / self.frontend.sample_rate_hz
 
     @property
     def span_samples(self) -> int:
-        """Samples one window reads: ``(chunk_frames - 1) * hop + window`` (31,440 at 16 kHz)."""
+        """Samples one chunk reads: ``(chunk_frames - 1) * hop + window`` (31,440 at 16 kHz)."""
         return self.frontend.chunk_span_samples
 
     @property
-    def window_s(self) -> float:
-        """Seconds of audio one window reads (1.965 s at 16 kHz): ``end_s - start_s`` of each window."""
+    def chunk_s(self) -> float:
+        """Seconds of audio one chunk reads (1.965 s at 16 kHz): ``end_s - start_s`` of each chunk."""
         return self.span_samples / self.frontend.sample_rate_hz
 
+    @property
+    def window_s(self) -> float:
+        """Deprecated name of :attr:`chunk_s` (for one release)."""
+        deprecated("trillsson_tf.frontend.ChunkGrid.window_s", "trillsson_tf.frontend.ChunkGrid.chunk_s")
+        return self.chunk_s
+
     def count(self, num_samples: int) -> int:
-        """Windows of a clip of ``num_samples`` samples (at least one: short clips are mirror-padded)."""
+        """Chunks of a clip of ``num_samples`` samples (at least one: short clips are mirror-padded)."""
         padded = max(int(num_samples), self.frontend.min_samples)
         return 1 + (padded - self.span_samples) // self.hop_samples
 
     def starts_s(self, count: int) -> np.ndarray:
-        """float32 ``[count]`` window start times in seconds: ``k * hop_s``."""
+        """float32 ``[count]`` chunk start times in seconds: ``k * hop_s``."""
         return (np.arange(int(count)) * self.hop_samples / self.frontend.sample_rate_hz).astype(np.float32)
 
 
 DEFAULT_FRONTEND = FrontendConfig()
+
+_RENAMED = {"FrameWindows": "ChunkGrid"}
+
+
+def __getattr__(name):  # the old names of _RENAMED, deprecated for one release
+    return renamed_attribute(__name__, globals(), _RENAMED, name)
 
 
 def hertz_to_mel(frequencies_hz):

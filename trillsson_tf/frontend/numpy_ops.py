@@ -10,11 +10,14 @@ mel projection and the log, which halves their cost and moves the log-mel by < 1
 
 import numpy as np
 
+from trillsson_tf.errors import renamed_attribute, renamed_keywords
 from trillsson_tf.frontend import DEFAULT_FRONTEND, FrontendConfig, hann_window, mel_matrix
 
-__all__ = ["mirror_pad", "log_mel", "log_mel_patches"]
+__all__ = ["mirror_pad", "log_mel", "log_mel_patches", "chunk_audio"]
 
 _BLOCK_FRAMES = 64  # frames per FFT block, over the whole batch (see log_mel)
+_WHERE = "trillsson_tf.frontend.numpy_ops."
+_OLD_KEYWORDS = {"windows": "chunks"}
 
 
 def mirror_pad(audio: np.ndarray, min_samples: int) -> np.ndarray:
@@ -73,49 +76,60 @@ def log_mel(audio: np.ndarray, config: FrontendConfig = DEFAULT_FRONTEND, *, max
     return features
 
 
-def log_mel_patches(audio: np.ndarray, config: FrontendConfig = DEFAULT_FRONTEND, *, windows=None) -> np.ndarray:
+def log_mel_patches(
+    audio: np.ndarray, config: FrontendConfig = DEFAULT_FRONTEND, *, chunks=None, **renamed
+) -> np.ndarray:
     """Pad, log-mel and cut into the 195-frame patches the network sees.
 
     Args:
         audio: float array ``[batch, samples]`` at ``config.sample_rate_hz``, values in [-1, 1].
         config: Frontend numbers.
-        windows: :class:`~trillsson_tf.frontend.FrameWindows` of ``config`` (patches every hop,
+        chunks: :class:`~trillsson_tf.frontend.ChunkGrid` of ``config`` (patches every hop,
             overlapping when the hop is shorter than 195 frames); ``None``: the non-overlapping
-            patches of the clip call.
+            patches of the clip call. ``windows`` is its deprecated old name.
 
     Returns:
         float32 array ``[batch, patches, chunk_frames, num_mel_bins]``; the frames after the
         last whole patch are dropped.
     """
-    windows = windows or config.windows()
+    chunks = renamed_keywords(_WHERE + "log_mel_patches", renamed, _OLD_KEYWORDS).get("chunks", chunks)
+    chunks = chunks or config.chunks()
     padded = mirror_pad(audio, config.min_samples)
-    count = windows.count(padded.shape[1])
-    # Each frame is computed once, however many windows it falls in; frames past the last window are dropped.
-    features = log_mel(padded, config, max_frames=(count - 1) * windows.hop_frames + config.chunk_frames)
-    if windows.hop_frames == config.chunk_frames:
+    count = chunks.count(padded.shape[1])
+    # Each frame is computed once, however many chunks it falls in; frames past the last chunk are dropped.
+    features = log_mel(padded, config, max_frames=(count - 1) * chunks.hop_frames + config.chunk_frames)
+    if chunks.hop_frames == config.chunk_frames:
         return features.reshape(features.shape[0], count, config.chunk_frames, features.shape[2])
-    patches = np.lib.stride_tricks.sliding_window_view(features, config.chunk_frames, axis=1)[:, :: windows.hop_frames]
+    patches = np.lib.stride_tricks.sliding_window_view(features, config.chunk_frames, axis=1)[:, :: chunks.hop_frames]
     return np.ascontiguousarray(patches.transpose(0, 1, 3, 2))
 
 
-def chunk_windows(audio: np.ndarray, config: FrontendConfig = DEFAULT_FRONTEND, *, windows=None) -> np.ndarray:
+def chunk_audio(audio: np.ndarray, config: FrontendConfig = DEFAULT_FRONTEND, *, chunks=None, **renamed) -> np.ndarray:
     """The audio each patch of :func:`log_mel_patches` is computed from.
 
     Patch ``k`` of a clip depends only on samples ``[k * hop, k * hop + chunk_span)`` of the
     padded clip, so a model with the frontend inside gives the same patch vector for that
-    window alone: a runtime can call it at one constant input shape.
+    chunk alone: a runtime can call it at one constant input shape.
 
     Args:
         audio: float array ``[batch, samples]`` at ``config.sample_rate_hz``.
         config: Frontend numbers.
-        windows: :class:`~trillsson_tf.frontend.FrameWindows` (see :func:`log_mel_patches`);
-            ``None``: the non-overlapping chunks.
+        chunks: :class:`~trillsson_tf.frontend.ChunkGrid` (see :func:`log_mel_patches`);
+            ``None``: the non-overlapping chunks. ``windows`` is its deprecated old name.
 
     Returns:
         float32 array ``[batch, patches, chunk_span_samples]`` (a copy).
     """
-    windows = windows or config.windows()
+    chunks = renamed_keywords(_WHERE + "chunk_audio", renamed, _OLD_KEYWORDS).get("chunks", chunks)
+    chunks = chunks or config.chunks()
     padded = mirror_pad(np.asarray(audio, dtype=np.float32), config.min_samples)
-    count = windows.count(padded.shape[1])
-    framed = np.lib.stride_tricks.sliding_window_view(padded, windows.span_samples, axis=1)
-    return np.ascontiguousarray(framed[:, : count * windows.hop_samples : windows.hop_samples])
+    count = chunks.count(padded.shape[1])
+    framed = np.lib.stride_tricks.sliding_window_view(padded, chunks.span_samples, axis=1)
+    return np.ascontiguousarray(framed[:, : count * chunks.hop_samples : chunks.hop_samples])
+
+
+_RENAMED = {"chunk_windows": "chunk_audio"}
+
+
+def __getattr__(name):  # the old names of _RENAMED, deprecated for one release
+    return renamed_attribute(__name__, globals(), _RENAMED, name)

@@ -85,8 +85,8 @@ def log_mel_patches(
         config: Frontend numbers.
         compute_dtype: ``'float64'`` (reference precision) or ``'float32'`` (TFLite).
         float16_safe: See :func:`log_mel`.
-        hop_frames: Frames between patch starts (frame-level windows, see
-            :meth:`trillsson_tf.frontend.FrontendConfig.windows`); ``None``: the non-overlapping
+        hop_frames: Frames between patch starts (chunks every chunk hop, see
+            :meth:`trillsson_tf.frontend.FrontendConfig.chunks`); ``None``: the non-overlapping
             patches of the clip call.
 
     Returns:

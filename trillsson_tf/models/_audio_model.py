@@ -13,7 +13,7 @@ from trillsson_tf._keras import keras, tf
 from trillsson_tf.audio import validate_audio
 from trillsson_tf.contract import AUDIO_INPUT_NAME, EMBEDDING_KEY, OUTPUT_KEYS, SCORES_KEY, START_S_KEY
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.frontend import DEFAULT_FRONTEND, DEFAULT_HOP_S, FrameWindows, FrontendConfig, tf_ops
+from trillsson_tf.frontend import DEFAULT_FRONTEND, DEFAULT_HOP_S, ChunkGrid, FrontendConfig, tf_ops
 from trillsson_tf.kinds import CHUNK
 
 __all__ = [
@@ -81,7 +81,7 @@ class AudioWindows(keras.layers.Layer):
     """Audio ``[batch, samples]`` -> the audio of each frame-level window ``[batch * windows, 31440]``.
 
     The clip is mirror-padded to 2 s first, as the log-mel frontend pads it; window ``k`` is
-    samples ``[k * hop, k * hop + span)`` (:class:`trillsson_tf.frontend.FrameWindows`).
+    samples ``[k * hop, k * hop + span)`` (:class:`trillsson_tf.frontend.ChunkGrid`).
     """
 
     def __init__(self, frontend=None, hop_frames=None, **kwargs):
@@ -92,7 +92,7 @@ class AudioWindows(keras.layers.Layer):
         self.hop_frames = None if hop_frames is None else int(hop_frames)
 
     def call(self, audio):
-        windows = FrameWindows(self.frontend, self.hop_frames or self.frontend.chunk_frames)
+        windows = ChunkGrid(self.frontend, self.hop_frames or self.frontend.chunk_frames)
         padded = tf_ops.mirror_pad(audio, self.frontend.min_samples)
         framed = tf.signal.frame(padded, windows.span_samples, windows.hop_samples, axis=1)
         return tf.reshape(framed, [-1, windows.span_samples])
@@ -172,7 +172,7 @@ class AudioEmbeddingModel(keras.Model):
         Raises:
             ParameterError: a bad hop (zero, negative, larger than the window) or bad audio.
         """
-        windows = DEFAULT_FRONTEND.windows(hop_s)  # checked before any model is built
+        windows = DEFAULT_FRONTEND.chunks(hop_s)  # checked before any model is built
         audio = validate_audio(
             audio.numpy() if hasattr(audio, "numpy") else audio,
             sample_rate_hz=self.sample_rate_hz if sample_rate is None else sample_rate,
@@ -246,7 +246,7 @@ def frames_model(model, hop_s=DEFAULT_HOP_S, *, compute_dtype=None, float16_safe
     Args:
         model: A student of :func:`trillsson_tf.models.build` (or a model with layers
             ``log_mel_patches`` and ``chunk_network``, or any audio-in model with dict outputs).
-        hop_s: Seconds between window starts (:meth:`trillsson_tf.frontend.FrontendConfig.windows`).
+        hop_s: Seconds between window starts (:meth:`trillsson_tf.frontend.FrontendConfig.chunks`).
         compute_dtype, float16_safe: The log-mel settings (default: those of ``model``'s frontend
             layer; converters ask for ``'float32'``).
 
@@ -262,7 +262,7 @@ def frames_model(model, hop_s=DEFAULT_HOP_S, *, compute_dtype=None, float16_safe
     names = {layer.name for layer in model.layers}
     if "log_mel_patches" in names and CHUNK_NETWORK_NAME in names:
         layer = model.get_layer("log_mel_patches")
-        windows = layer.frontend.windows(hop_s)
+        windows = layer.frontend.chunks(hop_s)
         patches = LogMelPatches(
             layer.frontend,
             compute_dtype=compute_dtype or layer.frontend_compute_dtype,
@@ -278,7 +278,7 @@ def frames_model(model, hop_s=DEFAULT_HOP_S, *, compute_dtype=None, float16_safe
         else:
             outputs = {key: ChunksPerClip(name=key)([vectors, audio]) for key in keys[:1]}
     else:
-        windows = DEFAULT_FRONTEND.windows(hop_s)
+        windows = DEFAULT_FRONTEND.chunks(hop_s)
         results = model(AudioWindows(DEFAULT_FRONTEND, windows.hop_frames, name="audio_windows")(audio))
         outputs = {key: ChunksPerClip(name=key)([results[key], audio]) for key in keys}
     return keras.Model(audio, outputs, name=f"{model.name}_frames")

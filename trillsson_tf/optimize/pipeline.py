@@ -22,7 +22,7 @@ from trillsson_tf.optimize.cluster import apply_clustering, check_clusters, stri
 from trillsson_tf.optimize.prune import SCHEDULES, apply_pruning, parse_block_size, sparsity_report, strip_pruning
 from trillsson_tf.optimize.quantize import apply_qat, strip_clustering_cqat
 from trillsson_tf.optimize.recovery import recover, rewrap
-from trillsson_tf.training import RUN_FILE, RunFolder, check_positive
+from trillsson_tf.train.engine import RUN_FILE, RunFolder, check_positive
 
 __all__ = ["STAGES", "RECOVERY_LEARNING_RATE", "QAT_LEARNING_RATE", "REPORT_FILE", "optimize_export"]
 
@@ -113,14 +113,14 @@ def _options(
 
 def _load_source(export_dir):
     """The float Keras model of an export folder and its metadata."""
-    from trillsson_tf.export import KERAS_FILE, METADATA_FILE, read_metadata
+    from trillsson_tf.models.export import KERAS_FILE, METADATA_FILE, read_metadata
     from trillsson_tf.models import chunk_network
 
     path = os.fspath(export_dir)
     if not os.path.isfile(os.path.join(path, KERAS_FILE)):
         raise ParameterError(
             f"{path!r} is not a trillsson_tf export directory: expected {KERAS_FILE!r} and {METADATA_FILE!r} in it "
-            "(written by `trillsson-tf export`, `trillsson-tf distill` or trillsson_tf.export.export_savedmodel)."
+            "(written by `trillsson-tf export`, `trillsson-tf distill` or trillsson_tf.models.export.export_savedmodel)."
         )
     metadata = read_metadata(path)
     if (metadata.get("optimization") or {}).get("qat"):
@@ -135,7 +135,7 @@ def _load_source(export_dir):
 
 def _training_data(data, *, frontend, num_patches: int, validation_fraction: float, seed: int, progress: bool):
     """Random 2 s crops of the training files as patches ``[num_patches, 195, 80, 1]``, held-out clips, a summary."""
-    from trillsson_tf.data import find_audio, index_clips, load_clips, read_crop, split_items
+    from trillsson_tf.train.data import find_audio, index_clips, load_clips, read_crop, split_items
     from trillsson_tf.frontend import numpy_ops
 
     items = find_audio(data)
@@ -225,7 +225,7 @@ def _run_stage(stage: str, wrapped, targets, patches, options: dict, run: RunFol
     """Recover the wrapped network of ``stage`` for ``options['steps']`` steps, checkpointed in the run folder.
 
     Resumes from the stage's latest checkpoint; every checkpoint also writes the report, its loss
-    curve cut back to the restored step (a point every :data:`trillsson_tf.training.LOG_EVERY_STEPS` steps).
+    curve cut back to the restored step (a point every :data:`trillsson_tf.train.engine.LOG_EVERY_STEPS` steps).
     """
     steps = options["steps"]
     optimizer = keras.optimizers.Adam(options["learning_rate"])
@@ -328,8 +328,8 @@ def optimize_export(
             export, a non-empty ``out_dir`` without ``resume``/``overwrite``, a mismatched resume.
         UnsupportedLayerError: QAT of a layer tfmot cannot quantize (named).
     """
-    from trillsson_tf.data import source_paths
-    from trillsson_tf.export import export_savedmodel
+    from trillsson_tf.train.data import source_paths
+    from trillsson_tf.models.export import export_savedmodel
 
     options = _options(
         prune,

@@ -9,7 +9,7 @@ import numpy as np
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.optimize._common import KERNEL_NAMES, weight_name
 from trillsson_tf.optimize._tfmot import import_tfmot
-from trillsson_tf.training import run_steps
+from trillsson_tf.train.engine import run_steps
 
 __all__ = ["recover", "rewrap", "freeze_batch_norm"]
 
@@ -55,8 +55,8 @@ def recover(
         optimizer: A Keras optimizer to use (and checkpoint); default a new Adam.
         checkpoint_every: Call ``on_checkpoint`` every this many steps (and after the last one).
         on_checkpoint: ``callable(step)`` with the steps done, the pruning masks applied.
-        history: A list that gets ``[step, loss]`` every :data:`trillsson_tf.training.LOG_EVERY_STEPS`
-            steps and at the last one (the loop is :func:`trillsson_tf.training.run_steps`).
+        history: A list that gets ``[step, loss]`` every :data:`trillsson_tf.train.engine.LOG_EVERY_STEPS`
+            steps and at the last one (the loop is :func:`trillsson_tf.train.engine.run_steps`).
         keep_zeros: Keep every kernel weight that is zero at the start at zero (the recovery of a
             pruned network's later stages): tfmot's sparsity-preserving schemes mask only the
             kernels they quantize or cluster, and it does neither to depthwise kernels, whose

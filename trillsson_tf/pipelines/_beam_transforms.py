@@ -12,7 +12,7 @@ import numpy as np
 
 from trillsson_tf.audio import load_audio
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.targets import TargetRecord, batch_targets, encode_record, file_key
+from trillsson_tf.train.targets import TargetRecord, batch_targets, encode_record, file_key
 
 __all__ = ["METRICS_NAMESPACE", "ReadAudio", "TeacherTargets"]
 
@@ -67,7 +67,7 @@ class TeacherTargets(beam.DoFn):
     """Batches of :class:`TargetRecord` -> serialized records with targets.
 
     The teacher is loaded once per worker (in ``setup``) from its spec; each batch goes through
-    :func:`trillsson_tf.targets.batch_targets`.
+    :func:`trillsson_tf.train.targets.batch_targets`.
     """
 
     def __init__(self, teacher_spec: str, *, output_key, mode: str, batch_size: int):

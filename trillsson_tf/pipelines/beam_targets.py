@@ -2,7 +2,7 @@
 
 ``build_targets(data, out_dir, teacher=..., runner=...)`` matches files (on the launching machine),
 reads, mixes down and resamples them to 16 kHz, batches them through the teacher (loaded once per
-worker) and writes TFRecord shards + ``teacher.json`` in the format of :mod:`trillsson_tf.targets`,
+worker) and writes TFRecord shards + ``teacher.json`` in the format of :mod:`trillsson_tf.train.targets`,
 so ``distill(targets=out_dir)`` reads them as it reads the local cache. Runner and pipeline options
 pass through unchanged; ``workers`` sets ``num_workers``, or for the DirectRunner threads
 (``direct_num_workers``, multi_threading). Why threads: docs/DESIGN.md, "Targets".
@@ -14,10 +14,10 @@ import logging
 import os
 
 from trillsson_tf.audio import AUDIO_EXTENSIONS
-from trillsson_tf.data import AudioItem, find_audio, labels_from_name, source_paths
+from trillsson_tf.train.data import AudioItem, find_audio, labels_from_name, source_paths
 from trillsson_tf.errors import ParameterError, TrillssonError
 from trillsson_tf.folders import refuse_inputs
-from trillsson_tf.targets import SHARD_PATTERN, TEACHER_FILE, check_mode, teacher_info
+from trillsson_tf.train.targets import SHARD_PATTERN, TEACHER_FILE, check_mode, teacher_info
 
 __all__ = ["BEAM_PACKAGE", "DIRECT_RUNNER", "build_targets", "match_audio"]
 
@@ -91,7 +91,7 @@ def match_audio(source) -> list:
             on any filesystem Beam knows (``'gs://bucket/audio/**/*.flac'``, ``'s3://b/dir'``).
 
     Returns:
-        list of :class:`trillsson_tf.data.AudioItem`, sorted by path, labels from the names.
+        list of :class:`trillsson_tf.train.data.AudioItem`, sorted by path, labels from the names.
 
     Raises:
         ParameterError: nothing matches (the message repeats the pattern and the extensions).

@@ -44,7 +44,7 @@ class Feeder:
 
     def window_vectors(self, audio: np.ndarray, windows) -> np.ndarray:
         """float32 ``[batch, samples]`` -> ``[batch, windows, D]``, one vector per frame-level window
-        (:class:`~trillsson_tf.frontend.FrameWindows`)."""
+        (:class:`~trillsson_tf.frontend.ChunkGrid`)."""
         raise ParameterError(self.frames_refusal())
 
     def embed_windows(self, segments: np.ndarray) -> np.ndarray:
@@ -69,7 +69,7 @@ class AudioFeeder(Feeder):
             return self.mean_of_windows(numpy_ops.mirror_pad(audio, fixed), fixed)
         if self.kind.whole_clips:
             return self.pool.run(numpy_ops.mirror_pad(audio, self.clip_model["frontend"].min_samples))
-        return self.window_vectors(audio, self.frontend.windows()).mean(axis=1)
+        return self.window_vectors(audio, self.frontend.chunks()).mean(axis=1)
 
     def frames_refusal(self):
         fixed, span = self.input_length, self.frontend.chunk_span_samples
@@ -82,7 +82,7 @@ class AudioFeeder(Feeder):
         return None
 
     def window_vectors(self, audio, windows):
-        segments = numpy_ops.chunk_windows(audio, self.frontend, windows=windows)
+        segments = numpy_ops.chunk_audio(audio, self.frontend, chunks=windows)
         batch, count = segments.shape[:2]
         return self.pool.run_chunks(segments.reshape(batch * count, -1)).reshape(batch, count, -1)
 
@@ -94,10 +94,10 @@ class PatchFeeder(Feeder):
     """Log-mel patches in (``patch``): the numpy log-mel of each 195-frame chunk, averaged per clip."""
 
     def embed(self, audio):
-        return self.window_vectors(audio, self.frontend.windows()).mean(axis=1)
+        return self.window_vectors(audio, self.frontend.chunks()).mean(axis=1)
 
     def window_vectors(self, audio, windows):
-        patches = numpy_ops.log_mel_patches(audio, self.frontend, windows=windows)
+        patches = numpy_ops.log_mel_patches(audio, self.frontend, chunks=windows)
         batch, count = patches.shape[:2]
         return self.run_patches(patches.reshape(batch * count, *patches.shape[2:])).reshape(batch, count, -1)
 

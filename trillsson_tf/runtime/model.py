@@ -196,12 +196,12 @@ class TFLiteModel:
         return self.feeder.frames_refusal()
 
     def frame_windows(self, hop_s=DEFAULT_HOP_S):
-        """The :class:`~trillsson_tf.frontend.FrameWindows` at ``hop_s`` (``None``: the 195-frame chunks).
+        """The :class:`~trillsson_tf.frontend.ChunkGrid` at ``hop_s`` (``None``: the 195-frame chunks).
 
         Raises:
             ParameterError: a bad hop, or a file that gives no frames (:meth:`frames_refusal`).
         """
-        windows = self.frontend.windows(hop_s)
+        windows = self.frontend.chunks(hop_s)
         refusal = self.frames_refusal()
         if refusal:
             raise ParameterError(refusal)

@@ -19,7 +19,7 @@ class FrameStream:
     leaves the stream as it was.
 
     Attributes:
-        windows: The :class:`~trillsson_tf.frontend.FrameWindows` of the stream.
+        windows: The :class:`~trillsson_tf.frontend.ChunkGrid` of the stream.
         sample_rate_hz: Rate of the blocks (``None`` until the first block sets it).
         emitted: Windows given so far.
     """

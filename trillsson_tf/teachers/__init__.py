@@ -91,7 +91,7 @@ class SavedModelTeacher(Teacher):
 
     def __init__(self, spec: str, *, output_key=None):
         from trillsson_tf._keras import tf
-        from trillsson_tf.export import load_savedmodel, output_keys, resolve_handle, savedmodel_parameters
+        from trillsson_tf.models.export import load_savedmodel, output_keys, resolve_handle, savedmodel_parameters
 
         super().__init__(spec)
         self._tf = tf
@@ -260,14 +260,14 @@ class SpeechEmbeddingTeacher(Teacher):
 
 
 class ProsodyTeacher(Teacher):
-    """Three standardised prosody scores per clip (:func:`trillsson_tf.prosody.prosody_scores`).
+    """Three standardised prosody scores per clip (:func:`trillsson_tf.teachers.prosody.prosody_scores`).
 
     The offline A/D/V stand-in: ``[loudness_range, pitch, tilt]``, each about zero mean and
     unit spread over speech; no parameters. ``score_names`` names the three outputs.
     """
 
     def __init__(self):
-        from trillsson_tf.prosody import PROSODY_SCORES, PROSODY_VERSION
+        from trillsson_tf.teachers.prosody import PROSODY_SCORES, PROSODY_VERSION
 
         super().__init__(PROSODY)
         self.score_names = PROSODY_SCORES
@@ -275,7 +275,7 @@ class ProsodyTeacher(Teacher):
         self._finish_init()
 
     def _embed(self, audio):
-        from trillsson_tf.prosody import prosody_scores
+        from trillsson_tf.teachers.prosody import prosody_scores
 
         return np.stack([prosody_scores(clip) for clip in audio])
 
@@ -398,7 +398,7 @@ def load_teacher(spec, *, output_key=None, weights=None) -> Teacher:
         return OnnxTeacher(spec, output_key=output_key)
     if spec.endswith(_KERAS_SUFFIXES):
         return KerasTeacher(spec, output_key=output_key)
-    from trillsson_tf.export import HUB_HANDLES  # a SavedModel or hub spec: TensorFlow from here on
+    from trillsson_tf.models.export import HUB_HANDLES  # a SavedModel or hub spec: TensorFlow from here on
 
     if spec in HUB_HANDLES or spec.startswith("kaggle:") or "://" in spec or os.path.isdir(spec):
         return SavedModelTeacher(spec, output_key=output_key)

@@ -92,11 +92,11 @@ class Teacher:
         raise NotImplementedError
 
     def describe(self) -> dict:
-        """JSON-friendly summary: spec, identity, kind, embedding_dim, parameters."""
+        """JSON-friendly summary: spec, identity, class (the teacher's class name), embedding_dim, parameters."""
         return {
             "spec": self.spec,
             "identity": self.identity,
-            "kind": type(self).__name__,
+            "class": type(self).__name__,
             "embedding_dim": self.embedding_dim,
             "parameters": self.parameters,
         }

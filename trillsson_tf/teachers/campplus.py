@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from trillsson_tf.layer_teachers import LayeredTeacher
+from trillsson_tf.teachers.layers import LayeredTeacher
 from trillsson_tf.teachers.weights import PackageFile, weights_path
 
 __all__ = ["CAMPPLUS", "CAMPPLUS_WEIGHTS", "CampplusTeacher", "build_campplus", "kaldi_fbank"]

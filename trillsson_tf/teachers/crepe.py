@@ -12,7 +12,7 @@ import numbers
 import numpy as np
 
 from trillsson_tf.audio import validate_audio
-from trillsson_tf.errors import ParameterError, WeightPortingError
+from trillsson_tf.errors import ParameterError, WeightPortingError, renamed_keywords
 from trillsson_tf.teachers import Teacher
 from trillsson_tf.teachers.weights import PackageFile, weights_path
 
@@ -56,6 +56,7 @@ CAPACITIES = {"tiny": 4, "small": 8, "medium": 16, "large": 24, "full": 32}
 _BLOCKS = ((32, 512, 4), (4, 64, 1), (4, 64, 1), (4, 64, 1), (8, 64, 1), (16, 64, 1))
 """(filters / multiplier, kernel, stride) of the six conv blocks; each ends in a max pool of 2."""
 _DROPOUT = 0.25
+_WHERE = "trillsson_tf.teachers.crepe.CrepeTeacher"
 
 
 def bin_cents() -> np.ndarray:
@@ -221,7 +222,8 @@ class CrepeTeacher(Teacher):
         weights: Path of ``weights.h5``; default: the cache filled by
             ``trillsson-tf fetch-teacher crepe``. Checked against :data:`CREPE_WEIGHTS`' SHA-256.
         voicing_threshold: Confidence from which a frame is voiced (``scores`` form).
-        chunk_frames: Frames per model call (bounds memory: a few MB of activations per frame).
+        batch_frames: Frames per model call (bounds memory: a few MB of activations per frame);
+            ``chunk_frames`` is its deprecated old name.
     """
 
     def __init__(
@@ -231,17 +233,21 @@ class CrepeTeacher(Teacher):
         hop_ms=20,
         weights=None,
         voicing_threshold: float = VOICING_THRESHOLD,
-        chunk_frames: int = 256,
+        batch_frames: int = 256,
+        **renamed,
     ):
+        batch_frames = renamed_keywords(_WHERE, renamed, {"chunk_frames": "batch_frames"}).get(
+            "batch_frames", batch_frames
+        )
         if form not in CREPE_FORMS:
             raise ParameterError(f"form must be one of {list(CREPE_FORMS)}; got {form!r}.")
         if not (isinstance(voicing_threshold, numbers.Real) and 0.0 <= voicing_threshold <= 1.0):
             raise ParameterError(f"voicing_threshold must be in [0, 1]; got {voicing_threshold!r}.")
-        if not (isinstance(chunk_frames, numbers.Integral) and chunk_frames >= 1):
-            raise ParameterError(f"chunk_frames must be a positive integer; got {chunk_frames!r}.")
+        if not (isinstance(batch_frames, numbers.Integral) and batch_frames >= 1):
+            raise ParameterError(f"batch_frames must be a positive integer; got {batch_frames!r}.")
         super().__init__(CREPE)
         self.form, self.hop_ms, self.hop_samples = form, hop_ms, _hop_samples(hop_ms)
-        self.voicing_threshold, self.chunk_frames = float(voicing_threshold), int(chunk_frames)
+        self.voicing_threshold, self.batch_frames = float(voicing_threshold), int(batch_frames)
         self.weights_path = weights_path(CREPE_WEIGHTS, weights)
         self._model = build_crepe("full")
         load_crepe_weights(self._model, self.weights_path)
@@ -264,8 +270,8 @@ class CrepeTeacher(Teacher):
                 self._silent = self._call(np.zeros((1, FRAME_SAMPLES), np.float32))
             activation[silent], embedding[silent] = self._silent[0][0], self._silent[1][0]
         busy = np.flatnonzero(~silent)
-        for start in range(0, len(busy), self.chunk_frames):
-            rows = busy[start : start + self.chunk_frames]
+        for start in range(0, len(busy), self.batch_frames):
+            rows = busy[start : start + self.batch_frames]
             activation[rows], embedding[rows] = self._call(frames[rows])
         return activation, embedding
 

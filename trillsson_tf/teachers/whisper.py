@@ -14,7 +14,7 @@ import numpy as np
 
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.formats.ctranslate2 import read_ctranslate2
-from trillsson_tf.layer_teachers import LayeredTeacher
+from trillsson_tf.teachers.layers import LayeredTeacher
 from trillsson_tf.teachers.weights import PackageFile, weights_path
 
 __all__ = [

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from trillsson_tf.data import find_audio, load_clips
+from trillsson_tf.train.data import find_audio, load_clips
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.folders import write_json
 from trillsson_tf.metrics import binomial_ci95, ccc, fidelity, speaker_verification
@@ -146,7 +146,7 @@ def _training_mean(model):
     """The training-set mean teacher vector a distilled export records (``target_mean``), or ``None``."""
     if not isinstance(model, (str, os.PathLike)) or not os.path.isdir(model):
         return None
-    from trillsson_tf.export import read_metadata
+    from trillsson_tf.models.export import read_metadata
 
     mean = read_metadata(model).get("target_mean")
     return None if mean is None else np.asarray(mean, np.float64)
@@ -213,7 +213,7 @@ def evaluate(
         progress: Progress bars while embedding.
         metric: One of :data:`METRICS`; ``ccc`` needs ``teacher`` with as many outputs as the model.
         kws: Keyword label column of a fine-tuned multi-task model; with ``sv``, the report is
-            :func:`trillsson_tf.finetune.evaluate_multitask`'s (keyword accuracy, EER, minDCF).
+            :func:`trillsson_tf.train.finetune.evaluate_multitask`'s (keyword accuracy, EER, minDCF).
         sv: Speaker label column of a fine-tuned multi-task model (see ``kws``).
         baseline: A third embedder scored beside model and teacher (``'mfcc'``: MFCC mean + std,
             no network; any teacher spec).
@@ -228,7 +228,7 @@ def evaluate(
         with ``metric='ccc'`` also ``ccc`` (:func:`score_agreement` plus ``files``).
     """
     if kws is not None or sv is not None:
-        from trillsson_tf.finetune import evaluate_multitask
+        from trillsson_tf.train.finetune import evaluate_multitask
 
         return evaluate_multitask(model, data, kws=kws, sv=sv, labels=labels, out_json=out_json, progress=progress)
     if normalization not in NORMALIZATIONS:

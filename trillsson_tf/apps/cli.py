@@ -33,7 +33,7 @@ def _cmd_models(args):
 
 def _cmd_export(args):
     from trillsson_tf import models
-    from trillsson_tf.export import export_savedmodel
+    from trillsson_tf.models.export import export_savedmodel
 
     if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):  # never replaced, even with --force
         from trillsson_tf.errors import ParameterError
@@ -113,7 +113,7 @@ def _cmd_micro_build(args):
 
 def _cmd_distill(args):
     from trillsson_tf.configs import DistillConfig, from_args
-    from trillsson_tf.distill import distill
+    from trillsson_tf.train.distill import distill
 
     record = distill(
         args.data,
@@ -141,7 +141,7 @@ def _cmd_distill(args):
 
 def _check_json_out(args):
     """Refuse ``--json`` before evaluating: an input, or an existing file without ``--force``."""
-    from trillsson_tf.data import source_paths
+    from trillsson_tf.train.data import source_paths
     from trillsson_tf.errors import ParameterError
     from trillsson_tf.folders import refuse_inputs
 
@@ -157,7 +157,7 @@ def _check_json_out(args):
 
 
 def _cmd_evaluate(args):
-    from trillsson_tf.evaluate import evaluate, format_table
+    from trillsson_tf.apps.evaluate import evaluate, format_table
 
     if args.json:
         _check_json_out(args)
@@ -184,7 +184,7 @@ def _cmd_evaluate(args):
 
 def _cmd_distill_layers(args):
     from trillsson_tf.configs import LayerDistillConfig, from_args
-    from trillsson_tf.distill_layers import distill_layers
+    from trillsson_tf.train.distill_layers import distill_layers
 
     options = {key: value for key, value in (("width", args.width), ("depth", args.depth)) if value is not None}
     record = distill_layers(
@@ -206,7 +206,7 @@ def _cmd_distill_layers(args):
 
 def _cmd_finetune(args):
     from trillsson_tf.configs import FinetuneConfig, from_args
-    from trillsson_tf.finetune import finetune
+    from trillsson_tf.train.finetune import finetune
 
     record = finetune(
         args.export,
@@ -400,7 +400,7 @@ def _add_distill_arguments(distill):
 
 def _add_distill_layers_arguments(parser):
     from trillsson_tf.configs import LayerDistillConfig, add_arguments
-    from trillsson_tf.layer_teachers import LAYERED_TEACHER_FORMS
+    from trillsson_tf.teachers.layers import LAYERED_TEACHER_FORMS
 
     parser.add_argument("--data", required=True, help="audio folder (recursive) or CSV manifest")
     parser.add_argument("--out", required=True, help="run folder (checkpoints, logs, export/, run.json)")
@@ -431,7 +431,7 @@ def _add_finetune_arguments(parser):
 
 
 def _add_evaluate_arguments(evaluate):
-    from trillsson_tf.evaluate import METRICS, NORMALIZATIONS
+    from trillsson_tf.apps.evaluate import METRICS, NORMALIZATIONS
 
     evaluate.add_argument("--model", required=True, help="export folder, SavedModel, Keras, .tflite or hub handle")
     evaluate.add_argument("--data", required=True, help="audio folder or CSV manifest")
@@ -554,7 +554,7 @@ def _add_optimize_arguments(optimize):
 
 def _add_targets_arguments(targets):
     from trillsson_tf.pipelines.beam_targets import DIRECT_RUNNER
-    from trillsson_tf.targets import TARGET_MODES
+    from trillsson_tf.train.targets import TARGET_MODES
     from trillsson_tf.teachers import SPEECH_EMBEDDING, TEACHER_FORMS
 
     targets.add_argument(

@@ -16,7 +16,7 @@ import numpy as np
 
 from trillsson_tf import models
 from trillsson_tf._keras import keras, tf
-from trillsson_tf.data import find_audio, source_paths, split_items
+from trillsson_tf.train.data import find_audio, source_paths, split_items
 from trillsson_tf.configs import (
     DEFAULT_STUDENT,
     LOSSES,
@@ -26,7 +26,7 @@ from trillsson_tf.configs import (
     as_record,
     make_config,
 )
-from trillsson_tf.distribute import (
+from trillsson_tf.train.distribute import (
     distribute_batch,
     input_pipelines,
     is_chief,
@@ -36,15 +36,21 @@ from trillsson_tf.distribute import (
     worker_checkpoint_dir,
 )
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.export import export_savedmodel
+from trillsson_tf.models.export import export_savedmodel
 from trillsson_tf.formats.target_shard import pcm16_float
-from trillsson_tf.input_pipeline import SHUFFLE_BUFFER, read_target_table, reader_shards, scan_shards, training_dataset
+from trillsson_tf.train.input_pipeline import (
+    SHUFFLE_BUFFER,
+    read_target_table,
+    reader_shards,
+    scan_shards,
+    training_dataset,
+)
 from trillsson_tf.kinds import WAVEFORM
 from trillsson_tf.metrics import fidelity
 from trillsson_tf.models.teacher_heads import TeacherBlock, with_output_heads
-from trillsson_tf.targets import build_cache
+from trillsson_tf.train.targets import build_cache
 from trillsson_tf.teachers import load_teacher
-from trillsson_tf.training import (
+from trillsson_tf.train.engine import (
     RunFolder,
     check_float16,
     learning_rate_schedule,
@@ -199,14 +205,14 @@ def distill(
     """Distill a teacher into a registry student on the audio of ``data`` (or a ``targets`` folder).
 
     Args:
-        data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.data.AudioItem`
+        data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.train.data.AudioItem`
             (targets computed through the local cache); or ``None`` with ``targets``.
         out_dir: Run folder (``run.json``, ``checkpoints/``, ``logs/``, ``export/``).
         config: A :class:`~trillsson_tf.configs.DistillConfig` (teacher, student, loss, optimizer,
             stream); ``options`` are its fields as keywords, applied over it (``steps=100``).
         targets: A targets folder (``trillsson-tf targets`` or a cache folder) to train on instead
             of ``data``; targets made by another teacher are refused.
-        cache_dir: Target cache root (see :func:`trillsson_tf.targets.build_cache`).
+        cache_dir: Target cache root (see :func:`trillsson_tf.train.targets.build_cache`).
         resume: Continue the run in ``out_dir`` from the checkpoint its record names; refused,
             naming the change, when the teacher, student, options or training records differ.
         overwrite: Replace a non-empty ``out_dir`` (ignored with ``resume``; never an input).
@@ -473,14 +479,7 @@ def _predictor(model, batch: int):
 
 def _describe(session: _Session, skipped_files, set_aside, scan_s, float16_error) -> None:
     """Put what the run is (config as given, student, data, training) into its record."""
-    config, scan, data = session.config, session.scan, session.data
-    source = (
-        f"targets {os.fspath(session.targets)}"
-        if data is None
-        else os.fspath(data)
-        if not isinstance(data, (list, tuple))
-        else f"list of {len(data)} files"
-    )
+    config, scan = session.config, session.scan
     session.record.update(
         {
             "config": as_record(config),
@@ -491,23 +490,7 @@ def _describe(session: _Session, skipped_files, set_aside, scan_s, float16_error
                 "parameters": int(session.model.count_params()),
                 "output": models.output_key(session.model),
             },
-            "data": {
-                "source": source,
-                "files": scan.train_files + scan.validation_files,
-                "train_files": scan.train_files,
-                "validation_files": scan.validation_files,
-                "validation_clips": len(scan.validation_audio),
-                "train_records": scan.train_records,
-                "train_hours": scan.train_hours,
-                "augmented_views_per_file": config.augment,
-                "skipped": [path for path, _ in skipped_files],
-                "target_mode": scan.mode,
-                "target_cache": scan.directory,
-                "shards": len(scan.shards),
-                "shards_read": len(reader_shards(scan, input_pipelines(session.strategy))),  # by this process
-                "skipped_shards": [path for path, _ in set_aside + scan.skipped_shards],
-                "scan_seconds": scan_s,  # one read of every shard before the first step
-            },
+            "data": _data_record(session, skipped_files, set_aside, scan_s),
             "training": {
                 **{
                     key: getattr(config, key)
@@ -533,6 +516,35 @@ def _describe(session: _Session, skipped_files, set_aside, scan_s, float16_error
             "versions": versions(),
         }
     )
+
+
+def _data_record(session: _Session, skipped_files, set_aside, scan_s) -> dict:
+    """What the run read: the source, files and records, the target cache and its shards."""
+    config, scan, data = session.config, session.scan, session.data
+    source = (
+        f"targets {os.fspath(session.targets)}"
+        if data is None
+        else os.fspath(data)
+        if not isinstance(data, (list, tuple))
+        else f"list of {len(data)} files"
+    )
+    return {
+        "source": source,
+        "files": scan.train_files + scan.validation_files,
+        "train_files": scan.train_files,
+        "validation_files": scan.validation_files,
+        "validation_clips": len(scan.validation_audio),
+        "train_records": scan.train_records,
+        "train_hours": scan.train_hours,
+        "augmented_views_per_file": config.augment,
+        "skipped": [path for path, _ in skipped_files],
+        "target_mode": scan.mode,
+        "target_cache": scan.directory,
+        "shards": len(scan.shards),
+        "shards_read": len(reader_shards(scan, input_pipelines(session.strategy))),  # by this process
+        "skipped_shards": [path for path, _ in set_aside + scan.skipped_shards],
+        "scan_seconds": scan_s,  # one read of every shard before the first step
+    }
 
 
 def _teacher_record(session: _Session) -> dict:
@@ -643,7 +655,7 @@ def _export(session: _Session, scale, offset) -> dict:
                 scan.validation_targets,
                 _predictor(model, config.batch_size)(scan.validation_audio),
                 center=scan.target_mean,
-                training_targets=scan.sample_targets,
+                training_targets=scan.target_subset,
             ),
             "files": len(scan.validation_audio),
             "segment": "the first 2 s of each held-out file",
@@ -685,7 +697,7 @@ def _export_several(session: _Session, model, scale, offset) -> dict:
                     scan.validation_targets[:, block.start : block.stop],
                     np.concatenate(outputs[block.name]),
                     center=scan.target_mean[block.start : block.stop],
-                    training_targets=scan.sample_targets[:, block.start : block.stop],
+                    training_targets=scan.target_subset[:, block.start : block.stop],
                 ),
                 "files": len(scan.validation_audio),
             }

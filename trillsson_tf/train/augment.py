@@ -14,7 +14,7 @@ import json
 import numpy as np
 
 from trillsson_tf.audio import resample
-from trillsson_tf.data import LoadedAudio
+from trillsson_tf.train.data import LoadedAudio
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.frontend import DEFAULT_FRONTEND
 
@@ -108,7 +108,7 @@ def augmented_views(loaded: LoadedAudio, keys, views: int, *, seed: int = 0, con
 
     Args:
         loaded: The clips to augment (their items label the views).
-        keys: The cache key of each clip (:func:`trillsson_tf.targets.file_key`).
+        keys: The cache key of each clip (:func:`trillsson_tf.train.targets.file_key`).
         views: Views per clip (a positive integer).
         seed: Seeds every view together with its clip's key.
         config: Ranges of the changes.

@@ -2,7 +2,7 @@
 
 Targets are computed once, stored with the audio, and the teacher never runs in the training loop.
 Two modes (:data:`TARGET_MODES`): ``global`` (one clip vector per file) and ``local`` (one target per
-2 s segment, :func:`trillsson_tf.data.segments`). A targets folder holds ``teacher.json`` and
+2 s segment, :func:`trillsson_tf.train.data.segments`). A targets folder holds ``teacher.json`` and
 TFRecord shards of one record per file (:data:`TARGETS_FORMAT`; :func:`encode_record`,
 :func:`decode_record`). Every reader checks shards through :func:`shard_records` (a bad one raises
 :class:`ShardError`); :func:`read_targets` / :func:`load_targets` read both writers' folders: the
@@ -31,8 +31,8 @@ from trillsson_tf.formats.target_shard import (
     encode_record,
     pcm16,
 )
-from trillsson_tf.augment import augmented_views
-from trillsson_tf.data import AudioItem, segments
+from trillsson_tf.train.augment import augmented_views
+from trillsson_tf.train.data import AudioItem, segments
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.folders import write_json
 from trillsson_tf.frontend import DEFAULT_FRONTEND
@@ -88,7 +88,7 @@ class TargetSet:
         computed: Files whose targets this call computed.
         reused: Files whose targets came from the cache.
         directory: The targets folder used.
-        items: The :class:`trillsson_tf.data.AudioItem` of each clip.
+        items: The :class:`trillsson_tf.train.data.AudioItem` of each clip.
         clips: float32 ``[samples]`` audio at 16 kHz, one per item.
         teacher: The teacher description stored with the targets.
     """
@@ -325,8 +325,8 @@ def serialized_records(paths, *, batch: int = 64):
     """
     from trillsson_tf._keras import tf
 
-    for chunk in tf.data.TFRecordDataset(list(paths)).batch(batch).as_numpy_iterator():
-        yield from chunk
+    for records in tf.data.TFRecordDataset(list(paths)).batch(batch).as_numpy_iterator():
+        yield from records
 
 
 class ShardError(ParameterError):
@@ -609,13 +609,13 @@ def cached_targets(
 
     Args:
         teacher: A :class:`trillsson_tf.teachers.Teacher`.
-        audio: :class:`trillsson_tf.data.LoadedAudio` (items give the file keys).
+        audio: :class:`trillsson_tf.train.data.LoadedAudio` (items give the file keys).
         mode: ``global`` or ``local``.
         cache_dir: Cache root; default ``$TRILLSSON_CACHE_DIR`` or :data:`DEFAULT_CACHE_DIR`.
         shard_size: New files per shard written to disk (what an interrupt can lose).
         progress: Show a progress bar over the files still to compute.
         keys: Cache key of each clip, for clips that are not the files themselves (the
-            augmented views of :func:`trillsson_tf.augment.augmented_views`); default the
+            augmented views of :func:`trillsson_tf.train.augment.augmented_views`); default the
             :func:`file_key` of each item.
 
     Returns:
@@ -670,7 +670,7 @@ class CacheIndex:
 
     Attributes:
         directory: The cache folder (a targets folder).
-        items: The files that could be read (:class:`trillsson_tf.data.AudioItem`).
+        items: The files that could be read (:class:`trillsson_tf.train.data.AudioItem`).
         keys: The cache key of each of ``items``.
         view_keys: The cache keys of the augmented views made (of the items asked for).
         computed: Records the teacher computed in this call (files and views).
@@ -713,10 +713,10 @@ def build_cache(
 
     Args:
         teacher: A :class:`trillsson_tf.teachers.Teacher`.
-        items: :class:`trillsson_tf.data.AudioItem` s (paths and labels only).
+        items: :class:`trillsson_tf.train.data.AudioItem` s (paths and labels only).
         mode: ``global`` or ``local``.
         cache_dir: Cache root; default ``$TRILLSSON_CACHE_DIR`` or :data:`DEFAULT_CACHE_DIR`.
-        views: Augmented views per file (:mod:`trillsson_tf.augment`), each with its own target.
+        views: Augmented views per file (:mod:`trillsson_tf.train.augment`), each with its own target.
         augmented: The items that get views (training files only, say); default every item.
         seed: Seeds the views.
         shard_size: Records per shard written (what an interrupt can lose).
@@ -729,7 +729,7 @@ def build_cache(
         ParameterError: bad mode, views or shard size; none of the files could be read; a
             ``teacher.json`` in the cache folder that describes another teacher.
     """
-    from trillsson_tf.augment import check_views
+    from trillsson_tf.train.augment import check_views
 
     check_views(views)
     augmented = None if augmented is None else {item.path for item in augmented}
@@ -764,7 +764,7 @@ def _fill(teacher, items, index: CacheIndex, stored: dict, *, mode, views, augme
     from tqdm.auto import tqdm
 
     from trillsson_tf.audio import load_audio
-    from trillsson_tf.augment import clip_view, view_key
+    from trillsson_tf.train.augment import clip_view, view_key
 
     def computed():
         bar = tqdm(items, desc=f"teacher targets ({mode})", unit="file", disable=not progress)
@@ -814,11 +814,11 @@ def _fill(teacher, items, index: CacheIndex, stored: dict, *, mode, views, augme
 def augmented_targets(
     teacher, training, views: int, *, mode: str = "global", seed: int = 0, cache_dir=None, progress: bool = False
 ) -> list:
-    """``(clip, target)`` pairs of ``views`` augmented views of each clip (:mod:`trillsson_tf.augment`).
+    """``(clip, target)`` pairs of ``views`` augmented views of each clip (:mod:`trillsson_tf.train.augment`).
 
     Args:
         teacher: A loaded teacher (runs once per view; the cache keeps the result).
-        training: :class:`trillsson_tf.data.LoadedAudio` of the training files only.
+        training: :class:`trillsson_tf.train.data.LoadedAudio` of the training files only.
         views: Views per file.
         mode: Target mode (see :func:`check_mode`).
         seed: Seeds the views (with each file's cache key).

@@ -16,14 +16,14 @@ import numpy as np
 
 from trillsson_tf.contract import PCM16_SCALE
 from trillsson_tf.formats.target_shard import parse_record, pcm16, record_audio, record_samples, record_targets
-from trillsson_tf.data import CROP_SAMPLES, check_validation_fraction, is_validation, segments
+from trillsson_tf.train.data import CROP_SAMPLES, check_validation_fraction, is_validation, segments
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.targets import ShardError, check_folder, shard_paths, shard_records, skip_shard
+from trillsson_tf.train.targets import ShardError, check_folder, shard_paths, shard_records, skip_shard
 
 __all__ = [
     "SHUFFLE_BUFFER",
     "MAX_VALIDATION_FILES",
-    "MAX_SAMPLE_TARGETS",
+    "MAX_SUBSET_TARGETS",
     "ShardScan",
     "TargetTable",
     "read_target_table",
@@ -39,8 +39,8 @@ SHUFFLE_BUFFER = 1024
 """Crops in the shuffle buffer by default: 64 MB of 16-bit audio."""
 MAX_VALIDATION_FILES = 256
 """Held-out files whose first 2 s are kept for the validation loss and the fidelity figures."""
-MAX_SAMPLE_TARGETS = 4096
-"""Training target rows kept (a uniform sample) for the nearest-training-target baseline."""
+MAX_SUBSET_TARGETS = 4096
+"""Training target rows kept (a uniform subset) for the nearest-training-target baseline."""
 _CYCLE_LENGTH = 8  # shards read at once
 _FINGERPRINT_BUCKETS = 2**63 - 1
 _FINGERPRINT_CHUNK = 65536
@@ -56,7 +56,7 @@ class ShardScan:
         mode: ``global`` or ``local``.
         shards: The readable shards that hold training records (the pipeline reads these).
         skipped_shards: ``(path, reason)`` of unusable shards (corrupt, truncated, another
-            teacher's, mode or width: :func:`trillsson_tf.targets.shard_records`), left out.
+            teacher's, mode or width: :func:`trillsson_tf.train.targets.shard_records`), left out.
         train_fingerprints: int64 ``[records]``, :func:`key_fingerprints` of the training records'
             keys: 8 bytes a record, where key strings would cost a Python and a TensorFlow string each.
         train_files: Distinct training files (augmented views share their file's path).
@@ -65,7 +65,7 @@ class ShardScan:
         target_mean: float64 ``[D]``, mean of the training target rows.
         target_std: float64 ``[D]``, their standard deviation.
         target_rows: Training target rows counted.
-        sample_targets: float64 ``[<= MAX_SAMPLE_TARGETS, D]``, a uniform sample of them.
+        target_subset: float64 ``[<= MAX_SUBSET_TARGETS, D]``, a uniform subset of them (a reservoir).
         validation_audio: int16 ``[V, segment_samples]`` (16-bit PCM, half of float32's memory:
             :func:`~trillsson_tf.formats.target_shard.pcm16_float` per batch), the first segment of up to
             ``max_validation`` held-out files.
@@ -93,7 +93,7 @@ class ShardScan:
     target_mean: np.ndarray
     target_std: np.ndarray
     target_rows: int
-    sample_targets: np.ndarray
+    target_subset: np.ndarray
     validation_audio: np.ndarray
     validation_targets: np.ndarray
     train_hours: float
@@ -110,11 +110,11 @@ class ShardScan:
 
 
 class _Moments:
-    """Running sum and sum of squares of target rows (float64), and a reservoir sample of rows."""
+    """Running sum and sum of squares of target rows (float64), and a reservoir subset of rows."""
 
     def __init__(self, limit: int, seed: int):
         self.count, self.total, self.squares = 0, None, None
-        self.sample, self.limit, self.rng = [], limit, np.random.default_rng(seed)
+        self.subset, self.limit, self.rng = [], limit, np.random.default_rng(seed)
 
     def add(self, rows: np.ndarray) -> None:
         rows = rows.astype(np.float64)
@@ -124,12 +124,12 @@ class _Moments:
         self.squares += np.square(rows).sum(0)
         for row in rows:
             self.count += 1
-            if len(self.sample) < self.limit:
-                self.sample.append(row)
+            if len(self.subset) < self.limit:
+                self.subset.append(row)
             else:
                 slot = int(self.rng.integers(0, self.count))
                 if slot < self.limit:
-                    self.sample[slot] = row
+                    self.subset[slot] = row
 
 
 def _decode(feature) -> tuple:
@@ -236,7 +236,7 @@ def scan_shards(
     max_validation: int = MAX_VALIDATION_FILES,
     segment_samples: int = CROP_SAMPLES,
     per_segment=None,
-    sample_targets: int = MAX_SAMPLE_TARGETS,
+    target_subset: int = MAX_SUBSET_TARGETS,
     joins=(),
     progress: bool = False,
 ) -> ShardScan:
@@ -248,14 +248,14 @@ def scan_shards(
         mode: Expected target mode; ``None`` takes the folder's.
         keys: Record keys to use (the files asked for and their views, when the folder is a
             shared cache); ``None``: every record.
-        validation_fraction: Share of files held out (:func:`trillsson_tf.data.is_validation`, by file name).
-        seed: Seeds the split and the target sample.
+        validation_fraction: Share of files held out (:func:`trillsson_tf.train.data.is_validation`, by file name).
+        seed: Seeds the split and the target subset.
         max_validation: Most held-out files kept in memory.
         segment_samples: Segment (and training crop) length in samples: 2 s for embedding
             targets; a layer distillation's segment for its frame targets.
         per_segment: Target rows are the segments' (``None``: in ``local`` mode); each row then
             counts in the moments, and a held-out file gives its first segment and row.
-        sample_targets: Target rows kept for the nearest-target baseline (0: none, for wide rows).
+        target_subset: Target rows kept for the nearest-target baseline (0: none, for wide rows).
         joins: :class:`TargetTable` s of other teachers (clip targets only): each record's row is
             its own followed by theirs; a record one of them lacks is left out and counted.
         progress: A progress bar over the shards.
@@ -265,7 +265,7 @@ def scan_shards(
 
     Raises:
         ParameterError: not a targets folder, another teacher, format or mode (see
-            :func:`trillsson_tf.targets.check_folder`); no shards; no readable training record.
+            :func:`trillsson_tf.train.targets.check_folder`); no shards; no readable training record.
     """
     from tqdm.auto import tqdm
 
@@ -281,88 +281,149 @@ def scan_shards(
     if not shards:
         raise ParameterError(f"Targets folder {directory!r} holds no shards (targets-*.tfrecord).")
     wanted = None if keys is None else np.unique(key_fingerprints(keys))
-    moments = _Moments(sample_targets, seed)
-    readable, skipped, fingerprints, train_paths, held_paths = [], [], [], set(), set()
-    held_audio, held_targets, other, seconds, intact, width = [], [], 0, 0.0, 0, None
+    moments, totals = _Moments(target_subset, seed), _Totals()
     for shard in tqdm(shards, desc="scanning target shards", unit="shard", disable=not progress):
-        rows, shard_prints, shard_train_paths, shard_held, shard_held_paths = [], [], set(), [], set()
-        shard_seconds, shard_other = 0.0, 0
         try:
             # The first intact shard sets the width (a cache's odd shards were set aside by build_cache).
-            records = [
-                (feature, *_decode(feature))
-                for feature in shard_records(shard, teacher=teacher, mode=info["mode"], width=width)
-            ]
-            prints = key_fingerprints([key for _, key, _, _ in records])
-            asked = np.ones(len(records), bool) if wanted is None else _member(prints, wanted)
-            shard_width = records[0][3].shape[1] if records else None  # this teacher's, before the join
-            records, asked = _join(records, prints, asked, joins, missing)
-            for (feature, _, path, targets), fingerprint, use in zip(records, prints, asked):
-                if not use:
-                    shard_other += 1
-                elif is_validation(path, validation_fraction, seed=seed):
-                    if path not in held_paths and path not in shard_held_paths:
-                        shard_held_paths.add(path)
-                        if len(held_audio) + len(shard_held) < max_validation:
-                            shard_held.append(
-                                (pcm16(segments(record_audio(feature), segment_samples=segment_samples)[0]), targets[0])
-                            )
-                else:
-                    shard_prints.append(fingerprint)
-                    shard_train_paths.add(path)
-                    rows.append(targets if per_segment else targets[:1])
-                    shard_seconds += record_samples(feature) / 16000.0
+            part = _read_shard(
+                shard,
+                totals.width,
+                totals.held_paths,
+                max_validation - len(totals.held),
+                teacher=teacher,
+                mode=info["mode"],
+                wanted=wanted,
+                joins=joins,
+                missing=missing,
+                validation_fraction=validation_fraction,
+                seed=seed,
+                per_segment=per_segment,
+                segment_samples=segment_samples,
+            )
         except ShardError as error:  # cut short by a crash, damaged on disk, copied in: all of it out, never half
-            skip_shard(error, skipped, log=_log)
+            skip_shard(error, totals.skipped, log=_log)
             continue
-        intact += 1
-        width = width or shard_width
-        if shard_prints:  # a shard of held-out files or of other files only is never read again
-            readable.append(shard)
-            fingerprints.append(np.array(shard_prints, np.int64))
-        for row in rows:
-            moments.add(row)
-        train_paths |= shard_train_paths
-        held_paths |= shard_held_paths
-        held_audio += [clip for clip, _ in shard_held]
-        held_targets += [target for _, target in shard_held]
-        other += shard_other
-        seconds += shard_seconds
+        totals.add(shard, part, moments)
+    skipped = totals.skipped
     if skipped:
         _log.warning("Left out %d unusable target shard(s) of %d in %s.", len(skipped), len(shards), directory)
-    if not fingerprints:
+    if not totals.fingerprints:
         raise ParameterError(
-            f"Targets folder {directory!r} has no readable training record ({intact} readable shard(s), "
-            f"{len(skipped)} unusable, {len(held_paths)} held-out file(s), {other} record(s) of other files)."
+            f"Targets folder {directory!r} has no readable training record ({totals.intact} readable shard(s), "
+            f"{len(skipped)} unusable, {len(totals.held_paths)} held-out file(s), {totals.other} record(s) of "
+            "other files)."
         )
+    return _scan(directory, info, totals, moments, joins, missing, per_segment, segment_samples)
+
+
+def _scan(directory, info, totals: "_Totals", moments: _Moments, joins, missing, per_segment, segment_samples):
+    """The :class:`ShardScan` of a pass over a folder's shards."""
     mean = moments.total / moments.count
     std = np.sqrt(np.maximum(moments.squares / moments.count - np.square(mean), 0.0))
     dim = len(mean)
+    held_audio, held_targets = [clip for clip, _ in totals.held], [target for _, target in totals.held]
     return ShardScan(
         directory=directory,
         info=info,
         mode=info["mode"],
-        shards=readable,
-        skipped_shards=skipped,
-        train_fingerprints=np.concatenate(fingerprints),
-        train_files=len(train_paths),
-        validation_files=len(held_paths),
-        other_records=other,
+        shards=totals.readable,
+        skipped_shards=totals.skipped,
+        train_fingerprints=np.concatenate(totals.fingerprints),
+        train_files=len(totals.train_paths),
+        validation_files=len(totals.held_paths),
+        other_records=totals.other,
         target_mean=mean,
         target_std=std,
         target_rows=moments.count,
-        sample_targets=np.array(moments.sample),
+        target_subset=np.array(moments.subset),
         validation_audio=(np.stack(held_audio) if held_audio else np.zeros((0, segment_samples), np.int16)),
         validation_targets=(
             np.stack(held_targets).astype(np.float32) if held_targets else np.zeros((0, dim), np.float32)
         ),
-        train_hours=seconds / 3600.0,
+        train_hours=totals.seconds / 3600.0,
         per_segment=per_segment,
         segment_samples=segment_samples,
         joins=joins,
         widths=(dim - sum(table.width for table in joins), *(table.width for table in joins)),
         missing=tuple(missing),
     )
+
+
+@dataclasses.dataclass
+class _Totals:
+    """What :func:`scan_shards` has kept of the shards read so far."""
+
+    readable: list = dataclasses.field(default_factory=list)  # shards that hold training records
+    skipped: list = dataclasses.field(default_factory=list)  # (path, reason) of unusable shards
+    fingerprints: list = dataclasses.field(default_factory=list)  # int64 arrays, one per readable shard
+    train_paths: set = dataclasses.field(default_factory=set)
+    held_paths: set = dataclasses.field(default_factory=set)
+    held: list = dataclasses.field(default_factory=list)  # (int16 first segment, target row) of held-out files
+    other: int = 0
+    seconds: float = 0.0
+    intact: int = 0
+    width: int = None
+
+    def add(self, shard, part: "_ShardPart", moments: _Moments) -> None:
+        self.intact += 1
+        self.width = self.width or part.width
+        if part.prints:  # a shard of held-out files or of other files only is never read again
+            self.readable.append(shard)
+            self.fingerprints.append(np.array(part.prints, np.int64))
+        for row in part.rows:
+            moments.add(row)
+        self.train_paths |= part.train_paths
+        self.held_paths |= part.held_paths
+        self.held += part.held
+        self.other += part.other
+        self.seconds += part.seconds
+
+
+@dataclasses.dataclass
+class _ShardPart:
+    """What :func:`scan_shards` keeps of one shard."""
+
+    rows: list = dataclasses.field(default_factory=list)  # training target rows
+    prints: list = dataclasses.field(default_factory=list)  # training records' key fingerprints
+    train_paths: set = dataclasses.field(default_factory=set)
+    held: list = dataclasses.field(default_factory=list)  # (int16 first segment, target row) of held-out files
+    held_paths: set = dataclasses.field(default_factory=set)
+    seconds: float = 0.0  # of training audio
+    other: int = 0  # records of files not asked for
+    width: int = None  # this teacher's target width (before joins); None: no record
+
+
+def _read_shard(shard, width, held_paths, room: int, *, teacher, mode, wanted, joins, missing, **split) -> _ShardPart:
+    """One shard's records, split into training rows and held-out clips (``room``: held-out clips still kept).
+
+    ``split``: ``validation_fraction``, ``seed``, ``per_segment``, ``segment_samples`` of :func:`scan_shards`.
+
+    Raises:
+        ShardError: an unusable shard (:func:`trillsson_tf.train.targets.shard_records`).
+    """
+    part = _ShardPart()
+    records = [
+        (feature, *_decode(feature)) for feature in shard_records(shard, teacher=teacher, mode=mode, width=width)
+    ]
+    prints = key_fingerprints([key for _, key, _, _ in records])
+    asked = np.ones(len(records), bool) if wanted is None else _member(prints, wanted)
+    part.width = records[0][3].shape[1] if records else None  # this teacher's, before the join
+    records, asked = _join(records, prints, asked, joins, missing)
+    for (feature, _, path, targets), fingerprint, use in zip(records, prints, asked):
+        if not use:
+            part.other += 1
+        elif is_validation(path, split["validation_fraction"], seed=split["seed"]):
+            if path not in held_paths and path not in part.held_paths:
+                part.held_paths.add(path)
+                if len(part.held) < room:
+                    first = segments(record_audio(feature), segment_samples=split["segment_samples"])[0]
+                    part.held.append((pcm16(first), targets[0]))
+        else:
+            part.prints.append(fingerprint)
+            part.train_paths.add(path)
+            part.rows.append(targets if split["per_segment"] else targets[:1])
+            part.seconds += record_samples(feature) / 16000.0
+    return part
 
 
 def _join(records: list, prints: np.ndarray, asked: np.ndarray, joins: list, missing: list) -> tuple:
@@ -448,7 +509,7 @@ def training_dataset(
             195-frame patch, unless the scan says otherwise). With per-segment targets a crop is
             one whole segment.
         pipelines: ``(count, index)`` of this process among the processes reading data
-            (:func:`trillsson_tf.distribute.input_pipelines`): with at least ``count`` shards it
+            (:func:`trillsson_tf.train.distribute.input_pipelines`): with at least ``count`` shards it
             reads its own (:func:`reader_shards`), otherwise it reads all and keeps every
             ``count``-th record. ``batch_size`` is then this process's share.
 

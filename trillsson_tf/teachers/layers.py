@@ -233,7 +233,7 @@ class HFTeacher(LayeredTeacher):
     def _load(spec: str, do_normalize):
         from transformers import AutoFeatureExtractor, TFAutoModel
 
-        from trillsson_tf.export import require_network
+        from trillsson_tf.models.export import require_network
 
         name = spec[len(HF_PREFIX) :] if spec.startswith(HF_PREFIX) else spec
         try:
@@ -292,7 +292,7 @@ class OutputsTeacher(LayeredTeacher):
             self._call = lambda audio: {key: value.numpy() for key, value in model(audio, training=False).items()}
             parameters, location = int(model.count_params()), file_fingerprint(spec)
         else:
-            from trillsson_tf.export import load_savedmodel, output_keys, resolve_handle, savedmodel_parameters
+            from trillsson_tf.models.export import load_savedmodel, output_keys, resolve_handle, savedmodel_parameters
 
             loaded = load_savedmodel(spec)
             names = output_keys(loaded)

@@ -28,7 +28,7 @@ from trillsson_tf.contract import (
 )
 from trillsson_tf.errors import ParameterError, TrillssonError
 from trillsson_tf.folders import prepare_output_dir, write_json
-from trillsson_tf.kinds import LAYER_STUDENT_KIND, WAVEFORM
+from trillsson_tf.kinds import EXPORT_TYPE_KEY, LAYER_STUDENT_EXPORT, WAVEFORM
 from trillsson_tf.frontend import DEFAULT_FRONTEND, DEFAULT_HOP_S
 from trillsson_tf.models import frames_model, output_heads
 from trillsson_tf.models import output_key as model_output_key
@@ -75,7 +75,7 @@ def export_savedmodel(
             ``('keyword_logits', 'speaker_embedding')`` of a multi-task model); default: its
             one ``embedding`` / ``scores`` output.
         frames_hop_s: Hop of the ``frames`` signature in seconds (a multiple of 0.01 in (0, 1.95]:
-            :meth:`trillsson_tf.frontend.FrontendConfig.windows`); ``None``: no ``frames``
+            :meth:`trillsson_tf.frontend.FrontendConfig.chunks`); ``None``: no ``frames``
             signature. Exports of several outputs have one only when all are heads on the clip
             vector (a several-teacher student's).
 
@@ -87,7 +87,7 @@ def export_savedmodel(
             the model does not output exactly one of the keys ``embedding`` / ``scores``, or a bad hop.
     """
     windows = (
-        None if frames_hop_s is None else DEFAULT_FRONTEND.windows(frames_hop_s)
+        None if frames_hop_s is None else DEFAULT_FRONTEND.chunks(frames_hop_s)
     )  # checked before the folder is made
     path = prepare_output_dir(path, overwrite=overwrite, what="Export directory")
     names = tuple(output_names) if output_names else (model_output_key(model),)
@@ -146,16 +146,16 @@ def export_savedmodel(
             {
                 "signature": FRAMES_SIGNATURE_KEY,
                 "hop_s": windows.hop_s,
-                "window_s": windows.window_s,
+                "window_s": windows.chunk_s,
                 "outputs": [*names, START_S_KEY],
             }
             if FRAMES_SIGNATURE_KEY in signatures
             else None
         ),
-        # A layer student straight from models.build: the metadata its export kind needs.
+        # A layer student straight from models.build: the metadata its export type needs.
         **(
             {
-                "kind": LAYER_STUDENT_KIND,
+                EXPORT_TYPE_KEY: LAYER_STUDENT_EXPORT,
                 "encoder": model.encoder.name,
                 "segment_samples": model.min_samples,
                 "sample_rate_hz": model.sample_rate_hz,

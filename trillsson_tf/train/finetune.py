@@ -2,7 +2,7 @@
 
 ``finetune(export, data, out_dir=..., config=FinetuneConfig(...))`` puts a keyword head (cross-entropy)
 and a speaker head (AAM-softmax, scored by cosine) on the shared encoder of a
-:func:`trillsson_tf.distill_layers.distill_layers` export, frozen or fine-tuned, and scores keyword
+:func:`trillsson_tf.train.distill_layers.distill_layers` export, frozen or fine-tuned, and scores keyword
 accuracy on the test files and speaker EER / minDCF on held-out speakers. Design notes:
 docs/DESIGN.md, "Keyword + speaker fine-tuning".
 """
@@ -16,7 +16,7 @@ import tempfile
 import numpy as np
 
 from trillsson_tf._keras import keras, tf
-from trillsson_tf.data import (
+from trillsson_tf.train.data import (
     AudioItem,
     find_audio,
     index_clips,
@@ -26,17 +26,17 @@ from trillsson_tf.data import (
     source_paths,
 )
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.export import KERAS_FILE, export_savedmodel, read_metadata
+from trillsson_tf.models.export import KERAS_FILE, export_savedmodel, read_metadata
 from trillsson_tf.folders import write_json
 from trillsson_tf.frontend.numpy_ops import mirror_pad
-from trillsson_tf.kinds import LAYER_STUDENT_KIND, MULTITASK_KIND
-from trillsson_tf.layer_teachers import LayeredTeacher
+from trillsson_tf.kinds import EXPORT_TYPE_KEY, LAYER_STUDENT_EXPORT, MULTITASK_EXPORT, export_type
+from trillsson_tf.teachers.layers import LayeredTeacher
 from trillsson_tf.metrics import accuracy, binomial_ci95, speaker_verification, split_speakers
 from trillsson_tf.models import distil
 from trillsson_tf.models.heads import KWS_OUTPUT, SV_OUTPUT, build_heads
 from trillsson_tf.teachers import file_fingerprint
 from trillsson_tf.configs import FinetuneConfig, as_record, make_config
-from trillsson_tf.training import RunFolder, files_identity, run_steps, versions
+from trillsson_tf.train.engine import RunFolder, files_identity, run_steps, versions
 
 __all__ = [
     "KWS_OUTPUT",
@@ -91,7 +91,7 @@ def load_encoder(export):
     """The shared encoder of a layer-distilled (or already fine-tuned) export.
 
     Args:
-        export: An export folder of :func:`trillsson_tf.distill_layers.distill_layers` (or of
+        export: An export folder of :func:`trillsson_tf.train.distill_layers.distill_layers` (or of
             :func:`finetune`).
 
     Returns:
@@ -103,12 +103,12 @@ def load_encoder(export):
     """
     path = os.fspath(export)
     metadata = read_metadata(path) if os.path.isdir(path) else {}
-    if metadata.get("kind") not in (LAYER_STUDENT_KIND, MULTITASK_KIND) or not os.path.isfile(
+    if export_type(metadata) not in (LAYER_STUDENT_EXPORT, MULTITASK_EXPORT) or not os.path.isfile(
         os.path.join(path, KERAS_FILE)
     ):
         raise ParameterError(
             f"{path!r} is not a layer-distilled export: expected a folder written by `trillsson-tf distill-layers` "
-            f"(<out>/export, with {KERAS_FILE} and trillsson_tf.json of kind {LAYER_STUDENT_KIND!r})."
+            f"(<out>/export, with {KERAS_FILE} and trillsson_tf.json of export_type {LAYER_STUDENT_EXPORT!r})."
         )
     model = keras.models.load_model(os.path.join(path, KERAS_FILE))
     return model.get_layer(metadata["encoder"]), metadata
@@ -216,9 +216,9 @@ def finetune(
     """Fine-tune (or freeze) an encoder with a keyword head and/or a speaker head.
 
     Args:
-        export: A :func:`trillsson_tf.distill_layers.distill_layers` export folder, or a
-            :class:`trillsson_tf.layer_teachers.LayeredTeacher` (frozen only; no export is written).
-        data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.data.AudioItem`.
+        export: A :func:`trillsson_tf.train.distill_layers.distill_layers` export folder, or a
+            :class:`trillsson_tf.teachers.layers.LayeredTeacher` (frozen only; no export is written).
+        data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.train.data.AudioItem`.
         out_dir: Run folder (``run.json``, ``checkpoints/``, ``logs/``, ``export/``).
         config: A :class:`~trillsson_tf.configs.FinetuneConfig`; ``options`` are its fields as
             keywords, applied over it. Its fields:
@@ -335,25 +335,13 @@ class _Training:
 def _open(config: FinetuneConfig, export, data, labels, out_dir, resume: bool, overwrite: bool) -> _Session:
     """Load the encoder, plan the split and the tasks, open (or check, on resume) the run folder."""
     teacher_mode = isinstance(export, LayeredTeacher)
-    if teacher_mode and not config.freeze_encoder:
-        raise ParameterError(
-            "A teacher cannot be fine-tuned here: pass freeze_encoder=True to train heads on its features."
-        )
-    if teacher_mode:
-        encoder, metadata = _TeacherEncoder(export), {"segment_samples": max(16000, export.min_samples)}
-        width = encoder.width
-    else:
-        encoder, metadata = load_encoder(export)
-        if config.encoder_layers == "all":
-            encoder = distil.with_hidden_states(encoder)
-        width = int(encoder.output_shape[-1])
+    encoder, metadata, width = _load(config, export, teacher_mode)
     segment_samples = int(metadata.get("segment_samples", 16000))
     items = find_audio(data, labels=labels)
-    kws_labels, sv_labels = config.kws_labels, config.sv_labels
     train_items, keywords, speakers, held = _plan(
         items,
-        kws_labels=kws_labels,
-        sv_labels=sv_labels,
+        kws_labels=config.kws_labels,
+        sv_labels=config.sv_labels,
         holdout_speakers=config.holdout_speakers,
         sv_holdout=config.sv_holdout,
         seed=config.seed,
@@ -375,6 +363,28 @@ def _open(config: FinetuneConfig, export, data, labels, out_dir, resume: bool, o
         plan,
         _encoder_source(export),
     )
+    _open_run(session, data, labels, out_dir, resume, overwrite)
+    return session
+
+
+def _load(config: FinetuneConfig, export, teacher_mode: bool) -> tuple:
+    """``(encoder, metadata, width)``: a layer-distilled export's encoder, or a teacher's (frozen only)."""
+    if teacher_mode and not config.freeze_encoder:
+        raise ParameterError(
+            "A teacher cannot be fine-tuned here: pass freeze_encoder=True to train heads on its features."
+        )
+    if teacher_mode:
+        encoder = _TeacherEncoder(export)
+        return encoder, {"segment_samples": max(16000, export.min_samples)}, encoder.width
+    encoder, metadata = load_encoder(export)
+    if config.encoder_layers == "all":
+        encoder = distil.with_hidden_states(encoder)
+    return encoder, metadata, int(encoder.output_shape[-1])
+
+
+def _open_run(session: _Session, data, labels, out_dir, resume: bool, overwrite: bool) -> None:
+    """Open the run folder (or check it, on resume) and set ``session.run`` and ``session.record``."""
+    config, export = session.config, session.export
     session.run = RunFolder(
         out_dir,
         resume=resume,
@@ -389,19 +399,18 @@ def _open(config: FinetuneConfig, export, data, labels, out_dir, resume: bool, o
         "head_steps": config.head_steps,  # as given: its default follows steps, which a resume may raise
         "encoder_lr_scale": config.encoder_lr_scale,
         "balance_batches": bool(config.balance_batches),
-        "training_files": files_identity(train_items),
+        "training_files": files_identity(session.train_items),
     }
     session.record = session.run.open(
         {
             "encoder": session.source["spec"],
             "encoder_identity": session.source["identity"],
-            "config": plan,
+            "config": session.plan,
             "stream": stream,
         },
         lambda i: f"fine-tunes the encoder of {i['encoder']!r} ({i['encoder_identity']}) with {i['config']}",
         compared=("encoder_identity", "config", "stream"),
     )
-    return session
 
 
 def _plan_record(config: FinetuneConfig, keywords, speakers, held, segment_samples: int) -> dict:
@@ -613,7 +622,7 @@ def _finish(session: _Session, training: _Training, progress: bool) -> dict:
         outputs = heads(encoder(audio))
         model = keras.Model(audio, {name: outputs[name] for name in names}, name="multitask")
         info = {
-            "kind": MULTITASK_KIND,
+            EXPORT_TYPE_KEY: MULTITASK_EXPORT,
             "encoder": encoder.name,
             "sample_rate_hz": 16000,
             "segment_samples": session.segment_samples,
@@ -679,6 +688,39 @@ def _feature_predictor(encoder, heads, segment_samples):
         return {name: value.numpy() for name, value in heads(frames, training=False).items()}
 
     return predict
+
+
+def _predictor(path: str) -> tuple:
+    """``(clip -> outputs, metadata)`` of a fine-tuned export or its ``.tflite`` file."""
+    from trillsson_tf.runtime import TFLiteModel, read_model_card
+
+    if path.endswith(".tflite"):
+        info = read_model_card(path).get("source", {}).get("metadata") or {}
+        runtime = TFLiteModel(path)
+        segment = int(info.get("segment_samples", 16000))
+
+        def predict(clip):
+            return {name: value for name, value in runtime(mirror_pad(clip[np.newaxis], segment)).items()}
+
+        return predict, info
+    info = read_metadata(path)
+    if export_type(info) != MULTITASK_EXPORT:
+        raise ParameterError(
+            f"{path!r} is not a fine-tuned export (export_type {MULTITASK_EXPORT!r} in trillsson_tf.json)."
+        )
+    keras_model = keras.models.load_model(os.path.join(path, KERAS_FILE))
+    return _model_predictor(keras_model, int(info.get("segment_samples", 16000))), info
+
+
+def _keyword_items(items: list, kws: str, keywords: list, path: str) -> list:
+    """The items, all in the test split unless some are; refuses keyword labels the model does not know."""
+    if not keywords:
+        raise ParameterError(f"Model {path!r} has no keyword head ({KWS_OUTPUT}).")
+    unknown = sorted({i.labels[kws] for i in items if kws in i.labels} - set(keywords))
+    if unknown:
+        raise ParameterError(f"Keyword label(s) {unknown} are not among the model's classes {keywords}.")
+    has_split = any(i.labels.get(_SPLIT) == _TEST for i in items)
+    return [i if has_split else AudioItem(i.path, {**i.labels, _SPLIT: _TEST}) for i in items]
 
 
 def _model_predictor(model, segment_samples):
@@ -764,7 +806,7 @@ def evaluate_multitask(
     Args:
         model: A :func:`finetune` export folder, or a ``.tflite`` converted from one (run with
             :class:`trillsson_tf.runtime.TFLiteModel`).
-        data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.data.AudioItem`.
+        data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.train.data.AudioItem`.
         kws: Keyword label column; scored on the ``split=test`` files when there is a split, else
             on every file with the label.
         sv: Speaker label column; trials are all pairs of files whose speakers the model never
@@ -783,8 +825,6 @@ def evaluate_multitask(
         ParameterError: missing label columns, a model without the needed output, keyword labels
             the model does not know, fewer than 2 unseen speakers.
     """
-    from trillsson_tf.runtime import TFLiteModel, read_model_card
-
     if kws is None and sv is None:
         raise ParameterError("Give kws=<label column> and/or sv=<label column> to evaluate.")
     path = os.fspath(model)
@@ -792,32 +832,13 @@ def evaluate_multitask(
     for column, role in ((kws, "keyword labels"), (sv, "speaker labels")):
         if column is not None:
             _label_column(items, column, role)
-    if path.endswith(".tflite"):
-        card = read_model_card(path)
-        info = card.get("source", {}).get("metadata") or {}
-        runtime = TFLiteModel(path)
-        segment = int(info.get("segment_samples", 16000))
-
-        def predict(clip):
-            return {name: value for name, value in runtime(mirror_pad(clip[np.newaxis], segment)).items()}
-    else:
-        info = read_metadata(path)
-        if info.get("kind") != MULTITASK_KIND:
-            raise ParameterError(f"{path!r} is not a fine-tuned export (kind {MULTITASK_KIND!r} in trillsson_tf.json).")
-        keras_model = keras.models.load_model(os.path.join(path, KERAS_FILE))
-        predict = _model_predictor(keras_model, int(info.get("segment_samples", 16000)))
+    predict, info = _predictor(path)
     keywords = info.get("keywords") or []
     if kws is not None:
-        if not keywords:
-            raise ParameterError(f"Model {path!r} has no keyword head ({KWS_OUTPUT}).")
-        unknown = sorted({i.labels[kws] for i in items if kws in i.labels} - set(keywords))
-        if unknown:
-            raise ParameterError(f"Keyword label(s) {unknown} are not among the model's classes {keywords}.")
-        has_split = any(i.labels.get(_SPLIT) == _TEST for i in items)
-        items = [i if has_split else AudioItem(i.path, {**i.labels, _SPLIT: _TEST}) for i in items]
+        items = _keyword_items(items, kws, keywords, path)
+    unseen = set()
     if sv is not None:
-        trained = set(info.get("train_speakers") or [])
-        unseen = {i.labels[sv] for i in items if sv in i.labels} - trained
+        unseen = {i.labels[sv] for i in items if sv in i.labels} - set(info.get("train_speakers") or [])
         if speakers is not None:
             unseen &= set(map(str, speakers))
     scoring = [
@@ -834,7 +855,7 @@ def evaluate_multitask(
             kws_labels=kws,
             keywords=keywords,
             sv_labels=sv,
-            speakers=unseen if sv else set(),
+            speakers=unseen,
             sv_groups=sv_groups,
             p_target=p_target,
             progress=progress,

@@ -3,7 +3,7 @@
 ``distill_layers(data, out_dir=..., config=LayerDistillConfig(...))`` computes the teacher's layers
 once per segment into target shards, trains the student encoder with one head per layer (L1 minus
 log-sigmoid cosine), and exports it in hub format with the encoder kept for
-:mod:`trillsson_tf.finetune`. Design notes: docs/DESIGN.md, "Layer distillation".
+:mod:`trillsson_tf.train.finetune`. Design notes: docs/DESIGN.md, "Layer distillation".
 """
 
 import dataclasses
@@ -14,19 +14,19 @@ import numpy as np
 
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.configs import DEFAULT_SEGMENT_SAMPLES, LayerDistillConfig, as_record, make_config
-from trillsson_tf.data import find_audio, segments, source_paths, split_items
+from trillsson_tf.train.data import find_audio, segments, source_paths, split_items
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.formats.target_shard import pcm16_float
-from trillsson_tf.export import export_savedmodel
+from trillsson_tf.models.export import export_savedmodel
 from trillsson_tf import models
 from trillsson_tf.contract import SAMPLE_RATE_HZ
-from trillsson_tf.kinds import LAYER_STUDENT_KIND, WAVEFORM
-from trillsson_tf.layer_teachers import load_layered_teacher
+from trillsson_tf.kinds import EXPORT_TYPE_KEY, LAYER_STUDENT_EXPORT, WAVEFORM
+from trillsson_tf.teachers.layers import load_layered_teacher
 from trillsson_tf.models import distil
-from trillsson_tf.input_pipeline import scan_shards, training_dataset
-from trillsson_tf.targets import build_cache
+from trillsson_tf.train.input_pipeline import scan_shards, training_dataset
+from trillsson_tf.train.targets import build_cache
 from trillsson_tf.teachers import Teacher
-from trillsson_tf.training import RunFolder, records_identity, learning_rate_schedule, run_steps, versions
+from trillsson_tf.train.engine import RunFolder, records_identity, learning_rate_schedule, run_steps, versions
 
 __all__ = [
     "DEFAULT_SEGMENT_SAMPLES",
@@ -177,11 +177,11 @@ def distill_layers(
     """Distill the hidden layers ``layers`` of ``teacher`` into a DistilHuBERT-style student.
 
     Args:
-        data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.data.AudioItem`.
+        data: A folder, a CSV manifest, or a list of paths / :class:`trillsson_tf.train.data.AudioItem`.
         out_dir: Run folder (``run.json``, ``checkpoints/``, ``logs/``, ``export/``).
         config: A :class:`~trillsson_tf.configs.LayerDistillConfig`; ``options`` are its fields as
             keywords, applied over it. Its fields:
-        teacher: A spec for :func:`trillsson_tf.layer_teachers.load_layered_teacher` (``hf:...``,
+        teacher: A spec for :func:`trillsson_tf.teachers.layers.load_layered_teacher` (``hf:...``,
             ``speech_embedding``, a SavedModel / Keras file, a ``.tflite``), or a loaded one.
         layers: Teacher layers to distill (``'4,8,12'``); default: the teacher's usual choice.
         student: A layer-distillation student: ``trillsson_tf.models.available(family='waveform')``.
@@ -190,15 +190,15 @@ def distill_layers(
             this share of the teacher's parameters.
         segment_samples: Training segment length in samples (>= the teacher's window).
         lr: Adam learning rate (peak of the schedule).
-        lr_schedule: ``cosine`` or ``constant`` (see :data:`trillsson_tf.distill.LR_SCHEDULES`).
+        lr_schedule: ``cosine`` or ``constant`` (see :data:`trillsson_tf.train.distill.LR_SCHEDULES`).
         batch_size: Segments per step.
         steps: Total optimizer steps (a resumed run continues up to this number).
         checkpoint_every: Steps between checkpoints (also written at the end).
         validation_fraction: Share of files held out for the validation loss (on the first
-            segment of each of up to :data:`trillsson_tf.input_pipeline.MAX_VALIDATION_FILES`).
+            segment of each of up to :data:`trillsson_tf.train.input_pipeline.MAX_VALIDATION_FILES`).
         seed: Seeds the split, the batches and the weights.
-        cache_dir: Target cache root (see :func:`trillsson_tf.targets.build_cache`).
-        augment: Augmented views per training file (:mod:`trillsson_tf.augment`), each with its
+        cache_dir: Target cache root (see :func:`trillsson_tf.train.targets.build_cache`).
+        augment: Augmented views per training file (:mod:`trillsson_tf.train.augment`), each with its
             own cached teacher layers, trained on beside the originals. Validation files are
             never augmented.
         resume: Continue the run in ``out_dir``; refused when the teacher, its layers or the
@@ -322,7 +322,7 @@ def _read_targets(session: _Session, data, cache_dir, progress: bool):
         seed=config.seed,
         segment_samples=config.segment_samples,
         per_segment=True,
-        sample_targets=0,
+        target_subset=0,
         progress=progress,
     )
     session.run.confirm(training_records=records_identity(session.scan))
@@ -340,14 +340,7 @@ def _build(session: _Session):
     batches = iter(training_dataset(scan, batch_size=config.batch_size, seed=config.seed))
     session.model = models.build(config.student, **session.student_config)
     encoder = session.model.encoder
-    conv_layers = tuple(tuple(layer) for layer in session.student_config["conv_layers"])
-    hop, field = distil.frame_geometry(conv_layers)
-    spans = layered.frame_spans(config.segment_samples, teacher_frames)
-    align = tf.constant(
-        alignment_matrix(
-            spans, distil.num_frames(config.segment_samples, conv_layers), hop_samples=hop, field_samples=field
-        )
-    )
+    align, hop = _alignment(session, teacher_frames)
     heads = session.heads = {
         name: keras.layers.Dense(dim, name=f"head_{name}") for name, dim in zip(layered.layers, dims)
     }
@@ -390,6 +383,17 @@ def _build(session: _Session):
 
     session.hop = hop
     return batches, optimizer, checkpoints, _StepFunctions(train_step, validate)
+
+
+def _alignment(session: _Session, teacher_frames: int):
+    """``(align float32 [teacher_frames, student_frames], student frame hop in samples)``: row t averages
+    the student frames whose centres lie in teacher frame t's span (:func:`alignment_matrix`)."""
+    config = session.config
+    conv_layers = tuple(tuple(layer) for layer in session.student_config["conv_layers"])
+    hop, field = distil.frame_geometry(conv_layers)
+    spans = session.layered.frame_spans(config.segment_samples, teacher_frames)
+    student_frames = distil.num_frames(config.segment_samples, conv_layers)
+    return tf.constant(alignment_matrix(spans, student_frames, hop_samples=hop, field_samples=field)), hop
 
 
 def _describe(session: _Session, data, cache) -> None:
@@ -447,7 +451,7 @@ def _export(session: _Session) -> dict:
     """Export the encoder in hub format (the heads are dropped, as in DistilHuBERT); returns the record."""
     config, record, layered = session.config, session.record, session.layered
     metadata = {
-        "kind": LAYER_STUDENT_KIND,
+        EXPORT_TYPE_KEY: LAYER_STUDENT_EXPORT,
         "encoder": distil.ENCODER_NAME,
         "sample_rate_hz": SAMPLE_RATE_HZ,
         "segment_samples": config.segment_samples,

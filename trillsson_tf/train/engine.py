@@ -101,7 +101,7 @@ def versions() -> dict:
 
 
 def records_identity(scan) -> str:
-    """``"N records, sha256 H"`` of a :class:`~trillsson_tf.input_pipeline.ShardScan`'s training records and shards.
+    """``"N records, sha256 H"`` of a :class:`~trillsson_tf.train.input_pipeline.ShardScan`'s training records and shards.
 
     A resume must read the same records from the same shards: the data iterator in the checkpoint
     holds positions in them.
@@ -112,7 +112,7 @@ def records_identity(scan) -> str:
 
 
 def files_identity(items) -> str:
-    """``"N files, sha256 H"`` of the paths of :class:`~trillsson_tf.data.AudioItem` s (order-free)."""
+    """``"N files, sha256 H"`` of the paths of :class:`~trillsson_tf.train.data.AudioItem` s (order-free)."""
     paths = sorted(os.path.abspath(getattr(item, "path", item)) for item in items)
     return f"{len(paths)} files, sha256 {hashlib.sha256(chr(10).join(paths).encode()).hexdigest()[:16]}"
 
