@@ -22,7 +22,8 @@ from trillsson_tf.train.data import source_paths
 from trillsson_tf.errors import ConversionError, ParameterError
 from trillsson_tf.models.export import KERAS_FILE, METADATA_FILE, read_metadata
 from trillsson_tf.folders import refuse_inputs, write_atomic
-from trillsson_tf.formats.model_card import card_path
+from trillsson_tf.contract import SIGNATURE_KEY
+from trillsson_tf.formats.model_card import CARD_FORMATS, card_path
 from trillsson_tf.formats.run_record import RUN_FILE, read_record
 from trillsson_tf.frontend import numpy_ops
 from trillsson_tf.models import inner_network
@@ -44,6 +45,7 @@ __all__ = [
     "quiet_tf_interpreter",
     "representative_clips",
     "run_info",
+    "tflite_card_fields",
     "tflite_converter",
     "write_model",
 ]
@@ -323,3 +325,23 @@ def int8_with_float_layers(content: bytes, function, trackable, kind: kinds.Kind
         debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=frontend_nodes),
     )
     return debugger.get_nondebug_quantized_model()
+
+
+def tflite_card_fields(content: bytes, out_path, model, quantize: str, kind) -> dict:
+    """The model card fields every ``.tflite`` converter fills alike: file, tensors, size, op table, licence."""
+    runner = litert.make_interpreter(model_content=content, num_threads=1).get_signature_runner(SIGNATURE_KEY)
+    ops = litert.op_table(content)
+    return {
+        "format": CARD_FORMATS["tflite"],
+        "model_file": os.path.basename(out_path),
+        "name": model.name,
+        "quantize": quantize,
+        "frontend_inside": kind.frontend_inside,
+        "inputs": [litert.tensor_card(n, d) for n, d in runner.get_input_details().items()],
+        "outputs": [litert.tensor_card(n, d) for n, d in runner.get_output_details().items()],
+        "signature": SIGNATURE_KEY,
+        "size_bytes": len(content),
+        "ops": ops,
+        "float_ops": sorted({row["op"] for row in ops if row["float"]}),
+        "licence": LICENCE_NOTE,
+    }

@@ -17,7 +17,7 @@ import numpy as np
 
 from trillsson_tf.converters.common import (
     DEFAULT_MIN_COSINE,
-    LICENCE_NOTE,
+    tflite_card_fields,
     check_parity,
     check_quantize,
     conversion_inputs,
@@ -47,7 +47,7 @@ from trillsson_tf.contract import (
     SIGNATURE_KEY,
 )
 from trillsson_tf.errors import ConversionError, ParameterError
-from trillsson_tf.formats.model_card import CARD_FORMATS, ModelCard, Parity, write_card
+from trillsson_tf.formats.model_card import ModelCard, Parity, write_card
 from trillsson_tf.frontend import DEFAULT_FRONTEND, dft
 from trillsson_tf.metrics import ccc, parity
 from trillsson_tf.models import chunk_network, float32_frontend_model, output_heads, output_key
@@ -444,23 +444,12 @@ def convert(
         reference=plan.reference_name,
     )
 
-    runner = litert.make_interpreter(model_content=content, num_threads=1).get_signature_runner(SIGNATURE_KEY)
     card = ModelCard(
-        format=CARD_FORMATS["tflite"],
-        model_file=os.path.basename(out_path),
-        name=model.name,
-        quantize=quantize,
-        frontend_inside=kind.frontend_inside,
-        inputs=[litert.tensor_card(n, d) for n, d in runner.get_input_details().items()],
-        outputs=[litert.tensor_card(n, d) for n, d in runner.get_output_details().items()],
+        **tflite_card_fields(content, out_path, model, quantize, kind),
         output=key,
         output_keys=keys if len(keys) > 1 else None,
-        signature=SIGNATURE_KEY,
         sample_rate_hz=frontend_config.sample_rate_hz,
         **plan.card,
-        size_bytes=len(content),
-        ops=ops,
-        float_ops=float_ops,
         parity=checked,
         source={
             "export": source,
@@ -471,7 +460,6 @@ def convert(
             "optimization": metadata.get("optimization"),
         },
         converter={"tensorflow": tf.__version__, "fixed_samples": plan.fixed_samples, "frames": bool(frames)},
-        licence=LICENCE_NOTE,
         extra={"tflite_metadata": written, **({"quantizer": quantizer_entry} if quantizer_entry else {})},
     )
     written_card = write_card(card_path, card)

@@ -17,7 +17,7 @@ import numpy as np
 
 from trillsson_tf.converters.common import (
     DEFAULT_MIN_COSINE,
-    LICENCE_NOTE,
+    tflite_card_fields,
     check_parity,
     check_quantize,
     conversion_inputs,
@@ -37,7 +37,7 @@ from trillsson_tf import __version__, kinds, litert
 from trillsson_tf._keras import tf
 from trillsson_tf.contract import AUDIO_INPUT_NAME, SAMPLE_RATE_HZ, SIGNATURE_KEY
 from trillsson_tf.errors import ConversionError, ParameterError
-from trillsson_tf.formats.model_card import CARD_FORMATS, ModelCard, Parity, write_card
+from trillsson_tf.formats.model_card import ModelCard, Parity, write_card
 from trillsson_tf.metrics import parity
 from trillsson_tf.models import output_key
 from trillsson_tf.models.distil import ENCODER_NAME
@@ -187,22 +187,11 @@ def convert_waveform_model(
         min_mean_cosine=DEFAULT_MIN_COSINE[quantize] if min_cosine is None else float(min_cosine),
         reference="Keras model",
     )
-    ops = litert.op_table(content)
     card = ModelCard(
-        format=CARD_FORMATS["tflite"],
-        model_file=os.path.basename(out_path),
-        name=model.name,
-        quantize=quantize,
-        frontend_inside=kind.frontend_inside,
-        inputs=[litert.tensor_card(n, d) for n, d in runner.get_input_details().items()],
-        outputs=[litert.tensor_card(n, d) for n, d in runner.get_output_details().items()],
+        **tflite_card_fields(content, out_path, model, quantize, kind),
         output=names[0],
         output_keys=list(names),
-        signature=SIGNATURE_KEY,
         sample_rate_hz=SAMPLE_RATE_HZ,
-        size_bytes=len(content),
-        ops=ops,
-        float_ops=sorted({row["op"] for row in ops if row["float"]}),
         parity=checked,
         source={
             "export": None if source is None else os.fspath(source),
@@ -210,7 +199,6 @@ def convert_waveform_model(
             "metadata": metadata,
         },
         converter={"tensorflow": tf.__version__, "fixed_samples": length},
-        licence=LICENCE_NOTE,
         extra={"fixed_samples": length, "tflite_metadata": written, "float_layers": float_layers},
     )
     written_card = write_card(card_path, card)

@@ -343,16 +343,7 @@ def _read_targets(session: _Session, cache_dir):
         items = find_audio(session.data)
         train_items, _ = split_items(items, validation_fraction=config.validation_fraction, seed=config.seed)
         mode = mode or "global"
-        cache = build_cache(
-            session.teacher,
-            items,
-            mode=mode,
-            cache_dir=cache_dir,
-            views=config.augment,
-            augmented=train_items,
-            seed=config.seed,
-            progress=session.progress,
-        )
+        cache = _fill_cache(session, session.teacher, items, train_items, mode, cache_dir)
         folder, keys, skipped_files = cache.directory, cache.keys + cache.view_keys, cache.skipped
         set_aside = cache.bad_shards  # recomputed, but the run says which shards were unusable
         del cache  # a string per record: the scan's fingerprints replace them for the whole run
@@ -376,20 +367,26 @@ def _read_targets(session: _Session, cache_dir):
     return skipped_files, set_aside, time.perf_counter() - began
 
 
+def _fill_cache(session: _Session, teacher, items, train_items, mode: str, cache_dir):
+    """``teacher``'s cache of ``items`` (augmented views of ``train_items``), filled where it lacks targets."""
+    config = session.config
+    return build_cache(
+        teacher,
+        items,
+        mode=mode,
+        cache_dir=cache_dir,
+        views=config.augment,
+        augmented=train_items,
+        seed=config.seed,
+        progress=session.progress,
+    )
+
+
 def _other_teachers(session: _Session, items, train_items, mode: str, cache_dir, keys) -> list:
     """Several teachers: fill each other teacher's cache for the same files and read its targets of ``keys``."""
-    config, tables = session.config, []
+    tables = []
     for teacher in session.teachers[1:]:
-        cache = build_cache(
-            teacher,
-            items,
-            mode=mode,
-            cache_dir=cache_dir,
-            views=config.augment,
-            augmented=train_items,
-            seed=config.seed,
-            progress=session.progress,
-        )
+        cache = _fill_cache(session, teacher, items, train_items, mode, cache_dir)
         session.teacher_skips.append(cache.skipped)
         tables.append(read_target_table(cache.directory, teacher=teacher, keys=keys))
     return tables
