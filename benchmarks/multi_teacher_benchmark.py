@@ -18,7 +18,7 @@ standardised targets. Every embedder is scored on the same tasks:
 The several-teacher student is scored twice: its ``embedding`` output (its backbone's pooled
 features, the projection's input) and its teacher outputs standardised side by side (each block
 over the square root of its width: the deployable vector before 2026-12-07). Why its speaker EER
-falls short is measured by three more runs: CAM++ weighted 2 and 4 times the others (loss
+falls short is measured by more runs: CAM++ weighted 2, 3 and 4 times the others (loss
 balance), and students of about twice the width, several-teacher and CAM++ alone (capacity).
 
     .venv/bin/python benchmarks/multi_teacher_benchmark.py --work /work/scratch/table   # shares teacher_table's clips and CAM++ cache
@@ -53,6 +53,7 @@ WIDE = {"stem_filters": 32, "filters": (64, 96, 128, 192, 288)}  # about twice t
 SEVERAL = (  # (run name, label, teacher weights, student options): equal weights, then why speaker EER falls short
     ("several", "", None, None),
     ("several_speaker_x2", ", CAM++ weight 2", (2.0, 1.0, 1.0), None),
+    ("several_speaker_x3", ", CAM++ weight 3", (3.0, 1.0, 1.0), None),
     ("several_speaker_x4", ", CAM++ weight 4", (4.0, 1.0, 1.0), None),
     ("several_wide", ", wide", None, WIDE),
 )
