@@ -26,7 +26,7 @@ accuracy within 1 point of float32. Writes ``benchmarks/results/quantizer_benchm
     # a larger trained student: teacher_table's 1.6 M mobilenetv3small (25 % of CAM++), distilled from CAM++
     .venv/bin/python benchmarks/quantizer_benchmark.py --export /work/scratch/table/runs/student_25pct/export \
         --results quantizer_benchmark_mobilenetv3small
-    # trillsson1 at D = 192 distilled from CAM++ (teacher_table's recipe and files, 1,000 steps)
+    # trillsson1 at D = 192 distilled from CAM++ (teacher_table's files and recipe at lr 1e-3, 1,000 steps)
     .venv/bin/python benchmarks/quantizer_benchmark.py --export <run>/export --results quantizer_benchmark_trillsson1 --repeats 3
 """
 
