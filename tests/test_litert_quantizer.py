@@ -78,6 +78,40 @@ def test_recipes_size_fidelity_and_report(float_patch, patches):
 
 
 @needs_quantizer
+def test_kernels_already_on_the_int4_grid_are_stored_exactly(tmp_path, patches):
+    """What ``optimize --int4`` exports: min-max keeps its grid (OCTAV's clipping would round it again)."""
+    from conftest import TINY_STUDENTS
+    from trillsson_tf import models
+    from trillsson_tf._keras import keras
+    from trillsson_tf.converters.tflite import convert
+    from trillsson_tf.formats.int4_weights import snap_int4
+
+    keras.utils.set_random_seed(5)
+    model = models.build("trillsson1", **TINY_STUDENTS["trillsson1"])
+    snapped = []
+    for layer in model.chunk_network.layers:
+        if type(layer).__name__ in ("Conv2D", "Dense"):
+            weights = layer.get_weights()
+            layer.set_weights([snap_int4(weights[0]), *weights[1:]])
+            snapped.append(layer.name)
+    path = tmp_path / "on_grid.tflite"
+    convert(model, path, frontend=False)
+    content = path.read_bytes()
+    calibration, held_out = patches
+    rows = litert_quantizer.weight_layers(content)
+    assert {row["op"] for row in rows if row["int4_grid"]} == {"CONV_2D", "FULLY_CONNECTED"}
+    assert not any(row["int4_grid"] for row in rows if row["op"] not in ("CONV_2D", "FULLY_CONNECTED"))
+    quantized, entry = litert_quantizer.quantize(
+        content, "int4-weights", input_name="log_mel_patch", report_inputs=calibration
+    )
+    grid_layers = {row["layer"] for row in rows if row["int4_grid"]}
+    assert set(entry["int4_grid_layers"]) == grid_layers and len(grid_layers) == len(snapped)
+    assert {layer["weight_bits"] for layer in entry["layers"] if layer["layer"] in grid_layers} == {4}
+    result = parity(_vectors(content, held_out), _vectors(quantized, held_out))
+    assert result["mean_cosine"] > 0.99999 and result["max_abs_diff"] < 1e-3 * result["reference_rms"] * 100
+
+
+@needs_quantizer
 def test_named_float_layers_and_bad_recipes(float_patch, patches):
     _, content = float_patch
     calibration, _ = patches

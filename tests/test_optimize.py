@@ -19,6 +19,7 @@ from trillsson_tf.apps import cli
 from trillsson_tf._keras import keras
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
 from trillsson_tf.errors import ParameterError, UnsupportedLayerError
+from trillsson_tf.formats.int4_weights import on_int4_grid
 from trillsson_tf.metrics import parity
 from trillsson_tf.optimize import _tfmot, pipeline
 
@@ -312,6 +313,24 @@ def test_qat_efficientnetv2_converts_to_int8_and_agrees(patches, tmp_path):
     assert card["parity"]["mean_cosine"] >= 0.999
 
 
+def test_int4_training_strips_to_the_int4_kernels_it_trained_with(patches):
+    network = _tiny_trillsson1(seed=4).chunk_network
+    wrapped = optimize.apply_int4_qat(network)
+    kinds = {layer.name: type(layer).__name__ for layer in network.layers}
+    wrapped_kinds = sorted({kinds[layer.layer.name] for layer in wrapped.layers if hasattr(layer, "quantize_config")})
+    assert wrapped_kinds == ["Conv2D", "Dense"]  # depthwise, BatchNormalization, activations: float
+    losses = optimize.recover(wrapped, network, patches, steps=6)
+    assert losses[-1] < losses[0]
+    stripped = optimize.strip_int4_qat(wrapped)
+    assert _tfmot_layers(stripped) == [] and [layer.name for layer in stripped.layers] == list(kinds)
+    for layer in stripped.layers:
+        if kinds[layer.name] in ("Conv2D", "Dense"):
+            assert on_int4_grid(layer.get_weights()[0]), layer.name
+    # The export computes what training computed (BatchNormalization frozen by the recovery): the grid is exact.
+    np.testing.assert_allclose(stripped(patches).numpy(), wrapped(patches, training=True).numpy(), atol=1e-5)
+    assert parity(network(patches).numpy(), stripped(patches).numpy())["mean_cosine"] > 0.95
+
+
 def test_clustering_leaves_at_most_that_many_values_per_kernel(tiny_model, patches):
     clustered = optimize.apply_clustering(tiny_model.chunk_network, clusters=8)
     losses = optimize.recover(clustered, tiny_model.chunk_network, patches, steps=10)
@@ -536,6 +555,7 @@ def test_cli_refuses_an_existing_output_without_force(source_export, tmp_path, c
         (["--qat", "--steps", "0"], "steps must be a positive integer, got 0"),
         (["--qat", "--resume"], "Nothing to resume in"),
         (["--qat", "--lr", "0"], "learning_rate must be positive, got 0.0"),
+        (["--int4", "--qat"], "int4 .* does not combine with qat"),
     ],
 )
 def test_cli_bad_options_are_clean_errors(source_export, tmp_path, capsys, argv, match):

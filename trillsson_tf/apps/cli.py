@@ -348,6 +348,7 @@ def _cmd_optimize(args):
         block_size=args.block,
         qat=args.qat,
         cluster=args.cluster,
+        int4=args.int4,
         steps=args.steps,
         batch_size=args.batch_size,
         learning_rate=args.lr,
@@ -537,6 +538,11 @@ def _add_optimize_arguments(optimize):
         "after --prune, cluster-preserving after --cluster",
     )
     optimize.add_argument("--cluster", type=int, default=None, help="weight clusters per kernel, e.g. 16")
+    optimize.add_argument(
+        "--int4",
+        action="store_true",
+        help="int4-weight training of Conv2D and Dense kernels, for convert --quantizer litert --quantize int4-weights",
+    )
     optimize.add_argument("--steps", type=int, default=300, help="recovery steps per stage")
     optimize.add_argument("--batch-size", type=int, default=16)
     optimize.add_argument(

@@ -15,6 +15,7 @@ import numpy as np
 
 from trillsson_tf.contract import SIGNATURE_KEY
 from trillsson_tf.errors import ConversionError, ParameterError
+from trillsson_tf.formats.int4_weights import on_int4_grid
 
 __all__ = [
     "DEFAULT_MIN_COSINE",
@@ -48,6 +49,7 @@ FLAG_ADDED_ERROR = 0.01
 
 _INSTALL = "pip install 'trillsson-tf[litert-quantizer]'"
 _INT4_OPS = ("CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL")
+_GRID_OPS = ("CONV_2D", "FULLY_CONNECTED")  # output channels first in the file: the grid's axis 0
 
 
 def _aeq():
@@ -80,9 +82,11 @@ def weight_layers(content: bytes) -> list:
     """The ops of a ``.tflite`` file's main subgraph that have constant float weights, in graph order.
 
     Returns:
-        ``[{'layer', 'op', 'weights', 'output', 'input', 'weight_count'}]``: ``layer`` is the weight
-        tensor's name without its last part (``chunk_network/block5_pw`` for
-        ``chunk_network/block5_pw/Conv2D``), ``weights``, ``output`` and ``input`` tensor names.
+        ``[{'layer', 'op', 'weights', 'output', 'input', 'weight_count', 'int4_grid'}]``: ``layer`` is
+        the weight tensor's name without its last part (``chunk_network/block5_pw`` for
+        ``chunk_network/block5_pw/Conv2D``), ``weights``, ``output`` and ``input`` tensor names;
+        ``int4_grid``: float32 weights of an int4 op already on an int4 grid per output channel
+        (int4-aware training, ``optimize --int4``).
     """
     from ai_edge_litert.tools import flatbuffer_utils
 
@@ -101,15 +105,18 @@ def weight_layers(content: bytes) -> list:
         data = model.buffers[weights.buffer].data
         if data is None or len(data) == 0 or len(weights.shape) < 2 or weights.type not in float_types:
             continue
-        name = weights.name.decode()
+        name, op_name = weights.name.decode(), names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
         rows.append(
             {
                 "layer": name.split(";")[-1].rpartition("/")[0] or name,
-                "op": names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM"),
+                "op": op_name,
                 "weights": name,
                 "output": graph.tensors[op.outputs[0]].name.decode(),
                 "input": graph.tensors[inputs[0]].name.decode(),
                 "weight_count": int(np.prod(weights.shape)),
+                "int4_grid": op_name in _GRID_OPS
+                and weights.type == schema.TensorType.FLOAT32
+                and on_int4_grid(np.frombuffer(bytes(data), np.float32).reshape(weights.shape), axis=0),
             }
         )
     return rows
@@ -131,8 +138,12 @@ def _named_layers(rows: list, names) -> list:
     return [row for row in rows if any(_matches(row["layer"], name) for name in names)]
 
 
-def _recipe(aeq, recipe: str, float_rows: list, frontend_layers=()):
-    """The rules of ``recipe`` (later ones win), with ``float_rows`` and every op of ``frontend_layers`` left float."""
+def _recipe(aeq, recipe: str, float_rows: list, frontend_layers=(), grid_rows=()):
+    """The rules of ``recipe`` (later ones win), with ``float_rows`` and every op of ``frontend_layers`` left float.
+
+    In the int4 recipes, ``grid_rows`` (weights already on the int4 grid) are quantized min-max, which
+    stores them exactly; OCTAV's clipping would round them again.
+    """
     algorithms, qtyping, _, _ = aeq
     ops, names = qtyping.TFLOperationName, algorithms.AlgorithmName
     rules = []  # (regex, op, kind, bits, algorithm); later rules win
@@ -142,6 +153,10 @@ def _recipe(aeq, recipe: str, float_rows: list, frontend_layers=()):
         rules.append((".*", ops.ALL_SUPPORTED, "weights", 8, names.MIN_MAX_UNIFORM_QUANT))
         if recipe != "int8-weights":  # OCTAV's clipping: mean cosine 0.960 against min-max's 0.947 (benchmark)
             rules += [(".*", getattr(ops, op), "weights", 4, names.OCTAV) for op in _INT4_OPS]
+            rules += [
+                (f"^{re.escape(row['output'])};", getattr(ops, row["op"]), "weights", 4, names.MIN_MAX_UNIFORM_QUANT)
+                for row in grid_rows
+            ]
     # An op's scope is its output tensors' names, each followed by ';'; a layer's ops have its name in theirs.
     rules += [(f"^{re.escape(row['output'])};", ops.ALL_SUPPORTED, "float", 0, names.NO_QUANTIZE) for row in float_rows]
     rules += [
@@ -270,6 +285,7 @@ def quantize(
     aeq = _aeq()
     rows = weight_layers(content)
     keep = _named_layers(rows, list(float_layers))
+    grid = [row for row in rows if row["int4_grid"]]
     data = _signature_data(input_name, np.asarray(report_inputs))
     entry = {
         "name": "ai-edge-quantizer",
@@ -279,17 +295,18 @@ def quantize(
     }
     try:
         if recipe == "int4-mixed":
-            quantized, engine = _run(aeq, content, _recipe(aeq, "int4-weights", keep, frontend_layers))
+            quantized, engine = _run(aeq, content, _recipe(aeq, "int4-weights", keep, frontend_layers, grid))
             first = error_report(engine, aeq, rows, data, quantized, threshold=threshold)
             flagged = [row for row, layer in zip(rows, first) if layer["flagged"] and row not in keep]
             keep = keep + flagged
             entry["int4_report"] = first
         calibrated = None if calibration is None or recipe != "int8" else _signature_data(input_name, calibration)
-        quantized, engine = _run(aeq, content, _recipe(aeq, recipe, keep, frontend_layers), calibrated)
+        quantized, engine = _run(aeq, content, _recipe(aeq, recipe, keep, frontend_layers, grid), calibrated)
         entry["layers"] = error_report(engine, aeq, rows, data, quantized, threshold=threshold)
     except (ValueError, RuntimeError, KeyError) as error:
         raise ConversionError(f"LiteRT's quantizer failed on the {recipe} recipe: {error}") from error
     entry.update(float_layers=sorted({row["layer"] for row in keep}), frontend_layers=list(frontend_layers))
+    entry["int4_grid_layers"] = sorted({row["layer"] for row in grid})
     entry["flag_threshold"] = threshold
     entry["report_rows"] = int(len(report_inputs))
     return quantized, entry

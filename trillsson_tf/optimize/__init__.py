@@ -4,13 +4,14 @@ recovery; :func:`optimize_export` runs them on an export (``trillsson-tf optimiz
 Every verb works on the chunk network (log-mel patch ``[n, 195, 80, 1]`` -> ``[n, D]``); the frontend
 stays float and outside. tfmot style: ``apply_*`` returns a new model, ``strip_*`` removes the training
 wrappers, ``*_scope()`` loads a saved wrapped model. Modules: :mod:`~trillsson_tf.optimize.prune`,
-:mod:`~trillsson_tf.optimize.cluster`, :mod:`~trillsson_tf.optimize.quantize`,
+:mod:`~trillsson_tf.optimize.cluster`, :mod:`~trillsson_tf.optimize.quantize`, :mod:`~trillsson_tf.optimize.int4`,
 :mod:`~trillsson_tf.optimize.recovery` (:func:`recover`, :func:`rewrap`),
 :mod:`~trillsson_tf.optimize.pipeline` and :mod:`~trillsson_tf.optimize._tfmot` (the only door to
 tfmot internals). Importing this package does not import tfmot (it sets a Keras environment variable).
 """
 
 from trillsson_tf.optimize.cluster import apply_clustering, cluster_scope, strip_clustering
+from trillsson_tf.optimize.int4 import apply_int4_qat, strip_int4_qat
 from trillsson_tf.optimize.pipeline import (
     QAT_LEARNING_RATE,
     RECOVERY_LEARNING_RATE,
@@ -44,6 +45,8 @@ __all__ = [
     "cluster_scope",
     "apply_qat",
     "strip_qat",
+    "apply_int4_qat",
+    "strip_int4_qat",
     "fold_depthwise_batch_norms",
     "quantize_scope",
     "recover",

@@ -19,6 +19,7 @@ from trillsson_tf._keras import keras
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.formats.run_record import OPTIMIZE_FORMAT
 from trillsson_tf.optimize.cluster import apply_clustering, check_clusters, strip_clustering
+from trillsson_tf.optimize.int4 import apply_int4_qat, strip_int4_qat
 from trillsson_tf.optimize.prune import SCHEDULES, apply_pruning, parse_block_size, sparsity_report, strip_pruning
 from trillsson_tf.optimize.quantize import apply_qat, strip_clustering_cqat
 from trillsson_tf.optimize.recovery import recover, rewrap
@@ -28,7 +29,7 @@ __all__ = ["STAGES", "RECOVERY_LEARNING_RATE", "QAT_LEARNING_RATE", "REPORT_FILE
 
 _log = logging.getLogger(__name__)
 
-STAGES = ("prune", "cluster", "qat")
+STAGES = ("prune", "cluster", "qat", "int4")
 """The stages of :func:`optimize_export`, in the order they run (each one optional)."""
 
 RECOVERY_LEARNING_RATE = 1e-3
@@ -64,12 +65,18 @@ def _options(
     validation_fraction,
     checkpoint_every,
     seed,
+    int4=False,
 ) -> dict:
     """Validate the pipeline options; returns them as JSON-friendly data (compared on resume)."""
-    if prune is None and not qat and cluster is None:
+    if prune is None and not qat and cluster is None and not int4:
         raise ParameterError(
-            "Nothing to do: ask for prune=<sparsity>, qat=True and/or cluster=<clusters> "
-            "(CLI --prune, --qat, --cluster)."
+            "Nothing to do: ask for prune=<sparsity>, qat=True, int4=True and/or cluster=<clusters> "
+            "(CLI --prune, --qat, --int4, --cluster)."
+        )
+    if int4 and (qat or cluster is not None):
+        raise ParameterError(
+            "int4 (int4-weight training for LiteRT's quantizer) does not combine with qat (int8) or cluster: "
+            "pass one of them (CLI --int4, --qat, --cluster)."
         )
     if prune is not None and (isinstance(prune, bool) or not isinstance(prune, (int, float)) or not 0 < prune < 1):
         raise ParameterError(f"prune must be a target sparsity in (0, 1), got {prune!r}.")
@@ -101,6 +108,7 @@ def _options(
         "block_size": None if block_size is None else list(parse_block_size(block_size)),
         "cluster": None if cluster is None else int(cluster),
         "qat": bool(qat),
+        "int4": bool(int4),
         "steps": int(steps),
         "batch_size": int(batch_size),
         "learning_rate": float(learning_rate),
@@ -203,6 +211,8 @@ def _stage_network(stage: str, network, options: dict, patches):
         )
     if stage == "cluster":
         return apply_clustering(network, clusters=options["cluster"], preserve_sparsity=options["prune"] is not None)
+    if stage == "int4":
+        return apply_int4_qat(network)
     return apply_qat(
         network,
         preserve_sparsity=options["prune"] is not None,
@@ -216,6 +226,8 @@ def _strip(stage: str, network, options: dict):
         return strip_pruning(network)
     if stage == "cluster":
         return strip_clustering(network)
+    if stage == "int4":
+        return strip_int4_qat(network)
     if options["cluster"] is not None:
         return strip_clustering_cqat(network)
     return network  # the fake-quantization stays: the converter reads its ranges
@@ -274,6 +286,7 @@ def optimize_export(
     block_size=None,
     qat: bool = False,
     cluster=None,
+    int4: bool = False,
     steps: int = 300,
     batch_size: int = 16,
     learning_rate=None,
@@ -305,6 +318,9 @@ def optimize_export(
         block_size: Block sparsity ``(rows, cols)`` or ``'4x1'`` (rows along the input axis);
             ``None`` prunes single weights.
         qat: Quantization-aware training (int8) as the last stage.
+        int4: int4-weight training as the last stage (Conv2D and Dense kernels; activations float):
+            the export's kernels lie on the int4 grid that ``convert --quantizer litert --quantize
+            int4-weights`` stores exactly. Not with ``qat`` or ``cluster``.
         cluster: Number of weight clusters per kernel (2-256), or ``None``.
         steps: Recovery steps per stage.
         batch_size: Patches per step.
@@ -344,6 +360,7 @@ def optimize_export(
         validation_fraction,
         checkpoint_every,
         seed,
+        int4,
     )
     source = os.path.abspath(os.fspath(export_dir))
     model, metadata = _load_source(source)
@@ -388,7 +405,7 @@ def optimize_export(
     report["not_prunable"] = report["sparsity"]["not_prunable"]
     summary = {
         "source": source,
-        **{key: options[key] for key in ("prune", "schedule", "block_size", "cluster", "qat", "steps")},
+        **{key: options[key] for key in ("prune", "schedule", "block_size", "cluster", "qat", "int4", "steps")},
         "overall_sparsity": report["sparsity"]["overall"],
         "fidelity_mean_cosine": report["fidelity"]["mean_cosine"],
     }
