@@ -227,18 +227,18 @@ def _training_items():
     return fsdd + librispeech
 
 
-def _distill_embedding_student(work_dir: str, steps: int, progress: bool) -> str:
-    """Distill ``speech_embedding`` into ``tiny_cnn`` in ``work_dir`` (resumed when a run is there)."""
+def _distill_student(work_dir: str, folder: str, teacher, student: str, steps: int, progress: bool) -> str:
+    """Distill ``teacher`` into ``student`` on the bundled audio in ``<work_dir>/<folder>`` (resumed when a run is
+    there; targets cached in ``<work_dir>/targets``); returns the export folder."""
     from trillsson_tf.train.distill import distill
     from trillsson_tf.train.engine import RUN_FILE
-    from trillsson_tf.teachers import SPEECH_EMBEDDING
 
-    resume = os.path.isfile(os.path.join(work_dir, "distill", RUN_FILE))
+    resume = os.path.isfile(os.path.join(work_dir, folder, RUN_FILE))
     run = distill(
         _training_items(),
-        out_dir=os.path.join(work_dir, "distill"),
-        teacher=SPEECH_EMBEDDING,
-        student="tiny_cnn",
+        out_dir=os.path.join(work_dir, folder),
+        teacher=teacher,
+        student=student,
         steps=steps,
         checkpoint_every=max(1, steps // 4),
         validation_fraction=0.0,
@@ -247,6 +247,13 @@ def _distill_embedding_student(work_dir: str, steps: int, progress: bool) -> str
         progress=progress,
     )
     return run["export"]
+
+
+def _distill_embedding_student(work_dir: str, steps: int, progress: bool) -> str:
+    """Distill ``speech_embedding`` into ``tiny_cnn`` in ``work_dir`` (resumed when a run is there)."""
+    from trillsson_tf.teachers import SPEECH_EMBEDDING
+
+    return _distill_student(work_dir, "distill", SPEECH_EMBEDDING, "tiny_cnn", steps, progress)
 
 
 def _without_host_paths(value):
@@ -390,24 +397,9 @@ def _default_wav2small(work_dir: str, steps: int, progress: bool):
 
     if "wav2small" not in models.available():
         return None
-    from trillsson_tf.train.distill import distill
-    from trillsson_tf.train.engine import RUN_FILE
     from trillsson_tf.teachers import PROSODY
 
-    resume = os.path.isfile(os.path.join(work_dir, "wav2small", RUN_FILE))
-    run = distill(
-        _training_items(),
-        out_dir=os.path.join(work_dir, "wav2small"),
-        teacher=PROSODY,
-        student="wav2small",
-        steps=steps,
-        checkpoint_every=max(1, steps // 4),
-        validation_fraction=0.0,
-        cache_dir=os.path.join(work_dir, "targets"),
-        resume=resume,
-        progress=progress,
-    )
-    return run["export"]
+    return _distill_student(work_dir, "wav2small", PROSODY, "wav2small", steps, progress)
 
 
 def _mediapipe_files(golden: dict, skipped: dict) -> str:
