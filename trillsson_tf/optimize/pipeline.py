@@ -52,22 +52,8 @@ _FIDELITY_CLIPS = 64
 _FRONTEND_SLICE = 128
 
 
-def _options(
-    prune,
-    schedule,
-    block_size,
-    qat,
-    cluster,
-    steps,
-    batch_size,
-    learning_rate,
-    num_patches,
-    validation_fraction,
-    checkpoint_every,
-    seed,
-    int4=False,
-) -> dict:
-    """Validate the pipeline options; returns them as JSON-friendly data (compared on resume)."""
+def _check_stages(prune, schedule, block_size, qat, cluster, int4) -> None:
+    """Refuse a pipeline with no stage, stages that do not combine, or a bad stage option."""
     if prune is None and not qat and cluster is None and not int4:
         raise ParameterError(
             "Nothing to do: ask for prune=<sparsity>, qat=True, int4=True and/or cluster=<clusters> "
@@ -86,6 +72,25 @@ def _options(
         raise ParameterError("block_size applies to pruning; pass prune=<sparsity> with it.")
     if cluster is not None:
         check_clusters(cluster)
+
+
+def _options(
+    prune,
+    schedule,
+    block_size,
+    qat,
+    cluster,
+    steps,
+    batch_size,
+    learning_rate,
+    num_patches,
+    validation_fraction,
+    checkpoint_every,
+    seed,
+    int4=False,
+) -> dict:
+    """Validate the pipeline options; returns them as JSON-friendly data (compared on resume)."""
+    _check_stages(prune, schedule, block_size, qat, cluster, int4)
     for name, value in (
         ("steps", steps),
         ("batch_size", batch_size),
