@@ -57,7 +57,7 @@ SIGNATURE_KEY = "serving_default"
 
 CHUNKS_SIGNATURE_KEY = "frames"
 """The second signature of an export: audio -> one vector per chunk (chunk vectors). The stored name
-stays ``"frames"``, the name files on disk, the web page and the Android code call it by."""
+stays ``"frames"``: exports on disk have it, and code that loads them calls it by that name."""
 
 START_S_KEY = "start_s"
 """Chunk vectors: the start of each chunk in seconds, float32 ``[chunks]``."""
