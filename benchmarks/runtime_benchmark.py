@@ -261,7 +261,8 @@ def api_markdown(rows):
         "",
         "`TFLiteModel(path, api='interpreter')` against `api='compiled'` (ai-edge-litert 2.3.0, CPU): ms per second "
         "of audio for the clip calls above (median of interleaved runs), load + first call, and the largest "
-        "difference between their outputs (every clip vector, and the chunk vectors at a 0.5 s hop of the longest clip).",
+        "difference between their outputs (every clip vector, and the chunk vectors at a 0.5 s hop of the "
+        "longest clip).",
         "",
         "| file | Interpreter ms/s audio | CompiledModel ms/s audio | compiled / interpreter | load + first call ms "
         "(Interpreter, CompiledModel) | max abs diff | output RMS |",
