@@ -26,7 +26,8 @@ def speech(librispeech_clips):
 
 @pytest.fixture(scope="module")
 def stream_files(tmp_path_factory, librispeech_clips):
-    """tiny_cnn as float32 audio-in, int8 patch-in, chunk_vectors=True; wav2small, mobilenetv4convsmall (scores) audio-in."""
+    """tiny_cnn as float32 audio-in, int8 patch-in and chunk_vectors=True; wav2small and mobilenetv4convsmall
+    (scores) audio-in."""
     from trillsson_tf.converters.tflite import convert
     from trillsson_tf import models
     from trillsson_tf._keras import keras
@@ -67,7 +68,8 @@ def test_stream_gives_the_offline_chunk_vectors(stream_files, form, length, spee
 
 @pytest.mark.parametrize("form", ["chunk", "patch_int8", "one_chunk", "wav2small", "emotion"])
 def test_compiled_api_gives_the_interpreters_numbers(stream_files, form, speech, fsdd_clips):
-    """LiteRT 2.x's CompiledModel and the Interpreter on every input the runtime feeds: clips, chunk vectors, streams."""
+    """LiteRT 2.x's CompiledModel and the Interpreter on every input the runtime feeds: clips, chunk vectors,
+    streams."""
     interpreter = TFLiteModel(stream_files[form], num_threads=1)
     compiled = TFLiteModel(stream_files[form], num_threads=1, api="compiled")
     assert compiled.pool.api == "compiled" and compiled.kind is interpreter.kind

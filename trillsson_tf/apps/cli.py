@@ -624,7 +624,7 @@ class _RenamedFlag(argparse.Action):
 
 
 def _add_renamed_flag(parser, old: str, new: str) -> None:
-    """``old``, hidden from ``--help``, works as the store-true flag ``new`` for one release, with a deprecation line."""
+    """``old``, hidden from ``--help``, works as the store-true flag ``new`` for one release (a deprecation line)."""
     parser.add_argument(
         old, action=_RenamedFlag, dest=new.lstrip("-").replace("-", "_"), new=new, help=argparse.SUPPRESS
     )

@@ -5,8 +5,8 @@ An export directory holds a SavedModel whose signature ``serving_default`` maps
 ``frames`` (:data:`~trillsson_tf.contract.CHUNKS_SIGNATURE_KEY`) that maps it to one vector per chunk
 ``{'embedding': [batch, chunks, D], 'start_s': [chunks]}`` (a chunk every ``chunk_hop_s``, fixed at
 export), whose ``__call__`` does the same (with a ``training`` flag, so
-``hub.KerasLayer(..., trainable=True)`` fine-tunes it), plus ``model.keras`` (the Keras model, for later compression) and
-``trillsson_tf.json`` (what it is: name, dimension, frontend numbers).
+``hub.KerasLayer(..., trainable=True)`` fine-tunes it), plus ``model.keras`` (the Keras model, for
+later compression) and ``trillsson_tf.json`` (what it is: name, dimension, frontend numbers).
 """
 
 import json
