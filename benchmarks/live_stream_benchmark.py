@@ -8,11 +8,11 @@ Wav2Small with its spectrogram inside, in float32), one interpreter thread:
 * real speech (LibriSpeech test-other utterances joined to ``--seconds`` of audio) is fed to
   :meth:`trillsson_tf.runtime.TFLiteModel.open_stream` in 20 ms blocks, as a microphone gives it;
 * **real-time factor** = seconds of compute / seconds of audio streamed (below 1: keeps up);
-* **per-hop latency** = the time of the ``feed`` that completes a window, from the arrival of
-  the window's last sample to its vector (one model call on one window, plus the numpy
+* **per-hop latency** = the time of the ``feed`` that completes a chunk, from the arrival of
+  the chunk's last sample to its vector (one model call on one chunk, plus the numpy
   frontend for patch-in files); median and p90 over the hops of a pass;
-* at a 0.5 s hop and at 1.95 s (hop = window: the non-overlapping chunks of today's
-  ``stream()``), and a check that the streamed vectors equal the offline ``frames``.
+* at a 0.5 s hop and at 1.95 s (hop = chunk step: the non-overlapping chunks of today's
+  ``stream()``), and a check that the streamed vectors equal the offline ``chunk_vectors``.
 
 Every figure is the median over ``--repeats`` passes (interleaved, so a change in the machine's
 load moves every file alike). Writes ``benchmarks/results/live_stream_benchmark.{json,md}``
@@ -90,7 +90,7 @@ def convert(name: str, folder: str, calibration) -> dict:
 
 
 def one_pass(model, audio: np.ndarray, hop_s: float) -> dict:
-    """Stream ``audio`` in 20 ms blocks: seconds of compute, the latency of each window-completing feed, the vectors."""
+    """Stream ``audio`` in 20 ms blocks: seconds of compute, the latency of each chunk-completing feed, the vectors."""
     stream = model.open_stream(hop_s)
     latencies, vectors, busy = [], [], 0.0
     for start in range(0, len(audio), BLOCK_SAMPLES):
@@ -121,14 +121,14 @@ def measure(files: dict, audio: np.ndarray, repeats: int) -> list:
     rows = []
     for (key, hop_s), runs in passes.items():
         model = models[key]
-        offline = model.frames(audio, hop_s=hop_s)["embedding"][0]
+        offline = model.chunk_vectors(audio, hop_s=hop_s)["embedding"][0]
         rows.append(
             {
                 "student": key[0],
                 "variant": key[1],
                 "file": files[key][1],
                 "hop_s": hop_s,
-                "windows": int(len(runs[0]["vectors"])),
+                "windows": int(len(runs[0]["vectors"])),  # chunk vectors (the key results have always had)
                 "real_time_factor": statistics.median(run["busy_s"] / seconds for run in runs),
                 "latency_median_ms": 1000 * statistics.median(statistics.median(run["latencies_s"]) for run in runs),
                 "latency_p90_ms": 1000
@@ -165,10 +165,10 @@ def to_markdown(report: dict) -> str:
         f"{report['audio_s']:.0f} s of real speech in {1000 * BLOCK_SAMPLES / 16000:.0f} ms blocks, "
         f"median of {report['repeats']} passes. Untrained weights (speed does not depend on training).",
         "",
-        "Real-time factor: compute seconds per second of audio. Latency: the feed that completes a window, "
-        "from its last sample to its vector (a new vector is due every hop; each window reads 1.965 s of audio).",
+        "Real-time factor: compute seconds per second of audio. Latency: the feed that completes a chunk, "
+        "from its last sample to its vector (a new vector is due every hop; each chunk reads 1.965 s of audio).",
         "",
-        "| student | parameters | file | hop s | windows | real-time factor | latency median ms | latency p90 ms | stream = offline (max abs diff) |",
+        "| student | parameters | file | hop s | chunks | real-time factor | latency median ms | latency p90 ms | stream = offline (max abs diff) |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report["rows"]:

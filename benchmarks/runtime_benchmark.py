@@ -22,7 +22,7 @@ One run, on the same real speech (10 LibriSpeech test-other utterances of 1-8 s)
 * LiteRT's two APIs side by side (issue 42): ``TFLiteModel(api='interpreter')`` (the 1.x
   ``Interpreter``) against ``api='compiled'`` (2.x ``CompiledModel``) on the three files and a
   Wav2Small (whole clips of any length), at each thread count: ms per second of audio (clip calls),
-  load + first call, and the largest difference between their clip vectors and frames.
+  load + first call, and the largest difference between their clip vectors and chunk vectors.
 
 The student has random weights (speed and parity do not depend on training). Writes
 ``benchmarks/results/runtime_benchmark_<student>[_quick].{json,md}`` and prints the markdown.
@@ -237,7 +237,7 @@ def api_comparison(paths, clips, repeats, threads):
             callers = {api: lambda clip, wrapper=wrapper: wrapper(clip) for api, wrapper in wrappers.items()}
             seconds = median_seconds(callers, clips, repeats)
             outputs = {
-                api: [wrapper(clip)["embedding"] for clip in clips] + [wrapper.frames(clips[-1])["embedding"][0]]
+                api: [wrapper(clip)["embedding"] for clip in clips] + [wrapper.chunk_vectors(clips[-1])["embedding"][0]]
                 for api, wrapper in wrappers.items()
             }
             reference = np.concatenate(outputs["interpreter"])
@@ -261,7 +261,8 @@ def api_markdown(rows):
         "",
         "`TFLiteModel(path, api='interpreter')` against `api='compiled'` (ai-edge-litert 2.3.0, CPU): ms per second "
         "of audio for the clip calls above (median of interleaved runs), load + first call, and the largest "
-        "difference between their outputs (every clip vector, and the frames at a 0.5 s hop of the longest clip).",
+        "difference between their outputs (every clip vector, and the chunk vectors at a 0.5 s hop of the "
+        "longest clip).",
         "",
         "| file | Interpreter ms/s audio | CompiledModel ms/s audio | compiled / interpreter | load + first call ms "
         "(Interpreter, CompiledModel) | max abs diff | output RMS |",

@@ -100,14 +100,14 @@ def test_config_round_trips_and_is_frozen():
 
 
 @pytest.mark.parametrize("length", [5_000, 31_440, 63_000, 100_000])
-def test_each_chunk_window_alone_gives_its_patch(librispeech_clips, length):
+def test_each_chunk_alone_gives_its_patch(librispeech_clips, length):
     clip = np.resize(librispeech_clips[0], length)[np.newaxis]
     patches = numpy_ops.log_mel_patches(clip)[0]
-    windows = numpy_ops.chunk_audio(clip)[0]
-    assert windows.shape == (len(patches), DEFAULT_FRONTEND.chunk_span_samples)
-    for window, patch in zip(windows, patches):
+    chunks = numpy_ops.chunk_audio(clip)[0]
+    assert chunks.shape == (len(patches), DEFAULT_FRONTEND.chunk_span_samples)
+    for chunk, patch in zip(chunks, patches):
         # float32 mel projection: BLAS may round a different batch shape differently in the last bit.
-        np.testing.assert_allclose(numpy_ops.log_mel(window[np.newaxis])[0], patch, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(numpy_ops.log_mel(chunk[np.newaxis])[0], patch, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("batch", [1, 3, 100])

@@ -102,14 +102,15 @@ def test_the_heads_are_the_projection_folded_exactly(files):
         with_output_heads(student, [TeacherBlock("a", 0, 2, 1, 0), TeacherBlock("a", 2, 5, 1, 0)], key="embedding")
 
 
-def test_frames_carry_every_head_and_average_to_the_clip(run, files):
+def test_chunk_vectors_carry_every_head_and_average_to_the_clip(run, files):
     _, _, record = run
     loaded = tf.saved_model.load(record["export"])
     audio = np.concatenate([load_audio(path) for path in files[:12]])[np.newaxis, : 2 * 31200]
-    frames = loaded.signatures["frames"](audio_samples=tf.constant(audio))
-    assert {"embedding", "loud", "spectrum", "start_s"} <= set(frames) and frames["loud"].shape[1] >= 2
+    per_chunk = loaded.signatures["frames"](audio_samples=tf.constant(audio))  # the stored signature name
+    assert {"embedding", "loud", "spectrum", "start_s"} <= set(per_chunk) and per_chunk["loud"].shape[1] >= 2
     model = keras.models.load_model(os.path.join(record["export"], "model.keras"))
-    clip, chunks = model(audio), model.frames(audio, hop_s=1.95)  # hop = window: the chunks the clip averages
+    # hop = chunk step: the chunks the clip averages
+    clip, chunks = model(audio), model.chunk_vectors(audio, hop_s=1.95)
     for key in ("embedding", "loud", "spectrum"):
         np.testing.assert_allclose(chunks[key].mean(axis=1), clip[key].numpy(), rtol=1e-4, atol=1e-4)
 
@@ -204,14 +205,14 @@ def test_tflite_and_the_runtime_carry_every_output_in_clips_frames_and_streams(r
     loaded = tf.saved_model.load(record["export"])
     clip = {k: v.numpy() for k, v in loaded.signatures["serving_default"](audio_samples=tf.constant(audio)).items()}
     model = TFLiteModel(tmp_path / "several.tflite")
-    outputs, frames = model(audio), model.frames(audio, hop_s=0.5)
+    outputs, per_chunk = model(audio), model.chunk_vectors(audio, hop_s=0.5)
     for key in ("embedding", "loud", "spectrum"):
         np.testing.assert_allclose(outputs[key], clip[key], rtol=1e-4, atol=1e-4)
-        assert frames[key].shape[:2] == (1, len(frames["start_s"]))
+        assert per_chunk[key].shape[:2] == (1, len(per_chunk["start_s"]))
     starts, vectors = model.open_stream(hop_s=0.5).feed(audio[0])
     split = model.split(vectors)
-    assert len(starts) == len(frames["start_s"])
-    np.testing.assert_allclose(split["loud"], frames["loud"][0], rtol=1e-4, atol=1e-4)
+    assert len(starts) == len(per_chunk["start_s"])
+    np.testing.assert_allclose(split["loud"], per_chunk["loud"][0], rtol=1e-4, atol=1e-4)
     # Files embed to the deployable vector (another output: TFLiteModel(..., output_key="loud")).
     assert model.embed_files(files[:2]).shape == (2, 24)
     assert TFLiteModel(tmp_path / "several.tflite", output_key="loud").embed_files(files[:2]).shape == (2, 2)

@@ -1,5 +1,5 @@
-"""A student of the real CAM++ teacher through every path after distillation: optimize, convert (frames,
-MediaPipe, int8), the runtime and its stream (slow: make test-slow; the demo test covers float/int8/micro)."""
+"""A student of the real CAM++ teacher through every path after distillation: optimize, convert (chunk
+vectors, MediaPipe, int8), the runtime and its stream (slow: make test-slow; the demo test covers float/int8/micro)."""
 
 import glob
 import os
@@ -41,12 +41,12 @@ def test_optimize_convert_and_stream(export, tmp_path):
     clip = load_audio(sorted(glob.glob(os.path.join(data, "*.flac")))[0])[:64000]
     for name, options in {
         "int8": {"quantize": "int8", "representative_audio": data},
-        "frames": {"frames": True},
+        "one_chunk": {"chunk_vectors": True},
         "mediapipe": {"mediapipe": True, "fixed_samples": 31440},
     }.items():
         card = convert(optimized["export"], str(tmp_path / f"{name}.tflite"), **options)
         assert card["parity"]["mean_cosine"] > 0.95, name
     model = TFLiteModel(str(tmp_path / "int8.tflite"))
-    offline = model.frames(clip, hop_s=0.5)["embedding"][0]
+    offline = model.chunk_vectors(clip, hop_s=0.5)["embedding"][0]
     streamed = np.stack([vector for _, vector in model.stream(np.array_split(clip, 7), hop_s=0.5)])
     assert offline.shape[-1] == 192 and np.allclose(streamed[: len(offline)], offline, atol=1e-5)

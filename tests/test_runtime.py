@@ -198,11 +198,11 @@ def test_int8_frontend_inside_matches_the_interpreter_and_keras(tflite_dir, tiny
     path = _convert(tflite_dir, "fe_int8", frontend_inside=True, int8=True, model=tiny_model)
     clip = librispeech_clips[0][np.newaxis]
     runner = Interpreter(model_path=path).get_signature_runner("serving_default")
-    windows = chunk_audio(clip)[0]
-    assert len(windows) == 2
-    per_window = np.mean([runner(audio_samples=window[np.newaxis])["embedding"][0] for window in windows], axis=0)
+    chunks = chunk_audio(clip)[0]
+    assert len(chunks) == 2
+    per_chunk = np.mean([runner(audio_samples=chunk[np.newaxis])["embedding"][0] for chunk in chunks], axis=0)
     wrapped = TFLiteModel(path)(clip)["embedding"]
-    np.testing.assert_allclose(wrapped[0], per_window, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(wrapped[0], per_chunk, rtol=0, atol=1e-6)
     np.testing.assert_allclose(wrapped, runner(audio_samples=clip)["embedding"], rtol=0, atol=0.01)
     _assert_parity(
         _keras_embeddings(tiny_model, librispeech_clips),
@@ -312,7 +312,7 @@ def test_one_model_is_safe_from_many_threads(request, fixture, api):
     clips = {path: load_audio(path)[:96_000] for path in files}  # up to 6 s each
     calls = (
         model.embed_file,
-        lambda path: model.frames(clips[path], hop_s=0.25)["embedding"],  # many interpreter calls a clip
+        lambda path: model.chunk_vectors(clips[path], hop_s=0.25)["embedding"],  # many interpreter calls a clip
         lambda path: np.stack(list(model.stream(np.array_split(clips[path], 5)))),
     )
     jobs = [(path, kind) for path in files for kind in range(len(calls))]
@@ -668,14 +668,21 @@ def test_cli_embed_writes_npy_and_csv(patch_float32, tmp_path, capsys):
     assert "Expected one of: ['.npy', '.csv']" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("frames, sidecar", [(False, "emb.files.txt"), (True, "emb.windows.csv")])
-def test_cli_embed_never_overwrites_a_sidecar_without_force(patch_float32, tmp_path, capsys, frames, sidecar):
+@pytest.mark.parametrize("chunk_vectors, sidecar", [(False, "emb.files.txt"), (True, "emb.windows.csv")])
+def test_cli_embed_never_overwrites_a_sidecar_without_force(patch_float32, tmp_path, capsys, chunk_vectors, sidecar):
     """The rows' names beside an .npy are an output too: an existing one is refused before any work, like the .npy."""
     from trillsson_tf.apps.cli import main
 
     wav = sorted(glob.glob(os.path.join(SAMPLE_AUDIO_DIR, "fsdd", "*.wav")))[0]
     (tmp_path / sidecar).write_text("user notes\n")
-    argv = ["embed", patch_float32, wav, "--out", str(tmp_path / "emb.npy"), *(["--frames"] if frames else [])]
+    argv = [
+        "embed",
+        patch_float32,
+        wav,
+        "--out",
+        str(tmp_path / "emb.npy"),
+        *(["--chunk-vectors"] if chunk_vectors else []),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"Output {str(tmp_path / sidecar)!r} exists; pass --force to replace it" in err and err.count("\n") == 1

@@ -1,7 +1,7 @@
 """Live streams with bounded latency: ``TFLiteModel.stream(blocks, hop_s=...)`` and ``open_stream``.
 
-Every window is given as soon as its last sample has arrived, with the numbers of the offline
-``TFLiteModel.frames`` on the concatenated blocks; real LibriSpeech speech in blocks of random
+Every chunk vector is given as soon as its chunk's last sample has arrived, with the numbers of the
+offline ``TFLiteModel.chunk_vectors`` on the concatenated blocks; real LibriSpeech speech in blocks of random
 sizes, embedding and score (emotion) students.
 """
 
@@ -15,7 +15,7 @@ from trillsson_tf.errors import ParameterError
 from trillsson_tf.metrics import parity
 from trillsson_tf.runtime import TFLiteModel
 
-LENGTHS = (5_000, 31_500, 39_440, 100_000)  # under one window, one window (< 2 s), two windows exactly, many
+LENGTHS = (5_000, 31_500, 39_440, 100_000)  # under one chunk, one chunk (< 2 s), two chunks exactly, many
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,8 @@ def speech(librispeech_clips):
 
 @pytest.fixture(scope="module")
 def stream_files(tmp_path_factory, librispeech_clips):
-    """tiny_cnn as float32 audio-in, int8 patch-in and frames=True; wav2small and mobilenetv4convsmall (scores) audio-in."""
+    """tiny_cnn as float32 audio-in, int8 patch-in and chunk_vectors=True; wav2small and mobilenetv4convsmall
+    (scores) audio-in."""
     from trillsson_tf.converters.tflite import convert
     from trillsson_tf import models
     from trillsson_tf._keras import keras
@@ -38,7 +39,7 @@ def stream_files(tmp_path_factory, librispeech_clips):
     forms = {
         "chunk": (tiny, {}),
         "patch_int8": (tiny, {"frontend": False, "quantize": "int8", "representative_audio": calibration}),
-        "frames": (tiny, {"frames": True}),
+        "one_chunk": (tiny, {"chunk_vectors": True}),
         "wav2small": (models.build("wav2small", **TINY_STUDENTS["wav2small"]), {}),
         "emotion": (models.build("mobilenetv4convsmall", **TINY_STUDENTS["mobilenetv4convsmall"]), {}),
     }
@@ -54,20 +55,21 @@ def _random_blocks(audio, seed, count=12):
     return np.split(audio, cuts)  # `count` blocks of random sizes, some possibly empty
 
 
-@pytest.mark.parametrize("form", ["chunk", "patch_int8", "frames", "wav2small", "emotion"])
+@pytest.mark.parametrize("form", ["chunk", "patch_int8", "one_chunk", "wav2small", "emotion"])
 @pytest.mark.parametrize("length", LENGTHS)
-def test_stream_gives_the_offline_frames(stream_files, form, length, speech):
+def test_stream_gives_the_offline_chunk_vectors(stream_files, form, length, speech):
     model = TFLiteModel(stream_files[form], num_threads=1)
     audio = speech[:length]
     pairs = list(model.stream(_random_blocks(audio, length), hop_s=0.5))
-    offline = model.frames(audio, hop_s=0.5)
+    offline = model.chunk_vectors(audio, hop_s=0.5)
     assert [start for start, _ in pairs] == pytest.approx(offline["start_s"].tolist())
     np.testing.assert_allclose(np.stack([vector for _, vector in pairs]), offline["embedding"][0], atol=1e-5)
 
 
-@pytest.mark.parametrize("form", ["chunk", "patch_int8", "frames", "wav2small", "emotion"])
+@pytest.mark.parametrize("form", ["chunk", "patch_int8", "one_chunk", "wav2small", "emotion"])
 def test_compiled_api_gives_the_interpreters_numbers(stream_files, form, speech, fsdd_clips):
-    """LiteRT 2.x's CompiledModel and the Interpreter on every input the runtime feeds: clips, frames, streams."""
+    """LiteRT 2.x's CompiledModel and the Interpreter on every input the runtime feeds: clips, chunk vectors,
+    streams."""
     interpreter = TFLiteModel(stream_files[form], num_threads=1)
     compiled = TFLiteModel(stream_files[form], num_threads=1, api="compiled")
     assert compiled.pool.api == "compiled" and compiled.kind is interpreter.kind
@@ -78,7 +80,10 @@ def test_compiled_api_gives_the_interpreters_numbers(stream_files, form, speech,
 
     clips = [speech, speech[:40_000], fsdd_clips[0]]  # several chunks, under two, under one (mirror-padded)
     assert_same(compiled(clips)["embedding"], interpreter(clips)["embedding"])
-    assert_same(compiled.frames(speech, hop_s=0.5)["embedding"], interpreter.frames(speech, hop_s=0.5)["embedding"])
+    assert_same(
+        compiled.chunk_vectors(speech, hop_s=0.5)["embedding"],
+        interpreter.chunk_vectors(speech, hop_s=0.5)["embedding"],
+    )
     if not interpreter.kind.whole_clips:
         blocks = _random_blocks(speech, 11)
         assert_same(np.stack(list(compiled.stream(blocks))), np.stack(list(interpreter.stream(blocks))))
@@ -89,13 +94,13 @@ def test_stream_any_hop(stream_files, hop_s, speech):
     model = TFLiteModel(stream_files["chunk"], num_threads=1)
     audio = speech[:48_000]
     pairs = list(model.stream(_random_blocks(audio, 7), hop_s=hop_s))
-    offline = model.frames(audio, hop_s=hop_s)["embedding"][0]
+    offline = model.chunk_vectors(audio, hop_s=hop_s)["embedding"][0]
     assert len(pairs) == len(offline) == 1 + (48_000 - 31_440) // round(hop_s * 16000)
     np.testing.assert_allclose(np.stack([vector for _, vector in pairs]), offline, atol=1e-5)
 
 
-def test_each_window_comes_with_the_block_that_completes_it(stream_files, speech):
-    """Bounded latency: a window is given in the feed of its last sample, never later."""
+def test_each_chunk_comes_with_the_block_that_completes_it(stream_files, speech):
+    """Bounded latency: a chunk's vector is given in the feed of its last sample, never later."""
     model = TFLiteModel(stream_files["patch_int8"], num_threads=1)
     stream = model.open_stream(0.5)
     received, given = 0, []
@@ -103,7 +108,7 @@ def test_each_window_comes_with_the_block_that_completes_it(stream_files, speech
         received += len(block)
         starts, vectors = stream.feed(block)
         given += [(start, received) for start in starts.tolist()]
-    # Window k ends at sample 8000 k + 31440: given by the first feed that reaches it.
+    # Chunk k ends at sample 8000 k + 31440: given by the first feed that reaches it.
     assert [(start, at) for start, at in given] == [(0.5 * k, -(-(8000 * k + 31440) // 1000) * 1000) for k in range(4)]
     assert stream.close()[1].shape == (0, model.embedding_dim) and stream.emitted == 4
 
@@ -113,7 +118,7 @@ def test_stream_without_hop_keeps_one_vector_per_chunk(stream_files, speech):
     vectors = np.stack(list(model.stream(_random_blocks(speech, 3))))
     assert vectors.shape == (3, model.embedding_dim)
     np.testing.assert_allclose(vectors.mean(axis=0), model(speech)["embedding"][0], atol=1e-6)
-    with pytest.raises(ParameterError, match="does not stream chunk vectors; stream its windows with hop_s"):
+    with pytest.raises(ParameterError, match="does not stream the clip call's chunks; stream chunk vectors with hop_s"):
         list(TFLiteModel(stream_files["wav2small"]).stream([speech]))
 
 
@@ -121,7 +126,7 @@ def test_stream_resamples_other_rates(stream_files, speech):
     model = TFLiteModel(stream_files["chunk"], num_threads=1)
     audio_44k = resample(speech, 16000, 44100)
     pairs = list(model.stream(_random_blocks(audio_44k, 44), hop_s=0.5, sample_rate=44100))
-    offline = model.frames(speech, hop_s=0.5)["embedding"][0]
+    offline = model.chunk_vectors(speech, hop_s=0.5)["embedding"][0]
     assert len(pairs) == len(offline)
     assert parity(offline, np.stack([vector for _, vector in pairs]))["min_cosine"] > 0.999
 
@@ -176,7 +181,7 @@ def test_multi_task_files_do_not_stream(stream_files):
     model = TFLiteModel(stream_files["chunk"])
     model.output_keys = ("embedding", "other")  # what a multi-task (waveform) file's card gives
     model.kind = kinds.form(kinds.WAVEFORM, True)
-    with pytest.raises(ParameterError, match="no frames"):
+    with pytest.raises(ParameterError, match="no chunk vectors"):
         model.open_stream(0.5)
     with pytest.raises(ParameterError, match="does not stream"):
         model.feed(np.zeros(100, np.float32))

@@ -9,12 +9,12 @@ teachers, the converters and the TensorFlow-free runtime all take these names fr
 Imports nothing but :mod:`trillsson_tf.errors`; the frontend takes its sample rate from here.
 """
 
-from trillsson_tf.errors import ParameterError
+from trillsson_tf.errors import ParameterError, renamed_attribute
 
 __all__ = [
     "AUDIO_INPUT_NAME",
+    "CHUNKS_SIGNATURE_KEY",
     "EMBEDDING_KEY",
-    "FRAMES_SIGNATURE_KEY",
     "KWS_OUTPUT",
     "LOG_MEL_INPUT_NAME",
     "OUTPUT_KEYS",
@@ -55,11 +55,12 @@ SV_OUTPUT = "speaker_embedding"
 SIGNATURE_KEY = "serving_default"
 """The signature exports and ``.tflite`` conversions are called through."""
 
-FRAMES_SIGNATURE_KEY = "frames"
-"""The second signature of an export: audio -> one vector per chunk (frame-level outputs)."""
+CHUNKS_SIGNATURE_KEY = "frames"
+"""The second signature of an export: audio -> one vector per chunk (chunk vectors). The stored name
+stays ``"frames"``: exports on disk have it, and code that loads them calls it by that name."""
 
 START_S_KEY = "start_s"
-"""Frame-level outputs: the start of each chunk in seconds, float32 ``[chunks]``."""
+"""Chunk vectors: the start of each chunk in seconds, float32 ``[chunks]``."""
 
 
 def select_output_key(keys, output_key=None, *, source="model") -> str:
@@ -91,3 +92,10 @@ def select_output_key(keys, output_key=None, *, source="model") -> str:
     raise ParameterError(
         f"{source} has no {EMBEDDING_KEY!r} output and several outputs {list(keys)}; choose one with output_key=..."
     )
+
+
+_RENAMED = {"FRAMES_SIGNATURE_KEY": "CHUNKS_SIGNATURE_KEY"}
+
+
+def __getattr__(name):  # the old names of _RENAMED, deprecated for one release
+    return renamed_attribute(__name__, globals(), _RENAMED, name)

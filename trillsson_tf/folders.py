@@ -6,7 +6,15 @@ import weakref
 
 from trillsson_tf.errors import ParameterError
 
-__all__ = ["LOCK_FILE", "lock_folder", "write_atomic", "write_json", "prepare_output_dir", "refuse_inputs"]
+__all__ = [
+    "LOCK_FILE",
+    "lock_folder",
+    "write_atomic",
+    "write_json",
+    "prepare_output_dir",
+    "refuse_inputs",
+    "refuse_existing_files",
+]
 
 LOCK_FILE = ".trillsson-tf.lock"
 """Held (``flock``) by the process writing a run folder; not counted as content, never deleted by ``--force``."""
@@ -134,6 +142,24 @@ def refuse_inputs(path, inputs, *, what: str = "Output directory", folder: bool 
         raise ParameterError(
             f"{what} {os.fspath(path)!r} {relation} the input {name} {source!r}; choose an output outside the inputs."
         )
+
+
+def refuse_existing_files(paths, *, overwrite: bool, keep=None) -> None:
+    """Refuse output files that exist, unless ``overwrite``.
+
+    Args:
+        paths: The output files.
+        overwrite: Replace existing files (CLI ``--force``).
+        keep: An input file that may be one of the outputs (it is not refused); ``None`` for none.
+
+    Raises:
+        ParameterError: listing the existing files.
+    """
+    keep = os.fspath(keep) if keep is not None else None
+    kept = keep is not None and os.path.isfile(keep)
+    existing = [path for path in paths if os.path.exists(path) and not (kept and os.path.samefile(path, keep))]
+    if existing and not overwrite:
+        raise ParameterError(f"Output files exist: {existing}; pass overwrite=True (CLI --force).")
 
 
 def _named_paths(inputs):

@@ -9,7 +9,6 @@ a ``README.md`` with the Kotlin LiteRT code, and the MediaPipe Tasks form of eac
 export. Every file: docs/DESIGN.md, "Device". TensorFlow is imported only when training or converting.
 """
 
-import json
 import logging
 import os
 import shutil
@@ -23,7 +22,8 @@ from trillsson_tf import litert
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
 from trillsson_tf.contract import SAMPLE_RATE_HZ, SIGNATURE_KEY
 from trillsson_tf.errors import ParameterError, TrillssonError
-from trillsson_tf.folders import refuse_inputs
+from trillsson_tf.checks import positive_int
+from trillsson_tf.folders import refuse_inputs, write_atomic, write_json
 from trillsson_tf.formats.model_card import ModelCard, card_path, write_card
 from trillsson_tf.teachers.weights import sha256
 
@@ -227,18 +227,18 @@ def _training_items():
     return fsdd + librispeech
 
 
-def _distill_embedding_student(work_dir: str, steps: int, progress: bool) -> str:
-    """Distill ``speech_embedding`` into ``tiny_cnn`` in ``work_dir`` (resumed when a run is there)."""
+def _distill_student(work_dir: str, folder: str, teacher, student: str, steps: int, progress: bool) -> str:
+    """Distill ``teacher`` into ``student`` on the bundled audio in ``<work_dir>/<folder>`` (resumed when a run is
+    there; targets cached in ``<work_dir>/targets``); returns the export folder."""
     from trillsson_tf.train.distill import distill
     from trillsson_tf.train.engine import RUN_FILE
-    from trillsson_tf.teachers import SPEECH_EMBEDDING
 
-    resume = os.path.isfile(os.path.join(work_dir, "distill", RUN_FILE))
+    resume = os.path.isfile(os.path.join(work_dir, folder, RUN_FILE))
     run = distill(
         _training_items(),
-        out_dir=os.path.join(work_dir, "distill"),
-        teacher=SPEECH_EMBEDDING,
-        student="tiny_cnn",
+        out_dir=os.path.join(work_dir, folder),
+        teacher=teacher,
+        student=student,
         steps=steps,
         checkpoint_every=max(1, steps // 4),
         validation_fraction=0.0,
@@ -247,6 +247,13 @@ def _distill_embedding_student(work_dir: str, steps: int, progress: bool) -> str
         progress=progress,
     )
     return run["export"]
+
+
+def _distill_embedding_student(work_dir: str, steps: int, progress: bool) -> str:
+    """Distill ``speech_embedding`` into ``tiny_cnn`` in ``work_dir`` (resumed when a run is there)."""
+    from trillsson_tf.teachers import SPEECH_EMBEDDING
+
+    return _distill_student(work_dir, "distill", SPEECH_EMBEDDING, "tiny_cnn", steps, progress)
 
 
 def _without_host_paths(value):
@@ -390,24 +397,9 @@ def _default_wav2small(work_dir: str, steps: int, progress: bool):
 
     if "wav2small" not in models.available():
         return None
-    from trillsson_tf.train.distill import distill
-    from trillsson_tf.train.engine import RUN_FILE
     from trillsson_tf.teachers import PROSODY
 
-    resume = os.path.isfile(os.path.join(work_dir, "wav2small", RUN_FILE))
-    run = distill(
-        _training_items(),
-        out_dir=os.path.join(work_dir, "wav2small"),
-        teacher=PROSODY,
-        student="wav2small",
-        steps=steps,
-        checkpoint_every=max(1, steps // 4),
-        validation_fraction=0.0,
-        cache_dir=os.path.join(work_dir, "targets"),
-        resume=resume,
-        progress=progress,
-    )
-    return run["export"]
+    return _distill_student(work_dir, "wav2small", PROSODY, "wav2small", steps, progress)
 
 
 def _mediapipe_files(golden: dict, skipped: dict) -> str:
@@ -465,6 +457,137 @@ def _readme(entries: list, golden: dict, skipped: dict) -> str:
     )
 
 
+def _check_request(out_dir: str, embedding_model, wav2small_model, work_dir, overwrite: bool, steps) -> None:
+    """Refuse an output folder that overlaps an input or is not empty (without ``overwrite``), and bad ``steps``."""
+    # The folder is replaced at the end, after the models were read from it: refuse an overlap first.
+    refuse_inputs(
+        out_dir,
+        [("--embedding-model", embedding_model), ("--wav2small-model", wav2small_model), ("--work-dir", work_dir)],
+    )
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        if not overwrite:
+            raise ParameterError(
+                f"Output directory {out_dir!r} exists and is not empty; pass overwrite=True (CLI --force)."
+            )
+    positive_int("steps", steps)
+
+
+def _embedding_entry(source, staging: str, calibration, scratch: str) -> tuple:
+    """Place the embedding model in ``staging``; returns ``(card, metadata entry)``."""
+    path = os.path.join(staging, EMBEDDING_FILE)
+    card = _place_model(source, path, calibration, scratch)
+    _, runner = _signature_runner(path)
+    ((output_name, details),) = runner.get_output_details().items()
+    width = int(details["shape_signature"][-1])
+    teacher = _source(card)["teacher"] or "its teacher"
+    entry = model_metadata(
+        path,
+        task="embedding",
+        description=f"Speech embedding student ({card.get('name', 'unknown')}), int8 network with the TRILLsson "
+        f"log-mel frontend inside (float); distilled from {teacher}.",
+        output_meaning={
+            output_name: f"[batch, {width}] clip embedding: the mean over 1.95 s chunks (clips under "
+            "2 s are mirror-padded); compare clips by cosine similarity"
+        },
+        source=_source(card),
+    )
+    return card, entry
+
+
+def _wav2small_source(wav2small_model, with_wav2small: bool, work: str, steps: int, progress: bool) -> tuple:
+    """``(the Wav2Small model to place, None)``, or ``(None, why there is none)``."""
+    if not with_wav2small:
+        return None, "with_wav2small=False (CLI --no-wav2small)"
+    source = wav2small_model if wav2small_model is not None else _default_wav2small(work, steps, progress)
+    if source is None:
+        return None, "the student registry has no 'wav2small' and no wav2small_model was given"
+    return source, None
+
+
+def _wav2small_entry(source, staging: str, calibration, scratch: str) -> tuple:
+    """Place the Wav2Small model in ``staging``; returns ``(card, metadata entry)``."""
+    path = os.path.join(staging, WAV2SMALL_FILE)
+    card = _place_model(source, path, calibration, scratch)
+    described = _wav2small_outputs(path)
+    entry = model_metadata(
+        path,
+        task="regression",
+        description="Wav2Small: raw 16 kHz audio in, per-clip scores out, int8.",
+        output_meaning=described["meaning"],
+        labels=described["labels"],
+        source=_source(card),
+    )
+    return card, entry
+
+
+def _write_descriptions(staging: str, entries: list) -> None:
+    """Each model's ``<stem>.metadata.json``, and its labels file when it has labels."""
+    for entry in entries:
+        stem = os.path.splitext(entry["model_file"])[0]
+        write_json(os.path.join(staging, stem + METADATA_SUFFIX), entry)
+        if entry["labels_file"]:
+            write_atomic(os.path.join(staging, entry["labels_file"]), "\n".join(entry["labels"]) + "\n")
+
+
+def _mediapipe_forms(sources: dict, staging: str, sample, calibration, scratch: str, mediapipe, fixed_samples, skipped):
+    """The MediaPipe form of each model, written in ``staging``: ``{form file: its golden outputs}``.
+
+    A model without one gets a line in ``skipped`` (form file -> why).
+    """
+    forms = {}
+    for name, model in sources.items():
+        form = name.replace(".tflite", MEDIAPIPE_SUFFIX)
+        why = (
+            _mediapipe_form(model, os.path.join(staging, form), calibration, scratch, fixed_samples)
+            if mediapipe
+            else "mediapipe=False (CLI --no-mediapipe)"
+        )
+        if why is None:
+            forms[form] = _mediapipe_golden(os.path.join(staging, form), sample)
+        else:
+            skipped[form] = why
+    return forms
+
+
+def _golden(staging: str, sample, sample_path: str, entries: list, forms: dict) -> dict:
+    """The golden-outputs record: the sample WAV, the tolerance, every model's outputs on it (and the forms')."""
+    golden = {
+        "format": _FORMAT,
+        "sample": {
+            "file": SAMPLE_FILE,
+            "sample_rate_hz": SAMPLE_RATE_HZ,
+            "samples": int(len(sample)),
+            "seconds": round(len(sample) / SAMPLE_RATE_HZ, 3),
+            "sha256": sha256(sample_path),
+        },
+        "generated_with": "trillsson_tf.runtime.TFLiteModel, 1 thread",
+        "tolerance": {"min_cosine": _MIN_COSINE, "max_relative_error": _MAX_RELATIVE_ERROR},
+        "models": {
+            entry["model_file"]: golden_outputs(os.path.join(staging, entry["model_file"]), sample) for entry in entries
+        },
+    }
+    if forms:
+        golden["mediapipe"] = forms
+    return golden
+
+
+def _publish(staging: str, out_dir: str) -> int:
+    """Replace ``out_dir`` with the staged folder; returns its size in bytes.
+
+    Raises:
+        TrillssonError: the folder is larger than :data:`MAX_FOLDER_BYTES` (``out_dir`` is left as it was).
+    """
+    size = _folder_bytes(staging)
+    if size > MAX_FOLDER_BYTES:
+        raise TrillssonError(
+            f"The assets come to {size:,} bytes, over the {MAX_FOLDER_BYTES:,}-byte limit; use smaller models."
+        )
+    if os.path.isdir(out_dir):
+        shutil.rmtree(out_dir)
+    shutil.copytree(staging, out_dir)
+    return size
+
+
 def build_android_assets(
     out_dir,
     *,
@@ -507,122 +630,33 @@ def build_android_assets(
         TrillssonError: the folder ends up larger than :data:`MAX_FOLDER_BYTES`.
     """
     out_dir = os.fspath(out_dir)
-    # The folder is replaced at the end, after the models were read from it: refuse an overlap first.
-    refuse_inputs(
-        out_dir,
-        [("--embedding-model", embedding_model), ("--wav2small-model", wav2small_model), ("--work-dir", work_dir)],
-    )
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
-        if not overwrite:
-            raise ParameterError(
-                f"Output directory {out_dir!r} exists and is not empty; pass overwrite=True (CLI --force)."
-            )
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ParameterError(f"steps must be a positive integer, got {steps!r}.")
-
+    _check_request(out_dir, embedding_model, wav2small_model, work_dir, overwrite, steps)
     with tempfile.TemporaryDirectory() as staging, tempfile.TemporaryDirectory() as scratch:
         work = os.fspath(work_dir) if work_dir is not None else scratch
         sample_path = _write_sample(staging)
         sample = load_audio(sample_path)  # the PCM16 values the device reads, not the float original
         calibration = [item.path for item in _training_items()][:_CALIBRATION_CLIPS]
-        entries, skipped, cards = [], {}, {}
+        entries, skipped, cards, sources = [], {}, {}, {}
 
-        sources = {}
-        source = embedding_model if embedding_model is not None else _distill_embedding_student(work, steps, progress)
-        sources[EMBEDDING_FILE] = source
-        path = os.path.join(staging, EMBEDDING_FILE)
-        cards[EMBEDDING_FILE] = card = _place_model(source, path, calibration, scratch)
-        _, runner = _signature_runner(path)
-        ((output_name, details),) = runner.get_output_details().items()
-        width = int(details["shape_signature"][-1])
-        teacher = _source(card)["teacher"] or "its teacher"
-        entries.append(
-            model_metadata(
-                path,
-                task="embedding",
-                description=f"Speech embedding student ({card.get('name', 'unknown')}), int8 network with the TRILLsson "
-                f"log-mel frontend inside (float); distilled from {teacher}.",
-                output_meaning={
-                    output_name: f"[batch, {width}] clip embedding: the mean over 1.95 s chunks (clips under "
-                    "2 s are mirror-padded); compare clips by cosine similarity"
-                },
-                source=_source(card),
-            )
+        sources[EMBEDDING_FILE] = (
+            embedding_model if embedding_model is not None else _distill_embedding_student(work, steps, progress)
         )
-
-        source = None
-        if with_wav2small:
-            source = wav2small_model if wav2small_model is not None else _default_wav2small(work, steps, progress)
-        if not with_wav2small:
-            skipped[WAV2SMALL_FILE] = "with_wav2small=False (CLI --no-wav2small)"
-        elif source is None:
-            skipped[WAV2SMALL_FILE] = "the student registry has no 'wav2small' and no wav2small_model was given"
+        cards[EMBEDDING_FILE], entry = _embedding_entry(sources[EMBEDDING_FILE], staging, calibration, scratch)
+        entries.append(entry)
+        source, why = _wav2small_source(wav2small_model, with_wav2small, work, steps, progress)
+        if why is not None:
+            skipped[WAV2SMALL_FILE] = why
         else:
             sources[WAV2SMALL_FILE] = source
-            path = os.path.join(staging, WAV2SMALL_FILE)
-            cards[WAV2SMALL_FILE] = card = _place_model(source, path, calibration, scratch)
-            described = _wav2small_outputs(path)
-            entries.append(
-                model_metadata(
-                    path,
-                    task="regression",
-                    description="Wav2Small: raw 16 kHz audio in, per-clip scores out, int8.",
-                    output_meaning=described["meaning"],
-                    labels=described["labels"],
-                    source=_source(card),
-                )
-            )
+            cards[WAV2SMALL_FILE], entry = _wav2small_entry(source, staging, calibration, scratch)
+            entries.append(entry)
 
-        for entry in entries:
-            stem = os.path.splitext(entry["model_file"])[0]
-            with open(os.path.join(staging, stem + METADATA_SUFFIX), "w") as handle:
-                json.dump(entry, handle, indent=2)
-            if entry["labels_file"]:
-                with open(os.path.join(staging, entry["labels_file"]), "w") as handle:
-                    handle.write("\n".join(entry["labels"]) + "\n")
-        forms = {}
-        for name, model in sources.items():
-            form = name.replace(".tflite", MEDIAPIPE_SUFFIX)
-            why = (
-                _mediapipe_form(model, os.path.join(staging, form), calibration, scratch, fixed_samples)
-                if mediapipe
-                else "mediapipe=False (CLI --no-mediapipe)"
-            )
-            if why is None:
-                forms[form] = _mediapipe_golden(os.path.join(staging, form), sample)
-            else:
-                skipped[form] = why
-        golden = {
-            "format": _FORMAT,
-            "sample": {
-                "file": SAMPLE_FILE,
-                "sample_rate_hz": SAMPLE_RATE_HZ,
-                "samples": int(len(sample)),
-                "seconds": round(len(sample) / SAMPLE_RATE_HZ, 3),
-                "sha256": sha256(sample_path),
-            },
-            "generated_with": "trillsson_tf.runtime.TFLiteModel, 1 thread",
-            "tolerance": {"min_cosine": _MIN_COSINE, "max_relative_error": _MAX_RELATIVE_ERROR},
-            "models": {
-                entry["model_file"]: golden_outputs(os.path.join(staging, entry["model_file"]), sample)
-                for entry in entries
-            },
-        }
-        if forms:
-            golden["mediapipe"] = forms
-        with open(os.path.join(staging, GOLDEN_FILE), "w") as handle:
-            json.dump(golden, handle, indent=2)
-        with open(os.path.join(staging, README_FILE), "w") as handle:
-            handle.write(_readme(entries, golden, skipped))
-
-        size = _folder_bytes(staging)
-        if size > MAX_FOLDER_BYTES:
-            raise TrillssonError(
-                f"The assets come to {size:,} bytes, over the {MAX_FOLDER_BYTES:,}-byte limit; use smaller models."
-            )
-        if os.path.isdir(out_dir):
-            shutil.rmtree(out_dir)
-        shutil.copytree(staging, out_dir)
+        _write_descriptions(staging, entries)
+        forms = _mediapipe_forms(sources, staging, sample, calibration, scratch, mediapipe, fixed_samples, skipped)
+        golden = _golden(staging, sample, sample_path, entries, forms)
+        write_json(os.path.join(staging, GOLDEN_FILE), golden)
+        write_atomic(os.path.join(staging, README_FILE), _readme(entries, golden, skipped))
+        size = _publish(staging, out_dir)
 
     _log.info("Android assets written to %s (%d bytes)", out_dir, size)
     return {

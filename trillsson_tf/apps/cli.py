@@ -73,15 +73,15 @@ def _cmd_embed(args):
         num_threads=args.num_threads,
         progress=not args.no_progress,
         overwrite=args.force,
-        frames=args.frames,
+        chunk_vectors=args.chunk_vectors,
         hop_s=args.hop,
     )
     if summary["skipped"]:
         print(
             f"Skipped {len(summary['skipped'])} unreadable file(s): {', '.join(path for path, _ in summary['skipped'])}"
         )
-    windows = f", {summary['windows']} windows" if args.frames else ""
-    print(f"Embedded {summary['files']} files{windows} ({summary['embedding_dim']}-d) to {summary['out']}")
+    chunks = f", {summary['chunks']} chunk vectors" if args.chunk_vectors else ""
+    print(f"Embedded {summary['files']} files{chunks} ({summary['embedding_dim']}-d) to {summary['out']}")
 
 
 def _cmd_micro_build(args):
@@ -291,7 +291,7 @@ def _cmd_convert(args):
         # A microcontroller runs the frontend itself (and needs a fixed shape): --micro implies --no-frontend.
         frontend=not (args.no_frontend or args.micro),
         fixed_samples=args.fixed_samples,
-        frames=args.frames,
+        chunk_vectors=args.chunk_vectors,
         representative_audio=args.data,
         min_cosine=args.min_cosine,
         strict=args.strict,
@@ -489,10 +489,11 @@ def _add_convert_arguments(convert):
     convert.add_argument("--no-frontend", action="store_true", help="leave the log-mel frontend out (patch input)")
     convert.add_argument("--fixed-samples", type=int, default=None, help="fix the audio input length, in samples")
     convert.add_argument(
-        "--frames",
+        "--chunk-vectors",
         action="store_true",
-        help="fix the audio input to one frame window (31440 samples): a fixed-shape file that gives frames",
+        help="fix the audio input to one chunk (31440 samples): a fixed-shape file that gives chunk vectors",
     )
+    _add_renamed_flag(convert, "--frames", "--chunk-vectors")
     convert.add_argument("--data", default=None, help="representative audio (folder or CSV) for --quantize int8")
     convert.add_argument("--min-cosine", type=float, default=None, help="parity threshold (default: per mode)")
     convert.add_argument("--strict", action="store_true", help="fail when parity is below the threshold")
@@ -611,6 +612,28 @@ def _add_android_assets_arguments(assets):
         "--fixed-samples", type=int, default=None, help="window of the MediaPipe forms, in samples (default 32000)"
     )
     assets.add_argument("--force", action="store_true", help="replace an existing --out folder")
+
+
+class _RenamedFlag(argparse.Action):
+    """The old name of a flag: sets the new one's ``dest`` and says so in one line on stderr."""
+
+    def __init__(self, option_strings, dest, new, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, True)
+        print(
+            f"trillsson-tf: '{option_string}' is now '{self.new}'; the old name goes in the next release.",
+            file=sys.stderr,
+        )
+
+
+def _add_renamed_flag(parser, old: str, new: str) -> None:
+    """``old``, hidden from ``--help``, works as the store-true flag ``new`` for one release (a deprecation line)."""
+    parser.add_argument(
+        old, action=_RenamedFlag, dest=new.lstrip("-").replace("-", "_"), new=new, help=argparse.SUPPRESS
+    )
 
 
 _LOGGERS = ("trillsson_tf",)
@@ -770,10 +793,11 @@ def build_parser(command=None) -> argparse.ArgumentParser:
     embed.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     embed.add_argument("--force", action="store_true", help="replace an existing output file")
     embed.add_argument(
-        "--frames", action="store_true", help="one vector per window (start_s, end_s) instead of one per file"
+        "--chunk-vectors", action="store_true", help="one vector per chunk (start_s, end_s) instead of one per file"
     )
+    _add_renamed_flag(embed, "--frames", "--chunk-vectors")
     embed.add_argument(
-        "--hop", type=float, default=None, help="seconds between window starts with --frames (default 0.5)"
+        "--hop", type=float, default=None, help="seconds between chunk starts with --chunk-vectors (default 0.5)"
     )
     embed.set_defaults(func=_cmd_embed)
 

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR, load_audio
+from trillsson_tf.checks import positive_int
 from trillsson_tf.train.data import find_audio, source_paths
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.folders import prepare_output_dir, write_json
@@ -173,6 +174,68 @@ def _deterministic() -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+def _recipe(steps, recipe) -> dict:
+    """:data:`DEMO_RECIPE` with ``recipe``'s options over it; refuses bad ``steps`` and unknown options."""
+    positive_int("steps", steps)
+    unknown = sorted(set(recipe or {}) - set(DEMO_RECIPE))
+    if unknown:
+        raise ParameterError(f"Unknown recipe option(s) {unknown}; the demo's recipe has {sorted(DEMO_RECIPE)}.")
+    return {**DEMO_RECIPE, **(recipe or {})}
+
+
+def _distill(train, out_dir: str, teacher, student: str, steps: int, recipe: dict, progress: bool) -> dict:
+    """Distill ``teacher`` into ``student`` on ``train`` in ``<out_dir>/distill`` (targets cached in ``targets/``)."""
+    from trillsson_tf.train.distill import distill
+
+    return distill(
+        train,
+        out_dir=os.path.join(out_dir, "distill"),
+        teacher=teacher,
+        student=student,
+        steps=steps,
+        batch_size=_BATCH_SIZE,
+        checkpoint_every=max(1, steps // 3),
+        validation_fraction=0.0,
+        seed=_SEED,
+        cache_dir=os.path.join(out_dir, "targets"),
+        progress=progress,
+        **recipe,
+    )
+
+
+def _report(teacher, student: str, run: dict, data, train, recipe, evaluation, deployed, seconds) -> dict:
+    """The demo's report: teacher, student, the unseen-speaker evaluation, training, deployed files, timings in s."""
+    export_dir = run["export"]
+    return {
+        "teacher": {
+            "name": DEMO_TEACHER,
+            "parameters": teacher.parameters,
+            "licence": teacher.describe().get("licence"),
+        },
+        "student": {
+            "name": student,
+            "parameters": run["student"]["parameters"],
+            "parameter_ratio_to_teacher": round(run["student"]["parameters"] / teacher.parameters, 4),
+            "export": export_dir,
+            "export_mb": _folder_mb(export_dir),
+        },
+        "baseline": "mfcc: 20 MFCCs, mean and std per clip (no network)",
+        "evaluation": evaluation,
+        "training": {
+            "data": data,
+            "files": run["data"]["files"],
+            "records": run["data"]["train_records"],
+            "speakers": len({item.labels.get("speaker") for item in train}),
+            "steps": run["step"],
+            "batch_size": _BATCH_SIZE,
+            **recipe,
+            "final_loss": round(run["loss_history"][-1][1], 6),
+        },
+        "tflite": deployed,
+        "seconds": seconds,
+    }
+
+
 def run_demo(
     out_dir,
     *,
@@ -207,35 +270,16 @@ def run_demo(
         ParameterError: bad ``steps`` or recipe, a non-empty ``out_dir``, ``data`` without training
             speech or unseen speakers.
     """
-    from trillsson_tf.train.distill import distill
     from trillsson_tf.teachers import load_teacher
 
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ParameterError(f"steps must be a positive integer, got {steps!r}.")
-    unknown = sorted(set(recipe or {}) - set(DEMO_RECIPE))
-    if unknown:
-        raise ParameterError(f"Unknown recipe option(s) {unknown}; the demo's recipe has {sorted(DEMO_RECIPE)}.")
-    recipe = {**DEMO_RECIPE, **(recipe or {})}
+    recipe = _recipe(steps, recipe)
     data = SAMPLE_AUDIO_DIR if data is None else os.fspath(data)
     train, unseen = _corpora(data)
     out_dir = prepare_output_dir(out_dir, overwrite=overwrite, inputs=[("--data", source_paths(data))])
     teacher = load_teacher(DEMO_TEACHER)
     _deterministic()
     began = time.perf_counter()
-    run = distill(
-        train,
-        out_dir=os.path.join(out_dir, "distill"),
-        teacher=teacher,
-        student=student,
-        steps=steps,
-        batch_size=_BATCH_SIZE,
-        checkpoint_every=max(1, steps // 3),
-        validation_fraction=0.0,
-        seed=_SEED,
-        cache_dir=os.path.join(out_dir, "targets"),
-        progress=progress,
-        **recipe,
-    )
+    run = _distill(train, out_dir, teacher, student, steps, recipe, progress)
     distill_s, began = time.perf_counter() - began, time.perf_counter()
     export_dir = run["export"]
     evaluation = {
@@ -247,38 +291,12 @@ def run_demo(
     deployed = _convert_and_run(
         export_dir, train, os.path.join(out_dir, "tflite"), [item.path for item in first_set][:_RUNTIME_CLIPS]
     )
-    report = {
-        "teacher": {
-            "name": DEMO_TEACHER,
-            "parameters": teacher.parameters,
-            "licence": teacher.describe().get("licence"),
-        },
-        "student": {
-            "name": student,
-            "parameters": run["student"]["parameters"],
-            "parameter_ratio_to_teacher": round(run["student"]["parameters"] / teacher.parameters, 4),
-            "export": export_dir,
-            "export_mb": _folder_mb(export_dir),
-        },
-        "baseline": "mfcc: 20 MFCCs, mean and std per clip (no network)",
-        "evaluation": evaluation,
-        "training": {
-            "data": data,
-            "files": run["data"]["files"],
-            "records": run["data"]["train_records"],
-            "speakers": len({item.labels.get("speaker") for item in train}),
-            "steps": run["step"],
-            "batch_size": _BATCH_SIZE,
-            **recipe,
-            "final_loss": round(run["loss_history"][-1][1], 6),
-        },
-        "tflite": deployed,
-        "seconds": {
-            "distill": round(distill_s, 1),
-            "evaluate": round(evaluate_s, 1),
-            "convert_and_run": round(time.perf_counter() - began, 1),
-        },
+    seconds = {
+        "distill": round(distill_s, 1),
+        "evaluate": round(evaluate_s, 1),
+        "convert_and_run": round(time.perf_counter() - began, 1),
     }
+    report = _report(teacher, student, run, data, train, recipe, evaluation, deployed, seconds)
     write_json(os.path.join(out_dir, "report.json"), report)
     _log.info("Demo report written to %s", os.path.join(out_dir, "report.json"))
     return report

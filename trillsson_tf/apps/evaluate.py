@@ -180,6 +180,75 @@ def _tasks(items, tasks):
     return list(tasks)
 
 
+def _check_options(normalization: str, metric: str, teacher) -> None:
+    """Refuse an unknown normalization or metric, and ``ccc`` without a teacher."""
+    if normalization not in NORMALIZATIONS:
+        raise ParameterError(f"Unknown normalization {normalization!r}. Expected one of: {list(NORMALIZATIONS)}.")
+    if metric not in METRICS:
+        raise ParameterError(f"Unknown metric {metric!r}. Expected one of: {list(METRICS)}.")
+    if metric == "ccc" and teacher is None:
+        raise ParameterError(
+            "metric='ccc' compares the model's scores with a teacher's: pass teacher=... (CLI --teacher)."
+        )
+
+
+def _embedders(model, teacher, baseline, output_key) -> dict:
+    """Role (``student``, ``teacher``, ``baseline``) -> loaded embedder, for the roles given."""
+    embedders = {"student": load_teacher(model, output_key=output_key)}
+    if teacher is not None:
+        embedders["teacher"] = load_teacher(teacher)
+    if baseline is not None:
+        embedders["baseline"] = load_teacher(baseline)
+    return embedders
+
+
+def _teacher_fidelity(vectors: dict, split: list, has_split: bool, data, model):
+    """Fidelity of the student's clip vectors to the teacher's on the scored files; ``None`` when widths differ."""
+    if vectors["student"].shape[1] != vectors["teacher"].shape[1]:
+        _log.warning(
+            "No fidelity: the model gives %d-d vectors, the teacher %d-d.",
+            vectors["student"].shape[1],
+            vectors["teacher"].shape[1],
+        )
+        return None
+    rows = _scored_rows(split, has_split, data)
+    return {
+        **fidelity(vectors["teacher"][rows], vectors["student"][rows], center=_training_mean(model)),
+        "files": int(rows.sum()),
+    }
+
+
+def _teacher_ccc(vectors: dict, split: list, has_split: bool, data, names) -> dict:
+    """:func:`score_agreement` of the student's scores with the teacher's on the scored files."""
+    if vectors["student"].shape[1] != vectors["teacher"].shape[1]:
+        raise ParameterError(
+            f"metric='ccc' needs one model output per teacher score: the model gives {vectors['student'].shape[1]}, "
+            f"the teacher {vectors['teacher'].shape[1]}."
+        )
+    rows = _scored_rows(split, has_split, data)
+    return {
+        **score_agreement(vectors["teacher"][rows], vectors["student"][rows], names=names),
+        "files": int(rows.sum()),
+    }
+
+
+def _task_probes(vectors: dict, items, task: str, normalization: str, split) -> dict:
+    """Role -> :func:`probe_accuracy` on the files labelled with ``task`` (``split``: every file's, or ``None``)."""
+    rows = np.array([task in item.labels for item in items])
+    task_labels = [item.labels[task] for item in items if task in item.labels]
+    speakers = [item.labels.get(_SPEAKER) for item in items if task in item.labels]
+    task_norm = "none" if normalization == "speaker" and task == _SPEAKER else normalization
+    if task_norm == "speaker" and any(speaker is None for speaker in speakers):
+        raise ParameterError(f"normalization='speaker' needs a speaker label on every file of task {task!r}.")
+    task_split = [value for value, keep in zip(split, rows) if keep] if split is not None else None
+    return {
+        role: probe_accuracy(
+            vectors[role][rows], task_labels, normalization=task_norm, speakers=speakers, split=task_split
+        )
+        for role in vectors
+    }
+
+
 def evaluate(
     model,
     data,
@@ -231,22 +300,11 @@ def evaluate(
         from trillsson_tf.train.finetune import evaluate_multitask
 
         return evaluate_multitask(model, data, kws=kws, sv=sv, labels=labels, out_json=out_json, progress=progress)
-    if normalization not in NORMALIZATIONS:
-        raise ParameterError(f"Unknown normalization {normalization!r}. Expected one of: {list(NORMALIZATIONS)}.")
-    if metric not in METRICS:
-        raise ParameterError(f"Unknown metric {metric!r}. Expected one of: {list(METRICS)}.")
-    if metric == "ccc" and teacher is None:
-        raise ParameterError(
-            "metric='ccc' compares the model's scores with a teacher's: pass teacher=... (CLI --teacher)."
-        )
+    _check_options(normalization, metric, teacher)
     loaded = load_clips(find_audio(data, labels=labels), progress=progress)
     items = loaded.items
     task_names = _tasks(items, tasks) if metric == "probes" else []
-    embedders = {"student": load_teacher(model, output_key=output_key)}
-    if teacher is not None:
-        embedders["teacher"] = load_teacher(teacher)
-    if baseline is not None:
-        embedders["baseline"] = load_teacher(baseline)
+    embedders = _embedders(model, teacher, baseline, output_key)
     vectors = {role: embed_clips(embedder, loaded.clips, progress=progress) for role, embedder in embedders.items()}
 
     split = [item.labels.get(_SPLIT) for item in items]
@@ -262,44 +320,12 @@ def evaluate(
         "probes": {},
     }
     if teacher is not None:
-        if vectors["student"].shape[1] != vectors["teacher"].shape[1]:
-            _log.warning(
-                "No fidelity: the model gives %d-d vectors, the teacher %d-d.",
-                vectors["student"].shape[1],
-                vectors["teacher"].shape[1],
-            )
-        else:
-            rows = _scored_rows(split, has_split, data)
-            report["fidelity"] = {
-                **fidelity(vectors["teacher"][rows], vectors["student"][rows], center=_training_mean(model)),
-                "files": int(rows.sum()),
-            }
+        report["fidelity"] = _teacher_fidelity(vectors, split, has_split, data, model)
     if metric == "ccc":
-        if vectors["student"].shape[1] != vectors["teacher"].shape[1]:
-            raise ParameterError(
-                f"metric='ccc' needs one model output per teacher score: the model gives {vectors['student'].shape[1]}, "
-                f"the teacher {vectors['teacher'].shape[1]}."
-            )
-        rows = _scored_rows(split, has_split, data)
         names = getattr(embedders["teacher"], "score_names", None)
-        report["ccc"] = {
-            **score_agreement(vectors["teacher"][rows], vectors["student"][rows], names=names),
-            "files": int(rows.sum()),
-        }
+        report["ccc"] = _teacher_ccc(vectors, split, has_split, data, names)
     for task in task_names:
-        rows = np.array([task in item.labels for item in items])
-        task_labels = [item.labels[task] for item in items if task in item.labels]
-        speakers = [item.labels.get(_SPEAKER) for item in items if task in item.labels]
-        task_norm = "none" if normalization == "speaker" and task == _SPEAKER else normalization
-        if task_norm == "speaker" and any(speaker is None for speaker in speakers):
-            raise ParameterError(f"normalization='speaker' needs a speaker label on every file of task {task!r}.")
-        task_split = [value for value, keep in zip(split, rows) if keep] if has_split else None
-        report["probes"][task] = {
-            role: probe_accuracy(
-                vectors[role][rows], task_labels, normalization=task_norm, speakers=speakers, split=task_split
-            )
-            for role in vectors
-        }
+        report["probes"][task] = _task_probes(vectors, items, task, normalization, split if has_split else None)
     speakers = [item.labels.get(_SPEAKER) for item in items]
     if verification or (verification is None and metric == "probes" and _has_trials(speakers)):
         report["verification"] = {role: _verify(vectors[role], speakers) for role in vectors}

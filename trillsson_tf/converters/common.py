@@ -42,6 +42,7 @@ __all__ = [
     "output_paths",
     "parity_clips",
     "parity_message",
+    "parity_threshold",
     "quiet_tf_interpreter",
     "representative_clips",
     "run_info",
@@ -241,6 +242,11 @@ def parity_message(checked, out_path) -> str:
         if value.mean_cosine < checked.min_mean_cosine
     ]
     return f"Parity of {out_path} below threshold: " + "; ".join(below) + "."
+
+
+def parity_threshold(quantize: str, min_cosine=None) -> float:
+    """The mean cosine a conversion's parity must reach: ``min_cosine``, or the mode's :data:`DEFAULT_MIN_COSINE`."""
+    return DEFAULT_MIN_COSINE[quantize] if min_cosine is None else float(min_cosine)
 
 
 def check_parity(passed: bool, message: str, *, strict: bool) -> None:

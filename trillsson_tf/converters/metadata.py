@@ -92,6 +92,35 @@ def _tensor_metadata(name: str, description: str, *, audio=None, labels_file=Non
     return tensor
 
 
+def _check_descriptions(inputs: dict, outputs: dict, labels: dict, input_names, output_names, *, audio: bool) -> None:
+    """Refuse descriptions that do not name the model's tensors, labels of an unknown output, audio on several inputs."""
+    if sorted(inputs) != sorted(input_names) or sorted(outputs) != sorted(output_names):
+        raise ParameterError(
+            f"Metadata describes inputs {sorted(inputs)} and outputs {sorted(outputs)}; "
+            f"the model has inputs {input_names} and outputs {output_names}."
+        )
+    if set(labels) - set(output_names):
+        raise ParameterError(
+            f"Labels given for {sorted(set(labels) - set(output_names))}; the model's outputs are {output_names}."
+        )
+    if audio and len(input_names) != 1:
+        raise ParameterError(f"Audio properties need a model with one input; it has {input_names}.")
+
+
+def _set_metadata_buffer(model, data: bytes) -> None:
+    """Put ``data`` (a ``ModelMetadata`` flatbuffer) in the model's ``TFLITE_METADATA`` buffer, replacing an old one."""
+    buffer = tflite_schema.BufferT()
+    buffer.data = data
+    entries = [entry for entry in model.metadata or [] if entry.name.decode() == METADATA_NAME]
+    if entries:
+        model.buffers[entries[0].buffer] = buffer
+    else:
+        model.buffers.append(buffer)
+        entry = tflite_schema.MetadataT()
+        entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
+        model.metadata = [*(model.metadata or []), entry]
+
+
 def with_metadata(
     content: bytes,
     *,
@@ -131,17 +160,7 @@ def with_metadata(
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
     input_names, output_names = _signature_tensors(model)
     labels = dict(labels or {})
-    if sorted(inputs) != sorted(input_names) or sorted(outputs) != sorted(output_names):
-        raise ParameterError(
-            f"Metadata describes inputs {sorted(inputs)} and outputs {sorted(outputs)}; "
-            f"the model has inputs {input_names} and outputs {output_names}."
-        )
-    if set(labels) - set(output_names):
-        raise ParameterError(
-            f"Labels given for {sorted(set(labels) - set(output_names))}; the model's outputs are {output_names}."
-        )
-    if sample_rate_hz is not None and len(input_names) != 1:
-        raise ParameterError(f"Audio properties need a model with one input; it has {input_names}.")
+    _check_descriptions(inputs, outputs, labels, input_names, output_names, audio=sample_rate_hz is not None)
     audio = None if sample_rate_hz is None else (int(sample_rate_hz), int(channels))
 
     subgraph = schema.SubGraphMetadataT()
@@ -156,17 +175,7 @@ def with_metadata(
     metadata.minParserVersion = _BASE_PARSER_VERSION if audio is None else _AUDIO_PARSER_VERSION
     builder = flatbuffers.Builder(1024)
     builder.Finish(metadata.Pack(builder), file_identifier=_FILE_IDENTIFIER)
-
-    buffer = tflite_schema.BufferT()
-    buffer.data = bytes(builder.Output())
-    entries = [entry for entry in model.metadata or [] if entry.name.decode() == METADATA_NAME]
-    if entries:
-        model.buffers[entries[0].buffer] = buffer
-    else:
-        model.buffers.append(buffer)
-        entry = tflite_schema.MetadataT()
-        entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
-        model.metadata = [*(model.metadata or []), entry]
+    _set_metadata_buffer(model, bytes(builder.Output()))
     packed = io.BytesIO(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
     if labels:
         # TFLite Support's populator appends the associated files as a stored (uncompressed) zip,

@@ -15,7 +15,6 @@ import os
 import numpy as np
 
 from trillsson_tf.converters.common import (
-    DEFAULT_MIN_COSINE,
     LICENCE_NOTE,
     check_parity,
     conversion_inputs,
@@ -24,6 +23,7 @@ from trillsson_tf.converters.common import (
     output_paths,
     parity_clips,
     parity_message,
+    parity_threshold,
     run_info,
     write_model,
 )
@@ -97,6 +97,65 @@ def _tensor_card(value) -> dict:
     return {"name": value.name, "shape": [d if isinstance(d, int) else None for d in value.shape], "dtype": value.type}
 
 
+def _traced(model, kind, key: str, audio: np.ndarray) -> tuple:
+    """``(tf.function, its input spec, parity inputs, Keras reference outputs)`` of the form to export.
+
+    The whole model takes ``audio`` (float32 ``[n, samples]``); the chunk network takes its log-mel
+    patches ``[rows, 195, 80, 1]``.
+
+    Raises:
+        ConversionError: the whole model computes an FFT (an STFT frontend).
+        ParameterError: ``frontend=False`` for a model without a per-chunk network.
+    """
+    if kind.frontend_inside:
+        spec = tf.TensorSpec([None, None], tf.float32, name=AUDIO_INPUT_NAME)
+        call = tf.function(lambda audio_samples: {key: model(audio_samples, training=False)[key]})
+        _refuse_unsupported(call.get_concrete_function(spec), model)
+        return call, spec, audio, model(audio)[key].numpy()
+    if kind.input_name != PATCH_INPUT_NAME:
+        raise ParameterError(
+            f"{model.name!r} has no per-chunk network (it works on whole clips); export it with frontend=True."
+        )
+    network = chunk_network(model)
+    frontend_config = model.get_layer(_FRONTEND_LAYER).frontend
+    spec = tf.TensorSpec([None, *frontend_config.patch_shape, 1], tf.float32, name=PATCH_INPUT_NAME)
+    call = tf.function(lambda log_mel_patch: {key: network(log_mel_patch, training=False)})
+    parity_inputs = log_mel_patch_rows(audio, frontend_config)
+    return call, spec, parity_inputs, network(parity_inputs, training=False).numpy()
+
+
+def _card(model_or_export_dir, model, metadata: dict, kind, out_path: str, proto, session, checked, opset: int):
+    """The :class:`~trillsson_tf.formats.model_card.ModelCard` of an ``.onnx`` file (graph ``proto``, ``session`` on it)."""
+    tf2onnx, onnxruntime = _onnx_modules()
+    return ModelCard(
+        format=CARD_FORMATS["onnx"],
+        model_file=os.path.basename(out_path),
+        name=model.name,
+        frontend_inside=kind.frontend_inside,
+        inputs=[_tensor_card(value) for value in session.get_inputs()],
+        outputs=[_tensor_card(value) for value in session.get_outputs()],
+        output=output_key(model),
+        sample_rate_hz=SAMPLE_RATE_HZ,
+        size_bytes=proto.ByteSize(),
+        ops=dict(sorted(collections.Counter(node.op_type for node in proto.graph.node).items())),
+        parity=checked,
+        source={
+            "export": None if isinstance(model_or_export_dir, keras.Model) else os.fspath(model_or_export_dir),
+            "parameters": int(model.count_params()),
+            "build": metadata.get("build", getattr(model, "build_spec", None)),
+            "teacher": metadata.get("teacher"),
+            "run": run_info(model_or_export_dir),
+        },
+        converter={
+            "tensorflow": tf.__version__,
+            "tf2onnx": tf2onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+        licence=LICENCE_NOTE,
+        extra={"opset": opset},
+    )
+
+
 def convert_onnx(
     model_or_export_dir,
     out_path,
@@ -146,24 +205,7 @@ def convert_onnx(
         )
     key = output_key(model)
     audio = parity_clips() if parity_audio is None else np.asarray(parity_audio, dtype=np.float32)
-
-    if kind.frontend_inside:
-        spec = tf.TensorSpec([None, None], tf.float32, name=AUDIO_INPUT_NAME)
-        call = tf.function(lambda audio_samples: {key: model(audio_samples, training=False)[key]})
-        _refuse_unsupported(call.get_concrete_function(spec), model)
-        parity_inputs = audio
-        reference = model(audio)[key].numpy()
-    else:
-        if kind.input_name != PATCH_INPUT_NAME:
-            raise ParameterError(
-                f"{model.name!r} has no per-chunk network (it works on whole clips); export it with frontend=True."
-            )
-        network = chunk_network(model)
-        frontend_config = model.get_layer(_FRONTEND_LAYER).frontend
-        spec = tf.TensorSpec([None, *frontend_config.patch_shape, 1], tf.float32, name=PATCH_INPUT_NAME)
-        call = tf.function(lambda log_mel_patch: {key: network(log_mel_patch, training=False)})
-        parity_inputs = log_mel_patch_rows(audio, frontend_config)
-        reference = network(parity_inputs, training=False).numpy()
+    call, spec, parity_inputs, reference = _traced(model, kind, key, audio)
     try:
         proto, _ = tf2onnx.convert.from_function(call, input_signature=[spec], opset=opset)
         content = proto.SerializeToString()
@@ -178,36 +220,10 @@ def convert_onnx(
         {key: parity(reference, onnx_outputs(session, parity_inputs))},
         clips=len(audio),
         rows=len(parity_inputs),
-        min_mean_cosine=DEFAULT_MIN_COSINE["float32"] if min_cosine is None else float(min_cosine),
+        min_mean_cosine=parity_threshold("float32", min_cosine),
         reference="Keras model" if kind.frontend_inside else "Keras chunk network",
     )
-    card = ModelCard(
-        format=CARD_FORMATS["onnx"],
-        model_file=os.path.basename(out_path),
-        name=model.name,
-        frontend_inside=kind.frontend_inside,
-        inputs=[_tensor_card(value) for value in session.get_inputs()],
-        outputs=[_tensor_card(value) for value in session.get_outputs()],
-        output=key,
-        sample_rate_hz=SAMPLE_RATE_HZ,
-        size_bytes=len(content),
-        ops=dict(sorted(collections.Counter(node.op_type for node in proto.graph.node).items())),
-        parity=checked,
-        source={
-            "export": None if isinstance(model_or_export_dir, keras.Model) else os.fspath(model_or_export_dir),
-            "parameters": int(model.count_params()),
-            "build": metadata.get("build", getattr(model, "build_spec", None)),
-            "teacher": metadata.get("teacher"),
-            "run": run_info(model_or_export_dir),
-        },
-        converter={
-            "tensorflow": tf.__version__,
-            "tf2onnx": tf2onnx.__version__,
-            "onnxruntime": onnxruntime.__version__,
-        },
-        licence=LICENCE_NOTE,
-        extra={"opset": opset},
-    )
+    card = _card(model_or_export_dir, model, metadata, kind, out_path, proto, session, checked, opset)
     written = write_card(card_path, card)
     _log.info(
         "Wrote %s (%d bytes, mean cosine %.6f) and %s", out_path, len(content), checked.first.mean_cosine, card_path

@@ -46,7 +46,7 @@ from trillsson_tf.contract import (
     SCORES_KEY,
     SIGNATURE_KEY,
 )
-from trillsson_tf.errors import ConversionError, ParameterError
+from trillsson_tf.errors import ConversionError, ParameterError, renamed_keywords
 from trillsson_tf.formats.model_card import ModelCard, Parity, write_card
 from trillsson_tf.frontend import DEFAULT_FRONTEND, dft
 from trillsson_tf.metrics import ccc, parity
@@ -249,17 +249,17 @@ def _check_choices(quantize: str, kind: kinds.Kind, fixed_samples, *, least: int
             raise ParameterError(f"fixed_samples must be an integer >= {least} samples, got {fixed_samples!r}.")
 
 
-def _frames_samples(kind: kinds.Kind, fixed_samples) -> int:
-    """The input length of a ``frames=True`` conversion: one window of the TRILLsson frontend (31,440 samples)."""
+def _chunk_samples(kind: kinds.Kind, fixed_samples) -> int:
+    """The input length of a ``chunk_vectors=True`` conversion: one chunk of the TRILLsson frontend (31,440 samples)."""
     span = DEFAULT_FRONTEND.chunk_span_samples
     if kind.input_name != AUDIO_INPUT_NAME:
         raise ParameterError(
-            "frames=True fixes the audio input to one window; a file without its frontend (frontend=False) "
-            "takes one patch per row and gives frames already."
+            "chunk_vectors=True fixes the audio input to one chunk; a file without its frontend (frontend=False) "
+            "takes one patch per row and gives chunk vectors already."
         )
     if fixed_samples not in (None, span):
         raise ParameterError(
-            f"frames=True fixes the input to one window of {span} samples; got fixed_samples={fixed_samples}."
+            f"chunk_vectors=True fixes the input to one chunk of {span} samples; got fixed_samples={fixed_samples}."
         )
     return span
 
@@ -271,7 +271,7 @@ def convert(
     quantize: str = "float32",
     frontend: bool = True,
     fixed_samples=None,
-    frames: bool = False,
+    chunk_vectors: bool = False,
     representative_audio=None,
     parity_audio=None,
     min_cosine=None,
@@ -281,6 +281,7 @@ def convert(
     tflite_metadata=None,
     quantizer: str = "tensorflow",
     float_layers=(),
+    **renamed,
 ) -> dict:
     """Convert a model to ``.tflite`` with metadata inside and write its JSON model card beside it.
 
@@ -296,10 +297,10 @@ def convert(
         fixed_samples: Fix the audio input to ``[1, fixed_samples]`` samples; ``None`` keeps
             ``[None, None]`` (any batch, any length), or 1 s for a whole-clip student without
             its normalisation (TFLite Micro needs a fixed shape).
-        frames: Fix the audio input to one frame-level window, ``[1, 31440]`` (one 195-frame
-            patch): the fixed-shape file that gives frames (:meth:`trillsson_tf.runtime.TFLiteModel.frames`;
+        chunk_vectors: Fix the audio input to one chunk, ``[1, 31440]`` (one 195-frame patch): the
+            fixed-shape file that gives chunk vectors (:meth:`trillsson_tf.runtime.TFLiteModel.chunk_vectors`;
             on a device, one call per hop on the last 31,440 samples). Dynamic-length and
-            patch-in files give frames without it.
+            patch-in files give chunk vectors without it. ``frames`` is its old name.
         representative_audio: Calibration audio for ``int8`` (folder, CSV, file list or float32
             ``[n, samples]`` array); required for ``int8``.
         parity_audio: float32 ``[n, samples]`` at 16 kHz to check parity on; default: held-out
@@ -328,21 +329,23 @@ def convert(
             rate other than the model's.
         ConversionError: the converter failed, or parity is below ``min_cosine`` under ``strict``.
     """
+    old = renamed_keywords("trillsson_tf.converters.tflite.convert", renamed, {"frames": "chunk_vectors"})
+    chunk_vectors = old.get("chunk_vectors", chunk_vectors)
     model, metadata = load_keras_model(model_or_export_dir)
     source = None if isinstance(model_or_export_dir, keras.Model) else os.fspath(model_or_export_dir)
     kind = kinds.of_model(model, metadata, frontend=frontend)
-    if frames and kind.family == kinds.WAVEFORM:
+    if chunk_vectors and kind.family == kinds.WAVEFORM:
         raise ParameterError(
-            "frames=True applies to chunk and whole-clip students; a waveform export gives one vector per clip."
+            "chunk_vectors=True applies to chunk and whole-clip students; a waveform export gives one vector per clip."
         )
     if mediapipe and not kind.frontend_inside:
         raise ParameterError(
             "The MediaPipe form takes audio: mediapipe=True (CLI --mediapipe) needs the frontend "
             "inside; drop frontend=False (--no-frontend, --micro)."
         )
-    if frames and mediapipe:
+    if chunk_vectors and mediapipe:
         raise ParameterError(
-            "frames=True and mediapipe=True fix the input to different windows (31,440 and the "
+            "chunk_vectors=True and mediapipe=True fix the input to different lengths (31,440 and the "
             "MediaPipe window); make one file of each."
         )
     litert_recipe = quantize if quantizer == "litert" else None  # the TensorFlow conversion is then float32
@@ -379,8 +382,8 @@ def convert(
         )
     out_path, card_path = output_paths(out_path, overwrite, conversion_inputs(source, representative_audio))
     frontend_config = _FRONTENDS[kind.family](model)
-    if frames:
-        fixed_samples = _frames_samples(kind, fixed_samples)
+    if chunk_vectors:
+        fixed_samples = _chunk_samples(kind, fixed_samples)
     _check_choices(quantize, kind, fixed_samples, least=frontend_config.window_samples)
     check_request(tflite_metadata, model_sample_rate_hz=frontend_config.sample_rate_hz)
     key = output_key(model)
@@ -459,7 +462,8 @@ def convert(
             "run": run_info(model_or_export_dir),
             "optimization": metadata.get("optimization"),
         },
-        converter={"tensorflow": tf.__version__, "fixed_samples": plan.fixed_samples, "frames": bool(frames)},
+        # "frames": the card key cards have always had for chunk_vectors (docs/DESIGN.md, "Glossary").
+        converter={"tensorflow": tf.__version__, "fixed_samples": plan.fixed_samples, "frames": bool(chunk_vectors)},
         extra={"tflite_metadata": written, **({"quantizer": quantizer_entry} if quantizer_entry else {})},
     )
     written_card = write_card(card_path, card)

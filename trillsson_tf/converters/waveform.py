@@ -16,7 +16,6 @@ import re
 import numpy as np
 
 from trillsson_tf.converters.common import (
-    DEFAULT_MIN_COSINE,
     tflite_card_fields,
     check_parity,
     check_quantize,
@@ -27,6 +26,7 @@ from trillsson_tf.converters.common import (
     output_paths,
     parity_clips,
     parity_message,
+    parity_threshold,
     quiet_tf_interpreter,
     representative_clips,
     tflite_converter,
@@ -85,6 +85,70 @@ def convert_waveform(export_dir, out_path, **options) -> dict:
     return convert_waveform_model(model, metadata, out_path, source=export_dir, **options)
 
 
+def _input_length(model, metadata, fixed_samples) -> tuple:
+    """``(metadata, input length in samples)``: the metadata with the segment and output a built model carries."""
+    # A model built by models.build (not loaded from an export) carries its segment and output itself.
+    metadata = {"segment_samples": getattr(model, "min_samples", 16000), **(metadata or {})}
+    if not metadata.get("outputs") and not metadata.get("output"):
+        metadata["output"] = output_key(model)
+    length = int(fixed_samples if fixed_samples is not None else metadata["segment_samples"])
+    if isinstance(fixed_samples, bool) or length < _MIN_SAMPLES:
+        raise ParameterError(
+            f"fixed_samples must be an integer >= {_MIN_SAMPLES} samples (one frame), got {fixed_samples!r}."
+        )
+    return metadata, length
+
+
+def _convert(model, names: list, length: int, quantize: str, representative_audio, float_frontend: bool, source):
+    """``(.tflite bytes, float layers)`` of the model on ``audio_samples [1, length]``, outputs ``names``.
+
+    Raises:
+        ConversionError: the converter failed.
+    """
+    kind = kinds.form(kinds.WAVEFORM, True)
+    spec = tf.TensorSpec([1, length], tf.float32, name=AUDIO_INPUT_NAME)
+    call = tf.function(
+        lambda audio_samples: {
+            name: value for name, value in model(audio_samples, training=False).items() if name in names
+        }
+    )
+    function = call.get_concrete_function(spec)
+    calibration = (
+        fit_clips(representative_clips(representative_audio, num_samples=length), length)
+        if quantize == "int8"
+        else None
+    )
+    try:
+        with quiet_tf_interpreter():  # TensorFlow's own calibrator builds a deprecated tf.lite.Interpreter
+            content = tflite_converter(function, model, quantize, kind, calibration=calibration).convert()
+            float_layers = frontend_layers(model) if quantize == "int8" and float_frontend else []
+            if float_layers:
+                content = int8_with_float_layers(content, function, model, kind, calibration, float_layers)
+    except Exception as error:  # the converter raises many unrelated types
+        raise ConversionError(f"Converting {source or model.name!r} ({quantize}) failed: {error}") from error
+    return content, float_layers
+
+
+def _parity(model, content: bytes, names: list, length: int, parity_audio, min_mean_cosine: float):
+    """:class:`~trillsson_tf.formats.model_card.Parity` of every output of the ``.tflite`` bytes against the Keras model.
+
+    The clips (``parity_audio``, default held-out bundled speech) are cut or padded to ``length`` samples.
+    """
+    audio = fit_clips(parity_clips() if parity_audio is None else np.asarray(parity_audio, np.float32), length)
+    reference = {
+        name: np.concatenate([model(row[np.newaxis], training=False)[name].numpy() for row in audio]) for name in names
+    }
+    runner = litert.make_interpreter(model_content=content, num_threads=1).get_signature_runner(SIGNATURE_KEY)
+    results = [runner(**{AUDIO_INPUT_NAME: row[np.newaxis]}) for row in audio]
+    candidate = {name: np.concatenate([result[name] for result in results]).astype(np.float32) for name in names}
+    return Parity.of(
+        {name: parity(reference[name], candidate[name]) for name in names},
+        clips=len(audio),
+        min_mean_cosine=min_mean_cosine,
+        reference="Keras model",
+    )
+
+
 def convert_waveform_model(
     model,
     metadata: dict,
@@ -132,38 +196,10 @@ def convert_waveform_model(
     check_quantize(quantize)
     check_request(tflite_metadata, model_sample_rate_hz=SAMPLE_RATE_HZ)
     out_path, card_path = output_paths(out_path, overwrite, conversion_inputs(source, representative_audio))
-    # A model built by models.build (not loaded from an export) carries its segment and output itself.
-    metadata = {"segment_samples": getattr(model, "min_samples", 16000), **(metadata or {})}
-    if not metadata.get("outputs") and not metadata.get("output"):
-        metadata["output"] = output_key(model)
-    length = int(fixed_samples if fixed_samples is not None else metadata["segment_samples"])
-    if isinstance(fixed_samples, bool) or length < _MIN_SAMPLES:
-        raise ParameterError(
-            f"fixed_samples must be an integer >= {_MIN_SAMPLES} samples (one frame), got {fixed_samples!r}."
-        )
+    metadata, length = _input_length(model, metadata, fixed_samples)
     kind = kinds.form(kinds.WAVEFORM, True)
     names = list(metadata.get("outputs") or [metadata["output"]])
-
-    spec = tf.TensorSpec([1, length], tf.float32, name=AUDIO_INPUT_NAME)
-    call = tf.function(
-        lambda audio_samples: {
-            name: value for name, value in model(audio_samples, training=False).items() if name in names
-        }
-    )
-    function = call.get_concrete_function(spec)
-    calibration = (
-        fit_clips(representative_clips(representative_audio, num_samples=length), length)
-        if quantize == "int8"
-        else None
-    )
-    try:
-        with quiet_tf_interpreter():  # TensorFlow's own calibrator builds a deprecated tf.lite.Interpreter
-            content = tflite_converter(function, model, quantize, kind, calibration=calibration).convert()
-            float_layers = frontend_layers(model) if quantize == "int8" and float_frontend else []
-            if float_layers:
-                content = int8_with_float_layers(content, function, model, kind, calibration, float_layers)
-    except Exception as error:  # the converter raises many unrelated types
-        raise ConversionError(f"Converting {source or model.name!r} ({quantize}) failed: {error}") from error
+    content, float_layers = _convert(model, names, length, quantize, representative_audio, float_frontend, source)
     content, written = converter_metadata(
         content,
         name=model.name,
@@ -173,20 +209,7 @@ def convert_waveform_model(
         request=tflite_metadata,
     )
     write_model(out_path, content)
-
-    audio = fit_clips(parity_clips() if parity_audio is None else np.asarray(parity_audio, np.float32), length)
-    reference = {
-        name: np.concatenate([model(row[np.newaxis], training=False)[name].numpy() for row in audio]) for name in names
-    }
-    runner = litert.make_interpreter(model_content=content, num_threads=1).get_signature_runner(SIGNATURE_KEY)
-    results = [runner(**{AUDIO_INPUT_NAME: row[np.newaxis]}) for row in audio]
-    candidate = {name: np.concatenate([result[name] for result in results]).astype(np.float32) for name in names}
-    checked = Parity.of(
-        {name: parity(reference[name], candidate[name]) for name in names},
-        clips=len(audio),
-        min_mean_cosine=DEFAULT_MIN_COSINE[quantize] if min_cosine is None else float(min_cosine),
-        reference="Keras model",
-    )
+    checked = _parity(model, content, names, length, parity_audio, parity_threshold(quantize, min_cosine))
     card = ModelCard(
         **tflite_card_fields(content, out_path, model, quantize, kind),
         output=names[0],

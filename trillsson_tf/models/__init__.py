@@ -11,7 +11,7 @@ or ``{'scores': ...}`` for score regressors (:func:`output_key`). Each preset na
 """
 
 from trillsson_tf._keras import keras
-from trillsson_tf.errors import ParameterError
+from trillsson_tf.errors import ParameterError, renamed_attribute
 from trillsson_tf.frontend import DEFAULT_FRONTEND
 from trillsson_tf.kinds import CHUNK
 from trillsson_tf.models import ast, distil, efficientnet, mobilenet, mobilenetv4, resnetish, tiny_cnn, wav2small
@@ -25,7 +25,7 @@ from trillsson_tf.models._audio_model import (
     LogMelPatches,
     MeanOverChunks,
     chunk_network,
-    frames_model,
+    chunk_vectors_model,
     output_heads,
     wrap_chunk_network,
 )
@@ -44,9 +44,9 @@ __all__ = [
     "build",
     "chunk_gflops",
     "chunk_network",
+    "chunk_vectors_model",
     "clip_gflops",
     "float32_frontend_model",
-    "frames_model",
     "get_preset",
     "inner_network",
     "output_key",
@@ -179,3 +179,10 @@ def float32_frontend_model(model, *, float16_safe: bool = False):
     vectors = MeanOverChunks(name="chunk_rows" if heads else key)([chunk_network(model)(patches), audio])
     outputs = {name: head(vectors) for name, head in heads.items()} if heads else {key: vectors}
     return keras.Model(audio, outputs, name=f"{model.name}_float32_frontend")
+
+
+_RENAMED = {"frames_model": "chunk_vectors_model"}
+
+
+def __getattr__(name):  # the old names of _RENAMED, deprecated for one release
+    return renamed_attribute(__name__, globals(), _RENAMED, name)

@@ -1,18 +1,18 @@
-"""Wraps a per-chunk network into a model with the TF Hub call contract, and gives any student frames.
+"""Wraps a per-chunk network into a model with the TF Hub call contract, and gives any student chunk vectors.
 
 audio ``[batch, samples]`` -> :class:`LogMelPatches` -> chunk network -> :class:`MeanOverChunks`
 -> ``{'embedding': [batch, D]}``.
 
-Frame-level outputs (:func:`frames_model`, :meth:`AudioEmbeddingModel.frames`) take the same
+Chunk vectors (:func:`chunk_vectors_model`, :meth:`AudioEmbeddingModel.chunk_vectors`) take the same
 path with patches every hop instead of every 195 frames, and stop before the mean
-(:class:`ChunksPerClip`): at hop = window their mean is the clip vector. Students without a
-chunk network (Wav2Small, layer students) run whole on each window's audio (:class:`AudioWindows`).
+(:class:`ChunksPerClip`): at hop = chunk step their mean is the clip vector. Students without a
+chunk network (Wav2Small, layer students) run whole on each chunk's audio (:class:`ChunkAudio`).
 """
 
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.audio import validate_audio
 from trillsson_tf.contract import AUDIO_INPUT_NAME, EMBEDDING_KEY, OUTPUT_KEYS, SCORES_KEY, START_S_KEY
-from trillsson_tf.errors import ParameterError
+from trillsson_tf.errors import ParameterError, deprecated, renamed_attribute
 from trillsson_tf.frontend import DEFAULT_FRONTEND, DEFAULT_HOP_S, ChunkGrid, FrontendConfig, tf_ops
 from trillsson_tf.kinds import CHUNK
 
@@ -22,14 +22,14 @@ __all__ = [
     "EMBEDDING_KEY",
     "SCORES_KEY",
     "OUTPUT_KEYS",
-    "AudioWindows",
+    "ChunkAudio",
     "ChunksPerClip",
     "LogMelPatches",
     "MeanOverChunks",
     "AudioEmbeddingModel",
     "wrap_chunk_network",
     "chunk_network",
-    "frames_model",
+    "chunk_vectors_model",
 ]
 
 CHUNK_NETWORK_NAME = "chunk_network"
@@ -41,7 +41,7 @@ class LogMelPatches(keras.layers.Layer):
     """Audio ``[batch, samples]`` -> log-mel patches ``[batch * chunks, frames, mels, 1]``.
 
     ``compute_dtype`` and ``float16_safe`` are those of :func:`trillsson_tf.frontend.tf_ops.log_mel`;
-    ``hop_frames`` (frame-level windows) that of :func:`trillsson_tf.frontend.tf_ops.log_mel_patches`.
+    ``hop_frames`` (chunks every hop) that of :func:`trillsson_tf.frontend.tf_ops.log_mel_patches`.
     """
 
     def __init__(self, frontend=None, compute_dtype="float64", float16_safe=False, hop_frames=None, **kwargs):
@@ -77,10 +77,10 @@ class LogMelPatches(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class AudioWindows(keras.layers.Layer):
-    """Audio ``[batch, samples]`` -> the audio of each frame-level window ``[batch * windows, 31440]``.
+class ChunkAudio(keras.layers.Layer):
+    """Audio ``[batch, samples]`` -> the audio of each chunk ``[batch * chunks, 31440]``.
 
-    The clip is mirror-padded to 2 s first, as the log-mel frontend pads it; window ``k`` is
+    The clip is mirror-padded to 2 s first, as the log-mel frontend pads it; chunk ``k`` is
     samples ``[k * hop, k * hop + span)`` (:class:`trillsson_tf.frontend.ChunkGrid`).
     """
 
@@ -92,13 +92,16 @@ class AudioWindows(keras.layers.Layer):
         self.hop_frames = None if hop_frames is None else int(hop_frames)
 
     def call(self, audio):
-        windows = ChunkGrid(self.frontend, self.hop_frames or self.frontend.chunk_frames)
+        chunks = ChunkGrid(self.frontend, self.hop_frames or self.frontend.chunk_frames)
         padded = tf_ops.mirror_pad(audio, self.frontend.min_samples)
-        framed = tf.signal.frame(padded, windows.span_samples, windows.hop_samples, axis=1)
-        return tf.reshape(framed, [-1, windows.span_samples])
+        framed = tf.signal.frame(padded, chunks.span_samples, chunks.hop_samples, axis=1)
+        return tf.reshape(framed, [-1, chunks.span_samples])
 
     def get_config(self):
         return {**super().get_config(), "frontend": self.frontend.to_dict(), "hop_frames": self.hop_frames}
+
+
+keras.saving.get_custom_objects()[f"{_PACKAGE}>AudioWindows"] = ChunkAudio  # its old name, in saved .keras files
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -119,7 +122,7 @@ def _per_clip(chunk_vectors, audio):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class ChunksPerClip(keras.layers.Layer):
-    """Window vectors ``[batch * windows, D]`` -> ``[batch, windows, D]``: :class:`MeanOverChunks` before the mean."""
+    """Chunk vectors ``[batch * chunks, D]`` -> ``[batch, chunks, D]``: :class:`MeanOverChunks` before the mean."""
 
     def call(self, inputs):
         return _per_clip(*inputs)
@@ -155,35 +158,42 @@ class AudioEmbeddingModel(keras.Model):
             )
         return super().__call__(inputs, *args, **kwargs)
 
-    def frames(self, audio, *, hop_s=DEFAULT_HOP_S, sample_rate=None) -> dict:
-        """Frame-level outputs: one vector per window of one 195-frame patch, every ``hop_s`` seconds.
+    def chunk_vectors(self, audio, *, hop_s=DEFAULT_HOP_S, sample_rate=None) -> dict:
+        """One vector per chunk (one 195-frame patch), a chunk every ``hop_s`` seconds.
 
         Args:
             audio: float32 ``[batch, samples]`` at 16 kHz (checked like a call).
-            hop_s: Seconds between window starts, a multiple of 0.01 s in (0, 1.95]; at 1.95
-                (hop = window) the windows are the non-overlapping chunks and their mean is the
+            hop_s: Seconds between chunk starts, a multiple of 0.01 s in (0, 1.95]; at 1.95
+                (hop = chunk step) they are the non-overlapping chunks and their mean is the
                 clip vector of ``model(audio)``.
             sample_rate: As for a call: must be the model's rate.
 
         Returns:
-            ``{key: float32 [batch, windows, D], 'start_s': float32 [windows]}`` with the model's
-            output key(s); each window reads 1.965 s (31,440 samples) from its start.
+            ``{key: float32 [batch, chunks, D], 'start_s': float32 [chunks]}`` with the model's
+            output key(s); each chunk reads 1.965 s (31,440 samples) from its start.
 
         Raises:
-            ParameterError: a bad hop (zero, negative, larger than the window) or bad audio.
+            ParameterError: a bad hop (zero, negative, longer than the chunk step) or bad audio.
         """
-        windows = DEFAULT_FRONTEND.chunks(hop_s)  # checked before any model is built
+        chunks = DEFAULT_FRONTEND.chunks(hop_s)  # checked before any model is built
         audio = validate_audio(
             audio.numpy() if hasattr(audio, "numpy") else audio,
             sample_rate_hz=self.sample_rate_hz if sample_rate is None else sample_rate,
             expected_rate_hz=self.sample_rate_hz,
         )
-        cache = self.__dict__.setdefault("_frames_models", {})
-        if windows.hop_frames not in cache:
-            cache[windows.hop_frames] = frames_model(self, windows.hop_s)
-        outputs = {key: value.numpy() for key, value in cache[windows.hop_frames](audio).items()}
+        cache = self.__dict__.setdefault("_chunk_vectors_models", {})
+        if chunks.hop_frames not in cache:
+            cache[chunks.hop_frames] = chunk_vectors_model(self, chunks.hop_s)
+        outputs = {key: value.numpy() for key, value in cache[chunks.hop_frames](audio).items()}
         count = next(iter(outputs.values())).shape[1]
-        return {**outputs, START_S_KEY: windows.starts_s(count)}
+        return {**outputs, START_S_KEY: chunks.starts_s(count)}
+
+    def frames(self, audio, *, hop_s=DEFAULT_HOP_S, sample_rate=None) -> dict:
+        """Deprecated name of :meth:`chunk_vectors` (for one release)."""
+        deprecated(
+            "trillsson_tf.models.AudioEmbeddingModel.frames", "trillsson_tf.models.AudioEmbeddingModel.chunk_vectors"
+        )
+        return self.chunk_vectors(audio, hop_s=hop_s, sample_rate=sample_rate)
 
     @property
     def sample_rate_hz(self) -> int:
@@ -236,23 +246,23 @@ def wrap_chunk_network(
     return AudioEmbeddingModel(inputs=audio, outputs={output_key: vectors}, name=name)
 
 
-def frames_model(model, hop_s=DEFAULT_HOP_S, *, compute_dtype=None, float16_safe=None):
-    """The frame-level form of a student: audio -> one vector per window, every ``hop_s`` seconds.
+def chunk_vectors_model(model, hop_s=DEFAULT_HOP_S, *, compute_dtype=None, float16_safe=None):
+    """The chunk-vector form of a student: audio -> one vector per chunk, a chunk every ``hop_s`` seconds.
 
     A model with a log-mel frontend and a chunk network runs its patches every hop through the
     same chunk network (each frame computed once); any other audio-in model (Wav2Small, a layer
-    student) runs whole on the audio of each window (:class:`AudioWindows`).
+    student) runs whole on the audio of each chunk (:class:`ChunkAudio`).
 
     Args:
         model: A student of :func:`trillsson_tf.models.build` (or a model with layers
             ``log_mel_patches`` and ``chunk_network``, or any audio-in model with dict outputs).
-        hop_s: Seconds between window starts (:meth:`trillsson_tf.frontend.FrontendConfig.chunks`).
+        hop_s: Seconds between chunk starts (:meth:`trillsson_tf.frontend.FrontendConfig.chunks`).
         compute_dtype, float16_safe: The log-mel settings (default: those of ``model``'s frontend
             layer; converters ask for ``'float32'``).
 
     Returns:
         tf_keras model sharing ``model``'s weights: float32 audio ``[batch, None]`` ->
-        ``{key: float32 [batch, windows, D]}`` for each of ``model``'s outputs.
+        ``{key: float32 [batch, chunks, D]}`` for each of ``model``'s outputs.
 
     Raises:
         ParameterError: a bad hop.
@@ -262,26 +272,26 @@ def frames_model(model, hop_s=DEFAULT_HOP_S, *, compute_dtype=None, float16_safe
     names = {layer.name for layer in model.layers}
     if "log_mel_patches" in names and CHUNK_NETWORK_NAME in names:
         layer = model.get_layer("log_mel_patches")
-        windows = layer.frontend.chunks(hop_s)
+        chunks = layer.frontend.chunks(hop_s)
         patches = LogMelPatches(
             layer.frontend,
             compute_dtype=compute_dtype or layer.frontend_compute_dtype,
             float16_safe=layer.float16_safe if float16_safe is None else float16_safe,
-            hop_frames=windows.hop_frames,
+            hop_frames=chunks.hop_frames,
             name="log_mel_patches",
         )(audio)
         vectors = model.get_layer(CHUNK_NETWORK_NAME)(patches)
         heads = output_heads(model)
-        if heads:  # a several-teacher student: its heads act on each frame's row as on the clip's
+        if heads:  # a several-teacher student: its heads act on each chunk's row as on the clip's
             rows = ChunksPerClip(name="chunk_rows")([vectors, audio])
             outputs = {key: layer(rows) for key, layer in heads.items()}
         else:
             outputs = {key: ChunksPerClip(name=key)([vectors, audio]) for key in keys[:1]}
     else:
-        windows = DEFAULT_FRONTEND.chunks(hop_s)
-        results = model(AudioWindows(DEFAULT_FRONTEND, windows.hop_frames, name="audio_windows")(audio))
+        chunks = DEFAULT_FRONTEND.chunks(hop_s)
+        results = model(ChunkAudio(DEFAULT_FRONTEND, chunks.hop_frames, name="chunk_audio")(audio))
         outputs = {key: ChunksPerClip(name=key)([results[key], audio]) for key in keys}
-    return keras.Model(audio, outputs, name=f"{model.name}_frames")
+    return keras.Model(audio, outputs, name=f"{model.name}_chunk_vectors")
 
 
 def output_heads(model) -> dict:
@@ -299,3 +309,10 @@ def chunk_network(model):
         raise ParameterError(
             f"Model {model.name!r} has no layer named {CHUNK_NETWORK_NAME!r}; it was not built by trillsson_tf.models."
         ) from None
+
+
+_RENAMED = {"AudioWindows": "ChunkAudio", "frames_model": "chunk_vectors_model"}
+
+
+def __getattr__(name):  # the old names of _RENAMED, deprecated for one release
+    return renamed_attribute(__name__, globals(), _RENAMED, name)

@@ -2,11 +2,11 @@
 
 An export directory holds a SavedModel whose signature ``serving_default`` maps
 ``audio_samples`` float32 ``[batch, None]`` to ``{'embedding': [batch, D]}``, a second signature
-``frames`` that maps it to one vector per window ``{'embedding': [batch, windows, D], 'start_s':
-[windows]}`` (windows of one 195-frame patch every ``frames_hop_s``, fixed at export), whose ``__call__``
-does the same (with a ``training`` flag, so ``hub.KerasLayer(..., trainable=True)``
-fine-tunes it), plus ``model.keras`` (the Keras model, for later compression) and
-``trillsson_tf.json`` (what it is: name, dimension, frontend numbers).
+``frames`` (:data:`~trillsson_tf.contract.CHUNKS_SIGNATURE_KEY`) that maps it to one vector per chunk
+``{'embedding': [batch, chunks, D], 'start_s': [chunks]}`` (a chunk every ``chunk_hop_s``, fixed at
+export), whose ``__call__`` does the same (with a ``training`` flag, so
+``hub.KerasLayer(..., trainable=True)`` fine-tunes it), plus ``model.keras`` (the Keras model, for
+later compression) and ``trillsson_tf.json`` (what it is: name, dimension, frontend numbers).
 """
 
 import json
@@ -20,17 +20,17 @@ import numpy as np
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.contract import (
     AUDIO_INPUT_NAME,
+    CHUNKS_SIGNATURE_KEY,
     EMBEDDING_KEY,
-    FRAMES_SIGNATURE_KEY,
     SIGNATURE_KEY,
     START_S_KEY,
     select_output_key,
 )
-from trillsson_tf.errors import ParameterError, TrillssonError
+from trillsson_tf.errors import ParameterError, TrillssonError, renamed_keywords
 from trillsson_tf.folders import prepare_output_dir, write_json
 from trillsson_tf.kinds import EXPORT_TYPE_KEY, LAYER_STUDENT_EXPORT, WAVEFORM
 from trillsson_tf.frontend import DEFAULT_FRONTEND, DEFAULT_HOP_S
-from trillsson_tf.models import frames_model, output_heads
+from trillsson_tf.models import chunk_vectors_model, output_heads
 from trillsson_tf.models import output_key as model_output_key
 
 __all__ = [
@@ -60,7 +60,14 @@ _NETWORK_TIMEOUT_S = 5.0
 
 
 def export_savedmodel(
-    model, path, *, overwrite: bool = False, extra_metadata=None, output_names=None, frames_hop_s=DEFAULT_HOP_S
+    model,
+    path,
+    *,
+    overwrite: bool = False,
+    extra_metadata=None,
+    output_names=None,
+    chunk_hop_s=DEFAULT_HOP_S,
+    **renamed,
 ) -> str:
     """Write ``model`` as a hub-format SavedModel directory.
 
@@ -74,10 +81,10 @@ def export_savedmodel(
         output_names: Several dict outputs of ``model`` to export together (for example
             ``('keyword_logits', 'speaker_embedding')`` of a multi-task model); default: its
             one ``embedding`` / ``scores`` output.
-        frames_hop_s: Hop of the ``frames`` signature in seconds (a multiple of 0.01 in (0, 1.95]:
-            :meth:`trillsson_tf.frontend.FrontendConfig.chunks`); ``None``: no ``frames``
+        chunk_hop_s: Hop of the chunk-vector signature ``frames`` in seconds (a multiple of 0.01 in
+            (0, 1.95]: :meth:`trillsson_tf.frontend.FrontendConfig.chunks`); ``None``: no such
             signature. Exports of several outputs have one only when all are heads on the clip
-            vector (a several-teacher student's).
+            vector (a several-teacher student's). ``frames_hop_s`` is its old name.
 
     Returns:
         The export directory path.
@@ -86,9 +93,9 @@ def export_savedmodel(
         ParameterError: ``path`` exists and is not empty while ``overwrite`` is false, or
             the model does not output exactly one of the keys ``embedding`` / ``scores``, or a bad hop.
     """
-    windows = (
-        None if frames_hop_s is None else DEFAULT_FRONTEND.chunks(frames_hop_s)
-    )  # checked before the folder is made
+    old = renamed_keywords("trillsson_tf.models.export.export_savedmodel", renamed, {"frames_hop_s": "chunk_hop_s"})
+    chunk_hop_s = old.get("chunk_hop_s", chunk_hop_s)
+    chunks = None if chunk_hop_s is None else DEFAULT_FRONTEND.chunks(chunk_hop_s)  # checked before the folder is made
     path = prepare_output_dir(path, overwrite=overwrite, what="Export directory")
     names = tuple(output_names) if output_names else (model_output_key(model),)
     output = names[0]
@@ -108,16 +115,16 @@ def export_savedmodel(
     call.get_concrete_function(spec, training=True)
     serving = tf.function(lambda audio_samples: call(audio_samples, training=False), input_signature=[spec])
     signatures = {SIGNATURE_KEY: serving}
-    if windows is not None and (len(names) == 1 or set(names) <= set(output_heads(model))):
-        framed = frames_model(model, windows.hop_s)
+    if chunks is not None and (len(names) == 1 or set(names) <= set(output_heads(model))):
+        per_chunk = chunk_vectors_model(model, chunks.hop_s)
 
         @tf.function(input_signature=[spec])
-        def frames(audio_samples):
-            results = framed(audio_samples, training=False)
-            starts = tf.cast(tf.range(tf.shape(results[output])[1]), tf.float32) * windows.hop_s
+        def chunk_vectors(audio_samples):
+            results = per_chunk(audio_samples, training=False)
+            starts = tf.cast(tf.range(tf.shape(results[output])[1]), tf.float32) * chunks.hop_s
             return {**{name: results[name] for name in names}, START_S_KEY: starts}
 
-        signatures[FRAMES_SIGNATURE_KEY] = frames
+        signatures[CHUNKS_SIGNATURE_KEY] = chunk_vectors
 
     # The attributes TF Hub's reusable-SavedModel convention asks for (hub.KerasLayer reads them).
     # The Keras model itself is not attached: its legacy per-layer serialization traced every
@@ -142,14 +149,15 @@ def export_savedmodel(
         "sample_rate_hz": frontend.sample_rate_hz if frontend else None,
         "frontend": frontend.to_dict() if frontend else None,
         "build": getattr(model, "build_spec", None),
+        # The chunk-vector signature, under the stored keys exports have always had ("frames", "window_s").
         "frames": (
             {
-                "signature": FRAMES_SIGNATURE_KEY,
-                "hop_s": windows.hop_s,
-                "window_s": windows.chunk_s,
+                "signature": CHUNKS_SIGNATURE_KEY,
+                "hop_s": chunks.hop_s,
+                "window_s": chunks.chunk_s,
                 "outputs": [*names, START_S_KEY],
             }
-            if FRAMES_SIGNATURE_KEY in signatures
+            if CHUNKS_SIGNATURE_KEY in signatures
             else None
         ),
         # A layer student straight from models.build: the metadata its export type needs.

@@ -3,7 +3,7 @@
 :func:`with_output_heads` turns a student that predicts the standardised row ``z`` (each teacher's
 targets, standardised, side by side) into one whose ``embedding`` is its backbone's pooled features
 and whose teacher outputs are linear heads on them, in each teacher's units. The heads act on each
-vector alone, so they commute with the mean over chunks (``applies_per_vector``): the frame-level
+vector alone, so they commute with the mean over chunks (``applies_per_vector``): the chunk-vector
 form applies them to every chunk (docs/DESIGN.md, "Several teachers").
 """
 
@@ -23,7 +23,7 @@ _PACKAGE = "trillsson_tf"
 class BackboneVector(keras.layers.Layer):
     """The pooled features as the deployable vector: ``[..., F] -> float32 [..., F]`` (identity)."""
 
-    applies_per_vector = True  # frames_model applies it to chunk vectors too
+    applies_per_vector = True  # chunk_vectors_model applies it to chunk vectors too
 
     def call(self, features):
         return tf.cast(features, tf.float32)

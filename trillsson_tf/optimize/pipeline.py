@@ -52,22 +52,8 @@ _FIDELITY_CLIPS = 64
 _FRONTEND_SLICE = 128
 
 
-def _options(
-    prune,
-    schedule,
-    block_size,
-    qat,
-    cluster,
-    steps,
-    batch_size,
-    learning_rate,
-    num_patches,
-    validation_fraction,
-    checkpoint_every,
-    seed,
-    int4=False,
-) -> dict:
-    """Validate the pipeline options; returns them as JSON-friendly data (compared on resume)."""
+def _check_stages(prune, schedule, block_size, qat, cluster, int4) -> None:
+    """Refuse a pipeline with no stage, stages that do not combine, or a bad stage option."""
     if prune is None and not qat and cluster is None and not int4:
         raise ParameterError(
             "Nothing to do: ask for prune=<sparsity>, qat=True, int4=True and/or cluster=<clusters> "
@@ -86,6 +72,25 @@ def _options(
         raise ParameterError("block_size applies to pruning; pass prune=<sparsity> with it.")
     if cluster is not None:
         check_clusters(cluster)
+
+
+def _options(
+    prune,
+    schedule,
+    block_size,
+    qat,
+    cluster,
+    steps,
+    batch_size,
+    learning_rate,
+    num_patches,
+    validation_fraction,
+    checkpoint_every,
+    seed,
+    int4=False,
+) -> dict:
+    """Validate the pipeline options; returns them as JSON-friendly data (compared on resume)."""
+    _check_stages(prune, schedule, block_size, qat, cluster, int4)
     for name, value in (
         ("steps", steps),
         ("batch_size", batch_size),
@@ -141,11 +146,15 @@ def _load_source(export_dir):
     return model, metadata
 
 
-def _training_data(data, *, frontend, num_patches: int, validation_fraction: float, seed: int, progress: bool):
-    """Random 2 s crops of the training files as patches ``[num_patches, 195, 80, 1]``, held-out clips, a summary."""
+def _training_data(data, frontend, options: dict, *, progress: bool):
+    """Random 2 s crops of the training files as patches ``[num_patches, 195, 80, 1]``, held-out clips, a summary.
+
+    ``options`` gives ``num_patches``, ``validation_fraction`` and ``seed``.
+    """
     from trillsson_tf.train.data import find_audio, index_clips, load_clips, read_crop, split_items
     from trillsson_tf.frontend import numpy_ops
 
+    num_patches, validation_fraction, seed = (options[key] for key in ("num_patches", "validation_fraction", "seed"))
     items = find_audio(data)
     if len(items) < 2:
         raise ParameterError(
@@ -276,6 +285,67 @@ def _run_stage(stage: str, wrapped, targets, patches, options: dict, run: RunFol
     )
 
 
+def _open_run(out_dir, source: str, data, options: dict, *, resume: bool, overwrite: bool) -> tuple:
+    """``(run folder, report)``: a new run, or the one in ``out_dir`` resumed (refused when source or options differ)."""
+    from trillsson_tf.train.data import source_paths
+
+    run = RunFolder(
+        out_dir,
+        resume=resume,
+        overwrite=overwrite,
+        record_file=REPORT_FILE,
+        inputs=[("export", source), ("--data", source_paths(data))],
+    )
+    report = run.open(
+        {"source": source, "options": options}, lambda i: f"optimizes {i['source']!r} with {i['options']}"
+    )
+    return run, report
+
+
+def _run_stages(planned: list, network, targets, patches, options: dict, run: RunFolder, *, progress: bool):
+    """Wrap, recover and strip ``network`` stage after stage; returns the last stage's stripped network."""
+    for stage in planned:
+        wrapped = _stage_network(stage, network, options, patches)
+        _run_stage(stage, wrapped, targets, patches, options, run, progress=progress)
+        network = _strip(stage, wrapped, options)
+    return network
+
+
+def _export(optimized, run_path: str, source: str, metadata: dict, options: dict, report: dict) -> str:
+    """Export the optimized model to ``<run>/export`` (the source's training run copied in); returns its path."""
+    from trillsson_tf.models.export import export_savedmodel
+
+    summary = {
+        "source": source,
+        **{key: options[key] for key in ("prune", "schedule", "block_size", "cluster", "qat", "int4", "steps")},
+        "overall_sparsity": report["sparsity"]["overall"],
+        "fidelity_mean_cosine": report["fidelity"]["mean_cosine"],
+    }
+    export = export_savedmodel(
+        optimized,
+        os.path.join(run_path, "export"),
+        overwrite=True,
+        extra_metadata={"teacher": metadata.get("teacher"), "optimization": summary},
+    )
+    if os.path.isfile(os.path.join(source, RUN_FILE)):  # the training run the card reports stays the distillation
+        shutil.copy(os.path.join(source, RUN_FILE), os.path.join(export, RUN_FILE))
+    return export
+
+
+def _finish(run: RunFolder, report: dict, began: float, planned: list) -> None:
+    """Record the seconds since ``began``, write the report and log what was done."""
+    report["seconds"] = round(time.perf_counter() - began, 1)
+    run.write()
+    _log.info(
+        "Optimized %s (%s): sparsity %.3f, held-out mean cosine %.5f; exported to %s",
+        report["source"],
+        ", ".join(planned),
+        report["sparsity"]["overall"],
+        report["fidelity"]["mean_cosine"],
+        report["export"],
+    )
+
+
 def optimize_export(
     export_dir,
     out_dir,
@@ -344,9 +414,6 @@ def optimize_export(
             export, a non-empty ``out_dir`` without ``resume``/``overwrite``, a mismatched resume.
         UnsupportedLayerError: QAT of a layer tfmot cannot quantize (named).
     """
-    from trillsson_tf.train.data import source_paths
-    from trillsson_tf.models.export import export_savedmodel
-
     options = _options(
         prune,
         schedule,
@@ -364,68 +431,18 @@ def optimize_export(
     )
     source = os.path.abspath(os.fspath(export_dir))
     model, metadata = _load_source(source)
-    run = RunFolder(
-        out_dir,
-        resume=resume,
-        overwrite=overwrite,
-        record_file=REPORT_FILE,
-        inputs=[("export", source), ("--data", source_paths(data))],
-    )
-    report = run.open(
-        {"source": source, "options": options}, lambda i: f"optimizes {i['source']!r} with {i['options']}"
-    )
+    run, report = _open_run(out_dir, source, data, options, resume=resume, overwrite=overwrite)
     began = time.perf_counter()
-    patches, held_clips, data_summary = _training_data(
-        data,
-        frontend=model.frontend,
-        num_patches=options["num_patches"],
-        validation_fraction=validation_fraction,
-        seed=seed,
-        progress=progress,
-    )
+    patches, held_clips, data_summary = _training_data(data, model.frontend, options, progress=progress)
     teacher = model.chunk_network
     targets = teacher.predict(patches, batch_size=batch_size, verbose=0)
     planned = [stage for stage in STAGES if options[stage] not in (None, False)]
     report.setdefault("stages", {})
     report.update({"format": OPTIMIZE_FORMAT, "source": source, "options": options, "data": data_summary})
-
-    network = teacher
-    for stage in planned:
-        wrapped = _stage_network(stage, network, options, patches)
-        _run_stage(stage, wrapped, targets, patches, options, run, progress=progress)
-        network = _strip(stage, wrapped, options)
-
+    network = _run_stages(planned, teacher, targets, patches, options, run, progress=progress)
     optimized = rewrap(model, network)
-    report.update(
-        {
-            "sparsity": sparsity_report(network),
-            "fidelity": _fidelity(model, optimized, held_clips),
-        }
-    )
+    report.update({"sparsity": sparsity_report(network), "fidelity": _fidelity(model, optimized, held_clips)})
     report["not_prunable"] = report["sparsity"]["not_prunable"]
-    summary = {
-        "source": source,
-        **{key: options[key] for key in ("prune", "schedule", "block_size", "cluster", "qat", "int4", "steps")},
-        "overall_sparsity": report["sparsity"]["overall"],
-        "fidelity_mean_cosine": report["fidelity"]["mean_cosine"],
-    }
-    export = export_savedmodel(
-        optimized,
-        os.path.join(run.path, "export"),
-        overwrite=True,
-        extra_metadata={"teacher": metadata.get("teacher"), "optimization": summary},
-    )
-    if os.path.isfile(os.path.join(source, RUN_FILE)):  # the training run the card reports stays the distillation
-        shutil.copy(os.path.join(source, RUN_FILE), os.path.join(export, RUN_FILE))
-    report["export"] = export
-    report["seconds"] = round(time.perf_counter() - began, 1)
-    run.write()
-    _log.info(
-        "Optimized %s (%s): sparsity %.3f, held-out mean cosine %.5f; exported to %s",
-        source,
-        ", ".join(planned),
-        report["sparsity"]["overall"],
-        report["fidelity"]["mean_cosine"],
-        export,
-    )
+    report["export"] = _export(optimized, run.path, source, metadata, options, report)
+    _finish(run, report, began, planned)
     return report

@@ -21,6 +21,30 @@ def freeze_batch_norm(network) -> None:
             layer.trainable = False
 
 
+def _zero_masks(network) -> list:
+    """``(kernel, mask)`` for every kernel of ``network`` with zeros: the mask is 1 where the kernel is not zero."""
+    return [
+        (variable, tf.constant(variable.numpy() != 0, variable.dtype))
+        for variable in network.trainable_variables
+        if weight_name(variable) in KERNEL_NAMES and not np.all(variable.numpy())
+    ]
+
+
+def _train_step(network, optimizer, masks: list):
+    """One MSE step of ``network`` on ``(patches [b, 195, 80, 1], targets [b, D])``; ``masks`` re-zero their kernels."""
+
+    @tf.function
+    def train_step(inputs, wanted):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(network(inputs, training=True) - wanted))
+        optimizer.apply_gradients(zip(tape.gradient(loss, network.trainable_variables), network.trainable_variables))
+        for variable, mask in masks:
+            variable.assign(variable * mask)
+        return loss
+
+    return train_step
+
+
 def recover(
     network,
     teacher,
@@ -81,21 +105,7 @@ def recover(
     pruning_step = tfmot.sparsity.keras.UpdatePruningStep()
     pruning_step.set_model(network)
     pruning_step.on_train_begin()
-    masks = [
-        (variable, tf.constant(variable.numpy() != 0, variable.dtype))
-        for variable in network.trainable_variables
-        if keep_zeros and weight_name(variable) in KERNEL_NAMES and not np.all(variable.numpy())
-    ]
-
-    @tf.function
-    def train_step(inputs, wanted):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(network(inputs, training=True) - wanted))
-        optimizer.apply_gradients(zip(tape.gradient(loss, network.trainable_variables), network.trainable_variables))
-        for variable, mask in masks:
-            variable.assign(variable * mask)
-        return loss
-
+    train_step = _train_step(network, optimizer, _zero_masks(network) if keep_zeros else [])
     losses = []
 
     def step_fn(index):

@@ -14,6 +14,7 @@ import logging
 import os
 
 from trillsson_tf.audio import AUDIO_EXTENSIONS
+from trillsson_tf.checks import positive_int
 from trillsson_tf.train.data import AudioItem, find_audio, labels_from_name, source_paths
 from trillsson_tf.errors import ParameterError, TrillssonError
 from trillsson_tf.folders import refuse_inputs
@@ -126,8 +127,7 @@ def _pipeline_options(runner: str, workers, pipeline_args):
 
     args = [f"--runner={runner}"]
     if workers is not None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ParameterError(f"workers must be a positive integer, got {workers!r}.")
+        positive_int("workers", workers)
         if runner == DIRECT_RUNNER:
             mode = "multi_threading" if workers > 1 else "in_memory"
             args += [f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"]
@@ -160,6 +160,52 @@ def _counters(result) -> dict:
         value = counter.committed if counter.committed is not None else counter.attempted
         totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + int(value or 0)
     return totals
+
+
+def _start_pipeline(beam, teacher, runner: str, workers, pipeline_args, batch_size, num_shards):
+    """A ``beam.Pipeline`` on ``runner``, after checking the teacher spec, sizes and the runner's extra."""
+    from trillsson_tf.teachers import Teacher
+
+    if isinstance(teacher, Teacher):
+        raise ParameterError(
+            "build_targets needs a teacher spec (a string every worker can load), not a loaded Teacher."
+        )
+    positive_int("batch_size", batch_size)
+    if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 0:
+        raise ParameterError(f"num_shards must be 0 (runner's choice) or a positive integer, got {num_shards!r}.")
+    _check_runner_installed(runner)
+    try:
+        return beam.Pipeline(options=_pipeline_options(runner, workers, pipeline_args))
+    except ValueError as error:  # unknown runner, missing required runner options
+        raise ParameterError(f"Cannot start the {runner}: {error}") from None
+
+
+def _add_steps(beam, pipeline, items, spec: str, output_key, mode: str, batch_size: int, out_dir: str, num_shards):
+    """Files -> read -> batches -> teacher targets -> TFRecord shards ``<out_dir>/targets-*.tfrecord``."""
+    from trillsson_tf.pipelines._beam_transforms import ReadAudio, TeacherTargets
+
+    elements = [(item.path, dict(item.labels)) for item in items]
+    (
+        pipeline
+        | "Files" >> beam.Create(elements)  # Create reshuffles: the files spread over the workers
+        | "Read" >> beam.ParDo(ReadAudio())
+        | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=batch_size)
+        | "Teacher" >> beam.ParDo(TeacherTargets(spec, output_key=output_key, mode=mode, batch_size=batch_size))
+        | "Write"
+        >> beam.io.WriteToTFRecord(f"{out_dir}/{_SHARD_PREFIX}", file_name_suffix=_SHARD_SUFFIX, num_shards=num_shards)
+    )
+
+
+def _outcome(result, out_dir: str) -> dict:
+    """What a finished run wrote: ``records``, ``unreadable`` and ``padded_clips`` counts, ``shards`` (file names)."""
+    counters = _counters(result)
+    (shards,) = _filesystems(out_dir).match([f"{out_dir}/{SHARD_PATTERN}"])
+    return {
+        "records": counters.get("records", 0),
+        "unreadable": counters.get("unreadable", 0),
+        "padded_clips": counters.get("padded_clips", 0),
+        "shards": sorted(os.path.basename(meta.path) for meta in shards.metadata_list),
+    }
 
 
 def build_targets(
@@ -206,23 +252,11 @@ def build_targets(
             runner options, a non-empty ``out_dir`` without ``overwrite``.
         TrillssonError: apache-beam (or the runner's or filesystem's extra) is not installed.
     """
-    from trillsson_tf.teachers import Teacher, load_teacher
+    from trillsson_tf.teachers import load_teacher
 
     beam = _beam()
     check_mode(mode)
-    if isinstance(teacher, Teacher):
-        raise ParameterError(
-            "build_targets needs a teacher spec (a string every worker can load), not a loaded Teacher."
-        )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ParameterError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 0:
-        raise ParameterError(f"num_shards must be 0 (runner's choice) or a positive integer, got {num_shards!r}.")
-    _check_runner_installed(runner)
-    try:
-        pipeline = beam.Pipeline(options=_pipeline_options(runner, workers, pipeline_args))
-    except ValueError as error:  # unknown runner, missing required runner options
-        raise ParameterError(f"Cannot start the {runner}: {error}") from None
+    pipeline = _start_pipeline(beam, teacher, runner, workers, pipeline_args, batch_size, num_shards)
     out_dir = os.fspath(out_dir).rstrip("/")
     items = match_audio(data)
     # Before the teacher loads and --force deletes anything: an output overlapping an input is refused.
@@ -234,42 +268,17 @@ def build_targets(
     # Load once here: a bad spec fails before any worker starts, and teacher.json gets its identity.
     loaded = load_teacher(teacher, output_key=output_key)
     _prepare_out_dir(out_dir, overwrite)
-
-    from trillsson_tf.pipelines._beam_transforms import ReadAudio, TeacherTargets
-
-    elements = [(item.path, dict(item.labels)) for item in items]
-    (
-        pipeline
-        | "Files" >> beam.Create(elements)  # Create reshuffles: the files spread over the workers
-        | "Read" >> beam.ParDo(ReadAudio())
-        | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=batch_size)
-        | "Teacher" >> beam.ParDo(TeacherTargets(loaded.spec, output_key=output_key, mode=mode, batch_size=batch_size))
-        | "Write"
-        >> beam.io.WriteToTFRecord(f"{out_dir}/{_SHARD_PREFIX}", file_name_suffix=_SHARD_SUFFIX, num_shards=num_shards)
-    )
+    _add_steps(beam, pipeline, items, loaded.spec, output_key, mode, batch_size, out_dir, num_shards)
     _log.info("Running %s on %d files with %s (%s mode) into %s", runner, len(items), loaded.spec, mode, out_dir)
     result = pipeline.run()
     result.wait_until_finish()
-    counters = _counters(result)
-    filesystems = _filesystems(out_dir)
-    (shards,) = filesystems.match([f"{out_dir}/{SHARD_PATTERN}"])
-    summary = {
-        "out_dir": out_dir,
-        "files": len(items),
-        "records": counters.get("records", 0),
-        "unreadable": counters.get("unreadable", 0),
-        "padded_clips": counters.get("padded_clips", 0),
-        "shards": sorted(os.path.basename(meta.path) for meta in shards.metadata_list),
-        "runner": runner,
-        "workers": workers,
-        "teacher": loaded.spec,
-        "mode": mode,
-    }
+    summary = {"out_dir": out_dir, "files": len(items), **_outcome(result, out_dir)}
+    summary.update({"runner": runner, "workers": workers, "teacher": loaded.spec, "mode": mode})
     info = teacher_info(
         loaded, mode, pipeline={key: summary[key] for key in ("runner", "workers", "files", "records", "unreadable")}
     )
     # teacher.json is written last: a folder that has it holds a finished run.
-    with filesystems.create(f"{out_dir}/{TEACHER_FILE}") as handle:
+    with _filesystems(out_dir).create(f"{out_dir}/{TEACHER_FILE}") as handle:
         handle.write(json.dumps(info, indent=2).encode())
     if summary["unreadable"]:
         _log.warning(

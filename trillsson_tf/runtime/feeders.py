@@ -1,5 +1,5 @@
-"""One feeder per input a file takes (:attr:`trillsson_tf.kinds.Kind.input_name`): how clips, frame
-windows and stream windows reach its interpreters.
+"""One feeder per input a file takes (:attr:`trillsson_tf.kinds.Kind.input_name`): how clips, the
+chunks of chunk vectors and stream chunks reach its interpreters.
 
 :data:`FEEDERS` is the table; :func:`feeder_for` picks the feeder of a loaded file. A kind with a
 new input is one more entry (``tests/test_kinds.py`` checks that every input has one).
@@ -38,18 +38,18 @@ class Feeder:
         """float32 ``[batch, samples]`` at the model rate -> float32 ``[batch, D]`` clip vectors."""
         raise NotImplementedError
 
-    def frames_refusal(self):
-        """Why this input gives no frame-level windows (a message naming the fix), or ``None``."""
+    def chunk_vectors_refusal(self):
+        """Why this input gives no chunk vectors (a message naming the fix), or ``None``."""
         return None
 
-    def window_vectors(self, audio: np.ndarray, windows) -> np.ndarray:
-        """float32 ``[batch, samples]`` -> ``[batch, windows, D]``, one vector per frame-level window
+    def chunk_vectors(self, audio: np.ndarray, chunks) -> np.ndarray:
+        """float32 ``[batch, samples]`` -> ``[batch, chunks, D]``, one vector per chunk of ``chunks``
         (:class:`~trillsson_tf.frontend.ChunkGrid`)."""
-        raise ParameterError(self.frames_refusal())
+        raise ParameterError(self.chunk_vectors_refusal())
 
-    def embed_windows(self, segments: np.ndarray) -> np.ndarray:
-        """float32 ``[n, span]`` window audio -> float32 ``[n, D]`` window vectors (a stream's call)."""
-        raise ParameterError(self.frames_refusal())
+    def embed_chunks(self, segments: np.ndarray) -> np.ndarray:
+        """float32 ``[n, span]`` chunk audio -> float32 ``[n, D]`` chunk vectors (a stream's call)."""
+        raise ParameterError(self.chunk_vectors_refusal())
 
     def mean_of_windows(self, values: np.ndarray, length: int) -> np.ndarray:
         """The consecutive windows of ``length`` along axis 1 of ``values`` (the tail dropped), averaged per clip."""
@@ -60,7 +60,7 @@ class Feeder:
 
 class AudioFeeder(Feeder):
     """Audio in (``chunk``, ``clip``, ``waveform``): a fixed input length runs consecutive windows of
-    that length (unless it is one frame window); a dynamic one runs each clip whole (whole-clip
+    that length (unless it is one chunk); a dynamic one runs each clip whole (whole-clip
     kinds, mirror-padded to their minimum) or the audio of its 195-frame chunks, averaged."""
 
     def embed(self, audio):
@@ -69,24 +69,24 @@ class AudioFeeder(Feeder):
             return self.mean_of_windows(numpy_ops.mirror_pad(audio, fixed), fixed)
         if self.kind.whole_clips:
             return self.pool.run(numpy_ops.mirror_pad(audio, self.clip_model["frontend"].min_samples))
-        return self.window_vectors(audio, self.frontend.chunks()).mean(axis=1)
+        return self.chunk_vectors(audio, self.frontend.chunks()).mean(axis=1)
 
-    def frames_refusal(self):
+    def chunk_vectors_refusal(self):
         fixed, span = self.input_length, self.frontend.chunk_span_samples
         if fixed > 0 and fixed != span:
             return (
-                f"{self.name!r} takes a fixed [1, {fixed}] input, which is not one frame window of {span} samples: "
-                f"convert it with frames=True (CLI `trillsson-tf convert --frames`), or without fixed_samples, for "
-                "a file that gives frames."
+                f"{self.name!r} takes a fixed [1, {fixed}] input, which is not one chunk of {span} samples: convert "
+                "it with chunk_vectors=True (CLI `trillsson-tf convert --chunk-vectors`), or without fixed_samples, "
+                "for a file that gives chunk vectors."
             )
         return None
 
-    def window_vectors(self, audio, windows):
-        segments = numpy_ops.chunk_audio(audio, self.frontend, chunks=windows)
+    def chunk_vectors(self, audio, chunks):
+        segments = numpy_ops.chunk_audio(audio, self.frontend, chunks=chunks)
         batch, count = segments.shape[:2]
         return self.pool.run_chunks(segments.reshape(batch * count, -1)).reshape(batch, count, -1)
 
-    def embed_windows(self, segments):
+    def embed_chunks(self, segments):
         return self.pool.run_chunks(np.ascontiguousarray(segments))
 
 
@@ -94,14 +94,14 @@ class PatchFeeder(Feeder):
     """Log-mel patches in (``patch``): the numpy log-mel of each 195-frame chunk, averaged per clip."""
 
     def embed(self, audio):
-        return self.window_vectors(audio, self.frontend.chunks()).mean(axis=1)
+        return self.chunk_vectors(audio, self.frontend.chunks()).mean(axis=1)
 
-    def window_vectors(self, audio, windows):
-        patches = numpy_ops.log_mel_patches(audio, self.frontend, chunks=windows)
+    def chunk_vectors(self, audio, chunks):
+        patches = numpy_ops.log_mel_patches(audio, self.frontend, chunks=chunks)
         batch, count = patches.shape[:2]
         return self.run_patches(patches.reshape(batch * count, *patches.shape[2:])).reshape(batch, count, -1)
 
-    def embed_windows(self, segments):
+    def embed_chunks(self, segments):
         return self.run_patches(numpy_ops.log_mel(segments, self.frontend))
 
     def run_patches(self, patches: np.ndarray) -> np.ndarray:
@@ -113,7 +113,7 @@ class PatchFeeder(Feeder):
 
 class LogMelFeeder(Feeder):
     """dB mel bands in (``clip_log_mel``, a whole-clip network alone): the numpy twin of its frontend,
-    whole clips for a dynamic length, else consecutive windows of that many frames averaged. No frames."""
+    whole clips for a dynamic length, else consecutive windows of that many frames averaged. No chunk vectors."""
 
     def embed(self, audio):
         config, fixed = self.clip_model["frontend"], self.input_length
@@ -124,10 +124,10 @@ class LogMelFeeder(Feeder):
             return self.pool.run(features)
         return self.mean_of_windows(features, fixed)
 
-    def frames_refusal(self):
+    def chunk_vectors_refusal(self):
         return (
             f"{self.name!r} takes fixed windows of dB mel bands (the TFLite Micro form): convert with "
-            "frontend=True (no --no-frontend) for a file that gives frames."
+            "frontend=True (no --no-frontend) for a file that gives chunk vectors."
         )
 
 

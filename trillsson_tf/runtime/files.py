@@ -9,7 +9,7 @@ import numpy as np
 
 from trillsson_tf.audio import AUDIO_EXTENSIONS, load_audio
 from trillsson_tf.contract import EMBEDDING_KEY, START_S_KEY
-from trillsson_tf.errors import ParameterError
+from trillsson_tf.errors import ParameterError, renamed_keywords
 from trillsson_tf.folders import refuse_inputs, write_atomic
 from trillsson_tf.frontend import DEFAULT_HOP_S
 from trillsson_tf.runtime.inputs import progress_bar
@@ -65,16 +65,17 @@ def embed_to_file(
     num_threads=None,
     progress: bool = False,
     overwrite: bool = False,
-    frames: bool = False,
+    chunk_vectors: bool = False,
     hop_s=None,
+    **renamed,
 ) -> dict:
     """Embed audio files and folders with a ``.tflite`` model and write the vectors.
 
     One vector per file: ``.npy`` holds float32 ``[n, D]`` and a ``<out>.files.txt`` beside it
     names the file of each row; ``.csv`` has a header ``path,e0,...`` and one row per file.
-    With ``frames``, one vector per window (:meth:`TFLiteModel.frames`): ``.npy`` holds float32
-    ``[windows of all files, D]`` and a ``<out>.windows.csv`` beside it the ``file,start_s,end_s``
-    of each row; ``.csv`` has rows ``file,start_s,end_s,v0,...``.
+    With ``chunk_vectors``, one vector per chunk (:meth:`TFLiteModel.chunk_vectors`): ``.npy`` holds
+    float32 ``[chunks of all files, D]`` and a ``<out>.windows.csv`` beside it (the name files have
+    always had) the ``file,start_s,end_s`` of each row; ``.csv`` has rows ``file,start_s,end_s,v0,...``.
 
     Args:
         model: ``.tflite`` path (or a :class:`TFLiteModel`).
@@ -84,43 +85,49 @@ def embed_to_file(
         progress: Show a progress bar (tqdm, when installed).
         overwrite: Replace an existing output file or sidecar (``<out>.files.txt``,
             ``<out>.windows.csv``); refused otherwise, before any audio is read.
-        frames: Write frame-level vectors instead of one per file.
-        hop_s: Seconds between window starts with ``frames`` (default 0.5).
+        chunk_vectors: Write one vector per chunk instead of one per file (``frames``: its old name).
+        hop_s: Seconds between chunk starts with ``chunk_vectors`` (default 0.5).
 
     Returns:
         ``{'out': str, 'files': int, 'embedding_dim': int, 'skipped': [(path, error)]}`` (and
-        ``'windows': int`` with ``frames``); files that cannot be read (not audio, NaN/Inf
-        samples) are logged by name, left out of the output and listed in ``skipped``.
+        ``'chunks': int`` with ``chunk_vectors``; ``'windows'``, its old name, too); files that cannot
+        be read (not audio, NaN/Inf samples) are logged by name, left out of the output and listed in
+        ``skipped``.
 
     Raises:
         ParameterError: unknown output format, existing output or sidecar, an output that is an
             input (even with ``overwrite``), an output folder that cannot be written (checked
             before any audio is read), no readable file, bad inputs or model, a hop
-            without ``frames``, a bad hop, a model that gives no frames (the message names the fix).
+            without ``chunk_vectors``, a bad hop, a model that gives no chunk vectors (the message names
+            the fix).
     """
+    old = renamed_keywords("trillsson_tf.runtime.embed_to_file", renamed, {"frames": "chunk_vectors"})
+    chunk_vectors = old.get("chunk_vectors", chunk_vectors)
     out_path = os.fspath(out_path)
     extension = os.path.splitext(out_path)[1].lower()
     if extension not in OUTPUT_FORMATS:
         raise ParameterError(
             f"Unknown output format {extension!r} for {out_path!r}. Expected one of: {list(OUTPUT_FORMATS)}."
         )
-    if hop_s is not None and not frames:
-        raise ParameterError("A hop applies to frame-level outputs only: pass frames=True (CLI --frames) with it.")
+    if hop_s is not None and not chunk_vectors:
+        raise ParameterError(
+            "A hop applies to chunk vectors only: pass chunk_vectors=True (CLI --chunk-vectors) with it."
+        )
     files = audio_files(inputs)
     _check_outputs(
-        _output_files(out_path, frames),
+        _output_files(out_path, chunk_vectors),
         overwrite=overwrite,
         inputs=[("model", getattr(model, "path", model)), ("audio file", files)],
     )
     _check_writable(out_path)
     if not isinstance(model, TFLiteModel):
         model = TFLiteModel(model, num_threads=num_threads)
-    if frames:
-        return _frames_to_file(model, files, out_path, extension, DEFAULT_HOP_S if hop_s is None else hop_s)
+    if chunk_vectors:
+        return _chunk_vectors_to_file(model, files, out_path, extension, DEFAULT_HOP_S if hop_s is None else hop_s)
     files, vectors, skipped = _embed_readable(model, files, progress=progress)
     if extension == ".npy":
         write_atomic(out_path, _npy_bytes(vectors))
-        write_atomic(_output_files(out_path, frames=False)[-1], "".join(f"{path}\n" for path in files))
+        write_atomic(_output_files(out_path, chunk_vectors=False)[-1], "".join(f"{path}\n" for path in files))
     else:
         header = ["path", *(f"e{i}" for i in range(vectors.shape[1]))]
         write_atomic(
@@ -194,11 +201,11 @@ def _check_writable(out_path: str) -> None:
         ) from None
 
 
-def _output_files(out_path: str, frames: bool) -> list:
+def _output_files(out_path: str, chunk_vectors: bool) -> list:
     """The files :func:`embed_to_file` writes: the output, and beside a ``.npy`` its rows' names (a sidecar)."""
     if not out_path.lower().endswith(".npy"):
         return [out_path]
-    return [out_path, os.path.splitext(out_path)[0] + (".windows.csv" if frames else ".files.txt")]
+    return [out_path, os.path.splitext(out_path)[0] + (".windows.csv" if chunk_vectors else ".files.txt")]
 
 
 def _check_outputs(paths: list, *, overwrite: bool, inputs: list) -> None:
@@ -209,18 +216,18 @@ def _check_outputs(paths: list, *, overwrite: bool, inputs: list) -> None:
             raise ParameterError(f"Output {path!r} exists; pass overwrite=True (--force) to replace it.")
 
 
-def _frames_to_file(model: TFLiteModel, files: list, out_path: str, extension: str, hop_s) -> dict:
-    """The ``frames`` branch of :func:`embed_to_file`: every file's windows, one row each."""
-    model.frame_windows(hop_s)  # a bad hop or a file without frames fails before any audio is read
+def _chunk_vectors_to_file(model: TFLiteModel, files: list, out_path: str, extension: str, hop_s) -> dict:
+    """The ``chunk_vectors`` branch of :func:`embed_to_file`: every file's chunks, one row each."""
+    model.chunk_grid(hop_s)  # a bad hop or a file without chunk vectors fails before any audio is read
     rows, vectors, skipped = [], [], []
     for path in files:
         try:
-            result = model.frames(load_audio(path, sample_rate_hz=model.sample_rate_hz), hop_s=hop_s)
+            result = model.chunk_vectors(load_audio(path, sample_rate_hz=model.sample_rate_hz), hop_s=hop_s)
         except ParameterError as error:  # as in one-vector mode: named, counted, left out
             _log.warning("Skipping %s: %s", path, error)
             skipped.append((path, str(error)))
             continue
-        rows += [(path, float(start), float(start) + model.window_s) for start in result[START_S_KEY]]
+        rows += [(path, float(start), float(start) + model.chunk_s) for start in result[START_S_KEY]]
         vectors.append(result[EMBEDDING_KEY][0])
     _refuse_none_read(files, skipped)
     vectors = np.concatenate(vectors)
@@ -228,7 +235,7 @@ def _frames_to_file(model: TFLiteModel, files: list, out_path: str, extension: s
     times = [[path, f"{start:.3f}", f"{end:.3f}"] for path, start, end in rows]
     if extension == ".npy":
         write_atomic(out_path, _npy_bytes(vectors))
-        write_atomic(_output_files(out_path, frames=True)[-1], _csv_text([header, *times]))
+        write_atomic(_output_files(out_path, chunk_vectors=True)[-1], _csv_text([header, *times]))
     else:
         columns = [*header, *(f"v{i}" for i in range(vectors.shape[1]))]
         write_atomic(
@@ -238,11 +245,14 @@ def _frames_to_file(model: TFLiteModel, files: list, out_path: str, extension: s
             ),
         )
     read = len(files) - len(skipped)
-    _log.info("Wrote %d windows of %d files (%d-d, hop %g s) to %s", len(rows), read, vectors.shape[1], hop_s, out_path)
+    _log.info(
+        "Wrote %d chunk vectors of %d files (%d-d, hop %g s) to %s", len(rows), read, vectors.shape[1], hop_s, out_path
+    )
     return {
         "out": out_path,
         "files": read,
-        "windows": len(rows),
+        "chunks": len(rows),
+        "windows": len(rows),  # the old name of "chunks", for one release
         "embedding_dim": int(vectors.shape[1]),
         "skipped": skipped,
     }

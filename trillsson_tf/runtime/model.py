@@ -1,7 +1,7 @@
 """:class:`TFLiteModel`: a ``.tflite`` student called like a TF Hub TRILLsson model, without TensorFlow.
 
 It reads the card (:mod:`.card`), loads the interpreters (:mod:`.pool`), feeds them through the
-feeder of the file's input (:mod:`.feeders`) and streams through :class:`~.stream.FrameStream`.
+feeder of the file's input (:mod:`.feeders`) and streams through :class:`~.stream.ChunkStream`.
 """
 
 import logging
@@ -13,14 +13,14 @@ import numpy as np
 from trillsson_tf import kinds
 from trillsson_tf.audio import load_audio
 from trillsson_tf.contract import EMBEDDING_KEY, SCORES_KEY, START_S_KEY
-from trillsson_tf.errors import ParameterError
+from trillsson_tf.errors import ParameterError, deprecated
 from trillsson_tf.frontend import DEFAULT_HOP_S
 from trillsson_tf.runtime import card as cards
 from trillsson_tf.runtime.compiled import DEFAULT_API
 from trillsson_tf.runtime.feeders import feeder_for
 from trillsson_tf.runtime.inputs import prepare_audio, progress_bar
 from trillsson_tf.runtime.pool import InterpreterPool
-from trillsson_tf.runtime.stream import FrameStream, iterate, refuse_chunk_stream
+from trillsson_tf.runtime.stream import ChunkStream, iterate, refuse_chunk_stream
 
 __all__ = ["TFLiteModel"]
 
@@ -37,11 +37,11 @@ class TFLiteModel:
     hint), while *files* are mixed down to mono by :meth:`embed_file`. All-zero (silent) clips
     are embedded like any other and logged as a warning; empty clips and NaN/Inf raise.
 
-    Thread-safe: one instance may be called (``__call__``, :meth:`embed_file`, :meth:`frames`,
+    Thread-safe: one instance may be called (``__call__``, :meth:`embed_file`, :meth:`chunk_vectors`,
     :meth:`stream`, :meth:`feed`, streams from :meth:`open_stream`) from any number of threads,
     and every call gives what it gives alone. Each interpreter runs one call at a time (a lock
     each), so threads share it in turn; for calls that run side by side, give each thread its own
-    instance. One :class:`FrameStream` is fed by one thread at a time.
+    instance. One :class:`ChunkStream` is fed by one thread at a time.
 
     Args:
         model: Path of a ``.tflite`` file, or its contents as ``bytes``.
@@ -68,7 +68,7 @@ class TFLiteModel:
             under their own names (and which do not stream).
         embedding_dim: Width D of the embedding.
         pool: The :class:`~.pool.InterpreterPool`: a runner per call size (4, 2, 1 chunks), a lock each.
-        feeder: The :class:`~.feeders.Feeder` of the file's input, which runs clips and windows.
+        feeder: The :class:`~.feeders.Feeder` of the file's input, which runs clips and chunks.
 
     Raises:
         ParameterError: missing or unreadable file, an input that is neither audio
@@ -180,62 +180,80 @@ class TFLiteModel:
         vectors = [self.file_vector(path) for path in progress_bar(list(paths), progress)]
         return np.stack(vectors) if vectors else np.zeros((0, self.embedding_dim), np.float32)
 
-    # -- frame-level outputs --------------------------------------------------------------
+    # -- chunk vectors ---------------------------------------------------------------------
 
-    def frames_refusal(self):
-        """Why this file cannot give frame-level outputs (a message naming the fix), or ``None`` when it can.
+    def chunk_vectors_refusal(self):
+        """Why this file cannot give chunk vectors (a message naming the fix), or ``None`` when it can.
 
-        Dynamic-length audio-in files and patch-in files give frames at any hop; a fixed-length
-        audio-in file only when its input is one window (``convert(..., frames=True)``).
+        Dynamic-length audio-in files and patch-in files give chunk vectors at any hop; a fixed-length
+        audio-in file only when its input is one chunk (``convert(..., chunk_vectors=True)``).
         """
-        if self.kind.family == kinds.WAVEFORM:  # a several-teacher student's outputs are per-vector heads: frames hold
+        if self.kind.family == kinds.WAVEFORM:  # a several-teacher student's outputs are per-vector heads: chunks hold
             return (
                 f"{self._name!r} is a {self.kind.name} model with outputs {list(self.output_keys)}: it gives one "
-                "vector per clip, no frames."
+                "vector per clip, no chunk vectors."
             )
-        return self.feeder.frames_refusal()
+        return self.feeder.chunk_vectors_refusal()
 
-    def frame_windows(self, hop_s=DEFAULT_HOP_S):
-        """The :class:`~trillsson_tf.frontend.ChunkGrid` at ``hop_s`` (``None``: the 195-frame chunks).
+    def chunk_grid(self, hop_s=DEFAULT_HOP_S):
+        """The :class:`~trillsson_tf.frontend.ChunkGrid` at ``hop_s`` (``None``: the non-overlapping chunks).
 
         Raises:
-            ParameterError: a bad hop, or a file that gives no frames (:meth:`frames_refusal`).
+            ParameterError: a bad hop, or a file that gives no chunk vectors (:meth:`chunk_vectors_refusal`).
         """
-        windows = self.frontend.chunks(hop_s)
-        refusal = self.frames_refusal()
+        chunks = self.frontend.chunks(hop_s)
+        refusal = self.chunk_vectors_refusal()
         if refusal:
             raise ParameterError(refusal)
-        return windows
+        return chunks
 
-    def frames(self, audio, *, hop_s=DEFAULT_HOP_S, sample_rate=None) -> dict:
-        """Frame-level outputs: one vector per window of one 195-frame patch, every ``hop_s`` seconds.
+    def chunk_vectors(self, audio, *, hop_s=DEFAULT_HOP_S, sample_rate=None) -> dict:
+        """One vector per chunk (one 195-frame patch), a chunk every ``hop_s`` seconds.
 
-        Window ``k`` reads samples ``[k hop, k hop + 31440)`` of the clip (mirror-padded to 2 s
-        when shorter), the window ``end_s - start_s`` is :attr:`window_s`; at
-        ``hop_s=1.95`` (hop = window) the windows are the clip call's chunks and their mean is its
-        clip vector. Whole-clip (Wav2Small) files run whole on each window's audio.
+        Chunk ``k`` reads samples ``[k hop, k hop + 31440)`` of the clip (mirror-padded to 2 s
+        when shorter), its ``end_s - start_s`` is :attr:`chunk_s`; at ``hop_s=1.95``
+        (hop = chunk step) they are the clip call's chunks and their mean is its clip vector.
+        Whole-clip (Wav2Small) files run whole on each chunk's audio.
 
         Args:
             audio: float32 ``[samples]`` or ``[batch, samples]`` (one length), as for a call.
-            hop_s: Seconds between window starts, a multiple of 0.01 s in (0, 1.95].
+            hop_s: Seconds between chunk starts, a multiple of 0.01 s in (0, 1.95].
             sample_rate: Rate of ``audio`` in Hz (resampled when not :attr:`sample_rate_hz`).
 
         Returns:
-            ``{'embedding': float32 [batch, windows, D], 'start_s': float32 [windows]}`` (and
+            ``{'embedding': float32 [batch, chunks, D], 'start_s': float32 [chunks]}`` (and
             ``scores``, the same array, for score models).
 
         Raises:
-            ParameterError: a bad hop (zero, negative, larger than the window, not whole frames),
-                a file that gives no frames (:meth:`frames_refusal`), bad audio.
+            ParameterError: a bad hop (zero, negative, longer than the chunk step, not whole frames),
+                a file that gives no chunk vectors (:meth:`chunk_vectors_refusal`), bad audio.
         """
-        windows = self.frame_windows(hop_s)
-        vectors = self.feeder.window_vectors(prepare_audio(audio, sample_rate, self.sample_rate_hz), windows)
-        return {**self.split(vectors), START_S_KEY: windows.starts_s(vectors.shape[1])}
+        chunks = self.chunk_grid(hop_s)
+        vectors = self.feeder.chunk_vectors(prepare_audio(audio, sample_rate, self.sample_rate_hz), chunks)
+        return {**self.split(vectors), START_S_KEY: chunks.starts_s(vectors.shape[1])}
+
+    def frames(self, audio, *, hop_s=DEFAULT_HOP_S, sample_rate=None) -> dict:
+        """Deprecated name of :meth:`chunk_vectors` (for one release)."""
+        deprecated("trillsson_tf.runtime.TFLiteModel.frames", "trillsson_tf.runtime.TFLiteModel.chunk_vectors")
+        return self.chunk_vectors(audio, hop_s=hop_s, sample_rate=sample_rate)
+
+    def frames_refusal(self):
+        """Deprecated name of :meth:`chunk_vectors_refusal` (for one release)."""
+        deprecated(
+            "trillsson_tf.runtime.TFLiteModel.frames_refusal", "trillsson_tf.runtime.TFLiteModel.chunk_vectors_refusal"
+        )
+        return self.chunk_vectors_refusal()
+
+    @property
+    def chunk_s(self) -> float:
+        """Seconds of audio one chunk reads (1.965 s: 31,440 samples at 16 kHz)."""
+        return self.frontend.chunk_span_samples / self.sample_rate_hz
 
     @property
     def window_s(self) -> float:
-        """Seconds of audio one frame-level window reads (1.965 s: 31,440 samples at 16 kHz)."""
-        return self.frontend.chunk_span_samples / self.sample_rate_hz
+        """Deprecated name of :attr:`chunk_s` (for one release)."""
+        deprecated("trillsson_tf.runtime.TFLiteModel.window_s", "trillsson_tf.runtime.TFLiteModel.chunk_s")
+        return self.chunk_s
 
     @property
     def chunk_span_samples(self) -> int:
@@ -249,32 +267,32 @@ class TFLiteModel:
 
     # -- streaming: open_stream is the API; stream() and feed() wrap it, with its default --
 
-    def open_stream(self, hop_s=None, *, sample_rate=None) -> FrameStream:
-        """A live stream: blocks in, each window's vector as soon as its audio has arrived (:class:`FrameStream`).
+    def open_stream(self, hop_s=None, *, sample_rate=None) -> ChunkStream:
+        """A live stream: blocks in, each chunk's vector as soon as its audio has arrived (:class:`ChunkStream`).
 
         The one streaming API; :meth:`stream` (an iterable of blocks) and :meth:`feed` (one
         stream shared by the instance) are wrappers around it with the same default.
 
         Args:
-            hop_s: Seconds between window starts, as for :meth:`frames`: the numbers of
-                :meth:`frames` on the concatenated blocks. ``None`` (the default): the
+            hop_s: Seconds between chunk starts, as for :meth:`chunk_vectors`: the numbers of
+                :meth:`chunk_vectors` on the concatenated blocks. ``None`` (the default): the
                 non-overlapping 195-frame chunks, whose mean equals the offline call.
             sample_rate: Rate of the blocks in Hz (default: set by the first block, else the model's).
 
         Raises:
-            ParameterError: a bad hop, or a file that gives no frames (:meth:`frames_refusal`);
+            ParameterError: a bad hop, or a file that gives no chunk vectors (:meth:`chunk_vectors_refusal`);
                 with ``hop_s=None``, a whole-clip model (its clip vector is no mean of chunks).
-            The stream's own :meth:`FrameStream.feed` refuses bad blocks and leaves the stream as it was.
+            The stream's own :meth:`ChunkStream.feed` refuses bad blocks and leaves the stream as it was.
         """
         if hop_s is None:
             refuse_chunk_stream(self, self._name)
-        return FrameStream(self, self.frame_windows(hop_s), sample_rate=sample_rate)
+        return ChunkStream(self, self.chunk_grid(hop_s), sample_rate=sample_rate)
 
     def stream(self, blocks, *, hop_s=None, sample_rate=None):
         """:meth:`open_stream` (same arguments) fed an iterable of mono ``[samples]`` blocks, then closed.
 
         Yields ``(start_s, float32 [D])`` with ``hop_s``, else float32 ``[D]`` chunk vectors. A
-        stream shorter than its first window gives the windows of its mirror-padded audio, as the
+        stream shorter than its first chunk gives the chunks of its mirror-padded audio, as the
         offline call does. A bad block (NaN, stereo) raises and ends the generator;
         :meth:`open_stream` keeps a stream going past a refused block.
         """

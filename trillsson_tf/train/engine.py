@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from trillsson_tf.checks import positive_int as check_positive
 from trillsson_tf.configs import LR_SCHEDULES
 from trillsson_tf._keras import keras, tf
 from trillsson_tf.errors import ParameterError
@@ -58,12 +59,6 @@ LOG_EVERY_STEPS = 10
 _IDENTITY = "identity"
 FLOAT16_TOLERANCE = 0.05
 """Largest relative error (max abs difference over max abs value) of a float16 network against float32."""
-
-
-def check_positive(name: str, value) -> None:
-    """Raise :class:`ParameterError` unless ``value`` is an int >= 1 (``bool`` refused)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ParameterError(f"{name} must be a positive integer, got {value!r}.")
 
 
 def learning_rate_schedule(lr: float, schedule: str, steps: int):

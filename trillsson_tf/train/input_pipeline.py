@@ -14,6 +14,7 @@ import logging
 
 import numpy as np
 
+from trillsson_tf.checks import optional, positive_int
 from trillsson_tf.contract import PCM16_SCALE
 from trillsson_tf.formats.target_shard import parse_record, pcm16, record_audio, record_samples, record_targets
 from trillsson_tf.train.data import CROP_SAMPLES, check_validation_fraction, is_validation, segments
@@ -304,6 +305,12 @@ def scan_shards(
             skip_shard(error, totals.skipped, log=_log)
             continue
         totals.add(shard, part, moments)
+    _check_pass(directory, shards, totals)
+    return _scan(directory, info, totals, moments, joins, missing, per_segment, segment_samples)
+
+
+def _check_pass(directory: str, shards: list, totals: "_Totals") -> None:
+    """Warn about the shards left out; refuse a pass that found no readable training record."""
     skipped = totals.skipped
     if skipped:
         _log.warning("Left out %d unusable target shard(s) of %d in %s.", len(skipped), len(shards), directory)
@@ -313,7 +320,6 @@ def scan_shards(
             f"{len(skipped)} unusable, {len(totals.held_paths)} held-out file(s), {totals.other} record(s) of "
             "other files)."
         )
-    return _scan(directory, info, totals, moments, joins, missing, per_segment, segment_samples)
 
 
 def _scan(directory, info, totals: "_Totals", moments: _Moments, joins, missing, per_segment, segment_samples):
@@ -488,6 +494,41 @@ def reader_shards(scan: ShardScan, pipelines: tuple = (1, 0)) -> list:
     return scan.shards[index::count] if len(scan.shards) >= count else list(scan.shards)
 
 
+def _shuffle_buffer(shuffle_buffer, train_records: int) -> int:
+    """Crops in the shuffle buffer: ``shuffle_buffer`` (``None``: :data:`SHUFFLE_BUFFER`), at most the training records."""
+    if shuffle_buffer is None:
+        return min(SHUFFLE_BUFFER, train_records)
+    if shuffle_buffer > train_records:
+        _log.warning(
+            "shuffle_buffer=%d is larger than the %d training records; using %d.",
+            shuffle_buffer,
+            train_records,
+            train_records,
+        )
+        return train_records
+    return shuffle_buffer
+
+
+def _training_records(tf, scan: ShardScan, shards: list, seed: int):
+    """The endless stream of parsed training records of ``shards``: interleaved, reshuffled each pass, joined."""
+    keys = tf.constant(scan.train_fingerprints, tf.int64)
+    training = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, tf.ones_like(keys, tf.int32)), 0)
+    autotune = tf.data.AUTOTUNE
+    files = tf.data.Dataset.from_tensor_slices(shards)
+    files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True).repeat()
+    records = files.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(_CYCLE_LENGTH, len(shards)),
+        num_parallel_calls=autotune,
+        deterministic=True,
+    )
+    records = records.map(parse_record, num_parallel_calls=autotune, deterministic=True)
+    records = records.filter(lambda record: training.lookup(_fingerprint(tf, record["key"])) > 0)
+    if scan.joins:
+        records = records.map(_joiner(tf, scan.joins), num_parallel_calls=autotune, deterministic=True)
+    return records
+
+
 def training_dataset(
     scan: ShardScan,
     *,
@@ -522,35 +563,12 @@ def training_dataset(
     from trillsson_tf._keras import tf
 
     for name, value in (("batch_size", batch_size), ("shuffle_buffer", shuffle_buffer)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-            raise ParameterError(f"{name} must be a positive integer, got {value!r}.")
-    if shuffle_buffer is None:
-        shuffle_buffer = min(SHUFFLE_BUFFER, scan.train_records)
-    elif shuffle_buffer > scan.train_records:
-        _log.warning(
-            "shuffle_buffer=%d is larger than the %d training records; using %d.",
-            shuffle_buffer,
-            scan.train_records,
-            scan.train_records,
-        )
-        shuffle_buffer = scan.train_records
-    keys = tf.constant(scan.train_fingerprints, tf.int64)
-    training = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, tf.ones_like(keys, tf.int32)), 0)
+        optional(positive_int)(name, value)
+    shuffle_buffer = _shuffle_buffer(shuffle_buffer, scan.train_records)
     autotune = tf.data.AUTOTUNE
     count, index = pipelines
     shards = reader_shards(scan, pipelines)
-    files = tf.data.Dataset.from_tensor_slices(shards)
-    files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True).repeat()
-    records = files.interleave(
-        tf.data.TFRecordDataset,
-        cycle_length=min(_CYCLE_LENGTH, len(shards)),
-        num_parallel_calls=autotune,
-        deterministic=True,
-    )
-    records = records.map(parse_record, num_parallel_calls=autotune, deterministic=True)
-    records = records.filter(lambda record: training.lookup(_fingerprint(tf, record["key"])) > 0)
-    if scan.joins:
-        records = records.map(_joiner(tf, scan.joins), num_parallel_calls=autotune, deterministic=True)
+    records = _training_records(tf, scan, shards, seed)
     if count > 1 and len(shards) == len(scan.shards):
         _log.warning(
             "%d shard(s) for %d readers: each reads all of them and keeps every %d-th record.",
