@@ -331,3 +331,15 @@ def test_tensorflow_free_side_is_checked(module):
     assert (
         "trillsson_tf._keras" not in TENSORFLOW_FREE_SIDE and "trillsson_tf.frontend.tf_ops" not in TENSORFLOW_FREE_SIDE
     )
+
+
+def test_runtime_modules_stay_under_300_lines():
+    """Issue 40: the runtime package is small pieces (card, pool, feeders, model, stream, files), none over 300 lines."""
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "trillsson_tf", "runtime")
+    lengths = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name)) as handle:
+                lengths[name] = sum(1 for _ in handle)
+    assert "model.py" in lengths and len(lengths) >= 6
+    assert {name: n for name, n in lengths.items() if n > 300} == {}

@@ -30,12 +30,10 @@ _log = logging.getLogger(__package__)  # "trillsson_tf.runtime", the name the lo
 class TFLiteModel:
     """A ``.tflite`` embedding model called like a TF Hub TRILLsson model, without TensorFlow.
 
-    Audio contract: mono float32 in [-1, 1] at :attr:`sample_rate_hz` (16 kHz), any length.
-    int16 arrays are taken as 16-bit PCM and scaled by 1/32768; other integer dtypes are
-    refused. Multi-channel *arrays* are refused (``[2, samples]`` is read as a batch of two
-    clips, ``[samples, channels]`` and ``[batch, samples, channels]`` raise with a mix-down
-    hint), while *files* are mixed down to mono by :meth:`embed_file`. All-zero (silent) clips
-    are embedded like any other and logged as a warning; empty clips and NaN/Inf raise.
+    Audio contract: mono float32 in [-1, 1] at :attr:`sample_rate_hz` (16 kHz), any length; int16 is
+    16-bit PCM (scaled by 1/32768), other integer dtypes are refused. Multi-channel *arrays* are
+    refused with a mix-down hint (``[2, samples]`` is a batch of two clips); *files* are mixed down
+    (:meth:`embed_file`). Silent clips are embedded and logged as a warning; empty clips and NaN/Inf raise.
 
     Thread-safe: one instance may be called (``__call__``, :meth:`embed_file`, :meth:`chunk_vectors`,
     :meth:`stream`, :meth:`feed`, streams from :meth:`open_stream`) from any number of threads,
@@ -62,19 +60,16 @@ class TFLiteModel:
         clip_model: The card's ``clip_model`` entry of a whole-clip model (``frontend`` as a
             :class:`~trillsson_tf.frontend.dft.DFTFrontendConfig`, ``input``, ``compression``), else ``None``.
         output_key: The model output returned as ``embedding``.
-        output_keys: Every output a call returns: ``(output_key,)``, or the card's
-            ``output_keys`` for a multi-output model (``keyword_logits`` and
-            ``speaker_embedding`` of a fine-tuned multi-task model), which a call returns
-            under their own names (and which do not stream).
+        output_keys: Every output a call returns: ``(output_key,)``, or the card's ``output_keys`` of a
+            multi-output model (a fine-tuned multi-task model's ``keyword_logits``, ``speaker_embedding``).
         embedding_dim: Width D of the embedding.
         pool: The :class:`~.pool.InterpreterPool`: a runner per call size (4, 2, 1 chunks), a lock each.
         feeder: The :class:`~.feeders.Feeder` of the file's input, which runs clips and chunks.
 
     Raises:
-        ParameterError: missing or unreadable file, an input that is neither audio
-            ``[batch, samples]`` nor log-mel patches ``[n, 195, 80, 1]``, no embedding-like
-            output (the message lists the outputs), a model card whose sample rate or output
-            disagrees with the model; a GPU that does not start (the message names the fallback).
+        ParameterError: missing or unreadable file, an input neither audio nor log-mel patches, no
+            embedding-like output (the message lists the outputs), a card that disagrees with the model,
+            a GPU that does not start (the message names the fallback).
         TrillssonError: neither ``ai_edge_litert`` nor ``tflite_runtime`` is installed.
     """
 
@@ -124,11 +119,10 @@ class TFLiteModel:
         """Embed clips, one vector per clip (the TF Hub call).
 
         Args:
-            audio: float32 ``[samples]`` or ``[batch, samples]`` in [-1, 1] (int16 PCM is
-                scaled), or a list of ``[samples]`` clips of different lengths (each is
-                padded and chunked on its own, as if called alone).
-            sample_rate: Rate of ``audio`` in Hz (a positive integer); other rates than
-                :attr:`sample_rate_hz` are resampled with soxr. Default: the model's rate.
+            audio: float32 ``[samples]`` or ``[batch, samples]`` in [-1, 1] (int16 PCM is scaled), or a
+                list of ``[samples]`` clips of different lengths (each padded and chunked as if alone).
+            sample_rate: Rate of ``audio`` in Hz; other rates than :attr:`sample_rate_hz` are
+                resampled with soxr. Default: the model's rate.
 
         Returns:
             ``{'embedding': float32 [batch, D]}``; a score model (output ``scores``) returns
@@ -180,8 +174,6 @@ class TFLiteModel:
         vectors = [self.file_vector(path) for path in progress_bar(list(paths), progress)]
         return np.stack(vectors) if vectors else np.zeros((0, self.embedding_dim), np.float32)
 
-    # -- chunk vectors ---------------------------------------------------------------------
-
     def chunk_vectors_refusal(self):
         """Why this file cannot give chunk vectors (a message naming the fix), or ``None`` when it can.
 
@@ -232,28 +224,19 @@ class TFLiteModel:
         vectors = self.feeder.chunk_vectors(prepare_audio(audio, sample_rate, self.sample_rate_hz), chunks)
         return {**self.split(vectors), START_S_KEY: chunks.starts_s(vectors.shape[1])}
 
-    def frames(self, audio, *, hop_s=DEFAULT_HOP_S, sample_rate=None) -> dict:
-        """Deprecated name of :meth:`chunk_vectors` (for one release)."""
-        deprecated("trillsson_tf.runtime.TFLiteModel.frames", "trillsson_tf.runtime.TFLiteModel.chunk_vectors")
-        return self.chunk_vectors(audio, hop_s=hop_s, sample_rate=sample_rate)
+    _RENAMED = {"frames": "chunk_vectors", "frames_refusal": "chunk_vectors_refusal", "window_s": "chunk_s"}
 
-    def frames_refusal(self):
-        """Deprecated name of :meth:`chunk_vectors_refusal` (for one release)."""
-        deprecated(
-            "trillsson_tf.runtime.TFLiteModel.frames_refusal", "trillsson_tf.runtime.TFLiteModel.chunk_vectors_refusal"
-        )
-        return self.chunk_vectors_refusal()
+    def __getattr__(self, name):  # the old names of _RENAMED, for one release
+        if name not in TFLiteModel._RENAMED:
+            raise AttributeError(f"'TFLiteModel' object has no attribute {name!r}")
+        old, new = (f"trillsson_tf.runtime.TFLiteModel.{attribute}" for attribute in (name, self._RENAMED[name]))
+        deprecated(old, new)
+        return getattr(self, TFLiteModel._RENAMED[name])
 
     @property
     def chunk_s(self) -> float:
         """Seconds of audio one chunk reads (1.965 s: 31,440 samples at 16 kHz)."""
         return self.frontend.chunk_span_samples / self.sample_rate_hz
-
-    @property
-    def window_s(self) -> float:
-        """Deprecated name of :attr:`chunk_s` (for one release)."""
-        deprecated("trillsson_tf.runtime.TFLiteModel.window_s", "trillsson_tf.runtime.TFLiteModel.chunk_s")
-        return self.chunk_s
 
     @property
     def chunk_span_samples(self) -> int:
