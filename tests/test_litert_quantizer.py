@@ -79,7 +79,8 @@ def test_recipes_size_fidelity_and_report(float_patch, patches):
 
 @needs_quantizer
 def test_kernels_already_on_the_int4_grid_are_stored_exactly(tmp_path, patches):
-    """What ``optimize --int4`` exports: min-max keeps its grid (OCTAV's clipping would round it again)."""
+    """What ``optimize --int4`` exports: min-max keeps its grids (OCTAV's clipping would round them again),
+    int4 for most kernels, int8 for the layers it trained at int8."""
     from conftest import TINY_STUDENTS
     from trillsson_tf import models
     from trillsson_tf._keras import keras
@@ -88,25 +89,26 @@ def test_kernels_already_on_the_int4_grid_are_stored_exactly(tmp_path, patches):
 
     keras.utils.set_random_seed(5)
     model = models.build("trillsson1", **TINY_STUDENTS["trillsson1"])
-    snapped = []
+    snapped = {}
     for layer in model.chunk_network.layers:
         if type(layer).__name__ in ("Conv2D", "Dense"):
-            weights = layer.get_weights()
-            layer.set_weights([snap_int4(weights[0]), *weights[1:]])
-            snapped.append(layer.name)
+            weights, snapped[layer.name] = layer.get_weights(), 8 if not snapped else 4  # the first one at int8
+            layer.set_weights([snap_int4(weights[0], bits=snapped[layer.name]), *weights[1:]])
     path = tmp_path / "on_grid.tflite"
     convert(model, path, frontend=False)
     content = path.read_bytes()
     calibration, held_out = patches
     rows = litert_quantizer.weight_layers(content)
-    assert {row["op"] for row in rows if row["int4_grid"]} == {"CONV_2D", "FULLY_CONNECTED"}
-    assert not any(row["int4_grid"] for row in rows if row["op"] not in ("CONV_2D", "FULLY_CONNECTED"))
+    assert {row["op"] for row in rows if row["grid_bits"]} == {"CONV_2D", "FULLY_CONNECTED"}
+    assert not any(row["grid_bits"] for row in rows if row["op"] not in ("CONV_2D", "FULLY_CONNECTED"))
     quantized, entry = litert_quantizer.quantize(
         content, "int4-weights", input_name="log_mel_patch", report_inputs=calibration
     )
-    grid_layers = {row["layer"] for row in rows if row["int4_grid"]}
-    assert set(entry["int4_grid_layers"]) == grid_layers and len(grid_layers) == len(snapped)
-    assert {layer["weight_bits"] for layer in entry["layers"] if layer["layer"] in grid_layers} == {4}
+    for bits in (4, 8):
+        layers = {row["layer"] for row in rows if row["grid_bits"] == bits}
+        assert set(entry[f"int{bits}_grid_layers"]) == layers
+        assert len(layers) == list(snapped.values()).count(bits) and layers
+        assert {layer["weight_bits"] for layer in entry["layers"] if layer["layer"] in layers} == {bits}
     result = parity(_vectors(content, held_out), _vectors(quantized, held_out))
     assert result["mean_cosine"] > 0.99999 and result["max_abs_diff"] < 1e-3 * result["reference_rms"] * 100
 

@@ -315,8 +315,9 @@ def test_qat_efficientnetv2_converts_to_int8_and_agrees(patches, tmp_path):
 
 def test_int4_training_strips_to_the_int4_kernels_it_trained_with(patches):
     network = _tiny_trillsson1(seed=4).chunk_network
-    wrapped = optimize.apply_int4_qat(network)
     kinds = {layer.name: type(layer).__name__ for layer in network.layers}
+    first = next(name for name, kind in kinds.items() if kind == "Conv2D")  # trained, and stored, at int8
+    wrapped = optimize.apply_int4_qat(network, int8_layers=[first])
     wrapped_kinds = sorted({kinds[layer.layer.name] for layer in wrapped.layers if hasattr(layer, "quantize_config")})
     assert wrapped_kinds == ["Conv2D", "Dense"]  # depthwise, BatchNormalization, activations: float
     losses = optimize.recover(wrapped, network, patches, steps=6)
@@ -325,10 +326,15 @@ def test_int4_training_strips_to_the_int4_kernels_it_trained_with(patches):
     assert _tfmot_layers(stripped) == [] and [layer.name for layer in stripped.layers] == list(kinds)
     for layer in stripped.layers:
         if kinds[layer.name] in ("Conv2D", "Dense"):
-            assert on_int4_grid(layer.get_weights()[0]), layer.name
+            bits = 8 if layer.name == first else 4
+            assert on_int4_grid(layer.get_weights()[0], bits=bits) and not on_int4_grid(
+                layer.get_weights()[0], bits=12 - bits
+            ), layer.name
     # The export computes what training computed (BatchNormalization frozen by the recovery): the grid is exact.
     np.testing.assert_allclose(stripped(patches).numpy(), wrapped(patches, training=True).numpy(), atol=1e-5)
     assert parity(network(patches).numpy(), stripped(patches).numpy())["mean_cosine"] > 0.95
+    with pytest.raises(ParameterError, match=r"int8_layers names no Conv2D or Dense layer of .*\['nope'\]"):
+        optimize.apply_int4_qat(network, int8_layers=["nope"])
 
 
 def test_clustering_leaves_at_most_that_many_values_per_kernel(tiny_model, patches):
@@ -556,6 +562,8 @@ def test_cli_refuses_an_existing_output_without_force(source_export, tmp_path, c
         (["--qat", "--resume"], "Nothing to resume in"),
         (["--qat", "--lr", "0"], "learning_rate must be positive, got 0.0"),
         (["--int4", "--qat"], "int4 .* does not combine with qat"),
+        (["--prune", "0.5", "--int8-layers", "stem_conv"], "int8_layers applies to int4 training"),
+        (["--int4", "--int8-layers", "stem_conv,nope"], r"int8_layers names no Conv2D or Dense layer .*\['nope'\]"),
     ],
 )
 def test_cli_bad_options_are_clean_errors(source_export, tmp_path, capsys, argv, match):

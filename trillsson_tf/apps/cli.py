@@ -349,6 +349,7 @@ def _cmd_optimize(args):
         qat=args.qat,
         cluster=args.cluster,
         int4=args.int4,
+        int8_layers=[name for name in (args.int8_layers or "").split(",") if name],
         steps=args.steps,
         batch_size=args.batch_size,
         learning_rate=args.lr,
@@ -543,6 +544,11 @@ def _add_optimize_arguments(optimize):
         "--int4",
         action="store_true",
         help="int4-weight training of Conv2D and Dense kernels, for convert --quantizer litert --quantize int4-weights",
+    )
+    optimize.add_argument(
+        "--int8-layers",
+        default=None,
+        help="with --int4: comma-separated Conv2D/Dense layers trained (and stored) at int8 instead",
     )
     optimize.add_argument("--steps", type=int, default=300, help="recovery steps per stage")
     optimize.add_argument("--batch-size", type=int, default=16)

@@ -72,6 +72,16 @@ def check_recipe(recipe: str) -> None:
     _aeq()
 
 
+def _grid_bits(op_name: str, weights, data):
+    """4 or 8 when ``weights`` (float32, output channels first) lie on that grid per channel, else ``None``."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    if op_name not in _GRID_OPS or weights.type != schema.TensorType.FLOAT32:
+        return None
+    values = np.frombuffer(bytes(data), np.float32).reshape(weights.shape)
+    return next((bits for bits in (4, 8) if on_int4_grid(values, axis=0, bits=bits)), None)
+
+
 def _op_names():
     from ai_edge_litert import schema_py_generated as schema
 
@@ -82,11 +92,11 @@ def weight_layers(content: bytes) -> list:
     """The ops of a ``.tflite`` file's main subgraph that have constant float weights, in graph order.
 
     Returns:
-        ``[{'layer', 'op', 'weights', 'output', 'input', 'weight_count', 'int4_grid'}]``: ``layer`` is
+        ``[{'layer', 'op', 'weights', 'output', 'input', 'weight_count', 'grid_bits'}]``: ``layer`` is
         the weight tensor's name without its last part (``chunk_network/block5_pw`` for
         ``chunk_network/block5_pw/Conv2D``), ``weights``, ``output`` and ``input`` tensor names;
-        ``int4_grid``: float32 weights of an int4 op already on an int4 grid per output channel
-        (int4-aware training, ``optimize --int4``).
+        ``grid_bits``: 4 or 8 when the float32 weights of a CONV_2D or FULLY_CONNECTED are already on
+        that grid per output channel (int4-aware training, ``optimize --int4``), else ``None``.
     """
     from ai_edge_litert.tools import flatbuffer_utils
 
@@ -114,9 +124,7 @@ def weight_layers(content: bytes) -> list:
                 "output": graph.tensors[op.outputs[0]].name.decode(),
                 "input": graph.tensors[inputs[0]].name.decode(),
                 "weight_count": int(np.prod(weights.shape)),
-                "int4_grid": op_name in _GRID_OPS
-                and weights.type == schema.TensorType.FLOAT32
-                and on_int4_grid(np.frombuffer(bytes(data), np.float32).reshape(weights.shape), axis=0),
+                "grid_bits": _grid_bits(op_name, weights, data),
             }
         )
     return rows
@@ -141,8 +149,8 @@ def _named_layers(rows: list, names) -> list:
 def _recipe(aeq, recipe: str, float_rows: list, frontend_layers=(), grid_rows=()):
     """The rules of ``recipe`` (later ones win), with ``float_rows`` and every op of ``frontend_layers`` left float.
 
-    In the int4 recipes, ``grid_rows`` (weights already on the int4 grid) are quantized min-max, which
-    stores them exactly; OCTAV's clipping would round them again.
+    In the int4 recipes, ``grid_rows`` (weights already on an int4 or int8 grid) are quantized min-max
+    at their bits, which stores them exactly; OCTAV's clipping would round them again.
     """
     algorithms, qtyping, _, _ = aeq
     ops, names = qtyping.TFLOperationName, algorithms.AlgorithmName
@@ -153,8 +161,9 @@ def _recipe(aeq, recipe: str, float_rows: list, frontend_layers=(), grid_rows=()
         rules.append((".*", ops.ALL_SUPPORTED, "weights", 8, names.MIN_MAX_UNIFORM_QUANT))
         if recipe != "int8-weights":  # OCTAV's clipping: mean cosine 0.960 against min-max's 0.947 (benchmark)
             rules += [(".*", getattr(ops, op), "weights", 4, names.OCTAV) for op in _INT4_OPS]
+            min_max = names.MIN_MAX_UNIFORM_QUANT
             rules += [
-                (f"^{re.escape(row['output'])};", getattr(ops, row["op"]), "weights", 4, names.MIN_MAX_UNIFORM_QUANT)
+                (f"^{re.escape(row['output'])};", getattr(ops, row["op"]), "weights", row["grid_bits"], min_max)
                 for row in grid_rows
             ]
     # An op's scope is its output tensors' names, each followed by ';'; a layer's ops have its name in theirs.
@@ -285,7 +294,7 @@ def quantize(
     aeq = _aeq()
     rows = weight_layers(content)
     keep = _named_layers(rows, list(float_layers))
-    grid = [row for row in rows if row["int4_grid"]]
+    grid = [row for row in rows if row["grid_bits"]]
     data = _signature_data(input_name, np.asarray(report_inputs))
     entry = {
         "name": "ai-edge-quantizer",
@@ -306,7 +315,8 @@ def quantize(
     except (ValueError, RuntimeError, KeyError) as error:
         raise ConversionError(f"LiteRT's quantizer failed on the {recipe} recipe: {error}") from error
     entry.update(float_layers=sorted({row["layer"] for row in keep}), frontend_layers=list(frontend_layers))
-    entry["int4_grid_layers"] = sorted({row["layer"] for row in grid})
+    for bits in (4, 8):
+        entry[f"int{bits}_grid_layers"] = sorted({row["layer"] for row in grid if row["grid_bits"] == bits})
     entry["flag_threshold"] = threshold
     entry["report_rows"] = int(len(report_inputs))
     return quantized, entry

@@ -8,11 +8,12 @@ quantizer (``convert --quantizer litert --quantize int4-weights``) stores it exa
 """
 
 from trillsson_tf._keras import keras
+from trillsson_tf.errors import ParameterError
 from trillsson_tf.formats.int4_weights import snap_int4
 from trillsson_tf.optimize._common import clone
 from trillsson_tf.optimize._tfmot import import_tfmot
 
-__all__ = ["INT4_LAYERS", "apply_int4_qat", "strip_int4_qat"]
+__all__ = ["INT4_LAYERS", "apply_int4_qat", "check_int8_layers", "strip_int4_qat"]
 
 INT4_LAYERS = ("Conv2D", "Dense")
 """Layer types whose kernels go to int4 (LiteRT's quantizer takes CONV_2D and FULLY_CONNECTED to int4,
@@ -24,11 +25,14 @@ def _weight_config_class():
     quantize = tfmot.quantization.keras
 
     class Int4WeightConfig(quantize.QuantizeConfig):
-        """Fake-quantize a layer's ``kernel`` to int4 per output channel; activations and outputs stay float."""
+        """Fake-quantize a layer's ``kernel`` (``num_bits`` 4 or 8) per output channel; activations stay float."""
+
+        def __init__(self, num_bits: int = 4):
+            self.num_bits = num_bits
 
         def get_weights_and_quantizers(self, layer):
             quantizer = quantize.quantizers.LastValueQuantizer(
-                num_bits=4, per_axis=True, symmetric=True, narrow_range=True
+                num_bits=self.num_bits, per_axis=True, symmetric=True, narrow_range=True
             )
             return [(layer.kernel, quantizer)]
 
@@ -45,7 +49,7 @@ def _weight_config_class():
             return []
 
         def get_config(self):
-            return {}
+            return {"num_bits": self.num_bits}
 
     return Int4WeightConfig
 
@@ -76,11 +80,20 @@ def _weight_only_scheme():
     return WeightOnly()
 
 
-def apply_int4_qat(network):
+def check_int8_layers(network, int8_layers) -> None:
+    """Raise :class:`ParameterError` for names in ``int8_layers`` that are no Conv2D or Dense layer of ``network``."""
+    unknown = sorted(set(int8_layers) - {layer.name for layer in network.layers if type(layer).__name__ in INT4_LAYERS})
+    if unknown:
+        raise ParameterError(f"int8_layers names no Conv2D or Dense layer of {network.name!r}: {unknown}.")
+
+
+def apply_int4_qat(network, *, int8_layers=()):
     """Wrap ``network``'s ``Conv2D`` and ``Dense`` layers to train with int4 kernels (straight-through).
 
     Args:
         network: Keras chunk network ``[n, 195, 80, 1]`` -> ``[n, D]`` (not modified).
+        int8_layers: Names of those layers to train with int8 kernels instead (the sensitive ones;
+            the quantizer keeps them int8, finding them on the int8 grid).
 
     Returns:
         A new model in which those layers are ``QuantizeWrapperV2`` with int4 weight fake-quantization;
@@ -90,8 +103,12 @@ def apply_int4_qat(network):
     annotate = tfmot.quantization.keras.quantize_annotate_layer
     config = _weight_config_class()
 
+    check_int8_layers(network, int8_layers)
+
     def annotated(layer):
-        return annotate(layer, quantize_config=config()) if type(layer).__name__ in INT4_LAYERS else layer
+        if type(layer).__name__ not in INT4_LAYERS:
+            return layer
+        return annotate(layer, quantize_config=config(8 if layer.name in int8_layers else 4))
 
     with tfmot.quantization.keras.quantize_scope({"Int4WeightConfig": config}):
         annotated_network = keras.models.clone_model(clone(network), clone_function=annotated)
@@ -103,13 +120,15 @@ def strip_int4_qat(network):
 
     Returns:
         A new Keras model with the float network's layer names, no tfmot layers; its ``Conv2D`` and
-        ``Dense`` kernels are what the training forward pass used (``snap_int4`` of the trained ones).
+        ``Dense`` kernels are what the training forward pass used (``snap_int4`` of the trained ones,
+        at 8 bits for ``int8_layers``).
     """
     from trillsson_tf.optimize.quantize import strip_qat
 
+    bits = {layer.layer.name: layer.quantize_config.num_bits for layer in network.layers if hasattr(layer, "layer")}
     plain = strip_qat(network)
     for layer in plain.layers:
-        if type(layer).__name__ in INT4_LAYERS:
+        if layer.name in bits:
             weights = layer.get_weights()
-            layer.set_weights([snap_int4(weights[0]), *weights[1:]])
+            layer.set_weights([snap_int4(weights[0], bits=bits[layer.name]), *weights[1:]])
     return plain

@@ -19,7 +19,7 @@ from trillsson_tf._keras import keras
 from trillsson_tf.errors import ParameterError
 from trillsson_tf.formats.run_record import OPTIMIZE_FORMAT
 from trillsson_tf.optimize.cluster import apply_clustering, check_clusters, strip_clustering
-from trillsson_tf.optimize.int4 import apply_int4_qat, strip_int4_qat
+from trillsson_tf.optimize.int4 import apply_int4_qat, check_int8_layers, strip_int4_qat
 from trillsson_tf.optimize.prune import SCHEDULES, apply_pruning, parse_block_size, sparsity_report, strip_pruning
 from trillsson_tf.optimize.quantize import apply_qat, strip_clustering_cqat
 from trillsson_tf.optimize.recovery import recover, rewrap
@@ -88,9 +88,12 @@ def _options(
     checkpoint_every,
     seed,
     int4=False,
+    int8_layers=(),
 ) -> dict:
     """Validate the pipeline options; returns them as JSON-friendly data (compared on resume)."""
     _check_stages(prune, schedule, block_size, qat, cluster, int4)
+    if int8_layers and not int4:
+        raise ParameterError("int8_layers applies to int4 training; pass int4=True with it (CLI --int4).")
     for name, value in (
         ("steps", steps),
         ("batch_size", batch_size),
@@ -114,6 +117,7 @@ def _options(
         "cluster": None if cluster is None else int(cluster),
         "qat": bool(qat),
         "int4": bool(int4),
+        "int8_layers": sorted(int8_layers),
         "steps": int(steps),
         "batch_size": int(batch_size),
         "learning_rate": float(learning_rate),
@@ -221,7 +225,7 @@ def _stage_network(stage: str, network, options: dict, patches):
     if stage == "cluster":
         return apply_clustering(network, clusters=options["cluster"], preserve_sparsity=options["prune"] is not None)
     if stage == "int4":
-        return apply_int4_qat(network)
+        return apply_int4_qat(network, int8_layers=options["int8_layers"])
     return apply_qat(
         network,
         preserve_sparsity=options["prune"] is not None,
@@ -357,6 +361,7 @@ def optimize_export(
     qat: bool = False,
     cluster=None,
     int4: bool = False,
+    int8_layers=(),
     steps: int = 300,
     batch_size: int = 16,
     learning_rate=None,
@@ -391,6 +396,8 @@ def optimize_export(
         int4: int4-weight training as the last stage (Conv2D and Dense kernels; activations float):
             the export's kernels lie on the int4 grid that ``convert --quantizer litert --quantize
             int4-weights`` stores exactly. Not with ``qat`` or ``cluster``.
+        int8_layers: Conv2D / Dense layer names that int4 training trains at int8 instead (the
+            quantizer keeps them int8): the layers most sensitive to int4 rounding.
         cluster: Number of weight clusters per kernel (2-256), or ``None``.
         steps: Recovery steps per stage.
         batch_size: Patches per step.
@@ -428,9 +435,11 @@ def optimize_export(
         checkpoint_every,
         seed,
         int4,
+        tuple(int8_layers),
     )
     source = os.path.abspath(os.fspath(export_dir))
     model, metadata = _load_source(source)
+    check_int8_layers(model.chunk_network, options["int8_layers"])  # before the data, which takes a while
     run, report = _open_run(out_dir, source, data, options, resume=resume, overwrite=overwrite)
     began = time.perf_counter()
     patches, held_clips, data_summary = _training_data(data, model.frontend, options, progress=progress)
