@@ -81,7 +81,20 @@ def demo_items(data: str, *, every_training_file: bool = False) -> tuple:
     return train, [item for item in items if item.labels.get("role") == "unseen"]
 
 
-def int4_trained(export, folder: str, calibration, training_files: list, args) -> tuple:
+def int8_within_budget(card: dict, int4_bytes: int, float_bytes: int, budget: float) -> list:
+    """The layers ``int4-weights``' error report finds most sensitive (added error per weight), int8 while the
+    file stays within ``budget`` of float32: Keras layer names."""
+    layers = [layer for layer in card["quantizer"]["layers"] if layer["weight_bits"] == 4]
+    layers.sort(key=lambda layer: -layer["added_error"] / layer["weight_count"])
+    chosen, room = [], budget * float_bytes - int4_bytes
+    for layer in layers:
+        if layer["weight_count"] / 2 <= room:  # int4 -> int8: half a byte more per weight
+            chosen.append(layer["layer"].rpartition("/")[2])
+            room -= layer["weight_count"] / 2
+    return chosen
+
+
+def int4_trained(export, folder: str, calibration, training_files: list, args, int8_layers=()) -> tuple:
     """``optimize --int4`` of ``export`` on the training speakers' files, converted with ``int4-weights``:
     ``(path, card, optimize report)``."""
     from trillsson_tf.converters.tflite import convert
@@ -93,6 +106,7 @@ def int4_trained(export, folder: str, calibration, training_files: list, args) -
         os.path.join(folder, "int4_training"),
         data=training_files,
         int4=True,
+        int8_layers=int8_layers,
         steps=args.int4_steps,
         learning_rate=args.int4_lr,
         num_patches=args.int4_patches,
@@ -175,6 +189,11 @@ def _audio(paths):
     return [load_audio(path) for path in paths]
 
 
+def _int8_note(options: dict) -> str:
+    layers = options.get("int8_layers") or []
+    return f" ({len(layers)} layers at int8: {', '.join(layers)})" if layers else ""
+
+
 def to_markdown(report: dict) -> str:
     lines = [
         "# LiteRT's quantizer beside TensorFlow's int8 (patch-in form)",
@@ -205,7 +224,7 @@ def to_markdown(report: dict) -> str:
             "",
             f"{LABELS[INT4_TRAINED]}: `optimize --int4` ({options['steps']} steps, lr {options['learning_rate']:g}, "
             f"{options['num_patches']} patches of the training speakers' files; {training['seconds']:.0f} s), then "
-            f"int4 weights. Against the float student it came from (the table's float32): held-out mean cosine "
+            f"int4 weights{_int8_note(options)}. Against the float student it came from (the table's float32): held-out mean cosine "
             f"{training['fidelity']['mean_cosine']:.4f} (Keras); its int4 file against its own float32 form "
             f"(card): {row['card_parity_mean_cosine']:.6f}.",
         ]
@@ -271,6 +290,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--int4-steps", type=int, default=300, help="optimize --int4 steps (0: leave that row out)")
     parser.add_argument("--int4-lr", type=float, default=None, help="optimize --int4 learning rate (default 1e-4)")
     parser.add_argument("--int4-patches", type=int, default=1024, help="optimize --int4 training patches")
+    parser.add_argument(
+        "--int8-budget",
+        type=float,
+        default=0.0,
+        help="optimize --int4 --int8-layers: the int4 report's most sensitive layers at int8 within this size "
+        "ratio to float32 (0: all int4)",
+    )
     args = parser.parse_args(argv)
     if not os.path.isdir(args.export):
         parser.error(f"no export at {args.export}: run `make demo` first, or pass --export")
@@ -292,7 +318,12 @@ def main(argv=None) -> dict:
         files = convert_all(args.export, folder, calibration, prefix="student")
         int4_report = None
         if args.int4_steps:
-            path, card, int4_report = int4_trained(args.export, folder, calibration, training_files, args)
+            int8_layers = []
+            if args.int8_budget:
+                (int4_path, int4_card), (float_path, _) = files["litert_int4_weights"], files["float32"]
+                sizes = os.path.getsize(int4_path), os.path.getsize(float_path)
+                int8_layers = int8_within_budget(int4_card, *sizes, args.int8_budget)
+            path, card, int4_report = int4_trained(args.export, folder, calibration, training_files, args, int8_layers)
             files[INT4_TRAINED] = (path, card)
         rows = measure(files, clips, labels, args.repeats)
         scale_rows = measure(convert_all(scale_model, folder, calibration, prefix="scale"), clips[:SPEED_CLIPS], {}, 1)
