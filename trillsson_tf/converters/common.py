@@ -244,9 +244,10 @@ def parity_message(checked, out_path) -> str:
     return f"Parity of {out_path} below threshold: " + "; ".join(below) + "."
 
 
-def parity_threshold(quantize: str, min_cosine=None) -> float:
-    """The mean cosine a conversion's parity must reach: ``min_cosine``, or the mode's :data:`DEFAULT_MIN_COSINE`."""
-    return DEFAULT_MIN_COSINE[quantize] if min_cosine is None else float(min_cosine)
+def parity_threshold(quantize: str, min_cosine=None, defaults: dict = DEFAULT_MIN_COSINE) -> float:
+    """The mean cosine a conversion's parity must reach: ``min_cosine``, or the mode's default
+    (:data:`DEFAULT_MIN_COSINE`, or ``defaults``: another quantizer's table)."""
+    return defaults[quantize] if min_cosine is None else float(min_cosine)
 
 
 def check_parity(passed: bool, message: str, *, strict: bool) -> None:

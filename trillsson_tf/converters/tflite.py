@@ -28,6 +28,7 @@ from trillsson_tf.converters.common import (
     output_paths,
     parity_clips,
     parity_message,
+    parity_threshold,
     quiet_tf_interpreter,
     representative_clips,
     run_info,
@@ -100,12 +101,17 @@ class _Plan:
     network: object  # the Keras model whose variables the function reads
     function: object  # the concrete function converted, one input named kind.input_name
     parity_inputs: np.ndarray  # rows of that input made from the parity audio
-    reference: dict  # {output: float32 [rows, D]}: the Keras outputs on them
+    reference: dict  # {output: float32 [rows, D]}: the Keras outputs on them, the main output first
     calibration: object  # rows of that input for int8, else None
     float_layers: tuple  # Keras layers kept float under int8
     reference_name: str  # what the parity compares with
     fixed_samples: object  # the audio length the input is fixed to, or None
     card: dict  # the card's frontend entries, which the runtime reads
+
+    @property
+    def keys(self) -> list:
+        """The outputs converted, the main one first (then a several-teacher student's other heads)."""
+        return list(self.reference)
 
 
 def _chunk_card(config) -> dict:
@@ -264,6 +270,201 @@ def _chunk_samples(kind: kinds.Kind, fixed_samples) -> int:
     return span
 
 
+def _check_forms(kind: kinds.Kind, *, chunk_vectors: bool, mediapipe: bool) -> None:
+    """Raise when a fixed-length form (chunk vectors, MediaPipe) does not fit ``kind``, or both are asked for."""
+    if chunk_vectors and kind.family == kinds.WAVEFORM:
+        raise ParameterError(
+            "chunk_vectors=True applies to chunk and whole-clip students; a waveform export gives one vector per clip."
+        )
+    if mediapipe and not kind.frontend_inside:
+        raise ParameterError(
+            "The MediaPipe form takes audio: mediapipe=True (CLI --mediapipe) needs the frontend "
+            "inside; drop frontend=False (--no-frontend, --micro)."
+        )
+    if chunk_vectors and mediapipe:
+        raise ParameterError(
+            "chunk_vectors=True and mediapipe=True fix the input to different lengths (31,440 and the "
+            "MediaPipe window); make one file of each."
+        )
+
+
+def _litert_recipe(quantize: str, quantizer: str, float_layers, kind: kinds.Kind) -> tuple:
+    """``(LiteRT recipe or None, the mode of TensorFlow's conversion)``, checked: with ``quantizer='litert'``
+    TensorFlow converts to float32 and LiteRT's quantizer applies the recipe ``quantize`` after it."""
+    litert_recipe = quantize if quantizer == "litert" else None
+    if litert_recipe:
+        litert_quantizer.check_recipe(quantize)
+    elif quantizer != "tensorflow" or float_layers:
+        raise ParameterError(f"quantizer must be one of {list(litert_quantizer.QUANTIZERS)} (float_layers: litert).")
+    elif quantize in litert_quantizer.RECIPES and quantize != "int8":  # int8: both quantizers have it
+        raise ParameterError(f"quantize={quantize!r} is a recipe of LiteRT's quantizer: add quantizer='litert'.")
+    if kind.family == kinds.WAVEFORM and litert_recipe:
+        raise ParameterError("quantizer='litert' converts chunk and whole-clip students; not waveform exports yet.")
+    return litert_recipe, "float32" if litert_recipe else quantize
+
+
+def _mediapipe_samples(fixed_samples) -> int:
+    """The MediaPipe form's audio length in samples: ``fixed_samples``, or :data:`MEDIAPIPE_SAMPLES` (a log line)."""
+    if fixed_samples is None:
+        fixed_samples = MEDIAPIPE_SAMPLES
+        _log.info(
+            "MediaPipe form: the model's input is dynamic; fixing it to [1, %d] samples (pass fixed_samples / "
+            "--fixed-samples for another window)",
+            fixed_samples,
+        )
+    return fixed_samples
+
+
+def _frontend_input(model, kind: kinds.Kind, fixed_samples, quantize: str, chunk_vectors: bool, request) -> tuple:
+    """``(frontend numbers, audio input length in samples or None)``: one chunk for ``chunk_vectors``; the
+    length, the mode and the metadata ``request`` checked against the model."""
+    config = _FRONTENDS[kind.family](model)
+    if chunk_vectors:
+        fixed_samples = _chunk_samples(kind, fixed_samples)
+    _check_choices(quantize, kind, fixed_samples, least=config.window_samples)
+    check_request(request, model_sample_rate_hz=config.sample_rate_hz)
+    return config, fixed_samples
+
+
+def _plan(
+    model, kind: kinds.Kind, config, fixed_samples, quantize: str, litert_recipe, representative_audio, parity_audio
+) -> tuple:
+    """``(the kind's plan, number of parity clips)``, for every output: a several-teacher student has several heads.
+
+    Calibration clips are read for int8 (either quantizer) and for a LiteRT recipe given audio; the parity
+    audio defaults to held-out bundled speech.
+    """
+    key = output_key(model)
+    keys = [key, *(name for name in output_heads(model) if name != key)]
+    calibrate = quantize == "int8" or (litert_recipe and (representative_audio is not None or litert_recipe == "int8"))
+    calibration = representative_clips(representative_audio) if calibrate else None
+    audio = parity_clips() if parity_audio is None else np.asarray(parity_audio, dtype=np.float32)
+    return _PLANS[kind.name](model, keys, config, audio, calibration, fixed_samples, quantize), len(audio)
+
+
+def _tflite_content(plan: _Plan, kind: kinds.Kind, quantize: str, name: str, frontend: bool) -> bytes:
+    """TensorFlow's conversion of ``plan``'s function; under int8 its float layers stay float.
+
+    Raises:
+        ConversionError: the converter failed (``name``, ``frontend``: for the message).
+    """
+    try:
+        with quiet_tf_interpreter():
+            content = tflite_converter(plan.function, plan.network, quantize, kind, calibration=plan.calibration)
+            content = content.convert()
+        if quantize == "int8" and plan.float_layers:
+            with quiet_tf_interpreter():
+                content = int8_with_float_layers(
+                    content, plan.function, plan.network, kind, plan.calibration, plan.float_layers
+                )
+    except Exception as error:  # the converter raises many unrelated types
+        raise ConversionError(f"Converting {name!r} ({quantize}, frontend={frontend}) failed: {error}") from error
+    return content
+
+
+def _model_content(plan: _Plan, kind: kinds.Kind, quantize: str, litert_recipe, float_layers, name, frontend) -> tuple:
+    """``(.tflite bytes, their quantization, the card's quantizer entry or None)``: TensorFlow's conversion, then
+    LiteRT's quantizer on that float32 file when there is a recipe (metadata is written after it).
+
+    ``name`` (the model's) and ``frontend`` go into the conversion's error message.
+    """
+    content = _tflite_content(plan, kind, quantize, name, frontend)
+    if not litert_recipe:
+        return content, quantize, None
+    content, quantizer_entry = litert_quantizer.quantize(
+        content,
+        litert_recipe,
+        input_name=kind.input_name,
+        report_inputs=plan.parity_inputs if plan.calibration is None else plan.calibration,
+        calibration=plan.calibration,
+        float_layers=float_layers,
+        frontend_layers=plan.float_layers,
+    )
+    return content, litert_recipe, quantizer_entry
+
+
+def _write_tflite(
+    out_path, content: bytes, model, metadata: dict, kind: kinds.Kind, plan: _Plan, config, request, check
+) -> tuple:
+    """Write the bytes with TFLite Model Metadata inside (read back when ``check``); ``(bytes, the metadata written)``."""
+    key = plan.keys[0]
+    content, written = converter_metadata(
+        content,
+        name=model.name,
+        version=__version__,
+        model_sample_rate_hz=config.sample_rate_hz,
+        audio_input=kind.input_name == AUDIO_INPUT_NAME,
+        score_names=score_labels(metadata.get("teacher"), plan.reference[key].shape[1]) if key == SCORES_KEY else None,
+        request=request,
+    )
+    if check:
+        check_metadata(content, written)
+    write_model(out_path, content)
+    return content, written
+
+
+def _check_file(content: bytes, plan: _Plan, clips: int, out_path, quantize: str, min_cosine, litert_recipe) -> Parity:
+    """Warn when an int8 file keeps ops in float; the :class:`~trillsson_tf.formats.model_card.Parity` of every
+    output on ``plan``'s rows, against ``min_cosine`` (default: the mode's, of either quantizer)."""
+    ops = litert.op_table(content)
+    float_ops = sorted({row["op"] for row in ops if row["float"]})
+    if quantize == "int8" and float_ops:
+        _log.warning("int8 model %s keeps these ops in float: %s", out_path, ", ".join(float_ops))
+    candidate = tflite_outputs(content, plan.parity_inputs)
+    scores = {name: parity(plan.reference[name], candidate[name]) for name in plan.keys}
+    if plan.keys[0] == SCORES_KEY:
+        # Cosine is a weak check on a few scores; CCC over the parity rows says whether each score follows.
+        scores[SCORES_KEY]["ccc"] = ccc(plan.reference[SCORES_KEY], candidate[SCORES_KEY]).tolist()
+    defaults = litert_quantizer.DEFAULT_MIN_COSINE if litert_recipe else DEFAULT_MIN_COSINE
+    return Parity.of(
+        scores,
+        clips=clips,
+        rows=len(plan.parity_inputs),
+        min_mean_cosine=parity_threshold(quantize, min_cosine, defaults),
+        reference=plan.reference_name,
+    )
+
+
+def _student_entries(plan: _Plan, config, chunk_vectors: bool) -> dict:
+    """The card entries of a chunk or whole-clip student: its outputs, frontend numbers and conversion."""
+    keys = plan.keys
+    return {
+        "output": keys[0],
+        "output_keys": keys if len(keys) > 1 else None,
+        "sample_rate_hz": config.sample_rate_hz,
+        **plan.card,
+        # "frames": the card key cards have always had for chunk_vectors (docs/DESIGN.md, "Glossary").
+        "converter": {"tensorflow": tf.__version__, "fixed_samples": plan.fixed_samples, "frames": bool(chunk_vectors)},
+    }
+
+
+def _card_source(source, model, metadata: dict) -> dict:
+    """The card's ``source``: the export (``None`` for a model object), parameters, build, teacher, run, optimization."""
+    return {
+        "export": source,
+        "parameters": int(model.count_params()),
+        "build": metadata.get("build", getattr(model, "build_spec", None)),
+        "teacher": metadata.get("teacher"),
+        "run": None if source is None else run_info(source),
+        "optimization": metadata.get("optimization"),
+    }
+
+
+def _write_card(card_path, card: ModelCard, out_path, *, strict: bool) -> dict:
+    """Write the card and log the conversion, then check its parity (a warning, or under ``strict`` an error)."""
+    written_card = write_card(card_path, card)
+    _log.info(
+        "Wrote %s (%d bytes, %s, mean cosine %.6f) and %s",
+        out_path,
+        card.size_bytes,
+        card.quantize,
+        card.parity.first.mean_cosine,
+        card_path,
+    )
+    check_parity(card.parity.passed, parity_message(card.parity, out_path), strict=strict)
+    return written_card
+
+
 def convert(
     model_or_export_dir,
     out_path,
@@ -334,30 +535,8 @@ def convert(
     model, metadata = load_keras_model(model_or_export_dir)
     source = None if isinstance(model_or_export_dir, keras.Model) else os.fspath(model_or_export_dir)
     kind = kinds.of_model(model, metadata, frontend=frontend)
-    if chunk_vectors and kind.family == kinds.WAVEFORM:
-        raise ParameterError(
-            "chunk_vectors=True applies to chunk and whole-clip students; a waveform export gives one vector per clip."
-        )
-    if mediapipe and not kind.frontend_inside:
-        raise ParameterError(
-            "The MediaPipe form takes audio: mediapipe=True (CLI --mediapipe) needs the frontend "
-            "inside; drop frontend=False (--no-frontend, --micro)."
-        )
-    if chunk_vectors and mediapipe:
-        raise ParameterError(
-            "chunk_vectors=True and mediapipe=True fix the input to different lengths (31,440 and the "
-            "MediaPipe window); make one file of each."
-        )
-    litert_recipe = quantize if quantizer == "litert" else None  # the TensorFlow conversion is then float32
-    if litert_recipe:
-        litert_quantizer.check_recipe(quantize)
-        quantize = "float32"
-    elif quantizer != "tensorflow" or float_layers:
-        raise ParameterError(f"quantizer must be one of {list(litert_quantizer.QUANTIZERS)} (float_layers: litert).")
-    elif quantize in litert_quantizer.RECIPES and quantize != "int8":  # int8: both quantizers have it
-        raise ParameterError(f"quantize={quantize!r} is a recipe of LiteRT's quantizer: add quantizer='litert'.")
-    if kind.family == kinds.WAVEFORM and litert_recipe:
-        raise ParameterError("quantizer='litert' converts chunk and whole-clip students; not waveform exports yet.")
+    _check_forms(kind, chunk_vectors=chunk_vectors, mediapipe=mediapipe)
+    litert_recipe, quantize = _litert_recipe(quantize, quantizer, float_layers, kind)
     if kind.family == kinds.WAVEFORM:  # raw audio at a fixed length, every output of the export
         return convert_waveform_model(
             model,
@@ -373,107 +552,21 @@ def convert(
             overwrite=overwrite,
             tflite_metadata=tflite_metadata,
         )
-    if mediapipe and fixed_samples is None:
-        fixed_samples = MEDIAPIPE_SAMPLES
-        _log.info(
-            "MediaPipe form: the model's input is dynamic; fixing it to [1, %d] samples (pass fixed_samples / "
-            "--fixed-samples for another window)",
-            fixed_samples,
-        )
+    fixed_samples = _mediapipe_samples(fixed_samples) if mediapipe else fixed_samples
     out_path, card_path = output_paths(out_path, overwrite, conversion_inputs(source, representative_audio))
-    frontend_config = _FRONTENDS[kind.family](model)
-    if chunk_vectors:
-        fixed_samples = _chunk_samples(kind, fixed_samples)
-    _check_choices(quantize, kind, fixed_samples, least=frontend_config.window_samples)
-    check_request(tflite_metadata, model_sample_rate_hz=frontend_config.sample_rate_hz)
-    key = output_key(model)
-    keys = [key, *(name for name in output_heads(model) if name != key)]  # a several-teacher student: every head
-    calibrate = quantize == "int8" or (litert_recipe and (representative_audio is not None or litert_recipe == "int8"))
-    calibration = representative_clips(representative_audio) if calibrate else None
-    audio = parity_clips() if parity_audio is None else np.asarray(parity_audio, dtype=np.float32)
-    plan = _PLANS[kind.name](model, keys, frontend_config, audio, calibration, fixed_samples, quantize)
-    try:
-        with quiet_tf_interpreter():
-            content = tflite_converter(plan.function, plan.network, quantize, kind, calibration=plan.calibration)
-            content = content.convert()
-        if quantize == "int8" and plan.float_layers:
-            with quiet_tf_interpreter():
-                content = int8_with_float_layers(
-                    content, plan.function, plan.network, kind, plan.calibration, plan.float_layers
-                )
-    except Exception as error:  # the converter raises many unrelated types
-        raise ConversionError(f"Converting {model.name!r} ({quantize}, frontend={frontend}) failed: {error}") from error
-    quantizer_entry = None
-    if litert_recipe:  # LiteRT's quantizer on the float32 file; metadata is written after it
-        content, quantizer_entry = litert_quantizer.quantize(
-            content,
-            litert_recipe,
-            input_name=kind.input_name,
-            report_inputs=plan.parity_inputs if plan.calibration is None else plan.calibration,
-            calibration=plan.calibration,
-            float_layers=float_layers,
-            frontend_layers=plan.float_layers,
-        )
-        quantize = litert_recipe
-    content, written = converter_metadata(
-        content,
-        name=model.name,
-        version=__version__,
-        model_sample_rate_hz=frontend_config.sample_rate_hz,
-        audio_input=kind.input_name == AUDIO_INPUT_NAME,
-        score_names=score_labels(metadata.get("teacher"), plan.reference[key].shape[1]) if key == SCORES_KEY else None,
-        request=tflite_metadata,
+    config, fixed_samples = _frontend_input(model, kind, fixed_samples, quantize, chunk_vectors, tflite_metadata)
+    plan, clips = _plan(model, kind, config, fixed_samples, quantize, litert_recipe, representative_audio, parity_audio)
+    content, quantize, quantizer_entry = _model_content(
+        plan, kind, quantize, litert_recipe, float_layers, model.name, frontend
     )
-    if litert_recipe:
-        check_metadata(content, written)
-    write_model(out_path, content)
-
-    ops = litert.op_table(content)
-    float_ops = sorted({row["op"] for row in ops if row["float"]})
-    if quantize == "int8" and float_ops:
-        _log.warning("int8 model %s keeps these ops in float: %s", out_path, ", ".join(float_ops))
-    candidate = tflite_outputs(content, plan.parity_inputs)
-    scores = {name: parity(plan.reference[name], candidate[name]) for name in keys}
-    if key == SCORES_KEY:
-        # Cosine is a weak check on a few scores; CCC over the parity rows says whether each score follows.
-        scores[key]["ccc"] = ccc(plan.reference[key], candidate[key]).tolist()
-    checked = Parity.of(
-        scores,
-        clips=len(audio),
-        rows=len(plan.parity_inputs),
-        min_mean_cosine=(litert_quantizer.DEFAULT_MIN_COSINE if litert_recipe else DEFAULT_MIN_COSINE)[quantize]
-        if min_cosine is None
-        else float(min_cosine),
-        reference=plan.reference_name,
-    )
-
+    check = bool(litert_recipe)  # LiteRT's quantizer ran: read the metadata back
+    content, written = _write_tflite(out_path, content, model, metadata, kind, plan, config, tflite_metadata, check)
+    checked = _check_file(content, plan, clips, out_path, quantize, min_cosine, litert_recipe)
     card = ModelCard(
         **tflite_card_fields(content, out_path, model, quantize, kind),
-        output=key,
-        output_keys=keys if len(keys) > 1 else None,
-        sample_rate_hz=frontend_config.sample_rate_hz,
-        **plan.card,
+        **_student_entries(plan, config, chunk_vectors),
         parity=checked,
-        source={
-            "export": source,
-            "parameters": int(model.count_params()),
-            "build": metadata.get("build", getattr(model, "build_spec", None)),
-            "teacher": metadata.get("teacher"),
-            "run": run_info(model_or_export_dir),
-            "optimization": metadata.get("optimization"),
-        },
-        # "frames": the card key cards have always had for chunk_vectors (docs/DESIGN.md, "Glossary").
-        converter={"tensorflow": tf.__version__, "fixed_samples": plan.fixed_samples, "frames": bool(chunk_vectors)},
+        source=_card_source(source, model, metadata),
         extra={"tflite_metadata": written, **({"quantizer": quantizer_entry} if quantizer_entry else {})},
     )
-    written_card = write_card(card_path, card)
-    _log.info(
-        "Wrote %s (%d bytes, %s, mean cosine %.6f) and %s",
-        out_path,
-        len(content),
-        quantize,
-        scores[key]["mean_cosine"],
-        card_path,
-    )
-    check_parity(checked.passed, parity_message(checked, out_path), strict=strict)
-    return written_card
+    return _write_card(card_path, card, out_path, strict=strict)

@@ -59,6 +59,116 @@ _KAGGLE_PREFIX = "kaggle:"
 _NETWORK_TIMEOUT_S = 5.0
 
 
+def _output_names(model, output_names) -> tuple:
+    """The outputs exported: ``output_names``, or the model's one ``embedding`` / ``scores`` output.
+
+    Raises:
+        ParameterError: the model has no such output, or not exactly one of ``embedding`` / ``scores``.
+    """
+    names = tuple(output_names) if output_names else (model_output_key(model),)
+    outputs = model.output
+    missing = [name for name in names if not isinstance(outputs, dict) or name not in outputs]
+    if missing:
+        raise ParameterError(f"Model {model.name!r} has no output(s) {missing}; it outputs {model.output!r}.")
+    return names
+
+
+def _traced_call(model, names: tuple, spec):
+    """The export's ``__call__``: audio -> ``{name: [batch, D]}``, traced with ``training`` False and True."""
+
+    @tf.function
+    def call(audio_samples, training=False):
+        results = model(audio_samples, training=training)
+        return {name: results[name] for name in names}
+
+    call.get_concrete_function(spec, training=False)
+    call.get_concrete_function(spec, training=True)
+    return call
+
+
+def _chunk_vectors_signature(model, names: tuple, chunks, spec):
+    """Audio -> ``{name: [batch, chunks, D], 'start_s': [chunks]}``, a chunk every ``chunks.hop_s`` seconds."""
+    output = names[0]
+    per_chunk = chunk_vectors_model(model, chunks.hop_s)
+
+    @tf.function(input_signature=[spec])
+    def chunk_vectors(audio_samples):
+        results = per_chunk(audio_samples, training=False)
+        starts = tf.cast(tf.range(tf.shape(results[output])[1]), tf.float32) * chunks.hop_s
+        return {**{name: results[name] for name in names}, START_S_KEY: starts}
+
+    return chunk_vectors
+
+
+def _signatures(model, names: tuple, chunks) -> tuple:
+    """``(__call__, signatures)``: ``serving_default``, and the chunk-vector one for ``chunks`` (not ``None``) when
+    there is one output, or all are heads on the clip vector (a several-teacher student's)."""
+    spec = tf.TensorSpec([None, None], tf.float32, name=AUDIO_INPUT_NAME)
+    call = _traced_call(model, names, spec)
+    serving = tf.function(lambda audio_samples: call(audio_samples, training=False), input_signature=[spec])
+    signatures = {SIGNATURE_KEY: serving}
+    if chunks is not None and (len(names) == 1 or set(names) <= set(output_heads(model))):
+        signatures[CHUNKS_SIGNATURE_KEY] = _chunk_vectors_signature(model, names, chunks, spec)
+    return call, signatures
+
+
+def _save(model, path: str, call, signatures: dict) -> None:
+    """Write the SavedModel (``call`` as its ``__call__``) and ``model.keras`` into ``path``."""
+    # The attributes TF Hub's reusable-SavedModel convention asks for (hub.KerasLayer reads them).
+    # The Keras model itself is not attached: its legacy per-layer serialization traced every
+    # layer's call again and took over half of the export's time; model.keras keeps the model.
+    exported = tf.train.Checkpoint()
+    exported.variables = list(model.variables)
+    exported.trainable_variables = list(model.trainable_variables)
+    exported.regularization_losses = []
+    exported.__call__ = call
+    tf.saved_model.save(exported, path, signatures=signatures)
+    model.save(os.path.join(path, KERAS_FILE))
+
+
+def _metadata(model, names: tuple, chunks, signatures: dict, extra_metadata) -> dict:
+    """The export's ``trillsson_tf.json``: what it is (name, outputs and widths, frontend numbers, chunk-vector
+    signature, a layer student's entries), then ``extra_metadata``."""
+    output = names[0]
+    outputs = model.output
+    frontend = getattr(model, "frontend", None)
+    return {
+        "format": _FORMAT,
+        "name": model.name,
+        "input": AUDIO_INPUT_NAME,
+        "output": output,
+        **({"outputs": {name: int(outputs[name].shape[-1]) for name in names}} if len(names) > 1 else {}),
+        "embedding_dim": int(outputs[output].shape[-1]),
+        "parameters": int(model.count_params()),
+        "sample_rate_hz": frontend.sample_rate_hz if frontend else None,
+        "frontend": frontend.to_dict() if frontend else None,
+        "build": getattr(model, "build_spec", None),
+        # The chunk-vector signature, under the stored keys exports have always had ("frames", "window_s").
+        "frames": (
+            {
+                "signature": CHUNKS_SIGNATURE_KEY,
+                "hop_s": chunks.hop_s,
+                "window_s": chunks.chunk_s,
+                "outputs": [*names, START_S_KEY],
+            }
+            if CHUNKS_SIGNATURE_KEY in signatures
+            else None
+        ),
+        # A layer student straight from models.build: the metadata its export type needs.
+        **(
+            {
+                EXPORT_TYPE_KEY: LAYER_STUDENT_EXPORT,
+                "encoder": model.encoder.name,
+                "segment_samples": model.min_samples,
+                "sample_rate_hz": model.sample_rate_hz,
+            }
+            if getattr(model, "family", None) == WAVEFORM
+            else {}
+        ),
+        **(extra_metadata or {}),
+    }
+
+
 def export_savedmodel(
     model,
     path,
@@ -97,82 +207,10 @@ def export_savedmodel(
     chunk_hop_s = old.get("chunk_hop_s", chunk_hop_s)
     chunks = None if chunk_hop_s is None else DEFAULT_FRONTEND.chunks(chunk_hop_s)  # checked before the folder is made
     path = prepare_output_dir(path, overwrite=overwrite, what="Export directory")
-    names = tuple(output_names) if output_names else (model_output_key(model),)
-    output = names[0]
-    outputs = model.output
-    missing = [name for name in names if not isinstance(outputs, dict) or name not in outputs]
-    if missing:
-        raise ParameterError(f"Model {model.name!r} has no output(s) {missing}; it outputs {model.output!r}.")
-
-    spec = tf.TensorSpec([None, None], tf.float32, name=AUDIO_INPUT_NAME)
-
-    @tf.function
-    def call(audio_samples, training=False):
-        results = model(audio_samples, training=training)
-        return {name: results[name] for name in names}
-
-    call.get_concrete_function(spec, training=False)
-    call.get_concrete_function(spec, training=True)
-    serving = tf.function(lambda audio_samples: call(audio_samples, training=False), input_signature=[spec])
-    signatures = {SIGNATURE_KEY: serving}
-    if chunks is not None and (len(names) == 1 or set(names) <= set(output_heads(model))):
-        per_chunk = chunk_vectors_model(model, chunks.hop_s)
-
-        @tf.function(input_signature=[spec])
-        def chunk_vectors(audio_samples):
-            results = per_chunk(audio_samples, training=False)
-            starts = tf.cast(tf.range(tf.shape(results[output])[1]), tf.float32) * chunks.hop_s
-            return {**{name: results[name] for name in names}, START_S_KEY: starts}
-
-        signatures[CHUNKS_SIGNATURE_KEY] = chunk_vectors
-
-    # The attributes TF Hub's reusable-SavedModel convention asks for (hub.KerasLayer reads them).
-    # The Keras model itself is not attached: its legacy per-layer serialization traced every
-    # layer's call again and took over half of the export's time; model.keras keeps the model.
-    exported = tf.train.Checkpoint()
-    exported.variables = list(model.variables)
-    exported.trainable_variables = list(model.trainable_variables)
-    exported.regularization_losses = []
-    exported.__call__ = call
-    tf.saved_model.save(exported, path, signatures=signatures)
-    model.save(os.path.join(path, KERAS_FILE))
-
-    frontend = getattr(model, "frontend", None)
-    metadata = {
-        "format": _FORMAT,
-        "name": model.name,
-        "input": AUDIO_INPUT_NAME,
-        "output": output,
-        **({"outputs": {name: int(outputs[name].shape[-1]) for name in names}} if len(names) > 1 else {}),
-        "embedding_dim": int(outputs[output].shape[-1]),
-        "parameters": int(model.count_params()),
-        "sample_rate_hz": frontend.sample_rate_hz if frontend else None,
-        "frontend": frontend.to_dict() if frontend else None,
-        "build": getattr(model, "build_spec", None),
-        # The chunk-vector signature, under the stored keys exports have always had ("frames", "window_s").
-        "frames": (
-            {
-                "signature": CHUNKS_SIGNATURE_KEY,
-                "hop_s": chunks.hop_s,
-                "window_s": chunks.chunk_s,
-                "outputs": [*names, START_S_KEY],
-            }
-            if CHUNKS_SIGNATURE_KEY in signatures
-            else None
-        ),
-        # A layer student straight from models.build: the metadata its export type needs.
-        **(
-            {
-                EXPORT_TYPE_KEY: LAYER_STUDENT_EXPORT,
-                "encoder": model.encoder.name,
-                "segment_samples": model.min_samples,
-                "sample_rate_hz": model.sample_rate_hz,
-            }
-            if getattr(model, "family", None) == WAVEFORM
-            else {}
-        ),
-        **(extra_metadata or {}),
-    }
+    names = _output_names(model, output_names)
+    call, signatures = _signatures(model, names, chunks)
+    _save(model, path, call, signatures)
+    metadata = _metadata(model, names, chunks, signatures, extra_metadata)
     write_json(os.path.join(path, METADATA_FILE), metadata)
     _log.info("Exported %s (%d parameters) to %s", model.name, metadata["parameters"], path)
     return path
