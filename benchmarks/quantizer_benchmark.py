@@ -304,6 +304,7 @@ def main(argv=None) -> dict:
     import tensorflow as tf
 
     from trillsson_tf import models
+    from trillsson_tf._keras import keras
     from trillsson_tf.converters.common import load_keras_model
     from trillsson_tf.converters.litert_quantizer import quantizer_version
     from trillsson_tf.folders import write_atomic
@@ -313,6 +314,7 @@ def main(argv=None) -> dict:
     clips = [item.path for item in unseen]
     labels = {task: [item.labels[task] for item in unseen] for task in TASKS}
     model, _ = load_keras_model(args.export)
+    keras.utils.set_random_seed(0)  # the untrained scale student's weights, so its flagged layers repeat
     scale_model = models.build(args.scale_student)
     with tempfile.TemporaryDirectory() as folder:
         files = convert_all(args.export, folder, calibration, prefix="student")
