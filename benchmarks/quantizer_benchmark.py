@@ -81,19 +81,6 @@ def demo_items(data: str, *, every_training_file: bool = False) -> tuple:
     return train, [item for item in items if item.labels.get("role") == "unseen"]
 
 
-def int8_within_budget(card: dict, int4_bytes: int, float_bytes: int, budget: float) -> list:
-    """The layers ``int4-weights``' error report finds most sensitive (added error per weight), int8 while the
-    file stays within ``budget`` of float32: Keras layer names."""
-    layers = [layer for layer in card["quantizer"]["layers"] if layer["weight_bits"] == 4]
-    layers.sort(key=lambda layer: -layer["added_error"] / layer["weight_count"])
-    chosen, room = [], budget * float_bytes - int4_bytes
-    for layer in layers:
-        if layer["weight_count"] / 2 <= room:  # int4 -> int8: half a byte more per weight
-            chosen.append(layer["layer"].rpartition("/")[2])
-            room -= layer["weight_count"] / 2
-    return chosen
-
-
 def int4_trained(export, folder: str, calibration, training_files: list, args, int8_layers=()) -> tuple:
     """``optimize --int4`` of ``export`` on the training speakers' files, converted with ``int4-weights``:
     ``(path, card, optimize report)``."""
@@ -306,7 +293,7 @@ def main(argv=None) -> dict:
     from trillsson_tf import models
     from trillsson_tf._keras import keras
     from trillsson_tf.converters.common import load_keras_model
-    from trillsson_tf.converters.litert_quantizer import quantizer_version
+    from trillsson_tf.converters.litert_quantizer import int8_within, quantizer_version
     from trillsson_tf.folders import write_atomic
 
     calibration, unseen = demo_items(args.data)
@@ -324,7 +311,7 @@ def main(argv=None) -> dict:
             if args.int8_budget:
                 (int4_path, int4_card), (float_path, _) = files["litert_int4_weights"], files["float32"]
                 sizes = os.path.getsize(int4_path), os.path.getsize(float_path)
-                int8_layers = int8_within_budget(int4_card, *sizes, args.int8_budget)
+                int8_layers = int8_within(int4_card["quantizer"]["layers"], *sizes, args.int8_budget)
             path, card, int4_report = int4_trained(args.export, folder, calibration, training_files, args, int8_layers)
             files[INT4_TRAINED] = (path, card)
         rows = measure(files, clips, labels, args.repeats)

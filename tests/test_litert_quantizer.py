@@ -69,6 +69,7 @@ def test_recipes_size_fidelity_and_report(float_patch, patches):
     assert sizes["int4-weights"] < sizes["int8-weights"] < len(content) / 3
     assert results["int8-weights"][1]["mean_cosine"] > 0.999 and results["int8"][1]["mean_cosine"] > 0.99
     assert results["int4-weights"][1]["mean_cosine"] > 0.9
+    assert results["int4-weights"][2]["int8_within"] == {"size_ratio": 0.15, "layers": []}  # 0.24 of float32 already
     # The mixed recipe keeps float exactly the layers the int4 report flagged, and is closer to float than int4.
     mixed = results["int4-mixed"][2]
     flagged = [layer["layer"] for layer in mixed["int4_report"] if layer["flagged"]]
@@ -111,6 +112,19 @@ def test_kernels_already_on_the_int4_grid_are_stored_exactly(tmp_path, patches):
         assert {layer["weight_bits"] for layer in entry["layers"] if layer["layer"] in layers} == {bits}
     result = parity(_vectors(content, held_out), _vectors(quantized, held_out))
     assert result["mean_cosine"] > 0.99999 and result["max_abs_diff"] < 1e-3 * result["reference_rms"] * 100
+
+
+def test_int8_within_takes_the_most_error_per_weight_that_fits_the_size():
+    rows = [
+        {"layer": "net/a", "weight_bits": 4, "weight_count": 1000, "added_error": 0.01},  # 1e-5 per weight
+        {"layer": "net/b", "weight_bits": 4, "weight_count": 100, "added_error": 0.005},  # 5e-5: first
+        {"layer": "net/c", "weight_bits": 8, "weight_count": 10, "added_error": 1.0},  # int8 already
+        {"layer": "net/d", "weight_bits": 4, "weight_count": 400, "added_error": 0.001},  # 2.5e-6
+    ]
+    # Room: 0.15 * 10,000 - 1,000 = 500 bytes. b costs 50; a (500) no longer fits; d (200) does.
+    assert litert_quantizer.int8_within(rows, 1000, 10000) == ["b", "d"]
+    assert litert_quantizer.int8_within(rows, 1000, 10000, size_ratio=0.2) == ["b", "a", "d"]
+    assert litert_quantizer.int8_within(rows, 1600, 10000) == []  # over the size already
 
 
 @needs_quantizer

@@ -20,10 +20,12 @@ from trillsson_tf.formats.int4_weights import on_int4_grid
 __all__ = [
     "DEFAULT_MIN_COSINE",
     "FLAG_ADDED_ERROR",
+    "INT8_SIZE_RATIO",
     "QUANTIZERS",
     "RECIPES",
     "check_recipe",
     "error_report",
+    "int8_within",
     "quantize",
     "quantizer_version",
     "weight_layers",
@@ -43,6 +45,9 @@ RECIPES = {
 
 DEFAULT_MIN_COSINE = {"int8-weights": 0.999, "int4-weights": 0.95, "int8": 0.98, "int4-mixed": 0.99}
 """Mean parity cosine below which a LiteRT-quantized conversion warns (or fails under ``strict``)."""
+
+INT8_SIZE_RATIO = 0.15
+"""The size, as a share of float32, within which an ``int4-weights`` card names layers worth int8 (``int8_within``)."""
 
 FLAG_ADDED_ERROR = 0.01
 """A layer is flagged when it adds more than this noise-to-signal power to its output (``added_error``)."""
@@ -80,6 +85,28 @@ def _grid_bits(op_name: str, weights, data):
         return None
     values = np.frombuffer(bytes(data), np.float32).reshape(weights.shape)
     return next((bits for bits in (4, 8) if on_int4_grid(values, axis=0, bits=bits)), None)
+
+
+def int8_within(layers: list, int4_bytes: int, float_bytes: int, size_ratio: float = INT8_SIZE_RATIO) -> list:
+    """The int4 layers of an error report worth int8 within a size: most added error per weight first.
+
+    Args:
+        layers: :func:`error_report` rows of an ``int4-weights`` file (the card's ``quantizer.layers``).
+        int4_bytes: That file's size; ``float_bytes``: its float32 file's size.
+        size_ratio: The largest size, as a share of ``float_bytes``, the file may reach with them int8.
+
+    Returns:
+        Their Keras layer names (the last part of ``layer``), for ``optimize --int4 --int8-layers``.
+    """
+    ranked = sorted(
+        (row for row in layers if row["weight_bits"] == 4), key=lambda r: -r["added_error"] / r["weight_count"]
+    )
+    chosen, room = [], size_ratio * float_bytes - int4_bytes
+    for row in ranked:
+        if row["weight_count"] / 2 <= room:  # int4 -> int8: half a byte more per weight
+            chosen.append(row["layer"].rpartition("/")[2])
+            room -= row["weight_count"] / 2
+    return chosen
 
 
 def _op_names():
@@ -317,6 +344,11 @@ def quantize(
     entry.update(float_layers=sorted({row["layer"] for row in keep}), frontend_layers=list(frontend_layers))
     for bits in (4, 8):
         entry[f"int{bits}_grid_layers"] = sorted({row["layer"] for row in grid if row["grid_bits"] == bits})
+    if recipe == "int4-weights":  # what int4 training could keep int8 (optimize --int4 --int8-layers)
+        entry["int8_within"] = {
+            "size_ratio": INT8_SIZE_RATIO,
+            "layers": int8_within(entry["layers"], len(quantized), len(content)),
+        }
     entry["flag_threshold"] = threshold
     entry["report_rows"] = int(len(report_inputs))
     return quantized, entry
