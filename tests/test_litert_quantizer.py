@@ -86,7 +86,7 @@ def test_kernels_already_on_the_int4_grid_are_stored_exactly(tmp_path, patches):
     from trillsson_tf import models
     from trillsson_tf._keras import keras
     from trillsson_tf.converters.tflite import convert
-    from trillsson_tf.formats.int4_weights import snap_int4
+    from trillsson_tf.formats.weight_grid import snap_to_grid
 
     keras.utils.set_random_seed(5)
     model = models.build("trillsson1", **TINY_STUDENTS["trillsson1"])
@@ -94,7 +94,7 @@ def test_kernels_already_on_the_int4_grid_are_stored_exactly(tmp_path, patches):
     for layer in model.chunk_network.layers:
         if type(layer).__name__ in ("Conv2D", "Dense"):
             weights, snapped[layer.name] = layer.get_weights(), 8 if not snapped else 4  # the first one at int8
-            layer.set_weights([snap_int4(weights[0], bits=snapped[layer.name]), *weights[1:]])
+            layer.set_weights([snap_to_grid(weights[0], bits=snapped[layer.name]), *weights[1:]])
     path = tmp_path / "on_grid.tflite"
     convert(model, path, frontend=False)
     content = path.read_bytes()

@@ -19,7 +19,7 @@ from trillsson_tf.apps import cli
 from trillsson_tf._keras import keras
 from trillsson_tf.audio import SAMPLE_AUDIO_DIR
 from trillsson_tf.errors import ParameterError, UnsupportedLayerError
-from trillsson_tf.formats.int4_weights import on_int4_grid
+from trillsson_tf.formats.weight_grid import on_grid
 from trillsson_tf.metrics import parity
 from trillsson_tf.optimize import _tfmot, pipeline
 
@@ -327,9 +327,9 @@ def test_int4_training_strips_to_the_int4_kernels_it_trained_with(patches):
     for layer in stripped.layers:
         if kinds[layer.name] in ("Conv2D", "Dense"):
             bits = 8 if layer.name == first else 4
-            assert on_int4_grid(layer.get_weights()[0], bits=bits) and not on_int4_grid(
-                layer.get_weights()[0], bits=12 - bits
-            ), layer.name
+            assert on_grid(layer.get_weights()[0], bits=bits) and not on_grid(layer.get_weights()[0], bits=12 - bits), (
+                layer.name
+            )
     # The export computes what training computed (BatchNormalization frozen by the recovery): the grid is exact.
     np.testing.assert_allclose(stripped(patches).numpy(), wrapped(patches, training=True).numpy(), atol=1e-5)
     assert parity(network(patches).numpy(), stripped(patches).numpy())["mean_cosine"] > 0.95

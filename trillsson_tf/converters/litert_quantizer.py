@@ -15,7 +15,7 @@ import numpy as np
 
 from trillsson_tf.contract import SIGNATURE_KEY
 from trillsson_tf.errors import ConversionError, ParameterError
-from trillsson_tf.formats.int4_weights import on_int4_grid
+from trillsson_tf.formats.weight_grid import on_grid
 
 __all__ = [
     "DEFAULT_MIN_COSINE",
@@ -84,7 +84,7 @@ def _grid_bits(op_name: str, weights, data):
     if op_name not in _GRID_OPS or weights.type != schema.TensorType.FLOAT32:
         return None
     values = np.frombuffer(bytes(data), np.float32).reshape(weights.shape)
-    return next((bits for bits in (4, 8) if on_int4_grid(values, axis=0, bits=bits)), None)
+    return next((bits for bits in (4, 8) if on_grid(values, axis=0, bits=bits)), None)
 
 
 def int8_within(layers: list, int4_bytes: int, float_bytes: int, size_ratio: float = INT8_SIZE_RATIO) -> list:

@@ -3,15 +3,16 @@
 :func:`apply_int4_qat` fake-quantizes the kernels of every ``Conv2D`` and ``Dense`` (tfmot, 4 bits,
 symmetric per output channel) and leaves activations and other layers float; :func:`strip_int4_qat`
 gives back the plain network with each kernel snapped onto that grid
-(:func:`~trillsson_tf.formats.int4_weights.snap_int4`), so the
+(:func:`~trillsson_tf.formats.weight_grid.snap_to_grid`), so the
 quantizer (``convert --quantizer litert --quantize int4-weights``) stores it exactly.
 """
 
 from trillsson_tf._keras import keras
 from trillsson_tf.errors import ParameterError
-from trillsson_tf.formats.int4_weights import snap_int4
+from trillsson_tf.formats.weight_grid import snap_to_grid
 from trillsson_tf.optimize._common import clone
 from trillsson_tf.optimize._tfmot import import_tfmot
+from trillsson_tf.optimize.quantize import strip_qat
 
 __all__ = ["INT4_LAYERS", "apply_int4_qat", "check_int8_layers", "strip_int4_qat"]
 
@@ -120,15 +121,13 @@ def strip_int4_qat(network):
 
     Returns:
         A new Keras model with the float network's layer names, no tfmot layers; its ``Conv2D`` and
-        ``Dense`` kernels are what the training forward pass used (``snap_int4`` of the trained ones,
+        ``Dense`` kernels are what the training forward pass used (``snap_to_grid`` of the trained ones,
         at 8 bits for ``int8_layers``).
     """
-    from trillsson_tf.optimize.quantize import strip_qat
-
     bits = {layer.layer.name: layer.quantize_config.num_bits for layer in network.layers if hasattr(layer, "layer")}
     plain = strip_qat(network)
     for layer in plain.layers:
         if layer.name in bits:
             weights = layer.get_weights()
-            layer.set_weights([snap_int4(weights[0], bits=bits[layer.name]), *weights[1:]])
+            layer.set_weights([snap_to_grid(weights[0], bits=bits[layer.name]), *weights[1:]])
     return plain

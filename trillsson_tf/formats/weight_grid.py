@@ -1,14 +1,14 @@
 """LiteRT's int4 (and int8) weights: a symmetric grid per output channel, ``k * max|w| / levels``.
 
 int4: ``levels`` 7 (``k`` in [-8, 7], the extreme value at +-7); int8: 127 (narrow range, [-127, 127]).
-:func:`snap_int4` rounds float weights onto that grid (what int4-aware training exports) and
-:func:`on_int4_grid` tells whether weights already lie on it (then min-max quantization stores them
+:func:`snap_to_grid` rounds float weights onto that grid (what int4-aware training exports) and
+:func:`on_grid` tells whether weights already lie on it (then min-max quantization stores them
 exactly). numpy only.
 """
 
 import numpy as np
 
-__all__ = ["INT4_LEVELS", "grid_levels", "snap_int4", "on_int4_grid"]
+__all__ = ["INT4_LEVELS", "grid_levels", "snap_to_grid", "on_grid"]
 
 INT4_LEVELS = 7
 """Levels each side of zero: LiteRT's min-max int4 scale of a channel with ``max |w| = m`` is ``m / 7``."""
@@ -27,14 +27,14 @@ def _scale(weights: np.ndarray, levels: int) -> np.ndarray:
     return np.where(bound > 0, bound / levels, 1.0)
 
 
-def snap_int4(weights, axis: int = -1, *, bits: int = 4) -> np.ndarray:
+def snap_to_grid(weights, axis: int = -1, *, bits: int = 4) -> np.ndarray:
     """float32 ``weights`` rounded onto the ``bits``-bit grid of each slice along ``axis`` (the output channels)."""
     moved = np.moveaxis(np.asarray(weights, dtype=np.float32), axis, -1)
     scale = _scale(moved, grid_levels(bits)).astype(np.float32)
     return np.moveaxis((np.round(moved / scale) * scale).astype(np.float32), -1, axis)
 
 
-def on_int4_grid(weights, axis: int = -1, *, bits: int = 4, tolerance: float = 1e-3) -> bool:
+def on_grid(weights, axis: int = -1, *, bits: int = 4, tolerance: float = 1e-3) -> bool:
     """Whether ``weights`` lie on the ``bits``-bit grid of each slice along ``axis``, within ``tolerance`` steps."""
     moved = np.moveaxis(np.asarray(weights, dtype=np.float64), axis, -1)
     if moved.size == 0:
